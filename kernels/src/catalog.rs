@@ -1,0 +1,218 @@
+//! Type-erased access to kernels by id, with JSON parameters.
+
+use crate::gpu::{Gpu, GpuDispatch, GpuError};
+use crate::{matmul::Matmul, KernelError, KernelSpec};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+/// Named binary inputs of a job, as decoded from the submitter's request.
+pub type NamedInputs = BTreeMap<String, Vec<u8>>;
+
+/// What `GET /api/v1/kernels` shows about a kernel.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct KernelInfo {
+    /// Stable id.
+    pub id: &'static str,
+    /// Version; changes when outputs may change.
+    pub version: u32,
+    /// One paragraph for people.
+    pub description: &'static str,
+    /// JSON Schema of the job parameters.
+    pub params_schema: Value,
+    /// Each named input and its encoding.
+    pub inputs: Vec<InputInfo>,
+    /// Encoding of the job result.
+    pub output: &'static str,
+    /// MIME type of the job result.
+    pub output_content_type: &'static str,
+}
+
+/// One named input of a kernel.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct InputInfo {
+    /// Name used in the job's `input` object.
+    pub name: &'static str,
+    /// Encoding and size, for people.
+    pub encoding: &'static str,
+}
+
+/// A job, planned: its input blob and its units, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPlan {
+    /// The packed job input.
+    pub input: Vec<u8>,
+    /// Each unit's parameters as JSON text, in merge order.
+    pub units: Vec<String>,
+    /// Total FLOPs of the job.
+    pub flops: u64,
+}
+
+/// A kernel behind JSON: what the relay and volunteers call.
+pub trait Kernel: Send + Sync {
+    /// The kernel's description.
+    fn info(&self) -> KernelInfo;
+    /// Validates parameters and inputs, packs the input and splits the job.
+    fn plan(
+        &self,
+        params: &Value,
+        inputs: &NamedInputs,
+        target_flops: u64,
+    ) -> Result<JobPlan, KernelError>;
+    /// The input bytes of one unit.
+    fn unit_input(
+        &self,
+        params: &Value,
+        job_input: &[u8],
+        unit: &str,
+    ) -> Result<Vec<u8>, KernelError>;
+    /// Checks a unit output's size before it is accepted.
+    fn check_output(&self, unit: &str, output: &[u8]) -> Result<(), KernelError>;
+    /// Merges unit outputs (in unit order) into the job result.
+    fn merge(&self, params: &Value, outputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError>;
+    /// Runs one unit on the CPU reference.
+    fn run_cpu(&self, unit: &str, input: &[u8]) -> Result<Vec<u8>, KernelError>;
+    /// Describes one unit's GPU dispatch.
+    fn gpu_dispatch(&self, unit: &str, input: &[u8]) -> Result<GpuDispatch, KernelError>;
+    /// FLOPs of one unit.
+    fn unit_flops(&self, unit: &str) -> Result<u64, KernelError>;
+}
+
+struct Erased<K>(PhantomData<K>);
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, value: Value) -> Result<T, KernelError> {
+    serde_json::from_value(value).map_err(|e| KernelError::InvalidParam {
+        field: what.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn parse_unit<K: KernelSpec>(unit: &str) -> Result<K::Unit, KernelError> {
+    serde_json::from_str(unit).map_err(|e| KernelError::InvalidParam {
+        field: "unit".to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl<K: KernelSpec> Kernel for Erased<K> {
+    fn info(&self) -> KernelInfo {
+        K::info()
+    }
+
+    fn plan(
+        &self,
+        params: &Value,
+        inputs: &NamedInputs,
+        target_flops: u64,
+    ) -> Result<JobPlan, KernelError> {
+        let params: K::Params = parse("params", params.clone())?;
+        K::validate(&params)?;
+        let input = K::pack_input(&params, inputs)?;
+        let units = K::split(&params, target_flops.max(1));
+        let flops = units.iter().map(K::unit_flops).sum();
+        let units = units
+            .iter()
+            .map(|u| serde_json::to_string(u).expect("unit parameters are plain structs"))
+            .collect();
+        Ok(JobPlan {
+            input,
+            units,
+            flops,
+        })
+    }
+
+    fn unit_input(
+        &self,
+        params: &Value,
+        job_input: &[u8],
+        unit: &str,
+    ) -> Result<Vec<u8>, KernelError> {
+        let params: K::Params = parse("params", params.clone())?;
+        K::unit_input(&params, job_input, &parse_unit::<K>(unit)?)
+    }
+
+    fn check_output(&self, unit: &str, output: &[u8]) -> Result<(), KernelError> {
+        let expected = K::output_len(&parse_unit::<K>(unit)?);
+        if output.len() == expected {
+            Ok(())
+        } else {
+            Err(KernelError::Shape {
+                got: output.len(),
+                expected,
+            })
+        }
+    }
+
+    fn merge(&self, params: &Value, outputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
+        let params: K::Params = parse("params", params.clone())?;
+        K::merge(&params, outputs)
+    }
+
+    fn run_cpu(&self, unit: &str, input: &[u8]) -> Result<Vec<u8>, KernelError> {
+        K::run_cpu(&parse_unit::<K>(unit)?, input)
+    }
+
+    fn gpu_dispatch(&self, unit: &str, input: &[u8]) -> Result<GpuDispatch, KernelError> {
+        K::gpu_dispatch(&parse_unit::<K>(unit)?, input)
+    }
+
+    fn unit_flops(&self, unit: &str) -> Result<u64, KernelError> {
+        Ok(K::unit_flops(&parse_unit::<K>(unit)?))
+    }
+}
+
+/// All kernels this build knows, by id.
+pub struct Catalog {
+    kernels: BTreeMap<&'static str, Box<dyn Kernel>>,
+}
+
+impl Catalog {
+    /// The built-in catalog.
+    pub fn builtin() -> Self {
+        let mut kernels: BTreeMap<&'static str, Box<dyn Kernel>> = BTreeMap::new();
+        kernels.insert(Matmul::ID, Box::new(Erased::<Matmul>(PhantomData)));
+        Self { kernels }
+    }
+
+    /// The kernel with this id.
+    pub fn get(&self, id: &str) -> Result<&dyn Kernel, KernelError> {
+        self.kernels
+            .get(id)
+            .map(|k| k.as_ref())
+            .ok_or_else(|| KernelError::UnknownKernel(id.to_owned()))
+    }
+
+    /// Every kernel's description, sorted by id.
+    pub fn infos(&self) -> Vec<KernelInfo> {
+        self.kernels.values().map(|k| k.info()).collect()
+    }
+
+    /// Runs one unit on the GPU when one is given, else on the CPU reference.
+    pub async fn run_unit(
+        &self,
+        gpu: Option<&Gpu>,
+        kernel: &str,
+        unit: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, RunError> {
+        let kernel = self.get(kernel)?;
+        let output = match gpu {
+            Some(gpu) => gpu.run(&kernel.gpu_dispatch(unit, input)?, input).await?,
+            None => kernel.run_cpu(unit, input)?,
+        };
+        kernel.check_output(unit, &output)?;
+        Ok(output)
+    }
+}
+
+/// Why running a unit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The unit or its data were refused by the kernel.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// The GPU failed.
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+}

@@ -1,0 +1,241 @@
+//! The one wgpu runner every kernel uses: upload inputs, dispatch one compute shader,
+//! read the output back. Works on WebGPU in browsers and on Vulkan/Metal/DX12 natively.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Mutex;
+use wgpu::util::DeviceExt;
+
+/// How to run one unit: which shader, which slices of the unit input become storage
+/// buffers (bindings 1..), the uniform block (binding 0) and the output size (last binding).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuDispatch {
+    /// Pipeline cache key and debug label; one per shader.
+    pub label: &'static str,
+    /// WGSL source with an entry point named `main`.
+    pub shader: &'static str,
+    /// Bytes of the uniform block at binding 0.
+    pub uniforms: Vec<u8>,
+    /// Byte ranges of the unit input, bound in order from binding 1.
+    pub inputs: Vec<Range<usize>>,
+    /// Size of the read-write output buffer, bound after the inputs.
+    pub output_bytes: u64,
+    /// Workgroup counts.
+    pub workgroups: [u32; 3],
+}
+
+/// Why the GPU could not run a unit.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// No adapter: WebGPU missing or disabled, or no Vulkan driver.
+    #[error("no GPU adapter available: {0}")]
+    NoAdapter(String),
+    /// The adapter refused to create a device.
+    #[error("could not open the GPU device: {0}")]
+    Device(String),
+    /// Validation or out-of-memory error reported by wgpu.
+    #[error("GPU error: {0}")]
+    Dispatch(String),
+    /// Reading the output back failed.
+    #[error("reading GPU output failed: {0}")]
+    Readback(String),
+}
+
+/// Facts about the adapter, for display and for the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterSummary {
+    /// Adapter name ("llvmpipe", "SwiftShader Device", a GPU model).
+    pub name: String,
+    /// Backend name ("vulkan", "browserwebgpu" ...).
+    pub backend: String,
+    /// True for CPU-based adapters.
+    pub software: bool,
+}
+
+/// An open GPU device with a pipeline cache.
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    summary: AdapterSummary,
+    pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
+}
+
+impl Gpu {
+    /// Opens the default high-performance adapter.
+    pub async fn new() -> Result<Self, GpuError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let summary = AdapterSummary {
+            name: if info.name.is_empty() {
+                format!("{} {}", info.vendor, info.device)
+            } else {
+                info.name.clone()
+            },
+            backend: info.backend.to_string(),
+            software: info.device_type == wgpu::DeviceType::Cpu
+                || info.name.to_lowercase().contains("swiftshader")
+                || info.name.to_lowercase().contains("llvmpipe"),
+        };
+        // Ask for the adapter's own limits: the defaults cap storage bindings at 128 MiB
+        // and workgroup storage at 16 KiB, less than most GPUs offer.
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("starling"),
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        Ok(Self {
+            device,
+            queue,
+            summary,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The adapter behind this device.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    fn pipeline(&self, d: &GpuDispatch) -> wgpu::ComputePipeline {
+        let mut cache = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .entry(d.label)
+            .or_insert_with(|| {
+                let module = self
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(d.label),
+                        source: wgpu::ShaderSource::Wgsl(d.shader.into()),
+                    });
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(d.label),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some("main"),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    })
+            })
+            .clone()
+    }
+
+    /// Runs one dispatch over `input` and returns the output buffer's bytes.
+    pub async fn run(&self, d: &GpuDispatch, input: &[u8]) -> Result<Vec<u8>, GpuError> {
+        if d.inputs.iter().any(|r| r.end > input.len() || r.start > r.end) {
+            return Err(GpuError::Dispatch("input range outside the unit input".into()));
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom_scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let pipeline = self.pipeline(d);
+        let storage = |label, contents: &[u8]| {
+            // wgpu refuses zero-sized bindings; an empty slice still gets 4 bytes.
+            let contents = if contents.is_empty() { &[0u8; 4][..] } else { contents };
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents,
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+        };
+        let uniforms = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("uniforms"),
+                contents: &d.uniforms,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let inputs: Vec<wgpu::Buffer> = d
+            .inputs
+            .iter()
+            .map(|r| storage("input", &input[r.clone()]))
+            .collect();
+        let out_size = d.output_bytes.max(4).next_multiple_of(4);
+        let output = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("output"),
+            size: out_size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("staging"),
+            size: out_size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniforms.as_entire_binding(),
+        }];
+        for (i, buffer) in inputs.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: buffer.as_entire_binding(),
+            });
+        }
+        entries.push(wgpu::BindGroupEntry {
+            binding: inputs.len() as u32 + 1,
+            resource: output.as_entire_binding(),
+        });
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(d.label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(d.label) });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(d.label),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            let [x, y, z] = d.workgroups;
+            pass.dispatch_workgroups(x, y, z);
+        }
+        encoder.copy_buffer_to_buffer(&output, 0, &staging, 0, out_size);
+        self.queue.submit([encoder.finish()]);
+        if let Some(e) = oom_scope.pop().await {
+            return Err(GpuError::Dispatch(e.to_string()));
+        }
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError::Dispatch(e.to_string()));
+        }
+
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |result| {
+            // The receiver only disappears if this future was dropped; nothing to tell then.
+            let _ = tx.send(result);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        rx.await
+            .map_err(|_| GpuError::Readback("map callback dropped".into()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let bytes = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            view[..d.output_bytes as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(bytes)
+    }
+}

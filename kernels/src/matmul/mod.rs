@@ -1,0 +1,331 @@
+//! `matmul`: C = A x B in f32, split into blocks of rows of A.
+//!
+//! Encoding: every matrix is f32 little-endian, row-major. Job inputs `a` (m x k) and
+//! `b` (k x n); the job result is C (m x n). A unit's input is its block of rows of A
+//! followed by the whole of B; its output is the matching block of rows of C.
+
+use crate::catalog::{InputInfo, KernelInfo, NamedInputs};
+use crate::gpu::GpuDispatch;
+use crate::{KernelError, KernelSpec};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Largest accepted dimension. 4096 keeps B (64 MiB at most) under WebGPU's default
+/// 128 MiB storage-binding limit, so every unit fits on every conformant adapter.
+pub const MAX_DIM: u32 = 4096;
+const WORKGROUP: u32 = 16;
+
+/// Parameters of a matmul job.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MatmulParams {
+    /// Rows of A and C.
+    pub m: u32,
+    /// Columns of A, rows of B.
+    pub k: u32,
+    /// Columns of B and C.
+    pub n: u32,
+}
+
+/// One unit: rows `row_start .. row_start + rows` of C.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MatmulUnit {
+    /// First row of the block.
+    pub row_start: u32,
+    /// Rows in the block.
+    pub rows: u32,
+    /// Columns of A, rows of B.
+    pub k: u32,
+    /// Columns of B and C.
+    pub n: u32,
+}
+
+/// The matmul kernel.
+pub struct Matmul;
+
+fn f32_bytes(count: u64) -> usize {
+    // Dimensions are validated to <= MAX_DIM, so count * 4 fits comfortably in usize on
+    // 32-bit targets too (at most 4096 * 4096 * 4 bytes = 64 MiB).
+    (count * 4) as usize
+}
+
+impl MatmulUnit {
+    fn a_len(&self) -> usize {
+        f32_bytes(u64::from(self.rows) * u64::from(self.k))
+    }
+    fn b_len(&self) -> usize {
+        f32_bytes(u64::from(self.k) * u64::from(self.n))
+    }
+    fn check_input(&self, input: &[u8]) -> Result<(), KernelError> {
+        let expected = self.a_len() + self.b_len();
+        if input.len() != expected
+            || self.rows == 0
+            || self.k == 0
+            || self.n == 0
+            || self.rows > MAX_DIM
+            || self.k > MAX_DIM
+            || self.n > MAX_DIM
+        {
+            return Err(KernelError::Shape {
+                got: input.len(),
+                expected,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn floats(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+impl KernelSpec for Matmul {
+    type Params = MatmulParams;
+    type Unit = MatmulUnit;
+    const ID: &'static str = "matmul";
+    const VERSION: u32 = 1;
+
+    fn info() -> KernelInfo {
+        let dim = json!({"type": "integer", "minimum": 1, "maximum": MAX_DIM});
+        KernelInfo {
+            id: Self::ID,
+            version: Self::VERSION,
+            description: "Dense matrix product C = A x B in f32, split into blocks of rows.",
+            params_schema: json!({
+                "type": "object",
+                "required": ["m", "k", "n"],
+                "additionalProperties": false,
+                "properties": {"m": dim, "k": dim, "n": dim},
+            }),
+            inputs: vec![
+                InputInfo {
+                    name: "a",
+                    encoding: "m*k f32 little-endian, row-major",
+                },
+                InputInfo {
+                    name: "b",
+                    encoding: "k*n f32 little-endian, row-major",
+                },
+            ],
+            output: "m*n f32 little-endian, row-major",
+            output_content_type: "application/octet-stream",
+        }
+    }
+
+    fn validate(p: &MatmulParams) -> Result<(), KernelError> {
+        for (field, value) in [("m", p.m), ("k", p.k), ("n", p.n)] {
+            if value == 0 || value > MAX_DIM {
+                return Err(KernelError::InvalidParam {
+                    field: field.to_owned(),
+                    reason: format!("must be between 1 and {MAX_DIM}, got {value}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn pack_input(p: &MatmulParams, inputs: &NamedInputs) -> Result<Vec<u8>, KernelError> {
+        if let Some(extra) = inputs.keys().find(|k| *k != "a" && *k != "b") {
+            return Err(KernelError::InvalidInput {
+                field: extra.clone(),
+                reason: "matmul takes only inputs `a` and `b`".to_owned(),
+            });
+        }
+        let mut packed = Vec::new();
+        for (name, rows, cols) in [("a", p.m, p.k), ("b", p.k, p.n)] {
+            let data = inputs.get(name).ok_or_else(|| KernelError::InvalidInput {
+                field: name.to_owned(),
+                reason: "missing".to_owned(),
+            })?;
+            let expected = f32_bytes(u64::from(rows) * u64::from(cols));
+            if data.len() != expected {
+                return Err(KernelError::InvalidInput {
+                    field: name.to_owned(),
+                    reason: format!(
+                        "expected {rows}x{cols} f32 = {expected} bytes, got {} bytes",
+                        data.len()
+                    ),
+                });
+            }
+            packed.extend_from_slice(data);
+        }
+        Ok(packed)
+    }
+
+    fn split(p: &MatmulParams, target_flops: u64) -> Vec<MatmulUnit> {
+        let row_flops = 2 * u64::from(p.k) * u64::from(p.n);
+        let rows_per_unit = (target_flops / row_flops).clamp(1, u64::from(p.m)) as u32;
+        (0..p.m)
+            .step_by(rows_per_unit as usize)
+            .map(|row_start| MatmulUnit {
+                row_start,
+                rows: rows_per_unit.min(p.m - row_start),
+                k: p.k,
+                n: p.n,
+            })
+            .collect()
+    }
+
+    fn unit_input(
+        p: &MatmulParams,
+        job_input: &[u8],
+        u: &MatmulUnit,
+    ) -> Result<Vec<u8>, KernelError> {
+        let a_total = f32_bytes(u64::from(p.m) * u64::from(p.k));
+        let a_start = f32_bytes(u64::from(u.row_start) * u64::from(p.k));
+        let expected = a_total + u.b_len();
+        if job_input.len() != expected || a_start + u.a_len() > a_total {
+            return Err(KernelError::Shape {
+                got: job_input.len(),
+                expected,
+            });
+        }
+        let mut input = Vec::with_capacity(u.a_len() + u.b_len());
+        input.extend_from_slice(&job_input[a_start..a_start + u.a_len()]);
+        input.extend_from_slice(&job_input[a_total..]);
+        Ok(input)
+    }
+
+    fn output_len(u: &MatmulUnit) -> usize {
+        f32_bytes(u64::from(u.rows) * u64::from(u.n))
+    }
+
+    fn merge(p: &MatmulParams, outputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
+        let merged = outputs.concat();
+        let expected = f32_bytes(u64::from(p.m) * u64::from(p.n));
+        if merged.len() != expected {
+            return Err(KernelError::Shape {
+                got: merged.len(),
+                expected,
+            });
+        }
+        Ok(merged)
+    }
+
+    fn run_cpu(u: &MatmulUnit, input: &[u8]) -> Result<Vec<u8>, KernelError> {
+        u.check_input(input)?;
+        let (k, n) = (u.k as usize, u.n as usize);
+        let a: Vec<f32> = floats(&input[..u.a_len()]).collect();
+        let b: Vec<f32> = floats(&input[u.a_len()..]).collect();
+        let mut c = vec![0f32; u.rows as usize * n];
+        // i-p-j order streams through B row by row; each c element still sums over p in
+        // increasing order, like the GPU kernel, which keeps the two close.
+        for (i, c_row) in c.chunks_exact_mut(n).enumerate() {
+            for p in 0..k {
+                let a_ip = a[i * k + p];
+                let b_row = &b[p * n..(p + 1) * n];
+                for (cj, bj) in c_row.iter_mut().zip(b_row) {
+                    *cj += a_ip * bj;
+                }
+            }
+        }
+        Ok(c.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    fn gpu_dispatch(u: &MatmulUnit, input: &[u8]) -> Result<GpuDispatch, KernelError> {
+        u.check_input(input)?;
+        let uniforms = [u.rows, u.k, u.n, 0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        Ok(GpuDispatch {
+            label: "matmul",
+            shader: include_str!("shader.wgsl"),
+            uniforms,
+            inputs: vec![0..u.a_len(), u.a_len()..input.len()],
+            output_bytes: Self::output_len(u) as u64,
+            workgroups: [u.n.div_ceil(WORKGROUP), u.rows.div_ceil(WORKGROUP), 1],
+        })
+    }
+
+    fn unit_flops(u: &MatmulUnit) -> u64 {
+        2 * u64::from(u.rows) * u64::from(u.k) * u64::from(u.n)
+    }
+}
+
+/// Whether two honest outputs of the same unit agree: summation order and fused
+/// multiply-adds differ between GPUs and the CPU reference, so elements may differ by the
+/// rounding error of a k-term f32 dot product, bounded here by `k * eps * magnitude`.
+pub fn outputs_agree(k: u32, x: &[u8], y: &[u8]) -> bool {
+    x.len() == y.len()
+        && floats(x).zip(floats(y)).all(|(a, b)| {
+            let scale = a.abs().max(b.abs()).max(1.0);
+            (a - b).abs() <= k.max(1) as f32 * f32::EPSILON * scale
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn to_bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    fn job(p: MatmulParams, seed: u32) -> Vec<u8> {
+        let gen = |len: u32, salt: u32| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i.wrapping_mul(2654435761) ^ salt ^ seed) % 1000) as f32 / 500.0 - 1.0)
+                .collect()
+        };
+        let mut inputs = NamedInputs::new();
+        inputs.insert("a".into(), to_bytes(&gen(p.m * p.k, 1)));
+        inputs.insert("b".into(), to_bytes(&gen(p.k * p.n, 2)));
+        Matmul::pack_input(&p, &inputs).expect("sizes match")
+    }
+
+    proptest! {
+        #[test]
+        fn split_then_merge_equals_the_whole_product(
+            m in 1u32..40, k in 1u32..20, n in 1u32..20, target in 1u64..5000, seed: u32
+        ) {
+            let p = MatmulParams { m, k, n };
+            let input = job(p, seed);
+            let whole = MatmulUnit { row_start: 0, rows: m, k, n };
+            let expected = Matmul::run_cpu(&whole, &input).expect("whole job");
+            let units = Matmul::split(&p, target);
+            prop_assert_eq!(units.iter().map(|u| u.rows).sum::<u32>(), m);
+            let outputs: Vec<Vec<u8>> = units
+                .iter()
+                .map(|u| Matmul::run_cpu(u, &Matmul::unit_input(&p, &input, u).expect("slice")).expect("unit"))
+                .collect();
+            prop_assert_eq!(Matmul::merge(&p, &outputs).expect("merge"), expected);
+        }
+    }
+
+    #[test]
+    fn splits_into_row_blocks_by_cost() {
+        let p = MatmulParams { m: 64, k: 32, n: 32 };
+        let units = Matmul::split(&p, 2 * 32 * 32 * 16);
+        assert_eq!(units.len(), 4);
+        assert!(units.iter().all(|u| u.rows == 16));
+        assert_eq!(units[3].row_start, 48);
+    }
+
+    #[test]
+    fn cpu_reference_computes_a_known_product() {
+        // [[1,2],[3,4]] x [[5,6],[7,8]] = [[19,22],[43,50]]
+        let unit = MatmulUnit { row_start: 0, rows: 2, k: 2, n: 2 };
+        let input = to_bytes(&[1., 2., 3., 4., 5., 6., 7., 8.]);
+        let out = Matmul::run_cpu(&unit, &input).expect("valid");
+        assert_eq!(out, to_bytes(&[19., 22., 43., 50.]));
+    }
+
+    #[test]
+    fn rejects_wrong_sizes_and_ranges_with_precise_messages() {
+        let p = MatmulParams { m: 2, k: 3, n: 4 };
+        let mut inputs = NamedInputs::new();
+        inputs.insert("a".into(), vec![0; 24]);
+        inputs.insert("b".into(), vec![0; 47]);
+        let err = Matmul::pack_input(&p, &inputs).expect_err("b is short");
+        assert_eq!(err.to_string(), "invalid input `b`: expected 3x4 f32 = 48 bytes, got 47 bytes");
+        let err = Matmul::validate(&MatmulParams { m: 0, k: 1, n: 1 }).expect_err("m = 0");
+        assert_eq!(err.to_string(), "invalid parameter `m`: must be between 1 and 4096, got 0");
+        let unit = MatmulUnit { row_start: 0, rows: 2, k: 3, n: 4 };
+        assert!(Matmul::run_cpu(&unit, &[0; 5]).is_err());
+        assert!(Matmul::gpu_dispatch(&unit, &[0; 5]).is_err());
+    }
+}

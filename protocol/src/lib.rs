@@ -1,0 +1,20 @@
+//! Wire messages between the Starling relay and its volunteers.
+//!
+//! Everything that crosses a data channel is defined here so that the relay, the browser
+//! volunteer (wasm32) and the native volunteer agree by construction:
+//! - [`ids`]: the newtype ids shared by the REST API, the database and the wire;
+//! - [`messages`]: one enum per direction;
+//! - [`codec`]: a versioned binary encoding (postcard) and the chunking that keeps every
+//!   data-channel message under the 64 KiB SCTP limit.
+
+pub mod codec;
+pub mod ids;
+pub mod messages;
+
+pub use codec::{decode, encode, ChunkError, Chunker, CodecError, Reassembler, MAX_CHUNK_BYTES};
+pub use ids::{JobId, LeaseId, UnitId};
+pub use messages::{Assignment, DeviceInfo, ToRelay, ToVolunteer};
+
+/// The protocol version this build speaks. Bumped on any incompatible change to
+/// [`messages`]; peers with another version are refused at hello time.
+pub const PROTOCOL_VERSION: u16 = 1;

@@ -1,0 +1,91 @@
+//! The messages, one enum per direction.
+
+use crate::ids::LeaseId;
+use serde::{Deserialize, Serialize};
+
+/// What a volunteer knows about its compute device, sent once in [`ToRelay::Hello`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Adapter name as the GPU API reports it, or "CPU" for the CPU fallback.
+    pub adapter: String,
+    /// Backend: "webgpu", "vulkan", "metal", "cpu" ...
+    pub backend: String,
+    /// True when this is a software or fallback adapter (SwiftShader, lavapipe, CPU).
+    pub fallback: bool,
+}
+
+/// Volunteer -> relay.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToRelay {
+    /// First message on a new channel.
+    Hello {
+        /// The sender's [`crate::PROTOCOL_VERSION`].
+        version: u16,
+        /// Free-form client name and version, for logs and stats ("browser/0.1.0").
+        client: String,
+        /// The device that will run kernels.
+        device: DeviceInfo,
+    },
+    /// The volunteer can take `slots` more units now.
+    Ready {
+        /// How many more units it wants.
+        slots: u32,
+    },
+    /// The output of a leased unit.
+    Result {
+        /// The lease this answers.
+        lease: LeaseId,
+        /// The unit's output bytes, encoded as the kernel documents.
+        output: Vec<u8>,
+        /// Wall time the device spent, for speed estimates.
+        elapsed_ms: u32,
+    },
+    /// The volunteer could not run a leased unit.
+    Failed {
+        /// The lease this answers.
+        lease: LeaseId,
+        /// Why, for the relay's logs.
+        reason: String,
+    },
+}
+
+/// One unit of work handed to one volunteer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The lease; the result must name it.
+    pub lease: LeaseId,
+    /// Kernel id from the catalog ("matmul").
+    pub kernel: String,
+    /// The unit's parameters as JSON text (postcard cannot carry free-form JSON values).
+    pub params_json: String,
+    /// The unit's input bytes, encoded as the kernel documents.
+    pub input: Vec<u8>,
+    /// Milliseconds the volunteer has before the lease is reissued elsewhere.
+    pub deadline_ms: u32,
+}
+
+/// Relay -> volunteer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToVolunteer {
+    /// Answer to a compatible [`ToRelay::Hello`].
+    Welcome {
+        /// The relay's protocol version.
+        version: u16,
+    },
+    /// Work to do.
+    Assign(Assignment),
+    /// The relay's verdict on a [`ToRelay::Result`].
+    Ack {
+        /// The lease the result named.
+        lease: LeaseId,
+        /// True when the result was recorded.
+        accepted: bool,
+        /// Why it was not, when it was not.
+        detail: String,
+    },
+    /// The relay refuses this peer (wrong version, malformed traffic); it closes next.
+    Refused {
+        /// What is wrong, for the volunteer's display.
+        reason: String,
+    },
+}
