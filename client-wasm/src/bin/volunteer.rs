@@ -1,0 +1,106 @@
+//! `volunteer`: a headless native volunteer (wgpu on Vulkan/Metal, or the CPU reference).
+//! It reconnects after relay restarts until stopped with Ctrl-C.
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    native::main().await
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use clap::Parser;
+    use starling_client::platform::native::NativeTransport;
+    use starling_client::{Engine, Event};
+    use std::time::{Duration, Instant};
+
+    /// A headless Starling volunteer.
+    #[derive(Debug, Parser)]
+    #[command(version)]
+    struct Cli {
+        /// The relay's base URL.
+        #[arg(long, env = "STARLING_RELAY", default_value = "http://127.0.0.1:8080")]
+        relay: String,
+        /// Use the CPU reference even when a GPU adapter exists.
+        #[arg(long)]
+        cpu: bool,
+    }
+
+    pub async fn main() -> anyhow::Result<()> {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info,webrtc=error,rtc=error,rtc_dtls=error,rtc_ice=error".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        let cli = Cli::parse();
+        let engine = if cli.cpu {
+            Engine::cpu_only()
+        } else {
+            Engine::detect().await
+        };
+        let device = engine.device_info();
+        tracing::info!(adapter = device.adapter, backend = device.backend, "device ready");
+        if let Some(why) = engine.gpu_error() {
+            tracing::info!("no GPU, using the CPU reference: {why}");
+        }
+        let clock = Instant::now();
+        let client = format!("native/{}", env!("CARGO_PKG_VERSION"));
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let outcome = tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                t = NativeTransport::connect(&cli.relay) => t,
+            };
+            match outcome {
+                Ok(mut transport) => {
+                    backoff = Duration::from_millis(250);
+                    let result = starling_client::run(
+                        &mut transport,
+                        &engine,
+                        &client,
+                        || clock.elapsed().as_secs_f64() * 1000.0,
+                        log_event,
+                        async {
+                            let _ = tokio::signal::ctrl_c().await;
+                        },
+                    )
+                    .await;
+                    transport.close().await;
+                    match result {
+                        Ok(()) => return Ok(()),
+                        Err(e) => tracing::warn!("disconnected: {e}"),
+                    }
+                }
+                Err(e) => tracing::warn!("{e}; retrying in {backoff:?}"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn log_event(event: Event) {
+        match event {
+            Event::Connected => tracing::info!("connected to the relay"),
+            Event::Computed {
+                kernel,
+                elapsed_ms,
+                flops,
+            } => tracing::info!(
+                kernel,
+                elapsed_ms,
+                gflops = flops as f64 / elapsed_ms.max(1e-3) / 1e6,
+                "unit computed"
+            ),
+            Event::Acked { accepted, detail } if !accepted => {
+                tracing::warn!("result not accepted: {detail}")
+            }
+            Event::Acked { .. } => {}
+            Event::UnitFailed(why) => tracing::warn!("unit failed: {why}"),
+        }
+    }
+}

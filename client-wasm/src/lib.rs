@@ -1,0 +1,37 @@
+//! The Starling volunteer runtime, for browsers (wasm32) and natively.
+//!
+//! - [`volunteer`]: the platform-free work loop: hello, ask for work, run each unit,
+//!   send the output back. It sees the network only through [`Transport`].
+//! - [`engine`]: runs units on the GPU through wgpu, or on the kernels' CPU reference when
+//!   no adapter is available.
+//! - [`platform`]: the one place that differs per target: the WebRTC data channel of the
+//!   browser (`web`) or of the `webrtc` crate (`native`).
+
+pub mod engine;
+pub mod platform;
+pub mod volunteer;
+
+pub use engine::Engine;
+pub use volunteer::{run, Event, VolunteerError};
+
+/// Why the transport failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Signaling or channel setup failed.
+    #[error("could not connect to the relay: {0}")]
+    Connect(String),
+    /// The channel closed.
+    #[error("the connection to the relay closed")]
+    Closed,
+}
+
+/// An ordered, reliable message channel to the relay (one WebRTC data channel).
+// Futures here are not Send on wasm32 (browser objects are single-threaded), so the trait
+// deliberately leaves auto-trait bounds off.
+#[allow(async_fn_in_trait)]
+pub trait Transport {
+    /// Sends one frame (at most 64 KiB); waits while the send buffer is full.
+    async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError>;
+    /// Next frame; `None` once the channel closed.
+    async fn recv(&mut self) -> Option<Vec<u8>>;
+}

@@ -1,0 +1,6 @@
+//! The platform seam: everything that differs between the browser and native builds.
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
+#[cfg(target_arch = "wasm32")]
+pub mod web;

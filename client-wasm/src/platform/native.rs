@@ -1,0 +1,38 @@
+//! Native transport: a `webrtc`-crate data channel through `starling-peer`.
+
+use crate::{Transport, TransportError};
+use starling_peer::PeerLink;
+
+/// A data channel to the relay.
+pub struct NativeTransport {
+    link: PeerLink,
+}
+
+impl NativeTransport {
+    /// Signals through `relay` (e.g. `http://127.0.0.1:8080`) and opens the channel.
+    pub async fn connect(relay: &str) -> Result<Self, TransportError> {
+        let url = format!("{}/api/v1/rtc/offer", relay.trim_end_matches('/'));
+        let link = starling_peer::connect(&url)
+            .await
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        Ok(Self { link })
+    }
+
+    /// Closes the channel and the peer connection.
+    pub async fn close(self) {
+        self.link.close().await;
+    }
+}
+
+impl Transport for NativeTransport {
+    async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError> {
+        self.link
+            .send(frame)
+            .await
+            .map_err(|_| TransportError::Closed)
+    }
+
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.link.recv().await
+    }
+}

@@ -1,0 +1,148 @@
+//! The volunteer's work loop, identical in the browser and natively.
+
+use crate::{Engine, Transport, TransportError};
+use futures::future::{select, Either};
+use futures::FutureExt;
+use starling_protocol::{
+    decode, encode, Chunker, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
+};
+use std::future::Future;
+use std::pin::pin;
+
+/// Largest message accepted from the relay (one unit's input).
+const MAX_INBOUND_BYTES: usize = 512 * 1024 * 1024;
+
+/// Something the page or the log may want to show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The relay accepted our hello.
+    Connected,
+    /// A unit finished on this device.
+    Computed {
+        /// Kernel id.
+        kernel: String,
+        /// Milliseconds it took.
+        elapsed_ms: f64,
+        /// Its FLOPs.
+        flops: u64,
+    },
+    /// The relay's verdict on a result.
+    Acked {
+        /// Recorded or not.
+        accepted: bool,
+        /// Why not.
+        detail: String,
+    },
+    /// A unit failed locally and was handed back.
+    UnitFailed(String),
+}
+
+/// Why the loop ended.
+#[derive(Debug, thiserror::Error)]
+pub enum VolunteerError {
+    /// The channel failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The relay sent something we cannot read.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The relay refused us.
+    #[error("the relay refused this volunteer: {0}")]
+    Refused(String),
+}
+
+async fn send<T: Transport>(t: &T, msg: &ToRelay) -> Result<(), TransportError> {
+    for frame in Chunker::frames(&encode(msg)) {
+        t.send(frame).await?;
+    }
+    Ok(())
+}
+
+async fn next_message<T: Transport>(
+    t: &mut T,
+    reassembler: &mut Reassembler,
+) -> Result<ToVolunteer, VolunteerError> {
+    loop {
+        let frame = t.recv().await.ok_or(TransportError::Closed)?;
+        if let Some(message) = reassembler
+            .push(&frame)
+            .map_err(|e| VolunteerError::Protocol(e.to_string()))?
+        {
+            return decode(&message).map_err(|e| VolunteerError::Protocol(e.to_string()));
+        }
+    }
+}
+
+/// Serves the relay over `transport` until `stop` completes (then returns `Ok`) or the
+/// connection fails. `now_ms` is the platform's monotonic clock.
+pub async fn run<T: Transport>(
+    transport: &mut T,
+    engine: &Engine,
+    client: &str,
+    now_ms: impl Fn() -> f64,
+    mut on_event: impl FnMut(Event),
+    stop: impl Future<Output = ()>,
+) -> Result<(), VolunteerError> {
+    let mut stop = pin!(stop.fuse());
+    let mut reassembler = Reassembler::new(MAX_INBOUND_BYTES);
+    send(
+        transport,
+        &ToRelay::Hello {
+            version: PROTOCOL_VERSION,
+            client: client.to_owned(),
+            device: engine.device_info(),
+        },
+    )
+    .await?;
+    loop {
+        let message = {
+            let next = pin!(next_message(transport, &mut reassembler));
+            match select(next, stop.as_mut()).await {
+                Either::Left((message, _)) => message?,
+                Either::Right(((), _)) => return Ok(()),
+            }
+        };
+        match message {
+            ToVolunteer::Welcome { .. } => {
+                on_event(Event::Connected);
+                send(transport, &ToRelay::Ready { slots: 1 }).await?;
+            }
+            ToVolunteer::Assign(assignment) => {
+                let started = now_ms();
+                match engine.run(&assignment).await {
+                    Ok(output) => {
+                        let elapsed_ms = now_ms() - started;
+                        on_event(Event::Computed {
+                            kernel: assignment.kernel.clone(),
+                            elapsed_ms,
+                            flops: engine.flops(&assignment),
+                        });
+                        send(
+                            transport,
+                            &ToRelay::Result {
+                                lease: assignment.lease,
+                                output,
+                                elapsed_ms: elapsed_ms as u32,
+                            },
+                        )
+                        .await?;
+                    }
+                    Err(e) => {
+                        on_event(Event::UnitFailed(e.to_string()));
+                        send(
+                            transport,
+                            &ToRelay::Failed {
+                                lease: assignment.lease,
+                                reason: e.to_string(),
+                            },
+                        )
+                        .await?;
+                    }
+                }
+                send(transport, &ToRelay::Ready { slots: 1 }).await?;
+            }
+            ToVolunteer::Ack { accepted, detail, .. } => on_event(Event::Acked { accepted, detail }),
+            ToVolunteer::Refused { reason } => return Err(VolunteerError::Refused(reason)),
+        }
+    }
+}

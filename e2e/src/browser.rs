@@ -1,0 +1,194 @@
+//! Headless Chromium with WebGPU and WebRTC, driven through chromedriver's WebDriver API.
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// Flags this machine kind needs (see ../shared/NOTES.md): no sandbox as root, no
+/// background traffic to a network that is not there, WebGPU on, and WebRTC over loopback.
+fn chromium_args(profile: &Path) -> Vec<String> {
+    [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--enable-unsafe-webgpu",
+        "--allow-loopback-in-peer-connection",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+        "--window-size=1100,900",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect()
+}
+
+/// A browser session; chromedriver and Chromium are stopped on drop.
+pub struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+    _profile: crate::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and a fresh headless Chromium profile.
+    pub async fn start(name: &str) -> Result<Self> {
+        let port = crate::free_port()?;
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting chromedriver (scripts/setup.sh installs it)")?;
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.get(format!("{base}/status")).send().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("chromedriver did not come up");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = crate::TempDir::new(&format!("chromium-{name}"))?;
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": chromium_args(profile.path()),
+            },
+        }}});
+        let response: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let session = response["value"]["sessionId"]
+            .as_str()
+            .with_context(|| format!("no WebDriver session: {response}"))?
+            .to_owned();
+        Ok(Self {
+            driver,
+            base,
+            session,
+            http,
+            _profile: profile,
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Result<Value> {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let request = self.http.request(method.clone(), url);
+        let request = if method == reqwest::Method::GET {
+            request
+        } else {
+            request.json(&body)
+        };
+        let response: Value = request.send().await?.json().await?;
+        if let Some(error) = response["value"]["error"].as_str() {
+            bail!("WebDriver {path}: {error}: {}", response["value"]["message"]);
+        }
+        Ok(response["value"].clone())
+    }
+
+    /// Opens a URL.
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        self.call(reqwest::Method::POST, "/url", json!({ "url": url })).await?;
+        Ok(())
+    }
+
+    async fn find(&self, test_id: &str) -> Result<String> {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                json!({"using": "css selector", "value": format!("[data-testid='{test_id}']")}),
+            )
+            .await?;
+        Ok(found[ELEMENT_KEY].as_str().context("element id")?.to_owned())
+    }
+
+    /// The visible text of the element with `data-testid`, or None if it is absent.
+    pub async fn text(&self, test_id: &str) -> Result<Option<String>> {
+        let Ok(id) = self.find(test_id).await else {
+            return Ok(None);
+        };
+        let text = self
+            .call(reqwest::Method::GET, &format!("/element/{id}/text"), Value::Null)
+            .await?;
+        Ok(text.as_str().map(str::to_owned))
+    }
+
+    /// Clicks the element with `data-testid`.
+    pub async fn click(&self, test_id: &str) -> Result<()> {
+        let id = self.find(test_id).await?;
+        self.call(reqwest::Method::POST, &format!("/element/{id}/click"), json!({}))
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the element's text satisfies `pred`; returns that text.
+    pub async fn wait_text(
+        &self,
+        test_id: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.text(test_id).await?;
+            if let Some(t) = &text {
+                if pred(t) {
+                    return Ok(t.clone());
+                }
+            }
+            if Instant::now() > deadline {
+                let status = self.text("status").await.ok().flatten();
+                bail!("[data-testid={test_id}] is {text:?} after {timeout:?} (status: {status:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Saves a PNG screenshot under e2e/artifacts/ (not committed) and returns its path.
+    pub async fn screenshot(&self, name: &str) -> Result<std::path::PathBuf> {
+        let b64 = self
+            .call(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await?;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().context("screenshot data")?)?;
+        let dir = crate::workspace_root().join("e2e").join("artifacts");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png)?;
+        Ok(path)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let url = format!("{}/session/{}", self.base, self.session);
+        // Best effort: ask chromedriver to close Chromium, then stop chromedriver.
+        let _ = std::thread::spawn(move || {
+            let _ = std::process::Command::new("curl")
+                .args(["-s", "-X", "DELETE", &url])
+                .stdout(Stdio::null())
+                .status();
+        })
+        .join();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}

@@ -1,0 +1,116 @@
+//! The one error type of the HTTP layer, rendered as RFC 9457 `application/problem+json`.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not what the endpoint takes (not JSON, wrong shape).
+    #[error("{detail}")]
+    Malformed {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The request is well-formed but a value is not acceptable.
+    #[error("{detail}")]
+    Invalid {
+        /// What is wrong.
+        detail: String,
+        /// The field at fault.
+        field: Option<String>,
+    },
+    /// The body is over the configured limit.
+    #[error("request body is larger than the {limit}-byte limit")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The resource is not in a state that allows this (e.g. result before done).
+    #[error("{0}")]
+    Conflict(String),
+    /// Something failed on our side; details go to the log, not the client.
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::Malformed { .. } => (StatusCode::BAD_REQUEST, "/problems/malformed-request", "Malformed request"),
+            Self::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "/problems/invalid-value", "Invalid value"),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "/problems/too-large", "Request too large"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "/problems/conflict", "Not in a state that allows this"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "/problems/internal", "Internal error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(cause) = &self {
+            tracing::error!("internal error: {cause}");
+        }
+        let (status, kind, title) = self.parts();
+        let field = match &self {
+            Self::Invalid { field, .. } => field.as_deref(),
+            _ => None,
+        };
+        let body = Problem {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            field,
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        (status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response()
+    }
+}
+
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<starling_kernels::KernelError> for ApiError {
+    fn from(e: starling_kernels::KernelError) -> Self {
+        use starling_kernels::KernelError as K;
+        let field = match &e {
+            K::UnknownKernel(_) => Some("kernel".to_owned()),
+            K::InvalidParam { field, .. } => Some(format!("params.{field}")),
+            K::InvalidInput { field, .. } => Some(format!("input.{field}")),
+            K::Shape { .. } => None,
+        };
+        Self::Invalid {
+            detail: e.to_string(),
+            field,
+        }
+    }
+}
+
+impl From<crate::scheduler::SubmitError> for ApiError {
+    fn from(e: crate::scheduler::SubmitError) -> Self {
+        match e {
+            crate::scheduler::SubmitError::Kernel(k) => k.into(),
+            crate::scheduler::SubmitError::Storage(s) => s.into(),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The Starling relay: the REST API for submitters, WebRTC signaling and peers for
+//! volunteers, the scheduler that leases work units, and durable storage in SQLite.
+//!
+//! - [`routes`]: HTTP handlers (thin: parse, call, answer);
+//! - [`scheduler`]: leasing, results, requeueing and merging; one session per volunteer;
+//! - [`storage`]: every state transition as one SQLite transaction;
+//! - [`app`]: the router and its state; [`error`]: problem+json errors.
+
+pub mod app;
+pub mod error;
+pub mod routes;
+pub mod scheduler;
+pub mod storage;

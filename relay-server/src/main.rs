@@ -1,0 +1,98 @@
+//! `relay-server`: runs the Starling relay.
+
+use clap::Parser;
+use relay_server::app::{self, AppState, Limits, StaticDirs};
+use relay_server::scheduler::{Scheduler, SchedulerConfig};
+use relay_server::storage::Storage;
+use starling_kernels::Catalog;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The Starling relay: REST API, WebRTC peers, scheduler, storage and the web UI.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Address to serve HTTP on (port 0 picks a free port; the URL is printed).
+    #[arg(long, env = "STARLING_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for the SQLite database.
+    #[arg(long, env = "STARLING_DATA_DIR", default_value = ".data")]
+    data_dir: PathBuf,
+    /// The built web UI (Trunk's dist/).
+    #[arg(long, default_value = "dist")]
+    app_dir: PathBuf,
+    /// Static assets served as they are.
+    #[arg(long, default_value = "public")]
+    public_dir: PathBuf,
+    /// IP address volunteers reach the relay's WebRTC side on (defaults to the listen IP,
+    /// or 127.0.0.1 when listening on all interfaces).
+    #[arg(long, env = "STARLING_RTC_IP")]
+    rtc_ip: Option<IpAddr>,
+    /// Target size of a work unit in millions of floating-point operations.
+    #[arg(long, default_value_t = 64)]
+    unit_mflops: u64,
+    /// Seconds a volunteer has to return a unit before it is reissued.
+    #[arg(long, default_value_t = 60)]
+    lease_secs: u64,
+    /// Largest accepted request body, in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_body_mib: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,webrtc=error,rtc=error,rtc_dtls=error,rtc_ice=error,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let storage = Storage::open(&cli.data_dir).await?;
+    let scheduler = Scheduler::new(
+        storage,
+        Arc::new(Catalog::builtin()),
+        SchedulerConfig {
+            unit_flops: cli.unit_mflops.max(1) * 1_000_000,
+            lease: Duration::from_secs(cli.lease_secs.max(1)),
+            ..SchedulerConfig::default()
+        },
+    );
+    scheduler.recover().await?;
+    scheduler.spawn_housekeeping();
+    let rtc_ip = cli.rtc_ip.unwrap_or(if cli.listen.ip().is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        cli.listen.ip()
+    });
+    let state = AppState {
+        scheduler,
+        rtc: Arc::new(starling_peer::AnswerConfig {
+            bind_ip: rtc_ip,
+            open_timeout: Duration::from_secs(20),
+        }),
+        limits: Limits {
+            max_body_bytes: cli.max_body_mib * 1024 * 1024,
+        },
+    };
+    let router = app::router(
+        state,
+        &StaticDirs {
+            app: cli.app_dir,
+            public: cli.public_dir,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find the port.
+    println!("Starling relay listening on http://{addr}/");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! `POST /api/v1/rtc/offer`: WebRTC signaling without trickle ICE. The volunteer posts
+//! a complete offer, gets a complete answer, and the data channel opens on its own.
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+/// Offer or answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Sdp {
+    /// Session description text.
+    pub sdp: String,
+}
+
+/// Answers a volunteer's offer and serves the peer once its channel opens.
+pub async fn offer(
+    State(state): State<AppState>,
+    body: Result<Json<Sdp>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Sdp>, ApiError> {
+    let Json(offer) = body.map_err(|e| ApiError::Malformed { detail: e.body_text() })?;
+    let (answer, pending) = starling_peer::answer(&state.rtc, &offer.sdp)
+        .await
+        .map_err(|e| ApiError::Invalid {
+            detail: format!("cannot answer this offer: {e}"),
+            field: Some("sdp".into()),
+        })?;
+    let scheduler = state.scheduler.clone();
+    tokio::spawn(async move {
+        match pending.open().await {
+            Ok(link) => crate::scheduler::session::serve(scheduler, link).await,
+            Err(e) => tracing::warn!("peer never opened its channel: {e}"),
+        }
+    });
+    Ok(Json(Sdp { sdp: answer }))
+}

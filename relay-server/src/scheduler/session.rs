@@ -1,0 +1,124 @@
+//! One volunteer's data channel: hello, then a loop of assignments and results.
+
+use super::{Scheduler, Verdict};
+use crate::storage::PeerId;
+use starling_peer::{PeerLink, PeerSender};
+use starling_protocol::{decode, encode, Chunker, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Largest message a volunteer may send (a unit's output); protects the relay's memory.
+const MAX_INBOUND_BYTES: usize = 256 * 1024 * 1024;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Fallback poll for work in case a wake-up was missed.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("peer closed the channel")]
+    Closed,
+    #[error("{0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+}
+
+async fn send(tx: &PeerSender, msg: &ToVolunteer) -> Result<(), SessionError> {
+    for frame in Chunker::frames(&encode(msg)) {
+        tx.send(frame).await.map_err(|_| SessionError::Closed)?;
+    }
+    Ok(())
+}
+
+async fn next_message(link: &mut PeerLink, reassembler: &mut Reassembler) -> Result<ToRelay, SessionError> {
+    loop {
+        let frame = link.recv().await.ok_or(SessionError::Closed)?;
+        if let Some(message) = reassembler
+            .push(&frame)
+            .map_err(|e| SessionError::Protocol(e.to_string()))?
+        {
+            return decode(&message).map_err(|e| SessionError::Protocol(e.to_string()));
+        }
+    }
+}
+
+/// Serves one volunteer until its channel closes, then requeues whatever it held.
+pub async fn serve(scheduler: Scheduler, mut link: PeerLink) {
+    let peer = PeerId::new();
+    let tx = link.sender();
+    scheduler.volunteers.fetch_add(1, Ordering::Relaxed);
+    let outcome = run(&scheduler, peer, &mut link, &tx).await;
+    scheduler.volunteers.fetch_sub(1, Ordering::Relaxed);
+    match &outcome {
+        Err(SessionError::Protocol(reason)) => {
+            tracing::warn!(%peer, "refusing peer: {reason}");
+            let _ = send(&tx, &ToVolunteer::Refused { reason: reason.clone() }).await;
+        }
+        Err(SessionError::Storage(e)) => tracing::error!(%peer, "session ended by database error: {e}"),
+        Err(SessionError::Closed) | Ok(()) => tracing::info!(%peer, "volunteer left"),
+    }
+    if let Err(e) = scheduler.peer_gone(peer).await {
+        tracing::error!(%peer, "could not requeue the peer's units: {e}");
+    }
+    link.close().await;
+}
+
+async fn run(
+    scheduler: &Scheduler,
+    peer: PeerId,
+    link: &mut PeerLink,
+    tx: &PeerSender,
+) -> Result<(), SessionError> {
+    let mut reassembler = Reassembler::new(MAX_INBOUND_BYTES);
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, next_message(link, &mut reassembler))
+        .await
+        .map_err(|_| SessionError::Protocol("no hello within 10 s".into()))??;
+    match hello {
+        ToRelay::Hello { version, client, device } if version == PROTOCOL_VERSION => {
+            tracing::info!(%peer, client, adapter = device.adapter, backend = device.backend, "volunteer joined");
+        }
+        ToRelay::Hello { version, .. } => {
+            return Err(SessionError::Protocol(format!(
+                "protocol version {version} is not supported; this relay speaks {PROTOCOL_VERSION}"
+            )))
+        }
+        other => return Err(SessionError::Protocol(format!("expected hello, got {other:?}"))),
+    }
+    send(tx, &ToVolunteer::Welcome { version: PROTOCOL_VERSION }).await?;
+
+    let mut wanted: u32 = 0;
+    loop {
+        let work = scheduler.work.notified();
+        tokio::pin!(work);
+        // Register for wake-ups before looking, so work submitted in between is not missed.
+        work.as_mut().enable();
+        while wanted > 0 {
+            match scheduler.next_assignment(peer).await? {
+                Some(assignment) => {
+                    send(tx, &ToVolunteer::Assign(assignment)).await?;
+                    wanted -= 1;
+                }
+                None => break,
+            }
+        }
+        let message = tokio::select! {
+            m = next_message(link, &mut reassembler) => m?,
+            _ = &mut work, if wanted > 0 => continue,
+            _ = tokio::time::sleep(IDLE_POLL), if wanted > 0 => continue,
+        };
+        match message {
+            ToRelay::Ready { slots } => wanted = slots.min(64),
+            ToRelay::Result { lease, output, elapsed_ms } => {
+                let verdict = scheduler.accept_result(peer, lease, &output).await?;
+                tracing::debug!(%peer, %lease, elapsed_ms, ?verdict, "result");
+                let (accepted, detail) = match verdict {
+                    Verdict::Accepted => (true, String::new()),
+                    Verdict::Rejected(why) => (false, why),
+                };
+                send(tx, &ToVolunteer::Ack { lease, accepted, detail }).await?;
+            }
+            ToRelay::Failed { lease, reason } => scheduler.abandon(lease, &reason).await?,
+            ToRelay::Hello { .. } => return Err(SessionError::Protocol("hello sent twice".into())),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Row types of the storage layer.
+
+use super::{parse_id, StorageError};
+use serde::Serialize;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+use starling_protocol::{JobId, LeaseId, UnitId};
+use std::fmt;
+
+/// A connected volunteer's channel, for the life of that connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerId(pub uuid::Uuid);
+
+impl PeerId {
+    /// A fresh id for a new connection.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+}
+
+impl Default for PeerId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Accepted; no unit handed out yet.
+    Queued,
+    /// Some units handed out or done.
+    Running,
+    /// Every unit done and merged; the result is available.
+    Done,
+    /// Gave up; `error` says why.
+    Failed,
+    /// Cancelled by its submitter.
+    Cancelled,
+}
+
+impl JobState {
+    pub(crate) fn parse(s: &str) -> Result<Self, StorageError> {
+        Ok(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "done" => Self::Done,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            other => return Err(StorageError::Corrupt(format!("job state {other:?}"))),
+        })
+    }
+}
+
+/// A job about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Its id.
+    pub id: JobId,
+    /// Kernel id.
+    pub kernel: String,
+    /// Job parameters.
+    pub params: serde_json::Value,
+    /// Packed input blob.
+    pub input: Vec<u8>,
+    /// Unit parameters (JSON text), in merge order.
+    pub units: Vec<String>,
+    /// Total FLOPs.
+    pub flops: u64,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: JobId,
+    /// Kernel id.
+    pub kernel: String,
+    /// Parameters as submitted.
+    pub params: serde_json::Value,
+    /// Life-cycle state.
+    pub state: JobState,
+    /// Unit counts.
+    pub progress: Progress,
+    /// Total FLOPs.
+    pub flops: u64,
+    /// Why the job failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Creation time, Unix ms.
+    pub created_ms: i64,
+    /// Last change, Unix ms.
+    pub updated_ms: i64,
+}
+
+/// Unit counts of a job.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Progress {
+    /// Units in the job.
+    pub units_total: i64,
+    /// Units with an accepted output.
+    pub units_done: i64,
+    /// Units out on lease now.
+    pub units_leased: i64,
+}
+
+impl JobRecord {
+    pub(crate) fn from_row(r: &SqliteRow) -> Result<Self, StorageError> {
+        Ok(Self {
+            id: parse_id(r.try_get::<&str, _>("id")?)?,
+            kernel: r.try_get("kernel")?,
+            params: serde_json::from_str(r.try_get::<&str, _>("params")?)
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            state: JobState::parse(r.try_get::<&str, _>("state")?)?,
+            progress: Progress {
+                units_total: r.try_get("units_total")?,
+                units_done: r.try_get("units_done")?,
+                units_leased: r.try_get("units_leased")?,
+            },
+            flops: r.try_get::<i64, _>("flops")? as u64,
+            error: r.try_get("error")?,
+            created_ms: r.try_get("created_ms")?,
+            updated_ms: r.try_get("updated_ms")?,
+        })
+    }
+}
+
+/// A unit just leased, with what is needed to build its assignment.
+#[derive(Debug, Clone)]
+pub struct LeasedUnit {
+    /// The new lease.
+    pub lease: LeaseId,
+    /// The unit.
+    pub unit: UnitId,
+    /// Its job.
+    pub job: JobId,
+    /// Kernel id.
+    pub kernel: String,
+    /// The job's parameters.
+    pub job_params: serde_json::Value,
+    /// The unit's parameters (JSON text).
+    pub unit_params: String,
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what Starling needs to build, run and test, idempotently: Chromium and
+# chromedriver, Mesa's software Vulkan (lavapipe), the wasm32 target, Trunk, the
+# wasm-bindgen CLI at exactly the crate's pinned version, and npm's binaryen (wasm-opt).
+# Source it (`. scripts/setup.sh`) to get the tools on PATH.
+set -euo pipefail
+
+STARLING_TOOLS="${STARLING_TOOLS:-$HOME/.cache/starling/tools}"
+TRUNK_VERSION=0.22.1
+BINARYEN_VERSION=132.0.0
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+wbg_version="$(sed -n 's/^wasm-bindgen = "=\(.*\)"$/\1/p' "$root/Cargo.toml")"
+[ -n "$wbg_version" ] || { echo "setup: cannot read the pinned wasm-bindgen version from Cargo.toml" >&2; exit 1; }
+
+say() { echo "setup: $*" >&2; }
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for pkg in chromium chromium-driver mesa-vulkan-drivers libvulkan1; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]} (apt)"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown >&2
+fi
+
+mkdir -p "$STARLING_TOOLS/bin"
+if ! "$STARLING_TOOLS/bin/trunk" --version 2>/dev/null | grep -q "trunk $TRUNK_VERSION"; then
+  # Trunk 0.22 declares a newer rust-version than it needs; it builds and works on 1.95.
+  say "installing trunk $TRUNK_VERSION (a few minutes, once)"
+  cargo install --locked trunk --version "$TRUNK_VERSION" --ignore-rust-version --root "$STARLING_TOOLS" >&2
+fi
+if ! "$STARLING_TOOLS/bin/wasm-bindgen" --version 2>/dev/null | grep -qx "wasm-bindgen $wbg_version"; then
+  # Without --locked: its lockfile has named crate versions the registry lacked.
+  say "installing wasm-bindgen-cli $wbg_version (once)"
+  cargo install wasm-bindgen-cli --version "$wbg_version" --root "$STARLING_TOOLS" --force >&2
+fi
+wasm_opt="$STARLING_TOOLS/npm/node_modules/.bin/wasm-opt"
+if ! "$wasm_opt" --version 2>/dev/null | grep -q "version_${BINARYEN_VERSION%%.*}"; then
+  # Debian's binaryen (108) produces wasm that breaks the app; npm's 132 does not.
+  say "installing binaryen $BINARYEN_VERSION (npm)"
+  mkdir -p "$STARLING_TOOLS/npm"
+  npm install --prefix "$STARLING_TOOLS/npm" --no-audit --no-fund "binaryen@$BINARYEN_VERSION" >&2
+fi
+
+export PATH="$STARLING_TOOLS/bin:$STARLING_TOOLS/npm/node_modules/.bin:$PATH"
+# lavapipe wants a runtime dir; without one it prints a harmless but noisy error.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/starling-xdg-$(id -u)}"
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"

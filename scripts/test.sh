@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up and runs the whole test suite: formatting, lints for native and wasm32, unit
+# and kernel tests on lavapipe, and end-to-end tests with real processes, real WebRTC
+# and real headless Chromium with WebGPU.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/setup.sh
+step() { echo; echo "== $*" >&2; }
+step "format"
+cargo fmt --all --check
+step "lint (native)"
+cargo clippy --workspace --all-targets -- -D warnings
+step "lint (wasm32)"
+cargo clippy --target wasm32-unknown-unknown -p starling-protocol -p starling-kernels -p starling-client -p starling-web-ui -- -D warnings
+step "build the web UI"
+scripts/build-ui.sh
+step "build binaries for the end-to-end tests"
+cargo build --workspace --bins
+step "tests"
+cargo test --workspace --no-fail-fast
