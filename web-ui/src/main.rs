@@ -1,9 +1,18 @@
-//! Starling's web app: mounts the Leptos UI.
+//! Starling's web app: mounts the Leptos UI. It runs only in browsers (built by Trunk);
+//! the native build is an empty shell so that `cargo build --workspace` stays green.
 
+#[cfg(target_arch = "wasm32")]
 mod pages;
+#[cfg(target_arch = "wasm32")]
 mod runtime;
 
+#[cfg(target_arch = "wasm32")]
 fn main() {
     console_error_panic_hook::set_once();
     leptos::mount::mount_to_body(pages::volunteer::VolunteerPage);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    eprintln!("The Starling web UI runs in a browser: build it with `scripts/build-ui.sh`.");
 }

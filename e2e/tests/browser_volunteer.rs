@@ -1,0 +1,65 @@
+//! A volunteer in real headless Chromium (WebGPU on SwiftShader, real WebRTC) computes a
+//! matmul job submitted over REST; the result equals the CPU reference.
+
+use starling_e2e::browser::Browser;
+use starling_e2e::{Api, MatmulJob, Relay, TempDir};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result<()> {
+    let data = TempDir::new("browser")?;
+    let relay = Relay::start(data.path(), 1)?;
+    let api = Api::new(&relay.url());
+    let browser = Browser::start("browser").await?;
+
+    let opened = Instant::now();
+    browser.goto(&relay.url()).await?;
+    let device = browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    eprintln!("device card: {device}");
+    assert!(
+        device.starts_with("WebGPU:") || device.starts_with("CPU fallback"),
+        "device card shows the adapter or CPU fallback: {device}"
+    );
+    assert_eq!(
+        browser.text("units-done").await?.as_deref(),
+        Some("0"),
+        "nothing computes before Start"
+    );
+
+    // 96x128x96 at 1 MFLOP per unit: 40 rows a unit, so 3 units; use 128 rows for 4+.
+    let job = MatmulJob::random(160, 128, 96, 11);
+    let id = api.submit(&job.body).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = api.job(&id).await?;
+    assert_eq!(before["state"], "queued", "no unit leased before Start: {before}");
+    let units = before["progress"]["units_total"].as_i64().unwrap_or(0);
+    assert!(units >= 4, "the job splits into at least 4 units, got {units}");
+
+    browser.click("start").await?;
+    let done = api.wait_done(&id, Duration::from_secs(120)).await?;
+    eprintln!("job done: {done}");
+    let first_unit = browser
+        .wait_text("first-unit-ms", Duration::from_secs(10), |t| t.ends_with("ms"))
+        .await?;
+    eprintln!(
+        "page open to first computed unit (page clock): {first_unit}; test clock to done: {:?}",
+        opened.elapsed()
+    );
+    let (status, result) = api.result(&id).await?;
+    assert_eq!(status, 200);
+    job.check(&result)?;
+    browser
+        .wait_text("units-done", Duration::from_secs(10), |t| {
+            t.parse::<i64>().is_ok_and(|n| n >= units)
+        })
+        .await?;
+    let shot = browser.screenshot("volunteer-page").await?;
+    eprintln!("screenshot: {}", shot.display());
+    browser.click("stop").await?;
+    browser
+        .wait_text("status", Duration::from_secs(10), |t| t.starts_with("Idle"))
+        .await?;
+    Ok(())
+}

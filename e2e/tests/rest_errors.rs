@@ -1,0 +1,100 @@
+//! Bad requests get precise problem+json errors and change nothing.
+
+use starling_e2e::{Api, MatmulJob, Relay, TempDir};
+
+async fn problem(
+    api: &Api,
+    body: reqwest::Body,
+) -> anyhow::Result<(u16, String, serde_json::Value)> {
+    let response = api
+        .http()
+        .post(format!("{}/api/v1/jobs", api.base()))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    Ok((status, content_type, response.json().await?))
+}
+
+#[tokio::test]
+async fn malformed_and_invalid_jobs_get_problem_json() -> anyhow::Result<()> {
+    let data = TempDir::new("errors")?;
+    let relay = Relay::start(data.path(), 64)?;
+    let api = Api::new(&relay.url());
+
+    let kernels: serde_json::Value = api
+        .http()
+        .get(format!("{}/api/v1/kernels", api.base()))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(kernels["kernels"][0]["id"], "matmul");
+    assert!(kernels["kernels"][0]["params_schema"]["properties"]["m"].is_object());
+
+    let (status, ct, body) = problem(&api, "{not json".into()).await?;
+    assert_eq!((status, ct.as_str()), (400, "application/problem+json"));
+    assert!(body["detail"].as_str().unwrap_or("").contains("not a valid job"), "{body}");
+
+    let mut unknown = MatmulJob::random(2, 2, 2, 1).body;
+    unknown["kernel"] = "fft".into();
+    let (status, _, body) = problem(&api, unknown.to_string().into()).await?;
+    assert_eq!(status, 422);
+    assert_eq!(body["field"], "kernel");
+    assert_eq!(body["detail"], "unknown kernel `fft`");
+
+    let mut wrong_size = MatmulJob::random(4, 4, 4, 1).body;
+    wrong_size["params"]["n"] = 5.into();
+    let (status, _, body) = problem(&api, wrong_size.to_string().into()).await?;
+    assert_eq!(status, 422);
+    assert_eq!(body["field"], "input.b");
+    assert_eq!(body["detail"], "invalid input `b`: expected 4x5 f32 = 80 bytes, got 64 bytes");
+
+    let mut out_of_range = MatmulJob::random(1, 1, 1, 1).body;
+    out_of_range["params"]["m"] = 100_000.into();
+    let (status, _, body) = problem(&api, out_of_range.to_string().into()).await?;
+    assert_eq!(status, 422);
+    assert_eq!(body["field"], "params.m");
+
+    let mut bad_b64 = MatmulJob::random(1, 1, 1, 1).body;
+    bad_b64["input"]["a"] = "%%%".into();
+    let (status, _, body) = problem(&api, bad_b64.to_string().into()).await?;
+    assert_eq!((status, body["field"].as_str()), (422, Some("input.a")));
+
+    let missing = api
+        .http()
+        .get(format!("{}/api/v1/jobs/00000000-0000-0000-0000-000000000000", api.base()))
+        .send()
+        .await?;
+    assert_eq!(missing.status().as_u16(), 404);
+    let not_an_id = api
+        .http()
+        .get(format!("{}/api/v1/jobs/nope/result", api.base()))
+        .send()
+        .await?;
+    assert_eq!(not_an_id.status().as_u16(), 404);
+
+    // The relay still works normally after the refusals.
+    let ok = api.submit(&MatmulJob::random(2, 2, 2, 3).body).await?;
+    assert_eq!(api.job(&ok).await?["state"], "queued");
+    Ok(())
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_problem_json() -> anyhow::Result<()> {
+    let data = TempDir::new("too-large")?;
+    let relay = Relay::start(data.path(), 64)?;
+    let api = Api::new(&relay.url());
+    let huge = vec![b' '; 65 * 1024 * 1024];
+    let (status, ct, body) = problem(&api, huge.into()).await?;
+    assert_eq!((status, ct.as_str()), (413, "application/problem+json"));
+    assert!(body["detail"].as_str().unwrap_or("").contains("limit"), "{body}");
+    Ok(())
+}
