@@ -141,7 +141,9 @@ pub async fn run<T: Transport>(
                 }
                 send(transport, &ToRelay::Ready { slots: 1 }).await?;
             }
-            ToVolunteer::Ack { accepted, detail, .. } => on_event(Event::Acked { accepted, detail }),
+            ToVolunteer::Ack {
+                accepted, detail, ..
+            } => on_event(Event::Acked { accepted, detail }),
             ToVolunteer::Refused { reason } => return Err(VolunteerError::Refused(reason)),
         }
     }

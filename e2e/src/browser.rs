@@ -98,14 +98,18 @@ impl Browser {
         };
         let response: Value = request.send().await?.json().await?;
         if let Some(error) = response["value"]["error"].as_str() {
-            bail!("WebDriver {path}: {error}: {}", response["value"]["message"]);
+            bail!(
+                "WebDriver {path}: {error}: {}",
+                response["value"]["message"]
+            );
         }
         Ok(response["value"].clone())
     }
 
     /// Opens a URL.
     pub async fn goto(&self, url: &str) -> Result<()> {
-        self.call(reqwest::Method::POST, "/url", json!({ "url": url })).await?;
+        self.call(reqwest::Method::POST, "/url", json!({ "url": url }))
+            .await?;
         Ok(())
     }
 
@@ -117,7 +121,10 @@ impl Browser {
                 json!({"using": "css selector", "value": format!("[data-testid='{test_id}']")}),
             )
             .await?;
-        Ok(found[ELEMENT_KEY].as_str().context("element id")?.to_owned())
+        Ok(found[ELEMENT_KEY]
+            .as_str()
+            .context("element id")?
+            .to_owned())
     }
 
     /// The visible text of the element with `data-testid`, or None if it is absent.
@@ -126,7 +133,11 @@ impl Browser {
             return Ok(None);
         };
         let text = self
-            .call(reqwest::Method::GET, &format!("/element/{id}/text"), Value::Null)
+            .call(
+                reqwest::Method::GET,
+                &format!("/element/{id}/text"),
+                Value::Null,
+            )
             .await?;
         Ok(text.as_str().map(str::to_owned))
     }
@@ -134,8 +145,12 @@ impl Browser {
     /// Clicks the element with `data-testid`.
     pub async fn click(&self, test_id: &str) -> Result<()> {
         let id = self.find(test_id).await?;
-        self.call(reqwest::Method::POST, &format!("/element/{id}/click"), json!({}))
-            .await?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            json!({}),
+        )
+        .await?;
         Ok(())
     }
 

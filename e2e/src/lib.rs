@@ -29,7 +29,10 @@ pub fn binary(name: &str) -> Result<PathBuf> {
         .unwrap_or_else(|| workspace_root().join("target"));
     let path = target.join("debug").join(name);
     if !path.exists() {
-        bail!("{} is missing: run `cargo build --workspace --bins` first", path.display());
+        bail!(
+            "{} is missing: run `cargo build --workspace --bins` first",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -120,6 +123,10 @@ impl Volunteer {
     pub fn start(relay_url: &str) -> Result<Self> {
         let child = Command::new(binary("volunteer")?)
             .args(["--relay", relay_url])
+            .env(
+                "RUST_LOG",
+                "warn,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error",
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -160,7 +167,12 @@ impl MatmulJob {
         };
         let a = gen(m * k);
         let b = gen(k * n);
-        let whole = MatmulUnit { row_start: 0, rows: m, k, n };
+        let whole = MatmulUnit {
+            row_start: 0,
+            rows: m,
+            k,
+            n,
+        };
         let expected = Matmul::run_cpu(&whole, &[a.clone(), b.clone()].concat())
             .expect("a valid reference job");
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -169,13 +181,23 @@ impl MatmulJob {
             "params": {"m": m, "k": k, "n": n},
             "input": {"a": b64.encode(&a), "b": b64.encode(&b)},
         });
-        Self { m, k, n, body, expected }
+        Self {
+            m,
+            k,
+            n,
+            body,
+            expected,
+        }
     }
 
     /// Checks a downloaded result against the CPU reference.
     pub fn check(&self, result: &[u8]) -> Result<()> {
         if result.len() != self.expected.len() {
-            bail!("result has {} bytes, expected {}", result.len(), self.expected.len());
+            bail!(
+                "result has {} bytes, expected {}",
+                result.len(),
+                self.expected.len()
+            );
         }
         if !outputs_agree(self.k, result, &self.expected) {
             bail!("result differs from the CPU reference");

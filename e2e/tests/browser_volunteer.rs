@@ -33,15 +33,23 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
     let id = api.submit(&job.body).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = api.job(&id).await?;
-    assert_eq!(before["state"], "queued", "no unit leased before Start: {before}");
+    assert_eq!(
+        before["state"], "queued",
+        "no unit leased before Start: {before}"
+    );
     let units = before["progress"]["units_total"].as_i64().unwrap_or(0);
-    assert!(units >= 4, "the job splits into at least 4 units, got {units}");
+    assert!(
+        units >= 4,
+        "the job splits into at least 4 units, got {units}"
+    );
 
     browser.click("start").await?;
     let done = api.wait_done(&id, Duration::from_secs(120)).await?;
     eprintln!("job done: {done}");
     let first_unit = browser
-        .wait_text("first-unit-ms", Duration::from_secs(10), |t| t.ends_with("ms"))
+        .wait_text("first-unit-ms", Duration::from_secs(10), |t| {
+            t.ends_with("ms")
+        })
         .await?;
     eprintln!(
         "page open to first computed unit (page clock): {first_unit}; test clock to done: {:?}",

@@ -9,10 +9,16 @@ async fn two_native_volunteers_complete_a_matmul_job() -> anyhow::Result<()> {
     let data = TempDir::new("native")?;
     let relay = Relay::start(data.path(), 1)?;
     let api = Api::new(&relay.url());
-    let _volunteers = [Volunteer::start(&relay.url())?, Volunteer::start(&relay.url())?];
+    let _volunteers = [
+        Volunteer::start(&relay.url())?,
+        Volunteer::start(&relay.url())?,
+    ];
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while api.stats().await?["volunteers"].as_u64() < Some(2) {
-        assert!(std::time::Instant::now() < deadline, "volunteers did not connect");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "volunteers did not connect"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -21,7 +27,10 @@ async fn two_native_volunteers_complete_a_matmul_job() -> anyhow::Result<()> {
     let (status, _) = api.result(&id).await?;
     assert_eq!(status, 409, "no result before the job is done");
     let done = api.wait_done(&id, Duration::from_secs(60)).await?;
-    assert!(done["progress"]["units_total"].as_i64() >= Some(4), "{done}");
+    assert!(
+        done["progress"]["units_total"].as_i64() >= Some(4),
+        "{done}"
+    );
     let (status, result) = api.result(&id).await?;
     assert_eq!(status, 200);
     job.check(&result)?;

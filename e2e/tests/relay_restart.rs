@@ -20,9 +20,14 @@ async fn job_survives_a_relay_crash_and_restart() -> anyhow::Result<()> {
     let _volunteer = Volunteer::start(&relay.url())?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let progress = api.job(&id).await?["progress"]["units_done"].as_i64().unwrap_or(0);
+        let progress = api.job(&id).await?["progress"]["units_done"]
+            .as_i64()
+            .unwrap_or(0);
         if progress >= 3 {
-            assert!(progress < total, "the job finished before the kill; make it bigger");
+            assert!(
+                progress < total,
+                "the job finished before the kill; make it bigger"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no progress before the kill");
@@ -31,9 +36,14 @@ async fn job_survives_a_relay_crash_and_restart() -> anyhow::Result<()> {
     relay.kill();
     let done_at_kill = {
         relay.restart()?;
-        api.job(&id).await?["progress"]["units_done"].as_i64().unwrap_or(0)
+        api.job(&id).await?["progress"]["units_done"]
+            .as_i64()
+            .unwrap_or(0)
     };
-    assert!(done_at_kill >= 3, "accepted results survived the crash: {done_at_kill}");
+    assert!(
+        done_at_kill >= 3,
+        "accepted results survived the crash: {done_at_kill}"
+    );
     // The volunteer reconnects by itself.
     api.wait_done(&id, Duration::from_secs(120)).await?;
     let (status, result) = api.result(&id).await?;

@@ -41,7 +41,13 @@ async fn malformed_and_invalid_jobs_get_problem_json() -> anyhow::Result<()> {
 
     let (status, ct, body) = problem(&api, "{not json".into()).await?;
     assert_eq!((status, ct.as_str()), (400, "application/problem+json"));
-    assert!(body["detail"].as_str().unwrap_or("").contains("not a valid job"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a valid job"),
+        "{body}"
+    );
 
     let mut unknown = MatmulJob::random(2, 2, 2, 1).body;
     unknown["kernel"] = "fft".into();
@@ -55,7 +61,10 @@ async fn malformed_and_invalid_jobs_get_problem_json() -> anyhow::Result<()> {
     let (status, _, body) = problem(&api, wrong_size.to_string().into()).await?;
     assert_eq!(status, 422);
     assert_eq!(body["field"], "input.b");
-    assert_eq!(body["detail"], "invalid input `b`: expected 4x5 f32 = 80 bytes, got 64 bytes");
+    assert_eq!(
+        body["detail"],
+        "invalid input `b`: expected 4x5 f32 = 80 bytes, got 64 bytes"
+    );
 
     let mut out_of_range = MatmulJob::random(1, 1, 1, 1).body;
     out_of_range["params"]["m"] = 100_000.into();
@@ -70,7 +79,10 @@ async fn malformed_and_invalid_jobs_get_problem_json() -> anyhow::Result<()> {
 
     let missing = api
         .http()
-        .get(format!("{}/api/v1/jobs/00000000-0000-0000-0000-000000000000", api.base()))
+        .get(format!(
+            "{}/api/v1/jobs/00000000-0000-0000-0000-000000000000",
+            api.base()
+        ))
         .send()
         .await?;
     assert_eq!(missing.status().as_u16(), 404);
@@ -95,6 +107,9 @@ async fn oversized_bodies_get_413_problem_json() -> anyhow::Result<()> {
     let huge = vec![b' '; 65 * 1024 * 1024];
     let (status, ct, body) = problem(&api, huge.into()).await?;
     assert_eq!((status, ct.as_str()), (413, "application/problem+json"));
-    assert!(body["detail"].as_str().unwrap_or("").contains("limit"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("limit"),
+        "{body}"
+    );
     Ok(())
 }

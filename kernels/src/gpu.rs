@@ -73,11 +73,18 @@ impl Gpu {
             .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
         let summary = AdapterSummary {
-            name: if info.name.is_empty() {
-                format!("{} {}", info.vendor, info.device)
-            } else {
-                info.name.clone()
-            },
+            // Browsers hide adapter names unless asked; fall back to what is reported.
+            name: [&info.name, &info.driver, &info.driver_info]
+                .into_iter()
+                .find(|s| !s.is_empty())
+                .cloned()
+                .unwrap_or_else(|| {
+                    if info.device_type == wgpu::DeviceType::Cpu {
+                        "software adapter".to_owned()
+                    } else {
+                        "GPU adapter".to_owned()
+                    }
+                }),
             backend: info.backend.to_string(),
             software: info.device_type == wgpu::DeviceType::Cpu
                 || info.name.to_lowercase().contains("swiftshader")
@@ -135,15 +142,24 @@ impl Gpu {
 
     /// Runs one dispatch over `input` and returns the output buffer's bytes.
     pub async fn run(&self, d: &GpuDispatch, input: &[u8]) -> Result<Vec<u8>, GpuError> {
-        if d.inputs.iter().any(|r| r.end > input.len() || r.start > r.end) {
-            return Err(GpuError::Dispatch("input range outside the unit input".into()));
+        if d.inputs
+            .iter()
+            .any(|r| r.end > input.len() || r.start > r.end)
+        {
+            return Err(GpuError::Dispatch(
+                "input range outside the unit input".into(),
+            ));
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom_scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let pipeline = self.pipeline(d);
         let storage = |label, contents: &[u8]| {
             // wgpu refuses zero-sized bindings; an empty slice still gets 4 bytes.
-            let contents = if contents.is_empty() { &[0u8; 4][..] } else { contents };
+            let contents = if contents.is_empty() {
+                &[0u8; 4][..]
+            } else {
+                contents
+            };
             self.device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(label),
@@ -197,7 +213,9 @@ impl Gpu {
         });
         let mut encoder = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(d.label) });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some(d.label),
+            });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(d.label),

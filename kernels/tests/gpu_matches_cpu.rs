@@ -27,7 +27,13 @@ fn matmul_on_gpu_equals_cpu_reference_on_random_shapes() {
     let kernel = catalog.get("matmul").expect("matmul is built in");
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5747_4c49);
     // Shapes around the 16x16 tile edge plus a few random ones.
-    let mut shapes = vec![(1, 1, 1), (16, 16, 16), (17, 15, 33), (64, 128, 32), (3, 257, 5)];
+    let mut shapes = vec![
+        (1, 1, 1),
+        (16, 16, 16),
+        (17, 15, 33),
+        (64, 128, 32),
+        (3, 257, 5),
+    ];
     for _ in 0..8 {
         shapes.push((
             rng.random_range(1..96),
@@ -41,10 +47,14 @@ fn matmul_on_gpu_equals_cpu_reference_on_random_shapes() {
         inputs.insert("a".into(), random_f32_bytes(&mut rng, m * k));
         inputs.insert("b".into(), random_f32_bytes(&mut rng, k * n));
         let json = serde_json::to_value(params).expect("plain struct");
-        let plan = kernel.plan(&json, &inputs, 2 * 40 * u64::from(k * n)).expect("valid job");
+        let plan = kernel
+            .plan(&json, &inputs, 2 * 40 * u64::from(k * n))
+            .expect("valid job");
         let mut gpu_outputs = Vec::new();
         for unit in &plan.units {
-            let input = kernel.unit_input(&json, &plan.input, unit).expect("unit input");
+            let input = kernel
+                .unit_input(&json, &plan.input, unit)
+                .expect("unit input");
             let on_gpu = pollster::block_on(catalog.run_unit(Some(gpu()), "matmul", unit, &input))
                 .expect("gpu run");
             let on_cpu = kernel.run_cpu(unit, &input).expect("cpu run");
@@ -63,15 +73,18 @@ fn matmul_on_gpu_equals_cpu_reference_on_random_shapes() {
 
 #[test]
 fn comparison_catches_a_single_tampered_element() {
-    let unit = starling_kernels::matmul::MatmulUnit { row_start: 0, rows: 8, k: 8, n: 8 };
+    let unit = starling_kernels::matmul::MatmulUnit {
+        row_start: 0,
+        rows: 8,
+        k: 8,
+        n: 8,
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let input = random_f32_bytes(&mut rng, 128);
     let honest = Matmul::run_cpu(&unit, &input).expect("valid");
-    let on_gpu = pollster::block_on(gpu().run(
-        &Matmul::gpu_dispatch(&unit, &input).expect("valid"),
-        &input,
-    ))
-    .expect("gpu run");
+    let on_gpu =
+        pollster::block_on(gpu().run(&Matmul::gpu_dispatch(&unit, &input).expect("valid"), &input))
+            .expect("gpu run");
     assert!(outputs_agree(8, &honest, &on_gpu));
     let mut tampered = on_gpu.clone();
     tampered[20] ^= 0x40; // flip one exponent bit of element 5

@@ -132,8 +132,14 @@ impl PeerConnectionEventHandler for Handler {
 
 async fn new_peer(
     bind_ip: IpAddr,
-) -> Result<(Arc<dyn PeerConnection>, Arc<Handler>, mpsc::Receiver<Arc<dyn DataChannel>>), PeerError>
-{
+) -> Result<
+    (
+        Arc<dyn PeerConnection>,
+        Arc<Handler>,
+        mpsc::Receiver<Arc<dyn DataChannel>>,
+    ),
+    PeerError,
+> {
     let (channel, channels) = mpsc::channel(1);
     let handler = Arc::new(Handler {
         gathered: Notify::new(),
@@ -167,7 +173,10 @@ async fn new_peer(
     Ok((Arc::new(pc), handler, channels))
 }
 
-async fn local_sdp_after_gathering(pc: &Arc<dyn PeerConnection>, handler: &Handler) -> Result<String, PeerError> {
+async fn local_sdp_after_gathering(
+    pc: &Arc<dyn PeerConnection>,
+    handler: &Handler,
+) -> Result<String, PeerError> {
     // On timeout, go on with the candidates gathered so far.
     let _ = tokio::time::timeout(GATHER_TIMEOUT, handler.gathered.notified()).await;
     pc.local_description()
@@ -260,7 +269,10 @@ impl PendingPeer {
 }
 
 /// Relay side: answers a complete offer with a complete answer.
-pub async fn answer(config: &AnswerConfig, offer_sdp: &str) -> Result<(String, PendingPeer), PeerError> {
+pub async fn answer(
+    config: &AnswerConfig,
+    offer_sdp: &str,
+) -> Result<(String, PendingPeer), PeerError> {
     let offer = RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(rtc_err)?;
     let (pc, handler, channels) = new_peer(config.bind_ip).await?;
     let answered = async {
@@ -295,7 +307,8 @@ struct Sdp {
 /// The local address that routes to `url`'s host: host candidates must be reachable
 /// from there, and binding the wildcard address would skip loopback.
 async fn local_ip_towards(url: &str) -> Result<IpAddr, PeerError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| PeerError::Signaling(format!("bad relay URL {url}: {e}")))?;
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| PeerError::Signaling(format!("bad relay URL {url}: {e}")))?;
     let host = parsed
         .host_str()
         .ok_or_else(|| PeerError::Signaling(format!("relay URL {url} has no host")))?
@@ -310,7 +323,10 @@ async fn local_ip_towards(url: &str) -> Result<IpAddr, PeerError> {
         .connect((host.as_str(), port))
         .await
         .map_err(|e| PeerError::Signaling(format!("cannot reach {host}: {e}")))?;
-    probe.local_addr().map(|a| a.ip()).map_err(|e| PeerError::Rtc(e.to_string()))
+    probe
+        .local_addr()
+        .map(|a| a.ip())
+        .map_err(|e| PeerError::Rtc(e.to_string()))
 }
 
 /// Volunteer side: offers a data channel to the relay's signaling URL and waits for it to open.
@@ -326,9 +342,14 @@ pub async fn connect(signal_url: &str) -> Result<PeerLink, PeerError> {
             .await
             .map_err(|e| PeerError::Signaling(e.to_string()))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| PeerError::Signaling(e.to_string()))?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| PeerError::Signaling(e.to_string()))?;
         if !status.is_success() {
-            return Err(PeerError::Signaling(format!("relay answered {status}: {body}")));
+            return Err(PeerError::Signaling(format!(
+                "relay answered {status}: {body}"
+            )));
         }
         serde_json::from_str::<Sdp>(&body)
             .map(|a| a.sdp)

@@ -83,7 +83,11 @@ impl Chunker {
             .enumerate()
             .map(|(i, part)| {
                 let mut frame = Vec::with_capacity(part.len() + 1);
-                frame.push(if i + 1 == count { FRAME_LAST } else { FRAME_MORE });
+                frame.push(if i + 1 == count {
+                    FRAME_LAST
+                } else {
+                    FRAME_MORE
+                });
                 frame.extend_from_slice(part);
                 frame
             })
@@ -222,7 +226,10 @@ mod tests {
         assert_eq!(decode::<ToRelay>(b"hello"), Err(CodecError::NotStarling));
         let mut bytes = encode(&ToRelay::Ready { slots: 1 });
         bytes.truncate(HEADER_LEN);
-        assert!(matches!(decode::<ToRelay>(&bytes), Err(CodecError::Body(_))));
+        assert!(matches!(
+            decode::<ToRelay>(&bytes),
+            Err(CodecError::Body(_))
+        ));
     }
 
     #[test]
@@ -230,7 +237,12 @@ mod tests {
         let frames = Chunker::frames(&vec![7; 3 * MAX_CHUNK_BYTES]);
         let mut r = Reassembler::new(2 * MAX_CHUNK_BYTES);
         let outcome: Result<Vec<_>, _> = frames.iter().map(|f| r.push(f)).collect();
-        assert_eq!(outcome, Err(ChunkError::TooLarge { limit: 2 * MAX_CHUNK_BYTES }));
+        assert_eq!(
+            outcome,
+            Err(ChunkError::TooLarge {
+                limit: 2 * MAX_CHUNK_BYTES
+            })
+        );
         // The next message still goes through.
         assert_eq!(r.push(&[FRAME_LAST, 9]), Ok(Some(vec![9])));
     }

@@ -45,9 +45,7 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
         .route("/jobs/{id}", get(routes::jobs::get))
         .route("/jobs/{id}/result", get(routes::jobs::result))
         .route("/rtc/offer", post(routes::rtc::offer))
-        .fallback(|| async {
-            crate::error::ApiError::NotFound("no such API endpoint".into())
-        });
+        .fallback(|| async { crate::error::ApiError::NotFound("no such API endpoint".into()) });
     // The single-page app answers unknown paths with its index.html.
     let files = ServeDir::new(&dirs.app).fallback(
         ServeDir::new(&dirs.public).fallback(ServeFile::new(dirs.app.join("index.html"))),

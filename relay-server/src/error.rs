@@ -52,12 +52,32 @@ struct Problem<'a> {
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            Self::Malformed { .. } => (StatusCode::BAD_REQUEST, "/problems/malformed-request", "Malformed request"),
-            Self::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "/problems/invalid-value", "Invalid value"),
-            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "/problems/too-large", "Request too large"),
+            Self::Malformed { .. } => (
+                StatusCode::BAD_REQUEST,
+                "/problems/malformed-request",
+                "Malformed request",
+            ),
+            Self::Invalid { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/invalid-value",
+                "Invalid value",
+            ),
+            Self::TooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "/problems/too-large",
+                "Request too large",
+            ),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
-            Self::Conflict(_) => (StatusCode::CONFLICT, "/problems/conflict", "Not in a state that allows this"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "/problems/internal", "Internal error"),
+            Self::Conflict(_) => (
+                StatusCode::CONFLICT,
+                "/problems/conflict",
+                "Not in a state that allows this",
+            ),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "/problems/internal",
+                "Internal error",
+            ),
         }
     }
 }
@@ -80,7 +100,12 @@ impl IntoResponse for ApiError {
             field,
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
-        (status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            json,
+        )
+            .into_response()
     }
 }
 

@@ -45,8 +45,9 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=error,rtc=error,rtc_dtls=error,rtc_ice=error,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,webrtc=error,rtc=error,rtc_dtls=error,rtc_ice=error,sqlx=warn".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

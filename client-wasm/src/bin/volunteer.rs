@@ -32,8 +32,9 @@ mod native {
     pub async fn main() -> anyhow::Result<()> {
         tracing_subscriber::fmt()
             .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "info,webrtc=error,rtc=error,rtc_dtls=error,rtc_ice=error".into()),
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                    "info,webrtc=error,rtc=error,rtc_dtls=error,rtc_ice=error".into()
+                }),
             )
             .with_writer(std::io::stderr)
             .init();
@@ -44,7 +45,11 @@ mod native {
             Engine::detect().await
         };
         let device = engine.device_info();
-        tracing::info!(adapter = device.adapter, backend = device.backend, "device ready");
+        tracing::info!(
+            adapter = device.adapter,
+            backend = device.backend,
+            "device ready"
+        );
         if let Some(why) = engine.gpu_error() {
             tracing::info!("no GPU, using the CPU reference: {why}");
         }

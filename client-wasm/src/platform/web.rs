@@ -28,7 +28,10 @@ pub struct WebTransport {
 }
 
 fn js_err(context: &str, e: JsValue) -> TransportError {
-    TransportError::Connect(format!("{context}: {}", e.as_string().unwrap_or_else(|| format!("{e:?}"))))
+    TransportError::Connect(format!(
+        "{context}: {}",
+        e.as_string().unwrap_or_else(|| format!("{e:?}"))
+    ))
 }
 
 async fn post_offer(url: &str, sdp: &str) -> Result<String, TransportError> {
@@ -121,10 +124,7 @@ impl WebTransport {
             }
             TimeoutFuture::new(20).await;
         }
-        let sdp = pc
-            .local_description()
-            .map(|d| d.sdp())
-            .unwrap_or(offer_sdp);
+        let sdp = pc.local_description().map(|d| d.sdp()).unwrap_or(offer_sdp);
         let answer = post_offer(&format!("{base}/api/v1/rtc/offer"), &sdp).await?;
         let remote = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
         remote.set_sdp(&answer);

@@ -298,7 +298,11 @@ mod tests {
 
     #[test]
     fn splits_into_row_blocks_by_cost() {
-        let p = MatmulParams { m: 64, k: 32, n: 32 };
+        let p = MatmulParams {
+            m: 64,
+            k: 32,
+            n: 32,
+        };
         let units = Matmul::split(&p, 2 * 32 * 32 * 16);
         assert_eq!(units.len(), 4);
         assert!(units.iter().all(|u| u.rows == 16));
@@ -308,7 +312,12 @@ mod tests {
     #[test]
     fn cpu_reference_computes_a_known_product() {
         // [[1,2],[3,4]] x [[5,6],[7,8]] = [[19,22],[43,50]]
-        let unit = MatmulUnit { row_start: 0, rows: 2, k: 2, n: 2 };
+        let unit = MatmulUnit {
+            row_start: 0,
+            rows: 2,
+            k: 2,
+            n: 2,
+        };
         let input = to_bytes(&[1., 2., 3., 4., 5., 6., 7., 8.]);
         let out = Matmul::run_cpu(&unit, &input).expect("valid");
         assert_eq!(out, to_bytes(&[19., 22., 43., 50.]));
@@ -321,10 +330,21 @@ mod tests {
         inputs.insert("a".into(), vec![0; 24]);
         inputs.insert("b".into(), vec![0; 47]);
         let err = Matmul::pack_input(&p, &inputs).expect_err("b is short");
-        assert_eq!(err.to_string(), "invalid input `b`: expected 3x4 f32 = 48 bytes, got 47 bytes");
+        assert_eq!(
+            err.to_string(),
+            "invalid input `b`: expected 3x4 f32 = 48 bytes, got 47 bytes"
+        );
         let err = Matmul::validate(&MatmulParams { m: 0, k: 1, n: 1 }).expect_err("m = 0");
-        assert_eq!(err.to_string(), "invalid parameter `m`: must be between 1 and 4096, got 0");
-        let unit = MatmulUnit { row_start: 0, rows: 2, k: 3, n: 4 };
+        assert_eq!(
+            err.to_string(),
+            "invalid parameter `m`: must be between 1 and 4096, got 0"
+        );
+        let unit = MatmulUnit {
+            row_start: 0,
+            rows: 2,
+            k: 3,
+            n: 4,
+        };
         assert!(Matmul::run_cpu(&unit, &[0; 5]).is_err());
         assert!(Matmul::gpu_dispatch(&unit, &[0; 5]).is_err());
     }

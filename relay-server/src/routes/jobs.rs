@@ -77,11 +77,15 @@ pub async fn submit(
 }
 
 fn job_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound(format!("no job with id `{raw}`")))
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("no job with id `{raw}`")))
 }
 
 /// `GET /api/v1/jobs/{id}`: state and progress.
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiError> {
     let id = job_id(&id)?;
     state
         .scheduler
@@ -93,7 +97,10 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 }
 
 /// `GET /api/v1/jobs/{id}/result`: the merged output once the job is done.
-pub async fn result(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn result(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
     let storage = state.scheduler.storage();
     let (job_state, result) = storage

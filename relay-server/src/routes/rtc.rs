@@ -19,7 +19,9 @@ pub async fn offer(
     State(state): State<AppState>,
     body: Result<Json<Sdp>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Sdp>, ApiError> {
-    let Json(offer) = body.map_err(|e| ApiError::Malformed { detail: e.body_text() })?;
+    let Json(offer) = body.map_err(|e| ApiError::Malformed {
+        detail: e.body_text(),
+    })?;
     let (answer, pending) = starling_peer::answer(&state.rtc, &offer.sdp)
         .await
         .map_err(|e| ApiError::Invalid {

@@ -53,6 +53,9 @@ pub enum Verdict {
     Rejected(String),
 }
 
+/// The input blob of the job most recently leased from.
+type InputCache = Arc<Mutex<Option<(JobId, Arc<Vec<u8>>)>>>;
+
 /// The scheduler, shared by every peer session and the HTTP layer.
 #[derive(Clone)]
 pub struct Scheduler {
@@ -63,7 +66,7 @@ pub struct Scheduler {
     volunteers: Arc<AtomicUsize>,
     /// The last job input used to build assignments; consecutive leases almost always
     /// come from the same job, and its input can be large.
-    input_cache: Arc<Mutex<Option<(JobId, Arc<Vec<u8>>)>>>,
+    input_cache: InputCache,
 }
 
 impl Scheduler {
@@ -122,7 +125,12 @@ impl Scheduler {
     }
 
     async fn job_input(&self, job: JobId) -> Result<Arc<Vec<u8>>, StorageError> {
-        if let Some((cached, input)) = self.input_cache.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some((cached, input)) = self
+            .input_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             if *cached == job {
                 return Ok(input.clone());
             }
@@ -165,7 +173,9 @@ impl Scheduler {
             Err(e) => {
                 // Stored jobs were validated at submission, so this means the kernel
                 // changed under a stored job: fail it rather than lease it forever.
-                self.storage.fail_job(job, &format!("cannot build unit input: {e}")).await?;
+                self.storage
+                    .fail_job(job, &format!("cannot build unit input: {e}"))
+                    .await?;
                 Ok(None)
             }
         }
@@ -179,7 +189,9 @@ impl Scheduler {
         output: &[u8],
     ) -> Result<Verdict, StorageError> {
         let Some((kernel, unit)) = self.storage.leased_unit(lease, peer).await? else {
-            return Ok(Verdict::Rejected("lease is not current (expired, reissued or already answered)".into()));
+            return Ok(Verdict::Rejected(
+                "lease is not current (expired, reissued or already answered)".into(),
+            ));
         };
         let shape = self
             .catalog
@@ -226,7 +238,11 @@ impl Scheduler {
                     tracing::info!(%job, bytes = result.len(), "job done");
                 }
             }
-            Err(e) => self.storage.fail_job(job, &format!("merge failed: {e}")).await?,
+            Err(e) => {
+                self.storage
+                    .fail_job(job, &format!("merge failed: {e}"))
+                    .await?
+            }
         }
         Ok(())
     }
@@ -243,7 +259,11 @@ impl Scheduler {
     }
 
     async fn fail_stuck_jobs(&self) -> Result<(), StorageError> {
-        for job in self.storage.jobs_over_attempts(self.config.max_attempts).await? {
+        for job in self
+            .storage
+            .jobs_over_attempts(self.config.max_attempts)
+            .await?
+        {
             let reason = format!(
                 "a unit was handed out {} times without a valid result",
                 self.config.max_attempts

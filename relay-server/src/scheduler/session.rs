@@ -3,7 +3,9 @@
 use super::{Scheduler, Verdict};
 use crate::storage::PeerId;
 use starling_peer::{PeerLink, PeerSender};
-use starling_protocol::{decode, encode, Chunker, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION};
+use starling_protocol::{
+    decode, encode, Chunker, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
+};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -30,7 +32,10 @@ async fn send(tx: &PeerSender, msg: &ToVolunteer) -> Result<(), SessionError> {
     Ok(())
 }
 
-async fn next_message(link: &mut PeerLink, reassembler: &mut Reassembler) -> Result<ToRelay, SessionError> {
+async fn next_message(
+    link: &mut PeerLink,
+    reassembler: &mut Reassembler,
+) -> Result<ToRelay, SessionError> {
     loop {
         let frame = link.recv().await.ok_or(SessionError::Closed)?;
         if let Some(message) = reassembler
@@ -52,9 +57,17 @@ pub async fn serve(scheduler: Scheduler, mut link: PeerLink) {
     match &outcome {
         Err(SessionError::Protocol(reason)) => {
             tracing::warn!(%peer, "refusing peer: {reason}");
-            let _ = send(&tx, &ToVolunteer::Refused { reason: reason.clone() }).await;
+            let _ = send(
+                &tx,
+                &ToVolunteer::Refused {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
         }
-        Err(SessionError::Storage(e)) => tracing::error!(%peer, "session ended by database error: {e}"),
+        Err(SessionError::Storage(e)) => {
+            tracing::error!(%peer, "session ended by database error: {e}")
+        }
         Err(SessionError::Closed) | Ok(()) => tracing::info!(%peer, "volunteer left"),
     }
     if let Err(e) = scheduler.peer_gone(peer).await {
@@ -74,7 +87,11 @@ async fn run(
         .await
         .map_err(|_| SessionError::Protocol("no hello within 10 s".into()))??;
     match hello {
-        ToRelay::Hello { version, client, device } if version == PROTOCOL_VERSION => {
+        ToRelay::Hello {
+            version,
+            client,
+            device,
+        } if version == PROTOCOL_VERSION => {
             tracing::info!(%peer, client, adapter = device.adapter, backend = device.backend, "volunteer joined");
         }
         ToRelay::Hello { version, .. } => {
@@ -82,9 +99,19 @@ async fn run(
                 "protocol version {version} is not supported; this relay speaks {PROTOCOL_VERSION}"
             )))
         }
-        other => return Err(SessionError::Protocol(format!("expected hello, got {other:?}"))),
+        other => {
+            return Err(SessionError::Protocol(format!(
+                "expected hello, got {other:?}"
+            )))
+        }
     }
-    send(tx, &ToVolunteer::Welcome { version: PROTOCOL_VERSION }).await?;
+    send(
+        tx,
+        &ToVolunteer::Welcome {
+            version: PROTOCOL_VERSION,
+        },
+    )
+    .await?;
 
     let mut wanted: u32 = 0;
     loop {
@@ -108,14 +135,26 @@ async fn run(
         };
         match message {
             ToRelay::Ready { slots } => wanted = slots.min(64),
-            ToRelay::Result { lease, output, elapsed_ms } => {
+            ToRelay::Result {
+                lease,
+                output,
+                elapsed_ms,
+            } => {
                 let verdict = scheduler.accept_result(peer, lease, &output).await?;
                 tracing::debug!(%peer, %lease, elapsed_ms, ?verdict, "result");
                 let (accepted, detail) = match verdict {
                     Verdict::Accepted => (true, String::new()),
                     Verdict::Rejected(why) => (false, why),
                 };
-                send(tx, &ToVolunteer::Ack { lease, accepted, detail }).await?;
+                send(
+                    tx,
+                    &ToVolunteer::Ack {
+                        lease,
+                        accepted,
+                        detail,
+                    },
+                )
+                .await?;
             }
             ToRelay::Failed { lease, reason } => scheduler.abandon(lease, &reason).await?,
             ToRelay::Hello { .. } => return Err(SessionError::Protocol("hello sent twice".into())),

@@ -108,13 +108,15 @@ impl Storage {
         .execute(&mut *tx)
         .await?;
         for (idx, params) in job.units.iter().enumerate() {
-            sqlx::query("INSERT INTO units (id, job_id, idx, params, state) VALUES (?, ?, ?, ?, 'queued')")
-                .bind(UnitId::from_uuid(uuid::Uuid::new_v4()).to_string())
-                .bind(job.id.to_string())
-                .bind(idx as i64)
-                .bind(params)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO units (id, job_id, idx, params, state) VALUES (?, ?, ?, ?, 'queued')",
+            )
+            .bind(UnitId::from_uuid(uuid::Uuid::new_v4()).to_string())
+            .bind(job.id.to_string())
+            .bind(idx as i64)
+            .bind(params)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -134,7 +136,10 @@ impl Storage {
     }
 
     /// A finished job's result bytes; `None` when the job does not exist.
-    pub async fn job_result(&self, id: JobId) -> Result<Option<(JobState, Option<Vec<u8>>)>, StorageError> {
+    pub async fn job_result(
+        &self,
+        id: JobId,
+    ) -> Result<Option<(JobState, Option<Vec<u8>>)>, StorageError> {
         let row = sqlx::query("SELECT state, result FROM jobs WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
@@ -200,7 +205,11 @@ impl Storage {
     }
 
     /// The kernel and unit parameters behind a lease, if it is current and held by `peer`.
-    pub async fn leased_unit(&self, lease: LeaseId, peer: PeerId) -> Result<Option<(String, String)>, StorageError> {
+    pub async fn leased_unit(
+        &self,
+        lease: LeaseId,
+        peer: PeerId,
+    ) -> Result<Option<(String, String)>, StorageError> {
         let row = sqlx::query(
             "SELECT jobs.kernel, units.params FROM units JOIN jobs ON jobs.id = units.job_id
              WHERE units.lease_id = ? AND units.lease_peer = ? AND units.state = 'leased'",
@@ -209,11 +218,17 @@ impl Storage {
         .bind(peer.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| Ok((r.try_get("kernel")?, r.try_get("params")?))).transpose()
+        row.map(|r| Ok((r.try_get("kernel")?, r.try_get("params")?)))
+            .transpose()
     }
 
     /// Records a unit's output if `lease` is still the unit's current lease, held by `peer`.
-    pub async fn complete_lease(&self, lease: LeaseId, peer: PeerId, output: &[u8]) -> Result<Completion, StorageError> {
+    pub async fn complete_lease(
+        &self,
+        lease: LeaseId,
+        peer: PeerId,
+        output: &[u8],
+    ) -> Result<Completion, StorageError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE units SET state = 'done', output = ?, lease_id = NULL, lease_peer = NULL, lease_deadline = NULL
@@ -257,7 +272,11 @@ impl Storage {
                 .await?;
         outputs
             .into_iter()
-            .map(|o| o.ok_or_else(|| StorageError::Corrupt(format!("job {job} merged with a unit not done"))))
+            .map(|o| {
+                o.ok_or_else(|| {
+                    StorageError::Corrupt(format!("job {job} merged with a unit not done"))
+                })
+            })
             .collect()
     }
 
@@ -300,7 +319,10 @@ impl Storage {
 
     /// Puts a lease's unit back in the queue (the volunteer gave up on it). Returns the
     /// unit's job and attempt count when the lease was current.
-    pub async fn release_lease(&self, lease: LeaseId) -> Result<Option<(JobId, i64)>, StorageError> {
+    pub async fn release_lease(
+        &self,
+        lease: LeaseId,
+    ) -> Result<Option<(JobId, i64)>, StorageError> {
         let row = sqlx::query(
             "UPDATE units SET state = 'queued', lease_id = NULL, lease_peer = NULL, lease_deadline = NULL
              WHERE lease_id = ? AND state = 'leased' RETURNING job_id, attempts",
@@ -308,8 +330,13 @@ impl Storage {
         .bind(lease.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| Ok((parse_id(r.try_get::<&str, _>("job_id")?)?, r.try_get("attempts")?)))
-            .transpose()
+        row.map(|r| {
+            Ok((
+                parse_id(r.try_get::<&str, _>("job_id")?)?,
+                r.try_get("attempts")?,
+            ))
+        })
+        .transpose()
     }
 
     /// Requeues every unit leased to a peer that went away.

@@ -30,7 +30,11 @@ pub fn VolunteerPage() -> impl IntoView {
 
     let on_event = move |event: Event| match event {
         Event::Connected => phase.set(Phase::Working),
-        Event::Computed { elapsed_ms, flops: f, .. } => {
+        Event::Computed {
+            elapsed_ms,
+            flops: f,
+            ..
+        } => {
             units.update(|u| *u += 1);
             flops.update(|t| *t += f);
             busy_ms.update(|b| *b += elapsed_ms);
@@ -70,7 +74,7 @@ pub fn VolunteerPage() -> impl IntoView {
                         }.into_any(),
                         Some(d) => view! {
                             <span>"WebGPU: " {d.adapter.clone()}
-                                {d.fallback.then(|| view! { <span class="badge">"software adapter"</span> })}
+                                {(d.fallback && d.adapter != "software adapter").then(|| view! { <span class="badge">"software adapter"</span> })}
                             </span>
                         }.into_any(),
                     }}
