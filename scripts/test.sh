@@ -17,4 +17,8 @@ scripts/build-ui.sh
 step "build binaries for the end-to-end tests"
 cargo build --workspace --bins
 step "tests"
-cargo test --workspace --no-fail-fast
+log="$(mktemp)"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+# One closing line with the totals over every test binary (cargo prints one per binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\n%d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
