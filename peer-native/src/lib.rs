@@ -4,44 +4,73 @@
 //! ([`connect`]). Both sides use non-trickle signaling: each waits for ICE gathering to
 //! finish, so one HTTP round trip carries the whole exchange. Either way the result is a
 //! [`PeerLink`]: one ordered, reliable data channel seen as two message queues.
+//!
+//! Native only: browsers use their own `RTCPeerConnection` through `starling-client`.
 
 use bytes::BytesMut;
+use rtc::peer_connection::transport::RTCDtlsRole;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::error::Error as RtcError;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
-/// Largest message a data channel carries reliably (the SCTP message size in practice).
+/// Largest message [`PeerLink::send`] accepts: the SCTP maximum message size both this
+/// stack and browsers advertise by default.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// Bytes buffered for sending before `send` waits; without a bound, bulk sends overflow
-/// the peer's UDP buffer and stall on retransmission timers.
+
+/// Bytes buffered for sending before `send` waits. Unbounded, bulk sends overflow the
+/// peer's UDP receive buffer and stall for 1-3 s on SCTP's minimum retransmission timer.
 const SEND_BUFFER_LIMIT: usize = 64 * 1024;
+/// Host candidates gather in milliseconds; this only bounds a stuck gatherer, after
+/// which the description goes out with whatever was gathered.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`connect`] waits for the channel to open once the answer is applied.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Received messages queued before the reader stops pulling from the channel.
+/// Bounds the whole signaling request, so a relay that accepts but never answers fails
+/// the connect instead of hanging it.
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long closing waits for the remote to acknowledge what was already sent; closing
+/// discards whatever SCTP still holds.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Period of the driver nudges while a connection is set up (see [`nudge_until`]).
+const NUDGE_PERIOD: Duration = Duration::from_millis(5);
+/// Received messages queued before the reader stops pulling from the channel, which in
+/// turn makes SCTP slow the sender down.
 const INBOUND_QUEUE: usize = 256;
+/// Label of the one data channel a volunteer opens.
+const CHANNEL_LABEL: &str = "starling";
 
 /// Why a peer connection could not be made or used.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    /// The WebRTC stack refused (bad SDP, no usable candidates ...).
-    #[error("WebRTC error: {0}")]
+    /// The WebRTC stack refused an operation, e.g. an unparseable SDP or no usable
+    /// network interface.
+    #[error("WebRTC error: {0} (check the SDP and that the bind address exists on this host)")]
     Rtc(String),
-    /// Signaling over HTTP failed.
-    #[error("signaling failed: {0}")]
+    /// The HTTP signaling exchange with the relay failed.
+    #[error("signaling with the relay failed: {0}")]
     Signaling(String),
-    /// The channel did not open in time.
-    #[error("the data channel did not open within {0:?}")]
+    /// The data channel did not open in time: usually UDP between the two hosts is blocked
+    /// or the relay advertised an address this host cannot reach.
+    #[error(
+        "the data channel did not open within {0:?}; check that UDP to the relay's WebRTC \
+         address is not blocked"
+    )]
     Timeout(Duration),
-    /// The message is over [`MAX_MESSAGE_BYTES`].
-    #[error("message of {0} bytes exceeds the {MAX_MESSAGE_BYTES}-byte data-channel limit")]
+    /// The message is over [`MAX_MESSAGE_BYTES`]; split it before sending.
+    #[error(
+        "message of {0} bytes exceeds the {MAX_MESSAGE_BYTES}-byte data-channel limit; \
+         split it into smaller messages"
+    )]
     MessageTooLarge(usize),
-    /// The channel is closed.
+    /// The data channel or its peer connection is closed; reconnect to go on.
     #[error("the data channel is closed")]
     Closed,
 }
@@ -50,60 +79,120 @@ fn rtc_err(e: impl std::fmt::Display) -> PeerError {
     PeerError::Rtc(e.to_string())
 }
 
-/// The sending half of a [`PeerLink`]; cheap to clone.
+/// State every handle of one link shares. Dropping the last handle drops `_on_drop`,
+/// which tells the reader task to close the connection: `Drop` cannot await, the task can.
+struct Shared {
+    dc: Arc<dyn DataChannel>,
+    pc: Arc<dyn PeerConnection>,
+    _on_drop: oneshot::Sender<()>,
+}
+
+/// The sending half of a [`PeerLink`]; cheap to clone, so several tasks can write while
+/// one reads.
 #[derive(Clone)]
 pub struct PeerSender {
-    dc: Arc<dyn DataChannel>,
+    shared: Arc<Shared>,
 }
 
 impl PeerSender {
-    /// Sends one message; waits while the send buffer is full.
+    /// Sends one message; waits (backpressure) while the channel's send buffer is full.
+    /// Fails with [`PeerError::MessageTooLarge`] over [`MAX_MESSAGE_BYTES`], and with
+    /// [`PeerError::Closed`] once the channel is closed.
     pub async fn send(&self, msg: Vec<u8>) -> Result<(), PeerError> {
-        if msg.len() > MAX_MESSAGE_BYTES {
-            return Err(PeerError::MessageTooLarge(msg.len()));
+        let len = msg.len();
+        if len > MAX_MESSAGE_BYTES {
+            return Err(PeerError::MessageTooLarge(len));
         }
-        self.dc
-            .send(BytesMut::from(&msg[..]))
+        // Through `Bytes`, the Vec's allocation is reused rather than copied.
+        match self
+            .shared
+            .dc
+            .send(BytesMut::from(bytes::Bytes::from(msg)))
             .await
-            .map_err(|_| PeerError::Closed)
+        {
+            Ok(()) => Ok(()),
+            Err(RtcError::ErrDataChannelClosed) => Err(PeerError::Closed),
+            // The remote advertised a smaller maximum than ours.
+            Err(RtcError::ErrOutboundPacketTooLarge) => Err(PeerError::MessageTooLarge(len)),
+            Err(e) => Err(PeerError::Rtc(format!("sending on the data channel: {e}"))),
+        }
     }
 }
 
-/// One open data channel to a remote peer.
+/// One open, ordered, reliable data channel to a remote peer, as two message queues.
+///
+/// Each message is one data-channel message of at most [`MAX_MESSAGE_BYTES`]. Dropping
+/// the link and every [`PeerSender`] made from it closes the connection (best effort);
+/// [`PeerLink::close`] does so and waits for it.
 pub struct PeerLink {
     rx: mpsc::Receiver<Vec<u8>>,
     sender: PeerSender,
-    pc: Arc<dyn PeerConnection>,
+}
+
+impl std::fmt::Debug for PeerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerLink").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for PeerSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSender").finish_non_exhaustive()
+    }
+}
+
+/// Closes a connection without losing what was already sent. Only the peer connection is
+/// closed: it ends the association with an SCTP ABORT, which the remote sees at once as
+/// the channel closing. Closing the channel first would reset its stream, and the stream
+/// reset discards messages SCTP has not sent yet.
+async fn shut_down(pc: &Arc<dyn PeerConnection>, dc: &Arc<dyn DataChannel>) {
+    let drained = tokio::time::timeout(CLOSE_GRACE, async {
+        // Polled: the channel's buffered-amount events go to the reader task, not here.
+        while matches!(dc.outstanding_bytes().await, Ok(n) if n > 0) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!("closing with unacknowledged data after {CLOSE_GRACE:?}");
+    }
+    let _ = pc.close().await;
 }
 
 impl PeerLink {
-    /// Sends one message (see [`PeerSender::send`]).
+    /// Sends one message; waits (backpressure) while the channel's send buffer is full.
+    /// Err once the channel is closed (see [`PeerSender::send`]).
     pub async fn send(&self, msg: Vec<u8>) -> Result<(), PeerError> {
         self.sender.send(msg).await
     }
 
-    /// Next received message; `None` once the channel or connection closed.
+    /// Next received message; `None` once the channel or peer connection has closed.
     pub async fn recv(&mut self) -> Option<Vec<u8>> {
         self.rx.recv().await
     }
 
-    /// A sender that can be used from other tasks.
+    /// A cloneable sender half, so one task can read while others write.
     pub fn sender(&self) -> PeerSender {
         self.sender.clone()
     }
 
-    /// Closes the channel and the connection.
+    /// Closes the data channel and the peer connection. Senders still held elsewhere
+    /// fail with [`PeerError::Closed`] from then on.
     pub async fn close(self) {
-        let _ = self.sender.dc.close().await;
-        let _ = self.pc.close().await;
+        let PeerLink { rx, sender } = self;
+        // Unblocks the reader if it is waiting for queue space; it then sees the
+        // connection end and exits by itself.
+        drop(rx);
+        shut_down(&sender.shared.pc, &sender.shared.dc).await;
     }
 }
 
-/// Events the reader task and the signaling code wait on.
+/// Connection events the signaling code and the reader task wait on. The callbacks run
+/// on the connection's driver task, so they only signal and never block.
 struct Handler {
     gathered: Notify,
     dead: Notify,
-    channel: mpsc::Sender<Arc<dyn DataChannel>>,
+    channels: mpsc::Sender<Arc<dyn DataChannel>>,
 }
 
 #[async_trait::async_trait]
@@ -116,7 +205,8 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!("peer connection {state}");
-        // A vanished browser tab never closes its channel; ICE failure is how we learn.
+        // A vanished browser tab or crashed process never closes its channel; ICE
+        // failure is how we learn.
         if matches!(
             state,
             RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
@@ -126,32 +216,58 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
-        let _ = self.channel.try_send(dc);
+        // Only the first channel is served; events of further ones are ignored.
+        if self.channels.try_send(dc).is_err() {
+            tracing::debug!("ignoring an extra data channel from the remote peer");
+        }
     }
 }
 
-async fn new_peer(
-    bind_ip: IpAddr,
-) -> Result<
-    (
-        Arc<dyn PeerConnection>,
-        Arc<Handler>,
-        mpsc::Receiver<Arc<dyn DataChannel>>,
-    ),
-    PeerError,
-> {
-    let (channel, channels) = mpsc::channel(1);
+/// Closes a connection that is dropped before a [`PeerLink`] owns it, e.g. when a
+/// caller's timeout cancels [`connect`] or a [`PendingPeer`] is never opened. Dropping
+/// a connection does not stop its driver task, which keeps its sockets and timers until
+/// closed.
+struct CloseOnDrop(Option<Arc<dyn PeerConnection>>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let (Some(pc), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}
+
+/// A connection not yet handed to a [`PeerLink`].
+struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    handler: Arc<Handler>,
+    channels: mpsc::Receiver<Arc<dyn DataChannel>>,
+    guard: CloseOnDrop,
+}
+
+async fn new_peer(bind_ips: &[IpAddr]) -> Result<Peer, PeerError> {
+    let (channels_tx, channels) = mpsc::channel(1);
     let handler = Arc::new(Handler {
         gathered: Notify::new(),
         dead: Notify::new(),
-        channel,
+        channels: channels_tx,
     });
     let settings = SettingEngineBuilder::new()
-        // mDNS would open a multicast socket per peer, which fails where there is none,
-        // and gains nothing: candidates are exchanged as plain addresses.
+        // The default mode opens a multicast socket per peer, which fails ("No such
+        // device") on hosts without multicast, and gains nothing: candidates are
+        // exchanged as plain addresses.
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .with_include_loopback_candidate(bind_ip.is_loopback())
-        // Checks every 20 ms instead of 200 ms: connection setup ~240 ms instead of ~400.
+        .with_include_loopback_candidate(bind_ips.iter().any(IpAddr::is_loopback))
+        // The side that completes the DTLS handshake as client sends the SCTP INIT, and
+        // webrtc 0.21.1 sends packets queued in reaction to a state change only on the
+        // driver's next wake-up (a 200 ms ICE tick once connected). As DTLS server the
+        // relay only ever answers packets, which goes out at once; the offerer, which
+        // then starts SCTP, nudges its own driver (see `nudge_until`).
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        // Connectivity checks every 20 ms instead of 200 ms: ICE connects in ~20 ms on a
+        // LAN instead of up to 200 ms.
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
         // A crashed relay or a closed tab sends no goodbye; with the default timers the
         // other side waits ~30 s to notice. Keepalives every second and failure after 6 s
@@ -165,148 +281,260 @@ async fn new_peer(
     let pc = PeerConnectionBuilder::new()
         .with_setting_engine(settings)
         .with_handler(handler.clone())
-        .with_udp_addrs(vec![format!("{bind_ip}:0")])
+        // Concrete addresses: a wildcard bind expands to every interface except loopback.
+        .with_udp_addrs(
+            bind_ips
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, 0))
+                .collect(),
+        )
         .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
         .build()
         .await
-        .map_err(rtc_err)?;
-    Ok((Arc::new(pc), handler, channels))
+        .map_err(|e| {
+            PeerError::Rtc(format!(
+                "cannot create a peer connection on {bind_ips:?}: {e}"
+            ))
+        })?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    Ok(Peer {
+        pc: pc.clone(),
+        handler,
+        channels,
+        guard: CloseOnDrop(Some(pc)),
+    })
 }
 
-async fn local_sdp_after_gathering(
-    pc: &Arc<dyn PeerConnection>,
-    handler: &Handler,
-) -> Result<String, PeerError> {
-    // On timeout, go on with the candidates gathered so far.
-    let _ = tokio::time::timeout(GATHER_TIMEOUT, handler.gathered.notified()).await;
-    pc.local_description()
-        .await
-        .map(|d| d.sdp)
-        .ok_or_else(|| PeerError::Rtc("no local description".into()))
-}
-
-/// Starts the task that moves channel events into the link's queue. Returns the link and
-/// a signal that fires when the channel is open.
-fn start_link(
-    pc: Arc<dyn PeerConnection>,
-    dc: Arc<dyn DataChannel>,
-    handler: Arc<Handler>,
-) -> (PeerLink, oneshot::Receiver<()>) {
-    let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
-    let (open_tx, open_rx) = oneshot::channel();
-    let reader_dc = dc.clone();
-    let reader_pc = pc.clone();
-    tokio::spawn(async move {
-        let mut open_tx = Some(open_tx);
-        loop {
-            let event = tokio::select! {
-                e = reader_dc.poll() => e,
-                _ = handler.dead.notified() => None,
-            };
-            match event {
-                Some(DataChannelEvent::OnOpen) => {
-                    if let Some(open) = open_tx.take() {
-                        let _ = open.send(());
-                    }
-                }
-                Some(DataChannelEvent::OnMessage(msg)) => {
-                    if let Some(open) = open_tx.take() {
-                        let _ = open.send(());
-                    }
-                    if tx.send(msg.data.to_vec()).await.is_err() {
-                        break;
-                    }
-                }
-                Some(DataChannelEvent::OnClose) | None => break,
-                Some(_) => {}
-            }
+impl Peer {
+    /// The local description once ICE gathering is complete, candidates included, since
+    /// signaling carries no trickled candidates.
+    async fn local_sdp_after_gathering(&self) -> Result<String, PeerError> {
+        if tokio::time::timeout(GATHER_TIMEOUT, self.handler.gathered.notified())
+            .await
+            .is_err()
+        {
+            tracing::warn!("ICE gathering not complete after {GATHER_TIMEOUT:?}; going on");
         }
-        drop(tx);
-        // A closed channel leaves the connection alive for ~30 s unless closed here.
-        let _ = reader_pc.close().await;
-    });
-    (
-        PeerLink {
+        self.pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or_else(|| PeerError::Rtc("no local description after negotiation".into()))
+    }
+
+    async fn close(mut self) {
+        if let Some(pc) = self.guard.0.take() {
+            let _ = pc.close().await;
+        }
+    }
+
+    /// Hands the connection to a reader task. Returns the link and a signal that fires
+    /// when the channel is open (or is dropped if it closes first).
+    fn into_link(mut self, dc: Arc<dyn DataChannel>) -> (PeerLink, oneshot::Receiver<()>) {
+        // From here the link's handles and reader own closing.
+        self.guard.0 = None;
+        let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+        let (open_tx, open_rx) = oneshot::channel();
+        let (on_drop, dropped) = oneshot::channel();
+        let shared = Arc::new(Shared {
+            dc: dc.clone(),
+            pc: self.pc.clone(),
+            _on_drop: on_drop,
+        });
+        // Detached: it ends by itself once the connection is closed or every handle dropped.
+        tokio::spawn(read_loop(self.pc, dc, self.handler, tx, open_tx, dropped));
+        let link = PeerLink {
             rx,
-            sender: PeerSender { dc },
-            pc,
-        },
-        open_rx,
-    )
-}
-
-/// How the relay's side binds.
-#[derive(Debug, Clone)]
-pub struct AnswerConfig {
-    /// Address host candidates bind to (reachable by volunteers).
-    pub bind_ip: IpAddr,
-    /// How long an answered peer has to open its data channel.
-    pub open_timeout: Duration,
-}
-
-/// An answered peer whose data channel has not opened yet.
-pub struct PendingPeer {
-    pc: Arc<dyn PeerConnection>,
-    handler: Arc<Handler>,
-    channels: mpsc::Receiver<Arc<dyn DataChannel>>,
-    timeout: Duration,
-}
-
-impl PendingPeer {
-    /// Waits for the offerer's data channel.
-    pub async fn open(mut self) -> Result<PeerLink, PeerError> {
-        let timeout = self.timeout;
-        let dc = match tokio::time::timeout(timeout, self.channels.recv()).await {
-            Ok(Some(dc)) => dc,
-            _ => {
-                let _ = self.pc.close().await;
-                return Err(PeerError::Timeout(timeout));
-            }
+            sender: PeerSender { shared },
         };
-        let (link, _opened) = start_link(self.pc, dc, self.handler);
-        Ok(link)
+        (link, open_rx)
     }
 }
 
-/// Relay side: answers a complete offer with a complete answer.
+/// Why the reader stopped.
+enum End {
+    /// The channel closed, or the connection failed or closed.
+    Closed,
+    /// Every handle of the link was dropped.
+    Dropped,
+}
+
+/// Moves channel events into the link's queue until the channel ends, then closes the
+/// peer connection: a closed channel alone leaves it (and its sockets and timers) alive
+/// for ~30 s.
+async fn read_loop(
+    pc: Arc<dyn PeerConnection>,
+    dc: Arc<dyn DataChannel>,
+    handler: Arc<Handler>,
+    tx: mpsc::Sender<Vec<u8>>,
+    open_tx: oneshot::Sender<()>,
+    mut dropped: oneshot::Receiver<()>,
+) {
+    let mut open_tx = Some(open_tx);
+    // Becomes None once the PeerLink is gone; senders may still be in use, so the
+    // channel is drained rather than closed.
+    let mut tx = Some(tx);
+    let end = loop {
+        let event = tokio::select! {
+            // Events first: messages that arrived before the connection ended are
+            // delivered before the end is.
+            biased;
+            e = dc.poll() => e,
+            _ = handler.dead.notified() => break End::Closed,
+            _ = &mut dropped => break End::Dropped,
+        };
+        match event {
+            Some(DataChannelEvent::OnOpen) => {
+                if let Some(open) = open_tx.take() {
+                    let _ = open.send(());
+                }
+            }
+            Some(DataChannelEvent::OnMessage(msg)) => {
+                // A message proves the channel open even if OnOpen was missed.
+                if let Some(open) = open_tx.take() {
+                    let _ = open.send(());
+                }
+                if let Some(queue) = &tx {
+                    if queue.send(msg.data.to_vec()).await.is_err() {
+                        tx = None;
+                    }
+                }
+            }
+            Some(DataChannelEvent::OnClose) | None => break End::Closed,
+            Some(_) => {}
+        }
+    };
+    // recv() returns None from here on, even while the teardown below runs.
+    drop(tx);
+    match end {
+        End::Dropped => shut_down(&pc, &dc).await,
+        End::Closed => {
+            let _ = pc.close().await;
+        }
+    }
+}
+
+/// Wakes the connection's driver every few milliseconds until `done` resolves.
+///
+/// webrtc 0.21.1's driver sends packets that the stack queues while handling a state
+/// change (ICE connected, DTLS done, SCTP established) only on its next wake-up, which
+/// once ICE is connected is its 200 ms timer; setup waits for two of those. Setting the
+/// channel's low-water mark to its current value (0) changes nothing but wakes the driver.
+async fn nudge_until<F: Future>(dc: &Arc<dyn DataChannel>, done: F) -> F::Output {
+    let mut done = std::pin::pin!(done);
+    loop {
+        tokio::select! {
+            out = &mut done => return out,
+            () = tokio::time::sleep(NUDGE_PERIOD) => {
+                let _ = dc.set_buffered_amount_low_threshold(0).await;
+            }
+        }
+    }
+}
+
+/// Settings for the answering (relay) side.
+#[derive(Debug, Clone)]
+pub struct AnswerConfig {
+    /// Address host candidates bind to; must be reachable by volunteers (127.0.0.1 in
+    /// tests). A wildcard address would skip loopback.
+    pub bind_ip: IpAddr,
+    /// How long an answered peer has to open its data channel before
+    /// [`PendingPeer::open`] gives up.
+    pub open_timeout: Duration,
+}
+
+/// An answered peer whose data channel has not opened yet. Dropping it closes the
+/// connection.
+pub struct PendingPeer {
+    peer: Peer,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for PendingPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingPeer")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingPeer {
+    /// Waits for the offerer's data channel to open and returns it as a link; fails with
+    /// [`PeerError::Timeout`] after the configured `open_timeout`, or
+    /// [`PeerError::Closed`] if the connection fails first.
+    pub async fn open(mut self) -> Result<PeerLink, PeerError> {
+        let timeout = self.timeout;
+        let waited = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                dc = self.peer.channels.recv() => dc,
+                _ = self.peer.handler.dead.notified() => None,
+            }
+        })
+        .await;
+        match waited {
+            // The remote's channel is announced on its first open, so it is open now.
+            Ok(Some(dc)) => Ok(self.peer.into_link(dc).0),
+            Ok(None) => {
+                self.peer.close().await;
+                Err(PeerError::Closed)
+            }
+            Err(_) => {
+                self.peer.close().await;
+                Err(PeerError::Timeout(timeout))
+            }
+        }
+    }
+}
+
+/// Relay side: takes a complete (non-trickle) offer SDP and returns the complete answer
+/// SDP (after ICE gathering completed) and a handle that yields the [`PeerLink`] once the
+/// offerer's data channel opens.
 pub async fn answer(
     config: &AnswerConfig,
     offer_sdp: &str,
 ) -> Result<(String, PendingPeer), PeerError> {
-    let offer = RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(rtc_err)?;
-    let (pc, handler, channels) = new_peer(config.bind_ip).await?;
+    let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+        .map_err(|e| PeerError::Rtc(format!("the offer is not valid SDP: {e}")))?;
+    let peer = new_peer(&[config.bind_ip]).await?;
     let answered = async {
-        pc.set_remote_description(offer).await.map_err(rtc_err)?;
-        let answer = pc.create_answer(None).await.map_err(rtc_err)?;
-        pc.set_local_description(answer).await.map_err(rtc_err)?;
-        local_sdp_after_gathering(&pc, &handler).await
+        peer.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| PeerError::Rtc(format!("cannot apply the offer: {e}")))?;
+        let answer = peer.pc.create_answer(None).await.map_err(rtc_err)?;
+        peer.pc
+            .set_local_description(answer)
+            .await
+            .map_err(rtc_err)?;
+        peer.local_sdp_after_gathering().await
     }
     .await;
     match answered {
         Ok(sdp) => Ok((
             sdp,
             PendingPeer {
-                pc,
-                handler,
-                channels,
+                peer,
                 timeout: config.open_timeout,
             },
         )),
         Err(e) => {
-            let _ = pc.close().await;
+            peer.close().await;
             Err(e)
         }
     }
 }
 
+/// The signaling body, both ways.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Sdp {
     sdp: String,
 }
 
-/// The local address that routes to `url`'s host: host candidates must be reachable
-/// from there, and binding the wildcard address would skip loopback.
-async fn local_ip_towards(url: &str) -> Result<IpAddr, PeerError> {
+/// The local addresses that route to `url`'s host, one per address family it resolves
+/// to: host candidates must be reachable from there, binding the wildcard address would
+/// skip loopback, and `localhost` may resolve to `::1` while the relay listens on
+/// 127.0.0.1 or the reverse.
+async fn local_ips_towards(url: &str) -> Result<Vec<IpAddr>, PeerError> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| PeerError::Signaling(format!("bad relay URL {url}: {e}")))?;
     let host = parsed
@@ -316,77 +544,124 @@ async fn local_ip_towards(url: &str) -> Result<IpAddr, PeerError> {
         .trim_end_matches(']')
         .to_owned();
     let port = parsed.port_or_known_default().unwrap_or(80);
-    let probe = tokio::net::UdpSocket::bind("0.0.0.0:0")
+    let remotes = tokio::net::lookup_host((host.as_str(), port))
         .await
-        .map_err(|e| PeerError::Rtc(e.to_string()))?;
-    probe
-        .connect((host.as_str(), port))
-        .await
-        .map_err(|e| PeerError::Signaling(format!("cannot reach {host}: {e}")))?;
-    probe
-        .local_addr()
-        .map(|a| a.ip())
-        .map_err(|e| PeerError::Rtc(e.to_string()))
-}
-
-/// Volunteer side: offers a data channel to the relay's signaling URL and waits for it to open.
-pub async fn connect(signal_url: &str) -> Result<PeerLink, PeerError> {
-    let bind_ip = local_ip_towards(signal_url).await?;
-    let url = signal_url.to_owned();
-    offer_then(bind_ip, move |offer| async move {
-        let response = reqwest::Client::new()
-            .post(&url)
-            .json(&Sdp { sdp: offer })
-            .timeout(Duration::from_secs(20))
-            .send()
+        .map_err(|e| PeerError::Signaling(format!("cannot resolve relay host {host}: {e}")))?;
+    let mut locals = Vec::new();
+    let mut last_error = format!("{host} resolved to no address");
+    for remote in remotes {
+        let unspecified = match remote {
+            std::net::SocketAddr::V4(_) => "0.0.0.0:0",
+            std::net::SocketAddr::V6(_) => "[::]:0",
+        };
+        // Connecting a UDP socket sends nothing; it only asks the kernel for a route.
+        let probe = match tokio::net::UdpSocket::bind(unspecified).await {
+            Ok(probe) => probe,
+            Err(e) => {
+                last_error = format!("no {unspecified} socket: {e}");
+                continue;
+            }
+        };
+        match probe
+            .connect(remote)
             .await
-            .map_err(|e| PeerError::Signaling(e.to_string()))?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| PeerError::Signaling(e.to_string()))?;
-        if !status.is_success() {
-            return Err(PeerError::Signaling(format!(
-                "relay answered {status}: {body}"
-            )));
+            .and_then(|()| probe.local_addr())
+        {
+            Ok(local) if !locals.contains(&local.ip()) => locals.push(local.ip()),
+            Ok(_) => {}
+            Err(e) => last_error = format!("no route to {remote}: {e}"),
         }
-        serde_json::from_str::<Sdp>(&body)
-            .map(|a| a.sdp)
-            .map_err(|e| PeerError::Signaling(format!("bad answer from relay: {e}")))
-    })
-    .await
+    }
+    if locals.is_empty() {
+        return Err(PeerError::Signaling(format!(
+            "cannot reach relay host {host}: {last_error}"
+        )));
+    }
+    Ok(locals)
 }
 
-/// Makes an offer, hands it to `exchange` for an answer, and opens the channel.
-pub async fn offer_then<F, Fut>(bind_ip: IpAddr, exchange: F) -> Result<PeerLink, PeerError>
+/// Volunteer side (native): offers one ordered, reliable data channel labelled
+/// "starling" by POSTing `{"sdp": offer}` to `signal_url` (e.g.
+/// `http://127.0.0.1:8080/api/v1/rtc/offer`), applies the `{"sdp": answer}` it gets
+/// back, and waits up to 15 s for the channel to open.
+pub async fn connect(signal_url: &str) -> Result<PeerLink, PeerError> {
+    let bind_ips = local_ips_towards(signal_url).await?;
+    offer_then(&bind_ips, |offer| post_offer(signal_url, offer)).await
+}
+
+async fn post_offer(signal_url: &str, offer: String) -> Result<String, PeerError> {
+    let response = reqwest::Client::new()
+        .post(signal_url)
+        .json(&Sdp { sdp: offer })
+        .timeout(SIGNAL_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| PeerError::Signaling(format!("POST {signal_url}: {e}")))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| PeerError::Signaling(format!("reading the answer from {signal_url}: {e}")))?;
+    if !status.is_success() {
+        return Err(PeerError::Signaling(format!(
+            "relay at {signal_url} answered {status}: {body}"
+        )));
+    }
+    serde_json::from_str::<Sdp>(&body)
+        .map(|a| a.sdp)
+        .map_err(|e| {
+            PeerError::Signaling(format!(
+                "relay at {signal_url} sent no {{\"sdp\": ...}} answer ({e}): {body}"
+            ))
+        })
+}
+
+/// Makes a complete offer, hands it to `exchange` for the answer, applies the answer and
+/// waits for the channel to open. Split from [`connect`] so tests can wire both sides
+/// together without HTTP.
+async fn offer_then<F, Fut>(bind_ips: &[IpAddr], exchange: F) -> Result<PeerLink, PeerError>
 where
     F: FnOnce(String) -> Fut,
-    Fut: std::future::Future<Output = Result<String, PeerError>>,
+    Fut: Future<Output = Result<String, PeerError>>,
 {
-    let (pc, handler, _channels) = new_peer(bind_ip).await?;
-    let opened = async {
-        let dc = pc
-            .create_data_channel("starling", None)
+    let peer = new_peer(bind_ips).await?;
+    let negotiated = async {
+        let dc = peer
+            .pc
+            .create_data_channel(CHANNEL_LABEL, None)
             .await
             .map_err(rtc_err)?;
-        let offer = pc.create_offer(None).await.map_err(rtc_err)?;
-        pc.set_local_description(offer).await.map_err(rtc_err)?;
-        let offer = local_sdp_after_gathering(&pc, &handler).await?;
+        let offer = peer.pc.create_offer(None).await.map_err(rtc_err)?;
+        peer.pc
+            .set_local_description(offer)
+            .await
+            .map_err(rtc_err)?;
+        let offer = peer.local_sdp_after_gathering().await?;
         let answer = exchange(offer).await?;
-        pc.set_remote_description(RTCSessionDescription::answer(answer).map_err(rtc_err)?)
+        let answer = RTCSessionDescription::answer(answer)
+            .map_err(|e| PeerError::Rtc(format!("the relay's answer is not valid SDP: {e}")))?;
+        peer.pc
+            .set_remote_description(answer)
             .await
-            .map_err(rtc_err)?;
-        let (link, open) = start_link(pc.clone(), dc, handler.clone());
-        match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
-            Ok(Ok(())) => Ok(link),
-            Ok(Err(_)) => Err(PeerError::Closed),
-            Err(_) => Err(PeerError::Timeout(CONNECT_TIMEOUT)),
-        }
+            .map_err(|e| PeerError::Rtc(format!("cannot apply the relay's answer: {e}")))?;
+        Ok(dc)
     }
     .await;
-    if opened.is_err() {
-        let _ = pc.close().await;
+    let dc = match negotiated {
+        Ok(dc) => dc,
+        Err(e) => {
+            peer.close().await;
+            return Err(e);
+        }
+    };
+    let (link, open) = peer.into_link(dc.clone());
+    // On failure the link is dropped here, and its reader closes the connection.
+    match nudge_until(&dc, tokio::time::timeout(CONNECT_TIMEOUT, open)).await {
+        Ok(Ok(())) => Ok(link),
+        Ok(Err(_)) => Err(PeerError::Closed),
+        Err(_) => Err(PeerError::Timeout(CONNECT_TIMEOUT)),
     }
-    opened
 }
+
+#[cfg(test)]
+mod tests;

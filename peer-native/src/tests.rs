@@ -1,0 +1,419 @@
+//! Both sides of a link in one process, over loopback.
+
+mod chromium;
+
+use super::*;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub(super) const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Long enough for a loaded 2-core machine, short enough that a hang fails the test.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+pub(super) fn relay_config() -> AnswerConfig {
+    AnswerConfig {
+        bind_ip: LOCALHOST,
+        open_timeout: PATIENCE,
+    }
+}
+
+/// A connected (volunteer, relay) pair, wired without HTTP.
+async fn pair() -> (PeerLink, PeerLink) {
+    // `RUST_LOG=debug cargo test -p starling-peer -- --nocapture` shows what the WebRTC
+    // stack does, packet by packet, when a test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let (pending_tx, pending_rx) = oneshot::channel();
+    let volunteer = offer_then(&[LOCALHOST], |offer| async move {
+        let (sdp, pending) = answer(&relay_config(), &offer).await?;
+        let _ = pending_tx.send(pending);
+        Ok(sdp)
+    })
+    .await
+    .expect("volunteer side opens");
+    let relay = pending_rx
+        .await
+        .expect("the offer was answered")
+        .open()
+        .await
+        .expect("relay side opens");
+    (volunteer, relay)
+}
+
+pub(super) async fn recv_soon(link: &mut PeerLink) -> Option<Vec<u8>> {
+    tokio::time::timeout(PATIENCE, link.recv())
+        .await
+        .expect("a message or the close arrives in time")
+}
+
+/// A message of `len` bytes that names its sequence number and is otherwise hard to
+/// mistake for another one.
+pub(super) fn numbered(seq: u32, len: usize) -> Vec<u8> {
+    let mut msg: Vec<u8> = (0..len).map(|i| (i as u32 ^ seq) as u8).collect();
+    msg[..4].copy_from_slice(&seq.to_le_bytes());
+    msg
+}
+
+fn seq_of(msg: &[u8]) -> u32 {
+    u32::from_le_bytes([msg[0], msg[1], msg[2], msg[3]])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_exchange_messages_in_order_and_in_bulk() {
+    let started = Instant::now();
+    let (mut volunteer, mut relay) = pair().await;
+    println!(
+        "setup (offer, answer, channel open): {:?}",
+        started.elapsed()
+    );
+
+    volunteer.send(b"hello relay".to_vec()).await.expect("send");
+    assert_eq!(
+        recv_soon(&mut relay).await.as_deref(),
+        Some(&b"hello relay"[..])
+    );
+    relay.send(b"hello volunteer".to_vec()).await.expect("send");
+    assert_eq!(
+        recv_soon(&mut volunteer).await.as_deref(),
+        Some(&b"hello volunteer"[..])
+    );
+
+    // The limit itself must pass, or callers sizing chunks to it would fail.
+    let largest = numbered(7, MAX_MESSAGE_BYTES);
+    volunteer.send(largest.clone()).await.expect("send");
+    assert_eq!(recv_soon(&mut relay).await, Some(largest));
+    relay.send(Vec::new()).await.expect("send an empty message");
+    assert_eq!(recv_soon(&mut volunteer).await, Some(Vec::new()));
+
+    // Order, both directions at once, sizes straddling SCTP fragmentation.
+    const ORDERED: u32 = 500;
+    let size = |seq: u32| 4 + (seq as usize * 37) % 3000;
+    let to_relay = volunteer.sender();
+    let to_volunteer = relay.sender();
+    let writers = tokio::spawn(async move {
+        let a = async {
+            for seq in 0..ORDERED {
+                to_relay.send(numbered(seq, size(seq))).await.expect("send");
+            }
+        };
+        let b = async {
+            for seq in 0..ORDERED {
+                to_volunteer
+                    .send(numbered(seq, size(seq)))
+                    .await
+                    .expect("send");
+            }
+        };
+        tokio::join!(a, b);
+    });
+    for seq in 0..ORDERED {
+        let at_relay = recv_soon(&mut relay).await.expect("open");
+        assert_eq!(
+            at_relay,
+            numbered(seq, size(seq)),
+            "relay got message {seq} wrong"
+        );
+        let at_volunteer = recv_soon(&mut volunteer).await.expect("open");
+        assert_eq!(
+            at_volunteer,
+            numbered(seq, size(seq)),
+            "volunteer got {seq} wrong"
+        );
+    }
+    writers.await.expect("writers finish");
+
+    // Bulk, relay -> volunteer, as work units travel.
+    const BULK: u32 = 200;
+    const BULK_BYTES: usize = 60 * 1024;
+    // Built before the clock starts, so the rate is the link's, not the test's.
+    let expected: Vec<Vec<u8>> = (0..BULK).map(|seq| numbered(seq, BULK_BYTES)).collect();
+    let outgoing = expected.clone();
+    let to_volunteer = relay.sender();
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        for msg in outgoing {
+            to_volunteer.send(msg).await.expect("send");
+        }
+    });
+    for (seq, want) in expected.iter().enumerate() {
+        let msg = recv_soon(&mut volunteer).await.expect("open");
+        assert_eq!(msg.len(), BULK_BYTES);
+        assert_eq!(seq_of(&msg) as usize, seq, "bulk message out of order");
+        assert!(msg == *want, "bulk message {seq} corrupted");
+    }
+    let elapsed = started.elapsed();
+    writer.await.expect("writer finishes");
+    let mib = f64::from(BULK) * BULK_BYTES as f64 / (1024.0 * 1024.0);
+    println!(
+        "bulk: {BULK} x {BULK_BYTES} B = {mib:.1} MiB in {elapsed:?}: {:.1} MiB/s",
+        mib / elapsed.as_secs_f64()
+    );
+    // A stall on the retransmission timer (the unbounded-send-buffer failure) takes
+    // seconds; healthy runs take well under one.
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "bulk transfer stalled: {elapsed:?}"
+    );
+
+    volunteer.close().await;
+    relay.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_message_is_rejected_and_link_survives() {
+    let (volunteer, mut relay) = pair().await;
+    let too_big = MAX_MESSAGE_BYTES + 1;
+    match volunteer.send(vec![0; too_big]).await {
+        Err(PeerError::MessageTooLarge(n)) => assert_eq!(n, too_big),
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    match volunteer
+        .sender()
+        .send(vec![0; 10 * MAX_MESSAGE_BYTES])
+        .await
+    {
+        Err(PeerError::MessageTooLarge(_)) => {}
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    volunteer.send(b"still here".to_vec()).await.expect("send");
+    assert_eq!(
+        recv_soon(&mut relay).await.as_deref(),
+        Some(&b"still here"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_one_side_ends_the_other() {
+    let (volunteer, mut relay) = pair().await;
+    let held = volunteer.sender();
+    volunteer.send(b"last words".to_vec()).await.expect("send");
+    let closed_at = Instant::now();
+    volunteer.close().await;
+    // Queued messages still arrive before the end.
+    assert_eq!(
+        recv_soon(&mut relay).await.as_deref(),
+        Some(&b"last words"[..])
+    );
+    assert_eq!(
+        recv_soon(&mut relay).await,
+        None,
+        "relay should see the close"
+    );
+    println!("remote saw close after {:?}", closed_at.elapsed());
+    assert!(closed_at.elapsed() < Duration::from_secs(3));
+    assert!(
+        matches!(held.send(b"late".to_vec()).await, Err(PeerError::Closed)),
+        "a sender outliving close() must fail"
+    );
+    assert!(relay.send(b"anyone?".to_vec()).await.is_err());
+    assert_eq!(relay.recv().await, None, "stays closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_closes() {
+    let (mut volunteer, relay) = pair().await;
+    let sender = relay.sender();
+    drop(relay);
+    // A sender alone keeps the link up.
+    sender.send(b"from a sender".to_vec()).await.expect("send");
+    assert_eq!(
+        recv_soon(&mut volunteer).await.as_deref(),
+        Some(&b"from a sender"[..])
+    );
+    let dropped_at = Instant::now();
+    drop(sender);
+    assert_eq!(
+        recv_soon(&mut volunteer).await,
+        None,
+        "volunteer should see the close"
+    );
+    println!("remote saw drop after {:?}", dropped_at.elapsed());
+    assert!(dropped_at.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_offer_is_an_error() {
+    for offer in ["", "not sdp at all", "v=0\r\no=garbage\r\n"] {
+        match answer(&relay_config(), offer).await {
+            Err(PeerError::Rtc(message)) => assert!(!message.is_empty()),
+            Err(other) => panic!("expected an Rtc error for {offer:?}, got {other}"),
+            Ok(_) => panic!("answered garbage offer {offer:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unopened_peer_times_out() {
+    let config = AnswerConfig {
+        bind_ip: LOCALHOST,
+        open_timeout: Duration::from_millis(300),
+    };
+    // A real offer whose maker goes away before applying the answer.
+    let (offer_tx, offer_rx) = oneshot::channel();
+    let offerer = offer_then(&[LOCALHOST], |offer| async move {
+        let _ = offer_tx.send(offer);
+        Err::<String, _>(PeerError::Signaling("test stops here".into()))
+    });
+    assert!(offerer.await.is_err());
+    let offer = offer_rx.await.expect("an offer was made");
+    let (_, pending) = answer(&config, &offer).await.expect("a valid offer");
+    match pending.open().await {
+        Err(PeerError::Timeout(t)) => assert_eq!(t, config.open_timeout),
+        Err(other) => panic!("expected a timeout, got {other}"),
+        Ok(_) => panic!("opened without a peer"),
+    }
+}
+
+/// Serves one HTTP request on `listener`: checks it is a JSON POST to the signaling
+/// path, passes its body to `respond`, and writes back the (status line, body) it returns.
+async fn serve_one<F, Fut>(listener: TcpListener, respond: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = (&'static str, String)>,
+{
+    let (mut stream, _) = listener.accept().await.expect("accept");
+    let (head, body) = read_request(&mut stream).await.expect("a whole request");
+    assert!(
+        head.starts_with("post /api/v1/rtc/offer "),
+        "request: {head}"
+    );
+    assert!(
+        head.contains("content-type: application/json"),
+        "request: {head}"
+    );
+    let (status, reply) = respond(body).await;
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+    stream
+        .write_all(response.as_bytes())
+        .await
+        .expect("write response");
+    let _ = stream.shutdown().await;
+}
+
+/// The lowercased request head and the body; None if the client hangs up first, as
+/// browsers' speculative connections do.
+pub(super) async fn read_request(stream: &mut TcpStream) -> Option<(String, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().expect("numeric content-length"));
+        while buf.len() < end + 4 + length {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = String::from_utf8(buf[end + 4..end + 4 + length].to_vec()).expect("utf-8");
+        return Some((head, body));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_signals_over_http() {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+    let url = format!(
+        "http://{}/api/v1/rtc/offer",
+        listener.local_addr().expect("addr")
+    );
+    let (pending_tx, pending_rx) = oneshot::channel();
+    let server = tokio::spawn(serve_one(listener, |body| async move {
+        let offer: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+        let offer = offer["sdp"].as_str().expect("an sdp field");
+        let (sdp, pending) = answer(&relay_config(), offer).await.expect("answer");
+        let _ = pending_tx.send(pending);
+        ("200 OK", serde_json::json!({ "sdp": sdp }).to_string())
+    }));
+    let mut volunteer = connect(&url).await.expect("connect");
+    server.await.expect("server");
+    let mut relay = pending_rx
+        .await
+        .expect("answered")
+        .open()
+        .await
+        .expect("open");
+    volunteer.send(b"over http".to_vec()).await.expect("send");
+    assert_eq!(
+        recv_soon(&mut relay).await.as_deref(),
+        Some(&b"over http"[..])
+    );
+    relay.send(b"and back".to_vec()).await.expect("send");
+    assert_eq!(
+        recv_soon(&mut volunteer).await.as_deref(),
+        Some(&b"and back"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_reports_relay_errors() {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+    let url = format!(
+        "http://{}/api/v1/rtc/offer",
+        listener.local_addr().expect("addr")
+    );
+    let server = tokio::spawn(serve_one(listener, |_| async {
+        (
+            "503 Service Unavailable",
+            r#"{"detail":"relay is full"}"#.to_owned(),
+        )
+    }));
+    let error = connect(&url).await.expect_err("a 503 fails the connect");
+    server.await.expect("server");
+    let message = error.to_string();
+    assert!(matches!(error, PeerError::Signaling(_)), "{message}");
+    assert!(message.contains("503"), "{message}");
+    assert!(message.contains("relay is full"), "{message}");
+
+    // Nothing listening: a prompt error, not a hang.
+    let closed = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+    let url = format!(
+        "http://{}/api/v1/rtc/offer",
+        closed.local_addr().expect("addr")
+    );
+    drop(closed);
+    let error = tokio::time::timeout(PATIENCE, connect(&url))
+        .await
+        .expect("fails in time")
+        .expect_err("no relay fails the connect");
+    assert!(matches!(error, PeerError::Signaling(_)), "{error}");
+}
+
+#[tokio::test]
+async fn binds_the_address_that_routes_to_the_relay() {
+    let ips = local_ips_towards("http://127.0.0.1:8080/api/v1/rtc/offer")
+        .await
+        .expect("a route");
+    assert_eq!(ips, vec![LOCALHOST]);
+    let ips = local_ips_towards("http://localhost:8080/api/v1/rtc/offer")
+        .await
+        .expect("a route");
+    assert!(
+        !ips.is_empty() && ips.iter().all(IpAddr::is_loopback),
+        "{ips:?}"
+    );
+    for bad in ["not a url", "http://", "http://no-such-host.invalid/x"] {
+        assert!(
+            matches!(local_ips_towards(bad).await, Err(PeerError::Signaling(_))),
+            "{bad}"
+        );
+    }
+}
