@@ -3,9 +3,7 @@
 use crate::{Engine, Transport, TransportError};
 use futures::future::{select, Either};
 use futures::FutureExt;
-use starling_protocol::{
-    decode, encode, Chunker, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
-};
+use starling_protocol::{encode_frames, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION};
 use std::future::Future;
 use std::pin::pin;
 
@@ -52,7 +50,7 @@ pub enum VolunteerError {
 }
 
 async fn send<T: Transport>(t: &T, msg: &ToRelay) -> Result<(), TransportError> {
-    for frame in Chunker::frames(&encode(msg)) {
+    for frame in encode_frames(msg) {
         t.send(frame).await?;
     }
     Ok(())
@@ -65,10 +63,10 @@ async fn next_message<T: Transport>(
     loop {
         let frame = t.recv().await.ok_or(TransportError::Closed)?;
         if let Some(message) = reassembler
-            .push(&frame)
+            .push_message(&frame)
             .map_err(|e| VolunteerError::Protocol(e.to_string()))?
         {
-            return decode(&message).map_err(|e| VolunteerError::Protocol(e.to_string()));
+            return Ok(message);
         }
     }
 }

@@ -66,6 +66,22 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     postcard::from_bytes(&bytes[HEADER_LEN..]).map_err(|e| CodecError::Body(e.to_string()))
 }
 
+/// Encodes a message and splits it into data-channel frames, in sending order.
+pub fn encode_frames<T: Serialize>(msg: &T) -> Vec<Vec<u8>> {
+    Chunker::frames(&encode(msg))
+}
+
+/// Why incoming frames did not yield a message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The frames themselves were refused.
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    /// The reassembled bytes are not a message of this protocol version.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
 /// Splits encoded messages into frames of at most [`MAX_CHUNK_BYTES`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Chunker;
@@ -143,6 +159,17 @@ impl Reassembler {
         }
         self.partial.extend_from_slice(body);
         Ok((flag == FRAME_LAST).then(|| std::mem::take(&mut self.partial)))
+    }
+
+    /// Feeds one frame and decodes the message it completes, if any.
+    pub fn push_message<T: DeserializeOwned>(
+        &mut self,
+        frame: &[u8],
+    ) -> Result<Option<T>, FrameError> {
+        match self.push(frame)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
     }
 }
 

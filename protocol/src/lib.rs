@@ -11,7 +11,10 @@ pub mod codec;
 pub mod ids;
 pub mod messages;
 
-pub use codec::{decode, encode, ChunkError, Chunker, CodecError, Reassembler, MAX_CHUNK_BYTES};
+pub use codec::{
+    decode, encode, encode_frames, ChunkError, Chunker, CodecError, FrameError, Reassembler,
+    MAX_CHUNK_BYTES,
+};
 pub use ids::{JobId, LeaseId, UnitId};
 pub use messages::{Assignment, DeviceInfo, ToRelay, ToVolunteer};
 

@@ -3,9 +3,7 @@
 use super::{Scheduler, Verdict};
 use crate::storage::PeerId;
 use starling_peer::{PeerLink, PeerSender};
-use starling_protocol::{
-    decode, encode, Chunker, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
-};
+use starling_protocol::{encode_frames, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -26,7 +24,7 @@ enum SessionError {
 }
 
 async fn send(tx: &PeerSender, msg: &ToVolunteer) -> Result<(), SessionError> {
-    for frame in Chunker::frames(&encode(msg)) {
+    for frame in encode_frames(msg) {
         tx.send(frame).await.map_err(|_| SessionError::Closed)?;
     }
     Ok(())
@@ -39,10 +37,10 @@ async fn next_message(
     loop {
         let frame = link.recv().await.ok_or(SessionError::Closed)?;
         if let Some(message) = reassembler
-            .push(&frame)
+            .push_message(&frame)
             .map_err(|e| SessionError::Protocol(e.to_string()))?
         {
-            return decode(&message).map_err(|e| SessionError::Protocol(e.to_string()));
+            return Ok(message);
         }
     }
 }
