@@ -46,6 +46,12 @@ pub enum Completion {
     Stale,
 }
 
+/// Puts leased units back in the queue; callers narrow it with `AND …`. The table's CHECK
+/// requires a queued unit to carry no lease, peer or deadline, hence all four columns.
+const REQUEUE_LEASED: &str =
+    "UPDATE units SET state = 'queued', lease_id = NULL, lease_peer = NULL, lease_deadline = NULL
+     WHERE state = 'leased'";
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -323,10 +329,9 @@ impl Storage {
         &self,
         lease: LeaseId,
     ) -> Result<Option<(JobId, i64)>, StorageError> {
-        let row = sqlx::query(
-            "UPDATE units SET state = 'queued', lease_id = NULL, lease_peer = NULL, lease_deadline = NULL
-             WHERE lease_id = ? AND state = 'leased' RETURNING job_id, attempts",
-        )
+        let row = sqlx::query(&format!(
+            "{REQUEUE_LEASED} AND lease_id = ? RETURNING job_id, attempts"
+        ))
         .bind(lease.to_string())
         .fetch_optional(&self.pool)
         .await?;
@@ -341,25 +346,19 @@ impl Storage {
 
     /// Requeues every unit leased to a peer that went away.
     pub async fn release_peer(&self, peer: PeerId) -> Result<u64, StorageError> {
-        let done = sqlx::query(
-            "UPDATE units SET state = 'queued', lease_id = NULL, lease_peer = NULL, lease_deadline = NULL
-             WHERE lease_peer = ? AND state = 'leased'",
-        )
-        .bind(peer.to_string())
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(&format!("{REQUEUE_LEASED} AND lease_peer = ?"))
+            .bind(peer.to_string())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
     /// Requeues units whose lease deadline passed; returns how many.
     pub async fn expire_leases(&self, now: i64) -> Result<u64, StorageError> {
-        let done = sqlx::query(
-            "UPDATE units SET state = 'queued', lease_id = NULL, lease_peer = NULL, lease_deadline = NULL
-             WHERE state = 'leased' AND lease_deadline < ?",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(&format!("{REQUEUE_LEASED} AND lease_deadline < ?"))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -378,12 +377,7 @@ impl Storage {
     /// After a restart no peer from before is connected: every lease is void. Returns
     /// how many units went back to the queue.
     pub async fn recover_leases(&self) -> Result<u64, StorageError> {
-        let done = sqlx::query(
-            "UPDATE units SET state = 'queued', lease_id = NULL, lease_peer = NULL, lease_deadline = NULL
-             WHERE state = 'leased'",
-        )
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(REQUEUE_LEASED).execute(&self.pool).await?;
         Ok(done.rows_affected())
     }
 
