@@ -91,6 +91,11 @@ async fn expired_and_orphaned_leases_are_requeued_and_late_results_refused() -> 
         .lease_next(b, orphaned, i64::MAX)
         .await?
         .expect("unit");
+    assert_eq!(
+        storage.release_lease(orphaned, a).await?,
+        None,
+        "only the holder can hand a lease back"
+    );
     assert_eq!(storage.expire_leases(2_000).await?, 1);
     assert_eq!(storage.release_peer(b).await?, 1);
     // Results on void leases count for nothing.

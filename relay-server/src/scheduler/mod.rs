@@ -199,7 +199,7 @@ impl Scheduler {
             .and_then(|k| k.check_output(&unit, output));
         if let Err(e) = shape {
             tracing::warn!(%peer, %lease, "malformed result: {e}");
-            self.storage.release_lease(lease).await?;
+            self.storage.release_lease(lease, peer).await?;
             self.work.notify_waiters();
             return Ok(Verdict::Rejected(e.to_string()));
         }
@@ -213,9 +213,14 @@ impl Scheduler {
         }
     }
 
-    /// A volunteer gave up on a unit: requeue it at once.
-    pub async fn abandon(&self, lease: LeaseId, reason: &str) -> Result<(), StorageError> {
-        if let Some((job, attempts)) = self.storage.release_lease(lease).await? {
+    /// A volunteer gave up on a unit it holds: requeue it at once.
+    pub async fn abandon(
+        &self,
+        peer: PeerId,
+        lease: LeaseId,
+        reason: &str,
+    ) -> Result<(), StorageError> {
+        if let Some((job, attempts)) = self.storage.release_lease(lease, peer).await? {
             tracing::info!(%job, %lease, attempts, "volunteer failed a unit: {reason}");
             self.fail_stuck_jobs().await?;
             self.work.notify_waiters();

@@ -154,7 +154,7 @@ async fn run(
                 )
                 .await?;
             }
-            ToRelay::Failed { lease, reason } => scheduler.abandon(lease, &reason).await?,
+            ToRelay::Failed { lease, reason } => scheduler.abandon(peer, lease, &reason).await?,
             ToRelay::Hello { .. } => return Err(SessionError::Protocol("hello sent twice".into())),
         }
     }

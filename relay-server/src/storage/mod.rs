@@ -323,16 +323,19 @@ impl Storage {
         Ok(())
     }
 
-    /// Puts a lease's unit back in the queue (the volunteer gave up on it). Returns the
-    /// unit's job and attempt count when the lease was current.
+    /// Puts a lease's unit back in the queue (its volunteer gave up on it). Only the peer
+    /// holding the lease can release it. Returns the unit's job and attempt count when the
+    /// lease was current.
     pub async fn release_lease(
         &self,
         lease: LeaseId,
+        peer: PeerId,
     ) -> Result<Option<(JobId, i64)>, StorageError> {
         let row = sqlx::query(&format!(
-            "{REQUEUE_LEASED} AND lease_id = ? RETURNING job_id, attempts"
+            "{REQUEUE_LEASED} AND lease_id = ? AND lease_peer = ? RETURNING job_id, attempts"
         ))
         .bind(lease.to_string())
+        .bind(peer.to_string())
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
