@@ -102,31 +102,25 @@ pub async fn result(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
-    let storage = state.scheduler.storage();
-    let (job_state, result) = storage
+    let job = state
+        .scheduler
+        .storage()
         .job_result(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job with id `{id}`")))?;
-    match (job_state, result) {
+    match (job.state, job.result) {
         (JobState::Done, Some(bytes)) => {
-            let record = storage
-                .job(id)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("no job with id `{id}`")))?;
             let content_type = state
                 .scheduler
                 .catalog()
-                .get(&record.kernel)
+                .get(&job.kernel)
                 .map(|k| k.info().output_content_type)
                 .unwrap_or("application/octet-stream");
             Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
         }
         (other, _) => Err(ApiError::Conflict(format!(
             "job `{id}` is {}, its result exists only once it is done",
-            serde_json::to_value(other)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
+            other.as_str()
         ))),
     }
 }

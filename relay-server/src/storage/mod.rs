@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod model;
-pub use model::{JobRecord, JobState, LeasedUnit, NewJob, PeerId};
+pub use model::{JobOutput, JobRecord, JobState, LeasedUnit, NewJob, PeerId};
 
 /// Errors from the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -141,18 +141,18 @@ impl Storage {
         row.map(|r| JobRecord::from_row(&r)).transpose()
     }
 
-    /// A finished job's result bytes; `None` when the job does not exist.
-    pub async fn job_result(
-        &self,
-        id: JobId,
-    ) -> Result<Option<(JobState, Option<Vec<u8>>)>, StorageError> {
-        let row = sqlx::query("SELECT state, result FROM jobs WHERE id = ?")
+    /// A job's state, kernel and (once done) result bytes; `None` when it does not exist.
+    pub async fn job_result(&self, id: JobId) -> Result<Option<JobOutput>, StorageError> {
+        let row = sqlx::query("SELECT state, kernel, result FROM jobs WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| {
-            let state: String = r.try_get("state")?;
-            Ok((JobState::parse(&state)?, r.try_get("result")?))
+            Ok(JobOutput {
+                state: JobState::parse(r.try_get("state")?)?,
+                kernel: r.try_get("kernel")?,
+                result: r.try_get("result")?,
+            })
         })
         .transpose()
     }

@@ -47,16 +47,42 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub(crate) fn parse(s: &str) -> Result<Self, StorageError> {
-        Ok(match s {
-            "queued" => Self::Queued,
-            "running" => Self::Running,
-            "done" => Self::Done,
-            "failed" => Self::Failed,
-            "cancelled" => Self::Cancelled,
-            other => return Err(StorageError::Corrupt(format!("job state {other:?}"))),
-        })
+    const ALL: [Self; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Done,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// The name used in the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
     }
+
+    pub(crate) fn parse(s: &str) -> Result<Self, StorageError> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| StorageError::Corrupt(format!("job state {s:?}")))
+    }
+}
+
+/// What the result endpoint needs of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutput {
+    /// Life-cycle state.
+    pub state: JobState,
+    /// Kernel id (for the result's content type).
+    pub kernel: String,
+    /// Merged result, present once done.
+    pub result: Option<Vec<u8>>,
 }
 
 /// A job about to be stored.
