@@ -194,15 +194,23 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let url = format!("{}/session/{}", self.base, self.session);
-        // Best effort: ask chromedriver to close Chromium, then stop chromedriver.
-        let _ = std::thread::spawn(move || {
-            let _ = std::process::Command::new("curl")
-                .args(["-s", "-X", "DELETE", &url])
-                .stdout(Stdio::null())
-                .status();
-        })
-        .join();
+        // Ask chromedriver to quit Chromium (a blocking request: no async in Drop, and
+        // no external tool), then stop chromedriver itself.
+        let request = format!(
+            "DELETE /session/{} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.session,
+            self.base.trim_start_matches("http://")
+        );
+        if let Ok(mut stream) =
+            std::net::TcpStream::connect(self.base.trim_start_matches("http://"))
+        {
+            use std::io::{Read, Write};
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            // chromedriver answers once Chromium has quit; the first bytes are enough.
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read(&mut [0u8; 512]);
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

@@ -237,11 +237,10 @@ impl Api {
         Ok(json["id"].as_str().context("id in the answer")?.to_owned())
     }
 
-    /// `GET /api/v1/jobs/{id}`.
-    pub async fn job(&self, id: &str) -> Result<serde_json::Value> {
+    async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
         Ok(self
             .http
-            .get(format!("{}/api/v1/jobs/{id}", self.base))
+            .get(format!("{}{path}", self.base))
             .send()
             .await?
             .error_for_status()?
@@ -249,16 +248,14 @@ impl Api {
             .await?)
     }
 
+    /// `GET /api/v1/jobs/{id}`.
+    pub async fn job(&self, id: &str) -> Result<serde_json::Value> {
+        self.get_json(&format!("/api/v1/jobs/{id}")).await
+    }
+
     /// `GET /api/v1/stats`.
     pub async fn stats(&self) -> Result<serde_json::Value> {
-        Ok(self
-            .http
-            .get(format!("{}/api/v1/stats", self.base))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        self.get_json("/api/v1/stats").await
     }
 
     /// Polls until the job is done (error if it fails or `timeout` passes).
