@@ -13,11 +13,14 @@ wbg_version="$(sed -n 's/^wasm-bindgen = "=\(.*\)"$/\1/p' "$root/Cargo.toml")"
 [ -n "$wbg_version" ] || { echo "setup: cannot read the pinned wasm-bindgen version from Cargo.toml" >&2; exit 1; }
 
 say() { echo "setup: $*" >&2; }
+# `cmd | grep -q` under pipefail fails when grep exits early and cmd gets SIGPIPE, so
+# outputs are captured first and matched afterwards.
+output_of() { "$@" 2>/dev/null || true; }
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 for pkg in chromium chromium-driver mesa-vulkan-drivers libvulkan1; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  [[ "$(output_of dpkg-query -W -f='${Status}' "$pkg")" == *"install ok installed"* ]] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} (apt)"
@@ -25,24 +28,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+if ! grep -qx wasm32-unknown-unknown <<<"$(output_of rustup target list --installed)"; then
   say "adding the wasm32-unknown-unknown target"
   rustup target add wasm32-unknown-unknown >&2
 fi
 
 mkdir -p "$STARLING_TOOLS/bin"
-if ! "$STARLING_TOOLS/bin/trunk" --version 2>/dev/null | grep -q "trunk $TRUNK_VERSION"; then
+if [[ "$(output_of "$STARLING_TOOLS/bin/trunk" --version)" != "trunk $TRUNK_VERSION" ]]; then
   # Trunk 0.22 declares a newer rust-version than it needs; it builds and works on 1.95.
   say "installing trunk $TRUNK_VERSION (a few minutes, once)"
   cargo install --locked trunk --version "$TRUNK_VERSION" --ignore-rust-version --root "$STARLING_TOOLS" >&2
 fi
-if ! "$STARLING_TOOLS/bin/wasm-bindgen" --version 2>/dev/null | grep -qx "wasm-bindgen $wbg_version"; then
+if [[ "$(output_of "$STARLING_TOOLS/bin/wasm-bindgen" --version)" != "wasm-bindgen $wbg_version" ]]; then
   # Without --locked: its lockfile has named crate versions the registry lacked.
   say "installing wasm-bindgen-cli $wbg_version (once)"
   cargo install wasm-bindgen-cli --version "$wbg_version" --root "$STARLING_TOOLS" --force >&2
 fi
 wasm_opt="$STARLING_TOOLS/npm/node_modules/.bin/wasm-opt"
-if ! "$wasm_opt" --version 2>/dev/null | grep -q "version_${BINARYEN_VERSION%%.*}"; then
+if [[ "$(output_of "$wasm_opt" --version)" != *"version_${BINARYEN_VERSION%%.*}"* ]]; then
   # Debian's binaryen (108) produces wasm that breaks the app; npm's 132 does not.
   say "installing binaryen $BINARYEN_VERSION (npm)"
   mkdir -p "$STARLING_TOOLS/npm"
