@@ -27,6 +27,10 @@ pub struct KernelInfo {
     pub output: &'static str,
     /// MIME type of the job result.
     pub output_content_type: &'static str,
+    /// How two replicas of a unit are compared (exact, or the tolerance and why).
+    pub comparison: &'static str,
+    /// The cheap single-result check, if the kernel has one, and its false-accept odds.
+    pub spot_check: Option<&'static str>,
 }
 
 /// One named input of a kernel.
@@ -77,6 +81,16 @@ pub trait Kernel: Send + Sync {
     fn gpu_dispatch(&self, unit: &str, input: &[u8]) -> Result<GpuDispatch, KernelError>;
     /// FLOPs of one unit.
     fn unit_flops(&self, unit: &str) -> Result<u64, KernelError>;
+    /// Whether two outputs of one unit count as the same result.
+    fn outputs_agree(&self, unit: &str, a: &[u8], b: &[u8]) -> Result<bool, KernelError>;
+    /// The kernel's cheap check of one output, if it has one (see [`KernelSpec::spot_check`]).
+    fn spot_check(
+        &self,
+        unit: &str,
+        input: &[u8],
+        output: &[u8],
+        seed: u64,
+    ) -> Result<Option<bool>, KernelError>;
 }
 
 struct Erased<K>(PhantomData<K>);
@@ -159,6 +173,26 @@ impl<K: KernelSpec> Kernel for Erased<K> {
 
     fn unit_flops(&self, unit: &str) -> Result<u64, KernelError> {
         Ok(K::unit_flops(&parse_unit::<K>(unit)?))
+    }
+
+    fn outputs_agree(&self, unit: &str, a: &[u8], b: &[u8]) -> Result<bool, KernelError> {
+        let unit = parse_unit::<K>(unit)?;
+        let expected = K::output_len(&unit);
+        Ok(a.len() == expected && b.len() == expected && K::outputs_agree(&unit, a, b))
+    }
+
+    fn spot_check(
+        &self,
+        unit: &str,
+        input: &[u8],
+        output: &[u8],
+        seed: u64,
+    ) -> Result<Option<bool>, KernelError> {
+        let unit = parse_unit::<K>(unit)?;
+        if output.len() != K::output_len(&unit) {
+            return Ok(Some(false));
+        }
+        Ok(K::spot_check(&unit, input, output, seed))
     }
 }
 

@@ -88,4 +88,14 @@ pub trait KernelSpec: Send + Sync + 'static {
     fn gpu_dispatch(unit: &Self::Unit, input: &[u8]) -> Result<GpuDispatch, KernelError>;
     /// Floating-point operations one unit costs, for scheduling and credit.
     fn unit_flops(unit: &Self::Unit) -> u64;
+    /// Whether two outputs of the same unit, from different volunteers (or a volunteer
+    /// and the CPU reference), count as the same result: exact for integer kernels, within
+    /// a tolerance the kernel justifies for floating point.
+    fn outputs_agree(unit: &Self::Unit, a: &[u8], b: &[u8]) -> bool;
+    /// A check of one output alone, much cheaper than recomputing it, where the kernel has
+    /// one (Freivalds' algorithm for matmul). `seed` picks the random challenge, so a
+    /// volunteer cannot know it in advance. `None`: this kernel has no such check.
+    fn spot_check(_unit: &Self::Unit, _input: &[u8], _output: &[u8], _seed: u64) -> Option<bool> {
+        None
+    }
 }

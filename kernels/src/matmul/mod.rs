@@ -13,7 +13,14 @@ use serde_json::json;
 /// Largest accepted dimension. 4096 keeps B (64 MiB at most) under WebGPU's default
 /// 128 MiB storage-binding limit, so every unit fits on every conformant adapter.
 pub const MAX_DIM: u32 = 4096;
-const WORKGROUP: u32 = 16;
+/// Rows and columns of C one workgroup computes (see `shader.wgsl`).
+const BLOCK: u32 = 64;
+/// Largest accepted magnitude of an input element: with k <= 4096 terms, every product
+/// sum stays below f32's maximum (1e16^2 * 4096 < 3.4e38), so honest outputs are finite.
+pub const MAX_ABS_INPUT: f32 = 1e16;
+/// Random vectors per Freivalds check: a wrong result slips through with probability at
+/// most 2^-FREIVALDS_ROUNDS (see [`freivalds`]).
+pub const FREIVALDS_ROUNDS: u32 = 8;
 
 /// Parameters of a matmul job.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -111,6 +118,14 @@ impl KernelSpec for Matmul {
             ],
             output: "m*n f32 little-endian, row-major",
             output_content_type: "application/octet-stream",
+            comparison: "element-wise, |x - y| <= k * 2^-23 * max(1, |x|, |y|): the rounding \
+                         error of a k-term f32 dot product, whatever the summation order or \
+                         fused multiply-adds of the device",
+            spot_check: Some(
+                "Freivalds' algorithm with 8 random +-1 vectors, O(8(rk + kn + rn)) instead of \
+                 O(rkn): a result whose row errors exceed the rigorous f32 rounding bound \
+                 passes with probability at most 2^-8",
+            ),
         }
     }
 
@@ -146,6 +161,18 @@ impl KernelSpec for Matmul {
                     reason: format!(
                         "expected {rows}x{cols} f32 = {expected} bytes, got {} bytes",
                         data.len()
+                    ),
+                });
+            }
+            if let Some((index, value)) = floats(data)
+                .enumerate()
+                .find(|(_, v)| !(v.abs() <= MAX_ABS_INPUT))
+            {
+                return Err(KernelError::InvalidInput {
+                    field: name.to_owned(),
+                    reason: format!(
+                        "element {index} is {value}; elements must be finite and at most \
+                         {MAX_ABS_INPUT:e} in magnitude"
                     ),
                 });
             }
@@ -236,13 +263,95 @@ impl KernelSpec for Matmul {
             uniforms,
             inputs: vec![0..u.a_len(), u.a_len()..input.len()],
             output_bytes: Self::output_len(u) as u64,
-            workgroups: [u.n.div_ceil(WORKGROUP), u.rows.div_ceil(WORKGROUP), 1],
+            workgroups: [u.n.div_ceil(BLOCK), u.rows.div_ceil(BLOCK), 1],
         })
     }
 
     fn unit_flops(u: &MatmulUnit) -> u64 {
         2 * u64::from(u.rows) * u64::from(u.k) * u64::from(u.n)
     }
+
+    fn outputs_agree(u: &MatmulUnit, x: &[u8], y: &[u8]) -> bool {
+        outputs_agree(u.k, x, y)
+    }
+
+    fn spot_check(u: &MatmulUnit, input: &[u8], output: &[u8], seed: u64) -> Option<bool> {
+        Some(freivalds(u, input, output, seed))
+    }
+}
+
+/// SplitMix64: a tiny, well-mixed generator for the verifier's challenge vectors.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Freivalds' check of one unit's output C against its input (A rows, B) without
+/// recomputing the product: for random r in {-1, +1}^n, C r must equal A (B r).
+///
+/// Each round costs O(rows*k + k*n + rows*n) instead of O(rows*k*n). For exact
+/// arithmetic a wrong C passes one round with probability at most 1/2, so
+/// [`FREIVALDS_ROUNDS`] rounds let it through with probability at most 2^-8 (1/256).
+/// Floats need a tolerance: sums here are in f64, and an honest f32 C is off by at most
+/// k * 2^-24 * sum_p |A_ip| |B_pj| per element (any order, with or without FMA), so row i
+/// may differ by `2 (k + 1) 2^-24 s_i` with `s_i = sum_p |A_ip| sum_j |B_pj|`. That bound
+/// never rejects an honest result; an error smaller than it in every row goes unnoticed,
+/// which replication against another volunteer then catches.
+pub fn freivalds(u: &MatmulUnit, input: &[u8], output: &[u8], seed: u64) -> bool {
+    if u.check_input(input).is_err() || output.len() != Matmul::output_len(u) {
+        return false;
+    }
+    let (rows, k, n) = (u.rows as usize, u.k as usize, u.n as usize);
+    let a: Vec<f64> = floats(&input[..u.a_len()]).map(f64::from).collect();
+    let b: Vec<f64> = floats(&input[u.a_len()..]).map(f64::from).collect();
+    let c: Vec<f64> = floats(output).map(f64::from).collect();
+    let b_abs: Vec<f64> = b
+        .chunks_exact(n)
+        .map(|r| r.iter().map(|v| v.abs()).sum())
+        .collect();
+    let bound = |i: usize| -> f64 {
+        let s: f64 = a[i * k..(i + 1) * k]
+            .iter()
+            .zip(&b_abs)
+            .map(|(x, y)| x.abs() * y)
+            .sum();
+        2.0 * (k as f64 + 1.0) * f64::from(f32::EPSILON) / 2.0 * s
+    };
+    let bounds: Vec<f64> = (0..rows).map(bound).collect();
+    let mut state = seed;
+    let mut r = vec![0f64; n];
+    for _ in 0..FREIVALDS_ROUNDS {
+        for chunk in r.chunks_mut(64) {
+            let bits = splitmix64(&mut state);
+            for (i, v) in chunk.iter_mut().enumerate() {
+                *v = if bits >> i & 1 == 1 { 1.0 } else { -1.0 };
+            }
+        }
+        let br: Vec<f64> = b
+            .chunks_exact(n)
+            .map(|row| row.iter().zip(&r).map(|(x, y)| x * y).sum())
+            .collect();
+        for i in 0..rows {
+            let abr: f64 = a[i * k..(i + 1) * k]
+                .iter()
+                .zip(&br)
+                .map(|(x, y)| x * y)
+                .sum();
+            let cr: f64 = c[i * n..(i + 1) * n]
+                .iter()
+                .zip(&r)
+                .map(|(x, y)| x * y)
+                .sum();
+            // Written so that NaN in C fails the check.
+            if !((abr - cr).abs() <= bounds[i]) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Whether two honest outputs of the same unit agree: summation order and fused
@@ -294,6 +403,85 @@ mod tests {
                 .collect();
             prop_assert_eq!(Matmul::merge(&p, &outputs).expect("merge"), expected);
         }
+    }
+
+    fn random_unit(rows: u32, k: u32, n: u32, seed: u32) -> (MatmulUnit, Vec<u8>) {
+        let p = MatmulParams { m: rows, k, n };
+        let unit = MatmulUnit {
+            row_start: 0,
+            rows,
+            k,
+            n,
+        };
+        (unit, job(p, seed))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn freivalds_accepts_honest_and_rejects_tampered_results(
+            rows in 1u32..24, k in 1u32..40, n in 1u32..24, seed: u32, challenge: u64,
+            at in 0usize..10_000, factor in prop::sample::select(vec![0.0f32, -1.0, 1.5, 2.0]),
+        ) {
+            let (unit, input) = random_unit(rows, k, n, seed);
+            let honest = Matmul::run_cpu(&unit, &input).expect("valid");
+            prop_assert!(freivalds(&unit, &input, &honest, challenge));
+            prop_assert_eq!(Matmul::spot_check(&unit, &input, &honest, challenge), Some(true));
+
+            // One element scaled (or zeroed, negated): caught whenever it changes by more
+            // than the rounding bound, which a non-tiny element always does.
+            let mut tampered = honest.clone();
+            let i = at % (rows * n) as usize;
+            let v = f32::from_le_bytes([tampered[4 * i], tampered[4 * i + 1], tampered[4 * i + 2], tampered[4 * i + 3]]);
+            prop_assume!(v.abs() > 0.05);
+            tampered[4 * i..4 * i + 4].copy_from_slice(&(v * factor).to_le_bytes());
+            prop_assert!(!freivalds(&unit, &input, &tampered, challenge));
+        }
+    }
+
+    #[test]
+    fn freivalds_rejects_flipped_bits_scaled_blocks_and_other_inputs() {
+        let (unit, input) = random_unit(32, 48, 40, 9);
+        let honest = Matmul::run_cpu(&unit, &input).expect("valid");
+        assert!(freivalds(&unit, &input, &honest, 1));
+
+        let mut flipped = honest.clone();
+        flipped[4 * 77 + 3] ^= 0x40; // an exponent bit of element 77
+        assert!(!freivalds(&unit, &input, &flipped, 1));
+
+        let mut scaled: Vec<f32> = floats(&honest).collect();
+        for row in 8..16 {
+            for col in 0..8 {
+                scaled[row * 40 + col] *= 1.01;
+            }
+        }
+        assert!(!freivalds(&unit, &input, &to_bytes(&scaled), 1));
+
+        let (_, other_input) = random_unit(32, 48, 40, 10);
+        let other = Matmul::run_cpu(&unit, &other_input).expect("valid");
+        assert!(!freivalds(&unit, &input, &other, 1));
+
+        let mut nan = honest.clone();
+        nan[0..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(!freivalds(&unit, &input, &nan, 1));
+        assert!(!freivalds(&unit, &input, &honest[4..], 1));
+    }
+
+    #[test]
+    fn rejects_non_finite_and_huge_inputs() {
+        let p = MatmulParams { m: 1, k: 2, n: 1 };
+        let mut inputs = NamedInputs::new();
+        inputs.insert("a".into(), to_bytes(&[1.0, f32::INFINITY]));
+        inputs.insert("b".into(), to_bytes(&[1.0, 2.0]));
+        let err = Matmul::pack_input(&p, &inputs).expect_err("inf");
+        assert!(
+            err.to_string()
+                .starts_with("invalid input `a`: element 1 is inf"),
+            "{err}"
+        );
+        inputs.insert("a".into(), to_bytes(&[1.0, 2.0]));
+        inputs.insert("b".into(), to_bytes(&[f32::NAN, 1e17]));
+        assert!(Matmul::pack_input(&p, &inputs).is_err());
     }
 
     #[test]

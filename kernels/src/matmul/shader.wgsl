@@ -1,6 +1,14 @@
 // C = A x B for one block of rows: A is rows x k, B is k x n, C is rows x n, all f32
-// row-major. 16x16 tiles of A and B are staged in workgroup memory so each element read
-// from storage is reused 16 times.
+// row-major.
+//
+// Each workgroup of 16x16 threads computes a 64x64 block of C; each thread owns a 4x4
+// sub-block, strided by 16 so neighbouring threads read neighbouring workgroup-memory
+// words (no bank conflicts) and write neighbouring columns (coalesced). K advances in
+// steps of 16: a 64x16 slice of A and a 16x64 slice of B are staged in workgroup memory
+// (8 KiB), so every element read from storage is reused 64 times, and each thread does 16
+// multiply-adds per 8 workgroup-memory reads in the inner loop.
+//
+// Every element of C still sums over p in increasing order, like the CPU reference.
 
 struct Dims {
     rows: u32,
@@ -14,40 +22,72 @@ struct Dims {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-const TILE: u32 = 16u;
+const BLOCK: u32 = 64u;
+const BK: u32 = 16u;
+const THREADS: u32 = 16u;
 
-var<workgroup> tile_a: array<f32, 256>;
-var<workgroup> tile_b: array<f32, 256>;
+// tile_a[p][r]: transposed so the inner loop reads A along rows without conflicts.
+var<workgroup> tile_a: array<f32, 1024>;
+var<workgroup> tile_b: array<f32, 1024>;
 
 @compute @workgroup_size(16, 16, 1)
 fn main(
-    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) lindex: u32,
 ) {
-    let row = gid.y;
-    let col = gid.x;
-    let tiles = (dims.k + TILE - 1u) / TILE;
-    var acc = 0.0;
-    for (var t = 0u; t < tiles; t = t + 1u) {
-        let a_col = t * TILE + lid.x;
-        var va = 0.0;
-        if (row < dims.rows && a_col < dims.k) {
-            va = a[row * dims.k + a_col];
+    let row0 = wid.y * BLOCK;
+    let col0 = wid.x * BLOCK;
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i = i + 1u) {
+        acc[i] = 0.0;
+    }
+    let steps = (dims.k + BK - 1u) / BK;
+    for (var t = 0u; t < steps; t = t + 1u) {
+        let p0 = t * BK;
+        // 256 threads stage 1024 elements of each tile, 4 each.
+        for (var l = 0u; l < 4u; l = l + 1u) {
+            let e = lindex + l * 256u;
+            // A slice: 64 rows x 16 columns; e = r * 16 + p.
+            let ar = e / BK;
+            let ap = e % BK;
+            var va = 0.0;
+            if (row0 + ar < dims.rows && p0 + ap < dims.k) {
+                va = a[(row0 + ar) * dims.k + p0 + ap];
+            }
+            tile_a[ap * BLOCK + ar] = va;
+            // B slice: 16 rows x 64 columns; e = p * 64 + col.
+            let bp = e / BLOCK;
+            let bc = e % BLOCK;
+            var vb = 0.0;
+            if (p0 + bp < dims.k && col0 + bc < dims.n) {
+                vb = b[(p0 + bp) * dims.n + col0 + bc];
+            }
+            tile_b[bp * BLOCK + bc] = vb;
         }
-        tile_a[lid.y * TILE + lid.x] = va;
-        let b_row = t * TILE + lid.y;
-        var vb = 0.0;
-        if (b_row < dims.k && col < dims.n) {
-            vb = b[b_row * dims.n + col];
-        }
-        tile_b[lid.y * TILE + lid.x] = vb;
         workgroupBarrier();
-        for (var i = 0u; i < TILE; i = i + 1u) {
-            acc = acc + tile_a[lid.y * TILE + i] * tile_b[i * TILE + lid.x];
+        for (var p = 0u; p < BK; p = p + 1u) {
+            var ra: array<f32, 4>;
+            var rb: array<f32, 4>;
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                ra[i] = tile_a[p * BLOCK + lid.y + i * THREADS];
+                rb[i] = tile_b[p * BLOCK + lid.x + i * THREADS];
+            }
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    acc[i * 4u + j] = acc[i * 4u + j] + ra[i] * rb[j];
+                }
+            }
         }
         workgroupBarrier();
     }
-    if (row < dims.rows && col < dims.n) {
-        c[row * dims.n + col] = acc;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let row = row0 + lid.y + i * THREADS;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let col = col0 + lid.x + j * THREADS;
+            if (row < dims.rows && col < dims.n) {
+                c[row * dims.n + col] = acc[i * 4u + j];
+            }
+        }
     }
 }
