@@ -166,7 +166,7 @@ impl KernelSpec for Matmul {
             }
             if let Some((index, value)) = floats(data)
                 .enumerate()
-                .find(|(_, v)| !(v.abs() <= MAX_ABS_INPUT))
+                .find(|(_, v)| !v.is_finite() || v.abs() > MAX_ABS_INPUT)
             {
                 return Err(KernelError::InvalidInput {
                     field: name.to_owned(),
@@ -345,8 +345,8 @@ pub fn freivalds(u: &MatmulUnit, input: &[u8], output: &[u8], seed: u64) -> bool
                 .zip(&r)
                 .map(|(x, y)| x * y)
                 .sum();
-            // Written so that NaN in C fails the check.
-            if !((abr - cr).abs() <= bounds[i]) {
+            let error = (abr - cr).abs();
+            if error.is_nan() || error > bounds[i] {
                 return false;
             }
         }

@@ -38,10 +38,12 @@ fn main(
 ) {
     let row0 = wid.y * BLOCK;
     let col0 = wid.x * BLOCK;
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i = i + 1u) {
-        acc[i] = 0.0;
-    }
+    // Four rows of four accumulators each, in vectors: no dynamically indexed private
+    // arrays, which some compilers (lavapipe's included) spill to memory.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     let steps = (dims.k + BK - 1u) / BK;
     for (var t = 0u; t < steps; t = t + 1u) {
         let p0 = t * BK;
@@ -67,27 +69,41 @@ fn main(
         }
         workgroupBarrier();
         for (var p = 0u; p < BK; p = p + 1u) {
-            var ra: array<f32, 4>;
-            var rb: array<f32, 4>;
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                ra[i] = tile_a[p * BLOCK + lid.y + i * THREADS];
-                rb[i] = tile_b[p * BLOCK + lid.x + i * THREADS];
-            }
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    acc[i * 4u + j] = acc[i * 4u + j] + ra[i] * rb[j];
-                }
-            }
+            let base = p * BLOCK;
+            let ra = vec4<f32>(
+                tile_a[base + lid.y],
+                tile_a[base + lid.y + THREADS],
+                tile_a[base + lid.y + 2u * THREADS],
+                tile_a[base + lid.y + 3u * THREADS],
+            );
+            let rb = vec4<f32>(
+                tile_b[base + lid.x],
+                tile_b[base + lid.x + THREADS],
+                tile_b[base + lid.x + 2u * THREADS],
+                tile_b[base + lid.x + 3u * THREADS],
+            );
+            acc0 = acc0 + ra.x * rb;
+            acc1 = acc1 + ra.y * rb;
+            acc2 = acc2 + ra.z * rb;
+            acc3 = acc3 + ra.w * rb;
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let row = row0 + lid.y + i * THREADS;
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let col = col0 + lid.x + j * THREADS;
-            if (row < dims.rows && col < dims.n) {
-                c[row * dims.n + col] = acc[i * 4u + j];
-            }
+    store(row0 + lid.y, col0 + lid.x, acc0);
+    store(row0 + lid.y + THREADS, col0 + lid.x, acc1);
+    store(row0 + lid.y + 2u * THREADS, col0 + lid.x, acc2);
+    store(row0 + lid.y + 3u * THREADS, col0 + lid.x, acc3);
+}
+
+// Writes one thread's four values of a row of C, at columns col, col+16, col+32, col+48.
+fn store(row: u32, col: u32, v: vec4<f32>) {
+    if (row >= dims.rows) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let c_col = col + j * THREADS;
+        if (c_col < dims.n) {
+            c[row * dims.n + c_col] = v[j];
         }
     }
 }

@@ -23,7 +23,9 @@ pub struct SubmitJob {
     pub kernel: String,
     /// Kernel parameters, checked against the kernel's schema.
     pub params: serde_json::Value,
-    /// Named inputs, each base64 (standard alphabet, padded).
+    /// Named inputs, each base64 (standard alphabet, padded); absent for kernels that
+    /// take none (`render`, `montecarlo`).
+    #[serde(default)]
     pub input: BTreeMap<String, String>,
 }
 

@@ -1,0 +1,189 @@
+//! `cargo bench -p starling-kernels`: per kernel and size, GFLOP/s of one work unit on the
+//! wgpu adapter and on the CPU reference, measured in the same run, and their ratio.
+//!
+//! GPU times are what a volunteer sees per unit: upload, dispatch and read-back included
+//! (the pipeline is compiled in a warm-up run first). Set `STARLING_PEAK_GFLOPS` to the
+//! adapter's FP32 peak to also print the fraction of peak reached. Set
+//! `STARLING_BENCH_QUICK=1` for one small size per kernel.
+
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use starling_kernels::{Catalog, Gpu, GpuDispatch, NamedInputs};
+use std::time::{Duration, Instant};
+
+/// One benchmarked job: a kernel, its parameters and inputs, planned as a single unit.
+struct Case {
+    kernel: &'static str,
+    label: String,
+    params: Value,
+    inputs: NamedInputs,
+}
+
+fn random_f32(rng: &mut impl Rng, count: usize) -> Vec<u8> {
+    (0..count)
+        .flat_map(|_| rng.random_range(-1.0f32..1.0).to_le_bytes())
+        .collect()
+}
+
+fn cases(quick: bool) -> Vec<Case> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut cases = Vec::new();
+    let sizes: &[u32] = if quick { &[16, 128] } else { &[256, 512, 1024] };
+    for &n in sizes {
+        let mut inputs = NamedInputs::new();
+        inputs.insert("a".into(), random_f32(&mut rng, (n * n) as usize));
+        inputs.insert("b".into(), random_f32(&mut rng, (n * n) as usize));
+        cases.push(Case {
+            kernel: "matmul",
+            label: format!("{n}x{n}x{n}"),
+            params: json!({"m": n, "k": n, "n": n}),
+            inputs,
+        });
+    }
+    cases
+}
+
+/// Median of repeated runs: at least 3, and at least ~1 s of work.
+fn time<F: FnMut() -> Result<(), String>>(mut run: F) -> Result<Duration, String> {
+    run()?; // warm-up: pipeline compilation, caches
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while samples.len() < 3 || (started.elapsed() < Duration::from_secs(1) && samples.len() < 50) {
+        let t = Instant::now();
+        run()?;
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    Ok(samples[samples.len() / 2])
+}
+
+/// The first, untuned matmul shader with the tuned one's buffers, to show what tuning bought.
+fn matmul_baseline(tuned: &GpuDispatch) -> GpuDispatch {
+    let word = |i: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&tuned.uniforms[4 * i..4 * i + 4]);
+        u32::from_le_bytes(w)
+    };
+    let (rows, n) = (word(0), word(2));
+    GpuDispatch {
+        label: "matmul-16x16-baseline",
+        shader: include_str!("matmul_16x16.wgsl"),
+        workgroups: [n.div_ceil(16), rows.div_ceil(16), 1],
+        ..tuned.clone()
+    }
+}
+
+fn gflops(flops: u64, d: Duration) -> f64 {
+    flops as f64 / d.as_secs_f64() / 1e9
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; there are no options to parse beyond the env vars.
+    let quick = std::env::var_os("STARLING_BENCH_QUICK").is_some();
+    let peak: Option<f64> = std::env::var("STARLING_PEAK_GFLOPS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let catalog = Catalog::builtin();
+    let gpu = match pollster::block_on(Gpu::new()) {
+        Ok(gpu) => Some(gpu),
+        Err(e) => {
+            println!("no wgpu adapter ({e}); CPU figures only");
+            None
+        }
+    };
+    if let Some(gpu) = &gpu {
+        let a = gpu.adapter();
+        println!(
+            "adapter: {} ({}, {})",
+            a.name,
+            a.backend,
+            if a.software { "software" } else { "hardware" }
+        );
+    }
+    println!(
+        "{:<11} {:<16} {:>12} {:>11} {:>11} {:>11} {:>11} {:>8}",
+        "kernel", "size", "unit GFLOP", "GPU ms", "GPU GF/s", "CPU ms", "CPU GF/s", "GPU/CPU"
+    );
+    for case in cases(quick) {
+        let kernel = match catalog.get(case.kernel) {
+            Ok(k) => k,
+            Err(e) => {
+                println!("{:<11} skipped: {e}", case.kernel);
+                continue;
+            }
+        };
+        let plan = match kernel.plan(&case.params, &case.inputs, u64::MAX) {
+            Ok(plan) => plan,
+            Err(e) => {
+                println!("{:<11} {:<16} invalid case: {e}", case.kernel, case.label);
+                continue;
+            }
+        };
+        let Some(unit) = plan.units.first() else {
+            continue;
+        };
+        let result = (|| -> Result<(), String> {
+            let input = kernel
+                .unit_input(&case.params, &plan.input, unit)
+                .map_err(|e| e.to_string())?;
+            let flops = kernel.unit_flops(unit).map_err(|e| e.to_string())?;
+            let cpu = time(|| {
+                kernel
+                    .run_cpu(unit, &input)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })?;
+            let (gpu_ms, gpu_rate) = match &gpu {
+                Some(gpu) => {
+                    let d = time(|| {
+                        pollster::block_on(catalog.run_unit(Some(gpu), case.kernel, unit, &input))
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    })?;
+                    (d.as_secs_f64() * 1e3, gflops(flops, d))
+                }
+                None => (f64::NAN, f64::NAN),
+            };
+            let cpu_rate = gflops(flops, cpu);
+            print!(
+                "{:<11} {:<16} {:>12.3} {:>11.2} {:>11.2} {:>11.2} {:>11.2} {:>7.1}x",
+                case.kernel,
+                case.label,
+                flops as f64 / 1e9,
+                gpu_ms,
+                gpu_rate,
+                cpu.as_secs_f64() * 1e3,
+                cpu_rate,
+                gpu_rate / cpu_rate
+            );
+            if let Some(peak) = peak {
+                print!("  {:.1}% of peak", 100.0 * gpu_rate / peak);
+            }
+            println!();
+            if let (Some(gpu), "matmul") = (&gpu, case.kernel) {
+                let tuned = kernel
+                    .gpu_dispatch(unit, &input)
+                    .map_err(|e| e.to_string())?;
+                let baseline = matmul_baseline(&tuned);
+                let d = time(|| {
+                    pollster::block_on(gpu.run(&baseline, &input))
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                })?;
+                println!(
+                    "{:<11} {:<16} {:>12} {:>11.2} {:>11.2}   tuned/baseline {:.2}x",
+                    "  baseline",
+                    "16x16 tiles",
+                    "",
+                    d.as_secs_f64() * 1e3,
+                    gflops(flops, d),
+                    gpu_rate / gflops(flops, d)
+                );
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            println!("{:<11} {:<16} failed: {e}", case.kernel, case.label);
+        }
+    }
+}
