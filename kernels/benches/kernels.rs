@@ -40,6 +40,60 @@ fn cases(quick: bool) -> Vec<Case> {
             inputs,
         });
     }
+    let nets: &[(&[u32], u32)] = if quick {
+        &[(&[64, 64, 10], 64)]
+    } else {
+        &[(&[784, 512, 256, 10], 256), (&[1024, 1024, 1024, 1024], 64)]
+    };
+    for &(layers, batch) in nets {
+        let weights: usize = layers
+            .windows(2)
+            .map(|w| (w[0] * w[1] + w[1]) as usize)
+            .sum();
+        let mut inputs = NamedInputs::new();
+        // Weights scaled so activations stay O(1) through the layers, like a trained net.
+        let scale = 1.0 / (layers[0] as f32).sqrt();
+        inputs.insert(
+            "weights".into(),
+            (0..weights)
+                .flat_map(|_| (rng.random_range(-1.0f32..1.0) * scale).to_le_bytes())
+                .collect(),
+        );
+        inputs.insert(
+            "inputs".into(),
+            random_f32(&mut rng, (batch * layers[0]) as usize),
+        );
+        cases.push(Case {
+            kernel: "mlp",
+            label: format!("{layers:?}x{batch}"),
+            params: json!({"layers": layers, "batch": batch, "output": "softmax"}),
+            inputs,
+        });
+    }
+    for samples in if quick {
+        [1u64 << 20].as_slice()
+    } else {
+        &[1 << 22, 1 << 24]
+    } {
+        cases.push(Case {
+            kernel: "montecarlo",
+            label: format!("2^{} samples", samples.ilog2()),
+            params: json!({"samples": samples, "seed": 7}),
+            inputs: NamedInputs::new(),
+        });
+    }
+    for (side, spp) in if quick {
+        [(32u32, 4u32)].as_slice()
+    } else {
+        &[(64, 16), (128, 16)]
+    } {
+        cases.push(Case {
+            kernel: "render",
+            label: format!("{side}x{side} {spp}spp"),
+            params: json!({"width": side, "height": side, "samples_per_pixel": spp, "seed": 1}),
+            inputs: NamedInputs::new(),
+        });
+    }
     cases
 }
 

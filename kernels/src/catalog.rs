@@ -206,6 +206,18 @@ impl Catalog {
     pub fn builtin() -> Self {
         let mut kernels: BTreeMap<&'static str, Box<dyn Kernel>> = BTreeMap::new();
         kernels.insert(Matmul::ID, Box::new(Erased::<Matmul>(PhantomData)));
+        kernels.insert(
+            crate::mlp::Mlp::ID,
+            Box::new(Erased::<crate::mlp::Mlp>(PhantomData)),
+        );
+        kernels.insert(
+            crate::montecarlo::MonteCarlo::ID,
+            Box::new(Erased::<crate::montecarlo::MonteCarlo>(PhantomData)),
+        );
+        kernels.insert(
+            crate::render::Render::ID,
+            Box::new(Erased::<crate::render::Render>(PhantomData)),
+        );
         Self { kernels }
     }
 

@@ -13,6 +13,9 @@
 pub mod catalog;
 pub mod gpu;
 pub mod matmul;
+pub mod mlp;
+pub mod montecarlo;
+pub mod render;
 
 pub use catalog::{Catalog, Kernel, KernelInfo, NamedInputs};
 pub use gpu::{Gpu, GpuDispatch, GpuError};
