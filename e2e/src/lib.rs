@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use rand::{Rng, SeedableRng};
 use starling_kernels::matmul::{outputs_agree, Matmul, MatmulUnit};
-use starling_kernels::KernelSpec;
+use starling_kernels::{Catalog, KernelSpec, NamedInputs};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -206,6 +206,211 @@ impl MatmulJob {
     }
 }
 
+/// A `render` job and its image, rendered whole on the CPU reference.
+pub struct RenderJob {
+    /// The REST request body.
+    pub body: serde_json::Value,
+    /// The reference image: width, height and 8-bit RGB pixels.
+    pub expected: Image,
+}
+
+/// A decoded 8-bit RGB image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Row-major RGB bytes.
+    pub rgb: Vec<u8>,
+}
+
+impl Image {
+    /// Decodes a PNG (any bit depth or colour type the decoder normalises to 8-bit RGB).
+    pub fn from_png(bytes: &[u8]) -> Result<Self> {
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+        let mut reader = decoder.read_info().context("not a PNG")?;
+        let mut buf = vec![0; reader.output_buffer_size().context("PNG too large")?];
+        let frame = reader.next_frame(&mut buf).context("PNG frame")?;
+        if frame.color_type != png::ColorType::Rgb || frame.bit_depth != png::BitDepth::Eight {
+            bail!(
+                "expected 8-bit RGB, got {:?} {:?}",
+                frame.color_type,
+                frame.bit_depth
+            );
+        }
+        buf.truncate(frame.buffer_size());
+        Ok(Self {
+            width: frame.width,
+            height: frame.height,
+            rgb: buf,
+        })
+    }
+}
+
+impl RenderJob {
+    /// A job for the built-in scene, with its CPU reference image.
+    pub fn new(width: u32, height: u32, samples_per_pixel: u32, seed: u32) -> Result<Self> {
+        let params = serde_json::json!({
+            "width": width,
+            "height": height,
+            "samples_per_pixel": samples_per_pixel,
+            "seed": seed,
+        });
+        let png = cpu_reference("render", &params, &NamedInputs::new())?;
+        Ok(Self {
+            body: serde_json::json!({"kernel": "render", "params": params}),
+            expected: Image::from_png(&png)?,
+        })
+    }
+
+    /// Checks a downloaded PNG against the reference: same size, at least 99% of pixels
+    /// within 2 levels per channel (GPU and CPU round differently, and a ray that grazes
+    /// an edge may take another path), and a mean difference under one level.
+    pub fn check(&self, png: &[u8]) -> Result<()> {
+        let got = Image::from_png(png)?;
+        if (got.width, got.height) != (self.expected.width, self.expected.height) {
+            bail!(
+                "image is {}x{}, expected {}x{}",
+                got.width,
+                got.height,
+                self.expected.width,
+                self.expected.height
+            );
+        }
+        let pixels = got.rgb.len() / 3;
+        let mut off = 0usize;
+        let mut total = 0u64;
+        for (a, b) in got
+            .rgb
+            .chunks_exact(3)
+            .zip(self.expected.rgb.chunks_exact(3))
+        {
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| x.abs_diff(*y))
+                .max()
+                .unwrap_or(0);
+            total += a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| u64::from(x.abs_diff(*y)))
+                .sum::<u64>();
+            if worst > 2 {
+                off += 1;
+            }
+        }
+        let mean = total as f64 / got.rgb.len() as f64;
+        if off * 100 > pixels || mean > 1.0 {
+            bail!(
+                "{off} of {pixels} pixels differ by more than 2 levels; mean difference {mean:.3}"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A job of any kernel with its CPU reference result, checked with the kernel's own
+/// replica comparison applied to the whole job as one unit (`whole_unit`), or exactly
+/// when `whole_unit` is `None`.
+pub struct KernelJob {
+    /// Kernel id.
+    pub kernel: &'static str,
+    /// The REST request body.
+    pub body: serde_json::Value,
+    /// The job result computed on the CPU reference.
+    pub expected: Vec<u8>,
+    /// A unit covering the whole job, as JSON, for the kernel's comparison.
+    pub whole_unit: Option<String>,
+}
+
+impl KernelJob {
+    /// A random `mlp` job: weights scaled like a trained network's, softmax output.
+    pub fn mlp(layers: &[u32], batch: u32, seed: u64) -> Result<Self> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let weights: u32 = layers.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+        let scale = 1.0 / (layers[0] as f32).sqrt();
+        let mut gen = |count: u32, scale: f32| -> Vec<u8> {
+            (0..count)
+                .flat_map(|_| (rng.random_range(-1.0f32..1.0) * scale).to_le_bytes())
+                .collect()
+        };
+        let mut inputs = NamedInputs::new();
+        inputs.insert("weights".into(), gen(weights, scale));
+        inputs.insert("inputs".into(), gen(batch * layers[0], 1.0));
+        let params = serde_json::json!({"layers": layers, "batch": batch, "output": "softmax"});
+        let expected = cpu_reference("mlp", &params, &inputs)?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let input: serde_json::Map<String, serde_json::Value> = inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), b64.encode(v).into()))
+            .collect();
+        Ok(Self {
+            kernel: "mlp",
+            body: serde_json::json!({"kernel": "mlp", "params": params, "input": input}),
+            expected,
+            whole_unit: Some(
+                serde_json::json!({"row_start": 0, "rows": batch, "layers": layers, "output": "softmax"})
+                    .to_string(),
+            ),
+        })
+    }
+
+    /// A `montecarlo` job estimating pi; hit counts must match exactly.
+    pub fn montecarlo(samples: u64, seed: u64) -> Result<Self> {
+        let params = serde_json::json!({"samples": samples, "seed": seed});
+        Ok(Self {
+            kernel: "montecarlo",
+            expected: cpu_reference("montecarlo", &params, &NamedInputs::new())?,
+            body: serde_json::json!({"kernel": "montecarlo", "params": params}),
+            whole_unit: None,
+        })
+    }
+
+    /// Checks a downloaded result against the CPU reference.
+    pub fn check(&self, result: &[u8]) -> Result<()> {
+        let agree = match &self.whole_unit {
+            Some(unit) => {
+                Catalog::builtin()
+                    .get(self.kernel)?
+                    .outputs_agree(unit, result, &self.expected)?
+            }
+            None => result == self.expected,
+        };
+        if !agree {
+            bail!(
+                "{} result differs from the CPU reference ({} bytes, expected {})",
+                self.kernel,
+                result.len(),
+                self.expected.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A whole job computed on the CPU reference, split and merged the way the relay does.
+pub fn cpu_reference(
+    kernel: &str,
+    params: &serde_json::Value,
+    inputs: &NamedInputs,
+) -> Result<Vec<u8>> {
+    let catalog = Catalog::builtin();
+    let kernel = catalog.get(kernel)?;
+    let plan = kernel.plan(params, inputs, 1 << 30)?;
+    let outputs = plan
+        .units
+        .iter()
+        .map(|unit| {
+            let input = kernel.unit_input(params, &plan.input, unit)?;
+            kernel.run_cpu(unit, &input)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(kernel.merge(params, &outputs)?)
+}
+
 /// A submitter's REST client.
 pub struct Api {
     base: String,
@@ -281,12 +486,28 @@ impl Api {
 
     /// `GET /api/v1/jobs/{id}/result` with its status.
     pub async fn result(&self, id: &str) -> Result<(u16, Vec<u8>)> {
+        let (status, _, body) = self.result_typed(id).await?;
+        Ok((status, body))
+    }
+
+    /// `GET /api/v1/jobs/{id}/result` with its status and content type.
+    pub async fn result_typed(&self, id: &str) -> Result<(u16, String, Vec<u8>)> {
         let response = self
             .http
             .get(format!("{}/api/v1/jobs/{id}/result", self.base))
             .send()
             .await?;
-        Ok((response.status().as_u16(), response.bytes().await?.to_vec()))
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok((
+            response.status().as_u16(),
+            content_type,
+            response.bytes().await?.to_vec(),
+        ))
     }
 
     /// The raw client, for error-path tests.

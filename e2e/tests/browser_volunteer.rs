@@ -1,8 +1,9 @@
 //! A volunteer in real headless Chromium (WebGPU on SwiftShader, real WebRTC) computes a
-//! matmul job submitted over REST; the result equals the CPU reference.
+//! matmul, render, mlp and montecarlo jobs submitted over REST; each result matches the
+//! CPU reference (the render job's PNG within the kernel's tolerance).
 
 use starling_e2e::browser::Browser;
-use starling_e2e::{Api, MatmulJob, Relay, TempDir};
+use starling_e2e::{workspace_root, Api, KernelJob, MatmulJob, Relay, RenderJob, TempDir};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,6 +59,35 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
     let (status, result) = api.result(&id).await?;
     assert_eq!(status, 200);
     job.check(&result)?;
+
+    // The other kernels through the same page, so every shader also passes the browser's
+    // own WGSL compiler: a render job whose PNG matches the CPU reference, an mlp and a
+    // montecarlo job.
+    let render = RenderJob::new(96, 64, 16, 7)?;
+    let render_id = api.submit(&render.body).await?;
+    let others = [
+        KernelJob::mlp(&[48, 64, 32, 10], 200, 5)?,
+        KernelJob::montecarlo(100_000, 9)?,
+    ];
+    let mut other_ids = Vec::new();
+    for job in &others {
+        other_ids.push(api.submit(&job.body).await?);
+    }
+    for (job, id) in others.iter().zip(&other_ids) {
+        let done = api.wait_done(id, Duration::from_secs(180)).await?;
+        eprintln!("{} job done: {done}", job.kernel);
+        let (status, result) = api.result(id).await?;
+        assert_eq!(status, 200);
+        job.check(&result)?;
+    }
+    let done = api.wait_done(&render_id, Duration::from_secs(180)).await?;
+    eprintln!("render job done: {done}");
+    let (status, content_type, png) = api.result_typed(&render_id).await?;
+    assert_eq!((status, content_type.as_str()), (200, "image/png"));
+    let artifacts = workspace_root().join("e2e/artifacts");
+    std::fs::create_dir_all(&artifacts)?;
+    std::fs::write(artifacts.join("render-job.png"), &png)?;
+    render.check(&png)?;
     browser
         .wait_text("units-done", Duration::from_secs(10), |t| {
             t.parse::<i64>().is_ok_and(|n| n >= units)

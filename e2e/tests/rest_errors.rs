@@ -36,8 +36,33 @@ async fn malformed_and_invalid_jobs_get_problem_json() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    assert_eq!(kernels["kernels"][0]["id"], "matmul");
-    assert!(kernels["kernels"][0]["params_schema"]["properties"]["m"].is_object());
+    let listed = kernels["kernels"].as_array().cloned().unwrap_or_default();
+    let ids: Vec<&str> = listed.iter().filter_map(|k| k["id"].as_str()).collect();
+    assert_eq!(ids, ["matmul", "mlp", "montecarlo", "render"], "{kernels}");
+    for kernel in &listed {
+        let schema = &kernel["params_schema"];
+        assert_eq!(schema["type"], "object", "{kernel}");
+        assert!(
+            schema["properties"]
+                .as_object()
+                .is_some_and(|p| !p.is_empty()),
+            "every kernel documents its parameters: {kernel}"
+        );
+        assert!(
+            kernel["version"].as_u64().is_some_and(|v| v >= 1),
+            "{kernel}"
+        );
+        assert!(
+            kernel["comparison"].as_str().is_some_and(|c| c.len() > 20),
+            "{kernel}"
+        );
+        assert!(kernel["output_content_type"].is_string(), "{kernel}");
+    }
+    assert!(listed[0]["params_schema"]["properties"]["m"].is_object());
+    assert!(listed[0]["spot_check"]
+        .as_str()
+        .is_some_and(|s| s.contains("Freivalds")));
+    assert_eq!(listed[3]["output_content_type"], "image/png");
 
     let (status, ct, body) = problem(&api, "{not json".into()).await?;
     assert_eq!((status, ct.as_str()), (400, "application/problem+json"));
