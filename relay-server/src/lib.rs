@@ -4,6 +4,7 @@
 //! - [`routes`]: HTTP handlers (thin: parse, call, answer);
 //! - [`scheduler`]: leasing, results, requeueing and merging; one session per volunteer;
 //! - [`storage`]: every state transition as one SQLite transaction;
+//! - [`validation`]: quorum and wallet trust, as pure logic;
 //! - [`app`]: the router and its state; [`error`]: problem+json errors.
 
 pub mod app;
@@ -11,3 +12,4 @@ pub mod error;
 pub mod routes;
 pub mod scheduler;
 pub mod storage;
+pub mod validation;

@@ -1,0 +1,282 @@
+//! Whether a unit's results so far settle it: a quorum of agreeing replicas, or one
+//! result from a trusted wallet that passed the kernel's spot check.
+
+use serde::{Deserialize, Serialize};
+
+/// How a job's units are verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Agreeing results from different wallets that make a result valid.
+    pub quorum: u32,
+    /// Results after which a unit without a quorum fails instead of asking for more.
+    pub max_results: u32,
+}
+
+impl Policy {
+    /// Two agreeing results of two wallets, and up to six tries to get them.
+    pub const DEFAULT: Self = Self {
+        quorum: 2,
+        max_results: 6,
+    };
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// One returned result of a unit, as the judge sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// The result's bytes.
+    pub output: &'a [u8],
+    /// The kernel's cheap check of this result: `None` where not run (or none exists).
+    pub spot_check: Option<bool>,
+    /// Whether its wallet was trusted when the result arrived.
+    pub trusted: bool,
+}
+
+/// What a unit's results decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not settled: at least `more` further results are needed.
+    Pending {
+        /// Results still needed, at the least.
+        more: u32,
+        /// Results already known to be wrong (failed spot check).
+        invalid: Vec<usize>,
+    },
+    /// Settled: `canonical` is the unit's output; `valid` agree with it, `invalid` don't.
+    Valid {
+        /// Index of the result that becomes the unit's output.
+        canonical: usize,
+        /// Results that agree with it (including it).
+        valid: Vec<usize>,
+        /// Results that do not.
+        invalid: Vec<usize>,
+    },
+    /// Too many results without a quorum: the unit (and its job) fails.
+    Failed {
+        /// Why, for the job's error.
+        reason: String,
+    },
+}
+
+/// Judges a unit's results under `policy`; `agree` is the kernel's replica comparison.
+pub fn judge(
+    policy: Policy,
+    candidates: &[Candidate<'_>],
+    agree: impl Fn(&[u8], &[u8]) -> bool,
+) -> Outcome {
+    let quorum = policy.quorum.max(1) as usize;
+    let failed_check: Vec<usize> = (0..candidates.len())
+        .filter(|&i| candidates[i].spot_check == Some(false))
+        .collect();
+    let eligible: Vec<usize> = (0..candidates.len())
+        .filter(|i| !failed_check.contains(i))
+        .collect();
+    let agreeing_with = |i: usize| -> Vec<usize> {
+        eligible
+            .iter()
+            .copied()
+            .filter(|&j| i == j || agree(candidates[i].output, candidates[j].output))
+            .collect()
+    };
+    let settle = |canonical: usize| {
+        let valid = agreeing_with(canonical);
+        let invalid = (0..candidates.len())
+            .filter(|i| !valid.contains(i))
+            .collect();
+        Outcome::Valid {
+            canonical,
+            valid,
+            invalid,
+        }
+    };
+    // A trusted wallet's result that passed the kernel's check stands alone.
+    if let Some(&i) = eligible
+        .iter()
+        .find(|&&i| candidates[i].trusted && candidates[i].spot_check == Some(true))
+    {
+        return settle(i);
+    }
+    // Otherwise the largest group of agreeing results, if it reaches the quorum. The
+    // comparison has a tolerance, so it is not transitive: groups are "everyone who
+    // agrees with result i", and the earliest largest one wins.
+    let best = eligible
+        .iter()
+        .map(|&i| (agreeing_with(i).len(), i))
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let best_size = best.map_or(0, |(size, _)| size);
+    match best {
+        Some((size, i)) if size >= quorum => settle(i),
+        _ if candidates.len() >= policy.max_results as usize => Outcome::Failed {
+            reason: format!(
+                "no {quorum} of {} results agree (largest agreeing group: {best_size})",
+                candidates.len()
+            ),
+        },
+        _ => Outcome::Pending {
+            more: (quorum - best_size) as u32,
+            invalid: failed_check,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn same(a: &[u8], b: &[u8]) -> bool {
+        a == b
+    }
+
+    fn c(output: &[u8]) -> Candidate<'_> {
+        Candidate {
+            output,
+            spot_check: None,
+            trusted: false,
+        }
+    }
+
+    #[test]
+    fn two_agreeing_results_settle_a_unit_and_a_dissenter_is_invalid() {
+        let p = Policy::DEFAULT;
+        assert_eq!(
+            judge(p, &[c(b"x")], same),
+            Outcome::Pending {
+                more: 1,
+                invalid: vec![]
+            }
+        );
+        assert_eq!(
+            judge(p, &[c(b"x"), c(b"y")], same),
+            Outcome::Pending {
+                more: 1,
+                invalid: vec![]
+            }
+        );
+        assert_eq!(
+            judge(p, &[c(b"x"), c(b"y"), c(b"y")], same),
+            Outcome::Valid {
+                canonical: 1,
+                valid: vec![1, 2],
+                invalid: vec![0]
+            }
+        );
+    }
+
+    #[test]
+    fn a_trusted_result_that_passes_the_spot_check_stands_alone() {
+        let checked = Candidate {
+            output: b"x",
+            spot_check: Some(true),
+            trusted: true,
+        };
+        assert!(matches!(
+            judge(Policy::DEFAULT, &[checked], same),
+            Outcome::Valid { canonical: 0, .. }
+        ));
+        // An untrusted wallet's passed check is not enough; a failed one is invalid.
+        let untrusted = Candidate {
+            trusted: false,
+            ..checked
+        };
+        assert!(matches!(
+            judge(Policy::DEFAULT, &[untrusted], same),
+            Outcome::Pending { more: 1, .. }
+        ));
+        let failed = Candidate {
+            spot_check: Some(false),
+            trusted: true,
+            output: b"x",
+        };
+        assert_eq!(
+            judge(Policy::DEFAULT, &[failed, c(b"x")], same),
+            Outcome::Pending {
+                more: 1,
+                invalid: vec![0]
+            }
+        );
+    }
+
+    #[test]
+    fn a_unit_without_quorum_after_max_results_fails() {
+        let outputs: Vec<[u8; 1]> = (0..6).map(|i| [i]).collect();
+        let candidates: Vec<Candidate<'_>> = outputs.iter().map(|o| c(o)).collect();
+        assert!(matches!(
+            judge(Policy::DEFAULT, &candidates[..5], same),
+            Outcome::Pending { more: 1, .. }
+        ));
+        match judge(Policy::DEFAULT, &candidates, same) {
+            Outcome::Failed { reason } => assert!(reason.contains("no 2 of 6"), "{reason}"),
+            other => panic!("expected failure, got {other:?}"),
+        }
+    }
+
+    /// A result: honest ones are `[0]`, each cheater's is its own wrong value.
+    fn candidates() -> impl Strategy<Value = Vec<(u8, Option<bool>, bool)>> {
+        prop::collection::vec(
+            (0u8..4, prop::option::of(any::<bool>()), any::<bool>()),
+            0..8,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn never_valid_without_a_quorum_or_a_trusted_passed_check(
+            raw in candidates(), quorum in 1u32..4, extra in 0u32..4,
+        ) {
+            let policy = Policy { quorum, max_results: quorum + extra };
+            let outputs: Vec<[u8; 1]> = raw.iter().map(|r| [r.0]).collect();
+            let cands: Vec<Candidate<'_>> = raw
+                .iter()
+                .zip(&outputs)
+                .map(|(r, o)| Candidate { output: o, spot_check: r.1, trusted: r.2 })
+                .collect();
+            match judge(policy, &cands, same) {
+                Outcome::Valid { canonical, valid, invalid } => {
+                    let chosen = &cands[canonical];
+                    let alone = chosen.trusted && chosen.spot_check == Some(true);
+                    prop_assert!(alone || valid.len() >= quorum as usize);
+                    prop_assert!(chosen.spot_check != Some(false));
+                    // Every result is judged exactly once, and valid ones agree.
+                    prop_assert_eq!(valid.len() + invalid.len(), cands.len());
+                    for &i in &valid {
+                        prop_assert_eq!(cands[i].output, chosen.output);
+                        prop_assert!(cands[i].spot_check != Some(false));
+                    }
+                }
+                Outcome::Pending { more, invalid } => {
+                    prop_assert!(more >= 1);
+                    prop_assert!(cands.len() < policy.max_results as usize);
+                    prop_assert!(invalid.iter().all(|&i| cands[i].spot_check == Some(false)));
+                }
+                Outcome::Failed { .. } => {
+                    prop_assert!(cands.len() >= policy.max_results as usize);
+                }
+            }
+        }
+
+        #[test]
+        fn an_honest_majority_always_wins(
+            honest in 2usize..5, cheaters in 0usize..2, order in any::<u64>(),
+        ) {
+            // Cheaters all different from each other and from the honest value.
+            let mut outputs: Vec<[u8; 1]> = vec![[0]; honest];
+            outputs.extend((0..cheaters).map(|i| [i as u8 + 1]));
+            let n = outputs.len();
+            outputs.rotate_left((order % n as u64) as usize);
+            let cands: Vec<Candidate<'_>> = outputs.iter().map(|o| c(o)).collect();
+            match judge(Policy::DEFAULT, &cands, same) {
+                Outcome::Valid { canonical, invalid, .. } => {
+                    prop_assert_eq!(cands[canonical].output, &[0u8][..]);
+                    prop_assert_eq!(invalid.len(), cheaters);
+                }
+                other => prop_assert!(false, "expected valid, got {:?}", other),
+            }
+        }
+    }
+}
