@@ -155,7 +155,7 @@ fn main() {
         );
     }
     println!(
-        "{:<11} {:<16} {:>12} {:>11} {:>11} {:>11} {:>11} {:>8}",
+        "{:<11} {:<24} {:>12} {:>11} {:>11} {:>11} {:>11} {:>8}",
         "kernel", "size", "unit GFLOP", "GPU ms", "GPU GF/s", "CPU ms", "CPU GF/s", "GPU/CPU"
     );
     for case in cases(quick) {
@@ -200,7 +200,7 @@ fn main() {
             };
             let cpu_rate = gflops(flops, cpu);
             print!(
-                "{:<11} {:<16} {:>12.3} {:>11.2} {:>11.2} {:>11.2} {:>11.2} {:>7.1}x",
+                "{:<11} {:<24} {:>12.3} {:>11.2} {:>11.2} {:>11.2} {:>11.2} {:>7.2}x",
                 case.kernel,
                 case.label,
                 flops as f64 / 1e9,
@@ -225,7 +225,7 @@ fn main() {
                         .map_err(|e| e.to_string())
                 })?;
                 println!(
-                    "{:<11} {:<16} {:>12} {:>11.2} {:>11.2}   tuned/baseline {:.2}x",
+                    "{:<11} {:<24} {:>12} {:>11.2} {:>11.2}   tuned/baseline {:.2}x",
                     "  baseline",
                     "16x16 tiles",
                     "",
