@@ -48,16 +48,23 @@ pub struct Relay {
     port: u16,
     data_dir: PathBuf,
     unit_mflops: u64,
+    extra: Vec<String>,
 }
 
 impl Relay {
     /// Starts a relay on a fresh data directory and port.
     pub fn start(data_dir: &Path, unit_mflops: u64) -> Result<Self> {
+        Self::start_with(data_dir, unit_mflops, &[])
+    }
+
+    /// Starts a relay with extra command-line arguments (e.g. `--lease-secs 2`).
+    pub fn start_with(data_dir: &Path, unit_mflops: u64, extra: &[&str]) -> Result<Self> {
         let mut relay = Self {
             child: None,
             port: free_port()?,
             data_dir: data_dir.to_path_buf(),
             unit_mflops,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         relay.spawn()?;
         Ok(relay)
@@ -74,6 +81,7 @@ impl Relay {
             .arg("--public-dir")
             .arg(root.join("public"))
             .args(["--unit-mflops", &self.unit_mflops.to_string()])
+            .args(&self.extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -121,14 +129,31 @@ pub struct Volunteer(Child);
 impl Volunteer {
     /// Starts `volunteer --relay URL` (GPU through wgpu; lavapipe here).
     pub fn start(relay_url: &str) -> Result<Self> {
+        Self::start_with(relay_url, &[])
+    }
+
+    /// Starts a volunteer with extra arguments (e.g. `--fault drop --fault-rate 0.5`).
+    pub fn start_with(relay_url: &str, extra: &[&str]) -> Result<Self> {
+        Self::spawn(relay_url, extra, Stdio::inherit())
+    }
+
+    /// Like [`Volunteer::start_with`], with its log (warnings and up) written to `log`.
+    pub fn start_logged(relay_url: &str, extra: &[&str], log: &Path) -> Result<Self> {
+        let file = std::fs::File::create(log).context("creating the volunteer log")?;
+        Self::spawn(relay_url, extra, Stdio::from(file))
+    }
+
+    fn spawn(relay_url: &str, extra: &[&str], stderr: Stdio) -> Result<Self> {
         let child = Command::new(binary("volunteer")?)
             .args(["--relay", relay_url])
+            .args(extra)
             .env(
                 "RUST_LOG",
                 "warn,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error",
             )
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .context("starting volunteer")?;
         Ok(Self(child))

@@ -13,8 +13,9 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use clap::Parser;
+    use starling_client::platform::fault::{Fault, FaultyTransport};
     use starling_client::platform::native::NativeTransport;
-    use starling_client::{Engine, Event};
+    use starling_client::{Engine, Event, Transport, VolunteerError};
     use std::time::{Duration, Instant};
 
     /// A headless Starling volunteer.
@@ -27,6 +28,13 @@ mod native {
         /// Use the CPU reference even when a GPU adapter exists.
         #[arg(long)]
         cpu: bool,
+        /// TEST ONLY: misbehave on results (wrong output, disconnect, stall past the
+        /// lease, send twice), to exercise the relay's defences.
+        #[arg(long, value_enum)]
+        fault: Option<Fault>,
+        /// TEST ONLY: fraction of results the fault applies to.
+        #[arg(long, default_value_t = 1.0, requires = "fault")]
+        fault_rate: f64,
     }
 
     pub async fn main() -> anyhow::Result<()> {
@@ -62,20 +70,30 @@ mod native {
                 t = NativeTransport::connect(&cli.relay) => t,
             };
             match outcome {
-                Ok(mut transport) => {
+                Ok(transport) => {
                     backoff = Duration::from_millis(250);
-                    let result = starling_client::run(
-                        &mut transport,
-                        &engine,
-                        &client,
-                        || clock.elapsed().as_secs_f64() * 1000.0,
-                        log_event,
-                        async {
-                            let _ = tokio::signal::ctrl_c().await;
-                        },
-                    )
-                    .await;
-                    transport.close().await;
+                    let result = match cli.fault {
+                        None => {
+                            let mut transport = transport;
+                            let result = serve(&mut transport, &engine, &client, clock).await;
+                            transport.close().await;
+                            result
+                        }
+                        Some(fault) => {
+                            tracing::warn!(
+                                ?fault,
+                                rate = cli.fault_rate,
+                                "TEST MODE: faults injected"
+                            );
+                            let seed =
+                                u64::from(std::process::id()) ^ clock.elapsed().as_nanos() as u64;
+                            let mut faulty =
+                                FaultyTransport::new(transport, fault, cli.fault_rate, seed);
+                            let result = serve(&mut faulty, &engine, &client, clock).await;
+                            faulty.into_inner().close().await;
+                            result
+                        }
+                    };
                     match result {
                         Ok(()) => return Ok(()),
                         Err(e) => tracing::warn!("disconnected: {e}"),
@@ -86,6 +104,26 @@ mod native {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+
+    /// One connection's work loop, until Ctrl-C (`Ok`) or the connection fails.
+    async fn serve<T: Transport>(
+        transport: &mut T,
+        engine: &Engine,
+        client: &str,
+        clock: Instant,
+    ) -> Result<(), VolunteerError> {
+        starling_client::run(
+            transport,
+            engine,
+            client,
+            || clock.elapsed().as_secs_f64() * 1000.0,
+            log_event,
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+        )
+        .await
     }
 
     fn log_event(event: Event) {

@@ -1,6 +1,8 @@
 //! The platform seam: everything that differs between the browser and native builds.
 
 #[cfg(not(target_arch = "wasm32"))]
+pub mod fault;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

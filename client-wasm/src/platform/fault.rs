@@ -1,0 +1,174 @@
+//! Test-only fault injection for the native volunteer (`volunteer --fault …`): a transport
+//! wrapper that mishandles results the way a broken or dishonest volunteer would, so tests
+//! can check the relay's defences against it. Nothing but tests should use it.
+//!
+//! It sits below the work loop, so the loop itself stays honest and identical to the
+//! browser's: the wrapper reassembles each outgoing message and, for a `Result` picked at
+//! `rate`, corrupts it, drops the connection, holds it past its lease, or sends it twice.
+
+use crate::{Transport, TransportError};
+use starling_protocol::{encode_frames, LeaseId, Reassembler, ToRelay, ToVolunteer};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Largest message the wrapper reassembles in either direction.
+const MAX_MESSAGE: usize = 512 * 1024 * 1024;
+
+/// How a faulty volunteer misbehaves on a picked result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fault {
+    /// A plausible but wrong output: one element scaled by 1.5 (or bumped by one).
+    Wrong,
+    /// Disconnect instead of answering, leaving the lease held.
+    Drop,
+    /// Answer one second after the lease's deadline.
+    Stall,
+    /// Send the result twice.
+    Duplicate,
+}
+
+/// A [`Transport`] that applies a [`Fault`] to a fraction of results.
+pub struct FaultyTransport<T> {
+    inner: T,
+    fault: Fault,
+    rate: f64,
+    rng: Cell<u64>,
+    outgoing: RefCell<Reassembler>,
+    incoming: Reassembler,
+    deadlines: RefCell<HashMap<LeaseId, Instant>>,
+}
+
+impl<T: Transport> FaultyTransport<T> {
+    /// Wraps `inner`; each result is mishandled with probability `rate` (0 to 1).
+    pub fn new(inner: T, fault: Fault, rate: f64, seed: u64) -> Self {
+        Self {
+            inner,
+            fault,
+            rate: rate.clamp(0.0, 1.0),
+            rng: Cell::new(seed | 1),
+            outgoing: RefCell::new(Reassembler::new(MAX_MESSAGE)),
+            incoming: Reassembler::new(MAX_MESSAGE),
+            deadlines: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The wrapped transport, to close it.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    /// xorshift64*: uniform in [0, 1).
+    fn roll(&self) -> f64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    async fn send_message(&self, message: &ToRelay) -> Result<(), TransportError> {
+        for frame in encode_frames(message) {
+            self.inner.send(frame).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes an output plausibly wrong: a 4-byte element that reads as a finite non-zero f32
+/// is scaled by 1.5, anything else (integer counts, zeros) is bumped by one.
+pub fn corrupt(output: &mut [u8], pick: f64) {
+    let words = output.len() / 4;
+    if words == 0 {
+        if let Some(b) = output.first_mut() {
+            *b ^= 1;
+        }
+        return;
+    }
+    let i = ((pick * words as f64) as usize).min(words - 1) * 4;
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&output[i..i + 4]);
+    let value = f32::from_le_bytes(word);
+    let wrong = if value.is_normal() {
+        (value * 1.5).to_le_bytes()
+    } else {
+        u32::from_le_bytes(word).wrapping_add(1).to_le_bytes()
+    };
+    output[i..i + 4].copy_from_slice(&wrong);
+}
+
+impl<T: Transport> Transport for FaultyTransport<T> {
+    async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError> {
+        // The work loop only sends what it encoded itself; a frame that does not decode
+        // would be a bug in this wrapper, so pass it on untouched.
+        let decoded = self.outgoing.borrow_mut().push_message::<ToRelay>(&frame);
+        let message = match decoded {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(()),
+            Err(_) => return self.inner.send(frame).await,
+        };
+        let ToRelay::Result { lease, .. } = &message else {
+            return self.send_message(&message).await;
+        };
+        let lease = *lease;
+        let deadline = self.deadlines.borrow_mut().remove(&lease);
+        if self.roll() >= self.rate {
+            return self.send_message(&message).await;
+        }
+        tracing::warn!(?lease, fault = ?self.fault, "injecting a fault (test mode)");
+        match self.fault {
+            Fault::Wrong => {
+                let mut message = message;
+                if let ToRelay::Result { output, .. } = &mut message {
+                    corrupt(output, self.roll());
+                }
+                self.send_message(&message).await
+            }
+            Fault::Drop => Err(TransportError::Closed),
+            Fault::Stall => {
+                let until = deadline.unwrap_or_else(Instant::now) + Duration::from_secs(1);
+                tokio::time::sleep_until(until.into()).await;
+                self.send_message(&message).await
+            }
+            Fault::Duplicate => {
+                self.send_message(&message).await?;
+                self.send_message(&message).await
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        let frame = self.inner.recv().await?;
+        // Learn each lease's deadline, for `Stall`.
+        if let Ok(Some(ToVolunteer::Assign(a))) = self.incoming.push_message(&frame) {
+            let deadline = Instant::now() + Duration::from_millis(u64::from(a.deadline_ms));
+            self.deadlines.borrow_mut().insert(a.lease, deadline);
+        }
+        Some(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_changes_exactly_one_element_plausibly() {
+        let honest: Vec<u8> = [1.0f32, -2.0, 0.5]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let mut wrong = honest.clone();
+        corrupt(&mut wrong, 0.5);
+        let values: Vec<f32> = wrong
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(values, [1.0, -3.0, 0.5]);
+
+        let mut count = 41u64.to_le_bytes().to_vec();
+        corrupt(&mut count, 0.0);
+        assert_eq!(u64::from_le_bytes(count.try_into().unwrap_or_default()), 42);
+    }
+}
