@@ -49,6 +49,8 @@ pub struct JobPlan {
     pub input: Vec<u8>,
     /// Each unit's parameters as JSON text, in merge order.
     pub units: Vec<String>,
+    /// Each unit's FLOPs, in the same order.
+    pub unit_flops: Vec<u64>,
     /// Total FLOPs of the job.
     pub flops: u64,
 }
@@ -124,7 +126,8 @@ impl<K: KernelSpec> Kernel for Erased<K> {
         K::validate(&params)?;
         let input = K::pack_input(&params, inputs)?;
         let units = K::split(&params, target_flops.max(1));
-        let flops = units.iter().map(K::unit_flops).sum();
+        let unit_flops: Vec<u64> = units.iter().map(K::unit_flops).collect();
+        let flops = unit_flops.iter().sum();
         let units = units
             .iter()
             .map(|u| serde_json::to_string(u).expect("unit parameters are plain structs"))
@@ -132,6 +135,7 @@ impl<K: KernelSpec> Kernel for Erased<K> {
         Ok(JobPlan {
             input,
             units,
+            unit_flops,
             flops,
         })
     }

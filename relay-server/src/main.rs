@@ -33,9 +33,14 @@ struct Cli {
     /// Target size of a work unit in millions of floating-point operations.
     #[arg(long, default_value_t = 64)]
     unit_mflops: u64,
-    /// Seconds a volunteer has to return a unit before it is reissued.
-    #[arg(long, default_value_t = 60)]
+    /// Shortest lease in seconds. Each lease lasts four times what the volunteer's
+    /// measured speed predicts for the unit plus 2 s, within this and --max-lease-secs;
+    /// a unit not back by then is reissued.
+    #[arg(long, default_value_t = 10)]
     lease_secs: u64,
+    /// Longest lease in seconds, however slow the volunteer.
+    #[arg(long, default_value_t = 600)]
+    max_lease_secs: u64,
     /// Largest accepted request body, in MiB.
     #[arg(long, default_value_t = 64)]
     max_body_mib: usize,
@@ -59,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         SchedulerConfig {
             unit_flops: cli.unit_mflops.max(1) * 1_000_000,
             lease: Duration::from_secs(cli.lease_secs.max(1)),
+            max_lease: Duration::from_secs(cli.max_lease_secs.max(cli.lease_secs).max(1)),
             ..SchedulerConfig::default()
         },
     );

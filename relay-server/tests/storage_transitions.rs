@@ -1,7 +1,7 @@
 //! Lease life cycle against a real SQLite file: results count once, stale leases change
 //! nothing, expired and orphaned leases go back to the queue, and a restart resumes.
 
-use relay_server::storage::{Completion, NewJob, PeerId, Storage};
+use relay_server::storage::{Completion, LeaseTerms, NewJob, PeerId, Storage};
 use starling_protocol::{JobId, LeaseId};
 
 fn lease() -> LeaseId {
@@ -15,8 +15,41 @@ fn job(units: usize) -> NewJob {
         params: serde_json::json!({"m": 1, "k": 1, "n": 1}),
         input: vec![0; 8],
         units: (0..units).map(|i| format!("{{\"i\":{i}}}")).collect(),
+        unit_flops: (0..units as u64).map(|i| 1_000_000 * (i + 1)).collect(),
         flops: 2,
     }
+}
+
+#[tokio::test]
+async fn lease_deadlines_follow_unit_cost_within_bounds() -> anyhow::Result<()> {
+    let storage = Storage::open(&temp_dir("deadlines")).await?;
+    storage.insert_job(&job(3)).await?; // units of 1, 2 and 3 MFLOP
+    let peer = PeerId::new();
+    let terms = LeaseTerms {
+        start_ms: 10_000,
+        min_ms: 1_500,
+        max_ms: 2_500,
+        slack_ms: 500,
+        ms_per_flop: 1e-3, // 1 s per MFLOP
+    };
+    let mut deadlines = Vec::new();
+    for _ in 0..3 {
+        let leased = storage
+            .lease_next(peer, lease(), terms)
+            .await?
+            .expect("unit");
+        deadlines.push((leased.flops, leased.deadline_ms));
+    }
+    // 500 + 1000 = 1500; 500 + 2000 = 2500; 500 + 3000 = 3500, capped at 2500.
+    assert_eq!(
+        deadlines,
+        [
+            (1_000_000, 11_500),
+            (2_000_000, 12_500),
+            (3_000_000, 12_500)
+        ]
+    );
+    Ok(())
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -34,7 +67,7 @@ async fn a_result_counts_once_and_stale_leases_change_nothing() -> anyhow::Resul
     let (peer, other) = (PeerId::new(), PeerId::new());
     let l1 = lease();
     let unit = storage
-        .lease_next(peer, l1, i64::MAX)
+        .lease_next(peer, l1, LeaseTerms::until(i64::MAX))
         .await?
         .expect("a queued unit");
     assert_eq!(unit.job, j.id);
@@ -54,10 +87,13 @@ async fn a_result_counts_once_and_stale_leases_change_nothing() -> anyhow::Resul
     );
     let l2 = lease();
     storage
-        .lease_next(peer, l2, i64::MAX)
+        .lease_next(peer, l2, LeaseTerms::until(i64::MAX))
         .await?
         .expect("second unit");
-    assert!(storage.lease_next(peer, lease(), i64::MAX).await?.is_none());
+    assert!(storage
+        .lease_next(peer, lease(), LeaseTerms::until(i64::MAX))
+        .await?
+        .is_none());
     assert_eq!(
         storage.complete_lease(l2, peer, b"out2").await?,
         Completion::JobComplete { job: j.id }
@@ -85,10 +121,13 @@ async fn expired_and_orphaned_leases_are_requeued_and_late_results_refused() -> 
     storage.insert_job(&j).await?;
     let (a, b) = (PeerId::new(), PeerId::new());
     let expired = lease();
-    storage.lease_next(a, expired, 1_000).await?.expect("unit");
+    storage
+        .lease_next(a, expired, LeaseTerms::until(1_000))
+        .await?
+        .expect("unit");
     let orphaned = lease();
     storage
-        .lease_next(b, orphaned, i64::MAX)
+        .lease_next(b, orphaned, LeaseTerms::until(i64::MAX))
         .await?
         .expect("unit");
     assert_eq!(
@@ -108,8 +147,14 @@ async fn expired_and_orphaned_leases_are_requeued_and_late_results_refused() -> 
         Completion::Stale
     );
     // Both units can be leased again.
-    assert!(storage.lease_next(a, lease(), i64::MAX).await?.is_some());
-    assert!(storage.lease_next(a, lease(), i64::MAX).await?.is_some());
+    assert!(storage
+        .lease_next(a, lease(), LeaseTerms::until(i64::MAX))
+        .await?
+        .is_some());
+    assert!(storage
+        .lease_next(a, lease(), LeaseTerms::until(i64::MAX))
+        .await?
+        .is_some());
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
@@ -125,12 +170,12 @@ async fn a_reopened_database_keeps_accepted_results_and_voids_leases() -> anyhow
         storage.insert_job(&j).await?;
         let done = lease();
         storage
-            .lease_next(peer, done, i64::MAX)
+            .lease_next(peer, done, LeaseTerms::until(i64::MAX))
             .await?
             .expect("unit");
         storage.complete_lease(done, peer, b"kept").await?;
         storage
-            .lease_next(peer, held, i64::MAX)
+            .lease_next(peer, held, LeaseTerms::until(i64::MAX))
             .await?
             .expect("unit");
     }

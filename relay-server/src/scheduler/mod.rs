@@ -4,7 +4,7 @@
 
 pub mod session;
 
-use crate::storage::{Completion, LeasedUnit, NewJob, PeerId, Storage, StorageError};
+use crate::storage::{Completion, LeaseTerms, LeasedUnit, NewJob, PeerId, Storage, StorageError};
 use starling_kernels::{Catalog, KernelError, NamedInputs};
 use starling_protocol::{Assignment, JobId, LeaseId};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,8 +17,10 @@ use tokio::sync::Notify;
 pub struct SchedulerConfig {
     /// Target FLOPs of one work unit.
     pub unit_flops: u64,
-    /// How long a volunteer has to return a unit.
+    /// Shortest lease, whatever the unit and the volunteer.
     pub lease: Duration,
+    /// Longest lease: a unit is reissued after this even on a very slow volunteer.
+    pub max_lease: Duration,
     /// Leases of one unit before its job fails instead of looping.
     pub max_attempts: i64,
 }
@@ -27,7 +29,8 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             unit_flops: 64_000_000,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(10),
+            max_lease: Duration::from_secs(600),
             max_attempts: 8,
         }
     }
@@ -51,6 +54,31 @@ pub enum Verdict {
     Accepted,
     /// Not recorded, with the reason told to the volunteer.
     Rejected(String),
+}
+
+/// A volunteer's measured speed: FLOPs per second from assignment to result, as the relay
+/// sees it (computation plus round trip), smoothed over its recent units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Speed(f64);
+
+impl Speed {
+    /// Assumed for a volunteer with no result yet: 0.2 GFLOP/s, a CPU fallback in wasm,
+    /// so that a slow newcomer's first lease is generous.
+    pub const NEWCOMER: Self = Self(2e8);
+
+    /// FLOPs per second.
+    pub fn flops_per_s(self) -> f64 {
+        self.0
+    }
+
+    /// After a unit of `flops` came back `elapsed` after it was sent: the new estimate
+    /// weighs the last unit as much as all before it, so a volunteer that slows down
+    /// (a throttled tab) gets longer leases within a unit or two.
+    pub fn observe(self, flops: u64, elapsed: Duration) -> Self {
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let sample = (flops as f64 / secs).clamp(1e6, 1e15);
+        Self((self.0 + sample) / 2.0)
+    }
 }
 
 /// The input blob of the job most recently leased from.
@@ -116,6 +144,7 @@ impl Scheduler {
                 params,
                 input: plan.input,
                 units: plan.units,
+                unit_flops: plan.unit_flops,
                 flops: plan.flops,
             })
             .await?;
@@ -140,11 +169,25 @@ impl Scheduler {
         Ok(input)
     }
 
-    /// Leases the next queued unit to `peer`, if any.
-    pub async fn next_assignment(&self, peer: PeerId) -> Result<Option<Assignment>, StorageError> {
+    /// Leases the next queued unit to `peer`, whose measured speed is `speed`. The lease
+    /// lasts four times what that speed predicts for the unit, plus two seconds, within
+    /// the configured bounds: long enough for an honest volunteer having a slow moment,
+    /// short enough that a vanished one holds up its job for seconds, not minutes.
+    pub async fn next_assignment(
+        &self,
+        peer: PeerId,
+        speed: Speed,
+    ) -> Result<Option<(Assignment, u64)>, StorageError> {
         let lease = LeaseId::from_uuid(uuid::Uuid::new_v4());
-        let deadline = crate::storage::now_ms() + self.config.lease.as_millis() as i64;
-        let Some(leased) = self.storage.lease_next(peer, lease, deadline).await? else {
+        let now = crate::storage::now_ms();
+        let terms = LeaseTerms {
+            start_ms: now,
+            min_ms: self.config.lease.as_millis() as i64,
+            max_ms: self.config.max_lease.as_millis() as i64,
+            slack_ms: 2_000,
+            ms_per_flop: 4.0 * 1e3 / speed.flops_per_s(),
+        };
+        let Some(leased) = self.storage.lease_next(peer, lease, terms).await? else {
             return Ok(None);
         };
         let LeasedUnit {
@@ -152,6 +195,8 @@ impl Scheduler {
             kernel,
             job_params,
             unit_params,
+            flops,
+            deadline_ms,
             ..
         } = leased;
         let input = self.job_input(job).await?;
@@ -162,13 +207,14 @@ impl Scheduler {
         match unit_input {
             Ok(unit_input) => {
                 tracing::debug!(%job, %lease, %peer, "unit leased");
-                Ok(Some(Assignment {
+                let assignment = Assignment {
                     lease,
                     kernel,
                     params_json: unit_params,
                     input: unit_input,
-                    deadline_ms: self.config.lease.as_millis() as u32,
-                }))
+                    deadline_ms: u32::try_from((deadline_ms - now).max(0)).unwrap_or(u32::MAX),
+                };
+                Ok(Some((assignment, flops)))
             }
             Err(e) => {
                 // Stored jobs were validated at submission, so this means the kernel
@@ -313,5 +359,23 @@ impl Scheduler {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_follows_measured_units_and_stays_sane() {
+        let s = Speed::NEWCOMER.observe(1_000_000_000, Duration::from_secs(1));
+        assert_eq!(s.flops_per_s(), 6e8, "halfway from 0.2 to 1 GFLOP/s");
+        let s = s.observe(1_000_000_000, Duration::from_secs(1));
+        assert_eq!(s.flops_per_s(), 8e8);
+        // A zero-time or absurd report cannot make leases vanish or explode.
+        let fast = Speed::NEWCOMER.observe(u64::MAX, Duration::ZERO);
+        assert!(fast.flops_per_s() <= 1e15);
+        let slow = Speed::NEWCOMER.observe(0, Duration::from_secs(3600));
+        assert!(slow.flops_per_s() >= 1e6 / 2.0);
     }
 }

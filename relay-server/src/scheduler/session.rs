@@ -1,11 +1,14 @@
 //! One volunteer's data channel: hello, then a loop of assignments and results.
 
-use super::{Scheduler, Verdict};
+use super::{Scheduler, Speed, Verdict};
 use crate::storage::PeerId;
 use starling_peer::{PeerLink, PeerSender};
-use starling_protocol::{encode_frames, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION};
+use starling_protocol::{
+    encode_frames, LeaseId, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
+};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest message a volunteer may send (a unit's output); protects the relay's memory.
 const MAX_INBOUND_BYTES: usize = 256 * 1024 * 1024;
@@ -112,15 +115,20 @@ async fn run(
     .await?;
 
     let mut wanted: u32 = 0;
+    let mut speed = Speed::NEWCOMER;
+    // Leases in flight on this connection: when each was sent and what it costs.
+    let mut in_flight: HashMap<LeaseId, (Instant, u64)> = HashMap::new();
     loop {
         let work = scheduler.work.notified();
         tokio::pin!(work);
         // Register for wake-ups before looking, so work submitted in between is not missed.
         work.as_mut().enable();
         while wanted > 0 {
-            match scheduler.next_assignment(peer).await? {
-                Some(assignment) => {
+            match scheduler.next_assignment(peer, speed).await? {
+                Some((assignment, flops)) => {
+                    let lease = assignment.lease;
                     send(tx, &ToVolunteer::Assign(assignment)).await?;
+                    in_flight.insert(lease, (Instant::now(), flops));
                     wanted -= 1;
                 }
                 None => break,
@@ -138,6 +146,9 @@ async fn run(
                 output,
                 elapsed_ms,
             } => {
+                if let Some((sent, flops)) = in_flight.remove(&lease) {
+                    speed = speed.observe(flops, sent.elapsed());
+                }
                 let verdict = scheduler.accept_result(peer, lease, &output).await?;
                 tracing::debug!(%peer, %lease, elapsed_ms, ?verdict, "result");
                 let (accepted, detail) = match verdict {
@@ -154,7 +165,10 @@ async fn run(
                 )
                 .await?;
             }
-            ToRelay::Failed { lease, reason } => scheduler.abandon(peer, lease, &reason).await?,
+            ToRelay::Failed { lease, reason } => {
+                in_flight.remove(&lease);
+                scheduler.abandon(peer, lease, &reason).await?
+            }
             ToRelay::Hello { .. } => return Err(SessionError::Protocol("hello sent twice".into())),
         }
     }

@@ -52,6 +52,35 @@ const REQUEUE_LEASED: &str =
     "UPDATE units SET state = 'queued', lease_id = NULL, lease_peer = NULL, lease_deadline = NULL
      WHERE state = 'leased'";
 
+/// How long a lease lasts: until `start_ms + clamp(slack_ms + flops * ms_per_flop,
+/// min_ms, max_ms)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeaseTerms {
+    /// When the lease starts, Unix milliseconds.
+    pub start_ms: i64,
+    /// Shortest lease.
+    pub min_ms: i64,
+    /// Longest lease.
+    pub max_ms: i64,
+    /// Milliseconds added to every lease (network, queueing).
+    pub slack_ms: i64,
+    /// Milliseconds granted per FLOP of the unit.
+    pub ms_per_flop: f64,
+}
+
+impl LeaseTerms {
+    /// A lease that ends exactly at `deadline_ms`, whatever the unit costs.
+    pub fn until(deadline_ms: i64) -> Self {
+        Self {
+            start_ms: deadline_ms,
+            min_ms: 0,
+            max_ms: 0,
+            slack_ms: 0,
+            ms_per_flop: 0.0,
+        }
+    }
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -114,13 +143,15 @@ impl Storage {
         .execute(&mut *tx)
         .await?;
         for (idx, params) in job.units.iter().enumerate() {
+            let flops = job.unit_flops.get(idx).copied().unwrap_or(0);
             sqlx::query(
-                "INSERT INTO units (id, job_id, idx, params, state) VALUES (?, ?, ?, ?, 'queued')",
+                "INSERT INTO units (id, job_id, idx, params, state, flops) VALUES (?, ?, ?, ?, 'queued', ?)",
             )
             .bind(UnitId::from_uuid(uuid::Uuid::new_v4()).to_string())
             .bind(job.id.to_string())
             .bind(idx as i64)
             .bind(params)
+            .bind(i64::try_from(flops).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await?;
         }
@@ -158,24 +189,31 @@ impl Storage {
     }
 
     /// Leases the oldest queued unit to `peer`, or returns `None` when nothing is queued.
+    /// The lease's deadline follows `terms` and the unit's FLOPs.
     pub async fn lease_next(
         &self,
         peer: PeerId,
         lease: LeaseId,
-        deadline_ms: i64,
+        terms: LeaseTerms,
     ) -> Result<Option<LeasedUnit>, StorageError> {
         let mut tx = self.pool.begin().await?;
+        // SQLite's two-argument MIN/MAX are scalar: clamp(slack + flops * rate, min, max).
         let row = sqlx::query(
-            "UPDATE units SET state = 'leased', lease_id = ?, lease_peer = ?, lease_deadline = ?,
+            "UPDATE units SET state = 'leased', lease_id = ?, lease_peer = ?,
+                              lease_deadline = ? + MIN(?, MAX(?, CAST(? + flops * ? AS INTEGER))),
                               attempts = attempts + 1
              WHERE id = (SELECT units.id FROM units JOIN jobs ON jobs.id = units.job_id
                          WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
                          ORDER BY units.rowid LIMIT 1)
-             RETURNING id, job_id, params",
+             RETURNING id, job_id, params, flops, lease_deadline",
         )
         .bind(lease.to_string())
         .bind(peer.to_string())
-        .bind(deadline_ms)
+        .bind(terms.start_ms)
+        .bind(terms.max_ms)
+        .bind(terms.min_ms)
+        .bind(terms.slack_ms)
+        .bind(terms.ms_per_flop)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -194,6 +232,8 @@ impl Storage {
         Ok(Some(LeasedUnit {
             lease,
             unit: parse_id(row.try_get::<&str, _>("id")?)?,
+            flops: u64::try_from(row.try_get::<i64, _>("flops")?).unwrap_or(0),
+            deadline_ms: row.try_get("lease_deadline")?,
             job: parse_id(&job_id)?,
             kernel: job.try_get("kernel")?,
             job_params: serde_json::from_str(job.try_get::<&str, _>("params")?)

@@ -98,6 +98,8 @@ pub struct NewJob {
     pub input: Vec<u8>,
     /// Unit parameters (JSON text), in merge order.
     pub units: Vec<String>,
+    /// Each unit's FLOPs, in the same order (missing entries count as 0).
+    pub unit_flops: Vec<u64>,
     /// Total FLOPs.
     pub flops: u64,
 }
@@ -173,4 +175,8 @@ pub struct LeasedUnit {
     pub job_params: serde_json::Value,
     /// The unit's parameters (JSON text).
     pub unit_params: String,
+    /// The unit's FLOPs.
+    pub flops: u64,
+    /// When the lease expires, Unix milliseconds.
+    pub deadline_ms: i64,
 }
