@@ -1,6 +1,7 @@
-//! Volunteers that disconnect mid-unit, answer after their lease expired, or send every
-//! result twice cannot stall or corrupt a job: their leases are reissued, and late or
-//! duplicate results count once. (Wrong results need replication and quorum: issue 4.)
+//! Volunteers that return wrong matmul results, disconnect mid-unit, answer after their
+//! lease expired, or send every result twice cannot stall or corrupt a job: wrong results
+//! fail Freivalds' check at the relay, leases are reissued, and late or duplicate results
+//! count once.
 
 use starling_e2e::{Api, MatmulJob, Relay, TempDir, Volunteer};
 use std::time::{Duration, Instant};
@@ -10,7 +11,14 @@ async fn dropping_stalling_and_duplicating_volunteers_cannot_break_a_job() -> an
     let data = TempDir::new("faults")?;
     let relay = Relay::start_with(data.path(), 1, &["--lease-secs", "2"])?;
     let api = Api::new(&relay.url());
-    let faults = [("drop", "0.5"), ("stall", "0.5"), ("duplicate", "1")];
+    // Rates keep the chance that one unit meets 8 faults in a row (failing the job by
+    // design) negligible: under 0.3^8 per unit.
+    let faults = [
+        ("wrong", "0.3"),
+        ("drop", "0.3"),
+        ("stall", "0.3"),
+        ("duplicate", "1"),
+    ];
     let mut volunteers = vec![Volunteer::start_with(&relay.url(), &["--cpu"])?];
     let mut logs = Vec::new();
     for (fault, rate) in faults {
@@ -23,7 +31,7 @@ async fn dropping_stalling_and_duplicating_volunteers_cannot_break_a_job() -> an
         logs.push((fault, log));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while api.stats().await?["volunteers"].as_u64() < Some(4) {
+    while api.stats().await?["volunteers"].as_u64() < Some(5) {
         assert!(Instant::now() < deadline, "volunteers did not connect");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -47,6 +55,12 @@ async fn dropping_stalling_and_duplicating_volunteers_cannot_break_a_job() -> an
             text.contains("injecting a fault"),
             "the {fault} volunteer never misbehaved:\n{text}"
         );
+        if fault == "wrong" {
+            assert!(
+                text.contains("result not accepted: the result failed the kernel's spot check"),
+                "wrong results were refused:\n{text}"
+            );
+        }
     }
     Ok(())
 }

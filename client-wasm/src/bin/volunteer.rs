@@ -32,7 +32,7 @@ mod native {
         /// lease, send twice), to exercise the relay's defences.
         #[arg(long, value_enum)]
         fault: Option<Fault>,
-        /// TEST ONLY: fraction of results the fault applies to.
+        /// TEST ONLY: fraction of results the fault applies to (the first result always).
         #[arg(long, default_value_t = 1.0, requires = "fault")]
         fault_rate: f64,
     }

@@ -34,19 +34,22 @@ pub struct FaultyTransport<T> {
     fault: Fault,
     rate: f64,
     rng: Cell<u64>,
+    faulted: Cell<bool>,
     outgoing: RefCell<Reassembler>,
     incoming: Reassembler,
     deadlines: RefCell<HashMap<LeaseId, Instant>>,
 }
 
 impl<T: Transport> FaultyTransport<T> {
-    /// Wraps `inner`; each result is mishandled with probability `rate` (0 to 1).
+    /// Wraps `inner`; the first result is always mishandled (so a test can rely on seeing
+    /// the fault), each later one with probability `rate` (0 to 1).
     pub fn new(inner: T, fault: Fault, rate: f64, seed: u64) -> Self {
         Self {
             inner,
             fault,
             rate: rate.clamp(0.0, 1.0),
             rng: Cell::new(seed | 1),
+            faulted: Cell::new(false),
             outgoing: RefCell::new(Reassembler::new(MAX_MESSAGE)),
             incoming: Reassembler::new(MAX_MESSAGE),
             deadlines: RefCell::new(HashMap::new()),
@@ -113,9 +116,10 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         };
         let lease = *lease;
         let deadline = self.deadlines.borrow_mut().remove(&lease);
-        if self.roll() >= self.rate {
+        if self.faulted.get() && self.roll() >= self.rate {
             return self.send_message(&message).await;
         }
+        self.faulted.set(true);
         tracing::warn!(?lease, fault = ?self.fault, "injecting a fault (test mode)");
         match self.fault {
             Fault::Wrong => {

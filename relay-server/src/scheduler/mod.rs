@@ -4,7 +4,9 @@
 
 pub mod session;
 
-use crate::storage::{Completion, LeaseTerms, LeasedUnit, NewJob, PeerId, Storage, StorageError};
+use crate::storage::{
+    Completion, CurrentLease, LeaseTerms, LeasedUnit, NewJob, PeerId, Storage, StorageError,
+};
 use starling_kernels::{Catalog, KernelError, NamedInputs};
 use starling_protocol::{Assignment, JobId, LeaseId};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -234,20 +236,25 @@ impl Scheduler {
         lease: LeaseId,
         output: &[u8],
     ) -> Result<Verdict, StorageError> {
-        let Some((kernel, unit)) = self.storage.leased_unit(lease, peer).await? else {
+        let Some(current) = self.storage.leased_unit(lease, peer).await? else {
             return Ok(Verdict::Rejected(
                 "lease is not current (expired, reissued or already answered)".into(),
             ));
         };
         let shape = self
             .catalog
-            .get(&kernel)
-            .and_then(|k| k.check_output(&unit, output));
-        if let Err(e) = shape {
-            tracing::warn!(%peer, %lease, "malformed result: {e}");
+            .get(&current.kernel)
+            .and_then(|k| k.check_output(&current.unit_params, output));
+        let refusal = match shape {
+            Err(e) => Some(e.to_string()),
+            Ok(()) => self.spot_check(&current, output).await?,
+        };
+        if let Some(why) = refusal {
+            tracing::warn!(%peer, %lease, kernel = current.kernel, "result refused: {why}");
             self.storage.release_lease(lease, peer).await?;
+            self.fail_stuck_jobs().await?;
             self.work.notify_waiters();
-            return Ok(Verdict::Rejected(e.to_string()));
+            return Ok(Verdict::Rejected(why));
         }
         match self.storage.complete_lease(lease, peer, output).await? {
             Completion::Stale => Ok(Verdict::Rejected("lease is not current".into())),
@@ -257,6 +264,43 @@ impl Scheduler {
                 Ok(Verdict::Accepted)
             }
         }
+    }
+
+    /// Runs the kernel's cheap check of one result (Freivalds' for matmul) where it has
+    /// one, with a challenge the volunteer cannot predict; `Some(why)` if it fails.
+    ///
+    /// Until replication and quorum land, every result of such a kernel is checked, off
+    /// the async threads: for a matmul unit it costs 8 (rows k + k n + rows n)
+    /// multiply-adds against the unit's 2 rows k n.
+    async fn spot_check(
+        &self,
+        current: &CurrentLease,
+        output: &[u8],
+    ) -> Result<Option<String>, StorageError> {
+        let Ok(kernel) = self.catalog.get(&current.kernel) else {
+            return Ok(None);
+        };
+        if kernel.info().spot_check.is_none() {
+            return Ok(None);
+        }
+        let input = self.job_input(current.job).await?;
+        let catalog = self.catalog.clone();
+        let current = current.clone();
+        let output = output.to_vec();
+        let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+        let verdict = tokio::task::spawn_blocking(move || {
+            let kernel = catalog.get(&current.kernel)?;
+            let unit_input =
+                kernel.unit_input(&current.job_params, &input, &current.unit_params)?;
+            kernel.spot_check(&current.unit_params, &unit_input, &output, seed)
+        })
+        .await;
+        Ok(match verdict {
+            Ok(Ok(Some(false))) => Some("the result failed the kernel's spot check".into()),
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(format!("the result could not be checked: {e}")),
+            Err(e) => Some(format!("the check did not finish: {e}")),
+        })
     }
 
     /// A volunteer gave up on a unit it holds: requeue it at once.

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod model;
-pub use model::{JobOutput, JobRecord, JobState, LeasedUnit, NewJob, PeerId};
+pub use model::{CurrentLease, JobOutput, JobRecord, JobState, LeasedUnit, NewJob, PeerId};
 
 /// Errors from the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -255,17 +255,26 @@ impl Storage {
         &self,
         lease: LeaseId,
         peer: PeerId,
-    ) -> Result<Option<(String, String)>, StorageError> {
+    ) -> Result<Option<CurrentLease>, StorageError> {
         let row = sqlx::query(
-            "SELECT jobs.kernel, units.params FROM units JOIN jobs ON jobs.id = units.job_id
+            "SELECT jobs.id, jobs.kernel, jobs.params AS job_params, units.params
+             FROM units JOIN jobs ON jobs.id = units.job_id
              WHERE units.lease_id = ? AND units.lease_peer = ? AND units.state = 'leased'",
         )
         .bind(lease.to_string())
         .bind(peer.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| Ok((r.try_get("kernel")?, r.try_get("params")?)))
-            .transpose()
+        row.map(|r| {
+            Ok(CurrentLease {
+                job: parse_id(r.try_get::<&str, _>("id")?)?,
+                kernel: r.try_get("kernel")?,
+                job_params: serde_json::from_str(r.try_get::<&str, _>("job_params")?)
+                    .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+                unit_params: r.try_get("params")?,
+            })
+        })
+        .transpose()
     }
 
     /// Records a unit's output if `lease` is still the unit's current lease, held by `peer`.

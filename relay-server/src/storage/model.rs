@@ -104,6 +104,19 @@ pub struct NewJob {
     pub flops: u64,
 }
 
+/// A lease that is current, with what is needed to check its result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurrentLease {
+    /// The unit's job.
+    pub job: JobId,
+    /// Kernel id.
+    pub kernel: String,
+    /// The job's parameters.
+    pub job_params: serde_json::Value,
+    /// The unit's parameters (JSON text).
+    pub unit_params: String,
+}
+
 /// A job as the API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct JobRecord {
