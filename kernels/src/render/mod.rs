@@ -510,6 +510,18 @@ pub fn srgb8(v: f32) -> u8 {
 
 /// Encodes a linear RGB f32 image (3 floats per pixel, row-major) as an 8-bit sRGB RGB
 /// PNG with an sRGB chunk.
+#[cfg(not(feature = "png"))]
+pub fn encode_png(_width: u32, _height: u32, _linear: &[f32]) -> Result<Vec<u8>, KernelError> {
+    Err(KernelError::InvalidInput {
+        field: "outputs".to_owned(),
+        reason: "this build of the kernels cannot encode PNGs (feature `png`); the relay can"
+            .to_owned(),
+    })
+}
+
+/// Encodes a linear RGB f32 image (3 floats per pixel, row-major) as an 8-bit sRGB RGB
+/// PNG with an sRGB chunk.
+#[cfg(feature = "png")]
 pub fn encode_png(width: u32, height: u32, linear: &[f32]) -> Result<Vec<u8>, KernelError> {
     let encode_error = |e: png::EncodingError| KernelError::InvalidInput {
         field: "outputs".to_owned(),
