@@ -79,9 +79,15 @@ impl<T: Transport> FaultyTransport<T> {
     }
 }
 
-/// Makes an output plausibly wrong: a 4-byte element that reads as a finite non-zero f32
-/// is scaled by 1.5, anything else (integer counts, zeros) is bumped by one.
-pub fn corrupt(output: &mut [u8], pick: f64) {
+/// Makes an output plausibly wrong: of eight 4-byte elements drawn by `picks`, the one
+/// largest in magnitude as an f32 is scaled by 1.5 when it is a finite non-zero float,
+/// else (integer counts, zeros) the first is bumped by one.
+///
+/// Taking a large element makes the error far exceed any kernel's rounding tolerance: this
+/// tests that wrong results are caught, not where each check's threshold lies (the kernels
+/// document those; a tiny change to a tiny element can pass a one-result check such as
+/// Freivalds', which is why replication exists).
+pub fn corrupt(output: &mut [u8], mut picks: impl FnMut() -> f64) {
     let words = output.len() / 4;
     if words == 0 {
         if let Some(b) = output.first_mut() {
@@ -89,16 +95,38 @@ pub fn corrupt(output: &mut [u8], pick: f64) {
         }
         return;
     }
-    let i = ((pick * words as f64) as usize).min(words - 1) * 4;
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&output[i..i + 4]);
-    let value = f32::from_le_bytes(word);
-    let wrong = if value.is_normal() {
-        (value * 1.5).to_le_bytes()
-    } else {
-        u32::from_le_bytes(word).wrapping_add(1).to_le_bytes()
+    let read = |output: &[u8], i: usize| {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&output[4 * i..4 * i + 4]);
+        word
     };
-    output[i..i + 4].copy_from_slice(&wrong);
+    let candidates: Vec<usize> = (0..8)
+        .map(|_| ((picks() * words as f64) as usize).min(words - 1))
+        .collect();
+    let largest = candidates
+        .iter()
+        .copied()
+        .filter(|&i| f32::from_le_bytes(read(output, i)).is_normal())
+        .max_by(|&a, &b| {
+            let (x, y) = (
+                f32::from_le_bytes(read(output, a)).abs(),
+                f32::from_le_bytes(read(output, b)).abs(),
+            );
+            x.total_cmp(&y)
+        });
+    let (i, wrong) = match largest {
+        Some(i) => (i, (f32::from_le_bytes(read(output, i)) * 1.5).to_le_bytes()),
+        None => {
+            let i = candidates[0];
+            (
+                i,
+                u32::from_le_bytes(read(output, i))
+                    .wrapping_add(1)
+                    .to_le_bytes(),
+            )
+        }
+    };
+    output[4 * i..4 * i + 4].copy_from_slice(&wrong);
 }
 
 impl<T: Transport> Transport for FaultyTransport<T> {
@@ -125,7 +153,7 @@ impl<T: Transport> Transport for FaultyTransport<T> {
             Fault::Wrong => {
                 let mut message = message;
                 if let ToRelay::Result { output, .. } = &mut message {
-                    corrupt(output, self.roll());
+                    corrupt(output, || self.roll());
                 }
                 self.send_message(&message).await
             }
@@ -158,13 +186,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn corrupt_changes_exactly_one_element_plausibly() {
+    fn corrupt_scales_the_largest_of_its_picks_or_bumps_a_count() {
         let honest: Vec<u8> = [1.0f32, -2.0, 0.5]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
         let mut wrong = honest.clone();
-        corrupt(&mut wrong, 0.5);
+        let mut picks = [0.0, 0.4, 0.9].into_iter().cycle();
+        corrupt(&mut wrong, || picks.next().unwrap_or(0.0));
         let values: Vec<f32> = wrong
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -172,7 +201,7 @@ mod tests {
         assert_eq!(values, [1.0, -3.0, 0.5]);
 
         let mut count = 41u64.to_le_bytes().to_vec();
-        corrupt(&mut count, 0.0);
+        corrupt(&mut count, || 0.0);
         assert_eq!(u64::from_le_bytes(count.try_into().unwrap_or_default()), 42);
     }
 }
