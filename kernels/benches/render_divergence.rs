@@ -5,52 +5,17 @@
 //! (tile size as the relay's `--unit-mflops` would make it; default 64x64 tiles).
 
 use starling_kernels::render::{outputs_agree, Render, RenderParams, RenderUnit, TOLERANCE};
-use starling_kernels::{Gpu, KernelSpec};
-use std::sync::OnceLock;
-use std::time::Instant;
+use starling_kernels::KernelSpec;
+use support::gpu::gpu;
+use support::render_divergence::divergence_histogram;
 
-fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        let gpu = pollster::block_on(Gpu::new())
-            .expect("a wgpu adapter (scripts/setup.sh installs Mesa's lavapipe)");
-        eprintln!("adapter: {:?}", gpu.adapter());
-        gpu
-    })
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
+use std::time::Instant;
 
 fn run_gpu(unit: &RenderUnit) -> Vec<u8> {
     let dispatch = Render::gpu_dispatch(unit, &[]).expect("valid unit");
     pollster::block_on(gpu().run(&dispatch, &[])).expect("gpu run")
-}
-
-fn floats(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// [`divergence`], plus how many outlier pixels differ by up to 1, 2, 3 and more samples.
-fn divergence_histogram(unit: &RenderUnit, a: &[u8], b: &[u8]) -> (usize, f32, [usize; 4]) {
-    let (a, b) = (floats(a), floats(b));
-    let mut outliers = 0;
-    let mut worst = 0f32;
-    let mut histogram = [0; 4];
-    for (pa, pb) in a.chunks_exact(3).zip(b.chunks_exact(3)) {
-        let diff = pa
-            .iter()
-            .zip(pb)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        let samples = diff * unit.samples_per_pixel as f32;
-        if diff > TOLERANCE {
-            outliers += 1;
-            histogram[((samples - 1e-3).ceil().max(1.0) as usize - 1).min(3)] += 1;
-        }
-        worst = worst.max(samples);
-    }
-    (outliers, worst, histogram)
 }
 
 fn main() {

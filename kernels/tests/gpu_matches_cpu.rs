@@ -2,18 +2,10 @@
 
 use rand::{Rng, SeedableRng};
 use starling_kernels::matmul::{outputs_agree, Matmul, MatmulParams};
-use starling_kernels::{Catalog, Gpu, KernelSpec, NamedInputs};
-use std::sync::OnceLock;
+use starling_kernels::{Catalog, KernelSpec, NamedInputs};
+use support::gpu::gpu;
 
-fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        let gpu = pollster::block_on(Gpu::new())
-            .expect("a wgpu adapter (scripts/setup.sh installs Mesa's lavapipe)");
-        eprintln!("adapter: {:?}", gpu.adapter());
-        gpu
-    })
-}
+mod support;
 
 fn random_f32_bytes(rng: &mut impl Rng, count: u32) -> Vec<u8> {
     (0..count)

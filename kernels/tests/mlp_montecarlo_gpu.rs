@@ -4,25 +4,10 @@
 use rand::{Rng, SeedableRng};
 use starling_kernels::mlp::{tolerance_terms, Activation, Mlp, MlpParams, MlpUnit};
 use starling_kernels::montecarlo::{philox4x32_10, MonteCarlo, MonteCarloParams, MonteCarloUnit};
-use starling_kernels::{Catalog, Gpu, GpuDispatch, KernelSpec, NamedInputs};
-use std::sync::OnceLock;
+use starling_kernels::{Catalog, GpuDispatch, KernelSpec, NamedInputs};
+use support::gpu::{floats, gpu};
 
-fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        let gpu = pollster::block_on(Gpu::new())
-            .expect("a wgpu adapter (scripts/setup.sh installs Mesa's lavapipe)");
-        eprintln!("adapter: {:?}", gpu.adapter());
-        gpu
-    })
-}
-
-fn floats(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
+mod support;
 
 fn f32_bytes(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
     values.into_iter().flat_map(f32::to_le_bytes).collect()
