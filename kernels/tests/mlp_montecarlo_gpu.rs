@@ -3,7 +3,9 @@
 
 use rand::{Rng, SeedableRng};
 use starling_kernels::mlp::{tolerance_terms, Activation, Mlp, MlpParams, MlpUnit};
-use starling_kernels::montecarlo::{philox4x32_10, MonteCarlo, MonteCarloParams, MonteCarloUnit};
+use starling_kernels::montecarlo::{
+    philox4x32_10, MonteCarlo, MonteCarloParams, MonteCarloUnit, PHILOX_KAT,
+};
 use starling_kernels::{Catalog, GpuDispatch, KernelSpec, NamedInputs};
 use support::gpu::{floats, gpu};
 
@@ -156,25 +158,6 @@ fn mlp_comparison_catches_a_tampered_gpu_output() {
     tampered[i] = v * 1.01;
     assert!(!Mlp::outputs_agree(&unit, &honest, &f32_bytes(tampered)));
 }
-
-/// Random123's kat_vectors for philox4x32, 10 rounds: (counter, key, output).
-const PHILOX_KAT: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
-    (
-        [0, 0, 0, 0],
-        [0, 0],
-        [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8],
-    ),
-    (
-        [u32::MAX; 4],
-        [u32::MAX; 2],
-        [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd],
-    ),
-    (
-        [0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344],
-        [0xa409_3822, 0x299f_31d0],
-        [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1],
-    ),
-];
 
 /// The montecarlo shader's Philox section, run on the test vectors: thread i computes
 /// Philox4x32-10 of counter and key i from the input and writes its four words.

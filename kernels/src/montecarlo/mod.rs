@@ -66,6 +66,26 @@ pub struct MonteCarloUnit {
 /// The montecarlo kernel.
 pub struct MonteCarlo;
 
+/// Random123's known-answer vectors for Philox4x32-10: (counter, key, output). The CPU
+/// and the GPU implementations are both tested against them.
+pub const PHILOX_KAT: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
+    (
+        [0, 0, 0, 0],
+        [0, 0],
+        [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8],
+    ),
+    (
+        [u32::MAX; 4],
+        [u32::MAX; 2],
+        [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd],
+    ),
+    (
+        [0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344],
+        [0xa409_3822, 0x299f_31d0],
+        [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1],
+    ),
+];
+
 /// One Philox4x32 round.
 fn philox_round(c: [u32; 4], k: [u32; 2]) -> [u32; 4] {
     let p0 = u64::from(PHILOX_M0) * u64::from(c[0]);
@@ -191,13 +211,10 @@ impl KernelSpec for MonteCarlo {
     }
 
     fn pack_input(_: &MonteCarloParams, inputs: &NamedInputs) -> Result<Vec<u8>, KernelError> {
-        if let Some(name) = inputs.keys().next() {
-            return Err(KernelError::InvalidInput {
-                field: name.clone(),
-                reason: "montecarlo takes no inputs (the points come from the seed)".to_owned(),
-            });
-        }
-        Ok(Vec::new())
+        crate::catalog::no_inputs(
+            inputs,
+            "montecarlo takes no inputs (the points come from the seed)",
+        )
     }
 
     fn split(p: &MonteCarloParams, target_flops: u64) -> Vec<MonteCarloUnit> {
@@ -325,25 +342,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Random123's kat_vectors for philox4x32, 10 rounds: (counter, key, output).
-    const KAT: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
-        (
-            [0, 0, 0, 0],
-            [0, 0],
-            [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8],
-        ),
-        (
-            [u32::MAX; 4],
-            [u32::MAX; 2],
-            [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd],
-        ),
-        (
-            [0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344],
-            [0xa409_3822, 0x299f_31d0],
-            [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1],
-        ),
-    ];
-
     #[test]
     fn info_schema_matches_the_params() {
         let info = MonteCarlo::info();
@@ -371,7 +369,7 @@ mod tests {
 
     #[test]
     fn philox_matches_the_published_test_vectors() {
-        for (counter, key, expected) in KAT {
+        for (counter, key, expected) in PHILOX_KAT {
             assert_eq!(
                 philox4x32_10(counter, key),
                 expected,
