@@ -10,6 +10,17 @@ use std::marker::PhantomData;
 /// Named binary inputs of a job, as decoded from the submitter's request.
 pub type NamedInputs = BTreeMap<String, Vec<u8>>;
 
+/// `pack_input` of a kernel that takes no inputs: refuses any, naming it, with `why`.
+pub fn no_inputs(inputs: &NamedInputs, why: &str) -> Result<Vec<u8>, KernelError> {
+    match inputs.keys().next() {
+        Some(name) => Err(KernelError::InvalidInput {
+            field: name.clone(),
+            reason: why.to_owned(),
+        }),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// What `GET /api/v1/kernels` shows about a kernel.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct KernelInfo {

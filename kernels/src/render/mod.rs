@@ -267,13 +267,10 @@ impl KernelSpec for Render {
     }
 
     fn pack_input(_p: &RenderParams, inputs: &NamedInputs) -> Result<Vec<u8>, KernelError> {
-        if let Some(name) = inputs.keys().next() {
-            return Err(KernelError::InvalidInput {
-                field: name.clone(),
-                reason: "the render kernel takes no inputs; its scene is built in".to_owned(),
-            });
-        }
-        Ok(Vec::new())
+        crate::catalog::no_inputs(
+            inputs,
+            "the render kernel takes no inputs; its scene is built in",
+        )
     }
 
     /// Square tiles, row-major, of the largest side whose pixels cost at most
