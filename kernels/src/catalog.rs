@@ -214,6 +214,8 @@ impl<K: KernelSpec> Kernel for Erased<K> {
 /// All kernels this build knows, by id.
 pub struct Catalog {
     kernels: BTreeMap<&'static str, Box<dyn Kernel>>,
+    /// Each kernel's description, built once: the relay consults it per result.
+    infos: BTreeMap<&'static str, KernelInfo>,
 }
 
 impl Catalog {
@@ -233,7 +235,8 @@ impl Catalog {
             crate::render::Render::ID,
             Box::new(Erased::<crate::render::Render>(PhantomData)),
         );
-        Self { kernels }
+        let infos = kernels.iter().map(|(id, k)| (*id, k.info())).collect();
+        Self { kernels, infos }
     }
 
     /// The kernel with this id.
@@ -245,8 +248,15 @@ impl Catalog {
     }
 
     /// Every kernel's description, sorted by id.
-    pub fn infos(&self) -> Vec<KernelInfo> {
-        self.kernels.values().map(|k| k.info()).collect()
+    pub fn infos(&self) -> Vec<&KernelInfo> {
+        self.infos.values().collect()
+    }
+
+    /// The description of the kernel with this id.
+    pub fn info(&self, id: &str) -> Result<&KernelInfo, KernelError> {
+        self.infos
+            .get(id)
+            .ok_or_else(|| KernelError::UnknownKernel(id.to_owned()))
     }
 
     /// Runs one unit on the GPU when one is given, else on the CPU reference.

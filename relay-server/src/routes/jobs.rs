@@ -115,8 +115,8 @@ pub async fn result(
             let content_type = state
                 .scheduler
                 .catalog()
-                .get(&job.kernel)
-                .map(|k| k.info().output_content_type)
+                .info(&job.kernel)
+                .map(|info| info.output_content_type)
                 .unwrap_or("application/octet-stream");
             Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
         }

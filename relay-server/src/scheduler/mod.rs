@@ -277,10 +277,11 @@ impl Scheduler {
         current: &CurrentLease,
         output: &[u8],
     ) -> Result<Option<String>, StorageError> {
-        let Ok(kernel) = self.catalog.get(&current.kernel) else {
-            return Ok(None);
-        };
-        if kernel.info().spot_check.is_none() {
+        let has_check = self
+            .catalog
+            .info(&current.kernel)
+            .is_ok_and(|info| info.spot_check.is_some());
+        if !has_check {
             return Ok(None);
         }
         let input = self.job_input(current.job).await?;
