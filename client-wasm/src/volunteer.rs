@@ -3,7 +3,9 @@
 use crate::{Engine, Transport, TransportError};
 use futures::future::{select, Either};
 use futures::FutureExt;
-use starling_protocol::{encode_frames, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION};
+use starling_protocol::{
+    encode_frames, Reassembler, ToRelay, ToVolunteer, WalletAddress, WalletKey, PROTOCOL_VERSION,
+};
 use std::future::Future;
 use std::pin::pin;
 
@@ -33,6 +35,17 @@ pub enum Event {
     },
     /// A unit failed locally and was handed back.
     UnitFailed(String),
+}
+
+/// Who this volunteer is to the relay.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Free-form client name and version, for the relay's logs ("browser/0.1.0").
+    pub client: String,
+    /// The wallet that signs results and is credited for them.
+    pub wallet: WalletKey,
+    /// The embedding site's wallet, when running inside the widget.
+    pub site: Option<WalletAddress>,
 }
 
 /// Why the loop ended.
@@ -76,7 +89,7 @@ async fn next_message<T: Transport>(
 pub async fn run<T: Transport>(
     transport: &mut T,
     engine: &Engine,
-    client: &str,
+    profile: &Profile,
     now_ms: impl Fn() -> f64,
     mut on_event: impl FnMut(Event),
     stop: impl Future<Output = ()>,
@@ -87,8 +100,10 @@ pub async fn run<T: Transport>(
         transport,
         &ToRelay::Hello {
             version: PROTOCOL_VERSION,
-            client: client.to_owned(),
+            client: profile.client.clone(),
             device: engine.device_info(),
+            wallet: profile.wallet.address(),
+            site: profile.site,
         },
     )
     .await?;
@@ -119,6 +134,7 @@ pub async fn run<T: Transport>(
                             transport,
                             &ToRelay::Result {
                                 lease: assignment.lease,
+                                signature: profile.wallet.sign_result(assignment.lease, &output),
                                 output,
                                 elapsed_ms: elapsed_ms as u32,
                             },

@@ -451,6 +451,14 @@ impl Api {
         }
     }
 
+    /// `POST /api/v1/jobs` with `"verification": {"quorum": quorum}` added: tests with a
+    /// single volunteer need quorum 1, since replicas must come from distinct wallets.
+    pub async fn submit_with_quorum(&self, body: &serde_json::Value, quorum: u32) -> Result<String> {
+        let mut body = body.clone();
+        body["verification"] = serde_json::json!({ "quorum": quorum });
+        self.submit(&body).await
+    }
+
     /// `POST /api/v1/jobs`; returns the job id.
     pub async fn submit(&self, body: &serde_json::Value) -> Result<String> {
         let response = self

@@ -31,7 +31,7 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
 
     // 96x128x96 at 1 MFLOP per unit: 40 rows a unit, so 3 units; use 128 rows for 4+.
     let job = MatmulJob::random(160, 128, 96, 11);
-    let id = api.submit(&job.body).await?;
+    let id = api.submit_with_quorum(&job.body, 1).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = api.job(&id).await?;
     assert_eq!(
@@ -64,14 +64,14 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
     // own WGSL compiler: a render job whose PNG matches the CPU reference, an mlp and a
     // montecarlo job.
     let render = RenderJob::new(96, 64, 16, 7)?;
-    let render_id = api.submit(&render.body).await?;
+    let render_id = api.submit_with_quorum(&render.body, 1).await?;
     let others = [
         KernelJob::mlp(&[48, 64, 32, 10], 200, 5)?,
         KernelJob::montecarlo(100_000, 9)?,
     ];
     let mut other_ids = Vec::new();
     for job in &others {
-        other_ids.push(api.submit(&job.body).await?);
+        other_ids.push(api.submit_with_quorum(&job.body, 1).await?);
     }
     for (job, id) in others.iter().zip(&other_ids) {
         let done = api.wait_done(id, Duration::from_secs(180)).await?;

@@ -11,7 +11,7 @@ async fn job_survives_a_relay_crash_and_restart() -> anyhow::Result<()> {
     let api = Api::new(&relay.url());
     // Many small units so that the kill lands mid-job.
     let job = MatmulJob::random(2048, 96, 96, 21);
-    let id = api.submit(&job.body).await?;
+    let id = api.submit_with_quorum(&job.body, 1).await?;
     let total = api.job(&id).await?["progress"]["units_total"]
         .as_i64()
         .unwrap_or(0);

@@ -102,6 +102,15 @@ async fn malformed_and_invalid_jobs_get_problem_json() -> anyhow::Result<()> {
     let (status, _, body) = problem(&api, bad_b64.to_string().into()).await?;
     assert_eq!((status, body["field"].as_str()), (422, Some("input.a")));
 
+    let mut bad_quorum = MatmulJob::random(1, 1, 1, 1).body;
+    bad_quorum["verification"] = serde_json::json!({ "quorum": 0 });
+    let (status, _, body) = problem(&api, bad_quorum.to_string().into()).await?;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("verification.quorum")),
+        "{body}"
+    );
+
     let missing = api
         .http()
         .get(format!(

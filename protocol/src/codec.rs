@@ -191,17 +191,21 @@ mod tests {
             backend: "webgpu".into(),
             fallback: true,
         };
+        let key = crate::WalletKey::from_seed([3; 32]);
         let up = [
             ToRelay::Hello {
                 version: PROTOCOL_VERSION,
                 client: "test".into(),
                 device,
+                wallet: key.address(),
+                site: Some(crate::WalletKey::from_seed([4; 32]).address()),
             },
             ToRelay::Ready { slots: 3 },
             ToRelay::Result {
                 lease: lease(1),
                 output: vec![1, 2, 3],
                 elapsed_ms: 7,
+                signature: key.sign_result(lease(1), &[1, 2, 3]),
             },
             ToRelay::Failed {
                 lease: lease(2),

@@ -4,12 +4,14 @@
 //! volunteer (wasm32) and the native volunteer agree by construction:
 //! - [`ids`]: the newtype ids shared by the REST API, the database and the wire;
 //! - [`messages`]: one enum per direction;
+//! - [`wallet`]: volunteers' key pairs, addresses and result signatures;
 //! - [`codec`]: a versioned binary encoding (postcard) and the chunking that keeps every
 //!   data-channel message under the 64 KiB SCTP limit.
 
 pub mod codec;
 pub mod ids;
 pub mod messages;
+pub mod wallet;
 
 pub use codec::{
     decode, encode, encode_frames, ChunkError, Chunker, CodecError, FrameError, Reassembler,
@@ -17,7 +19,8 @@ pub use codec::{
 };
 pub use ids::{JobId, LeaseId, UnitId};
 pub use messages::{Assignment, DeviceInfo, ToRelay, ToVolunteer};
+pub use wallet::{Signature, WalletAddress, WalletError, WalletKey};
 
 /// The protocol version this build speaks. Bumped on any incompatible change to
 /// [`messages`]; peers with another version are refused at hello time.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

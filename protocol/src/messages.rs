@@ -1,6 +1,7 @@
 //! The messages, one enum per direction.
 
 use crate::ids::LeaseId;
+use crate::wallet::{Signature, WalletAddress};
 use serde::{Deserialize, Serialize};
 
 /// What a volunteer knows about its compute device, sent once in [`ToRelay::Hello`].
@@ -25,6 +26,11 @@ pub enum ToRelay {
         client: String,
         /// The device that will run kernels.
         device: DeviceInfo,
+        /// The wallet that signs this volunteer's results and is credited for them.
+        wallet: WalletAddress,
+        /// The embedding site's wallet when the volunteer came through the widget, for
+        /// the site's share of credit.
+        site: Option<WalletAddress>,
     },
     /// The volunteer can take `slots` more units now.
     Ready {
@@ -39,6 +45,9 @@ pub enum ToRelay {
         output: Vec<u8>,
         /// Wall time the device spent, for speed estimates.
         elapsed_ms: u32,
+        /// The wallet's signature over the lease and a hash of the output
+        /// ([`crate::WalletKey::sign_result`]).
+        signature: Signature,
     },
     /// The volunteer could not run a leased unit.
     Failed {

@@ -6,8 +6,10 @@
 //! (later) replication sit on top. It does not merge jobs; the last unit's completion is
 //! counted like any other.
 
-use relay_server::storage::{Completion, LeaseTerms, NewJob, PeerId, Storage};
-use starling_protocol::{JobId, LeaseId};
+use relay_server::storage::{
+    LeaseRequest, LeaseTerms, NewJob, PeerId, Recorded, ReturnedResult, Storage,
+};
+use starling_protocol::{JobId, LeaseId, WalletKey};
 use std::time::{Duration, Instant};
 
 /// Units per job in each run.
@@ -34,6 +36,7 @@ async fn run(workers: usize) -> anyhow::Result<Figures> {
                 .collect(),
             unit_flops: vec![64_000_000; UNITS],
             flops: 64_000_000 * UNITS as u64,
+            quorum: 1,
         })
         .await?;
     let started = Instant::now();
@@ -42,19 +45,31 @@ async fn run(workers: usize) -> anyhow::Result<Figures> {
         let storage = storage.clone();
         tasks.push(tokio::spawn(async move {
             let peer = PeerId::new();
+            let wallet = WalletKey::from_seed(rand_seed()).address();
             let output = vec![7u8; 64];
             let mut latencies = Vec::new();
             loop {
                 let lease = LeaseId::from_uuid(uuid::Uuid::new_v4());
                 let t = Instant::now();
-                let terms = LeaseTerms::until(i64::MAX);
-                let Some(_unit) = storage.lease_next(peer, lease, terms).await? else {
+                let request = LeaseRequest {
+                    peer,
+                    wallet,
+                    lease,
+                    terms: LeaseTerms::until(i64::MAX),
+                };
+                let Some(_unit) = storage.lease_work(&request, |_, q| q).await? else {
                     break;
                 };
                 latencies.push(t.elapsed());
-                match storage.complete_lease(lease, peer, &output).await? {
-                    Completion::Stale => anyhow::bail!("a fresh lease was stale"),
-                    Completion::Accepted { .. } | Completion::JobComplete { .. } => {}
+                let result = ReturnedResult {
+                    lease,
+                    wallet,
+                    output: &output,
+                    spot_check: None,
+                };
+                match storage.record_result(result, 6, &|a, b| a == b).await? {
+                    Recorded::Valid { .. } => {}
+                    other => anyhow::bail!("a fresh result was {other:?}"),
                 }
             }
             anyhow::Ok(latencies)
@@ -75,10 +90,16 @@ async fn run(workers: usize) -> anyhow::Result<Figures> {
     })
 }
 
+fn rand_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    seed
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     println!(
-        "{UNITS} units per run; each round trip = lease_next + complete_lease, two transactions"
+        "{UNITS} units per run; each round trip = lease_work + record_result (quorum 1), two transactions"
     );
     println!(
         "{:>8} {:>14} {:>12} {:>12} {:>10}",

@@ -135,6 +135,10 @@ impl From<crate::scheduler::SubmitError> for ApiError {
     fn from(e: crate::scheduler::SubmitError) -> Self {
         match e {
             crate::scheduler::SubmitError::Kernel(k) => k.into(),
+            e @ crate::scheduler::SubmitError::Quorum(_) => Self::Invalid {
+                detail: e.to_string(),
+                field: Some("verification.quorum".into()),
+            },
             crate::scheduler::SubmitError::Storage(s) => s.into(),
         }
     }

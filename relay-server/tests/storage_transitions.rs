@@ -1,14 +1,15 @@
-//! Lease life cycle against a real SQLite file: results count once, stale leases change
-//! nothing, expired and orphaned leases go back to the queue, and a restart resumes.
+//! The unit, lease and result state machine against a real SQLite file: quorums of
+//! distinct wallets, results that count once, lost leases that go back to the queue,
+//! late results that still count, known-answer leases, quarantine, and restarts. A
+//! property test drives random event orders and checks the invariants after each.
 
-use relay_server::storage::{Completion, LeaseTerms, NewJob, PeerId, Storage};
-use starling_protocol::{JobId, LeaseId};
+use proptest::prelude::*;
+use relay_server::storage::{
+    LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Recorded, ReturnedResult, Storage,
+};
+use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
 
-fn lease() -> LeaseId {
-    LeaseId::from_uuid(uuid::Uuid::new_v4())
-}
-
-fn job(units: usize) -> NewJob {
+fn job(units: usize, quorum: u32) -> NewJob {
     NewJob {
         id: JobId::from_uuid(uuid::Uuid::new_v4()),
         kernel: "matmul".into(),
@@ -17,14 +18,81 @@ fn job(units: usize) -> NewJob {
         units: (0..units).map(|i| format!("{{\"i\":{i}}}")).collect(),
         unit_flops: (0..units as u64).map(|i| 1_000_000 * (i + 1)).collect(),
         flops: 2,
+        quorum,
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "starling-{name}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a == b
+}
+
+/// One volunteer: a connection and a wallet.
+#[derive(Clone, Copy)]
+struct Vol {
+    peer: PeerId,
+    wallet: WalletAddress,
+}
+
+impl Vol {
+    fn new(seed: u8) -> Self {
+        Self {
+            peer: PeerId::new(),
+            wallet: WalletKey::from_seed([seed; 32]).address(),
+        }
+    }
+
+    fn request(&self, deadline: i64) -> LeaseRequest {
+        LeaseRequest {
+            peer: self.peer,
+            wallet: self.wallet,
+            lease: LeaseId::from_uuid(uuid::Uuid::new_v4()),
+            terms: LeaseTerms::until(deadline),
+        }
+    }
+
+    async fn lease(&self, storage: &Storage) -> anyhow::Result<Option<LeasedUnit>> {
+        Ok(storage
+            .lease_work(&self.request(i64::MAX / 2), |_, job_quorum| job_quorum)
+            .await?)
+    }
+
+    async fn answer(
+        &self,
+        storage: &Storage,
+        lease: LeaseId,
+        output: &[u8],
+        spot_check: Option<bool>,
+    ) -> anyhow::Result<Recorded> {
+        Ok(storage
+            .record_result(
+                ReturnedResult {
+                    lease,
+                    wallet: self.wallet,
+                    output,
+                    spot_check,
+                },
+                6,
+                &same,
+            )
+            .await?)
     }
 }
 
 #[tokio::test]
 async fn lease_deadlines_follow_unit_cost_within_bounds() -> anyhow::Result<()> {
     let storage = Storage::open(&temp_dir("deadlines")).await?;
-    storage.insert_job(&job(3)).await?; // units of 1, 2 and 3 MFLOP
-    let peer = PeerId::new();
+    storage.insert_job(&job(3, 1)).await?; // units of 1, 2 and 3 MFLOP
+    let v = Vol::new(1);
     let terms = LeaseTerms {
         start_ms: 10_000,
         min_ms: 1_500,
@@ -34,10 +102,11 @@ async fn lease_deadlines_follow_unit_cost_within_bounds() -> anyhow::Result<()> 
     };
     let mut deadlines = Vec::new();
     for _ in 0..3 {
-        let leased = storage
-            .lease_next(peer, lease(), terms)
-            .await?
-            .expect("unit");
+        let request = LeaseRequest {
+            terms,
+            ..v.request(0)
+        };
+        let leased = storage.lease_work(&request, |_, q| q).await?.expect("unit");
         deadlines.push((leased.flops, leased.deadline_ms));
     }
     // 500 + 1000 = 1500; 500 + 2000 = 2500; 500 + 3000 = 3500, capped at 2500.
@@ -52,51 +121,36 @@ async fn lease_deadlines_follow_unit_cost_within_bounds() -> anyhow::Result<()> 
     Ok(())
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("starling-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 #[tokio::test]
-async fn a_result_counts_once_and_stale_leases_change_nothing() -> anyhow::Result<()> {
-    let dir = temp_dir("once");
-    let storage = Storage::open(&dir).await?;
-    let j = job(2);
+async fn a_result_counts_once_and_only_for_its_wallet() -> anyhow::Result<()> {
+    let storage = Storage::open(&temp_dir("once")).await?;
+    let j = job(2, 1);
     storage.insert_job(&j).await?;
-    let (peer, other) = (PeerId::new(), PeerId::new());
-    let l1 = lease();
-    let unit = storage
-        .lease_next(peer, l1, LeaseTerms::until(i64::MAX))
-        .await?
-        .expect("a queued unit");
-    assert_eq!(unit.job, j.id);
-    // Another peer cannot answer someone else's lease.
+    let (a, b) = (Vol::new(1), Vol::new(2));
+    let l1 = a.lease(&storage).await?.expect("a queued unit").lease;
     assert_eq!(
-        storage.complete_lease(l1, other, b"x").await?,
-        Completion::Stale
+        b.answer(&storage, l1, b"x", None).await?,
+        Recorded::Stale("the lease was issued to another wallet")
     );
     assert_eq!(
-        storage.complete_lease(l1, peer, b"out1").await?,
-        Completion::Accepted { job: j.id }
+        a.answer(&storage, l1, b"out1", None).await?,
+        Recorded::Valid {
+            job: j.id,
+            job_complete: false
+        }
     );
-    // A duplicate of the same result is stale.
+    assert!(matches!(
+        a.answer(&storage, l1, b"out1", None).await?,
+        Recorded::Stale(_)
+    ));
+    let l2 = a.lease(&storage).await?.expect("second unit").lease;
+    assert!(a.lease(&storage).await?.is_none());
     assert_eq!(
-        storage.complete_lease(l1, peer, b"out1").await?,
-        Completion::Stale
-    );
-    let l2 = lease();
-    storage
-        .lease_next(peer, l2, LeaseTerms::until(i64::MAX))
-        .await?
-        .expect("second unit");
-    assert!(storage
-        .lease_next(peer, lease(), LeaseTerms::until(i64::MAX))
-        .await?
-        .is_none());
-    assert_eq!(
-        storage.complete_lease(l2, peer, b"out2").await?,
-        Completion::JobComplete { job: j.id }
+        a.answer(&storage, l2, b"out2", None).await?,
+        Recorded::Valid {
+            job: j.id,
+            job_complete: true
+        }
     );
     assert_eq!(
         storage.unit_outputs(j.id).await?,
@@ -107,77 +161,162 @@ async fn a_result_counts_once_and_stale_leases_change_nothing() -> anyhow::Resul
         !storage.finish_job(j.id, b"again").await?,
         "a job finishes once"
     );
-    let record = storage.job(j.id).await?.expect("job");
-    assert_eq!(record.progress.units_done, 2);
-    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(
+        storage.job(j.id).await?.expect("job").progress.units_done,
+        2
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn expired_and_orphaned_leases_are_requeued_and_late_results_refused() -> anyhow::Result<()> {
-    let dir = temp_dir("requeue");
-    let storage = Storage::open(&dir).await?;
-    let j = job(2);
+async fn replicas_go_to_distinct_wallets_and_connections_and_the_majority_wins(
+) -> anyhow::Result<()> {
+    let storage = Storage::open(&temp_dir("quorum")).await?;
+    let j = job(1, 2);
     storage.insert_job(&j).await?;
-    let (a, b) = (PeerId::new(), PeerId::new());
-    let expired = lease();
-    storage
-        .lease_next(a, expired, LeaseTerms::until(1_000))
-        .await?
-        .expect("unit");
-    let orphaned = lease();
-    storage
-        .lease_next(b, orphaned, LeaseTerms::until(i64::MAX))
-        .await?
-        .expect("unit");
+    let (a, b, c) = (Vol::new(1), Vol::new(2), Vol::new(3));
+    let la = a.lease(&storage).await?.expect("first replica").lease;
+    assert!(
+        a.lease(&storage).await?.is_none(),
+        "a wallet gets one replica"
+    );
+    let same_connection = Vol {
+        peer: a.peer,
+        wallet: Vol::new(9).wallet,
+    };
+    assert!(
+        same_connection.lease(&storage).await?.is_none(),
+        "a connection gets one replica, whatever wallet it names"
+    );
+    let lb = b.lease(&storage).await?.expect("second replica").lease;
+    assert!(c.lease(&storage).await?.is_none(), "two replicas are out");
     assert_eq!(
-        storage.release_lease(orphaned, a).await?,
+        a.answer(&storage, la, b"right", None).await?,
+        Recorded::Pending { job: j.id }
+    );
+    // Disagreement: a third replica is wanted.
+    assert_eq!(
+        b.answer(&storage, lb, b"wrong", None).await?,
+        Recorded::Pending { job: j.id }
+    );
+    let lc = c.lease(&storage).await?.expect("tie-breaker").lease;
+    assert_eq!(
+        c.answer(&storage, lc, b"right", None).await?,
+        Recorded::Valid {
+            job: j.id,
+            job_complete: true
+        }
+    );
+    assert_eq!(storage.unit_outputs(j.id).await?, vec![b"right".to_vec()]);
+    let rel = |v: Vol| {
+        let storage = storage.clone();
+        async move {
+            let w = storage.wallet(&v.wallet).await?.expect("wallet");
+            anyhow::Ok((w.reliability.valid, w.reliability.invalid))
+        }
+    };
+    assert_eq!(rel(a).await?, (1, 0));
+    assert_eq!(rel(b).await?, (0, 1));
+    assert_eq!(rel(c).await?, (1, 0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn lost_leases_are_requeued_and_a_late_result_still_counts() -> anyhow::Result<()> {
+    let storage = Storage::open(&temp_dir("requeue")).await?;
+    let j = job(2, 1);
+    storage.insert_job(&j).await?;
+    let (a, b) = (Vol::new(1), Vol::new(2));
+    let expired = storage
+        .lease_work(&a.request(1_000), |_, q| q)
+        .await?
+        .expect("unit")
+        .lease;
+    let orphaned = b.lease(&storage).await?.expect("unit").lease;
+    assert_eq!(
+        storage.release_lease(orphaned, a.peer).await?,
         None,
         "only the holder can hand a lease back"
     );
     assert_eq!(storage.expire_leases(2_000).await?, 1);
-    assert_eq!(storage.release_peer(b).await?, 1);
-    // Results on void leases count for nothing.
+    assert_eq!(storage.release_peer(b.peer).await?, 1);
+    // Both units are back in the queue...
+    let c = Vol::new(3);
+    let again = c.lease(&storage).await?.expect("requeued");
+    // ...but the expired lease's result arrives first and is right: it settles the unit,
+    // and the reissued lease's answer is then stale.
+    assert!(matches!(
+        a.answer(&storage, expired, b"late", None).await?,
+        Recorded::Valid { .. }
+    ));
+    assert!(matches!(
+        c.answer(&storage, again.lease, b"late", None).await?,
+        Recorded::Stale(_)
+    ));
     assert_eq!(
-        storage.complete_lease(expired, a, b"late").await?,
-        Completion::Stale
+        storage.job(j.id).await?.expect("job").progress.units_done,
+        1
     );
-    assert_eq!(
-        storage.complete_lease(orphaned, b, b"late").await?,
-        Completion::Stale
-    );
-    // Both units can be leased again.
-    assert!(storage
-        .lease_next(a, lease(), LeaseTerms::until(i64::MAX))
-        .await?
-        .is_some());
-    assert!(storage
-        .lease_next(a, lease(), LeaseTerms::until(i64::MAX))
-        .await?
-        .is_some());
-    let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
 
 #[tokio::test]
-async fn a_reopened_database_keeps_accepted_results_and_voids_leases() -> anyhow::Result<()> {
+async fn known_answer_leases_catch_a_lying_wallet_which_ends_quarantined() -> anyhow::Result<()> {
+    let storage = Storage::open(&temp_dir("canary")).await?;
+    let j = job(5, 1);
+    storage.insert_job(&j).await?;
+    let honest = Vol::new(1);
+    for i in 0..5u8 {
+        let l = honest.lease(&storage).await?.expect("unit").lease;
+        honest.answer(&storage, l, &[i], None).await?;
+    }
+    let liar = Vol::new(2);
+    for round in 0..3 {
+        let canary = storage
+            .lease_canary(&liar.request(i64::MAX), 0.5)
+            .await?
+            .expect("a settled unit the liar never saw");
+        assert!(canary.canary);
+        assert_eq!(
+            liar.answer(&storage, canary.lease, b"lie", None).await?,
+            Recorded::Canary { passed: false },
+            "round {round}"
+        );
+    }
+    let record = storage.wallet(&liar.wallet).await?.expect("wallet");
+    assert_eq!(record.reliability.invalid, 3);
+    assert!(record.quarantined, "{record:?}");
+    // An honest wallet passes its known-answer test.
+    let newcomer = Vol::new(3);
+    let canary = storage
+        .lease_canary(&newcomer.request(i64::MAX), 0.0)
+        .await?
+        .expect("canary");
+    let known = storage.unit_outputs(j.id).await?;
+    let idx: usize = serde_json::from_str::<serde_json::Value>(&canary.unit_params)?["i"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    assert_eq!(
+        newcomer
+            .answer(&storage, canary.lease, &known[idx], None)
+            .await?,
+        Recorded::Canary { passed: true }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reopened_database_keeps_settled_units_and_voids_leases() -> anyhow::Result<()> {
     let dir = temp_dir("reopen");
-    let j = job(3);
-    let peer = PeerId::new();
-    let held = lease();
+    let j = job(3, 1);
+    let v = Vol::new(1);
+    let held;
     {
         let storage = Storage::open(&dir).await?;
         storage.insert_job(&j).await?;
-        let done = lease();
-        storage
-            .lease_next(peer, done, LeaseTerms::until(i64::MAX))
-            .await?
-            .expect("unit");
-        storage.complete_lease(done, peer, b"kept").await?;
-        storage
-            .lease_next(peer, held, LeaseTerms::until(i64::MAX))
-            .await?
-            .expect("unit");
+        let done = v.lease(&storage).await?.expect("unit").lease;
+        v.answer(&storage, done, b"kept", None).await?;
+        held = v.lease(&storage).await?.expect("unit").lease;
     }
     let storage = Storage::open(&dir).await?;
     assert_eq!(storage.recover_leases().await?, 1);
@@ -186,10 +325,174 @@ async fn a_reopened_database_keeps_accepted_results_and_voids_leases() -> anyhow
         (record.progress.units_done, record.progress.units_leased),
         (1, 0)
     );
-    assert_eq!(
-        storage.complete_lease(held, peer, b"stale").await?,
-        Completion::Stale
-    );
-    let _ = std::fs::remove_dir_all(dir);
+    let units = storage.audit_units(j.id).await?;
+    assert_eq!(units[0].output, Some(b"kept".to_vec()));
+    assert_eq!(units[0].valid_outputs, vec![b"kept".to_vec()]);
+    // The lease was voided, but its unit is still open: a signed result that turns up
+    // now still counts (a relay restart loses no work that reaches it).
+    assert!(matches!(
+        v.answer(&storage, held, b"late", None).await?,
+        Recorded::Valid { .. }
+    ));
     Ok(())
+}
+
+/// One step of the property test.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Volunteer `v` asks for work.
+    Lease(usize),
+    /// Volunteer `v` answers its oldest held lease (honestly unless it is a cheater).
+    Answer(usize),
+    /// Volunteer `v` answers its oldest held lease twice.
+    Duplicate(usize),
+    /// Volunteer `v` disconnects.
+    Leave(usize),
+    /// Every lease expires.
+    Expire,
+    /// The relay restarts.
+    Restart,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0..5usize).prop_map(Step::Lease),
+        4 => (0..5usize).prop_map(Step::Answer),
+        1 => (0..5usize).prop_map(Step::Duplicate),
+        1 => (0..5usize).prop_map(Step::Leave),
+        1 => Just(Step::Expire),
+        1 => Just(Step::Restart),
+    ]
+}
+
+/// Invariants checked after every step.
+async fn check(storage: &Storage, job: JobId, quorum: usize) -> anyhow::Result<()> {
+    let audit = storage.audit_units(job).await?;
+    let done = audit.iter().filter(|u| u.done).count();
+    let record = storage.job(job).await?.expect("job");
+    anyhow::ensure!(
+        record.progress.units_done as usize == done,
+        "units_done drifted"
+    );
+    for unit in &audit {
+        let mut wallets = unit.result_wallets.clone();
+        wallets.sort();
+        wallets.dedup();
+        anyhow::ensure!(
+            wallets.len() == unit.result_wallets.len(),
+            "one wallet answered unit {} twice",
+            unit.idx
+        );
+        if unit.done {
+            anyhow::ensure!(
+                unit.valid_outputs.len() >= quorum,
+                "unit {} settled with {} valid results",
+                unit.idx,
+                unit.valid_outputs.len()
+            );
+            anyhow::ensure!(
+                unit.valid_outputs
+                    .iter()
+                    .all(|o| Some(o) == unit.output.as_ref()),
+                "unit {} settled on an output its valid results do not share",
+                unit.idx
+            );
+        } else {
+            anyhow::ensure!(
+                unit.valid_outputs.is_empty(),
+                "open unit with valid results"
+            );
+        }
+        anyhow::ensure!(unit.active_leases <= 5, "unit {} over-leased", unit.idx);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random interleavings of leases, honest and wrong answers, duplicates, departures,
+    /// expiries and restarts never settle a unit without a quorum of agreeing results
+    /// from distinct wallets, never count a unit twice, and with one cheater among five
+    /// wallets never settle on a wrong output; after the chaos, honest volunteers finish
+    /// the job with the right outputs.
+    #[test]
+    fn random_event_orders_keep_the_state_machine_legal(
+        steps in proptest::collection::vec(step(), 1..60),
+        quorum in 1u32..=2,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async move {
+            let dir = temp_dir("prop");
+            let j = job(4, quorum);
+            let mut storage = Storage::open(&dir).await?;
+            storage.insert_job(&j).await?;
+            // Volunteer 0 cheats: it answers every unit wrongly.
+            let mut vols: Vec<Vol> = (0..5).map(|i| Vol::new(i as u8 + 1)).collect();
+            let mut held: Vec<Vec<(LeaseId, String)>> = vec![Vec::new(); 5];
+            let answer_for = |v: usize, params: &str| -> Vec<u8> {
+                let mut out = params.as_bytes().to_vec();
+                if v == 0 && quorum >= 2 {
+                    out.push(b'!');
+                }
+                out
+            };
+            for s in steps {
+                match s {
+                    Step::Lease(v) => {
+                        if let Some(l) = vols[v].lease(&storage).await? {
+                            held[v].push((l.lease, l.unit_params));
+                        }
+                    }
+                    Step::Answer(v) | Step::Duplicate(v) => {
+                        if !held[v].is_empty() {
+                            let (lease, params) = held[v].remove(0);
+                            let out = answer_for(v, &params);
+                            vols[v].answer(&storage, lease, &out, None).await?;
+                            if matches!(s, Step::Duplicate(_)) {
+                                let again = vols[v].answer(&storage, lease, &out, None).await?;
+                                anyhow::ensure!(matches!(again, Recorded::Stale(_)), "{again:?}");
+                            }
+                        }
+                    }
+                    Step::Leave(v) => {
+                        storage.release_peer(vols[v].peer).await?;
+                        held[v].clear();
+                        vols[v].peer = PeerId::new();
+                    }
+                    Step::Expire => {
+                        storage.expire_leases(i64::MAX).await?;
+                    }
+                    Step::Restart => {
+                        drop(storage);
+                        storage = Storage::open(&dir).await?;
+                        storage.recover_leases().await?;
+                        for (v, h) in held.iter_mut().enumerate() {
+                            h.clear();
+                            vols[v].peer = PeerId::new();
+                        }
+                    }
+                }
+                check(&storage, j.id, quorum as usize).await?;
+            }
+            // Leases still held run out, and honest volunteers 1-4 finish the job.
+            storage.expire_leases(i64::MAX).await?;
+            for _ in 0..40 {
+                for (v, vol) in vols.iter().enumerate().skip(1) {
+                    if let Some(l) = vol.lease(&storage).await? {
+                        let out = answer_for(v, &l.unit_params);
+                        vol.answer(&storage, l.lease, &out, None).await?;
+                    }
+                }
+            }
+            check(&storage, j.id, quorum as usize).await?;
+            let record = storage.job(j.id).await?.expect("job");
+            anyhow::ensure!(record.progress.units_done == 4, "job did not finish: {record:?}");
+            for (i, out) in storage.unit_outputs(j.id).await?.iter().enumerate() {
+                anyhow::ensure!(out == &format!("{{\"i\":{i}}}").into_bytes(), "unit {i} wrong");
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            anyhow::Ok(())
+        }).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
 }

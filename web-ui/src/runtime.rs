@@ -2,8 +2,9 @@
 //! from components. Browser objects are single-threaded, so they live in thread-locals
 //! and components only hold signals.
 
+use starling_client::platform::keystore;
 use starling_client::platform::web::WebTransport;
-use starling_client::{Engine, Event};
+use starling_client::{Engine, Event, Profile};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -50,17 +51,15 @@ pub async fn start(on_event: impl FnMut(Event)) -> Result<(), String> {
         .ok_or_else(|| "the device is still being detected".to_owned())?;
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
     STOP.with(|s| *s.borrow_mut() = Some(stop_tx));
+    let profile = Profile {
+        client: format!("browser/{}", env!("CARGO_PKG_VERSION")),
+        wallet: keystore::load_or_create().map_err(|e| e.to_string())?,
+        site: None,
+    };
     let mut transport = WebTransport::connect("").await.map_err(|e| e.to_string())?;
-    starling_client::run(
-        &mut transport,
-        &engine,
-        &format!("browser/{}", env!("CARGO_PKG_VERSION")),
-        now_ms,
-        on_event,
-        async {
-            let _ = stop_rx.await;
-        },
-    )
+    starling_client::run(&mut transport, &engine, &profile, now_ms, on_event, async {
+        let _ = stop_rx.await;
+    })
     .await
     .map_err(|e| e.to_string())
 }

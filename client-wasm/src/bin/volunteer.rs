@@ -12,10 +12,13 @@ async fn main() -> anyhow::Result<()> {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
+    use anyhow::Context;
     use clap::Parser;
     use starling_client::platform::fault::{Fault, FaultyTransport};
     use starling_client::platform::native::NativeTransport;
-    use starling_client::{Engine, Event, Transport, VolunteerError};
+    use starling_client::{Engine, Event, Profile, Transport, VolunteerError};
+    use starling_protocol::{WalletAddress, WalletKey};
+    use std::path::Path;
     use std::time::{Duration, Instant};
 
     /// A headless Starling volunteer.
@@ -28,6 +31,10 @@ mod native {
         /// Use the CPU reference even when a GPU adapter exists.
         #[arg(long)]
         cpu: bool,
+        /// The wallet's secret key file (64 hex characters), created if missing. Without
+        /// it the volunteer makes a throwaway wallet for this run.
+        #[arg(long, env = "STARLING_KEY_FILE")]
+        key_file: Option<std::path::PathBuf>,
         /// TEST ONLY: misbehave on results (wrong output, disconnect, stall past the
         /// lease, send twice), to exercise the relay's defences.
         #[arg(long, value_enum)]
@@ -61,8 +68,21 @@ mod native {
         if let Some(why) = engine.gpu_error() {
             tracing::info!("no GPU, using the CPU reference: {why}");
         }
+        let wallet = match &cli.key_file {
+            Some(path) => load_or_create_key(path)?,
+            None => {
+                let key = WalletKey::from_seed(rand::random());
+                tracing::warn!("no --key-file: credit goes to a throwaway wallet");
+                key
+            }
+        };
+        tracing::info!(wallet = %wallet.address(), "wallet ready");
         let clock = Instant::now();
-        let client = format!("native/{}", env!("CARGO_PKG_VERSION"));
+        let profile = Profile {
+            client: format!("native/{}", env!("CARGO_PKG_VERSION")),
+            wallet: wallet.clone(),
+            site: None::<WalletAddress>,
+        };
         let mut backoff = Duration::from_millis(250);
         loop {
             let outcome = tokio::select! {
@@ -75,7 +95,7 @@ mod native {
                     let result = match cli.fault {
                         None => {
                             let mut transport = transport;
-                            let result = serve(&mut transport, &engine, &client, clock).await;
+                            let result = serve(&mut transport, &engine, &profile, clock).await;
                             transport.close().await;
                             result
                         }
@@ -87,9 +107,14 @@ mod native {
                             );
                             let seed =
                                 u64::from(std::process::id()) ^ clock.elapsed().as_nanos() as u64;
-                            let mut faulty =
-                                FaultyTransport::new(transport, fault, cli.fault_rate, seed);
-                            let result = serve(&mut faulty, &engine, &client, clock).await;
+                            let mut faulty = FaultyTransport::new(
+                                transport,
+                                fault,
+                                cli.fault_rate,
+                                seed,
+                                wallet.clone(),
+                            );
+                            let result = serve(&mut faulty, &engine, &profile, clock).await;
                             faulty.into_inner().close().await;
                             result
                         }
@@ -106,17 +131,42 @@ mod native {
         }
     }
 
+    /// Reads the wallet key at `path`, or makes one and writes it there (owner-only).
+    fn load_or_create_key(path: &Path) -> anyhow::Result<WalletKey> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => WalletKey::from_hex(&text)
+                .with_context(|| format!("reading the wallet key {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = WalletKey::from_seed(rand::random());
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options
+                    .open(path)
+                    .with_context(|| format!("creating the wallet key {}", path.display()))?;
+                std::io::Write::write_all(&mut file, format!("{}\n", key.to_hex()).as_bytes())?;
+                tracing::info!(path = %path.display(), "created a new wallet key; back it up");
+                Ok(key)
+            }
+            Err(e) => Err(e).with_context(|| format!("reading the wallet key {}", path.display())),
+        }
+    }
+
     /// One connection's work loop, until Ctrl-C (`Ok`) or the connection fails.
     async fn serve<T: Transport>(
         transport: &mut T,
         engine: &Engine,
-        client: &str,
+        profile: &Profile,
         clock: Instant,
     ) -> Result<(), VolunteerError> {
         starling_client::run(
             transport,
             engine,
-            client,
+            profile,
             || clock.elapsed().as_secs_f64() * 1000.0,
             log_event,
             async {

@@ -7,7 +7,7 @@
 //! `rate`, corrupts it, drops the connection, holds it past its lease, or sends it twice.
 
 use crate::{Transport, TransportError};
-use starling_protocol::{encode_frames, LeaseId, Reassembler, ToRelay, ToVolunteer};
+use starling_protocol::{encode_frames, LeaseId, Reassembler, ToRelay, ToVolunteer, WalletKey};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,7 +18,8 @@ const MAX_MESSAGE: usize = 512 * 1024 * 1024;
 /// How a faulty volunteer misbehaves on a picked result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fault {
-    /// A plausible but wrong output: one element scaled by 1.5 (or bumped by one).
+    /// A plausible but wrong output: one element scaled by 1.5 (or bumped by one),
+    /// properly signed, as a cheating wallet would send it.
     Wrong,
     /// Disconnect instead of answering, leaving the lease held.
     Drop,
@@ -38,12 +39,14 @@ pub struct FaultyTransport<T> {
     outgoing: RefCell<Reassembler>,
     incoming: Reassembler,
     deadlines: RefCell<HashMap<LeaseId, Instant>>,
+    wallet: WalletKey,
 }
 
 impl<T: Transport> FaultyTransport<T> {
     /// Wraps `inner`; the first result is always mishandled (so a test can rely on seeing
-    /// the fault), each later one with probability `rate` (0 to 1).
-    pub fn new(inner: T, fault: Fault, rate: f64, seed: u64) -> Self {
+    /// the fault), each later one with probability `rate` (0 to 1). `wallet` re-signs
+    /// corrupted outputs.
+    pub fn new(inner: T, fault: Fault, rate: f64, seed: u64, wallet: WalletKey) -> Self {
         Self {
             inner,
             fault,
@@ -53,6 +56,7 @@ impl<T: Transport> FaultyTransport<T> {
             outgoing: RefCell::new(Reassembler::new(MAX_MESSAGE)),
             incoming: Reassembler::new(MAX_MESSAGE),
             deadlines: RefCell::new(HashMap::new()),
+            wallet,
         }
     }
 
@@ -152,8 +156,12 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         match self.fault {
             Fault::Wrong => {
                 let mut message = message;
-                if let ToRelay::Result { output, .. } = &mut message {
+                if let ToRelay::Result {
+                    output, signature, ..
+                } = &mut message
+                {
                     corrupt(output, || self.roll());
+                    *signature = self.wallet.sign_result(lease, output);
                 }
                 self.send_message(&message).await
             }

@@ -27,6 +27,19 @@ pub struct SubmitJob {
     /// take none (`render`, `montecarlo`).
     #[serde(default)]
     pub input: BTreeMap<String, String>,
+    /// How units are verified; the relay's default when absent.
+    #[serde(default)]
+    pub verification: Option<Verification>,
+}
+
+/// A job's verification settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verification {
+    /// Agreeing results from distinct wallets each unit needs, 1 to 5. With 1, a single
+    /// result stands once it passes the kernel's checks: cheaper, and only as safe as
+    /// those checks (and the known-answer tests that catch lying wallets).
+    pub quorum: u32,
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
@@ -62,7 +75,12 @@ pub async fn submit(
     }
     let id = state
         .scheduler
-        .submit(&request.kernel, request.params, &inputs)
+        .submit(
+            &request.kernel,
+            request.params,
+            &inputs,
+            request.verification.map(|v| v.quorum),
+        )
         .await?;
     let record = state
         .scheduler

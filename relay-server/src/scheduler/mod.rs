@@ -5,10 +5,12 @@
 pub mod session;
 
 use crate::storage::{
-    Completion, CurrentLease, LeaseTerms, LeasedUnit, NewJob, PeerId, Storage, StorageError,
+    LeaseContext, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Recorded, ReturnedResult,
+    Storage, StorageError,
 };
+use crate::validation::quorum::Policy;
 use starling_kernels::{Catalog, KernelError, NamedInputs};
-use starling_protocol::{Assignment, JobId, LeaseId};
+use starling_protocol::{Assignment, JobId, LeaseId, Signature, WalletAddress};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,8 +25,18 @@ pub struct SchedulerConfig {
     pub lease: Duration,
     /// Longest lease: a unit is reissued after this even on a very slow volunteer.
     pub max_lease: Duration,
-    /// Leases of one unit before its job fails instead of looping.
+    /// Lost leases and wrong results one unit may see before its job fails instead of
+    /// looping.
     pub max_attempts: i64,
+    /// Agreeing results from distinct wallets a job's units need unless the job says.
+    pub default_quorum: u32,
+    /// Results one unit may collect without a quorum before its job fails.
+    pub max_results: u32,
+    /// Fraction of leases that are known-answer tests (settled units handed out again).
+    pub canary_rate: f64,
+    /// Fraction of a trusted wallet's units still replicated when the kernel has no spot
+    /// check to stand in for a replica.
+    pub audit_rate: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -34,8 +46,23 @@ impl Default for SchedulerConfig {
             lease: Duration::from_secs(10),
             max_lease: Duration::from_secs(600),
             max_attempts: 8,
+            default_quorum: Policy::DEFAULT.quorum,
+            max_results: Policy::DEFAULT.max_results,
+            canary_rate: 0.02,
+            audit_rate: 0.1,
         }
     }
+}
+
+/// Why a volunteer gets no work.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Its wallet returned too many wrong results.
+    #[error("wallet {0} is quarantined after repeated wrong results")]
+    Quarantined(WalletAddress),
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 /// Why a job submission was refused.
@@ -44,6 +71,9 @@ pub enum SubmitError {
     /// The kernel refused the parameters or inputs.
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    /// The verification settings are out of range.
+    #[error("quorum must be between 1 and 5, got {0}")]
+    Quorum(u32),
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -128,12 +158,19 @@ impl Scheduler {
     }
 
     /// Validates, splits and stores a job, then wakes idle volunteers.
+    /// `quorum` overrides the default number of agreeing results per unit (1 trusts
+    /// every single result that passes the kernel's checks).
     pub async fn submit(
         &self,
         kernel: &str,
         params: serde_json::Value,
         inputs: &NamedInputs,
+        quorum: Option<u32>,
     ) -> Result<JobId, SubmitError> {
+        let quorum = quorum.unwrap_or(self.config.default_quorum);
+        if !(1..=5).contains(&quorum) {
+            return Err(SubmitError::Quorum(quorum));
+        }
         let plan = self
             .catalog
             .get(kernel)?
@@ -148,6 +185,7 @@ impl Scheduler {
                 units: plan.units,
                 unit_flops: plan.unit_flops,
                 flops: plan.flops,
+                quorum,
             })
             .await?;
         self.work.notify_waiters();
@@ -171,25 +209,63 @@ impl Scheduler {
         Ok(input)
     }
 
-    /// Leases the next queued unit to `peer`, whose measured speed is `speed`. The lease
-    /// lasts four times what that speed predicts for the unit, plus two seconds, within
-    /// the configured bounds: long enough for an honest volunteer having a slow moment,
-    /// short enough that a vanished one holds up its job for seconds, not minutes.
+    /// Leases the next unit to `peer` and its `wallet`, whose measured speed is `speed`.
+    /// The lease lasts four times what that speed predicts for the unit, plus two
+    /// seconds, within the configured bounds: long enough for an honest volunteer having
+    /// a slow moment, short enough that a vanished one holds up its job for seconds, not
+    /// minutes. A fraction of leases are known-answer tests, built exactly like real ones.
     pub async fn next_assignment(
         &self,
         peer: PeerId,
+        wallet: WalletAddress,
         speed: Speed,
-    ) -> Result<Option<(Assignment, u64)>, StorageError> {
-        let lease = LeaseId::from_uuid(uuid::Uuid::new_v4());
+    ) -> Result<Option<(Assignment, u64)>, LeaseError> {
+        let record = self.storage.touch_wallet(&wallet).await?;
+        if record.quarantined {
+            return Err(LeaseError::Quarantined(wallet));
+        }
+        let trusted = record.reliability.trusted();
         let now = crate::storage::now_ms();
-        let terms = LeaseTerms {
-            start_ms: now,
-            min_ms: self.config.lease.as_millis() as i64,
-            max_ms: self.config.max_lease.as_millis() as i64,
-            slack_ms: 2_000,
-            ms_per_flop: 4.0 * 1e3 / speed.flops_per_s(),
+        let request = LeaseRequest {
+            peer,
+            wallet,
+            lease: LeaseId::from_uuid(uuid::Uuid::new_v4()),
+            terms: LeaseTerms {
+                start_ms: now,
+                min_ms: self.config.lease.as_millis() as i64,
+                max_ms: self.config.max_lease.as_millis() as i64,
+                slack_ms: 2_000,
+                ms_per_flop: 4.0 * 1e3 / speed.flops_per_s(),
+            },
         };
-        let Some(leased) = self.storage.lease_next(peer, lease, terms).await? else {
+        let (roll, pick, audit) = {
+            let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
+            let unit = |x: u64| (x >> 11) as f64 / (1u64 << 53) as f64;
+            (unit(a), unit(b), unit(a.rotate_left(32) ^ b))
+        };
+        let mut leased = None;
+        if roll < self.config.canary_rate {
+            leased = self.storage.lease_canary(&request, pick).await?;
+        }
+        if leased.is_none() {
+            let catalog = self.catalog.clone();
+            let audit_rate = self.config.audit_rate;
+            // BOINC's adaptive replication: a trusted wallet's unit needs one result when
+            // the kernel's spot check stands in for the replica (or, without one, most of
+            // the time); everyone else's needs the job's quorum.
+            let quorum_for = move |kernel: &str, job_quorum: u32| {
+                let checkable = catalog
+                    .info(kernel)
+                    .is_ok_and(|info| info.spot_check.is_some());
+                if trusted && (checkable || audit >= audit_rate) {
+                    1
+                } else {
+                    job_quorum
+                }
+            };
+            leased = self.storage.lease_work(&request, quorum_for).await?;
+        }
+        let Some(leased) = leased else {
             return Ok(None);
         };
         let LeasedUnit {
@@ -199,6 +275,8 @@ impl Scheduler {
             unit_params,
             flops,
             deadline_ms,
+            lease,
+            canary,
             ..
         } = leased;
         let input = self.job_input(job).await?;
@@ -208,7 +286,7 @@ impl Scheduler {
             .and_then(|k| k.unit_input(&job_params, &input, &unit_params));
         match unit_input {
             Ok(unit_input) => {
-                tracing::debug!(%job, %lease, %peer, "unit leased");
+                tracing::debug!(%job, %lease, %peer, canary, "unit leased");
                 let assignment = Assignment {
                     lease,
                     kernel,
@@ -229,78 +307,131 @@ impl Scheduler {
         }
     }
 
-    /// Takes a volunteer's result for `lease`.
+    /// Takes a result for `lease` from `wallet`, whose key signed it. A result checks
+    /// out when its signature matches, its shape is right and the kernel's spot check (if
+    /// any) passes; then it counts towards its unit's quorum. Results for leases that
+    /// expired count too, as long as the unit is still open.
     pub async fn accept_result(
         &self,
         peer: PeerId,
+        wallet: WalletAddress,
         lease: LeaseId,
         output: &[u8],
+        signature: &Signature,
     ) -> Result<Verdict, StorageError> {
-        let Some(current) = self.storage.leased_unit(lease, peer).await? else {
+        if wallet.verify_result(lease, output, signature).is_err() {
+            // The connection's own wallet did not sign this: a broken or forging client.
+            self.abandon(peer, lease, "forged result signature").await?;
             return Ok(Verdict::Rejected(
-                "lease is not current (expired, reissued or already answered)".into(),
+                "the result's signature does not match this volunteer's wallet".into(),
             ));
-        };
-        let shape = self
-            .catalog
-            .get(&current.kernel)
-            .and_then(|k| k.check_output(&current.unit_params, output));
-        let refusal = match shape {
-            Err(e) => Some(e.to_string()),
-            Ok(()) => self.spot_check(&current, output).await?,
-        };
-        if let Some(why) = refusal {
-            tracing::warn!(%peer, %lease, kernel = current.kernel, "result refused: {why}");
-            self.storage.release_lease(lease, peer).await?;
-            self.fail_stuck_jobs().await?;
-            self.work.notify_waiters();
-            return Ok(Verdict::Rejected(why));
         }
-        match self.storage.complete_lease(lease, peer, output).await? {
-            Completion::Stale => Ok(Verdict::Rejected("lease is not current".into())),
-            Completion::Accepted { .. } => Ok(Verdict::Accepted),
-            Completion::JobComplete { job } => {
-                self.merge(job).await?;
-                Ok(Verdict::Accepted)
+        let Some(context) = self.storage.lease_context(lease).await? else {
+            return Ok(Verdict::Rejected("no such lease".into()));
+        };
+        if context.wallet != wallet.to_string() {
+            return Ok(Verdict::Rejected(
+                "the lease was issued to another wallet".into(),
+            ));
+        }
+        let kernel = match self.catalog.get(&context.kernel) {
+            Ok(kernel) => kernel,
+            Err(e) => return Ok(Verdict::Rejected(e.to_string())),
+        };
+        let spot_check = match kernel.check_output(&context.unit_params, output) {
+            // A malformed output is as wrong as a wrong one.
+            Err(_) => Some(false),
+            Ok(()) => self.spot_check(&context, output).await?,
+        };
+        let unit_params = context.unit_params.clone();
+        let agree =
+            move |a: &[u8], b: &[u8]| kernel.outputs_agree(&unit_params, a, b).unwrap_or(false);
+        let recorded = self
+            .storage
+            .record_result(
+                ReturnedResult {
+                    lease,
+                    wallet,
+                    output,
+                    spot_check,
+                },
+                self.config.max_results,
+                &agree,
+            )
+            .await?;
+        tracing::debug!(%peer, %lease, ?recorded, "result recorded");
+        Ok(match recorded {
+            Recorded::Stale(why) => Verdict::Rejected(why.into()),
+            Recorded::Pending { .. } => {
+                // Replicas that disagreed put the unit back in the queue.
+                self.work.notify_waiters();
+                Verdict::Accepted
             }
-        }
+            Recorded::Canary { passed: true } => Verdict::Accepted,
+            Recorded::Valid { job, job_complete } => {
+                if job_complete {
+                    self.merge(job).await?;
+                }
+                Verdict::Accepted
+            }
+            Recorded::Invalid { job, reason } => {
+                tracing::warn!(%peer, %wallet, %lease, %job, "result refused: {reason}");
+                self.fail_stuck_jobs().await?;
+                self.work.notify_waiters();
+                Verdict::Rejected(reason.into())
+            }
+            Recorded::Canary { passed: false } => {
+                tracing::warn!(%peer, %wallet, %lease, "known-answer test failed");
+                Verdict::Rejected("the result is wrong".into())
+            }
+            Recorded::JobFailed { job, reason } => {
+                tracing::warn!(%job, "{reason}");
+                Verdict::Rejected(reason)
+            }
+        })
     }
 
     /// Runs the kernel's cheap check of one result (Freivalds' for matmul) where it has
-    /// one, with a challenge the volunteer cannot predict; `Some(why)` if it fails.
+    /// one, with a challenge the volunteer cannot predict: `Some(passed)`, or `None`
+    /// where the kernel has no check.
     ///
-    /// Until replication and quorum land, every result of such a kernel is checked, off
-    /// the async threads: for a matmul unit it costs 8 (rows k + k n + rows n)
-    /// multiply-adds against the unit's 2 rows k n.
+    /// It runs on every result of such a kernel, off the async threads: for a matmul
+    /// unit it costs 8 (rows k + k n + rows n) multiply-adds against the unit's
+    /// 2 rows k n, and it catches a wrong result before any replica is spent on it.
     async fn spot_check(
         &self,
-        current: &CurrentLease,
+        context: &LeaseContext,
         output: &[u8],
-    ) -> Result<Option<String>, StorageError> {
+    ) -> Result<Option<bool>, StorageError> {
         let has_check = self
             .catalog
-            .info(&current.kernel)
+            .info(&context.kernel)
             .is_ok_and(|info| info.spot_check.is_some());
         if !has_check {
             return Ok(None);
         }
-        let input = self.job_input(current.job).await?;
+        let input = self.job_input(context.job).await?;
         let catalog = self.catalog.clone();
-        let current = current.clone();
+        let context = context.clone();
         let output = output.to_vec();
         let seed = uuid::Uuid::new_v4().as_u64_pair().0;
         let verdict = tokio::task::spawn_blocking(move || {
-            let kernel = catalog.get(&current.kernel)?;
+            let kernel = catalog.get(&context.kernel)?;
             let unit_input =
-                kernel.unit_input(&current.job_params, &input, &current.unit_params)?;
-            kernel.spot_check(&current.unit_params, &unit_input, &output, seed)
+                kernel.unit_input(&context.job_params, &input, &context.unit_params)?;
+            kernel.spot_check(&context.unit_params, &unit_input, &output, seed)
         })
         .await;
         Ok(match verdict {
-            Ok(Ok(Some(false))) => Some("the result failed the kernel's spot check".into()),
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(format!("the result could not be checked: {e}")),
-            Err(e) => Some(format!("the check did not finish: {e}")),
+            Ok(Ok(passed)) => passed,
+            Ok(Err(e)) => {
+                tracing::warn!("a result could not be checked: {e}");
+                Some(false)
+            }
+            Err(e) => {
+                tracing::error!("a spot check did not finish: {e}");
+                Some(false)
+            }
         })
     }
 

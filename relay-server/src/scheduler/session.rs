@@ -1,6 +1,6 @@
 //! One volunteer's data channel: hello, then a loop of assignments and results.
 
-use super::{Scheduler, Speed, Verdict};
+use super::{LeaseError, Scheduler, Speed, Verdict};
 use crate::storage::PeerId;
 use starling_peer::{PeerLink, PeerSender};
 use starling_protocol::{
@@ -24,6 +24,15 @@ enum SessionError {
     Protocol(String),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+}
+
+impl From<LeaseError> for SessionError {
+    fn from(e: LeaseError) -> Self {
+        match e {
+            LeaseError::Quarantined(_) => Self::Protocol(e.to_string()),
+            LeaseError::Storage(e) => Self::Storage(e),
+        }
+    }
 }
 
 async fn send(tx: &PeerSender, msg: &ToVolunteer) -> Result<(), SessionError> {
@@ -87,13 +96,21 @@ async fn run(
     let hello = tokio::time::timeout(HELLO_TIMEOUT, next_message(link, &mut reassembler))
         .await
         .map_err(|_| SessionError::Protocol("no hello within 10 s".into()))??;
-    match hello {
+    let wallet = match hello {
         ToRelay::Hello {
             version,
             client,
             device,
+            wallet,
+            site,
         } if version == PROTOCOL_VERSION => {
-            tracing::info!(%peer, client, adapter = device.adapter, backend = device.backend, "volunteer joined");
+            tracing::info!(%peer, %wallet, ?site, client, adapter = device.adapter, backend = device.backend, "volunteer joined");
+            if scheduler.storage.touch_wallet(&wallet).await?.quarantined {
+                return Err(SessionError::Protocol(
+                    LeaseError::Quarantined(wallet).to_string(),
+                ));
+            }
+            wallet
         }
         ToRelay::Hello { version, .. } => {
             return Err(SessionError::Protocol(format!(
@@ -105,7 +122,7 @@ async fn run(
                 "expected hello, got {other:?}"
             )))
         }
-    }
+    };
     send(
         tx,
         &ToVolunteer::Welcome {
@@ -124,7 +141,7 @@ async fn run(
         // Register for wake-ups before looking, so work submitted in between is not missed.
         work.as_mut().enable();
         while wanted > 0 {
-            match scheduler.next_assignment(peer, speed).await? {
+            match scheduler.next_assignment(peer, wallet, speed).await? {
                 Some((assignment, flops)) => {
                     let lease = assignment.lease;
                     send(tx, &ToVolunteer::Assign(assignment)).await?;
@@ -145,11 +162,14 @@ async fn run(
                 lease,
                 output,
                 elapsed_ms,
+                signature,
             } => {
                 if let Some((sent, flops)) = in_flight.remove(&lease) {
                     speed = speed.observe(flops, sent.elapsed());
                 }
-                let verdict = scheduler.accept_result(peer, lease, &output).await?;
+                let verdict = scheduler
+                    .accept_result(peer, wallet, lease, &output, &signature)
+                    .await?;
                 tracing::debug!(%peer, %lease, elapsed_ms, ?verdict, "result");
                 let (accepted, detail) = match verdict {
                     Verdict::Accepted => (true, String::new()),

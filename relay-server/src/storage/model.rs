@@ -102,11 +102,13 @@ pub struct NewJob {
     pub unit_flops: Vec<u64>,
     /// Total FLOPs.
     pub flops: u64,
+    /// Agreeing results from distinct wallets each unit needs (1 to 5).
+    pub quorum: u32,
 }
 
-/// A lease that is current, with what is needed to check its result.
+/// What a lease was for, with what is needed to check a result for it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CurrentLease {
+pub struct LeaseContext {
     /// The unit's job.
     pub job: JobId,
     /// Kernel id.
@@ -115,6 +117,8 @@ pub struct CurrentLease {
     pub job_params: serde_json::Value,
     /// The unit's parameters (JSON text).
     pub unit_params: String,
+    /// The wallet the lease was issued to.
+    pub wallet: String,
 }
 
 /// A job as the API shows it.
@@ -132,6 +136,8 @@ pub struct JobRecord {
     pub progress: Progress,
     /// Total FLOPs.
     pub flops: u64,
+    /// Agreeing results from distinct wallets each unit needs.
+    pub quorum: u32,
     /// Why the job failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -166,6 +172,7 @@ impl JobRecord {
                 units_leased: r.try_get("units_leased")?,
             },
             flops: r.try_get::<i64, _>("flops")? as u64,
+            quorum: r.try_get::<i64, _>("quorum")? as u32,
             error: r.try_get("error")?,
             created_ms: r.try_get("created_ms")?,
             updated_ms: r.try_get("updated_ms")?,
@@ -192,4 +199,6 @@ pub struct LeasedUnit {
     pub flops: u64,
     /// When the lease expires, Unix milliseconds.
     pub deadline_ms: i64,
+    /// Whether this is a known-answer (canary) lease of a settled unit.
+    pub canary: bool,
 }

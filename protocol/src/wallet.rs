@@ -1,0 +1,369 @@
+//! Wallets: a volunteer's identity is an ed25519 key pair. Its public half, written as a
+//! checksummed address, is where credit goes; its secret half signs every result, so
+//! credit and trust follow the key, not the connection it arrived on.
+
+use ed25519_dalek::Signer;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::ids::LeaseId;
+
+/// Every address starts with this, so a pasted string is recognisably a Starling wallet.
+pub const ADDRESS_PREFIX: &str = "st1";
+const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+const CHECKSUM_BYTES: usize = 4;
+/// Characters after the prefix: 36 bytes (key and checksum) in base32.
+const BODY_CHARS: usize = ((32 + CHECKSUM_BYTES) * 8).div_ceil(5);
+/// Domain separation: a result signature can never be replayed as any other signature.
+const RESULT_DOMAIN: &[u8] = b"starling/result/v1\0";
+
+/// Why an address, key or signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WalletError {
+    /// The text is not an address at all.
+    #[error("a wallet address starts with `{ADDRESS_PREFIX}` and has {BODY_CHARS} base32 characters after it")]
+    Format,
+    /// A typo: the checksum does not match.
+    #[error("the wallet address's checksum does not match (a typo?)")]
+    Checksum,
+    /// The bytes are not a valid ed25519 public key.
+    #[error("the wallet address is not a valid ed25519 public key")]
+    Key,
+    /// A secret key file or backup that is not 32 bytes of hex.
+    #[error("a wallet secret key is 64 hex characters")]
+    Secret,
+    /// The signature does not verify against the address.
+    #[error("the signature does not match the wallet")]
+    Signature,
+}
+
+/// A wallet's public address: an ed25519 public key, shown as `st1` + base32 of the key
+/// and a 4-byte checksum.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WalletAddress([u8; 32]);
+
+impl WalletAddress {
+    /// The raw public key.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Wraps raw public key bytes, checking that they are a point on the curve.
+    pub fn from_key_bytes(bytes: [u8; 32]) -> Result<Self, WalletError> {
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| WalletError::Key)?;
+        Ok(Self(bytes))
+    }
+
+    fn checksum(key: &[u8; 32]) -> [u8; CHECKSUM_BYTES] {
+        let digest = Sha256::new()
+            .chain_update(b"starling/address\0")
+            .chain_update(key)
+            .finalize();
+        let mut sum = [0u8; CHECKSUM_BYTES];
+        sum.copy_from_slice(&digest[..CHECKSUM_BYTES]);
+        sum
+    }
+
+    /// Checks `signature` over `message` (already domain-separated by the caller).
+    fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), WalletError> {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| WalletError::Key)?;
+        let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
+        // Strict verification refuses malleable and small-order encodings, so one result
+        // has exactly one valid signature per key.
+        key.verify_strict(message, &signature)
+            .map_err(|_| WalletError::Signature)
+    }
+
+    /// Checks a volunteer's signature over the result it returned for `lease`.
+    pub fn verify_result(
+        &self,
+        lease: LeaseId,
+        output: &[u8],
+        signature: &Signature,
+    ) -> Result<(), WalletError> {
+        self.verify(&result_message(lease, output), signature)
+    }
+}
+
+impl fmt::Display for WalletAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut bytes = self.0.to_vec();
+        bytes.extend_from_slice(&Self::checksum(&self.0));
+        f.write_str(ADDRESS_PREFIX)?;
+        f.write_str(&base32(&bytes))
+    }
+}
+
+impl fmt::Debug for WalletAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WalletAddress({self})")
+    }
+}
+
+impl FromStr for WalletAddress {
+    type Err = WalletError;
+    fn from_str(s: &str) -> Result<Self, WalletError> {
+        let body = s
+            .trim()
+            .strip_prefix(ADDRESS_PREFIX)
+            .filter(|body| body.len() == BODY_CHARS)
+            .ok_or(WalletError::Format)?;
+        let bytes = unbase32(&body.to_ascii_lowercase()).ok_or(WalletError::Format)?;
+        let (key, sum) = bytes.split_at(32);
+        let key: [u8; 32] = key.try_into().map_err(|_| WalletError::Format)?;
+        if sum != Self::checksum(&key) {
+            return Err(WalletError::Checksum);
+        }
+        Self::from_key_bytes(key)
+    }
+}
+
+impl Serialize for WalletAddress {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for WalletAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An ed25519 signature.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Signature(pub [u8; 64]);
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({})", hex(&self.0[..8]))
+    }
+}
+
+impl Serialize for Signature {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Signature;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("64 signature bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Signature, E> {
+                v.try_into()
+                    .map(Signature)
+                    .map_err(|_| E::invalid_length(v.len(), &self))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Signature, A::Error> {
+                let mut bytes = [0u8; 64];
+                for (i, b) in bytes.iter_mut().enumerate() {
+                    *b = seq
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                Ok(Signature(bytes))
+            }
+        }
+        d.deserialize_bytes(Visit)
+    }
+}
+
+/// A wallet's secret key. It never leaves the volunteer's device except in a backup the
+/// person makes.
+#[derive(Clone)]
+pub struct WalletKey(ed25519_dalek::SigningKey);
+
+impl WalletKey {
+    /// The key for 32 secret bytes (from a CSPRNG, or a backup).
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self(ed25519_dalek::SigningKey::from_bytes(&seed))
+    }
+
+    /// The secret as 64 hex characters, for backups and key files.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0.to_bytes())
+    }
+
+    /// Reads a backup or key file written by [`Self::to_hex`] (surrounding whitespace is
+    /// ignored).
+    pub fn from_hex(text: &str) -> Result<Self, WalletError> {
+        let text = text.trim();
+        if text.len() != 64 {
+            return Err(WalletError::Secret);
+        }
+        let mut seed = [0u8; 32];
+        for (i, byte) in seed.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or(WalletError::Secret)?, 16)
+                .map_err(|_| WalletError::Secret)?;
+        }
+        Ok(Self::from_seed(seed))
+    }
+
+    /// This key's public address.
+    pub fn address(&self) -> WalletAddress {
+        WalletAddress(self.0.verifying_key().to_bytes())
+    }
+
+    /// Signs the output returned for `lease`.
+    pub fn sign_result(&self, lease: LeaseId, output: &[u8]) -> Signature {
+        Signature(self.0.sign(&result_message(lease, output)).to_bytes())
+    }
+}
+
+impl fmt::Debug for WalletKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WalletKey({}, secret hidden)", self.address())
+    }
+}
+
+/// What a result signature covers: the lease (so it cannot be replayed onto another
+/// unit) and a hash of the output.
+fn result_message(lease: LeaseId, output: &[u8]) -> Vec<u8> {
+    let mut message = RESULT_DOMAIN.to_vec();
+    message.extend_from_slice(lease.0.as_bytes());
+    message.extend_from_slice(&Sha256::digest(output));
+    message
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn base32(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+fn unbase32(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let value = ALPHABET.iter().position(|&a| a == c)? as u32;
+        buffer = (buffer << 5) | value;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    // Leftover bits must be zero padding, so each byte string has exactly one spelling.
+    (buffer & ((1 << bits) - 1) == 0).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn lease(n: u128) -> LeaseId {
+        LeaseId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn an_address_round_trips_and_catches_typos() {
+        let key = WalletKey::from_seed([7; 32]);
+        let address = key.address();
+        let text = address.to_string();
+        assert!(text.starts_with("st1"), "{text}");
+        assert_eq!(text.len(), 3 + BODY_CHARS);
+        assert_eq!(text.parse::<WalletAddress>(), Ok(address));
+        assert_eq!(
+            text.to_uppercase().replace("ST1", "st1").parse(),
+            Ok(address)
+        );
+        // Change one character anywhere in the body: the checksum (or the padding, or the
+        // curve check) refuses it.
+        for i in 3..text.len() {
+            let mut typo = text.clone().into_bytes();
+            typo[i] = if typo[i] == b'a' { b'b' } else { b'a' };
+            let typo = String::from_utf8(typo).expect("ascii");
+            assert!(
+                typo.parse::<WalletAddress>().is_err(),
+                "typo at {i} accepted"
+            );
+        }
+        assert_eq!("st1".parse::<WalletAddress>(), Err(WalletError::Format));
+        assert_eq!(
+            text.replacen("st1", "xx1", 1).parse::<WalletAddress>(),
+            Err(WalletError::Format)
+        );
+    }
+
+    #[test]
+    fn a_result_signature_binds_key_lease_and_output() {
+        let key = WalletKey::from_seed([1; 32]);
+        let other = WalletKey::from_seed([2; 32]);
+        let sig = key.sign_result(lease(1), b"output");
+        let address = key.address();
+        assert_eq!(address.verify_result(lease(1), b"output", &sig), Ok(()));
+        assert_eq!(
+            address.verify_result(lease(2), b"output", &sig),
+            Err(WalletError::Signature),
+            "replayed onto another lease"
+        );
+        assert_eq!(
+            address.verify_result(lease(1), b"outpuT", &sig),
+            Err(WalletError::Signature),
+            "output changed after signing"
+        );
+        assert_eq!(
+            other.address().verify_result(lease(1), b"output", &sig),
+            Err(WalletError::Signature),
+            "claimed by another wallet"
+        );
+    }
+
+    #[test]
+    fn a_key_backup_restores_the_same_wallet() {
+        let key = WalletKey::from_seed([9; 32]);
+        let restored = WalletKey::from_hex(&format!(" {}\n", key.to_hex())).expect("valid");
+        assert_eq!(restored.address(), key.address());
+        assert_eq!(WalletKey::from_hex("zz").err(), Some(WalletError::Secret));
+        assert_eq!(
+            WalletKey::from_hex(&"g".repeat(64)).err(),
+            Some(WalletError::Secret)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn base32_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            prop_assert_eq!(unbase32(&base32(&bytes)), Some(bytes));
+        }
+
+        #[test]
+        fn signatures_survive_the_wire(seed in any::<[u8; 32]>(), output in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let key = WalletKey::from_seed(seed);
+            let sig = key.sign_result(lease(5), &output);
+            let wire = postcard::to_allocvec(&sig).expect("encodes");
+            let back: Signature = postcard::from_bytes(&wire).expect("decodes");
+            prop_assert_eq!(key.address().verify_result(lease(5), &output, &back), Ok(()));
+            let json = serde_json::to_string(&key.address()).expect("encodes");
+            let address: WalletAddress = serde_json::from_str(&json).expect("decodes");
+            prop_assert_eq!(address, key.address());
+        }
+    }
+}
