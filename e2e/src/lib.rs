@@ -453,7 +453,11 @@ impl Api {
 
     /// `POST /api/v1/jobs` with `"verification": {"quorum": quorum}` added: tests with a
     /// single volunteer need quorum 1, since replicas must come from distinct wallets.
-    pub async fn submit_with_quorum(&self, body: &serde_json::Value, quorum: u32) -> Result<String> {
+    pub async fn submit_with_quorum(
+        &self,
+        body: &serde_json::Value,
+        quorum: u32,
+    ) -> Result<String> {
         let mut body = body.clone();
         body["verification"] = serde_json::json!({ "quorum": quorum });
         self.submit(&body).await
@@ -473,6 +477,17 @@ impl Api {
             bail!("submit answered {status}: {json}");
         }
         Ok(json["id"].as_str().context("id in the answer")?.to_owned())
+    }
+
+    /// `GET /api/v1/wallets/{address}`: the wallet's standing.
+    pub async fn wallet(&self, address: &str) -> Result<serde_json::Value> {
+        self.get_json(&format!("/api/v1/wallets/{address}")).await
+    }
+
+    /// `GET /api/v1/jobs/{id}/units`: each unit's state and the wallets behind it.
+    pub async fn units(&self, id: &str) -> Result<Vec<serde_json::Value>> {
+        let body = self.get_json(&format!("/api/v1/jobs/{id}/units")).await?;
+        Ok(body["units"].as_array().cloned().unwrap_or_default())
     }
 
     async fn get_json(&self, path: &str) -> Result<serde_json::Value> {

@@ -44,6 +44,8 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
         .route("/jobs", post(routes::jobs::submit))
         .route("/jobs/{id}", get(routes::jobs::get))
         .route("/jobs/{id}/result", get(routes::jobs::result))
+        .route("/jobs/{id}/units", get(routes::jobs::units))
+        .route("/wallets/{address}", get(routes::wallets::get))
         .route("/rtc/offer", post(routes::rtc::offer))
         .fallback(|| async { crate::error::ApiError::NotFound("no such API endpoint".into()) });
     // The single-page app answers unknown paths with its index.html.

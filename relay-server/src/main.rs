@@ -41,6 +41,15 @@ struct Cli {
     /// Longest lease in seconds, however slow the volunteer.
     #[arg(long, default_value_t = 600)]
     max_lease_secs: u64,
+    /// Agreeing results from distinct wallets that settle a unit, for jobs that do not
+    /// say (`"verification": {"quorum": N}`). Trusted wallets' units need one where the
+    /// kernel's spot check stands in for the replica.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=5))]
+    quorum: u32,
+    /// Fraction of leases that are hidden known-answer tests: settled units handed out
+    /// again, indistinguishable from new ones, to catch wallets that return wrong results.
+    #[arg(long, default_value_t = 0.02)]
+    canary_rate: f64,
     /// Largest accepted request body, in MiB.
     #[arg(long, default_value_t = 64)]
     max_body_mib: usize,
@@ -65,6 +74,8 @@ async fn main() -> anyhow::Result<()> {
             unit_flops: cli.unit_mflops.max(1) * 1_000_000,
             lease: Duration::from_secs(cli.lease_secs.max(1)),
             max_lease: Duration::from_secs(cli.max_lease_secs.max(cli.lease_secs).max(1)),
+            default_quorum: cli.quorum,
+            canary_rate: cli.canary_rate.clamp(0.0, 1.0),
             ..SchedulerConfig::default()
         },
     );

@@ -222,6 +222,44 @@ async fn replicas_go_to_distinct_wallets_and_connections_and_the_majority_wins(
 }
 
 #[tokio::test]
+async fn a_unit_meant_for_a_trusted_wallet_alone_still_needs_a_quorum_from_anyone_else(
+) -> anyhow::Result<()> {
+    let storage = Storage::open(&temp_dir("adaptive")).await?;
+    // Fourteen valid results make a wallet trusted.
+    let warmup = job(14, 1);
+    storage.insert_job(&warmup).await?;
+    let trusted = Vol::new(1);
+    for _ in 0..14 {
+        let l = trusted.lease(&storage).await?.expect("unit").lease;
+        trusted.answer(&storage, l, b"ok", None).await?;
+    }
+    let standing = storage.wallet(&trusted.wallet).await?.expect("wallet");
+    assert!(standing.reliability.trusted(), "{standing:?}");
+
+    let j = job(1, 2);
+    storage.insert_job(&j).await?;
+    // Adaptive replication gives the trusted wallet the unit alone...
+    let lost = storage
+        .lease_work(&trusted.request(i64::MAX / 2), |_, _| 1)
+        .await?
+        .expect("unit");
+    // ...but it disconnects, and a newcomer gets the unit: one result is not enough.
+    storage.release_peer(trusted.peer).await?;
+    let newcomer = Vol::new(2);
+    let l = newcomer.lease(&storage).await?.expect("requeued").lease;
+    assert_eq!(
+        newcomer.answer(&storage, l, b"x", None).await?,
+        Recorded::Pending { job: j.id }
+    );
+    // The trusted wallet's own late result settles it alone.
+    assert!(matches!(
+        trusted.answer(&storage, lost.lease, b"x", None).await?,
+        Recorded::Valid { .. }
+    ));
+    Ok(())
+}
+
+#[tokio::test]
 async fn lost_leases_are_requeued_and_a_late_result_still_counts() -> anyhow::Result<()> {
     let storage = Storage::open(&temp_dir("requeue")).await?;
     let j = job(2, 1);

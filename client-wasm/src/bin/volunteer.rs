@@ -84,6 +84,7 @@ mod native {
             site: None::<WalletAddress>,
         };
         let mut backoff = Duration::from_millis(250);
+        let faulted = std::rc::Rc::new(std::cell::Cell::new(false));
         loop {
             let outcome = tokio::select! {
                 _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -112,6 +113,7 @@ mod native {
                                 fault,
                                 cli.fault_rate,
                                 seed,
+                                faulted.clone(),
                                 wallet.clone(),
                             );
                             let result = serve(&mut faulty, &engine, &profile, clock).await;
@@ -121,6 +123,11 @@ mod native {
                     };
                     match result {
                         Ok(()) => return Ok(()),
+                        // Refusal is final (quarantined wallet, incompatible version):
+                        // reconnecting would only be refused again.
+                        Err(e @ VolunteerError::Refused(_)) => {
+                            anyhow::bail!("{e}")
+                        }
                         Err(e) => tracing::warn!("disconnected: {e}"),
                     }
                 }

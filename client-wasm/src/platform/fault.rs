@@ -10,6 +10,7 @@ use crate::{Transport, TransportError};
 use starling_protocol::{encode_frames, LeaseId, Reassembler, ToRelay, ToVolunteer, WalletKey};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Largest message the wrapper reassembles in either direction.
@@ -18,7 +19,7 @@ const MAX_MESSAGE: usize = 512 * 1024 * 1024;
 /// How a faulty volunteer misbehaves on a picked result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fault {
-    /// A plausible but wrong output: one element scaled by 1.5 (or bumped by one),
+    /// A plausible but wrong output: one element scaled by 1.5 plus 1 (or bumped),
     /// properly signed, as a cheating wallet would send it.
     Wrong,
     /// Disconnect instead of answering, leaving the lease held.
@@ -35,7 +36,9 @@ pub struct FaultyTransport<T> {
     fault: Fault,
     rate: f64,
     rng: Cell<u64>,
-    faulted: Cell<bool>,
+    /// Shared by every connection of the process, so "the first result" means the
+    /// process's first, not each reconnection's (which would drop forever).
+    faulted: Rc<Cell<bool>>,
     outgoing: RefCell<Reassembler>,
     incoming: Reassembler,
     deadlines: RefCell<HashMap<LeaseId, Instant>>,
@@ -43,16 +46,24 @@ pub struct FaultyTransport<T> {
 }
 
 impl<T: Transport> FaultyTransport<T> {
-    /// Wraps `inner`; the first result is always mishandled (so a test can rely on seeing
-    /// the fault), each later one with probability `rate` (0 to 1). `wallet` re-signs
+    /// Wraps `inner`; the process's first result is always mishandled (so a test can rely
+    /// on seeing the fault), each later one with probability `rate` (0 to 1). `faulted`
+    /// records whether that first fault happened, across connections; `wallet` re-signs
     /// corrupted outputs.
-    pub fn new(inner: T, fault: Fault, rate: f64, seed: u64, wallet: WalletKey) -> Self {
+    pub fn new(
+        inner: T,
+        fault: Fault,
+        rate: f64,
+        seed: u64,
+        faulted: Rc<Cell<bool>>,
+        wallet: WalletKey,
+    ) -> Self {
         Self {
             inner,
             fault,
             rate: rate.clamp(0.0, 1.0),
             rng: Cell::new(seed | 1),
-            faulted: Cell::new(false),
+            faulted,
             outgoing: RefCell::new(Reassembler::new(MAX_MESSAGE)),
             incoming: Reassembler::new(MAX_MESSAGE),
             deadlines: RefCell::new(HashMap::new()),
@@ -84,8 +95,10 @@ impl<T: Transport> FaultyTransport<T> {
 }
 
 /// Makes an output plausibly wrong: of eight 4-byte elements drawn by `picks`, the one
-/// largest in magnitude as an f32 is scaled by 1.5 when it is a finite non-zero float,
-/// else (integer counts, zeros) the first is bumped by one.
+/// largest in magnitude as an f32 is scaled by 1.5 and pushed one further from zero
+/// (so even a pixel or a probability moves by more than 1) when it is a finite non-zero float,
+/// else (integer counts, zeros) the first is bumped by a random 1 to 10^6 (a zero first
+/// becoming 1.0's bits).
 ///
 /// Taking a large element makes the error far exceed any kernel's rounding tolerance: this
 /// tests that wrong results are caught, not where each check's threshold lies (the kernels
@@ -119,15 +132,20 @@ pub fn corrupt(output: &mut [u8], mut picks: impl FnMut() -> f64) {
             x.total_cmp(&y)
         });
     let (i, wrong) = match largest {
-        Some(i) => (i, (f32::from_le_bytes(read(output, i)) * 1.5).to_le_bytes()),
+        Some(i) => {
+            let v = f32::from_le_bytes(read(output, i));
+            (i, (v * 1.5 + 1f32.copysign(v)).to_le_bytes())
+        }
         None => {
+            // A random bump, so two independent cheaters almost never send the same
+            // wrong count (colluding ones are another threat: see validation::quorum).
+            // A zero word may be a float 0.0 (a black pixel), where a small integer bump
+            // would be a subnormal within any tolerance: it becomes 1.0 plus the bump.
             let i = candidates[0];
-            (
-                i,
-                u32::from_le_bytes(read(output, i))
-                    .wrapping_add(1)
-                    .to_le_bytes(),
-            )
+            let bump = 1 + (picks() * 1_000_000.0) as u32;
+            let word = u32::from_le_bytes(read(output, i));
+            let base = if word == 0 { 1f32.to_bits() } else { word };
+            (i, base.wrapping_add(bump).to_le_bytes())
         }
     };
     output[4 * i..4 * i + 4].copy_from_slice(&wrong);
@@ -206,10 +224,18 @@ mod tests {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        assert_eq!(values, [1.0, -3.0, 0.5]);
+        assert_eq!(values, [1.0, -4.0, 0.5]);
 
         let mut count = 41u64.to_le_bytes().to_vec();
         corrupt(&mut count, || 0.0);
         assert_eq!(u64::from_le_bytes(count.try_into().unwrap_or_default()), 42);
+        let mut count = 41u64.to_le_bytes().to_vec();
+        // Eight picks choose the element, the ninth the bump.
+        let mut picks = std::iter::repeat_n(0.0, 8).chain([0.5]);
+        corrupt(&mut count, || picks.next().unwrap_or(0.0));
+        assert_eq!(
+            u64::from_le_bytes(count.try_into().unwrap_or_default()),
+            41 + 500_001
+        );
     }
 }

@@ -144,3 +144,32 @@ pub async fn result(
         ))),
     }
 }
+
+/// `GET /api/v1/jobs/{id}/units`: each unit's state and who computed it: the wallets
+/// whose results were judged valid and invalid, and the leases out now. Output bytes are
+/// left out; the merged result has them.
+pub async fn units(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = job_id(&id)?;
+    let storage = state.scheduler.storage();
+    if storage.job(id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no job with id `{id}`")));
+    }
+    let units: Vec<serde_json::Value> = storage
+        .audit_units(id)
+        .await?
+        .into_iter()
+        .map(|u| {
+            serde_json::json!({
+                "index": u.idx,
+                "state": u.state,
+                "results": u.result_wallets.len(),
+                "valid_wallets": u.valid_wallets,
+                "leases_out": u.active_leases,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "units": units })))
+}

@@ -2,6 +2,7 @@
 
 pub mod jobs;
 pub mod rtc;
+pub mod wallets;
 
 use crate::app::AppState;
 use axum::extract::State;

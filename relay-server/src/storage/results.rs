@@ -63,12 +63,16 @@ pub enum Recorded {
 pub struct UnitAudit {
     /// Position in the job.
     pub idx: i64,
+    /// Life-cycle state: queued, leased, done or failed.
+    pub state: String,
     /// Whether the unit settled.
     pub done: bool,
     /// The settled output.
     pub output: Option<Vec<u8>>,
     /// Outputs of the results judged valid.
     pub valid_outputs: Vec<Vec<u8>>,
+    /// Wallets of the results judged valid.
+    pub valid_wallets: Vec<String>,
     /// The wallet of every result returned, judged or not.
     pub result_wallets: Vec<String>,
     /// Leases out now.
@@ -111,16 +115,22 @@ impl Storage {
                     .fetch_all(&self.pool)
                     .await?;
             let mut valid_outputs = Vec::new();
+            let mut valid_wallets = Vec::new();
             let mut result_wallets = Vec::new();
             for r in results {
-                result_wallets.push(r.try_get("wallet")?);
+                let wallet: String = r.try_get("wallet")?;
                 if r.try_get::<&str, _>("state")? == "valid" {
                     valid_outputs.push(r.try_get("output")?);
+                    valid_wallets.push(wallet.clone());
                 }
+                result_wallets.push(wallet);
             }
+            let state: String = unit.try_get("state")?;
             audit.push(UnitAudit {
                 idx: unit.try_get("idx")?,
-                done: unit.try_get::<&str, _>("state")? == "done",
+                done: state == "done",
+                state,
+                valid_wallets,
                 output: unit.try_get("output")?,
                 valid_outputs,
                 result_wallets,
@@ -145,7 +155,7 @@ impl Storage {
         let row = sqlx::query(
             "SELECT leases.unit_id, leases.wallet, leases.kind, leases.state AS lease_state,
                     units.state AS unit_state, units.quorum, units.output AS known, units.job_id,
-                    jobs.state AS job_state,
+                    jobs.state AS job_state, jobs.quorum AS job_quorum,
                     EXISTS (SELECT 1 FROM results WHERE results.unit_id = leases.unit_id
                             AND results.wallet = leases.wallet) AS answered
              FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
@@ -239,10 +249,15 @@ impl Storage {
                 trusted: s.trusted,
             })
             .collect();
+        // The job's quorum binds every result but a trusted wallet's: the unit's own
+        // quorum of 1 (fixed at its first lease, to a then-trusted wallet) only lets a
+        // trusted result stand alone, never an untrusted one that got the unit after the
+        // trusted lease was lost.
         let policy = Policy {
-            quorum: u32::try_from(row.try_get::<i64, _>("quorum")?)
+            quorum: u32::try_from(row.try_get::<i64, _>("job_quorum")?)
                 .unwrap_or(2)
                 .max(1),
+            trusted_alone: row.try_get::<i64, _>("quorum")? == 1,
             // Results already judged invalid count towards the limit.
             max_results: max_results.saturating_sub(u32::try_from(judged_before).unwrap_or(0)),
         };

@@ -10,6 +10,10 @@ pub struct Policy {
     pub quorum: u32,
     /// Results after which a unit without a quorum fails instead of asking for more.
     pub max_results: u32,
+    /// Whether a trusted wallet's result may settle the unit alone even where the kernel
+    /// has no spot check (adaptive replication chose not to replicate this unit). A
+    /// trusted result that passed a spot check always may; an untrusted one never.
+    pub trusted_alone: bool,
 }
 
 impl Policy {
@@ -17,6 +21,7 @@ impl Policy {
     pub const DEFAULT: Self = Self {
         quorum: 2,
         max_results: 6,
+        trusted_alone: false,
     };
 }
 
@@ -94,11 +99,11 @@ pub fn judge(
             invalid,
         }
     };
-    // A trusted wallet's result that passed the kernel's check stands alone.
-    if let Some(&i) = eligible
-        .iter()
-        .find(|&&i| candidates[i].trusted && candidates[i].spot_check == Some(true))
-    {
+    // A trusted wallet's result that passed the kernel's check stands alone, and so
+    // does one the policy lets stand unchecked.
+    if let Some(&i) = eligible.iter().find(|&&i| {
+        candidates[i].trusted && (candidates[i].spot_check == Some(true) || policy.trusted_alone)
+    }) {
         return settle(i);
     }
     // Otherwise the largest group of agreeing results, if it reaches the quorum. The
@@ -227,9 +232,9 @@ mod tests {
     proptest! {
         #[test]
         fn never_valid_without_a_quorum_or_a_trusted_passed_check(
-            raw in candidates(), quorum in 1u32..4, extra in 0u32..4,
+            raw in candidates(), quorum in 1u32..4, extra in 0u32..4, trusted_alone: bool,
         ) {
-            let policy = Policy { quorum, max_results: quorum + extra };
+            let policy = Policy { quorum, max_results: quorum + extra, trusted_alone };
             let outputs: Vec<[u8; 1]> = raw.iter().map(|r| [r.0]).collect();
             let cands: Vec<Candidate<'_>> = raw
                 .iter()
@@ -239,7 +244,8 @@ mod tests {
             match judge(policy, &cands, same) {
                 Outcome::Valid { canonical, valid, invalid } => {
                     let chosen = &cands[canonical];
-                    let alone = chosen.trusted && chosen.spot_check == Some(true);
+                    let alone = chosen.trusted
+                        && (chosen.spot_check == Some(true) || trusted_alone);
                     prop_assert!(alone || valid.len() >= quorum as usize);
                     prop_assert!(chosen.spot_check != Some(false));
                     // Every result is judged exactly once, and valid ones agree.

@@ -1,0 +1,34 @@
+//! `/api/v1/wallets`: what the relay knows about a volunteer wallet.
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::{json, Value};
+use starling_protocol::WalletAddress;
+
+/// `GET /api/v1/wallets/{address}`: the wallet's validated and invalid results, error
+/// rate, and whether it is trusted (spot-checked instead of replicated) or quarantined.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let address: WalletAddress = address.parse().map_err(|e| ApiError::Invalid {
+        detail: format!("`{address}` is not a wallet address: {e}"),
+        field: Some("address".into()),
+    })?;
+    let record = state
+        .scheduler
+        .storage()
+        .wallet(&address)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("wallet {address} has not volunteered yet")))?;
+    Ok(Json(json!({
+        "address": record.address,
+        "valid_results": record.reliability.valid,
+        "invalid_results": record.reliability.invalid,
+        "error_rate": record.reliability.error_rate,
+        "trusted": record.reliability.trusted(),
+        "quarantined": record.quarantined,
+    })))
+}
