@@ -1,8 +1,10 @@
 //! The router and the state its handlers share.
 
 use crate::routes;
+use crate::routes::ops::{HttpMetrics, RateLimit, RateLimiter};
 use crate::scheduler::Scheduler;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use std::path::PathBuf;
@@ -14,6 +16,23 @@ use tower_http::services::{ServeDir, ServeFile};
 pub struct Limits {
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Largest total of a job's inputs, however they were encoded.
+    pub max_input_bytes: usize,
+    /// Requests per client under `/api/v1`.
+    pub rate: RateLimit,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024 * 1024,
+            max_input_bytes: 64 * 1024 * 1024,
+            rate: RateLimit {
+                per_second: 100.0,
+                burst: 1000.0,
+            },
+        }
+    }
 }
 
 /// Where the web UI and the static assets are.
@@ -34,6 +53,27 @@ pub struct AppState {
     pub rtc: Arc<starling_peer::AnswerConfig>,
     /// Request limits.
     pub limits: Limits,
+    /// Requests answered, for `/metrics`.
+    pub http_metrics: Arc<HttpMetrics>,
+    /// Per-client token buckets.
+    pub rate_limiter: Arc<RateLimiter>,
+    /// Held while a submission with an `Idempotency-Key` checks, creates and records, so
+    /// concurrent retries of one request create one job.
+    pub idempotent_submits: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AppState {
+    /// State for a relay with these parts.
+    pub fn new(scheduler: Scheduler, rtc: starling_peer::AnswerConfig, limits: Limits) -> Self {
+        Self {
+            scheduler,
+            rtc: Arc::new(rtc),
+            rate_limiter: Arc::new(RateLimiter::new(limits.rate)),
+            limits,
+            http_metrics: Arc::default(),
+            idempotent_submits: Arc::default(),
+        }
+    }
 }
 
 /// Builds the whole router.
@@ -41,11 +81,19 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
     let api = Router::new()
         .route("/kernels", get(routes::kernels))
         .route("/stats", get(routes::stats))
-        .route("/jobs", post(routes::jobs::submit))
-        .route("/jobs/{id}", get(routes::jobs::get))
+        .route("/jobs", post(routes::jobs::submit).get(routes::jobs::list))
+        .route(
+            "/jobs/{id}",
+            get(routes::jobs::get).delete(routes::jobs::cancel),
+        )
         .route("/jobs/{id}/result", get(routes::jobs::result))
+        .route("/jobs/{id}/events", get(routes::events::events))
         .route("/rtc/offer", post(routes::rtc::offer))
-        .fallback(|| async { crate::error::ApiError::NotFound("no such API endpoint".into()) });
+        .fallback(|| async { crate::error::ApiError::NotFound("no such API endpoint".into()) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            routes::ops::rate_limit,
+        ));
     // The single-page app answers unknown paths with its index.html.
     let files = ServeDir::new(&dirs.app).fallback(
         ServeDir::new(&dirs.public).fallback(ServeFile::new(dirs.app.join("index.html"))),
@@ -53,8 +101,14 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::ops::readyz))
+        .route("/metrics", get(routes::ops::metrics))
         .fallback_service(files)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            routes::ops::count_requests,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

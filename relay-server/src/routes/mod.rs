@@ -1,6 +1,8 @@
 //! HTTP endpoints. Handlers parse and answer; the scheduler and storage do the work.
 
+pub mod events;
 pub mod jobs;
+pub mod ops;
 pub mod rtc;
 
 use crate::app::AppState;

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod job_queries;
 mod model;
 pub use model::{CurrentLease, JobOutput, JobRecord, JobState, LeasedUnit, NewJob, PeerId};
 
