@@ -4,8 +4,9 @@ use crate::routes;
 use crate::routes::ops::{HttpMetrics, RateLimit, RateLimiter};
 use crate::scheduler::Scheduler;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,19 +77,62 @@ impl AppState {
     }
 }
 
+/// A route: method, path and handler. The method is written once and used both to
+/// register the handler and to list the route.
+type Route = (Method, &'static str, MethodRouter<AppState>);
+
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:expr),* $(,)?) => {
+        vec![$((Method::$method, $path, on(MethodFilter::$method, $handler))),*]
+    };
+}
+
+/// Routes under `/api/v1` (rate limited), paths relative to it.
+fn api_routes() -> Vec<Route> {
+    routes![
+        GET "/kernels" => routes::kernels,
+        GET "/stats" => routes::stats,
+        POST "/jobs" => routes::jobs::submit,
+        GET "/jobs" => routes::jobs::list,
+        GET "/jobs/{id}" => routes::jobs::get,
+        DELETE "/jobs/{id}" => routes::jobs::cancel,
+        GET "/jobs/{id}/result" => routes::jobs::result,
+        GET "/jobs/{id}/events" => routes::events::events,
+        POST "/rtc/offer" => routes::rtc::offer,
+        GET "/openapi.json" => routes::openapi::openapi_json,
+        GET "/docs" => routes::openapi::docs,
+    ]
+}
+
+/// Routes at the root, for probes and scrapers (not rate limited).
+fn root_routes() -> Vec<Route> {
+    routes![
+        GET "/healthz" => routes::healthz,
+        GET "/readyz" => routes::ops::readyz,
+        GET "/metrics" => routes::ops::metrics,
+    ]
+}
+
+/// Every route the router answers besides static files, as (method, full path). The
+/// OpenAPI test compares this list with the document.
+pub fn route_table() -> Vec<(Method, String)> {
+    let api = api_routes()
+        .into_iter()
+        .map(|(method, path, _)| (method, format!("/api/v1{path}")));
+    let root = root_routes()
+        .into_iter()
+        .map(|(method, path, _)| (method, path.to_owned()));
+    api.chain(root).collect()
+}
+
 /// Builds the whole router.
 pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
-    let api = Router::new()
-        .route("/kernels", get(routes::kernels))
-        .route("/stats", get(routes::stats))
-        .route("/jobs", post(routes::jobs::submit).get(routes::jobs::list))
-        .route(
-            "/jobs/{id}",
-            get(routes::jobs::get).delete(routes::jobs::cancel),
-        )
-        .route("/jobs/{id}/result", get(routes::jobs::result))
-        .route("/jobs/{id}/events", get(routes::events::events))
-        .route("/rtc/offer", post(routes::rtc::offer))
+    // `route` merges handlers given for the same path under different methods.
+    let api = api_routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
         .fallback(|| async { crate::error::ApiError::NotFound("no such API endpoint".into()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -98,11 +142,12 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
     let files = ServeDir::new(&dirs.app).fallback(
         ServeDir::new(&dirs.public).fallback(ServeFile::new(dirs.app.join("index.html"))),
     );
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::ops::readyz))
-        .route("/metrics", get(routes::ops::metrics))
+    root_routes()
+        .into_iter()
+        .fold(
+            Router::new().nest("/api/v1", api),
+            |router, (_, path, handler)| router.route(path, handler),
+        )
         .fallback_service(files)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(

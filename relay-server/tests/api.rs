@@ -475,3 +475,81 @@ async fn events_stream_progress_then_the_final_state_and_end() {
     .await
     .problem(404, None);
 }
+
+fn keys(value: &Value) -> std::collections::BTreeSet<String> {
+    value
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn openapi_document_describes_every_route_and_nothing_else() {
+    let dir = temp_dir("openapi");
+    let relay = relay(&dir).await;
+    let answer = call(&relay.router, get("/api/v1/openapi.json")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.content_type, "application/json");
+    let doc = answer.json();
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{doc}"
+    );
+    let routes: std::collections::BTreeSet<(String, String)> = app::route_table()
+        .into_iter()
+        .map(|(method, path)| (method.as_str().to_lowercase(), path))
+        .collect();
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in keys(item) {
+            documented.insert((method, path.clone()));
+        }
+    }
+    let missing: Vec<_> = routes.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&routes).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from the document: {missing:?}"
+    );
+    assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+
+    // The mirrors of storage types have exactly the fields the API sends.
+    let schemas = &doc["components"]["schemas"];
+    let id = submit(&relay.router, 1.0).await;
+    let record = call(&relay.router, get(&format!("/api/v1/jobs/{id}")))
+        .await
+        .json();
+    let mut sent = keys(&record);
+    sent.insert("error".into()); // Only sent for failed jobs.
+    assert_eq!(sent, keys(&schemas["JobRecord"]["properties"]));
+    assert_eq!(
+        keys(&record["progress"]),
+        keys(&schemas["Progress"]["properties"])
+    );
+    call(&relay.router, delete(&format!("/api/v1/jobs/{id}"))).await;
+    let events = call(&relay.router, get(&format!("/api/v1/jobs/{id}/events"))).await;
+    let text = String::from_utf8_lossy(&events.body);
+    let progress: Value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .and_then(|d| serde_json::from_str(d).ok())
+        .expect("a progress event");
+    assert_eq!(
+        keys(&progress),
+        keys(&schemas["ProgressEvent"]["properties"])
+    );
+    let states: Vec<&str> = schemas["JobState"]["enum"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(states, ["queued", "running", "done", "failed", "cancelled"]);
+
+    let page = call(&relay.router, get("/api/v1/docs")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.content_type.starts_with("text/html"));
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(html.contains("fetch(\"openapi.json\")"));
+    assert!(!html.contains("https://"), "the page works offline");
+}

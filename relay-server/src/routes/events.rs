@@ -84,6 +84,16 @@ impl Watch {
 
 /// `GET /api/v1/jobs/{id}/events`: `progress` events on every change, then one of
 /// `done`, `failed` or `cancelled` carrying the job record, then the stream ends.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/events",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "Job id")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `progress` (data: ProgressEvent) on every change, then `done`, `failed` or `cancelled` (data: JobRecord); then the stream ends", content_type = "text/event-stream", body = crate::routes::openapi::ProgressEventDoc),
+        (status = 404, description = "No such job", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -19,12 +19,13 @@ use starling_protocol::JobId;
 use std::collections::BTreeMap;
 
 /// Body of `POST /api/v1/jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     /// Kernel id from `GET /api/v1/kernels`.
     pub kernel: String,
     /// Kernel parameters, checked against the kernel's schema.
+    #[schema(value_type = Object)]
     pub params: serde_json::Value,
     /// Named inputs, each base64 (standard alphabet, padded); absent for kernels that
     /// take none (`render`, `montecarlo`).
@@ -167,6 +168,24 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// `POST /api/v1/jobs`: validate, split and queue a job; 201 with its record. The body
 /// is JSON ([`SubmitJob`]) or `multipart/form-data` (a `job` part and one part per input).
 /// With an `Idempotency-Key` already used for the same request, 200 with that job.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key with the same request answers the job it created (200)")),
+    request_body(content(
+        (SubmitJob = "application/json"),
+        (crate::routes::openapi::MultipartJobDoc = "multipart/form-data"),
+    )),
+    responses(
+        (status = 201, description = "Job accepted", body = crate::routes::openapi::JobRecordDoc),
+        (status = 200, description = "A retry: the job this Idempotency-Key created", body = crate::routes::openapi::JobRecordDoc),
+        (status = 400, description = "Body is not JSON or not a job", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body or inputs over the limit", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kernel, invalid parameter or input, or Idempotency-Key reused for another request", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded; see Retry-After", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -255,6 +274,16 @@ pub(crate) fn job_id(raw: &str) -> Result<JobId, ApiError> {
 }
 
 /// `GET /api/v1/jobs/{id}`: state and progress.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = crate::routes::openapi::JobRecordDoc),
+        (status = 404, description = "No such job", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -270,6 +299,17 @@ pub async fn get(
 }
 
 /// `GET /api/v1/jobs/{id}/result`: the merged output once the job is done.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/result",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "Job id")),
+    responses(
+        (status = 200, description = "The merged result, with the kernel's content type (f32 LE bytes, PNG or JSON)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such job", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not done", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn result(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -304,9 +344,10 @@ pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 500;
 
 /// A page of `GET /api/v1/jobs`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobList {
     /// Jobs, newest first.
+    #[schema(value_type = Vec<crate::routes::openapi::JobRecordDoc>)]
     pub jobs: Vec<JobRecord>,
     /// Cursor for the next page (pass as `cursor`); null on the last page.
     pub next: Option<String>,
@@ -341,6 +382,20 @@ fn decode_cursor(cursor: &str) -> Option<i64> {
 }
 
 /// `GET /api/v1/jobs?limit=&state=&cursor=`: jobs newest first, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Jobs per page (default 50)"),
+        ("state" = Option<crate::routes::openapi::JobStateDoc>, Query, description = "Only jobs in this state"),
+        ("cursor" = Option<String>, Query, description = "`next` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of jobs, newest first", body = JobList),
+        (status = 422, description = "A query parameter is invalid; `field` names it", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
@@ -409,6 +464,17 @@ pub async fn list(
 
 /// `DELETE /api/v1/jobs/{id}`: cancels a queued or running job; its outstanding units are
 /// withdrawn and results still on their way are ignored. 200 with the cancelled record.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "Job id")),
+    responses(
+        (status = 200, description = "The job, now cancelled", body = crate::routes::openapi::JobRecordDoc),
+        (status = 404, description = "No such job", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The job has already ended", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -14,6 +14,10 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// `GET /readyz`: 200 when the database answers, 503 problem+json when it does not.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready", body = String),
+    (status = 503, description = "The database does not answer", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state.scheduler.storage().ping().await.map_err(|e| {
         tracing::warn!("not ready: {e}");
@@ -66,6 +70,9 @@ fn label(value: &str) -> String {
 
 /// `GET /metrics`: Prometheus text exposition (format 0.0.4), written by hand to keep the
 /// relay free of a metrics stack for a dozen numbers.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text exposition 0.0.4", body = String, content_type = "text/plain"),
+))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.scheduler.storage().counts().await?;
     let mut out = String::new();
