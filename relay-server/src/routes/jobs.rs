@@ -126,8 +126,9 @@ impl Submission {
         self.inputs.values().map(Vec::len).sum()
     }
 
-    /// SHA-256 over kernel, parameters and inputs with lengths, so a retry matches however
-    /// it was encoded (JSON or multipart, any key order in `params`' serialisation aside).
+    /// SHA-256 over kernel, parameters and inputs, each length-prefixed, so a retry matches
+    /// however it was encoded (JSON or multipart). `params` is hashed as re-serialised by
+    /// serde_json, whose maps are sorted, so key order in the request does not matter.
     fn digest(&self) -> String {
         let mut hash = Sha256::new();
         let kernel = self.kernel.as_bytes();
@@ -498,4 +499,25 @@ pub async fn cancel(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after cancelling")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Submission;
+
+    fn digest(body: &str) -> String {
+        Submission::from_json(body.as_bytes())
+            .map(|s| s.digest())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn request_digest_ignores_key_order_but_not_values() {
+        let a = digest(r#"{"kernel":"matmul","params":{"m":1,"k":2},"input":{"a":"AAAA"}}"#);
+        let b = digest(r#"{"input":{"a":"AAAA"},"params":{"k":2,"m":1},"kernel":"matmul"}"#);
+        let c = digest(r#"{"kernel":"matmul","params":{"m":1,"k":3},"input":{"a":"AAAA"}}"#);
+        assert!(!a.is_empty());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
 }

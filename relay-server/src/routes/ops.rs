@@ -52,7 +52,13 @@ pub async fn count_requests(
     request: Request,
     next: Next,
 ) -> Response {
-    let method = request.method().as_str().to_owned();
+    // Clients can send any method token; only the standard ones get their own series,
+    // so made-up methods cannot grow the metrics without bound.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     let response = next.run(request).await;
     state
         .http_metrics
@@ -143,11 +149,19 @@ struct Bucket {
 /// Buckets beyond this many trigger a sweep of the ones that are full again.
 const SWEEP_ABOVE: usize = 10_000;
 
+#[derive(Debug)]
+struct Buckets {
+    by_client: HashMap<String, Bucket>,
+    /// Size that triggers the next sweep: at least twice what the last one left, so
+    /// sweeps cost amortised O(1) per request even when most clients are active.
+    sweep_at: usize,
+}
+
 /// One token bucket per client key.
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: RateLimit,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<Buckets>,
 }
 
 impl RateLimiter {
@@ -155,7 +169,10 @@ impl RateLimiter {
     pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                by_client: HashMap::new(),
+                sweep_at: SWEEP_ABOVE,
+            }),
         }
     }
 
@@ -166,12 +183,13 @@ impl RateLimiter {
             return Ok(());
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > SWEEP_ABOVE {
-            buckets.retain(|_, b| {
+        if buckets.by_client.len() > buckets.sweep_at {
+            buckets.by_client.retain(|_, b| {
                 b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_second < burst
             });
+            buckets.sweep_at = SWEEP_ABOVE.max(2 * buckets.by_client.len());
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+        let bucket = buckets.by_client.entry(key.to_owned()).or_insert(Bucket {
             tokens: burst,
             at: now,
         });
