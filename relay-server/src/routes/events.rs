@@ -7,6 +7,7 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::routes::jobs::job_id;
+use crate::routes::openapi::{ProblemDoc, ProgressEventDoc};
 use crate::storage::{JobRecord, JobState};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -90,8 +91,8 @@ impl Watch {
     tag = "jobs",
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
-        (status = 200, description = "Server-Sent Events: `progress` (data: ProgressEvent) on every change, then `done`, `failed` or `cancelled` (data: JobRecord); then the stream ends", content_type = "text/event-stream", body = crate::routes::openapi::ProgressEventDoc),
-        (status = 404, description = "No such job", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "Server-Sent Events: `progress` (data: ProgressEvent) on every change, then `done`, `failed` or `cancelled` (data: JobRecord); then the stream ends", content_type = "text/event-stream", body = ProgressEventDoc),
+        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn events(

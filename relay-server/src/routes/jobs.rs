@@ -2,6 +2,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::routes::openapi::{JobRecordDoc, JobStateDoc, MultipartJobDoc, ProblemDoc};
 use crate::storage::job_queries::Cancelled;
 use crate::storage::{JobRecord, JobState};
 use axum::body::Bytes;
@@ -176,15 +177,15 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key with the same request answers the job it created (200)")),
     request_body(content(
         (SubmitJob = "application/json"),
-        (crate::routes::openapi::MultipartJobDoc = "multipart/form-data"),
+        (MultipartJobDoc = "multipart/form-data"),
     )),
     responses(
-        (status = 201, description = "Job accepted", body = crate::routes::openapi::JobRecordDoc),
-        (status = 200, description = "A retry: the job this Idempotency-Key created", body = crate::routes::openapi::JobRecordDoc),
-        (status = 400, description = "Body is not JSON or not a job", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 413, description = "Body or inputs over the limit", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown kernel, invalid parameter or input, or Idempotency-Key reused for another request", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limit exceeded; see Retry-After", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 201, description = "Job accepted", body = JobRecordDoc),
+        (status = 200, description = "A retry: the job this Idempotency-Key created", body = JobRecordDoc),
+        (status = 400, description = "Body is not JSON or not a job", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body or inputs over the limit", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kernel, invalid parameter or input, or Idempotency-Key reused for another request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn submit(
@@ -224,10 +225,7 @@ pub async fn submit(
     if let Some(prior) = state.scheduler.storage().idempotent_request(&key).await? {
         if prior.request_sha256 != digest {
             return Err(ApiError::Invalid {
-                detail: format!(
-                    "Idempotency-Key `{key}` was already used for a different request (job {})",
-                    prior.job
-                ),
+                detail: format!("Idempotency-Key `{key}` was already used for a different request"),
                 field: Some("Idempotency-Key".into()),
             });
         }
@@ -281,8 +279,8 @@ pub(crate) fn job_id(raw: &str) -> Result<JobId, ApiError> {
     tag = "jobs",
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
-        (status = 200, description = "The job", body = crate::routes::openapi::JobRecordDoc),
-        (status = 404, description = "No such job", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "The job", body = JobRecordDoc),
+        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn get(
@@ -307,8 +305,8 @@ pub async fn get(
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
         (status = 200, description = "The merged result, with the kernel's content type (f32 LE bytes, PNG or JSON)", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 404, description = "No such job", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The job is not done", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not done", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn result(
@@ -348,7 +346,7 @@ pub const MAX_PAGE: u32 = 500;
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobList {
     /// Jobs, newest first.
-    #[schema(value_type = Vec<crate::routes::openapi::JobRecordDoc>)]
+    #[schema(value_type = Vec<JobRecordDoc>)]
     pub jobs: Vec<JobRecord>,
     /// Cursor for the next page (pass as `cursor`); null on the last page.
     pub next: Option<String>,
@@ -389,12 +387,12 @@ fn decode_cursor(cursor: &str) -> Option<i64> {
     tag = "jobs",
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Jobs per page (default 50)"),
-        ("state" = Option<crate::routes::openapi::JobStateDoc>, Query, description = "Only jobs in this state"),
+        ("state" = Option<JobStateDoc>, Query, description = "Only jobs in this state"),
         ("cursor" = Option<String>, Query, description = "`next` of the previous page"),
     ),
     responses(
         (status = 200, description = "A page of jobs, newest first", body = JobList),
-        (status = 422, description = "A query parameter is invalid; `field` names it", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid; `field` names it", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
@@ -471,9 +469,9 @@ pub async fn list(
     tag = "jobs",
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
-        (status = 200, description = "The job, now cancelled", body = crate::routes::openapi::JobRecordDoc),
-        (status = 404, description = "No such job", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The job has already ended", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "The job, now cancelled", body = JobRecordDoc),
+        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The job has already ended", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel(

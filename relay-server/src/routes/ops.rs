@@ -3,6 +3,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::routes::openapi::ProblemDoc;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
@@ -16,7 +17,7 @@ use std::time::Instant;
 /// `GET /readyz`: 200 when the database answers, 503 problem+json when it does not.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "Ready", body = String),
-    (status = 503, description = "The database does not answer", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+    (status = 503, description = "The database does not answer", body = ProblemDoc, content_type = "application/problem+json"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state.scheduler.storage().ping().await.map_err(|e| {

@@ -3,6 +3,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::routes::openapi::ProblemDoc;
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -17,8 +18,8 @@ pub struct Sdp {
 /// Answers a volunteer's offer and serves the peer once its channel opens.
 #[utoipa::path(post, path = "/api/v1/rtc/offer", tag = "network", request_body = Sdp, responses(
     (status = 200, description = "The relay's answer", body = Sdp),
-    (status = 400, description = "Body is not `{sdp}`", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
-    (status = 422, description = "The offer cannot be answered", body = crate::routes::openapi::ProblemDoc, content_type = "application/problem+json"),
+    (status = 400, description = "Body is not `{sdp}`", body = ProblemDoc, content_type = "application/problem+json"),
+    (status = 422, description = "The offer cannot be answered", body = ProblemDoc, content_type = "application/problem+json"),
 ))]
 pub async fn offer(
     State(state): State<AppState>,
