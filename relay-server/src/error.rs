@@ -172,3 +172,45 @@ impl From<crate::scheduler::SubmitError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn render(error: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        (
+            status,
+            retry_after,
+            serde_json::from_slice(&body).unwrap_or_default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn rate_limited_carries_retry_after_and_unavailable_is_503() {
+        let (status, retry_after, body) = render(ApiError::RateLimited {
+            retry_after_secs: 7,
+        })
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry_after.as_deref(), Some("7"));
+        assert_eq!(body["detail"], "too many requests; retry in 7 s");
+        assert_eq!(body["type"], "/problems/rate-limited");
+
+        let (status, retry_after, body) =
+            render(ApiError::Unavailable("the database does not answer".into())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["status"], 503);
+        assert_eq!(body["detail"], "the database does not answer");
+    }
+}
