@@ -132,3 +132,27 @@ async fn cli_errors_are_one_line_with_distinct_exit_codes() -> anyhow::Result<()
         .any(|l| l.starts_with("matmul")));
     Ok(())
 }
+
+#[tokio::test]
+async fn cli_sends_its_api_key_and_reports_429() -> anyhow::Result<()> {
+    let data = TempDir::new("cli-rate")?;
+    let relay = Relay::start_with(
+        data.path(),
+        64,
+        &["--rate-limit-per-s", "0.01", "--rate-limit-burst", "2"],
+    )?;
+    let url = relay.url();
+    for _ in 0..2 {
+        assert!(starling(&url, &["kernels"])?.status.success());
+    }
+    let limited = starling(&url, &["kernels"])?;
+    assert_eq!(limited.status.code(), Some(3));
+    assert_eq!(
+        text(&limited.stderr),
+        "error: 429 Too many requests: too many requests; retry in 100 s\n"
+    );
+    // An API key is its own client, with its own budget.
+    let keyed = starling(&url, &["--api-key", "tenant-a", "kernels"])?;
+    assert!(keyed.status.success(), "{}", text(&keyed.stderr));
+    Ok(())
+}
