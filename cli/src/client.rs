@@ -33,6 +33,11 @@ pub enum CliError {
         /// Why.
         source: reqwest::Error,
     },
+    /// The event stream closed before the job ended (the relay stopped or restarted).
+    #[error(
+        "the event stream of job {0} closed before the job ended; run `starling watch {0}` again"
+    )]
+    StreamClosed(String),
     /// The relay's answer is not what the API promises.
     #[error("unexpected answer from the relay: {0}")]
     Protocol(String),
@@ -62,7 +67,7 @@ impl CliError {
         match self {
             Self::Usage(_) => 2,
             Self::Api { .. } | Self::Protocol(_) => 3,
-            Self::Network { .. } => 4,
+            Self::Network { .. } | Self::StreamClosed(_) => 4,
             Self::JobEnded { .. } => 5,
             Self::File { .. } => 6,
         }

@@ -331,7 +331,9 @@ async fn watch(client: &Client, id: &str) -> Result<(), CliError> {
         })
         .await;
     bar.finish_and_clear();
-    let last = last?.ok_or_else(|| CliError::Protocol("the event stream was empty".into()))?;
+    let Some(last) = last? else {
+        return Err(CliError::StreamClosed(id.to_owned()));
+    };
     let job: Value = serde_json::from_str(&last.data).unwrap_or(Value::Null);
     match last.name.as_str() {
         "done" => {
@@ -343,9 +345,10 @@ async fn watch(client: &Client, id: &str) -> Result<(), CliError> {
             state: last.name.clone(),
             error: job["error"].as_str().map(str::to_owned),
         }),
-        other => Err(CliError::Protocol(format!(
-            "the event stream ended with `{other}` ({})",
+        "error" => Err(CliError::Protocol(format!(
+            "the relay could not follow job {id}: {}",
             last.data
         ))),
+        _ => Err(CliError::StreamClosed(id.to_owned())),
     }
 }

@@ -45,6 +45,29 @@ pub struct StaticDirs {
     pub public: PathBuf,
 }
 
+/// Tells long-lived responses (event streams) that the relay is stopping, so graceful
+/// shutdown does not wait for every watched job to finish.
+#[derive(Debug)]
+pub struct Shutdown(tokio::sync::watch::Sender<bool>);
+
+impl Shutdown {
+    fn new() -> Self {
+        Self(tokio::sync::watch::Sender::new(false))
+    }
+
+    /// Starts shutting down: every [`Shutdown::wait`] returns.
+    pub fn begin(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Returns once shutdown has begun.
+    pub async fn wait(&self) {
+        let mut stopping = self.0.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = stopping.wait_for(|s| *s).await;
+    }
+}
+
 /// State shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -61,6 +84,8 @@ pub struct AppState {
     /// Held while a submission with an `Idempotency-Key` checks, creates and records, so
     /// concurrent retries of one request create one job.
     pub idempotent_submits: Arc<tokio::sync::Mutex<()>>,
+    /// Signals that the relay is stopping.
+    pub shutdown: Arc<Shutdown>,
 }
 
 impl AppState {
@@ -73,6 +98,7 @@ impl AppState {
             limits,
             http_metrics: Arc::default(),
             idempotent_submits: Arc::default(),
+            shutdown: Arc::new(Shutdown::new()),
         }
     }
 }

@@ -101,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
             },
         },
     );
+    let shutdown = state.shutdown.clone();
     let router = app::router(
         state,
         &StaticDirs {
@@ -117,8 +118,9 @@ async fn main() -> anyhow::Result<()> {
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async {
+    .with_graceful_shutdown(async move {
         let _ = tokio::signal::ctrl_c().await;
+        shutdown.begin();
     })
     .await?;
     Ok(())

@@ -11,7 +11,7 @@ use crate::routes::openapi::{ProblemDoc, ProgressEventDoc};
 use crate::storage::{JobRecord, JobState};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use axum::response::IntoResponse;
 use serde_json::json;
 use starling_protocol::JobId;
 use std::collections::VecDeque;
@@ -98,7 +98,7 @@ impl Watch {
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let id = job_id(&id)?;
     // A missing job is a 404 now, not an event later.
     if state.scheduler.storage().job(id).await?.is_none() {
@@ -114,16 +114,25 @@ pub async fn events(
     let stream = futures::stream::unfold(watch, |mut watch| async move {
         loop {
             if let Some(event) = watch.pending.pop_front() {
-                return Some((Ok(event), watch));
+                return Some((Ok::<_, Infallible>(event), watch));
             }
             if watch.ended {
                 return None;
             }
             if watch.last.is_some() {
-                tokio::time::sleep(POLL).await;
+                let shutdown = watch.state.shutdown.clone();
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    () = shutdown.wait() => return None,
+                }
             }
             watch.poll().await;
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    // Proxies such as nginx buffer responses unless told not to, which would hold
+    // events back until the buffer fills.
+    Ok((
+        [("x-accel-buffering", "no")],
+        Sse::new(stream).keep_alive(KeepAlive::default()),
+    ))
 }
