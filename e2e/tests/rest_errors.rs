@@ -147,3 +147,78 @@ async fn oversized_bodies_get_413_problem_json() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn clients_over_their_rate_get_429_by_address() -> anyhow::Result<()> {
+    let data = TempDir::new("rate-limit")?;
+    let relay = Relay::start_with(
+        data.path(),
+        64,
+        &["--rate-limit-per-s", "0.2", "--rate-limit-burst", "3"],
+    )?;
+    let api = Api::new(&relay.url());
+    let kernels = format!("{}/api/v1/kernels", api.base());
+    for _ in 0..3 {
+        let ok = api.http().get(&kernels).send().await?;
+        assert_eq!(ok.status().as_u16(), 200);
+    }
+    let refused = api.http().get(&kernels).send().await?;
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry_after = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(retry_after, Some(5));
+    let body: serde_json::Value = refused.json().await?;
+    assert_eq!(body["status"], 429, "{body}");
+    assert_eq!(body["type"], "/problems/rate-limited", "{body}");
+    let ready = api
+        .http()
+        .get(format!("{}/readyz", api.base()))
+        .send()
+        .await?;
+    assert_eq!(ready.status().as_u16(), 200, "probes are not rate limited");
+    Ok(())
+}
+
+#[tokio::test]
+async fn cancelled_jobs_refuse_a_second_cancel_and_their_result() -> anyhow::Result<()> {
+    let data = TempDir::new("cancel")?;
+    let relay = Relay::start(data.path(), 64)?;
+    let api = Api::new(&relay.url());
+    let id = api.submit(&MatmulJob::random(4, 4, 4, 2).body).await?;
+    let url = format!("{}/api/v1/jobs/{id}", api.base());
+    let cancelled = api.http().delete(&url).send().await?;
+    assert_eq!(cancelled.status().as_u16(), 200);
+    let record: serde_json::Value = cancelled.json().await?;
+    assert_eq!(record["state"], "cancelled", "{record}");
+    let again = api.http().delete(&url).send().await?;
+    assert_eq!(again.status().as_u16(), 409);
+    let body: serde_json::Value = again.json().await?;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("already cancelled")),
+        "{body}"
+    );
+    let (status, _) = api.result(&id).await?;
+    assert_eq!(status, 409);
+    let listed: serde_json::Value = api
+        .http()
+        .get(format!("{}/api/v1/jobs?state=cancelled", api.base()))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(listed["jobs"][0]["id"], id.as_str(), "{listed}");
+    let bad = api
+        .http()
+        .get(format!("{}/api/v1/jobs?state=paused", api.base()))
+        .send()
+        .await?;
+    assert_eq!(bad.status().as_u16(), 422);
+    let body: serde_json::Value = bad.json().await?;
+    assert_eq!(body["field"], "state", "{body}");
+    Ok(())
+}

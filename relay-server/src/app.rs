@@ -1,9 +1,12 @@
 //! The router and the state its handlers share.
 
 use crate::routes;
+use crate::routes::ops::{HttpMetrics, RateLimit, RateLimiter};
 use crate::scheduler::Scheduler;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::http::Method;
+use axum::middleware;
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +17,23 @@ use tower_http::services::{ServeDir, ServeFile};
 pub struct Limits {
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Largest total of a job's inputs, however they were encoded.
+    pub max_input_bytes: usize,
+    /// Requests per client under `/api/v1`.
+    pub rate: RateLimit,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024 * 1024,
+            max_input_bytes: 64 * 1024 * 1024,
+            rate: RateLimit {
+                per_second: 100.0,
+                burst: 1000.0,
+            },
+        }
+    }
 }
 
 /// Where the web UI and the static assets are.
@@ -25,6 +45,29 @@ pub struct StaticDirs {
     pub public: PathBuf,
 }
 
+/// Tells long-lived responses (event streams) that the relay is stopping, so graceful
+/// shutdown does not wait for every watched job to finish.
+#[derive(Debug)]
+pub struct Shutdown(tokio::sync::watch::Sender<bool>);
+
+impl Shutdown {
+    fn new() -> Self {
+        Self(tokio::sync::watch::Sender::new(false))
+    }
+
+    /// Starts shutting down: every [`Shutdown::wait`] returns.
+    pub fn begin(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Returns once shutdown has begun.
+    pub async fn wait(&self) {
+        let mut stopping = self.0.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = stopping.wait_for(|s| *s).await;
+    }
+}
+
 /// State shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -34,29 +77,111 @@ pub struct AppState {
     pub rtc: Arc<starling_peer::AnswerConfig>,
     /// Request limits.
     pub limits: Limits,
+    /// Requests answered, for `/metrics`.
+    pub http_metrics: Arc<HttpMetrics>,
+    /// Per-client token buckets.
+    pub rate_limiter: Arc<RateLimiter>,
+    /// Held while a submission with an `Idempotency-Key` checks, creates and records, so
+    /// concurrent retries of one request create one job.
+    pub idempotent_submits: Arc<tokio::sync::Mutex<()>>,
+    /// Signals that the relay is stopping.
+    pub shutdown: Arc<Shutdown>,
+}
+
+impl AppState {
+    /// State for a relay with these parts.
+    pub fn new(scheduler: Scheduler, rtc: starling_peer::AnswerConfig, limits: Limits) -> Self {
+        Self {
+            scheduler,
+            rtc: Arc::new(rtc),
+            rate_limiter: Arc::new(RateLimiter::new(limits.rate)),
+            limits,
+            http_metrics: Arc::default(),
+            idempotent_submits: Arc::default(),
+            shutdown: Arc::new(Shutdown::new()),
+        }
+    }
+}
+
+/// A route: method, path and handler. The method is written once and used both to
+/// register the handler and to list the route.
+type Route = (Method, &'static str, MethodRouter<AppState>);
+
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:expr),* $(,)?) => {
+        vec![$((Method::$method, $path, on(MethodFilter::$method, $handler))),*]
+    };
+}
+
+/// Routes under `/api/v1` (rate limited), paths relative to it.
+fn api_routes() -> Vec<Route> {
+    routes![
+        GET "/kernels" => routes::kernels,
+        GET "/stats" => routes::stats,
+        POST "/jobs" => routes::jobs::submit,
+        GET "/jobs" => routes::jobs::list,
+        GET "/jobs/{id}" => routes::jobs::get,
+        DELETE "/jobs/{id}" => routes::jobs::cancel,
+        GET "/jobs/{id}/result" => routes::jobs::result,
+        GET "/jobs/{id}/events" => routes::events::events,
+        GET "/jobs/{id}/units" => routes::jobs::units,
+        GET "/wallets/{address}" => routes::wallets::get,
+        POST "/rtc/offer" => routes::rtc::offer,
+        GET "/openapi.json" => routes::openapi::openapi_json,
+        GET "/docs" => routes::openapi::docs,
+    ]
+}
+
+/// Routes at the root, for probes and scrapers (not rate limited).
+fn root_routes() -> Vec<Route> {
+    routes![
+        GET "/healthz" => routes::healthz,
+        GET "/readyz" => routes::ops::readyz,
+        GET "/metrics" => routes::ops::metrics,
+    ]
+}
+
+/// Every route the router answers besides static files, as (method, full path). The
+/// OpenAPI test compares this list with the document.
+pub fn route_table() -> Vec<(Method, String)> {
+    let api = api_routes()
+        .into_iter()
+        .map(|(method, path, _)| (method, format!("/api/v1{path}")));
+    let root = root_routes()
+        .into_iter()
+        .map(|(method, path, _)| (method, path.to_owned()));
+    api.chain(root).collect()
 }
 
 /// Builds the whole router.
 pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
-    let api = Router::new()
-        .route("/kernels", get(routes::kernels))
-        .route("/stats", get(routes::stats))
-        .route("/jobs", post(routes::jobs::submit))
-        .route("/jobs/{id}", get(routes::jobs::get))
-        .route("/jobs/{id}/result", get(routes::jobs::result))
-        .route("/jobs/{id}/units", get(routes::jobs::units))
-        .route("/wallets/{address}", get(routes::wallets::get))
-        .route("/rtc/offer", post(routes::rtc::offer))
-        .fallback(|| async { crate::error::ApiError::NotFound("no such API endpoint".into()) });
+    // `route` merges handlers given for the same path under different methods.
+    let api = api_routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
+        .fallback(|| async { crate::error::ApiError::NotFound("no such API endpoint".into()) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            routes::ops::rate_limit,
+        ));
     // The single-page app answers unknown paths with its index.html.
     let files = ServeDir::new(&dirs.app).fallback(
         ServeDir::new(&dirs.public).fallback(ServeFile::new(dirs.app.join("index.html"))),
     );
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/healthz", get(routes::healthz))
+    root_routes()
+        .into_iter()
+        .fold(
+            Router::new().nest("/api/v1", api),
+            |router, (_, path, handler)| router.route(path, handler),
+        )
         .fallback_service(files)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            routes::ops::count_requests,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

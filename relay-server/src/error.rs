@@ -27,12 +27,29 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// The job's inputs together exceed the configured limit.
+    #[error("inputs total {total} bytes, over the {limit}-byte limit on a job's inputs")]
+    InputsTooLarge {
+        /// Bytes of input submitted.
+        total: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// No such resource.
     #[error("{0}")]
     NotFound(String),
     /// The resource is not in a state that allows this (e.g. result before done).
     #[error("{0}")]
     Conflict(String),
+    /// The client sent more requests than its rate limit allows.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until a request will be accepted again.
+        retry_after_secs: u64,
+    },
+    /// A dependency (the database) does not answer; the relay is not ready.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something failed on our side; details go to the log, not the client.
     #[error("internal error")]
     Internal(String),
@@ -62,7 +79,7 @@ impl ApiError {
                 "/problems/invalid-value",
                 "Invalid value",
             ),
-            Self::TooLarge { .. } => (
+            Self::TooLarge { .. } | Self::InputsTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "/problems/too-large",
                 "Request too large",
@@ -72,6 +89,16 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "/problems/conflict",
                 "Not in a state that allows this",
+            ),
+            Self::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "/problems/rate-limited",
+                "Too many requests",
+            ),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/unavailable",
+                "Service unavailable",
             ),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,12 +127,18 @@ impl IntoResponse for ApiError {
             field,
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             json,
         )
-            .into_response()
+            .into_response();
+        if let Self::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after_secs.into());
+        }
+        response
     }
 }
 
@@ -141,5 +174,47 @@ impl From<crate::scheduler::SubmitError> for ApiError {
             },
             crate::scheduler::SubmitError::Storage(s) => s.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn render(error: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        (
+            status,
+            retry_after,
+            serde_json::from_slice(&body).unwrap_or_default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn rate_limited_carries_retry_after_and_unavailable_is_503() {
+        let (status, retry_after, body) = render(ApiError::RateLimited {
+            retry_after_secs: 7,
+        })
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry_after.as_deref(), Some("7"));
+        assert_eq!(body["detail"], "too many requests; retry in 7 s");
+        assert_eq!(body["type"], "/problems/rate-limited");
+
+        let (status, retry_after, body) =
+            render(ApiError::Unavailable("the database does not answer".into())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["status"], 503);
+        assert_eq!(body["detail"], "the database does not answer");
     }
 }

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use relay_server::app::{self, AppState, Limits, StaticDirs};
+use relay_server::routes::ops::RateLimit;
 use relay_server::scheduler::{Scheduler, SchedulerConfig};
 use relay_server::storage::Storage;
 use starling_kernels::Catalog;
@@ -53,6 +54,16 @@ struct Cli {
     /// Largest accepted request body, in MiB.
     #[arg(long, default_value_t = 64)]
     max_body_mib: usize,
+    /// Largest total of one job's inputs, in MiB (after base64 decoding).
+    #[arg(long, default_value_t = 64)]
+    max_input_mib: usize,
+    /// Requests per second each client (API key, else IP address) regains under
+    /// /api/v1; 0 turns rate limiting off.
+    #[arg(long, default_value_t = 100.0)]
+    rate_limit_per_s: f64,
+    /// Requests a client may make in one burst before the rate limit applies.
+    #[arg(long, default_value_t = 1000)]
+    rate_limit_burst: u32,
 }
 
 #[tokio::main]
@@ -86,16 +97,22 @@ async fn main() -> anyhow::Result<()> {
     } else {
         cli.listen.ip()
     });
-    let state = AppState {
+    let state = AppState::new(
         scheduler,
-        rtc: Arc::new(starling_peer::AnswerConfig {
+        starling_peer::AnswerConfig {
             bind_ip: rtc_ip,
             open_timeout: Duration::from_secs(20),
-        }),
-        limits: Limits {
-            max_body_bytes: cli.max_body_mib * 1024 * 1024,
         },
-    };
+        Limits {
+            max_body_bytes: cli.max_body_mib * 1024 * 1024,
+            max_input_bytes: cli.max_input_mib * 1024 * 1024,
+            rate: RateLimit {
+                per_second: cli.rate_limit_per_s,
+                burst: f64::from(cli.rate_limit_burst.max(1)),
+            },
+        },
+    );
+    let shutdown = state.shutdown.clone();
     let router = app::router(
         state,
         &StaticDirs {
@@ -107,10 +124,15 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port.
     println!("Starling relay listening on http://{addr}/");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // The peer address keys the rate limit of clients without an API key.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.begin();
+    })
+    .await?;
     Ok(())
 }

@@ -1,27 +1,32 @@
-//! `/api/v1/jobs`: submit a job, follow it, fetch its result.
+//! `/api/v1/jobs`: submit, list, follow, cancel a job and fetch its result.
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::routes::openapi::{JobRecordDoc, JobStateDoc, MultipartJobDoc, ProblemDoc};
+use crate::storage::job_queries::Cancelled;
 use crate::storage::{JobRecord, JobState};
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::extract::multipart::MultipartError;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use starling_kernels::NamedInputs;
 use starling_protocol::JobId;
 use std::collections::BTreeMap;
 
 /// Body of `POST /api/v1/jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     /// Kernel id from `GET /api/v1/kernels`.
     pub kernel: String,
     /// Kernel parameters, checked against the kernel's schema.
+    #[schema(value_type = Object)]
     pub params: serde_json::Value,
     /// Named inputs, each base64 (standard alphabet, padded); absent for kernels that
     /// take none (`render`, `montecarlo`).
@@ -33,12 +38,13 @@ pub struct SubmitJob {
 }
 
 /// A job's verification settings.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Verification {
     /// Agreeing results from distinct wallets each unit needs, 1 to 5. With 1, a single
     /// result stands once it passes the kernel's checks: cheaper, and only as safe as
     /// those checks (and the known-answer tests that catch lying wallets).
+    #[schema(minimum = 1, maximum = 5)]
     pub quorum: u32,
 }
 
@@ -54,54 +60,251 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes
     })
 }
 
-/// `POST /api/v1/jobs`: validate, split and queue a job; 201 with its record.
+/// A submission, whichever way it arrived (JSON with base64 inputs, or multipart).
+#[derive(Debug)]
+struct Submission {
+    kernel: String,
+    params: serde_json::Value,
+    inputs: NamedInputs,
+    quorum: Option<u32>,
+}
+
+impl Submission {
+    fn from_json(body: &[u8]) -> Result<Self, ApiError> {
+        let request: SubmitJob = serde_json::from_slice(body).map_err(|e| ApiError::Malformed {
+            detail: format!("body is not a valid job: {e}"),
+        })?;
+        let mut inputs = NamedInputs::new();
+        for (name, encoded) in &request.input {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|e| ApiError::Invalid {
+                    detail: format!("input `{name}` is not valid base64: {e}"),
+                    field: Some(format!("input.{name}")),
+                })?;
+            inputs.insert(name.clone(), bytes);
+        }
+        Ok(Self {
+            kernel: request.kernel,
+            params: request.params,
+            inputs,
+            quorum: request.verification.map(|v| v.quorum),
+        })
+    }
+
+    /// A part named `job` holds `{kernel, params}` as JSON; every other part is the raw
+    /// bytes of the input it is named after.
+    async fn from_multipart(mut multipart: Multipart, limit: usize) -> Result<Self, ApiError> {
+        let multipart_error = |e: MultipartError| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge { limit }
+            } else {
+                ApiError::Malformed {
+                    detail: format!("multipart body: {}", e.body_text()),
+                }
+            }
+        };
+        let mut job = None;
+        let mut inputs = NamedInputs::new();
+        while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+            let name = field
+                .name()
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| ApiError::Malformed {
+                    detail: "every multipart part needs a name (`job` or an input name)".into(),
+                })?
+                .to_owned();
+            let bytes = field.bytes().await.map_err(multipart_error)?;
+            if name == "job" {
+                job = Some(Self::from_json(&bytes)?);
+            } else if inputs.insert(name.clone(), bytes.to_vec()).is_some() {
+                return Err(ApiError::Invalid {
+                    detail: format!("input `{name}` is given twice"),
+                    field: Some(format!("input.{name}")),
+                });
+            }
+        }
+        let mut job = job.ok_or_else(|| ApiError::Invalid {
+            detail: "multipart body has no `job` part with the kernel and params".into(),
+            field: Some("job".into()),
+        })?;
+        for (name, bytes) in inputs {
+            if job.inputs.insert(name.clone(), bytes).is_some() {
+                return Err(ApiError::Invalid {
+                    detail: format!("input `{name}` is given both in `job` and as a part"),
+                    field: Some(format!("input.{name}")),
+                });
+            }
+        }
+        Ok(job)
+    }
+
+    fn input_bytes(&self) -> usize {
+        self.inputs.values().map(Vec::len).sum()
+    }
+
+    /// SHA-256 over kernel, parameters and inputs, each length-prefixed, so a retry matches
+    /// however it was encoded (JSON or multipart). `params` is hashed as re-serialised by
+    /// serde_json, whose maps are sorted, so key order in the request does not matter.
+    fn digest(&self) -> String {
+        let mut hash = Sha256::new();
+        let kernel = self.kernel.as_bytes();
+        let params = self.params.to_string();
+        let quorum = self.quorum.map(|q| q.to_string()).unwrap_or_default();
+        for part in [kernel, params.as_bytes(), quorum.as_bytes()] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
+        }
+        for (name, bytes) in &self.inputs {
+            for part in [name.as_bytes(), bytes.as_slice()] {
+                hash.update((part.len() as u64).to_le_bytes());
+                hash.update(part);
+            }
+        }
+        hex::encode(hash.finalize())
+    }
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let invalid = || ApiError::Invalid {
+        detail: "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+        field: Some("Idempotency-Key".into()),
+    };
+    let key = value.to_str().map_err(|_| invalid())?;
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// The header a submitter sets to make retries of `POST /api/v1/jobs` safe.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// `POST /api/v1/jobs`: validate, split and queue a job; 201 with its record. The body
+/// is JSON ([`SubmitJob`]) or `multipart/form-data` (a `job` part and one part per input).
+/// With an `Idempotency-Key` already used for the same request, 200 with that job.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key with the same request answers the job it created (200)")),
+    request_body(content(
+        (SubmitJob = "application/json"),
+        (MultipartJobDoc = "multipart/form-data"),
+    )),
+    responses(
+        (status = 201, description = "Job accepted", body = JobRecordDoc),
+        (status = 200, description = "A retry: the job this Idempotency-Key created", body = JobRecordDoc),
+        (status = 400, description = "Body is not JSON or not a job", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body or inputs over the limit", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kernel, invalid parameter or input, or Idempotency-Key reused for another request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn submit(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let body = body_bytes(body, state.limits.max_body_bytes)?;
-    let request: SubmitJob = serde_json::from_slice(&body).map_err(|e| ApiError::Malformed {
-        detail: format!("body is not a valid job: {e}"),
-    })?;
-    let mut inputs = NamedInputs::new();
-    for (name, encoded) in &request.input {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .map_err(|e| ApiError::Invalid {
-                detail: format!("input `{name}` is not valid base64: {e}"),
-                field: Some(format!("input.{name}")),
+    let limit = state.limits.max_body_bytes;
+    let multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let submission = if multipart {
+        let multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::Malformed {
+                detail: e.body_text(),
             })?;
-        inputs.insert(name.clone(), bytes);
+        Submission::from_multipart(multipart, limit).await?
+    } else {
+        let body = body_bytes(Bytes::from_request(request, &state).await, limit)?;
+        Submission::from_json(&body)?
+    };
+    let total = submission.input_bytes();
+    if total > state.limits.max_input_bytes {
+        return Err(ApiError::InputsTooLarge {
+            total,
+            limit: state.limits.max_input_bytes,
+        });
     }
+    let Some(key) = idempotency_key(&headers)? else {
+        return Ok(created(create(&state, submission).await?));
+    };
+    let digest = submission.digest();
+    // Check, create and remember as one step: two concurrent retries must not both create.
+    let _one_at_a_time = state.idempotent_submits.lock().await;
+    if let Some(prior) = state.scheduler.storage().idempotent_request(&key).await? {
+        if prior.request_sha256 != digest {
+            return Err(ApiError::Invalid {
+                detail: format!("Idempotency-Key `{key}` was already used for a different request"),
+                field: Some("Idempotency-Key".into()),
+            });
+        }
+        let record = state
+            .scheduler
+            .storage()
+            .job(prior.job)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("job {} of a key vanished", prior.job)))?;
+        return Ok((StatusCode::OK, location(prior.job), Json(record)).into_response());
+    }
+    let record = create(&state, submission).await?;
+    state
+        .scheduler
+        .storage()
+        .remember_idempotency_key(&key, &digest, record.id)
+        .await?;
+    Ok(created(record))
+}
+
+fn created(record: JobRecord) -> Response {
+    (StatusCode::CREATED, location(record.id), Json(record)).into_response()
+}
+
+fn location(id: JobId) -> [(header::HeaderName, String); 1] {
+    [(header::LOCATION, format!("/api/v1/jobs/{id}"))]
+}
+
+async fn create(state: &AppState, submission: Submission) -> Result<JobRecord, ApiError> {
     let id = state
         .scheduler
         .submit(
-            &request.kernel,
-            request.params,
-            &inputs,
-            request.verification.map(|v| v.quorum),
+            &submission.kernel,
+            submission.params,
+            &submission.inputs,
+            submission.quorum,
         )
         .await?;
-    let record = state
+    state
         .scheduler
         .storage()
         .job(id)
         .await?
-        .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after insert")))?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/api/v1/jobs/{id}"))],
-        Json(record),
-    )
-        .into_response())
+        .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after insert")))
 }
 
-fn job_id(raw: &str) -> Result<JobId, ApiError> {
+pub(crate) fn job_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::NotFound(format!("no job with id `{raw}`")))
 }
 
 /// `GET /api/v1/jobs/{id}`: state and progress.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobRecordDoc),
+        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -117,6 +320,17 @@ pub async fn get(
 }
 
 /// `GET /api/v1/jobs/{id}/result`: the merged output once the job is done.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/result",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "Job id")),
+    responses(
+        (status = 200, description = "The merged result, with the kernel's content type (f32 LE bytes, PNG or JSON)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not done", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn result(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -145,9 +359,202 @@ pub async fn result(
     }
 }
 
+/// Jobs per page unless `limit` says otherwise.
+pub const DEFAULT_PAGE: u32 = 50;
+/// The largest `limit` accepted.
+pub const MAX_PAGE: u32 = 500;
+
+/// A page of `GET /api/v1/jobs`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobList {
+    /// Jobs, newest first.
+    #[schema(value_type = Vec<JobRecordDoc>)]
+    pub jobs: Vec<JobRecord>,
+    /// Cursor for the next page (pass as `cursor`); null on the last page.
+    pub next: Option<String>,
+}
+
+fn parse_state(raw: &str) -> Option<JobState> {
+    [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == raw)
+}
+
+/// Cursors are opaque to clients so the paging scheme can change without breaking them.
+fn encode_cursor(position: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("j{position}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<i64> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    std::str::from_utf8(&raw)
+        .ok()?
+        .strip_prefix('j')?
+        .parse()
+        .ok()
+}
+
+/// `GET /api/v1/jobs?limit=&state=&cursor=`: jobs newest first, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Jobs per page (default 50)"),
+        ("state" = Option<JobStateDoc>, Query, description = "Only jobs in this state"),
+        ("cursor" = Option<String>, Query, description = "`next` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of jobs, newest first", body = JobList),
+        (status = 422, description = "A query parameter is invalid; `field` names it", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Json<JobList>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::Malformed {
+        detail: e.body_text(),
+    })?;
+    let invalid = |field: &str, detail: String| ApiError::Invalid {
+        detail,
+        field: Some(field.to_owned()),
+    };
+    let mut limit = DEFAULT_PAGE;
+    let mut filter = None;
+    let mut before = None;
+    for (name, value) in &query {
+        match name.as_str() {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_PAGE).contains(l))
+                    .ok_or_else(|| {
+                        invalid(
+                            "limit",
+                            format!("limit must be an integer from 1 to {MAX_PAGE}, got `{value}`"),
+                        )
+                    })?;
+            }
+            "state" => {
+                filter = Some(parse_state(value).ok_or_else(|| {
+                    invalid(
+                        "state",
+                        format!(
+                            "state must be one of queued, running, done, failed, cancelled; got `{value}`"
+                        ),
+                    )
+                })?);
+            }
+            "cursor" => {
+                before = Some(decode_cursor(value).ok_or_else(|| {
+                    invalid(
+                        "cursor",
+                        "cursor is not one this relay handed out (use `next` of the previous page)"
+                            .into(),
+                    )
+                })?);
+            }
+            other => {
+                return Err(invalid(
+                    other,
+                    format!("unknown query parameter `{other}` (known: limit, state, cursor)"),
+                ))
+            }
+        }
+    }
+    let page = state
+        .scheduler
+        .storage()
+        .list_jobs(filter, before, limit)
+        .await?;
+    Ok(Json(JobList {
+        jobs: page.jobs,
+        next: page.next.map(encode_cursor),
+    }))
+}
+
+/// `DELETE /api/v1/jobs/{id}`: cancels a queued or running job; its outstanding units are
+/// withdrawn and results still on their way are ignored. 200 with the cancelled record.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "Job id")),
+    responses(
+        (status = 200, description = "The job, now cancelled", body = JobRecordDoc),
+        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The job has already ended", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiError> {
+    let id = job_id(&id)?;
+    let storage = state.scheduler.storage();
+    match storage.cancel_job(id).await? {
+        Cancelled::Now { withdrawn } => {
+            tracing::info!(job = %id, withdrawn, "job cancelled");
+        }
+        Cancelled::AlreadyEnded(ended) => {
+            return Err(ApiError::Conflict(format!(
+                "job `{id}` is already {}; only queued or running jobs can be cancelled",
+                ended.as_str()
+            )))
+        }
+        Cancelled::Missing => return Err(ApiError::NotFound(format!("no job with id `{id}`"))),
+    }
+    storage
+        .job(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after cancelling")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Submission;
+
+    fn digest(body: &str) -> String {
+        Submission::from_json(body.as_bytes())
+            .map(|s| s.digest())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn request_digest_ignores_key_order_but_not_values() {
+        let a = digest(r#"{"kernel":"matmul","params":{"m":1,"k":2},"input":{"a":"AAAA"}}"#);
+        let b = digest(r#"{"input":{"a":"AAAA"},"params":{"k":2,"m":1},"kernel":"matmul"}"#);
+        let c = digest(r#"{"kernel":"matmul","params":{"m":1,"k":3},"input":{"a":"AAAA"}}"#);
+        assert!(!a.is_empty());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}
+
 /// `GET /api/v1/jobs/{id}/units`: each unit's state and who computed it: the wallets
-/// whose results were judged valid and invalid, and the leases out now. Output bytes are
-/// left out; the merged result has them.
+/// whose results were judged valid, how many results came back, and the leases out now.
+/// Output bytes are left out; the merged result has them.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/units",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "Job id")),
+    responses(
+        (status = 200, description = "`{\"units\": [{index, state, results, valid_wallets, leases_out}]}`", body = Object),
+        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn units(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -1,6 +1,9 @@
 //! HTTP endpoints. Handlers parse and answer; the scheduler and storage do the work.
 
+pub mod events;
 pub mod jobs;
+pub mod openapi;
+pub mod ops;
 pub mod rtc;
 pub mod wallets;
 
@@ -10,16 +13,25 @@ use axum::Json;
 use serde_json::{json, Value};
 
 /// `GET /api/v1/kernels`: the catalog with parameter schemas.
+#[utoipa::path(get, path = "/api/v1/kernels", tag = "kernels", responses(
+    (status = 200, description = "`{kernels: [...]}`: id, version, params_schema (JSON Schema), inputs, output_content_type, comparison, spot_check", body = Object),
+))]
 pub async fn kernels(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "kernels": state.scheduler.catalog().infos() }))
 }
 
 /// `GET /api/v1/stats`: what the network looks like now.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "network", responses(
+    (status = 200, description = "`{volunteers: n}`", body = Object),
+))]
 pub async fn stats(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "volunteers": state.scheduler.volunteers() }))
 }
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses(
+    (status = 200, description = "The process is up", body = String),
+))]
 pub async fn healthz() -> &'static str {
     "ok"
 }

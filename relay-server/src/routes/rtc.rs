@@ -3,18 +3,24 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::routes::openapi::ProblemDoc;
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 /// Offer or answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sdp {
     /// Session description text.
     pub sdp: String,
 }
 
 /// Answers a volunteer's offer and serves the peer once its channel opens.
+#[utoipa::path(post, path = "/api/v1/rtc/offer", tag = "network", request_body = Sdp, responses(
+    (status = 200, description = "The relay's answer", body = Sdp),
+    (status = 400, description = "Body is not `{sdp}`", body = ProblemDoc, content_type = "application/problem+json"),
+    (status = 422, description = "The offer cannot be answered", body = ProblemDoc, content_type = "application/problem+json"),
+))]
 pub async fn offer(
     State(state): State<AppState>,
     body: Result<Json<Sdp>, axum::extract::rejection::JsonRejection>,

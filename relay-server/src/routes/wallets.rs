@@ -2,6 +2,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::routes::openapi::ProblemDoc;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
@@ -9,6 +10,17 @@ use starling_protocol::WalletAddress;
 
 /// `GET /api/v1/wallets/{address}`: the wallet's validated and invalid results, error
 /// rate, and whether it is trusted (spot-checked instead of replicated) or quarantined.
+#[utoipa::path(
+    get,
+    path = "/api/v1/wallets/{address}",
+    tag = "wallets",
+    params(("address" = String, Path, description = "Wallet address (st1…)")),
+    responses(
+        (status = 200, description = "`{address, valid_results, invalid_results, error_rate, trusted, quarantined}`", body = Object),
+        (status = 404, description = "The wallet has not volunteered yet", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Not a wallet address (format or checksum)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(address): Path<String>,

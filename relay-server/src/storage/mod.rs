@@ -17,6 +17,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod job_queries;
 mod leases;
 mod model;
 mod results;
@@ -65,8 +66,14 @@ async fn refresh_unit(tx: &mut Tx<'_>, unit: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Fails a job's open units and voids their leases (the job failed or was cancelled).
-async fn withdraw_units(tx: &mut Tx<'_>, job: JobId) -> Result<(), StorageError> {
+/// Columns of a job's public record, as [`JobRecord::from_row`] reads them.
+const RECORD_COLUMNS: &str =
+    "id, kernel, params, state, units_total, units_done, flops, quorum, error, created_ms, updated_ms,
+     (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'leased') AS units_leased";
+
+/// Fails a job's open units and voids their leases (the job failed or was cancelled);
+/// returns how many units were withdrawn.
+async fn withdraw_units(tx: &mut Tx<'_>, job: JobId) -> Result<u64, StorageError> {
     sqlx::query(
         "UPDATE leases SET state = 'void'
          WHERE state = 'active' AND unit_id IN (SELECT id FROM units WHERE job_id = ?)",
@@ -74,13 +81,13 @@ async fn withdraw_units(tx: &mut Tx<'_>, job: JobId) -> Result<(), StorageError>
     .bind(job.to_string())
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
+    let withdrawn = sqlx::query(
         "UPDATE units SET state = 'failed' WHERE job_id = ? AND state IN ('queued', 'leased')",
     )
     .bind(job.to_string())
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(withdrawn.rows_affected())
 }
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
@@ -195,14 +202,10 @@ impl Storage {
 
     /// A job's public record (without input or result bytes).
     pub async fn job(&self, id: JobId) -> Result<Option<JobRecord>, StorageError> {
-        let row = sqlx::query(
-            "SELECT id, kernel, params, state, units_total, units_done, flops, quorum, error, created_ms, updated_ms,
-                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'leased') AS units_leased
-             FROM jobs WHERE id = ?",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(&format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| JobRecord::from_row(&r)).transpose()
     }
 

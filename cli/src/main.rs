@@ -1,0 +1,360 @@
+//! `starling`: the job submitter's command line for a Starling relay.
+//!
+//! - [`client`]: the REST calls and the one error type, with exit codes;
+//! - [`params`]: `--param k=v` parsing (JSON when it parses, else a string);
+//! - [`sse`]: the job event stream's parser, which feeds `watch`'s progress bar.
+
+mod client;
+mod params;
+mod sse;
+
+use clap::{Parser, Subcommand};
+use client::{CliError, Client, Input};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Submit compute jobs to a Starling relay, follow them and fetch their results.
+#[derive(Debug, Parser)]
+#[command(version, name = "starling")]
+struct Cli {
+    /// The relay's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "STARLING_RELAY",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    relay: String,
+    /// API key, sent as `Authorization: Bearer KEY`.
+    #[arg(long, global = true, env = "STARLING_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Print the relay's JSON instead of a summary.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the kernels the relay runs, with their parameters.
+    Kernels,
+    /// Submit a job; prints its id.
+    Submit {
+        /// Kernel id (see `starling kernels`).
+        kernel: String,
+        /// A parameter, NAME=VALUE; VALUE is JSON when it parses as JSON, else a string.
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// A JSON file with the parameters object; --param entries override it.
+        #[arg(long, value_name = "FILE")]
+        params_json: Option<PathBuf>,
+        /// A named input read from a file as raw bytes, NAME=FILE.
+        #[arg(long = "input", short = 'i', value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// Makes retrying this command safe: the relay returns the job the first
+        /// submission with this key created.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Agreeing results from distinct volunteer wallets each unit needs (1 to 5);
+        /// the relay's default (2) when absent. 1 trusts single results that pass the
+        /// kernel's checks.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5))]
+        quorum: Option<u32>,
+        /// Follow the job with a progress bar until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a job's state and progress.
+    Status {
+        /// Job id.
+        id: String,
+    },
+    /// Follow a job with a progress bar until it ends.
+    Watch {
+        /// Job id.
+        id: String,
+    },
+    /// Download a finished job's result.
+    Result {
+        /// Job id.
+        id: String,
+        /// Where to write it (`-` for standard output).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Cancel a queued or running job.
+    Cancel {
+        /// Job id.
+        id: String,
+    },
+    /// List jobs, newest first.
+    Jobs {
+        /// Only jobs in this state.
+        #[arg(long, value_parser = ["queued", "running", "done", "failed", "cancelled"])]
+        state: Option<String>,
+        /// Jobs per page (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Follow every page instead of showing the first.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let client = Client::new(&cli.relay, cli.api_key.clone())?;
+    match cli.command {
+        Command::Kernels => kernels(&client, cli.json).await,
+        Command::Submit {
+            kernel,
+            params,
+            params_json,
+            inputs,
+            idempotency_key,
+            quorum,
+            wait,
+        } => {
+            let params = job_params(&params, params_json.as_deref())?;
+            let inputs = read_inputs(&inputs)?;
+            let job = client
+                .submit(&kernel, params, inputs, quorum, idempotency_key.as_deref())
+                .await?;
+            let id = field(&job, "id")?;
+            if cli.json {
+                print_json(&job);
+            } else {
+                println!("{id}");
+            }
+            if wait {
+                watch(&client, &id).await?;
+            }
+            Ok(())
+        }
+        Command::Status { id } => {
+            let job = client.job(&id).await?;
+            if cli.json {
+                print_json(&job);
+            } else {
+                println!("{}", summary(&job));
+            }
+            Ok(())
+        }
+        Command::Watch { id } => watch(&client, &id).await,
+        Command::Result { id, output } => {
+            let bytes = client.result(&id).await?;
+            if output.as_os_str() == "-" {
+                use std::io::Write as _;
+                std::io::stdout()
+                    .write_all(&bytes)
+                    .map_err(|source| CliError::File {
+                        path: "standard output".into(),
+                        source,
+                    })
+            } else {
+                std::fs::write(&output, &bytes).map_err(|source| CliError::File {
+                    path: output.display().to_string(),
+                    source,
+                })?;
+                eprintln!("wrote {} bytes to {}", bytes.len(), output.display());
+                Ok(())
+            }
+        }
+        Command::Cancel { id } => {
+            let job = client.cancel(&id).await?;
+            if cli.json {
+                print_json(&job);
+            } else {
+                println!("{}", summary(&job));
+            }
+            Ok(())
+        }
+        Command::Jobs { state, limit, all } => {
+            let mut cursor = None;
+            loop {
+                let page = client
+                    .jobs(state.as_deref(), limit.clamp(1, 500), cursor.as_deref())
+                    .await?;
+                if cli.json {
+                    print_json(&page);
+                } else {
+                    for job in page["jobs"].as_array().into_iter().flatten() {
+                        println!("{}", summary(job));
+                    }
+                }
+                cursor = page["next"].as_str().map(str::to_owned);
+                if !all || cursor.is_none() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+fn field(value: &Value, name: &str) -> Result<String, CliError> {
+    value[name]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| CliError::Protocol(format!("no `{name}` in {value}")))
+}
+
+/// One line per job: id, state, kernel, units done of total, error if any.
+fn summary(job: &Value) -> String {
+    let progress = &job["progress"];
+    let mut line = format!(
+        "{}  {:<9}  {:<10}  {}/{} units",
+        job["id"].as_str().unwrap_or("?"),
+        job["state"].as_str().unwrap_or("?"),
+        job["kernel"].as_str().unwrap_or("?"),
+        progress["units_done"],
+        progress["units_total"],
+    );
+    if let Some(error) = job["error"].as_str() {
+        line.push_str(&format!("  error: {error}"));
+    }
+    line
+}
+
+async fn kernels(client: &Client, json: bool) -> Result<(), CliError> {
+    let catalog = client.kernels().await?;
+    if json {
+        print_json(&catalog);
+        return Ok(());
+    }
+    for kernel in catalog["kernels"].as_array().into_iter().flatten() {
+        let params: Vec<&str> = kernel["params_schema"]["properties"]
+            .as_object()
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<11} v{}  params: {}  output: {}",
+            kernel["id"].as_str().unwrap_or("?"),
+            kernel["version"],
+            params.join(", "),
+            kernel["output_content_type"].as_str().unwrap_or("?"),
+        );
+    }
+    Ok(())
+}
+
+fn job_params(pairs: &[String], file: Option<&std::path::Path>) -> Result<Value, CliError> {
+    let base = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
+                path: path.display().to_string(),
+                source,
+            })?;
+            match serde_json::from_str(&text) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => {
+                    return Err(CliError::Usage(format!(
+                        "{}: the parameters file must hold a JSON object",
+                        path.display()
+                    )))
+                }
+                Err(e) => {
+                    return Err(CliError::Usage(format!(
+                        "{}: not JSON: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        None => Map::new(),
+    };
+    let pairs = pairs
+        .iter()
+        .map(|p| params::pair(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::Usage(format!("--param {e}")))?;
+    Ok(Value::Object(params::merge(base, &pairs)))
+}
+
+fn read_inputs(args: &[String]) -> Result<Vec<Input>, CliError> {
+    args.iter()
+        .map(|arg| {
+            let (name, path) =
+                params::pair(arg).map_err(|e| CliError::Usage(format!("--input {e}")))?;
+            let bytes = std::fs::read(&path).map_err(|source| CliError::File {
+                path: path.clone(),
+                source,
+            })?;
+            let file_name = std::path::Path::new(&path)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| name.clone());
+            Ok(Input {
+                name,
+                file_name,
+                bytes,
+            })
+        })
+        .collect()
+}
+
+/// Follows the job's event stream with a progress bar (units done of total, with an
+/// ETA from the rate so far) until the job ends.
+async fn watch(client: &Client, id: &str) -> Result<(), CliError> {
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg:<9} [{elapsed_precise}] {wide_bar} {pos}/{len} units, ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let last = client
+        .events(id, |event| {
+            if event.name != "progress" {
+                return;
+            }
+            let Ok(progress) = serde_json::from_str::<Value>(&event.data) else {
+                return;
+            };
+            let count = |key: &str| progress[key].as_u64().unwrap_or(0);
+            bar.set_length(count("units_total"));
+            bar.set_position(count("units_done"));
+            bar.set_message(progress["state"].as_str().unwrap_or("").to_owned());
+        })
+        .await;
+    bar.finish_and_clear();
+    let Some(last) = last? else {
+        return Err(CliError::StreamClosed(id.to_owned()));
+    };
+    let job: Value = serde_json::from_str(&last.data).unwrap_or(Value::Null);
+    match last.name.as_str() {
+        "done" => {
+            eprintln!("job {id} done");
+            Ok(())
+        }
+        "failed" | "cancelled" => Err(CliError::JobEnded {
+            id: id.to_owned(),
+            state: last.name.clone(),
+            error: job["error"].as_str().map(str::to_owned),
+        }),
+        "error" => Err(CliError::Protocol(format!(
+            "the relay could not follow job {id}: {}",
+            last.data
+        ))),
+        _ => Err(CliError::StreamClosed(id.to_owned())),
+    }
+}

@@ -1,0 +1,158 @@
+//! The `starling` command line against a real relay and a native volunteer: submit with
+//! raw input files, wait, download, compare with the CPU reference; and its error lines
+//! and exit codes.
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use starling_e2e::{binary, free_port, MatmulJob, Relay, TempDir, Volunteer};
+use std::process::{Command, Output};
+
+fn starling(relay: &str, args: &[&str]) -> anyhow::Result<Output> {
+    Command::new(binary("starling")?)
+        .args(["--relay", relay])
+        .args(args)
+        .env_remove("STARLING_API_KEY")
+        .output()
+        .context("running starling")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_submits_input_files_waits_and_downloads_the_result() -> anyhow::Result<()> {
+    let data = TempDir::new("cli")?;
+    let relay = Relay::start(data.path(), 1)?;
+    let url = relay.url();
+    let _volunteer = Volunteer::start(&url)?;
+    let job = MatmulJob::random(256, 64, 64, 21);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for name in ["a", "b"] {
+        let encoded = job.body["input"][name].as_str().context("input")?;
+        std::fs::write(data.path().join(name), b64.decode(encoded)?)?;
+    }
+    let a = format!("a={}", data.path().join("a").display());
+    let b = format!("b={}", data.path().join("b").display());
+    let submitted = starling(
+        &url,
+        &[
+            "submit", "matmul", "--param", "m=256", "--param", "k=64", "-p", "n=64", "--input", &a,
+            "--input", &b, "--quorum", "1", "--wait",
+        ],
+    )?;
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    let id = text(&submitted.stdout).trim().to_owned();
+    assert_eq!(id.len(), 36, "the job id alone on stdout: {id:?}");
+    assert!(text(&submitted.stderr).contains(&format!("job {id} done")));
+
+    let out = data.path().join("out.bin");
+    let out_arg = out.display().to_string();
+    let fetched = starling(&url, &["result", &id, "-o", &out_arg])?;
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    job.check(&std::fs::read(&out)?)?;
+
+    let status = starling(&url, &["status", &id])?;
+    assert!(
+        text(&status.stdout).contains("done"),
+        "{}",
+        text(&status.stdout)
+    );
+    let listed = starling(&url, &["jobs", "--state", "done"])?;
+    assert!(
+        text(&listed.stdout).contains(&id),
+        "{}",
+        text(&listed.stdout)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn cli_errors_are_one_line_with_distinct_exit_codes() -> anyhow::Result<()> {
+    let data = TempDir::new("cli-errors")?;
+    let relay = Relay::start(data.path(), 64)?;
+    let url = relay.url();
+
+    let unknown = starling(&url, &["submit", "fft", "--param", "n=4"])?;
+    assert_eq!(unknown.status.code(), Some(3));
+    assert_eq!(
+        text(&unknown.stderr),
+        "error: 422 Invalid value: unknown kernel `fft` (field kernel)\n"
+    );
+    assert!(unknown.stdout.is_empty());
+
+    let bad_param = starling(&url, &["submit", "matmul", "--param", "m"])?;
+    assert_eq!(bad_param.status.code(), Some(2));
+    assert_eq!(
+        text(&bad_param.stderr),
+        "error: --param `m` is not NAME=VALUE\n"
+    );
+
+    let missing = starling(&url, &["status", "00000000-0000-0000-0000-000000000000"])?;
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(text(&missing.stderr).starts_with("error: 404 "));
+
+    // Nothing listens on a fresh port.
+    let nowhere = format!("http://127.0.0.1:{}", free_port()?);
+    let unreachable = starling(&nowhere, &["kernels"])?;
+    assert_eq!(unreachable.status.code(), Some(4));
+    assert_eq!(text(&unreachable.stderr).lines().count(), 1);
+
+    // A cancelled job: `watch` says so and exits 5; `result` is refused.
+    let job = starling(
+        &url,
+        &[
+            "submit",
+            "montecarlo",
+            "-p",
+            "samples=1000000",
+            "-p",
+            "seed=1",
+        ],
+    )?;
+    assert!(job.status.success(), "{}", text(&job.stderr));
+    let id = text(&job.stdout).trim().to_owned();
+    let cancelled = starling(&url, &["cancel", &id])?;
+    assert!(text(&cancelled.stdout).contains("cancelled"));
+    let watched = starling(&url, &["watch", &id])?;
+    assert_eq!(watched.status.code(), Some(5));
+    assert_eq!(
+        text(&watched.stderr),
+        format!("error: job {id} cancelled\n")
+    );
+    let out = data.path().join("nothing.bin").display().to_string();
+    let result = starling(&url, &["result", &id, "-o", &out])?;
+    assert_eq!(result.status.code(), Some(3));
+    assert!(text(&result.stderr).starts_with("error: 409 "));
+
+    let kernels = starling(&url, &["kernels"])?;
+    assert!(kernels.status.success());
+    assert!(text(&kernels.stdout)
+        .lines()
+        .any(|l| l.starts_with("matmul")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn cli_sends_its_api_key_and_reports_429() -> anyhow::Result<()> {
+    let data = TempDir::new("cli-rate")?;
+    let relay = Relay::start_with(
+        data.path(),
+        64,
+        &["--rate-limit-per-s", "0.01", "--rate-limit-burst", "2"],
+    )?;
+    let url = relay.url();
+    for _ in 0..2 {
+        assert!(starling(&url, &["kernels"])?.status.success());
+    }
+    let limited = starling(&url, &["kernels"])?;
+    assert_eq!(limited.status.code(), Some(3));
+    assert_eq!(
+        text(&limited.stderr),
+        "error: 429 Too many requests: too many requests; retry in 100 s\n"
+    );
+    // An API key is its own client, with its own budget.
+    let keyed = starling(&url, &["--api-key", "tenant-a", "kernels"])?;
+    assert!(keyed.status.success(), "{}", text(&keyed.stderr));
+    Ok(())
+}

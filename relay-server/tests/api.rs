@@ -1,0 +1,575 @@
+//! The submitter's REST API through the real router (no socket): listing, cancelling,
+//! idempotent submission, multipart upload, limits, readiness, metrics and job events.
+//! Every refusal is checked for its status and its problem+json body.
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use base64::Engine as _;
+use relay_server::app::{self, AppState, Limits, StaticDirs};
+use relay_server::routes::ops::RateLimit;
+use relay_server::scheduler::{Scheduler, SchedulerConfig};
+use relay_server::storage::{LeaseRequest, LeaseTerms, PeerId, Recorded, ReturnedResult, Storage};
+use serde_json::{json, Value};
+use starling_kernels::Catalog;
+use starling_protocol::{LeaseId, WalletKey};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt as _;
+
+struct Relay {
+    router: Router,
+    storage: Storage,
+}
+
+async fn relay_with(dir: &Path, limits: Limits) -> Relay {
+    let storage = Storage::open(dir).await.expect("storage opens");
+    let scheduler = Scheduler::new(
+        storage.clone(),
+        Arc::new(Catalog::builtin()),
+        SchedulerConfig::default(),
+    );
+    let state = AppState::new(
+        scheduler,
+        starling_peer::AnswerConfig {
+            bind_ip: [127, 0, 0, 1].into(),
+            open_timeout: Duration::from_secs(1),
+        },
+        limits,
+    );
+    let dirs = StaticDirs {
+        app: dir.join("dist"),
+        public: dir.join("public"),
+    };
+    Relay {
+        router: app::router(state, &dirs),
+        storage,
+    }
+}
+
+async fn relay(dir: &Path) -> Relay {
+    relay_with(dir, Limits::default()).await
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("starling-api-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A status, content type and body as JSON (or as a string when it is not JSON).
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into()))
+    }
+
+    /// Asserts a problem+json answer with this status and field; returns its detail.
+    fn problem(&self, status: u16, field: Option<&str>) -> String {
+        let body = self.json();
+        assert_eq!(self.status.as_u16(), status, "{body}");
+        assert_eq!(self.content_type, "application/problem+json", "{body}");
+        assert_eq!(body["status"], status, "{body}");
+        assert_eq!(body["field"].as_str(), field, "{body}");
+        body["detail"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+async fn call(router: &Router, request: Request<Body>) -> Answer {
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body reads")
+        .to_vec();
+    Answer {
+        status,
+        content_type,
+        headers,
+        body,
+    }
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .body(Body::empty())
+        .expect("valid request")
+}
+
+fn delete(uri: &str) -> Request<Body> {
+    Request::delete(uri)
+        .body(Body::empty())
+        .expect("valid request")
+}
+
+fn post_json(body: &Value, key: Option<&str>) -> Request<Body> {
+    let mut request =
+        Request::post("/api/v1/jobs").header(header::CONTENT_TYPE, "application/json");
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request
+        .body(Body::from(body.to_string()))
+        .expect("valid request")
+}
+
+fn f32s(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
+    values.into_iter().flat_map(f32::to_le_bytes).collect()
+}
+
+/// A 2x2 by 2x2 matmul job as JSON with base64 inputs, plus the raw inputs.
+fn matmul(seed: f32) -> (Value, Vec<u8>, Vec<u8>) {
+    let a = f32s([seed, 2.0, 3.0, 4.0]);
+    let b = f32s([1.0, 0.0, 0.0, 1.0]);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = json!({
+        "kernel": "matmul",
+        "params": {"m": 2, "k": 2, "n": 2},
+        "input": {"a": b64.encode(&a), "b": b64.encode(&b)},
+    });
+    (body, a, b)
+}
+
+async fn submit(router: &Router, seed: f32) -> String {
+    let answer = call(router, post_json(&matmul(seed).0, None)).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.json());
+    answer.json()["id"]
+        .as_str()
+        .expect("an id in the answer")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn job_list_pages_newest_first_and_filters_by_state() {
+    let dir = temp_dir("list");
+    let relay = relay(&dir).await;
+    let mut ids = Vec::new();
+    for seed in 0..5 {
+        ids.push(submit(&relay.router, seed as f32).await);
+    }
+    let mut seen = Vec::new();
+    let mut uri = "/api/v1/jobs?limit=2".to_owned();
+    loop {
+        let page = call(&relay.router, get(&uri)).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let page = page.json();
+        let jobs = page["jobs"].as_array().expect("jobs array");
+        assert!(jobs.len() <= 2, "{page}");
+        seen.extend(
+            jobs.iter()
+                .filter_map(|j| j["id"].as_str().map(str::to_owned)),
+        );
+        match page["next"].as_str() {
+            Some(next) => uri = format!("/api/v1/jobs?limit=2&cursor={next}"),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "every job once, newest first");
+
+    let cancelled = call(&relay.router, delete(&format!("/api/v1/jobs/{}", ids[2]))).await;
+    assert_eq!(cancelled.status, StatusCode::OK);
+    let only = call(&relay.router, get("/api/v1/jobs?state=cancelled"))
+        .await
+        .json();
+    assert_eq!(only["jobs"].as_array().map(Vec::len), Some(1), "{only}");
+    assert_eq!(only["jobs"][0]["id"], ids[2].as_str());
+    assert_eq!(only["next"], Value::Null);
+    let queued = call(&relay.router, get("/api/v1/jobs?state=queued&limit=500"))
+        .await
+        .json();
+    assert_eq!(queued["jobs"].as_array().map(Vec::len), Some(4), "{queued}");
+}
+
+#[tokio::test]
+async fn bad_list_queries_are_refused_naming_the_field() {
+    let dir = temp_dir("list-errors");
+    let relay = relay(&dir).await;
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=ten", "limit"),
+        ("state=sleeping", "state"),
+        ("cursor=not-ours", "cursor"),
+        ("colour=red", "colour"),
+    ] {
+        let answer = call(&relay.router, get(&format!("/api/v1/jobs?{query}"))).await;
+        let detail = answer.problem(422, Some(field));
+        assert!(!detail.is_empty(), "{query}");
+    }
+}
+
+#[tokio::test]
+async fn cancel_withdraws_units_so_late_results_are_stale() {
+    let dir = temp_dir("cancel");
+    let relay = relay(&dir).await;
+    let id = submit(&relay.router, 1.0).await;
+    let peer = PeerId::new();
+    let wallet = WalletKey::from_seed([5; 32]).address();
+    let lease = LeaseId::from_uuid(uuid::Uuid::new_v4());
+    let request = LeaseRequest {
+        peer,
+        wallet,
+        lease,
+        terms: LeaseTerms::until(i64::MAX / 2),
+    };
+    let leased = relay
+        .storage
+        .lease_work(&request, |_, q| q)
+        .await
+        .expect("lease query");
+    assert!(leased.is_some(), "the job's unit is leased");
+
+    let answer = call(&relay.router, delete(&format!("/api/v1/jobs/{id}"))).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let record = answer.json();
+    assert_eq!(record["state"], "cancelled", "{record}");
+    assert_eq!(record["progress"]["units_leased"], 0, "{record}");
+
+    let late = relay
+        .storage
+        .record_result(
+            ReturnedResult {
+                lease,
+                wallet,
+                output: &[0; 16],
+                spot_check: None,
+            },
+            6,
+            &|a, b| a == b,
+        )
+        .await
+        .expect("result query");
+    assert!(
+        matches!(late, Recorded::Stale(_)),
+        "a result for a withdrawn lease counts for nothing: {late:?}"
+    );
+    let next = relay
+        .storage
+        .lease_work(
+            &LeaseRequest {
+                lease: LeaseId::from_uuid(uuid::Uuid::new_v4()),
+                ..request
+            },
+            |_, q| q,
+        )
+        .await
+        .expect("lease query");
+    assert!(next.is_none(), "nothing of a cancelled job is leased again");
+
+    let again = call(&relay.router, delete(&format!("/api/v1/jobs/{id}"))).await;
+    let detail = again.problem(409, None);
+    assert!(detail.contains("already cancelled"), "{detail}");
+    call(
+        &relay.router,
+        delete("/api/v1/jobs/00000000-0000-0000-0000-000000000000"),
+    )
+    .await
+    .problem(404, None);
+    let result = call(&relay.router, get(&format!("/api/v1/jobs/{id}/result"))).await;
+    result.problem(409, None);
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_first_job_and_survives_a_restart() {
+    let dir = temp_dir("idempotency");
+    let (body, _, _) = matmul(1.0);
+    let first_id = {
+        let relay = relay(&dir).await;
+        let first = call(&relay.router, post_json(&body, Some("order-42"))).await;
+        assert_eq!(first.status, StatusCode::CREATED);
+        let retry = call(&relay.router, post_json(&body, Some("order-42"))).await;
+        assert_eq!(retry.status, StatusCode::OK, "a retry is not a new job");
+        assert_eq!(retry.json()["id"], first.json()["id"]);
+        first.json()["id"].clone()
+    };
+    let relay = relay(&dir).await;
+    let after_restart = call(&relay.router, post_json(&body, Some("order-42"))).await;
+    assert_eq!(after_restart.status, StatusCode::OK);
+    assert_eq!(after_restart.json()["id"], first_id);
+
+    let (other, _, _) = matmul(2.0);
+    let reused = call(&relay.router, post_json(&other, Some("order-42"))).await;
+    let detail = reused.problem(422, Some("Idempotency-Key"));
+    assert!(detail.contains("different request"), "{detail}");
+    let bad_key = call(&relay.router, post_json(&body, Some("two words"))).await;
+    bad_key.problem(422, Some("Idempotency-Key"));
+    let listed = call(&relay.router, get("/api/v1/jobs")).await.json();
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(1), "{listed}");
+}
+
+fn multipart(parts: &[(&str, &[u8])], key: Option<&str>) -> Request<Body> {
+    let boundary = "starling-test-boundary";
+    let mut body = Vec::new();
+    for (name, bytes) in parts {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let mut request = Request::post("/api/v1/jobs").header(
+        header::CONTENT_TYPE,
+        format!("multipart/form-data; boundary={boundary}"),
+    );
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.body(Body::from(body)).expect("valid request")
+}
+
+#[tokio::test]
+async fn multipart_upload_takes_raw_inputs_and_matches_the_json_form() {
+    let dir = temp_dir("multipart");
+    let relay = relay(&dir).await;
+    let (json_body, a, b) = matmul(1.0);
+    let job = json!({"kernel": "matmul", "params": {"m": 2, "k": 2, "n": 2}}).to_string();
+    let created = call(
+        &relay.router,
+        multipart(
+            &[("job", job.as_bytes()), ("a", &a), ("b", &b)],
+            Some("multipart-1"),
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.json());
+    assert_eq!(created.json()["params"]["m"], 2);
+    // The same request sent as JSON with the same key is a retry, not a conflict.
+    let same = call(&relay.router, post_json(&json_body, Some("multipart-1"))).await;
+    assert_eq!(same.status, StatusCode::OK, "{}", same.json());
+    assert_eq!(same.json()["id"], created.json()["id"]);
+
+    let no_job = call(&relay.router, multipart(&[("a", &a), ("b", &b)], None)).await;
+    no_job.problem(422, Some("job"));
+    let short_b = call(
+        &relay.router,
+        multipart(&[("job", job.as_bytes()), ("a", &a), ("b", &b[..8])], None),
+    )
+    .await;
+    short_b.problem(422, Some("input.b"));
+}
+
+#[tokio::test]
+async fn inputs_over_the_limit_get_413() {
+    let dir = temp_dir("input-limit");
+    let relay = relay_with(
+        &dir,
+        Limits {
+            max_input_bytes: 16,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let (body, _, _) = matmul(1.0);
+    let detail = call(&relay.router, post_json(&body, None))
+        .await
+        .problem(413, None);
+    assert_eq!(
+        detail,
+        "inputs total 32 bytes, over the 16-byte limit on a job's inputs"
+    );
+}
+
+#[tokio::test]
+async fn clients_over_their_rate_get_429_with_retry_after() {
+    let dir = temp_dir("rate");
+    let relay = relay_with(
+        &dir,
+        Limits {
+            rate: RateLimit {
+                per_second: 0.5,
+                burst: 2.0,
+            },
+            ..Limits::default()
+        },
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(
+            call(&relay.router, get("/api/v1/kernels")).await.status,
+            StatusCode::OK
+        );
+    }
+    let refused = call(&relay.router, get("/api/v1/kernels")).await;
+    refused.problem(429, None);
+    assert_eq!(
+        refused
+            .headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    let with_key = Request::get("/api/v1/kernels")
+        .header(header::AUTHORIZATION, "Bearer someone-else")
+        .body(Body::empty())
+        .expect("valid request");
+    assert_eq!(
+        call(&relay.router, with_key).await.status,
+        StatusCode::OK,
+        "an API key has its own bucket"
+    );
+    assert_eq!(
+        call(&relay.router, get("/healthz")).await.status,
+        StatusCode::OK,
+        "probes are not rate limited"
+    );
+}
+
+#[tokio::test]
+async fn readiness_and_metrics_report_the_database_and_counts() {
+    let dir = temp_dir("metrics");
+    let relay = relay(&dir).await;
+    let ready = call(&relay.router, get("/readyz")).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    let id = submit(&relay.router, 1.0).await;
+    call(&relay.router, delete(&format!("/api/v1/jobs/{id}"))).await;
+    submit(&relay.router, 2.0).await;
+    let metrics = call(&relay.router, get("/metrics")).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(metrics
+        .content_type
+        .starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8_lossy(&metrics.body);
+    for line in [
+        "starling_volunteers_connected 0",
+        "starling_jobs{state=\"queued\"} 1",
+        "starling_jobs{state=\"cancelled\"} 1",
+        "starling_jobs{state=\"done\"} 0",
+        "starling_units{kernel=\"matmul\",state=\"failed\"} 1",
+        "starling_units{kernel=\"matmul\",state=\"queued\"} 1",
+        "starling_http_requests_total{method=\"POST\",status=\"201\"} 2",
+        "# TYPE starling_http_requests_total counter",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn events_stream_progress_then_the_final_state_and_end() {
+    let dir = temp_dir("events");
+    let relay = relay(&dir).await;
+    let id = submit(&relay.router, 1.0).await;
+    call(&relay.router, delete(&format!("/api/v1/jobs/{id}"))).await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        call(&relay.router, get(&format!("/api/v1/jobs/{id}/events"))),
+    )
+    .await
+    .expect("the stream of an ended job ends");
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.content_type.starts_with("text/event-stream"));
+    let text = String::from_utf8_lossy(&answer.body);
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names, ["progress", "cancelled"], "{text}");
+    assert!(text.contains("\"state\":\"cancelled\""), "{text}");
+    call(
+        &relay.router,
+        get("/api/v1/jobs/00000000-0000-0000-0000-000000000000/events"),
+    )
+    .await
+    .problem(404, None);
+}
+
+fn keys(value: &Value) -> std::collections::BTreeSet<String> {
+    value
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn openapi_document_describes_every_route_and_nothing_else() {
+    let dir = temp_dir("openapi");
+    let relay = relay(&dir).await;
+    let answer = call(&relay.router, get("/api/v1/openapi.json")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.content_type, "application/json");
+    let doc = answer.json();
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{doc}"
+    );
+    let routes: std::collections::BTreeSet<(String, String)> = app::route_table()
+        .into_iter()
+        .map(|(method, path)| (method.as_str().to_lowercase(), path))
+        .collect();
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in keys(item) {
+            documented.insert((method, path.clone()));
+        }
+    }
+    let missing: Vec<_> = routes.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&routes).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from the document: {missing:?}"
+    );
+    assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+
+    // The mirrors of storage types have exactly the fields the API sends.
+    let schemas = &doc["components"]["schemas"];
+    let id = submit(&relay.router, 1.0).await;
+    let record = call(&relay.router, get(&format!("/api/v1/jobs/{id}")))
+        .await
+        .json();
+    let mut sent = keys(&record);
+    sent.insert("error".into()); // Only sent for failed jobs.
+    assert_eq!(sent, keys(&schemas["JobRecord"]["properties"]));
+    assert_eq!(
+        keys(&record["progress"]),
+        keys(&schemas["Progress"]["properties"])
+    );
+    call(&relay.router, delete(&format!("/api/v1/jobs/{id}"))).await;
+    let events = call(&relay.router, get(&format!("/api/v1/jobs/{id}/events"))).await;
+    let text = String::from_utf8_lossy(&events.body);
+    let progress: Value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .and_then(|d| serde_json::from_str(d).ok())
+        .expect("a progress event");
+    assert_eq!(
+        keys(&progress),
+        keys(&schemas["ProgressEvent"]["properties"])
+    );
+    let states: Vec<&str> = schemas["JobState"]["enum"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(states, ["queued", "running", "done", "failed", "cancelled"]);
+
+    let page = call(&relay.router, get("/api/v1/docs")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.content_type.starts_with("text/html"));
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(html.contains("fetch(\"openapi.json\")"));
+    assert!(!html.contains("https://"), "the page works offline");
+}
