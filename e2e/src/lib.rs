@@ -453,7 +453,11 @@ impl Api {
 
     /// `POST /api/v1/jobs` with `"verification": {"quorum": quorum}` added: tests with a
     /// single volunteer need quorum 1, since replicas must come from distinct wallets.
-    pub async fn submit_with_quorum(&self, body: &serde_json::Value, quorum: u32) -> Result<String> {
+    pub async fn submit_with_quorum(
+        &self,
+        body: &serde_json::Value,
+        quorum: u32,
+    ) -> Result<String> {
         let mut body = body.clone();
         body["verification"] = serde_json::json!({ "quorum": quorum });
         self.submit(&body).await
