@@ -6,6 +6,7 @@ use relay_server::ledger::{self, MicroCredits};
 use relay_server::scheduler::{Scheduler, SchedulerConfig};
 use relay_server::storage::Storage;
 use starling_kernels::Catalog;
+use starling_protocol::WalletAddress;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,6 +65,10 @@ enum Command {
         /// Directory holding the SQLite database and relay.key.
         #[arg(long, env = "STARLING_DATA_DIR", default_value = ".data")]
         data_dir: PathBuf,
+        /// Check signatures against this published relay key address instead of the one
+        /// in DATA_DIR/relay.key (which whoever can edit the database may replace).
+        #[arg(long)]
+        relay_key: Option<WalletAddress>,
     },
 }
 
@@ -165,9 +170,14 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             // Scripts read the key from stdout: nothing else goes there.
             println!("{api_key}");
         }
-        Command::Audit { data_dir } => {
-            let key = ledger::load_relay_key(&data_dir)?;
-            let relay = key.address();
+        Command::Audit {
+            data_dir,
+            relay_key,
+        } => {
+            let relay = match relay_key {
+                Some(address) => address,
+                None => ledger::load_relay_key(&data_dir)?.address(),
+            };
             let storage = Storage::open(&data_dir).await?;
             let summary = match storage.audit(&relay).await {
                 Ok(summary) => summary,

@@ -847,6 +847,18 @@ async fn keys_create_prints_one_key_and_audit_fails_after_tampering() -> anyhow:
     assert!(stdout.contains("issued       3.5"), "{stdout}");
     let relay = load_or_create_relay_key(&dir)?.address();
     assert!(stdout.contains(&relay.to_string()), "{stdout}");
+    let out = relay_server(&[
+        "audit",
+        "--data-dir",
+        dir_arg,
+        "--relay-key",
+        &relay.to_string(),
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let pool = raw(&dir).await?;
     sqlx::query("UPDATE ledger SET amount = 9000000 WHERE seq = 2")
@@ -858,6 +870,19 @@ async fn keys_create_prints_one_key_and_audit_fails_after_tampering() -> anyhow:
     assert!(!out.status.success(), "audit passed a tampered ledger");
     assert!(
         stderr.contains("ledger audit FAILED: entry 2 was altered"),
+        "{stderr}"
+    );
+
+    // An auditor holding only the published address reaches the same verdict, and a
+    // different address fails every signature.
+    let published = relay.to_string();
+    let out = relay_server(&["audit", "--data-dir", dir_arg, "--relay-key", &published])?;
+    assert!(!out.status.success());
+    let other = wallet(7).address().to_string();
+    let out = relay_server(&["audit", "--data-dir", dir_arg, "--relay-key", &other])?;
+    let stderr = String::from_utf8(out.stderr)?;
+    assert!(
+        stderr.contains("entry 1 has a forged signature"),
         "{stderr}"
     );
 
