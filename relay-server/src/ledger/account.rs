@@ -1,7 +1,7 @@
 //! Who holds credit, and why it moved: the ledger's two vocabularies, each with a stable
 //! text form that storage keeps and the hash covers.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use starling_protocol::{JobId, WalletAddress};
 use std::fmt;
 use std::str::FromStr;
@@ -107,6 +107,21 @@ impl FromStr for Account {
     }
 }
 
+/// Serialized as its text form (`"wallet:st1…"`, `"platform"`, …), for the HTTP API.
+impl Serialize for Account {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Account {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Why an entry moved credit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
@@ -171,6 +186,21 @@ impl FromStr for Reason {
     }
 }
 
+/// Serialized as its text form (`"site_share"`, …).
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +238,18 @@ mod tests {
             assert!(bad.parse::<Account>().is_err(), "{bad:?} accepted");
         }
         assert!("paid".parse::<Reason>().is_err());
+    }
+
+    #[test]
+    fn accounts_and_reasons_serialize_as_their_text() -> Result<(), serde_json::Error> {
+        let account = Account::Wallet(WalletKey::from_seed([2; 32]).address());
+        let json = serde_json::to_string(&(account, Reason::SiteShare))?;
+        assert_eq!(json, format!("[\"{account}\",\"site_share\"]"));
+        assert_eq!(
+            serde_json::from_str::<(Account, Reason)>(&json)?,
+            (account, Reason::SiteShare)
+        );
+        assert!(serde_json::from_str::<Account>("\"wallet:nope\"").is_err());
+        Ok(())
     }
 }
