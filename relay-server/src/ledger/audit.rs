@@ -127,19 +127,50 @@ pub enum AuditError {
 /// signature the `relay` key's, no account but issuance ever below zero, and all balances
 /// summing to zero. The first failure found is returned.
 pub fn verify_chain(entries: &[Entry], relay: &WalletAddress) -> Result<Summary, AuditError> {
-    let mut summary = Summary {
-        entries: 0,
-        balances: BTreeMap::new(),
-        issued: MicroCredits::ZERO,
-        escrowed: MicroCredits::ZERO,
-        paid: MicroCredits::ZERO,
-        fees: MicroCredits::ZERO,
-        refunded: MicroCredits::ZERO,
-        transferred: MicroCredits::ZERO,
-    };
-    let mut prev_hash = GENESIS_PREV_HASH;
-    for (expected, entry) in (1u64..).zip(entries) {
+    let mut verifier = ChainVerifier::new(*relay);
+    for entry in entries {
+        verifier.push(entry)?;
+    }
+    verifier.finish()
+}
+
+/// [`verify_chain`] one entry at a time, so a long ledger can be checked page by page
+/// without holding it all in memory.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    relay: WalletAddress,
+    summary: Summary,
+    prev_hash: [u8; 32],
+}
+
+impl ChainVerifier {
+    /// A verifier expecting entry 1 next, signed by `relay`.
+    pub fn new(relay: WalletAddress) -> Self {
+        Self {
+            relay,
+            summary: Summary {
+                entries: 0,
+                balances: BTreeMap::new(),
+                issued: MicroCredits::ZERO,
+                escrowed: MicroCredits::ZERO,
+                paid: MicroCredits::ZERO,
+                fees: MicroCredits::ZERO,
+                refunded: MicroCredits::ZERO,
+                transferred: MicroCredits::ZERO,
+            },
+            prev_hash: GENESIS_PREV_HASH,
+        }
+    }
+
+    /// The seq of the last entry accepted (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.summary.entries
+    }
+
+    /// Checks the next entry and adds it to the balances and totals.
+    pub fn push(&mut self, entry: &Entry) -> Result<(), AuditError> {
         let seq = entry.seq;
+        let expected = self.summary.entries.saturating_add(1);
         // Checked in this order so the error says what happened: a missing row shows as
         // a gap, a moved row as a broken link, an edited row as a hash that no longer
         // matches, and a re-hashed row as a signature that is not the relay's.
@@ -149,17 +180,21 @@ pub fn verify_chain(entries: &[Entry], relay: &WalletAddress) -> Result<Summary,
                 found: seq,
             });
         }
-        if entry.prev_hash != prev_hash {
+        if entry.prev_hash != self.prev_hash {
             return Err(AuditError::BrokenLink { seq });
         }
         if entry.compute_hash() != entry.hash {
             return Err(AuditError::Altered { seq });
         }
-        if relay
+        if self
+            .relay
             .verify_ledger_entry(&entry.hash, &entry.signature)
             .is_err()
         {
-            return Err(AuditError::BadSignature { seq, relay: *relay });
+            return Err(AuditError::BadSignature {
+                seq,
+                relay: self.relay,
+            });
         }
         if entry.amount.is_zero() || entry.debit == entry.credit {
             return Err(AuditError::Malformed {
@@ -167,6 +202,7 @@ pub fn verify_chain(entries: &[Entry], relay: &WalletAddress) -> Result<Summary,
                 why: "it moves nothing".into(),
             });
         }
+        let summary = &mut self.summary;
         let amount = i128::from(entry.amount.0);
         let debit = summary.balances.entry(entry.debit).or_insert(0);
         if !entry.debit.may_go_negative() && *debit < amount {
@@ -190,13 +226,18 @@ pub fn verify_chain(entries: &[Entry], relay: &WalletAddress) -> Result<Summary,
         };
         *total = total.checked_add(entry.amount)?;
         summary.entries = seq;
-        prev_hash = entry.hash;
+        self.prev_hash = entry.hash;
+        Ok(())
     }
-    let sum: i128 = summary.balances.values().sum();
-    if sum != 0 {
-        return Err(AuditError::NotConserved { sum });
+
+    /// Checks conservation and returns the summary of every entry pushed.
+    pub fn finish(self) -> Result<Summary, AuditError> {
+        let sum: i128 = self.summary.balances.values().sum();
+        if sum != 0 {
+            return Err(AuditError::NotConserved { sum });
+        }
+        Ok(self.summary)
     }
-    Ok(summary)
 }
 
 #[cfg(test)]

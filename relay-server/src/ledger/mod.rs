@@ -17,7 +17,7 @@ mod money;
 mod split;
 
 pub use account::{Account, AccountId, ParseError, Reason};
-pub use audit::{verify_chain, AuditError, Summary};
+pub use audit::{verify_chain, AuditError, ChainVerifier, Summary};
 pub use entry::{Entry, EntryFields, GENESIS_PREV_HASH};
 pub use key::{load_or_create_relay_key, load_relay_key, KeyFileError, RELAY_KEY_FILE};
 pub use money::{MicroCredits, MoneyError, MICRO_PER_CREDIT};

@@ -9,7 +9,7 @@
 
 use super::{now_ms, Storage, StorageError, Tx};
 use crate::ledger::{
-    verify_chain, Account, AccountId, AuditError, Entry, EntryFields, MicroCredits, MoneyError,
+    Account, AccountId, AuditError, ChainVerifier, Entry, EntryFields, MicroCredits, MoneyError,
     Reason, Split, Summary, GENESIS_PREV_HASH,
 };
 use sha2::{Digest, Sha256};
@@ -20,6 +20,9 @@ use std::collections::BTreeMap;
 
 /// Longest `reference` an entry may carry (ids are 36 characters; this leaves room).
 const MAX_REFERENCE: usize = 256;
+
+/// Entries the audit reads per query.
+const AUDIT_PAGE: i64 = 4096;
 
 const ENTRY_COLUMNS: &str =
     "seq, time_ms, debit, credit, amount, reason, reference, prev_hash, hash, signature";
@@ -511,30 +514,51 @@ impl Storage {
         Ok(entry)
     }
 
-    /// Checks the whole ledger against the relay key `relay` ([`verify_chain`]) and the
+    /// Checks the whole ledger against the relay key `relay` (as
+    /// [`verify_chain`](crate::ledger::verify_chain) does, page by page) and the
     /// balances cache against what the entries sum to, in one consistent read.
     pub async fn audit(&self, relay: &WalletAddress) -> Result<Summary, AuditError> {
+        self.audit_in_pages(relay, AUDIT_PAGE).await
+    }
+
+    /// [`Self::audit`], reading `page` entries per query.
+    async fn audit_in_pages(
+        &self,
+        relay: &WalletAddress,
+        page: i64,
+    ) -> Result<Summary, AuditError> {
+        // One read transaction: the entries and the cache are the same snapshot even
+        // while the relay keeps appending.
         let mut tx = self.pool.begin().await.map_err(StorageError::from)?;
-        let rows = sqlx::query(&format!("SELECT {ENTRY_COLUMNS} FROM ledger ORDER BY seq"))
+        let mut verifier = ChainVerifier::new(*relay);
+        // Pages keyed by the stored seq; the verifier checks that they are contiguous.
+        let mut after: i64 = 0;
+        loop {
+            let rows = sqlx::query(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?"
+            ))
+            .bind(after)
+            .bind(page)
             .fetch_all(&mut *tx)
             .await
             .map_err(StorageError::from)?;
-        let entries = rows
-            .iter()
-            .map(|row| {
-                entry_from_row(row).map_err(|why| AuditError::Unreadable {
-                    seq: row.try_get("seq").unwrap_or(-1),
-                    why,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            for row in &rows {
+                after = row.try_get("seq").map_err(StorageError::from)?;
+                let entry = entry_from_row(row)
+                    .map_err(|why| AuditError::Unreadable { seq: after, why })?;
+                verifier.push(&entry)?;
+            }
+            if i64::try_from(rows.len()).unwrap_or(i64::MAX) < page {
+                break;
+            }
+        }
         let cache = sqlx::query("SELECT account, micro FROM balances ORDER BY account")
             .fetch_all(&mut *tx)
             .await
             .map_err(StorageError::from)?;
         tx.commit().await.map_err(StorageError::from)?;
 
-        let summary = verify_chain(&entries, relay)?;
+        let summary = verifier.finish()?;
         let mut cached = BTreeMap::new();
         for row in &cache {
             let text: String = row.try_get("account").map_err(StorageError::from)?;
@@ -602,5 +626,92 @@ impl Storage {
         let entry = refund_job(&mut tx, key, job, submitter).await?;
         tx.commit().await?;
         Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Appends `n` issues to one submitter inside one caller-held transaction, as
+    /// settling code does.
+    async fn fill(storage: &Storage, key: &WalletKey, n: u64) -> Result<(), LedgerError> {
+        let mut tx = storage.write().await?;
+        let submitter = Account::Submitter(AccountId(uuid::Uuid::from_u128(1)));
+        for i in 0..n {
+            let entry = append(
+                &mut tx,
+                key,
+                &Account::Issuance,
+                &submitter,
+                MicroCredits(i + 1),
+                Reason::Issue,
+                "fill",
+            )
+            .await?;
+            assert_eq!(entry.seq, i + 1);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_audit_reads_the_ledger_in_pages() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("starling-audit-{}", uuid::Uuid::new_v4()));
+        let storage = Storage::open(&dir).await?;
+        let key = WalletKey::from_seed([4; 32]);
+        fill(&storage, &key, 10).await?;
+        // 10 entries in pages of 3 (a short last page) and of 5 (an empty last page).
+        for page in [1, 3, 5, 10, 4096] {
+            let summary = storage.audit_in_pages(&key.address(), page).await?;
+            assert_eq!(summary.entries, 10, "page {page}");
+            assert_eq!(summary.issued, MicroCredits(55));
+        }
+        sqlx::query("DELETE FROM ledger WHERE seq = 4")
+            .execute(&storage.pool)
+            .await?;
+        let err = storage.audit_in_pages(&key.address(), 3).await.err();
+        assert!(
+            matches!(
+                err,
+                Some(AuditError::Sequence {
+                    expected: 4,
+                    found: 5
+                })
+            ),
+            "{err:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_transaction_leaves_no_entry() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("starling-rollback-{}", uuid::Uuid::new_v4()));
+        let storage = Storage::open(&dir).await?;
+        let key = WalletKey::from_seed([4; 32]);
+        {
+            let mut tx = storage.write().await?;
+            append(
+                &mut tx,
+                &key,
+                &Account::Issuance,
+                &Account::Platform,
+                MicroCredits(5),
+                Reason::Issue,
+                "dropped",
+            )
+            .await?;
+            // Dropped without commit, as when later work in the caller's transaction fails.
+        }
+        assert_eq!(storage.audit(&key.address()).await?.entries, 0);
+        assert_eq!(
+            storage.balance(&Account::Platform).await?,
+            MicroCredits::ZERO
+        );
+        fill(&storage, &key, 1).await?;
+        assert_eq!(storage.ledger_page(0, 10).await?.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
     }
 }
