@@ -380,7 +380,8 @@ impl Storage {
         Ok((id, api_key))
     }
 
-    /// The account an API key belongs to, if any.
+    /// The account an API key belongs to, if any. Looking up by hash leaks nothing useful
+    /// through timing: matching a prefix of a SHA-256 says nothing about the key.
     pub async fn account_by_api_key(
         &self,
         api_key: &str,
