@@ -18,6 +18,10 @@ const CHECKSUM_BYTES: usize = 4;
 const BODY_CHARS: usize = ((32 + CHECKSUM_BYTES) * 8).div_ceil(5);
 /// Domain separation: a result signature can never be replayed as any other signature.
 const RESULT_DOMAIN: &[u8] = b"starling/result/v1\0";
+/// Domain separation for credit transfers a wallet signs.
+const TRANSFER_DOMAIN: &[u8] = b"starling/transfer/v1\0";
+/// Domain separation for the relay's signatures on its ledger entries.
+const LEDGER_DOMAIN: &[u8] = b"starling/ledger-entry/v1\0";
 
 /// Why an address, key or signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +88,31 @@ impl WalletAddress {
         signature: &Signature,
     ) -> Result<(), WalletError> {
         self.verify(&result_message(lease, output), signature)
+    }
+
+    /// Checks this wallet's signature on a transfer of `amount_micro` micro-credits to
+    /// `to`, numbered `nonce`, on the relay whose ledger key is `relay`.
+    pub fn verify_transfer(
+        &self,
+        relay: &WalletAddress,
+        to: &WalletAddress,
+        amount_micro: u64,
+        nonce: u64,
+        signature: &Signature,
+    ) -> Result<(), WalletError> {
+        self.verify(
+            &transfer_message(relay, self, to, amount_micro, nonce),
+            signature,
+        )
+    }
+
+    /// Checks a relay's signature on the hash of one of its ledger entries.
+    pub fn verify_ledger_entry(
+        &self,
+        entry_hash: &[u8; 32],
+        signature: &Signature,
+    ) -> Result<(), WalletError> {
+        self.verify(&ledger_message(entry_hash), signature)
     }
 }
 
@@ -219,6 +248,25 @@ impl WalletKey {
     pub fn sign_result(&self, lease: LeaseId, output: &[u8]) -> Signature {
         Signature(self.0.sign(&result_message(lease, output)).to_bytes())
     }
+
+    /// Signs a transfer of `amount_micro` micro-credits from this wallet to `to`. The
+    /// `nonce` must be new for this wallet (the relay refuses a replay), and `relay` (the
+    /// relay's ledger key) keeps the signature from being replayed on another relay.
+    pub fn sign_transfer(
+        &self,
+        relay: &WalletAddress,
+        to: &WalletAddress,
+        amount_micro: u64,
+        nonce: u64,
+    ) -> Signature {
+        let message = transfer_message(relay, &self.address(), to, amount_micro, nonce);
+        Signature(self.0.sign(&message).to_bytes())
+    }
+
+    /// Signs the hash of a ledger entry (the relay's key does this for every entry).
+    pub fn sign_ledger_entry(&self, entry_hash: &[u8; 32]) -> Signature {
+        Signature(self.0.sign(&ledger_message(entry_hash)).to_bytes())
+    }
 }
 
 impl fmt::Debug for WalletKey {
@@ -233,6 +281,32 @@ fn result_message(lease: LeaseId, output: &[u8]) -> Vec<u8> {
     let mut message = RESULT_DOMAIN.to_vec();
     message.extend_from_slice(lease.0.as_bytes());
     message.extend_from_slice(&Sha256::digest(output));
+    message
+}
+
+/// What a transfer signature covers: every field of the transfer, in fixed widths, so no
+/// two transfers share a message.
+fn transfer_message(
+    relay: &WalletAddress,
+    from: &WalletAddress,
+    to: &WalletAddress,
+    amount_micro: u64,
+    nonce: u64,
+) -> Vec<u8> {
+    let mut message = TRANSFER_DOMAIN.to_vec();
+    message.extend_from_slice(&relay.0);
+    message.extend_from_slice(&from.0);
+    message.extend_from_slice(&to.0);
+    message.extend_from_slice(&amount_micro.to_be_bytes());
+    message.extend_from_slice(&nonce.to_be_bytes());
+    message
+}
+
+/// What a ledger signature covers: the entry's hash, under its own domain so it can never
+/// pass for a result or transfer signature.
+fn ledger_message(entry_hash: &[u8; 32]) -> Vec<u8> {
+    let mut message = LEDGER_DOMAIN.to_vec();
+    message.extend_from_slice(entry_hash);
     message
 }
 
@@ -345,6 +419,61 @@ mod tests {
         assert_eq!(
             WalletKey::from_hex(&"g".repeat(64)).err(),
             Some(WalletError::Secret)
+        );
+    }
+
+    #[test]
+    fn a_transfer_signature_binds_every_field() {
+        let key = WalletKey::from_seed([3; 32]);
+        let relay = WalletKey::from_seed([4; 32]).address();
+        let other_relay = WalletKey::from_seed([5; 32]).address();
+        let to = WalletKey::from_seed([6; 32]).address();
+        let from = key.address();
+        let sig = key.sign_transfer(&relay, &to, 1_500_000, 7);
+        assert_eq!(
+            from.verify_transfer(&relay, &to, 1_500_000, 7, &sig),
+            Ok(())
+        );
+        for (what, result) in [
+            (
+                "amount",
+                from.verify_transfer(&relay, &to, 1_500_001, 7, &sig),
+            ),
+            (
+                "nonce",
+                from.verify_transfer(&relay, &to, 1_500_000, 8, &sig),
+            ),
+            (
+                "recipient",
+                from.verify_transfer(&relay, &from, 1_500_000, 7, &sig),
+            ),
+            (
+                "relay",
+                from.verify_transfer(&other_relay, &to, 1_500_000, 7, &sig),
+            ),
+            (
+                "sender",
+                to.verify_transfer(&relay, &to, 1_500_000, 7, &sig),
+            ),
+        ] {
+            assert_eq!(result, Err(WalletError::Signature), "{what} changed");
+        }
+    }
+
+    #[test]
+    fn a_ledger_signature_is_not_a_transfer_or_result_signature() {
+        let relay = WalletKey::from_seed([8; 32]);
+        let hash = [0x5a; 32];
+        let sig = relay.sign_ledger_entry(&hash);
+        assert_eq!(relay.address().verify_ledger_entry(&hash, &sig), Ok(()));
+        assert_eq!(
+            relay.address().verify_ledger_entry(&[0x5b; 32], &sig),
+            Err(WalletError::Signature)
+        );
+        let transfer = relay.sign_transfer(&relay.address(), &relay.address(), 1, 1);
+        assert_eq!(
+            relay.address().verify_ledger_entry(&hash, &transfer),
+            Err(WalletError::Signature)
         );
     }
 

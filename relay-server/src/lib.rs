@@ -5,10 +5,12 @@
 //! - [`scheduler`]: leasing, results, requeueing and merging; one session per volunteer;
 //! - [`storage`]: every state transition as one SQLite transaction;
 //! - [`validation`]: quorum and wallet trust, as pure logic;
+//! - [`ledger`]: the signed, hash-chained credit ledger, as pure logic;
 //! - [`app`]: the router and its state; [`error`]: problem+json errors.
 
 pub mod app;
 pub mod error;
+pub mod ledger;
 pub mod routes;
 pub mod scheduler;
 pub mod storage;

@@ -1,20 +1,27 @@
 //! `relay-server`: runs the Starling relay.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use relay_server::app::{self, AppState, Limits, StaticDirs};
+use relay_server::ledger::{self, MicroCredits};
 use relay_server::routes::ops::RateLimit;
 use relay_server::scheduler::{Scheduler, SchedulerConfig};
 use relay_server::storage::Storage;
 use starling_kernels::Catalog;
+use starling_protocol::WalletAddress;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The Starling relay: REST API, WebRTC peers, scheduler, storage and the web UI.
+///
+/// Without a subcommand it runs the relay with the options below.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Ledger administration instead of running the relay.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to serve HTTP on (port 0 picks a free port; the URL is printed).
     #[arg(long, env = "STARLING_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -66,6 +73,42 @@ struct Cli {
     rate_limit_burst: u32,
 }
 
+/// Commands beside running the relay.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submitter API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Verifies the whole credit ledger (chain, signatures, balances) and prints a
+    /// summary; exits non-zero, naming the problem, if anything was tampered with.
+    Audit {
+        /// Directory holding the SQLite database and relay.key.
+        #[arg(long, env = "STARLING_DATA_DIR", default_value = ".data")]
+        data_dir: PathBuf,
+        /// Check signatures against this published relay key address instead of the one
+        /// in DATA_DIR/relay.key (which whoever can edit the database may replace).
+        #[arg(long)]
+        relay_key: Option<WalletAddress>,
+    },
+}
+
+/// `keys …` subcommands.
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Creates a submitter account and prints its new API key (only) on stdout.
+    Create {
+        /// Directory holding the SQLite database and relay.key.
+        #[arg(long, env = "STARLING_DATA_DIR", default_value = ".data")]
+        data_dir: PathBuf,
+        /// Credits issued to the account, a decimal like 2.5.
+        #[arg(long, default_value = "0")]
+        balance: MicroCredits,
+        /// A note for whoever reads the accounts table.
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -77,7 +120,14 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(command) = cli.command {
+        return run_command(command).await;
+    }
     let storage = Storage::open(&cli.data_dir).await?;
+    // Loaded before serving so a damaged key file stops the relay instead of starting a
+    // ledger that can no longer be verified.
+    let relay_key = ledger::load_or_create_relay_key(&cli.data_dir)?;
+    tracing::info!(key = %relay_key.address(), "ledger signing key loaded");
     let scheduler = Scheduler::new(
         storage,
         Arc::new(Catalog::builtin()),
@@ -134,5 +184,53 @@ async fn main() -> anyhow::Result<()> {
         shutdown.begin();
     })
     .await?;
+    Ok(())
+}
+
+/// Runs a ledger subcommand.
+async fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Keys(KeysCommand::Create {
+            data_dir,
+            balance,
+            label,
+        }) => {
+            let storage = Storage::open(&data_dir).await?;
+            let key = ledger::load_or_create_relay_key(&data_dir)?;
+            let (_, api_key) = storage
+                .create_account(&key, balance, label.as_deref())
+                .await?;
+            // Scripts read the key from stdout: nothing else goes there.
+            println!("{api_key}");
+        }
+        Command::Audit {
+            data_dir,
+            relay_key,
+        } => {
+            let relay = match relay_key {
+                Some(address) => address,
+                None => ledger::load_relay_key(&data_dir)?.address(),
+            };
+            let storage = Storage::open(&data_dir).await?;
+            let summary = match storage.audit(&relay).await {
+                Ok(summary) => summary,
+                Err(e) => {
+                    // The verdict, not a crash: one line naming the problem, exit 1.
+                    eprintln!("ledger audit FAILED: {e}");
+                    std::process::exit(1);
+                }
+            };
+            println!("ledger ok: every entry is chained, signed by the relay key and balanced");
+            println!("entries      {}", summary.entries);
+            println!("issued       {}", summary.issued);
+            println!("escrowed     {}", summary.escrowed);
+            println!("paid         {}", summary.paid);
+            println!("fees         {}", summary.fees);
+            println!("refunded     {}", summary.refunded);
+            println!("transferred  {}", summary.transferred);
+            println!("accounts     {}", summary.balances.len());
+            println!("relay key    {relay}");
+        }
+    }
     Ok(())
 }

@@ -19,10 +19,12 @@ use std::time::Duration;
 
 pub mod job_queries;
 mod leases;
+mod ledger;
 mod model;
 mod results;
 mod wallets;
 pub use leases::LeaseRequest;
+pub use ledger::LedgerError;
 pub use model::{JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId};
 pub use results::{Recorded, ReturnedResult, UnitAudit};
 pub use wallets::WalletRecord;
