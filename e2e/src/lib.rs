@@ -45,6 +45,7 @@ pub fn free_port() -> Result<u16> {
 /// A relay process, killed on drop.
 pub struct Relay {
     child: Option<Child>,
+    dev_key: Option<String>,
     port: u16,
     data_dir: PathBuf,
     unit_mflops: u64,
@@ -61,6 +62,7 @@ impl Relay {
     pub fn start_with(data_dir: &Path, unit_mflops: u64, extra: &[&str]) -> Result<Self> {
         let mut relay = Self {
             child: None,
+            dev_key: None,
             port: free_port()?,
             data_dir: data_dir.to_path_buf(),
             unit_mflops,
@@ -87,14 +89,35 @@ impl Relay {
             .spawn()
             .context("starting relay-server")?;
         let stdout = child.stdout.take().context("relay stdout")?;
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        stdout.read_line(&mut line)?;
         if !line.contains("listening on http://") {
             let _ = child.kill();
             bail!("relay did not start: {line:?}");
         }
+        // The second line carries the development API key.
+        let mut key_line = String::new();
+        stdout.read_line(&mut key_line)?;
+        self.dev_key = key_line
+            .trim()
+            .strip_prefix("development API key: ")
+            .map(str::to_owned);
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The development API key the relay printed (it holds 1,000,000 credits).
+    pub fn dev_key(&self) -> Option<&str> {
+        self.dev_key.as_deref()
+    }
+
+    /// A REST client that submits with the development key.
+    pub fn api(&self) -> Api {
+        match &self.dev_key {
+            Some(key) => Api::with_key(&self.url(), key),
+            None => Api::new(&self.url()),
+        }
     }
 
     /// The relay's base URL.
@@ -443,6 +466,22 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client for the relay at `base` that sends `Authorization: Bearer key` (falls
+    /// back to no key should the key not be a valid header value).
+    pub fn with_key(base: &str, key: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")) {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
     /// A client for the relay at `base`.
     pub fn new(base: &str) -> Self {
         Self {

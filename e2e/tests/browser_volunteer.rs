@@ -3,14 +3,14 @@
 //! CPU reference (the render job's PNG within the kernel's tolerance).
 
 use starling_e2e::browser::Browser;
-use starling_e2e::{workspace_root, Api, KernelJob, MatmulJob, Relay, RenderJob, TempDir};
+use starling_e2e::{workspace_root, KernelJob, MatmulJob, Relay, RenderJob, TempDir};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result<()> {
     let data = TempDir::new("browser")?;
     let relay = Relay::start(data.path(), 1)?;
-    let api = Api::new(&relay.url());
+    let api = relay.api();
     let browser = Browser::start("browser").await?;
 
     let opened = Instant::now();

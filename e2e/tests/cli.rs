@@ -7,11 +7,15 @@ use base64::Engine as _;
 use starling_e2e::{binary, free_port, MatmulJob, Relay, TempDir, Volunteer};
 use std::process::{Command, Output};
 
-fn starling(relay: &str, args: &[&str]) -> anyhow::Result<Output> {
-    Command::new(binary("starling")?)
+fn starling(relay: &str, key: Option<&str>, args: &[&str]) -> anyhow::Result<Output> {
+    let mut command = Command::new(binary("starling")?);
+    command.env_remove("STARLING_API_KEY");
+    if let Some(key) = key {
+        command.env("STARLING_API_KEY", key);
+    }
+    command
         .args(["--relay", relay])
         .args(args)
-        .env_remove("STARLING_API_KEY")
         .output()
         .context("running starling")
 }
@@ -36,6 +40,7 @@ async fn cli_submits_input_files_waits_and_downloads_the_result() -> anyhow::Res
     let b = format!("b={}", data.path().join("b").display());
     let submitted = starling(
         &url,
+        relay.dev_key(),
         &[
             "submit", "matmul", "--param", "m=256", "--param", "k=64", "-p", "n=64", "--input", &a,
             "--input", &b, "--quorum", "1", "--wait",
@@ -48,17 +53,17 @@ async fn cli_submits_input_files_waits_and_downloads_the_result() -> anyhow::Res
 
     let out = data.path().join("out.bin");
     let out_arg = out.display().to_string();
-    let fetched = starling(&url, &["result", &id, "-o", &out_arg])?;
+    let fetched = starling(&url, relay.dev_key(), &["result", &id, "-o", &out_arg])?;
     assert!(fetched.status.success(), "{}", text(&fetched.stderr));
     job.check(&std::fs::read(&out)?)?;
 
-    let status = starling(&url, &["status", &id])?;
+    let status = starling(&url, relay.dev_key(), &["status", &id])?;
     assert!(
         text(&status.stdout).contains("done"),
         "{}",
         text(&status.stdout)
     );
-    let listed = starling(&url, &["jobs", "--state", "done"])?;
+    let listed = starling(&url, relay.dev_key(), &["jobs", "--state", "done"])?;
     assert!(
         text(&listed.stdout).contains(&id),
         "{}",
@@ -73,7 +78,7 @@ async fn cli_errors_are_one_line_with_distinct_exit_codes() -> anyhow::Result<()
     let relay = Relay::start(data.path(), 64)?;
     let url = relay.url();
 
-    let unknown = starling(&url, &["submit", "fft", "--param", "n=4"])?;
+    let unknown = starling(&url, relay.dev_key(), &["submit", "fft", "--param", "n=4"])?;
     assert_eq!(unknown.status.code(), Some(3));
     assert_eq!(
         text(&unknown.stderr),
@@ -81,26 +86,31 @@ async fn cli_errors_are_one_line_with_distinct_exit_codes() -> anyhow::Result<()
     );
     assert!(unknown.stdout.is_empty());
 
-    let bad_param = starling(&url, &["submit", "matmul", "--param", "m"])?;
+    let bad_param = starling(&url, relay.dev_key(), &["submit", "matmul", "--param", "m"])?;
     assert_eq!(bad_param.status.code(), Some(2));
     assert_eq!(
         text(&bad_param.stderr),
         "error: --param `m` is not NAME=VALUE\n"
     );
 
-    let missing = starling(&url, &["status", "00000000-0000-0000-0000-000000000000"])?;
+    let missing = starling(
+        &url,
+        relay.dev_key(),
+        &["status", "00000000-0000-0000-0000-000000000000"],
+    )?;
     assert_eq!(missing.status.code(), Some(3));
     assert!(text(&missing.stderr).starts_with("error: 404 "));
 
     // Nothing listens on a fresh port.
     let nowhere = format!("http://127.0.0.1:{}", free_port()?);
-    let unreachable = starling(&nowhere, &["kernels"])?;
+    let unreachable = starling(&nowhere, None, &["kernels"])?;
     assert_eq!(unreachable.status.code(), Some(4));
     assert_eq!(text(&unreachable.stderr).lines().count(), 1);
 
     // A cancelled job: `watch` says so and exits 5; `result` is refused.
     let job = starling(
         &url,
+        relay.dev_key(),
         &[
             "submit",
             "montecarlo",
@@ -112,20 +122,20 @@ async fn cli_errors_are_one_line_with_distinct_exit_codes() -> anyhow::Result<()
     )?;
     assert!(job.status.success(), "{}", text(&job.stderr));
     let id = text(&job.stdout).trim().to_owned();
-    let cancelled = starling(&url, &["cancel", &id])?;
+    let cancelled = starling(&url, relay.dev_key(), &["cancel", &id])?;
     assert!(text(&cancelled.stdout).contains("cancelled"));
-    let watched = starling(&url, &["watch", &id])?;
+    let watched = starling(&url, relay.dev_key(), &["watch", &id])?;
     assert_eq!(watched.status.code(), Some(5));
     assert_eq!(
         text(&watched.stderr),
         format!("error: job {id} cancelled\n")
     );
     let out = data.path().join("nothing.bin").display().to_string();
-    let result = starling(&url, &["result", &id, "-o", &out])?;
+    let result = starling(&url, relay.dev_key(), &["result", &id, "-o", &out])?;
     assert_eq!(result.status.code(), Some(3));
     assert!(text(&result.stderr).starts_with("error: 409 "));
 
-    let kernels = starling(&url, &["kernels"])?;
+    let kernels = starling(&url, relay.dev_key(), &["kernels"])?;
     assert!(kernels.status.success());
     assert!(text(&kernels.stdout)
         .lines()
@@ -143,16 +153,18 @@ async fn cli_sends_its_api_key_and_reports_429() -> anyhow::Result<()> {
     )?;
     let url = relay.url();
     for _ in 0..2 {
-        assert!(starling(&url, &["kernels"])?.status.success());
+        assert!(starling(&url, relay.dev_key(), &["kernels"])?
+            .status
+            .success());
     }
-    let limited = starling(&url, &["kernels"])?;
+    let limited = starling(&url, relay.dev_key(), &["kernels"])?;
     assert_eq!(limited.status.code(), Some(3));
     assert_eq!(
         text(&limited.stderr),
         "error: 429 Too many requests: too many requests; retry in 100 s\n"
     );
     // An API key is its own client, with its own budget.
-    let keyed = starling(&url, &["--api-key", "tenant-a", "kernels"])?;
+    let keyed = starling(&url, relay.dev_key(), &["--api-key", "tenant-a", "kernels"])?;
     assert!(keyed.status.success(), "{}", text(&keyed.stderr));
     Ok(())
 }

@@ -3,14 +3,14 @@
 //! fail Freivalds' check at the relay, leases are reissued, and late or duplicate results
 //! count once.
 
-use starling_e2e::{Api, MatmulJob, Relay, TempDir, Volunteer};
+use starling_e2e::{MatmulJob, Relay, TempDir, Volunteer};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_stalling_and_duplicating_volunteers_cannot_break_a_job() -> anyhow::Result<()> {
     let data = TempDir::new("faults")?;
     let relay = Relay::start_with(data.path(), 1, &["--lease-secs", "2"])?;
-    let api = Api::new(&relay.url());
+    let api = relay.api();
     // Rates keep the chance that one unit meets 8 faults in a row (failing the job by
     // design) negligible: under 0.3^8 per unit.
     let faults = [

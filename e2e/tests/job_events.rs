@@ -1,14 +1,14 @@
 //! A submitter follows a job over Server-Sent Events while a native volunteer computes
 //! it: progress events, then `done`, then the stream ends; the result matches the CPU.
 
-use starling_e2e::{Api, MatmulJob, Relay, TempDir, Volunteer};
+use starling_e2e::{MatmulJob, Relay, TempDir, Volunteer};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_stream_reaches_done_with_a_native_volunteer() -> anyhow::Result<()> {
     let data = TempDir::new("events")?;
     let relay = Relay::start(data.path(), 1)?;
-    let api = Api::new(&relay.url());
+    let api = relay.api();
     let job = MatmulJob::random(512, 128, 128, 11);
     let id = api.submit_with_quorum(&job.body, 1).await?;
     let mut response = api

@@ -1,14 +1,14 @@
 //! Two headless native volunteers (wgpu on lavapipe, WebRTC via the webrtc crate) share a
 //! matmul job; the assembled result equals the CPU reference.
 
-use starling_e2e::{Api, MatmulJob, Relay, TempDir, Volunteer};
+use starling_e2e::{MatmulJob, Relay, TempDir, Volunteer};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_native_volunteers_complete_a_matmul_job() -> anyhow::Result<()> {
     let data = TempDir::new("native")?;
     let relay = Relay::start(data.path(), 1)?;
-    let api = Api::new(&relay.url());
+    let api = relay.api();
     let _volunteers = [
         Volunteer::start(&relay.url())?,
         Volunteer::start(&relay.url())?,

@@ -1,14 +1,14 @@
 //! Kill the relay (SIGKILL) in the middle of a job and start it again on the same data
 //! directory: the job resumes and finishes with the right result.
 
-use starling_e2e::{Api, MatmulJob, Relay, TempDir, Volunteer};
+use starling_e2e::{MatmulJob, Relay, TempDir, Volunteer};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_survives_a_relay_crash_and_restart() -> anyhow::Result<()> {
     let data = TempDir::new("restart")?;
     let mut relay = Relay::start(data.path(), 1)?;
-    let api = Api::new(&relay.url());
+    let api = relay.api();
     // Many small units so that the kill lands mid-job.
     let job = MatmulJob::random(2048, 96, 96, 21);
     let id = api.submit_with_quorum(&job.body, 1).await?;

@@ -27,7 +27,7 @@ async fn problem(
 async fn malformed_and_invalid_jobs_get_problem_json() -> anyhow::Result<()> {
     let data = TempDir::new("errors")?;
     let relay = Relay::start(data.path(), 64)?;
-    let api = Api::new(&relay.url());
+    let api = relay.api();
 
     let kernels: serde_json::Value = api
         .http()
@@ -137,7 +137,7 @@ async fn malformed_and_invalid_jobs_get_problem_json() -> anyhow::Result<()> {
 async fn oversized_bodies_get_413_problem_json() -> anyhow::Result<()> {
     let data = TempDir::new("too-large")?;
     let relay = Relay::start(data.path(), 64)?;
-    let api = Api::new(&relay.url());
+    let api = relay.api();
     let huge = vec![b' '; 65 * 1024 * 1024];
     let (status, ct, body) = problem(&api, huge.into()).await?;
     assert_eq!((status, ct.as_str()), (413, "application/problem+json"));
@@ -156,7 +156,7 @@ async fn clients_over_their_rate_get_429_by_address() -> anyhow::Result<()> {
         64,
         &["--rate-limit-per-s", "0.2", "--rate-limit-burst", "3"],
     )?;
-    let api = Api::new(&relay.url());
+    let api = relay.api();
     let kernels = format!("{}/api/v1/kernels", api.base());
     for _ in 0..3 {
         let ok = api.http().get(&kernels).send().await?;
@@ -186,7 +186,7 @@ async fn clients_over_their_rate_get_429_by_address() -> anyhow::Result<()> {
 async fn cancelled_jobs_refuse_a_second_cancel_and_their_result() -> anyhow::Result<()> {
     let data = TempDir::new("cancel")?;
     let relay = Relay::start(data.path(), 64)?;
-    let api = Api::new(&relay.url());
+    let api = relay.api();
     let id = api.submit(&MatmulJob::random(4, 4, 4, 2).body).await?;
     let url = format!("{}/api/v1/jobs/{id}", api.base());
     let cancelled = api.http().delete(&url).send().await?;
@@ -220,5 +220,63 @@ async fn cancelled_jobs_refuse_a_second_cancel_and_their_result() -> anyhow::Res
     assert_eq!(bad.status().as_u16(), 422);
     let body: serde_json::Value = bad.json().await?;
     assert_eq!(body["field"], "state", "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn jobs_need_a_valid_api_key_and_enough_credit() -> anyhow::Result<()> {
+    let data = TempDir::new("auth")?;
+    let relay = Relay::start(data.path(), 64)?;
+    let job = starling_e2e::KernelJob::montecarlo(100_000_000, 1)?;
+    let submit = |key: Option<String>| {
+        let body = job.body.to_string();
+        let url = format!("{}/api/v1/jobs", relay.url());
+        async move {
+            let mut request = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body);
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let auth = response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap_or("").to_owned());
+            let body: serde_json::Value = response.json().await?;
+            anyhow::Ok((status, auth, body))
+        }
+    };
+    let (status, auth, body) = submit(None).await?;
+    assert_eq!((status, auth.as_deref()), (401, Some("Bearer")), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("API key"),
+        "{body}"
+    );
+    let (status, _, body) = submit(Some("stk_not-a-key".into())).await?;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["detail"], "the API key is not valid");
+
+    // A fresh account with no credit cannot pay for 100M samples (a few GFLOP).
+    let created = std::process::Command::new(starling_e2e::binary("relay-server")?)
+        .args(["keys", "create", "--balance", "0", "--data-dir"])
+        .arg(data.path())
+        .output()?;
+    assert!(created.status.success(), "{created:?}");
+    let poor = String::from_utf8(created.stdout)?.trim().to_owned();
+    assert!(poor.starts_with("stk_"), "{poor}");
+    let (status, _, body) = submit(Some(poor)).await?;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["type"], "/problems/insufficient-credit");
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("holds 0"),
+        "{body}"
+    );
+
+    // The development key pays, and its balance went into the job's escrow.
+    let (status, _, body) = submit(relay.dev_key().map(str::to_owned)).await?;
+    assert_eq!(status, 201, "{body}");
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! may be settled by a cheater's result or twice, every cheater must end quarantined and
 //! no honest wallet may.
 
-use starling_e2e::{Api, KernelJob, MatmulJob, Relay, RenderJob, TempDir, Volunteer};
+use starling_e2e::{KernelJob, MatmulJob, Relay, RenderJob, TempDir, Volunteer};
 use starling_protocol::WalletKey;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ async fn thirty_volunteers_with_cheaters_and_crashes_still_get_every_job_right(
         1,
         &["--lease-secs", "3", "--canary-rate", "0.05"],
     )?;
-    let api = Api::new(&relay.url());
+    let api = relay.api();
 
     // Each volunteer gets a wallet key file, so the test knows who is who.
     let mut volunteers = Vec::new();

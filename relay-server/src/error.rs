@@ -35,6 +35,12 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// No API key, or one the relay does not know.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The account cannot cover what it asked for.
+    #[error("{0}")]
+    PaymentRequired(String),
     /// No such resource.
     #[error("{0}")]
     NotFound(String),
@@ -90,6 +96,16 @@ impl ApiError {
                 "/problems/conflict",
                 "Not in a state that allows this",
             ),
+            Self::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "/problems/unauthorized",
+                "API key missing or not valid",
+            ),
+            Self::PaymentRequired(_) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "/problems/insufficient-credit",
+                "Not enough credit",
+            ),
             Self::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "/problems/rate-limited",
@@ -133,6 +149,12 @@ impl IntoResponse for ApiError {
             json,
         )
             .into_response();
+        if let Self::Unauthorized(_) = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
         if let Self::RateLimited { retry_after_secs } = self {
             response
                 .headers_mut()
@@ -144,7 +166,20 @@ impl IntoResponse for ApiError {
 
 impl From<crate::storage::StorageError> for ApiError {
     fn from(e: crate::storage::StorageError) -> Self {
-        Self::Internal(e.to_string())
+        use crate::storage::{LedgerError, StorageError};
+        match e {
+            StorageError::Ledger(ledger) => match *ledger {
+                LedgerError::Overdraft {
+                    account,
+                    balance,
+                    amount,
+                } => Self::PaymentRequired(format!(
+                    "{account} holds {balance} credits; this needs {amount}"
+                )),
+                other => Self::Internal(other.to_string()),
+            },
+            other => Self::Internal(other.to_string()),
+        }
     }
 }
 

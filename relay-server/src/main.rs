@@ -5,11 +5,11 @@ use relay_server::app::{self, AppState, Limits, StaticDirs};
 use relay_server::ledger::{self, MicroCredits};
 use relay_server::routes::ops::RateLimit;
 use relay_server::scheduler::{Scheduler, SchedulerConfig};
-use relay_server::storage::Storage;
+use relay_server::storage::{Billing, Pricing, Storage};
 use starling_kernels::Catalog;
 use starling_protocol::WalletAddress;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +61,20 @@ struct Cli {
     /// Largest accepted request body, in MiB.
     #[arg(long, default_value_t = 64)]
     max_body_mib: usize,
+    /// Price of one GFLOP of verified work, in credits.
+    #[arg(long, default_value = "0.001")]
+    price_per_gflop: MicroCredits,
+    /// Share of each unit's price paid to the site a widget volunteer came through, in
+    /// parts per million.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    site_share_ppm: u32,
+    /// The platform's fee on each unit's price, in parts per million.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    platform_fee_ppm: u32,
+    /// Make (once) and print a development API key holding 1,000,000 credits, kept in
+    /// DATA_DIR/dev-api-key. Turn off for a public relay: --dev-key=false.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    dev_key: bool,
     /// Largest total of one job's inputs, in MiB (after base64 decoding).
     #[arg(long, default_value_t = 64)]
     max_input_mib: usize,
@@ -128,6 +142,22 @@ async fn main() -> anyhow::Result<()> {
     // ledger that can no longer be verified.
     let relay_key = ledger::load_or_create_relay_key(&cli.data_dir)?;
     tracing::info!(key = %relay_key.address(), "ledger signing key loaded");
+    if cli.site_share_ppm + cli.platform_fee_ppm > 1_000_000 {
+        anyhow::bail!("--site-share-ppm and --platform-fee-ppm add up to more than 100%");
+    }
+    let storage = storage.with_billing(Billing {
+        key: relay_key,
+        pricing: Pricing {
+            price_per_gflop: cli.price_per_gflop,
+            site_share_ppm: cli.site_share_ppm,
+            platform_fee_ppm: cli.platform_fee_ppm,
+        },
+    });
+    let dev_key = if cli.dev_key {
+        Some(development_key(&storage, &cli.data_dir).await?)
+    } else {
+        None
+    };
     let scheduler = Scheduler::new(
         storage,
         Arc::new(Catalog::builtin()),
@@ -172,8 +202,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     let addr = listener.local_addr()?;
-    // Tests and scripts read this line to find the port.
+    // Tests and scripts read this line to find the port, and the next for the key.
     println!("Starling relay listening on http://{addr}/");
+    if let Some(key) = dev_key {
+        println!("development API key: {key}");
+    }
     // The peer address keys the rate limit of clients without an API key.
     axum::serve(
         listener,
@@ -185,6 +218,32 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// The development API key in `DATA_DIR/dev-api-key`, made (with an account holding
+/// 1,000,000 credits) on first use. Keys are stored hashed, so the file is the only copy.
+async fn development_key(storage: &Storage, data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("dev-api-key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let key = text.trim().to_owned();
+        if storage.account_by_api_key(&key).await?.is_some() {
+            return Ok(key);
+        }
+    }
+    let billing = storage
+        .billing()
+        .ok_or_else(|| anyhow::anyhow!("the relay bills no jobs"))?;
+    let balance = MicroCredits::from_credits(1_000_000)?;
+    let (_, key) = storage
+        .create_account(&billing.key, balance, Some("development"))
+        .await?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path)?;
+    std::io::Write::write_all(&mut file, format!("{key}\n").as_bytes())?;
+    Ok(key)
 }
 
 /// Runs a ledger subcommand.

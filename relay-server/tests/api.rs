@@ -228,6 +228,7 @@ async fn cancel_withdraws_units_so_late_results_are_stale() {
     let request = LeaseRequest {
         peer,
         wallet,
+        site: None,
         lease,
         terms: LeaseTerms::until(i64::MAX / 2),
     };

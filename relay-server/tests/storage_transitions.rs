@@ -4,8 +4,10 @@
 //! property test drives random event orders and checks the invariants after each.
 
 use proptest::prelude::*;
+use relay_server::ledger::{Account, MicroCredits, Reason};
 use relay_server::storage::{
-    LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Recorded, ReturnedResult, Storage,
+    Billing, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Pricing, Recorded,
+    ReturnedResult, Storage,
 };
 use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
 
@@ -19,6 +21,7 @@ fn job(units: usize, quorum: u32) -> NewJob {
         unit_flops: (0..units as u64).map(|i| 1_000_000 * (i + 1)).collect(),
         flops: 2,
         quorum,
+        submitter: None,
     }
 }
 
@@ -55,6 +58,7 @@ impl Vol {
         LeaseRequest {
             peer: self.peer,
             wallet: self.wallet,
+            site: None,
             lease: LeaseId::from_uuid(uuid::Uuid::new_v4()),
             terms: LeaseTerms::until(deadline),
         }
@@ -403,9 +407,61 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+fn billing() -> Billing {
+    Billing {
+        key: WalletKey::from_seed([42; 32]),
+        pricing: Pricing {
+            // 1 credit per GFLOP: units of 1 to 4 MFLOP cost 1000 to 4000 micro-credits.
+            price_per_gflop: MicroCredits(1_000_000),
+            site_share_ppm: 100_000,
+            platform_fee_ppm: 50_000,
+        },
+    }
+}
+
+/// Opens the database with billing on, as the relay does.
+async fn open_billed(dir: &std::path::Path) -> anyhow::Result<Storage> {
+    Ok(Storage::open(dir).await?.with_billing(billing()))
+}
+
 /// Invariants checked after every step.
-async fn check(storage: &Storage, job: JobId, quorum: usize) -> anyhow::Result<()> {
+async fn check(
+    storage: &Storage,
+    job: JobId,
+    quorum: usize,
+    cheater: &WalletAddress,
+) -> anyhow::Result<()> {
+    // The ledger's chain, signatures and conservation hold.
+    storage
+        .audit(&billing().key.address())
+        .await
+        .map_err(|e| anyhow::anyhow!("audit: {e}"))?;
+    // Every settled unit paid each of its valid wallets once; nothing else was paid.
+    let entries = storage.ledger_page(0, 100_000).await?;
     let audit = storage.audit_units(job).await?;
+    for unit in &audit {
+        let mut paid: Vec<String> = entries
+            .iter()
+            .filter(|e| e.reason == Reason::Pay && e.reference == unit.id)
+            .map(|e| e.credit.to_string())
+            .collect();
+        paid.sort();
+        let mut expected: Vec<String> = unit
+            .valid_wallets
+            .iter()
+            .map(|w| format!("wallet:{w}"))
+            .collect();
+        expected.sort();
+        anyhow::ensure!(
+            paid == expected,
+            "unit {} paid {paid:?}, valid {expected:?}",
+            unit.idx
+        );
+    }
+    if quorum >= 2 {
+        let balance = storage.balance(&Account::Wallet(*cheater)).await?;
+        anyhow::ensure!(balance.is_zero(), "a wrong result was paid: {balance}");
+    }
     let done = audit.iter().filter(|u| u.done).count();
     let record = storage.job(job).await?.expect("job");
     anyhow::ensure!(
@@ -447,7 +503,7 @@ async fn check(storage: &Storage, job: JobId, quorum: usize) -> anyhow::Result<(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     /// Random interleavings of leases, honest and wrong answers, duplicates, departures,
     /// expiries and restarts never settle a unit without a quorum of agreeing results
@@ -456,14 +512,17 @@ proptest! {
     /// the job with the right outputs.
     #[test]
     fn random_event_orders_keep_the_state_machine_legal(
-        steps in proptest::collection::vec(step(), 1..60),
+        steps in proptest::collection::vec(step(), 1..50),
         quorum in 1u32..=2,
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async move {
             let dir = temp_dir("prop");
-            let j = job(4, quorum);
-            let mut storage = Storage::open(&dir).await?;
+            let mut storage = open_billed(&dir).await?;
+            let (submitter, _) = storage
+                .create_account(&billing().key, MicroCredits(1_000_000), None)
+                .await?;
+            let j = NewJob { submitter: Some(submitter), ..job(4, quorum) };
             storage.insert_job(&j).await?;
             // Volunteer 0 cheats: it answers every unit wrongly.
             let mut vols: Vec<Vol> = (0..5).map(|i| Vol::new(i as u8 + 1)).collect();
@@ -503,7 +562,7 @@ proptest! {
                     }
                     Step::Restart => {
                         drop(storage);
-                        storage = Storage::open(&dir).await?;
+                        storage = open_billed(&dir).await?;
                         storage.recover_leases().await?;
                         for (v, h) in held.iter_mut().enumerate() {
                             h.clear();
@@ -511,7 +570,7 @@ proptest! {
                         }
                     }
                 }
-                check(&storage, j.id, quorum as usize).await?;
+                check(&storage, j.id, quorum as usize, &vols[0].wallet).await?;
             }
             // Leases still held run out, and honest volunteers 1-4 finish the job.
             storage.expire_leases(i64::MAX).await?;
@@ -523,12 +582,19 @@ proptest! {
                     }
                 }
             }
-            check(&storage, j.id, quorum as usize).await?;
+            check(&storage, j.id, quorum as usize, &vols[0].wallet).await?;
             let record = storage.job(j.id).await?.expect("job");
             anyhow::ensure!(record.progress.units_done == 4, "job did not finish: {record:?}");
             for (i, out) in storage.unit_outputs(j.id).await?.iter().enumerate() {
                 anyhow::ensure!(out == &format!("{{\"i\":{i}}}").into_bytes(), "unit {i} wrong");
             }
+            // Finishing refunds what escrow has left: the submitter paid exactly the
+            // units' prices (1 + 2 + 3 + 4 MFLOP at 1 credit per GFLOP).
+            anyhow::ensure!(storage.finish_job(j.id, b"merged").await?, "job finishes");
+            anyhow::ensure!(storage.balance(&Account::Escrow(j.id)).await?.is_zero(), "escrow left");
+            let left = storage.balance(&Account::Submitter(submitter)).await?;
+            anyhow::ensure!(left == MicroCredits(1_000_000 - 10_000), "submitter holds {left}");
+            check(&storage, j.id, quorum as usize, &vols[0].wallet).await?;
             let _ = std::fs::remove_dir_all(&dir);
             anyhow::Ok(())
         }).map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -2,6 +2,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::ledger::AccountId;
 use crate::routes::openapi::{JobRecordDoc, JobStateDoc, MultipartJobDoc, ProblemDoc};
 use crate::storage::job_queries::Cancelled;
 use crate::storage::{JobRecord, JobState};
@@ -200,6 +201,8 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 201, description = "Job accepted", body = JobRecordDoc),
         (status = 200, description = "A retry: the job this Idempotency-Key created", body = JobRecordDoc),
         (status = 400, description = "Body is not JSON or not a job", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No API key (`Authorization: Bearer …`), or not a valid one", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 402, description = "The account's balance cannot cover the job's price", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Body or inputs over the limit", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "Unknown kernel, invalid parameter or input, or Idempotency-Key reused for another request", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Rate limit exceeded; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
@@ -233,8 +236,9 @@ pub async fn submit(
             limit: state.limits.max_input_bytes,
         });
     }
+    let submitter = crate::routes::auth::submitter(&state, &headers).await?;
     let Some(key) = idempotency_key(&headers)? else {
-        return Ok(created(create(&state, submission).await?));
+        return Ok(created(create(&state, submission, submitter).await?));
     };
     let digest = submission.digest();
     // Check, create and remember as one step: two concurrent retries must not both create.
@@ -254,7 +258,7 @@ pub async fn submit(
             .ok_or_else(|| ApiError::Internal(format!("job {} of a key vanished", prior.job)))?;
         return Ok((StatusCode::OK, location(prior.job), Json(record)).into_response());
     }
-    let record = create(&state, submission).await?;
+    let record = create(&state, submission, submitter).await?;
     state
         .scheduler
         .storage()
@@ -271,7 +275,11 @@ fn location(id: JobId) -> [(header::HeaderName, String); 1] {
     [(header::LOCATION, format!("/api/v1/jobs/{id}"))]
 }
 
-async fn create(state: &AppState, submission: Submission) -> Result<JobRecord, ApiError> {
+async fn create(
+    state: &AppState,
+    submission: Submission,
+    submitter: Option<AccountId>,
+) -> Result<JobRecord, ApiError> {
     let id = state
         .scheduler
         .submit(
@@ -279,6 +287,7 @@ async fn create(state: &AppState, submission: Submission) -> Result<JobRecord, A
             submission.params,
             &submission.inputs,
             submission.quorum,
+            submitter,
         )
         .await?;
     state

@@ -1,5 +1,6 @@
 //! HTTP endpoints. Handlers parse and answer; the scheduler and storage do the work.
 
+pub mod auth;
 pub mod events;
 pub mod jobs;
 pub mod openapi;

@@ -159,13 +159,15 @@ impl Scheduler {
 
     /// Validates, splits and stores a job, then wakes idle volunteers.
     /// `quorum` overrides the default number of agreeing results per unit (1 trusts
-    /// every single result that passes the kernel's checks).
+    /// every single result that passes the kernel's checks). Where the relay bills jobs,
+    /// `submitter` pays: the job's price goes into escrow as it is stored.
     pub async fn submit(
         &self,
         kernel: &str,
         params: serde_json::Value,
         inputs: &NamedInputs,
         quorum: Option<u32>,
+        submitter: Option<crate::ledger::AccountId>,
     ) -> Result<JobId, SubmitError> {
         let quorum = quorum.unwrap_or(self.config.default_quorum);
         if !(1..=5).contains(&quorum) {
@@ -186,6 +188,7 @@ impl Scheduler {
                 unit_flops: plan.unit_flops,
                 flops: plan.flops,
                 quorum,
+                submitter,
             })
             .await?;
         self.work.notify_waiters();
@@ -218,6 +221,7 @@ impl Scheduler {
         &self,
         peer: PeerId,
         wallet: WalletAddress,
+        site: Option<WalletAddress>,
         speed: Speed,
     ) -> Result<Option<(Assignment, u64)>, LeaseError> {
         let record = self.storage.touch_wallet(&wallet).await?;
@@ -229,6 +233,7 @@ impl Scheduler {
         let request = LeaseRequest {
             peer,
             wallet,
+            site,
             lease: LeaseId::from_uuid(uuid::Uuid::new_v4()),
             terms: LeaseTerms {
                 start_ms: now,

@@ -96,7 +96,7 @@ async fn run(
     let hello = tokio::time::timeout(HELLO_TIMEOUT, next_message(link, &mut reassembler))
         .await
         .map_err(|_| SessionError::Protocol("no hello within 10 s".into()))??;
-    let wallet = match hello {
+    let (wallet, site) = match hello {
         ToRelay::Hello {
             version,
             client,
@@ -110,7 +110,7 @@ async fn run(
                     LeaseError::Quarantined(wallet).to_string(),
                 ));
             }
-            wallet
+            (wallet, site.filter(|s| *s != wallet))
         }
         ToRelay::Hello { version, .. } => {
             return Err(SessionError::Protocol(format!(
@@ -141,7 +141,7 @@ async fn run(
         // Register for wake-ups before looking, so work submitted in between is not missed.
         work.as_mut().enable();
         while wanted > 0 {
-            match scheduler.next_assignment(peer, wallet, speed).await? {
+            match scheduler.next_assignment(peer, wallet, site, speed).await? {
                 Some((assignment, flops)) => {
                     let lease = assignment.lease;
                     send(tx, &ToVolunteer::Assign(assignment)).await?;

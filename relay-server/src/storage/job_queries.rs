@@ -103,6 +103,7 @@ impl Storage {
             };
         }
         let withdrawn = super::withdraw_units(&mut tx, id).await?;
+        super::refund(&mut tx, self.billing(), id).await?;
         tx.commit().await?;
         Ok(Cancelled::Now { withdrawn })
     }
@@ -141,7 +142,7 @@ impl Storage {
         .bind(request_sha256)
         .bind(job.to_string())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }

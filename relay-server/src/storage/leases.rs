@@ -16,6 +16,8 @@ pub struct LeaseRequest {
     pub peer: PeerId,
     /// The wallet behind it.
     pub wallet: WalletAddress,
+    /// The embedding site it came through, for the site's share of payments.
+    pub site: Option<WalletAddress>,
     /// The new lease's id.
     pub lease: LeaseId,
     /// How long it lasts.
@@ -63,13 +65,14 @@ async fn insert_lease(
     deadline_ms: i64,
 ) -> Result<(), StorageError> {
     sqlx::query(
-        "INSERT INTO leases (id, unit_id, peer, wallet, kind, state, issued_ms, deadline_ms)
-         VALUES (?, ?, ?, ?, ?, 'active', ?, ?)",
+        "INSERT INTO leases (id, unit_id, peer, wallet, site, kind, state, issued_ms, deadline_ms)
+         VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)",
     )
     .bind(request.lease.to_string())
     .bind(unit)
     .bind(request.peer.to_string())
     .bind(request.wallet.to_string())
+    .bind(request.site.map(|s| s.to_string()))
     .bind(kind)
     .bind(request.terms.start_ms)
     .bind(deadline_ms)

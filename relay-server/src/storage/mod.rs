@@ -10,11 +10,13 @@
 //!
 //! The HTTP layer and the scheduler call these methods; nothing else touches SQL.
 
+use crate::ledger::{split_unit_price, AccountId, MicroCredits};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use starling_protocol::{JobId, UnitId};
+use starling_protocol::{JobId, UnitId, WalletKey};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub mod job_queries;
@@ -49,6 +51,18 @@ pub enum StorageError {
     /// A stored value does not parse; the database was edited by hand or is corrupt.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// Credit could not move (for example, the submitter cannot cover a job).
+    #[error(transparent)]
+    Ledger(Box<LedgerError>),
+}
+
+impl StorageError {
+    fn ledger(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Storage(inner) => inner,
+            other => Self::Ledger(Box::new(other)),
+        }
+    }
 }
 
 /// Sets open units' state from what is outstanding: `leased` while active leases plus
@@ -139,10 +153,92 @@ fn parse_id<T: FromStr>(s: &str) -> Result<T, StorageError> {
 /// The relay's database.
 #[derive(Clone)]
 pub struct Storage {
+    /// Connections for reads.
     pool: SqlitePool,
+    /// The one connection that writes.
+    writer: SqlitePool,
+    /// Where set, jobs are paid for: escrow at submission, payment per settled unit,
+    /// refund at the end. Without it (tests of other parts) jobs are free.
+    billing: Option<Arc<Billing>>,
+}
+
+/// What a unit of work costs and how its price is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pricing {
+    /// Price of one GFLOP of verified work.
+    pub price_per_gflop: MicroCredits,
+    /// The embedding site's share of a unit's price, parts per million.
+    pub site_share_ppm: u32,
+    /// The platform's fee, parts per million.
+    pub platform_fee_ppm: u32,
+}
+
+/// The relay's signing key and prices.
+#[derive(Debug)]
+pub struct Billing {
+    /// Signs every ledger entry.
+    pub key: WalletKey,
+    /// Prices of new jobs and shares of their payments.
+    pub pricing: Pricing,
+}
+
+/// A job's bill: who pays and at what price per GFLOP (fixed when it was submitted).
+#[derive(Debug, Clone, Copy)]
+struct JobBill {
+    submitter: AccountId,
+    price_per_gflop: MicroCredits,
+}
+
+async fn job_bill(tx: &mut Tx<'_>, job: &str) -> Result<Option<JobBill>, StorageError> {
+    let row = sqlx::query("SELECT submitter, price_per_gflop FROM jobs WHERE id = ?")
+        .bind(job)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let submitter: Option<String> = row.try_get("submitter")?;
+    let price: i64 = row.try_get("price_per_gflop")?;
+    Ok(match submitter {
+        Some(s) if price > 0 => Some(JobBill {
+            submitter: s
+                .parse()
+                .map_err(|_| StorageError::Corrupt(format!("submitter {s:?}")))?,
+            price_per_gflop: MicroCredits(u64::try_from(price).unwrap_or(0)),
+        }),
+        _ => None,
+    })
+}
+
+/// Returns what is left of a finished, failed or cancelled job's escrow to its submitter.
+async fn refund(
+    tx: &mut Tx<'_>,
+    billing: Option<&Billing>,
+    job: JobId,
+) -> Result<(), StorageError> {
+    let Some(billing) = billing else {
+        return Ok(());
+    };
+    if let Some(bill) = job_bill(tx, &job.to_string()).await? {
+        ledger::refund_job(tx, &billing.key, job, bill.submitter)
+            .await
+            .map_err(StorageError::ledger)?;
+    }
+    Ok(())
 }
 
 impl Storage {
+    /// The same database, billing jobs with `billing`.
+    pub fn with_billing(mut self, billing: Billing) -> Self {
+        self.billing = Some(Arc::new(billing));
+        self
+    }
+
+    /// The billing settings, where jobs are paid for.
+    pub fn billing(&self) -> Option<&Billing> {
+        self.billing.as_deref()
+    }
+
     /// Opens (creating if needed) `DIR/starling.sqlite3` and applies migrations.
     pub async fn open(data_dir: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StorageError::DataDir {
@@ -158,21 +254,40 @@ impl Storage {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // One connection writes, so our own transactions queue in the pool (fairly, without
+        // sleeping) instead of meeting in SQLite's lock, whose busy handler sleeps up to
+        // 100 ms at a time; readers use the others, and WAL lets them read during writes.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            writer,
+            billing: None,
+        })
     }
 
-    /// Stores a new job and all its units in one transaction.
+    /// Stores a new job and all its units in one transaction, and (where jobs are billed
+    /// and the job names its submitter) moves its price into escrow in the same one: a
+    /// submitter who cannot cover it gets [`LedgerError::Overdraft`] and nothing is stored.
     pub async fn insert_job(&self, job: &NewJob) -> Result<(), StorageError> {
+        let bill = match (self.billing(), job.submitter) {
+            (Some(billing), Some(submitter)) => Some((billing, submitter)),
+            _ => None,
+        };
+        let price = bill.map_or(MicroCredits(0), |(b, _)| b.pricing.price_per_gflop);
         let now = now_ms();
         let mut tx = self.write().await?;
         sqlx::query(
-            "INSERT INTO jobs (id, kernel, params, input, state, units_total, flops, quorum, created_ms, updated_ms)
-             VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, kernel, params, input, state, units_total, flops, quorum,
+                               submitter, price_per_gflop, created_ms, updated_ms)
+             VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(job.id.to_string())
         .bind(&job.kernel)
@@ -181,6 +296,8 @@ impl Storage {
         .bind(job.units.len() as i64)
         .bind(job.flops as i64)
         .bind(i64::from(job.quorum.clamp(1, 5)))
+        .bind(bill.map(|(_, submitter)| submitter.to_string()))
+        .bind(i64::try_from(price.0).unwrap_or(i64::MAX))
         .bind(now)
         .bind(now)
         .execute(&mut *tx)
@@ -197,6 +314,24 @@ impl Storage {
             .bind(i64::try_from(flops).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await?;
+        }
+        if let Some((billing, submitter)) = bill {
+            // A unit's price does not depend on how it is shared, so the job's budget is
+            // exactly what its units will pay out.
+            let mut budget = MicroCredits(0);
+            for (idx, _) in job.units.iter().enumerate() {
+                let flops = job.unit_flops.get(idx).copied().unwrap_or(0);
+                let unit = split_unit_price(flops, price, 0, 0, 1, false)
+                    .map_err(|e| StorageError::Corrupt(format!("unit price: {e}")))?;
+                budget = budget
+                    .checked_add(unit.price)
+                    .map_err(|e| StorageError::ledger(e.into()))?;
+            }
+            if !budget.is_zero() {
+                ledger::escrow_job(&mut tx, &billing.key, submitter, job.id, budget)
+                    .await
+                    .map_err(StorageError::ledger)?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -254,6 +389,7 @@ impl Storage {
 
     /// Stores the merged result and marks the job done (once; later calls change nothing).
     pub async fn finish_job(&self, job: JobId, result: &[u8]) -> Result<bool, StorageError> {
+        let mut tx = self.write().await?;
         let updated = sqlx::query(
             "UPDATE jobs SET state = 'done', result = ?, updated_ms = ?
              WHERE id = ? AND state = 'running' AND units_done = units_total",
@@ -261,9 +397,14 @@ impl Storage {
         .bind(result)
         .bind(now_ms())
         .bind(job.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(updated.rows_affected() == 1)
+        let finished = updated.rows_affected() == 1;
+        if finished {
+            refund(&mut tx, self.billing(), job).await?;
+        }
+        tx.commit().await?;
+        Ok(finished)
     }
 
     /// Marks a job failed with a reason and withdraws its outstanding units.
@@ -279,6 +420,7 @@ impl Storage {
         .execute(&mut *tx)
         .await?;
         withdraw_units(&mut tx, job).await?;
+        refund(&mut tx, self.billing(), job).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -296,6 +438,6 @@ impl Storage {
     /// A write transaction that takes SQLite's write lock at once, so two of them never
     /// read the same state and then collide on their first write.
     async fn write(&self) -> Result<Tx<'static>, StorageError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 }

@@ -104,6 +104,8 @@ pub struct NewJob {
     pub flops: u64,
     /// Agreeing results from distinct wallets each unit needs (1 to 5).
     pub quorum: u32,
+    /// The submitter account paying for it (escrowed at insert where jobs are billed).
+    pub submitter: Option<crate::ledger::AccountId>,
 }
 
 /// What a lease was for, with what is needed to check a result for it.

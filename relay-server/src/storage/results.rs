@@ -1,7 +1,8 @@
 //! Returned results: stored, judged against their replicas and settled in one
 //! transaction.
 
-use super::{now_ms, parse_id, refresh_unit, wallets, Storage, StorageError, Tx};
+use super::{job_bill, ledger, now_ms, parse_id, refresh_unit, wallets, Storage, StorageError, Tx};
+use crate::ledger::split_unit_price;
 use crate::validation::quorum::{judge, Candidate, Outcome, Policy};
 use sqlx::Row;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
@@ -61,6 +62,8 @@ pub enum Recorded {
 /// One unit as an auditor sees it: its state and everything returned for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitAudit {
+    /// The unit's id (what its ledger payments reference).
+    pub id: String,
     /// Position in the job.
     pub idx: i64,
     /// Life-cycle state: queued, leased, done or failed.
@@ -97,6 +100,57 @@ async fn mark(tx: &mut Tx<'_>, lease: &str, state: &str) -> Result<(), StorageEr
 }
 
 impl Storage {
+    /// Pays a settled unit's price out of its job's escrow to the wallets whose results
+    /// agreed (equal shares), the site the canonical result's volunteer came through, and
+    /// the platform, inside the settling transaction: a unit is paid exactly when it
+    /// settles, once.
+    async fn pay(
+        &self,
+        tx: &mut Tx<'_>,
+        job: JobId,
+        unit: &str,
+        wallets: &[&str],
+        canonical_lease: &str,
+    ) -> Result<(), StorageError> {
+        let Some(billing) = self.billing() else {
+            return Ok(());
+        };
+        let Some(bill) = job_bill(tx, &job.to_string()).await? else {
+            return Ok(());
+        };
+        let flops: i64 = sqlx::query_scalar("SELECT flops FROM units WHERE id = ?")
+            .bind(unit)
+            .fetch_one(&mut **tx)
+            .await?;
+        let site: Option<String> = sqlx::query_scalar("SELECT site FROM leases WHERE id = ?")
+            .bind(canonical_lease)
+            .fetch_one(&mut **tx)
+            .await?;
+        let parse = |s: &str| {
+            s.parse::<WalletAddress>()
+                .map_err(|_| StorageError::Corrupt(format!("wallet {s:?}")))
+        };
+        let site = site.as_deref().map(parse).transpose()?;
+        let wallets: Vec<WalletAddress> =
+            wallets.iter().map(|w| parse(w)).collect::<Result<_, _>>()?;
+        let split = split_unit_price(
+            u64::try_from(flops).unwrap_or(0),
+            bill.price_per_gflop,
+            billing.pricing.site_share_ppm,
+            billing.pricing.platform_fee_ppm,
+            wallets.len(),
+            site.is_some(),
+        )
+        .map_err(|e| StorageError::Corrupt(format!("unit price: {e}")))?;
+        if split.price.is_zero() {
+            return Ok(());
+        }
+        ledger::pay_unit(tx, &billing.key, job, unit, &split, &wallets, site.as_ref())
+            .await
+            .map_err(StorageError::ledger)?;
+        Ok(())
+    }
+
     /// Every unit of `job` with its results, in unit order.
     pub async fn audit_units(&self, job: JobId) -> Result<Vec<UnitAudit>, StorageError> {
         let units = sqlx::query(
@@ -127,6 +181,7 @@ impl Storage {
             }
             let state: String = unit.try_get("state")?;
             audit.push(UnitAudit {
+                id: unit.try_get("id")?,
                 idx: unit.try_get("idx")?,
                 done: state == "done",
                 state,
@@ -285,6 +340,9 @@ impl Storage {
                     .bind(&unit)
                     .execute(&mut *tx)
                     .await?;
+                let paid: Vec<&str> = valid.iter().map(|&i| pending[i].wallet.as_str()).collect();
+                self.pay(&mut tx, job, &unit, &paid, &pending[canonical].lease)
+                    .await?;
                 // Replicas still out are no longer needed.
                 sqlx::query(
                     "UPDATE leases SET state = 'void' WHERE unit_id = ? AND state = 'active'",
@@ -352,6 +410,7 @@ impl Storage {
                 .execute(&mut *tx)
                 .await?;
                 super::withdraw_units(&mut tx, job).await?;
+                super::refund(&mut tx, self.billing(), job).await?;
                 Recorded::JobFailed { job, reason }
             }
         };

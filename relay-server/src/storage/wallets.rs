@@ -90,7 +90,7 @@ impl Storage {
         .bind(wallet.to_string())
         .bind(Reliability::default().error_rate)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         WalletRecord::from_row(&row)
     }
