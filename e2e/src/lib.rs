@@ -518,6 +518,11 @@ impl Api {
         Ok(json["id"].as_str().context("id in the answer")?.to_owned())
     }
 
+    /// `GET {path}` (a path under the relay, e.g. `/api/v1/account`) as JSON.
+    pub async fn get(&self, path: &str) -> Result<serde_json::Value> {
+        self.get_json(path).await
+    }
+
     /// `GET /api/v1/wallets/{address}`: the wallet's standing.
     pub async fn wallet(&self, address: &str) -> Result<serde_json::Value> {
         self.get_json(&format!("/api/v1/wallets/{address}")).await

@@ -12,8 +12,7 @@
 
 use relay_server::ledger::MicroCredits;
 use relay_server::storage::{
-    Billing, LeaseRequest, LeaseTerms, NewJob, PeerId, Pricing, Recorded, ReturnedResult,
-    Storage,
+    Billing, LeaseRequest, LeaseTerms, NewJob, PeerId, Pricing, Recorded, ReturnedResult, Storage,
 };
 use starling_protocol::{JobId, LeaseId, WalletKey};
 use std::time::{Duration, Instant};

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod events;
 pub mod jobs;
+pub mod ledger;
 pub mod openapi;
 pub mod ops;
 pub mod rtc;

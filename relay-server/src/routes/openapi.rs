@@ -136,6 +136,10 @@ pub struct ProblemDoc {
         routes::jobs::units,
         routes::events::events,
         routes::wallets::get,
+        routes::ledger::history,
+        routes::ledger::ledger,
+        routes::ledger::account,
+        routes::ledger::transfer,
         routes::rtc::offer,
         routes::healthz,
         routes::ops::readyz,
@@ -152,6 +156,7 @@ pub struct ProblemDoc {
         ProblemDoc,
         routes::jobs::SubmitJob,
         routes::jobs::Verification,
+        routes::ledger::TransferRequest,
         routes::jobs::JobList,
         routes::rtc::Sdp,
     ))

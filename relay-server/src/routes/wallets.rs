@@ -16,7 +16,7 @@ use starling_protocol::WalletAddress;
     tag = "wallets",
     params(("address" = String, Path, description = "Wallet address (st1…)")),
     responses(
-        (status = 200, description = "`{address, valid_results, invalid_results, error_rate, trusted, quarantined}`", body = Object),
+        (status = 200, description = "`{address, balance, balance_micro, valid_results, invalid_results, error_rate, trusted, quarantined}`", body = Object),
         (status = 404, description = "The wallet has not volunteered yet", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "Not a wallet address (format or checksum)", body = ProblemDoc, content_type = "application/problem+json"),
     )
@@ -29,14 +29,18 @@ pub async fn get(
         detail: format!("`{address}` is not a wallet address: {e}"),
         field: Some("address".into()),
     })?;
-    let record = state
-        .scheduler
-        .storage()
+    let storage = state.scheduler.storage();
+    let record = storage
         .wallet(&address)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("wallet {address} has not volunteered yet")))?;
+    let balance = storage
+        .balance(&crate::ledger::Account::Wallet(address))
+        .await?;
     Ok(Json(json!({
         "address": record.address,
+        "balance": balance.to_string(),
+        "balance_micro": balance.0,
         "valid_results": record.reliability.valid,
         "invalid_results": record.reliability.invalid,
         "error_rate": record.reliability.error_rate,

@@ -1,0 +1,145 @@
+//! Credit end to end: two native volunteers with key files complete a billed job; each
+//! wallet's balance is what the public ledger says it was paid, the submitter paid exactly
+//! what the volunteers, the platform and nobody else received, `relay-server audit`
+//! accepts the ledger, and a volunteer can spend its credit with a signed transfer that
+//! cannot be replayed or forged.
+
+use starling_e2e::{binary, MatmulJob, Relay, TempDir, Volunteer};
+use starling_protocol::WalletKey;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volunteers_are_paid_what_the_ledger_says_and_can_spend_it() -> anyhow::Result<()> {
+    let data = TempDir::new("credit")?;
+    let relay = Relay::start_with(data.path(), 1, &["--price-per-gflop", "1"])?;
+    let api = relay.api();
+    let keys: Vec<WalletKey> = (0..2)
+        .map(|_| WalletKey::from_seed(rand::random()))
+        .collect();
+    let mut volunteers = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let file = data.path().join(format!("wallet-{i}.key"));
+        std::fs::write(&file, key.to_hex())?;
+        let file = file.display().to_string();
+        volunteers.push(Volunteer::start_with(
+            &relay.url(),
+            &["--cpu", "--key-file", &file],
+        )?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.stats().await?["volunteers"].as_u64() < Some(2) {
+        anyhow::ensure!(Instant::now() < deadline, "volunteers did not connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = api.get("/api/v1/account").await?;
+    let job = MatmulJob::random(512, 64, 64, 8);
+    let id = api.submit(&job.body).await?; // default quorum 2: both wallets compute each unit
+    api.wait_done(&id, Duration::from_secs(120)).await?;
+    job.check(&api.result(&id).await?.1)?;
+
+    // Every wallet's balance is the sum of what the ledger credited it.
+    let mut paid_to_wallets = 0u64;
+    for key in &keys {
+        let address = key.address().to_string();
+        let history = api
+            .get(&format!("/api/v1/wallets/{address}/history?limit=500"))
+            .await?;
+        let credited: u64 = history["entries"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| e["credit"] == format!("wallet:{address}"))
+                    .filter_map(|e| e["amount_micro"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let standing = api.wallet(&address).await?;
+        assert_eq!(
+            standing["balance_micro"].as_u64(),
+            Some(credited),
+            "{standing}"
+        );
+        assert!(credited > 0, "wallet {address} was not paid");
+        paid_to_wallets += credited;
+    }
+    // The submitter paid exactly what went to the wallets and the platform.
+    let after = api.get("/api/v1/account").await?;
+    let spent = before["balance_micro"].as_u64().unwrap_or(0)
+        - after["balance_micro"].as_u64().unwrap_or(0);
+    let ledger = api.get("/api/v1/ledger?limit=500").await?;
+    let fees: u64 = ledger["entries"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| e["credit"] == "platform")
+                .filter_map(|e| e["amount_micro"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(
+        spent,
+        paid_to_wallets + fees,
+        "escrow leaked or was refunded wrongly"
+    );
+    assert!(
+        fees > 0 && fees < spent / 10,
+        "platform fee {fees} of {spent}"
+    );
+
+    let audit = std::process::Command::new(binary("relay-server")?)
+        .args(["audit", "--data-dir"])
+        .arg(data.path())
+        .output()?;
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    assert!(String::from_utf8_lossy(&audit.stdout).contains("ledger ok"));
+
+    // Spend: wallet 0 sends one micro-credit... and more than it has.
+    let relay_key: starling_protocol::WalletAddress =
+        ledger["relay_key"].as_str().unwrap_or_default().parse()?;
+    let (from, to) = (&keys[0], keys[1].address());
+    let transfer = |signer: &WalletKey, amount_micro: u64, nonce: u64| {
+        let signature = signer.sign_transfer(&relay_key, &to, amount_micro, nonce);
+        let hex: String = signature.0.iter().map(|b| format!("{b:02x}")).collect();
+        serde_json::json!({
+            "from": from.address().to_string(),
+            "to": to.to_string(),
+            "amount": format!("0.{amount_micro:06}"),
+            "nonce": nonce,
+            "signature": hex,
+        })
+    };
+    let post = |body: serde_json::Value| {
+        let api = &api;
+        async move {
+            let response = api
+                .http()
+                .post(format!("{}/api/v1/transfers", api.base()))
+                .json(&body)
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            anyhow::Ok((status, response.json::<serde_json::Value>().await?))
+        }
+    };
+    let (status, entry) = post(transfer(from, 1, 7)).await?;
+    assert_eq!(status, 201, "{entry}");
+    assert_eq!(entry["reason"], "transfer");
+    let (status, body) = post(transfer(from, 1, 7)).await?;
+    assert_eq!(status, 409, "a replay is refused: {body}");
+    let (status, body) = post(transfer(&keys[1], 1, 8)).await?;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("signature")),
+        "{body}"
+    );
+    let (status, body) = post(transfer(from, 999_999, 9)).await?;
+    assert_eq!(status, 402, "{body}");
+    drop(volunteers);
+    Ok(())
+}
