@@ -35,6 +35,15 @@ pub enum Event {
     },
     /// A unit failed locally and was handed back.
     UnitFailed(String),
+    /// The relay credited this wallet; the receipt's signature checked out.
+    Credited {
+        /// Micro-credits (1 credit = 1,000,000).
+        amount_micro: u64,
+        /// Its place in the relay's public ledger.
+        seq: u64,
+        /// "pay" or "site_share".
+        reason: String,
+    },
 }
 
 /// Who this volunteer is to the relay.
@@ -158,6 +167,20 @@ pub async fn run<T: Transport>(
             ToVolunteer::Ack {
                 accepted, detail, ..
             } => on_event(Event::Acked { accepted, detail }),
+            ToVolunteer::Receipt(receipt) => {
+                // A receipt that does not verify is not credit: say nothing about it.
+                if receipt
+                    .relay
+                    .verify_ledger_entry(&receipt.hash, &receipt.signature)
+                    .is_ok()
+                {
+                    on_event(Event::Credited {
+                        amount_micro: receipt.amount_micro,
+                        seq: receipt.seq,
+                        reason: receipt.reason,
+                    });
+                }
+            }
             ToVolunteer::Refused { reason } => return Err(VolunteerError::Refused(reason)),
         }
     }

@@ -2,7 +2,7 @@
 //! wallet's balance is what the public ledger says it was paid, the submitter paid exactly
 //! what the volunteers, the platform and nobody else received, `relay-server audit`
 //! accepts the ledger, and a volunteer can spend its credit with a signed transfer that
-//! cannot be replayed or forged.
+//! cannot be replayed or forged. Each volunteer receives signed receipts over its channel.
 
 use starling_e2e::{binary, MatmulJob, Relay, TempDir, Volunteer};
 use starling_protocol::WalletKey;
@@ -21,9 +21,11 @@ async fn volunteers_are_paid_what_the_ledger_says_and_can_spend_it() -> anyhow::
         let file = data.path().join(format!("wallet-{i}.key"));
         std::fs::write(&file, key.to_hex())?;
         let file = file.display().to_string();
-        volunteers.push(Volunteer::start_with(
+        let log = data.path().join(format!("volunteer-{i}.log"));
+        volunteers.push(Volunteer::start_logged(
             &relay.url(),
             &["--cpu", "--key-file", &file],
+            &log,
         )?);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -140,6 +142,14 @@ async fn volunteers_are_paid_what_the_ledger_says_and_can_spend_it() -> anyhow::
     );
     let (status, body) = post(transfer(from, 999_999, 9)).await?;
     assert_eq!(status, 402, "{body}");
+    // Each volunteer got signed receipts pushed over its channel for what it earned.
     drop(volunteers);
+    for i in 0..keys.len() {
+        let log = std::fs::read_to_string(data.path().join(format!("volunteer-{i}.log")))?;
+        assert!(
+            log.contains("signed receipt: credited"),
+            "no receipt for volunteer {i}:\n{log}"
+        );
+    }
     Ok(())
 }

@@ -18,7 +18,7 @@ pub use codec::{
     MAX_CHUNK_BYTES,
 };
 pub use ids::{JobId, LeaseId, UnitId};
-pub use messages::{Assignment, DeviceInfo, ToRelay, ToVolunteer};
+pub use messages::{Assignment, DeviceInfo, Receipt, ToRelay, ToVolunteer};
 pub use wallet::{Signature, WalletAddress, WalletError, WalletKey};
 
 /// The protocol version this build speaks. Bumped on any incompatible change to

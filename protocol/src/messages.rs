@@ -92,9 +92,31 @@ pub enum ToVolunteer {
         /// Why it was not, when it was not.
         detail: String,
     },
+    /// Credit paid to this volunteer's wallet (or its site's) for verified work: one
+    /// ledger entry, signed by the relay's key.
+    Receipt(Receipt),
     /// The relay refuses this peer (wrong version, malformed traffic); it closes next.
     Refused {
         /// What is wrong, for the volunteer's display.
         reason: String,
     },
+}
+
+/// A signed ledger entry crediting the volunteer, pushed as soon as it is committed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The entry's position in the relay's public ledger (`GET /api/v1/ledger`).
+    pub seq: u64,
+    /// Micro-credits credited (1 credit = 1,000,000).
+    pub amount_micro: u64,
+    /// Why: "pay" (a share of a unit's price) or "site_share".
+    pub reason: String,
+    /// The unit it pays for.
+    pub reference: String,
+    /// The entry's hash, as chained in the ledger.
+    pub hash: [u8; 32],
+    /// The relay key's signature over `hash` ([`crate::WalletAddress::verify_ledger_entry`]).
+    pub signature: Signature,
+    /// The relay key that signed it.
+    pub relay: WalletAddress,
 }

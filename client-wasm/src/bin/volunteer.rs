@@ -201,6 +201,17 @@ mod native {
             }
             Event::Acked { .. } => {}
             Event::UnitFailed(why) => tracing::warn!("unit failed: {why}"),
+            Event::Credited {
+                amount_micro,
+                seq,
+                reason,
+            } => tracing::info!(
+                target: "receipts",
+                credits = amount_micro as f64 / 1e6,
+                ledger_entry = seq,
+                reason,
+                "signed receipt: credited"
+            ),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! One volunteer's data channel: hello, then a loop of assignments and results.
 
 use super::{LeaseError, Scheduler, Speed, Verdict};
+use crate::ledger::{Account, Entry};
 use crate::storage::PeerId;
 use starling_peer::{PeerLink, PeerSender};
 use starling_protocol::{
-    encode_frames, LeaseId, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
+    encode_frames, LeaseId, Reassembler, Receipt, ToRelay, ToVolunteer, WalletAddress,
+    PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -54,6 +56,19 @@ async fn next_message(
         {
             return Ok(message);
         }
+    }
+}
+
+/// The volunteer's copy of a ledger entry that credits it.
+fn receipt(entry: &Entry, relay: WalletAddress) -> Receipt {
+    Receipt {
+        seq: entry.seq,
+        amount_micro: entry.amount.0,
+        reason: entry.reason.to_string(),
+        reference: entry.reference.clone(),
+        hash: entry.hash,
+        signature: entry.signature.clone(),
+        relay,
     }
 }
 
@@ -135,6 +150,8 @@ async fn run(
     let mut speed = Speed::NEWCOMER;
     // Leases in flight on this connection: when each was sent and what it costs.
     let mut in_flight: HashMap<LeaseId, (Instant, u64)> = HashMap::new();
+    let mut payments = scheduler.storage.ledger_feed();
+    let relay_key = scheduler.storage.billing().map(|b| b.key.address());
     loop {
         let work = scheduler.work.notified();
         tokio::pin!(work);
@@ -155,6 +172,14 @@ async fn run(
             m = next_message(link, &mut reassembler) => m?,
             _ = &mut work, if wanted > 0 => continue,
             _ = tokio::time::sleep(IDLE_POLL), if wanted > 0 => continue,
+            entry = payments.recv() => {
+                if let (Ok(entry), Some(relay)) = (entry, relay_key) {
+                    if entry.credit == Account::Wallet(wallet) {
+                        send(tx, &ToVolunteer::Receipt(receipt(&entry, relay))).await?;
+                    }
+                }
+                continue;
+            }
         };
         match message {
             ToRelay::Ready { slots } => wanted = slots.min(64),

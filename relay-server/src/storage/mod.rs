@@ -157,6 +157,8 @@ pub struct Storage {
     pool: SqlitePool,
     /// The one connection that writes.
     writer: SqlitePool,
+    /// Every ledger entry paying a wallet, announced once committed (receipts).
+    feed: tokio::sync::broadcast::Sender<crate::ledger::Entry>,
     /// Where set, jobs are paid for: escrow at submission, payment per settled unit,
     /// refund at the end. Without it (tests of other parts) jobs are free.
     billing: Option<Arc<Billing>>,
@@ -234,6 +236,12 @@ impl Storage {
         self
     }
 
+    /// Payments to wallets as they are committed. A slow subscriber misses old ones
+    /// (the ledger keeps them all).
+    pub fn ledger_feed(&self) -> tokio::sync::broadcast::Receiver<crate::ledger::Entry> {
+        self.feed.subscribe()
+    }
+
     /// The billing settings, where jobs are paid for.
     pub fn billing(&self) -> Option<&Billing> {
         self.billing.as_deref()
@@ -269,6 +277,7 @@ impl Storage {
         Ok(Self {
             pool,
             writer,
+            feed: tokio::sync::broadcast::channel(1024).0,
             billing: None,
         })
     }

@@ -111,12 +111,12 @@ impl Storage {
         unit: &str,
         wallets: &[&str],
         canonical_lease: &str,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Vec<crate::ledger::Entry>, StorageError> {
         let Some(billing) = self.billing() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let Some(bill) = job_bill(tx, &job.to_string()).await? else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let flops: i64 = sqlx::query_scalar("SELECT flops FROM units WHERE id = ?")
             .bind(unit)
@@ -143,12 +143,11 @@ impl Storage {
         )
         .map_err(|e| StorageError::Corrupt(format!("unit price: {e}")))?;
         if split.price.is_zero() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         ledger::pay_unit(tx, &billing.key, job, unit, &split, &wallets, site.as_ref())
             .await
-            .map_err(StorageError::ledger)?;
-        Ok(())
+            .map_err(StorageError::ledger)
     }
 
     /// Every unit of `job` with its results, in unit order.
@@ -321,6 +320,7 @@ impl Storage {
             .position(|s| s.lease == lease)
             .ok_or_else(|| StorageError::Corrupt(format!("result {lease} vanished")))?;
 
+        let mut payments = Vec::new();
         let recorded = match judge(policy, &candidates, agree) {
             Outcome::Valid {
                 canonical,
@@ -341,7 +341,8 @@ impl Storage {
                     .execute(&mut *tx)
                     .await?;
                 let paid: Vec<&str> = valid.iter().map(|&i| pending[i].wallet.as_str()).collect();
-                self.pay(&mut tx, job, &unit, &paid, &pending[canonical].lease)
+                payments = self
+                    .pay(&mut tx, job, &unit, &paid, &pending[canonical].lease)
                     .await?;
                 // Replicas still out are no longer needed.
                 sqlx::query(
@@ -415,6 +416,10 @@ impl Storage {
             }
         };
         tx.commit().await?;
+        for entry in payments {
+            // Nobody listening is fine: receipts are a courtesy, the ledger is the record.
+            let _ = self.feed.send(entry);
+        }
         Ok(recorded)
     }
 }
