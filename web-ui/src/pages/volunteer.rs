@@ -28,6 +28,8 @@ pub fn VolunteerPage() -> impl IntoView {
         device.set(Some(runtime::detect().await));
     });
 
+    // Micro-credits from signed receipts this session.
+    let credited = RwSignal::new(0u64);
     let on_event = move |event: Event| match event {
         Event::Connected => phase.set(Phase::Working),
         Event::Computed {
@@ -44,6 +46,7 @@ pub fn VolunteerPage() -> impl IntoView {
         }
         Event::Acked { .. } => {}
         Event::UnitFailed(why) => leptos::logging::warn!("unit failed: {why}"),
+        Event::Credited { amount_micro, .. } => credited.update(|c| *c += amount_micro),
     };
 
     let start = move |_| {
@@ -110,6 +113,12 @@ pub fn VolunteerPage() -> impl IntoView {
                     <div class="stat">
                         <div class="value" data-testid="units-done">{move || units.get()}</div>
                         <div class="label">"units computed"</div>
+                    </div>
+                    <div class="stat">
+                        <div class="value" data-testid="credits-earned">
+                            {move || format!("{:.6}", credited.get() as f64 / 1e6)}
+                        </div>
+                        <div class="label">"credits earned (signed receipts)"</div>
                     </div>
                     <div class="stat">
                         <div class="value" data-testid="gflops">
