@@ -93,6 +93,23 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
             t.parse::<i64>().is_ok_and(|n| n >= units)
         })
         .await?;
+    // The page's credit counter (from signed receipts) matches what the public ledger
+    // paid the browser's wallet, the one wallet behind every unit.
+    let units = api.units(&id).await?;
+    let wallet = units
+        .first()
+        .and_then(|u| u["valid_wallets"][0].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no wallet behind the matmul job's units"))?;
+    let balance = api.wallet(&wallet).await?;
+    let expected = format!(
+        "{:.6}",
+        balance["balance_micro"].as_u64().unwrap_or(0) as f64 / 1e6
+    );
+    assert_ne!(expected, "0.000000", "the browser's wallet was paid: {balance}");
+    browser
+        .wait_text("credits-earned", Duration::from_secs(10), |t| t == expected)
+        .await?;
     let shot = browser.screenshot("volunteer-page").await?;
     eprintln!("screenshot: {}", shot.display());
     browser.click("stop").await?;

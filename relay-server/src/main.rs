@@ -61,8 +61,9 @@ struct Cli {
     /// Largest accepted request body, in MiB.
     #[arg(long, default_value_t = 64)]
     max_body_mib: usize,
-    /// Price of one GFLOP of verified work, in credits.
-    #[arg(long, default_value = "0.001")]
+    /// Price of one GFLOP of verified work, in credits. Prices are whole micro-credits
+    /// per unit, rounded down, so keep `price x unit size` well above one micro-credit.
+    #[arg(long, default_value = "0.01")]
     price_per_gflop: MicroCredits,
     /// Share of each unit's price paid to the site a widget volunteer came through, in
     /// parts per million.
