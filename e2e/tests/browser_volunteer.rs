@@ -106,7 +106,10 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
         "{:.6}",
         balance["balance_micro"].as_u64().unwrap_or(0) as f64 / 1e6
     );
-    assert_ne!(expected, "0.000000", "the browser's wallet was paid: {balance}");
+    assert_ne!(
+        expected, "0.000000",
+        "the browser's wallet was paid: {balance}"
+    );
     browser
         .wait_text("credits-earned", Duration::from_secs(10), |t| t == expected)
         .await?;

@@ -227,7 +227,7 @@ async fn cancelled_jobs_refuse_a_second_cancel_and_their_result() -> anyhow::Res
 async fn jobs_need_a_valid_api_key_and_enough_credit() -> anyhow::Result<()> {
     let data = TempDir::new("auth")?;
     let relay = Relay::start(data.path(), 64)?;
-    let job = starling_e2e::KernelJob::montecarlo(100_000_000, 1)?;
+    let job = starling_e2e::KernelJob::montecarlo(1_000_000, 1)?;
     let submit = |key: Option<String>| {
         let body = job.body.to_string();
         let url = format!("{}/api/v1/jobs", relay.url());
@@ -259,7 +259,7 @@ async fn jobs_need_a_valid_api_key_and_enough_credit() -> anyhow::Result<()> {
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["detail"], "the API key is not valid");
 
-    // A fresh account with no credit cannot pay for 100M samples (a few GFLOP).
+    // A fresh account with no credit cannot pay for a million samples.
     let created = std::process::Command::new(starling_e2e::binary("relay-server")?)
         .args(["keys", "create", "--balance", "0", "--data-dir"])
         .arg(data.path())
@@ -278,5 +278,59 @@ async fn jobs_need_a_valid_api_key_and_enough_credit() -> anyhow::Result<()> {
     // The development key pays, and its balance went into the job's escrow.
     let (status, _, body) = submit(relay.dev_key().map(str::to_owned)).await?;
     assert_eq!(status, 201, "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn quotas_limits_and_metrics() -> anyhow::Result<()> {
+    let data = TempDir::new("quotas")?;
+    let relay = Relay::start_with(
+        data.path(),
+        1,
+        &["--max-active-jobs", "1", "--max-units-per-job", "8"],
+    )?;
+    let api = relay.api();
+    // 2048 rows at 1 MFLOP a unit is 17 units: over the limit of 8.
+    let (status, _, body) = problem(
+        &api,
+        MatmulJob::random(2048, 64, 64, 1).body.to_string().into(),
+    )
+    .await?;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("params")),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("limit of 8"),
+        "{body}"
+    );
+    // One job may be active (no volunteer: it stays queued); the next is refused.
+    api.submit(&MatmulJob::random(4, 4, 4, 2).body).await?;
+    let response = api
+        .http()
+        .post(format!("{}/api/v1/jobs", api.base()))
+        .json(&MatmulJob::random(4, 4, 4, 3).body)
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: serde_json::Value = response.json().await?;
+    assert_eq!(body["type"], "/problems/quota-exceeded", "{body}");
+
+    let metrics = api
+        .http()
+        .get(format!("{}/metrics", api.base()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for line in [
+        "starling_lease_seconds_count 0",
+        "starling_ledger_micro_credits{accounts=\"submitters\"}",
+        "starling_jobs{state=\"queued\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
+    }
     Ok(())
 }

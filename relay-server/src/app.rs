@@ -21,6 +21,8 @@ pub struct Limits {
     pub max_input_bytes: usize,
     /// Requests per client under `/api/v1`.
     pub rate: RateLimit,
+    /// Jobs one account may have queued or running at once.
+    pub max_active_jobs: u64,
 }
 
 impl Default for Limits {
@@ -32,6 +34,7 @@ impl Default for Limits {
                 per_second: 100.0,
                 burst: 1000.0,
             },
+            max_active_jobs: 100,
         }
     }
 }

@@ -53,6 +53,14 @@ pub enum ApiError {
         /// Seconds until a request will be accepted again.
         retry_after_secs: u64,
     },
+    /// The account has as many jobs running as it may.
+    #[error("{detail}")]
+    QuotaExceeded {
+        /// Which quota, and how to get under it.
+        detail: String,
+        /// Seconds to wait before trying again.
+        retry_after_secs: u64,
+    },
     /// A dependency (the database) does not answer; the relay is not ready.
     #[error("{0}")]
     Unavailable(String),
@@ -95,6 +103,11 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "/problems/conflict",
                 "Not in a state that allows this",
+            ),
+            Self::QuotaExceeded { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "/problems/quota-exceeded",
+                "Too many jobs running",
             ),
             Self::Unauthorized(_) => (
                 StatusCode::UNAUTHORIZED,
@@ -155,6 +168,14 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
+        if let Self::QuotaExceeded {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after_secs.into());
+        }
         if let Self::RateLimited { retry_after_secs } = self {
             response
                 .headers_mut()
@@ -206,6 +227,10 @@ impl From<crate::scheduler::SubmitError> for ApiError {
             e @ crate::scheduler::SubmitError::Quorum(_) => Self::Invalid {
                 detail: e.to_string(),
                 field: Some("verification.quorum".into()),
+            },
+            e @ crate::scheduler::SubmitError::TooManyUnits { .. } => Self::Invalid {
+                detail: e.to_string(),
+                field: Some("params".into()),
             },
             crate::scheduler::SubmitError::Storage(s) => s.into(),
         }

@@ -76,6 +76,12 @@ struct Cli {
     /// DATA_DIR/dev-api-key. Turn off for a public relay: --dev-key=false.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     dev_key: bool,
+    /// Jobs one account may have queued or running at once (429 beyond).
+    #[arg(long, default_value_t = 100)]
+    max_active_jobs: u64,
+    /// Most work units one job may split into (422 beyond).
+    #[arg(long, default_value_t = 100_000)]
+    max_units_per_job: usize,
     /// Largest total of one job's inputs, in MiB (after base64 decoding).
     #[arg(long, default_value_t = 64)]
     max_input_mib: usize,
@@ -168,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             max_lease: Duration::from_secs(cli.max_lease_secs.max(cli.lease_secs).max(1)),
             default_quorum: cli.quorum,
             canary_rate: cli.canary_rate.clamp(0.0, 1.0),
+            max_units_per_job: cli.max_units_per_job.max(1),
             ..SchedulerConfig::default()
         },
     );
@@ -187,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
         Limits {
             max_body_bytes: cli.max_body_mib * 1024 * 1024,
             max_input_bytes: cli.max_input_mib * 1024 * 1024,
+            max_active_jobs: cli.max_active_jobs.max(1),
             rate: RateLimit {
                 per_second: cli.rate_limit_per_s,
                 burst: f64::from(cli.rate_limit_burst.max(1)),

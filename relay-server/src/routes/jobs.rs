@@ -205,7 +205,7 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 402, description = "The account's balance cannot cover the job's price", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Body or inputs over the limit", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "Unknown kernel, invalid parameter or input, or Idempotency-Key reused for another request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limit exceeded; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded, or too many jobs running for this API key; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn submit(
@@ -237,6 +237,18 @@ pub async fn submit(
         });
     }
     let submitter = crate::routes::auth::submitter(&state, &headers).await?;
+    if let Some(account) = submitter {
+        let active = state.scheduler.storage().active_jobs(account).await?;
+        if active >= state.limits.max_active_jobs {
+            return Err(ApiError::QuotaExceeded {
+                detail: format!(
+                    "this API key has {active} jobs queued or running, the most it may; \
+                     wait for one to end or cancel one"
+                ),
+                retry_after_secs: 10,
+            });
+        }
+    }
     let Some(key) = idempotency_key(&headers)? else {
         return Ok(created(create(&state, submission, submitter).await?));
     };

@@ -111,6 +111,39 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             label(unit_state)
         );
     }
+    let (buckets, count, sum) = state.scheduler.lease_latency().snapshot();
+    out.push_str(
+        "# HELP starling_lease_seconds Time to grant a lease (pick, decide quorum, commit).\n\
+         # TYPE starling_lease_seconds histogram\n",
+    );
+    for (bound, n) in buckets {
+        let _ = writeln!(out, "starling_lease_seconds_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "starling_lease_seconds_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "starling_lease_seconds_sum {sum}");
+    let _ = writeln!(out, "starling_lease_seconds_count {count}");
+    let storage = state.scheduler.storage();
+    let mut totals: std::collections::BTreeMap<&str, i128> = std::collections::BTreeMap::new();
+    for (account, micro) in storage.balances().await? {
+        let kind = match account {
+            crate::ledger::Account::Wallet(_) => "wallets",
+            crate::ledger::Account::Submitter(_) => "submitters",
+            crate::ledger::Account::Escrow(_) => "escrow",
+            crate::ledger::Account::Platform => "platform",
+            crate::ledger::Account::Issuance => "issuance",
+        };
+        *totals.entry(kind).or_default() += micro;
+    }
+    out.push_str(
+        "# HELP starling_ledger_micro_credits Ledger balances summed by kind of account (issuance is negative: all balances sum to 0).\n\
+         # TYPE starling_ledger_micro_credits gauge\n",
+    );
+    for (kind, micro) in totals {
+        let _ = writeln!(
+            out,
+            "starling_ledger_micro_credits{{accounts=\"{kind}\"}} {micro}"
+        );
+    }
     out.push_str(
         "# HELP starling_http_requests_total HTTP requests answered, by method and status.\n\
          # TYPE starling_http_requests_total counter\n",

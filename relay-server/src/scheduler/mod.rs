@@ -2,6 +2,7 @@
 //! volunteers drop, and merges finished jobs. State lives in [`Storage`]; this module
 //! holds only the policy.
 
+pub mod latency;
 pub mod session;
 
 use crate::storage::{
@@ -37,6 +38,8 @@ pub struct SchedulerConfig {
     /// Fraction of a trusted wallet's units still replicated when the kernel has no spot
     /// check to stand in for a replica.
     pub audit_rate: f64,
+    /// Most units one job may split into.
+    pub max_units_per_job: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -50,6 +53,7 @@ impl Default for SchedulerConfig {
             max_results: Policy::DEFAULT.max_results,
             canary_rate: 0.02,
             audit_rate: 0.1,
+            max_units_per_job: 100_000,
         }
     }
 }
@@ -74,6 +78,14 @@ pub enum SubmitError {
     /// The verification settings are out of range.
     #[error("quorum must be between 1 and 5, got {0}")]
     Quorum(u32),
+    /// The job splits into more units than the relay takes.
+    #[error("the job splits into {units} units, over this relay's limit of {max}; make it smaller or ask the operator for larger units (--unit-mflops)")]
+    TooManyUnits {
+        /// Units the job would have.
+        units: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -127,6 +139,8 @@ pub struct Scheduler {
     /// The last job input used to build assignments; consecutive leases almost always
     /// come from the same job, and its input can be large.
     input_cache: InputCache,
+    /// How long granting a lease takes, for `/metrics`.
+    lease_latency: Arc<latency::Histogram>,
 }
 
 impl Scheduler {
@@ -139,6 +153,7 @@ impl Scheduler {
             work: Arc::new(Notify::new()),
             volunteers: Arc::new(AtomicUsize::new(0)),
             input_cache: Arc::new(Mutex::new(None)),
+            lease_latency: Arc::default(),
         }
     }
 
@@ -150,6 +165,11 @@ impl Scheduler {
     /// The database.
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// How long granting leases has taken.
+    pub fn lease_latency(&self) -> &latency::Histogram {
+        &self.lease_latency
     }
 
     /// Volunteers connected now.
@@ -177,6 +197,12 @@ impl Scheduler {
             .catalog
             .get(kernel)?
             .plan(&params, inputs, self.config.unit_flops)?;
+        if plan.units.len() > self.config.max_units_per_job {
+            return Err(SubmitError::TooManyUnits {
+                units: plan.units.len(),
+                max: self.config.max_units_per_job,
+            });
+        }
         let id = JobId::from_uuid(uuid::Uuid::new_v4());
         self.storage
             .insert_job(&NewJob {
@@ -224,6 +250,7 @@ impl Scheduler {
         site: Option<WalletAddress>,
         speed: Speed,
     ) -> Result<Option<(Assignment, u64)>, LeaseError> {
+        let started = std::time::Instant::now();
         let record = self.storage.touch_wallet(&wallet).await?;
         if record.quarantined {
             return Err(LeaseError::Quarantined(wallet));
@@ -273,6 +300,7 @@ impl Scheduler {
         let Some(leased) = leased else {
             return Ok(None);
         };
+        self.lease_latency.observe(started.elapsed());
         let LeasedUnit {
             job,
             kernel,

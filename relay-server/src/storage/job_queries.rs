@@ -147,6 +147,20 @@ impl Storage {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Jobs of `account` still queued or running.
+    pub async fn active_jobs(
+        &self,
+        account: crate::ledger::AccountId,
+    ) -> Result<u64, StorageError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE submitter = ? AND state IN ('queued', 'running')",
+        )
+        .bind(account.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
