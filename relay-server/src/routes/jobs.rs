@@ -252,6 +252,11 @@ pub async fn submit(
     let Some(key) = idempotency_key(&headers)? else {
         return Ok(created(create(&state, submission, submitter).await?));
     };
+    // Keys are scoped to their account: two submitters may pick the same key.
+    let key = match submitter {
+        Some(account) => format!("{account}/{key}"),
+        None => key,
+    };
     let digest = submission.digest();
     // Check, create and remember as one step: two concurrent retries must not both create.
     let _one_at_a_time = state.idempotent_submits.lock().await;

@@ -192,9 +192,14 @@ async fn run(
                 if let Some((sent, flops)) = in_flight.remove(&lease) {
                     speed = speed.observe(flops, sent.elapsed());
                 }
-                let verdict = scheduler
-                    .accept_result(peer, wallet, lease, &output, &signature)
-                    .await?;
+                // One span per lease's result: everything logged while judging and paying
+                // it carries the lease, the peer and the wallet.
+                let span = tracing::info_span!("lease", %lease, %peer, %wallet);
+                let verdict = tracing::Instrument::instrument(
+                    scheduler.accept_result(peer, wallet, lease, &output, &signature),
+                    span,
+                )
+                .await?;
                 tracing::debug!(%peer, %lease, elapsed_ms, ?verdict, "result");
                 let (accepted, detail) = match verdict {
                     Verdict::Accepted => (true, String::new()),
