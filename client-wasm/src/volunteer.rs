@@ -85,13 +85,39 @@ async fn next_message<T: Transport>(
 }
 
 /// Serves the relay over `transport` until `stop` completes (then returns `Ok`) or the
-/// connection fails. `now_ms` is the platform's monotonic clock.
+/// connection fails. `now_ms` is the platform's monotonic clock. Works flat out: asks for
+/// the next unit as soon as one is sent back.
 pub async fn run<T: Transport>(
     transport: &mut T,
     engine: &Engine,
     profile: &Profile,
     now_ms: impl Fn() -> f64,
+    on_event: impl FnMut(Event),
+    stop: impl Future<Output = ()>,
+) -> Result<(), VolunteerError> {
+    run_paced(
+        transport,
+        engine,
+        profile,
+        now_ms,
+        on_event,
+        |_| futures::future::ready(()),
+        stop,
+    )
+    .await
+}
+
+/// [`run`], but before asking for work (after the welcome, and after each unit) it awaits
+/// `pace(elapsed_ms of the last unit, 0 before the first)`: the page sleeps there for its
+/// duty cycle, and holds there while paused (hidden tab, low battery). `stop` still ends
+/// the loop while it waits.
+pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
+    transport: &mut T,
+    engine: &Engine,
+    profile: &Profile,
+    now_ms: impl Fn() -> f64,
     mut on_event: impl FnMut(Event),
+    mut pace: impl FnMut(f64) -> P,
     stop: impl Future<Output = ()>,
 ) -> Result<(), VolunteerError> {
     let mut stop = pin!(stop.fuse());
@@ -118,13 +144,17 @@ pub async fn run<T: Transport>(
         match message {
             ToVolunteer::Welcome { .. } => {
                 on_event(Event::Connected);
+                if let Either::Right(((), _)) = select(pin!(pace(0.0)), stop.as_mut()).await {
+                    return Ok(());
+                }
                 send(transport, &ToRelay::Ready { slots: 1 }).await?;
             }
             ToVolunteer::Assign(assignment) => {
                 let started = now_ms();
+                let mut elapsed_ms = 0.0;
                 match engine.run(&assignment).await {
                     Ok(output) => {
-                        let elapsed_ms = now_ms() - started;
+                        elapsed_ms = now_ms() - started;
                         on_event(Event::Computed {
                             kernel: assignment.kernel.clone(),
                             elapsed_ms,
@@ -152,6 +182,10 @@ pub async fn run<T: Transport>(
                         )
                         .await?;
                     }
+                }
+                if let Either::Right(((), _)) = select(pin!(pace(elapsed_ms)), stop.as_mut()).await
+                {
+                    return Ok(());
                 }
                 send(transport, &ToRelay::Ready { slots: 1 }).await?;
             }
