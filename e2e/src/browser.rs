@@ -177,6 +177,67 @@ impl Browser {
         }
     }
 
+    /// Runs `script` (a function body; `arguments[i]` are `args`) in the page; its value.
+    pub async fn execute(&self, script: &str, args: Value) -> Result<Value> {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({ "script": script, "args": args }),
+        )
+        .await
+    }
+
+    /// Sets an input's or select's value as a user would: the value, then `input` and
+    /// `change` events (what the page's handlers listen to).
+    pub async fn set_value(&self, test_id: &str, value: &str) -> Result<()> {
+        let found = self
+            .execute(
+                "const el = document.querySelector(`[data-testid='${arguments[0]}']`);
+                 if (!el) return false;
+                 el.focus();
+                 el.value = arguments[1];
+                 el.dispatchEvent(new Event('input', { bubbles: true }));
+                 el.dispatchEvent(new Event('change', { bubbles: true }));
+                 return true;",
+                json!([test_id, value]),
+            )
+            .await?;
+        if found != Value::Bool(true) {
+            bail!("no [data-testid={test_id}] to set");
+        }
+        Ok(())
+    }
+
+    /// Switches into the iframe with `data-testid` (commands then act inside it).
+    pub async fn enter_frame(&self, test_id: &str) -> Result<()> {
+        let id = self.find(test_id).await?;
+        self.call(
+            reqwest::Method::POST,
+            "/frame",
+            json!({ "id": { ELEMENT_KEY: id } }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Switches back to the top-level page.
+    pub async fn leave_frame(&self) -> Result<()> {
+        self.call(reqwest::Method::POST, "/frame", json!({ "id": null }))
+            .await?;
+        Ok(())
+    }
+
+    /// Resizes the window (e.g. to a phone's width).
+    pub async fn resize(&self, width: u32, height: u32) -> Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({ "width": width, "height": height }),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Saves a PNG screenshot under e2e/artifacts/ (not committed) and returns its path.
     pub async fn screenshot(&self, name: &str) -> Result<std::path::PathBuf> {
         let b64 = self

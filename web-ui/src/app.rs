@@ -17,8 +17,9 @@ fn current_path() -> String {
 /// The whole app.
 #[component]
 pub fn App() -> impl IntoView {
-    provide_context(crate::pages::volunteer::Session::new());
     let path = RwSignal::new(current_path());
+    let in_widget = path.get_untracked().starts_with("/widget");
+    provide_context(crate::pages::volunteer::Session::new(!in_widget));
     let handle = window_event_listener(ev::popstate, move |_| path.set(current_path()));
     on_cleanup(move || handle.remove());
 
@@ -39,6 +40,7 @@ pub fn App() -> impl IntoView {
         view! {
             <a
                 href=to
+                data-testid=format!("nav-{}", label.to_lowercase())
                 on:click=go(to)
                 aria-current=move || (path.get() == to).then_some("page")
             >

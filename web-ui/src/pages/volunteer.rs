@@ -47,11 +47,15 @@ pub struct Session {
     pub recent: RwSignal<Vec<f64>>,
     /// Pacing settings.
     pub settings: RwSignal<Settings>,
+    /// Whether settings changes are remembered (not in the widget: a site's intensity
+    /// must not become the volunteer's own).
+    persist: bool,
 }
 
 impl Session {
-    /// Fresh state; starts detecting the device and watching the battery.
-    pub fn new() -> Self {
+    /// Fresh state; starts detecting the device and watching the battery. `persist`:
+    /// remember settings changes in localStorage.
+    pub fn new(persist: bool) -> Self {
         let settings = Settings {
             intensity: net::local_get("starling.intensity")
                 .and_then(|v| v.parse::<f64>().ok())
@@ -75,6 +79,7 @@ impl Session {
             first_unit_ms: RwSignal::new(None),
             recent: RwSignal::new(Vec::new()),
             settings: RwSignal::new(settings),
+            persist,
         };
         spawn_local(async move {
             session.device.set(Some(runtime::detect().await));
@@ -88,6 +93,9 @@ impl Session {
         self.settings.update(f);
         let s = self.settings.get_untracked();
         runtime::set_settings(s);
+        if !self.persist {
+            return;
+        }
         net::local_set("starling.intensity", &s.intensity.to_string());
         net::local_set("starling.background", if s.background { "1" } else { "0" });
         net::local_set("starling.battery_floor", &s.battery_floor.to_string());
@@ -164,7 +172,7 @@ impl Session {
 
 impl Default for Session {
     fn default() -> Self {
-        Self::new()
+        Self::new(true)
     }
 }
 

@@ -69,6 +69,13 @@ pub fn WidgetPage() -> impl IntoView {
                 <p class="note" data-testid="site-note">"This site's wallet address is invalid: work would credit only you."</p>
             })}
             <Controls session=session site=site full=false />
+            <p class="hint" data-testid="device">
+                {move || match session.device.get() {
+                    None => "Detecting…".to_owned(),
+                    Some(d) if d.backend == "cpu" => "CPU fallback".to_owned(),
+                    Some(d) => format!("WebGPU: {}", d.adapter),
+                }}
+            </p>
             <p class="hint" data-testid="widget-units">
                 {move || format!("{} units computed · {} GFLOP/s", session.units.get(), session.gflops())}
             </p>
