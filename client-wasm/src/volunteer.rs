@@ -196,3 +196,30 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
         }
     }
 }
+
+/// Milliseconds to rest after a unit that took `elapsed_ms` so that the device computes
+/// `intensity` (0.1 to 1) of the time: `elapsed * (1 - i) / i`.
+pub fn duty_cycle_rest_ms(elapsed_ms: f64, intensity: f64) -> f64 {
+    let i = if intensity.is_nan() {
+        1.0
+    } else {
+        intensity.clamp(0.1, 1.0)
+    };
+    (elapsed_ms * (1.0 - i) / i).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duty_cycle_rest_ms;
+
+    #[test]
+    fn duty_cycle_rests_for_the_share_not_computing() {
+        assert_eq!(duty_cycle_rest_ms(100.0, 1.0), 0.0);
+        assert!((duty_cycle_rest_ms(100.0, 0.5) - 100.0).abs() < 1e-9);
+        assert!((duty_cycle_rest_ms(100.0, 0.25) - 300.0).abs() < 1e-9);
+        // Clamped to 10%: never more than 9x the unit's time, never negative.
+        assert!((duty_cycle_rest_ms(100.0, 0.0) - 900.0).abs() < 1e-9);
+        assert_eq!(duty_cycle_rest_ms(100.0, 3.0), 0.0);
+        assert_eq!(duty_cycle_rest_ms(100.0, f64::NAN), 0.0);
+    }
+}

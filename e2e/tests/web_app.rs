@@ -153,6 +153,12 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(width, 64, "the rendered PNG is shown");
+    browser
+        .execute(
+            "document.querySelector(\"[data-testid='job']\").scrollIntoView({block: 'end'});",
+            serde_json::json!([]),
+        )
+        .await?;
     browser.screenshot("console-done").await?;
 
     // The network page sees this volunteer.

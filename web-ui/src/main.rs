@@ -4,10 +4,13 @@
 //! - `app`: the router (path switch with `history.pushState`) and the header nav.
 //! - `pages`: one module per page (volunteer, console, network, widget).
 //! - `runtime`: the volunteer engine, its pacing (intensity, pause, hidden tab, battery).
+//! - `form`: the console's form generated from a kernel's JSON Schema.
 //! - `net`: the relay's REST API over `fetch`, and browser storage.
 
 #[cfg(target_arch = "wasm32")]
 mod app;
+#[cfg(any(target_arch = "wasm32", test))]
+mod form;
 #[cfg(target_arch = "wasm32")]
 mod net;
 #[cfg(target_arch = "wasm32")]

@@ -160,15 +160,9 @@ pub fn hold() -> Option<Hold> {
     }
 }
 
-/// Milliseconds to rest after a unit that took `elapsed_ms` at `intensity`.
-pub fn rest_ms(elapsed_ms: f64, intensity: f64) -> f64 {
-    let i = intensity.clamp(0.1, 1.0);
-    (elapsed_ms * (1.0 - i) / i).max(0.0)
-}
-
 /// Awaited before each request for work: the duty-cycle rest, then holds while [`hold`].
 async fn gate(elapsed_ms: f64, on_hold: Rc<dyn Fn(Option<Hold>)>) {
-    let rest = rest_ms(elapsed_ms, SETTINGS.with(Cell::get).intensity);
+    let rest = starling_client::duty_cycle_rest_ms(elapsed_ms, SETTINGS.with(Cell::get).intensity);
     if rest >= 1.0 {
         TimeoutFuture::new(rest.min(600_000.0) as u32).await;
     }

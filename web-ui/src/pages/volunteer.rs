@@ -195,9 +195,27 @@ pub fn DeviceCard(session: Session) -> impl IntoView {
                     }.into_any(),
                 }}
             </div>
-            {move || runtime::battery().map(|(level, charging)| view! {
-                <p class="hint">{format!("Battery {:.0}%{}", level * 100.0, if charging { ", charging" } else { "" })}</p>
-            })}
+            <dl class="facts">
+                <dt>"Computes on"</dt>
+                <dd>{move || match session.device.get() {
+                    None => "…".to_owned(),
+                    Some(d) if d.backend == "cpu" => "the CPU, in this tab (slower)".to_owned(),
+                    Some(d) if d.fallback => "a software GPU (slower than a real one)".to_owned(),
+                    Some(_) => "the GPU, through WebGPU".to_owned(),
+                }}</dd>
+                <dt>"Battery"</dt>
+                <dd>{move || {
+                    // Re-read whenever the page's state moves; the API has no signal.
+                    session.units.track();
+                    session.device.track();
+                    match runtime::battery() {
+                        Some((level, charging)) => format!("{:.0}%{}", level * 100.0, if charging { ", charging" } else { ", on battery" }),
+                        None => "not reported by this browser".to_owned(),
+                    }
+                }}</dd>
+                <dt>"Wallet key"</dt>
+                <dd>"kept in this browser only"</dd>
+            </dl>
         </section>
     }
 }
@@ -290,8 +308,8 @@ pub fn Controls(session: Session, site: Option<WalletAddress>, full: bool) -> im
                         }
                     }
                 />
-                <p class="hint">"Below 100%, this device rests between units so that it computes only that share of the time."</p>
                 {full.then(|| view! {
+                    <p class="hint">"Below 100%, this device rests between units so that it computes only that share of the time."</p>
                     <label class="check">
                         <input type="checkbox" data-testid="background"
                             prop:checked=move || session.settings.get().background

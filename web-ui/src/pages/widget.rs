@@ -63,7 +63,7 @@ pub fn WidgetPage() -> impl IntoView {
             <p class="widget-title">
                 <span class="logo" aria-hidden="true">"✦"</span>
                 <strong>"Starling"</strong>
-                " · help this site by lending your GPU"
+                <span class="hint">"Lend your GPU to support this site"</span>
             </p>
             {bad_site.then(|| view! {
                 <p class="note" data-testid="site-note">"This site's wallet address is invalid: work would credit only you."</p>
