@@ -30,7 +30,7 @@
     card.setAttribute("aria-label", "Starling volunteer computing");
     card.style.cssText = [
       "position:fixed", "right:16px", "bottom:16px", "z-index:2147483000",
-      "width:min(340px, calc(100vw - 32px))", "height:236px",
+      "width:min(340px, calc(100vw - 32px))", "height:280px",
       "border-radius:12px", "overflow:hidden", "box-shadow:0 8px 30px rgba(0,0,0,.35)",
       "background:#0f1320", "border:1px solid #2a3350"
     ].join(";");

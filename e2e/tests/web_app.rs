@@ -179,6 +179,38 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
         })
         .await?;
     browser.screenshot("volunteer-app").await?;
+
+    // The wallet card: a bad key is refused with a message; the backed-up key restores.
+    let address = browser
+        .wait_text("wallet-address", Duration::from_secs(5), |t| {
+            t.starts_with("st1")
+        })
+        .await?;
+    browser.click("restore-open").await?;
+    browser.set_value("restore-key", "not a key").await?;
+    browser.click("restore").await?;
+    let refused = browser
+        .wait_text("wallet-error", Duration::from_secs(5), |t| !t.is_empty())
+        .await?;
+    assert!(refused.contains("not a wallet key"), "{refused}");
+    browser.click("backup").await?;
+    let secret = browser
+        .wait_text("secret", Duration::from_secs(5), |t| t.len() == 64)
+        .await?;
+    assert!(secret.chars().all(|c| c.is_ascii_hexdigit()), "{secret}");
+    browser.screenshot("volunteer-wallet").await?;
+    browser.set_value("restore-key", &secret).await?;
+    browser.click("restore").await?;
+    browser
+        .wait_text("wallet-message", Duration::from_secs(5), |t| {
+            t.starts_with("Key restored")
+        })
+        .await?;
+    assert_eq!(
+        browser.text("wallet-address").await?.as_deref(),
+        Some(address.as_str()),
+        "restoring the backup keeps the same wallet"
+    );
     browser.resize(390, 844).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     browser.screenshot("volunteer-phone").await?;

@@ -448,7 +448,7 @@ fn WalletCard(address: RwSignal<Result<String, String>>) -> impl IntoView {
                 </form>
             </Show>
             {move || message.get().map(|m| match m {
-                Ok(text) => view! { <p class="ok" role="status">{text}</p> }.into_any(),
+                Ok(text) => view! { <p class="ok" role="status" data-testid="wallet-message">{text}</p> }.into_any(),
                 Err(text) => view! { <p class="error" role="alert" data-testid="wallet-error">{text}</p> }.into_any(),
             })}
         </section>
