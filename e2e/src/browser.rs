@@ -208,6 +208,18 @@ impl Browser {
         Ok(())
     }
 
+    /// Chooses a file in the `<input type="file">` with `data-testid`.
+    pub async fn upload(&self, test_id: &str, path: &Path) -> Result<()> {
+        let id = self.find(test_id).await?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            json!({ "text": path.display().to_string() }),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Switches into the iframe with `data-testid` (commands then act inside it).
     pub async fn enter_frame(&self, test_id: &str) -> Result<()> {
         let id = self.find(test_id).await?;

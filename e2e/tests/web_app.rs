@@ -4,6 +4,7 @@
 //! shows the image; a bad parameter blocks submission. Screenshots of every page go to
 //! e2e/artifacts/.
 
+use base64::Engine as _;
 use starling_e2e::browser::Browser;
 use starling_e2e::{Api, MatmulJob, Relay, TempDir};
 use std::time::Duration;
@@ -161,13 +162,49 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
         .await?;
     browser.screenshot("console-done").await?;
 
+    // A kernel with named inputs: the files go up as multipart parts.
+    let matmul = MatmulJob::random(40, 32, 24, 5);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for name in ["a", "b"] {
+        let bytes = b64.decode(matmul.body["input"][name].as_str().unwrap_or_default())?;
+        let path = data.path().join(format!("{name}.f32"));
+        std::fs::write(&path, bytes)?;
+    }
+    browser.set_value("kernel", "matmul").await?;
+    browser
+        .wait_text("param-m", Duration::from_secs(5), |_| true)
+        .await?;
+    for (name, value) in [("m", matmul.m), ("k", matmul.k), ("n", matmul.n)] {
+        browser
+            .set_value(&format!("param-{name}"), &value.to_string())
+            .await?;
+    }
+    browser
+        .upload("input-a", &data.path().join("a.f32"))
+        .await?;
+    browser
+        .upload("input-b", &data.path().join("b.f32"))
+        .await?;
+    browser.set_value("quorum", "1").await?;
+    browser.click("submit").await?;
+    browser
+        .wait_text("job-state", Duration::from_secs(120), |t| t == "done")
+        .await?;
+    let matmul_id = browser
+        .text("job-id")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no job id shown"))?;
+    let (status, result) = api.result(&matmul_id).await?;
+    assert_eq!(status, 200);
+    matmul.check(&result)?;
+
     // The network page sees this volunteer.
     browser.click("nav-network").await?;
     browser
         .wait_text("volunteers", Duration::from_secs(15), |t| t == "1")
         .await?;
     browser
-        .wait_text("jobs-done", Duration::from_secs(15), |t| t.starts_with('2'))
+        .wait_text("jobs-done", Duration::from_secs(15), |t| t.starts_with('3'))
         .await?;
     browser.screenshot("network-page").await?;
 

@@ -432,7 +432,7 @@ pub fn ConsolePage() -> impl IntoView {
             let pct = (t.fraction() * 100.0).round();
             view! {
                 <section class="card" aria-labelledby="progress-title" data-testid="job">
-                    <h2 id="progress-title">"Job " <code>{t.id.chars().take(8).collect::<String>()}</code></h2>
+                    <h2 id="progress-title">"Job " <code data-testid="job-id">{t.id.clone()}</code></h2>
                     <div class="progress" role="progressbar" aria-valuemin="0" aria-valuemax="100"
                         aria-valuenow=pct.to_string() aria-label="Job progress">
                         <div class="bar-fill" style=format!("width: {pct}%")></div>

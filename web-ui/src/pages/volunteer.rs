@@ -148,7 +148,12 @@ impl Session {
     pub fn gflops(&self) -> String {
         let ms = self.busy_ms.get();
         if ms > 0.0 {
-            format!("{:.2}", self.flops.get() as f64 / ms / 1e6)
+            let g = self.flops.get() as f64 / ms / 1e6;
+            if g >= 0.1 {
+                format!("{g:.2}")
+            } else {
+                format!("{g:.3}")
+            }
         } else {
             "–".to_owned()
         }
