@@ -27,6 +27,18 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
     let api = Api::new(&relay.url());
     let browser = Browser::start("web-app").await?;
 
+    // An invalid site wallet is ignored, visibly.
+    browser
+        .goto(&format!(
+            "{}/widget?site=st1bogus&intensity=0.3",
+            relay.url()
+        ))
+        .await?;
+    let note = browser
+        .wait_text("site-note", Duration::from_secs(10), |t| !t.is_empty())
+        .await?;
+    assert!(note.contains("invalid"), "{note}");
+
     // The widget on a host page: detected, but idle until the visitor presses Start.
     browser
         .goto(&format!("{}/example-host.html", relay.url()))
@@ -73,7 +85,19 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
     );
     browser.leave_frame().await?;
     browser.screenshot("widget-host-working").await?;
+    // The choice is remembered for this site: the next visit starts by itself, visibly.
+    browser
+        .goto(&format!("{}/example-host.html", relay.url()))
+        .await?;
+    browser
+        .wait_text("starling-frame", Duration::from_secs(10), |_| true)
+        .await?;
     browser.enter_frame("starling-frame").await?;
+    browser
+        .wait_text("status", Duration::from_secs(30), |t| {
+            t.starts_with("Working")
+        })
+        .await?;
     browser.click("stop").await?;
     browser
         .wait_text("status", Duration::from_secs(10), |t| t.starts_with("Idle"))
