@@ -30,7 +30,7 @@ async fn refresh() -> Snapshot {
         Err(e) => snap.error = Some(e),
     }
     for state in STATES {
-        if let Ok(r) = net::get(&format!("/api/v1/jobs?state={state}&limit=10")).await {
+        if let Ok(r) = net::get(&format!("/api/v1/jobs?state={state}&limit=50")).await {
             if r.ok() {
                 let jobs = r.json["jobs"].as_array().cloned().unwrap_or_default();
                 let more = !r.json["next"].is_null();
@@ -89,7 +89,10 @@ pub fn NetworkPage() -> impl IntoView {
         <section class="card" aria-labelledby="jobs-title">
             <h2 id="jobs-title">"Recent jobs"</h2>
             {move || {
-                let rows: Vec<Value> = snap.get().map(|s| s.jobs.into_iter().flat_map(|(_, j, _)| j).collect()).unwrap_or_default();
+                let mut rows: Vec<Value> = snap.get().map(|s| s.jobs.into_iter().flat_map(|(_, j, _)| j).collect()).unwrap_or_default();
+                // The ten most recently changed, whatever their state.
+                rows.sort_by_key(|j| std::cmp::Reverse(j["updated_ms"].as_i64().unwrap_or(0)));
+                rows.truncate(10);
                 if rows.is_empty() {
                     view! { <p class="hint">"No jobs yet."</p> }.into_any()
                 } else {
