@@ -166,6 +166,16 @@ pub fn hint(field: &Field) -> String {
     parts.join("; ")
 }
 
+/// A property name as a label: `samples_per_pixel` is "Samples per pixel".
+pub fn label(name: &str) -> String {
+    let words = name.replace('_', " ");
+    let mut chars = words.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => words,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +221,8 @@ mod tests {
         assert_eq!(parse_field(&field("bounces"), ""), Ok(None));
         assert_eq!(default_text(&field("bounces")), "5");
         assert_eq!(hint(&field("width")), "1 to 4096");
+        assert_eq!(label("samples_per_pixel"), "Samples per pixel");
+        assert_eq!(label(""), "");
     }
 
     #[test]

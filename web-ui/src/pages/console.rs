@@ -2,7 +2,7 @@
 //! (validated inline; nothing is sent while a field is wrong), attach named inputs,
 //! submit, and follow the job's progress over Server-Sent Events to its result.
 
-use crate::form::{default_text, fields, hint, parse_field, Field};
+use crate::form::{default_text, fields, hint, label, parse_field, Field};
 use crate::net;
 use crate::runtime::now_ms;
 use leptos::prelude::*;
@@ -297,13 +297,9 @@ pub fn ConsolePage() -> impl IntoView {
                 .flatten()
         };
         let error2 = error.clone();
-        let pretty = name.replace('_', " ");
+        let pretty = label(&f.name);
         let test_id = format!("error-{name}");
-        let label = format!(
-            "{}{}",
-            name.replace('_', " "),
-            if f.required { "" } else { " (optional)" }
-        );
+        let label = format!("{pretty}{}", if f.required { "" } else { " (optional)" });
         let input = if let Some(options) = f.schema["enum"].as_array() {
             let options: Vec<String> = options
                 .iter()
