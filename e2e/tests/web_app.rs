@@ -156,6 +156,21 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
     // Fixed: submitted, followed to 100%, and the image is shown.
     browser.set_value("param-width", "64").await?;
     browser.click("submit").await?;
+    // The tile map fills in while the job runs (best effort: the job may finish first).
+    if browser
+        .wait_text("tile-map", Duration::from_secs(5), |_| true)
+        .await
+        .is_ok()
+    {
+        browser
+            .execute(
+                "const el = document.querySelector(\"[data-testid='job']\");
+                 if (el) el.scrollIntoView({block: 'end'});",
+                serde_json::json!([]),
+            )
+            .await?;
+        browser.screenshot("console-rendering").await?;
+    }
     browser
         .wait_text("progress", Duration::from_secs(180), |t| t == "100%")
         .await?;

@@ -5,6 +5,7 @@
 //! - `pages`: one module per page (volunteer, console, network, widget).
 //! - `runtime`: the volunteer engine, its pacing (intensity, pause, hidden tab, battery).
 //! - `form`: the console's form generated from a kernel's JSON Schema.
+//! - `tiles`: where a render job's units sit in its image (the console's tile map).
 //! - `net`: the relay's REST API over `fetch`, and browser storage.
 
 #[cfg(target_arch = "wasm32")]
@@ -17,6 +18,8 @@ mod net;
 mod pages;
 #[cfg(target_arch = "wasm32")]
 mod runtime;
+#[cfg(any(target_arch = "wasm32", test))]
+mod tiles;
 
 #[cfg(target_arch = "wasm32")]
 fn main() {

@@ -33,6 +33,7 @@ thread_local! {
 struct Tracked {
     id: String,
     kernel: String,
+    params: Value,
     state: String,
     units_total: i64,
     units_done: i64,
@@ -63,16 +64,82 @@ impl Tracked {
     }
 }
 
-fn follow(id: String, kernel: String, tracked: RwSignal<Option<Tracked>>) {
+/// Polls a render job's units while it runs, for the tile map: each unit's state.
+fn watch_tiles(id: String, tracked: RwSignal<Option<Tracked>>, tiles: RwSignal<Vec<String>>) {
+    tiles.set(Vec::new());
+    spawn_local(async move {
+        loop {
+            let running = tracked.with_untracked(|t| {
+                t.as_ref()
+                    .is_some_and(|t| t.id == id && matches!(t.state.as_str(), "queued" | "running"))
+            });
+            if let Ok(r) = net::get(&format!("/api/v1/jobs/{id}/units")).await {
+                if r.ok() && tracked.with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id)) {
+                    let states = r.json["units"]
+                        .as_array()
+                        .map(|u| {
+                            u.iter()
+                                .map(|u| {
+                                    if u["leases_out"].as_i64().unwrap_or(0) > 0
+                                        && u["state"] != "done"
+                                    {
+                                        "leased".to_owned()
+                                    } else {
+                                        u["state"].as_str().unwrap_or("queued").to_owned()
+                                    }
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    tiles.set(states);
+                }
+            }
+            if !running {
+                break;
+            }
+            gloo_timers::future::TimeoutFuture::new(700).await;
+        }
+    });
+}
+
+/// The render job's tiles as they fill in.
+#[component]
+fn TileMap(params: Value, tiles: RwSignal<Vec<String>>) -> impl IntoView {
+    let width = params["width"].as_u64().unwrap_or(0) as u32;
+    let height = params["height"].as_u64().unwrap_or(0) as u32;
+    move || {
+        let states = tiles.get();
+        crate::tiles::layout(width, height, states.len()).map(|layout| {
+            view! {
+                <svg class="tilemap" viewBox=format!("0 0 {width} {height}") role="img"
+                    aria-label="Tiles of the image: filled ones are computed" data-testid="tile-map">
+                    {layout.into_iter().zip(states).map(|((x, y, w, h), state)| view! {
+                        <rect x=x y=y width=w height=h class=format!("tile {state}") />
+                    }).collect_view()}
+                </svg>
+            }
+        })
+    }
+}
+
+fn follow(
+    id: String,
+    kernel: String,
+    params: Value,
+    tracked: RwSignal<Option<Tracked>>,
+    tiles: RwSignal<Vec<String>>,
+) {
     STREAM.with(|s| {
         if let Some((old, _)) = s.borrow_mut().take() {
             old.close();
         }
     });
     let started = now_ms();
+    let render = kernel == "render";
     tracked.set(Some(Tracked {
         id: id.clone(),
         kernel,
+        params,
         state: "queued".to_owned(),
         units_total: 0,
         units_done: 0,
@@ -122,6 +189,9 @@ fn follow(id: String, kernel: String, tracked: RwSignal<Option<Tracked>>) {
         listeners.push(listener);
     }
     STREAM.with(|s| *s.borrow_mut() = Some((source, listeners)));
+    if render {
+        watch_tiles(id, tracked, tiles);
+    }
 }
 
 fn file_of(input: &str) -> Option<web_sys::File> {
@@ -146,6 +216,7 @@ pub fn ConsolePage() -> impl IntoView {
     let sending = RwSignal::new(false);
     let submit_error = RwSignal::new(None::<String>);
     let tracked = RwSignal::new(None::<Tracked>);
+    let tiles = RwSignal::new(Vec::<String>::new());
 
     spawn_local(async move {
         let list = match net::get("/api/v1/kernels").await {
@@ -265,7 +336,13 @@ pub fn ConsolePage() -> impl IntoView {
             sending.set(false);
             match reply {
                 Ok(r) if r.ok() => match r.json["id"].as_str() {
-                    Some(job_id) => follow(job_id.to_owned(), id, tracked),
+                    Some(job_id) => follow(
+                        job_id.to_owned(),
+                        id,
+                        r.json["params"].clone(),
+                        tracked,
+                        tiles,
+                    ),
                     None => submit_error.set(Some("the relay's answer has no job id".to_owned())),
                 },
                 Ok(r) if r.status == 401 => {
@@ -441,6 +518,9 @@ pub fn ConsolePage() -> impl IntoView {
                     </p>
                     {(t.state == "done").then(|| view! {
                         <p><a class="button" href=result.clone() download="" data-testid="result-link">"Download result"</a></p>
+                    })}
+                    {(t.state != "done" && t.kernel == "render").then(|| view! {
+                        <TileMap params=t.params.clone() tiles=tiles />
                     })}
                     {(t.state == "done" && t.kernel == "render").then(|| view! {
                         <img class="render" src=result.clone() alt="The rendered image" data-testid="result-image" />
