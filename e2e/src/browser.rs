@@ -220,6 +220,35 @@ impl Browser {
         Ok(())
     }
 
+    /// Opens a new tab and switches to it (the previous tab becomes hidden); returns the
+    /// previous tab's handle for [`Browser::switch_to`].
+    pub async fn open_tab(&self) -> Result<String> {
+        let previous = self
+            .call(reqwest::Method::GET, "/window", Value::Null)
+            .await?;
+        let opened = self
+            .call(
+                reqwest::Method::POST,
+                "/window/new",
+                json!({ "type": "tab" }),
+            )
+            .await?;
+        self.switch_to(opened["handle"].as_str().context("new tab handle")?)
+            .await?;
+        Ok(previous.as_str().context("window handle")?.to_owned())
+    }
+
+    /// Switches to the tab with `handle`.
+    pub async fn switch_to(&self, handle: &str) -> Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "/window",
+            json!({ "handle": handle }),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Switches into the iframe with `data-testid` (commands then act inside it).
     pub async fn enter_frame(&self, test_id: &str) -> Result<()> {
         let id = self.find(test_id).await?;

@@ -256,6 +256,39 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
         .await?;
     browser.screenshot("volunteer-app").await?;
 
+    // Pause holds work (at most the unit already asked for runs); Resume finishes it.
+    browser.click("pause").await?;
+    browser
+        .wait_text("status", Duration::from_secs(10), |t| {
+            t.starts_with("Paused")
+        })
+        .await?;
+    let paused_job = MatmulJob::random(160, 128, 96, 12);
+    let paused_id = api.submit_with_quorum(&paused_job.body, 1).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = api.job(&paused_id).await?;
+    assert!(
+        held["progress"]["units_done"].as_i64().unwrap_or(99) <= 1,
+        "paused: at most one unit computed: {held}"
+    );
+    browser.click("pause").await?;
+    api.wait_done(&paused_id, Duration::from_secs(60)).await?;
+
+    // A hidden tab holds work the same way, unless "keep working" is on.
+    let volunteer_tab = browser.open_tab().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hidden_job = MatmulJob::random(160, 128, 96, 13);
+    let hidden_id = api.submit_with_quorum(&hidden_job.body, 1).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = api.job(&hidden_id).await?;
+    eprintln!("while the tab is hidden: {held}");
+    assert!(
+        held["progress"]["units_done"].as_i64().unwrap_or(99) <= 1,
+        "hidden: at most one unit computed: {held}"
+    );
+    browser.switch_to(&volunteer_tab).await?;
+    api.wait_done(&hidden_id, Duration::from_secs(60)).await?;
+
     // The wallet card: a bad key is refused with a message; the backed-up key restores.
     let address = browser
         .wait_text("wallet-address", Duration::from_secs(5), |t| {

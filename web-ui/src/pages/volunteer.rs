@@ -161,7 +161,12 @@ impl Session {
 
     /// The status line.
     pub fn status(&self) -> String {
-        match (self.phase.get(), self.hold.get()) {
+        // Pressing Pause shows at once, even while the loop waits for its next unit.
+        let hold = self
+            .hold
+            .get()
+            .or(self.settings.get().paused.then_some(Hold::Paused));
+        match (self.phase.get(), hold) {
             (Phase::Idle, _) => "Idle: nothing is computing.".to_owned(),
             (Phase::Connecting, _) => "Connecting to the relay…".to_owned(),
             (Phase::Working, Some(Hold::Paused)) => {
