@@ -39,8 +39,9 @@
     frame.title = "Starling: lend your GPU to help this site";
     frame.setAttribute("data-testid", "starling-frame");
     frame.style.cssText = "border:0;width:100%;height:100%;display:block";
-    // WebGPU in a cross-origin iframe needs the permission delegated.
-    frame.allow = "webgpu; clipboard-write";
+    // Delegate what the widget uses from a cross-origin frame: the GPU, the battery
+    // level (to pause on low battery) and copying the wallet address.
+    frame.allow = "webgpu; battery; clipboard-write";
     card.appendChild(frame);
     document.body.appendChild(card);
   }
