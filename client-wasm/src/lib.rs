@@ -12,7 +12,7 @@ pub mod platform;
 pub mod volunteer;
 
 pub use engine::Engine;
-pub use volunteer::{run, Event, Profile, VolunteerError};
+pub use volunteer::{duty_cycle_rest_ms, run, run_paced, Event, Profile, VolunteerError};
 
 /// Why the transport failed.
 #[derive(Debug, thiserror::Error)]

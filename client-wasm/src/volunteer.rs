@@ -94,13 +94,39 @@ async fn next_message<T: Transport>(
 }
 
 /// Serves the relay over `transport` until `stop` completes (then returns `Ok`) or the
-/// connection fails. `now_ms` is the platform's monotonic clock.
+/// connection fails. `now_ms` is the platform's monotonic clock. Works flat out: asks for
+/// the next unit as soon as one is sent back.
 pub async fn run<T: Transport>(
     transport: &mut T,
     engine: &Engine,
     profile: &Profile,
     now_ms: impl Fn() -> f64,
+    on_event: impl FnMut(Event),
+    stop: impl Future<Output = ()>,
+) -> Result<(), VolunteerError> {
+    run_paced(
+        transport,
+        engine,
+        profile,
+        now_ms,
+        on_event,
+        |_| futures::future::ready(()),
+        stop,
+    )
+    .await
+}
+
+/// [`run`], but before asking for work (after the welcome, and after each unit) it awaits
+/// `pace(elapsed_ms of the last unit, 0 before the first)`: the page sleeps there for its
+/// duty cycle, and holds there while paused (hidden tab, low battery). `stop` still ends
+/// the loop while it waits.
+pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
+    transport: &mut T,
+    engine: &Engine,
+    profile: &Profile,
+    now_ms: impl Fn() -> f64,
     mut on_event: impl FnMut(Event),
+    mut pace: impl FnMut(f64) -> P,
     stop: impl Future<Output = ()>,
 ) -> Result<(), VolunteerError> {
     let mut stop = pin!(stop.fuse());
@@ -127,13 +153,17 @@ pub async fn run<T: Transport>(
         match message {
             ToVolunteer::Welcome { .. } => {
                 on_event(Event::Connected);
+                if let Either::Right(((), _)) = select(pin!(pace(0.0)), stop.as_mut()).await {
+                    return Ok(());
+                }
                 send(transport, &ToRelay::Ready { slots: 1 }).await?;
             }
             ToVolunteer::Assign(assignment) => {
                 let started = now_ms();
+                let mut elapsed_ms = 0.0;
                 match engine.run(&assignment).await {
                     Ok(output) => {
-                        let elapsed_ms = now_ms() - started;
+                        elapsed_ms = now_ms() - started;
                         on_event(Event::Computed {
                             kernel: assignment.kernel.clone(),
                             elapsed_ms,
@@ -162,6 +192,10 @@ pub async fn run<T: Transport>(
                         .await?;
                     }
                 }
+                if let Either::Right(((), _)) = select(pin!(pace(elapsed_ms)), stop.as_mut()).await
+                {
+                    return Ok(());
+                }
                 send(transport, &ToRelay::Ready { slots: 1 }).await?;
             }
             ToVolunteer::Ack {
@@ -183,5 +217,32 @@ pub async fn run<T: Transport>(
             }
             ToVolunteer::Refused { reason } => return Err(VolunteerError::Refused(reason)),
         }
+    }
+}
+
+/// Milliseconds to rest after a unit that took `elapsed_ms` so that the device computes
+/// `intensity` (0.1 to 1) of the time: `elapsed * (1 - i) / i`.
+pub fn duty_cycle_rest_ms(elapsed_ms: f64, intensity: f64) -> f64 {
+    let i = if intensity.is_nan() {
+        1.0
+    } else {
+        intensity.clamp(0.1, 1.0)
+    };
+    (elapsed_ms * (1.0 - i) / i).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duty_cycle_rest_ms;
+
+    #[test]
+    fn duty_cycle_rests_for_the_share_not_computing() {
+        assert_eq!(duty_cycle_rest_ms(100.0, 1.0), 0.0);
+        assert!((duty_cycle_rest_ms(100.0, 0.5) - 100.0).abs() < 1e-9);
+        assert!((duty_cycle_rest_ms(100.0, 0.25) - 300.0).abs() < 1e-9);
+        // Clamped to 10%: never more than 9x the unit's time, never negative.
+        assert!((duty_cycle_rest_ms(100.0, 0.0) - 900.0).abs() < 1e-9);
+        assert_eq!(duty_cycle_rest_ms(100.0, 3.0), 0.0);
+        assert_eq!(duty_cycle_rest_ms(100.0, f64::NAN), 0.0);
     }
 }

@@ -177,6 +177,108 @@ impl Browser {
         }
     }
 
+    /// Runs `script` (a function body; `arguments[i]` are `args`) in the page; its value.
+    pub async fn execute(&self, script: &str, args: Value) -> Result<Value> {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({ "script": script, "args": args }),
+        )
+        .await
+    }
+
+    /// Sets an input's or select's value as a user would: the value, then `input` and
+    /// `change` events (what the page's handlers listen to).
+    pub async fn set_value(&self, test_id: &str, value: &str) -> Result<()> {
+        let found = self
+            .execute(
+                "const el = document.querySelector(`[data-testid='${arguments[0]}']`);
+                 if (!el) return false;
+                 el.focus();
+                 el.value = arguments[1];
+                 el.dispatchEvent(new Event('input', { bubbles: true }));
+                 el.dispatchEvent(new Event('change', { bubbles: true }));
+                 return true;",
+                json!([test_id, value]),
+            )
+            .await?;
+        if found != Value::Bool(true) {
+            bail!("no [data-testid={test_id}] to set");
+        }
+        Ok(())
+    }
+
+    /// Chooses a file in the `<input type="file">` with `data-testid`.
+    pub async fn upload(&self, test_id: &str, path: &Path) -> Result<()> {
+        let id = self.find(test_id).await?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            json!({ "text": path.display().to_string() }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Opens a new tab and switches to it (the previous tab becomes hidden); returns the
+    /// previous tab's handle for [`Browser::switch_to`].
+    pub async fn open_tab(&self) -> Result<String> {
+        let previous = self
+            .call(reqwest::Method::GET, "/window", Value::Null)
+            .await?;
+        let opened = self
+            .call(
+                reqwest::Method::POST,
+                "/window/new",
+                json!({ "type": "tab" }),
+            )
+            .await?;
+        self.switch_to(opened["handle"].as_str().context("new tab handle")?)
+            .await?;
+        Ok(previous.as_str().context("window handle")?.to_owned())
+    }
+
+    /// Switches to the tab with `handle`.
+    pub async fn switch_to(&self, handle: &str) -> Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "/window",
+            json!({ "handle": handle }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Switches into the iframe with `data-testid` (commands then act inside it).
+    pub async fn enter_frame(&self, test_id: &str) -> Result<()> {
+        let id = self.find(test_id).await?;
+        self.call(
+            reqwest::Method::POST,
+            "/frame",
+            json!({ "id": { ELEMENT_KEY: id } }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Switches back to the top-level page.
+    pub async fn leave_frame(&self) -> Result<()> {
+        self.call(reqwest::Method::POST, "/frame", json!({ "id": null }))
+            .await?;
+        Ok(())
+    }
+
+    /// Resizes the window (e.g. to a phone's width).
+    pub async fn resize(&self, width: u32, height: u32) -> Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({ "width": width, "height": height }),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Saves a PNG screenshot under e2e/artifacts/ (not committed) and returns its path.
     pub async fn screenshot(&self, name: &str) -> Result<std::path::PathBuf> {
         let b64 = self

@@ -36,7 +36,13 @@ async fn forged_result_signatures_are_refused_and_change_nothing() -> anyhow::Re
         honest.sign_result(assignment.lease, b"something else"),
     ] {
         let verdict = scheduler
-            .accept_result(peer, honest.address(), assignment.lease, &output, &signature)
+            .accept_result(
+                peer,
+                honest.address(),
+                assignment.lease,
+                &output,
+                &signature,
+            )
             .await?;
         assert_eq!(
             verdict,

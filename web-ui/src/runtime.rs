@@ -1,16 +1,61 @@
 //! The page's handle on the volunteer runtime: one engine per tab, started and stopped
 //! from components. Browser objects are single-threaded, so they live in thread-locals
 //! and components only hold signals.
+//!
+//! Pacing lives here too: before asking for each unit the loop awaits [`gate`], which
+//! sleeps for the duty cycle (`elapsed * (1 - i) / i` after a unit at intensity `i`) and
+//! holds while the volunteer paused, the tab is hidden, or the battery is low.
 
+use gloo_timers::future::TimeoutFuture;
+use js_sys::Reflect;
 use starling_client::platform::keystore;
 use starling_client::platform::web::WebTransport;
 use starling_client::{Engine, Event, Profile};
-use std::cell::RefCell;
+use starling_protocol::WalletAddress;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use wasm_bindgen::{JsCast, JsValue};
+
+/// How the volunteer wants to work; the page sets it, the work loop reads it per unit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Settings {
+    /// Share of the time spent computing, 0.1 to 1.
+    pub intensity: f64,
+    /// Paused by the volunteer.
+    pub paused: bool,
+    /// Keep computing while the tab is hidden.
+    pub background: bool,
+    /// Pause on battery below this fraction (0 to 1).
+    pub battery_floor: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            intensity: 1.0,
+            paused: false,
+            background: false,
+            battery_floor: 0.2,
+        }
+    }
+}
+
+/// Why the loop is holding, if it is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Hold {
+    /// The volunteer pressed Pause.
+    Paused,
+    /// The tab is hidden.
+    Hidden,
+    /// Discharging below the floor.
+    Battery,
+}
 
 thread_local! {
     static ENGINE: RefCell<Option<Rc<Engine>>> = const { RefCell::new(None) };
     static STOP: RefCell<Option<futures::channel::oneshot::Sender<()>>> = const { RefCell::new(None) };
+    static SETTINGS: Cell<Settings> = const { Cell::new(Settings { intensity: 1.0, paused: false, background: false, battery_floor: 0.2 }) };
+    static BATTERY: RefCell<Option<JsValue>> = const { RefCell::new(None) };
 }
 
 /// What the device card shows.
@@ -26,9 +71,15 @@ pub struct DeviceSummary {
 
 /// Opens the GPU (or settles on the CPU) once per tab. Detecting computes nothing.
 pub async fn detect() -> DeviceSummary {
-    let engine = Rc::new(Engine::detect().await);
+    let engine = match ENGINE.with(|e| e.borrow().clone()) {
+        Some(engine) => engine,
+        None => {
+            let engine = Rc::new(Engine::detect().await);
+            ENGINE.with(|e| *e.borrow_mut() = Some(engine.clone()));
+            engine
+        }
+    };
     let info = engine.device_info();
-    ENGINE.with(|e| *e.borrow_mut() = Some(engine));
     DeviceSummary {
         adapter: info.adapter,
         backend: info.backend,
@@ -44,8 +95,98 @@ pub fn now_ms() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Replaces the pacing settings; the loop picks them up before its next unit.
+pub fn set_settings(settings: Settings) {
+    SETTINGS.with(|s| s.set(settings));
+}
+
+/// Starts watching the battery where the Battery Status API exists (feature-detected:
+/// `navigator.getBattery` is absent in Firefox and Safari).
+pub async fn watch_battery() {
+    let Some(navigator) = web_sys::window().map(|w| w.navigator()) else {
+        return;
+    };
+    let Ok(get) = Reflect::get(&navigator, &"getBattery".into()) else {
+        return;
+    };
+    let Some(get) = get.dyn_ref::<js_sys::Function>() else {
+        return;
+    };
+    let Ok(promise) = get.call0(&navigator) else {
+        return;
+    };
+    let Ok(promise) = promise.dyn_into::<js_sys::Promise>() else {
+        return;
+    };
+    if let Ok(manager) = wasm_bindgen_futures::JsFuture::from(promise).await {
+        BATTERY.with(|b| *b.borrow_mut() = Some(manager));
+    }
+}
+
+/// Battery level (0 to 1) and whether it charges, when known.
+pub fn battery() -> Option<(f64, bool)> {
+    BATTERY.with(|b| {
+        let manager = b.borrow();
+        let manager = manager.as_ref()?;
+        let level = Reflect::get(manager, &"level".into()).ok()?.as_f64()?;
+        let charging = Reflect::get(manager, &"charging".into())
+            .ok()?
+            .as_bool()
+            .unwrap_or(true);
+        Some((level, charging))
+    })
+}
+
+fn tab_hidden() -> bool {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| Reflect::get(&d, &"hidden".into()).ok())
+        .and_then(|h| h.as_bool())
+        .unwrap_or(false)
+}
+
+/// Why work should hold now, if it should.
+pub fn hold() -> Option<Hold> {
+    let s = SETTINGS.with(Cell::get);
+    if s.paused {
+        return Some(Hold::Paused);
+    }
+    if !s.background && tab_hidden() {
+        return Some(Hold::Hidden);
+    }
+    match battery() {
+        Some((level, false)) if level < s.battery_floor => Some(Hold::Battery),
+        _ => None,
+    }
+}
+
+/// Awaited before each request for work: the duty-cycle rest, then holds while [`hold`].
+async fn gate(elapsed_ms: f64, on_hold: Rc<dyn Fn(Option<Hold>)>) {
+    let rest = starling_client::duty_cycle_rest_ms(elapsed_ms, SETTINGS.with(Cell::get).intensity);
+    if rest >= 1.0 {
+        TimeoutFuture::new(rest.min(600_000.0) as u32).await;
+    }
+    let mut held = false;
+    while let Some(why) = hold() {
+        if !held {
+            on_hold(Some(why));
+            held = true;
+        }
+        TimeoutFuture::new(400).await;
+    }
+    if held {
+        on_hold(None);
+    }
+}
+
 /// Connects to the relay that served this page and works until [`stop`] or an error.
-pub async fn start(on_event: impl FnMut(Event)) -> Result<(), String> {
+/// `site` credits the embedding site (the widget). `on_hold` hears when work holds and
+/// resumes.
+pub async fn start(
+    site: Option<WalletAddress>,
+    on_event: impl FnMut(Event),
+    on_hold: impl Fn(Option<Hold>) + 'static,
+) -> Result<(), String> {
     let engine = ENGINE
         .with(|e| e.borrow().clone())
         .ok_or_else(|| "the device is still being detected".to_owned())?;
@@ -54,12 +195,21 @@ pub async fn start(on_event: impl FnMut(Event)) -> Result<(), String> {
     let profile = Profile {
         client: format!("browser/{}", env!("CARGO_PKG_VERSION")),
         wallet: keystore::load_or_create().map_err(|e| e.to_string())?,
-        site: None,
+        site,
     };
+    let on_hold: Rc<dyn Fn(Option<Hold>)> = Rc::new(on_hold);
     let mut transport = WebTransport::connect("").await.map_err(|e| e.to_string())?;
-    starling_client::run(&mut transport, &engine, &profile, now_ms, on_event, async {
-        let _ = stop_rx.await;
-    })
+    starling_client::run_paced(
+        &mut transport,
+        &engine,
+        &profile,
+        now_ms,
+        on_event,
+        move |elapsed| gate(elapsed, on_hold.clone()),
+        async {
+            let _ = stop_rx.await;
+        },
+    )
     .await
     .map_err(|e| e.to_string())
 }

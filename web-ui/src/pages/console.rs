@@ -1,0 +1,532 @@
+//! The submitter console: pick a kernel, fill a form generated from its JSON Schema
+//! (validated inline; nothing is sent while a field is wrong), attach named inputs,
+//! submit, and follow the job's progress over Server-Sent Events to its result.
+
+use crate::form::{default_text, fields, hint, label, parse_field, Field};
+use crate::net;
+use crate::runtime::now_ms;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use serde_json::{json, Map, Value};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+
+/// sessionStorage key of the API key: kept for this tab only.
+const KEY_STORAGE: &str = "starling.api_key";
+
+/// An open event stream and its listeners (the browser calls them while it is open).
+type Stream = (
+    web_sys::EventSource,
+    Vec<Closure<dyn FnMut(web_sys::MessageEvent)>>,
+);
+
+thread_local! {
+    /// The job stream being followed.
+    static STREAM: RefCell<Option<Stream>> =
+        const { RefCell::new(None) };
+}
+
+/// The job being followed.
+#[derive(Clone, Debug, PartialEq)]
+struct Tracked {
+    id: String,
+    kernel: String,
+    params: Value,
+    state: String,
+    units_total: i64,
+    units_done: i64,
+    started_ms: f64,
+    now_ms: f64,
+}
+
+impl Tracked {
+    fn fraction(&self) -> f64 {
+        if self.units_total > 0 {
+            self.units_done as f64 / self.units_total as f64
+        } else {
+            0.0
+        }
+    }
+
+    fn eta(&self) -> String {
+        let f = self.fraction();
+        match self.state.as_str() {
+            "done" => "done".to_owned(),
+            "failed" | "cancelled" => self.state.clone(),
+            _ if f <= 0.0 => "estimating…".to_owned(),
+            _ => {
+                let left = (self.now_ms - self.started_ms) * (1.0 - f) / f / 1000.0;
+                format!("about {:.0} s left", left.max(0.0).ceil())
+            }
+        }
+    }
+}
+
+/// Polls a render job's units while it runs, for the tile map: each unit's state.
+fn watch_tiles(id: String, tracked: RwSignal<Option<Tracked>>, tiles: RwSignal<Vec<String>>) {
+    tiles.set(Vec::new());
+    spawn_local(async move {
+        loop {
+            let running = tracked.with_untracked(|t| {
+                t.as_ref()
+                    .is_some_and(|t| t.id == id && matches!(t.state.as_str(), "queued" | "running"))
+            });
+            if let Ok(r) = net::get(&format!("/api/v1/jobs/{id}/units")).await {
+                if r.ok() && tracked.with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id)) {
+                    let states = r.json["units"]
+                        .as_array()
+                        .map(|u| {
+                            u.iter()
+                                .map(|u| {
+                                    if u["leases_out"].as_i64().unwrap_or(0) > 0
+                                        && u["state"] != "done"
+                                    {
+                                        "leased".to_owned()
+                                    } else {
+                                        u["state"].as_str().unwrap_or("queued").to_owned()
+                                    }
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    tiles.set(states);
+                }
+            }
+            if !running {
+                break;
+            }
+            gloo_timers::future::TimeoutFuture::new(700).await;
+        }
+    });
+}
+
+/// The render job's tiles as they fill in.
+#[component]
+fn TileMap(params: Value, tiles: RwSignal<Vec<String>>) -> impl IntoView {
+    let width = params["width"].as_u64().unwrap_or(0) as u32;
+    let height = params["height"].as_u64().unwrap_or(0) as u32;
+    move || {
+        let states = tiles.get();
+        crate::tiles::layout(width, height, states.len()).map(|layout| {
+            view! {
+                <svg class="tilemap" viewBox=format!("0 0 {width} {height}") role="img"
+                    aria-label="Tiles of the image: filled ones are computed" data-testid="tile-map">
+                    {layout.into_iter().zip(states).map(|((x, y, w, h), state)| view! {
+                        <rect x=x y=y width=w height=h class=format!("tile {state}") />
+                    }).collect_view()}
+                </svg>
+            }
+        })
+    }
+}
+
+fn follow(
+    id: String,
+    kernel: String,
+    params: Value,
+    tracked: RwSignal<Option<Tracked>>,
+    tiles: RwSignal<Vec<String>>,
+) {
+    STREAM.with(|s| {
+        if let Some((old, _)) = s.borrow_mut().take() {
+            old.close();
+        }
+    });
+    let started = now_ms();
+    let render = kernel == "render";
+    tracked.set(Some(Tracked {
+        id: id.clone(),
+        kernel,
+        params,
+        state: "queued".to_owned(),
+        units_total: 0,
+        units_done: 0,
+        started_ms: started,
+        now_ms: started,
+    }));
+    let Ok(source) = web_sys::EventSource::new(&format!("/api/v1/jobs/{id}/events")) else {
+        return;
+    };
+    let mut listeners = Vec::new();
+    for name in ["progress", "done", "failed", "cancelled"] {
+        let src = source.clone();
+        let listener =
+            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+                let data: Value = e
+                    .data()
+                    .as_string()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or(Value::Null);
+                // `progress` carries the counts at the top; the final events carry the
+                // job record, with them under `progress`.
+                let counts = if data["progress"].is_object() {
+                    &data["progress"]
+                } else {
+                    &data
+                };
+                tracked.update(|t| {
+                    if let Some(t) = t {
+                        if let Some(n) = counts["units_total"].as_i64() {
+                            t.units_total = n;
+                        }
+                        if let Some(n) = counts["units_done"].as_i64() {
+                            t.units_done = n;
+                        }
+                        t.state = data["state"].as_str().unwrap_or(name).to_owned();
+                        if name != "progress" {
+                            t.state = name.to_owned();
+                        }
+                        t.now_ms = now_ms();
+                    }
+                });
+                if name != "progress" {
+                    src.close();
+                }
+            });
+        let _ = source.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
+        listeners.push(listener);
+    }
+    STREAM.with(|s| *s.borrow_mut() = Some((source, listeners)));
+    if render {
+        watch_tiles(id, tracked, tiles);
+    }
+}
+
+fn file_of(input: &str) -> Option<web_sys::File> {
+    web_sys::window()?
+        .document()?
+        .get_element_by_id(&format!("input-{input}"))?
+        .dyn_into::<web_sys::HtmlInputElement>()
+        .ok()?
+        .files()?
+        .get(0)
+}
+
+/// The console page.
+#[component]
+pub fn ConsolePage() -> impl IntoView {
+    let api_key = RwSignal::new(net::session_get(KEY_STORAGE).unwrap_or_default());
+    let kernels = RwSignal::new(None::<Result<Vec<Value>, String>>);
+    let selected = RwSignal::new(String::new());
+    let values = RwSignal::new(BTreeMap::<String, String>::new());
+    let attempted = RwSignal::new(false);
+    let quorum = RwSignal::new(String::new());
+    let sending = RwSignal::new(false);
+    let submit_error = RwSignal::new(None::<String>);
+    let tracked = RwSignal::new(None::<Tracked>);
+    let tiles = RwSignal::new(Vec::<String>::new());
+
+    spawn_local(async move {
+        let list = match net::get("/api/v1/kernels").await {
+            Ok(r) if r.ok() => Ok(r.json["kernels"].as_array().cloned().unwrap_or_default()),
+            Ok(r) => Err(r.problem()),
+            Err(e) => Err(e),
+        };
+        if let Ok(list) = &list {
+            let first = list
+                .iter()
+                .find(|k| k["id"] == "render")
+                .or(list.first())
+                .and_then(|k| k["id"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            selected.set(first);
+        }
+        kernels.set(Some(list));
+    });
+
+    let kernel = Memo::new(move |_| {
+        kernels.with(|k| {
+            k.as_ref()
+                .and_then(|k| k.as_ref().ok())
+                .and_then(|list| list.iter().find(|k| k["id"] == selected.get()).cloned())
+        })
+    });
+    let form_fields = Memo::new(move |_| kernel.get().map(|k| fields(&k)).unwrap_or_default());
+    // Fresh defaults whenever the kernel changes.
+    Effect::new(move |_| {
+        let defaults = form_fields
+            .get()
+            .iter()
+            .map(|f| (f.name.clone(), default_text(f)))
+            .collect();
+        values.set(defaults);
+        attempted.set(false);
+    });
+    let errors = Memo::new(move |_| {
+        let v = values.get();
+        form_fields
+            .get()
+            .iter()
+            .filter_map(|f| {
+                parse_field(f, v.get(&f.name).map(String::as_str).unwrap_or(""))
+                    .err()
+                    .map(|e| (f.name.clone(), e))
+            })
+            .collect::<BTreeMap<_, _>>()
+    });
+
+    let submit = move |e: leptos::ev::SubmitEvent| {
+        e.prevent_default();
+        attempted.set(true);
+        submit_error.set(None);
+        if !errors.get_untracked().is_empty() {
+            return;
+        }
+        let Some(k) = kernel.get_untracked() else {
+            return;
+        };
+        let v = values.get_untracked();
+        let mut params = Map::new();
+        for f in form_fields.get_untracked() {
+            if let Ok(Some(value)) =
+                parse_field(&f, v.get(&f.name).map(String::as_str).unwrap_or(""))
+            {
+                params.insert(f.name.clone(), value);
+            }
+        }
+        let id = k["id"].as_str().unwrap_or_default().to_owned();
+        let mut job = json!({"kernel": id, "params": params});
+        if let Ok(q) = quorum.get_untracked().parse::<u32>() {
+            job["verification"] = json!({"quorum": q});
+        }
+        let inputs: Vec<String> = k["inputs"]
+            .as_array()
+            .map(|i| {
+                i.iter()
+                    .filter_map(|i| i["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut files = Vec::new();
+        for name in &inputs {
+            match file_of(name) {
+                Some(file) => files.push((name.clone(), file)),
+                None => {
+                    submit_error.set(Some(format!("Choose a file for input `{name}`.")));
+                    return;
+                }
+            }
+        }
+        let key = api_key.get_untracked();
+        sending.set(true);
+        spawn_local(async move {
+            let body: Result<(JsValue, bool), String> = if files.is_empty() {
+                Ok((JsValue::from_str(&job.to_string()), true))
+            } else {
+                (|| {
+                    let form = web_sys::FormData::new().map_err(|_| "FormData".to_owned())?;
+                    form.append_with_str("job", &job.to_string())
+                        .map_err(|_| "FormData".to_owned())?;
+                    for (name, file) in &files {
+                        form.append_with_blob_and_filename(name, file, &file.name())
+                            .map_err(|_| "FormData".to_owned())?;
+                    }
+                    Ok((form.into(), false))
+                })()
+            };
+            let reply = match body {
+                Ok((body, is_json)) => {
+                    net::request("POST", "/api/v1/jobs", Some(&body), is_json, Some(&key)).await
+                }
+                Err(e) => Err(e),
+            };
+            sending.set(false);
+            match reply {
+                Ok(r) if r.ok() => match r.json["id"].as_str() {
+                    Some(job_id) => follow(
+                        job_id.to_owned(),
+                        id,
+                        r.json["params"].clone(),
+                        tracked,
+                        tiles,
+                    ),
+                    None => submit_error.set(Some("the relay's answer has no job id".to_owned())),
+                },
+                Ok(r) if r.status == 401 => {
+                    submit_error.set(Some(format!("The relay wants an API key: {}", r.problem())))
+                }
+                Ok(r) => submit_error.set(Some(r.problem())),
+                Err(e) => submit_error.set(Some(e)),
+            }
+        });
+    };
+
+    let field_view = move |f: Field| {
+        let name = f.name.clone();
+        let id = format!("param-{name}");
+        let err_id = format!("param-{name}-error");
+        let name_for_value = name.clone();
+        let value = move || values.with(|v| v.get(&name_for_value).cloned().unwrap_or_default());
+        let name_for_set = name.clone();
+        let set = move |text: String| {
+            values.update(|v| {
+                v.insert(name_for_set.clone(), text);
+            })
+        };
+        let name_for_err = name.clone();
+        let error = move || {
+            let text = values.with(|v| v.get(&name_for_err).cloned().unwrap_or_default());
+            (attempted.get() || !text.trim().is_empty())
+                .then(|| errors.with(|e| e.get(&name_for_err).cloned()))
+                .flatten()
+        };
+        let error2 = error.clone();
+        let pretty = label(&f.name);
+        let test_id = format!("error-{name}");
+        let label = format!("{pretty}{}", if f.required { "" } else { " (optional)" });
+        let input = if let Some(options) = f.schema["enum"].as_array() {
+            let options: Vec<String> = options
+                .iter()
+                .map(|o| {
+                    o.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| o.to_string())
+                })
+                .collect();
+            view! {
+                <select id=id.clone() data-testid=id.clone() prop:value=value
+                    on:change=move |e| set(event_target_value(&e))>
+                    <option value="">"Choose…"</option>
+                    {options.into_iter().map(|o| { let label = o.clone(); view! { <option value=o>{label}</option> } }).collect_view()}
+                </select>
+            }
+            .into_any()
+        } else {
+            let numeric = matches!(f.schema["type"].as_str(), Some("integer" | "number"));
+            view! {
+                <input id=id.clone() data-testid=id.clone()
+                    type=if numeric { "number" } else { "text" }
+                    inputmode=if numeric { "numeric" } else { "text" }
+                    min=f.schema["minimum"].as_f64().map(|v| v.to_string())
+                    max=f.schema["maximum"].as_f64().filter(|v| *v < 1e15).map(|v| v.to_string())
+                    aria-describedby=err_id.clone()
+                    aria-invalid=move || if error2().is_some() { "true" } else { "false" }
+                    prop:value=value
+                    on:input=move |e| set(event_target_value(&e)) />
+            }
+            .into_any()
+        };
+        view! {
+            <div class="field">
+                <label for=id.clone()>{label}</label>
+                {input}
+                <small class="hint">{hint(&f)}</small>
+                <small class="field-error" id=err_id role="alert" data-testid=test_id>
+                    {move || error().map(|e| format!("{pretty} {e}"))}
+                </small>
+            </div>
+        }
+    };
+
+    view! {
+        <div class="intro">
+            <h1>"Submit a job"</h1>
+            <p>"Pick a kernel, fill in its parameters, and follow the job as volunteers compute it."</p>
+        </div>
+        <section class="card" aria-labelledby="key-title">
+            <h2 id="key-title">"API key"</h2>
+            <div class="field">
+                <label for="api-key">"Your API key (kept in this tab only)"</label>
+                <input id="api-key" type="password" autocomplete="off" data-testid="api-key"
+                    placeholder="stk_…"
+                    prop:value=move || api_key.get()
+                    on:input=move |e| {
+                        let v = event_target_value(&e);
+                        net::session_set(KEY_STORAGE, v.trim());
+                        api_key.set(v.trim().to_owned());
+                    } />
+            </div>
+        </section>
+        <form class="card" on:submit=submit novalidate=true aria-labelledby="job-title">
+            <h2 id="job-title">"Job"</h2>
+            {move || match kernels.get() {
+                None => view! { <p class="hint">"Loading kernels…"</p> }.into_any(),
+                Some(Err(e)) => view! { <p class="error" role="alert">{format!("Kernels could not be loaded: {e}")}</p> }.into_any(),
+                Some(Ok(list)) => view! {
+                    <div class="field">
+                        <label for="kernel">"Kernel"</label>
+                        <select id="kernel" data-testid="kernel" prop:value=move || selected.get()
+                            on:change=move |e| selected.set(event_target_value(&e))>
+                            {list.iter().map(|k| {
+                                let id = k["id"].as_str().unwrap_or_default().to_owned();
+                                view! { <option value=id.clone()>{id.clone()}</option> }
+                            }).collect_view()}
+                        </select>
+                        <small class="hint">{move || kernel.get().and_then(|k| k["description"].as_str().map(str::to_owned))}</small>
+                    </div>
+                }.into_any(),
+            }}
+            <div class="fields">
+                {move || form_fields.get().into_iter().map(field_view).collect_view()}
+            </div>
+            {move || {
+                let inputs: Vec<Value> = kernel.get().and_then(|k| k["inputs"].as_array().cloned()).unwrap_or_default();
+                (!inputs.is_empty()).then(|| view! {
+                    <fieldset>
+                        <legend>"Inputs"</legend>
+                        {inputs.into_iter().map(|i| {
+                            let name = i["name"].as_str().unwrap_or_default().to_owned();
+                            let id = format!("input-{name}");
+                            view! {
+                                <div class="field">
+                                    <label for=id.clone()>{name.clone()}</label>
+                                    <input id=id.clone() type="file" data-testid=id />
+                                    <small class="hint">{i["encoding"].as_str().unwrap_or_default().to_owned()}</small>
+                                </div>
+                            }
+                        }).collect_view()}
+                    </fieldset>
+                })
+            }}
+            <div class="field">
+                <label for="quorum">"Verification quorum"</label>
+                <select id="quorum" data-testid="quorum" prop:value=move || quorum.get()
+                    on:change=move |e| quorum.set(event_target_value(&e))>
+                    <option value="">"Relay default"</option>
+                    {(1..=5).map(|q| view! { <option value=q.to_string()>{format!("{q} agreeing result{}", if q == 1 { "" } else { "s" })}</option> }).collect_view()}
+                </select>
+                <small class="hint">"How many volunteers with distinct wallets must agree on each unit."</small>
+            </div>
+            <div class="controls">
+                <button type="submit" data-testid="submit" disabled=move || sending.get() || kernel.get().is_none()>
+                    {move || if sending.get() { "Submitting…" } else { "Submit job" }}
+                </button>
+                {move || (attempted.get() && !errors.get().is_empty()).then(|| view! {
+                    <span class="error" role="alert" data-testid="form-error">"Fix the fields marked above; nothing was sent."</span>
+                })}
+                {move || submit_error.get().map(|e| view! { <span class="error" role="alert" data-testid="submit-error">{e}</span> })}
+            </div>
+        </form>
+        {move || tracked.get().map(|t| {
+            let result = format!("/api/v1/jobs/{}/result", t.id);
+            let pct = (t.fraction() * 100.0).round();
+            view! {
+                <section class="card" aria-labelledby="progress-title" data-testid="job">
+                    <h2 id="progress-title">"Job " <code data-testid="job-id">{t.id.clone()}</code></h2>
+                    <div class="progress" role="progressbar" aria-valuemin="0" aria-valuemax="100"
+                        aria-valuenow=pct.to_string() aria-label="Job progress">
+                        <div class="bar-fill" style=format!("width: {pct}%")></div>
+                    </div>
+                    <p>
+                        <span data-testid="progress">{format!("{pct}%")}</span>
+                        {format!(" · {} of {} units · ", t.units_done, t.units_total)}
+                        <span data-testid="job-state" class=format!("pill {}", t.state)>{t.state.clone()}</span>
+                        {format!(" · {}", t.eta())}
+                    </p>
+                    {(t.state == "done").then(|| view! {
+                        <p><a class="button" href=result.clone() download="" data-testid="result-link">"Download result"</a></p>
+                    })}
+                    {(t.state != "done" && t.kernel == "render").then(|| view! {
+                        <TileMap params=t.params.clone() tiles=tiles />
+                    })}
+                    {(t.state == "done" && t.kernel == "render").then(|| view! {
+                        <img class="render" src=result.clone() alt="The rendered image" data-testid="result-image" />
+                    })}
+                </section>
+            }
+        })}
+    }
+}
