@@ -22,3 +22,5 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 # One closing line with the totals over every test binary (cargo prints one per binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\n%d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
+step "fuzz the REST API from its OpenAPI document (schemathesis)"
+scripts/api-fuzz.sh

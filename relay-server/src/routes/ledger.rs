@@ -6,6 +6,7 @@ use crate::error::ApiError;
 use crate::ledger::{Account, Entry, MicroCredits};
 use crate::routes::openapi::ProblemDoc;
 use crate::storage::{LedgerError, StorageError};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -15,16 +16,30 @@ use starling_protocol::{Signature, WalletAddress};
 
 /// Paging of ledger lists: entries after `after` (a sequence number), at most `limit`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
     /// Entries with a sequence number above this one (0: from the start).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub after: u64,
     /// How many, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
 impl Page {
+    /// `after`, refused beyond what a sequence number can be (SQLite integers are i64).
+    fn after(&self) -> Result<u64, ApiError> {
+        if self.after > i64::MAX as u64 {
+            return Err(ApiError::Invalid {
+                detail: format!("after must be at most {}, got {}", i64::MAX, self.after),
+                field: Some("after".into()),
+            });
+        }
+        Ok(self.after)
+    }
+
     fn limit(&self) -> Result<u32, ApiError> {
         match self.limit {
             None => Ok(100),
@@ -35,6 +50,17 @@ impl Page {
             }),
         }
     }
+}
+
+/// The query, or a 422 problem naming what is wrong with it (axum's own rejection is
+/// plain text).
+fn page(query: Result<Query<Page>, QueryRejection>) -> Result<Page, ApiError> {
+    query
+        .map(|Query(page)| page)
+        .map_err(|e| ApiError::Invalid {
+            detail: e.body_text(),
+            field: None,
+        })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -80,12 +106,13 @@ fn relay_key(state: &AppState) -> Option<String> {
 )]
 pub async fn ledger(
     State(state): State<AppState>,
-    Query(page): Query<Page>,
+    query: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let page = page(query)?;
     let entries = state
         .scheduler
         .storage()
-        .ledger_page(page.after, page.limit()?)
+        .ledger_page(page.after()?, page.limit()?)
         .await?;
     Ok(Json(json!({
         "relay_key": relay_key(&state),
@@ -114,13 +141,14 @@ fn wallet(raw: &str, field: &str) -> Result<WalletAddress, ApiError> {
 pub async fn history(
     State(state): State<AppState>,
     Path(address): Path<String>,
-    Query(page): Query<Page>,
+    query: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let page = page(query)?;
     let address = wallet(&address, "address")?;
     let account = Account::Wallet(address);
     let storage = state.scheduler.storage();
     let entries = storage
-        .account_history(&account, page.after, page.limit()?)
+        .account_history(&account, page.after()?, page.limit()?)
         .await?;
     let balance = storage.balance(&account).await?;
     Ok(Json(json!({
