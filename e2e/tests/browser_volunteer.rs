@@ -113,6 +113,9 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
     browser
         .wait_text("credits-earned", Duration::from_secs(10), |t| t == expected)
         .await?;
+    browser
+        .wait_text("receipts", Duration::from_secs(10), |t| t.contains('#'))
+        .await?;
     let shot = browser.screenshot("volunteer-page").await?;
     eprintln!("screenshot: {}", shot.display());
     browser.click("stop").await?;

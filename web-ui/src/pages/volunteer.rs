@@ -35,6 +35,8 @@ pub struct Session {
     pub phase: RwSignal<Phase>,
     /// Micro-credits from signed receipts this session.
     pub credited: RwSignal<u64>,
+    /// The latest receipts (ledger entry, micro-credits, reason), newest first.
+    pub receipts: RwSignal<Vec<(u64, u64, String)>>,
     /// Why work holds now.
     pub hold: RwSignal<Option<Hold>>,
     /// Units computed.
@@ -75,6 +77,7 @@ impl Session {
             device: RwSignal::new(None),
             phase: RwSignal::new(Phase::Idle),
             credited: RwSignal::new(0),
+            receipts: RwSignal::new(Vec::new()),
             hold: RwSignal::new(None),
             units: RwSignal::new(0),
             flops: RwSignal::new(0),
@@ -136,7 +139,17 @@ impl Session {
             }
             Event::Acked { .. } => {}
             Event::UnitFailed(why) => leptos::logging::warn!("unit failed: {why}"),
-            Event::Credited { amount_micro, .. } => s.credited.update(|c| *c += amount_micro),
+            Event::Credited {
+                amount_micro,
+                seq,
+                reason,
+            } => {
+                s.credited.update(|c| *c += amount_micro);
+                s.receipts.update(|r| {
+                    r.insert(0, (seq, amount_micro, reason));
+                    r.truncate(RECEIPTS_SHOWN);
+                });
+            }
         };
         spawn_local(async move {
             let result = runtime::start(site, on_event, move |h| s.hold.set(h)).await;
@@ -386,6 +399,41 @@ pub fn Meter(session: Session, balance: RwSignal<Option<String>>) -> impl IntoVi
     }
 }
 
+/// Receipts listed on the page.
+const RECEIPTS_SHOWN: usize = 8;
+
+/// The latest signed receipts: each a ledger entry paying this wallet, whose relay
+/// signature the runtime checked before counting it.
+#[component]
+fn Receipts(session: Session) -> impl IntoView {
+    view! {
+        <section class="card" aria-labelledby="receipts-title">
+            <h2 id="receipts-title">"Signed receipts"</h2>
+            {move || {
+                let rows = session.receipts.get();
+                if rows.is_empty() {
+                    view! { <p class="hint">"Each verified unit pays this wallet; its signed receipt appears here."</p> }.into_any()
+                } else {
+                    view! {
+                        <div class="table-wrap"><table data-testid="receipts">
+                            <thead><tr><th scope="col">"Ledger entry"</th><th scope="col">"Credits"</th><th scope="col">"For"</th></tr></thead>
+                            <tbody>
+                                {rows.into_iter().map(|(seq, micro, reason)| view! {
+                                    <tr>
+                                        <td>{format!("#{seq}")}</td>
+                                        <td>{format!("{:.6}", micro as f64 / 1e6)}</td>
+                                        <td>{if reason == "site_share" { "site share".to_owned() } else { "verified unit".to_owned() }}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table></div>
+                    }.into_any()
+                }
+            }}
+        </section>
+    }
+}
+
 /// Address, copy, back up and restore.
 #[component]
 fn WalletCard(address: RwSignal<Result<String, String>>) -> impl IntoView {
@@ -523,6 +571,7 @@ pub fn VolunteerPage() -> impl IntoView {
             <Controls session=session site=None full=true />
         </div>
         <Meter session=session balance=balance />
+        <Receipts session=session />
         <WalletCard address=address />
     }
 }
