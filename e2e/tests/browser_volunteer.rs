@@ -122,5 +122,25 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
     browser
         .wait_text("status", Duration::from_secs(10), |t| t.starts_with("Idle"))
         .await?;
+
+    // The device card's benchmark runs only on request, locally: no connection.
+    browser.click("run-benchmark").await?;
+    let bench = browser
+        .wait_text("benchmark", Duration::from_secs(60), |t| {
+            t.contains("GFLOP/s")
+        })
+        .await?;
+    eprintln!("device benchmark: {bench}");
+    let gflops: f64 = bench
+        .split_whitespace()
+        .next()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0.0);
+    assert!(gflops > 0.0, "a measured speed: {bench}");
+    assert_eq!(
+        api.stats().await?["volunteers"],
+        0,
+        "benchmarking connects nothing"
+    );
     Ok(())
 }

@@ -87,6 +87,37 @@ pub async fn detect() -> DeviceSummary {
     }
 }
 
+/// Side of the benchmark's square matmul: 2 x 128^3 = 4.2 MFLOP, a blink on a real GPU
+/// and well under a second on software ones.
+const BENCH_N: u32 = 128;
+
+/// Measures this device's matmul speed in GFLOP/s: one run to compile the pipeline,
+/// then the best of three. Local only: nothing is sent anywhere.
+pub async fn benchmark() -> Result<f64, String> {
+    let engine = ENGINE
+        .with(|e| e.borrow().clone())
+        .ok_or_else(|| "the device is still being detected".to_owned())?;
+    let n = BENCH_N;
+    let assignment = starling_protocol::Assignment {
+        lease: "00000000-0000-0000-0000-000000000000"
+            .parse::<starling_protocol::LeaseId>()
+            .map_err(|e| e.to_string())?,
+        kernel: "matmul".into(),
+        params_json: format!(r#"{{"row_start":0,"rows":{n},"k":{n},"n":{n}}}"#),
+        input: vec![0u8; (2 * n * n * 4) as usize],
+        deadline_ms: u32::MAX,
+    };
+    engine.run(&assignment).await.map_err(|e| e.to_string())?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let started = now_ms();
+        engine.run(&assignment).await.map_err(|e| e.to_string())?;
+        best = best.min(now_ms() - started);
+    }
+    let flops = 2.0 * f64::from(n).powi(3);
+    Ok(flops / best.max(0.01) / 1e6)
+}
+
 /// Milliseconds since the page started loading.
 pub fn now_ms() -> f64 {
     web_sys::window()

@@ -206,6 +206,7 @@ impl Default for Session {
 /// The device card.
 #[component]
 pub fn DeviceCard(session: Session) -> impl IntoView {
+    let bench = RwSignal::new(Bench::NotRun);
     view! {
         <section class="card" aria-labelledby="device-title">
             <h2 id="device-title">"This device"</h2>
@@ -240,11 +241,40 @@ pub fn DeviceCard(session: Session) -> impl IntoView {
                         None => "not reported by this browser".to_owned(),
                     }
                 }}</dd>
+                <dt>"Benchmark"</dt>
+                <dd>
+                    {move || match bench.get() {
+                        Bench::NotRun => view! {
+                            <button class="secondary small" data-testid="run-benchmark" disabled=move || session.device.get().is_none()
+                                on:click=move |_| {
+                                    bench.set(Bench::Running);
+                                    spawn_local(async move {
+                                        bench.set(match runtime::benchmark().await {
+                                            Ok(g) => Bench::Done(g),
+                                            Err(e) => Bench::Failed(e),
+                                        });
+                                    });
+                                }>"Measure (a 128³ matmul, on this device only)"</button>
+                        }.into_any(),
+                        Bench::Running => view! { <span>"measuring…"</span> }.into_any(),
+                        Bench::Done(g) => view! { <span data-testid="benchmark">{format!("{g:.2} GFLOP/s (128³ matmul)")}</span> }.into_any(),
+                        Bench::Failed(e) => view! { <span class="note">{format!("could not measure: {e}")}</span> }.into_any(),
+                    }}
+                </dd>
                 <dt>"Wallet key"</dt>
                 <dd>"kept in this browser only"</dd>
             </dl>
         </section>
     }
+}
+
+/// The device card's benchmark, run only when the person asks.
+#[derive(Clone, Debug, PartialEq)]
+enum Bench {
+    NotRun,
+    Running,
+    Done(f64),
+    Failed(String),
 }
 
 /// An inline SVG line of the last units' GFLOP/s.
