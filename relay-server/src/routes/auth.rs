@@ -22,20 +22,26 @@ pub async fn submitter(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<AccountId>, ApiError> {
-    let storage = state.scheduler.storage();
-    if storage.billing().is_none() {
+    if state.scheduler.storage().billing().is_none() {
         return Ok(None);
     }
+    account(state, headers).await.map(Some)
+}
+
+/// The account whose API key the request carries: 401 without one, or with one the
+/// relay does not know.
+pub async fn account(state: &AppState, headers: &HeaderMap) -> Result<AccountId, ApiError> {
     let token = bearer(headers).ok_or_else(|| {
         ApiError::Unauthorized(
-            "submitting a job needs an API key: `Authorization: Bearer <key>` \
+            "this needs an API key: `Authorization: Bearer <key>` \
              (`relay-server keys create` makes one; the relay prints a development key)"
                 .into(),
         )
     })?;
-    storage
+    state
+        .scheduler
+        .storage()
         .account_by_api_key(token)
         .await?
-        .map(Some)
         .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))
 }

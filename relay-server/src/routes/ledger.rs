@@ -5,14 +5,15 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ledger::{Account, Entry, MicroCredits};
 use crate::routes::openapi::ProblemDoc;
-use crate::storage::{LedgerError, StorageError};
+use crate::routes::wallets::parse_address;
+use crate::storage::LedgerError;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use starling_protocol::{Signature, WalletAddress};
+use starling_protocol::Signature;
 
 /// Paging of ledger lists: entries after `after` (a sequence number), at most `limit`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -120,13 +121,6 @@ pub async fn ledger(
     })))
 }
 
-fn wallet(raw: &str, field: &str) -> Result<WalletAddress, ApiError> {
-    raw.parse().map_err(|e| ApiError::Invalid {
-        detail: format!("`{raw}` is not a wallet address: {e}"),
-        field: Some(field.into()),
-    })
-}
-
 /// `GET /api/v1/wallets/{address}/history`: the wallet's credits and debits.
 #[utoipa::path(
     get,
@@ -144,7 +138,7 @@ pub async fn history(
     query: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let page = page(query)?;
-    let address = wallet(&address, "address")?;
+    let address = parse_address(&address, "address")?;
     let account = Account::Wallet(address);
     let storage = state.scheduler.storage();
     let entries = storage
@@ -173,14 +167,12 @@ pub async fn account(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let token = crate::routes::auth::bearer(&headers)
-        .ok_or_else(|| ApiError::Unauthorized("`Authorization: Bearer <key>` needed".into()))?;
-    let storage = state.scheduler.storage();
-    let id = storage
-        .account_by_api_key(token)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))?;
-    let balance = storage.balance(&Account::Submitter(id)).await?;
+    let id = crate::routes::auth::account(&state, &headers).await?;
+    let balance = state
+        .scheduler
+        .storage()
+        .balance(&Account::Submitter(id))
+        .await?;
     Ok(Json(json!({
         "id": id.to_string(),
         "balance": balance.to_string(),
@@ -246,8 +238,8 @@ pub async fn transfer(
         serde_json::from_slice(&body).map_err(|e| ApiError::Malformed {
             detail: format!("body is not a transfer: {e}"),
         })?;
-    let from = wallet(&request.from, "from")?;
-    let to = wallet(&request.to, "to")?;
+    let from = parse_address(&request.from, "from")?;
+    let to = parse_address(&request.to, "to")?;
     let amount: MicroCredits = request.amount.parse().map_err(|e| ApiError::Invalid {
         detail: format!("amount `{}`: {e}", request.amount),
         field: Some("amount".into()),
@@ -275,11 +267,5 @@ pub async fn transfer(
                 field: None,
             },
         }),
-    }
-}
-
-impl From<LedgerError> for ApiError {
-    fn from(e: LedgerError) -> Self {
-        ApiError::from(StorageError::Ledger(Box::new(e)))
     }
 }

@@ -242,13 +242,7 @@ impl RateLimiter {
 /// Who a request counts against: its bearer token when it has one (API keys arrive
 /// later; a key is a client wherever it connects from), else its IP address.
 pub fn client_key(headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    match (bearer, peer) {
+    match (crate::routes::auth::bearer(headers), peer) {
         (Some(token), _) => format!("key:{token}"),
         (None, Some(addr)) => format!("ip:{}", addr.ip()),
         (None, None) => "ip:unknown".into(),

@@ -8,6 +8,14 @@ use axum::Json;
 use serde_json::{json, Value};
 use starling_protocol::WalletAddress;
 
+/// A wallet address from a request, or a 422 naming `field`.
+pub(crate) fn parse_address(raw: &str, field: &str) -> Result<WalletAddress, ApiError> {
+    raw.parse().map_err(|e| ApiError::Invalid {
+        detail: format!("`{raw}` is not a wallet address: {e}"),
+        field: Some(field.into()),
+    })
+}
+
 /// `GET /api/v1/wallets/{address}`: the wallet's validated and invalid results, error
 /// rate, and whether it is trusted (spot-checked instead of replicated) or quarantined.
 #[utoipa::path(
@@ -25,10 +33,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(address): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let address: WalletAddress = address.parse().map_err(|e| ApiError::Invalid {
-        detail: format!("`{address}` is not a wallet address: {e}"),
-        field: Some("address".into()),
-    })?;
+    let address = parse_address(&address, "address")?;
     let storage = state.scheduler.storage();
     let record = storage
         .wallet(&address)
