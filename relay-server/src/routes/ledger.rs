@@ -64,10 +64,6 @@ fn page(query: Result<Query<Page>, QueryRejection>) -> Result<Page, ApiError> {
         })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// An entry as the API shows it: amounts as decimal credits and as integer micro-credits.
 pub fn entry_json(e: &Entry) -> Value {
     json!({
@@ -79,9 +75,9 @@ pub fn entry_json(e: &Entry) -> Value {
         "amount_micro": e.amount.0,
         "reason": e.reason.to_string(),
         "reference": e.reference,
-        "prev_hash": hex(&e.prev_hash),
-        "hash": hex(&e.hash),
-        "signature": hex(&e.signature.0),
+        "prev_hash": hex::encode(e.prev_hash),
+        "hash": hex::encode(e.hash),
+        "signature": hex::encode(e.signature.0),
     })
 }
 
@@ -198,20 +194,11 @@ pub struct TransferRequest {
 }
 
 fn signature(hex_text: &str) -> Result<Signature, ApiError> {
-    let invalid = || ApiError::Invalid {
+    let mut bytes = [0u8; 64];
+    hex::decode_to_slice(hex_text, &mut bytes).map_err(|_| ApiError::Invalid {
         detail: "signature must be 128 hex characters".into(),
         field: Some("signature".into()),
-    };
-    if hex_text.len() != 128 {
-        return Err(invalid());
-    }
-    let mut bytes = [0u8; 64];
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = hex_text
-            .get(2 * i..2 * i + 2)
-            .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-            .ok_or_else(invalid)?;
-    }
+    })?;
     Ok(Signature(bytes))
 }
 

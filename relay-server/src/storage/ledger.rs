@@ -330,11 +330,7 @@ pub(crate) async fn refund_job(
 /// The text of a new API key: `stk_` and 32 random bytes in hex.
 fn new_api_key() -> String {
     let bytes: [u8; 32] = rand::random();
-    let mut key = String::from("stk_");
-    for b in bytes {
-        key.push_str(&format!("{b:02x}"));
-    }
-    key
+    format!("stk_{}", hex::encode(bytes))
 }
 
 /// What the database keeps of an API key: its SHA-256, so a copy of the database does not
