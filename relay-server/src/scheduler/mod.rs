@@ -251,11 +251,16 @@ impl Scheduler {
         speed: Speed,
     ) -> Result<Option<(Assignment, u64)>, LeaseError> {
         let started = std::time::Instant::now();
-        let record = self.storage.touch_wallet(&wallet).await?;
-        if record.quarantined {
+        // A read, not the hello's upsert: this runs for every lease, and the session
+        // registered the wallet when it joined.
+        let (quarantined, trusted) = self
+            .storage
+            .wallet(&wallet)
+            .await?
+            .map_or((false, false), |r| (r.quarantined, r.reliability.trusted()));
+        if quarantined {
             return Err(LeaseError::Quarantined(wallet));
         }
-        let trusted = record.reliability.trusted();
         let now = crate::storage::now_ms();
         let request = LeaseRequest {
             peer,
@@ -270,11 +275,7 @@ impl Scheduler {
                 ms_per_flop: 4.0 * 1e3 / speed.flops_per_s(),
             },
         };
-        let (roll, pick, audit) = {
-            let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
-            let unit = |x: u64| (x >> 11) as f64 / (1u64 << 53) as f64;
-            (unit(a), unit(b), unit(a.rotate_left(32) ^ b))
-        };
+        let (roll, pick, audit): (f64, f64, f64) = rand::random();
         let mut leased = None;
         if roll < self.config.canary_rate {
             leased = self.storage.lease_canary(&request, pick).await?;
@@ -447,7 +448,7 @@ impl Scheduler {
         let catalog = self.catalog.clone();
         let context = context.clone();
         let output = output.to_vec();
-        let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+        let seed: u64 = rand::random();
         let verdict = tokio::task::spawn_blocking(move || {
             let kernel = catalog.get(&context.kernel)?;
             let unit_input =
