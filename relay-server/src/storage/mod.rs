@@ -212,6 +212,27 @@ async fn job_bill(tx: &mut Tx<'_>, job: &str) -> Result<Option<JobBill>, Storage
     })
 }
 
+/// Fails an open job with `reason` inside `tx`: its units are withdrawn and what is left
+/// of its escrow goes back to the submitter.
+async fn fail_in(
+    tx: &mut Tx<'_>,
+    billing: Option<&Billing>,
+    job: JobId,
+    reason: &str,
+) -> Result<(), StorageError> {
+    sqlx::query(
+        "UPDATE jobs SET state = 'failed', error = ?, updated_ms = ?
+         WHERE id = ? AND state IN ('queued', 'running')",
+    )
+    .bind(reason)
+    .bind(now_ms())
+    .bind(job.to_string())
+    .execute(&mut **tx)
+    .await?;
+    withdraw_units(tx, job).await?;
+    refund(tx, billing, job).await
+}
+
 /// Returns what is left of a finished, failed or cancelled job's escrow to its submitter.
 async fn refund(
     tx: &mut Tx<'_>,
@@ -419,17 +440,7 @@ impl Storage {
     /// Marks a job failed with a reason and withdraws its outstanding units.
     pub async fn fail_job(&self, job: JobId, reason: &str) -> Result<(), StorageError> {
         let mut tx = self.write().await?;
-        sqlx::query(
-            "UPDATE jobs SET state = 'failed', error = ?, updated_ms = ?
-             WHERE id = ? AND state IN ('queued', 'running')",
-        )
-        .bind(reason)
-        .bind(now_ms())
-        .bind(job.to_string())
-        .execute(&mut *tx)
-        .await?;
-        withdraw_units(&mut tx, job).await?;
-        refund(&mut tx, self.billing(), job).await?;
+        fail_in(&mut tx, self.billing(), job, reason).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -401,17 +401,7 @@ impl Storage {
                 .execute(&mut *tx)
                 .await?;
                 let reason = format!("a unit could not be verified: {reason}");
-                sqlx::query(
-                    "UPDATE jobs SET state = 'failed', error = ?, updated_ms = ?
-                     WHERE id = ? AND state IN ('queued', 'running')",
-                )
-                .bind(&reason)
-                .bind(now)
-                .bind(job.to_string())
-                .execute(&mut *tx)
-                .await?;
-                super::withdraw_units(&mut tx, job).await?;
-                super::refund(&mut tx, self.billing(), job).await?;
+                super::fail_in(&mut tx, self.billing(), job, &reason).await?;
                 Recorded::JobFailed { job, reason }
             }
         };
