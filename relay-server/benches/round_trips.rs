@@ -30,12 +30,6 @@ struct Figures {
     p99: Duration,
 }
 
-fn seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    seed
-}
-
 async fn run(quorum: u32, billed: bool) -> anyhow::Result<Figures> {
     let dir = std::env::temp_dir().join(format!(
         "starling-bench-{}-{quorum}-{billed}",
@@ -45,7 +39,7 @@ async fn run(quorum: u32, billed: bool) -> anyhow::Result<Figures> {
     let mut storage = Storage::open(&dir).await?;
     let mut submitter = None;
     if billed {
-        let key = WalletKey::from_seed(seed());
+        let key = WalletKey::from_seed(rand::random());
         storage = storage.with_billing(Billing {
             key: key.clone(),
             pricing: Pricing {
@@ -80,7 +74,7 @@ async fn run(quorum: u32, billed: bool) -> anyhow::Result<Figures> {
         let storage = storage.clone();
         tasks.push(tokio::spawn(async move {
             let peer = PeerId::new();
-            let wallet = WalletKey::from_seed(seed()).address();
+            let wallet = WalletKey::from_seed(rand::random()).address();
             let output = vec![7u8; 64];
             let mut latencies = Vec::new();
             let mut settled = 0usize;
