@@ -220,6 +220,17 @@ async fn cancelled_jobs_refuse_a_second_cancel_and_their_result() -> anyhow::Res
     assert_eq!(bad.status().as_u16(), 422);
     let body: serde_json::Value = bad.json().await?;
     assert_eq!(body["field"], "state", "{body}");
+    // The leaderboard's page size is bounded the same way; the stats count this job.
+    let bad = api
+        .http()
+        .get(format!("{}/api/v1/leaderboard?limit=1000", api.base()))
+        .send()
+        .await?;
+    assert_eq!(bad.status().as_u16(), 422);
+    let body: serde_json::Value = bad.json().await?;
+    assert_eq!(body["field"], "limit", "{body}");
+    let stats = api.stats().await?;
+    assert_eq!(stats["jobs"]["cancelled"], 1, "{stats}");
     Ok(())
 }
 

@@ -120,7 +120,8 @@ macro_rules! routes {
 fn api_routes() -> Vec<Route> {
     routes![
         GET "/kernels" => routes::kernels,
-        GET "/stats" => routes::stats,
+        GET "/stats" => routes::network::stats,
+        GET "/leaderboard" => routes::network::leaderboard,
         POST "/jobs" => routes::jobs::submit,
         GET "/jobs" => routes::jobs::list,
         GET "/jobs/{id}" => routes::jobs::get,

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod events;
 pub mod jobs;
 pub mod ledger;
+pub mod network;
 pub mod openapi;
 pub mod ops;
 pub mod rtc;
@@ -20,14 +21,6 @@ use serde_json::{json, Value};
 ))]
 pub async fn kernels(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "kernels": state.scheduler.catalog().infos() }))
-}
-
-/// `GET /api/v1/stats`: what the network looks like now.
-#[utoipa::path(get, path = "/api/v1/stats", tag = "network", responses(
-    (status = 200, description = "`{volunteers: n}`", body = Object),
-))]
-pub async fn stats(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "volunteers": state.scheduler.volunteers() }))
 }
 
 /// `GET /healthz`: the process is up.

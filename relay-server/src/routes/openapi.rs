@@ -127,7 +127,8 @@ pub struct ProblemDoc {
     ),
     paths(
         routes::kernels,
-        routes::stats,
+        routes::network::stats,
+        routes::network::leaderboard,
         routes::jobs::submit,
         routes::jobs::list,
         routes::jobs::get,

@@ -91,6 +91,17 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
          starling_volunteers_connected {}",
         state.scheduler.volunteers()
     );
+    let rates = state.scheduler.throughput();
+    let _ = writeln!(
+        out,
+        "# HELP starling_network_gflops GFLOP of returned results per second, last minute.\n\
+         # TYPE starling_network_gflops gauge\n\
+         starling_network_gflops {}\n\
+         # HELP starling_units_settled_per_second Units verified per second, last minute.\n\
+         # TYPE starling_units_settled_per_second gauge\n\
+         starling_units_settled_per_second {}",
+        rates.gflops, rates.units_per_s
+    );
     out.push_str("# HELP starling_jobs Jobs by state.\n# TYPE starling_jobs gauge\n");
     for job_state in ["queued", "running", "done", "failed", "cancelled"] {
         let n = counts

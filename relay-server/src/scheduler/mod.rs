@@ -4,6 +4,7 @@
 
 pub mod latency;
 pub mod session;
+pub mod throughput;
 
 use crate::storage::{
     LeaseContext, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Recorded, ReturnedResult,
@@ -141,6 +142,8 @@ pub struct Scheduler {
     input_cache: InputCache,
     /// How long granting a lease takes, for `/metrics`.
     lease_latency: Arc<latency::Histogram>,
+    /// Results, settled units and FLOPs of the last minute, for the network page.
+    throughput: Arc<throughput::Throughput>,
 }
 
 impl Scheduler {
@@ -154,6 +157,7 @@ impl Scheduler {
             volunteers: Arc::new(AtomicUsize::new(0)),
             input_cache: Arc::new(Mutex::new(None)),
             lease_latency: Arc::default(),
+            throughput: Arc::default(),
         }
     }
 
@@ -170,6 +174,11 @@ impl Scheduler {
     /// How long granting leases has taken.
     pub fn lease_latency(&self) -> &latency::Histogram {
         &self.lease_latency
+    }
+
+    /// The network's pace over the last minute.
+    pub fn throughput(&self) -> throughput::Rates {
+        self.throughput.rates()
     }
 
     /// Volunteers connected now.
@@ -377,6 +386,7 @@ impl Scheduler {
             Err(_) => Some(false),
             Ok(()) => self.spot_check(&context, output).await?,
         };
+        let unit_flops = kernel.unit_flops(&context.unit_params).unwrap_or(0);
         let unit_params = context.unit_params.clone();
         let agree =
             move |a: &[u8], b: &[u8]| kernel.outputs_agree(&unit_params, a, b).unwrap_or(false);
@@ -394,6 +404,11 @@ impl Scheduler {
             )
             .await?;
         tracing::debug!(%peer, %lease, ?recorded, "result recorded");
+        match &recorded {
+            Recorded::Stale(_) => {}
+            Recorded::Valid { .. } => self.throughput.record(unit_flops, true),
+            _ => self.throughput.record(unit_flops, false),
+        }
         Ok(match recorded {
             Recorded::Stale(why) => Verdict::Rejected(why.into()),
             Recorded::Pending { .. } => {

@@ -23,11 +23,13 @@ pub mod job_queries;
 mod leases;
 mod ledger;
 mod model;
+mod network;
 mod results;
 mod wallets;
 pub use leases::LeaseRequest;
 pub use ledger::LedgerError;
 pub use model::{JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId};
+pub use network::Earner;
 pub use results::{Recorded, ReturnedResult, UnitAudit};
 pub use wallets::WalletRecord;
 
