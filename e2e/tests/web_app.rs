@@ -262,6 +262,50 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
     browser
         .wait_text("jobs-done", Duration::from_secs(15), |t| t.starts_with('3'))
         .await?;
+    // The network's pace and the leaderboard: every wallet on it earned exactly what the
+    // ledger credited it (no transfers here), the widget's site among them, and the page
+    // shows the same order.
+    let gflops = browser
+        .wait_text("gflops", Duration::from_secs(15), |t| {
+            t.parse::<f64>().is_ok_and(|g| g > 0.0)
+        })
+        .await?;
+    eprintln!("network page: {gflops} GFLOP/s");
+    let board = api.get("/api/v1/leaderboard").await?;
+    let wallets = board["wallets"].as_array().cloned().unwrap_or_default();
+    assert!(wallets.len() >= 2, "volunteer and site wallets: {board}");
+    assert!(
+        wallets.iter().any(|w| w["address"] == site),
+        "the site earned its shares: {board}"
+    );
+    for w in &wallets {
+        let address = w["address"].as_str().unwrap_or_default();
+        let history = api
+            .get(&format!("/api/v1/wallets/{address}/history?limit=1"))
+            .await?;
+        assert_eq!(
+            w["earned_micro"], history["balance_micro"],
+            "leaderboard credit equals the ledger's for {address}"
+        );
+    }
+    let mut shown = serde_json::Value::Null;
+    for _ in 0..50 {
+        shown = browser
+            .execute(
+                "const c = document.querySelector(\"[data-testid='leaderboard'] [data-address]\");
+                 return c ? c.dataset.address : null;",
+                serde_json::json!([]),
+            )
+            .await?;
+        if !shown.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        shown, wallets[0]["address"],
+        "the page's leaderboard leads with the same wallet"
+    );
     browser.screenshot("network-page").await?;
 
     // Back on the volunteer page the meter kept counting; then at a phone's width.

@@ -34,6 +34,10 @@ pub fn App() -> impl IntoView {
                 let _ = history.push_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(to));
             }
             path.set(to.to_owned());
+            // A new page starts at its top, as a full load would.
+            if let Some(w) = web_sys::window() {
+                w.scroll_to_with_x_and_y(0.0, 0.0);
+            }
         }
     };
     let link = move |to: &'static str, label: &'static str| {

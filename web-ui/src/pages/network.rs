@@ -1,4 +1,5 @@
-//! The network page: volunteers online, jobs by state, and the ledger, refreshed every
+//! The network page: volunteers online, the network's pace (GFLOP/s, units/s), jobs by
+//! state, the leaderboard of wallets by validated credit, and the ledger, refreshed every
 //! few seconds from the relay's REST API.
 
 use crate::net;
@@ -14,9 +15,12 @@ const STATES: [&str; 5] = ["queued", "running", "done", "failed", "cancelled"];
 /// What one refresh read.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Snapshot {
-    volunteers: Option<u64>,
-    /// (state, jobs listed (at most the page size), whether more exist)
-    jobs: Vec<(String, Vec<Value>, bool)>,
+    /// `/api/v1/stats`: volunteers, rates, jobs per state.
+    stats: Option<Value>,
+    /// The most recently submitted jobs.
+    jobs: Vec<Value>,
+    /// Wallets by validated credit.
+    leaders: Vec<Value>,
     /// Ledger entries, or None when the relay has no ledger endpoint.
     ledger: Option<Vec<Value>>,
     error: Option<String>,
@@ -25,28 +29,59 @@ struct Snapshot {
 async fn refresh() -> Snapshot {
     let mut snap = Snapshot::default();
     match net::get("/api/v1/stats").await {
-        Ok(r) if r.ok() => snap.volunteers = r.json["volunteers"].as_u64(),
+        Ok(r) if r.ok() => snap.stats = Some(r.json),
         Ok(r) => snap.error = Some(r.problem()),
         Err(e) => snap.error = Some(e),
     }
-    for state in STATES {
-        if let Ok(r) = net::get(&format!("/api/v1/jobs?state={state}&limit=50")).await {
-            if r.ok() {
-                let jobs = r.json["jobs"].as_array().cloned().unwrap_or_default();
-                let more = !r.json["next"].is_null();
-                snap.jobs.push((state.to_owned(), jobs, more));
-            }
+    if let Ok(r) = net::get("/api/v1/jobs?limit=10").await {
+        if r.ok() {
+            snap.jobs = r.json["jobs"].as_array().cloned().unwrap_or_default();
         }
     }
-    snap.ledger = match net::get("/api/v1/ledger?limit=20").await {
-        Ok(r) if r.status == 200 => r.json["entries"].as_array().cloned(),
-        _ => None,
-    };
+    if let Ok(r) = net::get("/api/v1/leaderboard?limit=10").await {
+        if r.ok() {
+            snap.leaders = r.json["wallets"].as_array().cloned().unwrap_or_default();
+        }
+    }
+    // The newest entries: the ledger pages oldest first from `after`, and the stats say
+    // where its tip is.
+    let tip = snap.stats.as_ref().and_then(|s| s["ledger_seq"].as_u64());
+    if let Some(tip) = tip {
+        let after = tip.saturating_sub(20);
+        snap.ledger = match net::get(&format!("/api/v1/ledger?limit=20&after={after}")).await {
+            Ok(r) if r.status == 200 => r.json["entries"]
+                .as_array()
+                .map(|e| e.iter().rev().cloned().collect()),
+            _ => None,
+        };
+    }
     snap
+}
+
+/// A rate for the meter: three decimals below 0.1, one below 10, whole numbers above.
+fn rate(v: Option<f64>) -> String {
+    match v {
+        None => "–".to_owned(),
+        Some(0.0) => "0".to_owned(),
+        // A few small units a minute is still work worth showing.
+        Some(v) if v < 0.1 => format!("{v:.3}"),
+        Some(v) if v < 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.0}"),
+    }
 }
 
 fn short(id: &str) -> String {
     id.chars().take(8).collect()
+}
+
+/// A ledger account, short enough for a table cell: `st1abcdefg…` for a wallet,
+/// `escrow:1234abcd` for an id, names as they are.
+fn account(text: &str) -> String {
+    match text.split_once(':') {
+        Some(("wallet", address)) => format!("{}…", address.chars().take(10).collect::<String>()),
+        Some((kind, id)) => format!("{kind}:{}", short(id)),
+        None => text.to_owned(),
+    }
 }
 
 /// The network page.
@@ -66,33 +101,78 @@ pub fn NetworkPage() -> impl IntoView {
             gloo_timers::future::TimeoutFuture::new(3_000).await;
         }
     });
+    let stat = move |key: &'static str| snap.get().and_then(|s| s.stats).map(|s| s[key].clone());
     view! {
         <div class="intro">
             <h1>"Network"</h1>
-            <p>"What the relay sees right now. Refreshed every 3 seconds."</p>
+            <p>"What the relay sees right now: rates average over the last minute. Refreshed every 3 seconds."</p>
         </div>
         {move || snap.get().and_then(|s| s.error).map(|e| view! { <p class="error" role="alert">{e}</p> })}
         <div class="meter card">
             <div class="stat">
                 <div class="value" data-testid="volunteers">
-                    {move || snap.get().and_then(|s| s.volunteers).map(|v| v.to_string()).unwrap_or_else(|| "–".to_owned())}
+                    {move || stat("volunteers").and_then(|v| v.as_u64()).map(|v| v.to_string()).unwrap_or_else(|| "–".to_owned())}
                 </div>
                 <div class="label">"volunteers online"</div>
             </div>
-            {move || snap.get().map(|s| s.jobs.iter().map(|(state, jobs, more)| view! {
+            <div class="stat">
+                <div class="value" data-testid="gflops">{move || rate(stat("gflops").and_then(|v| v.as_f64()))}</div>
+                <div class="label">"GFLOP/s (network)"</div>
+            </div>
+            <div class="stat">
+                <div class="value" data-testid="units-per-s">{move || rate(stat("units_per_s").and_then(|v| v.as_f64()))}</div>
+                <div class="label">"units verified / s"</div>
+            </div>
+            <div class="stat">
+                <div class="value" data-testid="units-queued">
+                    {move || stat("units_queued").and_then(|v| v.as_i64()).map(|v| v.to_string()).unwrap_or_else(|| "–".to_owned())}
+                </div>
+                <div class="label">"units waiting"</div>
+            </div>
+        </div>
+        <div class="meter card" aria-label="Jobs by state">
+            {STATES.iter().map(|&state| view! {
                 <div class="stat">
-                    <div class="value" data-testid=format!("jobs-{state}")>{format!("{}{}", jobs.len(), if *more { "+" } else { "" })}</div>
+                    <div class="value" data-testid=format!("jobs-{state}")>
+                        {move || stat("jobs").map(|j| j[state].as_i64().unwrap_or(0).to_string()).unwrap_or_else(|| "–".to_owned())}
+                    </div>
                     <div class="label">{format!("jobs {state}")}</div>
                 </div>
-            }).collect_view())}
+            }).collect_view()}
         </div>
+        <section class="card" aria-labelledby="leaders-title">
+            <h2 id="leaders-title">"Leaderboard"</h2>
+            <p class="hint">"Wallets by credit earned for verified work (their shares of units, and sites' shares)."</p>
+            {move || {
+                let leaders = snap.get().map(|s| s.leaders).unwrap_or_default();
+                if leaders.is_empty() {
+                    view! { <p class="hint">"Nobody has earned credit yet: press Start on the volunteer page to be first."</p> }.into_any()
+                } else {
+                    view! {
+                        <div class="table-wrap"><table data-testid="leaderboard">
+                            <thead><tr><th scope="col">"#"</th><th scope="col">"Wallet"</th><th scope="col">"Credit earned"</th><th scope="col">"Valid results"</th></tr></thead>
+                            <tbody>
+                                {leaders.into_iter().map(|w| {
+                                    let address = w["address"].as_str().unwrap_or("").to_owned();
+                                    view! {
+                                        <tr>
+                                            <td>{w["rank"].as_u64().unwrap_or(0)}</td>
+                                            <td><code title=address.clone() data-address=address.clone()>{format!("{}…", address.chars().take(14).collect::<String>())}</code></td>
+                                            <td>{w["earned"].as_str().unwrap_or("").to_owned()}</td>
+                                            <td>{w["valid_results"].as_u64().unwrap_or(0)}</td>
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table></div>
+                    }.into_any()
+                }
+            }}
+        </section>
         <section class="card" aria-labelledby="jobs-title">
             <h2 id="jobs-title">"Recent jobs"</h2>
             {move || {
-                let mut rows: Vec<Value> = snap.get().map(|s| s.jobs.into_iter().flat_map(|(_, j, _)| j).collect()).unwrap_or_default();
-                // The ten most recently changed, whatever their state.
-                rows.sort_by_key(|j| std::cmp::Reverse(j["updated_ms"].as_i64().unwrap_or(0)));
-                rows.truncate(10);
+                let rows = snap.get().map(|s| s.jobs).unwrap_or_default();
                 if rows.is_empty() {
                     view! { <p class="hint">"No jobs yet."</p> }.into_any()
                 } else {
@@ -115,7 +195,7 @@ pub fn NetworkPage() -> impl IntoView {
             }}
         </section>
         <section class="card" aria-labelledby="ledger-title">
-            <h2 id="ledger-title">"Ledger"</h2>
+            <h2 id="ledger-title">"Ledger — latest entries"</h2>
             {move || match snap.get().map(|s| s.ledger) {
                 None => view! { <p class="hint">"Loading…"</p> }.into_any(),
                 Some(None) => view! { <p class="hint" data-testid="ledger-missing">"Ledger not available on this relay."</p> }.into_any(),
@@ -129,8 +209,8 @@ pub fn NetworkPage() -> impl IntoView {
                                 view! {
                                     <tr>
                                         <td>{cell(&e["seq"])}</td>
-                                        <td><code>{short(&cell(&e["debit"]))}</code></td>
-                                        <td><code>{short(&cell(&e["credit"]))}</code></td>
+                                        <td><code title=cell(&e["debit"])>{account(&cell(&e["debit"]))}</code></td>
+                                        <td><code title=cell(&e["credit"])>{account(&cell(&e["credit"]))}</code></td>
                                         <td>{cell(&e["amount"])}</td>
                                         <td>{cell(&e["reason"])}</td>
                                     </tr>
@@ -140,10 +220,6 @@ pub fn NetworkPage() -> impl IntoView {
                     </table></div>
                 }.into_any(),
             }}
-        </section>
-        <section class="card placeholder" aria-labelledby="soon-title">
-            <h2 id="soon-title">"Coming soon"</h2>
-            <p class="hint">"Aggregate GFLOP/s and a leaderboard of volunteers will appear here once the relay publishes them."</p>
         </section>
     }
 }
