@@ -11,7 +11,7 @@ pub mod engine;
 pub mod platform;
 pub mod volunteer;
 
-pub use engine::Engine;
+pub use engine::{ComputeError, Engine};
 pub use volunteer::{duty_cycle_rest_ms, run, run_paced, Event, Profile, VolunteerError};
 
 /// Why the transport failed.

@@ -8,6 +8,7 @@
 
 use gloo_timers::future::TimeoutFuture;
 use js_sys::Reflect;
+use starling_client::platform::cpu_worker::{self, CpuWorker};
 use starling_client::platform::keystore;
 use starling_client::platform::web::WebTransport;
 use starling_client::{Engine, Event, Profile};
@@ -69,12 +70,35 @@ pub struct DeviceSummary {
     pub fallback: bool,
 }
 
-/// Opens the GPU (or settles on the CPU) once per tab. Detecting computes nothing.
+/// `?device=cpu` in the page's address: use the CPU fallback even where WebGPU works (for
+/// a GPU that misbehaves, and for tests of the fallback).
+fn cpu_requested() -> bool {
+    web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok())
+        .and_then(|p| p.get("device"))
+        .is_some_and(|d| d == "cpu")
+}
+
+/// Opens the GPU (or settles on the CPU, on a Web Worker) once per tab. Detecting
+/// computes nothing.
 pub async fn detect() -> DeviceSummary {
     let engine = match ENGINE.with(|e| e.borrow().clone()) {
         Some(engine) => engine,
         None => {
-            let engine = Rc::new(Engine::detect().await);
+            let mut engine = if cpu_requested() {
+                Engine::cpu_only()
+            } else {
+                Engine::detect().await
+            };
+            if engine.on_cpu() {
+                // Seconds-long CPU units would freeze the page on its own thread.
+                match CpuWorker::spawn(cpu_worker::WORKER_URL).await {
+                    Ok(worker) => engine = engine.with_cpu_worker(worker),
+                    Err(why) => leptos::logging::warn!("CPU units run on the page: {why}"),
+                }
+            }
+            let engine = Rc::new(engine);
             ENGINE.with(|e| *e.borrow_mut() = Some(engine.clone()));
             engine
         }

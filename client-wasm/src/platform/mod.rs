@@ -1,5 +1,7 @@
 //! The platform seam: everything that differs between the browser and native builds.
 
+#[cfg(target_arch = "wasm32")]
+pub mod cpu_worker;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fault;
 #[cfg(target_arch = "wasm32")]

@@ -214,7 +214,7 @@ pub fn DeviceCard(session: Session) -> impl IntoView {
                 {move || match session.device.get() {
                     None => view! { <span>"Detecting…"</span> }.into_any(),
                     Some(d) if d.backend == "cpu" => view! {
-                        <span>"CPU fallback"<span class="badge">"no WebGPU"</span></span>
+                        <span>{d.adapter.clone()}<span class="badge">"no WebGPU"</span></span>
                     }.into_any(),
                     Some(d) => view! {
                         <span>"WebGPU: " {d.adapter.clone()}
@@ -227,6 +227,7 @@ pub fn DeviceCard(session: Session) -> impl IntoView {
                 <dt>"Computes on"</dt>
                 <dd>{move || match session.device.get() {
                     None => "…".to_owned(),
+                    Some(d) if d.backend == "cpu" && d.adapter.contains("Worker") => "the CPU, on a background thread (slower)".to_owned(),
                     Some(d) if d.backend == "cpu" => "the CPU, in this tab (slower)".to_owned(),
                     Some(d) if d.fallback => "a software GPU (slower than a real one)".to_owned(),
                     Some(_) => "the GPU, through WebGPU".to_owned(),
