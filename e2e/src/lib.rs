@@ -639,3 +639,56 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Another web site: one HTML page answered for every path, on its own port (so on its
+/// own origin), for tests of what a site embedding the widget sees. Stops on drop.
+pub struct HostSite {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HostSite {
+    /// Serves `html` on 127.0.0.1 at a free port (needs a Tokio runtime).
+    pub async fn serve(html: String) -> Result<Self> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let html = std::sync::Arc::new(html);
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let html = html.clone();
+                tokio::spawn(async move {
+                    // One request per connection: read its head, answer, close.
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{html}",
+                        html.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        Ok(Self { port, task })
+    }
+
+    /// The site's port; `http://localhost:PORT/` and `http://127.0.0.1:PORT/` are two
+    /// different sites to the browser.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for HostSite {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
