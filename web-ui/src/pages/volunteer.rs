@@ -377,7 +377,7 @@ pub fn Controls(session: Session, site: Option<WalletAddress>, full: bool) -> im
                     <label for="battery-floor">"Pause on battery below "
                         <output>{move || format!("{:.0}%", session.settings.get().battery_floor * 100.0)}</output>
                     </label>
-                    <input id="battery-floor" type="range" min="0" max="90" step="5"
+                    <input id="battery-floor" data-testid="battery-floor" type="range" min="0" max="90" step="5"
                         prop:value=move || ((session.settings.get().battery_floor * 100.0).round() as i64).to_string()
                         on:input=move |e| {
                             if let Ok(v) = event_target_value(&e).parse::<f64>() {
