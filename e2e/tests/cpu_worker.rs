@@ -1,6 +1,7 @@
 //! The browser's CPU fallback (`?device=cpu`, what a visitor without WebGPU gets) computes
 //! on a Web Worker: while units that take the CPU over a second each run, the page's
-//! own thread keeps ticking, and the job's result matches the CPU reference.
+//! own thread keeps ticking, and the job's result matches the CPU reference. At 20%
+//! intensity the same work spends at most half its time computing (the duty cycle).
 
 use starling_e2e::browser::Browser;
 use starling_e2e::{MatmulJob, Relay, TempDir};
@@ -57,7 +58,7 @@ async fn cpu_fallback_runs_on_a_web_worker_and_never_freezes_the_page() -> anyho
         .await?
         .parse()?;
     // The meter's GFLOP/s is FLOPs over the time spent computing.
-    let unit_ms = 2.0 * 1906.0 * 1024.0 * 1024.0 / (gflops * 1e6) / units.max(1.0);
+    let unit_ms = JOB_FLOPS / (gflops * 1e6) / units.max(1.0);
     let gap = browser
         .execute("return window.__gap;", serde_json::json!([]))
         .await?
@@ -73,5 +74,33 @@ async fn cpu_fallback_runs_on_a_web_worker_and_never_freezes_the_page() -> anyho
         "the page froze for {gap:.0} ms while {unit_ms:.0} ms units ran: the CPU work is on its thread"
     );
     browser.screenshot("volunteer-cpu-worker").await?;
+
+    // The intensity slider at 20%: after each unit the volunteer rests four times as long
+    // as it computed, so the job's wall time is mostly rest.
+    browser.set_value("intensity", "20").await?;
+    let busy_before_ms = JOB_FLOPS / (gflops * 1e6);
+    let job = MatmulJob::random(1906, 1024, 1024, 22);
+    let submitted = std::time::Instant::now();
+    let id = api.submit_with_quorum(&job.body, 1).await?;
+    api.wait_done(&id, Duration::from_secs(240)).await?;
+    let wall_ms = submitted.elapsed().as_secs_f64() * 1e3;
+    let (status, result) = api.result(&id).await?;
+    assert_eq!(status, 200);
+    job.check(&result)?;
+    let gflops: f64 = browser.text("gflops").await?.unwrap_or_default().parse()?;
+    let busy_ms = 2.0 * JOB_FLOPS / (gflops * 1e6) - busy_before_ms;
+    let duty = busy_ms / wall_ms;
+    eprintln!(
+        "at 20% intensity: computed {busy_ms:.0} ms of {wall_ms:.0} ms ({:.0}%)",
+        duty * 100.0
+    );
+    assert!(
+        duty < 0.5,
+        "at 20% intensity the volunteer computed {:.0}% of the time",
+        duty * 100.0
+    );
     Ok(())
 }
+
+/// FLOPs of one 1906 x 1024 x 1024 matmul job.
+const JOB_FLOPS: f64 = 2.0 * 1906.0 * 1024.0 * 1024.0;
