@@ -39,6 +39,10 @@ struct Tracked {
     units_done: i64,
     started_ms: f64,
     now_ms: f64,
+    /// GFLOP the job needs computed: its FLOPs times the replicas per unit.
+    work_gflop: f64,
+    /// The network's recent pace and volunteers online, from `/api/v1/stats`.
+    network: Option<(f64, u64)>,
 }
 
 impl Tracked {
@@ -55,7 +59,16 @@ impl Tracked {
         match self.state.as_str() {
             "done" => "done".to_owned(),
             "failed" | "cancelled" => self.state.clone(),
-            _ if f <= 0.0 => "estimating…".to_owned(),
+            // Before any unit is back, the job's FLOPs over the network's measured speed.
+            _ if f <= 0.0 => match self.network {
+                Some((_, 0)) => "waiting for a volunteer".to_owned(),
+                Some((gflops, _)) if gflops > 0.0 && self.work_gflop > 0.0 => format!(
+                    "about {:.0} s left at the network's pace",
+                    (self.work_gflop / gflops).ceil()
+                ),
+                _ => "estimating…".to_owned(),
+            },
+            // Then this job's own measured pace.
             _ => {
                 let left = (self.now_ms - self.started_ms) * (1.0 - f) / f / 1000.0;
                 format!("about {:.0} s left", left.max(0.0).ceil())
@@ -122,13 +135,45 @@ fn TileMap(params: Value, tiles: RwSignal<Vec<String>>) -> impl IntoView {
     }
 }
 
+/// Polls the network's pace while `id` runs, for the ETA before its first unit.
+fn watch_network(id: String, tracked: RwSignal<Option<Tracked>>) {
+    spawn_local(async move {
+        loop {
+            let running = tracked.with_untracked(|t| {
+                t.as_ref()
+                    .is_some_and(|t| t.id == id && matches!(t.state.as_str(), "queued" | "running"))
+            });
+            if !running {
+                break;
+            }
+            if let Ok(r) = net::get("/api/v1/stats").await {
+                if let (Some(g), Some(v)) =
+                    (r.json["gflops"].as_f64(), r.json["volunteers"].as_u64())
+                {
+                    tracked.update(|t| {
+                        if let Some(t) = t.as_mut().filter(|t| t.id == id) {
+                            t.network = Some((g, v));
+                            t.now_ms = now_ms();
+                        }
+                    });
+                }
+            }
+            gloo_timers::future::TimeoutFuture::new(2_000).await;
+        }
+    });
+}
+
 fn follow(
     id: String,
     kernel: String,
-    params: Value,
+    record: &Value,
     tracked: RwSignal<Option<Tracked>>,
     tiles: RwSignal<Vec<String>>,
 ) {
+    let params = record["params"].clone();
+    let work_gflop = record["flops"].as_f64().unwrap_or(0.0)
+        * record["quorum"].as_f64().unwrap_or(1.0).max(1.0)
+        / 1e9;
     STREAM.with(|s| {
         if let Some((old, _)) = s.borrow_mut().take() {
             old.close();
@@ -145,6 +190,8 @@ fn follow(
         units_done: 0,
         started_ms: started,
         now_ms: started,
+        work_gflop,
+        network: None,
     }));
     let Ok(source) = web_sys::EventSource::new(&format!("/api/v1/jobs/{id}/events")) else {
         return;
@@ -189,6 +236,7 @@ fn follow(
         listeners.push(listener);
     }
     STREAM.with(|s| *s.borrow_mut() = Some((source, listeners)));
+    watch_network(id.clone(), tracked);
     if render {
         watch_tiles(id, tracked, tiles);
     }
@@ -336,13 +384,7 @@ pub fn ConsolePage() -> impl IntoView {
             sending.set(false);
             match reply {
                 Ok(r) if r.ok() => match r.json["id"].as_str() {
-                    Some(job_id) => follow(
-                        job_id.to_owned(),
-                        id,
-                        r.json["params"].clone(),
-                        tracked,
-                        tiles,
-                    ),
+                    Some(job_id) => follow(job_id.to_owned(), id, &r.json, tracked, tiles),
                     None => submit_error.set(Some("the relay's answer has no job id".to_owned())),
                 },
                 Ok(r) if r.status == 401 => {
@@ -528,5 +570,44 @@ pub fn ConsolePage() -> impl IntoView {
                 </section>
             }
         })}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tracked;
+
+    fn job(done: i64, elapsed_ms: f64, network: Option<(f64, u64)>) -> Tracked {
+        Tracked {
+            id: "j".into(),
+            kernel: "matmul".into(),
+            params: serde_json::Value::Null,
+            state: "running".into(),
+            units_total: 10,
+            units_done: done,
+            started_ms: 0.0,
+            now_ms: elapsed_ms,
+            work_gflop: 40.0,
+            network,
+        }
+    }
+
+    #[test]
+    fn eta_uses_the_networks_speed_before_the_first_unit_then_the_jobs_own_pace() {
+        assert_eq!(job(0, 1_000.0, None).eta(), "estimating…");
+        assert_eq!(
+            job(0, 1_000.0, Some((0.0, 0))).eta(),
+            "waiting for a volunteer"
+        );
+        // 40 GFLOP at 8 GFLOP/s.
+        assert_eq!(
+            job(0, 1_000.0, Some((8.0, 3))).eta(),
+            "about 5 s left at the network's pace"
+        );
+        // A quarter done in 10 s: 30 s to go, whatever the network does.
+        let mut quarter = job(0, 10_000.0, Some((8.0, 3)));
+        quarter.units_total = 4;
+        quarter.units_done = 1;
+        assert_eq!(quarter.eta(), "about 30 s left");
     }
 }
