@@ -1,0 +1,227 @@
+//! The one connection that writes, on a thread of its own, committing in groups.
+//!
+//! Every write is a closure over a `rusqlite::Connection`, queued on a channel. The thread
+//! blocks for the first, drains whatever else is queued (up to [`MAX_BATCH`]) and runs
+//! them all in one `BEGIN IMMEDIATE … COMMIT`, each inside a savepoint of its own: one that
+//! fails is rolled back alone, exactly as if it had been its own transaction. Replies go
+//! out only after COMMIT returned, so nothing is acknowledged before it is durable; if
+//! COMMIT fails, every command of the group gets the error.
+//!
+//! Why: through sqlx each statement was a hop to the connection's worker thread and back
+//! (tens of microseconds), and each transaction a commit of its own. Here a statement is
+//! a call into SQLite from the thread that owns the connection, and one WAL commit covers
+//! every command that queued while the previous group ran.
+
+use super::StorageError;
+use rusqlite::Connection;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Most commands in one transaction: bounds how long a group holds SQLite's write lock
+/// and how late its first command hears back.
+const MAX_BATCH: usize = 512;
+
+/// Prepared statements kept per connection: every statement the relay writes with, plus
+/// the `format!`-built variants, fits.
+const STATEMENT_CACHE: usize = 128;
+
+/// Whether a command's writes stay once it has run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keep {
+    /// Commit them (when the command succeeded).
+    Writes,
+    /// Roll them back even though the command succeeded: it only looked, or found it
+    /// must be retried with more from its caller.
+    Nothing,
+}
+
+trait Command: Send {
+    /// Runs inside the group's transaction; returns whether to keep its writes and what
+    /// to send once the group's fate is known.
+    fn run(self: Box<Self>, db: &Connection) -> (bool, Box<dyn Reply>);
+    /// The group failed before this command ran.
+    fn fail(self: Box<Self>, error: rusqlite::Error);
+}
+
+trait Reply: Send {
+    /// `commit` is `None` once the group committed, or why it did not.
+    fn send(self: Box<Self>, commit: Option<&rusqlite::Error>);
+}
+
+struct Job<F, T, E> {
+    work: F,
+    reply: tokio::sync::oneshot::Sender<Result<T, E>>,
+}
+
+impl<F, T, E> Command for Job<F, T, E>
+where
+    F: FnOnce(&Connection) -> (Result<T, E>, Keep) + Send + 'static,
+    T: Send + 'static,
+    E: From<StorageError> + Send + 'static,
+{
+    fn run(self: Box<Self>, db: &Connection) -> (bool, Box<dyn Reply>) {
+        let Job { work, reply } = *self;
+        let (result, keep) = work(db);
+        let keep = keep == Keep::Writes && result.is_ok();
+        (keep, Box::new(Done { reply, result }))
+    }
+
+    fn fail(self: Box<Self>, error: rusqlite::Error) {
+        let _ = self.reply.send(Err(StorageError::Sqlite(error).into()));
+    }
+}
+
+struct Done<T, E> {
+    reply: tokio::sync::oneshot::Sender<Result<T, E>>,
+    result: Result<T, E>,
+}
+
+impl<T: Send, E: From<StorageError> + Send> Reply for Done<T, E> {
+    fn send(self: Box<Self>, commit: Option<&rusqlite::Error>) {
+        let result = match commit {
+            None => self.result,
+            Some(e) => Err(StorageError::Sqlite(copy(e)).into()),
+        };
+        // A caller that stopped waiting (its task was dropped) needs no answer.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// rusqlite errors are not `Clone`; a group's failure goes to each of its commands.
+fn copy(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
+
+fn exec(db: &Connection, sql: &str) -> rusqlite::Result<()> {
+    db.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// The queue to the writer thread. Clones share it; the thread ends (closing its
+/// connection) when the last one is dropped.
+#[derive(Clone)]
+pub(super) struct Writer {
+    queue: mpsc::Sender<Box<dyn Command>>,
+}
+
+impl Writer {
+    /// Opens the database file with the relay's settings and starts the thread.
+    pub(super) fn open(path: &Path) -> Result<Self, StorageError> {
+        let db = Connection::open(path)?;
+        // Waits out another process's write (an operator's sqlite3 shell) rather than
+        // failing a whole group at once; the relay itself never has a second writer.
+        db.busy_timeout(Duration::from_secs(10))?;
+        db.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        // NORMAL in WAL mode survives process crashes (kill -9); only an OS crash or
+        // power loss can drop the last commits.
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.pragma_update(None, "foreign_keys", "ON")?;
+        db.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let (queue, commands) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("starling-writer".into())
+            .spawn(move || serve(&db, &commands))
+            // The thread never started: for callers, the same as one that stopped.
+            .map_err(|_| StorageError::WriterGone)?;
+        Ok(Self { queue })
+    }
+
+    /// Runs `work` in a transaction of the next group: its writes stay if it returns
+    /// `Ok` and the group commits; the answer comes once that is decided.
+    pub(super) async fn exec<T, E>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        self.submit(move |db| (work(db), Keep::Writes)).await
+    }
+
+    /// [`Self::exec`] where `work` also says whether its writes stay.
+    pub(super) async fn submit<T, E>(
+        &self,
+        work: impl FnOnce(&Connection) -> (Result<T, E>, Keep) + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Box::new(Job { work, reply }))
+            .map_err(|_| E::from(StorageError::WriterGone))?;
+        answer
+            .await
+            .map_err(|_| E::from(StorageError::WriterGone))?
+    }
+}
+
+/// The writer thread: one group per turn until every [`Writer`] is dropped.
+fn serve(db: &Connection, commands: &mpsc::Receiver<Box<dyn Command>>) {
+    let mut group = VecDeque::with_capacity(MAX_BATCH);
+    let mut replies = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = commands.recv() {
+        group.push_back(first);
+        while group.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(command) => group.push_back(command),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_group(db, &mut group, &mut replies);
+        if let Err(e) = &outcome {
+            tracing::error!(
+                "a group of {} writes failed: {e}",
+                replies.len() + group.len()
+            );
+            if !db.is_autocommit() {
+                // Some failures (SQLITE_BUSY on COMMIT) leave the transaction open.
+                let _ = exec(db, "ROLLBACK");
+            }
+            for command in group.drain(..) {
+                command.fail(copy(e));
+            }
+        }
+        for reply in replies.drain(..) {
+            reply.send(outcome.as_ref().err());
+        }
+    }
+}
+
+fn run_group(
+    db: &Connection,
+    group: &mut VecDeque<Box<dyn Command>>,
+    replies: &mut Vec<Box<dyn Reply>>,
+) -> rusqlite::Result<()> {
+    exec(db, "BEGIN IMMEDIATE")?;
+    while let Some(command) = group.pop_front() {
+        exec(db, "SAVEPOINT command")?;
+        // A panicking command drops its reply (its caller hears `WriterGone`) and its
+        // writes; the others in the group go on.
+        let keep = match catch_unwind(AssertUnwindSafe(|| command.run(db))) {
+            Ok((keep, reply)) => {
+                replies.push(reply);
+                keep
+            }
+            Err(_) => false,
+        };
+        if !keep {
+            exec(db, "ROLLBACK TO command")?;
+        }
+        exec(db, "RELEASE command")?;
+    }
+    exec(db, "COMMIT")
+}
