@@ -174,11 +174,16 @@ fn lease_work_in(
     request: &LeaseRequest,
     quorums: &[(String, u32, u32)],
 ) -> Result<WorkLease, StorageError> {
+    // With the unit, what the unit's refresh would count (its active leases and pending
+    // results) and its `wanted`, so its new state is known without another query.
     let row = db
         .prepare_cached(concat!(
             "SELECT ",
             unit_columns!(),
-            " FROM units JOIN jobs ON jobs.id = units.job_id
+            ", units.wanted,
+               (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id AND leases.state = 'active')
+             + (SELECT COUNT(*) FROM results WHERE results.unit_id = units.id AND results.state = 'pending')
+             FROM units JOIN jobs ON jobs.id = units.job_id
              WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
                AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
                                AND leases.state = 'active' AND (leases.wallet = ?1 OR leases.peer = ?2))
@@ -188,26 +193,36 @@ fn lease_work_in(
         ))?
         .query_row(
             [request.wallet.to_string(), request.peer.to_string()],
-            UnitRow::read,
+            |r| Ok((UnitRow::read(r)?, r.get::<_, i64>(9)?, r.get::<_, i64>(10)?)),
         )
         .optional()?;
-    let Some(row) = row else {
+    let Some((row, mut wanted, outstanding)) = row else {
         return Ok(WorkLease::Done(None));
     };
-    if row.quorum == 0 {
+    let mut quorum = row.quorum;
+    if quorum == 0 {
         let job_quorum = u32::try_from(row.job_quorum).unwrap_or(2);
-        let Some(&(_, _, quorum)) = quorums
+        let Some(&(_, _, first)) = quorums
             .iter()
             .find(|(kernel, q, _)| *q == job_quorum && *kernel == row.kernel)
         else {
             return Ok(WorkLease::NeedsQuorum(row.kernel, job_quorum));
         };
-        db.prepare_cached("UPDATE units SET quorum = ?1, wanted = ?1 WHERE id = ?2")?
-            .execute(rusqlite::params![i64::from(quorum), row.id])?;
+        quorum = i64::from(first);
+        wanted = quorum;
+    }
+    // As `refresh_unit` would set it once this lease is out.
+    let leased = outstanding + 1 >= wanted;
+    if quorum != row.quorum || leased {
+        db.prepare_cached(
+            "UPDATE units SET quorum = ?1, wanted = ?2,
+                 state = CASE WHEN ?3 THEN 'leased' ELSE state END
+             WHERE id = ?4",
+        )?
+        .execute(rusqlite::params![quorum, wanted, leased, row.id])?;
     }
     let deadline_ms = request.terms.deadline(row.flops());
     insert_lease(db, request, &row.id, "work", deadline_ms)?;
-    refresh_unit(db, &row.id)?;
     // The job's first lease starts it; later ones need not touch the job's row.
     if row.job_state == "queued" {
         db.prepare_cached(

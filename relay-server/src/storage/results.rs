@@ -134,6 +134,8 @@ struct Answered {
     flops: i64,
     site: Option<String>,
     reliability: Reliability,
+    /// Active leases of the unit besides this one.
+    others_active: i64,
 }
 
 /// Pays a settled unit's price out of its job's escrow to the wallets whose results
@@ -218,7 +220,9 @@ fn record_in(
                     EXISTS (SELECT 1 FROM results WHERE results.unit_id = leases.unit_id
                             AND results.wallet = leases.wallet),
                     jobs.submitter, jobs.price_per_gflop, units.flops, leases.site,
-                    wallets.error_rate, wallets.valid, wallets.invalid
+                    wallets.error_rate, wallets.valid, wallets.invalid,
+                    (SELECT COUNT(*) FROM leases AS others WHERE others.unit_id = leases.unit_id
+                     AND others.state = 'active' AND others.id != leases.id)
              FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
                   LEFT JOIN wallets ON wallets.address = leases.wallet
              WHERE leases.id = ?1",
@@ -239,6 +243,7 @@ fn record_in(
                 flops: r.get(12)?,
                 site: r.get(13)?,
                 reliability: wallets::reliability_of(r.get(14)?, r.get(15)?, r.get(16)?),
+                others_active: r.get(17)?,
             })
         })
         .optional()?;
@@ -311,14 +316,15 @@ fn record_in(
         // Settled or withdrawn: a late replica neither counts nor costs its wallet.
         return stale("the unit is already settled");
     }
-    returned()?;
-    store("pending")?;
 
-    // Pending results in arrival order; invalid ones only count towards the limit.
+    // The unit's results so far, pending in arrival order (invalid ones only count
+    // towards the limit), and this one where it will sort once stored: it is judged
+    // with them before anything is written, so it is stored once, already judged.
     let mut pending: Vec<Stored> = Vec::new();
     let mut judged_before: u32 = 0;
+    let mut this = None;
     let mut results = db.prepare_cached(
-        "SELECT lease_id, wallet, output, spot_check, trusted, state FROM results
+        "SELECT lease_id, wallet, output, spot_check, trusted, state, received_ms FROM results
          WHERE unit_id = ?1 AND state IN ('pending', 'invalid') ORDER BY received_ms, rowid",
     )?;
     let mut rows = results.query([unit])?;
@@ -326,6 +332,11 @@ fn record_in(
         if r.get_ref(5)? == rusqlite::types::ValueRef::Text(b"invalid") {
             judged_before = judged_before.saturating_add(1);
             continue;
+        }
+        // This result's rowid will be the largest: it sorts after every result received
+        // at or before `now`.
+        if this.is_none() && r.get::<_, i64>(6)? > now {
+            this = Some(pending.len());
         }
         pending.push(Stored {
             lease: r.get(0)?,
@@ -337,6 +348,17 @@ fn record_in(
     }
     drop(rows);
     drop(results);
+    let this = this.unwrap_or(pending.len());
+    pending.insert(
+        this,
+        Stored {
+            lease: lease.clone(),
+            wallet: wallet.clone(),
+            output: result.output.to_vec(),
+            spot_check: result.spot_check,
+            trusted,
+        },
+    );
     let candidates: Vec<Candidate<'_>> = pending
         .iter()
         .map(|s| Candidate {
@@ -355,10 +377,6 @@ fn record_in(
         // Results already judged invalid count towards the limit.
         max_results: max_results.saturating_sub(judged_before),
     };
-    let this = pending
-        .iter()
-        .position(|s| s.lease == lease)
-        .ok_or_else(|| StorageError::Corrupt(format!("result {lease} vanished")))?;
 
     let outcome = judge(policy, &candidates, agree);
     if missed.get() {
@@ -369,8 +387,22 @@ fn record_in(
             .collect();
         return Ok(Attempt::Compare(missing_pairs(&eligible, verdicts)));
     }
+    let judged_as = match &outcome {
+        Outcome::Valid { valid, .. } if valid.contains(&this) => "valid",
+        Outcome::Pending { invalid, .. } if !invalid.contains(&this) => "pending",
+        _ => "invalid",
+    };
+    returned()?;
+    store(judged_as)?;
     // This wallet's standing was read above; the others' are read as they are judged.
     let before = |w: &str| (w == wallet).then_some(row.reliability);
+    // Sets another result's state (this one was stored with its own).
+    let judged = |i: usize, state: &str| -> Result<(), StorageError> {
+        if i != this {
+            mark(db, &pending[i].lease, state)?;
+        }
+        Ok(())
+    };
     let mut payments = Vec::new();
     let recorded = match outcome {
         Outcome::Valid {
@@ -379,28 +411,30 @@ fn record_in(
             invalid,
         } => {
             for &i in &valid {
-                mark(db, &pending[i].lease, "valid")?;
+                judged(i, "valid")?;
                 wallets::judge(db, &pending[i].wallet, true, before(&pending[i].wallet))?;
             }
             for &i in &invalid {
-                mark(db, &pending[i].lease, "invalid")?;
+                judged(i, "invalid")?;
                 wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
             }
             db.prepare_cached("UPDATE units SET state = 'done', output = ?1 WHERE id = ?2")?
                 .execute(rusqlite::params![pending[canonical].output, unit])?;
             let paid: Vec<&str> = valid.iter().map(|&i| pending[i].wallet.as_str()).collect();
-            let site = if pending[canonical].lease == lease {
+            let site = if canonical == this {
                 row.site.clone()
             } else {
                 db.prepare_cached("SELECT site FROM leases WHERE id = ?1")?
                     .query_row([&pending[canonical].lease], |r| r.get(0))?
             };
             payments = pay(db, billing, &row, job, &paid, site)?;
-            // Replicas still out are no longer needed.
-            db.prepare_cached(
-                "UPDATE leases SET state = 'void' WHERE unit_id = ?1 AND state = 'active'",
-            )?
-            .execute([unit])?;
+            if row.others_active > 0 {
+                // Replicas still out are no longer needed.
+                db.prepare_cached(
+                    "UPDATE leases SET state = 'void' WHERE unit_id = ?1 AND state = 'active'",
+                )?
+                .execute([unit])?;
+            }
             let (done, total): (i64, i64) = db
                 .prepare_cached(
                     "UPDATE jobs SET units_done = units_done + 1, updated_ms = ?1 WHERE id = ?2
@@ -421,7 +455,7 @@ fn record_in(
         }
         Outcome::Pending { more, invalid } => {
             for &i in &invalid {
-                mark(db, &pending[i].lease, "invalid")?;
+                judged(i, "invalid")?;
                 wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
             }
             let eligible = (pending.len() - invalid.len()) as i64;
