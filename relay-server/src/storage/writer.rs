@@ -274,3 +274,130 @@ fn checkpoint(db: &Connection, woken: &mpsc::Receiver<()>) {
         std::thread::sleep(CHECKPOINT_PAUSE);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(
+        writer: &Writer,
+        x: i64,
+        fail: bool,
+    ) -> impl std::future::Future<Output = Result<(), StorageError>> + '_ {
+        writer.exec(move |db| {
+            db.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            if fail {
+                return Err(StorageError::Corrupt(format!("refused {x}")));
+            }
+            Ok(())
+        })
+    }
+
+    /// Starts a command that keeps the writer thread busy for a while; returns once it
+    /// runs, so what is sent next queues behind it.
+    async fn hold(
+        writer: &Writer,
+    ) -> Result<tokio::task::JoinHandle<Result<(), StorageError>>, Box<dyn std::error::Error>> {
+        let (running, started) = tokio::sync::oneshot::channel();
+        let writer = writer.clone();
+        let held = tokio::spawn(async move {
+            writer
+                .exec(move |_| {
+                    let _ = running.send(());
+                    std::thread::sleep(Duration::from_millis(200));
+                    Ok(())
+                })
+                .await
+        });
+        started.await?;
+        Ok(held)
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_is_rolled_back_alone_and_its_group_commits(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("starling-writer-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let writer = Writer::open(&dir.join("w.sqlite3"))?;
+        writer
+            .exec(|db| {
+                db.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")?;
+                Ok::<_, StorageError>(())
+            })
+            .await?;
+        // The first command holds the thread, so the others queue and run as one group.
+        let held = hold(&writer).await?;
+        let panics = writer.exec(|db| -> Result<(), StorageError> {
+            db.execute("INSERT INTO t (x) VALUES (5)", [])?;
+            panic!("a bug in a command");
+        });
+        let (one, two, three, panicked, four) = tokio::join!(
+            insert(&writer, 1, false),
+            insert(&writer, 2, true),
+            insert(&writer, 3, false),
+            panics,
+            insert(&writer, 4, false),
+        );
+        held.await??;
+        one?;
+        assert!(matches!(two, Err(StorageError::Corrupt(_))), "{two:?}");
+        three?;
+        assert!(
+            matches!(panicked, Err(StorageError::WriterGone)),
+            "{panicked:?}"
+        );
+        four?;
+        let stored = writer
+            .exec(|db| {
+                let mut select = db.prepare("SELECT x FROM t ORDER BY x")?;
+                let xs = select
+                    .query_map([], |r| r.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, StorageError>(xs)
+            })
+            .await?;
+        assert_eq!(stored, [1, 3, 4]);
+        drop(writer);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn when_a_group_cannot_commit_every_command_in_it_fails(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("starling-writer-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let writer = Writer::open(&dir.join("w.sqlite3"))?;
+        writer
+            .exec(|db| {
+                db.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")?;
+                Ok::<_, StorageError>(())
+            })
+            .await?;
+        let held = hold(&writer).await?;
+        // Ends the group's transaction behind the writer's back: its savepoint is gone,
+        // so the group fails.
+        let rogue = writer.exec(|db| {
+            db.execute_batch("ROLLBACK")?;
+            Ok::<_, StorageError>(())
+        });
+        let (one, rogue, two) =
+            tokio::join!(insert(&writer, 1, false), rogue, insert(&writer, 2, false),);
+        held.await??;
+        for answer in [one, rogue, two] {
+            assert!(matches!(answer, Err(StorageError::Sqlite(_))), "{answer:?}");
+        }
+        insert(&writer, 3, false).await?;
+        let stored = writer
+            .exec(|db| {
+                let n: i64 =
+                    db.query_row("SELECT COUNT(*) FROM t WHERE x < 3", [], |r| r.get(0))?;
+                Ok::<_, StorageError>(n)
+            })
+            .await?;
+        assert_eq!(stored, 0, "nothing of the failed group stays");
+        drop(writer);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}
