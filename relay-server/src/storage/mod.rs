@@ -366,9 +366,9 @@ impl Storage {
                         i64::try_from(flops).unwrap_or(i64::MAX),
                     ])?;
                 }
-                if let Some((key, submitter)) = escrow {
+                if let Some((key, submitter)) = &escrow {
                     if !budget.is_zero() {
-                        ledger::escrow_job(db, &key, submitter, job.id, budget)
+                        ledger::escrow_job(db, key, *submitter, job.id, budget)
                             .map_err(StorageError::ledger)?;
                     }
                 }

@@ -2,9 +2,13 @@
 //!
 //! Every write is a closure over a `rusqlite::Connection`, queued on a channel. The thread
 //! blocks for the first, drains whatever else is queued (up to [`MAX_BATCH`]) and runs
-//! them all in one `BEGIN IMMEDIATE … COMMIT`, each inside a savepoint of its own: one that
-//! fails is rolled back alone, exactly as if it had been its own transaction. Replies go
-//! out only after COMMIT returned, so nothing is acknowledged before it is durable; if
+//! them all in one `BEGIN IMMEDIATE … COMMIT`. A command that fails is undone alone,
+//! exactly as if it had been its own transaction: if it wrote nothing there is nothing to
+//! undo; if it did, the group's transaction is rolled back and the commands before it run
+//! again (commands are closures that can run more than once), without it. That replay is
+//! rare (a failing write is an error, not a verdict), and cheaper overall than a savepoint
+//! per command, which copies every page a command touches into a journal first. Replies
+//! go out only after COMMIT returned, so nothing is acknowledged before it is durable; if
 //! COMMIT fails, every command of the group gets the error.
 //!
 //! Why: through sqlx each statement was a hop to the connection's worker thread and back
@@ -14,7 +18,6 @@
 
 use super::StorageError;
 use rusqlite::Connection;
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::mpsc;
@@ -40,57 +43,45 @@ const STATEMENT_CACHE: usize = 128;
 pub(super) enum Keep {
     /// Commit them (when the command succeeded).
     Writes,
-    /// Roll them back even though the command succeeded: it only looked, or found it
-    /// must be retried with more from its caller.
+    /// Undo them even though the command succeeded: it only looked, or found it must be
+    /// retried with more from its caller.
     Nothing,
 }
 
 trait Command: Send {
-    /// Runs inside the group's transaction; returns whether to keep its writes and what
-    /// to send once the group's fate is known.
-    fn run(self: Box<Self>, db: &Connection) -> (bool, Box<dyn Reply>);
-    /// The group failed before this command ran.
-    fn fail(self: Box<Self>, error: rusqlite::Error);
-}
-
-trait Reply: Send {
-    /// `commit` is `None` once the group committed, or why it did not.
-    fn send(self: Box<Self>, commit: Option<&rusqlite::Error>);
+    /// Runs inside the group's transaction (again, when the group is replayed); returns
+    /// whether its writes stay.
+    fn run(&mut self, db: &Connection) -> bool;
+    /// Sends what the last run returned once the group committed (`commit` is `None`),
+    /// or why the group did not commit.
+    fn reply(self: Box<Self>, commit: Option<&rusqlite::Error>);
 }
 
 struct Job<F, T, E> {
     work: F,
     reply: tokio::sync::oneshot::Sender<Result<T, E>>,
+    result: Option<Result<T, E>>,
 }
 
 impl<F, T, E> Command for Job<F, T, E>
 where
-    F: FnOnce(&Connection) -> (Result<T, E>, Keep) + Send + 'static,
+    F: FnMut(&Connection) -> (Result<T, E>, Keep) + Send + 'static,
     T: Send + 'static,
     E: From<StorageError> + Send + 'static,
 {
-    fn run(self: Box<Self>, db: &Connection) -> (bool, Box<dyn Reply>) {
-        let Job { work, reply } = *self;
-        let (result, keep) = work(db);
+    fn run(&mut self, db: &Connection) -> bool {
+        let (result, keep) = (self.work)(db);
         let keep = keep == Keep::Writes && result.is_ok();
-        (keep, Box::new(Done { reply, result }))
+        self.result = Some(result);
+        keep
     }
 
-    fn fail(self: Box<Self>, error: rusqlite::Error) {
-        let _ = self.reply.send(Err(StorageError::Sqlite(error).into()));
-    }
-}
-
-struct Done<T, E> {
-    reply: tokio::sync::oneshot::Sender<Result<T, E>>,
-    result: Result<T, E>,
-}
-
-impl<T: Send, E: From<StorageError> + Send> Reply for Done<T, E> {
-    fn send(self: Box<Self>, commit: Option<&rusqlite::Error>) {
-        let result = match commit {
-            None => self.result,
-            Some(e) => Err(StorageError::Sqlite(copy(e)).into()),
+    fn reply(self: Box<Self>, commit: Option<&rusqlite::Error>) {
+        let result = match (commit, self.result) {
+            (Some(e), _) => Err(StorageError::Sqlite(copy(e)).into()),
+            (None, Some(result)) => result,
+            // It panicked: nothing of it stayed, and there is nothing to tell but that.
+            (None, None) => Err(StorageError::WriterGone.into()),
         };
         // A caller that stopped waiting (its task was dropped) needs no answer.
         let _ = self.reply.send(result);
@@ -163,10 +154,11 @@ impl Writer {
     }
 
     /// Runs `work` in a transaction of the next group: its writes stay if it returns
-    /// `Ok` and the group commits; the answer comes once that is decided.
+    /// `Ok` and the group commits; the answer comes once that is decided. `work` may run
+    /// more than once (when its group is replayed); only its last run counts.
     pub(super) async fn exec<T, E>(
         &self,
-        work: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        mut work: impl FnMut(&Connection) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>
     where
         T: Send + 'static,
@@ -178,7 +170,7 @@ impl Writer {
     /// [`Self::exec`] where `work` also says whether its writes stay.
     pub(super) async fn submit<T, E>(
         &self,
-        work: impl FnOnce(&Connection) -> (Result<T, E>, Keep) + Send + 'static,
+        work: impl FnMut(&Connection) -> (Result<T, E>, Keep) + Send + 'static,
     ) -> Result<T, E>
     where
         T: Send + 'static,
@@ -186,7 +178,11 @@ impl Writer {
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
-            .send(Box::new(Job { work, reply }))
+            .send(Box::new(Job {
+                work,
+                reply,
+                result: None,
+            }))
             .map_err(|_| E::from(StorageError::WriterGone))?;
         answer
             .await
@@ -200,61 +196,74 @@ fn serve(
     commands: &mpsc::Receiver<Box<dyn Command>>,
     checkpoints: &mpsc::SyncSender<()>,
 ) {
-    let mut group = VecDeque::with_capacity(MAX_BATCH);
-    let mut replies = Vec::with_capacity(MAX_BATCH);
+    let mut group = Vec::with_capacity(MAX_BATCH);
+    let mut failed = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = commands.recv() {
-        group.push_back(first);
+        group.push(first);
         while group.len() < MAX_BATCH {
             match commands.try_recv() {
-                Ok(command) => group.push_back(command),
+                Ok(command) => group.push(command),
                 Err(_) => break,
             }
         }
-        let outcome = run_group(db, &mut group, &mut replies);
+        let outcome = run_group(db, &mut group, &mut failed);
         if let Err(e) = &outcome {
-            tracing::error!(
-                "a group of {} writes failed: {e}",
-                replies.len() + group.len()
-            );
+            tracing::error!("a group of {} writes failed: {e}", group.len());
             if !db.is_autocommit() {
                 // Some failures (SQLITE_BUSY on COMMIT) leave the transaction open.
                 let _ = exec(db, "ROLLBACK");
             }
-            for command in group.drain(..) {
-                command.fail(copy(e));
-            }
         }
-        for reply in replies.drain(..) {
-            reply.send(outcome.as_ref().err());
+        for command in group.drain(..) {
+            command.reply(outcome.as_ref().err());
         }
         // One wake-up pending is enough: the checkpoint takes whatever is in the WAL.
         let _ = checkpoints.try_send(());
     }
 }
 
+/// Runs `group` in one transaction and commits it; `failed` marks the commands that
+/// failed (or asked for their writes to be undone), which a replay leaves out.
 fn run_group(
     db: &Connection,
-    group: &mut VecDeque<Box<dyn Command>>,
-    replies: &mut Vec<Box<dyn Reply>>,
+    group: &mut [Box<dyn Command>],
+    failed: &mut Vec<bool>,
 ) -> rusqlite::Result<()> {
-    exec(db, "BEGIN IMMEDIATE")?;
-    while let Some(command) = group.pop_front() {
-        exec(db, "SAVEPOINT command")?;
-        // A panicking command drops its reply (its caller hears `WriterGone`) and its
-        // writes; the others in the group go on.
-        let keep = match catch_unwind(AssertUnwindSafe(|| command.run(db))) {
-            Ok((keep, reply)) => {
-                replies.push(reply);
-                keep
+    failed.clear();
+    failed.resize(group.len(), false);
+    'replay: loop {
+        exec(db, "BEGIN IMMEDIATE")?;
+        for (i, command) in group.iter_mut().enumerate() {
+            if failed[i] {
+                continue;
             }
-            Err(_) => false,
-        };
-        if !keep {
-            exec(db, "ROLLBACK TO command")?;
+            let changes = db.total_changes();
+            // A panicking command is undone like a failing one; its caller hears
+            // `WriterGone`.
+            let (kept, panicked) = match catch_unwind(AssertUnwindSafe(|| command.run(db))) {
+                Ok(kept) => (kept, false),
+                Err(_) => (false, true),
+            };
+            if db.is_autocommit() {
+                // A statement's failure (disk full, I/O error) ended the transaction:
+                // the group's earlier writes are gone with it.
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some("the group's transaction ended inside a command".into()),
+                ));
+            }
+            if kept {
+                continue;
+            }
+            failed[i] = true;
+            // Only inserts, updates and deletes write: none counted, nothing to undo.
+            if panicked || db.total_changes() != changes {
+                exec(db, "ROLLBACK")?;
+                continue 'replay;
+            }
         }
-        exec(db, "RELEASE command")?;
+        return exec(db, "COMMIT");
     }
-    exec(db, "COMMIT")
 }
 
 /// The checkpointer thread: a passive checkpoint after commits, at most one per
@@ -300,10 +309,13 @@ mod tests {
     ) -> Result<tokio::task::JoinHandle<Result<(), StorageError>>, Box<dyn std::error::Error>> {
         let (running, started) = tokio::sync::oneshot::channel();
         let writer = writer.clone();
+        let mut running = Some(running);
         let held = tokio::spawn(async move {
             writer
                 .exec(move |_| {
-                    let _ = running.send(());
+                    if let Some(running) = running.take() {
+                        let _ = running.send(());
+                    }
                     std::thread::sleep(Duration::from_millis(200));
                     Ok(())
                 })
