@@ -2,6 +2,7 @@
 //! idempotency keys, readiness and the counts `/metrics` exposes.
 
 use super::{now_ms, parse_id, JobRecord, JobState, Storage, StorageError, RECORD_COLUMNS};
+use rusqlite::OptionalExtension;
 use sqlx::Row;
 use starling_protocol::JobId;
 
@@ -83,29 +84,31 @@ impl Storage {
     /// same transaction, so no volunteer gets them afterwards and results for their
     /// leases arrive stale.
     pub async fn cancel_job(&self, id: JobId) -> Result<Cancelled, StorageError> {
-        let mut tx = self.write().await?;
-        let updated = sqlx::query(
-            "UPDATE jobs SET state = 'cancelled', updated_ms = ?
-             WHERE id = ? AND state IN ('queued', 'running')",
-        )
-        .bind(now_ms())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-            return match state {
-                Some(state) => Ok(Cancelled::AlreadyEnded(JobState::parse(&state)?)),
-                None => Ok(Cancelled::Missing),
-            };
-        }
-        let withdrawn = super::withdraw_units(&mut tx, id).await?;
-        super::refund(&mut tx, self.billing(), id).await?;
-        tx.commit().await?;
-        Ok(Cancelled::Now { withdrawn })
+        let billing = self.billing.clone();
+        self.writer
+            .exec(move |db| {
+                let job = id.to_string();
+                let updated = db
+                    .prepare_cached(
+                        "UPDATE jobs SET state = 'cancelled', updated_ms = ?1
+                         WHERE id = ?2 AND state IN ('queued', 'running')",
+                    )?
+                    .execute(rusqlite::params![now_ms(), job])?;
+                if updated == 0 {
+                    let state: Option<String> = db
+                        .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
+                        .query_row([&job], |r| r.get(0))
+                        .optional()?;
+                    return match state {
+                        Some(state) => Ok(Cancelled::AlreadyEnded(JobState::parse(&state)?)),
+                        None => Ok(Cancelled::Missing),
+                    };
+                }
+                let withdrawn = super::withdraw_units(db, id)?;
+                super::refund(db, billing.as_deref(), id)?;
+                Ok(Cancelled::Now { withdrawn })
+            })
+            .await
     }
 
     /// The request an idempotency key was first used with, if any.
@@ -134,17 +137,23 @@ impl Storage {
         request_sha256: &str,
         job: JobId,
     ) -> Result<bool, StorageError> {
-        let done = sqlx::query(
-            "INSERT INTO idempotency_keys (key, request_sha256, job_id, created_ms)
-             VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(request_sha256)
-        .bind(job.to_string())
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let (key, request_sha256) = (key.to_owned(), request_sha256.to_owned());
+        self.writer
+            .exec(move |db| {
+                let done = db
+                    .prepare_cached(
+                        "INSERT INTO idempotency_keys (key, request_sha256, job_id, created_ms)
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING",
+                    )?
+                    .execute(rusqlite::params![
+                        key,
+                        request_sha256,
+                        job.to_string(),
+                        now_ms()
+                    ])?;
+                Ok(done == 1)
+            })
+            .await
     }
 
     /// Jobs of `account` still queued or running.

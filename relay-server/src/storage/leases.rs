@@ -1,11 +1,12 @@
 //! Leases: handing units out, taking them back when volunteers vanish or time out, and
 //! known-answer (canary) leases of settled units.
 
+use super::writer::Keep;
 use super::{
     now_ms, parse_id, refresh_unit, LeaseContext, LeaseTerms, LeasedUnit, PeerId, Storage,
-    StorageError, Tx, REFRESH_UNITS,
+    StorageError, REFRESH_UNITS,
 };
-use sqlx::sqlite::SqliteRow;
+use rusqlite::{Connection, OptionalExtension};
 use sqlx::Row;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
 
@@ -24,6 +25,10 @@ pub struct LeaseRequest {
     pub terms: LeaseTerms,
 }
 
+/// Most (kernel, job quorum) pairs remembered for `quorum_for` (a few kernels times five
+/// quorums in practice).
+const QUORUM_HINTS: usize = 64;
+
 impl LeaseTerms {
     /// The deadline for a unit of `flops`.
     pub fn deadline(&self, flops: u64) -> i64 {
@@ -33,88 +38,243 @@ impl LeaseTerms {
     }
 }
 
-/// Columns of a unit and its job that an assignment needs.
-const UNIT_COLUMNS: &str = "units.id, units.job_id, units.params, units.flops, units.quorum,
-    jobs.kernel, jobs.params AS job_params, jobs.quorum AS job_quorum";
-
-fn leased_unit(
-    row: &SqliteRow,
-    lease: LeaseId,
-    deadline_ms: i64,
-    canary: bool,
-) -> Result<LeasedUnit, StorageError> {
-    Ok(LeasedUnit {
-        lease,
-        unit: parse_id(row.try_get::<&str, _>("id")?)?,
-        job: parse_id(row.try_get::<&str, _>("job_id")?)?,
-        kernel: row.try_get("kernel")?,
-        job_params: serde_json::from_str(row.try_get::<&str, _>("job_params")?)
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
-        unit_params: row.try_get("params")?,
-        flops: u64::try_from(row.try_get::<i64, _>("flops")?).unwrap_or(0),
-        deadline_ms,
-        canary,
-    })
+/// Columns of a unit and its job that an assignment needs, as [`UnitRow::read`] reads them.
+macro_rules! unit_columns {
+    () => {
+        "units.id, units.job_id, units.params, units.flops, units.quorum,
+         jobs.kernel, jobs.params, jobs.quorum, jobs.state"
+    };
 }
 
-async fn insert_lease(
-    tx: &mut Tx<'_>,
+/// A unit and its job, as selected for a lease.
+struct UnitRow {
+    id: String,
+    job_id: String,
+    params: String,
+    flops: i64,
+    quorum: i64,
+    kernel: String,
+    job_params: String,
+    job_quorum: i64,
+    job_state: String,
+}
+
+impl UnitRow {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            job_id: r.get(1)?,
+            params: r.get(2)?,
+            flops: r.get(3)?,
+            quorum: r.get(4)?,
+            kernel: r.get(5)?,
+            job_params: r.get(6)?,
+            job_quorum: r.get(7)?,
+            job_state: r.get(8)?,
+        })
+    }
+
+    fn flops(&self) -> u64 {
+        u64::try_from(self.flops).unwrap_or(0)
+    }
+
+    fn leased(
+        self,
+        lease: LeaseId,
+        deadline_ms: i64,
+        canary: bool,
+    ) -> Result<LeasedUnit, StorageError> {
+        Ok(LeasedUnit {
+            lease,
+            unit: parse_id(&self.id)?,
+            job: parse_id(&self.job_id)?,
+            job_params: serde_json::from_str(&self.job_params)
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            flops: self.flops(),
+            kernel: self.kernel,
+            unit_params: self.params,
+            deadline_ms,
+            canary,
+        })
+    }
+}
+
+fn insert_lease(
+    db: &Connection,
     request: &LeaseRequest,
     unit: &str,
     kind: &str,
     deadline_ms: i64,
 ) -> Result<(), StorageError> {
-    sqlx::query(
+    db.prepare_cached(
         "INSERT INTO leases (id, unit_id, peer, wallet, site, kind, state, issued_ms, deadline_ms)
-         VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)",
-    )
-    .bind(request.lease.to_string())
-    .bind(unit)
-    .bind(request.peer.to_string())
-    .bind(request.wallet.to_string())
-    .bind(request.site.map(|s| s.to_string()))
-    .bind(kind)
-    .bind(request.terms.start_ms)
-    .bind(deadline_ms)
-    .execute(&mut **tx)
-    .await?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8)",
+    )?
+    .execute(rusqlite::params![
+        request.lease.to_string(),
+        unit,
+        request.peer.to_string(),
+        request.wallet.to_string(),
+        request.site.map(|s| s.to_string()),
+        kind,
+        request.terms.start_ms,
+        deadline_ms,
+    ])?;
     Ok(())
 }
 
-/// Marks `state` every active lease matched by `filter` (SQL over `leases`, one `?`),
+/// Marks `state` every active lease matched by `filter` (SQL over `leases`, one `?1`),
 /// counts the loss against each unit, and puts the units back in the queue.
-async fn lose_leases(
-    tx: &mut Tx<'_>,
+fn lose_leases(
+    db: &Connection,
     state: &str,
     filter: &str,
-    bind: &str,
+    bind: &dyn rusqlite::ToSql,
 ) -> Result<Vec<(String, JobId, i64)>, StorageError> {
-    let units: Vec<String> = sqlx::query_scalar(&format!(
-        "UPDATE leases SET state = '{state}' WHERE state = 'active' AND {filter} RETURNING unit_id"
-    ))
-    .bind(bind)
-    .fetch_all(&mut **tx)
-    .await?;
+    let units = db
+        .prepare_cached(&format!(
+            "UPDATE leases SET state = '{state}' WHERE state = 'active' AND {filter} RETURNING unit_id"
+        ))?
+        .query_map([bind], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
     let mut lost = Vec::with_capacity(units.len());
     for unit in units {
         // Canary leases point at settled units: losing one costs the unit nothing.
-        let row = sqlx::query(
-            "UPDATE units SET attempts = attempts + 1 WHERE id = ? AND state IN ('queued', 'leased')
-             RETURNING job_id, attempts",
-        )
-        .bind(&unit)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(row) = row {
-            refresh_unit(tx, &unit).await?;
-            lost.push((
-                unit,
-                parse_id(row.try_get::<&str, _>("job_id")?)?,
-                row.try_get("attempts")?,
-            ));
+        let row = db
+            .prepare_cached(
+                "UPDATE units SET attempts = attempts + 1
+                 WHERE id = ?1 AND state IN ('queued', 'leased')
+                 RETURNING job_id, attempts",
+            )?
+            .query_row([&unit], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()?;
+        if let Some((job, attempts)) = row {
+            refresh_unit(db, &unit)?;
+            lost.push((unit, parse_id(&job)?, attempts));
         }
     }
     Ok(lost)
+}
+
+/// What one try at a work lease came to.
+enum WorkLease {
+    /// Done: the unit leased, or `None` when nothing is leasable.
+    Done(Option<LeasedUnit>),
+    /// The unit's first lease needs `quorum_for(kernel, job quorum)`, which the caller
+    /// did not evaluate; nothing was written.
+    NeedsQuorum(String, u32),
+}
+
+/// [`Storage::lease_work`] inside the writer, with `quorum_for` evaluated in advance for
+/// the `(kernel, job quorum, quorum)` triples in `quorums`.
+fn lease_work_in(
+    db: &Connection,
+    request: &LeaseRequest,
+    quorums: &[(String, u32, u32)],
+) -> Result<WorkLease, StorageError> {
+    // With the unit, what the unit's refresh would count (its active leases and pending
+    // results) and its `wanted`, so its new state is known without another query.
+    let row = db
+        .prepare_cached(concat!(
+            "SELECT ",
+            unit_columns!(),
+            ", units.wanted,
+               (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id AND leases.state = 'active')
+             + (SELECT COUNT(*) FROM results WHERE results.unit_id = units.id AND results.state = 'pending')
+             FROM units JOIN jobs ON jobs.id = units.job_id
+             WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
+               AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
+                               AND leases.state = 'active' AND (leases.wallet = ?1 OR leases.peer = ?2))
+               AND NOT EXISTS (SELECT 1 FROM results WHERE results.unit_id = units.id
+                               AND results.wallet = ?1)
+             ORDER BY units.rowid LIMIT 1"
+        ))?
+        .query_row(
+            [request.wallet.to_string(), request.peer.to_string()],
+            |r| Ok((UnitRow::read(r)?, r.get::<_, i64>(9)?, r.get::<_, i64>(10)?)),
+        )
+        .optional()?;
+    let Some((row, mut wanted, outstanding)) = row else {
+        return Ok(WorkLease::Done(None));
+    };
+    let mut quorum = row.quorum;
+    if quorum == 0 {
+        let job_quorum = u32::try_from(row.job_quorum).unwrap_or(2);
+        let Some(&(_, _, first)) = quorums
+            .iter()
+            .find(|(kernel, q, _)| *q == job_quorum && *kernel == row.kernel)
+        else {
+            return Ok(WorkLease::NeedsQuorum(row.kernel, job_quorum));
+        };
+        quorum = i64::from(first);
+        wanted = quorum;
+    }
+    // As `refresh_unit` would set it once this lease is out.
+    let leased = outstanding + 1 >= wanted;
+    if quorum != row.quorum || leased {
+        db.prepare_cached(
+            "UPDATE units SET quorum = ?1, wanted = ?2,
+                 state = CASE WHEN ?3 THEN 'leased' ELSE state END
+             WHERE id = ?4",
+        )?
+        .execute(rusqlite::params![quorum, wanted, leased, row.id])?;
+    }
+    let deadline_ms = request.terms.deadline(row.flops());
+    insert_lease(db, request, &row.id, "work", deadline_ms)?;
+    // The job's first lease starts it; later ones need not touch the job's row.
+    if row.job_state == "queued" {
+        db.prepare_cached(
+            "UPDATE jobs SET state = 'running', updated_ms = ?1 WHERE id = ?2 AND state = 'queued'",
+        )?
+        .execute(rusqlite::params![now_ms(), row.job_id])?;
+    }
+    Ok(WorkLease::Done(Some(row.leased(
+        request.lease,
+        deadline_ms,
+        false,
+    )?)))
+}
+
+fn lease_canary_in(
+    db: &Connection,
+    request: &LeaseRequest,
+    pick: f64,
+) -> Result<Option<LeasedUnit>, StorageError> {
+    let max_rowid: Option<i64> = db
+        .prepare_cached("SELECT MAX(rowid) FROM units")?
+        .query_row([], |r| r.get(0))?;
+    let from = (max_rowid.unwrap_or(0) as f64 * pick.clamp(0.0, 1.0)) as i64;
+    let mut found = None;
+    let mut select = db.prepare_cached(concat!(
+        "SELECT ",
+        unit_columns!(),
+        " FROM units JOIN jobs ON jobs.id = units.job_id
+         WHERE units.state = 'done' AND units.rowid >= ?1
+           AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
+                           AND leases.wallet = ?2)
+         ORDER BY units.rowid LIMIT 1"
+    ))?;
+    // From the drawn point on, then from the start if nothing was after it.
+    for start in [from, 0] {
+        found = select
+            .query_row(
+                rusqlite::params![start, request.wallet.to_string()],
+                UnitRow::read,
+            )
+            .optional()?;
+        if found.is_some() {
+            break;
+        }
+    }
+    drop(select);
+    let Some(row) = found else {
+        return Ok(None);
+    };
+    let deadline_ms = request.terms.deadline(row.flops());
+    insert_lease(db, request, &row.id, "canary", deadline_ms)?;
+    Ok(Some(row.leased(request.lease, deadline_ms, true)?))
 }
 
 impl Storage {
@@ -127,49 +287,59 @@ impl Storage {
         request: &LeaseRequest,
         quorum_for: impl Fn(&str, u32) -> u32,
     ) -> Result<Option<LeasedUnit>, StorageError> {
-        let mut tx = self.write().await?;
-        let wallet = request.wallet.to_string();
-        let row = sqlx::query(&format!(
-            "SELECT {UNIT_COLUMNS} FROM units JOIN jobs ON jobs.id = units.job_id
-             WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
-               AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
-                               AND leases.state = 'active' AND (leases.wallet = ?1 OR leases.peer = ?2))
-               AND NOT EXISTS (SELECT 1 FROM results WHERE results.unit_id = units.id
-                               AND results.wallet = ?1)
-             ORDER BY units.rowid LIMIT 1"
-        ))
-        .bind(&wallet)
-        .bind(request.peer.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let unit: String = row.try_get("id")?;
-        if row.try_get::<i64, _>("quorum")? == 0 {
-            let job_quorum = u32::try_from(row.try_get::<i64, _>("job_quorum")?).unwrap_or(2);
-            let quorum = quorum_for(row.try_get("kernel")?, job_quorum).clamp(1, 5);
-            sqlx::query("UPDATE units SET quorum = ?, wanted = ? WHERE id = ?")
-                .bind(i64::from(quorum))
-                .bind(i64::from(quorum))
-                .bind(&unit)
-                .execute(&mut *tx)
+        // `quorum_for` borrows from its caller, so it cannot go to the writer thread: it
+        // is evaluated here for the pairs first leases have needed so far, and a unit
+        // needing another pair sends the lease back for one more try.
+        let mut missed: Vec<(String, u32)> = Vec::new();
+        loop {
+            let quorums: Vec<(String, u32, u32)> = self
+                .quorum_hints()
+                .into_iter()
+                .chain(missed.iter().cloned())
+                .map(|(kernel, q)| {
+                    let quorum = quorum_for(&kernel, q).clamp(1, 5);
+                    (kernel, q, quorum)
+                })
+                .collect();
+            let request = *request;
+            let attempt = self
+                .writer
+                .submit(move |db| match lease_work_in(db, &request, &quorums) {
+                    Ok(WorkLease::NeedsQuorum(kernel, q)) => {
+                        (Ok(WorkLease::NeedsQuorum(kernel, q)), Keep::Nothing)
+                    }
+                    other => (other, Keep::Writes),
+                })
                 .await?;
+            match attempt {
+                WorkLease::Done(leased) => return Ok(leased),
+                WorkLease::NeedsQuorum(kernel, q) => {
+                    self.remember_quorum_hint(&kernel, q);
+                    missed.push((kernel, q));
+                }
+            }
         }
-        let flops = u64::try_from(row.try_get::<i64, _>("flops")?).unwrap_or(0);
-        let deadline_ms = request.terms.deadline(flops);
-        insert_lease(&mut tx, request, &unit, "work", deadline_ms).await?;
-        refresh_unit(&mut tx, &unit).await?;
-        sqlx::query(
-            "UPDATE jobs SET state = 'running', updated_ms = ? WHERE id = ? AND state = 'queued'",
-        )
-        .bind(now_ms())
-        .bind(row.try_get::<&str, _>("job_id")?)
-        .execute(&mut *tx)
-        .await?;
-        let leased = leased_unit(&row, request.lease, deadline_ms, false)?;
-        tx.commit().await?;
-        Ok(Some(leased))
+    }
+
+    /// The (kernel, job quorum) pairs first leases asked `quorum_for` about lately.
+    fn quorum_hints(&self) -> Vec<(String, u32)> {
+        self.quorum_hints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn remember_quorum_hint(&self, kernel: &str, job_quorum: u32) {
+        let mut hints = self
+            .quorum_hints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !hints.iter().any(|(k, q)| *q == job_quorum && k == kernel) {
+            if hints.len() >= QUORUM_HINTS {
+                hints.remove(0);
+            }
+            hints.push((kernel.to_owned(), job_quorum));
+        }
     }
 
     /// Leases a settled unit this wallet never saw, as a known-answer test. Which unit is
@@ -179,39 +349,10 @@ impl Storage {
         request: &LeaseRequest,
         pick: f64,
     ) -> Result<Option<LeasedUnit>, StorageError> {
-        let mut tx = self.write().await?;
-        let max_rowid: Option<i64> = sqlx::query_scalar("SELECT MAX(rowid) FROM units")
-            .fetch_one(&mut *tx)
-            .await?;
-        let from = (max_rowid.unwrap_or(0) as f64 * pick.clamp(0.0, 1.0)) as i64;
-        let mut found = None;
-        // From the drawn point on, then from the start if nothing was after it.
-        for start in [from, 0] {
-            found = sqlx::query(&format!(
-                "SELECT {UNIT_COLUMNS} FROM units JOIN jobs ON jobs.id = units.job_id
-                 WHERE units.state = 'done' AND units.rowid >= ?
-                   AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
-                                   AND leases.wallet = ?)
-                 ORDER BY units.rowid LIMIT 1"
-            ))
-            .bind(start)
-            .bind(request.wallet.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if found.is_some() {
-                break;
-            }
-        }
-        let Some(row) = found else {
-            return Ok(None);
-        };
-        let unit: String = row.try_get("id")?;
-        let flops = u64::try_from(row.try_get::<i64, _>("flops")?).unwrap_or(0);
-        let deadline_ms = request.terms.deadline(flops);
-        insert_lease(&mut tx, request, &unit, "canary", deadline_ms).await?;
-        let leased = leased_unit(&row, request.lease, deadline_ms, true)?;
-        tx.commit().await?;
-        Ok(Some(leased))
+        let request = *request;
+        self.writer
+            .exec(move |db| lease_canary_in(db, &request, pick))
+            .await
     }
 
     /// What `lease` was for, whatever its state now; `None` if it never existed.
@@ -247,38 +388,44 @@ impl Storage {
         lease: LeaseId,
         peer: PeerId,
     ) -> Result<Option<(JobId, i64)>, StorageError> {
-        let mut tx = self.write().await?;
-        // Only the connection holding the lease may give it back.
-        let owner: Option<String> =
-            sqlx::query_scalar("SELECT peer FROM leases WHERE id = ? AND state = 'active'")
-                .bind(lease.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if owner.as_deref() != Some(peer.to_string().as_str()) {
-            return Ok(None);
-        }
-        let lost = lose_leases(&mut tx, "released", "id = ?", &lease.to_string()).await?;
-        tx.commit().await?;
-        Ok(lost
-            .into_iter()
-            .next()
-            .map(|(_, job, attempts)| (job, attempts)))
+        self.writer
+            .exec(move |db| {
+                let lease = lease.to_string();
+                // Only the connection holding the lease may give it back.
+                let owner: Option<String> = db
+                    .prepare_cached("SELECT peer FROM leases WHERE id = ?1 AND state = 'active'")?
+                    .query_row([&lease], |r| r.get(0))
+                    .optional()?;
+                if owner.as_deref() != Some(peer.to_string().as_str()) {
+                    return Ok(None);
+                }
+                let lost = lose_leases(db, "released", "id = ?1", &lease)?;
+                Ok(lost
+                    .into_iter()
+                    .next()
+                    .map(|(_, job, attempts)| (job, attempts)))
+            })
+            .await
     }
 
     /// Requeues every unit leased to a connection that went away; returns how many.
     pub async fn release_peer(&self, peer: PeerId) -> Result<u64, StorageError> {
-        let mut tx = self.write().await?;
-        let lost = lose_leases(&mut tx, "released", "peer = ?", &peer.to_string()).await?;
-        tx.commit().await?;
-        Ok(lost.len() as u64)
+        self.writer
+            .exec(move |db| {
+                let lost = lose_leases(db, "released", "peer = ?1", &peer.to_string())?;
+                Ok(lost.len() as u64)
+            })
+            .await
     }
 
     /// Requeues units whose lease deadline passed; returns how many leases expired.
     pub async fn expire_leases(&self, now: i64) -> Result<u64, StorageError> {
-        let mut tx = self.write().await?;
-        let lost = lose_leases(&mut tx, "expired", "deadline_ms < ?", &now.to_string()).await?;
-        tx.commit().await?;
-        Ok(lost.len() as u64)
+        self.writer
+            .exec(move |db| {
+                let lost = lose_leases(db, "expired", "deadline_ms < ?1", &now)?;
+                Ok(lost.len() as u64)
+            })
+            .await
     }
 
     /// Jobs with a unit that lost too many leases or results: they fail instead of looping.
@@ -296,13 +443,14 @@ impl Storage {
     /// After a restart no connection from before exists: every active lease is void and
     /// its unit goes back to the queue. Returns how many leases were voided.
     pub async fn recover_leases(&self) -> Result<u64, StorageError> {
-        let mut tx = self.write().await?;
-        let voided = sqlx::query("UPDATE leases SET state = 'void' WHERE state = 'active'")
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query(REFRESH_UNITS).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(voided)
+        self.writer
+            .exec(|db| {
+                let voided = db
+                    .prepare_cached("UPDATE leases SET state = 'void' WHERE state = 'active'")?
+                    .execute([])?;
+                db.prepare_cached(REFRESH_UNITS)?.execute([])?;
+                Ok(voided as u64)
+            })
+            .await
     }
 }

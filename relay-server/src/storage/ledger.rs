@@ -1,17 +1,19 @@
 //! The credit ledger in SQLite: signed, hash-chained entries (`ledger`), a balances cache
 //! kept in step with them (`balances`), submitter accounts and transfer nonces.
 //!
-//! Every append runs inside the caller's `BEGIN IMMEDIATE` transaction and reads the
-//! previous hash there, so two appends can never both follow the same entry: the chain
-//! cannot fork, and a rolled-back transaction leaves neither entry nor balance behind.
-//! The `pub(crate)` functions take that transaction, so settling a unit can pay in the
-//! same transaction that judges it; the `Storage` methods are one transaction each.
+//! Every append runs inside the caller's transaction on the writer's connection (which
+//! holds SQLite's write lock) and reads the previous hash there, so two appends can never
+//! both follow the same entry: the chain cannot fork, and a rolled-back transaction
+//! leaves neither entry nor balance behind. The `pub(crate)` functions take that
+//! connection, so settling a unit can pay in the same transaction that judges it; the
+//! `Storage` methods are one transaction each.
 
-use super::{now_ms, Storage, StorageError, Tx};
+use super::{now_ms, Storage, StorageError};
 use crate::ledger::{
     Account, AccountId, AuditError, ChainVerifier, Entry, EntryFields, MicroCredits, MoneyError,
     Reason, Split, Summary, GENESIS_PREV_HASH,
 };
+use rusqlite::{Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -85,6 +87,12 @@ impl From<sqlx::Error> for LedgerError {
     }
 }
 
+impl From<rusqlite::Error> for LedgerError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Storage(StorageError::Sqlite(e))
+    }
+}
+
 /// Reads one stored entry; the error says which part does not parse.
 fn entry_from_row(row: &SqliteRow) -> Result<Entry, String> {
     let text = |col: &str| row.try_get::<String, _>(col).map_err(|e| e.to_string());
@@ -125,38 +133,49 @@ fn corrupt_entry(row: &SqliteRow, why: String) -> StorageError {
 }
 
 /// An account's cached balance in micro-credits (0 if it never moved credit).
-async fn cached_balance(tx: &mut Tx<'_>, account: &Account) -> Result<i64, StorageError> {
-    let micro: Option<i64> = sqlx::query_scalar("SELECT micro FROM balances WHERE account = ?")
-        .bind(account.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
+fn cached_balance(db: &Connection, account: &Account) -> Result<i64, StorageError> {
+    let micro: Option<i64> = db
+        .prepare_cached("SELECT micro FROM balances WHERE account = ?1")?
+        .query_row([account.to_string()], |r| r.get(0))
+        .optional()?;
     Ok(micro.unwrap_or(0))
 }
 
-async fn set_balance(tx: &mut Tx<'_>, account: &Account, micro: i64) -> Result<(), StorageError> {
-    sqlx::query(
+fn set_balance(db: &Connection, account: &Account, micro: i64) -> Result<(), StorageError> {
+    db.prepare_cached(
         "INSERT INTO balances (account, micro) VALUES (?1, ?2)
          ON CONFLICT (account) DO UPDATE SET micro = ?2",
-    )
-    .bind(account.to_string())
-    .bind(micro)
-    .execute(&mut **tx)
-    .await?;
+    )?
+    .execute(rusqlite::params![account.to_string(), micro])?;
     Ok(())
 }
 
-/// Appends one entry moving `amount` from `debit` to `credit`, signed with the relay's
-/// `key`, and updates both cached balances, all inside `tx`. Refuses to take any account
-/// but [`Account::Issuance`] below zero.
-pub(crate) async fn append(
-    tx: &mut Tx<'_>,
-    key: &WalletKey,
+/// The next entry's seq and previous hash, from the chain's last entry.
+fn chain_head(db: &Connection) -> Result<(u64, [u8; 32]), StorageError> {
+    let last = db
+        .prepare_cached("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .optional()?;
+    let Some((seq, hash)) = last else {
+        return Ok((1, GENESIS_PREV_HASH));
+    };
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| StorageError::Corrupt(format!("ledger entry {seq}: hash is not 32 bytes")))?;
+    let next = u64::try_from(seq)
+        .ok()
+        .and_then(|s| s.checked_add(1))
+        .ok_or_else(|| StorageError::Corrupt(format!("ledger seq {seq}")))?;
+    Ok((next, hash))
+}
+
+/// Checks what any entry must be; returns the amount as stored (i64).
+fn check_entry(
     debit: &Account,
     credit: &Account,
     amount: MicroCredits,
-    reason: Reason,
     reference: &str,
-) -> Result<Entry, LedgerError> {
+) -> Result<i64, LedgerError> {
     if amount.is_zero() {
         return Err(LedgerError::ZeroAmount);
     }
@@ -166,42 +185,46 @@ pub(crate) async fn append(
     if reference.len() > MAX_REFERENCE {
         return Err(LedgerError::ReferenceTooLong);
     }
-    let micro = i64::try_from(amount.0).map_err(|_| LedgerError::TooLarge(amount))?;
-    let debit_before = cached_balance(tx, debit).await?;
-    if !debit.may_go_negative() && debit_before < micro {
+    i64::try_from(amount.0).map_err(|_| LedgerError::TooLarge(amount))
+}
+
+/// `debit`'s balance once `micro` leaves it, refusing to take any account but
+/// [`Account::Issuance`] below zero.
+fn debited(
+    debit: &Account,
+    before: i64,
+    micro: i64,
+    amount: MicroCredits,
+) -> Result<i64, LedgerError> {
+    if !debit.may_go_negative() && before < micro {
         return Err(LedgerError::Overdraft {
             account: *debit,
             // A negative cached balance is corruption; report it as empty.
-            balance: MicroCredits(u64::try_from(debit_before).unwrap_or(0)),
+            balance: MicroCredits(u64::try_from(before).unwrap_or(0)),
             amount,
         });
     }
-    let debit_after = debit_before
-        .checked_sub(micro)
-        .ok_or(MoneyError::Overflow)?;
-    let credit_after = cached_balance(tx, credit)
-        .await?
+    Ok(before.checked_sub(micro).ok_or(MoneyError::Overflow)?)
+}
+
+/// Seals and stores the entry at `head` (the next seq and the previous hash) and credits
+/// `credit`'s cached balance; the caller updates the debited one.
+#[allow(clippy::too_many_arguments)]
+fn write_entry(
+    db: &Connection,
+    key: &WalletKey,
+    head: (u64, [u8; 32]),
+    debit: &Account,
+    credit: &Account,
+    amount: MicroCredits,
+    reason: Reason,
+    reference: &str,
+) -> Result<Entry, LedgerError> {
+    let micro = i64::try_from(amount.0).map_err(|_| LedgerError::TooLarge(amount))?;
+    let credit_after = cached_balance(db, credit)?
         .checked_add(micro)
         .ok_or(MoneyError::Overflow)?;
-
-    let last = sqlx::query("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
-        .await?;
-    let (seq, prev_hash) = match last {
-        None => (1, GENESIS_PREV_HASH),
-        Some(row) => {
-            let seq: i64 = row.try_get("seq")?;
-            let hash: Vec<u8> = row.try_get("hash")?;
-            let hash: [u8; 32] = hash.try_into().map_err(|_| {
-                StorageError::Corrupt(format!("ledger entry {seq}: hash is not 32 bytes"))
-            })?;
-            let next = u64::try_from(seq)
-                .ok()
-                .and_then(|s| s.checked_add(1))
-                .ok_or_else(|| StorageError::Corrupt(format!("ledger seq {seq}")))?;
-            (next, hash)
-        }
-    };
+    let (seq, prev_hash) = head;
     let entry = EntryFields {
         seq,
         time_ms: now_ms(),
@@ -213,37 +236,65 @@ pub(crate) async fn append(
         prev_hash: &prev_hash,
     }
     .seal(key);
-    sqlx::query(&format!(
-        "INSERT INTO ledger ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    ))
-    .bind(i64::try_from(entry.seq).map_err(|_| MoneyError::Overflow)?)
-    .bind(entry.time_ms)
-    .bind(entry.debit.to_string())
-    .bind(entry.credit.to_string())
-    .bind(micro)
-    .bind(entry.reason.as_str())
-    .bind(&entry.reference)
-    .bind(&entry.prev_hash[..])
-    .bind(&entry.hash[..])
-    .bind(&entry.signature.0[..])
-    .execute(&mut **tx)
-    .await?;
-    set_balance(tx, debit, debit_after).await?;
-    set_balance(tx, credit, credit_after).await?;
+    db.prepare_cached(
+        "INSERT INTO ledger (seq, time_ms, debit, credit, amount, reason, reference, prev_hash, hash, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(rusqlite::params![
+        i64::try_from(entry.seq).map_err(|_| MoneyError::Overflow)?,
+        entry.time_ms,
+        entry.debit.to_string(),
+        entry.credit.to_string(),
+        micro,
+        entry.reason.as_str(),
+        entry.reference,
+        &entry.prev_hash[..],
+        &entry.hash[..],
+        &entry.signature.0[..],
+    ])?;
+    set_balance(db, credit, credit_after)?;
+    Ok(entry)
+}
+
+/// Appends one entry moving `amount` from `debit` to `credit`, signed with the relay's
+/// `key`, and updates both cached balances, all inside the caller's transaction. Refuses
+/// to take any account but [`Account::Issuance`] below zero.
+pub(crate) fn append(
+    db: &Connection,
+    key: &WalletKey,
+    debit: &Account,
+    credit: &Account,
+    amount: MicroCredits,
+    reason: Reason,
+    reference: &str,
+) -> Result<Entry, LedgerError> {
+    let micro = check_entry(debit, credit, amount, reference)?;
+    let debit_after = debited(debit, cached_balance(db, debit)?, micro, amount)?;
+    let entry = write_entry(
+        db,
+        key,
+        chain_head(db)?,
+        debit,
+        credit,
+        amount,
+        reason,
+        reference,
+    )?;
+    set_balance(db, debit, debit_after)?;
     Ok(entry)
 }
 
 /// Sets `amount` of a submitter's credit aside for `job` (submitter → escrow). Fails with
 /// [`LedgerError::Overdraft`] when the submitter cannot cover it.
-pub(crate) async fn escrow_job(
-    tx: &mut Tx<'_>,
+pub(crate) fn escrow_job(
+    db: &Connection,
     key: &WalletKey,
     submitter: AccountId,
     job: JobId,
     amount: MicroCredits,
 ) -> Result<Entry, LedgerError> {
     append(
-        tx,
+        db,
         key,
         &Account::Submitter(submitter),
         &Account::Escrow(job),
@@ -251,15 +302,14 @@ pub(crate) async fn escrow_job(
         Reason::Escrow,
         &job.to_string(),
     )
-    .await
 }
 
 /// Pays one settled unit out of its job's escrow: each of `wallets` its share, the `site`
 /// its share, the platform the rest, as [`split_unit_price`](crate::ledger::split_unit_price)
 /// computed. Zero parts write no entry. Fails with [`LedgerError::Overdraft`] (on the
 /// escrow) when the job's escrow cannot cover the price.
-pub(crate) async fn pay_unit(
-    tx: &mut Tx<'_>,
+pub(crate) fn pay_unit(
+    db: &Connection,
     key: &WalletKey,
     job: JobId,
     unit_ref: &str,
@@ -289,41 +339,61 @@ pub(crate) async fn pay_unit(
         .zip(&split.volunteers)
         .map(|(wallet, share)| (Account::Wallet(*wallet), *share, Reason::Pay))
         .chain(site_part)
-        .chain([(Account::Platform, split.platform, Reason::PlatformFee)]);
+        .chain([(Account::Platform, split.platform, Reason::PlatformFee)])
+        .filter(|(_, amount, _)| !amount.is_zero());
     let escrow = Account::Escrow(job);
-    let mut entries = Vec::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    // The entries follow each other in this transaction: the first reads the chain's head
+    // and the escrow's balance, the others continue from what the one before wrote, and
+    // the escrow's cached balance is written once at the end.
+    let mut escrow_balance = None;
     for (account, amount, reason) in parts {
-        if !amount.is_zero() {
-            entries.push(append(tx, key, &escrow, &account, amount, reason, unit_ref).await?);
-        }
+        let micro = check_entry(&escrow, &account, amount, unit_ref)?;
+        let before = match escrow_balance {
+            Some(balance) => balance,
+            None => cached_balance(db, &escrow)?,
+        };
+        escrow_balance = Some(debited(&escrow, before, micro, amount)?);
+        let head = match entries.last() {
+            Some(last) => (
+                last.seq.checked_add(1).ok_or(MoneyError::Overflow)?,
+                last.hash,
+            ),
+            None => chain_head(db)?,
+        };
+        entries.push(write_entry(
+            db, key, head, &escrow, &account, amount, reason, unit_ref,
+        )?);
+    }
+    if let Some(balance) = escrow_balance {
+        set_balance(db, &escrow, balance)?;
     }
     Ok(entries)
 }
 
 /// Returns whatever is left in `job`'s escrow to the submitter (escrow → submitter);
 /// `None` when nothing is left.
-pub(crate) async fn refund_job(
-    tx: &mut Tx<'_>,
+pub(crate) fn refund_job(
+    db: &Connection,
     key: &WalletKey,
     job: JobId,
     submitter: AccountId,
 ) -> Result<Option<Entry>, LedgerError> {
     let escrow = Account::Escrow(job);
-    let left = cached_balance(tx, &escrow).await?;
+    let left = cached_balance(db, &escrow)?;
     if left <= 0 {
         return Ok(None);
     }
     let amount = MicroCredits(u64::try_from(left).map_err(|_| MoneyError::Overflow)?);
     let entry = append(
-        tx,
+        db,
         key,
         &escrow,
         &Account::Submitter(submitter),
         amount,
         Reason::Refund,
         &job.to_string(),
-    )
-    .await?;
+    )?;
     Ok(Some(entry))
 }
 
@@ -350,29 +420,35 @@ impl Storage {
     ) -> Result<(AccountId, String), LedgerError> {
         let id = AccountId::new();
         let api_key = new_api_key();
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO accounts (id, api_key_hash, created_ms, label) VALUES (?, ?, ?, ?)",
-        )
-        .bind(id.to_string())
-        .bind(&api_key_hash(&api_key)[..])
-        .bind(now_ms())
-        .bind(label)
-        .execute(&mut *tx)
-        .await?;
-        if !balance.is_zero() {
-            append(
-                &mut tx,
-                key,
-                &Account::Issuance,
-                &Account::Submitter(id),
-                balance,
-                Reason::Issue,
-                &id.to_string(),
-            )
+        let hash = api_key_hash(&api_key);
+        let label = label.map(str::to_owned);
+        let key = key.clone();
+        self.writer
+            .exec(move |db| -> Result<(), LedgerError> {
+                db.prepare_cached(
+                    "INSERT INTO accounts (id, api_key_hash, created_ms, label)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(rusqlite::params![
+                    id.to_string(),
+                    &hash[..],
+                    now_ms(),
+                    label
+                ])?;
+                if !balance.is_zero() {
+                    append(
+                        db,
+                        &key,
+                        &Account::Issuance,
+                        &Account::Submitter(id),
+                        balance,
+                        Reason::Issue,
+                        &id.to_string(),
+                    )?;
+                }
+                Ok(())
+            })
             .await?;
-        }
-        tx.commit().await?;
         Ok((id, api_key))
     }
 
@@ -481,34 +557,34 @@ impl Storage {
     ) -> Result<Entry, LedgerError> {
         from.verify_transfer(&key.address(), &to, amount.0, nonce, signature)
             .map_err(|_| LedgerError::ForgedTransfer { from })?;
-        let mut tx = self.write().await?;
-        // The same 64 bits as an i64: SQLite integers are signed.
-        let stored_nonce = i64::from_be_bytes(nonce.to_be_bytes());
-        let fresh = sqlx::query(
-            "INSERT INTO transfer_nonces (wallet, nonce) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(from.to_string())
-        .bind(stored_nonce)
-        .execute(&mut *tx)
-        .await?;
-        if fresh.rows_affected() == 0 {
-            return Err(LedgerError::NonceReused {
-                wallet: from,
-                nonce,
-            });
-        }
-        let entry = append(
-            &mut tx,
-            key,
-            &Account::Wallet(from),
-            &Account::Wallet(to),
-            amount,
-            Reason::Transfer,
-            &format!("nonce:{nonce}"),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(entry)
+        let key = key.clone();
+        self.writer
+            .exec(move |db| {
+                // The same 64 bits as an i64: SQLite integers are signed.
+                let stored_nonce = i64::from_be_bytes(nonce.to_be_bytes());
+                let fresh = db
+                    .prepare_cached(
+                        "INSERT INTO transfer_nonces (wallet, nonce) VALUES (?1, ?2)
+                         ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(rusqlite::params![from.to_string(), stored_nonce])?;
+                if fresh == 0 {
+                    return Err(LedgerError::NonceReused {
+                        wallet: from,
+                        nonce,
+                    });
+                }
+                append(
+                    db,
+                    &key,
+                    &Account::Wallet(from),
+                    &Account::Wallet(to),
+                    amount,
+                    Reason::Transfer,
+                    &format!("nonce:{nonce}"),
+                )
+            })
+            .await
     }
 
     /// Checks the whole ledger against the relay key `relay` (as
@@ -590,10 +666,10 @@ impl Storage {
         job: JobId,
         amount: MicroCredits,
     ) -> Result<Entry, LedgerError> {
-        let mut tx = self.write().await?;
-        let entry = escrow_job(&mut tx, key, submitter, job, amount).await?;
-        tx.commit().await?;
-        Ok(entry)
+        let key = key.clone();
+        self.writer
+            .exec(move |db| escrow_job(db, &key, submitter, job, amount))
+            .await
     }
 
     /// [`pay_unit`] in a transaction of its own.
@@ -606,10 +682,14 @@ impl Storage {
         wallets: &[WalletAddress],
         site: Option<&WalletAddress>,
     ) -> Result<Vec<Entry>, LedgerError> {
-        let mut tx = self.write().await?;
-        let entries = pay_unit(&mut tx, key, job, unit_ref, split, wallets, site).await?;
-        tx.commit().await?;
-        Ok(entries)
+        let key = key.clone();
+        let unit_ref = unit_ref.to_owned();
+        let split = split.clone();
+        let wallets = wallets.to_vec();
+        let site = site.copied();
+        self.writer
+            .exec(move |db| pay_unit(db, &key, job, &unit_ref, &split, &wallets, site.as_ref()))
+            .await
     }
 
     /// [`refund_job`] in a transaction of its own.
@@ -619,10 +699,10 @@ impl Storage {
         job: JobId,
         submitter: AccountId,
     ) -> Result<Option<Entry>, LedgerError> {
-        let mut tx = self.write().await?;
-        let entry = refund_job(&mut tx, key, job, submitter).await?;
-        tx.commit().await?;
-        Ok(entry)
+        let key = key.clone();
+        self.writer
+            .exec(move |db| refund_job(db, &key, job, submitter))
+            .await
     }
 }
 
@@ -630,26 +710,28 @@ impl Storage {
 mod tests {
     use super::*;
 
-    /// Appends `n` issues to one submitter inside one caller-held transaction, as
-    /// settling code does.
+    /// Appends `n` issues to one submitter inside one transaction, as settling code does.
     async fn fill(storage: &Storage, key: &WalletKey, n: u64) -> Result<(), LedgerError> {
-        let mut tx = storage.write().await?;
-        let submitter = Account::Submitter(AccountId(uuid::Uuid::from_u128(1)));
-        for i in 0..n {
-            let entry = append(
-                &mut tx,
-                key,
-                &Account::Issuance,
-                &submitter,
-                MicroCredits(i + 1),
-                Reason::Issue,
-                "fill",
-            )
-            .await?;
-            assert_eq!(entry.seq, i + 1);
-        }
-        tx.commit().await?;
-        Ok(())
+        let key = key.clone();
+        storage
+            .writer
+            .exec(move |db| {
+                let submitter = Account::Submitter(AccountId(uuid::Uuid::from_u128(1)));
+                for i in 0..n {
+                    let entry = append(
+                        db,
+                        &key,
+                        &Account::Issuance,
+                        &submitter,
+                        MicroCredits(i + 1),
+                        Reason::Issue,
+                        "fill",
+                    )?;
+                    assert_eq!(entry.seq, i + 1);
+                }
+                Ok(())
+            })
+            .await
     }
 
     #[tokio::test]
@@ -687,20 +769,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("starling-rollback-{}", uuid::Uuid::new_v4()));
         let storage = Storage::open(&dir).await?;
         let key = WalletKey::from_seed([4; 32]);
-        {
-            let mut tx = storage.write().await?;
-            append(
-                &mut tx,
-                &key,
-                &Account::Issuance,
-                &Account::Platform,
-                MicroCredits(5),
-                Reason::Issue,
-                "dropped",
-            )
-            .await?;
-            // Dropped without commit, as when later work in the caller's transaction fails.
-        }
+        let dropping = key.clone();
+        let failed = storage
+            .writer
+            .exec(move |db| {
+                append(
+                    db,
+                    &dropping,
+                    &Account::Issuance,
+                    &Account::Platform,
+                    MicroCredits(5),
+                    Reason::Issue,
+                    "dropped",
+                )?;
+                // Later work in the same transaction fails, so the append goes too.
+                Err::<(), _>(LedgerError::ZeroAmount)
+            })
+            .await;
+        assert!(matches!(failed, Err(LedgerError::ZeroAmount)), "{failed:?}");
         assert_eq!(storage.audit(&key.address()).await?.entries, 0);
         assert_eq!(
             storage.balance(&Account::Platform).await?,

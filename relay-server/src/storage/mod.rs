@@ -11,8 +11,9 @@
 //! The HTTP layer and the scheduler call these methods; nothing else touches SQL.
 
 use crate::ledger::{split_unit_price, AccountId, MicroCredits};
+use rusqlite::{Connection, OptionalExtension};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{ConnectOptions, Connection as _, Row, SqlitePool};
 use starling_protocol::{JobId, UnitId, WalletKey};
 use std::path::Path;
 use std::str::FromStr;
@@ -26,6 +27,7 @@ mod model;
 mod network;
 mod results;
 mod wallets;
+mod writer;
 pub use leases::LeaseRequest;
 pub use ledger::LedgerError;
 pub use model::{JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId};
@@ -53,6 +55,13 @@ pub enum StorageError {
     /// A stored value does not parse; the database was edited by hand or is corrupt.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The writer's connection failed (a statement, or its group's commit).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer thread stopped (it could not start, or a write panicked in it) before
+    /// answering.
+    #[error("the database writer thread is gone")]
+    WriterGone,
     /// Credit could not move (for example, the submitter cannot cover a job).
     #[error(transparent)]
     Ledger(Box<LedgerError>),
@@ -68,19 +77,23 @@ impl StorageError {
 }
 
 /// Sets open units' state from what is outstanding: `leased` while active leases plus
-/// results awaiting their replicas cover `wanted`, else `queued` (leasable). Callers add
-/// `AND id = ?` or nothing (all open units).
-const REFRESH_UNITS: &str = "UPDATE units SET state = CASE WHEN
+/// results awaiting their replicas cover `wanted`, else `queued` (leasable).
+macro_rules! refresh_units {
+    () => {
+        "UPDATE units SET state = CASE WHEN
         (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id AND leases.state = 'active')
       + (SELECT COUNT(*) FROM results WHERE results.unit_id = units.id AND results.state = 'pending')
       >= units.wanted THEN 'leased' ELSE 'queued' END
-    WHERE state IN ('queued', 'leased')";
+    WHERE state IN ('queued', 'leased')"
+    };
+}
 
-async fn refresh_unit(tx: &mut Tx<'_>, unit: &str) -> Result<(), StorageError> {
-    sqlx::query(&format!("{REFRESH_UNITS} AND id = ?"))
-        .bind(unit)
-        .execute(&mut **tx)
-        .await?;
+/// `refresh_units!()` over every open unit.
+const REFRESH_UNITS: &str = refresh_units!();
+
+fn refresh_unit(db: &Connection, unit: &str) -> Result<(), StorageError> {
+    db.prepare_cached(concat!(refresh_units!(), " AND id = ?1"))?
+        .execute([unit])?;
     Ok(())
 }
 
@@ -91,24 +104,20 @@ const RECORD_COLUMNS: &str =
 
 /// Fails a job's open units and voids their leases (the job failed or was cancelled);
 /// returns how many units were withdrawn.
-async fn withdraw_units(tx: &mut Tx<'_>, job: JobId) -> Result<u64, StorageError> {
-    sqlx::query(
+fn withdraw_units(db: &Connection, job: JobId) -> Result<u64, StorageError> {
+    let job = job.to_string();
+    db.prepare_cached(
         "UPDATE leases SET state = 'void'
-         WHERE state = 'active' AND unit_id IN (SELECT id FROM units WHERE job_id = ?)",
-    )
-    .bind(job.to_string())
-    .execute(&mut **tx)
-    .await?;
-    let withdrawn = sqlx::query(
-        "UPDATE units SET state = 'failed' WHERE job_id = ? AND state IN ('queued', 'leased')",
-    )
-    .bind(job.to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(withdrawn.rows_affected())
+         WHERE state = 'active' AND unit_id IN (SELECT id FROM units WHERE job_id = ?1)",
+    )?
+    .execute([&job])?;
+    let withdrawn = db
+        .prepare_cached(
+            "UPDATE units SET state = 'failed' WHERE job_id = ?1 AND state IN ('queued', 'leased')",
+        )?
+        .execute([&job])?;
+    Ok(withdrawn as u64)
 }
-
-type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
 
 /// How long a lease lasts: until `start_ms + clamp(slack_ms + flops * ms_per_flop,
 /// min_ms, max_ms)`.
@@ -157,13 +166,16 @@ fn parse_id<T: FromStr>(s: &str) -> Result<T, StorageError> {
 pub struct Storage {
     /// Connections for reads.
     pool: SqlitePool,
-    /// The one connection that writes.
-    writer: SqlitePool,
+    /// The one connection that writes, on its own thread (see [`writer`]).
+    writer: writer::Writer,
     /// Every ledger entry paying a wallet, announced once committed (receipts).
     feed: tokio::sync::broadcast::Sender<crate::ledger::Entry>,
     /// Where set, jobs are paid for: escrow at submission, payment per settled unit,
     /// refund at the end. Without it (tests of other parts) jobs are free.
     billing: Option<Arc<Billing>>,
+    /// (kernel, job quorum) pairs that first leases needed a quorum for (see
+    /// [`Storage::lease_work`]).
+    quorum_hints: Arc<std::sync::Mutex<Vec<(String, u32)>>>,
 }
 
 /// What a unit of work costs and how its price is shared.
@@ -193,16 +205,21 @@ struct JobBill {
     price_per_gflop: MicroCredits,
 }
 
-async fn job_bill(tx: &mut Tx<'_>, job: &str) -> Result<Option<JobBill>, StorageError> {
-    let row = sqlx::query("SELECT submitter, price_per_gflop FROM jobs WHERE id = ?")
-        .bind(job)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(row) = row else {
+fn job_bill(db: &Connection, job: &str) -> Result<Option<JobBill>, StorageError> {
+    let row = db
+        .prepare_cached("SELECT submitter, price_per_gflop FROM jobs WHERE id = ?1")?
+        .query_row([job], |r| {
+            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+        })
+        .optional()?;
+    let Some((submitter, price)) = row else {
         return Ok(None);
     };
-    let submitter: Option<String> = row.try_get("submitter")?;
-    let price: i64 = row.try_get("price_per_gflop")?;
+    bill_of(submitter, price)
+}
+
+/// A job's bill from its `submitter` and `price_per_gflop` columns.
+fn bill_of(submitter: Option<String>, price: i64) -> Result<Option<JobBill>, StorageError> {
     Ok(match submitter {
         Some(s) if price > 0 => Some(JobBill {
             submitter: s
@@ -214,40 +231,30 @@ async fn job_bill(tx: &mut Tx<'_>, job: &str) -> Result<Option<JobBill>, Storage
     })
 }
 
-/// Fails an open job with `reason` inside `tx`: its units are withdrawn and what is left
-/// of its escrow goes back to the submitter.
-async fn fail_in(
-    tx: &mut Tx<'_>,
+/// Fails an open job with `reason` inside the caller's transaction: its units are
+/// withdrawn and what is left of its escrow goes back to the submitter.
+fn fail_in(
+    db: &Connection,
     billing: Option<&Billing>,
     job: JobId,
     reason: &str,
 ) -> Result<(), StorageError> {
-    sqlx::query(
-        "UPDATE jobs SET state = 'failed', error = ?, updated_ms = ?
-         WHERE id = ? AND state IN ('queued', 'running')",
-    )
-    .bind(reason)
-    .bind(now_ms())
-    .bind(job.to_string())
-    .execute(&mut **tx)
-    .await?;
-    withdraw_units(tx, job).await?;
-    refund(tx, billing, job).await
+    db.prepare_cached(
+        "UPDATE jobs SET state = 'failed', error = ?1, updated_ms = ?2
+         WHERE id = ?3 AND state IN ('queued', 'running')",
+    )?
+    .execute(rusqlite::params![reason, now_ms(), job.to_string()])?;
+    withdraw_units(db, job)?;
+    refund(db, billing, job)
 }
 
 /// Returns what is left of a finished, failed or cancelled job's escrow to its submitter.
-async fn refund(
-    tx: &mut Tx<'_>,
-    billing: Option<&Billing>,
-    job: JobId,
-) -> Result<(), StorageError> {
+fn refund(db: &Connection, billing: Option<&Billing>, job: JobId) -> Result<(), StorageError> {
     let Some(billing) = billing else {
         return Ok(());
     };
-    if let Some(bill) = job_bill(tx, &job.to_string()).await? {
-        ledger::refund_job(tx, &billing.key, job, bill.submitter)
-            .await
-            .map_err(StorageError::ledger)?;
+    if let Some(bill) = job_bill(db, &job.to_string())? {
+        ledger::refund_job(db, &billing.key, job, bill.submitter).map_err(StorageError::ledger)?;
     }
     Ok(())
 }
@@ -276,32 +283,29 @@ impl Storage {
             path: data_dir.display().to_string(),
             source,
         })?;
+        let path = data_dir.join("starling.sqlite3");
         let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("starling.sqlite3"))
+            .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL in WAL mode survives process crashes (kill -9); only an OS crash or
-            // power loss can drop the last commits.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        // One connection writes, so our own transactions queue in the pool (fairly, without
-        // sleeping) instead of meeting in SQLite's lock, whose busy handler sleeps up to
-        // 100 ms at a time; readers use the others, and WAL lets them read during writes.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations").run(&writer).await?;
+        // Migrations run before the writer opens, on a connection that is closed after:
+        // two writers would meet in SQLite's lock, whose busy handler sleeps.
+        let mut migrating = options.connect().await?;
+        sqlx::migrate!("./migrations").run(&mut migrating).await?;
+        migrating.close().await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
         Ok(Self {
             pool,
-            writer,
+            writer: writer::Writer::open(&path)?,
             feed: tokio::sync::broadcast::channel(1024).0,
             billing: None,
+            quorum_hints: Arc::default(),
         })
     }
 
@@ -314,44 +318,11 @@ impl Storage {
             _ => None,
         };
         let price = bill.map_or(MicroCredits(0), |(b, _)| b.pricing.price_per_gflop);
-        let now = now_ms();
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO jobs (id, kernel, params, input, state, units_total, flops, quorum,
-                               submitter, price_per_gflop, created_ms, updated_ms)
-             VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(job.id.to_string())
-        .bind(&job.kernel)
-        .bind(job.params.to_string())
-        .bind(&job.input)
-        .bind(job.units.len() as i64)
-        .bind(job.flops as i64)
-        .bind(i64::from(job.quorum.clamp(1, 5)))
-        .bind(bill.map(|(_, submitter)| submitter.to_string()))
-        .bind(i64::try_from(price.0).unwrap_or(i64::MAX))
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        for (idx, params) in job.units.iter().enumerate() {
-            let flops = job.unit_flops.get(idx).copied().unwrap_or(0);
-            sqlx::query(
-                "INSERT INTO units (id, job_id, idx, params, state, flops) VALUES (?, ?, ?, ?, 'queued', ?)",
-            )
-            .bind(UnitId::from_uuid(uuid::Uuid::new_v4()).to_string())
-            .bind(job.id.to_string())
-            .bind(idx as i64)
-            .bind(params)
-            .bind(i64::try_from(flops).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some((billing, submitter)) = bill {
-            // A unit's price does not depend on how it is shared, so the job's budget is
-            // exactly what its units will pay out.
-            let mut budget = MicroCredits(0);
-            for (idx, _) in job.units.iter().enumerate() {
+        // A unit's price does not depend on how it is shared, so the job's budget is
+        // exactly what its units will pay out.
+        let mut budget = MicroCredits(0);
+        if bill.is_some() {
+            for idx in 0..job.units.len() {
                 let flops = job.unit_flops.get(idx).copied().unwrap_or(0);
                 let unit = split_unit_price(flops, price, 0, 0, 1, false)
                     .map_err(|e| StorageError::Corrupt(format!("unit price: {e}")))?;
@@ -359,14 +330,53 @@ impl Storage {
                     .checked_add(unit.price)
                     .map_err(|e| StorageError::ledger(e.into()))?;
             }
-            if !budget.is_zero() {
-                ledger::escrow_job(&mut tx, &billing.key, submitter, job.id, budget)
-                    .await
-                    .map_err(StorageError::ledger)?;
-            }
         }
-        tx.commit().await?;
-        Ok(())
+        let escrow = bill.map(|(billing, submitter)| (billing.key.clone(), submitter));
+        let job = job.clone();
+        self.writer
+            .exec(move |db| {
+                let now = now_ms();
+                let id = job.id.to_string();
+                db.prepare_cached(
+                    "INSERT INTO jobs (id, kernel, params, input, state, units_total, flops, quorum,
+                                       submitter, price_per_gflop, created_ms, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                )?
+                .execute(rusqlite::params![
+                    id,
+                    job.kernel,
+                    job.params.to_string(),
+                    job.input,
+                    job.units.len() as i64,
+                    job.flops as i64,
+                    i64::from(job.quorum.clamp(1, 5)),
+                    escrow.as_ref().map(|(_, submitter)| submitter.to_string()),
+                    i64::try_from(price.0).unwrap_or(i64::MAX),
+                    now,
+                ])?;
+                let mut insert = db.prepare_cached(
+                    "INSERT INTO units (id, job_id, idx, params, state, flops)
+                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
+                )?;
+                for (idx, params) in job.units.iter().enumerate() {
+                    let flops = job.unit_flops.get(idx).copied().unwrap_or(0);
+                    insert.execute(rusqlite::params![
+                        UnitId::from_uuid(uuid::Uuid::new_v4()).to_string(),
+                        id,
+                        idx as i64,
+                        params,
+                        i64::try_from(flops).unwrap_or(i64::MAX),
+                    ])?;
+                }
+                if let Some((key, submitter)) = &escrow {
+                    if !budget.is_zero() {
+                        ledger::escrow_job(db, key, *submitter, job.id, budget)
+                            .map_err(StorageError::ledger)?;
+                    }
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// A job's public record (without input or result bytes).
@@ -421,30 +431,32 @@ impl Storage {
 
     /// Stores the merged result and marks the job done (once; later calls change nothing).
     pub async fn finish_job(&self, job: JobId, result: &[u8]) -> Result<bool, StorageError> {
-        let mut tx = self.write().await?;
-        let updated = sqlx::query(
-            "UPDATE jobs SET state = 'done', result = ?, updated_ms = ?
-             WHERE id = ? AND state = 'running' AND units_done = units_total",
-        )
-        .bind(result)
-        .bind(now_ms())
-        .bind(job.to_string())
-        .execute(&mut *tx)
-        .await?;
-        let finished = updated.rows_affected() == 1;
-        if finished {
-            refund(&mut tx, self.billing(), job).await?;
-        }
-        tx.commit().await?;
-        Ok(finished)
+        let result = result.to_vec();
+        let billing = self.billing.clone();
+        self.writer
+            .exec(move |db| {
+                let updated = db
+                    .prepare_cached(
+                        "UPDATE jobs SET state = 'done', result = ?1, updated_ms = ?2
+                         WHERE id = ?3 AND state = 'running' AND units_done = units_total",
+                    )?
+                    .execute(rusqlite::params![result, now_ms(), job.to_string()])?;
+                let finished = updated == 1;
+                if finished {
+                    refund(db, billing.as_deref(), job)?;
+                }
+                Ok(finished)
+            })
+            .await
     }
 
     /// Marks a job failed with a reason and withdraws its outstanding units.
     pub async fn fail_job(&self, job: JobId, reason: &str) -> Result<(), StorageError> {
-        let mut tx = self.write().await?;
-        fail_in(&mut tx, self.billing(), job, reason).await?;
-        tx.commit().await?;
-        Ok(())
+        let reason = reason.to_owned();
+        let billing = self.billing.clone();
+        self.writer
+            .exec(move |db| fail_in(db, billing.as_deref(), job, &reason))
+            .await
     }
 
     /// Jobs with every unit done but no merged result (the relay stopped between the two).
@@ -455,11 +467,5 @@ impl Storage {
         .fetch_all(&self.pool)
         .await?;
         ids.iter().map(|s| parse_id(s)).collect()
-    }
-
-    /// A write transaction that takes SQLite's write lock at once, so two of them never
-    /// read the same state and then collide on their first write.
-    async fn write(&self) -> Result<Tx<'static>, StorageError> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 }

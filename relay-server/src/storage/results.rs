@@ -1,11 +1,18 @@
 //! Returned results: stored, judged against their replicas and settled in one
 //! transaction.
 
-use super::{job_bill, ledger, now_ms, parse_id, refresh_unit, wallets, Storage, StorageError, Tx};
+use super::writer::Keep;
+use super::{
+    bill_of, ledger, now_ms, parse_id, refresh_unit, wallets, Billing, Storage, StorageError,
+};
 use crate::ledger::split_unit_price;
 use crate::validation::quorum::{judge, Candidate, Outcome, Policy};
+use crate::validation::trust::Reliability;
+use rusqlite::{Connection, OptionalExtension};
 use sqlx::Row;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
+use std::cell::Cell;
+use std::sync::Arc;
 
 /// A result as it arrived, signature already verified.
 #[derive(Debug, Clone, Copy)]
@@ -90,66 +97,401 @@ struct Stored {
     trusted: bool,
 }
 
-async fn mark(tx: &mut Tx<'_>, lease: &str, state: &str) -> Result<(), StorageError> {
-    sqlx::query("UPDATE results SET state = ? WHERE lease_id = ?")
-        .bind(state)
-        .bind(lease)
-        .execute(&mut **tx)
-        .await?;
+fn mark(db: &Connection, lease: &str, state: &str) -> Result<(), StorageError> {
+    db.prepare_cached("UPDATE results SET state = ?1 WHERE lease_id = ?2")?
+        .execute([state, lease])?;
     Ok(())
 }
 
-impl Storage {
-    /// Pays a settled unit's price out of its job's escrow to the wallets whose results
-    /// agreed (equal shares), the site the canonical result's volunteer came through, and
-    /// the platform, inside the settling transaction: a unit is paid exactly when it
-    /// settles, once.
-    async fn pay(
-        &self,
-        tx: &mut Tx<'_>,
-        job: JobId,
-        unit: &str,
-        wallets: &[&str],
-        canonical_lease: &str,
-    ) -> Result<Vec<crate::ledger::Entry>, StorageError> {
-        let Some(billing) = self.billing() else {
-            return Ok(Vec::new());
-        };
-        let Some(bill) = job_bill(tx, &job.to_string()).await? else {
-            return Ok(Vec::new());
-        };
-        let flops: i64 = sqlx::query_scalar("SELECT flops FROM units WHERE id = ?")
-            .bind(unit)
-            .fetch_one(&mut **tx)
-            .await?;
-        let site: Option<String> = sqlx::query_scalar("SELECT site FROM leases WHERE id = ?")
-            .bind(canonical_lease)
-            .fetch_one(&mut **tx)
-            .await?;
-        let parse = |s: &str| {
-            s.parse::<WalletAddress>()
-                .map_err(|_| StorageError::Corrupt(format!("wallet {s:?}")))
-        };
-        let site = site.as_deref().map(parse).transpose()?;
-        let wallets: Vec<WalletAddress> =
-            wallets.iter().map(|w| parse(w)).collect::<Result<_, _>>()?;
-        let split = split_unit_price(
-            u64::try_from(flops).unwrap_or(0),
-            bill.price_per_gflop,
-            billing.pricing.site_share_ppm,
-            billing.pricing.platform_fee_ppm,
-            wallets.len(),
-            site.is_some(),
-        )
-        .map_err(|e| StorageError::Corrupt(format!("unit price: {e}")))?;
-        if split.price.is_zero() {
-            return Ok(Vec::new());
+/// The kernel's comparison of output pairs `(a, b)`, as the caller computed it. The
+/// comparison borrows from the caller, so it cannot run on the writer thread; it is a
+/// function of the two outputs, so what it said once holds for the same bytes.
+type Verdicts = Vec<(Vec<u8>, Vec<u8>, bool)>;
+
+/// What one try at recording a result came to.
+enum Attempt {
+    /// Recorded, with the ledger entries that paid for the unit.
+    Done(Recorded, Vec<crate::ledger::Entry>),
+    /// Judging needs the comparison of these pairs, which the caller has not made yet;
+    /// nothing was written.
+    Compare(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+/// A lease being answered, its unit and job, and its wallet's standing, as read at the
+/// start of [`record_in`].
+struct Answered {
+    unit: String,
+    wallet: String,
+    kind: String,
+    unit_state: String,
+    unit_quorum: i64,
+    known: Option<Vec<u8>>,
+    job: String,
+    job_state: String,
+    job_quorum: i64,
+    answered: bool,
+    bill: (Option<String>, i64),
+    flops: i64,
+    site: Option<String>,
+    reliability: Reliability,
+    /// Active leases of the unit besides this one.
+    others_active: i64,
+}
+
+/// Pays a settled unit's price out of its job's escrow to the wallets whose results
+/// agreed (equal shares), the site the canonical result's volunteer came through, and
+/// the platform, inside the settling transaction: a unit is paid exactly when it
+/// settles, once.
+fn pay(
+    db: &Connection,
+    billing: Option<&Billing>,
+    row: &Answered,
+    job: JobId,
+    wallets: &[&str],
+    site: Option<String>,
+) -> Result<Vec<crate::ledger::Entry>, StorageError> {
+    let Some(billing) = billing else {
+        return Ok(Vec::new());
+    };
+    let (submitter, price) = row.bill.clone();
+    let Some(bill) = bill_of(submitter, price)? else {
+        return Ok(Vec::new());
+    };
+    let parse = |s: &str| {
+        s.parse::<WalletAddress>()
+            .map_err(|_| StorageError::Corrupt(format!("wallet {s:?}")))
+    };
+    let site = site.as_deref().map(parse).transpose()?;
+    let wallets: Vec<WalletAddress> = wallets.iter().map(|w| parse(w)).collect::<Result<_, _>>()?;
+    let split = split_unit_price(
+        u64::try_from(row.flops).unwrap_or(0),
+        bill.price_per_gflop,
+        billing.pricing.site_share_ppm,
+        billing.pricing.platform_fee_ppm,
+        wallets.len(),
+        site.is_some(),
+    )
+    .map_err(|e| StorageError::Corrupt(format!("unit price: {e}")))?;
+    if split.price.is_zero() {
+        return Ok(Vec::new());
+    }
+    ledger::pay_unit(
+        db,
+        &billing.key,
+        job,
+        &row.unit,
+        &split,
+        &wallets,
+        site.as_ref(),
+    )
+    .map_err(StorageError::ledger)
+}
+
+/// Every ordered pair of `outputs` (distinct positions) missing from `verdicts`.
+fn missing_pairs(outputs: &[&[u8]], verdicts: &Verdicts) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (i, a) in outputs.iter().enumerate() {
+        for (j, b) in outputs.iter().enumerate() {
+            let known = |(x, y, _): &(Vec<u8>, Vec<u8>, bool)| x == a && y == b;
+            let listed = |(x, y): &(Vec<u8>, Vec<u8>)| x == a && y == b;
+            if i != j && !verdicts.iter().any(known) && !pairs.iter().any(listed) {
+                pairs.push((a.to_vec(), b.to_vec()));
+            }
         }
-        ledger::pay_unit(tx, &billing.key, job, unit, &split, &wallets, site.as_ref())
-            .await
-            .map_err(StorageError::ledger)
+    }
+    pairs
+}
+
+/// [`Storage::record_result`] inside the writer, comparing outputs through `verdicts`.
+fn record_in(
+    db: &Connection,
+    billing: Option<&Billing>,
+    result: &ReturnedResult<'_>,
+    max_results: u32,
+    verdicts: &Verdicts,
+) -> Result<Attempt, StorageError> {
+    let lease = result.lease.to_string();
+    let wallet = result.wallet.to_string();
+    let row = db
+        .prepare_cached(
+            "SELECT leases.unit_id, leases.wallet, leases.kind,
+                    units.state, units.quorum, units.output, units.job_id,
+                    jobs.state, jobs.quorum,
+                    EXISTS (SELECT 1 FROM results WHERE results.unit_id = leases.unit_id
+                            AND results.wallet = leases.wallet),
+                    jobs.submitter, jobs.price_per_gflop, units.flops, leases.site,
+                    wallets.error_rate, wallets.valid, wallets.invalid,
+                    (SELECT COUNT(*) FROM leases AS others WHERE others.unit_id = leases.unit_id
+                     AND others.state = 'active' AND others.id != leases.id)
+             FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
+                  LEFT JOIN wallets ON wallets.address = leases.wallet
+             WHERE leases.id = ?1",
+        )?
+        .query_row([&lease], |r| {
+            Ok(Answered {
+                unit: r.get(0)?,
+                wallet: r.get(1)?,
+                kind: r.get(2)?,
+                unit_state: r.get(3)?,
+                unit_quorum: r.get(4)?,
+                known: r.get(5)?,
+                job: r.get(6)?,
+                job_state: r.get(7)?,
+                job_quorum: r.get(8)?,
+                answered: r.get(9)?,
+                bill: (r.get(10)?, r.get(11)?),
+                flops: r.get(12)?,
+                site: r.get(13)?,
+                reliability: wallets::reliability_of(r.get(14)?, r.get(15)?, r.get(16)?),
+                others_active: r.get(17)?,
+            })
+        })
+        .optional()?;
+    let Some(row) = row else {
+        return Ok(Attempt::Done(Recorded::Stale("no such lease"), Vec::new()));
+    };
+    let stale = |why| Ok(Attempt::Done(Recorded::Stale(why), Vec::new()));
+    if row.wallet != wallet {
+        return stale("the lease was issued to another wallet");
+    }
+    if row.answered {
+        return stale("this wallet already answered this unit");
+    }
+    // Where the kernel's comparison is needed and the caller has not made it, judging
+    // goes on as if the outputs disagreed and the attempt is thrown away.
+    let missed = Cell::new(false);
+    let agree = |a: &[u8], b: &[u8]| match verdicts.iter().find(|(x, y, _)| x == a && y == b) {
+        Some(&(_, _, agreed)) => agreed,
+        None => {
+            missed.set(true);
+            false
+        }
+    };
+    let unit = row.unit.as_str();
+    let job: JobId = parse_id(&row.job)?;
+    let trusted = row.reliability.trusted();
+    let now = now_ms();
+    let store = |state: &str| -> Result<(), StorageError> {
+        db.prepare_cached(
+            "INSERT INTO results (lease_id, unit_id, wallet, output, spot_check, trusted, state, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(rusqlite::params![
+            lease,
+            unit,
+            wallet,
+            result.output,
+            result.spot_check,
+            trusted,
+            state,
+            now
+        ])?;
+        Ok(())
+    };
+    let returned = || -> Result<(), StorageError> {
+        db.prepare_cached("UPDATE leases SET state = 'returned' WHERE id = ?1")?
+            .execute([&lease])?;
+        Ok(())
+    };
+
+    if row.kind == "canary" {
+        let passed = result.spot_check != Some(false)
+            && row
+                .known
+                .as_deref()
+                .is_some_and(|known| agree(known, result.output));
+        if missed.get() {
+            let known = row.known.unwrap_or_default();
+            return Ok(Attempt::Compare(vec![(known, result.output.to_vec())]));
+        }
+        returned()?;
+        store(if passed { "valid" } else { "invalid" })?;
+        wallets::judge(db, &wallet, passed, Some(row.reliability))?;
+        return Ok(Attempt::Done(Recorded::Canary { passed }, Vec::new()));
     }
 
+    let open = matches!(row.unit_state.as_str(), "queued" | "leased")
+        && matches!(row.job_state.as_str(), "queued" | "running");
+    if !open {
+        // Settled or withdrawn: a late replica neither counts nor costs its wallet.
+        return stale("the unit is already settled");
+    }
+
+    // The unit's results so far, pending in arrival order (invalid ones only count
+    // towards the limit), and this one where it will sort once stored: it is judged
+    // with them before anything is written, so it is stored once, already judged.
+    let mut pending: Vec<Stored> = Vec::new();
+    let mut judged_before: u32 = 0;
+    let mut this = None;
+    let mut results = db.prepare_cached(
+        "SELECT lease_id, wallet, output, spot_check, trusted, state, received_ms FROM results
+         WHERE unit_id = ?1 AND state IN ('pending', 'invalid') ORDER BY received_ms, rowid",
+    )?;
+    let mut rows = results.query([unit])?;
+    while let Some(r) = rows.next()? {
+        if r.get_ref(5)? == rusqlite::types::ValueRef::Text(b"invalid") {
+            judged_before = judged_before.saturating_add(1);
+            continue;
+        }
+        // This result's rowid will be the largest: it sorts after every result received
+        // at or before `now`.
+        if this.is_none() && r.get::<_, i64>(6)? > now {
+            this = Some(pending.len());
+        }
+        pending.push(Stored {
+            lease: r.get(0)?,
+            wallet: r.get(1)?,
+            output: r.get(2)?,
+            spot_check: r.get(3)?,
+            trusted: r.get(4)?,
+        });
+    }
+    drop(rows);
+    drop(results);
+    let this = this.unwrap_or(pending.len());
+    pending.insert(
+        this,
+        Stored {
+            lease: lease.clone(),
+            wallet: wallet.clone(),
+            output: result.output.to_vec(),
+            spot_check: result.spot_check,
+            trusted,
+        },
+    );
+    let candidates: Vec<Candidate<'_>> = pending
+        .iter()
+        .map(|s| Candidate {
+            output: &s.output,
+            spot_check: s.spot_check,
+            trusted: s.trusted,
+        })
+        .collect();
+    // The job's quorum binds every result but a trusted wallet's: the unit's own
+    // quorum of 1 (fixed at its first lease, to a then-trusted wallet) only lets a
+    // trusted result stand alone, never an untrusted one that got the unit after the
+    // trusted lease was lost.
+    let policy = Policy {
+        quorum: u32::try_from(row.job_quorum).unwrap_or(2).max(1),
+        trusted_alone: row.unit_quorum == 1,
+        // Results already judged invalid count towards the limit.
+        max_results: max_results.saturating_sub(judged_before),
+    };
+
+    let outcome = judge(policy, &candidates, agree);
+    if missed.get() {
+        let eligible: Vec<&[u8]> = candidates
+            .iter()
+            .filter(|c| c.spot_check != Some(false))
+            .map(|c| c.output)
+            .collect();
+        return Ok(Attempt::Compare(missing_pairs(&eligible, verdicts)));
+    }
+    let judged_as = match &outcome {
+        Outcome::Valid { valid, .. } if valid.contains(&this) => "valid",
+        Outcome::Pending { invalid, .. } if !invalid.contains(&this) => "pending",
+        _ => "invalid",
+    };
+    returned()?;
+    store(judged_as)?;
+    // This wallet's standing was read above; the others' are read as they are judged.
+    let before = |w: &str| (w == wallet).then_some(row.reliability);
+    // Sets another result's state (this one was stored with its own).
+    let judged = |i: usize, state: &str| -> Result<(), StorageError> {
+        if i != this {
+            mark(db, &pending[i].lease, state)?;
+        }
+        Ok(())
+    };
+    let mut payments = Vec::new();
+    let recorded = match outcome {
+        Outcome::Valid {
+            canonical,
+            valid,
+            invalid,
+        } => {
+            for &i in &valid {
+                judged(i, "valid")?;
+                wallets::judge(db, &pending[i].wallet, true, before(&pending[i].wallet))?;
+            }
+            for &i in &invalid {
+                judged(i, "invalid")?;
+                wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
+            }
+            db.prepare_cached("UPDATE units SET state = 'done', output = ?1 WHERE id = ?2")?
+                .execute(rusqlite::params![pending[canonical].output, unit])?;
+            let paid: Vec<&str> = valid.iter().map(|&i| pending[i].wallet.as_str()).collect();
+            let site = if canonical == this {
+                row.site.clone()
+            } else {
+                db.prepare_cached("SELECT site FROM leases WHERE id = ?1")?
+                    .query_row([&pending[canonical].lease], |r| r.get(0))?
+            };
+            payments = pay(db, billing, &row, job, &paid, site)?;
+            if row.others_active > 0 {
+                // Replicas still out are no longer needed.
+                db.prepare_cached(
+                    "UPDATE leases SET state = 'void' WHERE unit_id = ?1 AND state = 'active'",
+                )?
+                .execute([unit])?;
+            }
+            let (done, total): (i64, i64) = db
+                .prepare_cached(
+                    "UPDATE jobs SET units_done = units_done + 1, updated_ms = ?1 WHERE id = ?2
+                     RETURNING units_done, units_total",
+                )?
+                .query_row(rusqlite::params![now, row.job], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            let job_complete = done == total;
+            if valid.contains(&this) {
+                Recorded::Valid { job, job_complete }
+            } else {
+                Recorded::Invalid {
+                    job,
+                    reason: "the result disagreed with the other volunteers' results",
+                }
+            }
+        }
+        Outcome::Pending { more, invalid } => {
+            for &i in &invalid {
+                judged(i, "invalid")?;
+                wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
+            }
+            let eligible = (pending.len() - invalid.len()) as i64;
+            db.prepare_cached(
+                "UPDATE units SET wanted = ?1, attempts = attempts + ?2 WHERE id = ?3",
+            )?
+            .execute(rusqlite::params![
+                eligible + i64::from(more),
+                invalid.len() as i64,
+                unit
+            ])?;
+            refresh_unit(db, unit)?;
+            if invalid.contains(&this) {
+                Recorded::Invalid {
+                    job,
+                    reason: "the result failed the kernel's spot check",
+                }
+            } else {
+                Recorded::Pending { job }
+            }
+        }
+        Outcome::Failed { reason } => {
+            // Nobody can tell which results were right: none are paid, none punished.
+            db.prepare_cached(
+                "UPDATE results SET state = 'invalid' WHERE unit_id = ?1 AND state = 'pending'",
+            )?
+            .execute([unit])?;
+            let reason = format!("a unit could not be verified: {reason}");
+            super::fail_in(db, billing, job, &reason)?;
+            Recorded::JobFailed { job, reason }
+        }
+    };
+    Ok(Attempt::Done(recorded, payments))
+}
+
+impl Storage {
     /// Every unit of `job` with its results, in unit order.
     pub async fn audit_units(&self, job: JobId) -> Result<Vec<UnitAudit>, StorageError> {
         let units = sqlx::query(
@@ -203,213 +545,63 @@ impl Storage {
         max_results: u32,
         agree: &(dyn Fn(&[u8], &[u8]) -> bool + Sync),
     ) -> Result<Recorded, StorageError> {
-        let mut tx = self.write().await?;
-        let lease = result.lease.to_string();
-        let wallet = result.wallet.to_string();
-        let row = sqlx::query(
-            "SELECT leases.unit_id, leases.wallet, leases.kind, leases.state AS lease_state,
-                    units.state AS unit_state, units.quorum, units.output AS known, units.job_id,
-                    jobs.state AS job_state, jobs.quorum AS job_quorum,
-                    EXISTS (SELECT 1 FROM results WHERE results.unit_id = leases.unit_id
-                            AND results.wallet = leases.wallet) AS answered
-             FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
-             WHERE leases.id = ?",
-        )
-        .bind(&lease)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(Recorded::Stale("no such lease"));
+        let owned = OwnedResult {
+            lease: result.lease,
+            wallet: result.wallet,
+            output: result.output.to_vec(),
+            spot_check: result.spot_check,
         };
-        if row.try_get::<&str, _>("wallet")? != wallet {
-            return Ok(Recorded::Stale("the lease was issued to another wallet"));
-        }
-        if row.try_get::<bool, _>("answered")? {
-            return Ok(Recorded::Stale("this wallet already answered this unit"));
-        }
-        let unit: String = row.try_get("unit_id")?;
-        let job: JobId = parse_id(row.try_get::<&str, _>("job_id")?)?;
-        let trusted = wallets::reliability(&mut tx, &wallet).await?.trusted();
-        let now = now_ms();
-        let store = |state: &'static str| {
-            sqlx::query(
-                "INSERT INTO results (lease_id, unit_id, wallet, output, spot_check, trusted, state, received_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(lease.clone())
-            .bind(unit.clone())
-            .bind(wallet.clone())
-            .bind(result.output)
-            .bind(result.spot_check)
-            .bind(trusted)
-            .bind(state)
-            .bind(now)
-        };
-        sqlx::query("UPDATE leases SET state = 'returned' WHERE id = ?")
-            .bind(&lease)
-            .execute(&mut *tx)
-            .await?;
-
-        if row.try_get::<&str, _>("kind")? == "canary" {
-            let known: Option<Vec<u8>> = row.try_get("known")?;
-            let passed = result.spot_check != Some(false)
-                && known.is_some_and(|known| agree(&known, result.output));
-            store(if passed { "valid" } else { "invalid" })
-                .execute(&mut *tx)
+        let owned = Arc::new(owned);
+        let mut verdicts: Arc<Verdicts> = Arc::default();
+        loop {
+            let billing = self.billing.clone();
+            let (result, tried) = (owned.clone(), verdicts.clone());
+            let attempt = self
+                .writer
+                .submit(move |db| {
+                    let result = ReturnedResult {
+                        lease: result.lease,
+                        wallet: result.wallet,
+                        output: &result.output,
+                        spot_check: result.spot_check,
+                    };
+                    match record_in(db, billing.as_deref(), &result, max_results, &tried) {
+                        Ok(Attempt::Compare(pairs)) => (Ok(Attempt::Compare(pairs)), Keep::Nothing),
+                        other => (other, Keep::Writes),
+                    }
+                })
                 .await?;
-            wallets::judge(&mut tx, &wallet, passed).await?;
-            tx.commit().await?;
-            return Ok(Recorded::Canary { passed });
-        }
-
-        let open = matches!(row.try_get::<&str, _>("unit_state")?, "queued" | "leased")
-            && matches!(row.try_get::<&str, _>("job_state")?, "queued" | "running");
-        if !open {
-            // Settled or withdrawn: a late replica neither counts nor costs its wallet.
-            tx.rollback().await?;
-            return Ok(Recorded::Stale("the unit is already settled"));
-        }
-        store("pending").execute(&mut *tx).await?;
-
-        let pending: Vec<Stored> = sqlx::query(
-            "SELECT lease_id, wallet, output, spot_check, trusted FROM results
-             WHERE unit_id = ? AND state = 'pending' ORDER BY received_ms, rowid",
-        )
-        .bind(&unit)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(Stored {
-                lease: r.try_get("lease_id")?,
-                wallet: r.try_get("wallet")?,
-                output: r.try_get("output")?,
-                spot_check: r.try_get("spot_check")?,
-                trusted: r.try_get("trusted")?,
-            })
-        })
-        .collect::<Result<_, StorageError>>()?;
-        let judged_before: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM results WHERE unit_id = ? AND state = 'invalid'",
-        )
-        .bind(&unit)
-        .fetch_one(&mut *tx)
-        .await?;
-        let candidates: Vec<Candidate<'_>> = pending
-            .iter()
-            .map(|s| Candidate {
-                output: &s.output,
-                spot_check: s.spot_check,
-                trusted: s.trusted,
-            })
-            .collect();
-        // The job's quorum binds every result but a trusted wallet's: the unit's own
-        // quorum of 1 (fixed at its first lease, to a then-trusted wallet) only lets a
-        // trusted result stand alone, never an untrusted one that got the unit after the
-        // trusted lease was lost.
-        let policy = Policy {
-            quorum: u32::try_from(row.try_get::<i64, _>("job_quorum")?)
-                .unwrap_or(2)
-                .max(1),
-            trusted_alone: row.try_get::<i64, _>("quorum")? == 1,
-            // Results already judged invalid count towards the limit.
-            max_results: max_results.saturating_sub(u32::try_from(judged_before).unwrap_or(0)),
-        };
-        let this = pending
-            .iter()
-            .position(|s| s.lease == lease)
-            .ok_or_else(|| StorageError::Corrupt(format!("result {lease} vanished")))?;
-
-        let mut payments = Vec::new();
-        let recorded = match judge(policy, &candidates, agree) {
-            Outcome::Valid {
-                canonical,
-                valid,
-                invalid,
-            } => {
-                for &i in &valid {
-                    mark(&mut tx, &pending[i].lease, "valid").await?;
-                    wallets::judge(&mut tx, &pending[i].wallet, true).await?;
+            match attempt {
+                Attempt::Done(recorded, payments) => {
+                    for entry in payments {
+                        // Nobody listening is fine: receipts are a courtesy, the ledger is
+                        // the record. They go out only now, after the commit.
+                        let _ = self.feed.send(entry);
+                    }
+                    return Ok(recorded);
                 }
-                for &i in &invalid {
-                    mark(&mut tx, &pending[i].lease, "invalid").await?;
-                    wallets::judge(&mut tx, &pending[i].wallet, false).await?;
+                Attempt::Compare(pairs) if pairs.is_empty() => {
+                    return Err(StorageError::Corrupt(format!(
+                        "judging the result for {} asked for no comparison it lacked",
+                        owned.lease
+                    )));
                 }
-                sqlx::query("UPDATE units SET state = 'done', output = ? WHERE id = ?")
-                    .bind(&pending[canonical].output)
-                    .bind(&unit)
-                    .execute(&mut *tx)
-                    .await?;
-                let paid: Vec<&str> = valid.iter().map(|&i| pending[i].wallet.as_str()).collect();
-                payments = self
-                    .pay(&mut tx, job, &unit, &paid, &pending[canonical].lease)
-                    .await?;
-                // Replicas still out are no longer needed.
-                sqlx::query(
-                    "UPDATE leases SET state = 'void' WHERE unit_id = ? AND state = 'active'",
-                )
-                .bind(&unit)
-                .execute(&mut *tx)
-                .await?;
-                let counts = sqlx::query(
-                    "UPDATE jobs SET units_done = units_done + 1, updated_ms = ? WHERE id = ?
-                     RETURNING units_done, units_total",
-                )
-                .bind(now)
-                .bind(job.to_string())
-                .fetch_one(&mut *tx)
-                .await?;
-                let job_complete = counts.try_get::<i64, _>("units_done")?
-                    == counts.try_get::<i64, _>("units_total")?;
-                if valid.contains(&this) {
-                    Recorded::Valid { job, job_complete }
-                } else {
-                    Recorded::Invalid {
-                        job,
-                        reason: "the result disagreed with the other volunteers' results",
+                Attempt::Compare(pairs) => {
+                    let verdicts = Arc::make_mut(&mut verdicts);
+                    for (a, b) in pairs {
+                        let agreed = agree(&a, &b);
+                        verdicts.push((a, b, agreed));
                     }
                 }
             }
-            Outcome::Pending { more, invalid } => {
-                for &i in &invalid {
-                    mark(&mut tx, &pending[i].lease, "invalid").await?;
-                    wallets::judge(&mut tx, &pending[i].wallet, false).await?;
-                }
-                let eligible = (pending.len() - invalid.len()) as i64;
-                sqlx::query("UPDATE units SET wanted = ?, attempts = attempts + ? WHERE id = ?")
-                    .bind(eligible + i64::from(more))
-                    .bind(invalid.len() as i64)
-                    .bind(&unit)
-                    .execute(&mut *tx)
-                    .await?;
-                refresh_unit(&mut tx, &unit).await?;
-                if invalid.contains(&this) {
-                    Recorded::Invalid {
-                        job,
-                        reason: "the result failed the kernel's spot check",
-                    }
-                } else {
-                    Recorded::Pending { job }
-                }
-            }
-            Outcome::Failed { reason } => {
-                // Nobody can tell which results were right: none are paid, none punished.
-                sqlx::query(
-                    "UPDATE results SET state = 'invalid' WHERE unit_id = ? AND state = 'pending'",
-                )
-                .bind(&unit)
-                .execute(&mut *tx)
-                .await?;
-                let reason = format!("a unit could not be verified: {reason}");
-                super::fail_in(&mut tx, self.billing(), job, &reason).await?;
-                Recorded::JobFailed { job, reason }
-            }
-        };
-        tx.commit().await?;
-        for entry in payments {
-            // Nobody listening is fine: receipts are a courtesy, the ledger is the record.
-            let _ = self.feed.send(entry);
         }
-        Ok(recorded)
     }
+}
+
+/// A [`ReturnedResult`] with its output copied, to travel to the writer thread.
+struct OwnedResult {
+    lease: LeaseId,
+    wallet: WalletAddress,
+    output: Vec<u8>,
+    spot_check: Option<bool>,
 }

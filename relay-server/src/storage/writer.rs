@@ -1,0 +1,415 @@
+//! The one connection that writes, on a thread of its own, committing in groups.
+//!
+//! Every write is a closure over a `rusqlite::Connection`, queued on a channel. The thread
+//! blocks for the first, drains whatever else is queued (up to [`MAX_BATCH`]) and runs
+//! them all in one `BEGIN IMMEDIATE … COMMIT`. A command that fails is undone alone,
+//! exactly as if it had been its own transaction: if it wrote nothing there is nothing to
+//! undo; if it did, the group's transaction is rolled back and the commands before it run
+//! again (commands are closures that can run more than once), without it. That replay is
+//! rare (a failing write is an error, not a verdict), and cheaper overall than a savepoint
+//! per command, which copies every page a command touches into a journal first. Replies
+//! go out only after COMMIT returned, so nothing is acknowledged before it is durable; if
+//! COMMIT fails, every command of the group gets the error.
+//!
+//! Why: through sqlx each statement was a hop to the connection's worker thread and back
+//! (tens of microseconds), and each transaction a commit of its own. Here a statement is
+//! a call into SQLite from the thread that owns the connection, and one WAL commit covers
+//! every command that queued while the previous group ran.
+
+use super::StorageError;
+use rusqlite::Connection;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Most commands in one transaction: bounds how long a group holds SQLite's write lock
+/// and how late its first command hears back.
+const MAX_BATCH: usize = 512;
+
+/// Shortest pause between two checkpoints: each one syncs the WAL and the database file.
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
+
+/// WAL frames (pages) past which the checkpointer makes the writer wait for a complete
+/// one, so the WAL cannot grow without bound if passive checkpoints never catch up.
+const WAL_LIMIT: i64 = 100_000;
+
+/// Prepared statements kept per connection: every statement the relay writes with, plus
+/// the `format!`-built variants, fits.
+const STATEMENT_CACHE: usize = 128;
+
+/// Whether a command's writes stay once it has run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keep {
+    /// Commit them (when the command succeeded).
+    Writes,
+    /// Undo them even though the command succeeded: it only looked, or found it must be
+    /// retried with more from its caller.
+    Nothing,
+}
+
+trait Command: Send {
+    /// Runs inside the group's transaction (again, when the group is replayed); returns
+    /// whether its writes stay.
+    fn run(&mut self, db: &Connection) -> bool;
+    /// Sends what the last run returned once the group committed (`commit` is `None`),
+    /// or why the group did not commit.
+    fn reply(self: Box<Self>, commit: Option<&rusqlite::Error>);
+}
+
+struct Job<F, T, E> {
+    work: F,
+    reply: tokio::sync::oneshot::Sender<Result<T, E>>,
+    result: Option<Result<T, E>>,
+}
+
+impl<F, T, E> Command for Job<F, T, E>
+where
+    F: FnMut(&Connection) -> (Result<T, E>, Keep) + Send + 'static,
+    T: Send + 'static,
+    E: From<StorageError> + Send + 'static,
+{
+    fn run(&mut self, db: &Connection) -> bool {
+        let (result, keep) = (self.work)(db);
+        let keep = keep == Keep::Writes && result.is_ok();
+        self.result = Some(result);
+        keep
+    }
+
+    fn reply(self: Box<Self>, commit: Option<&rusqlite::Error>) {
+        let result = match (commit, self.result) {
+            (Some(e), _) => Err(StorageError::Sqlite(copy(e)).into()),
+            (None, Some(result)) => result,
+            // It panicked: nothing of it stayed, and there is nothing to tell but that.
+            (None, None) => Err(StorageError::WriterGone.into()),
+        };
+        // A caller that stopped waiting (its task was dropped) needs no answer.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// rusqlite errors are not `Clone`; a group's failure goes to each of its commands.
+fn copy(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
+
+fn exec(db: &Connection, sql: &str) -> rusqlite::Result<()> {
+    db.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// The queue to the writer thread. Clones share it; the thread ends (closing its
+/// connection) when the last one is dropped.
+#[derive(Clone)]
+pub(super) struct Writer {
+    queue: mpsc::Sender<Box<dyn Command>>,
+}
+
+impl Writer {
+    /// Opens the database file with the relay's settings and starts the thread.
+    pub(super) fn open(path: &Path) -> Result<Self, StorageError> {
+        let db = Connection::open(path)?;
+        // Waits out another process's write (an operator's sqlite3 shell) rather than
+        // failing a whole group at once; the relay itself never has a second writer.
+        db.busy_timeout(Duration::from_secs(10))?;
+        db.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        // NORMAL in WAL mode survives process crashes (kill -9); only an OS crash or
+        // power loss can drop the last commits.
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.pragma_update(None, "foreign_keys", "ON")?;
+        // Each command's savepoint keeps the pages it changes in a sub-journal; in memory
+        // that costs no temporary file (and no writes) per group.
+        db.pragma_update(None, "temp_store", "MEMORY")?;
+        // A group changes many pages; a cache this size keeps them in memory until COMMIT
+        // instead of spilling them to the WAL half-way.
+        db.pragma_update(None, "cache_size", -65_536)?;
+        db.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Checkpoints (copying the WAL into the database file, with two fsyncs) run on a
+        // thread of their own instead of inside whichever commit crossed the threshold, so
+        // the writer never waits for the disk. They do not change what a commit promises:
+        // a committed group is in the WAL either way.
+        db.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoints = Connection::open(path)?;
+        checkpoints.busy_timeout(Duration::from_secs(10))?;
+        let (wake, woken) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("starling-checkpoint".into())
+            .spawn(move || checkpoint(&checkpoints, &woken))
+            // The thread never started: for callers, the same as a writer that stopped.
+            .map_err(|_| StorageError::WriterGone)?;
+        let (queue, commands) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("starling-writer".into())
+            .spawn(move || serve(&db, &commands, &wake))
+            .map_err(|_| StorageError::WriterGone)?;
+        Ok(Self { queue })
+    }
+
+    /// Runs `work` in a transaction of the next group: its writes stay if it returns
+    /// `Ok` and the group commits; the answer comes once that is decided. `work` may run
+    /// more than once (when its group is replayed); only its last run counts.
+    pub(super) async fn exec<T, E>(
+        &self,
+        mut work: impl FnMut(&Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        self.submit(move |db| (work(db), Keep::Writes)).await
+    }
+
+    /// [`Self::exec`] where `work` also says whether its writes stay.
+    pub(super) async fn submit<T, E>(
+        &self,
+        work: impl FnMut(&Connection) -> (Result<T, E>, Keep) + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Box::new(Job {
+                work,
+                reply,
+                result: None,
+            }))
+            .map_err(|_| E::from(StorageError::WriterGone))?;
+        answer
+            .await
+            .map_err(|_| E::from(StorageError::WriterGone))?
+    }
+}
+
+/// The writer thread: one group per turn until every [`Writer`] is dropped.
+fn serve(
+    db: &Connection,
+    commands: &mpsc::Receiver<Box<dyn Command>>,
+    checkpoints: &mpsc::SyncSender<()>,
+) {
+    let mut group = Vec::with_capacity(MAX_BATCH);
+    let mut failed = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = commands.recv() {
+        group.push(first);
+        while group.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(command) => group.push(command),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_group(db, &mut group, &mut failed);
+        if let Err(e) = &outcome {
+            tracing::error!("a group of {} writes failed: {e}", group.len());
+            if !db.is_autocommit() {
+                // Some failures (SQLITE_BUSY on COMMIT) leave the transaction open.
+                let _ = exec(db, "ROLLBACK");
+            }
+        }
+        for command in group.drain(..) {
+            command.reply(outcome.as_ref().err());
+        }
+        // One wake-up pending is enough: the checkpoint takes whatever is in the WAL.
+        let _ = checkpoints.try_send(());
+    }
+}
+
+/// Runs `group` in one transaction and commits it; `failed` marks the commands that
+/// failed (or asked for their writes to be undone), which a replay leaves out.
+fn run_group(
+    db: &Connection,
+    group: &mut [Box<dyn Command>],
+    failed: &mut Vec<bool>,
+) -> rusqlite::Result<()> {
+    failed.clear();
+    failed.resize(group.len(), false);
+    'replay: loop {
+        exec(db, "BEGIN IMMEDIATE")?;
+        for (i, command) in group.iter_mut().enumerate() {
+            if failed[i] {
+                continue;
+            }
+            let changes = db.total_changes();
+            // A panicking command is undone like a failing one; its caller hears
+            // `WriterGone`.
+            let (kept, panicked) = match catch_unwind(AssertUnwindSafe(|| command.run(db))) {
+                Ok(kept) => (kept, false),
+                Err(_) => (false, true),
+            };
+            if db.is_autocommit() {
+                // A statement's failure (disk full, I/O error) ended the transaction:
+                // the group's earlier writes are gone with it.
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some("the group's transaction ended inside a command".into()),
+                ));
+            }
+            if kept {
+                continue;
+            }
+            failed[i] = true;
+            // Only inserts, updates and deletes write: none counted, nothing to undo.
+            if panicked || db.total_changes() != changes {
+                exec(db, "ROLLBACK")?;
+                continue 'replay;
+            }
+        }
+        return exec(db, "COMMIT");
+    }
+}
+
+/// The checkpointer thread: a passive checkpoint after commits, at most one per
+/// [`CHECKPOINT_PAUSE`], until the writer thread ends.
+fn checkpoint(db: &Connection, woken: &mpsc::Receiver<()>) {
+    while woken.recv().is_ok() {
+        let frames = db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+        match frames {
+            Ok(frames) if frames > WAL_LIMIT => {
+                if let Err(e) = db.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                    tracing::warn!("WAL checkpoint (restart) failed: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("WAL checkpoint failed: {e}"),
+        }
+        std::thread::sleep(CHECKPOINT_PAUSE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(
+        writer: &Writer,
+        x: i64,
+        fail: bool,
+    ) -> impl std::future::Future<Output = Result<(), StorageError>> + '_ {
+        writer.exec(move |db| {
+            db.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            if fail {
+                return Err(StorageError::Corrupt(format!("refused {x}")));
+            }
+            Ok(())
+        })
+    }
+
+    /// Starts a command that keeps the writer thread busy for a while; returns once it
+    /// runs, so what is sent next queues behind it.
+    async fn hold(
+        writer: &Writer,
+    ) -> Result<tokio::task::JoinHandle<Result<(), StorageError>>, Box<dyn std::error::Error>> {
+        let (running, started) = tokio::sync::oneshot::channel();
+        let writer = writer.clone();
+        let mut running = Some(running);
+        let held = tokio::spawn(async move {
+            writer
+                .exec(move |_| {
+                    if let Some(running) = running.take() {
+                        let _ = running.send(());
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    Ok(())
+                })
+                .await
+        });
+        started.await?;
+        Ok(held)
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_is_rolled_back_alone_and_its_group_commits(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("starling-writer-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let writer = Writer::open(&dir.join("w.sqlite3"))?;
+        writer
+            .exec(|db| {
+                db.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")?;
+                Ok::<_, StorageError>(())
+            })
+            .await?;
+        // The first command holds the thread, so the others queue and run as one group.
+        let held = hold(&writer).await?;
+        let panics = writer.exec(|db| -> Result<(), StorageError> {
+            db.execute("INSERT INTO t (x) VALUES (5)", [])?;
+            panic!("a bug in a command");
+        });
+        let (one, two, three, panicked, four) = tokio::join!(
+            insert(&writer, 1, false),
+            insert(&writer, 2, true),
+            insert(&writer, 3, false),
+            panics,
+            insert(&writer, 4, false),
+        );
+        held.await??;
+        one?;
+        assert!(matches!(two, Err(StorageError::Corrupt(_))), "{two:?}");
+        three?;
+        assert!(
+            matches!(panicked, Err(StorageError::WriterGone)),
+            "{panicked:?}"
+        );
+        four?;
+        let stored = writer
+            .exec(|db| {
+                let mut select = db.prepare("SELECT x FROM t ORDER BY x")?;
+                let xs = select
+                    .query_map([], |r| r.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, StorageError>(xs)
+            })
+            .await?;
+        assert_eq!(stored, [1, 3, 4]);
+        drop(writer);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn when_a_group_cannot_commit_every_command_in_it_fails(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("starling-writer-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let writer = Writer::open(&dir.join("w.sqlite3"))?;
+        writer
+            .exec(|db| {
+                db.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")?;
+                Ok::<_, StorageError>(())
+            })
+            .await?;
+        let held = hold(&writer).await?;
+        // Ends the group's transaction behind the writer's back: its savepoint is gone,
+        // so the group fails.
+        let rogue = writer.exec(|db| {
+            db.execute_batch("ROLLBACK")?;
+            Ok::<_, StorageError>(())
+        });
+        let (one, rogue, two) =
+            tokio::join!(insert(&writer, 1, false), rogue, insert(&writer, 2, false),);
+        held.await??;
+        for answer in [one, rogue, two] {
+            assert!(matches!(answer, Err(StorageError::Sqlite(_))), "{answer:?}");
+        }
+        insert(&writer, 3, false).await?;
+        let stored = writer
+            .exec(|db| {
+                let n: i64 =
+                    db.query_row("SELECT COUNT(*) FROM t WHERE x < 3", [], |r| r.get(0))?;
+                Ok::<_, StorageError>(n)
+            })
+            .await?;
+        assert_eq!(stored, 0, "nothing of the failed group stays");
+        drop(writer);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}
