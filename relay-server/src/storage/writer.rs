@@ -125,8 +125,8 @@ impl Writer {
         // power loss can drop the last commits.
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.pragma_update(None, "foreign_keys", "ON")?;
-        // Each command's savepoint keeps the pages it changes in a sub-journal; in memory
-        // that costs no temporary file (and no writes) per group.
+        // Statement journals (a multi-row write inside the group's transaction) and the
+        // sorts of small queries stay in memory instead of temporary files.
         db.pragma_update(None, "temp_store", "MEMORY")?;
         // A group changes many pages; a cache this size keeps them in memory until COMMIT
         // instead of spilling them to the WAL half-way.
@@ -387,8 +387,7 @@ mod tests {
             })
             .await?;
         let held = hold(&writer).await?;
-        // Ends the group's transaction behind the writer's back: its savepoint is gone,
-        // so the group fails.
+        // Ends the group's transaction behind the writer's back, so the group fails.
         let rogue = writer.exec(|db| {
             db.execute_batch("ROLLBACK")?;
             Ok::<_, StorageError>(())
