@@ -58,6 +58,12 @@ struct Cli {
     /// again, indistinguishable from new ones, to catch wallets that return wrong results.
     #[arg(long, default_value_t = 0.02)]
     canary_rate: f64,
+    /// Fraction of a trusted wallet's units still replicated when the kernel has no spot
+    /// check. With `--canary-rate` it sets the verification overhead once wallets are
+    /// trusted (audit + canary rate of extra compute); lower catches a trusted cheater
+    /// later.
+    #[arg(long, default_value_t = 0.1)]
+    audit_rate: f64,
     /// Largest accepted request body, in MiB.
     #[arg(long, default_value_t = 64)]
     max_body_mib: usize,
@@ -174,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
             max_lease: Duration::from_secs(cli.max_lease_secs.max(cli.lease_secs).max(1)),
             default_quorum: cli.quorum,
             canary_rate: cli.canary_rate.clamp(0.0, 1.0),
+            audit_rate: cli.audit_rate.clamp(0.0, 1.0),
             max_units_per_job: cli.max_units_per_job.max(1),
             ..SchedulerConfig::default()
         },
