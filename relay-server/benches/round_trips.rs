@@ -79,7 +79,8 @@ fn request(peer: PeerId, wallet: WalletAddress) -> LeaseRequest {
         peer,
         wallet,
         site: None,
-        lease: LeaseId::from_uuid(uuid::Uuid::new_v4()),
+        // As the scheduler makes them.
+        lease: LeaseId::from_uuid(uuid::Uuid::now_v7()),
         terms: LeaseTerms::until(i64::MAX / 2),
     }
 }

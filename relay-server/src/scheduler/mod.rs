@@ -275,7 +275,9 @@ impl Scheduler {
             peer,
             wallet,
             site,
-            lease: LeaseId::from_uuid(uuid::Uuid::new_v4()),
+            // Time-ordered: leases and results are keyed by it, and new keys landing at
+            // the end of their indexes keep each commit's page writes few.
+            lease: LeaseId::from_uuid(uuid::Uuid::now_v7()),
             terms: LeaseTerms {
                 start_ms: now,
                 min_ms: self.config.lease.as_millis() as i64,

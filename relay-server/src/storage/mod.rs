@@ -361,7 +361,9 @@ impl Storage {
                 for (idx, params) in job.units.iter().enumerate() {
                     let flops = job.unit_flops.get(idx).copied().unwrap_or(0);
                     insert.execute(rusqlite::params![
-                        UnitId::from_uuid(uuid::Uuid::new_v4()).to_string(),
+                        // Time-ordered, like lease ids: units are leased in order, so
+                        // the leases' and results' by-unit indexes grow at their ends.
+                        UnitId::from_uuid(uuid::Uuid::now_v7()).to_string(),
                         id,
                         idx as i64,
                         params,
