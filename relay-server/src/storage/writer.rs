@@ -325,9 +325,10 @@ mod tests {
         Ok(held)
     }
 
-    #[tokio::test]
-    async fn a_failing_command_is_rolled_back_alone_and_its_group_commits(
-    ) -> Result<(), Box<dyn std::error::Error>> {
+    /// A writer on a fresh database holding one table `t (x INTEGER PRIMARY KEY)`, and
+    /// the directory to remove afterwards.
+    async fn writer_with_table() -> Result<(std::path::PathBuf, Writer), Box<dyn std::error::Error>>
+    {
         let dir = std::env::temp_dir().join(format!("starling-writer-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir)?;
         let writer = Writer::open(&dir.join("w.sqlite3"))?;
@@ -337,6 +338,13 @@ mod tests {
                 Ok::<_, StorageError>(())
             })
             .await?;
+        Ok((dir, writer))
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_is_rolled_back_alone_and_its_group_commits(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (dir, writer) = writer_with_table().await?;
         // The first command holds the thread, so the others queue and run as one group.
         let held = hold(&writer).await?;
         let panics = writer.exec(|db| -> Result<(), StorageError> {
@@ -377,15 +385,7 @@ mod tests {
     #[tokio::test]
     async fn when_a_group_cannot_commit_every_command_in_it_fails(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = std::env::temp_dir().join(format!("starling-writer-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir)?;
-        let writer = Writer::open(&dir.join("w.sqlite3"))?;
-        writer
-            .exec(|db| {
-                db.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")?;
-                Ok::<_, StorageError>(())
-            })
-            .await?;
+        let (dir, writer) = writer_with_table().await?;
         let held = hold(&writer).await?;
         // Ends the group's transaction behind the writer's back, so the group fails.
         let rogue = writer.exec(|db| {

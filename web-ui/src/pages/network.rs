@@ -102,6 +102,13 @@ pub fn NetworkPage() -> impl IntoView {
         }
     });
     let stat = move |key: &'static str| snap.get().and_then(|s| s.stats).map(|s| s[key].clone());
+    // A whole-number figure from the stats, or a dash before the first refresh.
+    let count = move |key: &'static str| {
+        stat(key)
+            .and_then(|v| v.as_i64())
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "–".to_owned())
+    };
     view! {
         <div class="intro">
             <h1>"Network"</h1>
@@ -111,7 +118,7 @@ pub fn NetworkPage() -> impl IntoView {
         <div class="meter card">
             <div class="stat">
                 <div class="value" data-testid="volunteers">
-                    {move || stat("volunteers").and_then(|v| v.as_u64()).map(|v| v.to_string()).unwrap_or_else(|| "–".to_owned())}
+                    {move || count("volunteers")}
                 </div>
                 <div class="label">"volunteers online"</div>
             </div>
@@ -125,7 +132,7 @@ pub fn NetworkPage() -> impl IntoView {
             </div>
             <div class="stat">
                 <div class="value" data-testid="units-queued">
-                    {move || stat("units_queued").and_then(|v| v.as_i64()).map(|v| v.to_string()).unwrap_or_else(|| "–".to_owned())}
+                    {move || count("units_queued")}
                 </div>
                 <div class="label">"units waiting"</div>
             </div>
