@@ -4,12 +4,21 @@
 //! GPU times are what a volunteer sees per unit: upload, dispatch and read-back included
 //! (the pipeline is compiled in a warm-up run first). Set `STARLING_PEAK_GFLOPS` to the
 //! adapter's FP32 peak to also print the fraction of peak reached. Set
-//! `STARLING_BENCH_QUICK=1` for one small size per kernel.
+//! `STARLING_BENCH_QUICK=1` for one small size per kernel, `STARLING_BENCH_MATMUL=1024,4096`
+//! for other matmul sizes. On a hardware adapter the "shader" column times the shader alone
+//! (see `shader_time`), which is what a fraction of peak should be measured on.
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use starling_kernels::{Catalog, Gpu, GpuDispatch, NamedInputs};
 use std::time::{Duration, Instant};
+
+/// Units bigger than this skip the single-threaded CPU reference (a 4096³ matmul would
+/// take about ten seconds a run there).
+const CPU_MAX_GFLOP: f64 = 20.0;
+
+/// Dispatches per run when timing a shader alone (see [`shader_time`]).
+const SHADER_REPEATS: u32 = 9;
 
 /// One benchmarked job: a kernel, its parameters and inputs, planned as a single unit.
 struct Case {
@@ -28,8 +37,15 @@ fn random_f32(rng: &mut impl Rng, count: usize) -> Vec<u8> {
 fn cases(quick: bool) -> Vec<Case> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut cases = Vec::new();
-    let sizes: &[u32] = if quick { &[16, 128] } else { &[256, 512, 1024] };
-    for &n in sizes {
+    let sizes: Vec<u32> = match std::env::var("STARLING_BENCH_MATMUL") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .collect(),
+        Err(_) if quick => vec![16, 128],
+        Err(_) => vec![256, 512, 1024],
+    };
+    for n in sizes {
         let mut inputs = NamedInputs::new();
         inputs.insert("a".into(), random_f32(&mut rng, (n * n) as usize));
         inputs.insert("b".into(), random_f32(&mut rng, (n * n) as usize));
@@ -127,6 +143,33 @@ fn matmul_baseline(tuned: &GpuDispatch) -> GpuDispatch {
     }
 }
 
+/// The shader's own time per dispatch on a hardware adapter: the median run with
+/// `SHADER_REPEATS` dispatches minus the median run with one, over the extra dispatches.
+/// Upload and read-back cancel out. `None` on a software adapter, where they are cheap
+/// and the repeats would only slow the run.
+fn shader_time(gpu: &Gpu, d: &GpuDispatch, input: &[u8]) -> Result<Option<Duration>, String> {
+    if gpu.adapter().software {
+        return Ok(None);
+    }
+    let run = |dispatches| {
+        time(|| {
+            pollster::block_on(gpu.run_repeated(d, input, dispatches))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    };
+    let once = run(1)?;
+    let repeated = run(SHADER_REPEATS)?;
+    Ok(repeated
+        .checked_sub(once)
+        .map(|extra| extra / (SHADER_REPEATS - 1)))
+}
+
+/// A figure, or "-" where it was not measured.
+fn figure(value: Option<f64>) -> String {
+    value.map_or("-".to_owned(), |v| format!("{v:.2}"))
+}
+
 fn gflops(flops: u64, d: Duration) -> f64 {
     flops as f64 / d.as_secs_f64() / 1e9
 }
@@ -155,8 +198,16 @@ fn main() {
         );
     }
     println!(
-        "{:<11} {:<24} {:>12} {:>11} {:>11} {:>11} {:>11} {:>8}",
-        "kernel", "size", "unit GFLOP", "GPU ms", "GPU GF/s", "CPU ms", "CPU GF/s", "GPU/CPU"
+        "{:<11} {:<26} {:>10} {:>10} {:>10} {:>11} {:>10} {:>10} {:>8}",
+        "kernel",
+        "size",
+        "unit GFLOP",
+        "GPU ms",
+        "GPU GF/s",
+        "shader GF/s",
+        "CPU ms",
+        "CPU GF/s",
+        "GPU/CPU"
     );
     for case in cases(quick) {
         let kernel = match catalog.get(case.kernel) {
@@ -181,37 +232,55 @@ fn main() {
                 .unit_input(&case.params, &plan.input, unit)
                 .map_err(|e| e.to_string())?;
             let flops = kernel.unit_flops(unit).map_err(|e| e.to_string())?;
-            let cpu = time(|| {
-                kernel
-                    .run_cpu(unit, &input)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            })?;
-            let (gpu_ms, gpu_rate) = match &gpu {
+            let cpu = if flops as f64 <= CPU_MAX_GFLOP * 1e9 {
+                Some(time(|| {
+                    kernel
+                        .run_cpu(unit, &input)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                })?)
+            } else {
+                None
+            };
+            let (gpu_ms, gpu_rate, shader_rate) = match &gpu {
                 Some(gpu) => {
                     let d = time(|| {
                         pollster::block_on(catalog.run_unit(Some(gpu), case.kernel, unit, &input))
                             .map(drop)
                             .map_err(|e| e.to_string())
                     })?;
-                    (d.as_secs_f64() * 1e3, gflops(flops, d))
+                    let dispatch = kernel
+                        .gpu_dispatch(unit, &input)
+                        .map_err(|e| e.to_string())?;
+                    let shader = shader_time(gpu, &dispatch, &input)?;
+                    (
+                        d.as_secs_f64() * 1e3,
+                        gflops(flops, d),
+                        shader.map(|s| gflops(flops, s)),
+                    )
                 }
-                None => (f64::NAN, f64::NAN),
+                None => (f64::NAN, f64::NAN, None),
             };
-            let cpu_rate = gflops(flops, cpu);
+            let cpu_rate = cpu.map(|c| gflops(flops, c));
             print!(
-                "{:<11} {:<24} {:>12.3} {:>11.2} {:>11.2} {:>11.2} {:>11.2} {:>7.2}x",
+                "{:<11} {:<26} {:>10.3} {:>10.2} {:>10.2} {:>11} {:>10} {:>10} {:>8}",
                 case.kernel,
                 case.label,
                 flops as f64 / 1e9,
                 gpu_ms,
                 gpu_rate,
-                cpu.as_secs_f64() * 1e3,
-                cpu_rate,
-                gpu_rate / cpu_rate
+                figure(shader_rate),
+                figure(cpu.map(|c| c.as_secs_f64() * 1e3)),
+                figure(cpu_rate),
+                cpu_rate.map_or("-".to_owned(), |c| format!("{:.2}x", gpu_rate / c)),
             );
-            if let Some(peak) = peak {
-                print!("  {:.1}% of peak", 100.0 * gpu_rate / peak);
+            // FP32 peak only means something for matmul: the other kernels' FLOP counts
+            // include integer and transcendental work that does not run at FMA rate.
+            if let (Some(peak), "matmul") = (peak, case.kernel) {
+                print!(
+                    "  {:.1}% of peak",
+                    100.0 * shader_rate.unwrap_or(gpu_rate) / peak
+                );
             }
             println!();
             if let (Some(gpu), "matmul") = (&gpu, case.kernel) {
@@ -224,14 +293,20 @@ fn main() {
                         .map(drop)
                         .map_err(|e| e.to_string())
                 })?;
+                let shader = shader_time(gpu, &baseline, &input)?.map(|s| gflops(flops, s));
                 println!(
-                    "{:<11} {:<24} {:>12} {:>11.2} {:>11.2}   tuned/baseline {:.2}x",
+                    "{:<11} {:<26} {:>10} {:>10.2} {:>10.2} {:>11}   tuned/baseline {:.2}x{}",
                     "  baseline",
                     "16x16 tiles",
                     "",
                     d.as_secs_f64() * 1e3,
                     gflops(flops, d),
-                    gpu_rate / gflops(flops, d)
+                    figure(shader),
+                    gpu_rate / gflops(flops, d),
+                    match (shader_rate, shader) {
+                        (Some(t), Some(b)) => format!(" (shader alone {:.2}x)", t / b),
+                        _ => String::new(),
+                    }
                 );
             }
             Ok(())

@@ -142,6 +142,19 @@ impl Gpu {
 
     /// Runs one dispatch over `input` and returns the output buffer's bytes.
     pub async fn run(&self, d: &GpuDispatch, input: &[u8]) -> Result<Vec<u8>, GpuError> {
+        self.run_repeated(d, input, 1).await
+    }
+
+    /// Like [`Gpu::run`], but dispatches the shader `dispatches` times (at least once) in
+    /// one pass before reading back. Benchmarks time the shader alone from the difference
+    /// between runs of different counts, since upload and read-back cost the same in both.
+    /// Only for shaders whose output does not depend on its previous contents.
+    pub async fn run_repeated(
+        &self,
+        d: &GpuDispatch,
+        input: &[u8],
+        dispatches: u32,
+    ) -> Result<Vec<u8>, GpuError> {
         if d.inputs
             .iter()
             .any(|r| r.end > input.len() || r.start > r.end)
@@ -224,7 +237,9 @@ impl Gpu {
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             let [x, y, z] = d.workgroups;
-            pass.dispatch_workgroups(x, y, z);
+            for _ in 0..dispatches.max(1) {
+                pass.dispatch_workgroups(x, y, z);
+            }
         }
         encoder.copy_buffer_to_buffer(&output, 0, &staging, 0, out_size);
         self.queue.submit([encoder.finish()]);
