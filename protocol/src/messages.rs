@@ -93,7 +93,7 @@ pub enum ToVolunteer {
         detail: String,
     },
     /// Credit paid to this volunteer's wallet (or its site's) for verified work: one
-    /// ledger entry, signed by the relay's key.
+    /// ledger entry (a payout of one job's verified units), signed by the relay's key.
     Receipt(Receipt),
     /// The relay refuses this peer (wrong version, malformed traffic); it closes next.
     Refused {
@@ -102,16 +102,18 @@ pub enum ToVolunteer {
     },
 }
 
-/// A signed ledger entry crediting the volunteer, pushed as soon as it is committed.
+/// A signed ledger entry crediting the volunteer, pushed as soon as it is committed. The
+/// relay pays verified units out in batches (every few seconds, and when a job ends), so
+/// one receipt covers every unit of one job settled since the last payout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
     /// The entry's position in the relay's public ledger (`GET /api/v1/ledger`).
     pub seq: u64,
     /// Micro-credits credited (1 credit = 1,000,000).
     pub amount_micro: u64,
-    /// Why: "pay" (a share of a unit's price) or "site_share".
+    /// Why: "pay" (shares of units' prices) or "site_share".
     pub reason: String,
-    /// The unit it pays for.
+    /// The job whose units it pays for.
     pub reference: String,
     /// The entry's hash, as chained in the ledger.
     pub hash: [u8; 32],

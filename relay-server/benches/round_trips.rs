@@ -5,11 +5,14 @@
 //! results), in the same run for:
 //!
 //! - quorum 1 without billing (the floor);
-//! - quorum 1 with billing (each settled unit also appends signed ledger entries);
+//! - quorum 1 with billing (each settled unit's price accrues to its payees, and payouts
+//!   every second append the signed ledger entries);
 //! - quorum 2 with billing (every unit computed twice by distinct wallets and judged);
 //! - adaptive replication: a quorum-2 billed job whose volunteers' wallets are trusted,
 //!   leased as the scheduler does for a kernel without a spot check (one result per unit,
-//!   except audits at `audit_rate`, plus known-answer canaries at `canary_rate`);
+//!   except audits, plus known-answer canaries at `canary_rate`), once with wallets just
+//!   trusted (16 valid results: audited at nearly `audit_rate`) and once with a long clean
+//!   record (200: audited at a tenth of it);
 //! - the floor again with only 4 volunteers, as this bench measured before group commit.
 //!
 //! Each volunteer is a task with its own wallet and connection id that leases, answers
@@ -36,8 +39,12 @@ const WORKERS: usize = 64;
 /// The scheduler's defaults (`SchedulerConfig`).
 const AUDIT_RATE: f64 = 0.1;
 const CANARY_RATE: f64 = 0.02;
+/// How often the bench pays out accruals while volunteers work.
+const PAYOUT_INTERVAL: Duration = Duration::from_secs(1);
 /// Valid results that make a new wallet trusted (see `validation::trust`), with margin.
-const WARM_UP: usize = 16;
+const JUST_TRUSTED: usize = 16;
+/// Valid results of a wallet with a long clean record (audited at the floor rate).
+const LONG_RECORD: usize = 200;
 
 #[derive(Clone, Copy)]
 struct Scenario {
@@ -45,8 +52,9 @@ struct Scenario {
     quorum: u32,
     billed: bool,
     workers: usize,
-    /// Trusted wallets under the scheduler's adaptive replication.
-    adaptive: bool,
+    /// Trusted wallets under the scheduler's adaptive replication, each warmed up with
+    /// this many valid results first.
+    adaptive: Option<usize>,
 }
 
 struct Figures {
@@ -85,14 +93,20 @@ fn request(peer: PeerId, wallet: WalletAddress) -> LeaseRequest {
     }
 }
 
-/// Gives each wallet [`WARM_UP`] valid results, one wallet at a time, so all are trusted.
-async fn warm_up(storage: &Storage, wallets: &[(PeerId, WalletAddress)]) -> anyhow::Result<()> {
+/// Gives each wallet `results` valid results, one wallet at a time, so all are trusted;
+/// returns the probability that each one's unit is audited.
+async fn warm_up(
+    storage: &Storage,
+    wallets: &[(PeerId, WalletAddress)],
+    results: usize,
+) -> anyhow::Result<Vec<f64>> {
     storage
-        .insert_job(&job(wallets.len() * WARM_UP, 1, None))
+        .insert_job(&job(wallets.len() * results, 1, None))
         .await?;
+    let mut audit = Vec::new();
     let output = vec![7u8; 64];
     for &(peer, wallet) in wallets {
-        for _ in 0..WARM_UP {
+        for _ in 0..results {
             let request = request(peer, wallet);
             anyhow::ensure!(
                 storage.lease_work(&request, |_, q| q).await?.is_some(),
@@ -106,13 +120,17 @@ async fn warm_up(storage: &Storage, wallets: &[(PeerId, WalletAddress)]) -> anyh
             };
             storage.record_result(result, 6, &|a, b| a == b).await?;
         }
-        let trusted = storage
+        let reliability = storage
             .wallet(&wallet)
             .await?
-            .is_some_and(|w| w.reliability.trusted());
-        anyhow::ensure!(trusted, "{wallet} is not trusted after warming up");
+            .map(|w| w.reliability)
+            .filter(|r| r.trusted())
+            .ok_or_else(|| anyhow::anyhow!("{wallet} is not trusted after warming up"))?;
+        // As the scheduler decides per lease (here once per wallet: the record grows a
+        // little during the run, so this slightly overstates the audits).
+        audit.push(reliability.audit_probability(AUDIT_RATE));
     }
-    Ok(())
+    Ok(audit)
 }
 
 /// CPU time so far of the newest writer thread (the storage opened last), from
@@ -175,16 +193,30 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
             )
         })
         .collect();
-    if scenario.adaptive {
-        warm_up(&storage, &wallets).await?;
-    }
+    let audit_probability = match scenario.adaptive {
+        Some(results) => warm_up(&storage, &wallets, results).await?,
+        None => vec![1.0; wallets.len()],
+    };
     storage
         .insert_job(&job(units, scenario.quorum, submitter))
         .await?;
     let cpu_before = writer_cpu();
     let started = Instant::now();
+    // Payouts run beside the volunteers as the relay's housekeeping runs them, but every
+    // second rather than every five, and once more when the work is done.
+    let payouts = scenario.billed.then(|| {
+        let storage = storage.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PAYOUT_INTERVAL).await;
+                storage.pay_out_all().await?;
+            }
+            #[allow(unreachable_code)]
+            anyhow::Ok(())
+        })
+    });
     let mut tasks = Vec::new();
-    for &(peer, wallet) in &wallets {
+    for (&(peer, wallet), &audit_probability) in wallets.iter().zip(&audit_probability) {
         let storage = storage.clone();
         tasks.push(tokio::spawn(async move {
             let output = vec![7u8; 64];
@@ -195,15 +227,15 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
                 let t = Instant::now();
                 let mut leased = None;
                 let (roll, pick, audit): (f64, f64, f64) = rand::random();
-                if scenario.adaptive && roll < CANARY_RATE {
+                let adaptive = scenario.adaptive.is_some();
+                if adaptive && roll < CANARY_RATE {
                     leased = storage.lease_canary(&request, pick).await?;
                 }
                 if leased.is_none() {
                     // As the scheduler decides for a trusted wallet and a kernel without a
                     // spot check: one result, except for audits.
-                    let adaptive = scenario.adaptive;
                     let quorum_for = move |_: &str, q: u32| {
-                        if adaptive && audit >= AUDIT_RATE {
+                        if adaptive && audit >= audit_probability {
                             1
                         } else {
                             q
@@ -236,6 +268,15 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
         let (l, s) = task.await??;
         latencies.extend(l);
         settled += s;
+    }
+    if let Some(payouts) = payouts {
+        if payouts.is_finished() {
+            payouts.await??;
+        } else {
+            payouts.abort();
+        }
+        storage.pay_out_all().await?;
+        anyhow::ensure!(storage.accruals().await?.is_empty(), "accruals left unpaid");
     }
     let elapsed = started.elapsed().as_secs_f64();
     let writer_cpu = cpu_before
@@ -281,35 +322,42 @@ async fn main() -> anyhow::Result<()> {
             quorum: 1,
             billed: false,
             workers: WORKERS,
-            adaptive: false,
+            adaptive: None,
         },
         Scenario {
             name: "quorum 1, billed",
             quorum: 1,
             billed: true,
             workers: WORKERS,
-            adaptive: false,
+            adaptive: None,
         },
         Scenario {
             name: "quorum 2, billed",
             quorum: 2,
             billed: true,
             workers: WORKERS,
-            adaptive: false,
+            adaptive: None,
         },
         Scenario {
-            name: "adaptive (trusted), billed",
+            name: "adaptive, just trusted, billed",
             quorum: 2,
             billed: true,
             workers: WORKERS,
-            adaptive: true,
+            adaptive: Some(JUST_TRUSTED),
+        },
+        Scenario {
+            name: "adaptive, long record, billed",
+            quorum: 2,
+            billed: true,
+            workers: WORKERS,
+            adaptive: Some(LONG_RECORD),
         },
         Scenario {
             name: "quorum 1, no billing",
             quorum: 1,
             billed: false,
             workers: 4,
-            adaptive: false,
+            adaptive: None,
         },
     ] {
         let f = run(scenario, units).await?;

@@ -58,12 +58,16 @@ struct Cli {
     /// again, indistinguishable from new ones, to catch wallets that return wrong results.
     #[arg(long, default_value_t = 0.02)]
     canary_rate: f64,
-    /// Fraction of a trusted wallet's units still replicated when the kernel has no spot
-    /// check. With `--canary-rate` it sets the verification overhead once wallets are
-    /// trusted (audit + canary rate of extra compute); lower catches a trusted cheater
-    /// later.
+    /// Fraction of a just-trusted wallet's units still replicated when the kernel has no
+    /// spot check. It falls as the wallet's clean record grows, to a tenth of this. With
+    /// `--canary-rate` it sets the verification overhead once wallets are trusted (audit +
+    /// canary rate of extra compute); lower catches a trusted cheater later.
     #[arg(long, default_value_t = 0.1)]
     audit_rate: f64,
+    /// Seconds between payouts: what verified units earned is paid into the ledger at
+    /// most this long after they settle, and at once when their job ends.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    payout_secs: u64,
     /// Largest accepted request body, in MiB.
     #[arg(long, default_value_t = 64)]
     max_body_mib: usize,
@@ -182,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
             canary_rate: cli.canary_rate.clamp(0.0, 1.0),
             audit_rate: cli.audit_rate.clamp(0.0, 1.0),
             max_units_per_job: cli.max_units_per_job.max(1),
+            payout_interval: Duration::from_secs(cli.payout_secs),
             ..SchedulerConfig::default()
         },
     );

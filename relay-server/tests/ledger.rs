@@ -65,9 +65,10 @@ impl Relay {
         self.storage.audit(&self.key.address()).await
     }
 
-    /// A submitter with 10 credits, 6 escrowed for job 1, one unit paid to wallets 1 and
-    /// 2 with wallet 3 as the site, the rest refunded: entries 1 (issue), 2 (escrow),
-    /// 3..=6 (pay, pay, site share, platform fee), 7 (refund).
+    /// A submitter with 10 credits, 6 escrowed for job 1, one unit's price accrued to
+    /// wallets 1 and 2 with wallet 3 as the site, the rest refunded, then the accruals
+    /// paid out: entries 1 (issue), 2 (escrow), 3 (refund), 4..=7 (pay, pay, site share,
+    /// platform fee).
     async fn sample(&self) -> anyhow::Result<AccountId> {
         let (submitter, _) = self
             .storage
@@ -78,18 +79,24 @@ impl Relay {
             .await?;
         let split = split_unit_price(4_000_000_000, credits(1), 100_000, 50_000, 2, true)?;
         let site = wallet(3).address();
-        let paid = self
-            .storage
-            .pay_unit(
-                &self.key,
+        self.storage
+            .accrue_unit(
                 job(1),
-                "unit-1",
                 &split,
                 &[wallet(1).address(), wallet(2).address()],
                 Some(&site),
             )
             .await?;
+        // Owed credit stays in escrow until paid out: a refund now leaves it there.
+        let early = self
+            .storage
+            .refund_job(&self.key, job(1), submitter)
+            .await?;
+        assert_eq!(early.map(|e| e.amount), Some(credits(2)));
+        let paid = self.storage.pay_out_job(&self.key, job(1)).await?;
         assert_eq!(paid.len(), 4);
+        assert!(paid.iter().all(|e| e.reference == job(1).to_string()));
+        assert!(self.storage.accruals().await?.is_empty());
         self.storage
             .refund_job(&self.key, job(1), submitter)
             .await?;
@@ -159,23 +166,34 @@ async fn escrow_and_payment_refuse_to_overdraw_and_write_nothing() -> anyhow::Re
     // the second's would not, and neither may be paid.
     let split = split_unit_price(2_000_000_000, credits(1), 0, 0, 2, false)?;
     let volunteers = [wallet(1).address(), wallet(2).address()];
-    let err = s
-        .pay_unit(&relay.key, job(1), "unit", &split, &volunteers, None)
-        .await
-        .err();
+    let err = s.accrue_unit(job(1), &split, &volunteers, None).await.err();
     assert!(
         matches!(err, Some(LedgerError::Overdraft { account: Account::Escrow(j), .. }) if j == job(1)),
         "{err:?}"
     );
+    assert!(s.accruals().await?.is_empty(), "a refused unit accrued");
+    assert!(s.pay_out_job(&relay.key, job(1)).await?.is_empty());
     assert_eq!(
         s.balance(&Account::Wallet(volunteers[0])).await?,
         MicroCredits::ZERO
     );
     assert_eq!(s.balance(&Account::Escrow(job(1))).await?, credits(1));
     assert_eq!(relay.audit().await?.entries, 2);
+    // Half a credit fits once; the second half-credit unit would overdraw what is left.
+    let half = split_unit_price(500_000_000, credits(1), 0, 0, 1, false)?;
+    s.accrue_unit(job(1), &half, &volunteers[..1], None).await?;
+    s.accrue_unit(job(1), &half, &volunteers[..1], None).await?;
+    let err = s
+        .accrue_unit(job(1), &half, &volunteers[..1], None)
+        .await
+        .err();
+    assert!(
+        matches!(err, Some(LedgerError::Overdraft { .. })),
+        "{err:?}"
+    );
 
     let err = s
-        .pay_unit(&relay.key, job(1), "unit", &split, &volunteers[..1], None)
+        .accrue_unit(job(1), &split, &volunteers[..1], None)
         .await
         .err();
     assert!(
@@ -187,7 +205,7 @@ async fn escrow_and_payment_refuse_to_overdraw_and_write_nothing() -> anyhow::Re
         ..split.clone()
     };
     let err = s
-        .pay_unit(&relay.key, job(1), "unit", &with_site, &volunteers, None)
+        .accrue_unit(job(1), &with_site, &volunteers, None)
         .await
         .err();
     assert!(
@@ -242,7 +260,7 @@ async fn pages_and_account_history_walk_the_ledger_in_order() -> anyhow::Result<
         .account_history(&Account::Submitter(submitter), 0, 100)
         .await?;
     let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, [1, 2, 7]);
+    assert_eq!(seqs, [1, 2, 3]);
     let later = s
         .account_history(&Account::Submitter(submitter), 2, 100)
         .await?;
@@ -543,6 +561,7 @@ enum Op {
         job: u8,
         amount: u64,
     },
+    /// A unit of the job settles: its price accrues to its payees.
     Pay {
         job: u8,
         gflops: u64,
@@ -550,6 +569,10 @@ enum Op {
         site: bool,
     },
     Refund {
+        job: u8,
+    },
+    /// The job's accruals are paid into the ledger.
+    PayOut {
         job: u8,
     },
     Transfer {
@@ -579,6 +602,7 @@ fn op() -> impl Strategy<Value = Op> {
             }
         }),
         1 => (0u8..3).prop_map(|job| Op::Refund { job }),
+        2 => (0u8..3).prop_map(|job| Op::PayOut { job }),
         4 => (0u8..4, 0u8..4, 0u64..1_500_000, 0u8..4).prop_map(|(from, to, amount, nonce)| {
             Op::Transfer {
                 from,
@@ -598,6 +622,8 @@ struct Model {
     submitters: Vec<AccountId>,
     job_owner: BTreeMap<u8, AccountId>,
     nonces: std::collections::BTreeSet<(u8, u8)>,
+    /// Accrued and not paid out, per job and payee.
+    owed: BTreeMap<(u8, Account), u64>,
 }
 
 impl Model {
@@ -607,6 +633,18 @@ impl Model {
     fn shift(&mut self, from: Account, to: Account, amount: u64) {
         *self.balances.entry(from).or_insert(0) -= i128::from(amount);
         *self.balances.entry(to).or_insert(0) += i128::from(amount);
+    }
+    fn owed_by(&self, job: u8) -> i128 {
+        self.owed
+            .iter()
+            .filter(|((j, _), _)| *j == job)
+            .map(|(_, micro)| i128::from(*micro))
+            .sum()
+    }
+    fn accrue(&mut self, job: u8, to: Account, amount: u64) {
+        if amount > 0 {
+            *self.owed.entry((job, to)).or_insert(0) += amount;
+        }
     }
     fn nonzero(&self) -> BTreeMap<Account, i128> {
         self.balances
@@ -681,24 +719,22 @@ async fn step(relay: &mut Relay, model: &mut Model, op: &Op) -> anyhow::Result<(
             let site_wallet = volunteer(3);
             let escrow = Account::Escrow(job(j.into()));
             let result = s
-                .pay_unit(
-                    &key,
+                .accrue_unit(
                     job(j.into()),
-                    "unit",
                     &split,
                     &wallets,
                     site.then_some(&site_wallet),
                 )
                 .await;
-            let covered = model.get(&escrow) >= i128::from(split.price.0);
+            let covered = model.get(&escrow) - model.owed_by(j) >= i128::from(split.price.0);
             match result {
-                Ok(_) => {
-                    anyhow::ensure!(covered, "paid beyond the escrow");
+                Ok(()) => {
+                    anyhow::ensure!(covered, "accrued beyond the escrow");
                     for (w, share) in wallets.iter().zip(&split.volunteers) {
-                        model.shift(escrow, Account::Wallet(*w), share.0);
+                        model.accrue(j, Account::Wallet(*w), share.0);
                     }
-                    model.shift(escrow, Account::Wallet(site_wallet), split.site.0);
-                    model.shift(escrow, Account::Platform, split.platform.0);
+                    model.accrue(j, Account::Wallet(site_wallet), split.site.0);
+                    model.accrue(j, Account::Platform, split.platform.0);
                 }
                 Err(LedgerError::Overdraft { .. }) => {
                     anyhow::ensure!(!covered, "refused a covered payment")
@@ -706,12 +742,27 @@ async fn step(relay: &mut Relay, model: &mut Model, op: &Op) -> anyhow::Result<(
                 Err(e) => return Err(e.into()),
             }
         }
+        Op::PayOut { job: j } => {
+            let escrow = Account::Escrow(job(j.into()));
+            let entries = s.pay_out_job(&key, job(j.into())).await?;
+            let owed: Vec<(Account, u64)> = model
+                .owed
+                .iter()
+                .filter(|((oj, _), _)| *oj == j)
+                .map(|((_, account), micro)| (*account, *micro))
+                .collect();
+            anyhow::ensure!(entries.len() == owed.len(), "{entries:?} for {owed:?}");
+            for (account, micro) in owed {
+                model.owed.remove(&(j, account));
+                model.shift(escrow, account, micro);
+            }
+        }
         Op::Refund { job: j } => {
             let Some(&owner) = model.job_owner.get(&j) else {
                 return Ok(());
             };
             let escrow = Account::Escrow(job(j.into()));
-            let left = model.get(&escrow);
+            let left = model.get(&escrow) - model.owed_by(j);
             let refunded = s.refund_job(&key, job(j.into()), owner).await?;
             anyhow::ensure!(refunded.is_some() == (left > 0));
             model.shift(escrow, Account::Submitter(owner), u64::try_from(left)?);

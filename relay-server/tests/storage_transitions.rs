@@ -10,6 +10,7 @@ use relay_server::storage::{
     ReturnedResult, Storage,
 };
 use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
+use std::collections::BTreeMap;
 
 fn job(units: usize, quorum: u32) -> NewJob {
     NewJob {
@@ -394,6 +395,8 @@ enum Step {
     Expire,
     /// The relay restarts.
     Restart,
+    /// What settled units earned is paid into the ledger.
+    PayOut,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -404,6 +407,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..5usize).prop_map(Step::Leave),
         1 => Just(Step::Expire),
         1 => Just(Step::Restart),
+        1 => Just(Step::PayOut),
     ]
 }
 
@@ -436,28 +440,49 @@ async fn check(
         .audit(&billing().key.address())
         .await
         .map_err(|e| anyhow::anyhow!("audit: {e}"))?;
-    // Every settled unit paid each of its valid wallets once; nothing else was paid.
+    // Every settled unit earned each of its valid wallets an equal, positive share, and
+    // what each wallet earned is in the ledger (paid out, referencing the job) or still
+    // accrued: no more, no less.
     let entries = storage.ledger_page(0, 100_000).await?;
     let audit = storage.audit_units(job).await?;
+    let accruals = storage.accruals().await?;
+    let mut earned: BTreeMap<String, u64> = BTreeMap::new();
     for unit in &audit {
-        let mut paid: Vec<String> = entries
-            .iter()
-            .filter(|e| e.reason == Reason::Pay && e.reference == unit.id)
-            .map(|e| e.credit.to_string())
-            .collect();
-        paid.sort();
-        let mut expected: Vec<String> = unit
-            .valid_wallets
-            .iter()
-            .map(|w| format!("wallet:{w}"))
-            .collect();
-        expected.sort();
         anyhow::ensure!(
-            paid == expected,
-            "unit {} paid {paid:?}, valid {expected:?}",
-            unit.idx
+            unit.valid_wallets.is_empty() != unit.done,
+            "unit {}: valid results {:?} but done {}",
+            unit.idx,
+            unit.valid_wallets,
+            unit.done
         );
+        anyhow::ensure!(
+            unit.valid_paid_micro.iter().all(|&m| m > 0)
+                && unit.valid_paid_micro.windows(2).all(|w| w[0] == w[1]),
+            "unit {}: shares {:?}",
+            unit.idx,
+            unit.valid_paid_micro
+        );
+        for (wallet, micro) in unit.valid_wallets.iter().zip(&unit.valid_paid_micro) {
+            *earned.entry(format!("wallet:{wallet}")).or_default() += micro;
+        }
     }
+    let mut credited: BTreeMap<String, u64> = BTreeMap::new();
+    for e in entries
+        .iter()
+        .filter(|e| e.reason == Reason::Pay && e.reference == job.to_string())
+    {
+        *credited.entry(e.credit.to_string()).or_default() += e.amount.0;
+    }
+    for a in accruals
+        .iter()
+        .filter(|a| a.reason == Reason::Pay && a.job == job)
+    {
+        *credited.entry(a.account.to_string()).or_default() += a.amount.0;
+    }
+    anyhow::ensure!(
+        credited == earned,
+        "paid or owed {credited:?}, earned {earned:?}"
+    );
     if quorum >= 2 {
         let balance = storage.balance(&Account::Wallet(*cheater)).await?;
         anyhow::ensure!(balance.is_zero(), "a wrong result was paid: {balance}");
@@ -559,6 +584,9 @@ proptest! {
                     }
                     Step::Expire => {
                         storage.expire_leases(i64::MAX).await?;
+                    }
+                    Step::PayOut => {
+                        storage.pay_out_all().await?;
                     }
                     Step::Restart => {
                         drop(storage);

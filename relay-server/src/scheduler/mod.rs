@@ -11,11 +11,12 @@ use crate::storage::{
     Storage, StorageError,
 };
 use crate::validation::quorum::Policy;
+use crate::validation::trust::Reliability;
 use starling_kernels::{Catalog, KernelError, NamedInputs};
 use starling_protocol::{Assignment, JobId, LeaseId, Signature, WalletAddress};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Tunables of the scheduler.
@@ -36,11 +37,15 @@ pub struct SchedulerConfig {
     pub max_results: u32,
     /// Fraction of leases that are known-answer tests (settled units handed out again).
     pub canary_rate: f64,
-    /// Fraction of a trusted wallet's units still replicated when the kernel has no spot
-    /// check to stand in for a replica.
+    /// Fraction of a just-trusted wallet's units still replicated when the kernel has no
+    /// spot check to stand in for a replica; it falls with the wallet's error rate, to a
+    /// tenth of this (see [`Reliability::audit_probability`]).
     pub audit_rate: f64,
     /// Most units one job may split into.
     pub max_units_per_job: usize,
+    /// How often what verified units earned is paid out into the ledger (also when a job
+    /// ends).
+    pub payout_interval: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -55,6 +60,7 @@ impl Default for SchedulerConfig {
             canary_rate: 0.02,
             audit_rate: 0.1,
             max_units_per_job: 100_000,
+            payout_interval: Duration::from_secs(5),
         }
     }
 }
@@ -262,11 +268,14 @@ impl Scheduler {
         let started = std::time::Instant::now();
         // A read, not the hello's upsert: this runs for every lease, and the session
         // registered the wallet when it joined.
-        let (quarantined, trusted) = self
+        let (quarantined, reliability) = self
             .storage
             .wallet(&wallet)
             .await?
-            .map_or((false, false), |r| (r.quarantined, r.reliability.trusted()));
+            .map_or((false, Reliability::default()), |r| {
+                (r.quarantined, r.reliability)
+            });
+        let trusted = reliability.trusted();
         if quarantined {
             return Err(LeaseError::Quarantined(wallet));
         }
@@ -293,10 +302,11 @@ impl Scheduler {
         }
         if leased.is_none() {
             let catalog = self.catalog.clone();
-            let audit_rate = self.config.audit_rate;
+            let audit_rate = reliability.audit_probability(self.config.audit_rate);
             // BOINC's adaptive replication: a trusted wallet's unit needs one result when
-            // the kernel's spot check stands in for the replica (or, without one, most of
-            // the time); everyone else's needs the job's quorum.
+            // the kernel's spot check stands in for the replica (or, without one, unless
+            // it is audited, the less often the longer its clean record); everyone else's
+            // needs the job's quorum.
             let quorum_for = move |kernel: &str, job_quorum: u32| {
                 let checkable = catalog
                     .info(kernel)
@@ -565,13 +575,25 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Background upkeep: requeue expired leases and fail jobs that cannot finish.
+    /// Background upkeep: requeue expired leases, fail jobs that cannot finish, and pay
+    /// out what verified units earned every [`SchedulerConfig::payout_interval`].
     pub fn spawn_housekeeping(&self) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut paid_at = Instant::now();
             loop {
                 tick.tick().await;
+                if paid_at.elapsed() >= this.config.payout_interval {
+                    paid_at = Instant::now();
+                    match this.storage.pay_out_all().await {
+                        Ok(entries) if !entries.is_empty() => {
+                            tracing::debug!(entries = entries.len(), "paid out");
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!("paying out failed: {e}"),
+                    }
+                }
                 let expired = this.storage.expire_leases(crate::storage::now_ms()).await;
                 match expired {
                     Ok(0) => {}

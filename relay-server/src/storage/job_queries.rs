@@ -85,7 +85,8 @@ impl Storage {
     /// leases arrive stale.
     pub async fn cancel_job(&self, id: JobId) -> Result<Cancelled, StorageError> {
         let billing = self.billing.clone();
-        self.writer
+        let (cancelled, paid) = self
+            .writer
             .exec(move |db| {
                 let job = id.to_string();
                 let updated = db
@@ -100,15 +101,21 @@ impl Storage {
                         .query_row([&job], |r| r.get(0))
                         .optional()?;
                     return match state {
-                        Some(state) => Ok(Cancelled::AlreadyEnded(JobState::parse(&state)?)),
-                        None => Ok(Cancelled::Missing),
+                        Some(state) => Ok::<_, StorageError>((
+                            Cancelled::AlreadyEnded(JobState::parse(&state)?),
+                            Vec::new(),
+                        )),
+                        None => Ok((Cancelled::Missing, Vec::new())),
                     };
                 }
                 let withdrawn = super::withdraw_units(db, id)?;
-                super::refund(db, billing.as_deref(), id)?;
-                Ok(Cancelled::Now { withdrawn })
+                // Units settled before the cancel were verified work: they are paid.
+                let paid = super::settle_escrow(db, billing.as_deref(), id)?;
+                Ok::<_, StorageError>((Cancelled::Now { withdrawn }, paid))
             })
-            .await
+            .await?;
+        self.announce(&paid);
+        Ok(cancelled)
     }
 
     /// The request an idempotency key was first used with, if any.

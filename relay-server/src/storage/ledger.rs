@@ -20,6 +20,21 @@ use sqlx::Row;
 use starling_protocol::{JobId, Signature, WalletAddress, WalletKey};
 use std::collections::BTreeMap;
 
+/// Credit owed to one payee for one job's verified units, not yet paid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accrual {
+    /// The job whose escrow owes it.
+    pub job: JobId,
+    /// Who is owed.
+    pub account: Account,
+    /// Why ([`Reason::Pay`], [`Reason::SiteShare`] or [`Reason::PlatformFee`]).
+    pub reason: Reason,
+    /// How much.
+    pub amount: MicroCredits,
+    /// Units it is for.
+    pub units: u64,
+}
+
 /// Longest `reference` an entry may carry (ids are 36 characters; this leaves room).
 const MAX_REFERENCE: usize = 256;
 
@@ -304,19 +319,23 @@ pub(crate) fn escrow_job(
     )
 }
 
-/// Pays one settled unit out of its job's escrow: each of `wallets` its share, the `site`
-/// its share, the platform the rest, as [`split_unit_price`](crate::ledger::split_unit_price)
-/// computed. Zero parts write no entry. Fails with [`LedgerError::Overdraft`] (on the
-/// escrow) when the job's escrow cannot cover the price.
-pub(crate) fn pay_unit(
+/// Credits one settled unit's price to its payees without writing the ledger: each of
+/// `wallets` its share, the `site` its share, the platform the rest, as
+/// [`split_unit_price`](crate::ledger::split_unit_price) computed, added to their
+/// [accruals](pay_out) for `job`. Zero parts add nothing. Fails with
+/// [`LedgerError::Overdraft`] (on the escrow) when the job's escrow, less what it already
+/// owes, cannot cover the price; the caller's transaction then rolls back.
+///
+/// Appending signed entries per unit cost two signatures and nine statements a unit and
+/// grew the ledger with every unit; accruals cost three statements and are paid out in
+/// one entry per payee and job.
+pub(crate) fn accrue_unit(
     db: &Connection,
-    key: &WalletKey,
     job: JobId,
-    unit_ref: &str,
     split: &Split,
     wallets: &[WalletAddress],
     site: Option<&WalletAddress>,
-) -> Result<Vec<Entry>, LedgerError> {
+) -> Result<(), LedgerError> {
     if split.volunteers.len() != wallets.len() {
         return Err(LedgerError::SplitMismatch(format!(
             "{} volunteer shares for {} wallets",
@@ -334,6 +353,27 @@ pub(crate) fn pay_unit(
             )))
         }
     };
+    if split.price.is_zero() {
+        return Ok(());
+    }
+    let price = i64::try_from(split.price.0).map_err(|_| LedgerError::TooLarge(split.price))?;
+    let escrow = Account::Escrow(job);
+    let job_id = job.to_string();
+    let owed: i64 = db
+        .prepare_cached(
+            "INSERT INTO accrued_jobs (job_id, micro) VALUES (?1, ?2)
+             ON CONFLICT (job_id) DO UPDATE SET micro = micro + excluded.micro
+             RETURNING micro",
+        )?
+        .query_row(rusqlite::params![job_id, price], |r| r.get(0))?;
+    let held = cached_balance(db, &escrow)?;
+    if owed > held {
+        return Err(LedgerError::Overdraft {
+            account: escrow,
+            balance: MicroCredits(u64::try_from(held - (owed - price)).unwrap_or(0)),
+            amount: split.price,
+        });
+    }
     let parts = wallets
         .iter()
         .zip(&split.volunteers)
@@ -341,38 +381,88 @@ pub(crate) fn pay_unit(
         .chain(site_part)
         .chain([(Account::Platform, split.platform, Reason::PlatformFee)])
         .filter(|(_, amount, _)| !amount.is_zero());
-    let escrow = Account::Escrow(job);
-    let mut entries: Vec<Entry> = Vec::new();
-    // The entries follow each other in this transaction: the first reads the chain's head
-    // and the escrow's balance, the others continue from what the one before wrote, and
-    // the escrow's cached balance is written once at the end.
-    let mut escrow_balance = None;
+    let mut accrue = db.prepare_cached(
+        "INSERT INTO accruals (job_id, account, reason, micro, units) VALUES (?1, ?2, ?3, ?4, 1)
+         ON CONFLICT (job_id, account, reason)
+         DO UPDATE SET micro = micro + excluded.micro, units = units + 1",
+    )?;
     for (account, amount, reason) in parts {
-        let micro = check_entry(&escrow, &account, amount, unit_ref)?;
-        let before = match escrow_balance {
-            Some(balance) => balance,
-            None => cached_balance(db, &escrow)?,
-        };
-        escrow_balance = Some(debited(&escrow, before, micro, amount)?);
-        let head = match entries.last() {
-            Some(last) => (
-                last.seq.checked_add(1).ok_or(MoneyError::Overflow)?,
-                last.hash,
-            ),
-            None => chain_head(db)?,
-        };
-        entries.push(write_entry(
-            db, key, head, &escrow, &account, amount, reason, unit_ref,
+        let micro = i64::try_from(amount.0).map_err(|_| LedgerError::TooLarge(amount))?;
+        accrue.execute(rusqlite::params![
+            job_id,
+            account.to_string(),
+            reason.as_str(),
+            micro
+        ])?;
+    }
+    Ok(())
+}
+
+/// Pays out what verified work earned and the ledger does not hold yet: one signed entry
+/// per accrual row (escrow → payee, the job's id as reference), for `job` or for every
+/// job, then forgets the accruals. Returns the entries, for receipts.
+pub(crate) fn pay_out(
+    db: &Connection,
+    key: &WalletKey,
+    job: Option<JobId>,
+) -> Result<Vec<Entry>, LedgerError> {
+    let filter = job.map(|j| j.to_string());
+    let rows: Vec<(String, String, String, i64)> = {
+        let mut select = db.prepare_cached(
+            "SELECT job_id, account, reason, micro FROM accruals
+             WHERE ?1 IS NULL OR job_id = ?1 ORDER BY job_id, reason, account",
+        )?;
+        let rows = select
+            .query_map([&filter], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        rows
+    };
+    let corrupt = |what: String| LedgerError::Storage(StorageError::Corrupt(what));
+    let mut entries: Vec<Entry> = Vec::with_capacity(rows.len());
+    for (job_id, account, reason, micro) in rows {
+        let job: JobId = job_id
+            .parse()
+            .map_err(|_| corrupt(format!("accrual for job {job_id:?}")))?;
+        let account: Account = account
+            .parse()
+            .map_err(|_| corrupt(format!("accrual to {account:?}")))?;
+        let reason: Reason = reason
+            .parse()
+            .map_err(|_| corrupt(format!("accrual for {reason:?}")))?;
+        let amount = MicroCredits(u64::try_from(micro).map_err(|_| MoneyError::Overflow)?);
+        if amount.is_zero() {
+            continue;
+        }
+        entries.push(append(
+            db,
+            key,
+            &Account::Escrow(job),
+            &account,
+            amount,
+            reason,
+            &job_id,
         )?);
     }
-    if let Some(balance) = escrow_balance {
-        set_balance(db, &escrow, balance)?;
-    }
+    db.prepare_cached("DELETE FROM accruals WHERE ?1 IS NULL OR job_id = ?1")?
+        .execute([&filter])?;
+    db.prepare_cached("DELETE FROM accrued_jobs WHERE ?1 IS NULL OR job_id = ?1")?
+        .execute([&filter])?;
     Ok(entries)
 }
 
-/// Returns whatever is left in `job`'s escrow to the submitter (escrow → submitter);
-/// `None` when nothing is left.
+/// What `job`'s escrow owes in accruals not paid out yet.
+fn owed(db: &Connection, job: JobId) -> Result<i64, StorageError> {
+    let micro: Option<i64> = db
+        .prepare_cached("SELECT micro FROM accrued_jobs WHERE job_id = ?1")?
+        .query_row([job.to_string()], |r| r.get(0))
+        .optional()?;
+    Ok(micro.unwrap_or(0))
+}
+
+/// Returns whatever is left in `job`'s escrow, less what it owes in accruals, to the
+/// submitter (escrow → submitter); `None` when nothing is left.
 pub(crate) fn refund_job(
     db: &Connection,
     key: &WalletKey,
@@ -380,7 +470,8 @@ pub(crate) fn refund_job(
     submitter: AccountId,
 ) -> Result<Option<Entry>, LedgerError> {
     let escrow = Account::Escrow(job);
-    let left = cached_balance(db, &escrow)?;
+    // What settled units accrued stays for their payout: only the rest goes back.
+    let left = cached_balance(db, &escrow)?.saturating_sub(owed(db, job)?);
     if left <= 0 {
         return Ok(None);
     }
@@ -672,24 +763,76 @@ impl Storage {
             .await
     }
 
-    /// [`pay_unit`] in a transaction of its own.
-    pub async fn pay_unit(
+    /// [`accrue_unit`] in a transaction of its own.
+    pub async fn accrue_unit(
         &self,
-        key: &WalletKey,
         job: JobId,
-        unit_ref: &str,
         split: &Split,
         wallets: &[WalletAddress],
         site: Option<&WalletAddress>,
-    ) -> Result<Vec<Entry>, LedgerError> {
-        let key = key.clone();
-        let unit_ref = unit_ref.to_owned();
+    ) -> Result<(), LedgerError> {
         let split = split.clone();
         let wallets = wallets.to_vec();
         let site = site.copied();
         self.writer
-            .exec(move |db| pay_unit(db, &key, job, &unit_ref, &split, &wallets, site.as_ref()))
+            .exec(move |db| accrue_unit(db, job, &split, &wallets, site.as_ref()))
             .await
+    }
+
+    /// [`pay_out`] of one job's accruals, signed with `key`, in a transaction of its own.
+    pub async fn pay_out_job(
+        &self,
+        key: &WalletKey,
+        job: JobId,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        let key = key.clone();
+        let entries = self
+            .writer
+            .exec(move |db| pay_out(db, &key, Some(job)))
+            .await?;
+        self.announce(&entries);
+        Ok(entries)
+    }
+
+    /// Pays out every job's accruals (see [`pay_out`]) in one transaction and sends the
+    /// entries to [`Storage::ledger_feed`]. Without billing there is nothing to pay.
+    pub async fn pay_out_all(&self) -> Result<Vec<Entry>, LedgerError> {
+        let Some(billing) = self.billing.clone() else {
+            return Ok(Vec::new());
+        };
+        let entries = self
+            .writer
+            .exec(move |db| pay_out(db, &billing.key, None))
+            .await?;
+        self.announce(&entries);
+        Ok(entries)
+    }
+
+    /// What verified work has earned and no payout has paid yet, per job, payee and
+    /// reason.
+    pub async fn accruals(&self) -> Result<Vec<Accrual>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT job_id, account, reason, micro, units FROM accruals ORDER BY job_id, account",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let text = |c: &str| r.try_get::<String, _>(c);
+                let corrupt = |what: &str| StorageError::Corrupt(format!("accrual {what}"));
+                Ok(Accrual {
+                    job: text("job_id")?.parse().map_err(|_| corrupt("job"))?,
+                    account: text("account")?.parse().map_err(|_| corrupt("account"))?,
+                    reason: text("reason")?.parse().map_err(|_| corrupt("reason"))?,
+                    amount: MicroCredits(
+                        u64::try_from(r.try_get::<i64, _>("micro")?)
+                            .map_err(|_| corrupt("amount"))?,
+                    ),
+                    units: u64::try_from(r.try_get::<i64, _>("units")?)
+                        .map_err(|_| corrupt("units"))?,
+                })
+            })
+            .collect()
     }
 
     /// [`refund_job`] in a transaction of its own.

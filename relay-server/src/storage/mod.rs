@@ -29,7 +29,7 @@ mod results;
 mod wallets;
 mod writer;
 pub use leases::LeaseRequest;
-pub use ledger::LedgerError;
+pub use ledger::{Accrual, LedgerError};
 pub use model::{JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId};
 pub use network::Earner;
 pub use results::{Recorded, ReturnedResult, UnitAudit};
@@ -232,31 +232,38 @@ fn bill_of(submitter: Option<String>, price: i64) -> Result<Option<JobBill>, Sto
 }
 
 /// Fails an open job with `reason` inside the caller's transaction: its units are
-/// withdrawn and what is left of its escrow goes back to the submitter.
+/// withdrawn, what its settled units earned is paid out and what is left of its escrow
+/// goes back to the submitter. Returns the payout's entries, for receipts.
 fn fail_in(
     db: &Connection,
     billing: Option<&Billing>,
     job: JobId,
     reason: &str,
-) -> Result<(), StorageError> {
+) -> Result<Vec<crate::ledger::Entry>, StorageError> {
     db.prepare_cached(
         "UPDATE jobs SET state = 'failed', error = ?1, updated_ms = ?2
          WHERE id = ?3 AND state IN ('queued', 'running')",
     )?
     .execute(rusqlite::params![reason, now_ms(), job.to_string()])?;
     withdraw_units(db, job)?;
-    refund(db, billing, job)
+    settle_escrow(db, billing, job)
 }
 
-/// Returns what is left of a finished, failed or cancelled job's escrow to its submitter.
-fn refund(db: &Connection, billing: Option<&Billing>, job: JobId) -> Result<(), StorageError> {
+/// Closes a finished, failed or cancelled job's escrow: pays out what its settled units
+/// accrued, then returns the rest to its submitter. Returns the payout's entries.
+fn settle_escrow(
+    db: &Connection,
+    billing: Option<&Billing>,
+    job: JobId,
+) -> Result<Vec<crate::ledger::Entry>, StorageError> {
     let Some(billing) = billing else {
-        return Ok(());
+        return Ok(Vec::new());
     };
+    let paid = ledger::pay_out(db, &billing.key, Some(job)).map_err(StorageError::ledger)?;
     if let Some(bill) = job_bill(db, &job.to_string())? {
         ledger::refund_job(db, &billing.key, job, bill.submitter).map_err(StorageError::ledger)?;
     }
-    Ok(())
+    Ok(paid)
 }
 
 impl Storage {
@@ -270,6 +277,14 @@ impl Storage {
     /// (the ledger keeps them all).
     pub fn ledger_feed(&self) -> tokio::sync::broadcast::Receiver<crate::ledger::Entry> {
         self.feed.subscribe()
+    }
+
+    /// Sends committed payout entries to [`Storage::ledger_feed`]'s subscribers. Nobody
+    /// listening is fine: receipts are a courtesy, the ledger is the record.
+    fn announce(&self, entries: &[crate::ledger::Entry]) {
+        for entry in entries {
+            let _ = self.feed.send(entry.clone());
+        }
     }
 
     /// The billing settings, where jobs are paid for.
@@ -431,11 +446,13 @@ impl Storage {
             .collect()
     }
 
-    /// Stores the merged result and marks the job done (once; later calls change nothing).
+    /// Stores the merged result and marks the job done (once; later calls change nothing),
+    /// paying out what its units earned and refunding what is left of its escrow.
     pub async fn finish_job(&self, job: JobId, result: &[u8]) -> Result<bool, StorageError> {
         let result = result.to_vec();
         let billing = self.billing.clone();
-        self.writer
+        let (finished, paid) = self
+            .writer
             .exec(move |db| {
                 let updated = db
                     .prepare_cached(
@@ -444,21 +461,28 @@ impl Storage {
                     )?
                     .execute(rusqlite::params![result, now_ms(), job.to_string()])?;
                 let finished = updated == 1;
-                if finished {
-                    refund(db, billing.as_deref(), job)?;
-                }
-                Ok(finished)
+                let paid = if finished {
+                    settle_escrow(db, billing.as_deref(), job)?
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, StorageError>((finished, paid))
             })
-            .await
+            .await?;
+        self.announce(&paid);
+        Ok(finished)
     }
 
     /// Marks a job failed with a reason and withdraws its outstanding units.
     pub async fn fail_job(&self, job: JobId, reason: &str) -> Result<(), StorageError> {
         let reason = reason.to_owned();
         let billing = self.billing.clone();
-        self.writer
+        let paid = self
+            .writer
             .exec(move |db| fail_in(db, billing.as_deref(), job, &reason))
-            .await
+            .await?;
+        self.announce(&paid);
+        Ok(())
     }
 
     /// Jobs with every unit done but no merged result (the relay stopped between the two).

@@ -5,7 +5,7 @@ use super::writer::Keep;
 use super::{
     bill_of, ledger, now_ms, parse_id, refresh_unit, wallets, Billing, Storage, StorageError,
 };
-use crate::ledger::split_unit_price;
+use crate::ledger::{split_unit_price, Split};
 use crate::validation::quorum::{judge, Candidate, Outcome, Policy};
 use crate::validation::trust::Reliability;
 use rusqlite::{Connection, OptionalExtension};
@@ -83,6 +83,8 @@ pub struct UnitAudit {
     pub valid_outputs: Vec<Vec<u8>>,
     /// Wallets of the results judged valid.
     pub valid_wallets: Vec<String>,
+    /// What each of those results earned, in micro-credits (same order).
+    pub valid_paid_micro: Vec<u64>,
     /// The wallet of every result returned, judged or not.
     pub result_wallets: Vec<String>,
     /// Leases out now.
@@ -97,9 +99,10 @@ struct Stored {
     trusted: bool,
 }
 
-fn mark(db: &Connection, lease: &str, state: &str) -> Result<(), StorageError> {
-    db.prepare_cached("UPDATE results SET state = ?1 WHERE lease_id = ?2")?
-        .execute([state, lease])?;
+/// Sets a stored result's verdict and what it earned.
+fn mark(db: &Connection, lease: &str, state: &str, paid_micro: i64) -> Result<(), StorageError> {
+    db.prepare_cached("UPDATE results SET state = ?1, paid_micro = ?2 WHERE lease_id = ?3")?
+        .execute(rusqlite::params![state, paid_micro, lease])?;
     Ok(())
 }
 
@@ -110,7 +113,7 @@ type Verdicts = Vec<(Vec<u8>, Vec<u8>, bool)>;
 
 /// What one try at recording a result came to.
 enum Attempt {
-    /// Recorded, with the ledger entries that paid for the unit.
+    /// Recorded, with the ledger entries written (a failed job's payout).
     Done(Recorded, Vec<crate::ledger::Entry>),
     /// Judging needs the comparison of these pairs, which the caller has not made yet;
     /// nothing was written.
@@ -138,24 +141,38 @@ struct Answered {
     others_active: i64,
 }
 
-/// Pays a settled unit's price out of its job's escrow to the wallets whose results
-/// agreed (equal shares), the site the canonical result's volunteer came through, and
-/// the platform, inside the settling transaction: a unit is paid exactly when it
-/// settles, once.
-fn pay(
-    db: &Connection,
+/// How a settled unit's price is shared: who is paid and how much each.
+struct Payment {
+    split: Split,
+    wallets: Vec<WalletAddress>,
+    site: Option<WalletAddress>,
+}
+
+impl Payment {
+    /// What each agreeing wallet earns (the shares are equal).
+    fn share_micro(&self) -> i64 {
+        self.split
+            .volunteers
+            .first()
+            .map_or(0, |m| i64::try_from(m.0).unwrap_or(i64::MAX))
+    }
+}
+
+/// The price of the settled unit answered in `row`, split between the wallets whose
+/// results agreed (equal shares), the site the canonical result's volunteer came
+/// through, and the platform; `None` where the job is not billed or the unit is free.
+fn payment(
     billing: Option<&Billing>,
     row: &Answered,
-    job: JobId,
     wallets: &[&str],
     site: Option<String>,
-) -> Result<Vec<crate::ledger::Entry>, StorageError> {
+) -> Result<Option<Payment>, StorageError> {
     let Some(billing) = billing else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let (submitter, price) = row.bill.clone();
     let Some(bill) = bill_of(submitter, price)? else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let parse = |s: &str| {
         s.parse::<WalletAddress>()
@@ -173,18 +190,13 @@ fn pay(
     )
     .map_err(|e| StorageError::Corrupt(format!("unit price: {e}")))?;
     if split.price.is_zero() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    ledger::pay_unit(
-        db,
-        &billing.key,
-        job,
-        &row.unit,
-        &split,
-        &wallets,
-        site.as_ref(),
-    )
-    .map_err(StorageError::ledger)
+    Ok(Some(Payment {
+        split,
+        wallets,
+        site,
+    }))
 }
 
 /// Every ordered pair of `outputs` (distinct positions) missing from `verdicts`.
@@ -271,10 +283,11 @@ fn record_in(
     let job: JobId = parse_id(&row.job)?;
     let trusted = row.reliability.trusted();
     let now = now_ms();
-    let store = |state: &str| -> Result<(), StorageError> {
+    let store = |state: &str, paid_micro: i64| -> Result<(), StorageError> {
         db.prepare_cached(
-            "INSERT INTO results (lease_id, unit_id, wallet, output, spot_check, trusted, state, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO results (lease_id, unit_id, wallet, output, spot_check, trusted, state,
+                                  received_ms, paid_micro)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(rusqlite::params![
             lease,
@@ -284,7 +297,8 @@ fn record_in(
             result.spot_check,
             trusted,
             state,
-            now
+            now,
+            paid_micro
         ])?;
         Ok(())
     };
@@ -305,7 +319,8 @@ fn record_in(
             return Ok(Attempt::Compare(vec![(known, result.output.to_vec())]));
         }
         returned()?;
-        store(if passed { "valid" } else { "invalid" })?;
+        // Known answers are the relay's own tests: passing one earns nothing.
+        store(if passed { "valid" } else { "invalid" }, 0)?;
         wallets::judge(db, &wallet, passed, Some(row.reliability))?;
         return Ok(Attempt::Done(Recorded::Canary { passed }, Vec::new()));
     }
@@ -392,14 +407,32 @@ fn record_in(
         Outcome::Pending { invalid, .. } if !invalid.contains(&this) => "pending",
         _ => "invalid",
     };
+    // Where the unit settles, its price is shared before anything is stored, so each
+    // valid result is written with what it earned.
+    let payment = match &outcome {
+        Outcome::Valid {
+            canonical, valid, ..
+        } => {
+            let site = if *canonical == this {
+                row.site.clone()
+            } else {
+                db.prepare_cached("SELECT site FROM leases WHERE id = ?1")?
+                    .query_row([&pending[*canonical].lease], |r| r.get(0))?
+            };
+            let paid: Vec<&str> = valid.iter().map(|&i| pending[i].wallet.as_str()).collect();
+            payment(billing, &row, &paid, site)?
+        }
+        _ => None,
+    };
+    let share = payment.as_ref().map_or(0, Payment::share_micro);
     returned()?;
-    store(judged_as)?;
+    store(judged_as, if judged_as == "valid" { share } else { 0 })?;
     // This wallet's standing was read above; the others' are read as they are judged.
     let before = |w: &str| (w == wallet).then_some(row.reliability);
     // Sets another result's state (this one was stored with its own).
-    let judged = |i: usize, state: &str| -> Result<(), StorageError> {
+    let judged = |i: usize, state: &str, paid_micro: i64| -> Result<(), StorageError> {
         if i != this {
-            mark(db, &pending[i].lease, state)?;
+            mark(db, &pending[i].lease, state, paid_micro)?;
         }
         Ok(())
     };
@@ -411,23 +444,19 @@ fn record_in(
             invalid,
         } => {
             for &i in &valid {
-                judged(i, "valid")?;
+                judged(i, "valid", share)?;
                 wallets::judge(db, &pending[i].wallet, true, before(&pending[i].wallet))?;
             }
             for &i in &invalid {
-                judged(i, "invalid")?;
+                judged(i, "invalid", 0)?;
                 wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
             }
             db.prepare_cached("UPDATE units SET state = 'done', output = ?1 WHERE id = ?2")?
                 .execute(rusqlite::params![pending[canonical].output, unit])?;
-            let paid: Vec<&str> = valid.iter().map(|&i| pending[i].wallet.as_str()).collect();
-            let site = if canonical == this {
-                row.site.clone()
-            } else {
-                db.prepare_cached("SELECT site FROM leases WHERE id = ?1")?
-                    .query_row([&pending[canonical].lease], |r| r.get(0))?
-            };
-            payments = pay(db, billing, &row, job, &paid, site)?;
+            if let Some(p) = &payment {
+                ledger::accrue_unit(db, job, &p.split, &p.wallets, p.site.as_ref())
+                    .map_err(StorageError::ledger)?;
+            }
             if row.others_active > 0 {
                 // Replicas still out are no longer needed.
                 db.prepare_cached(
@@ -455,7 +484,7 @@ fn record_in(
         }
         Outcome::Pending { more, invalid } => {
             for &i in &invalid {
-                judged(i, "invalid")?;
+                judged(i, "invalid", 0)?;
                 wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
             }
             let eligible = (pending.len() - invalid.len()) as i64;
@@ -484,7 +513,7 @@ fn record_in(
             )?
             .execute([unit])?;
             let reason = format!("a unit could not be verified: {reason}");
-            super::fail_in(db, billing, job, &reason)?;
+            payments = super::fail_in(db, billing, job, &reason)?;
             Recorded::JobFailed { job, reason }
         }
     };
@@ -504,19 +533,26 @@ impl Storage {
         .await?;
         let mut audit = Vec::with_capacity(units.len());
         for unit in units {
-            let results =
-                sqlx::query("SELECT wallet, output, state FROM results WHERE unit_id = ?")
-                    .bind(unit.try_get::<&str, _>("id")?)
-                    .fetch_all(&self.pool)
-                    .await?;
+            let results = sqlx::query(
+                "SELECT wallet, output, state, paid_micro FROM results WHERE unit_id = ?",
+            )
+            .bind(unit.try_get::<&str, _>("id")?)
+            .fetch_all(&self.pool)
+            .await?;
             let mut valid_outputs = Vec::new();
             let mut valid_wallets = Vec::new();
+            let mut valid_paid_micro = Vec::new();
             let mut result_wallets = Vec::new();
             for r in results {
                 let wallet: String = r.try_get("wallet")?;
                 if r.try_get::<&str, _>("state")? == "valid" {
                     valid_outputs.push(r.try_get("output")?);
                     valid_wallets.push(wallet.clone());
+                    valid_paid_micro.push(
+                        u64::try_from(r.try_get::<i64, _>("paid_micro")?).map_err(|_| {
+                            StorageError::Corrupt("a result's pay is negative".into())
+                        })?,
+                    );
                 }
                 result_wallets.push(wallet);
             }
@@ -527,6 +563,7 @@ impl Storage {
                 done: state == "done",
                 state,
                 valid_wallets,
+                valid_paid_micro,
                 output: unit.try_get("output")?,
                 valid_outputs,
                 result_wallets,
@@ -573,11 +610,8 @@ impl Storage {
                 .await?;
             match attempt {
                 Attempt::Done(recorded, payments) => {
-                    for entry in payments {
-                        // Nobody listening is fine: receipts are a courtesy, the ledger is
-                        // the record. They go out only now, after the commit.
-                        let _ = self.feed.send(entry);
-                    }
+                    // Receipts go out only now, after the commit.
+                    self.announce(&payments);
                     return Ok(recorded);
                 }
                 Attempt::Compare(pairs) if pairs.is_empty() => {

@@ -22,6 +22,9 @@ pub const MIN_VALID_FOR_TRUST: u32 = 10;
 pub const QUARANTINE_AT: f64 = 0.3;
 /// Invalid results before quarantine is possible: one or two flukes never quarantine.
 pub const MIN_INVALID_FOR_QUARANTINE: u32 = 3;
+/// The smallest share of the audit rate a trusted wallet is ever audited at, however long
+/// its record: a wallet that turns to cheating is still caught.
+pub const MIN_AUDIT_SHARE: f64 = 0.1;
 
 /// What the relay believes about one wallet.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -62,6 +65,19 @@ impl Reliability {
         self.error_rate < TRUST_BELOW && self.valid >= MIN_VALID_FOR_TRUST
     }
 
+    /// How likely a trusted wallet's unit is to be replicated anyway, where the kernel has
+    /// no spot check: BOINC's adaptive replication, in proportion to the wallet's error
+    /// rate. A wallet just trusted is audited at `audit_rate`; every valid result after
+    /// that lowers it, down to [`MIN_AUDIT_SHARE`] of it; one invalid result ends the
+    /// trust. Untrusted wallets are always replicated (1).
+    pub fn audit_probability(&self, audit_rate: f64) -> f64 {
+        if !self.trusted() {
+            return 1.0;
+        }
+        let share = (self.error_rate / TRUST_BELOW).clamp(MIN_AUDIT_SHARE, 1.0);
+        (audit_rate * share).clamp(0.0, 1.0)
+    }
+
     /// Whether the wallet gets no more work.
     pub fn quarantined(&self) -> bool {
         self.error_rate >= QUARANTINE_AT && self.invalid >= MIN_INVALID_FOR_QUARANTINE
@@ -72,6 +88,39 @@ impl Reliability {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn audits_thin_out_with_a_long_record_but_never_stop() {
+        let mut r = Reliability::default();
+        assert_eq!(
+            r.audit_probability(0.1),
+            1.0,
+            "a new wallet is always replicated"
+        );
+        while !r.trusted() {
+            r.record_valid();
+        }
+        let fresh = r.audit_probability(0.1);
+        assert!(fresh > 0.08 && fresh <= 0.1, "just trusted: {fresh}");
+        let mut previous = fresh;
+        for _ in 0..200 {
+            r.record_valid();
+            let p = r.audit_probability(0.1);
+            assert!(p <= previous, "audits grew with a clean record");
+            previous = p;
+        }
+        assert!(
+            (previous - 0.1 * MIN_AUDIT_SHARE).abs() < 1e-12,
+            "floor: {previous}"
+        );
+        r.record_invalid();
+        assert_eq!(
+            r.audit_probability(0.1),
+            1.0,
+            "one wrong result ends the trust"
+        );
+        assert_eq!(Reliability::default().audit_probability(0.0), 1.0);
+    }
 
     #[test]
     fn a_new_wallet_earns_trust_with_valid_results() {

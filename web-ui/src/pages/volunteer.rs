@@ -443,7 +443,7 @@ fn Receipts(session: Session) -> impl IntoView {
             {move || {
                 let rows = session.receipts.get();
                 if rows.is_empty() {
-                    view! { <p class="hint">"Each verified unit pays this wallet; its signed receipt appears here."</p> }.into_any()
+                    view! { <p class="hint">"Verified units are paid out every few seconds and when their job ends; each payout's signed receipt appears here."</p> }.into_any()
                 } else {
                     view! {
                         <div class="table-wrap"><table data-testid="receipts">
@@ -453,7 +453,7 @@ fn Receipts(session: Session) -> impl IntoView {
                                     <tr>
                                         <td>{format!("#{seq}")}</td>
                                         <td>{format!("{:.6}", micro as f64 / 1e6)}</td>
-                                        <td>{if reason == "site_share" { "site share".to_owned() } else { "verified unit".to_owned() }}</td>
+                                        <td>{if reason == "site_share" { "site share".to_owned() } else { "verified units".to_owned() }}</td>
                                     </tr>
                                 }).collect_view()}
                             </tbody>
