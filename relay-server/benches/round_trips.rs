@@ -23,7 +23,9 @@
 //! docs/ARCHITECTURE.md for what limits the figures.
 //!
 //! "writer µs/unit" is the CPU time of the storage's writer thread over the run, per unit
-//! (Linux only: read from /proc), which says how close the writer is to being the limit.
+//! (Linux only: read from /proc), which says how close the writer is to being the limit;
+//! "KB/unit" is what the process wrote per unit (WAL frames and their checkpoints into
+//! the database file).
 //!
 //! `STARLING_BENCH_UNITS` sets the units per run (default 20 000).
 
@@ -59,6 +61,7 @@ struct Scenario {
 
 struct Figures {
     writer_cpu: Option<Duration>,
+    written: Option<u64>,
     units_per_s: f64,
     results_per_s: f64,
     overhead: f64,
@@ -133,6 +136,14 @@ async fn warm_up(
     Ok(audit)
 }
 
+/// Bytes this process has written so far (WAL frames, checkpoints into the database
+/// file, and a little output), from /proc/self/io.
+fn written_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar: ")?.trim().parse().ok())
+}
+
 /// CPU time so far of the newest writer thread (the storage opened last), from
 /// /proc/self/task/*/schedstat.
 fn writer_cpu() -> Option<Duration> {
@@ -201,6 +212,7 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
         .insert_job(&job(units, scenario.quorum, submitter))
         .await?;
     let cpu_before = writer_cpu();
+    let io_before = written_bytes();
     let started = Instant::now();
     // Payouts run beside the volunteers as the relay's housekeeping runs them, but every
     // second rather than every five, and once more when the work is done.
@@ -279,6 +291,9 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
         anyhow::ensure!(storage.accruals().await?.is_empty(), "accruals left unpaid");
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let written = io_before
+        .zip(written_bytes())
+        .map(|(before, after)| after.saturating_sub(before));
     let writer_cpu = cpu_before
         .zip(writer_cpu())
         .map(|(before, after)| after.saturating_sub(before));
@@ -289,6 +304,7 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
     latencies.sort();
     Ok(Figures {
         writer_cpu,
+        written,
         units_per_s: units as f64 / elapsed,
         results_per_s: results as f64 / elapsed,
         overhead: (results - units) as f64 / units as f64,
@@ -305,7 +321,7 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("{units} units per run; one round trip = lease + result (+ judge, + ledger)");
     println!(
-        "{:<36} {:>9} {:>11} {:>10} {:>10} {:>9} {:>8} {:>15}",
+        "{:<40} {:>9} {:>11} {:>10} {:>10} {:>9} {:>8} {:>15} {:>11}",
         "scenario",
         "units/s",
         "results/s",
@@ -313,7 +329,8 @@ async fn main() -> anyhow::Result<()> {
         "lease p99",
         "overhead",
         "vs floor",
-        "writer µs/unit"
+        "writer µs/unit",
+        "KB/unit"
     );
     let mut floor = None;
     for scenario in [
@@ -366,8 +383,11 @@ async fn main() -> anyhow::Result<()> {
         let writer = f.writer_cpu.map_or("-".to_string(), |cpu| {
             format!("{:.0}", cpu.as_secs_f64() * 1e6 / units as f64)
         });
+        let written = f.written.map_or("-".to_string(), |bytes| {
+            format!("{:.1}", bytes as f64 / 1e3 / units as f64)
+        });
         println!(
-            "{name:<36} {:>9.0} {:>11.0} {:>8.2}ms {:>8.2}ms {:>8.1}% {:>7.2}x {writer:>15}",
+            "{name:<40} {:>9.0} {:>11.0} {:>8.2}ms {:>8.2}ms {:>8.1}% {:>7.2}x {writer:>15} {written:>11}",
             f.units_per_s,
             f.results_per_s,
             f.p50.as_secs_f64() * 1e3,

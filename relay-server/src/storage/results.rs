@@ -139,6 +139,9 @@ struct Answered {
     reliability: Reliability,
     /// Active leases of the unit besides this one.
     others_active: i64,
+    /// Whether the unit has pending or invalid results (most units have none when their
+    /// first result comes, and then need no query for them).
+    judged_or_pending: bool,
 }
 
 /// How a settled unit's price is shared: who is paid and how much each.
@@ -234,7 +237,9 @@ fn record_in(
                     jobs.submitter, jobs.price_per_gflop, units.flops, leases.site,
                     wallets.error_rate, wallets.valid, wallets.invalid,
                     (SELECT COUNT(*) FROM leases AS others WHERE others.unit_id = leases.unit_id
-                     AND others.state = 'active' AND others.id != leases.id)
+                     AND others.state = 'active' AND others.id != leases.id),
+                    EXISTS (SELECT 1 FROM results WHERE results.unit_id = leases.unit_id
+                            AND results.state IN ('pending', 'invalid'))
              FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
                   LEFT JOIN wallets ON wallets.address = leases.wallet
              WHERE leases.id = ?1",
@@ -256,6 +261,7 @@ fn record_in(
                 site: r.get(13)?,
                 reliability: wallets::reliability_of(r.get(14)?, r.get(15)?, r.get(16)?),
                 others_active: r.get(17)?,
+                judged_or_pending: r.get(18)?,
             })
         })
         .optional()?;
@@ -338,31 +344,31 @@ fn record_in(
     let mut pending: Vec<Stored> = Vec::new();
     let mut judged_before: u32 = 0;
     let mut this = None;
-    let mut results = db.prepare_cached(
-        "SELECT lease_id, wallet, output, spot_check, trusted, state, received_ms FROM results
-         WHERE unit_id = ?1 AND state IN ('pending', 'invalid') ORDER BY received_ms, rowid",
-    )?;
-    let mut rows = results.query([unit])?;
-    while let Some(r) = rows.next()? {
-        if r.get_ref(5)? == rusqlite::types::ValueRef::Text(b"invalid") {
-            judged_before = judged_before.saturating_add(1);
-            continue;
+    if row.judged_or_pending {
+        let mut results = db.prepare_cached(
+            "SELECT lease_id, wallet, output, spot_check, trusted, state, received_ms FROM results
+             WHERE unit_id = ?1 AND state IN ('pending', 'invalid') ORDER BY received_ms, rowid",
+        )?;
+        let mut rows = results.query([unit])?;
+        while let Some(r) = rows.next()? {
+            if r.get_ref(5)? == rusqlite::types::ValueRef::Text(b"invalid") {
+                judged_before = judged_before.saturating_add(1);
+                continue;
+            }
+            // This result's rowid will be the largest: it sorts after every result received
+            // at or before `now`.
+            if this.is_none() && r.get::<_, i64>(6)? > now {
+                this = Some(pending.len());
+            }
+            pending.push(Stored {
+                lease: r.get(0)?,
+                wallet: r.get(1)?,
+                output: r.get(2)?,
+                spot_check: r.get(3)?,
+                trusted: r.get(4)?,
+            });
         }
-        // This result's rowid will be the largest: it sorts after every result received
-        // at or before `now`.
-        if this.is_none() && r.get::<_, i64>(6)? > now {
-            this = Some(pending.len());
-        }
-        pending.push(Stored {
-            lease: r.get(0)?,
-            wallet: r.get(1)?,
-            output: r.get(2)?,
-            spot_check: r.get(3)?,
-            trusted: r.get(4)?,
-        });
     }
-    drop(rows);
-    drop(results);
     let this = this.unwrap_or(pending.len());
     pending.insert(
         this,
