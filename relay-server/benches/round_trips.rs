@@ -13,27 +13,34 @@
 //!   except audits, plus known-answer canaries at `canary_rate`), once with wallets just
 //!   trusted (16 valid results: audited at nearly `audit_rate`) and once with a long clean
 //!   record (200: audited at a tenth of it);
-//! - the floor again with only 4 volunteers, as this bench measured before group commit.
+//! - the floor again with only 4 volunteers, as this bench measured before group commit;
+//! - the relay's own path through the scheduler (see [`through_scheduler`]): signature
+//!   checks, Freivalds' check, wallet reads, canaries and payouts included.
 //!
 //! Each volunteer is a task with its own wallet and connection id that leases, answers
-//! at once and leases again, so the figures are what the storage layer sustains, not
-//! what volunteers compute. The WebRTC sessions, result signature checks, kernel spot
-//! checks and the scheduler's own reads (the wallet's standing per lease, the lease's
-//! context per result) sit on top of this and are not measured here; see
-//! docs/ARCHITECTURE.md for what limits the figures.
+//! at once and leases again, so the figures are what the relay sustains, not what
+//! volunteers compute. All but the last scenario drive storage directly: result
+//! signature checks, kernel spot checks and the scheduler's own reads sit on top of them,
+//! and the last scenario adds them. WebRTC is in none; see docs/ARCHITECTURE.md for what
+//! limits the figures.
 //!
 //! "writer µs/unit" is the CPU time of the storage's writer thread over the run, per unit
 //! (Linux only: read from /proc), which says how close the writer is to being the limit;
 //! "KB/unit" is what the process wrote per unit (WAL frames and their checkpoints into
 //! the database file).
 //!
-//! `STARLING_BENCH_UNITS` sets the units per run (default 20 000).
+//! `STARLING_BENCH_UNITS` sets the units per run (default 20 000); `STARLING_BENCH_ONLY`
+//! runs only the scenarios whose name contains it (for profiling one).
 
 use relay_server::ledger::MicroCredits;
+use relay_server::scheduler::{Scheduler, SchedulerConfig, Speed, Verdict};
 use relay_server::storage::{
-    Billing, LeaseRequest, LeaseTerms, NewJob, PeerId, Pricing, Recorded, ReturnedResult, Storage,
+    Billing, JobState, LeaseRequest, LeaseTerms, NewJob, PeerId, Pricing, Recorded, ReturnedResult,
+    Storage,
 };
+use starling_kernels::{Catalog, NamedInputs};
 use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Concurrent volunteers (each its own wallet and connection).
@@ -313,6 +320,215 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
     })
 }
 
+/// Rows of the `through the scheduler` job's matrices (`k` and `n`): one row is a unit.
+const THROUGH_K: u32 = 8;
+
+/// The relay's own path, as its sessions drive it, for one scenario: each volunteer
+/// leases with `Scheduler::next_assignment` (its wallet's standing read, canaries and
+/// audits decided, the unit's input built), computes the unit with the CPU reference,
+/// signs the result, and hands it to `Scheduler::accept_result` (signature verified, lease
+/// read, output shape and Freivalds' check on matmul, then judged and stored). The job is
+/// a billed `matmul` of one-row units under the default quorum of 2, and the wallets are
+/// trusted first (by a warm-up job), so units are computed once and Freivalds' check
+/// stands in for the replica, as on a network of known volunteers. Housekeeping (lease
+/// expiry, payouts every 5 s) runs beside it, and the job's merge and final payout are
+/// in the time. The volunteers' own work (computing, signing: about 20 µs a result) runs
+/// on the same two cores, so this understates what the relay alone sustains.
+async fn through_scheduler(units: usize) -> anyhow::Result<Figures> {
+    let dir = std::env::temp_dir().join(format!(
+        "starling-bench-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let key = WalletKey::from_seed(rand::random());
+    let storage = Storage::open(&dir).await?.with_billing(Billing {
+        key: key.clone(),
+        pricing: Pricing {
+            price_per_gflop: MicroCredits(1_000_000_000),
+            site_share_ppm: 100_000,
+            platform_fee_ppm: 50_000,
+        },
+    });
+    let (account, _) = storage
+        .create_account(&key, MicroCredits::from_credits(1_000_000)?, None)
+        .await?;
+    let k = THROUGH_K;
+    let scheduler = Scheduler::new(
+        storage.clone(),
+        Arc::new(Catalog::builtin()),
+        SchedulerConfig {
+            // One row of an m x 8 x 8 product per unit.
+            unit_flops: u64::from(2 * k * k),
+            ..SchedulerConfig::default()
+        },
+    );
+    let housekeeping = scheduler.spawn_housekeeping();
+    let wallets: Vec<(PeerId, WalletKey)> = (0..WORKERS)
+        .map(|_| (PeerId::new(), WalletKey::from_seed(rand::random())))
+        .collect();
+    for (_, wallet) in &wallets {
+        storage.touch_wallet(&wallet.address()).await?;
+    }
+    // Warm-up: every unit computed twice by distinct wallets until all are trusted.
+    let warm = submit_matmul(&scheduler, WORKERS * 12, account).await?;
+    volunteer_until_done(&scheduler, &storage, &wallets, &warm).await?;
+    for (_, wallet) in &wallets {
+        let trusted = storage
+            .wallet(&wallet.address())
+            .await?
+            .is_some_and(|w| w.reliability.trusted());
+        anyhow::ensure!(
+            trusted,
+            "{} is not trusted after warming up",
+            wallet.address()
+        );
+    }
+    let jobs = submit_matmul(&scheduler, units, account).await?;
+    let cpu_before = writer_cpu();
+    let io_before = written_bytes();
+    let started = Instant::now();
+    let latencies = volunteer_until_done(&scheduler, &storage, &wallets, &jobs).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let writer_cpu = cpu_before
+        .zip(writer_cpu())
+        .map(|(before, after)| after.saturating_sub(before));
+    let written = io_before
+        .zip(written_bytes())
+        .map(|(before, after)| after.saturating_sub(before));
+    housekeeping.abort();
+    for &job in &jobs {
+        let record = storage
+            .job(job)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("job {job} vanished"))?;
+        anyhow::ensure!(
+            record.state == JobState::Done,
+            "job {job} ended {:?}",
+            record.state
+        );
+    }
+    drop(scheduler);
+    drop(storage);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut latencies = latencies;
+    let results = latencies.len();
+    latencies.sort();
+    Ok(Figures {
+        writer_cpu,
+        written,
+        units_per_s: units as f64 / elapsed,
+        results_per_s: results as f64 / elapsed,
+        overhead: results.saturating_sub(units) as f64 / units as f64,
+        p50: latencies[results / 2],
+        p99: latencies[results * 99 / 100],
+    })
+}
+
+/// Rows one matmul job may have (the kernel's limit on `m`).
+const MAX_ROWS: usize = 4096;
+
+/// Submits billed m x 8 x 8 matmuls of random inputs, `units` rows in all.
+async fn submit_matmul(
+    scheduler: &Scheduler,
+    units: usize,
+    account: relay_server::ledger::AccountId,
+) -> anyhow::Result<Vec<JobId>> {
+    let k = THROUGH_K as usize;
+    let random = |count: usize| -> Vec<u8> {
+        (0..count)
+            .flat_map(|_| (rand::random::<f32>() * 2.0 - 1.0).to_le_bytes())
+            .collect()
+    };
+    let mut jobs = Vec::new();
+    let mut left = units;
+    while left > 0 {
+        let m = left.min(MAX_ROWS);
+        left -= m;
+        let mut inputs = NamedInputs::new();
+        inputs.insert("a".into(), random(m * k));
+        inputs.insert("b".into(), random(k * k));
+        jobs.push(
+            scheduler
+                .submit(
+                    "matmul",
+                    serde_json::json!({"m": m, "k": k, "n": k}),
+                    &inputs,
+                    None,
+                    Some(account),
+                )
+                .await?,
+        );
+    }
+    Ok(jobs)
+}
+
+/// Runs every volunteer until `jobs` are done; returns each lease's latency.
+async fn volunteer_until_done(
+    scheduler: &Scheduler,
+    storage: &Storage,
+    wallets: &[(PeerId, WalletKey)],
+    jobs: &[JobId],
+) -> anyhow::Result<Vec<Duration>> {
+    let catalog = Arc::new(Catalog::builtin());
+    let mut tasks = Vec::new();
+    for (peer, wallet) in wallets.iter().cloned() {
+        let (scheduler, storage, catalog) = (scheduler.clone(), storage.clone(), catalog.clone());
+        let jobs = jobs.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let t = Instant::now();
+                let assigned = scheduler
+                    .next_assignment(peer, wallet.address(), None, Speed::NEWCOMER)
+                    .await?;
+                let Some((assignment, _)) = assigned else {
+                    // Nothing to lease: the jobs are done, or their last units are out.
+                    let mut done = true;
+                    for &job in &jobs {
+                        let ended = storage.job(job).await?.is_some_and(|j| {
+                            !matches!(j.state, JobState::Queued | JobState::Running)
+                        });
+                        done &= ended;
+                    }
+                    if done {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                };
+                latencies.push(t.elapsed());
+                let output = catalog
+                    .get(&assignment.kernel)?
+                    .run_cpu(&assignment.params_json, &assignment.input)?;
+                let signature = wallet.sign_result(assignment.lease, &output);
+                match scheduler
+                    .accept_result(
+                        peer,
+                        wallet.address(),
+                        assignment.lease,
+                        &output,
+                        &signature,
+                    )
+                    .await?
+                {
+                    Verdict::Accepted => {}
+                    // A replica that came back after its unit settled without it (the
+                    // relay voids leases it no longer needs): wasted, not wrong.
+                    Verdict::Rejected(why) if why.contains("already settled") => {}
+                    Verdict::Rejected(why) => anyhow::bail!("an honest result was refused: {why}"),
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(latencies)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let units: usize = match std::env::var("STARLING_BENCH_UNITS") {
@@ -332,6 +548,7 @@ async fn main() -> anyhow::Result<()> {
         "writer µs/unit",
         "KB/unit"
     );
+    let only = std::env::var("STARLING_BENCH_ONLY").unwrap_or_default();
     let mut floor = None;
     for scenario in [
         Scenario {
@@ -377,6 +594,9 @@ async fn main() -> anyhow::Result<()> {
             adaptive: None,
         },
     ] {
+        if !scenario.name.contains(only.as_str()) {
+            continue;
+        }
         let f = run(scenario, units).await?;
         let base = *floor.get_or_insert(f.units_per_s);
         let name = format!("{}, {} vol.", scenario.name, scenario.workers);
@@ -396,5 +616,25 @@ async fn main() -> anyhow::Result<()> {
             f.units_per_s / base
         );
     }
+    let name = format!("through the scheduler, {WORKERS} vol.");
+    if !name.contains(only.as_str()) {
+        return Ok(());
+    }
+    let f = through_scheduler(units).await?;
+    let writer = f.writer_cpu.map_or("-".to_string(), |cpu| {
+        format!("{:.0}", cpu.as_secs_f64() * 1e6 / units as f64)
+    });
+    let written = f.written.map_or("-".to_string(), |bytes| {
+        format!("{:.1}", bytes as f64 / 1e3 / units as f64)
+    });
+    println!(
+        "{name:<40} {:>9.0} {:>11.0} {:>8.2}ms {:>8.2}ms {:>8.1}% {:>7.2}x {writer:>15} {written:>11}",
+        f.units_per_s,
+        f.results_per_s,
+        f.p50.as_secs_f64() * 1e3,
+        f.p99.as_secs_f64() * 1e3,
+        f.overhead * 100.0,
+        f.units_per_s / floor.unwrap_or(f.units_per_s)
+    );
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::validation::quorum::Policy;
 use crate::validation::trust::Reliability;
 use starling_kernels::{Catalog, KernelError, NamedInputs};
 use starling_protocol::{Assignment, JobId, LeaseId, Signature, WalletAddress};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -150,7 +151,16 @@ pub struct Scheduler {
     lease_latency: Arc<latency::Histogram>,
     /// Results, settled units and FLOPs of the last minute, for the network page.
     throughput: Arc<throughput::Throughput>,
+    /// What each lease this process issued is for, kept until its result comes: a
+    /// lease's context never changes, and reading it back from the database cost a pool
+    /// query per result. Leases from before a restart, or dropped when the map is full,
+    /// are read from the database.
+    issued: Arc<Mutex<HashMap<LeaseId, LeaseContext>>>,
 }
+
+/// Most leases whose context [`Scheduler`] keeps in memory; past this the map is
+/// emptied (leases that never come back would otherwise pile up).
+const ISSUED_CAP: usize = 1 << 16;
 
 impl Scheduler {
     /// A scheduler over `storage`.
@@ -162,6 +172,7 @@ impl Scheduler {
             work: Arc::new(Notify::new()),
             volunteers: Arc::new(AtomicUsize::new(0)),
             input_cache: Arc::new(Mutex::new(None)),
+            issued: Arc::default(),
             lease_latency: Arc::default(),
             throughput: Arc::default(),
         }
@@ -341,6 +352,16 @@ impl Scheduler {
             .and_then(|k| k.unit_input(&job_params, &input, &unit_params));
         match unit_input {
             Ok(unit_input) => {
+                self.remember_issued(
+                    lease,
+                    LeaseContext {
+                        job,
+                        kernel: kernel.clone(),
+                        job_params,
+                        unit_params: unit_params.clone(),
+                        wallet: wallet.to_string(),
+                    },
+                );
                 tracing::debug!(%job, %lease, %peer, canary, "unit leased");
                 let assignment = Assignment {
                     lease,
@@ -381,8 +402,17 @@ impl Scheduler {
                 "the result's signature does not match this volunteer's wallet".into(),
             ));
         }
-        let Some(context) = self.storage.lease_context(lease).await? else {
-            return Ok(Verdict::Rejected("no such lease".into()));
+        let issued = self
+            .issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&lease);
+        let context = match issued {
+            Some(context) => context,
+            None => match self.storage.lease_context(lease).await? {
+                Some(context) => context,
+                None => return Ok(Verdict::Rejected("no such lease".into())),
+            },
         };
         if context.wallet != wallet.to_string() {
             return Ok(Verdict::Rejected(
@@ -450,6 +480,14 @@ impl Scheduler {
                 Verdict::Rejected(reason)
             }
         })
+    }
+
+    fn remember_issued(&self, lease: LeaseId, context: LeaseContext) {
+        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        if issued.len() >= ISSUED_CAP {
+            issued.clear();
+        }
+        issued.insert(lease, context);
     }
 
     /// Runs the kernel's cheap check of one result (Freivalds' for matmul) where it has

@@ -353,15 +353,14 @@ impl Storage {
                 let now = now_ms();
                 let id = job.id.to_string();
                 db.prepare_cached(
-                    "INSERT INTO jobs (id, kernel, params, input, state, units_total, flops, quorum,
+                    "INSERT INTO jobs (id, kernel, params, state, units_total, flops, quorum,
                                        submitter, price_per_gflop, created_ms, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
                 )?
                 .execute(rusqlite::params![
                     id,
                     job.kernel,
                     job.params.to_string(),
-                    job.input,
                     job.units.len() as i64,
                     job.flops as i64,
                     i64::from(job.quorum.clamp(1, 5)),
@@ -369,6 +368,8 @@ impl Storage {
                     i64::try_from(price.0).unwrap_or(i64::MAX),
                     now,
                 ])?;
+                db.prepare_cached("INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)")?
+                    .execute(rusqlite::params![id, job.input])?;
                 let mut insert = db.prepare_cached(
                     "INSERT INTO units (id, job_id, idx, params, state, flops)
                      VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
@@ -423,10 +424,12 @@ impl Storage {
 
     /// A job's packed input blob.
     pub async fn job_input(&self, id: JobId) -> Result<Vec<u8>, StorageError> {
-        Ok(sqlx::query_scalar("SELECT input FROM jobs WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT input FROM job_inputs WHERE job_id = ?")
+                .bind(id.to_string())
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Every unit output of a job whose units are all done, in unit order.

@@ -164,11 +164,14 @@ impl Payment {
 /// The price of the settled unit answered in `row`, split between the wallets whose
 /// results agreed (equal shares), the site the canonical result's volunteer came
 /// through, and the platform; `None` where the job is not billed or the unit is free.
+/// `answering` is the wallet whose result is being recorded, already parsed: parsing an
+/// address checks its key, which costs as much as the rest of a payment.
 fn payment(
     billing: Option<&Billing>,
     row: &Answered,
     wallets: &[&str],
     site: Option<String>,
+    answering: (&str, WalletAddress),
 ) -> Result<Option<Payment>, StorageError> {
     let Some(billing) = billing else {
         return Ok(None);
@@ -178,6 +181,9 @@ fn payment(
         return Ok(None);
     };
     let parse = |s: &str| {
+        if s == answering.0 {
+            return Ok(answering.1);
+        }
         s.parse::<WalletAddress>()
             .map_err(|_| StorageError::Corrupt(format!("wallet {s:?}")))
     };
@@ -426,7 +432,7 @@ fn record_in(
                     .query_row([&pending[*canonical].lease], |r| r.get(0))?
             };
             let paid: Vec<&str> = valid.iter().map(|&i| pending[i].wallet.as_str()).collect();
-            payment(billing, &row, &paid, site)?
+            payment(billing, &row, &paid, site, (&wallet, result.wallet))?
         }
         _ => None,
     };
