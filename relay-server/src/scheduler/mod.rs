@@ -11,7 +11,6 @@ use crate::storage::{
     Storage, StorageError,
 };
 use crate::validation::quorum::Policy;
-use crate::validation::trust::Reliability;
 use starling_kernels::{Catalog, KernelError, NamedInputs};
 use starling_protocol::{Assignment, JobId, LeaseId, Signature, WalletAddress};
 use std::collections::HashMap;
@@ -40,7 +39,7 @@ pub struct SchedulerConfig {
     pub canary_rate: f64,
     /// Fraction of a just-trusted wallet's units still replicated when the kernel has no
     /// spot check to stand in for a replica; it falls with the wallet's error rate, to a
-    /// tenth of this (see [`Reliability::audit_probability`]).
+    /// tenth of this (see [`Reliability::audit_probability`](crate::validation::trust::Reliability::audit_probability)).
     pub audit_rate: f64,
     /// Most units one job may split into.
     pub max_units_per_job: usize,
@@ -277,15 +276,9 @@ impl Scheduler {
         speed: Speed,
     ) -> Result<Option<(Assignment, u64)>, LeaseError> {
         let started = std::time::Instant::now();
-        // A read, not the hello's upsert: this runs for every lease, and the session
-        // registered the wallet when it joined.
-        let (quarantined, reliability) = self
-            .storage
-            .wallet(&wallet)
-            .await?
-            .map_or((false, Reliability::default()), |r| {
-                (r.quarantined, r.reliability)
-            });
+        // From memory where this process has it (a pool query per lease cost more CPU
+        // than the lease's writes), not the hello's upsert.
+        let (reliability, quarantined) = self.storage.standing(&wallet).await?;
         let trusted = reliability.trusted();
         if quarantined {
             return Err(LeaseError::Quarantined(wallet));

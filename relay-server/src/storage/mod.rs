@@ -176,6 +176,8 @@ pub struct Storage {
     /// (kernel, job quorum) pairs that first leases needed a quorum for (see
     /// [`Storage::lease_work`]).
     quorum_hints: Arc<std::sync::Mutex<Vec<(String, u32)>>>,
+    /// Wallets' standing as last committed (see [`wallets::Standings`]).
+    standings: Arc<wallets::Standings>,
 }
 
 /// What a unit of work costs and how its price is shared.
@@ -321,6 +323,7 @@ impl Storage {
             feed: tokio::sync::broadcast::channel(1024).0,
             billing: None,
             quorum_hints: Arc::default(),
+            standings: Arc::default(),
         })
     }
 

@@ -113,8 +113,13 @@ type Verdicts = Vec<(Vec<u8>, Vec<u8>, bool)>;
 
 /// What one try at recording a result came to.
 enum Attempt {
-    /// Recorded, with the ledger entries written (a failed job's payout).
-    Done(Recorded, Vec<crate::ledger::Entry>),
+    /// Recorded, with the ledger entries written (a failed job's payout) and the wallets
+    /// judged, with their new reliability.
+    Done(
+        Recorded,
+        Vec<crate::ledger::Entry>,
+        Vec<(String, Reliability)>,
+    ),
     /// Judging needs the comparison of these pairs, which the caller has not made yet;
     /// nothing was written.
     Compare(Vec<(Vec<u8>, Vec<u8>)>),
@@ -272,9 +277,13 @@ fn record_in(
         })
         .optional()?;
     let Some(row) = row else {
-        return Ok(Attempt::Done(Recorded::Stale("no such lease"), Vec::new()));
+        return Ok(Attempt::Done(
+            Recorded::Stale("no such lease"),
+            Vec::new(),
+            Vec::new(),
+        ));
     };
-    let stale = |why| Ok(Attempt::Done(Recorded::Stale(why), Vec::new()));
+    let stale = |why| Ok(Attempt::Done(Recorded::Stale(why), Vec::new(), Vec::new()));
     if row.wallet != wallet {
         return stale("the lease was issued to another wallet");
     }
@@ -333,8 +342,12 @@ fn record_in(
         returned()?;
         // Known answers are the relay's own tests: passing one earns nothing.
         store(if passed { "valid" } else { "invalid" }, 0)?;
-        wallets::judge(db, &wallet, passed, Some(row.reliability))?;
-        return Ok(Attempt::Done(Recorded::Canary { passed }, Vec::new()));
+        let judged = wallets::judge(db, &wallet, passed, Some(row.reliability))?;
+        return Ok(Attempt::Done(
+            Recorded::Canary { passed },
+            Vec::new(),
+            vec![(wallet.clone(), judged)],
+        ));
     }
 
     let open = matches!(row.unit_state.as_str(), "queued" | "leased")
@@ -449,6 +462,7 @@ fn record_in(
         Ok(())
     };
     let mut payments = Vec::new();
+    let mut judged_wallets = Vec::new();
     let recorded = match outcome {
         Outcome::Valid {
             canonical,
@@ -457,11 +471,15 @@ fn record_in(
         } => {
             for &i in &valid {
                 judged(i, "valid", share)?;
-                wallets::judge(db, &pending[i].wallet, true, before(&pending[i].wallet))?;
+                let standing =
+                    wallets::judge(db, &pending[i].wallet, true, before(&pending[i].wallet))?;
+                judged_wallets.push((pending[i].wallet.clone(), standing));
             }
             for &i in &invalid {
                 judged(i, "invalid", 0)?;
-                wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
+                let standing =
+                    wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
+                judged_wallets.push((pending[i].wallet.clone(), standing));
             }
             db.prepare_cached("UPDATE units SET state = 'done', output = ?1 WHERE id = ?2")?
                 .execute(rusqlite::params![pending[canonical].output, unit])?;
@@ -497,7 +515,9 @@ fn record_in(
         Outcome::Pending { more, invalid } => {
             for &i in &invalid {
                 judged(i, "invalid", 0)?;
-                wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
+                let standing =
+                    wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
+                judged_wallets.push((pending[i].wallet.clone(), standing));
             }
             let eligible = (pending.len() - invalid.len()) as i64;
             db.prepare_cached(
@@ -529,7 +549,7 @@ fn record_in(
             Recorded::JobFailed { job, reason }
         }
     };
-    Ok(Attempt::Done(recorded, payments))
+    Ok(Attempt::Done(recorded, payments, judged_wallets))
 }
 
 impl Storage {
@@ -621,9 +641,12 @@ impl Storage {
                 })
                 .await?;
             match attempt {
-                Attempt::Done(recorded, payments) => {
-                    // Receipts go out only now, after the commit.
+                Attempt::Done(recorded, payments, judged) => {
+                    // Receipts and standings change only now, after the commit.
                     self.announce(&payments);
+                    for (wallet, reliability) in &judged {
+                        self.standings.judged(wallet, *reliability);
+                    }
                     return Ok(recorded);
                 }
                 Attempt::Compare(pairs) if pairs.is_empty() => {

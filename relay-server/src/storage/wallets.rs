@@ -65,13 +65,14 @@ pub(super) fn reliability(db: &Connection, wallet: &str) -> Result<Reliability, 
 }
 
 /// Records one judged result against `wallet`; quarantine, once reached, stays. `before`
-/// is its reliability where the caller read it in this transaction already.
+/// is its reliability where the caller read it in this transaction already. Returns the
+/// new reliability, for [`Standings`].
 pub(super) fn judge(
     db: &Connection,
     wallet: &str,
     valid: bool,
     before: Option<Reliability>,
-) -> Result<(), StorageError> {
+) -> Result<Reliability, StorageError> {
     let mut reliability = match before {
         Some(before) => before,
         None => reliability(db, wallet)?,
@@ -95,7 +96,71 @@ pub(super) fn judge(
         i64::from(reliability.quarantined()),
         now_ms(),
     ])?;
-    Ok(())
+    Ok(reliability)
+}
+
+/// Most wallets whose standing [`Standings`] keeps; past this it starts over.
+const STANDINGS_CAP: usize = 1 << 16;
+
+/// One wallet in [`Standings`]: its standing once read, and how many judgments of it
+/// were committed since this process first heard of it.
+#[derive(Default, Clone, Copy)]
+struct Standing {
+    known: Option<(Reliability, bool)>,
+    judgments: u64,
+}
+
+/// Wallets' standing (reliability, and whether quarantined) as last committed, in
+/// memory: every lease asks for its wallet's, and a pool query per lease cost more CPU
+/// than the lease's own writes. Read from the database on a miss and updated after each
+/// commit that judged a wallet. An update only replaces an older reliability (fewer
+/// judged results), so commits finishing out of order cannot leave a stale one behind,
+/// quarantine stays once reached as in the database, and a read that raced a judgment
+/// is used once but not kept.
+#[derive(Default)]
+pub(crate) struct Standings(std::sync::Mutex<std::collections::HashMap<String, Standing>>);
+
+impl Standings {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Standing>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The wallet's standing, or (to pass to [`Standings::remember`]) how many judgments
+    /// of it were committed so far.
+    fn lookup(&self, wallet: &str) -> Result<(Reliability, bool), u64> {
+        let entry = self.map().get(wallet).copied().unwrap_or_default();
+        entry.known.ok_or(entry.judgments)
+    }
+
+    /// Keeps a standing read from the database, unless a judgment of the wallet was
+    /// committed since [`Standings::lookup`] said `judgments`: the read may predate it.
+    fn remember(&self, wallet: String, judgments: u64, read: (Reliability, bool)) {
+        let mut map = self.map();
+        if map.len() >= STANDINGS_CAP {
+            map.clear();
+        }
+        let entry = map.entry(wallet).or_default();
+        if entry.judgments == judgments {
+            entry.known = Some(read);
+        }
+    }
+
+    /// Records a committed judgment of `wallet`.
+    pub(crate) fn judged(&self, wallet: &str, reliability: Reliability) {
+        let mut map = self.map();
+        if map.len() >= STANDINGS_CAP {
+            map.clear();
+        }
+        let entry = map.entry(wallet.to_owned()).or_default();
+        entry.judgments += 1;
+        if let Some((known, quarantined)) = &mut entry.known {
+            let count = |r: &Reliability| u64::from(r.valid) + u64::from(r.invalid);
+            if count(&reliability) >= count(known) {
+                *known = reliability;
+            }
+            *quarantined |= reliability.quarantined();
+        }
+    }
 }
 
 impl Storage {
@@ -140,6 +205,28 @@ impl Storage {
         row.map(|r| WalletRecord::from_row(&r)).transpose()
     }
 
+    /// A wallet's reliability and whether it is quarantined, from memory where this
+    /// process has it (see [`Standings`]); a wallet never seen has a new wallet's
+    /// standing.
+    pub async fn standing(
+        &self,
+        wallet: &WalletAddress,
+    ) -> Result<(Reliability, bool), StorageError> {
+        let key = wallet.to_string();
+        let judgments = match self.standings.lookup(&key) {
+            Ok(known) => return Ok(known),
+            Err(judgments) => judgments,
+        };
+        let read = self
+            .wallet(wallet)
+            .await?
+            .map_or((Reliability::default(), false), |r| {
+                (r.reliability, r.quarantined)
+            });
+        self.standings.remember(key, judgments, read);
+        Ok(read)
+    }
+
     /// Every wallet, most valid results first.
     pub async fn wallets(&self) -> Result<Vec<WalletRecord>, StorageError> {
         let rows = sqlx::query(&format!(
@@ -148,5 +235,55 @@ impl Storage {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(WalletRecord::from_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(valid: u32, invalid: u32) -> Reliability {
+        let mut r = Reliability::default();
+        for _ in 0..valid {
+            r.record_valid();
+        }
+        for _ in 0..invalid {
+            r.record_invalid();
+        }
+        r
+    }
+
+    #[test]
+    fn standings_keep_the_newest_judgment_and_quarantine_sticks() {
+        let standings = Standings::default();
+        assert_eq!(standings.lookup("w"), Err(0), "unknown at first");
+        standings.remember("w".into(), 0, (after(5, 0), false));
+        // Commits can report out of order: the older judgment must not win.
+        standings.judged("w", after(7, 0));
+        standings.judged("w", after(6, 0));
+        assert_eq!(standings.lookup("w"), Ok((after(7, 0), false)));
+        standings.judged("w", after(7, 3));
+        assert_eq!(standings.lookup("w").map(|(_, q)| q), Ok(true));
+        // A later valid result lowers the rate, but quarantine stays, as in the database.
+        standings.judged("w", after(20, 3));
+        assert_eq!(standings.lookup("w"), Ok((after(20, 3), true)));
+    }
+
+    #[test]
+    fn a_read_that_raced_a_judgment_is_not_kept() {
+        let standings = Standings::default();
+        let Err(seen) = standings.lookup("w") else {
+            panic!("unknown wallet found");
+        };
+        // The database read runs; meanwhile a judgment of the wallet commits.
+        standings.judged("w", after(1, 1));
+        standings.remember("w".into(), seen, (Reliability::default(), false));
+        assert!(standings.lookup("w").is_err(), "a stale read was kept");
+        // The next read, after that judgment, is kept.
+        let Err(seen) = standings.lookup("w") else {
+            panic!("unknown wallet found");
+        };
+        standings.remember("w".into(), seen, (after(1, 1), false));
+        assert_eq!(standings.lookup("w"), Ok((after(1, 1), false)));
     }
 }
