@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use relay_server::ledger::{
     load_or_create_relay_key, split_unit_price, Account, AccountId, AuditError, MicroCredits, Split,
 };
-use relay_server::storage::{LedgerError, Storage};
+use relay_server::storage::{Billing, LedgerError, Pricing, Storage};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::SqlitePool;
 use starling_protocol::{JobId, WalletAddress, WalletKey};
@@ -144,6 +144,61 @@ async fn escrow_pay_and_refund_move_exactly_the_split() -> anyhow::Result<()> {
     assert_eq!(summary.refunded, credits(2));
     // Nothing left to refund: no entry.
     assert!(s.refund_job(&relay.key, job(1), submitter).await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn periodic_payouts_pay_every_accrual_in_bounded_batches() -> anyhow::Result<()> {
+    let relay = Relay::new("payouts").await?;
+    let storage = relay.storage.clone().with_billing(Billing {
+        key: relay.key.clone(),
+        pricing: Pricing {
+            price_per_gflop: credits(1),
+            site_share_ppm: 0,
+            platform_fee_ppm: 50_000,
+        },
+    });
+    let (submitter, _) = storage
+        .create_account(&relay.key, credits(1_000), None)
+        .await?;
+    storage
+        .escrow_job(&relay.key, submitter, job(1), credits(400))
+        .await?;
+    // 300 units of 1 GFLOP, each settled by another wallet: 301 payees, more than one
+    // payout transaction holds.
+    let split = split_unit_price(1_000_000_000, credits(1), 0, 50_000, 1, false)?;
+    let wallets: Vec<WalletAddress> = (0..300u16)
+        .map(|i| {
+            let mut seed = [7u8; 32];
+            seed[..2].copy_from_slice(&i.to_le_bytes());
+            WalletKey::from_seed(seed).address()
+        })
+        .collect();
+    for w in &wallets {
+        storage.accrue_unit(job(1), &split, &[*w], None).await?;
+    }
+    assert_eq!(storage.accruals().await?.len(), 301);
+    let paid = storage.pay_out_all().await?;
+    assert_eq!(paid.len(), 301, "every accrual paid once");
+    assert!(storage.accruals().await?.is_empty());
+    assert!(
+        storage.pay_out_all().await?.is_empty(),
+        "nothing paid twice"
+    );
+    for w in &wallets {
+        assert_eq!(
+            storage.balance(&Account::Wallet(*w)).await?,
+            split.volunteers[0]
+        );
+    }
+    assert_eq!(
+        storage.balance(&Account::Platform).await?,
+        MicroCredits(split.platform.0 * 300)
+    );
+    // What is left in escrow goes back whole: nothing is owed any more.
+    let refund = storage.refund_job(&relay.key, job(1), submitter).await?;
+    assert_eq!(refund.map(|e| e.amount), Some(credits(100)));
+    relay.audit().await?;
     Ok(())
 }
 

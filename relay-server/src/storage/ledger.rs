@@ -398,22 +398,30 @@ pub(crate) fn accrue_unit(
     Ok(())
 }
 
+/// Most accrual rows one periodic payout transaction pays. Each row is one entry signed
+/// on the writer thread (about 20 µs), and a bounded batch bounds how long a payout holds
+/// up everyone else's writes; [`Storage::pay_out_all`] runs batches until none is full.
+pub(crate) const PAYOUT_BATCH: i64 = 256;
+
 /// Pays out what verified work earned and the ledger does not hold yet: one signed entry
 /// per accrual row (escrow → payee, the job's id as reference), for `job` or for every
-/// job, then forgets the accruals. Returns the entries, for receipts.
+/// job, at most `limit` rows (all of them without one), and forgets what it paid.
+/// Returns the entries, for receipts.
 pub(crate) fn pay_out(
     db: &Connection,
     key: &WalletKey,
     job: Option<JobId>,
+    limit: Option<i64>,
 ) -> Result<Vec<Entry>, LedgerError> {
     let filter = job.map(|j| j.to_string());
     let rows: Vec<(String, String, String, i64)> = {
         let mut select = db.prepare_cached(
             "SELECT job_id, account, reason, micro FROM accruals
-             WHERE ?1 IS NULL OR job_id = ?1 ORDER BY job_id, reason, account",
+             WHERE ?1 IS NULL OR job_id = ?1 ORDER BY job_id, reason, account LIMIT ?2",
         )?;
+        // SQLite reads a negative LIMIT as none.
         let rows = select
-            .query_map([&filter], |r| {
+            .query_map(rusqlite::params![filter, limit.unwrap_or(-1)], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?
             .collect::<Result<_, _>>()?;
@@ -421,33 +429,36 @@ pub(crate) fn pay_out(
     };
     let corrupt = |what: String| LedgerError::Storage(StorageError::Corrupt(what));
     let mut entries: Vec<Entry> = Vec::with_capacity(rows.len());
-    for (job_id, account, reason, micro) in rows {
+    for (job_id, account_text, reason_text, micro) in rows {
         let job: JobId = job_id
             .parse()
             .map_err(|_| corrupt(format!("accrual for job {job_id:?}")))?;
-        let account: Account = account
+        let account: Account = account_text
             .parse()
-            .map_err(|_| corrupt(format!("accrual to {account:?}")))?;
-        let reason: Reason = reason
+            .map_err(|_| corrupt(format!("accrual to {account_text:?}")))?;
+        let reason: Reason = reason_text
             .parse()
-            .map_err(|_| corrupt(format!("accrual for {reason:?}")))?;
+            .map_err(|_| corrupt(format!("accrual for {reason_text:?}")))?;
         let amount = MicroCredits(u64::try_from(micro).map_err(|_| MoneyError::Overflow)?);
-        if amount.is_zero() {
-            continue;
+        if !amount.is_zero() {
+            entries.push(append(
+                db,
+                key,
+                &Account::Escrow(job),
+                &account,
+                amount,
+                reason,
+                &job_id,
+            )?);
         }
-        entries.push(append(
-            db,
-            key,
-            &Account::Escrow(job),
-            &account,
-            amount,
-            reason,
-            &job_id,
-        )?);
+        db.prepare_cached(
+            "DELETE FROM accruals WHERE job_id = ?1 AND account = ?2 AND reason = ?3",
+        )?
+        .execute([&job_id, &account_text, &reason_text])?;
+        db.prepare_cached("UPDATE accrued_jobs SET micro = micro - ?2 WHERE job_id = ?1")?
+            .execute(rusqlite::params![job_id, micro])?;
     }
-    db.prepare_cached("DELETE FROM accruals WHERE ?1 IS NULL OR job_id = ?1")?
-        .execute([&filter])?;
-    db.prepare_cached("DELETE FROM accrued_jobs WHERE ?1 IS NULL OR job_id = ?1")?
+    db.prepare_cached("DELETE FROM accrued_jobs WHERE micro <= 0 AND (?1 IS NULL OR job_id = ?1)")?
         .execute([&filter])?;
     Ok(entries)
 }
@@ -788,24 +799,33 @@ impl Storage {
         let key = key.clone();
         let entries = self
             .writer
-            .exec(move |db| pay_out(db, &key, Some(job)))
+            .exec(move |db| pay_out(db, &key, Some(job), None))
             .await?;
         self.announce(&entries);
         Ok(entries)
     }
 
-    /// Pays out every job's accruals (see [`pay_out`]) in one transaction and sends the
-    /// entries to [`Storage::ledger_feed`]. Without billing there is nothing to pay.
+    /// Pays out every job's accruals (see [`pay_out`]), [`PAYOUT_BATCH`] rows per
+    /// transaction, and sends the entries to [`Storage::ledger_feed`]. Without billing
+    /// there is nothing to pay.
     pub async fn pay_out_all(&self) -> Result<Vec<Entry>, LedgerError> {
         let Some(billing) = self.billing.clone() else {
             return Ok(Vec::new());
         };
-        let entries = self
-            .writer
-            .exec(move |db| pay_out(db, &billing.key, None))
-            .await?;
-        self.announce(&entries);
-        Ok(entries)
+        let mut paid = Vec::new();
+        loop {
+            let key = billing.key.clone();
+            let batch = self
+                .writer
+                .exec(move |db| pay_out(db, &key, None, Some(PAYOUT_BATCH)))
+                .await?;
+            self.announce(&batch);
+            let full = batch.len() as i64 >= PAYOUT_BATCH;
+            paid.extend(batch);
+            if !full {
+                return Ok(paid);
+            }
+        }
     }
 
     /// What verified work has earned and no payout has paid yet, per job, payee and

@@ -261,7 +261,7 @@ fn settle_escrow(
     let Some(billing) = billing else {
         return Ok(Vec::new());
     };
-    let paid = ledger::pay_out(db, &billing.key, Some(job)).map_err(StorageError::ledger)?;
+    let paid = ledger::pay_out(db, &billing.key, Some(job), None).map_err(StorageError::ledger)?;
     if let Some(bill) = job_bill(db, &job.to_string())? {
         ledger::refund_job(db, &billing.key, job, bill.submitter).map_err(StorageError::ledger)?;
     }
