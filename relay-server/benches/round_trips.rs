@@ -228,10 +228,10 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(PAYOUT_INTERVAL).await;
-                storage.pay_out_all().await?;
+                if let Err(e) = storage.pay_out_all().await {
+                    return anyhow::Result::<()>::Err(e.into());
+                }
             }
-            #[allow(unreachable_code)]
-            anyhow::Ok(())
         })
     });
     let mut tasks = Vec::new();
