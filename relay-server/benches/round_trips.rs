@@ -76,6 +76,56 @@ struct Figures {
     p99: Duration,
 }
 
+/// What a scenario's measured window costs: time, the writer thread's CPU, bytes written.
+struct Meter {
+    started: Instant,
+    writer_cpu: Option<Duration>,
+    written: Option<u64>,
+}
+
+impl Meter {
+    fn start() -> Self {
+        Self {
+            writer_cpu: writer_cpu(),
+            written: written_bytes(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The figures of `units` settled with one lease per entry of `latencies`.
+    fn figures(self, units: usize, mut latencies: Vec<Duration>) -> Figures {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let results = latencies.len();
+        latencies.sort();
+        Figures {
+            writer_cpu: self
+                .writer_cpu
+                .zip(writer_cpu())
+                .map(|(before, after)| after.saturating_sub(before)),
+            written: self
+                .written
+                .zip(written_bytes())
+                .map(|(before, after)| after.saturating_sub(before)),
+            units_per_s: units as f64 / elapsed,
+            results_per_s: results as f64 / elapsed,
+            overhead: results.saturating_sub(units) as f64 / units as f64,
+            p50: latencies[results / 2],
+            p99: latencies[results * 99 / 100],
+        }
+    }
+}
+
+/// A fresh directory for one scenario's database.
+fn bench_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "starling-bench-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 fn job(units: usize, quorum: u32, submitter: Option<relay_server::ledger::AccountId>) -> NewJob {
     NewJob {
         id: JobId::from_uuid(uuid::Uuid::new_v4()),
@@ -180,12 +230,7 @@ fn writer_cpu() -> Option<Duration> {
 }
 
 async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
-    let dir = std::env::temp_dir().join(format!(
-        "starling-bench-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = bench_dir();
     let mut storage = Storage::open(&dir).await?;
     let mut submitter = None;
     if scenario.billed {
@@ -218,9 +263,7 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
     storage
         .insert_job(&job(units, scenario.quorum, submitter))
         .await?;
-    let cpu_before = writer_cpu();
-    let io_before = written_bytes();
-    let started = Instant::now();
+    let meter = Meter::start();
     // Payouts run beside the volunteers as the relay's housekeeping runs them, but every
     // second rather than every five, and once more when the work is done.
     let payouts = scenario.billed.then(|| {
@@ -297,27 +340,11 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
         storage.pay_out_all().await?;
         anyhow::ensure!(storage.accruals().await?.is_empty(), "accruals left unpaid");
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let written = io_before
-        .zip(written_bytes())
-        .map(|(before, after)| after.saturating_sub(before));
-    let writer_cpu = cpu_before
-        .zip(writer_cpu())
-        .map(|(before, after)| after.saturating_sub(before));
+    let figures = meter.figures(units, latencies);
     drop(storage);
     let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(settled == units, "{settled} of {units} units settled");
-    let results = latencies.len();
-    latencies.sort();
-    Ok(Figures {
-        writer_cpu,
-        written,
-        units_per_s: units as f64 / elapsed,
-        results_per_s: results as f64 / elapsed,
-        overhead: (results - units) as f64 / units as f64,
-        p50: latencies[results / 2],
-        p99: latencies[results * 99 / 100],
-    })
+    Ok(figures)
 }
 
 /// Rows of the `through the scheduler` job's matrices (`k` and `n`): one row is a unit.
@@ -335,12 +362,7 @@ const THROUGH_K: u32 = 8;
 /// in the time. The volunteers' own work (computing, signing: about 20 µs a result) runs
 /// on the same two cores, so this understates what the relay alone sustains.
 async fn through_scheduler(units: usize) -> anyhow::Result<Figures> {
-    let dir = std::env::temp_dir().join(format!(
-        "starling-bench-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = bench_dir();
     let key = WalletKey::from_seed(rand::random());
     let storage = Storage::open(&dir).await?.with_billing(Billing {
         key: key.clone(),
@@ -385,17 +407,9 @@ async fn through_scheduler(units: usize) -> anyhow::Result<Figures> {
         );
     }
     let jobs = submit_matmul(&scheduler, units, account).await?;
-    let cpu_before = writer_cpu();
-    let io_before = written_bytes();
-    let started = Instant::now();
+    let meter = Meter::start();
     let latencies = volunteer_until_done(&scheduler, &storage, &wallets, &jobs).await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let writer_cpu = cpu_before
-        .zip(writer_cpu())
-        .map(|(before, after)| after.saturating_sub(before));
-    let written = io_before
-        .zip(written_bytes())
-        .map(|(before, after)| after.saturating_sub(before));
+    let figures = meter.figures(units, latencies);
     housekeeping.abort();
     for &job in &jobs {
         let record = storage
@@ -411,18 +425,7 @@ async fn through_scheduler(units: usize) -> anyhow::Result<Figures> {
     drop(scheduler);
     drop(storage);
     let _ = std::fs::remove_dir_all(&dir);
-    let mut latencies = latencies;
-    let results = latencies.len();
-    latencies.sort();
-    Ok(Figures {
-        writer_cpu,
-        written,
-        units_per_s: units as f64 / elapsed,
-        results_per_s: results as f64 / elapsed,
-        overhead: results.saturating_sub(units) as f64 / units as f64,
-        p50: latencies[results / 2],
-        p99: latencies[results * 99 / 100],
-    })
+    Ok(figures)
 }
 
 /// Rows one matmul job may have (the kernel's limit on `m`).
@@ -600,27 +603,19 @@ async fn main() -> anyhow::Result<()> {
         let f = run(scenario, units).await?;
         let base = *floor.get_or_insert(f.units_per_s);
         let name = format!("{}, {} vol.", scenario.name, scenario.workers);
-        let writer = f.writer_cpu.map_or("-".to_string(), |cpu| {
-            format!("{:.0}", cpu.as_secs_f64() * 1e6 / units as f64)
-        });
-        let written = f.written.map_or("-".to_string(), |bytes| {
-            format!("{:.1}", bytes as f64 / 1e3 / units as f64)
-        });
-        println!(
-            "{name:<40} {:>9.0} {:>11.0} {:>8.2}ms {:>8.2}ms {:>8.1}% {:>7.2}x {writer:>15} {written:>11}",
-            f.units_per_s,
-            f.results_per_s,
-            f.p50.as_secs_f64() * 1e3,
-            f.p99.as_secs_f64() * 1e3,
-            f.overhead * 100.0,
-            f.units_per_s / base
-        );
+        print_row(&name, &f, units, base);
     }
     let name = format!("through the scheduler, {WORKERS} vol.");
     if !name.contains(only.as_str()) {
         return Ok(());
     }
     let f = through_scheduler(units).await?;
+    print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
+    Ok(())
+}
+
+/// One scenario's line of the table; `floor` is the first scenario's units/s.
+fn print_row(name: &str, f: &Figures, units: usize, floor: f64) {
     let writer = f.writer_cpu.map_or("-".to_string(), |cpu| {
         format!("{:.0}", cpu.as_secs_f64() * 1e6 / units as f64)
     });
@@ -634,7 +629,6 @@ async fn main() -> anyhow::Result<()> {
         f.p50.as_secs_f64() * 1e3,
         f.p99.as_secs_f64() * 1e3,
         f.overhead * 100.0,
-        f.units_per_s / floor.unwrap_or(f.units_per_s)
+        f.units_per_s / floor
     );
-    Ok(())
 }
