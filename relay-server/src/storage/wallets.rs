@@ -102,12 +102,31 @@ pub(super) fn judge(
 /// Most wallets whose standing [`Standings`] keeps; past this it starts over.
 const STANDINGS_CAP: usize = 1 << 16;
 
-/// One wallet in [`Standings`]: its standing once read, and how many judgments of it
-/// were committed since this process first heard of it.
+/// One wallet in [`Standings`]: its standing once read, and the sequence number of the
+/// last committed judgment of it that this process heard of.
 #[derive(Default, Clone, Copy)]
 struct Standing {
     known: Option<(Reliability, bool)>,
+    last_judged: u64,
+}
+
+#[derive(Default)]
+struct StandingsMap {
+    wallets: std::collections::HashMap<String, Standing>,
+    /// Judgments heard of, numbered from 1.
     judgments: u64,
+    /// `judgments` when the map last started over: what it forgot is unknown.
+    cleared_at: u64,
+}
+
+impl StandingsMap {
+    fn entry(&mut self, wallet: String) -> &mut Standing {
+        if self.wallets.len() >= STANDINGS_CAP {
+            self.wallets.clear();
+            self.cleared_at = self.judgments;
+        }
+        self.wallets.entry(wallet).or_default()
+    }
 }
 
 /// Wallets' standing (reliability, and whether quarantined) as last committed, in
@@ -118,29 +137,31 @@ struct Standing {
 /// quarantine stays once reached as in the database, and a read that raced a judgment
 /// is used once but not kept.
 #[derive(Default)]
-pub(crate) struct Standings(std::sync::Mutex<std::collections::HashMap<String, Standing>>);
+pub(crate) struct Standings(std::sync::Mutex<StandingsMap>);
 
 impl Standings {
-    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Standing>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, StandingsMap> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The wallet's standing, or (to pass to [`Standings::remember`]) how many judgments
-    /// of it were committed so far.
+    /// The wallet's standing, or the judgments heard of so far, to pass to
+    /// [`Standings::remember`] with what the database says.
     fn lookup(&self, wallet: &str) -> Result<(Reliability, bool), u64> {
-        let entry = self.map().get(wallet).copied().unwrap_or_default();
-        entry.known.ok_or(entry.judgments)
+        let map = self.map();
+        match map.wallets.get(wallet).and_then(|s| s.known) {
+            Some(known) => Ok(known),
+            None => Err(map.judgments),
+        }
     }
 
     /// Keeps a standing read from the database, unless a judgment of the wallet was
-    /// committed since [`Standings::lookup`] said `judgments`: the read may predate it.
+    /// committed after [`Standings::lookup`] said `judgments` (the read may predate it),
+    /// or the map started over since and may have forgotten one.
     fn remember(&self, wallet: String, judgments: u64, read: (Reliability, bool)) {
         let mut map = self.map();
-        if map.len() >= STANDINGS_CAP {
-            map.clear();
-        }
-        let entry = map.entry(wallet).or_default();
-        if entry.judgments == judgments {
+        let forgot = map.cleared_at > judgments;
+        let entry = map.entry(wallet);
+        if entry.last_judged <= judgments && !forgot {
             entry.known = Some(read);
         }
     }
@@ -148,11 +169,10 @@ impl Standings {
     /// Records a committed judgment of `wallet`.
     pub(crate) fn judged(&self, wallet: &str, reliability: Reliability) {
         let mut map = self.map();
-        if map.len() >= STANDINGS_CAP {
-            map.clear();
-        }
-        let entry = map.entry(wallet.to_owned()).or_default();
-        entry.judgments += 1;
+        map.judgments += 1;
+        let judgments = map.judgments;
+        let entry = map.entry(wallet.to_owned());
+        entry.last_judged = judgments;
         if let Some((known, quarantined)) = &mut entry.known {
             let count = |r: &Reliability| u64::from(r.valid) + u64::from(r.invalid);
             if count(&reliability) >= count(known) {
@@ -285,5 +305,20 @@ mod tests {
         };
         standings.remember("w".into(), seen, (after(1, 1), false));
         assert_eq!(standings.lookup("w"), Ok((after(1, 1), false)));
+    }
+
+    #[test]
+    fn a_read_is_not_kept_when_the_map_forgot_a_judgment_made_during_it() {
+        let standings = Standings::default();
+        let Err(seen) = standings.lookup("w") else {
+            panic!("unknown wallet found");
+        };
+        standings.judged("w", after(1, 1));
+        // Enough other wallets that the map starts over, forgetting that judgment.
+        for i in 0..STANDINGS_CAP {
+            standings.remember(format!("other-{i}"), seen, (Reliability::default(), false));
+        }
+        standings.remember("w".into(), seen, (Reliability::default(), false));
+        assert!(standings.lookup("w").is_err(), "a stale read was kept");
     }
 }
