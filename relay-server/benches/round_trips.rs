@@ -492,6 +492,7 @@ async fn volunteer_until_done(
         let jobs = jobs.to_vec();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let verifier = wallet.address().verifier()?;
             loop {
                 let t = Instant::now();
                 let assigned = scheduler
@@ -518,13 +519,7 @@ async fn volunteer_until_done(
                     .run_cpu(&assignment.params_json, &assignment.input)?;
                 let signature = wallet.sign_result(assignment.lease, &output);
                 match scheduler
-                    .accept_result(
-                        peer,
-                        wallet.address(),
-                        assignment.lease,
-                        &output,
-                        &signature,
-                    )
+                    .accept_result(peer, &verifier, assignment.lease, &output, &signature)
                     .await?
                 {
                     Verdict::Accepted => {}

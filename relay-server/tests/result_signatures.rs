@@ -38,7 +38,7 @@ async fn forged_result_signatures_are_refused_and_change_nothing() -> anyhow::Re
         let verdict = scheduler
             .accept_result(
                 peer,
-                honest.address(),
+                &honest.address().verifier()?,
                 assignment.lease,
                 &output,
                 &signature,

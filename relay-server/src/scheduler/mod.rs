@@ -12,7 +12,7 @@ use crate::storage::{
 };
 use crate::validation::quorum::Policy;
 use starling_kernels::{Catalog, KernelError, NamedInputs};
-use starling_protocol::{Assignment, JobId, LeaseId, Signature, WalletAddress};
+use starling_protocol::{Assignment, JobId, LeaseId, Signature, WalletAddress, WalletVerifier};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -137,7 +137,12 @@ impl Speed {
 }
 
 /// The input blob of the job most recently leased from.
-type InputCache = Arc<Mutex<Option<(JobId, Arc<Vec<u8>>)>>>;
+type InputCache = Arc<Mutex<Vec<(JobId, Arc<Vec<u8>>)>>>;
+
+/// Job inputs [`Scheduler`] keeps: leases mostly come from the oldest open job, but
+/// known-answer leases and spot checks reach back into finished ones, and with one input
+/// kept each of those read two inputs back from the database.
+const INPUTS_KEPT: usize = 4;
 
 /// The scheduler, shared by every peer session and the HTTP layer.
 #[derive(Clone)]
@@ -147,8 +152,8 @@ pub struct Scheduler {
     config: SchedulerConfig,
     work: Arc<Notify>,
     volunteers: Arc<AtomicUsize>,
-    /// The last job input used to build assignments; consecutive leases almost always
-    /// come from the same job, and its input can be large.
+    /// The job inputs last used to build assignments and check results, newest first
+    /// (inputs can be large, and consecutive leases almost always share one).
     input_cache: InputCache,
     /// How long granting a lease takes, for `/metrics`.
     lease_latency: Arc<latency::Histogram>,
@@ -160,6 +165,11 @@ pub struct Scheduler {
     /// are read from the database.
     issued: Arc<Mutex<HashMap<LeaseId, LeaseContext>>>,
 }
+
+/// Units of at most this many FLOPs have their spot check run on the async thread that
+/// received the result: Freivalds' check of a 1 MFLOP matmul unit takes tens of
+/// microseconds, about what a hop to the blocking pool costs.
+const INLINE_CHECK_FLOPS: u64 = 1 << 20;
 
 /// Most leases whose context [`Scheduler`] keeps in memory; past this the map is
 /// emptied (leases that never come back would otherwise pile up).
@@ -174,7 +184,7 @@ impl Scheduler {
             config,
             work: Arc::new(Notify::new()),
             volunteers: Arc::new(AtomicUsize::new(0)),
-            input_cache: Arc::new(Mutex::new(None)),
+            input_cache: Arc::default(),
             issued: Arc::default(),
             lease_latency: Arc::default(),
             throughput: Arc::default(),
@@ -252,18 +262,20 @@ impl Scheduler {
     }
 
     async fn job_input(&self, job: JobId) -> Result<Arc<Vec<u8>>, StorageError> {
-        if let Some((cached, input)) = self
-            .input_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
         {
-            if *cached == job {
-                return Ok(input.clone());
+            let mut kept = self.input_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = kept.iter().position(|(cached, _)| *cached == job) {
+                let entry = kept.remove(at);
+                let input = entry.1.clone();
+                kept.insert(0, entry);
+                return Ok(input);
             }
         }
         let input = Arc::new(self.storage.job_input(job).await?);
-        *self.input_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((job, input.clone()));
+        let mut kept = self.input_cache.lock().unwrap_or_else(|p| p.into_inner());
+        kept.retain(|(cached, _)| *cached != job);
+        kept.truncate(INPUTS_KEPT - 1);
+        kept.insert(0, (job, input.clone()));
         Ok(input)
     }
 
@@ -380,19 +392,20 @@ impl Scheduler {
         }
     }
 
-    /// Takes a result for `lease` from `wallet`, whose key signed it. A result checks
+    /// Takes a result for `lease` from the wallet of `verifier`, whose key signed it. A result checks
     /// out when its signature matches, its shape is right and the kernel's spot check (if
     /// any) passes; then it counts towards its unit's quorum. Results for leases that
     /// expired count too, as long as the unit is still open.
     pub async fn accept_result(
         &self,
         peer: PeerId,
-        wallet: WalletAddress,
+        verifier: &WalletVerifier,
         lease: LeaseId,
         output: &[u8],
         signature: &Signature,
     ) -> Result<Verdict, StorageError> {
-        if wallet.verify_result(lease, output, signature).is_err() {
+        let wallet = verifier.address();
+        if verifier.verify_result(lease, output, signature).is_err() {
             // The connection's own wallet did not sign this: a broken or forging client.
             self.abandon(peer, lease, "forged result signature").await?;
             return Ok(Verdict::Rejected(
@@ -507,17 +520,28 @@ impl Scheduler {
             return Ok(None);
         }
         let input = self.job_input(context.job).await?;
-        let catalog = self.catalog.clone();
-        let context = context.clone();
-        let output = output.to_vec();
         let seed: u64 = rand::random();
-        let verdict = tokio::task::spawn_blocking(move || {
+        let check = move |catalog: &Catalog, context: &LeaseContext, output: &[u8]| {
             let kernel = catalog.get(&context.kernel)?;
             let unit_input =
                 kernel.unit_input(&context.job_params, &input, &context.unit_params)?;
-            kernel.spot_check(&context.unit_params, &unit_input, &output, seed)
-        })
-        .await;
+            kernel.spot_check(&context.unit_params, &unit_input, output, seed)
+        };
+        let small = self
+            .catalog
+            .get(&context.kernel)
+            .and_then(|kernel| kernel.unit_flops(&context.unit_params))
+            .is_ok_and(|flops| flops <= INLINE_CHECK_FLOPS);
+        let verdict = if small {
+            // Handing a check of microseconds to the blocking pool cost more than the
+            // check (a thread wake-up and copies of the context and output).
+            Ok(check(&self.catalog, context, output))
+        } else {
+            let catalog = self.catalog.clone();
+            let context = context.clone();
+            let output = output.to_vec();
+            tokio::task::spawn_blocking(move || check(&catalog, &context, &output)).await
+        };
         Ok(match verdict {
             Ok(Ok(passed)) => passed,
             Ok(Err(e)) => {

@@ -147,6 +147,10 @@ async fn run(
     .await?;
 
     let mut wanted: u32 = 0;
+    // Decoded once for the session's result signatures.
+    let verifier = wallet
+        .verifier()
+        .map_err(|e| SessionError::Protocol(e.to_string()))?;
     let mut speed = Speed::NEWCOMER;
     // Leases in flight on this connection: when each was sent and what it costs.
     let mut in_flight: HashMap<LeaseId, (Instant, u64)> = HashMap::new();
@@ -196,7 +200,7 @@ async fn run(
                 // it carries the lease, the peer and the wallet.
                 let span = tracing::info_span!("lease", %lease, %peer, %wallet);
                 let verdict = tracing::Instrument::instrument(
-                    scheduler.accept_result(peer, wallet, lease, &output, &signature),
+                    scheduler.accept_result(peer, &verifier, lease, &output, &signature),
                     span,
                 )
                 .await?;
