@@ -359,14 +359,16 @@ pub(crate) fn accrue_unit(
     let price = i64::try_from(split.price.0).map_err(|_| LedgerError::TooLarge(split.price))?;
     let escrow = Account::Escrow(job);
     let job_id = job.to_string();
-    let owed: i64 = db
+    // The escrow's balance comes back with what the job now owes: one statement, not two.
+    let (owed, held): (i64, i64) = db
         .prepare_cached(
             "INSERT INTO accrued_jobs (job_id, micro) VALUES (?1, ?2)
              ON CONFLICT (job_id) DO UPDATE SET micro = micro + excluded.micro
-             RETURNING micro",
+             RETURNING micro, COALESCE((SELECT micro FROM balances WHERE account = ?3), 0)",
         )?
-        .query_row(rusqlite::params![job_id, price], |r| r.get(0))?;
-    let held = cached_balance(db, &escrow)?;
+        .query_row(rusqlite::params![job_id, price, escrow.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     if owed > held {
         return Err(LedgerError::Overdraft {
             account: escrow,
@@ -374,27 +376,40 @@ pub(crate) fn accrue_unit(
             amount: split.price,
         });
     }
-    let parts = wallets
+    let mut parts: Vec<(String, &'static str, i64)> = Vec::with_capacity(wallets.len() + 2);
+    let all = wallets
         .iter()
         .zip(&split.volunteers)
         .map(|(wallet, share)| (Account::Wallet(*wallet), *share, Reason::Pay))
         .chain(site_part)
         .chain([(Account::Platform, split.platform, Reason::PlatformFee)])
         .filter(|(_, amount, _)| !amount.is_zero());
-    let mut accrue = db.prepare_cached(
-        "INSERT INTO accruals (job_id, account, reason, micro, units) VALUES (?1, ?2, ?3, ?4, 1)
+    for (account, amount, reason) in all {
+        let micro = i64::try_from(amount.0).map_err(|_| LedgerError::TooLarge(amount))?;
+        parts.push((account.to_string(), reason.as_str(), micro));
+    }
+    if parts.is_empty() {
+        return Ok(());
+    }
+    // All of a unit's parts in one statement (a unit has at most 5 volunteers, a site and
+    // the platform, so there are few variants of it to cache).
+    let rows: Vec<String> = (0..parts.len())
+        .map(|i| format!("(?1, ?{}, ?{}, ?{}, 1)", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+        .collect();
+    let sql = format!(
+        "INSERT INTO accruals (job_id, account, reason, micro, units) VALUES {}
          ON CONFLICT (job_id, account, reason)
          DO UPDATE SET micro = micro + excluded.micro, units = units + 1",
-    )?;
-    for (account, amount, reason) in parts {
-        let micro = i64::try_from(amount.0).map_err(|_| LedgerError::TooLarge(amount))?;
-        accrue.execute(rusqlite::params![
-            job_id,
-            account.to_string(),
-            reason.as_str(),
-            micro
-        ])?;
+        rows.join(", ")
+    );
+    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + 3 * parts.len());
+    values.push(&job_id);
+    for (account, reason, micro) in &parts {
+        values.push(account);
+        values.push(reason);
+        values.push(micro);
     }
+    db.prepare_cached(&sql)?.execute(values.as_slice())?;
     Ok(())
 }
 
