@@ -84,14 +84,15 @@ impl WalletAddress {
         self.verifier()?.verify(message, signature)
     }
 
-    /// Checks a volunteer's signature over the result it returned for `lease`.
+    /// Checks a volunteer's signature over the result it returned for `lease` (one
+    /// check; a session checking many keeps a [`WalletVerifier`]).
     pub fn verify_result(
         &self,
         lease: LeaseId,
         output: &[u8],
         signature: &Signature,
     ) -> Result<(), WalletError> {
-        self.verify(&result_message(lease, output), signature)
+        self.verifier()?.verify_result(lease, output, signature)
     }
 
     /// Checks this wallet's signature on a transfer of `amount_micro` micro-credits to

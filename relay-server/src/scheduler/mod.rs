@@ -433,12 +433,12 @@ impl Scheduler {
             Ok(kernel) => kernel,
             Err(e) => return Ok(Verdict::Rejected(e.to_string())),
         };
+        let unit_flops = kernel.unit_flops(&context.unit_params).unwrap_or(0);
         let spot_check = match kernel.check_output(&context.unit_params, output) {
             // A malformed output is as wrong as a wrong one.
             Err(_) => Some(false),
-            Ok(()) => self.spot_check(&context, output).await?,
+            Ok(()) => self.spot_check(&context, unit_flops, output).await?,
         };
-        let unit_flops = kernel.unit_flops(&context.unit_params).unwrap_or(0);
         let unit_params = context.unit_params.clone();
         let agree =
             move |a: &[u8], b: &[u8]| kernel.outputs_agree(&unit_params, a, b).unwrap_or(false);
@@ -504,12 +504,14 @@ impl Scheduler {
     /// one, with a challenge the volunteer cannot predict: `Some(passed)`, or `None`
     /// where the kernel has no check.
     ///
-    /// It runs on every result of such a kernel, off the async threads: for a matmul
-    /// unit it costs 8 (rows k + k n + rows n) multiply-adds against the unit's
-    /// 2 rows k n, and it catches a wrong result before any replica is spent on it.
+    /// It runs on every result of such a kernel, off the async threads for units over
+    /// [`INLINE_CHECK_FLOPS`] (`unit_flops`): for a matmul unit it costs
+    /// 8 (rows k + k n + rows n) multiply-adds against the unit's 2 rows k n, and it
+    /// catches a wrong result before any replica is spent on it.
     async fn spot_check(
         &self,
         context: &LeaseContext,
+        unit_flops: u64,
         output: &[u8],
     ) -> Result<Option<bool>, StorageError> {
         let has_check = self
@@ -527,12 +529,7 @@ impl Scheduler {
                 kernel.unit_input(&context.job_params, &input, &context.unit_params)?;
             kernel.spot_check(&context.unit_params, &unit_input, output, seed)
         };
-        let small = self
-            .catalog
-            .get(&context.kernel)
-            .and_then(|kernel| kernel.unit_flops(&context.unit_params))
-            .is_ok_and(|flops| flops <= INLINE_CHECK_FLOPS);
-        let verdict = if small {
+        let verdict = if unit_flops <= INLINE_CHECK_FLOPS {
             // Handing a check of microseconds to the blocking pool cost more than the
             // check (a thread wake-up and copies of the context and output).
             Ok(check(&self.catalog, context, output))

@@ -30,7 +30,8 @@ const MAX_BATCH: usize = 512;
 /// Shortest pause between two checkpoints: each one syncs the WAL and the database file.
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
 
-/// How long the writer waits out another process's write lock before failing a group.
+/// How long the writer (and the checkpointer) wait out another connection's lock before
+/// giving up.
 const BUSY_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a WAL restart waits for the checkpointer and for readers still in the WAL.
@@ -154,7 +155,7 @@ impl Writer {
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let checkpoints = Connection::open(path)?;
-        checkpoints.busy_timeout(Duration::from_secs(10))?;
+        checkpoints.busy_timeout(BUSY_WAIT)?;
         let (wake, woken) = mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("starling-checkpoint".into())
@@ -220,11 +221,10 @@ fn serve(
         if std::fs::metadata(wal).is_ok_and(|m| m.len() > WAL_LIMIT_BYTES) {
             // Copies what the checkpointer has not (waiting for it if it is copying),
             // waits for readers still in the WAL, and makes the next commit start the WAL
-            // over, cut back to the limit. A WAL past the limit only grows past it while
-            // this waits, so this is also what holds the writer back when checkpoints
-            // cannot keep up.
-            // A reader in a long transaction postpones it to a later group instead of
-            // holding up every write for the busy timeout.
+            // over, cut back to the limit; this is also what holds the writer back when
+            // checkpoints cannot keep up. The wait is short: a reader in a long
+            // transaction postpones the restart to a later group instead of holding up
+            // every write for the busy timeout.
             let restarted = db.busy_timeout(RESTART_WAIT).and_then(|()| {
                 db.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0))
             });
@@ -424,7 +424,7 @@ mod tests {
             })
             .await?;
         // Eight writers that never pause keep a group queued behind every commit: the
-        // load under which SQLite alone never starts the WAL over. About 100 MB of pages
+        // load under which SQLite alone never starts the WAL over. About 200 MB of pages
         // go through the WAL, three times the size it is restarted at.
         let mut tasks = Vec::new();
         for task in 0..8i64 {
