@@ -19,6 +19,8 @@ pub use codec::{
 };
 pub use ids::{JobId, LeaseId, UnitId};
 pub use messages::{Assignment, DeviceInfo, Receipt, ToRelay, ToVolunteer};
+#[cfg(feature = "batch")]
+pub use wallet::{verify_claims, ResultClaim};
 pub use wallet::{Signature, WalletAddress, WalletError, WalletKey, WalletVerifier};
 
 /// The protocol version this build speaks. Bumped on any incompatible change to

@@ -4,6 +4,7 @@
 
 pub mod latency;
 pub mod session;
+pub mod signatures;
 pub mod throughput;
 
 use crate::storage::{
@@ -164,6 +165,8 @@ pub struct Scheduler {
     /// query per result. Leases from before a restart, or dropped when the map is full,
     /// are read from the database.
     issued: Arc<Mutex<HashMap<LeaseId, LeaseContext>>>,
+    /// Where results' signatures are checked, in batches.
+    signatures: signatures::SignatureChecks,
 }
 
 /// Units of at most this many FLOPs have their spot check run on the async thread that
@@ -188,6 +191,7 @@ impl Scheduler {
             issued: Arc::default(),
             lease_latency: Arc::default(),
             throughput: Arc::default(),
+            signatures: signatures::SignatureChecks::start(),
         }
     }
 
@@ -405,7 +409,8 @@ impl Scheduler {
         signature: &Signature,
     ) -> Result<Verdict, StorageError> {
         let wallet = verifier.address();
-        if verifier.verify_result(lease, output, signature).is_err() {
+        let claim = verifier.result_claim(lease, output, signature);
+        if !self.signatures.check(claim).await {
             // The connection's own wallet did not sign this: a broken or forging client.
             self.abandon(peer, lease, "forged result signature").await?;
             return Ok(Verdict::Rejected(
