@@ -319,6 +319,37 @@ pub(crate) fn escrow_job(
     )
 }
 
+/// What a job's escrow holds and what the job already owes its payees (accrued, not yet
+/// paid out), in micro-credits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EscrowStanding {
+    /// The escrow account's balance.
+    pub held: i64,
+    /// Accrued for the job and not yet paid out of the escrow.
+    pub owed: i64,
+}
+
+impl EscrowStanding {
+    /// SQL for a job's standing, as two columns (`held`, `owed`), given the job's id as
+    /// the text expression `job`; [`Self::read`] and the result lookup share it.
+    pub(crate) fn columns(job: &str) -> String {
+        format!(
+            "COALESCE((SELECT micro FROM balances WHERE account = 'escrow:' || {job}), 0),
+             COALESCE((SELECT micro FROM accrued_jobs WHERE accrued_jobs.job_id = {job}), 0)"
+        )
+    }
+
+    fn read(db: &Connection, job: JobId) -> Result<Self, LedgerError> {
+        let sql = format!("SELECT {}", Self::columns("?1"));
+        Ok(db.prepare_cached(&sql)?.query_row([job.to_string()], |r| {
+            Ok(Self {
+                held: r.get(0)?,
+                owed: r.get(1)?,
+            })
+        })?)
+    }
+}
+
 /// Credits one settled unit's price to its payees without writing the ledger: each of
 /// `wallets` its share, the `site` its share, the platform the rest, as
 /// [`split_unit_price`](crate::ledger::split_unit_price) computed, added to their
@@ -326,8 +357,11 @@ pub(crate) fn escrow_job(
 /// [`LedgerError::Overdraft`] (on the escrow) when the job's escrow, less what it already
 /// owes, cannot cover the price; the caller's transaction then rolls back.
 ///
+/// `escrow` is what the job's escrow holds and already owes, read in the same transaction
+/// (a settling result reads it with everything else it needs); `None` reads it here.
+///
 /// Appending signed entries per unit cost two signatures and nine statements a unit and
-/// grew the ledger with every unit; accruals cost three statements and are paid out in
+/// grew the ledger with every unit; accruals cost two statements and are paid out in
 /// one entry per payee and job.
 pub(crate) fn accrue_unit(
     db: &Connection,
@@ -335,6 +369,7 @@ pub(crate) fn accrue_unit(
     split: &Split,
     wallets: &[WalletAddress],
     site: Option<&WalletAddress>,
+    escrow: Option<EscrowStanding>,
 ) -> Result<(), LedgerError> {
     if split.volunteers.len() != wallets.len() {
         return Err(LedgerError::SplitMismatch(format!(
@@ -357,25 +392,25 @@ pub(crate) fn accrue_unit(
         return Ok(());
     }
     let price = i64::try_from(split.price.0).map_err(|_| LedgerError::TooLarge(split.price))?;
-    let escrow = Account::Escrow(job);
     let job_id = job.to_string();
-    // The escrow's balance comes back with what the job now owes: one statement, not two.
-    let (owed, held): (i64, i64) = db
-        .prepare_cached(
-            "INSERT INTO accrued_jobs (job_id, micro) VALUES (?1, ?2)
-             ON CONFLICT (job_id) DO UPDATE SET micro = micro + excluded.micro
-             RETURNING micro, COALESCE((SELECT micro FROM balances WHERE account = ?3), 0)",
-        )?
-        .query_row(rusqlite::params![job_id, price, escrow.to_string()], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    if owed > held {
+    let standing = match escrow {
+        Some(standing) => standing,
+        None => EscrowStanding::read(db, job)?,
+    };
+    if standing.owed.saturating_add(price) > standing.held {
         return Err(LedgerError::Overdraft {
-            account: escrow,
-            balance: MicroCredits(u64::try_from(held - (owed - price)).unwrap_or(0)),
+            account: Account::Escrow(job),
+            balance: MicroCredits(u64::try_from(standing.held - standing.owed).unwrap_or(0)),
             amount: split.price,
         });
     }
+    // No `RETURNING` here: SQLite buffers returned rows in a temporary b-tree, which cost
+    // more than the statement's own write.
+    db.prepare_cached(
+        "INSERT INTO accrued_jobs (job_id, micro) VALUES (?1, ?2)
+         ON CONFLICT (job_id) DO UPDATE SET micro = micro + excluded.micro",
+    )?
+    .execute(rusqlite::params![job_id, price])?;
     let mut parts: Vec<(String, &'static str, i64)> = Vec::with_capacity(wallets.len() + 2);
     let all = wallets
         .iter()
@@ -801,7 +836,7 @@ impl Storage {
         let wallets = wallets.to_vec();
         let site = site.copied();
         self.writer
-            .exec(move |db| accrue_unit(db, job, &split, &wallets, site.as_ref()))
+            .exec(move |db| accrue_unit(db, job, &split, &wallets, site.as_ref(), None))
             .await
     }
 

@@ -1,6 +1,7 @@
 //! Returned results: stored, judged against their replicas and settled in one
 //! transaction.
 
+use super::ledger::EscrowStanding;
 use super::writer::Keep;
 use super::{
     bill_of, ledger, now_ms, parse_id, refresh_unit, wallets, Billing, Storage, StorageError,
@@ -12,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension};
 use sqlx::Row;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
 use std::cell::Cell;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// A result as it arrived, signature already verified.
 #[derive(Debug, Clone, Copy)]
@@ -147,6 +148,11 @@ struct Answered {
     /// Whether the unit has pending or invalid results (most units have none when their
     /// first result comes, and then need no query for them).
     judged_or_pending: bool,
+    /// The job's settled units and units, before this result.
+    units_done: i64,
+    units_total: i64,
+    /// The job's escrow, before this result.
+    escrow: EscrowStanding,
 }
 
 /// How a settled unit's price is shared: who is paid and how much each.
@@ -228,6 +234,28 @@ fn missing_pairs(outputs: &[&[u8]], verdicts: &Verdicts) -> Vec<(Vec<u8>, Vec<u8
     pairs
 }
 
+/// Everything judging a result needs, read in one statement by its lease id.
+static ANSWERED_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT leases.unit_id, leases.wallet, leases.kind,
+                units.state, units.quorum, units.output, units.job_id,
+                jobs.state, jobs.quorum,
+                EXISTS (SELECT 1 FROM results WHERE results.unit_id = leases.unit_id
+                        AND results.wallet = leases.wallet),
+                jobs.submitter, jobs.price_per_gflop, units.flops, leases.site,
+                wallets.error_rate, wallets.valid, wallets.invalid,
+                (SELECT COUNT(*) FROM leases AS others WHERE others.unit_id = leases.unit_id
+                 AND others.state = 'active' AND others.id != leases.id),
+                EXISTS (SELECT 1 FROM results WHERE results.unit_id = leases.unit_id
+                        AND results.state IN ('pending', 'invalid')),
+                jobs.units_done, jobs.units_total, {}
+         FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
+              LEFT JOIN wallets ON wallets.address = leases.wallet
+         WHERE leases.id = ?1",
+        EscrowStanding::columns("units.job_id")
+    )
+});
+
 /// [`Storage::record_result`] inside the writer, comparing outputs through `verdicts`.
 fn record_in(
     db: &Connection,
@@ -239,22 +267,7 @@ fn record_in(
     let lease = result.lease.to_string();
     let wallet = result.wallet.to_string();
     let row = db
-        .prepare_cached(
-            "SELECT leases.unit_id, leases.wallet, leases.kind,
-                    units.state, units.quorum, units.output, units.job_id,
-                    jobs.state, jobs.quorum,
-                    EXISTS (SELECT 1 FROM results WHERE results.unit_id = leases.unit_id
-                            AND results.wallet = leases.wallet),
-                    jobs.submitter, jobs.price_per_gflop, units.flops, leases.site,
-                    wallets.error_rate, wallets.valid, wallets.invalid,
-                    (SELECT COUNT(*) FROM leases AS others WHERE others.unit_id = leases.unit_id
-                     AND others.state = 'active' AND others.id != leases.id),
-                    EXISTS (SELECT 1 FROM results WHERE results.unit_id = leases.unit_id
-                            AND results.state IN ('pending', 'invalid'))
-             FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
-                  LEFT JOIN wallets ON wallets.address = leases.wallet
-             WHERE leases.id = ?1",
-        )?
+        .prepare_cached(&ANSWERED_SQL)?
         .query_row([&lease], |r| {
             Ok(Answered {
                 unit: r.get(0)?,
@@ -273,6 +286,12 @@ fn record_in(
                 reliability: wallets::reliability_of(r.get(14)?, r.get(15)?, r.get(16)?),
                 others_active: r.get(17)?,
                 judged_or_pending: r.get(18)?,
+                units_done: r.get(19)?,
+                units_total: r.get(20)?,
+                escrow: EscrowStanding {
+                    held: r.get(21)?,
+                    owed: r.get(22)?,
+                },
             })
         })
         .optional()?;
@@ -484,8 +503,15 @@ fn record_in(
             db.prepare_cached("UPDATE units SET state = 'done', output = ?1 WHERE id = ?2")?
                 .execute(rusqlite::params![pending[canonical].output, unit])?;
             if let Some(p) = &payment {
-                ledger::accrue_unit(db, job, &p.split, &p.wallets, p.site.as_ref())
-                    .map_err(StorageError::ledger)?;
+                ledger::accrue_unit(
+                    db,
+                    job,
+                    &p.split,
+                    &p.wallets,
+                    p.site.as_ref(),
+                    Some(row.escrow),
+                )
+                .map_err(StorageError::ledger)?;
             }
             if row.others_active > 0 {
                 // Replicas still out are no longer needed.
@@ -494,15 +520,13 @@ fn record_in(
                 )?
                 .execute([unit])?;
             }
-            let (done, total): (i64, i64) = db
-                .prepare_cached(
-                    "UPDATE jobs SET units_done = units_done + 1, updated_ms = ?1 WHERE id = ?2
-                     RETURNING units_done, units_total",
-                )?
-                .query_row(rusqlite::params![now, row.job], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-            let job_complete = done == total;
+            // The counts were read in this transaction, and only settling a unit moves
+            // them; no `RETURNING` (SQLite buffers returned rows in a temporary b-tree).
+            db.prepare_cached(
+                "UPDATE jobs SET units_done = units_done + 1, updated_ms = ?1 WHERE id = ?2",
+            )?
+            .execute(rusqlite::params![now, row.job])?;
+            let job_complete = row.units_done + 1 == row.units_total;
             if valid.contains(&this) {
                 Recorded::Valid { job, job_complete }
             } else {
