@@ -26,11 +26,14 @@
 //!
 //! "writer µs/unit" is the CPU time of the storage's writer thread over the run, per unit
 //! (Linux only: read from /proc), which says how close the writer is to being the limit;
+//! "on CPU" is that time as a share of the run, and "queued" the share the writer was
+//! ready to run but waited for a core (the other threads had them);
 //! "KB/unit" is what the process wrote per unit (WAL frames and their checkpoints into
 //! the database file).
 //!
 //! `STARLING_BENCH_UNITS` sets the units per run (default 20 000); `STARLING_BENCH_ONLY`
-//! runs only the scenarios whose name contains it (for profiling one).
+//! runs only the scenarios whose name contains it (for profiling one);
+//! `STARLING_BENCH_VOLUNTEERS` sets how many volunteers the last scenario has (default 64).
 
 use relay_server::ledger::MicroCredits;
 use relay_server::scheduler::{Scheduler, SchedulerConfig, Speed, Verdict};
@@ -66,8 +69,26 @@ struct Scenario {
     adaptive: Option<usize>,
 }
 
+/// The writer thread's time so far: on a CPU, and runnable but waiting for one.
+#[derive(Clone, Copy)]
+struct WriterTime {
+    cpu: Duration,
+    queued: Duration,
+}
+
+impl WriterTime {
+    fn since(self, before: Self) -> Self {
+        Self {
+            cpu: self.cpu.saturating_sub(before.cpu),
+            queued: self.queued.saturating_sub(before.queued),
+        }
+    }
+}
+
 struct Figures {
-    writer_cpu: Option<Duration>,
+    writer: Option<WriterTime>,
+    /// The measured window.
+    elapsed: Duration,
     written: Option<u64>,
     units_per_s: f64,
     results_per_s: f64,
@@ -79,14 +100,14 @@ struct Figures {
 /// What a scenario's measured window costs: time, the writer thread's CPU, bytes written.
 struct Meter {
     started: Instant,
-    writer_cpu: Option<Duration>,
+    writer: Option<WriterTime>,
     written: Option<u64>,
 }
 
 impl Meter {
     fn start() -> Self {
         Self {
-            writer_cpu: writer_cpu(),
+            writer: writer_time(),
             written: written_bytes(),
             started: Instant::now(),
         }
@@ -94,14 +115,16 @@ impl Meter {
 
     /// The figures of `units` settled with one lease per entry of `latencies`.
     fn figures(self, units: usize, mut latencies: Vec<Duration>) -> Figures {
-        let elapsed = self.started.elapsed().as_secs_f64();
+        let window = self.started.elapsed();
+        let elapsed = window.as_secs_f64();
         let results = latencies.len();
         latencies.sort();
         Figures {
-            writer_cpu: self
-                .writer_cpu
-                .zip(writer_cpu())
-                .map(|(before, after)| after.saturating_sub(before)),
+            writer: self
+                .writer
+                .zip(writer_time())
+                .map(|(before, after)| after.since(before)),
+            elapsed: window,
             written: self
                 .written
                 .zip(written_bytes())
@@ -201,10 +224,10 @@ fn written_bytes() -> Option<u64> {
         .find_map(|l| l.strip_prefix("wchar: ")?.trim().parse().ok())
 }
 
-/// CPU time so far of the newest writer thread (the storage opened last), from
-/// /proc/self/task/*/schedstat.
-fn writer_cpu() -> Option<Duration> {
-    let mut newest: Option<(u64, Duration)> = None;
+/// Time so far of the newest writer thread (the storage opened last), from
+/// /proc/self/task/*/schedstat (on-CPU and run-queue nanoseconds).
+fn writer_time() -> Option<WriterTime> {
+    let mut newest: Option<(u64, WriterTime)> = None;
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let path = task.path();
         let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
@@ -219,14 +242,17 @@ fn writer_cpu() -> Option<Duration> {
             continue;
         };
         let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
-        let Some(ns) = stat.split_whitespace().next().and_then(|n| n.parse().ok()) else {
+        let mut fields = stat
+            .split_whitespace()
+            .map(|n| n.parse().ok().map(Duration::from_nanos));
+        let (Some(Some(cpu)), Some(Some(queued))) = (fields.next(), fields.next()) else {
             continue;
         };
         if newest.is_none_or(|(t, _)| tid > t) {
-            newest = Some((tid, Duration::from_nanos(ns)));
+            newest = Some((tid, WriterTime { cpu, queued }));
         }
     }
-    newest.map(|(_, cpu)| cpu)
+    newest.map(|(_, time)| time)
 }
 
 async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
@@ -361,7 +387,7 @@ const THROUGH_K: u32 = 8;
 /// expiry, payouts every 5 s) runs beside it, and the job's merge and final payout are
 /// in the time. The volunteers' own work (computing, signing: about 20 µs a result) runs
 /// on the same two cores, so this understates what the relay alone sustains.
-async fn through_scheduler(units: usize) -> anyhow::Result<Figures> {
+async fn through_scheduler(units: usize, volunteers: usize) -> anyhow::Result<Figures> {
     let dir = bench_dir();
     let key = WalletKey::from_seed(rand::random());
     let storage = Storage::open(&dir).await?.with_billing(Billing {
@@ -386,7 +412,7 @@ async fn through_scheduler(units: usize) -> anyhow::Result<Figures> {
         },
     );
     let housekeeping = scheduler.spawn_housekeeping();
-    let wallets: Vec<(PeerId, WalletKey)> = (0..WORKERS)
+    let wallets: Vec<(PeerId, WalletKey)> = (0..volunteers)
         .map(|_| (PeerId::new(), WalletKey::from_seed(rand::random())))
         .collect();
     for (_, wallet) in &wallets {
@@ -397,7 +423,7 @@ async fn through_scheduler(units: usize) -> anyhow::Result<Figures> {
     // short of the record it needs: another round follows then, a few at most.
     let mut rounds = 0;
     loop {
-        let warm = submit_matmul(&scheduler, WORKERS * 12, account).await?;
+        let warm = submit_matmul(&scheduler, volunteers * 12, account).await?;
         volunteer_until_done(&scheduler, &storage, &wallets, &warm).await?;
         rounds += 1;
         let mut untrusted = Vec::new();
@@ -547,7 +573,7 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("{units} units per run; one round trip = lease + result (+ judge, + ledger)");
     println!(
-        "{:<40} {:>9} {:>11} {:>10} {:>10} {:>9} {:>8} {:>15} {:>11}",
+        "{:<40} {:>9} {:>11} {:>10} {:>10} {:>9} {:>8} {:>15} {:>8} {:>8} {:>11}",
         "scenario",
         "units/s",
         "results/s",
@@ -556,6 +582,8 @@ async fn main() -> anyhow::Result<()> {
         "overhead",
         "vs floor",
         "writer µs/unit",
+        "on CPU",
+        "queued",
         "KB/unit"
     );
     let only = std::env::var("STARLING_BENCH_ONLY").unwrap_or_default();
@@ -612,25 +640,34 @@ async fn main() -> anyhow::Result<()> {
         let name = format!("{}, {} vol.", scenario.name, scenario.workers);
         print_row(&name, &f, units, base);
     }
-    let name = format!("through the scheduler, {WORKERS} vol.");
+    let volunteers: usize = match std::env::var("STARLING_BENCH_VOLUNTEERS") {
+        Ok(n) => n.parse()?,
+        Err(_) => WORKERS,
+    };
+    let name = format!("through the scheduler, {volunteers} vol.");
     if !name.contains(only.as_str()) {
         return Ok(());
     }
-    let f = through_scheduler(units).await?;
+    let f = through_scheduler(units, volunteers).await?;
     print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
     Ok(())
 }
 
 /// One scenario's line of the table; `floor` is the first scenario's units/s.
 fn print_row(name: &str, f: &Figures, units: usize, floor: f64) {
-    let writer = f.writer_cpu.map_or("-".to_string(), |cpu| {
-        format!("{:.0}", cpu.as_secs_f64() * 1e6 / units as f64)
+    let window = f.elapsed.as_secs_f64();
+    let (writer, busy, queued) = f.writer.map_or(("-".into(), "-".into(), "-".into()), |w| {
+        (
+            format!("{:.0}", w.cpu.as_secs_f64() * 1e6 / units as f64),
+            format!("{:.0}%", w.cpu.as_secs_f64() * 100.0 / window),
+            format!("{:.0}%", w.queued.as_secs_f64() * 100.0 / window),
+        )
     });
     let written = f.written.map_or("-".to_string(), |bytes| {
         format!("{:.1}", bytes as f64 / 1e3 / units as f64)
     });
     println!(
-        "{name:<40} {:>9.0} {:>11.0} {:>8.2}ms {:>8.2}ms {:>8.1}% {:>7.2}x {writer:>15} {written:>11}",
+        "{name:<40} {:>9.0} {:>11.0} {:>8.2}ms {:>8.2}ms {:>8.1}% {:>7.2}x {writer:>15} {busy:>8} {queued:>8} {written:>11}",
         f.units_per_s,
         f.results_per_s,
         f.p50.as_secs_f64() * 1e3,
