@@ -201,7 +201,9 @@ async fn warm_up(
                 output: &output,
                 spot_check: None,
             };
-            storage.record_result(result, 6, &|a, b| a == b).await?;
+            storage
+                .record_result(result, 6, Arc::new(|a: &[u8], b: &[u8]| a == b))
+                .await?;
         }
         let reliability = storage
             .wallet(&wallet)
@@ -341,7 +343,10 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
                     output: &output,
                     spot_check: None,
                 };
-                match storage.record_result(result, 6, &|a, b| a == b).await? {
+                match storage
+                    .record_result(result, 6, Arc::new(|a: &[u8], b: &[u8]| a == b))
+                    .await?
+                {
                     Recorded::Valid { .. } => settled += 1,
                     Recorded::Pending { .. } | Recorded::Canary { passed: true } => {}
                     other => anyhow::bail!("an honest result was {other:?}"),

@@ -255,7 +255,7 @@ async fn cancel_withdraws_units_so_late_results_are_stale() {
                 spot_check: None,
             },
             6,
-            &|a, b| a == b,
+            Arc::new(|a: &[u8], b: &[u8]| a == b),
         )
         .await
         .expect("result query");

@@ -6,11 +6,12 @@
 use proptest::prelude::*;
 use relay_server::ledger::{Account, MicroCredits, Reason};
 use relay_server::storage::{
-    Billing, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Pricing, Recorded,
+    Billing, Comparison, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Pricing, Recorded,
     ReturnedResult, Storage,
 };
 use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 fn job(units: usize, quorum: u32) -> NewJob {
     NewJob {
@@ -78,6 +79,18 @@ impl Vol {
         output: &[u8],
         spot_check: Option<bool>,
     ) -> anyhow::Result<Recorded> {
+        self.answer_comparing(storage, lease, output, spot_check, Arc::new(same))
+            .await
+    }
+
+    async fn answer_comparing(
+        &self,
+        storage: &Storage,
+        lease: LeaseId,
+        output: &[u8],
+        spot_check: Option<bool>,
+        compare: Comparison,
+    ) -> anyhow::Result<Recorded> {
         Ok(storage
             .record_result(
                 ReturnedResult {
@@ -87,7 +100,7 @@ impl Vol {
                     spot_check,
                 },
                 6,
-                &same,
+                compare,
             )
             .await?)
     }
@@ -223,6 +236,65 @@ async fn replicas_go_to_distinct_wallets_and_connections_and_the_majority_wins(
     assert_eq!(rel(a).await?, (1, 0));
     assert_eq!(rel(b).await?, (0, 1));
     assert_eq!(rel(c).await?, (1, 0));
+    Ok(())
+}
+
+/// Replicas' outputs are compared inside the result's transaction when they are small,
+/// and by the caller, off the writer thread every write waits for, when they are large;
+/// either way the majority wins.
+#[tokio::test]
+async fn small_outputs_are_compared_on_the_writer_and_large_ones_off_it() -> anyhow::Result<()> {
+    for (size, on_writer) in [(64, true), (100 * 1024, false)] {
+        let storage = Storage::open(&temp_dir("compare")).await?;
+        let j = job(1, 2);
+        storage.insert_job(&j).await?;
+        let (a, b, c) = (Vol::new(1), Vol::new(2), Vol::new(3));
+        let threads = Arc::new(Mutex::new(Vec::<String>::new()));
+        let compare: Comparison = {
+            let threads = threads.clone();
+            Arc::new(move |x: &[u8], y: &[u8]| {
+                let name = std::thread::current().name().unwrap_or("").to_owned();
+                threads.lock().unwrap_or_else(|p| p.into_inner()).push(name);
+                x == y
+            })
+        };
+        let right = vec![1u8; size];
+        let mut wrong = right.clone();
+        wrong[size - 1] = 2;
+        let la = a.lease(&storage).await?.expect("first replica").lease;
+        let lb = b.lease(&storage).await?.expect("second replica").lease;
+        let pending = Recorded::Pending { job: j.id };
+        assert_eq!(
+            a.answer_comparing(&storage, la, &right, None, compare.clone())
+                .await?,
+            pending
+        );
+        assert_eq!(
+            b.answer_comparing(&storage, lb, &wrong, None, compare.clone())
+                .await?,
+            pending,
+            "{size} bytes: a disagreement wants a third replica"
+        );
+        let lc = c.lease(&storage).await?.expect("tie-breaker").lease;
+        assert_eq!(
+            c.answer_comparing(&storage, lc, &right, None, compare.clone())
+                .await?,
+            Recorded::Valid {
+                job: j.id,
+                job_complete: true
+            },
+            "{size} bytes"
+        );
+        assert_eq!(storage.unit_outputs(j.id).await?, vec![right]);
+        let threads = threads.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert!(!threads.is_empty(), "{size} bytes: outputs were compared");
+        let writer = threads.iter().filter(|t| *t == "starling-writer").count();
+        if on_writer {
+            assert_eq!(writer, threads.len(), "{size} bytes: {threads:?}");
+        } else {
+            assert_eq!(writer, 0, "{size} bytes: {threads:?}");
+        }
+    }
     Ok(())
 }
 

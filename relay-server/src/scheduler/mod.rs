@@ -8,8 +8,8 @@ pub mod signatures;
 pub mod throughput;
 
 use crate::storage::{
-    LeaseContext, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Recorded, ReturnedResult,
-    Storage, StorageError,
+    Comparison, LeaseContext, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Recorded,
+    ReturnedResult, Storage, StorageError,
 };
 use crate::validation::quorum::Policy;
 use starling_kernels::{Catalog, KernelError, NamedInputs};
@@ -444,9 +444,14 @@ impl Scheduler {
             Err(_) => Some(false),
             Ok(()) => self.spot_check(&context, unit_flops, output).await?,
         };
+        let (catalog, kernel_id) = (self.catalog.clone(), context.kernel.clone());
         let unit_params = context.unit_params.clone();
-        let agree =
-            move |a: &[u8], b: &[u8]| kernel.outputs_agree(&unit_params, a, b).unwrap_or(false);
+        let agree: Comparison = Arc::new(move |a: &[u8], b: &[u8]| {
+            catalog
+                .get(&kernel_id)
+                .and_then(|kernel| kernel.outputs_agree(&unit_params, a, b))
+                .unwrap_or(false)
+        });
         let recorded = self
             .storage
             .record_result(
@@ -457,7 +462,7 @@ impl Scheduler {
                     spot_check,
                 },
                 self.config.max_results,
-                &agree,
+                agree,
             )
             .await?;
         tracing::debug!(%peer, %lease, ?recorded, "result recorded");

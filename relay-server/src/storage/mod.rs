@@ -32,7 +32,7 @@ pub use leases::LeaseRequest;
 pub use ledger::{Accrual, LedgerError};
 pub use model::{JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId};
 pub use network::Earner;
-pub use results::{Recorded, ReturnedResult, UnitAudit};
+pub use results::{Comparison, Recorded, ReturnedResult, UnitAudit};
 pub use wallets::WalletRecord;
 
 /// Errors from the database layer.
