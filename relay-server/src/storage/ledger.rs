@@ -332,6 +332,7 @@ pub(crate) struct EscrowStanding {
 impl EscrowStanding {
     /// SQL for a job's standing, as two columns (`held`, `owed`), given the job's id as
     /// the text expression `job`; [`Self::read`] and the result lookup share it.
+    /// `'escrow:' || job` is [`Account::Escrow`]'s text form, built in SQL.
     pub(crate) fn columns(job: &str) -> String {
         format!(
             "COALESCE((SELECT micro FROM balances WHERE account = 'escrow:' || {job}), 0),
