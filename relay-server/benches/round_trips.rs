@@ -33,7 +33,8 @@
 //!
 //! `STARLING_BENCH_UNITS` sets the units per run (default 20 000); `STARLING_BENCH_ONLY`
 //! runs only the scenarios whose name contains it (for profiling one);
-//! `STARLING_BENCH_VOLUNTEERS` sets how many volunteers the last scenario has (default 64).
+//! `STARLING_BENCH_VOLUNTEERS` sets how many volunteers the last scenario has (default 64);
+//! `STARLING_BENCH_OUTPUT_BYTES` the size of each output in the storage scenarios (64).
 
 use relay_server::ledger::MicroCredits;
 use relay_server::scheduler::{Scheduler, SchedulerConfig, Speed, Verdict};
@@ -187,7 +188,7 @@ async fn warm_up(
         .insert_job(&job(wallets.len() * results, 1, None))
         .await?;
     let mut audit = Vec::new();
-    let output = vec![7u8; 64];
+    let output = vec![7u8; output_bytes()];
     for &(peer, wallet) in wallets {
         for _ in 0..results {
             let request = request(peer, wallet);
@@ -216,6 +217,15 @@ async fn warm_up(
         audit.push(reliability.audit_probability(AUDIT_RATE));
     }
     Ok(audit)
+}
+
+/// Bytes of each output in the storage scenarios: `STARLING_BENCH_OUTPUT_BYTES`, else 64
+/// (real units return kilobytes; the default measures the relay's own cost per unit).
+fn output_bytes() -> usize {
+    std::env::var("STARLING_BENCH_OUTPUT_BYTES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(64)
 }
 
 /// Bytes this process has written so far (WAL frames, checkpoints into the database
@@ -309,7 +319,7 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
     for (&(peer, wallet), &audit_probability) in wallets.iter().zip(&audit_probability) {
         let storage = storage.clone();
         tasks.push(tokio::spawn(async move {
-            let output = vec![7u8; 64];
+            let output = vec![7u8; output_bytes()];
             let mut latencies = Vec::new();
             let mut settled = 0usize;
             loop {

@@ -239,6 +239,62 @@ async fn replicas_go_to_distinct_wallets_and_connections_and_the_majority_wins(
     Ok(())
 }
 
+/// A settled unit holds its output; the result it came from keeps no second copy, and the
+/// audit still shows every valid result's bytes.
+#[tokio::test]
+async fn a_settled_units_output_is_stored_once_and_the_audit_still_shows_it() -> anyhow::Result<()>
+{
+    let dir = temp_dir("stored-once");
+    let storage = Storage::open(&dir).await?;
+    let output = vec![7u8; 16 * 1024];
+    // Quorum 1: the only result is the unit's. Quorum 2: of two agreeing replicas, the
+    // unit takes one's bytes and the other keeps its own.
+    let (single, pair) = (job(1, 1), job(1, 2));
+    storage.insert_job(&single).await?;
+    storage.insert_job(&pair).await?;
+    let (a, b) = (Vol::new(1), Vol::new(2));
+    let l1 = a.lease(&storage).await?.expect("the single unit").lease;
+    assert_eq!(
+        a.answer(&storage, l1, &output, None).await?,
+        Recorded::Valid {
+            job: single.id,
+            job_complete: true
+        }
+    );
+    let l2 = a.lease(&storage).await?.expect("first replica").lease;
+    let l3 = b.lease(&storage).await?.expect("second replica").lease;
+    assert_eq!(
+        a.answer(&storage, l2, &output, None).await?,
+        Recorded::Pending { job: pair.id }
+    );
+    assert_eq!(
+        b.answer(&storage, l3, &output, None).await?,
+        Recorded::Valid {
+            job: pair.id,
+            job_complete: true
+        }
+    );
+    for (j, valid) in [(&single, 1), (&pair, 2)] {
+        assert_eq!(storage.unit_outputs(j.id).await?, vec![output.clone()]);
+        let audit = storage.audit_units(j.id).await?;
+        assert_eq!(audit[0].valid_outputs, vec![output.clone(); valid]);
+    }
+    let db = rusqlite::Connection::open(dir.join("starling.sqlite3"))?;
+    let (without, bytes): (i64, i64) = db.query_row(
+        "SELECT COUNT(*) FILTER (WHERE output IS NULL), COALESCE(SUM(length(output)), 0)
+         FROM results",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    assert_eq!(without, 2, "each unit's own result keeps no copy");
+    assert_eq!(
+        bytes,
+        output.len() as i64,
+        "only the other replica keeps its bytes"
+    );
+    Ok(())
+}
+
 /// Replicas' outputs are compared inside the result's transaction when they are small,
 /// and by the caller, off the writer thread every write waits for, when they are large;
 /// either way the majority wins.

@@ -100,10 +100,21 @@ struct Stored {
     trusted: bool,
 }
 
-/// Sets a stored result's verdict and what it earned.
-fn mark(db: &Connection, lease: &str, state: &str, paid_micro: i64) -> Result<(), StorageError> {
-    db.prepare_cached("UPDATE results SET state = ?1, paid_micro = ?2 WHERE lease_id = ?3")?
-        .execute(rusqlite::params![state, paid_micro, lease])?;
+/// Sets a stored result's verdict and what it earned; `canonical` drops its output, which
+/// its unit now holds.
+fn mark(
+    db: &Connection,
+    lease: &str,
+    state: &str,
+    paid_micro: i64,
+    canonical: bool,
+) -> Result<(), StorageError> {
+    db.prepare_cached(
+        "UPDATE results SET state = ?1, paid_micro = ?2,
+             output = CASE WHEN ?4 THEN NULL ELSE output END
+         WHERE lease_id = ?3",
+    )?
+    .execute(rusqlite::params![state, paid_micro, lease, canonical])?;
     Ok(())
 }
 
@@ -337,7 +348,8 @@ fn record_in(
     let job: JobId = parse_id(&row.job)?;
     let trusted = row.reliability.trusted();
     let now = now_ms();
-    let store = |state: &str, paid_micro: i64| -> Result<(), StorageError> {
+    // `canonical`: this result's output becomes its unit's, which holds the only copy.
+    let store = |state: &str, paid_micro: i64, canonical: bool| -> Result<(), StorageError> {
         db.prepare_cached(
             "INSERT INTO results (lease_id, unit_id, wallet, output, spot_check, trusted, state,
                                   received_ms, paid_micro)
@@ -347,7 +359,7 @@ fn record_in(
             lease,
             unit,
             wallet,
-            result.output,
+            (!canonical).then_some(result.output),
             result.spot_check,
             trusted,
             state,
@@ -374,7 +386,7 @@ fn record_in(
         }
         returned()?;
         // Known answers are the relay's own tests: passing one earns nothing.
-        store(if passed { "valid" } else { "invalid" }, 0)?;
+        store(if passed { "valid" } else { "invalid" }, 0, false)?;
         let judged = wallets::judge(db, &wallet, passed, Some(row.reliability))?;
         return Ok(Attempt::Done(
             Recorded::Canary { passed },
@@ -483,14 +495,28 @@ fn record_in(
         _ => None,
     };
     let share = payment.as_ref().map_or(0, Payment::share_micro);
+    let canonical = match &outcome {
+        Outcome::Valid { canonical, .. } => Some(*canonical),
+        _ => None,
+    };
     returned()?;
-    store(judged_as, if judged_as == "valid" { share } else { 0 })?;
+    store(
+        judged_as,
+        if judged_as == "valid" { share } else { 0 },
+        canonical == Some(this),
+    )?;
     // This wallet's standing was read above; the others' are read as they are judged.
     let before = |w: &str| (w == wallet).then_some(row.reliability);
     // Sets another result's state (this one was stored with its own).
     let judged = |i: usize, state: &str, paid_micro: i64| -> Result<(), StorageError> {
         if i != this {
-            mark(db, &pending[i].lease, state, paid_micro)?;
+            mark(
+                db,
+                &pending[i].lease,
+                state,
+                paid_micro,
+                canonical == Some(i),
+            )?;
         }
         Ok(())
     };
@@ -604,7 +630,11 @@ impl Storage {
         let mut audit = Vec::with_capacity(units.len());
         for unit in units {
             let results = sqlx::query(
-                "SELECT wallet, output, state, paid_micro FROM results WHERE unit_id = ?",
+                // The result whose output its unit took keeps none of its own.
+                "SELECT wallet, state, paid_micro,
+                        COALESCE(output, (SELECT output FROM units WHERE units.id = results.unit_id))
+                            AS output
+                 FROM results WHERE unit_id = ?",
             )
             .bind(unit.try_get::<&str, _>("id")?)
             .fetch_all(&self.pool)
