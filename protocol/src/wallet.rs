@@ -197,8 +197,9 @@ impl ResultClaim {
 /// Checks result claims together: whether each one's signature holds, in order.
 ///
 /// Many signatures checked as one equation cost less each than checked one by one (the
-/// relay measured about 60% at 7–8 per batch; the saving grows with the batch). If the batch fails, each claim is checked alone, so one forgery costs its
-/// batch the batch check on top of the single ones, never a wrong verdict for the others.
+/// relay measured about 60% at 7–8 per batch; the saving grows with the batch). If the
+/// batch fails, each claim is checked alone, so one forgery costs its batch the batch
+/// check on top of the single ones, never a wrong verdict for the others.
 /// A batch passes only if every signature satisfies the same cofactorless equation that
 /// [`WalletVerifier::verify_result`] checks (but for a chance of 2^-128 per batch); unlike
 /// it, a passing batch does not refuse the other encodings of a valid signature that its

@@ -183,12 +183,13 @@ async fn warm_up(
     storage: &Storage,
     wallets: &[(PeerId, WalletAddress)],
     results: usize,
+    output_len: usize,
 ) -> anyhow::Result<Vec<f64>> {
     storage
         .insert_job(&job(wallets.len() * results, 1, None))
         .await?;
     let mut audit = Vec::new();
-    let output = vec![7u8; output_bytes()];
+    let output = vec![7u8; output_len];
     for &(peer, wallet) in wallets {
         for _ in 0..results {
             let request = request(peer, wallet);
@@ -219,13 +220,21 @@ async fn warm_up(
     Ok(audit)
 }
 
+/// The count in environment variable `name`, else `default`; a value that is not a count
+/// is an error rather than silently the default.
+fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::var(name) {
+        Ok(n) => n
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={n:?} is not a count: {e}")),
+        Err(_) => Ok(default),
+    }
+}
+
 /// Bytes of each output in the storage scenarios: `STARLING_BENCH_OUTPUT_BYTES`, else 64
 /// (real units return kilobytes; the default measures the relay's own cost per unit).
-fn output_bytes() -> usize {
-    std::env::var("STARLING_BENCH_OUTPUT_BYTES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(64)
+fn output_bytes() -> anyhow::Result<usize> {
+    env_count("STARLING_BENCH_OUTPUT_BYTES", 64)
 }
 
 /// Bytes this process has written so far (WAL frames, checkpoints into the database
@@ -268,6 +277,7 @@ fn writer_time() -> Option<WriterTime> {
 }
 
 async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
+    let output_len = output_bytes()?;
     let dir = bench_dir();
     let mut storage = Storage::open(&dir).await?;
     let mut submitter = None;
@@ -295,7 +305,7 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
         })
         .collect();
     let audit_probability = match scenario.adaptive {
-        Some(results) => warm_up(&storage, &wallets, results).await?,
+        Some(results) => warm_up(&storage, &wallets, results, output_len).await?,
         None => vec![1.0; wallets.len()],
     };
     storage
@@ -319,7 +329,7 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
     for (&(peer, wallet), &audit_probability) in wallets.iter().zip(&audit_probability) {
         let storage = storage.clone();
         tasks.push(tokio::spawn(async move {
-            let output = vec![7u8; output_bytes()];
+            let output = vec![7u8; output_len];
             let mut latencies = Vec::new();
             let mut settled = 0usize;
             loop {
@@ -582,10 +592,7 @@ async fn volunteer_until_done(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let units: usize = match std::env::var("STARLING_BENCH_UNITS") {
-        Ok(n) => n.parse()?,
-        Err(_) => 20_000,
-    };
+    let units = env_count("STARLING_BENCH_UNITS", 20_000)?;
     println!("{units} units per run; one round trip = lease + result (+ judge, + ledger)");
     println!(
         "{:<40} {:>9} {:>11} {:>10} {:>10} {:>9} {:>8} {:>15} {:>8} {:>8} {:>11}",
@@ -655,10 +662,7 @@ async fn main() -> anyhow::Result<()> {
         let name = format!("{}, {} vol.", scenario.name, scenario.workers);
         print_row(&name, &f, units, base);
     }
-    let volunteers: usize = match std::env::var("STARLING_BENCH_VOLUNTEERS") {
-        Ok(n) => n.parse()?,
-        Err(_) => WORKERS,
-    };
+    let volunteers = env_count("STARLING_BENCH_VOLUNTEERS", WORKERS)?;
     let name = format!("through the scheduler, {volunteers} vol.");
     if !name.contains(only.as_str()) {
         return Ok(());
