@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/setup.sh
+# A run from a fresh clone gains nothing from incremental caches, which only take disk.
+export CARGO_INCREMENTAL=0
 step() { echo; echo "== $*" >&2; }
 step "format"
 cargo fmt --all --check
