@@ -282,7 +282,7 @@ async fn a_settled_units_output_is_stored_once_and_the_audit_still_shows_it() ->
     let db = rusqlite::Connection::open(dir.join("starling.sqlite3"))?;
     let (without, bytes): (i64, i64) = db.query_row(
         "SELECT COUNT(*) FILTER (WHERE output IS NULL), COALESCE(SUM(length(output)), 0)
-         FROM results",
+         FROM leases WHERE verdict IS NOT NULL",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
@@ -755,4 +755,120 @@ proptest! {
             anyhow::Ok(())
         }).map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
+}
+
+/// A database from before results moved into their leases' rows (migration 0013) keeps
+/// every result: the audit still shows them, a wallet that answered a unit is still never
+/// given it again, and a result left pending still counts towards its unit's quorum.
+#[tokio::test]
+async fn results_stored_before_the_upgrade_still_count() -> anyhow::Result<()> {
+    let dir = temp_dir("upgrade");
+    std::fs::create_dir_all(&dir)?;
+    // The schema as it was: every migration before 0013.
+    let old = dir.join("migrations");
+    std::fs::create_dir_all(&old)?;
+    let mut copied = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name
+            .as_bytes()
+            .get(..4)
+            .is_some_and(|v| v < b"0013".as_slice())
+        {
+            std::fs::copy(&path, old.join(name))?;
+            copied += 1;
+        }
+    }
+    assert_eq!(copied, 12);
+    let file = dir.join("starling.sqlite3");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await?;
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await?
+            .run(&pool)
+            .await?;
+        pool.close().await;
+    }
+    let (one, two, newcomer) = (Vol::new(1), Vol::new(2), Vol::new(3));
+    let job = JobId::from_uuid(uuid::Uuid::new_v4());
+    let output = vec![7u8; 16];
+    let id = || uuid::Uuid::new_v4().to_string();
+    let (u0, u1) = (id(), id());
+    let (l0, l1, l2) = (id(), id(), id());
+    {
+        let db = rusqlite::Connection::open(&file)?;
+        db.execute(
+            "INSERT INTO jobs (id, kernel, params, state, units_total, units_done, flops, quorum,
+                               created_ms, updated_ms)
+             VALUES (?1, 'matmul', '{\"m\":1,\"k\":1,\"n\":1}', 'running', 2, 1, 2, 2, 0, 0)",
+            [job.to_string()],
+        )?;
+        // Unit 0 settled on two agreeing results (the canonical one kept no copy); unit 1
+        // has one result waiting for its replica.
+        db.execute(
+            "INSERT INTO units (id, job_id, idx, params, flops, state, quorum, wanted, output)
+             VALUES (?3, ?1, 0, '{\"i\":0}', 1000, 'done', 2, 2, ?2),
+                    (?4, ?1, 1, '{\"i\":1}', 1000, 'queued', 2, 2, NULL)",
+            rusqlite::params![job.to_string(), output, u0, u1],
+        )?;
+        for (lease, unit, vol) in [(&l0, &u0, one), (&l1, &u0, two), (&l2, &u1, one)] {
+            db.execute(
+                "INSERT INTO leases (id, unit_id, peer, wallet, kind, state, issued_ms, deadline_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'work', 'returned', 0, 1)",
+                rusqlite::params![lease, unit, vol.peer.to_string(), vol.wallet.to_string()],
+            )?;
+        }
+        db.execute(
+            "INSERT INTO results (lease_id, unit_id, wallet, output, trusted, state, received_ms)
+             VALUES (?4, ?7, ?1, NULL, 0, 'valid', 1),
+                    (?5, ?7, ?2, ?3, 0, 'valid', 2),
+                    (?6, ?8, ?1, ?3, 0, 'pending', 3)",
+            rusqlite::params![
+                one.wallet.to_string(),
+                two.wallet.to_string(),
+                output,
+                l0,
+                l1,
+                l2,
+                u0,
+                u1
+            ],
+        )?;
+    }
+
+    let storage = Storage::open(&dir).await?;
+    let audit = storage.audit_units(job).await?;
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0].valid_outputs, vec![output.clone(); 2]);
+    assert_eq!(
+        audit[0].valid_wallets,
+        vec![one.wallet.to_string(), two.wallet.to_string()]
+    );
+    assert_eq!(audit[1].result_wallets, vec![one.wallet.to_string()]);
+    assert!(audit[1].valid_outputs.is_empty());
+    // Wallet one answered unit 1 before the upgrade: it gets nothing; wallet two does.
+    assert!(one.lease(&storage).await?.is_none());
+    let leased = two.lease(&storage).await?.expect("unit 1 needs a replica");
+    assert!(
+        newcomer.lease(&storage).await?.is_none(),
+        "one replica is enough"
+    );
+    assert_eq!(
+        two.answer(&storage, leased.lease, &output, None).await?,
+        Recorded::Valid {
+            job,
+            job_complete: true
+        }
+    );
+    let audit = storage.audit_units(job).await?;
+    assert_eq!(audit[1].valid_outputs, vec![output.clone(); 2]);
+    assert_eq!(storage.unit_outputs(job).await?, vec![output.clone(); 2]);
+    Ok(())
 }

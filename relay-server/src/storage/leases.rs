@@ -181,14 +181,13 @@ fn lease_work_in(
             "SELECT ",
             unit_columns!(),
             ", units.wanted,
-               (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id AND leases.state = 'active')
-             + (SELECT COUNT(*) FROM results WHERE results.unit_id = units.id AND results.state = 'pending')
+               (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
+                AND (leases.state = 'active' OR leases.verdict = 'pending'))
              FROM units JOIN jobs ON jobs.id = units.job_id
              WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
                AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
-                               AND leases.state = 'active' AND (leases.wallet = ?1 OR leases.peer = ?2))
-               AND NOT EXISTS (SELECT 1 FROM results WHERE results.unit_id = units.id
-                               AND results.wallet = ?1)
+                               AND ((leases.state = 'active' AND (leases.wallet = ?1 OR leases.peer = ?2))
+                                    OR (leases.state = 'returned' AND leases.wallet = ?1)))
              ORDER BY units.rowid LIMIT 1"
         ))?
         .query_row(

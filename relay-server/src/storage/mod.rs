@@ -4,9 +4,10 @@
 //!
 //! A unit's life: `queued` (needs leases) → `leased` (enough out) → back to `queued` when
 //! a lease is lost or replicas disagree → `done` once a quorum of results agrees, or
-//! `failed`. Leases go `active` → `returned` | `expired` | `released` | `void`; results
-//! go `pending` → `valid` | `invalid`. Judging a result happens in the transaction that
-//! stores it, so there is no half-judged state to recover.
+//! `failed`. Leases go `active` → `returned` | `expired` | `released` | `void`. A result
+//! is stored in its lease's row (a lease has at most one), which goes `returned` with it;
+//! its verdict goes `pending` → `valid` | `invalid`. Judging a result happens in the
+//! transaction that stores it, so there is no half-judged state to recover.
 //!
 //! The HTTP layer and the scheduler call these methods; nothing else touches SQL.
 
@@ -81,8 +82,8 @@ impl StorageError {
 macro_rules! refresh_units {
     () => {
         "UPDATE units SET state = CASE WHEN
-        (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id AND leases.state = 'active')
-      + (SELECT COUNT(*) FROM results WHERE results.unit_id = units.id AND results.state = 'pending')
+        (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
+         AND (leases.state = 'active' OR leases.verdict = 'pending'))
       >= units.wanted THEN 'leased' ELSE 'queued' END
     WHERE state IN ('queued', 'leased')"
     };
@@ -309,9 +310,21 @@ impl Storage {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         // Migrations run before the writer opens, on a connection that is closed after:
-        // two writers would meet in SQLite's lock, whose busy handler sleeps.
-        let mut migrating = options.connect().await?;
+        // two writers would meet in SQLite's lock, whose busy handler sleeps. They run
+        // with foreign keys off, as sqlite.org's procedure for rebuilding a table asks
+        // (dropping a parent table would otherwise delete its children's rows), and the
+        // keys are checked once they are done.
+        let mut migrating = options.clone().foreign_keys(false).connect().await?;
         sqlx::migrate!("./migrations").run(&mut migrating).await?;
+        let dangling: Vec<(String, Option<i64>)> =
+            sqlx::query_as(r#"SELECT "table", rowid FROM pragma_foreign_key_check LIMIT 5"#)
+                .fetch_all(&mut migrating)
+                .await?;
+        if !dangling.is_empty() {
+            return Err(StorageError::Corrupt(format!(
+                "rows whose foreign keys point nowhere after migrating: {dangling:?}"
+            )));
+        }
         migrating.close().await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

@@ -98,6 +98,8 @@ struct Stored {
     output: Vec<u8>,
     spot_check: Option<bool>,
     trusted: bool,
+    /// The embedding site its volunteer came through.
+    site: Option<String>,
 }
 
 /// Sets a stored result's verdict and what it earned; `canonical` drops its output, which
@@ -110,9 +112,9 @@ fn mark(
     canonical: bool,
 ) -> Result<(), StorageError> {
     db.prepare_cached(
-        "UPDATE results SET state = ?1, paid_micro = ?2,
+        "UPDATE leases SET verdict = ?1, paid_micro = ?2,
              output = CASE WHEN ?4 THEN NULL ELSE output END
-         WHERE lease_id = ?3",
+         WHERE id = ?3",
     )?
     .execute(rusqlite::params![state, paid_micro, lease, canonical])?;
     Ok(())
@@ -151,6 +153,9 @@ enum Attempt {
 /// A lease being answered, its unit and job, and its wallet's standing, as read at the
 /// start of [`record_in`].
 struct Answered {
+    /// The lease's rowid: results received in the same millisecond are judged in lease
+    /// order.
+    rowid: i64,
     unit: String,
     wallet: String,
     kind: String,
@@ -262,15 +267,15 @@ static ANSWERED_SQL: LazyLock<String> = LazyLock::new(|| {
         "SELECT leases.unit_id, leases.wallet, leases.kind,
                 units.state, units.quorum, units.output, units.job_id,
                 jobs.state, jobs.quorum,
-                EXISTS (SELECT 1 FROM results WHERE results.unit_id = leases.unit_id
-                        AND results.wallet = leases.wallet),
+                EXISTS (SELECT 1 FROM leases AS mine WHERE mine.unit_id = leases.unit_id
+                        AND mine.state = 'returned' AND mine.wallet = leases.wallet),
                 jobs.submitter, jobs.price_per_gflop, units.flops, leases.site,
                 wallets.error_rate, wallets.valid, wallets.invalid,
                 (SELECT COUNT(*) FROM leases AS others WHERE others.unit_id = leases.unit_id
                  AND others.state = 'active' AND others.id != leases.id),
-                EXISTS (SELECT 1 FROM results WHERE results.unit_id = leases.unit_id
-                        AND results.state IN ('pending', 'invalid')),
-                jobs.units_done, jobs.units_total, {}
+                EXISTS (SELECT 1 FROM leases AS others WHERE others.unit_id = leases.unit_id
+                        AND others.state = 'returned' AND others.verdict IN ('pending', 'invalid')),
+                jobs.units_done, jobs.units_total, leases.rowid, {}
          FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
               LEFT JOIN wallets ON wallets.address = leases.wallet
          WHERE leases.id = ?1",
@@ -311,9 +316,10 @@ fn record_in(
                 judged_or_pending: r.get(18)?,
                 units_done: r.get(19)?,
                 units_total: r.get(20)?,
+                rowid: r.get(21)?,
                 escrow: EscrowStanding {
-                    held: r.get(21)?,
-                    owed: r.get(22)?,
+                    held: r.get(22)?,
+                    owed: r.get(23)?,
                 },
             })
         })
@@ -348,29 +354,23 @@ fn record_in(
     let job: JobId = parse_id(&row.job)?;
     let trusted = row.reliability.trusted();
     let now = now_ms();
-    // `canonical`: this result's output becomes its unit's, which holds the only copy.
-    let store = |state: &str, paid_micro: i64, canonical: bool| -> Result<(), StorageError> {
+    // Stores the result in its lease's row, judged `verdict`. `canonical`: its output
+    // becomes its unit's, which holds the only copy.
+    let store = |verdict: &str, paid_micro: i64, canonical: bool| -> Result<(), StorageError> {
         db.prepare_cached(
-            "INSERT INTO results (lease_id, unit_id, wallet, output, spot_check, trusted, state,
-                                  received_ms, paid_micro)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "UPDATE leases SET state = 'returned', verdict = ?2, output = ?3, spot_check = ?4,
+                 trusted = ?5, received_ms = ?6, paid_micro = ?7
+             WHERE id = ?1",
         )?
         .execute(rusqlite::params![
             lease,
-            unit,
-            wallet,
+            verdict,
             (!canonical).then_some(result.output),
             result.spot_check,
             trusted,
-            state,
             now,
             paid_micro
         ])?;
-        Ok(())
-    };
-    let returned = || -> Result<(), StorageError> {
-        db.prepare_cached("UPDATE leases SET state = 'returned' WHERE id = ?1")?
-            .execute([&lease])?;
         Ok(())
     };
 
@@ -384,7 +384,6 @@ fn record_in(
             let known = row.known.unwrap_or_default();
             return Ok(Attempt::Compare(vec![(known, result.output.to_vec())]));
         }
-        returned()?;
         // Known answers are the relay's own tests: passing one earns nothing.
         store(if passed { "valid" } else { "invalid" }, 0, false)?;
         let judged = wallets::judge(db, &wallet, passed, Some(row.reliability))?;
@@ -410,8 +409,10 @@ fn record_in(
     let mut this = None;
     if row.judged_or_pending {
         let mut results = db.prepare_cached(
-            "SELECT lease_id, wallet, output, spot_check, trusted, state, received_ms FROM results
-             WHERE unit_id = ?1 AND state IN ('pending', 'invalid') ORDER BY received_ms, rowid",
+            "SELECT id, wallet, output, spot_check, trusted, verdict, received_ms, rowid, site
+             FROM leases WHERE unit_id = ?1 AND state = 'returned'
+                 AND verdict IN ('pending', 'invalid')
+             ORDER BY received_ms, rowid",
         )?;
         let mut rows = results.query([unit])?;
         while let Some(r) = rows.next()? {
@@ -419,9 +420,8 @@ fn record_in(
                 judged_before = judged_before.saturating_add(1);
                 continue;
             }
-            // This result's rowid will be the largest: it sorts after every result received
-            // at or before `now`.
-            if this.is_none() && r.get::<_, i64>(6)? > now {
+            // Where this result sorts once stored, received `now` on its lease.
+            if this.is_none() && (r.get::<_, i64>(6)?, r.get::<_, i64>(7)?) > (now, row.rowid) {
                 this = Some(pending.len());
             }
             pending.push(Stored {
@@ -430,6 +430,7 @@ fn record_in(
                 output: r.get(2)?,
                 spot_check: r.get(3)?,
                 trusted: r.get(4)?,
+                site: r.get(8)?,
             });
         }
     }
@@ -442,6 +443,7 @@ fn record_in(
             output: result.output.to_vec(),
             spot_check: result.spot_check,
             trusted,
+            site: row.site.clone(),
         },
     );
     let candidates: Vec<Candidate<'_>> = pending
@@ -483,12 +485,7 @@ fn record_in(
         Outcome::Valid {
             canonical, valid, ..
         } => {
-            let site = if *canonical == this {
-                row.site.clone()
-            } else {
-                db.prepare_cached("SELECT site FROM leases WHERE id = ?1")?
-                    .query_row([&pending[*canonical].lease], |r| r.get(0))?
-            };
+            let site = pending[*canonical].site.clone();
             let paid: Vec<&str> = valid.iter().map(|&i| pending[i].wallet.as_str()).collect();
             payment(billing, &row, &paid, site, (&wallet, result.wallet))?
         }
@@ -499,7 +496,6 @@ fn record_in(
         Outcome::Valid { canonical, .. } => Some(*canonical),
         _ => None,
     };
-    returned()?;
     store(
         judged_as,
         if judged_as == "valid" { share } else { 0 },
@@ -605,7 +601,7 @@ fn record_in(
         Outcome::Failed { reason } => {
             // Nobody can tell which results were right: none are paid, none punished.
             db.prepare_cached(
-                "UPDATE results SET state = 'invalid' WHERE unit_id = ?1 AND state = 'pending'",
+                "UPDATE leases SET verdict = 'invalid' WHERE unit_id = ?1 AND verdict = 'pending'",
             )?
             .execute([unit])?;
             let reason = format!("a unit could not be verified: {reason}");
@@ -631,10 +627,11 @@ impl Storage {
         for unit in units {
             let results = sqlx::query(
                 // The result whose output its unit took keeps none of its own.
-                "SELECT wallet, state, paid_micro,
-                        COALESCE(output, (SELECT output FROM units WHERE units.id = results.unit_id))
+                "SELECT wallet, verdict, paid_micro,
+                        COALESCE(output, (SELECT output FROM units WHERE units.id = leases.unit_id))
                             AS output
-                 FROM results WHERE unit_id = ?",
+                 FROM leases WHERE unit_id = ? AND verdict IS NOT NULL
+                 ORDER BY received_ms, rowid",
             )
             .bind(unit.try_get::<&str, _>("id")?)
             .fetch_all(&self.pool)
@@ -645,7 +642,7 @@ impl Storage {
             let mut result_wallets = Vec::new();
             for r in results {
                 let wallet: String = r.try_get("wallet")?;
-                if r.try_get::<&str, _>("state")? == "valid" {
+                if r.try_get::<&str, _>("verdict")? == "valid" {
                     valid_outputs.push(r.try_get("output")?);
                     valid_wallets.push(wallet.clone());
                     valid_paid_micro.push(
