@@ -757,13 +757,9 @@ proptest! {
     }
 }
 
-/// A database from before results moved into their leases' rows (migration 0013) keeps
-/// every result: the audit still shows them, a wallet that answered a unit is still never
-/// given it again, and a result left pending still counts towards its unit's quorum.
-#[tokio::test]
-async fn results_stored_before_the_upgrade_still_count() -> anyhow::Result<()> {
-    let dir = temp_dir("upgrade");
-    std::fs::create_dir_all(&dir)?;
+/// A database file in `dir` with every migration before 0013 applied and no rows.
+async fn database_before_0013(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
     // The schema as it was: every migration before 0013.
     let old = dir.join("migrations");
     std::fs::create_dir_all(&old)?;
@@ -796,6 +792,16 @@ async fn results_stored_before_the_upgrade_still_count() -> anyhow::Result<()> {
             .await?;
         pool.close().await;
     }
+    Ok(file)
+}
+
+/// A database from before results moved into their leases' rows (migration 0013) keeps
+/// every result: the audit still shows them, a wallet that answered a unit is still never
+/// given it again, and a result left pending still counts towards its unit's quorum.
+#[tokio::test]
+async fn results_stored_before_the_upgrade_still_count() -> anyhow::Result<()> {
+    let dir = temp_dir("upgrade");
+    let file = database_before_0013(&dir).await?;
     let (one, two, newcomer) = (Vol::new(1), Vol::new(2), Vol::new(3));
     let job = JobId::from_uuid(uuid::Uuid::new_v4());
     let output = vec![7u8; 16];
@@ -870,5 +876,32 @@ async fn results_stored_before_the_upgrade_still_count() -> anyhow::Result<()> {
     let audit = storage.audit_units(job).await?;
     assert_eq!(audit[1].valid_outputs, vec![output.clone(); 2]);
     assert_eq!(storage.unit_outputs(job).await?, vec![output.clone(); 2]);
+    Ok(())
+}
+
+/// An upgrade that leaves a row pointing at nothing (the migrations run with foreign keys
+/// off) stops the relay at start with an error naming the table, instead of running on.
+#[tokio::test]
+async fn an_upgrade_that_leaves_a_dangling_row_refuses_to_start() -> anyhow::Result<()> {
+    let dir = temp_dir("upgrade-dangling");
+    let file = database_before_0013(&dir).await?;
+    {
+        let db = rusqlite::Connection::open(&file)?;
+        // As a bug in a migration could leave it: a lease of a unit that does not exist.
+        db.pragma_update(None, "foreign_keys", "OFF")?;
+        db.execute(
+            "INSERT INTO leases (id, unit_id, peer, wallet, kind, state, issued_ms, deadline_ms)
+             VALUES (?1, ?2, 'p', 'w', 'work', 'active', 0, 1)",
+            [
+                uuid::Uuid::new_v4().to_string(),
+                uuid::Uuid::new_v4().to_string(),
+            ],
+        )?;
+    }
+    let refused = Storage::open(&dir).await.err().map(|e| e.to_string());
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("leases")),
+        "{refused:?}"
+    );
     Ok(())
 }
