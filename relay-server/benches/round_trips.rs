@@ -31,10 +31,19 @@
 //! "KB/unit" is what the process wrote per unit (WAL frames and their checkpoints into
 //! the database file).
 //!
+//! In the last scenario the volunteers' own work (running the unit on the CPU, signing
+//! the result) runs on a thread of its own, as it would on their machines, and the bench
+//! prints the relay's CPU time per unit (the whole process's, less that thread's) beside
+//! the volunteers'. On a 2-core machine the two share the cores; to measure the relay on
+//! two cores of its own, run the bench under `taskset -c 0,1` on a larger machine with
+//! `STARLING_BENCH_VOLUNTEER_CPUS=2-7` (a Linux CPU list), which moves that thread off
+//! them.
+//!
 //! `STARLING_BENCH_UNITS` sets the units per run (default 20 000); `STARLING_BENCH_ONLY`
 //! runs only the scenarios whose name contains it (for profiling one);
 //! `STARLING_BENCH_VOLUNTEERS` sets how many volunteers the last scenario has (default 64);
-//! `STARLING_BENCH_OUTPUT_BYTES` the size of each output in the storage scenarios (64).
+//! `STARLING_BENCH_OUTPUT_BYTES` the size of each output in the storage scenarios (64);
+//! `STARLING_BENCH_VOLUNTEER_CPUS` the CPUs of the last scenario's volunteer thread.
 
 use relay_server::ledger::MicroCredits;
 use relay_server::scheduler::{Scheduler, SchedulerConfig, Speed, Verdict};
@@ -43,7 +52,7 @@ use relay_server::storage::{
     Storage,
 };
 use starling_kernels::{Catalog, NamedInputs};
-use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
+use starling_protocol::{Assignment, JobId, LeaseId, Signature, WalletAddress, WalletKey};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,6 +97,8 @@ impl WriterTime {
 
 struct Figures {
     writer: Option<WriterTime>,
+    /// CPU time of the whole process over the window, and of the volunteer thread in it.
+    cpu: Option<(Duration, Duration)>,
     /// The measured window.
     elapsed: Duration,
     written: Option<u64>,
@@ -102,6 +113,7 @@ struct Figures {
 struct Meter {
     started: Instant,
     writer: Option<WriterTime>,
+    cpu: Option<(Duration, Duration)>,
     written: Option<u64>,
 }
 
@@ -109,6 +121,7 @@ impl Meter {
     fn start() -> Self {
         Self {
             writer: writer_time(),
+            cpu: cpu_time(),
             written: written_bytes(),
             started: Instant::now(),
         }
@@ -125,6 +138,12 @@ impl Meter {
                 .writer
                 .zip(writer_time())
                 .map(|(before, after)| after.since(before)),
+            cpu: self.cpu.zip(cpu_time()).map(|(before, after)| {
+                (
+                    after.0.saturating_sub(before.0),
+                    after.1.saturating_sub(before.1),
+                )
+            }),
             elapsed: window,
             written: self
                 .written
@@ -245,14 +264,36 @@ fn written_bytes() -> Option<u64> {
         .find_map(|l| l.strip_prefix("wchar: ")?.trim().parse().ok())
 }
 
+/// Name of the thread that does the simulated volunteers' own work.
+const VOLUNTEER_THREAD: &str = "bench-volunteer";
+
+/// CPU time so far of the whole process (threads that ended included) and of the
+/// volunteer thread (Linux only, from /proc).
+fn cpu_time() -> Option<(Duration, Duration)> {
+    // utime and stime, in the clock ticks of 10 ms Linux counts them in for /proc, of
+    // every thread the process has had.
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    let process = Duration::from_millis((user + system) * 10);
+    let volunteers = thread_time(VOLUNTEER_THREAD).map_or(Duration::ZERO, |t| t.cpu);
+    Some((process, volunteers))
+}
+
 /// Time so far of the newest writer thread (the storage opened last), from
 /// /proc/self/task/*/schedstat (on-CPU and run-queue nanoseconds).
 fn writer_time() -> Option<WriterTime> {
+    thread_time("starling-writer")
+}
+
+/// Time so far of the newest thread called `name`.
+fn thread_time(name: &str) -> Option<WriterTime> {
     let mut newest: Option<(u64, WriterTime)> = None;
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let path = task.path();
         let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if comm.trim() != "starling-writer" {
+        if comm.trim() != name {
             continue;
         }
         let Some(tid) = task
@@ -437,9 +478,15 @@ async fn through_scheduler(units: usize, volunteers: usize) -> anyhow::Result<Fi
         },
     );
     let housekeeping = scheduler.spawn_housekeeping();
-    let wallets: Vec<(PeerId, WalletKey)> = (0..volunteers)
-        .map(|_| (PeerId::new(), WalletKey::from_seed(rand::random())))
+    let wallets: Vec<(PeerId, Arc<WalletKey>)> = (0..volunteers)
+        .map(|_| {
+            (
+                PeerId::new(),
+                Arc::new(WalletKey::from_seed(rand::random())),
+            )
+        })
         .collect();
+    let device = VolunteerThread::start()?;
     for (_, wallet) in &wallets {
         storage.touch_wallet(&wallet.address()).await?;
     }
@@ -449,7 +496,7 @@ async fn through_scheduler(units: usize, volunteers: usize) -> anyhow::Result<Fi
     let mut rounds = 0;
     loop {
         let warm = submit_matmul(&scheduler, volunteers * 12, account).await?;
-        volunteer_until_done(&scheduler, &storage, &wallets, &warm).await?;
+        volunteer_until_done(&scheduler, &storage, &wallets, &device, &warm).await?;
         rounds += 1;
         let mut untrusted = Vec::new();
         for (_, wallet) in &wallets {
@@ -471,7 +518,7 @@ async fn through_scheduler(units: usize, volunteers: usize) -> anyhow::Result<Fi
     }
     let jobs = submit_matmul(&scheduler, units, account).await?;
     let meter = Meter::start();
-    let latencies = volunteer_until_done(&scheduler, &storage, &wallets, &jobs).await?;
+    let latencies = volunteer_until_done(&scheduler, &storage, &wallets, &device, &jobs).await?;
     let figures = meter.figures(units, latencies);
     housekeeping.abort();
     for &job in &jobs {
@@ -529,17 +576,97 @@ async fn submit_matmul(
     Ok(jobs)
 }
 
+/// A unit for the volunteers' thread to run and sign.
+struct Computation {
+    assignment: Assignment,
+    wallet: Arc<WalletKey>,
+    done: tokio::sync::oneshot::Sender<anyhow::Result<(Vec<u8>, Signature)>>,
+}
+
+/// The simulated volunteers' own work, on a thread of its own (see the module's doc):
+/// running each unit with the CPU reference and signing its result. Ends when the last
+/// handle is dropped.
+#[derive(Clone)]
+struct VolunteerThread {
+    queue: std::sync::mpsc::Sender<Computation>,
+}
+
+impl VolunteerThread {
+    fn start() -> anyhow::Result<Self> {
+        let cpus = std::env::var("STARLING_BENCH_VOLUNTEER_CPUS").ok();
+        let (queue, units) = std::sync::mpsc::channel::<Computation>();
+        std::thread::Builder::new()
+            .name(VOLUNTEER_THREAD.into())
+            .spawn(move || {
+                if let Some(cpus) = cpus {
+                    if let Err(e) = pin_this_thread(&cpus) {
+                        eprintln!("volunteer thread not pinned to {cpus}: {e}");
+                    }
+                }
+                let catalog = Catalog::builtin();
+                while let Ok(unit) = units.recv() {
+                    let a = &unit.assignment;
+                    let computed = catalog
+                        .get(&a.kernel)
+                        .and_then(|k| k.run_cpu(&a.params_json, &a.input))
+                        .map(|output| {
+                            let signature = unit.wallet.sign_result(a.lease, &output);
+                            (output, signature)
+                        })
+                        .map_err(anyhow::Error::from);
+                    let _ = unit.done.send(computed);
+                }
+            })?;
+        Ok(Self { queue })
+    }
+
+    async fn compute(
+        &self,
+        assignment: Assignment,
+        wallet: Arc<WalletKey>,
+    ) -> anyhow::Result<(Vec<u8>, Signature)> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Computation {
+                assignment,
+                wallet,
+                done,
+            })
+            .map_err(|_| anyhow::anyhow!("the volunteer thread is gone"))?;
+        answer.await?
+    }
+}
+
+/// Pins the calling thread to the CPUs of a Linux CPU list ("2-7", "2,4,6").
+fn pin_this_thread(cpus: &str) -> anyhow::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut set = rustix::thread::CpuSet::new();
+        for part in cpus.split(',') {
+            let (first, last) = part.split_once('-').unwrap_or((part, part));
+            for cpu in first.trim().parse::<usize>()?..=last.trim().parse::<usize>()? {
+                anyhow::ensure!(cpu < rustix::thread::CpuSet::MAX_CPU, "no CPU {cpu}");
+                set.set(cpu);
+            }
+        }
+        rustix::thread::sched_setaffinity(None, &set)?;
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    anyhow::bail!("pinning threads is only done on Linux: {cpus}")
+}
+
 /// Runs every volunteer until `jobs` are done; returns each lease's latency.
 async fn volunteer_until_done(
     scheduler: &Scheduler,
     storage: &Storage,
-    wallets: &[(PeerId, WalletKey)],
+    wallets: &[(PeerId, Arc<WalletKey>)],
+    device: &VolunteerThread,
     jobs: &[JobId],
 ) -> anyhow::Result<Vec<Duration>> {
-    let catalog = Arc::new(Catalog::builtin());
     let mut tasks = Vec::new();
     for (peer, wallet) in wallets.iter().cloned() {
-        let (scheduler, storage, catalog) = (scheduler.clone(), storage.clone(), catalog.clone());
+        let (scheduler, storage, device) = (scheduler.clone(), storage.clone(), device.clone());
         let jobs = jobs.to_vec();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -565,12 +692,10 @@ async fn volunteer_until_done(
                     continue;
                 };
                 latencies.push(t.elapsed());
-                let output = catalog
-                    .get(&assignment.kernel)?
-                    .run_cpu(&assignment.params_json, &assignment.input)?;
-                let signature = wallet.sign_result(assignment.lease, &output);
+                let lease = assignment.lease;
+                let (output, signature) = device.compute(assignment, wallet.clone()).await?;
                 match scheduler
-                    .accept_result(peer, &verifier, assignment.lease, &output, &signature)
+                    .accept_result(peer, &verifier, lease, &output, &signature)
                     .await?
                 {
                     Verdict::Accepted => {}
@@ -669,6 +794,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let f = through_scheduler(units, volunteers).await?;
     print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
+    if let Some((process, volunteers)) = f.cpu {
+        let per_unit = |t: Duration| t.as_secs_f64() * 1e6 / units as f64;
+        let relay = per_unit(process.saturating_sub(volunteers));
+        println!(
+            "  CPU per unit: relay {relay:.0} µs, volunteers' simulated work {:.0} µs \
+             (two cores' worth of the relay's time alone: {:.0} units/s, an estimate)",
+            per_unit(volunteers),
+            2e6 / relay
+        );
+    }
     Ok(())
 }
 
