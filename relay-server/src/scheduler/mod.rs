@@ -372,7 +372,7 @@ impl Scheduler {
                         kernel: kernel.clone(),
                         job_params,
                         unit_params: unit_params.clone(),
-                        wallet: wallet.to_string(),
+                        wallet,
                     },
                 );
                 tracing::debug!(%job, %lease, %peer, canary, "unit leased");
@@ -429,7 +429,7 @@ impl Scheduler {
                 None => return Ok(Verdict::Rejected("no such lease".into())),
             },
         };
-        if context.wallet != wallet.to_string() {
+        if context.wallet != wallet {
             return Ok(Verdict::Rejected(
                 "the lease was issued to another wallet".into(),
             ));

@@ -374,7 +374,10 @@ impl Storage {
                 job_params: serde_json::from_str(r.try_get::<&str, _>("job_params")?)
                     .map_err(|e| StorageError::Corrupt(e.to_string()))?,
                 unit_params: r.try_get("params")?,
-                wallet: r.try_get("wallet")?,
+                wallet: r
+                    .try_get::<&str, _>("wallet")?
+                    .parse()
+                    .map_err(|e| StorageError::Corrupt(format!("lease {lease}'s wallet: {e}")))?,
             })
         })
         .transpose()

@@ -4,7 +4,7 @@ use super::{parse_id, StorageError};
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
-use starling_protocol::{JobId, LeaseId, UnitId};
+use starling_protocol::{JobId, LeaseId, UnitId, WalletAddress};
 use std::fmt;
 
 /// A connected volunteer's channel, for the life of that connection.
@@ -120,7 +120,7 @@ pub struct LeaseContext {
     /// The unit's parameters (JSON text).
     pub unit_params: String,
     /// The wallet the lease was issued to.
-    pub wallet: String,
+    pub wallet: WalletAddress,
 }
 
 /// A job as the API shows it.
