@@ -27,6 +27,13 @@ use std::time::Duration;
 /// and how late its first command hears back.
 const MAX_BATCH: usize = 512;
 
+/// Group commit's linger (PostgreSQL's `commit_delay` and `commit_siblings`): when the
+/// last group had at least `LINGER_AFTER` commands and fewer than `LINGER_UNTIL` are
+/// queued now, the writer waits `LINGER` for more before it begins.
+const LINGER: Duration = Duration::from_micros(100);
+const LINGER_AFTER: usize = 8;
+const LINGER_UNTIL: usize = 32;
+
 /// Shortest pause between two checkpoints: each one syncs the WAL and the database file.
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -223,6 +230,7 @@ fn serve(
 ) {
     let mut group = Vec::with_capacity(MAX_BATCH);
     let mut failed = Vec::with_capacity(MAX_BATCH);
+    let mut last_group = 0;
     while let Ok(first) = commands.recv() {
         if std::fs::metadata(wal).is_ok_and(|m| m.len() > WAL_LIMIT_BYTES) {
             // Copies what the checkpointer has not (waiting for it if it is copying),
@@ -244,12 +252,12 @@ fn serve(
             }
         }
         group.push(first);
-        while group.len() < MAX_BATCH {
-            match commands.try_recv() {
-                Ok(command) => group.push(command),
-                Err(_) => break,
-            }
+        drain(commands, &mut group);
+        if last_group >= LINGER_AFTER && group.len() < LINGER_UNTIL {
+            std::thread::sleep(LINGER);
+            drain(commands, &mut group);
         }
+        last_group = group.len();
         let outcome = run_group(db, &mut group, &mut failed);
         if let Err(e) = &outcome {
             tracing::error!("a group of {} writes failed: {e}", group.len());
@@ -263,6 +271,16 @@ fn serve(
         }
         // One wake-up pending is enough: the checkpoint takes whatever is in the WAL.
         let _ = checkpoints.try_send(());
+    }
+}
+
+/// Moves what is queued into `group`, up to [`MAX_BATCH`].
+fn drain(commands: &mpsc::Receiver<Box<dyn Command>>, group: &mut Vec<Box<dyn Command>>) {
+    while group.len() < MAX_BATCH {
+        match commands.try_recv() {
+            Ok(command) => group.push(command),
+            Err(_) => break,
+        }
     }
 }
 
