@@ -49,6 +49,12 @@ pub enum WalletError {
 pub struct WalletAddress([u8; 32]);
 
 impl WalletAddress {
+    /// The address of a raw public key (whether it is a valid key shows in
+    /// [`WalletAddress::verifier`], as for a parsed address).
+    pub fn from_bytes(key: [u8; 32]) -> Self {
+        Self(key)
+    }
+
     /// The raw public key.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -230,10 +236,15 @@ impl fmt::Debug for WalletVerifier {
 
 impl fmt::Display for WalletAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut bytes = self.0.to_vec();
-        bytes.extend_from_slice(&Self::checksum(&self.0));
-        f.write_str(ADDRESS_PREFIX)?;
-        f.write_str(&base32(&bytes))
+        // On the stack: the relay writes addresses into SQL several times per unit.
+        let mut bytes = [0u8; 32 + CHECKSUM_BYTES];
+        bytes[..32].copy_from_slice(&self.0);
+        bytes[32..].copy_from_slice(&Self::checksum(&self.0));
+        let mut text = [0u8; ADDRESS_PREFIX.len() + BODY_CHARS];
+        text[..ADDRESS_PREFIX.len()].copy_from_slice(ADDRESS_PREFIX.as_bytes());
+        base32_into(&bytes, &mut text[ADDRESS_PREFIX.len()..]);
+        // The prefix and the alphabet are ASCII.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -426,21 +437,32 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[cfg(test)]
 fn base32(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
+    let mut out = vec![0u8; (bytes.len() * 8).div_ceil(5)];
+    base32_into(bytes, &mut out);
+    out.into_iter().map(char::from).collect()
+}
+
+/// Writes `bytes` in base32 into `out`, which holds exactly `ceil(8 len / 5)` characters.
+fn base32_into(bytes: &[u8], out: &mut [u8]) {
+    let mut chars = out.iter_mut();
     let (mut buffer, mut bits) = (0u32, 0u32);
     for &byte in bytes {
         buffer = (buffer << 8) | u32::from(byte);
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+            if let Some(c) = chars.next() {
+                *c = ALPHABET[((buffer >> bits) & 31) as usize];
+            }
         }
     }
     if bits > 0 {
-        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+        if let Some(c) = chars.next() {
+            *c = ALPHABET[((buffer << (5 - bits)) & 31) as usize];
+        }
     }
-    out
 }
 
 fn unbase32(text: &str) -> Option<Vec<u8>> {

@@ -140,6 +140,9 @@ impl Speed {
 /// The input blob of the job most recently leased from.
 type InputCache = Arc<Mutex<Vec<(JobId, Arc<Vec<u8>>)>>>;
 
+/// Parsed parameters of the jobs most recently leased from, newest first.
+type ParamsCache = Arc<Mutex<Vec<(JobId, Arc<serde_json::Value>)>>>;
+
 /// Job inputs [`Scheduler`] keeps: leases mostly come from the oldest open job, but
 /// known-answer leases and spot checks reach back into finished ones, and with one input
 /// kept each of those read two inputs back from the database.
@@ -156,6 +159,9 @@ pub struct Scheduler {
     /// The job inputs last used to build assignments and check results, newest first
     /// (inputs can be large, and consecutive leases almost always share one).
     input_cache: InputCache,
+    /// The parameters of the jobs last leased from, parsed (every lease carries its
+    /// job's as text; parsing them per lease cost more than the lease's other reads).
+    params_cache: ParamsCache,
     /// How long granting a lease takes, for `/metrics`.
     lease_latency: Arc<latency::Histogram>,
     /// Results, settled units and FLOPs of the last minute, for the network page.
@@ -188,6 +194,7 @@ impl Scheduler {
             work: Arc::new(Notify::new()),
             volunteers: Arc::new(AtomicUsize::new(0)),
             input_cache: Arc::default(),
+            params_cache: Arc::default(),
             issued: Arc::default(),
             lease_latency: Arc::default(),
             throughput: Arc::default(),
@@ -283,6 +290,21 @@ impl Scheduler {
         Ok(input)
     }
 
+    /// `job`'s parameters, parsed from `text` unless kept from an earlier lease.
+    fn job_params(&self, job: JobId, text: &str) -> Result<Arc<serde_json::Value>, StorageError> {
+        let mut kept = self.params_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, params)) = kept.iter().find(|(cached, _)| *cached == job) {
+            return Ok(params.clone());
+        }
+        let params: Arc<serde_json::Value> = Arc::new(
+            serde_json::from_str(text)
+                .map_err(|e| StorageError::Corrupt(format!("job {job}'s parameters: {e}")))?,
+        );
+        kept.truncate(INPUTS_KEPT - 1);
+        kept.insert(0, (job, params.clone()));
+        Ok(params)
+    }
+
     /// Leases the next unit to `peer` and its `wallet`, whose measured speed is `speed`.
     /// The lease lasts four times what that speed predicts for the unit, plus two
     /// seconds, within the configured bounds: long enough for an honest volunteer having
@@ -359,6 +381,7 @@ impl Scheduler {
             ..
         } = leased;
         let input = self.job_input(job).await?;
+        let job_params = self.job_params(job, &job_params)?;
         let unit_input = self
             .catalog
             .get(&kernel)

@@ -88,9 +88,8 @@ impl UnitRow {
             lease,
             unit: parse_id(&self.id)?,
             job: parse_id(&self.job_id)?,
-            job_params: serde_json::from_str(&self.job_params)
-                .map_err(|e| StorageError::Corrupt(e.to_string()))?,
             flops: self.flops(),
+            job_params: self.job_params,
             kernel: self.kernel,
             unit_params: self.params,
             deadline_ms,
@@ -99,9 +98,11 @@ impl UnitRow {
     }
 }
 
+/// Inserts `request`'s lease of `unit`; `wallet` is its wallet's address, as text.
 fn insert_lease(
     db: &Connection,
     request: &LeaseRequest,
+    wallet: &str,
     unit: &str,
     kind: &str,
     deadline_ms: i64,
@@ -114,7 +115,7 @@ fn insert_lease(
         request.lease.to_string(),
         unit,
         request.peer.to_string(),
-        request.wallet.to_string(),
+        wallet,
         request.site.map(|s| s.to_string()),
         kind,
         request.terms.start_ms,
@@ -174,6 +175,7 @@ fn lease_work_in(
     request: &LeaseRequest,
     quorums: &[(String, u32, u32)],
 ) -> Result<WorkLease, StorageError> {
+    let wallet = request.wallet.to_string();
     // With the unit, what the unit's refresh would count (its active leases and pending
     // results) and its `wanted`, so its new state is known without another query.
     let row = db
@@ -191,7 +193,7 @@ fn lease_work_in(
              ORDER BY units.rowid LIMIT 1"
         ))?
         .query_row(
-            [request.wallet.to_string(), request.peer.to_string()],
+            [wallet.as_str(), request.peer.to_string().as_str()],
             |r| Ok((UnitRow::read(r)?, r.get::<_, i64>(9)?, r.get::<_, i64>(10)?)),
         )
         .optional()?;
@@ -221,7 +223,7 @@ fn lease_work_in(
         .execute(rusqlite::params![quorum, wanted, leased, row.id])?;
     }
     let deadline_ms = request.terms.deadline(row.flops());
-    insert_lease(db, request, &row.id, "work", deadline_ms)?;
+    insert_lease(db, request, &wallet, &row.id, "work", deadline_ms)?;
     // The job's first lease starts it; later ones need not touch the job's row.
     if row.job_state == "queued" {
         db.prepare_cached(
@@ -246,6 +248,7 @@ fn lease_canary_in(
         .query_row([], |r| r.get(0))?;
     let from = (max_rowid.unwrap_or(0) as f64 * pick.clamp(0.0, 1.0)) as i64;
     let mut found = None;
+    let wallet = request.wallet.to_string();
     let mut select = db.prepare_cached(concat!(
         "SELECT ",
         unit_columns!(),
@@ -259,7 +262,7 @@ fn lease_canary_in(
     for start in [from, 0] {
         found = select
             .query_row(
-                rusqlite::params![start, request.wallet.to_string()],
+                rusqlite::params![start, wallet],
                 UnitRow::read,
             )
             .optional()?;
@@ -272,7 +275,7 @@ fn lease_canary_in(
         return Ok(None);
     };
     let deadline_ms = request.terms.deadline(row.flops());
-    insert_lease(db, request, &row.id, "canary", deadline_ms)?;
+    insert_lease(db, request, &wallet, &row.id, "canary", deadline_ms)?;
     Ok(Some(row.leased(request.lease, deadline_ms, true)?))
 }
 
@@ -371,8 +374,10 @@ impl Storage {
             Ok(LeaseContext {
                 job: parse_id(r.try_get::<&str, _>("id")?)?,
                 kernel: r.try_get("kernel")?,
-                job_params: serde_json::from_str(r.try_get::<&str, _>("job_params")?)
-                    .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+                job_params: std::sync::Arc::new(
+                    serde_json::from_str(r.try_get::<&str, _>("job_params")?)
+                        .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+                ),
                 unit_params: r.try_get("params")?,
                 wallet: r
                     .try_get::<&str, _>("wallet")?

@@ -116,7 +116,7 @@ pub struct LeaseContext {
     /// Kernel id.
     pub kernel: String,
     /// The job's parameters.
-    pub job_params: serde_json::Value,
+    pub job_params: std::sync::Arc<serde_json::Value>,
     /// The unit's parameters (JSON text).
     pub unit_params: String,
     /// The wallet the lease was issued to.
@@ -193,8 +193,8 @@ pub struct LeasedUnit {
     pub job: JobId,
     /// Kernel id.
     pub kernel: String,
-    /// The job's parameters.
-    pub job_params: serde_json::Value,
+    /// The job's parameters (JSON text, parsed by the caller, which can keep them per job).
+    pub job_params: String,
     /// The unit's parameters (JSON text).
     pub unit_params: String,
     /// The unit's FLOPs.

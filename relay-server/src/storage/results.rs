@@ -143,7 +143,7 @@ enum Attempt {
     Done(
         Recorded,
         Vec<crate::ledger::Entry>,
-        Vec<(String, Reliability)>,
+        Vec<(WalletAddress, Reliability)>,
     ),
     /// Judging needs the comparison of these pairs, which the caller has not made yet;
     /// nothing was written.
@@ -390,7 +390,7 @@ fn record_in(
         return Ok(Attempt::Done(
             Recorded::Canary { passed },
             Vec::new(),
-            vec![(wallet.clone(), judged)],
+            vec![(result.wallet, judged)],
         ));
     }
 
@@ -518,6 +518,15 @@ fn record_in(
     };
     let mut payments = Vec::new();
     let mut judged_wallets = Vec::new();
+    // Judged wallets go back as addresses: this result's is known, the others' parsed.
+    let address = |w: &str| -> Result<WalletAddress, StorageError> {
+        if w == wallet {
+            Ok(result.wallet)
+        } else {
+            w.parse()
+                .map_err(|e| StorageError::Corrupt(format!("wallet {w:?}: {e}")))
+        }
+    };
     let recorded = match outcome {
         Outcome::Valid {
             canonical,
@@ -528,13 +537,13 @@ fn record_in(
                 judged(i, "valid", share)?;
                 let standing =
                     wallets::judge(db, &pending[i].wallet, true, before(&pending[i].wallet))?;
-                judged_wallets.push((pending[i].wallet.clone(), standing));
+                judged_wallets.push((address(&pending[i].wallet)?, standing));
             }
             for &i in &invalid {
                 judged(i, "invalid", 0)?;
                 let standing =
                     wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
-                judged_wallets.push((pending[i].wallet.clone(), standing));
+                judged_wallets.push((address(&pending[i].wallet)?, standing));
             }
             db.prepare_cached("UPDATE units SET state = 'done', output = ?1 WHERE id = ?2")?
                 .execute(rusqlite::params![pending[canonical].output, unit])?;
@@ -577,7 +586,7 @@ fn record_in(
                 judged(i, "invalid", 0)?;
                 let standing =
                     wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
-                judged_wallets.push((pending[i].wallet.clone(), standing));
+                judged_wallets.push((address(&pending[i].wallet)?, standing));
             }
             let eligible = (pending.len() - invalid.len()) as i64;
             db.prepare_cached(
@@ -716,8 +725,8 @@ impl Storage {
                 Attempt::Done(recorded, payments, judged) => {
                     // Receipts and standings change only now, after the commit.
                     self.announce(&payments);
-                    for (wallet, reliability) in &judged {
-                        self.standings.judged(wallet, *reliability);
+                    for &(wallet, reliability) in &judged {
+                        self.standings.judged(wallet, reliability);
                     }
                     return Ok(recorded);
                 }

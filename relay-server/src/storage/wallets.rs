@@ -112,7 +112,7 @@ struct Standing {
 
 #[derive(Default)]
 struct StandingsMap {
-    wallets: std::collections::HashMap<String, Standing>,
+    wallets: std::collections::HashMap<WalletAddress, Standing>,
     /// Judgments heard of, numbered from 1.
     judgments: u64,
     /// `judgments` when the map last started over: what it forgot is unknown.
@@ -120,7 +120,7 @@ struct StandingsMap {
 }
 
 impl StandingsMap {
-    fn entry(&mut self, wallet: String) -> &mut Standing {
+    fn entry(&mut self, wallet: WalletAddress) -> &mut Standing {
         if self.wallets.len() >= STANDINGS_CAP {
             self.wallets.clear();
             self.cleared_at = self.judgments;
@@ -146,7 +146,7 @@ impl Standings {
 
     /// The wallet's standing, or the judgments heard of so far, to pass to
     /// [`Standings::remember`] with what the database says.
-    fn lookup(&self, wallet: &str) -> Result<(Reliability, bool), u64> {
+    fn lookup(&self, wallet: &WalletAddress) -> Result<(Reliability, bool), u64> {
         let map = self.map();
         match map.wallets.get(wallet).and_then(|s| s.known) {
             Some(known) => Ok(known),
@@ -157,7 +157,7 @@ impl Standings {
     /// Keeps a standing read from the database, unless a judgment of the wallet was
     /// committed after [`Standings::lookup`] said `judgments` (the read may predate it),
     /// or the map started over since and may have forgotten one.
-    fn remember(&self, wallet: String, judgments: u64, read: (Reliability, bool)) {
+    fn remember(&self, wallet: WalletAddress, judgments: u64, read: (Reliability, bool)) {
         let mut map = self.map();
         let forgot = map.cleared_at > judgments;
         let entry = map.entry(wallet);
@@ -167,11 +167,11 @@ impl Standings {
     }
 
     /// Records a committed judgment of `wallet`.
-    pub(crate) fn judged(&self, wallet: &str, reliability: Reliability) {
+    pub(crate) fn judged(&self, wallet: WalletAddress, reliability: Reliability) {
         let mut map = self.map();
         map.judgments += 1;
         let judgments = map.judgments;
-        let entry = map.entry(wallet.to_owned());
+        let entry = map.entry(wallet);
         entry.last_judged = judgments;
         if let Some((known, quarantined)) = &mut entry.known {
             let count = |r: &Reliability| u64::from(r.valid) + u64::from(r.invalid);
@@ -232,8 +232,7 @@ impl Storage {
         &self,
         wallet: &WalletAddress,
     ) -> Result<(Reliability, bool), StorageError> {
-        let key = wallet.to_string();
-        let judgments = match self.standings.lookup(&key) {
+        let judgments = match self.standings.lookup(wallet) {
             Ok(known) => return Ok(known),
             Err(judgments) => judgments,
         };
@@ -243,7 +242,7 @@ impl Storage {
             .map_or((Reliability::default(), false), |r| {
                 (r.reliability, r.quarantined)
             });
-        self.standings.remember(key, judgments, read);
+        self.standings.remember(*wallet, judgments, read);
         Ok(read)
     }
 
@@ -276,49 +275,53 @@ mod tests {
     #[test]
     fn standings_keep_the_newest_judgment_and_quarantine_sticks() {
         let standings = Standings::default();
-        assert_eq!(standings.lookup("w"), Err(0), "unknown at first");
-        standings.remember("w".into(), 0, (after(5, 0), false));
+        let w = WalletAddress::from_bytes([0; 32]);
+        assert_eq!(standings.lookup(&w), Err(0), "unknown at first");
+        standings.remember(w, 0, (after(5, 0), false));
         // Commits can report out of order: the older judgment must not win.
-        standings.judged("w", after(7, 0));
-        standings.judged("w", after(6, 0));
-        assert_eq!(standings.lookup("w"), Ok((after(7, 0), false)));
-        standings.judged("w", after(7, 3));
-        assert_eq!(standings.lookup("w").map(|(_, q)| q), Ok(true));
+        standings.judged(w, after(7, 0));
+        standings.judged(w, after(6, 0));
+        assert_eq!(standings.lookup(&w), Ok((after(7, 0), false)));
+        standings.judged(w, after(7, 3));
+        assert_eq!(standings.lookup(&w).map(|(_, q)| q), Ok(true));
         // A later valid result lowers the rate, but quarantine stays, as in the database.
-        standings.judged("w", after(20, 3));
-        assert_eq!(standings.lookup("w"), Ok((after(20, 3), true)));
+        standings.judged(w, after(20, 3));
+        assert_eq!(standings.lookup(&w), Ok((after(20, 3), true)));
     }
 
     #[test]
     fn a_read_that_raced_a_judgment_is_not_kept() {
         let standings = Standings::default();
-        let Err(seen) = standings.lookup("w") else {
+        let w = WalletAddress::from_bytes([0; 32]);
+        let Err(seen) = standings.lookup(&w) else {
             panic!("unknown wallet found");
         };
         // The database read runs; meanwhile a judgment of the wallet commits.
-        standings.judged("w", after(1, 1));
-        standings.remember("w".into(), seen, (Reliability::default(), false));
-        assert!(standings.lookup("w").is_err(), "a stale read was kept");
+        standings.judged(w, after(1, 1));
+        standings.remember(w, seen, (Reliability::default(), false));
+        assert!(standings.lookup(&w).is_err(), "a stale read was kept");
         // The next read, after that judgment, is kept.
-        let Err(seen) = standings.lookup("w") else {
+        let Err(seen) = standings.lookup(&w) else {
             panic!("unknown wallet found");
         };
-        standings.remember("w".into(), seen, (after(1, 1), false));
-        assert_eq!(standings.lookup("w"), Ok((after(1, 1), false)));
+        standings.remember(w, seen, (after(1, 1), false));
+        assert_eq!(standings.lookup(&w), Ok((after(1, 1), false)));
     }
 
     #[test]
     fn a_read_is_not_kept_when_the_map_forgot_a_judgment_made_during_it() {
         let standings = Standings::default();
-        let Err(seen) = standings.lookup("w") else {
+        let w = WalletAddress::from_bytes([0; 32]);
+        let Err(seen) = standings.lookup(&w) else {
             panic!("unknown wallet found");
         };
-        standings.judged("w", after(1, 1));
+        standings.judged(w, after(1, 1));
         // Enough other wallets that the map starts over, forgetting that judgment.
         for i in 0..STANDINGS_CAP {
-            standings.remember(format!("other-{i}"), seen, (Reliability::default(), false));
+            let other = WalletAddress::from_bytes(u32::try_from(i + 1).expect("small").to_le_bytes().repeat(8).try_into().expect("32 bytes"));
+            standings.remember(other, seen, (Reliability::default(), false));
         }
-        standings.remember("w".into(), seen, (Reliability::default(), false));
-        assert!(standings.lookup("w").is_err(), "a stale read was kept");
+        standings.remember(w, seen, (Reliability::default(), false));
+        assert!(standings.lookup(&w).is_err(), "a stale read was kept");
     }
 }
