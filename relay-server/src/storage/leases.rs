@@ -261,10 +261,7 @@ fn lease_canary_in(
     // From the drawn point on, then from the start if nothing was after it.
     for start in [from, 0] {
         found = select
-            .query_row(
-                rusqlite::params![start, wallet],
-                UnitRow::read,
-            )
+            .query_row(rusqlite::params![start, wallet], UnitRow::read)
             .optional()?;
         if found.is_some() {
             break;

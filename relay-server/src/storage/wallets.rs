@@ -318,7 +318,14 @@ mod tests {
         standings.judged(w, after(1, 1));
         // Enough other wallets that the map starts over, forgetting that judgment.
         for i in 0..STANDINGS_CAP {
-            let other = WalletAddress::from_bytes(u32::try_from(i + 1).expect("small").to_le_bytes().repeat(8).try_into().expect("32 bytes"));
+            let other = WalletAddress::from_bytes(
+                u32::try_from(i + 1)
+                    .expect("small")
+                    .to_le_bytes()
+                    .repeat(8)
+                    .try_into()
+                    .expect("32 bytes"),
+            );
             standings.remember(other, seen, (Reliability::default(), false));
         }
         standings.remember(w, seen, (Reliability::default(), false));
