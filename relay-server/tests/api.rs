@@ -2,10 +2,13 @@
 //! idempotent submission, multipart upload, limits, readiness, metrics and job events.
 //! Every refusal is checked for its status and its problem+json body.
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use base64::Engine as _;
+use common::TempDir;
 use relay_server::app::{self, AppState, Limits, StaticDirs};
 use relay_server::routes::ops::RateLimit;
 use relay_server::scheduler::{Scheduler, SchedulerConfig};
@@ -13,7 +16,7 @@ use relay_server::storage::{LeaseRequest, LeaseTerms, PeerId, Recorded, Returned
 use serde_json::{json, Value};
 use starling_kernels::Catalog;
 use starling_protocol::{LeaseId, WalletKey};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt as _;
@@ -52,10 +55,8 @@ async fn relay(dir: &Path) -> Relay {
     relay_with(dir, Limits::default()).await
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("starling-api-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn temp_dir(name: &str) -> TempDir {
+    TempDir::new(&format!("api-{name}"))
 }
 
 /// A status, content type and body as JSON (or as a string when it is not JSON).

@@ -5,6 +5,9 @@
 //! credit is conserved and the audit passes; and the `keys create` / `audit` commands
 //! work end to end.
 
+mod common;
+
+use common::TempDir;
 use proptest::prelude::*;
 use relay_server::ledger::{
     load_or_create_relay_key, split_unit_price, Account, AccountId, AuditError, MicroCredits, Split,
@@ -14,14 +17,10 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::SqlitePool;
 use starling_protocol::{JobId, WalletAddress, WalletKey};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn temp_dir(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "starling-ledger-{name}-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ))
+fn temp_dir(name: &str) -> TempDir {
+    TempDir::new(&format!("ledger-{name}"))
 }
 
 fn credits(c: u64) -> MicroCredits {
@@ -48,9 +47,10 @@ async fn raw(dir: &Path) -> anyhow::Result<SqlitePool> {
 
 /// The relay's storage and key over a fresh directory.
 struct Relay {
-    dir: PathBuf,
     storage: Storage,
     key: WalletKey,
+    /// Last: removed after the storage is dropped.
+    dir: TempDir,
 }
 
 impl Relay {
@@ -58,7 +58,7 @@ impl Relay {
         let dir = temp_dir(name);
         let storage = Storage::open(&dir).await?;
         let key = load_or_create_relay_key(&dir)?;
-        Ok(Self { dir, storage, key })
+        Ok(Self { storage, key, dir })
     }
 
     async fn audit(&self) -> Result<relay_server::ledger::Summary, AuditError> {

@@ -2,6 +2,9 @@
 //! signature is refused with a clear reason, stores nothing, pays nothing and puts the
 //! unit back in the queue.
 
+mod common;
+
+use common::TempDir;
 use relay_server::scheduler::{Scheduler, SchedulerConfig, Speed, Verdict};
 use relay_server::storage::{PeerId, Storage};
 use starling_kernels::{Catalog, NamedInputs};
@@ -10,7 +13,7 @@ use std::sync::Arc;
 
 #[tokio::test]
 async fn forged_result_signatures_are_refused_and_change_nothing() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("starling-sigs-{}", uuid::Uuid::new_v4()));
+    let dir = TempDir::new("sigs");
     let storage = Storage::open(&dir).await?;
     let scheduler = Scheduler::new(
         storage.clone(),

@@ -3,6 +3,9 @@
 //! late results that still count, known-answer leases, quarantine, and restarts. A
 //! property test drives random event orders and checks the invariants after each.
 
+mod common;
+
+use common::TempDir;
 use proptest::prelude::*;
 use relay_server::ledger::{Account, MicroCredits, Reason};
 use relay_server::storage::{
@@ -27,14 +30,8 @@ fn job(units: usize, quorum: u32) -> NewJob {
     }
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "starling-{name}-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn temp_dir(name: &str) -> TempDir {
+    TempDir::new(name)
 }
 
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -108,7 +105,8 @@ impl Vol {
 
 #[tokio::test]
 async fn lease_deadlines_follow_unit_cost_within_bounds() -> anyhow::Result<()> {
-    let storage = Storage::open(&temp_dir("deadlines")).await?;
+    let dir = temp_dir("deadlines");
+    let storage = Storage::open(&dir).await?;
     storage.insert_job(&job(3, 1)).await?; // units of 1, 2 and 3 MFLOP
     let v = Vol::new(1);
     let terms = LeaseTerms {
@@ -141,7 +139,8 @@ async fn lease_deadlines_follow_unit_cost_within_bounds() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn a_result_counts_once_and_only_for_its_wallet() -> anyhow::Result<()> {
-    let storage = Storage::open(&temp_dir("once")).await?;
+    let dir = temp_dir("once");
+    let storage = Storage::open(&dir).await?;
     let j = job(2, 1);
     storage.insert_job(&j).await?;
     let (a, b) = (Vol::new(1), Vol::new(2));
@@ -189,7 +188,8 @@ async fn a_result_counts_once_and_only_for_its_wallet() -> anyhow::Result<()> {
 #[tokio::test]
 async fn replicas_go_to_distinct_wallets_and_connections_and_the_majority_wins(
 ) -> anyhow::Result<()> {
-    let storage = Storage::open(&temp_dir("quorum")).await?;
+    let dir = temp_dir("quorum");
+    let storage = Storage::open(&dir).await?;
     let j = job(1, 2);
     storage.insert_job(&j).await?;
     let (a, b, c) = (Vol::new(1), Vol::new(2), Vol::new(3));
@@ -301,7 +301,8 @@ async fn a_settled_units_output_is_stored_once_and_the_audit_still_shows_it() ->
 #[tokio::test]
 async fn small_outputs_are_compared_on_the_writer_and_large_ones_off_it() -> anyhow::Result<()> {
     for (size, on_writer) in [(64, true), (100 * 1024, false)] {
-        let storage = Storage::open(&temp_dir("compare")).await?;
+        let dir = temp_dir("compare");
+        let storage = Storage::open(&dir).await?;
         let j = job(1, 2);
         storage.insert_job(&j).await?;
         let (a, b, c) = (Vol::new(1), Vol::new(2), Vol::new(3));
@@ -357,7 +358,8 @@ async fn small_outputs_are_compared_on_the_writer_and_large_ones_off_it() -> any
 #[tokio::test]
 async fn a_unit_meant_for_a_trusted_wallet_alone_still_needs_a_quorum_from_anyone_else(
 ) -> anyhow::Result<()> {
-    let storage = Storage::open(&temp_dir("adaptive")).await?;
+    let dir = temp_dir("adaptive");
+    let storage = Storage::open(&dir).await?;
     // Fourteen valid results make a wallet trusted.
     let warmup = job(14, 1);
     storage.insert_job(&warmup).await?;
@@ -394,7 +396,8 @@ async fn a_unit_meant_for_a_trusted_wallet_alone_still_needs_a_quorum_from_anyon
 
 #[tokio::test]
 async fn lost_leases_are_requeued_and_a_late_result_still_counts() -> anyhow::Result<()> {
-    let storage = Storage::open(&temp_dir("requeue")).await?;
+    let dir = temp_dir("requeue");
+    let storage = Storage::open(&dir).await?;
     let j = job(2, 1);
     storage.insert_job(&j).await?;
     let (a, b) = (Vol::new(1), Vol::new(2));
@@ -433,7 +436,8 @@ async fn lost_leases_are_requeued_and_a_late_result_still_counts() -> anyhow::Re
 
 #[tokio::test]
 async fn known_answer_leases_catch_a_lying_wallet_which_ends_quarantined() -> anyhow::Result<()> {
-    let storage = Storage::open(&temp_dir("canary")).await?;
+    let dir = temp_dir("canary");
+    let storage = Storage::open(&dir).await?;
     let j = job(5, 1);
     storage.insert_job(&j).await?;
     let honest = Vol::new(1);
