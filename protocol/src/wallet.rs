@@ -491,6 +491,22 @@ mod tests {
     }
 
     #[test]
+    fn an_address_is_spelled_as_it_always_was() {
+        // Addresses are stored in databases and ledgers and shown to people: the
+        // spelling must never change (these were printed by the implementation before the
+        // allocation-free one).
+        let spell = |seed| WalletKey::from_seed(seed).address().to_string();
+        assert_eq!(
+            spell([1; 32]),
+            "st1rkeohxlubhyzl7ks3mwtzos5olfgocn7dwkbeg7toseadnapn5ognb4y3e"
+        );
+        assert_eq!(
+            spell([7; 32]),
+            "st15jfgyy7ctrjavpxvkb5rglwf7gkuo5vox27hxescd3vgsfcg2iwgirxb34"
+        );
+    }
+
+    #[test]
     fn an_address_round_trips_and_catches_typos() {
         let key = WalletKey::from_seed([7; 32]);
         let address = key.address();

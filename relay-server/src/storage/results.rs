@@ -518,13 +518,14 @@ fn record_in(
     };
     let mut payments = Vec::new();
     let mut judged_wallets = Vec::new();
-    // Judged wallets go back as addresses: this result's is known, the others' parsed.
-    let address = |w: &str| -> Result<WalletAddress, StorageError> {
+    // Judged wallets go back as addresses, for the in-memory standings: this result's is
+    // known, the others' parsed. Text that is no address (an edited database) cannot be
+    // any connection's wallet, so its judgment is stored but there is nothing to cache.
+    let address = |w: &str| -> Option<WalletAddress> {
         if w == wallet {
-            Ok(result.wallet)
+            Some(result.wallet)
         } else {
-            w.parse()
-                .map_err(|e| StorageError::Corrupt(format!("wallet {w:?}: {e}")))
+            w.parse().ok()
         }
     };
     let recorded = match outcome {
@@ -537,13 +538,13 @@ fn record_in(
                 judged(i, "valid", share)?;
                 let standing =
                     wallets::judge(db, &pending[i].wallet, true, before(&pending[i].wallet))?;
-                judged_wallets.push((address(&pending[i].wallet)?, standing));
+                judged_wallets.extend(address(&pending[i].wallet).map(|w| (w, standing)));
             }
             for &i in &invalid {
                 judged(i, "invalid", 0)?;
                 let standing =
                     wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
-                judged_wallets.push((address(&pending[i].wallet)?, standing));
+                judged_wallets.extend(address(&pending[i].wallet).map(|w| (w, standing)));
             }
             db.prepare_cached("UPDATE units SET state = 'done', output = ?1 WHERE id = ?2")?
                 .execute(rusqlite::params![pending[canonical].output, unit])?;
@@ -586,7 +587,7 @@ fn record_in(
                 judged(i, "invalid", 0)?;
                 let standing =
                     wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
-                judged_wallets.push((address(&pending[i].wallet)?, standing));
+                judged_wallets.extend(address(&pending[i].wallet).map(|w| (w, standing)));
             }
             let eligible = (pending.len() - invalid.len()) as i64;
             db.prepare_cached(
