@@ -137,13 +137,40 @@ impl Speed {
     }
 }
 
-/// The input blob of the job most recently leased from.
-type InputCache = Arc<Mutex<Vec<(JobId, Arc<Vec<u8>>)>>>;
+/// Something per job, kept for the [`INPUTS_KEPT`] jobs used last, most recent first.
+struct RecentJobs<T>(Mutex<Vec<(JobId, Arc<T>)>>);
 
-/// Parsed parameters of the jobs most recently leased from, newest first.
-type ParamsCache = Arc<Mutex<Vec<(JobId, Arc<serde_json::Value>)>>>;
+impl<T> Default for RecentJobs<T> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
 
-/// Job inputs [`Scheduler`] keeps: leases mostly come from the oldest open job, but
+impl<T> RecentJobs<T> {
+    fn kept(&self) -> std::sync::MutexGuard<'_, Vec<(JobId, Arc<T>)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `job`'s, if kept (it becomes the most recent).
+    fn get(&self, job: JobId) -> Option<Arc<T>> {
+        let mut kept = self.kept();
+        let at = kept.iter().position(|(cached, _)| *cached == job)?;
+        let entry = kept.remove(at);
+        let value = entry.1.clone();
+        kept.insert(0, entry);
+        Some(value)
+    }
+
+    /// Keeps `value` as `job`'s, forgetting the least recent job past the limit.
+    fn put(&self, job: JobId, value: Arc<T>) {
+        let mut kept = self.kept();
+        kept.retain(|(cached, _)| *cached != job);
+        kept.truncate(INPUTS_KEPT - 1);
+        kept.insert(0, (job, value));
+    }
+}
+
+/// Jobs whose input and parameters [`Scheduler`] keeps: leases mostly come from the oldest open job, but
 /// known-answer leases and spot checks reach back into finished ones, and with one input
 /// kept each of those read two inputs back from the database.
 const INPUTS_KEPT: usize = 4;
@@ -158,10 +185,10 @@ pub struct Scheduler {
     volunteers: Arc<AtomicUsize>,
     /// The job inputs last used to build assignments and check results, newest first
     /// (inputs can be large, and consecutive leases almost always share one).
-    input_cache: InputCache,
+    input_cache: Arc<RecentJobs<Vec<u8>>>,
     /// The parameters of the jobs last leased from, parsed (every lease carries its
     /// job's as text; parsing them per lease cost more than the lease's other reads).
-    params_cache: ParamsCache,
+    params_cache: Arc<RecentJobs<serde_json::Value>>,
     /// How long granting a lease takes, for `/metrics`.
     lease_latency: Arc<latency::Histogram>,
     /// Results, settled units and FLOPs of the last minute, for the network page.
@@ -273,35 +300,24 @@ impl Scheduler {
     }
 
     async fn job_input(&self, job: JobId) -> Result<Arc<Vec<u8>>, StorageError> {
-        {
-            let mut kept = self.input_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(at) = kept.iter().position(|(cached, _)| *cached == job) {
-                let entry = kept.remove(at);
-                let input = entry.1.clone();
-                kept.insert(0, entry);
-                return Ok(input);
-            }
+        if let Some(input) = self.input_cache.get(job) {
+            return Ok(input);
         }
         let input = Arc::new(self.storage.job_input(job).await?);
-        let mut kept = self.input_cache.lock().unwrap_or_else(|p| p.into_inner());
-        kept.retain(|(cached, _)| *cached != job);
-        kept.truncate(INPUTS_KEPT - 1);
-        kept.insert(0, (job, input.clone()));
+        self.input_cache.put(job, input.clone());
         Ok(input)
     }
 
     /// `job`'s parameters, parsed from `text` unless kept from an earlier lease.
     fn job_params(&self, job: JobId, text: &str) -> Result<Arc<serde_json::Value>, StorageError> {
-        let mut kept = self.params_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, params)) = kept.iter().find(|(cached, _)| *cached == job) {
-            return Ok(params.clone());
+        if let Some(params) = self.params_cache.get(job) {
+            return Ok(params);
         }
         let params: Arc<serde_json::Value> = Arc::new(
             serde_json::from_str(text)
                 .map_err(|e| StorageError::Corrupt(format!("job {job}'s parameters: {e}")))?,
         );
-        kept.truncate(INPUTS_KEPT - 1);
-        kept.insert(0, (job, params.clone()));
+        self.params_cache.put(job, params.clone());
         Ok(params)
     }
 
