@@ -79,14 +79,14 @@ struct Scenario {
     adaptive: Option<usize>,
 }
 
-/// The writer thread's time so far: on a CPU, and runnable but waiting for one.
+/// A thread's time so far: on a CPU, and runnable but waiting for one.
 #[derive(Clone, Copy)]
-struct WriterTime {
+struct ThreadTime {
     cpu: Duration,
     queued: Duration,
 }
 
-impl WriterTime {
+impl ThreadTime {
     fn since(self, before: Self) -> Self {
         Self {
             cpu: self.cpu.saturating_sub(before.cpu),
@@ -96,7 +96,7 @@ impl WriterTime {
 }
 
 struct Figures {
-    writer: Option<WriterTime>,
+    writer: Option<ThreadTime>,
     /// CPU time of the whole process over the window, and of the volunteer thread in it.
     cpu: Option<(Duration, Duration)>,
     /// The measured window.
@@ -112,7 +112,7 @@ struct Figures {
 /// What a scenario's measured window costs: time, the writer thread's CPU, bytes written.
 struct Meter {
     started: Instant,
-    writer: Option<WriterTime>,
+    writer: Option<ThreadTime>,
     cpu: Option<(Duration, Duration)>,
     written: Option<u64>,
 }
@@ -283,13 +283,13 @@ fn cpu_time() -> Option<(Duration, Duration)> {
 
 /// Time so far of the newest writer thread (the storage opened last), from
 /// /proc/self/task/*/schedstat (on-CPU and run-queue nanoseconds).
-fn writer_time() -> Option<WriterTime> {
+fn writer_time() -> Option<ThreadTime> {
     thread_time("starling-writer")
 }
 
 /// Time so far of the newest thread called `name`.
-fn thread_time(name: &str) -> Option<WriterTime> {
-    let mut newest: Option<(u64, WriterTime)> = None;
+fn thread_time(name: &str) -> Option<ThreadTime> {
+    let mut newest: Option<(u64, ThreadTime)> = None;
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let path = task.path();
         let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
@@ -311,7 +311,7 @@ fn thread_time(name: &str) -> Option<WriterTime> {
             continue;
         };
         if newest.is_none_or(|(t, _)| tid > t) {
-            newest = Some((tid, WriterTime { cpu, queued }));
+            newest = Some((tid, ThreadTime { cpu, queued }));
         }
     }
     newest.map(|(_, time)| time)
