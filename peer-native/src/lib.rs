@@ -127,6 +127,17 @@ impl PeerSender {
 pub struct PeerLink {
     rx: mpsc::Receiver<Vec<u8>>,
     sender: PeerSender,
+    descriptions: Descriptions,
+}
+
+/// The offer and the answer that opened a connection, as exchanged: both ends hold the
+/// same two texts, which name each end's DTLS certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Descriptions {
+    /// The offerer's (the volunteer's) session description.
+    pub offer: String,
+    /// The answerer's (the relay's) session description.
+    pub answer: String,
 }
 
 impl std::fmt::Debug for PeerLink {
@@ -176,10 +187,15 @@ impl PeerLink {
         self.sender.clone()
     }
 
+    /// The offer and answer that opened this connection.
+    pub fn descriptions(&self) -> &Descriptions {
+        &self.descriptions
+    }
+
     /// Closes the data channel and the peer connection. Senders still held elsewhere
     /// fail with [`PeerError::Closed`] from then on.
     pub async fn close(self) {
-        let PeerLink { rx, sender } = self;
+        let PeerLink { rx, sender, .. } = self;
         // Unblocks the reader if it is waiting for queue space; it then sees the
         // connection end and exits by itself.
         drop(rx);
@@ -330,7 +346,11 @@ impl Peer {
 
     /// Hands the connection to a reader task. Returns the link and a signal that fires
     /// when the channel is open (or is dropped if it closes first).
-    fn into_link(mut self, dc: Arc<dyn DataChannel>) -> (PeerLink, oneshot::Receiver<()>) {
+    fn into_link(
+        mut self,
+        dc: Arc<dyn DataChannel>,
+        descriptions: Descriptions,
+    ) -> (PeerLink, oneshot::Receiver<()>) {
         // From here the link's handles and reader own closing.
         self.guard.0 = None;
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
@@ -346,6 +366,7 @@ impl Peer {
         let link = PeerLink {
             rx,
             sender: PeerSender { shared },
+            descriptions,
         };
         (link, open_rx)
     }
@@ -448,6 +469,7 @@ pub struct AnswerConfig {
 pub struct PendingPeer {
     peer: Peer,
     timeout: Duration,
+    descriptions: Descriptions,
 }
 
 impl std::fmt::Debug for PendingPeer {
@@ -473,7 +495,7 @@ impl PendingPeer {
         .await;
         match waited {
             // The remote's channel is announced on its first open, so it is open now.
-            Ok(Some(dc)) => Ok(self.peer.into_link(dc).0),
+            Ok(Some(dc)) => Ok(self.peer.into_link(dc, self.descriptions).0),
             Ok(None) => {
                 self.peer.close().await;
                 Err(PeerError::Closed)
@@ -511,10 +533,14 @@ pub async fn answer(
     .await;
     match answered {
         Ok(sdp) => Ok((
-            sdp,
+            sdp.clone(),
             PendingPeer {
                 peer,
                 timeout: config.open_timeout,
+                descriptions: Descriptions {
+                    offer: offer_sdp.to_owned(),
+                    answer: sdp,
+                },
             },
         )),
         Err(e) => {
@@ -637,24 +663,24 @@ where
             .await
             .map_err(rtc_err)?;
         let offer = peer.local_sdp_after_gathering().await?;
-        let answer = exchange(offer).await?;
-        let answer = RTCSessionDescription::answer(answer)
+        let answer = exchange(offer.clone()).await?;
+        let description = RTCSessionDescription::answer(answer.clone())
             .map_err(|e| PeerError::Rtc(format!("the relay's answer is not valid SDP: {e}")))?;
         peer.pc
-            .set_remote_description(answer)
+            .set_remote_description(description)
             .await
             .map_err(|e| PeerError::Rtc(format!("cannot apply the relay's answer: {e}")))?;
-        Ok(dc)
+        Ok((dc, Descriptions { offer, answer }))
     }
     .await;
-    let dc = match negotiated {
-        Ok(dc) => dc,
+    let (dc, descriptions) = match negotiated {
+        Ok(negotiated) => negotiated,
         Err(e) => {
             peer.close().await;
             return Err(e);
         }
     };
-    let (link, open) = peer.into_link(dc.clone());
+    let (link, open) = peer.into_link(dc.clone(), descriptions);
     // On failure the link is dropped here, and its reader closes the connection.
     match nudge_until(&dc, tokio::time::timeout(CONNECT_TIMEOUT, open)).await {
         Ok(Ok(())) => Ok(link),

@@ -234,6 +234,78 @@ async fn dropping_the_last_handle_closes() {
     assert!(dropped_at.elapsed() < Duration::from_secs(3));
 }
 
+/// The value of the first `a=fingerprint:` line of `sdp`.
+fn fingerprint_of(sdp: &str) -> &str {
+    sdp.lines()
+        .find_map(|line| line.strip_prefix("a=fingerprint:"))
+        .expect("a fingerprint line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ends_hold_the_same_descriptions_naming_two_certificates() {
+    let (volunteer, relay) = pair().await;
+    assert_eq!(volunteer.descriptions(), relay.descriptions());
+    let Descriptions { offer, answer } = volunteer.descriptions();
+    assert!(fingerprint_of(offer).starts_with("sha-256 "), "{offer}");
+    assert_ne!(fingerprint_of(offer), fingerprint_of(answer));
+    volunteer.close().await;
+    relay.close().await;
+}
+
+/// Replaces the certificate fingerprint in `sdp` with another well-formed one.
+fn with_other_fingerprint(sdp: &str) -> String {
+    let real = fingerprint_of(sdp).to_owned();
+    let (algorithm, digest) = real.split_once(' ').expect("algorithm and digest");
+    let flipped: String = digest
+        .chars()
+        .map(|c| match c {
+            '0' => '1',
+            ':' => ':',
+            _ => '0',
+        })
+        .collect();
+    sdp.replace(&real, &format!("{algorithm} {flipped}"))
+}
+
+/// Channel binding rests on this: each end's DTLS handshake refuses a certificate other
+/// than the one its received description names, so a middleman cannot pass its own
+/// certificate off under an honest volunteer's description, or the reverse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_other_than_the_description_names_is_refused() {
+    for tamper_offer in [true, false] {
+        let (pending_tx, pending_rx) = oneshot::channel();
+        let started = Instant::now();
+        let volunteer = offer_then(&[LOCALHOST], |offer| async move {
+            let offer = if tamper_offer {
+                with_other_fingerprint(&offer)
+            } else {
+                offer
+            };
+            let (sdp, pending) = answer(&relay_config(), &offer).await?;
+            let _ = pending_tx.send(pending);
+            Ok(if tamper_offer {
+                sdp
+            } else {
+                with_other_fingerprint(&sdp)
+            })
+        });
+        let relay = async {
+            pending_rx
+                .await
+                .expect("the offer was answered")
+                .open()
+                .await
+        };
+        let (volunteer, relay) = tokio::join!(volunteer, relay);
+        assert!(
+            volunteer.is_err() && relay.is_err(),
+            "tampered {}: a channel opened",
+            if tamper_offer { "offer" } else { "answer" }
+        );
+        println!("refused after {:?}", started.elapsed());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_offer_is_an_error() {
     for offer in ["", "not sdp at all", "v=0\r\no=garbage\r\n"] {
