@@ -12,6 +12,7 @@ pub mod platform;
 pub mod volunteer;
 
 pub use engine::{ComputeError, Engine};
+use starling_protocol::ChannelBinding;
 pub use volunteer::{duty_cycle_rest_ms, run, run_paced, Event, Profile, VolunteerError};
 
 /// Why the transport failed.
@@ -34,4 +35,6 @@ pub trait Transport {
     async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError>;
     /// Next frame; `None` once the channel closed.
     async fn recv(&mut self) -> Option<Vec<u8>>;
+    /// The connection's two certificate fingerprints, which the hello's proof signs.
+    fn binding(&self) -> &ChannelBinding;
 }

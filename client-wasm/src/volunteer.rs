@@ -51,7 +51,7 @@ pub enum Event {
 pub struct Profile {
     /// Free-form client name and version, for the relay's logs ("browser/0.1.0").
     pub client: String,
-    /// The wallet that signs results and is credited for them.
+    /// The wallet that proves each connection and is credited for its results.
     pub wallet: WalletKey,
     /// The embedding site's wallet, when running inside the widget.
     pub site: Option<WalletAddress>,
@@ -139,6 +139,7 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
             device: engine.device_info(),
             wallet: profile.wallet.address(),
             site: profile.site,
+            proof: profile.wallet.sign_channel(transport.binding()),
         },
     )
     .await?;
@@ -173,7 +174,6 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
                             transport,
                             &ToRelay::Result {
                                 lease: assignment.lease,
-                                signature: profile.wallet.sign_result(assignment.lease, &output),
                                 output,
                                 elapsed_ms: elapsed_ms as u32,
                             },

@@ -199,13 +199,13 @@ mod tests {
                 device,
                 wallet: key.address(),
                 site: Some(crate::WalletKey::from_seed([4; 32]).address()),
+                proof: crate::Signature([9; 64]),
             },
             ToRelay::Ready { slots: 3 },
             ToRelay::Result {
                 lease: lease(1),
                 output: vec![1, 2, 3],
                 elapsed_ms: 7,
-                signature: key.sign_result(lease(1), &[1, 2, 3]),
             },
             ToRelay::Failed {
                 lease: lease(2),

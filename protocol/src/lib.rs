@@ -4,25 +4,26 @@
 //! volunteer (wasm32) and the native volunteer agree by construction:
 //! - [`ids`]: the newtype ids shared by the REST API, the database and the wire;
 //! - [`messages`]: one enum per direction;
-//! - [`wallet`]: volunteers' key pairs, addresses and result signatures;
+//! - [`wallet`]: volunteers' key pairs, addresses and signatures;
+//! - [`channel`]: what a volunteer's hello signs to bind its wallet to the connection;
 //! - [`codec`]: a versioned binary encoding (postcard) and the chunking that keeps every
 //!   data-channel message under the 64 KiB SCTP limit.
 
+pub mod channel;
 pub mod codec;
 pub mod ids;
 pub mod messages;
 pub mod wallet;
 
+pub use channel::{BindingError, ChannelBinding, Fingerprint};
 pub use codec::{
     decode, encode, encode_frames, ChunkError, Chunker, CodecError, FrameError, Reassembler,
     MAX_CHUNK_BYTES,
 };
 pub use ids::{JobId, LeaseId, UnitId};
 pub use messages::{Assignment, DeviceInfo, Receipt, ToRelay, ToVolunteer};
-#[cfg(feature = "batch")]
-pub use wallet::{verify_claims, ResultClaim};
-pub use wallet::{Signature, WalletAddress, WalletError, WalletKey, WalletVerifier};
+pub use wallet::{Signature, WalletAddress, WalletError, WalletKey};
 
 /// The protocol version this build speaks. Bumped on any incompatible change to
 /// [`messages`]; peers with another version are refused at hello time.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;

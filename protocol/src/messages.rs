@@ -26,8 +26,12 @@ pub enum ToRelay {
         client: String,
         /// The device that will run kernels.
         device: DeviceInfo,
-        /// The wallet that signs this volunteer's results and is credited for them.
+        /// The wallet credited for this volunteer's results.
         wallet: WalletAddress,
+        /// The wallet's signature over this connection's two DTLS certificate
+        /// fingerprints ([`crate::WalletKey::sign_channel`]). It proves the key once; DTLS
+        /// then authenticates everything else sent on the channel.
+        proof: Signature,
         /// The embedding site's wallet when the volunteer came through the widget, for
         /// the site's share of credit.
         site: Option<WalletAddress>,
@@ -45,9 +49,6 @@ pub enum ToRelay {
         output: Vec<u8>,
         /// Wall time the device spent, for speed estimates.
         elapsed_ms: u32,
-        /// The wallet's signature over the lease and a hash of the output
-        /// ([`crate::WalletKey::sign_result`]).
-        signature: Signature,
     },
     /// The volunteer could not run a leased unit.
     Failed {

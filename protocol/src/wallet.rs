@@ -1,6 +1,7 @@
 //! Wallets: a volunteer's identity is an ed25519 key pair. Its public half, written as a
-//! checksummed address, is where credit goes; its secret half signs every result, so
-//! credit and trust follow the key, not the connection it arrived on.
+//! checksummed address, is where credit goes; its secret half signs each connection a
+//! volunteer opens ([`crate::ChannelBinding`]), so credit and trust follow the key, not
+//! the connection it arrived on.
 
 use ed25519_dalek::Signer;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -8,7 +9,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ids::LeaseId;
+use crate::channel::ChannelBinding;
 
 /// Every address starts with this, so a pasted string is recognisably a Starling wallet.
 pub const ADDRESS_PREFIX: &str = "st1";
@@ -16,8 +17,6 @@ const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 const CHECKSUM_BYTES: usize = 4;
 /// Characters after the prefix: 36 bytes (key and checksum) in base32.
 const BODY_CHARS: usize = ((32 + CHECKSUM_BYTES) * 8).div_ceil(5);
-/// Domain separation: a result signature can never be replayed as any other signature.
-const RESULT_DOMAIN: &[u8] = b"starling/result/v1\0";
 /// Domain separation for credit transfers a wallet signs.
 const TRANSFER_DOMAIN: &[u8] = b"starling/transfer/v1\0";
 /// Domain separation for the relay's signatures on its ledger entries.
@@ -49,8 +48,8 @@ pub enum WalletError {
 pub struct WalletAddress([u8; 32]);
 
 impl WalletAddress {
-    /// The address of a raw public key (whether it is a valid key shows in
-    /// [`WalletAddress::verifier`], as for a parsed address).
+    /// The address of a raw public key (whether it is a valid key shows when a signature
+    /// is checked against it, as for a parsed address).
     pub fn from_bytes(key: [u8; 32]) -> Self {
         Self(key)
     }
@@ -76,29 +75,24 @@ impl WalletAddress {
         sum
     }
 
-    /// The key decoded for checking signatures (see [`WalletVerifier`]).
-    pub fn verifier(&self) -> Result<WalletVerifier, WalletError> {
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| WalletError::Key)?;
-        Ok(WalletVerifier {
-            address: *self,
-            key,
-        })
-    }
-
     /// Checks `signature` over `message` (already domain-separated by the caller).
     fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), WalletError> {
-        self.verifier()?.verify(message, signature)
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| WalletError::Key)?;
+        let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
+        // Strict verification refuses malleable and small-order encodings, so a message
+        // has exactly one valid signature per key.
+        key.verify_strict(message, &signature)
+            .map_err(|_| WalletError::Signature)
     }
 
-    /// Checks a volunteer's signature over the result it returned for `lease` (one
-    /// check; a session checking many keeps a [`WalletVerifier`]).
-    pub fn verify_result(
+    /// Checks this wallet's claim to the connection `binding` names (the proof in a
+    /// volunteer's hello, [`WalletKey::sign_channel`]).
+    pub fn verify_channel(
         &self,
-        lease: LeaseId,
-        output: &[u8],
+        binding: &ChannelBinding,
         signature: &Signature,
     ) -> Result<(), WalletError> {
-        self.verifier()?.verify_result(lease, output, signature)
+        self.verify(&binding.message(), signature)
     }
 
     /// Checks this wallet's signature on a transfer of `amount_micro` micro-credits to
@@ -124,113 +118,6 @@ impl WalletAddress {
         signature: &Signature,
     ) -> Result<(), WalletError> {
         self.verify(&ledger_message(entry_hash), signature)
-    }
-}
-
-/// A wallet's public key, decoded once for checking many of its signatures: decoding
-/// (decompressing the curve point) is a fifth of each check, and a volunteer's session
-/// checks one signature per result.
-#[derive(Clone, Copy)]
-pub struct WalletVerifier {
-    address: WalletAddress,
-    key: ed25519_dalek::VerifyingKey,
-}
-
-impl WalletVerifier {
-    /// The wallet whose key this is.
-    pub fn address(&self) -> WalletAddress {
-        self.address
-    }
-
-    /// Checks the wallet's signature over the result it returned for `lease`.
-    pub fn verify_result(
-        &self,
-        lease: LeaseId,
-        output: &[u8],
-        signature: &Signature,
-    ) -> Result<(), WalletError> {
-        self.verify(&result_message(lease, output), signature)
-    }
-
-    fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), WalletError> {
-        let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
-        // Strict verification refuses malleable and small-order encodings, so one result
-        // has exactly one valid signature per key.
-        self.key
-            .verify_strict(message, &signature)
-            .map_err(|_| WalletError::Signature)
-    }
-}
-
-/// A result signature with what it covers, ready to be checked, alone or in a batch with
-/// others ([`verify_claims`]). Building one hashes the output, which can run on the
-/// caller's thread while the batch's curve arithmetic runs on another.
-#[cfg(feature = "batch")]
-#[derive(Clone)]
-pub struct ResultClaim {
-    key: ed25519_dalek::VerifyingKey,
-    message: Vec<u8>,
-    signature: ed25519_dalek::Signature,
-}
-
-#[cfg(feature = "batch")]
-impl WalletVerifier {
-    /// The claim that this wallet signed `output` as its result for `lease`.
-    pub fn result_claim(
-        &self,
-        lease: LeaseId,
-        output: &[u8],
-        signature: &Signature,
-    ) -> ResultClaim {
-        ResultClaim {
-            key: self.key,
-            message: result_message(lease, output),
-            signature: ed25519_dalek::Signature::from_bytes(&signature.0),
-        }
-    }
-}
-
-#[cfg(feature = "batch")]
-impl ResultClaim {
-    /// Checks this claim alone, as strictly as [`WalletVerifier::verify_result`].
-    pub fn verify(&self) -> bool {
-        self.key
-            .verify_strict(&self.message, &self.signature)
-            .is_ok()
-    }
-}
-
-/// Checks result claims together: whether each one's signature holds, in order.
-///
-/// Many signatures checked as one equation cost less each than checked one by one (the
-/// relay measured about 60% at 7–8 per batch; the saving grows with the batch). If the
-/// batch fails, each claim is checked alone, so one forgery costs its batch the batch
-/// check on top of the single ones, never a wrong verdict for the others.
-/// A batch passes only if every signature satisfies the same cofactorless equation that
-/// [`WalletVerifier::verify_result`] checks (but for a chance of 2^-128 per batch); unlike
-/// it, a passing batch does not refuse the other encodings of a valid signature that its
-/// own signer could make (a small-order part added to R). Result signatures are a gate,
-/// not stored or compared, so those encodings gain their maker nothing.
-#[cfg(feature = "batch")]
-pub fn verify_claims(claims: &[ResultClaim]) -> Vec<bool> {
-    if claims.len() > 1 {
-        let messages: Vec<&[u8]> = claims.iter().map(|c| c.message.as_slice()).collect();
-        let signatures: Vec<_> = claims.iter().map(|c| c.signature).collect();
-        let keys: Vec<_> = claims.iter().map(|c| c.key).collect();
-        // A small-order key passes the cofactorless equation for any message; strict
-        // checks refuse it, and so must a batch.
-        if !keys.iter().any(|k| k.is_weak())
-            && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
-        {
-            return vec![true; claims.len()];
-        }
-    }
-    claims.iter().map(ResultClaim::verify).collect()
-}
-
-impl fmt::Debug for WalletVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WalletVerifier({})", self.address)
     }
 }
 
@@ -367,9 +254,10 @@ impl WalletKey {
         WalletAddress(self.0.verifying_key().to_bytes())
     }
 
-    /// Signs the output returned for `lease`.
-    pub fn sign_result(&self, lease: LeaseId, output: &[u8]) -> Signature {
-        Signature(self.0.sign(&result_message(lease, output)).to_bytes())
+    /// Claims the connection `binding` names for this wallet: the proof a volunteer's
+    /// hello carries.
+    pub fn sign_channel(&self, binding: &ChannelBinding) -> Signature {
+        Signature(self.0.sign(&binding.message()).to_bytes())
     }
 
     /// Signs a transfer of `amount_micro` micro-credits from this wallet to `to`. The
@@ -398,15 +286,6 @@ impl fmt::Debug for WalletKey {
     }
 }
 
-/// What a result signature covers: the lease (so it cannot be replayed onto another
-/// unit) and a hash of the output.
-fn result_message(lease: LeaseId, output: &[u8]) -> Vec<u8> {
-    let mut message = RESULT_DOMAIN.to_vec();
-    message.extend_from_slice(lease.0.as_bytes());
-    message.extend_from_slice(&Sha256::digest(output));
-    message
-}
-
 /// What a transfer signature covers: every field of the transfer, in fixed widths, so no
 /// two transfers share a message.
 fn transfer_message(
@@ -426,7 +305,7 @@ fn transfer_message(
 }
 
 /// What a ledger signature covers: the entry's hash, under its own domain so it can never
-/// pass for a result or transfer signature.
+/// pass for a channel or transfer signature.
 fn ledger_message(entry_hash: &[u8; 32]) -> Vec<u8> {
     let mut message = LEDGER_DOMAIN.to_vec();
     message.extend_from_slice(entry_hash);
@@ -486,10 +365,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn lease(n: u128) -> LeaseId {
-        LeaseId::from_uuid(uuid::Uuid::from_u128(n))
-    }
-
     #[test]
     fn an_address_is_spelled_as_it_always_was() {
         // Addresses are stored in databases and ledgers and shown to people: the
@@ -533,110 +408,6 @@ mod tests {
         assert_eq!(
             text.replacen("st1", "xx1", 1).parse::<WalletAddress>(),
             Err(WalletError::Format)
-        );
-    }
-
-    #[test]
-    fn a_result_signature_binds_key_lease_and_output() {
-        let key = WalletKey::from_seed([1; 32]);
-        let other = WalletKey::from_seed([2; 32]);
-        let sig = key.sign_result(lease(1), b"output");
-        let address = key.address();
-        assert_eq!(address.verify_result(lease(1), b"output", &sig), Ok(()));
-        assert_eq!(
-            address.verify_result(lease(2), b"output", &sig),
-            Err(WalletError::Signature),
-            "replayed onto another lease"
-        );
-        assert_eq!(
-            address.verify_result(lease(1), b"outpuT", &sig),
-            Err(WalletError::Signature),
-            "output changed after signing"
-        );
-        assert_eq!(
-            other.address().verify_result(lease(1), b"output", &sig),
-            Err(WalletError::Signature),
-            "claimed by another wallet"
-        );
-        // A session's verifier, decoded once, judges every case the same way.
-        let verifier = address.verifier().expect("a valid key");
-        assert_eq!(verifier.address(), address);
-        assert_eq!(verifier.verify_result(lease(1), b"output", &sig), Ok(()));
-        assert_eq!(
-            verifier.verify_result(lease(2), b"output", &sig),
-            Err(WalletError::Signature)
-        );
-        assert_eq!(
-            verifier.verify_result(lease(1), b"outpuT", &sig),
-            Err(WalletError::Signature)
-        );
-        assert_eq!(
-            other
-                .address()
-                .verifier()
-                .expect("a valid key")
-                .verify_result(lease(1), b"output", &sig),
-            Err(WalletError::Signature)
-        );
-    }
-
-    #[cfg(feature = "batch")]
-    #[test]
-    fn a_batch_of_result_claims_judges_each_as_a_single_check_would() {
-        let keys: Vec<WalletKey> = (0..5).map(|i| WalletKey::from_seed([i; 32])).collect();
-        let claim = |signer: &WalletKey, claimed: &WalletKey, n: u128, output: &[u8]| {
-            let sig = signer.sign_result(lease(n), format!("output {n}").as_bytes());
-            claimed
-                .address()
-                .verifier()
-                .expect("a valid key")
-                .result_claim(lease(n), output, &sig)
-        };
-        let mut claims: Vec<ResultClaim> = (0..20u128)
-            .map(|n| {
-                let key = &keys[n as usize % keys.len()];
-                claim(key, key, n, format!("output {n}").as_bytes())
-            })
-            .collect();
-        assert_eq!(verify_claims(&claims), vec![true; 20]);
-        assert_eq!(verify_claims(&claims[..1]), vec![true]);
-        assert_eq!(verify_claims(&[]), Vec::<bool>::new());
-
-        // Among honest claims: an output changed after signing, a result signed by
-        // another wallet, and a signature replayed onto another lease.
-        claims[3] = claim(&keys[3], &keys[3], 3, b"changed");
-        claims[7] = claim(&keys[1], &keys[2], 7, b"output 7");
-        let replayed = keys[4].sign_result(lease(99), b"output 14");
-        claims[14] = keys[4]
-            .address()
-            .verifier()
-            .expect("a valid key")
-            .result_claim(lease(14), b"output 14", &replayed);
-        let verdicts = verify_claims(&claims);
-        for (i, ok) in verdicts.iter().enumerate() {
-            assert_eq!(*ok, ![3, 7, 14].contains(&i), "claim {i}");
-            assert_eq!(*ok, claims[i].verify(), "claim {i} alone");
-        }
-
-        // A small-order key (the identity point) satisfies the cofactorless equation with
-        // R = B and s = 1 for any message: strict checks refuse it, alone or batched.
-        let weak = WalletAddress({
-            let mut identity = [0u8; 32];
-            identity[0] = 1;
-            identity
-        });
-        let mut forged = [0x66u8; 64];
-        forged[0] = 0x58;
-        forged[32..].fill(0);
-        forged[32] = 1;
-        let weak_claim = weak
-            .verifier()
-            .expect("the identity point decodes")
-            .result_claim(lease(1), b"anything", &Signature(forged));
-        assert!(!weak_claim.verify());
-        assert_eq!(
-            verify_claims(&[claims[0].clone(), weak_claim]),
-            vec![true, false]
         );
     }
 
@@ -691,7 +462,7 @@ mod tests {
     }
 
     #[test]
-    fn a_ledger_signature_is_not_a_transfer_or_result_signature() {
+    fn a_ledger_signature_is_not_a_transfer_signature() {
         let relay = WalletKey::from_seed([8; 32]);
         let hash = [0x5a; 32];
         let sig = relay.sign_ledger_entry(&hash);
@@ -714,12 +485,13 @@ mod tests {
         }
 
         #[test]
-        fn signatures_survive_the_wire(seed in any::<[u8; 32]>(), output in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fn signatures_survive_the_wire(seed in any::<[u8; 32]>(), amount: u64) {
             let key = WalletKey::from_seed(seed);
-            let sig = key.sign_result(lease(5), &output);
+            let to = WalletKey::from_seed([1; 32]).address();
+            let sig = key.sign_transfer(&to, &to, amount, 5);
             let wire = postcard::to_allocvec(&sig).expect("encodes");
             let back: Signature = postcard::from_bytes(&wire).expect("decodes");
-            prop_assert_eq!(key.address().verify_result(lease(5), &output, &back), Ok(()));
+            prop_assert_eq!(key.address().verify_transfer(&to, &to, amount, 5, &back), Ok(()));
             let json = serde_json::to_string(&key.address()).expect("encodes");
             let address: WalletAddress = serde_json::from_str(&json).expect("decodes");
             prop_assert_eq!(address, key.address());

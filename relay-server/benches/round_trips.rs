@@ -14,14 +14,14 @@
 //!   trusted (16 valid results: audited at nearly `audit_rate`) and once with a long clean
 //!   record (200: audited at a tenth of it);
 //! - the floor again with only 4 volunteers, as this bench measured before group commit;
-//! - the relay's own path through the scheduler (see [`through_scheduler`]): signature
-//!   checks, Freivalds' check, wallet reads, canaries and payouts included.
+//! - the relay's own path through the scheduler (see [`through_scheduler`]): each
+//!   session's hello proof, Freivalds' check, wallet reads, canaries and payouts included.
 //!
 //! Each volunteer is a task with its own wallet and connection id that leases, answers
 //! at once and leases again, so the figures are what the relay sustains, not what
-//! volunteers compute. All but the last scenario drive storage directly: result
-//! signature checks, kernel spot checks and the scheduler's own reads sit on top of them,
-//! and the last scenario adds them. WebRTC is in none; see docs/ARCHITECTURE.md for what
+//! volunteers compute. All but the last scenario drive storage directly: kernel spot
+//! checks and the scheduler's own reads sit on top of them, and the last scenario adds
+//! them. WebRTC is in none; see docs/ARCHITECTURE.md for what
 //! limits the figures.
 //!
 //! "writer µs/unit" is the CPU time of the storage's writer thread over the run, per unit
@@ -31,8 +31,8 @@
 //! "KB/unit" is what the process wrote per unit (WAL frames and their checkpoints into
 //! the database file).
 //!
-//! In the last scenario the volunteers' own work (running the unit on the CPU, signing
-//! the result) runs on a thread of its own, as it would on their machines, and the bench
+//! In the last scenario the volunteers' own work (running the unit on the CPU) runs on a
+//! thread of its own, as it would on their machines, and the bench
 //! prints the relay's CPU time per unit (the whole process's, less that thread's) beside
 //! the volunteers'. On a 2-core machine the two share the cores; to measure the relay on
 //! two cores of its own, run the bench under `taskset -c 0,1` on a larger machine with
@@ -52,7 +52,7 @@ use relay_server::storage::{
     Storage,
 };
 use starling_kernels::{Catalog, NamedInputs};
-use starling_protocol::{Assignment, JobId, LeaseId, Signature, WalletAddress, WalletKey};
+use starling_protocol::{Assignment, ChannelBinding, JobId, LeaseId, WalletAddress, WalletKey};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -445,14 +445,15 @@ const THROUGH_K: u32 = 8;
 /// The relay's own path, as its sessions drive it, for one scenario: each volunteer
 /// leases with `Scheduler::next_assignment` (its wallet's standing read, canaries and
 /// audits decided, the unit's input built), computes the unit with the CPU reference,
-/// signs the result, and hands it to `Scheduler::accept_result` (signature verified, lease
-/// read, output shape and Freivalds' check on matmul, then judged and stored). The job is
+/// and hands it to `Scheduler::accept_result` (lease read, output shape and Freivalds'
+/// check on matmul, then judged and stored). Each volunteer first proves its wallet as a
+/// session's hello does, once. The job is
 /// a billed `matmul` of one-row units under the default quorum of 2, and the wallets are
 /// trusted first (by a warm-up job), so units are computed once and Freivalds' check
 /// stands in for the replica, as on a network of known volunteers. Housekeeping (lease
 /// expiry, payouts every 5 s) runs beside it, and the job's merge and final payout are
-/// in the time. The volunteers' own work (computing, signing: about 20 µs a result) runs
-/// on the same two cores, so this understates what the relay alone sustains.
+/// in the time. The volunteers' own work runs on a thread of its own (see the module's
+/// doc).
 async fn through_scheduler(units: usize, volunteers: usize) -> anyhow::Result<Figures> {
     let dir = bench_dir();
     let key = WalletKey::from_seed(rand::random());
@@ -576,15 +577,14 @@ async fn submit_matmul(
     Ok(jobs)
 }
 
-/// A unit for the volunteers' thread to run and sign.
+/// A unit for the volunteers' thread to run.
 struct Computation {
     assignment: Assignment,
-    wallet: Arc<WalletKey>,
-    done: tokio::sync::oneshot::Sender<anyhow::Result<(Vec<u8>, Signature)>>,
+    done: tokio::sync::oneshot::Sender<anyhow::Result<Vec<u8>>>,
 }
 
 /// The simulated volunteers' own work, on a thread of its own (see the module's doc):
-/// running each unit with the CPU reference and signing its result. Ends when the last
+/// running each unit with the CPU reference. Ends when the last
 /// handle is dropped.
 #[derive(Clone)]
 struct VolunteerThread {
@@ -609,10 +609,6 @@ impl VolunteerThread {
                     let computed = catalog
                         .get(&a.kernel)
                         .and_then(|k| k.run_cpu(&a.params_json, &a.input))
-                        .map(|output| {
-                            let signature = unit.wallet.sign_result(a.lease, &output);
-                            (output, signature)
-                        })
                         .map_err(anyhow::Error::from);
                     let _ = unit.done.send(computed);
                 }
@@ -620,18 +616,10 @@ impl VolunteerThread {
         Ok(Self { queue })
     }
 
-    async fn compute(
-        &self,
-        assignment: Assignment,
-        wallet: Arc<WalletKey>,
-    ) -> anyhow::Result<(Vec<u8>, Signature)> {
+    async fn compute(&self, assignment: Assignment) -> anyhow::Result<Vec<u8>> {
         let (done, answer) = tokio::sync::oneshot::channel();
         self.queue
-            .send(Computation {
-                assignment,
-                wallet,
-                done,
-            })
+            .send(Computation { assignment, done })
             .map_err(|_| anyhow::anyhow!("the volunteer thread is gone"))?;
         answer.await?
     }
@@ -656,6 +644,21 @@ fn pin_this_thread(cpus: &str) -> anyhow::Result<()> {
     anyhow::bail!("pinning threads is only done on Linux: {cpus}")
 }
 
+/// A connection's binding as a volunteer's offer and the relay's answer would name it:
+/// certificates made up from `seed`, one pair per simulated connection.
+fn bench_binding(seed: &str) -> anyhow::Result<ChannelBinding> {
+    use sha2::Digest;
+    let certificate = |side: &str| {
+        let digest = sha2::Sha256::digest(format!("{side} {seed}"));
+        let hex: Vec<String> = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("v=0\r\na=fingerprint:sha-256 {}\r\n", hex.join(":"))
+    };
+    Ok(ChannelBinding::from_descriptions(
+        &certificate("volunteer"),
+        &certificate("relay"),
+    )?)
+}
+
 /// Runs every volunteer until `jobs` are done; returns each lease's latency.
 async fn volunteer_until_done(
     scheduler: &Scheduler,
@@ -670,7 +673,10 @@ async fn volunteer_until_done(
         let jobs = jobs.to_vec();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let verifier = wallet.address().verifier()?;
+            // The session's one signature, signed and checked as a hello's proof is.
+            let binding = bench_binding(&peer.to_string())?;
+            let proof = wallet.sign_channel(&binding);
+            wallet.address().verify_channel(&binding, &proof)?;
             loop {
                 let t = Instant::now();
                 let assigned = scheduler
@@ -693,9 +699,9 @@ async fn volunteer_until_done(
                 };
                 latencies.push(t.elapsed());
                 let lease = assignment.lease;
-                let (output, signature) = device.compute(assignment, wallet.clone()).await?;
+                let output = device.compute(assignment).await?;
                 match scheduler
-                    .accept_result(peer, &verifier, lease, &output, &signature)
+                    .accept_result(peer, wallet.address(), lease, &output)
                     .await?
                 {
                     Verdict::Accepted => {}

@@ -114,7 +114,6 @@ mod native {
                                 cli.fault_rate,
                                 seed,
                                 faulted.clone(),
-                                wallet.clone(),
                             );
                             let result = serve(&mut faulty, &engine, &profile, clock).await;
                             faulty.into_inner().close().await;

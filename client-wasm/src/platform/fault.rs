@@ -7,7 +7,9 @@
 //! `rate`, corrupts it, drops the connection, holds it past its lease, or sends it twice.
 
 use crate::{Transport, TransportError};
-use starling_protocol::{encode_frames, LeaseId, Reassembler, ToRelay, ToVolunteer, WalletKey};
+use starling_protocol::{
+    encode_frames, ChannelBinding, LeaseId, Reassembler, ToRelay, ToVolunteer,
+};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -19,8 +21,8 @@ const MAX_MESSAGE: usize = 512 * 1024 * 1024;
 /// How a faulty volunteer misbehaves on a picked result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fault {
-    /// A plausible but wrong output: one element scaled by 1.5 plus 1 (or bumped),
-    /// properly signed, as a cheating wallet would send it.
+    /// A plausible but wrong output: one element scaled by 1.5 plus 1 (or bumped), sent
+    /// on the wallet's own channel, as a cheating wallet would send it.
     Wrong,
     /// Disconnect instead of answering, leaving the lease held.
     Drop,
@@ -42,22 +44,13 @@ pub struct FaultyTransport<T> {
     outgoing: RefCell<Reassembler>,
     incoming: Reassembler,
     deadlines: RefCell<HashMap<LeaseId, Instant>>,
-    wallet: WalletKey,
 }
 
 impl<T: Transport> FaultyTransport<T> {
     /// Wraps `inner`; the process's first result is always mishandled (so a test can rely
     /// on seeing the fault), each later one with probability `rate` (0 to 1). `faulted`
-    /// records whether that first fault happened, across connections; `wallet` re-signs
-    /// corrupted outputs.
-    pub fn new(
-        inner: T,
-        fault: Fault,
-        rate: f64,
-        seed: u64,
-        faulted: Rc<Cell<bool>>,
-        wallet: WalletKey,
-    ) -> Self {
+    /// records whether that first fault happened, across connections.
+    pub fn new(inner: T, fault: Fault, rate: f64, seed: u64, faulted: Rc<Cell<bool>>) -> Self {
         Self {
             inner,
             fault,
@@ -67,7 +60,6 @@ impl<T: Transport> FaultyTransport<T> {
             outgoing: RefCell::new(Reassembler::new(MAX_MESSAGE)),
             incoming: Reassembler::new(MAX_MESSAGE),
             deadlines: RefCell::new(HashMap::new()),
-            wallet,
         }
     }
 
@@ -174,12 +166,8 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         match self.fault {
             Fault::Wrong => {
                 let mut message = message;
-                if let ToRelay::Result {
-                    output, signature, ..
-                } = &mut message
-                {
+                if let ToRelay::Result { output, .. } = &mut message {
                     corrupt(output, || self.roll());
-                    *signature = self.wallet.sign_result(lease, output);
                 }
                 self.send_message(&message).await
             }
@@ -204,6 +192,10 @@ impl<T: Transport> Transport for FaultyTransport<T> {
             self.deadlines.borrow_mut().insert(a.lease, deadline);
         }
         Some(frame)
+    }
+
+    fn binding(&self) -> &ChannelBinding {
+        self.inner.binding()
     }
 }
 

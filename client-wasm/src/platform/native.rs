@@ -2,10 +2,12 @@
 
 use crate::{Transport, TransportError};
 use starling_peer::PeerLink;
+use starling_protocol::ChannelBinding;
 
 /// A data channel to the relay.
 pub struct NativeTransport {
     link: PeerLink,
+    binding: ChannelBinding,
 }
 
 impl NativeTransport {
@@ -15,7 +17,10 @@ impl NativeTransport {
         let link = starling_peer::connect(&url)
             .await
             .map_err(|e| TransportError::Connect(e.to_string()))?;
-        Ok(Self { link })
+        let descriptions = link.descriptions();
+        let binding = ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        Ok(Self { link, binding })
     }
 
     /// Closes the channel and the peer connection.
@@ -34,5 +39,9 @@ impl Transport for NativeTransport {
 
     async fn recv(&mut self) -> Option<Vec<u8>> {
         self.link.recv().await
+    }
+
+    fn binding(&self) -> &ChannelBinding {
+        &self.binding
     }
 }

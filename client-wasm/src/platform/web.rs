@@ -5,6 +5,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use gloo_timers::future::TimeoutFuture;
 use js_sys::{Reflect, Uint8Array};
+use starling_protocol::ChannelBinding;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -21,6 +22,7 @@ pub struct WebTransport {
     pc: RtcPeerConnection,
     dc: RtcDataChannel,
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    binding: ChannelBinding,
     // Kept alive for as long as the channel: the browser calls them.
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(JsValue)>,
@@ -126,6 +128,12 @@ impl WebTransport {
         }
         let sdp = pc.local_description().map(|d| d.sdp()).unwrap_or(offer_sdp);
         let answer = post_offer(&format!("{base}/api/v1/rtc/offer"), &sdp).await?;
+        // Read before the answer is applied: a description naming no single certificate
+        // is refused before any connection is made with it.
+        let binding = ChannelBinding::from_descriptions(&sdp, &answer).map_err(|e| {
+            pc.close();
+            TransportError::Connect(e.to_string())
+        })?;
         let remote = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
         remote.set_sdp(&answer);
         JsFuture::from(pc.set_remote_description(&remote))
@@ -142,6 +150,7 @@ impl WebTransport {
             pc,
             dc,
             rx,
+            binding,
             _on_message: on_message,
             _on_close: on_close,
             _on_open: on_open,
@@ -164,6 +173,10 @@ impl Transport for WebTransport {
 
     async fn recv(&mut self) -> Option<Vec<u8>> {
         self.rx.next().await
+    }
+
+    fn binding(&self) -> &ChannelBinding {
+        &self.binding
     }
 }
 

@@ -7,6 +7,8 @@ use crate::routes::openapi::ProblemDoc;
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use starling_protocol::channel::End;
+use starling_protocol::Fingerprint;
 
 /// Offer or answer.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -27,6 +29,12 @@ pub async fn offer(
 ) -> Result<Json<Sdp>, ApiError> {
     let Json(offer) = body.map_err(|e| ApiError::Malformed {
         detail: e.body_text(),
+    })?;
+    // The volunteer's hello signs this fingerprint: an offer that names no single
+    // certificate could never be bound to a wallet, so it is not answered at all.
+    Fingerprint::from_sdp(&offer.sdp, End::Volunteer).map_err(|e| ApiError::Invalid {
+        detail: format!("cannot answer this offer: {e}"),
+        field: Some("sdp".into()),
     })?;
     let (answer, pending) = starling_peer::answer(&state.rtc, &offer.sdp)
         .await

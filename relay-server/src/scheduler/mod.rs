@@ -4,7 +4,6 @@
 
 pub mod latency;
 pub mod session;
-pub mod signatures;
 pub mod throughput;
 
 use crate::storage::{
@@ -13,7 +12,7 @@ use crate::storage::{
 };
 use crate::validation::quorum::Policy;
 use starling_kernels::{Catalog, KernelError, NamedInputs};
-use starling_protocol::{Assignment, JobId, LeaseId, Signature, WalletAddress, WalletVerifier};
+use starling_protocol::{Assignment, JobId, LeaseId, WalletAddress};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -198,8 +197,6 @@ pub struct Scheduler {
     /// query per result. Leases from before a restart, or dropped when the map is full,
     /// are read from the database.
     issued: Arc<Mutex<HashMap<LeaseId, LeaseContext>>>,
-    /// Where results' signatures are checked, in batches.
-    signatures: signatures::SignatureChecks,
 }
 
 /// Units of at most this many FLOPs have their spot check run on the async thread that
@@ -225,7 +222,6 @@ impl Scheduler {
             issued: Arc::default(),
             lease_latency: Arc::default(),
             throughput: Arc::default(),
-            signatures: signatures::SignatureChecks::start(),
         }
     }
 
@@ -435,27 +431,18 @@ impl Scheduler {
         }
     }
 
-    /// Takes a result for `lease` from the wallet of `verifier`, whose key signed it. A result checks
-    /// out when its signature matches, its shape is right and the kernel's spot check (if
-    /// any) passes; then it counts towards its unit's quorum. Results for leases that
-    /// expired count too, as long as the unit is still open.
+    /// Takes a result for `lease` from `wallet`, which the session's hello proved holds
+    /// this connection (see `starling_protocol::channel`). A result checks out when the
+    /// lease is that wallet's, its shape is right and the kernel's spot check (if any)
+    /// passes; then it counts towards its unit's quorum. Results for leases that expired
+    /// count too, as long as the unit is still open.
     pub async fn accept_result(
         &self,
         peer: PeerId,
-        verifier: &WalletVerifier,
+        wallet: WalletAddress,
         lease: LeaseId,
         output: &[u8],
-        signature: &Signature,
     ) -> Result<Verdict, StorageError> {
-        let wallet = verifier.address();
-        let claim = verifier.result_claim(lease, output, signature);
-        if !self.signatures.check(claim).await {
-            // The connection's own wallet did not sign this: a broken or forging client.
-            self.abandon(peer, lease, "forged result signature").await?;
-            return Ok(Verdict::Rejected(
-                "the result's signature does not match this volunteer's wallet".into(),
-            ));
-        }
         let issued = self
             .issued
             .lock()

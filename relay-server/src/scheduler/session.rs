@@ -5,8 +5,8 @@ use crate::ledger::{Account, Entry};
 use crate::storage::PeerId;
 use starling_peer::{PeerLink, PeerSender};
 use starling_protocol::{
-    encode_frames, LeaseId, Reassembler, Receipt, ToRelay, ToVolunteer, WalletAddress,
-    PROTOCOL_VERSION,
+    encode_frames, ChannelBinding, LeaseId, Reassembler, Receipt, ToRelay, ToVolunteer,
+    WalletAddress, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -108,6 +108,11 @@ async fn run(
     tx: &PeerSender,
 ) -> Result<(), SessionError> {
     let mut reassembler = Reassembler::new(MAX_INBOUND_BYTES);
+    // The offer was checked for a fingerprint before it was answered (routes::rtc), so
+    // this fails only on a relay whose own answer names none.
+    let descriptions = link.descriptions();
+    let binding = ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)
+        .map_err(|e| SessionError::Protocol(e.to_string()))?;
     let hello = tokio::time::timeout(HELLO_TIMEOUT, next_message(link, &mut reassembler))
         .await
         .map_err(|_| SessionError::Protocol("no hello within 10 s".into()))??;
@@ -118,7 +123,16 @@ async fn run(
             device,
             wallet,
             site,
+            proof,
         } if version == PROTOCOL_VERSION => {
+            // The one signature of the session: from here DTLS authenticates the channel,
+            // and the channel is the wallet's.
+            if wallet.verify_channel(&binding, &proof).is_err() {
+                return Err(SessionError::Protocol(format!(
+                    "the hello's proof is not {wallet}'s signature over this connection's \
+                     certificate fingerprints"
+                )));
+            }
             tracing::info!(%peer, %wallet, ?site, client, adapter = device.adapter, backend = device.backend, "volunteer joined");
             if scheduler.storage.touch_wallet(&wallet).await?.quarantined {
                 return Err(SessionError::Protocol(
@@ -147,10 +161,6 @@ async fn run(
     .await?;
 
     let mut wanted: u32 = 0;
-    // Decoded once for the session's result signatures.
-    let verifier = wallet
-        .verifier()
-        .map_err(|e| SessionError::Protocol(e.to_string()))?;
     let mut speed = Speed::NEWCOMER;
     // Leases in flight on this connection: when each was sent and what it costs.
     let mut in_flight: HashMap<LeaseId, (Instant, u64)> = HashMap::new();
@@ -191,7 +201,6 @@ async fn run(
                 lease,
                 output,
                 elapsed_ms,
-                signature,
             } => {
                 if let Some((sent, flops)) = in_flight.remove(&lease) {
                     speed = speed.observe(flops, sent.elapsed());
@@ -200,7 +209,7 @@ async fn run(
                 // it carries the lease, the peer and the wallet.
                 let span = tracing::info_span!("lease", %lease, %peer, %wallet);
                 let verdict = tracing::Instrument::instrument(
-                    scheduler.accept_result(peer, &verifier, lease, &output, &signature),
+                    scheduler.accept_result(peer, wallet, lease, &output),
                     span,
                 )
                 .await?;

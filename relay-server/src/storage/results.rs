@@ -15,7 +15,7 @@ use starling_protocol::{JobId, LeaseId, WalletAddress};
 use std::cell::Cell;
 use std::sync::{Arc, LazyLock};
 
-/// A result as it arrived, signature already verified.
+/// A result as it arrived, on a connection whose wallet its hello proved.
 #[derive(Debug, Clone, Copy)]
 pub struct ReturnedResult<'a> {
     /// The lease it answers.

@@ -1,0 +1,213 @@
+//! A volunteer proves its wallet once per connection: its hello signs the connection's
+//! two DTLS certificate fingerprints. Over real WebRTC to a real relay, a hello signed by
+//! another key, or for another connection, or in an old protocol version, is refused
+//! with a clear reason and leaves no trace; a proper one is welcomed, and its results
+//! count for its wallet without any signature of their own.
+
+mod common;
+
+use common::TempDir;
+use relay_server::app::{self, AppState, Limits, StaticDirs};
+use relay_server::scheduler::{Scheduler, SchedulerConfig};
+use relay_server::storage::Storage;
+use starling_kernels::{Catalog, NamedInputs};
+use starling_peer::PeerLink;
+use starling_protocol::{
+    encode, encode_frames, ChannelBinding, Chunker, DeviceInfo, Reassembler, Signature, ToRelay,
+    ToVolunteer, WalletAddress, WalletKey, PROTOCOL_VERSION,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A relay serving HTTP on a loopback port, as `relay-server` runs it.
+async fn relay(dir: &TempDir) -> anyhow::Result<(String, Scheduler)> {
+    let storage = Storage::open(dir).await?;
+    let scheduler = Scheduler::new(
+        storage,
+        Arc::new(Catalog::builtin()),
+        SchedulerConfig::default(),
+    );
+    let state = AppState::new(
+        scheduler.clone(),
+        starling_peer::AnswerConfig {
+            bind_ip: [127, 0, 0, 1].into(),
+            open_timeout: PATIENCE,
+        },
+        Limits::default(),
+    );
+    let dirs = StaticDirs {
+        app: dir.join("dist"),
+        public: dir.join("public"),
+    };
+    let router = app::router(state, &dirs);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    Ok((url, scheduler))
+}
+
+async fn connect(url: &str) -> anyhow::Result<(PeerLink, ChannelBinding)> {
+    let link = starling_peer::connect(&format!("{url}/api/v1/rtc/offer")).await?;
+    let d = link.descriptions();
+    let binding = ChannelBinding::from_descriptions(&d.offer, &d.answer)?;
+    Ok((link, binding))
+}
+
+fn hello(wallet: WalletAddress, proof: Signature) -> ToRelay {
+    ToRelay::Hello {
+        version: PROTOCOL_VERSION,
+        client: "test/0".into(),
+        device: DeviceInfo {
+            adapter: "CPU".into(),
+            backend: "cpu".into(),
+            fallback: true,
+        },
+        wallet,
+        site: None,
+        proof,
+    }
+}
+
+async fn send(link: &PeerLink, message: &ToRelay) -> anyhow::Result<()> {
+    for frame in encode_frames(message) {
+        link.send(frame).await?;
+    }
+    Ok(())
+}
+
+async fn receive(link: &mut PeerLink) -> anyhow::Result<ToVolunteer> {
+    let mut reassembler = Reassembler::new(1 << 20);
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, link.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the relay closed the channel without a word"))?;
+        if let Some(message) = reassembler.push_message(&frame)? {
+            return Ok(message);
+        }
+    }
+}
+
+async fn refusal(link: &mut PeerLink) -> anyhow::Result<String> {
+    match receive(link).await? {
+        ToVolunteer::Refused { reason } => Ok(reason),
+        other => anyhow::bail!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_must_prove_the_wallet_for_this_very_connection() -> anyhow::Result<()> {
+    let dir = TempDir::new("hello-proof");
+    let (url, scheduler) = relay(&dir).await?;
+    let storage = scheduler.storage().clone();
+    let job = scheduler
+        .submit(
+            "montecarlo",
+            serde_json::json!({"samples": 1000, "seed": 3}),
+            &NamedInputs::new(),
+            Some(1),
+            None,
+        )
+        .await?;
+    let honest = WalletKey::from_seed([1; 32]);
+    let thief = WalletKey::from_seed([2; 32]);
+
+    // Another key's signature over this connection, claiming the honest wallet.
+    let (mut link, binding) = connect(&url).await?;
+    send(
+        &link,
+        &hello(honest.address(), thief.sign_channel(&binding)),
+    )
+    .await?;
+    let reason = refusal(&mut link).await?;
+    assert!(
+        reason.contains("proof") && reason.contains(&honest.address().to_string()),
+        "{reason}"
+    );
+    link.close().await;
+
+    // The honest wallet's real proof, for an earlier connection, replayed on a new one
+    // (what a relay in the middle would forward).
+    let (mut link, _) = connect(&url).await?;
+    send(
+        &link,
+        &hello(honest.address(), honest.sign_channel(&binding)),
+    )
+    .await?;
+    let reason = refusal(&mut link).await?;
+    assert!(reason.contains("proof"), "{reason}");
+    link.close().await;
+
+    // A hello in the previous protocol version: refused, naming both versions.
+    let (mut link, binding) = connect(&url).await?;
+    let mut old = encode(&hello(honest.address(), honest.sign_channel(&binding)));
+    old[2..4].copy_from_slice(&(PROTOCOL_VERSION - 1).to_be_bytes());
+    for frame in Chunker::frames(&old) {
+        link.send(frame).await?;
+    }
+    let reason = refusal(&mut link).await?;
+    assert!(
+        reason.contains(&format!("version {}", PROTOCOL_VERSION - 1))
+            && reason.contains(&format!("version {PROTOCOL_VERSION}")),
+        "{reason}"
+    );
+    link.close().await;
+
+    // None of that reached the database.
+    for wallet in [honest.address(), thief.address()] {
+        assert!(storage.wallet(&wallet).await?.is_none(), "{wallet} stored");
+    }
+    assert!(storage.audit_units(job).await?[0].result_wallets.is_empty());
+
+    // A proper hello: welcomed, given work, and its unsigned result counts for it.
+    let (mut link, binding) = connect(&url).await?;
+    send(
+        &link,
+        &hello(honest.address(), honest.sign_channel(&binding)),
+    )
+    .await?;
+    assert!(matches!(
+        receive(&mut link).await?,
+        ToVolunteer::Welcome {
+            version: PROTOCOL_VERSION
+        }
+    ));
+    send(&link, &ToRelay::Ready { slots: 1 }).await?;
+    let assignment = match receive(&mut link).await? {
+        ToVolunteer::Assign(assignment) => assignment,
+        other => anyhow::bail!("expected work, got {other:?}"),
+    };
+    let output = Catalog::builtin()
+        .get(&assignment.kernel)?
+        .run_cpu(&assignment.params_json, &assignment.input)?;
+    send(
+        &link,
+        &ToRelay::Result {
+            lease: assignment.lease,
+            output,
+            elapsed_ms: 1,
+        },
+    )
+    .await?;
+    match receive(&mut link).await? {
+        ToVolunteer::Ack {
+            lease, accepted, ..
+        } => {
+            assert_eq!(lease, assignment.lease);
+            assert!(accepted);
+        }
+        other => anyhow::bail!("expected an ack, got {other:?}"),
+    }
+    link.close().await;
+    let units = storage.audit_units(job).await?;
+    assert_eq!(units[0].result_wallets, vec![honest.address().to_string()]);
+    Ok(())
+}
