@@ -15,14 +15,16 @@
 //!   record (200: audited at a tenth of it);
 //! - the floor again with only 4 volunteers, as this bench measured before group commit;
 //! - the relay's own path through the scheduler (see [`through_scheduler`]): each
-//!   session's hello proof, Freivalds' check, wallet reads, canaries and payouts included.
+//!   session's hello proof, Freivalds' check, wallet reads, canaries and payouts included;
+//! - the same over real WebRTC (see [`over_webrtc`]): the relay's HTTP router answers
+//!   each volunteer's offer and its sessions serve the data channels, every message
+//!   crossing DTLS and SCTP both ways.
 //!
 //! Each volunteer is a task with its own wallet and connection id that leases, answers
 //! at once and leases again, so the figures are what the relay sustains, not what
-//! volunteers compute. All but the last scenario drive storage directly: kernel spot
-//! checks and the scheduler's own reads sit on top of them, and the last scenario adds
-//! them. WebRTC is in none; see docs/ARCHITECTURE.md for what
-//! limits the figures.
+//! volunteers compute. All but the last two scenarios drive storage directly: kernel spot
+//! checks and the scheduler's own reads sit on top of them, and the last two add them.
+//! Only the last has WebRTC; see docs/ARCHITECTURE.md for what limits the figures.
 //!
 //! "writer µs/unit" is the CPU time of the storage's writer thread over the run, per unit
 //! (Linux only: read from /proc), which says how close the writer is to being the limit;
@@ -31,20 +33,22 @@
 //! "KB/unit" is what the process wrote per unit (WAL frames and their checkpoints into
 //! the database file).
 //!
-//! In the last scenario the volunteers' own work (running the unit on the CPU) runs on a
-//! thread of its own, as it would on their machines, and the bench
-//! prints the relay's CPU time per unit (the whole process's, less that thread's) beside
-//! the volunteers'. On a 2-core machine the two share the cores; to measure the relay on
+//! In the last two scenarios the volunteers' own work (running the unit on the CPU, and
+//! over WebRTC their whole side of the connection) runs on threads of its own, as it
+//! would on their machines, and the bench prints the relay's CPU time per unit (the
+//! whole process's, less those threads') beside the volunteers'. On a 2-core machine the two share the cores; to measure the relay on
 //! two cores of its own, run the bench under `taskset -c 0,1` on a larger machine with
 //! `STARLING_BENCH_VOLUNTEER_CPUS=2-7` (a Linux CPU list), which moves that thread off
 //! them.
 //!
 //! `STARLING_BENCH_UNITS` sets the units per run (default 20 000); `STARLING_BENCH_ONLY`
 //! runs only the scenarios whose name contains it (for profiling one);
-//! `STARLING_BENCH_VOLUNTEERS` sets how many volunteers the last scenario has (default 64);
-//! `STARLING_BENCH_OUTPUT_BYTES` the size of each output in the storage scenarios (64);
-//! `STARLING_BENCH_VOLUNTEER_CPUS` the CPUs of the last scenario's volunteer thread.
+//! `STARLING_BENCH_VOLUNTEERS` sets how many volunteers the last two scenarios have
+//! (default 64); `STARLING_BENCH_OUTPUT_BYTES` the size of each output in the storage
+//! scenarios (64); `STARLING_BENCH_VOLUNTEER_CPUS` the CPUs of the last two scenarios'
+//! volunteer threads.
 
+use relay_server::app::{self, AppState, Limits, StaticDirs};
 use relay_server::ledger::MicroCredits;
 use relay_server::scheduler::{Scheduler, SchedulerConfig, Speed, Verdict};
 use relay_server::storage::{
@@ -128,12 +132,14 @@ impl Meter {
     }
 
     /// The figures of `units` settled with one lease per entry of `latencies`.
-    fn figures(self, units: usize, mut latencies: Vec<Duration>) -> Figures {
-        let window = self.started.elapsed();
-        let elapsed = window.as_secs_f64();
-        let results = latencies.len();
-        latencies.sort();
-        Figures {
+    fn figures(self, units: usize, latencies: Vec<Duration>) -> Figures {
+        self.end().figures(units, latencies)
+    }
+
+    /// Ends the window now, for figures whose latencies are gathered after it.
+    fn end(self) -> Window {
+        Window {
+            elapsed: self.started.elapsed(),
             writer: self
                 .writer
                 .zip(writer_time())
@@ -144,11 +150,33 @@ impl Meter {
                     after.1.saturating_sub(before.1),
                 )
             }),
-            elapsed: window,
             written: self
                 .written
                 .zip(written_bytes())
                 .map(|(before, after)| after.saturating_sub(before)),
+        }
+    }
+}
+
+/// A measured window's costs, once it ended.
+struct Window {
+    elapsed: Duration,
+    writer: Option<ThreadTime>,
+    cpu: Option<(Duration, Duration)>,
+    written: Option<u64>,
+}
+
+impl Window {
+    /// The figures of `units` settled with one lease per entry of `latencies`.
+    fn figures(self, units: usize, mut latencies: Vec<Duration>) -> Figures {
+        let elapsed = self.elapsed.as_secs_f64();
+        let results = latencies.len();
+        latencies.sort();
+        Figures {
+            writer: self.writer,
+            cpu: self.cpu,
+            elapsed: self.elapsed,
+            written: self.written,
             units_per_s: units as f64 / elapsed,
             results_per_s: results as f64 / elapsed,
             overhead: results.saturating_sub(units) as f64 / units as f64,
@@ -277,8 +305,26 @@ fn cpu_time() -> Option<(Duration, Duration)> {
     let user: u64 = fields.next()?.parse().ok()?;
     let system: u64 = fields.next()?.parse().ok()?;
     let process = Duration::from_millis((user + system) * 10);
-    let volunteers = thread_time(VOLUNTEER_THREAD).map_or(Duration::ZERO, |t| t.cpu);
-    Some((process, volunteers))
+    Some((process, threads_cpu(VOLUNTEER_THREAD)))
+}
+
+/// CPU time so far of every live thread called `name`. A thread that ends inside a
+/// window takes its time out of the sum, which can only overstate the rest's share.
+fn threads_cpu(name: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            let nanos = stat.split_whitespace().next()?.parse().ok()?;
+            Some(Duration::from_nanos(nanos))
+        })
+        .sum()
 }
 
 /// Time so far of the newest writer thread (the storage opened last), from
@@ -455,88 +501,135 @@ const THROUGH_K: u32 = 8;
 /// in the time. The volunteers' own work runs on a thread of its own (see the module's
 /// doc).
 async fn through_scheduler(units: usize, volunteers: usize) -> anyhow::Result<Figures> {
-    let dir = bench_dir();
-    let key = WalletKey::from_seed(rand::random());
-    let storage = Storage::open(&dir).await?.with_billing(Billing {
-        key: key.clone(),
-        pricing: Pricing {
-            price_per_gflop: MicroCredits(1_000_000_000),
-            site_share_ppm: 100_000,
-            platform_fee_ppm: 50_000,
-        },
-    });
-    let (account, _) = storage
-        .create_account(&key, MicroCredits::from_credits(1_000_000)?, None)
-        .await?;
-    let k = THROUGH_K;
-    let scheduler = Scheduler::new(
-        storage.clone(),
-        Arc::new(Catalog::builtin()),
-        SchedulerConfig {
-            // One row of an m x 8 x 8 product per unit.
-            unit_flops: u64::from(2 * k * k),
-            ..SchedulerConfig::default()
-        },
-    );
-    let housekeeping = scheduler.spawn_housekeeping();
-    let wallets: Vec<(PeerId, Arc<WalletKey>)> = (0..volunteers)
-        .map(|_| {
-            (
-                PeerId::new(),
-                Arc::new(WalletKey::from_seed(rand::random())),
-            )
-        })
-        .collect();
-    let device = VolunteerThread::start()?;
-    for (_, wallet) in &wallets {
-        storage.touch_wallet(&wallet.address()).await?;
-    }
-    // Warm-up: every unit computed twice by distinct wallets until all are trusted. How
-    // the units spread over the wallets depends on timing, so a round can leave a wallet
-    // short of the record it needs: another round follows then, a few at most.
-    let mut rounds = 0;
-    loop {
-        let warm = submit_matmul(&scheduler, volunteers * 12, account).await?;
-        volunteer_until_done(&scheduler, &storage, &wallets, &device, &warm).await?;
-        rounds += 1;
-        let mut untrusted = Vec::new();
-        for (_, wallet) in &wallets {
-            let trusted = storage
-                .wallet(&wallet.address())
-                .await?
-                .is_some_and(|w| w.reliability.trusted());
-            if !trusted {
-                untrusted.push(wallet.address());
-            }
-        }
-        match untrusted.first() {
-            None => break,
-            Some(wallet) if rounds >= 4 => {
-                anyhow::bail!("{wallet} is not trusted after {rounds} warm-up rounds")
-            }
-            Some(_) => {}
-        }
-    }
-    let jobs = submit_matmul(&scheduler, units, account).await?;
+    let network = TrustedNetwork::start(volunteers).await?;
+    let jobs = submit_matmul(&network.scheduler, units, network.account).await?;
     let meter = Meter::start();
-    let latencies = volunteer_until_done(&scheduler, &storage, &wallets, &device, &jobs).await?;
+    let latencies = volunteer_until_done(
+        &network.scheduler,
+        &network.storage,
+        &network.wallets,
+        &network.device,
+        &jobs,
+    )
+    .await?;
     let figures = meter.figures(units, latencies);
-    housekeeping.abort();
-    for &job in &jobs {
-        let record = storage
-            .job(job)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("job {job} vanished"))?;
-        anyhow::ensure!(
-            record.state == JobState::Done,
-            "job {job} ended {:?}",
-            record.state
-        );
-    }
-    drop(scheduler);
-    drop(storage);
-    let _ = std::fs::remove_dir_all(&dir);
+    network.finish(&jobs).await?;
     Ok(figures)
+}
+
+/// A billed relay whose volunteers' wallets are all trusted, as in a network of known
+/// volunteers: the setting of the last two scenarios.
+struct TrustedNetwork {
+    dir: std::path::PathBuf,
+    storage: Storage,
+    scheduler: Scheduler,
+    account: relay_server::ledger::AccountId,
+    wallets: Vec<(PeerId, Arc<WalletKey>)>,
+    device: VolunteerThread,
+    housekeeping: tokio::task::JoinHandle<()>,
+}
+
+impl TrustedNetwork {
+    async fn start(volunteers: usize) -> anyhow::Result<Self> {
+        let dir = bench_dir();
+        let key = WalletKey::from_seed(rand::random());
+        let storage = Storage::open(&dir).await?.with_billing(Billing {
+            key: key.clone(),
+            pricing: Pricing {
+                price_per_gflop: MicroCredits(1_000_000_000),
+                site_share_ppm: 100_000,
+                platform_fee_ppm: 50_000,
+            },
+        });
+        let (account, _) = storage
+            .create_account(&key, MicroCredits::from_credits(1_000_000)?, None)
+            .await?;
+        let k = THROUGH_K;
+        let scheduler = Scheduler::new(
+            storage.clone(),
+            Arc::new(Catalog::builtin()),
+            SchedulerConfig {
+                // One row of an m x 8 x 8 product per unit.
+                unit_flops: u64::from(2 * k * k),
+                ..SchedulerConfig::default()
+            },
+        );
+        let housekeeping = scheduler.spawn_housekeeping();
+        let wallets: Vec<(PeerId, Arc<WalletKey>)> = (0..volunteers)
+            .map(|_| {
+                (
+                    PeerId::new(),
+                    Arc::new(WalletKey::from_seed(rand::random())),
+                )
+            })
+            .collect();
+        let device = VolunteerThread::start()?;
+        for (_, wallet) in &wallets {
+            storage.touch_wallet(&wallet.address()).await?;
+        }
+        // Warm-up: every unit computed twice by distinct wallets until all are trusted.
+        // How the units spread over the wallets depends on timing, so a round can leave a
+        // wallet short of the record it needs: another round follows then, a few at most.
+        let mut rounds = 0;
+        loop {
+            let warm = submit_matmul(&scheduler, volunteers * 12, account).await?;
+            volunteer_until_done(&scheduler, &storage, &wallets, &device, &warm).await?;
+            rounds += 1;
+            let mut untrusted = Vec::new();
+            for (_, wallet) in &wallets {
+                let trusted = storage
+                    .wallet(&wallet.address())
+                    .await?
+                    .is_some_and(|w| w.reliability.trusted());
+                if !trusted {
+                    untrusted.push(wallet.address());
+                }
+            }
+            match untrusted.first() {
+                None => break,
+                Some(wallet) if rounds >= 4 => {
+                    anyhow::bail!("{wallet} is not trusted after {rounds} warm-up rounds")
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Self {
+            dir,
+            storage,
+            scheduler,
+            account,
+            wallets,
+            device,
+            housekeeping,
+        })
+    }
+
+    /// Whether every one of `jobs` has ended done, or which did not.
+    async fn all_done(&self, jobs: &[JobId]) -> anyhow::Result<Result<(), (JobId, JobState)>> {
+        for &job in jobs {
+            let record = self
+                .storage
+                .job(job)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("job {job} vanished"))?;
+            if record.state != JobState::Done {
+                return Ok(Err((job, record.state)));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Checks that every one of `jobs` is done, then removes the database.
+    async fn finish(self, jobs: &[JobId]) -> anyhow::Result<()> {
+        self.housekeeping.abort();
+        if let Err((job, state)) = self.all_done(jobs).await? {
+            anyhow::bail!("job {job} ended {state:?}");
+        }
+        drop(self.scheduler);
+        drop(self.storage);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
 }
 
 /// Rows one matmul job may have (the kernel's limit on `m`).
@@ -623,6 +716,188 @@ impl VolunteerThread {
             .map_err(|_| anyhow::anyhow!("the volunteer thread is gone"))?;
         answer.await?
     }
+}
+
+/// The relay's whole path over real WebRTC: the relay's HTTP router answers each
+/// volunteer's offer (`/api/v1/rtc/offer`) and serves its data channel as `relay-server`
+/// does, and each volunteer speaks the protocol as the browser's loop does (hello with
+/// its proof, `Ready`, then for each `Assign` the CPU reference's output as `Result` and
+/// `Ready` again). The network is [`TrustedNetwork`]'s. The volunteers, WebRTC stacks
+/// included, run on a runtime of their own whose threads are named like the volunteer
+/// thread, so their CPU is counted apart from the relay's; both ends' DTLS and SCTP share
+/// the machine's cores, as the simulated work does in the scenario before. A lease's
+/// latency here is what a volunteer sees: from sending `Ready` to the `Assign` arriving.
+async fn over_webrtc(units: usize, volunteers: usize) -> anyhow::Result<Figures> {
+    let network = TrustedNetwork::start(volunteers).await?;
+    let state = AppState::new(
+        network.scheduler.clone(),
+        starling_peer::AnswerConfig {
+            bind_ip: [127, 0, 0, 1].into(),
+            open_timeout: Duration::from_secs(30),
+        },
+        Limits::default(),
+    );
+    let dirs = StaticDirs {
+        app: network.dir.join("dist"),
+        public: network.dir.join("public"),
+    };
+    let router = app::router(state, &dirs);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let offer_url = format!("http://{}/api/v1/rtc/offer", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    let cpus = std::env::var("STARLING_BENCH_VOLUNTEER_CPUS").ok();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(VOLUNTEER_THREAD)
+        .on_thread_start(move || {
+            if let Some(cpus) = &cpus {
+                if let Err(e) = pin_this_thread(cpus) {
+                    eprintln!("volunteer runtime not pinned to {cpus}: {e}");
+                }
+            }
+        })
+        .enable_all()
+        .build()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Every volunteer connects and says hello before the jobs exist, so connecting is
+    // not in the measured window.
+    let (welcomed_tx, mut welcomed) = tokio::sync::mpsc::channel(volunteers);
+    let mut tasks = Vec::new();
+    for (_, wallet) in &network.wallets {
+        let wallet = wallet.clone();
+        let offer_url = offer_url.clone();
+        let welcomed = welcomed_tx.clone();
+        let stopped = stopped.clone();
+        tasks.push(
+            runtime
+                .spawn(async move { rtc_volunteer(&offer_url, &wallet, welcomed, stopped).await }),
+        );
+    }
+    drop(welcomed_tx);
+    for _ in 0..volunteers {
+        tokio::time::timeout(Duration::from_secs(60), welcomed.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("volunteers took over a minute to connect"))?
+            .ok_or_else(|| anyhow::anyhow!("a volunteer failed to connect"))?;
+    }
+    let jobs = submit_matmul(&network.scheduler, units, network.account).await?;
+    let meter = Meter::start();
+    while network.all_done(&jobs).await?.is_err() {
+        if let Some(ended) = tasks.iter().position(|t| t.is_finished()) {
+            let task = tasks.swap_remove(ended);
+            task.await??;
+            anyhow::bail!("a volunteer stopped before the jobs were done");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let window = meter.end();
+    let mut pending = Vec::new();
+    let _ = stop.send(true);
+    for task in tasks {
+        pending.push(task.await??);
+    }
+    let latencies: Vec<Duration> = pending.into_iter().flatten().collect();
+    let figures = window.figures(units, latencies);
+    server.abort();
+    runtime.shutdown_background();
+    network.finish(&jobs).await?;
+    Ok(figures)
+}
+
+/// One volunteer over WebRTC until `stopped` turns true: returns its leases' latencies
+/// (`Ready` sent to `Assign` received).
+async fn rtc_volunteer(
+    offer_url: &str,
+    wallet: &WalletKey,
+    welcomed: tokio::sync::mpsc::Sender<()>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<Duration>> {
+    use starling_protocol::{
+        encode_frames, DeviceInfo, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
+    };
+    let mut link = starling_peer::connect(offer_url).await?;
+    let send = |link: &starling_peer::PeerLink, message: ToRelay| {
+        let sender = link.sender();
+        async move {
+            for frame in encode_frames(&message) {
+                sender.send(frame).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    let descriptions = link.descriptions();
+    let binding = ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)?;
+    let hello = ToRelay::Hello {
+        version: PROTOCOL_VERSION,
+        client: "bench/0".into(),
+        device: DeviceInfo {
+            adapter: "CPU".into(),
+            backend: "cpu".into(),
+            fallback: true,
+        },
+        wallet: wallet.address(),
+        site: None,
+        proof: wallet.sign_channel(&binding),
+    };
+    send(&link, hello).await?;
+    let catalog = Catalog::builtin();
+    let mut reassembler = Reassembler::new(1 << 20);
+    let mut latencies = Vec::new();
+    let mut ready_sent = Instant::now();
+    loop {
+        let frame = tokio::select! {
+            frame = link.recv() => frame,
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let frame = frame.ok_or_else(|| anyhow::anyhow!("the relay closed the channel"))?;
+        let Some(message) = reassembler.push_message(&frame)? else {
+            continue;
+        };
+        match message {
+            ToVolunteer::Welcome { .. } => {
+                let _ = welcomed.send(()).await;
+                ready_sent = Instant::now();
+                send(&link, ToRelay::Ready { slots: 1 }).await?;
+            }
+            ToVolunteer::Assign(assignment) => {
+                latencies.push(ready_sent.elapsed());
+                let output = catalog
+                    .get(&assignment.kernel)?
+                    .run_cpu(&assignment.params_json, &assignment.input)?;
+                send(
+                    &link,
+                    ToRelay::Result {
+                        lease: assignment.lease,
+                        output,
+                        elapsed_ms: 0,
+                    },
+                )
+                .await?;
+                ready_sent = Instant::now();
+                send(&link, ToRelay::Ready { slots: 1 }).await?;
+            }
+            ToVolunteer::Ack {
+                accepted, detail, ..
+            } => {
+                // A replica that came back after its unit settled without it: wasted,
+                // not wrong.
+                anyhow::ensure!(
+                    accepted || detail.contains("already settled"),
+                    "an honest result was refused: {detail}"
+                );
+            }
+            ToVolunteer::Receipt(_) => {}
+            ToVolunteer::Refused { reason } => anyhow::bail!("refused: {reason}"),
+        }
+    }
+    link.close().await;
+    Ok(latencies)
 }
 
 /// Pins the calling thread to the CPUs of a Linux CPU list ("2-7", "2,4,6").
@@ -795,22 +1070,32 @@ async fn main() -> anyhow::Result<()> {
     }
     let volunteers = env_count("STARLING_BENCH_VOLUNTEERS", WORKERS)?;
     let name = format!("through the scheduler, {volunteers} vol.");
-    if !name.contains(only.as_str()) {
-        return Ok(());
+    if name.contains(only.as_str()) {
+        let f = through_scheduler(units, volunteers).await?;
+        print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
+        print_cpu(&f, units, "volunteers' simulated work");
     }
-    let f = through_scheduler(units, volunteers).await?;
-    print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
+    let name = format!("over WebRTC, {volunteers} vol.");
+    if name.contains(only.as_str()) {
+        let f = over_webrtc(units, volunteers).await?;
+        print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
+        print_cpu(&f, units, "volunteers (WebRTC included)");
+    }
+    Ok(())
+}
+
+/// The relay's CPU per unit beside the volunteers' (`whose` says what theirs covers).
+fn print_cpu(f: &Figures, units: usize, whose: &str) {
     if let Some((process, volunteers)) = f.cpu {
         let per_unit = |t: Duration| t.as_secs_f64() * 1e6 / units as f64;
         let relay = per_unit(process.saturating_sub(volunteers));
         println!(
-            "  CPU per unit: relay {relay:.0} µs, volunteers' simulated work {:.0} µs \
+            "  CPU per unit: relay {relay:.0} µs, {whose} {:.0} µs \
              (two cores' worth of the relay's time alone: {:.0} units/s, an estimate)",
             per_unit(volunteers),
             2e6 / relay
         );
     }
-    Ok(())
 }
 
 /// One scenario's line of the table; `floor` is the first scenario's units/s.
