@@ -363,24 +363,35 @@ fn thread_time(name: &str) -> Option<ThreadTime> {
     newest.map(|(_, time)| time)
 }
 
+/// `storage` billing jobs at `price_per_gflop` under a relay key of its own, and a
+/// submitter's account holding a million credits.
+async fn billed(
+    storage: Storage,
+    price_per_gflop: MicroCredits,
+) -> anyhow::Result<(Storage, relay_server::ledger::AccountId)> {
+    let key = WalletKey::from_seed(rand::random());
+    let storage = storage.with_billing(Billing {
+        key: key.clone(),
+        pricing: Pricing {
+            price_per_gflop,
+            site_share_ppm: 100_000,
+            platform_fee_ppm: 50_000,
+        },
+    });
+    let (account, _) = storage
+        .create_account(&key, MicroCredits::from_credits(1_000_000)?, None)
+        .await?;
+    Ok((storage, account))
+}
+
 async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
     let output_len = output_bytes()?;
     let dir = bench_dir();
     let mut storage = Storage::open(&dir).await?;
     let mut submitter = None;
     if scenario.billed {
-        let key = WalletKey::from_seed(rand::random());
-        storage = storage.with_billing(Billing {
-            key: key.clone(),
-            pricing: Pricing {
-                price_per_gflop: MicroCredits(1_000),
-                site_share_ppm: 100_000,
-                platform_fee_ppm: 50_000,
-            },
-        });
-        let (account, _) = storage
-            .create_account(&key, MicroCredits::from_credits(1_000_000)?, None)
-            .await?;
+        let (billed, account) = billed(storage, MicroCredits(1_000)).await?;
+        storage = billed;
         submitter = Some(account);
     }
     let wallets: Vec<(PeerId, WalletAddress)> = (0..scenario.workers)
@@ -532,18 +543,8 @@ struct TrustedNetwork {
 impl TrustedNetwork {
     async fn start(volunteers: usize) -> anyhow::Result<Self> {
         let dir = bench_dir();
-        let key = WalletKey::from_seed(rand::random());
-        let storage = Storage::open(&dir).await?.with_billing(Billing {
-            key: key.clone(),
-            pricing: Pricing {
-                price_per_gflop: MicroCredits(1_000_000_000),
-                site_share_ppm: 100_000,
-                platform_fee_ppm: 50_000,
-            },
-        });
-        let (account, _) = storage
-            .create_account(&key, MicroCredits::from_credits(1_000_000)?, None)
-            .await?;
+        let (storage, account) =
+            billed(Storage::open(&dir).await?, MicroCredits(1_000_000_000)).await?;
         let k = THROUGH_K;
         let scheduler = Scheduler::new(
             storage.clone(),
