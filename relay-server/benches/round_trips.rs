@@ -36,10 +36,10 @@
 //! In the last two scenarios the volunteers' own work (running the unit on the CPU, and
 //! over WebRTC their whole side of the connection) runs on threads of its own, as it
 //! would on their machines, and the bench prints the relay's CPU time per unit (the
-//! whole process's, less those threads') beside the volunteers'. On a 2-core machine the two share the cores; to measure the relay on
-//! two cores of its own, run the bench under `taskset -c 0,1` on a larger machine with
-//! `STARLING_BENCH_VOLUNTEER_CPUS=2-7` (a Linux CPU list), which moves that thread off
-//! them.
+//! whole process's, less those threads') beside the volunteers'. On a 2-core machine the
+//! two share the cores; to measure the relay on two cores of its own, run the bench
+//! under `taskset -c 0,1` on a larger machine with `STARLING_BENCH_VOLUNTEER_CPUS=2-7`
+//! (a Linux CPU list), which moves those threads off them.
 //!
 //! `STARLING_BENCH_UNITS` sets the units per run (default 20 000); `STARLING_BENCH_ONLY`
 //! runs only the scenarios whose name contains it (for profiling one);
@@ -311,20 +311,7 @@ fn cpu_time() -> Option<(Duration, Duration)> {
 /// CPU time so far of every live thread called `name`. A thread that ends inside a
 /// window takes its time out of the sum, which can only overstate the rest's share.
 fn threads_cpu(name: &str) -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    tasks
-        .flatten()
-        .filter(|task| {
-            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == name)
-        })
-        .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-            let nanos = stat.split_whitespace().next()?.parse().ok()?;
-            Some(Duration::from_nanos(nanos))
-        })
-        .sum()
+    threads_named(name).map(|(_, time)| time.cpu).sum()
 }
 
 /// Time so far of the newest writer thread (the storage opened last), from
@@ -335,32 +322,34 @@ fn writer_time() -> Option<ThreadTime> {
 
 /// Time so far of the newest thread called `name`.
 fn thread_time(name: &str) -> Option<ThreadTime> {
-    let mut newest: Option<(u64, ThreadTime)> = None;
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let path = task.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
-        }
-        let Some(tid) = task
-            .file_name()
-            .to_str()
-            .and_then(|t| t.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
-        let mut fields = stat
-            .split_whitespace()
-            .map(|n| n.parse().ok().map(Duration::from_nanos));
-        let (Some(Some(cpu)), Some(Some(queued))) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        if newest.is_none_or(|(t, _)| tid > t) {
-            newest = Some((tid, ThreadTime { cpu, queued }));
-        }
-    }
-    newest.map(|(_, time)| time)
+    threads_named(name)
+        .max_by_key(|&(tid, _)| tid)
+        .map(|(_, time)| time)
+}
+
+/// Each live thread called `name`, with its id and its time so far, from
+/// /proc/self/task/*/schedstat (on-CPU and run-queue nanoseconds).
+fn threads_named(name: &str) -> impl Iterator<Item = (u64, ThreadTime)> + '_ {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(move |task| {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            if comm.trim() != name {
+                return None;
+            }
+            let tid = task.file_name().to_str()?.parse::<u64>().ok()?;
+            let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+            let mut fields = stat
+                .split_whitespace()
+                .map(|n| n.parse().ok().map(Duration::from_nanos));
+            let (Some(Some(cpu)), Some(Some(queued))) = (fields.next(), fields.next()) else {
+                return None;
+            };
+            Some((tid, ThreadTime { cpu, queued }))
+        })
 }
 
 /// `storage` billing jobs at `price_per_gflop` under a relay key of its own, and a
@@ -798,12 +787,11 @@ async fn over_webrtc(units: usize, volunteers: usize) -> anyhow::Result<Figures>
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let window = meter.end();
-    let mut pending = Vec::new();
     let _ = stop.send(true);
+    let mut latencies = Vec::new();
     for task in tasks {
-        pending.push(task.await??);
+        latencies.extend(task.await??);
     }
-    let latencies: Vec<Duration> = pending.into_iter().flatten().collect();
     let figures = window.figures(units, latencies);
     server.abort();
     runtime.shutdown_background();
@@ -823,8 +811,9 @@ async fn rtc_volunteer(
         encode_frames, DeviceInfo, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
     };
     let mut link = starling_peer::connect(offer_url).await?;
-    let send = |link: &starling_peer::PeerLink, message: ToRelay| {
-        let sender = link.sender();
+    let sender = link.sender();
+    let send = |message: ToRelay| {
+        let sender = &sender;
         async move {
             for frame in encode_frames(&message) {
                 sender.send(frame).await?;
@@ -846,7 +835,7 @@ async fn rtc_volunteer(
         site: None,
         proof: wallet.sign_channel(&binding),
     };
-    send(&link, hello).await?;
+    send(hello).await?;
     let catalog = Catalog::builtin();
     let mut reassembler = Reassembler::new(1 << 20);
     let mut latencies = Vec::new();
@@ -864,24 +853,21 @@ async fn rtc_volunteer(
             ToVolunteer::Welcome { .. } => {
                 let _ = welcomed.send(()).await;
                 ready_sent = Instant::now();
-                send(&link, ToRelay::Ready { slots: 1 }).await?;
+                send(ToRelay::Ready { slots: 1 }).await?;
             }
             ToVolunteer::Assign(assignment) => {
                 latencies.push(ready_sent.elapsed());
                 let output = catalog
                     .get(&assignment.kernel)?
                     .run_cpu(&assignment.params_json, &assignment.input)?;
-                send(
-                    &link,
-                    ToRelay::Result {
-                        lease: assignment.lease,
-                        output,
-                        elapsed_ms: 0,
-                    },
-                )
+                send(ToRelay::Result {
+                    lease: assignment.lease,
+                    output,
+                    elapsed_ms: 0,
+                })
                 .await?;
                 ready_sent = Instant::now();
-                send(&link, ToRelay::Ready { slots: 1 }).await?;
+                send(ToRelay::Ready { slots: 1 }).await?;
             }
             ToVolunteer::Ack {
                 accepted, detail, ..
