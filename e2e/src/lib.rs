@@ -120,6 +120,24 @@ impl Relay {
         }
     }
 
+    /// A new submitter account holding `balance` credits (a decimal), made with
+    /// `relay-server keys create` on this relay's data directory; returns its API key.
+    pub fn create_key(&self, balance: &str) -> Result<String> {
+        let created = Command::new(binary("relay-server")?)
+            .args(["keys", "create", "--balance", balance, "--data-dir"])
+            .arg(&self.data_dir)
+            .output()?;
+        if !created.status.success() {
+            bail!("keys create failed: {created:?}");
+        }
+        Ok(String::from_utf8(created.stdout)?.trim().to_owned())
+    }
+
+    /// The relay's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The relay's base URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

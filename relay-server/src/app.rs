@@ -172,7 +172,7 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
         .fallback(|| async { crate::error::ApiError::NotFound("no such API endpoint".into()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            routes::ops::rate_limit,
+            routes::ops::admit,
         ));
     // The single-page app answers unknown paths with its index.html.
     let files = ServeDir::new(&dirs.app).fallback(

@@ -425,11 +425,9 @@ async fn clients_over_their_rate_get_429_with_retry_after() {
         .header(header::AUTHORIZATION, "Bearer someone-else")
         .body(Body::empty())
         .expect("valid request");
-    assert_eq!(
-        call(&relay.router, with_key).await.status,
-        StatusCode::OK,
-        "an API key has its own bucket"
-    );
+    // Issue 20: a made-up key once got a bucket of its own, so a new token per request
+    // escaped the limit. Only a verified key has its own, and the address's still applies.
+    call(&relay.router, with_key).await.problem(429, None);
     assert_eq!(
         call(&relay.router, get("/healthz")).await.status,
         StatusCode::OK,

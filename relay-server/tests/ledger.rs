@@ -10,7 +10,8 @@ mod common;
 use common::TempDir;
 use proptest::prelude::*;
 use relay_server::ledger::{
-    load_or_create_relay_key, split_unit_price, Account, AccountId, AuditError, MicroCredits, Split,
+    load_or_create_relay_key, split_unit_price, Account, AccountId, AuditError, EscrowRef,
+    MicroCredits, Split,
 };
 use relay_server::storage::{Billing, LedgerError, Pricing, Storage};
 use sqlx::sqlite::SqliteConnectOptions;
@@ -33,6 +34,11 @@ fn wallet(seed: u8) -> WalletKey {
 
 fn job(n: u128) -> JobId {
     JobId::from_uuid(uuid::Uuid::from_u128(n))
+}
+
+/// The escrow of a job the jobs table does not hold: named by the job's id.
+fn escrow(job: JobId) -> Account {
+    Account::Escrow(EscrowRef::Job(job))
 }
 
 /// A second connection to the database file, as an attacker with file access has.
@@ -129,10 +135,7 @@ async fn escrow_pay_and_refund_move_exactly_the_split() -> anyhow::Result<()> {
         MicroCredits(400_000)
     );
     assert_eq!(s.balance(&Account::Platform).await?, MicroCredits(200_000));
-    assert_eq!(
-        s.balance(&Account::Escrow(job(1))).await?,
-        MicroCredits::ZERO
-    );
+    assert_eq!(s.balance(&escrow(job(1))).await?, MicroCredits::ZERO);
     assert_eq!(s.balance(&Account::Submitter(submitter)).await?, credits(6));
     assert_eq!(s.balance(&Account::Issuance).await?, credits(10));
     let summary = relay.audit().await?;
@@ -223,7 +226,7 @@ async fn escrow_and_payment_refuse_to_overdraw_and_write_nothing() -> anyhow::Re
     let volunteers = [wallet(1).address(), wallet(2).address()];
     let err = s.accrue_unit(job(1), &split, &volunteers, None).await.err();
     assert!(
-        matches!(err, Some(LedgerError::Overdraft { account: Account::Escrow(j), .. }) if j == job(1)),
+        matches!(err, Some(LedgerError::Overdraft { account, .. }) if account == escrow(job(1))),
         "{err:?}"
     );
     assert!(s.accruals().await?.is_empty(), "a refused unit accrued");
@@ -232,7 +235,7 @@ async fn escrow_and_payment_refuse_to_overdraw_and_write_nothing() -> anyhow::Re
         s.balance(&Account::Wallet(volunteers[0])).await?,
         MicroCredits::ZERO
     );
-    assert_eq!(s.balance(&Account::Escrow(job(1))).await?, credits(1));
+    assert_eq!(s.balance(&escrow(job(1))).await?, credits(1));
     assert_eq!(relay.audit().await?.entries, 2);
     // Half a credit fits once; the second half-credit unit would overdraw what is left.
     let half = split_unit_price(500_000_000, credits(1), 0, 0, 1, false)?;
@@ -743,11 +746,7 @@ async fn step(relay: &mut Relay, model: &mut Model, op: &Op) -> anyhow::Result<(
                 Ok(_) => {
                     anyhow::ensure!(covered && amount > 0, "escrow beyond the balance");
                     model.job_owner.insert(j, id);
-                    model.shift(
-                        Account::Submitter(id),
-                        Account::Escrow(job(j.into())),
-                        amount,
-                    );
+                    model.shift(Account::Submitter(id), escrow(job(j.into())), amount);
                 }
                 Err(LedgerError::Overdraft { .. }) => {
                     anyhow::ensure!(!covered, "refused a covered escrow")
@@ -772,7 +771,7 @@ async fn step(relay: &mut Relay, model: &mut Model, op: &Op) -> anyhow::Result<(
             )?;
             let wallets: Vec<_> = (0..volunteers).map(volunteer).collect();
             let site_wallet = volunteer(3);
-            let escrow = Account::Escrow(job(j.into()));
+            let escrow = escrow(job(j.into()));
             let result = s
                 .accrue_unit(
                     job(j.into()),
@@ -798,7 +797,7 @@ async fn step(relay: &mut Relay, model: &mut Model, op: &Op) -> anyhow::Result<(
             }
         }
         Op::PayOut { job: j } => {
-            let escrow = Account::Escrow(job(j.into()));
+            let escrow = escrow(job(j.into()));
             let entries = s.pay_out_job(&key, job(j.into())).await?;
             let owed: Vec<(Account, u64)> = model
                 .owed
@@ -816,7 +815,7 @@ async fn step(relay: &mut Relay, model: &mut Model, op: &Op) -> anyhow::Result<(
             let Some(&owner) = model.job_owner.get(&j) else {
                 return Ok(());
             };
-            let escrow = Account::Escrow(job(j.into()));
+            let escrow = escrow(job(j.into()));
             let left = model.get(&escrow) - model.owed_by(j);
             let refunded = s.refund_job(&key, job(j.into()), owner).await?;
             anyhow::ensure!(refunded.is_some() == (left > 0));

@@ -573,7 +573,7 @@ async fn check(
         .await
         .map_err(|e| anyhow::anyhow!("audit: {e}"))?;
     // Every settled unit earned each of its valid wallets an equal, positive share, and
-    // what each wallet earned is in the ledger (paid out, referencing the job) or still
+    // what each wallet earned is in the ledger (paid out, referencing its escrow) or still
     // accrued: no more, no less.
     let entries = storage.ledger_page(0, 100_000).await?;
     let audit = storage.audit_units(job).await?;
@@ -598,10 +598,17 @@ async fn check(
             *earned.entry(format!("wallet:{wallet}")).or_default() += micro;
         }
     }
+    // Payments name the job's escrow, not the job (its public name keeps the ledger from
+    // saying whose job it is).
+    let escrow = storage
+        .job(job)
+        .await?
+        .and_then(|record| record.escrow)
+        .map_or_else(|| job.to_string(), |e| e.account.replacen("escrow:", "", 1));
     let mut credited: BTreeMap<String, u64> = BTreeMap::new();
     for e in entries
         .iter()
-        .filter(|e| e.reason == Reason::Pay && e.reference == job.to_string())
+        .filter(|e| e.reason == Reason::Pay && e.reference == escrow)
     {
         *credited.entry(e.credit.to_string()).or_default() += e.amount.0;
     }
@@ -751,7 +758,13 @@ proptest! {
             // Finishing refunds what escrow has left: the submitter paid exactly the
             // units' prices (1 + 2 + 3 + 4 MFLOP at 1 credit per GFLOP).
             anyhow::ensure!(storage.finish_job(j.id, b"merged").await?, "job finishes");
-            anyhow::ensure!(storage.balance(&Account::Escrow(j.id)).await?.is_zero(), "escrow left");
+            let escrow: Account = record
+                .escrow
+                .as_ref()
+                .map(|e| e.account.parse())
+                .transpose()?
+                .ok_or_else(|| anyhow::anyhow!("a billed job has a named escrow"))?;
+            anyhow::ensure!(storage.balance(&escrow).await?.is_zero(), "escrow left");
             let left = storage.balance(&Account::Submitter(submitter)).await?;
             anyhow::ensure!(left == MicroCredits(1_000_000 - 10_000), "submitter holds {left}");
             check(&storage, j.id, quorum as usize, &vols[0].wallet).await?;

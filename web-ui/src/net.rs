@@ -43,6 +43,41 @@ pub async fn request(
     json_body: bool,
     api_key: Option<&str>,
 ) -> Result<Reply, String> {
+    let response = send(method, url, body, json_body, api_key).await?;
+    let text = JsFuture::from(response.text().map_err(js_text)?)
+        .await
+        .map_err(js_text)?
+        .as_string()
+        .unwrap_or_default();
+    Ok(Reply {
+        status: response.status(),
+        json: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    })
+}
+
+/// `GET url` with the API key, its body kept as a blob behind an object URL (for an
+/// image or a download of something only the key may read). Revoke it when done.
+pub async fn object_url(url: &str, api_key: &str) -> Result<String, String> {
+    let response = send("GET", url, None, false, Some(api_key)).await?;
+    if !response.ok() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let blob: web_sys::Blob = JsFuture::from(response.blob().map_err(js_text)?)
+        .await
+        .map_err(js_text)?
+        .dyn_into()
+        .map_err(js_text)?;
+    web_sys::Url::create_object_url_with_blob(&blob).map_err(js_text)
+}
+
+async fn send(
+    method: &str,
+    url: &str,
+    body: Option<&JsValue>,
+    json_body: bool,
+    api_key: Option<&str>,
+) -> Result<web_sys::Response, String> {
     let window = web_sys::window().ok_or("no window")?;
     let init = web_sys::RequestInit::new();
     init.set_method(method);
@@ -63,21 +98,11 @@ pub async fn request(
         init.set_body(body);
     }
     let request = web_sys::Request::new_with_str_and_init(url, &init).map_err(js_text)?;
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_request(&request))
+    JsFuture::from(window.fetch_with_request(&request))
         .await
         .map_err(|e| format!("the relay cannot be reached: {}", js_text(e)))?
         .dyn_into()
-        .map_err(js_text)?;
-    let text = JsFuture::from(response.text().map_err(js_text)?)
-        .await
-        .map_err(js_text)?
-        .as_string()
-        .unwrap_or_default();
-    Ok(Reply {
-        status: response.status(),
-        json: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    })
+        .map_err(js_text)
 }
 
 /// `GET url` as JSON.

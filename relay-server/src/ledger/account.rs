@@ -37,6 +37,63 @@ impl FromStr for AccountId {
     }
 }
 
+/// The public name of a job's escrow. The ledger is public, so it must not tie a
+/// submitter to their jobs: a job's escrow is named by a digest of the job's id and a
+/// random salt that only the job's owner is shown ([`EscrowRef::for_job`]), and the owner
+/// proves the link by showing both. Escrows opened before jobs had a salt keep their job
+/// id as their name ([`EscrowRef::Job`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EscrowRef {
+    /// An escrow named by its job's id (opened before salted names).
+    Job(JobId),
+    /// The first 16 bytes of `SHA-256("starling escrow v1\0" ‖ job id ‖ salt)`, the job
+    /// id in its hyphenated text form and the salt as the text the owner is shown.
+    Digest([u8; 16]),
+}
+
+impl EscrowRef {
+    /// The name of `job`'s escrow given its salt.
+    pub fn for_job(job: JobId, salt: &str) -> Self {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"starling escrow v1\0");
+        hash.update(job.to_string().as_bytes());
+        hash.update(salt.as_bytes());
+        let digest = hash.finalize();
+        let mut name = [0u8; 16];
+        name.copy_from_slice(&digest[..16]);
+        Self::Digest(name)
+    }
+
+    /// A fresh random salt (32 hex characters) for a new job's escrow.
+    pub fn new_salt() -> String {
+        hex::encode(rand::random::<[u8; 16]>())
+    }
+}
+
+impl fmt::Display for EscrowRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Job(job) => job.fmt(f),
+            Self::Digest(name) => f.write_str(&hex::encode(name)),
+        }
+    }
+}
+
+impl FromStr for EscrowRef {
+    type Err = ParseError;
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let mut name = [0u8; 16];
+        if hex::decode_to_slice(text, &mut name).is_ok() {
+            return Ok(Self::Digest(name));
+        }
+        text.parse().map(Self::Job).map_err(|_| ParseError {
+            kind: "escrow",
+            text: text.to_string(),
+        })
+    }
+}
+
 /// A text that names no account or reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind} {text:?} is not recognised")]
@@ -53,7 +110,7 @@ pub enum Account {
     /// A submitter's prepaid account.
     Submitter(AccountId),
     /// Credit held for one job until its units are paid or the rest is refunded.
-    Escrow(JobId),
+    Escrow(EscrowRef),
     /// The platform's fees and rounding remainders.
     Platform,
     /// Where issued credit comes from: the only account that may go negative, so the
@@ -69,7 +126,8 @@ impl Account {
 }
 
 impl fmt::Display for Account {
-    /// The stable text form: `wallet:st1…`, `submitter:<uuid>`, `escrow:<uuid>`,
+    /// The stable text form: `wallet:st1…`, `submitter:<uuid>`, `escrow:<32 hex>` (or
+    /// `escrow:<uuid>` for escrows opened before salted names),
     /// `platform`, `issuance`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -211,7 +269,11 @@ mod tests {
         let accounts = [
             Account::Wallet(WalletKey::from_seed([1; 32]).address()),
             Account::Submitter(AccountId(uuid::Uuid::from_u128(7))),
-            Account::Escrow(JobId::from_uuid(uuid::Uuid::from_u128(9))),
+            Account::Escrow(EscrowRef::Job(JobId::from_uuid(uuid::Uuid::from_u128(9)))),
+            Account::Escrow(EscrowRef::for_job(
+                JobId::from_uuid(uuid::Uuid::from_u128(9)),
+                "s",
+            )),
             Account::Platform,
             Account::Issuance,
         ];
@@ -232,6 +294,8 @@ mod tests {
             "wallet:",
             "wallet:st1xyz",
             "escrow:not-a-uuid",
+            "escrow:ABCDEF00000000000000000000000000",
+            "escrow:abcdef0000000000000000000000000",
             "Platform",
             "submitter:00000000000000000000000000000007",
         ] {

@@ -270,9 +270,9 @@ mod tests {
 
     fn sample(key: &WalletKey) -> Vec<Entry> {
         let submitter = Account::Submitter(AccountId(uuid::Uuid::from_u128(1)));
-        let escrow = Account::Escrow(starling_protocol::JobId::from_uuid(uuid::Uuid::from_u128(
-            2,
-        )));
+        let escrow = Account::Escrow(crate::ledger::EscrowRef::Job(
+            starling_protocol::JobId::from_uuid(uuid::Uuid::from_u128(2)),
+        ));
         let wallet = Account::Wallet(WalletKey::from_seed([3; 32]).address());
         chain(
             key,

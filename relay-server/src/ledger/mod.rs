@@ -16,7 +16,7 @@ mod key;
 mod money;
 mod split;
 
-pub use account::{Account, AccountId, ParseError, Reason};
+pub use account::{Account, AccountId, EscrowRef, ParseError, Reason};
 pub use audit::{verify_chain, AuditError, ChainVerifier, Summary};
 pub use entry::{Entry, EntryFields, GENESIS_PREV_HASH};
 pub use key::{load_or_create_relay_key, load_relay_key, KeyFileError, RELAY_KEY_FILE};

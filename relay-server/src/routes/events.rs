@@ -6,7 +6,8 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::routes::jobs::job_id;
+use crate::routes::auth::Submitter;
+use crate::routes::jobs::owned_job;
 use crate::routes::openapi::{ProblemDoc, ProgressEventDoc};
 use crate::storage::{JobRecord, JobState};
 use axum::extract::{Path, State};
@@ -97,13 +98,11 @@ impl Watch {
 )]
 pub async fn events(
     State(state): State<AppState>,
+    Submitter(owner): Submitter,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = job_id(&id)?;
-    // A missing job is a 404 now, not an event later.
-    if state.scheduler.storage().job(id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no job with id `{id}`")));
-    }
+    // A missing (or someone else's) job is a 404 now, not an event later.
+    let id = owned_job(&state, owner, &id).await?;
     let watch = Watch {
         state,
         id,

@@ -3,6 +3,7 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ledger::AccountId;
+use crate::routes::auth::Submitter;
 use crate::routes::openapi::{JobRecordDoc, JobStateDoc, MultipartJobDoc, ProblemDoc};
 use crate::storage::job_queries::Cancelled;
 use crate::storage::{JobRecord, JobState};
@@ -210,6 +211,7 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 )]
 pub async fn submit(
     State(state): State<AppState>,
+    Submitter(submitter): Submitter,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -236,7 +238,6 @@ pub async fn submit(
             limit: state.limits.max_input_bytes,
         });
     }
-    let submitter = crate::routes::auth::submitter(&state, &headers).await?;
     if let Some(account) = submitter {
         let active = state.scheduler.storage().active_jobs(account).await?;
         if active >= state.limits.max_active_jobs {
@@ -315,9 +316,23 @@ async fn create(
         .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after insert")))
 }
 
-pub(crate) fn job_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::NotFound(format!("no job with id `{raw}`")))
+fn no_such_job(raw: &str) -> ApiError {
+    ApiError::NotFound(format!("no job with id `{raw}`"))
+}
+
+/// The job `raw` names, if `owner` submitted it. Another account's job gets the same 404
+/// as a job that does not exist, so an id is never confirmed to anyone but its owner.
+pub(crate) async fn owned_job(
+    state: &AppState,
+    owner: Option<AccountId>,
+    raw: &str,
+) -> Result<JobId, ApiError> {
+    let id: JobId = raw.parse().map_err(|_| no_such_job(raw))?;
+    if state.scheduler.storage().owns(owner, id).await? {
+        Ok(id)
+    } else {
+        Err(no_such_job(raw))
+    }
 }
 
 /// `GET /api/v1/jobs/{id}`: state and progress.
@@ -333,9 +348,10 @@ pub(crate) fn job_id(raw: &str) -> Result<JobId, ApiError> {
 )]
 pub async fn get(
     State(state): State<AppState>,
+    Submitter(owner): Submitter,
     Path(id): Path<String>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    let id = job_id(&id)?;
+    let id = owned_job(&state, owner, &id).await?;
     state
         .scheduler
         .storage()
@@ -359,9 +375,10 @@ pub async fn get(
 )]
 pub async fn result(
     State(state): State<AppState>,
+    Submitter(owner): Submitter,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = job_id(&id)?;
+    let id = owned_job(&state, owner, &id).await?;
     let job = state
         .scheduler
         .storage()
@@ -445,6 +462,7 @@ fn decode_cursor(cursor: &str) -> Option<i64> {
 )]
 pub async fn list(
     State(state): State<AppState>,
+    Submitter(owner): Submitter,
     query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Json<JobList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Malformed {
@@ -501,7 +519,7 @@ pub async fn list(
     let page = state
         .scheduler
         .storage()
-        .list_jobs(filter, before, limit)
+        .list_jobs(owner, filter, before, limit)
         .await?;
     Ok(Json(JobList {
         jobs: page.jobs,
@@ -524,9 +542,10 @@ pub async fn list(
 )]
 pub async fn cancel(
     State(state): State<AppState>,
+    Submitter(owner): Submitter,
     Path(id): Path<String>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    let id = job_id(&id)?;
+    let id = owned_job(&state, owner, &id).await?;
     let storage = state.scheduler.storage();
     match storage.cancel_job(id).await? {
         Cancelled::Now { withdrawn } => {
@@ -583,13 +602,11 @@ mod tests {
 )]
 pub async fn units(
     State(state): State<AppState>,
+    Submitter(owner): Submitter,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = job_id(&id)?;
+    let id = owned_job(&state, owner, &id).await?;
     let storage = state.scheduler.storage();
-    if storage.job(id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no job with id `{id}`")));
-    }
     let units: Vec<serde_json::Value> = storage
         .audit_units(id)
         .await?

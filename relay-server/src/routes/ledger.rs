@@ -4,12 +4,13 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ledger::{Account, Entry, MicroCredits};
+use crate::routes::auth::Authenticated;
 use crate::routes::openapi::ProblemDoc;
 use crate::routes::wallets::parse_address;
 use crate::storage::LedgerError;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -161,9 +162,8 @@ pub async fn history(
 )]
 pub async fn account(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Authenticated(id): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let id = crate::routes::auth::account(&state, &headers).await?;
     let balance = state
         .scheduler
         .storage()

@@ -28,6 +28,9 @@ pub struct Stats {
     pub jobs: BTreeMap<String, i64>,
     /// Units waiting for a volunteer, over all jobs.
     pub units_queued: i64,
+    /// Units per kernel and state (`queued`, `leased`, `done`, `failed`): what the
+    /// network works on, in aggregate. No job's id, parameters or owner is public.
+    pub units_by_kernel: BTreeMap<String, BTreeMap<String, i64>>,
     /// The ledger's last sequence number: `GET /api/v1/ledger?after=` this minus N reads
     /// the newest N entries.
     pub ledger_seq: u64,
@@ -40,7 +43,15 @@ pub struct Stats {
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let rates = state.scheduler.throughput();
     let counts = state.scheduler.storage().counts().await?;
+    let mut units_by_kernel: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for (kernel, unit_state, n) in &counts.units {
+        units_by_kernel
+            .entry(kernel.clone())
+            .or_default()
+            .insert(unit_state.clone(), *n);
+    }
     Ok(Json(Stats {
+        units_by_kernel,
         volunteers: state.scheduler.volunteers(),
         results_per_s: rates.results_per_s,
         units_per_s: rates.units_per_s,

@@ -38,6 +38,9 @@ pub struct JobRecordDoc {
     created_ms: i64,
     /// Last change, Unix ms.
     updated_ms: i64,
+    /// Where the job's escrow sits in the public ledger, and the salt that proves it is
+    /// this job's (shown only to the job's owner).
+    escrow: Option<crate::storage::EscrowProof>,
 }
 
 /// Where a job is in its life (mirror of `storage::JobState`).

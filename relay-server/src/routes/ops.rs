@@ -3,9 +3,10 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::routes::auth;
 use crate::routes::openapi::ProblemDoc;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::{BTreeMap, HashMap};
@@ -250,31 +251,34 @@ impl RateLimiter {
     }
 }
 
-/// Who a request counts against: its bearer token when it has one (API keys arrive
-/// later; a key is a client wherever it connects from), else its IP address.
-pub fn client_key(headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
-    match (crate::routes::auth::bearer(headers), peer) {
-        (Some(token), _) => format!("key:{token}"),
-        (None, Some(addr)) => format!("ip:{}", addr.ip()),
-        (None, None) => "ip:unknown".into(),
-    }
-}
-
-/// Layer refusing requests over the client's rate with 429 and `Retry-After`.
-pub async fn rate_limit(
+/// The layer in front of every `/api/v1` route: rate limits, then the API key.
+///
+/// Every request takes a token from its address's bucket first, so a flood of made-up
+/// keys is limited like anonymous requests and costs no more than they do. A request
+/// with a key is then checked (401 for an unknown key, before any handler runs or any
+/// body is read), and a verified account also takes a token from a bucket of its own,
+/// wherever it connects from. The verified account goes into the request's extensions
+/// for the handlers' extractors ([`crate::routes::auth::Submitter`]).
+pub async fn admit(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let key = client_key(request.headers(), peer);
-    state
-        .rate_limiter
-        .check(&key, Instant::now())
-        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    let limited = |retry_after_secs| ApiError::RateLimited { retry_after_secs };
+    let address = peer.map_or_else(|| "ip:unknown".to_owned(), |a| format!("ip:{}", a.ip()));
+    let now = Instant::now();
+    state.rate_limiter.check(&address, now).map_err(limited)?;
+    if let Some(verified) = auth::verify(&state, request.headers()).await? {
+        state
+            .rate_limiter
+            .check(&format!("account:{}", verified.0), now)
+            .map_err(limited)?;
+        request.extensions_mut().insert(verified);
+    }
     Ok(next.run(request).await)
 }
 
@@ -298,17 +302,5 @@ mod tests {
         let later = t0 + Duration::from_millis(500);
         assert_eq!(limiter.check("a", later), Ok(()));
         assert_eq!(limiter.check("a", later), Err(1));
-    }
-
-    #[test]
-    fn bearer_token_outranks_the_address() {
-        let addr: SocketAddr = "10.0.0.1:5000".parse().expect("literal address");
-        let mut headers = HeaderMap::new();
-        assert_eq!(client_key(&headers, Some(addr)), "ip:10.0.0.1");
-        headers.insert(
-            header::AUTHORIZATION,
-            "Bearer abc".parse().expect("literal"),
-        );
-        assert_eq!(client_key(&headers, Some(addr)), "key:abc");
     }
 }

@@ -2,6 +2,7 @@
 //! idempotency keys, readiness and the counts `/metrics` exposes.
 
 use super::{now_ms, parse_id, JobRecord, JobState, Storage, StorageError, RECORD_COLUMNS};
+use crate::ledger::AccountId;
 use rusqlite::OptionalExtension;
 use sqlx::Row;
 use starling_protocol::JobId;
@@ -48,10 +49,24 @@ pub struct Counts {
 }
 
 impl Storage {
-    /// Up to `limit` jobs, newest first, optionally only those in `state`, starting after
-    /// position `before` (a previous page's `next`).
+    /// Whether `owner` submitted job `id` (`None`: an anonymous job, on a relay that bills
+    /// none). False for a job that does not exist, so callers answer both alike.
+    pub async fn owns(&self, owner: Option<AccountId>, id: JobId) -> Result<bool, StorageError> {
+        // `IS` compares NULL with NULL as equal, `=` would not.
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ? AND submitter IS ?")
+                .bind(id.to_string())
+                .bind(owner.map(|o| o.to_string()))
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Up to `limit` of `owner`'s jobs, newest first, optionally only those in `state`,
+    /// starting after position `before` (a previous page's `next`).
     pub async fn list_jobs(
         &self,
+        owner: Option<AccountId>,
         state: Option<JobState>,
         before: Option<i64>,
         limit: u32,
@@ -59,12 +74,13 @@ impl Storage {
         // One row more than asked tells whether a next page exists.
         let rows = sqlx::query(&format!(
             "SELECT rowid, {RECORD_COLUMNS} FROM jobs
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rowid < ?2)
+             WHERE submitter IS ?4 AND (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rowid < ?2)
              ORDER BY rowid DESC LIMIT ?3"
         ))
         .bind(state.map(JobState::as_str))
         .bind(before)
         .bind(i64::from(limit) + 1)
+        .bind(owner.map(|o| o.to_string()))
         .fetch_all(&self.pool)
         .await?;
         let more = rows.len() > limit as usize;

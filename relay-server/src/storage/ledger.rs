@@ -10,8 +10,8 @@
 
 use super::{now_ms, Storage, StorageError};
 use crate::ledger::{
-    Account, AccountId, AuditError, ChainVerifier, Entry, EntryFields, MicroCredits, MoneyError,
-    Reason, Split, Summary, GENESIS_PREV_HASH,
+    Account, AccountId, AuditError, ChainVerifier, Entry, EntryFields, EscrowRef, MicroCredits,
+    MoneyError, Reason, Split, Summary, GENESIS_PREV_HASH,
 };
 use rusqlite::{Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
@@ -299,6 +299,31 @@ pub(crate) fn append(
     Ok(entry)
 }
 
+/// The account holding `job`'s escrow, and its name (what the job's entries give as
+/// their reference): the public name the job was given at submission, or the job's id for
+/// a job from before names (or none on record).
+fn escrow_of(db: &Connection, job: JobId) -> Result<(Account, String), LedgerError> {
+    let stored: Option<Option<String>> = db
+        .prepare_cached("SELECT escrow_account FROM jobs WHERE id = ?1")?
+        .query_row([job.to_string()], |r| r.get(0))
+        .optional()?;
+    let account = match stored.flatten() {
+        Some(text) => text.parse().map_err(|_| {
+            LedgerError::Storage(StorageError::Corrupt(format!("escrow account {text:?}")))
+        })?,
+        None => Account::Escrow(EscrowRef::Job(job)),
+    };
+    let name = match account {
+        Account::Escrow(name) => name.to_string(),
+        other => {
+            return Err(LedgerError::Storage(StorageError::Corrupt(format!(
+                "job {job} keeps its escrow in {other}"
+            ))))
+        }
+    };
+    Ok((account, name))
+}
+
 /// Sets `amount` of a submitter's credit aside for `job` (submitter → escrow). Fails with
 /// [`LedgerError::Overdraft`] when the submitter cannot cover it.
 pub(crate) fn escrow_job(
@@ -308,14 +333,15 @@ pub(crate) fn escrow_job(
     job: JobId,
     amount: MicroCredits,
 ) -> Result<Entry, LedgerError> {
+    let (escrow, name) = escrow_of(db, job)?;
     append(
         db,
         key,
         &Account::Submitter(submitter),
-        &Account::Escrow(job),
+        &escrow,
         amount,
         Reason::Escrow,
-        &job.to_string(),
+        &name,
     )
 }
 
@@ -330,18 +356,25 @@ pub(crate) struct EscrowStanding {
 }
 
 impl EscrowStanding {
-    /// SQL for a job's standing, as two columns (`held`, `owed`), given the job's id as
-    /// the text expression `job`; [`Self::read`] and the result lookup share it.
-    /// `'escrow:' || job` is [`Account::Escrow`]'s text form, built in SQL.
-    pub(crate) fn columns(job: &str) -> String {
+    /// SQL for a job's standing, as two columns (`held`, `owed`), given the text
+    /// expressions of its escrow account and of its id; [`Self::read`] and the result
+    /// lookup share it.
+    pub(crate) fn columns(escrow: &str, job: &str) -> String {
         format!(
-            "COALESCE((SELECT micro FROM balances WHERE account = 'escrow:' || {job}), 0),
+            "COALESCE((SELECT micro FROM balances WHERE account = {escrow}), 0),
              COALESCE((SELECT micro FROM accrued_jobs WHERE accrued_jobs.job_id = {job}), 0)"
         )
     }
 
     fn read(db: &Connection, job: JobId) -> Result<Self, LedgerError> {
-        let sql = format!("SELECT {}", Self::columns("?1"));
+        // `'escrow:' || id` is [`EscrowRef::Job`]'s account, as `escrow_of` falls back to.
+        let sql = format!(
+            "SELECT {}",
+            Self::columns(
+                "COALESCE((SELECT escrow_account FROM jobs WHERE id = ?1), 'escrow:' || ?1)",
+                "?1"
+            )
+        );
         Ok(db.prepare_cached(&sql)?.query_row([job.to_string()], |r| {
             Ok(Self {
                 held: r.get(0)?,
@@ -400,7 +433,7 @@ pub(crate) fn accrue_unit(
     };
     if standing.owed.saturating_add(price) > standing.held {
         return Err(LedgerError::Overdraft {
-            account: Account::Escrow(job),
+            account: escrow_of(db, job)?.0,
             balance: MicroCredits(u64::try_from(standing.held - standing.owed).unwrap_or(0)),
             amount: split.price,
         });
@@ -455,7 +488,7 @@ pub(crate) fn accrue_unit(
 pub(crate) const PAYOUT_BATCH: i64 = 256;
 
 /// Pays out what verified work earned and the ledger does not hold yet: one signed entry
-/// per accrual row (escrow → payee, the job's id as reference), for `job` or for every
+/// per accrual row (escrow → payee, the escrow's name as reference), for `job` or for every
 /// job, at most `limit` rows (all of them without one), and forgets what it paid.
 /// Returns the entries, for receipts.
 pub(crate) fn pay_out(
@@ -492,15 +525,8 @@ pub(crate) fn pay_out(
             .map_err(|_| corrupt(format!("accrual for {reason_text:?}")))?;
         let amount = MicroCredits(u64::try_from(micro).map_err(|_| MoneyError::Overflow)?);
         if !amount.is_zero() {
-            entries.push(append(
-                db,
-                key,
-                &Account::Escrow(job),
-                &account,
-                amount,
-                reason,
-                &job_id,
-            )?);
+            let (escrow, name) = escrow_of(db, job)?;
+            entries.push(append(db, key, &escrow, &account, amount, reason, &name)?);
         }
         db.prepare_cached(
             "DELETE FROM accruals WHERE job_id = ?1 AND account = ?2 AND reason = ?3",
@@ -531,7 +557,7 @@ pub(crate) fn refund_job(
     job: JobId,
     submitter: AccountId,
 ) -> Result<Option<Entry>, LedgerError> {
-    let escrow = Account::Escrow(job);
+    let (escrow, name) = escrow_of(db, job)?;
     // What settled units accrued stays for their payout: only the rest goes back.
     let left = cached_balance(db, &escrow)?.saturating_sub(owed(db, job)?);
     if left <= 0 {
@@ -545,7 +571,7 @@ pub(crate) fn refund_job(
         &Account::Submitter(submitter),
         amount,
         Reason::Refund,
-        &job.to_string(),
+        &name,
     )?;
     Ok(Some(entry))
 }

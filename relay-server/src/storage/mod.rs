@@ -11,7 +11,7 @@
 //!
 //! The HTTP layer and the scheduler call these methods; nothing else touches SQL.
 
-use crate::ledger::{split_unit_price, AccountId, MicroCredits};
+use crate::ledger::{split_unit_price, Account, AccountId, EscrowRef, MicroCredits};
 use rusqlite::{Connection, OptionalExtension};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection as _, Row, SqlitePool};
@@ -31,7 +31,9 @@ mod wallets;
 mod writer;
 pub use leases::LeaseRequest;
 pub use ledger::{Accrual, LedgerError};
-pub use model::{JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId};
+pub use model::{
+    EscrowProof, JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId,
+};
 pub use network::Earner;
 pub use results::{Comparison, Recorded, ReturnedResult, UnitAudit};
 pub use wallets::WalletRecord;
@@ -117,6 +119,7 @@ async fn applied_migrations(db: &mut sqlx::SqliteConnection) -> Result<i64, Stor
 /// Columns of a job's public record, as [`JobRecord::from_row`] reads them.
 const RECORD_COLUMNS: &str =
     "id, kernel, params, state, units_total, units_done, flops, quorum, error, created_ms, updated_ms,
+     escrow_account, escrow_salt,
      (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'leased') AS units_leased";
 
 /// Fails a job's open units and voids their leases (the job failed or was cancelled);
@@ -388,10 +391,13 @@ impl Storage {
             .exec(move |db| {
                 let now = now_ms();
                 let id = job.id.to_string();
+                let salt = EscrowRef::new_salt();
+                let escrow_account = Account::Escrow(EscrowRef::for_job(job.id, &salt));
                 db.prepare_cached(
                     "INSERT INTO jobs (id, kernel, params, state, units_total, flops, quorum,
-                                       submitter, price_per_gflop, created_ms, updated_ms)
-                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                                       submitter, price_per_gflop, created_ms, updated_ms,
+                                       escrow_salt, escrow_account)
+                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
                 )?
                 .execute(rusqlite::params![
                     id,
@@ -400,9 +406,12 @@ impl Storage {
                     job.units.len() as i64,
                     job.flops as i64,
                     i64::from(job.quorum.clamp(1, 5)),
-                    escrow.as_ref().map(|(_, submitter)| submitter.to_string()),
+                    // Its owner, who alone may see it, whether or not it is billed.
+                    job.submitter.map(|submitter| submitter.to_string()),
                     i64::try_from(price.0).unwrap_or(i64::MAX),
                     now,
+                    salt,
+                    escrow_account.to_string(),
                 ])?;
                 db.prepare_cached("INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)")?
                     .execute(rusqlite::params![id, job.input])?;

@@ -147,6 +147,22 @@ pub struct JobRecord {
     pub created_ms: i64,
     /// Last change, Unix ms.
     pub updated_ms: i64,
+    /// Where the job's escrow sits in the public ledger, with what proves it is this
+    /// job's; absent for jobs from before escrows had public names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<EscrowProof>,
+}
+
+/// The ledger account holding a job's escrow, and the salt that ties it to the job: the
+/// account is `escrow:` and the first 16 bytes, in hex, of `SHA-256("starling escrow
+/// v1\0" ‖ job id ‖ salt)`. Only the job's owner sees the salt, so the public ledger does
+/// not say whose job an escrow is for unless the owner shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct EscrowProof {
+    /// The ledger account, `escrow:<32 hex>`.
+    pub account: String,
+    /// The salt (32 hex characters).
+    pub salt: String,
 }
 
 /// Unit counts of a job.
@@ -178,6 +194,13 @@ impl JobRecord {
             error: r.try_get("error")?,
             created_ms: r.try_get("created_ms")?,
             updated_ms: r.try_get("updated_ms")?,
+            escrow: match (
+                r.try_get::<Option<String>, _>("escrow_account")?,
+                r.try_get::<Option<String>, _>("escrow_salt")?,
+            ) {
+                (Some(account), Some(salt)) => Some(EscrowProof { account, salt }),
+                _ => None,
+            },
         })
     }
 }

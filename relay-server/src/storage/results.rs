@@ -279,7 +279,10 @@ static ANSWERED_SQL: LazyLock<String> = LazyLock::new(|| {
          FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
               LEFT JOIN wallets ON wallets.address = leases.wallet
          WHERE leases.id = ?1",
-        EscrowStanding::columns("units.job_id")
+        EscrowStanding::columns(
+            "COALESCE(jobs.escrow_account, 'escrow:' || units.job_id)",
+            "units.job_id"
+        )
     )
 });
 

@@ -1,6 +1,8 @@
 //! The submitter console: pick a kernel, fill a form generated from its JSON Schema
 //! (validated inline; nothing is sent while a field is wrong), attach named inputs,
-//! submit, and follow the job's progress over Server-Sent Events to its result.
+//! submit, and follow the job's progress to its result. Every job route answers only to
+//! the key that submitted the job, so the console reads them with `fetch` and the key
+//! (an `EventSource` cannot send one), the result included.
 
 use crate::form::{default_text, fields, hint, label, parse_field, Field};
 use crate::net;
@@ -8,30 +10,21 @@ use crate::runtime::now_ms;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde_json::{json, Map, Value};
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 
 /// sessionStorage key of the API key: kept for this tab only.
 const KEY_STORAGE: &str = "starling.api_key";
 
-/// An open event stream and its listeners (the browser calls them while it is open).
-type Stream = (
-    web_sys::EventSource,
-    Vec<Closure<dyn FnMut(web_sys::MessageEvent)>>,
-);
-
-thread_local! {
-    /// The job stream being followed.
-    static STREAM: RefCell<Option<Stream>> =
-        const { RefCell::new(None) };
-}
+/// How often a followed job's record is read.
+const POLL_MS: u32 = 500;
 
 /// The job being followed.
 #[derive(Clone, Debug, PartialEq)]
 struct Tracked {
     id: String,
+    /// The API key that submitted the job: the only one its routes answer.
+    key: String,
     kernel: String,
     params: Value,
     state: String,
@@ -78,7 +71,12 @@ impl Tracked {
 }
 
 /// Polls a render job's units while it runs, for the tile map: each unit's state.
-fn watch_tiles(id: String, tracked: RwSignal<Option<Tracked>>, tiles: RwSignal<Vec<String>>) {
+fn watch_tiles(
+    id: String,
+    key: String,
+    tracked: RwSignal<Option<Tracked>>,
+    tiles: RwSignal<Vec<String>>,
+) {
     tiles.set(Vec::new());
     spawn_local(async move {
         loop {
@@ -86,7 +84,8 @@ fn watch_tiles(id: String, tracked: RwSignal<Option<Tracked>>, tiles: RwSignal<V
                 t.as_ref()
                     .is_some_and(|t| t.id == id && matches!(t.state.as_str(), "queued" | "running"))
             });
-            if let Ok(r) = net::get(&format!("/api/v1/jobs/{id}/units")).await {
+            let units = format!("/api/v1/jobs/{id}/units");
+            if let Ok(r) = net::request("GET", &units, None, false, Some(&key)).await {
                 if r.ok() && tracked.with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id)) {
                     let states = r.json["units"]
                         .as_array()
@@ -165,24 +164,26 @@ fn watch_network(id: String, tracked: RwSignal<Option<Tracked>>) {
 
 fn follow(
     id: String,
+    key: String,
     kernel: String,
     record: &Value,
     tracked: RwSignal<Option<Tracked>>,
     tiles: RwSignal<Vec<String>>,
+    result_url: RwSignal<Option<String>>,
 ) {
     let params = record["params"].clone();
     let work_gflop = record["flops"].as_f64().unwrap_or(0.0)
         * record["quorum"].as_f64().unwrap_or(1.0).max(1.0)
         / 1e9;
-    STREAM.with(|s| {
-        if let Some((old, _)) = s.borrow_mut().take() {
-            old.close();
-        }
-    });
     let started = now_ms();
     let render = kernel == "render";
+    if let Some(old) = result_url.get_untracked() {
+        let _ = web_sys::Url::revoke_object_url(&old);
+        result_url.set(None);
+    }
     tracked.set(Some(Tracked {
         id: id.clone(),
+        key: key.clone(),
         kernel,
         params,
         state: "queued".to_owned(),
@@ -193,53 +194,55 @@ fn follow(
         work_gflop,
         network: None,
     }));
-    let Ok(source) = web_sys::EventSource::new(&format!("/api/v1/jobs/{id}/events")) else {
-        return;
-    };
-    let mut listeners = Vec::new();
-    for name in ["progress", "done", "failed", "cancelled"] {
-        let src = source.clone();
-        let listener =
-            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
-                let data: Value = e
-                    .data()
-                    .as_string()
-                    .and_then(|t| serde_json::from_str(&t).ok())
-                    .unwrap_or(Value::Null);
-                // `progress` carries the counts at the top; the final events carry the
-                // job record, with them under `progress`.
-                let counts = if data["progress"].is_object() {
-                    &data["progress"]
-                } else {
-                    &data
-                };
-                tracked.update(|t| {
-                    if let Some(t) = t {
-                        if let Some(n) = counts["units_total"].as_i64() {
-                            t.units_total = n;
-                        }
-                        if let Some(n) = counts["units_done"].as_i64() {
-                            t.units_done = n;
-                        }
-                        t.state = data["state"].as_str().unwrap_or(name).to_owned();
-                        if name != "progress" {
-                            t.state = name.to_owned();
-                        }
-                        t.now_ms = now_ms();
-                    }
-                });
-                if name != "progress" {
-                    src.close();
-                }
-            });
-        let _ = source.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
-        listeners.push(listener);
-    }
-    STREAM.with(|s| *s.borrow_mut() = Some((source, listeners)));
+    watch_job(id.clone(), key.clone(), tracked, result_url);
     watch_network(id.clone(), tracked);
     if render {
-        watch_tiles(id, tracked, tiles);
+        watch_tiles(id, key, tracked, tiles);
     }
+}
+
+/// Reads the job's record until it ends, then fetches its result (with the key) for the
+/// download link and the rendered image.
+fn watch_job(
+    id: String,
+    key: String,
+    tracked: RwSignal<Option<Tracked>>,
+    result_url: RwSignal<Option<String>>,
+) {
+    spawn_local(async move {
+        let url = format!("/api/v1/jobs/{id}");
+        loop {
+            let following = tracked.with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id));
+            if !following {
+                return;
+            }
+            if let Ok(r) = net::request("GET", &url, None, false, Some(&key)).await {
+                if r.ok() {
+                    let state = r.json["state"].as_str().unwrap_or("queued").to_owned();
+                    let ended = !matches!(state.as_str(), "queued" | "running");
+                    tracked.update(|t| {
+                        if let Some(t) = t.as_mut().filter(|t| t.id == id) {
+                            let counts = &r.json["progress"];
+                            t.units_total = counts["units_total"].as_i64().unwrap_or(t.units_total);
+                            t.units_done = counts["units_done"].as_i64().unwrap_or(t.units_done);
+                            t.state = state.clone();
+                            t.now_ms = now_ms();
+                        }
+                    });
+                    if ended {
+                        if state == "done" {
+                            let result = format!("/api/v1/jobs/{id}/result");
+                            if let Ok(object) = net::object_url(&result, &key).await {
+                                result_url.set(Some(object));
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+            gloo_timers::future::TimeoutFuture::new(POLL_MS).await;
+        }
+    });
 }
 
 fn file_of(input: &str) -> Option<web_sys::File> {
@@ -265,6 +268,8 @@ pub fn ConsolePage() -> impl IntoView {
     let submit_error = RwSignal::new(None::<String>);
     let tracked = RwSignal::new(None::<Tracked>);
     let tiles = RwSignal::new(Vec::<String>::new());
+    // The finished job's result, fetched with the key, behind an object URL.
+    let result_url = RwSignal::new(None::<String>);
 
     spawn_local(async move {
         let list = match net::get("/api/v1/kernels").await {
@@ -384,7 +389,15 @@ pub fn ConsolePage() -> impl IntoView {
             sending.set(false);
             match reply {
                 Ok(r) if r.ok() => match r.json["id"].as_str() {
-                    Some(job_id) => follow(job_id.to_owned(), id, &r.json, tracked, tiles),
+                    Some(job_id) => follow(
+                        job_id.to_owned(),
+                        key,
+                        id,
+                        &r.json,
+                        tracked,
+                        tiles,
+                        result_url,
+                    ),
                     None => submit_error.set(Some("the relay's answer has no job id".to_owned())),
                 },
                 Ok(r) if r.status == 401 => {
@@ -543,7 +556,7 @@ pub fn ConsolePage() -> impl IntoView {
             </div>
         </form>
         {move || tracked.get().map(|t| {
-            let result = format!("/api/v1/jobs/{}/result", t.id);
+            let result = result_url.get();
             let pct = (t.fraction() * 100.0).round();
             view! {
                 <section class="card" aria-labelledby="progress-title" data-testid="job">
@@ -558,14 +571,14 @@ pub fn ConsolePage() -> impl IntoView {
                         <span data-testid="job-state" class=format!("pill {}", t.state)>{t.state.clone()}</span>
                         {format!(" · {}", t.eta())}
                     </p>
-                    {(t.state == "done").then(|| view! {
-                        <p><a class="button" href=result.clone() download="" data-testid="result-link">"Download result"</a></p>
+                    {result.clone().map(|href| view! {
+                        <p><a class="button" href=href download=format!("starling-{}", t.id) data-testid="result-link">"Download result"</a></p>
                     })}
                     {(t.state != "done" && t.kernel == "render").then(|| view! {
                         <TileMap params=t.params.clone() tiles=tiles />
                     })}
-                    {(t.state == "done" && t.kernel == "render").then(|| view! {
-                        <img class="render" src=result.clone() alt="The rendered image" data-testid="result-image" />
+                    {result.filter(|_| t.kernel == "render").map(|src| view! {
+                        <img class="render" src=src alt="The rendered image" data-testid="result-image" />
                     })}
                 </section>
             }
@@ -580,6 +593,7 @@ mod tests {
     fn job(done: i64, elapsed_ms: f64, network: Option<(f64, u64)>) -> Tracked {
         Tracked {
             id: "j".into(),
+            key: "k".into(),
             kernel: "matmul".into(),
             params: serde_json::Value::Null,
             state: "running".into(),

@@ -17,8 +17,6 @@ const STATES: [&str; 5] = ["queued", "running", "done", "failed", "cancelled"];
 struct Snapshot {
     /// `/api/v1/stats`: volunteers, rates, jobs per state.
     stats: Option<Value>,
-    /// The most recently submitted jobs.
-    jobs: Vec<Value>,
     /// Wallets by validated credit.
     leaders: Vec<Value>,
     /// Ledger entries, or None when the relay has no ledger endpoint.
@@ -32,11 +30,6 @@ async fn refresh() -> Snapshot {
         Ok(r) if r.ok() => snap.stats = Some(r.json),
         Ok(r) => snap.error = Some(r.problem()),
         Err(e) => snap.error = Some(e),
-    }
-    if let Ok(r) = net::get("/api/v1/jobs?limit=10").await {
-        if r.ok() {
-            snap.jobs = r.json["jobs"].as_array().cloned().unwrap_or_default();
-        }
     }
     if let Ok(r) = net::get("/api/v1/leaderboard?limit=10").await {
         if r.ok() {
@@ -176,23 +169,26 @@ pub fn NetworkPage() -> impl IntoView {
                 }
             }}
         </section>
-        <section class="card" aria-labelledby="jobs-title">
-            <h2 id="jobs-title">"Recent jobs"</h2>
+        <section class="card" aria-labelledby="kernels-title">
+            <h2 id="kernels-title">"Work by kernel"</h2>
             {move || {
-                let rows = snap.get().map(|s| s.jobs).unwrap_or_default();
-                if rows.is_empty() {
-                    view! { <p class="hint">"No jobs yet."</p> }.into_any()
+                let kernels = stat("units_by_kernel")
+                    .and_then(|k| k.as_object().cloned())
+                    .unwrap_or_default();
+                if kernels.is_empty() {
+                    view! { <p class="hint">"No work yet."</p> }.into_any()
                 } else {
+                    let count = |units: &Value, state: &str| units[state].as_i64().unwrap_or(0).to_string();
                     view! {
-                        <div class="table-wrap"><table>
-                            <thead><tr><th scope="col">"Job"</th><th scope="col">"Kernel"</th><th scope="col">"State"</th><th scope="col">"Units"</th></tr></thead>
+                        <div class="table-wrap"><table data-testid="work-by-kernel">
+                            <thead><tr><th scope="col">"Kernel"</th><th scope="col">"Units waiting"</th><th scope="col">"Being computed"</th><th scope="col">"Verified"</th></tr></thead>
                             <tbody>
-                                {rows.into_iter().map(|j| view! {
+                                {kernels.into_iter().map(|(kernel, units)| view! {
                                     <tr>
-                                        <td><code>{short(j["id"].as_str().unwrap_or(""))}</code></td>
-                                        <td>{j["kernel"].as_str().unwrap_or("").to_owned()}</td>
-                                        <td><span class=format!("pill {}", j["state"].as_str().unwrap_or(""))>{j["state"].as_str().unwrap_or("").to_owned()}</span></td>
-                                        <td>{format!("{} / {}", j["progress"]["units_done"].as_i64().unwrap_or(0), j["progress"]["units_total"].as_i64().unwrap_or(0))}</td>
+                                        <td>{kernel}</td>
+                                        <td>{count(&units, "queued")}</td>
+                                        <td>{count(&units, "leased")}</td>
+                                        <td>{count(&units, "done")}</td>
                                     </tr>
                                 }).collect_view()}
                             </tbody>
