@@ -30,7 +30,7 @@ mod results;
 mod wallets;
 mod writer;
 pub use leases::LeaseRequest;
-pub use ledger::{Accrual, LedgerError};
+pub use ledger::{Accrual, LedgerError, SignedTransfer};
 pub use model::{JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId};
 pub use network::Earner;
 pub use results::{Comparison, Recorded, ReturnedResult, UnitAudit};
