@@ -201,6 +201,80 @@ async fn job_list_pages_newest_first_and_filters_by_state() {
 }
 
 #[tokio::test]
+async fn every_response_carries_the_security_headers_and_only_the_widget_may_be_framed() {
+    let dir = temp_dir("security-headers");
+    // The app's index.html, so the single-page paths answer as they do in production.
+    std::fs::create_dir_all(dir.join("dist")).expect("dist");
+    std::fs::write(
+        dir.join("dist/index.html"),
+        "<!doctype html><title>app</title>",
+    )
+    .expect("index.html");
+    let relay = relay(&dir).await;
+    let header = |answer: &Answer, name: &str| {
+        answer
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    for path in [
+        "/",
+        "/console",
+        "/widget",
+        "/widget/",
+        "/api/v1/kernels",
+        "/api/v1/docs",
+        "/api/v1/no-such-endpoint",
+        "/healthz",
+    ] {
+        let answer = call(&relay.router, get(path)).await;
+        assert_eq!(
+            header(&answer, "x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            header(&answer, "referrer-policy").as_deref(),
+            Some("no-referrer"),
+            "{path}"
+        );
+        let csp = header(&answer, "content-security-policy").unwrap_or_default();
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'",
+            "connect-src 'self'",
+            "object-src 'none'",
+        ] {
+            assert!(
+                csp.contains(directive),
+                "{path}: {directive} not in {csp:?}"
+            );
+        }
+        let widget = path == "/widget" || path.starts_with("/widget/");
+        let framing = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("frame-ancestors"));
+        if widget {
+            // Sites embed the widget in an iframe from their own origin (public/widget.js).
+            assert_eq!(framing, Some("frame-ancestors *"), "{path}: {csp}");
+            assert_eq!(header(&answer, "x-frame-options"), None, "{path}");
+        } else {
+            assert_eq!(framing, Some("frame-ancestors 'none'"), "{path}: {csp}");
+            assert_eq!(
+                header(&answer, "x-frame-options").as_deref(),
+                Some("DENY"),
+                "{path}"
+            );
+        }
+    }
+    // A path that merely starts with the same letters is not the widget.
+    let answer = call(&relay.router, get("/widgetry")).await;
+    assert_eq!(header(&answer, "x-frame-options").as_deref(), Some("DENY"));
+}
+
+#[tokio::test]
 async fn bad_list_queries_are_refused_naming_the_field() {
     let dir = temp_dir("list-errors");
     let relay = relay(&dir).await;
