@@ -105,14 +105,21 @@ async fn volunteers_are_paid_what_the_ledger_says_and_can_spend_it() -> anyhow::
     let relay_key: starling_protocol::WalletAddress =
         ledger["relay_key"].as_str().unwrap_or_default().parse()?;
     let (from, to) = (&keys[0], keys[1].address());
+    // Valid for ten minutes: long enough for this test, well inside the relay's day.
+    let expires_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )? + 600_000;
     let transfer = |signer: &WalletKey, amount_micro: u64, nonce: u64| {
-        let signature = signer.sign_transfer(&relay_key, &to, amount_micro, nonce);
+        let signature = signer.sign_transfer(&relay_key, &to, amount_micro, nonce, expires_ms);
         let hex: String = signature.0.iter().map(|b| format!("{b:02x}")).collect();
         serde_json::json!({
             "from": from.address().to_string(),
             "to": to.to_string(),
             "amount": format!("0.{amount_micro:06}"),
             "nonce": nonce,
+            "expires_ms": expires_ms,
             "signature": hex,
         })
     };
@@ -142,6 +149,9 @@ async fn volunteers_are_paid_what_the_ledger_says_and_can_spend_it() -> anyhow::
     );
     let (status, body) = post(transfer(from, 999_999, 9)).await?;
     assert_eq!(status, 402, "{body}");
+    // The refused transfer spent its nonce: it can never run later.
+    let (status, body) = post(transfer(from, 999_999, 9)).await?;
+    assert_eq!(status, 409, "{body}");
     // Each volunteer got signed receipts pushed over its channel for what it earned.
     drop(volunteers);
     for i in 0..keys.len() {

@@ -22,7 +22,7 @@ pub use codec::{
 };
 pub use ids::{JobId, LeaseId, UnitId};
 pub use messages::{Assignment, DeviceInfo, Receipt, ToRelay, ToVolunteer};
-pub use wallet::{Signature, WalletAddress, WalletError, WalletKey};
+pub use wallet::{Signature, WalletAddress, WalletError, WalletKey, MAX_TRANSFER_VALIDITY_MS};
 
 /// The protocol version this build speaks. Bumped on any incompatible change to
 /// [`messages`]; peers with another version are refused at hello time.

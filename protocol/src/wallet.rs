@@ -17,8 +17,12 @@ const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 const CHECKSUM_BYTES: usize = 4;
 /// Characters after the prefix: 36 bytes (key and checksum) in base32.
 const BODY_CHARS: usize = ((32 + CHECKSUM_BYTES) * 8).div_ceil(5);
-/// Domain separation for credit transfers a wallet signs.
-const TRANSFER_DOMAIN: &[u8] = b"starling/transfer/v1\0";
+/// Domain separation for credit transfers a wallet signs. v2 added the expiry: a v1
+/// signature (which never expires) must never verify as a v2 message.
+const TRANSFER_DOMAIN: &[u8] = b"starling/transfer/v2\0";
+/// How far ahead a transfer's expiry may lie. A signed transfer is a bearer instrument
+/// until it runs or expires, so a relay refuses one that would stay valid longer.
+pub const MAX_TRANSFER_VALIDITY_MS: u64 = 24 * 60 * 60 * 1000;
 /// Domain separation for the relay's signatures on its ledger entries.
 const LEDGER_DOMAIN: &[u8] = b"starling/ledger-entry/v1\0";
 
@@ -96,17 +100,19 @@ impl WalletAddress {
     }
 
     /// Checks this wallet's signature on a transfer of `amount_micro` micro-credits to
-    /// `to`, numbered `nonce`, on the relay whose ledger key is `relay`.
+    /// `to`, numbered `nonce`, valid until `expires_ms` (Unix milliseconds), on the relay
+    /// whose ledger key is `relay`. Whether it has expired is the caller's to check.
     pub fn verify_transfer(
         &self,
         relay: &WalletAddress,
         to: &WalletAddress,
         amount_micro: u64,
         nonce: u64,
+        expires_ms: u64,
         signature: &Signature,
     ) -> Result<(), WalletError> {
         self.verify(
-            &transfer_message(relay, self, to, amount_micro, nonce),
+            &transfer_message(relay, self, to, amount_micro, nonce, expires_ms),
             signature,
         )
     }
@@ -261,16 +267,20 @@ impl WalletKey {
     }
 
     /// Signs a transfer of `amount_micro` micro-credits from this wallet to `to`. The
-    /// `nonce` must be new for this wallet (the relay refuses a replay), and `relay` (the
-    /// relay's ledger key) keeps the signature from being replayed on another relay.
+    /// `nonce` must be new for this wallet (the relay refuses a replay), `relay` (the
+    /// relay's ledger key) keeps the signature from being replayed on another relay, and
+    /// `expires_ms` (Unix milliseconds, at most [`MAX_TRANSFER_VALIDITY_MS`] ahead) is
+    /// when the relay stops accepting it, so a transfer that could not run (the wallet
+    /// was short) cannot be run long after, when it holds more.
     pub fn sign_transfer(
         &self,
         relay: &WalletAddress,
         to: &WalletAddress,
         amount_micro: u64,
         nonce: u64,
+        expires_ms: u64,
     ) -> Signature {
-        let message = transfer_message(relay, &self.address(), to, amount_micro, nonce);
+        let message = transfer_message(relay, &self.address(), to, amount_micro, nonce, expires_ms);
         Signature(self.0.sign(&message).to_bytes())
     }
 
@@ -294,6 +304,7 @@ fn transfer_message(
     to: &WalletAddress,
     amount_micro: u64,
     nonce: u64,
+    expires_ms: u64,
 ) -> Vec<u8> {
     let mut message = TRANSFER_DOMAIN.to_vec();
     message.extend_from_slice(&relay.0);
@@ -301,6 +312,7 @@ fn transfer_message(
     message.extend_from_slice(&to.0);
     message.extend_from_slice(&amount_micro.to_be_bytes());
     message.extend_from_slice(&nonce.to_be_bytes());
+    message.extend_from_slice(&expires_ms.to_be_bytes());
     message
 }
 
@@ -430,34 +442,63 @@ mod tests {
         let other_relay = WalletKey::from_seed([5; 32]).address();
         let to = WalletKey::from_seed([6; 32]).address();
         let from = key.address();
-        let sig = key.sign_transfer(&relay, &to, 1_500_000, 7);
+        let expires = 1_800_000_000_000;
+        let sig = key.sign_transfer(&relay, &to, 1_500_000, 7, expires);
         assert_eq!(
-            from.verify_transfer(&relay, &to, 1_500_000, 7, &sig),
+            from.verify_transfer(&relay, &to, 1_500_000, 7, expires, &sig),
             Ok(())
         );
         for (what, result) in [
             (
                 "amount",
-                from.verify_transfer(&relay, &to, 1_500_001, 7, &sig),
+                from.verify_transfer(&relay, &to, 1_500_001, 7, expires, &sig),
             ),
             (
                 "nonce",
-                from.verify_transfer(&relay, &to, 1_500_000, 8, &sig),
+                from.verify_transfer(&relay, &to, 1_500_000, 8, expires, &sig),
+            ),
+            (
+                "expiry",
+                from.verify_transfer(&relay, &to, 1_500_000, 7, expires + 1, &sig),
             ),
             (
                 "recipient",
-                from.verify_transfer(&relay, &from, 1_500_000, 7, &sig),
+                from.verify_transfer(&relay, &from, 1_500_000, 7, expires, &sig),
             ),
             (
                 "relay",
-                from.verify_transfer(&other_relay, &to, 1_500_000, 7, &sig),
+                from.verify_transfer(&other_relay, &to, 1_500_000, 7, expires, &sig),
             ),
             (
                 "sender",
-                to.verify_transfer(&relay, &to, 1_500_000, 7, &sig),
+                to.verify_transfer(&relay, &to, 1_500_000, 7, expires, &sig),
             ),
         ] {
             assert_eq!(result, Err(WalletError::Signature), "{what} changed");
+        }
+    }
+
+    #[test]
+    fn a_transfer_signed_before_expiries_existed_never_verifies() {
+        // A v1 transfer (no expiry) was valid forever; none may pass for a v2 one, whatever
+        // expiry a replayer names.
+        let key = WalletKey::from_seed([3; 32]);
+        let relay = WalletKey::from_seed([4; 32]).address();
+        let to = WalletKey::from_seed([6; 32]).address();
+        let mut v1 = b"starling/transfer/v1\0".to_vec();
+        for part in [relay.as_bytes(), key.address().as_bytes(), to.as_bytes()] {
+            v1.extend_from_slice(part);
+        }
+        v1.extend_from_slice(&1_500_000u64.to_be_bytes());
+        v1.extend_from_slice(&7u64.to_be_bytes());
+        let old = Signature(key.0.sign(&v1).to_bytes());
+        for expires in [0, 7, u64::MAX, 1_800_000_000_000] {
+            assert_eq!(
+                key.address()
+                    .verify_transfer(&relay, &to, 1_500_000, 7, expires, &old),
+                Err(WalletError::Signature),
+                "expiry {expires}"
+            );
         }
     }
 
@@ -471,7 +512,7 @@ mod tests {
             relay.address().verify_ledger_entry(&[0x5b; 32], &sig),
             Err(WalletError::Signature)
         );
-        let transfer = relay.sign_transfer(&relay.address(), &relay.address(), 1, 1);
+        let transfer = relay.sign_transfer(&relay.address(), &relay.address(), 1, 1, 1);
         assert_eq!(
             relay.address().verify_ledger_entry(&hash, &transfer),
             Err(WalletError::Signature)
@@ -488,10 +529,10 @@ mod tests {
         fn signatures_survive_the_wire(seed in any::<[u8; 32]>(), amount: u64) {
             let key = WalletKey::from_seed(seed);
             let to = WalletKey::from_seed([1; 32]).address();
-            let sig = key.sign_transfer(&to, &to, amount, 5);
+            let sig = key.sign_transfer(&to, &to, amount, 5, 6);
             let wire = postcard::to_allocvec(&sig).expect("encodes");
             let back: Signature = postcard::from_bytes(&wire).expect("decodes");
-            prop_assert_eq!(key.address().verify_transfer(&to, &to, amount, 5, &back), Ok(()));
+            prop_assert_eq!(key.address().verify_transfer(&to, &to, amount, 5, 6, &back), Ok(()));
             let json = serde_json::to_string(&key.address()).expect("encodes");
             let address: WalletAddress = serde_json::from_str(&json).expect("decodes");
             prop_assert_eq!(address, key.address());

@@ -190,6 +190,7 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
             state.clone(),
             routes::ops::count_requests,
         ))
+        .layer(middleware::from_fn(routes::headers::security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

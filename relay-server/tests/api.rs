@@ -10,9 +10,12 @@ use axum::Router;
 use base64::Engine as _;
 use common::TempDir;
 use relay_server::app::{self, AppState, Limits, StaticDirs};
+use relay_server::ledger::MicroCredits;
 use relay_server::routes::ops::RateLimit;
 use relay_server::scheduler::{Scheduler, SchedulerConfig};
-use relay_server::storage::{LeaseRequest, LeaseTerms, PeerId, Recorded, ReturnedResult, Storage};
+use relay_server::storage::{
+    Billing, LeaseRequest, LeaseTerms, PeerId, Pricing, Recorded, ReturnedResult, Storage,
+};
 use serde_json::{json, Value};
 use starling_kernels::Catalog;
 use starling_protocol::{LeaseId, WalletKey};
@@ -28,6 +31,11 @@ struct Relay {
 
 async fn relay_with(dir: &Path, limits: Limits) -> Relay {
     let storage = Storage::open(dir).await.expect("storage opens");
+    relay_over(dir, storage, limits)
+}
+
+/// The router over `storage` (opened in `dir`).
+fn relay_over(dir: &Path, storage: Storage, limits: Limits) -> Relay {
     let scheduler = Scheduler::new(
         storage.clone(),
         Arc::new(Catalog::builtin()),
@@ -198,6 +206,139 @@ async fn job_list_pages_newest_first_and_filters_by_state() {
         .await
         .json();
     assert_eq!(queued["jobs"].as_array().map(Vec::len), Some(4), "{queued}");
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_only_the_widget_may_be_framed() {
+    let dir = temp_dir("security-headers");
+    // The app's index.html, so the single-page paths answer as they do in production.
+    std::fs::create_dir_all(dir.join("dist")).expect("dist");
+    std::fs::write(
+        dir.join("dist/index.html"),
+        "<!doctype html><title>app</title>",
+    )
+    .expect("index.html");
+    let relay = relay(&dir).await;
+    let header = |answer: &Answer, name: &str| {
+        answer
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    for path in [
+        "/",
+        "/console",
+        "/widget",
+        "/widget/",
+        "/api/v1/kernels",
+        "/api/v1/docs",
+        "/api/v1/no-such-endpoint",
+        "/healthz",
+    ] {
+        let answer = call(&relay.router, get(path)).await;
+        assert_eq!(
+            header(&answer, "x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            header(&answer, "referrer-policy").as_deref(),
+            Some("no-referrer"),
+            "{path}"
+        );
+        let csp = header(&answer, "content-security-policy").unwrap_or_default();
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'",
+            "connect-src 'self'",
+            "object-src 'none'",
+        ] {
+            assert!(
+                csp.contains(directive),
+                "{path}: {directive} not in {csp:?}"
+            );
+        }
+        let widget = path == "/widget" || path.starts_with("/widget/");
+        let framing = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("frame-ancestors"));
+        if widget {
+            // Sites embed the widget in an iframe from their own origin (public/widget.js).
+            assert_eq!(framing, Some("frame-ancestors *"), "{path}: {csp}");
+            assert_eq!(header(&answer, "x-frame-options"), None, "{path}");
+        } else {
+            assert_eq!(framing, Some("frame-ancestors 'none'"), "{path}: {csp}");
+            assert_eq!(
+                header(&answer, "x-frame-options").as_deref(),
+                Some("DENY"),
+                "{path}"
+            );
+        }
+    }
+    // A path that merely starts with the same letters is not the widget.
+    let answer = call(&relay.router, get("/widgetry")).await;
+    assert_eq!(header(&answer, "x-frame-options").as_deref(), Some("DENY"));
+}
+
+#[tokio::test]
+async fn a_transfer_outside_its_validity_is_refused_naming_expires_ms() {
+    let dir = temp_dir("transfer-expiry");
+    let relay_key = WalletKey::from_seed([42; 32]);
+    let storage = Storage::open(&dir)
+        .await
+        .expect("storage opens")
+        .with_billing(Billing {
+            key: relay_key.clone(),
+            pricing: Pricing {
+                price_per_gflop: MicroCredits(1_000_000),
+                site_share_ppm: 0,
+                platform_fee_ppm: 0,
+            },
+        });
+    let relay = relay_over(&dir, storage, Limits::default());
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits");
+    let (from, to) = (WalletKey::from_seed([1; 32]), WalletKey::from_seed([2; 32]));
+    let body = |expires_ms: u64| {
+        let signature = from.sign_transfer(&relay_key.address(), &to.address(), 1, 1, expires_ms);
+        json!({
+            "from": from.address().to_string(),
+            "to": to.address().to_string(),
+            "amount": "0.000001",
+            "nonce": 1,
+            "expires_ms": expires_ms,
+            "signature": hex::encode(signature.0),
+        })
+    };
+    let post = |body: Value| {
+        Request::post("/api/v1/transfers")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("valid request")
+    };
+    let expired = call(&relay.router, post(body(now_ms - 1_000))).await;
+    let detail = expired.problem(422, Some("expires_ms"));
+    assert!(detail.contains("expired"), "{detail}");
+    let lasting = call(&relay.router, post(body(now_ms + 48 * 3_600_000))).await;
+    let detail = lasting.problem(422, Some("expires_ms"));
+    assert!(detail.contains("24 hours"), "{detail}");
+    // The expiry is required: without it there is no transfer to check.
+    let mut missing = body(now_ms + 60_000);
+    if let Some(fields) = missing.as_object_mut() {
+        fields.remove("expires_ms");
+    }
+    call(&relay.router, post(missing)).await.problem(400, None);
+    // Inside its validity it reaches the ledger (the sender holds nothing).
+    call(&relay.router, post(body(now_ms + 60_000)))
+        .await
+        .problem(402, None);
 }
 
 #[tokio::test]

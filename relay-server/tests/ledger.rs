@@ -1,9 +1,9 @@
 //! The credit ledger against a real SQLite file: each kind of tampering is caught by the
-//! audit and named; transfers refuse forgeries, replays and overdrafts without changing
-//! anything; escrow, payment and refund move exactly what they say; a property test
-//! drives random operations (reopening the database between steps) and checks that
-//! credit is conserved and the audit passes; and the `keys create` / `audit` commands
-//! work end to end.
+//! audit and named; transfers refuse forgeries, replays, expired or too distant expiries
+//! and overdrafts without moving credit (an overdraft spends its nonce); escrow, payment
+//! and refund move exactly what they say; a property test drives random operations
+//! (reopening the database between steps) and checks that credit is conserved and the
+//! audit passes; and the `keys create` / `audit` commands work end to end.
 
 mod common;
 
@@ -13,7 +13,7 @@ use relay_server::ledger::{
     load_or_create_relay_key, split_unit_price, Account, AccountId, AuditError, EscrowRef,
     MicroCredits, Split,
 };
-use relay_server::storage::{Billing, LedgerError, Pricing, Storage};
+use relay_server::storage::{Billing, LedgerError, Pricing, SignedTransfer, Storage};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::SqlitePool;
 use starling_protocol::{JobId, WalletAddress, WalletKey};
@@ -495,6 +495,45 @@ async fn audit_catches_a_forged_signature() -> anyhow::Result<()> {
 
 // --- Transfers. ---
 
+/// The relay's clock as a signer sees it, in Unix milliseconds.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// `key`'s transfer of `amount` micro-credits to `to` on the relay whose key is `relay`,
+/// numbered `nonce`, valid until `expires_ms`.
+fn signed_until(
+    key: &WalletKey,
+    relay: &WalletAddress,
+    to: WalletAddress,
+    amount: u64,
+    nonce: u64,
+    expires_ms: u64,
+) -> SignedTransfer {
+    SignedTransfer {
+        from: key.address(),
+        to,
+        amount: MicroCredits(amount),
+        nonce,
+        expires_ms,
+        signature: key.sign_transfer(relay, &to, amount, nonce, expires_ms),
+    }
+}
+
+/// [`signed_until`] an hour from now, well inside what a relay accepts.
+fn signed(
+    key: &WalletKey,
+    relay: &WalletAddress,
+    to: WalletAddress,
+    amount: u64,
+    nonce: u64,
+) -> SignedTransfer {
+    signed_until(key, relay, to, amount, nonce, now_ms() + 3_600_000)
+}
+
 /// A relay where wallet 1 holds 1.7 credits (from the sample flow).
 async fn funded(name: &str) -> anyhow::Result<(Relay, WalletAddress, WalletAddress)> {
     let relay = Relay::new(name).await?;
@@ -507,8 +546,8 @@ async fn a_signed_transfer_moves_credit_once() -> anyhow::Result<()> {
     let (relay, from, to) = funded("transfer").await?;
     let s = &relay.storage;
     let amount = MicroCredits(700_000);
-    let sig = wallet(1).sign_transfer(&relay.key.address(), &to, amount.0, 1);
-    let entry = s.transfer(&relay.key, from, to, amount, 1, &sig).await?;
+    let transfer = signed(&wallet(1), &relay.key.address(), to, amount.0, 1);
+    let entry = s.transfer(&relay.key, &transfer).await?;
     assert_eq!(entry.reference, "nonce:1");
     assert_eq!(s.balance(&Account::Wallet(from)).await?, credits(1));
     assert_eq!(s.balance(&Account::Wallet(to)).await?, amount);
@@ -529,18 +568,29 @@ async fn a_forged_transfer_is_refused_and_changes_nothing() -> anyhow::Result<()
     let (relay, from, to) = funded("forged-transfer").await?;
     let before = snapshot(&relay).await?;
     let relay_address = relay.key.address();
+    let honest = signed(&wallet(1), &relay_address, to, 500_000, 1);
     // Signed by the recipient, not the sender.
-    let by_thief = wallet(5).sign_transfer(&relay_address, &to, 500_000, 1);
+    let by_thief = signed(&wallet(5), &relay_address, to, 500_000, 1).signature;
     // Signed by the sender for a smaller amount.
-    let smaller = wallet(1).sign_transfer(&relay_address, &to, 1, 1);
+    let smaller = signed(&wallet(1), &relay_address, to, 1, 1).signature;
     // Signed by the sender for another relay.
-    let elsewhere = wallet(1).sign_transfer(&wallet(99).address(), &to, 500_000, 1);
-    for sig in [by_thief, smaller, elsewhere] {
-        let err = relay
-            .storage
-            .transfer(&relay.key, from, to, MicroCredits(500_000), 1, &sig)
-            .await
-            .err();
+    let elsewhere = signed(&wallet(1), &wallet(99).address(), to, 500_000, 1).signature;
+    // Signed by the sender to expire sooner (a later expiry is a different transfer).
+    let sooner = signed_until(
+        &wallet(1),
+        &relay_address,
+        to,
+        500_000,
+        1,
+        now_ms() + 60_000,
+    )
+    .signature;
+    for signature in [by_thief, smaller, elsewhere, sooner] {
+        let forged = SignedTransfer {
+            signature,
+            ..honest.clone()
+        };
+        let err = relay.storage.transfer(&relay.key, &forged).await.err();
         assert!(
             matches!(err, Some(LedgerError::ForgedTransfer { from: f }) if f == from),
             "{err:?}"
@@ -553,18 +603,11 @@ async fn a_forged_transfer_is_refused_and_changes_nothing() -> anyhow::Result<()
 
 #[tokio::test]
 async fn a_replayed_transfer_is_refused_and_changes_nothing() -> anyhow::Result<()> {
-    let (relay, from, to) = funded("replay").await?;
-    let sig = wallet(1).sign_transfer(&relay.key.address(), &to, 100_000, 42);
-    relay
-        .storage
-        .transfer(&relay.key, from, to, MicroCredits(100_000), 42, &sig)
-        .await?;
+    let (relay, _, to) = funded("replay").await?;
+    let transfer = signed(&wallet(1), &relay.key.address(), to, 100_000, 42);
+    relay.storage.transfer(&relay.key, &transfer).await?;
     let before = snapshot(&relay).await?;
-    let err = relay
-        .storage
-        .transfer(&relay.key, from, to, MicroCredits(100_000), 42, &sig)
-        .await
-        .err();
+    let err = relay.storage.transfer(&relay.key, &transfer).await.err();
     assert!(
         matches!(err, Some(LedgerError::NonceReused { nonce: 42, .. })),
         "{err:?}"
@@ -578,16 +621,12 @@ async fn a_replayed_transfer_is_refused_and_changes_nothing() -> anyhow::Result<
 }
 
 #[tokio::test]
-async fn an_overdrawing_transfer_is_refused_and_keeps_its_nonce_unused() -> anyhow::Result<()> {
+async fn an_overdrawing_transfer_is_refused_and_spends_its_nonce() -> anyhow::Result<()> {
     let (relay, from, to) = funded("overdraft").await?;
     let before = snapshot(&relay).await?;
     let too_much = credits(2);
-    let sig = wallet(1).sign_transfer(&relay.key.address(), &to, too_much.0, 7);
-    let err = relay
-        .storage
-        .transfer(&relay.key, from, to, too_much, 7, &sig)
-        .await
-        .err();
+    let transfer = signed(&wallet(1), &relay.key.address(), to, too_much.0, 7);
+    let err = relay.storage.transfer(&relay.key, &transfer).await.err();
     assert!(
         matches!(
             err,
@@ -599,11 +638,83 @@ async fn an_overdrawing_transfer_is_refused_and_keeps_its_nonce_unused() -> anyh
         "{err:?}"
     );
     assert_eq!(snapshot(&relay).await?, before);
-    // The refused transfer rolled back entirely, nonce included.
-    let sig = wallet(1).sign_transfer(&relay.key.address(), &to, 1, 7);
+    // Once the wallet holds enough, the same signed transfer must not run: whoever saw
+    // it refused could otherwise replay it whenever they liked.
+    let (submitter, _) = relay
+        .storage
+        .create_account(&relay.key, credits(5), None)
+        .await?;
     relay
         .storage
-        .transfer(&relay.key, from, to, MicroCredits(1), 7, &sig)
+        .escrow_job(&relay.key, submitter, job(2), credits(5))
+        .await?;
+    let split = split_unit_price(5_000_000_000, credits(1), 0, 0, 1, false)?;
+    relay
+        .storage
+        .accrue_unit(job(2), &split, &[from], None)
+        .await?;
+    relay.storage.pay_out_job(&relay.key, job(2)).await?;
+    assert!(relay.storage.balance(&Account::Wallet(from)).await? >= too_much);
+    let funded = snapshot(&relay).await?;
+    let err = relay.storage.transfer(&relay.key, &transfer).await.err();
+    assert!(
+        matches!(err, Some(LedgerError::NonceReused { nonce: 7, .. })),
+        "{err:?}"
+    );
+    assert_eq!(snapshot(&relay).await?, funded);
+    relay.audit().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_expired_transfer_is_refused_and_changes_nothing() -> anyhow::Result<()> {
+    let (relay, _, to) = funded("expired-transfer").await?;
+    let before = snapshot(&relay).await?;
+    let relay_address = relay.key.address();
+    for expires_ms in [0, now_ms() - 1] {
+        let stale = signed_until(&wallet(1), &relay_address, to, 1_000, 3, expires_ms);
+        let err = relay.storage.transfer(&relay.key, &stale).await.err();
+        assert!(
+            matches!(err, Some(LedgerError::TransferExpired { expires_ms: e, .. }) if e == expires_ms),
+            "{err:?}"
+        );
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("sign it again"), "{text}");
+    }
+    assert_eq!(snapshot(&relay).await?, before);
+    // Refused before its nonce was looked at: a fresh signature with it still runs.
+    let fresh = signed(&wallet(1), &relay_address, to, 1_000, 3);
+    relay.storage.transfer(&relay.key, &fresh).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_transfer_valid_for_more_than_a_day_is_refused() -> anyhow::Result<()> {
+    let (relay, _, to) = funded("far-transfer").await?;
+    let before = snapshot(&relay).await?;
+    let relay_address = relay.key.address();
+    let day = starling_protocol::MAX_TRANSFER_VALIDITY_MS;
+    for expires_ms in [now_ms() + day + 60_000, u64::MAX] {
+        let lasting = signed_until(&wallet(1), &relay_address, to, 1_000, 4, expires_ms);
+        let err = relay.storage.transfer(&relay.key, &lasting).await.err();
+        assert!(
+            matches!(err, Some(LedgerError::ExpiryTooFar { expires_ms: e, .. }) if e == expires_ms),
+            "{err:?}"
+        );
+    }
+    assert_eq!(snapshot(&relay).await?, before);
+    // Just inside the limit is fine.
+    let day_less_a_minute = signed_until(
+        &wallet(1),
+        &relay_address,
+        to,
+        1_000,
+        4,
+        now_ms() + day - 60_000,
+    );
+    relay
+        .storage
+        .transfer(&relay.key, &day_less_a_minute)
         .await?;
     Ok(())
 }
@@ -828,17 +939,8 @@ async fn step(relay: &mut Relay, model: &mut Model, op: &Op) -> anyhow::Result<(
             nonce,
         } => {
             let (from_key, to_address) = (wallet(10 + from), volunteer(to));
-            let sig = from_key.sign_transfer(&key.address(), &to_address, amount, nonce.into());
-            let result = s
-                .transfer(
-                    &key,
-                    from_key.address(),
-                    to_address,
-                    MicroCredits(amount),
-                    nonce.into(),
-                    &sig,
-                )
-                .await;
+            let transfer = signed(&from_key, &key.address(), to_address, amount, nonce.into());
+            let result = s.transfer(&key, &transfer).await;
             let sender = Account::Wallet(from_key.address());
             match result {
                 Ok(_) => {
@@ -852,7 +954,9 @@ async fn step(relay: &mut Relay, model: &mut Model, op: &Op) -> anyhow::Result<(
                     anyhow::ensure!(model.nonces.contains(&(from, nonce)))
                 }
                 Err(LedgerError::Overdraft { .. }) => {
-                    anyhow::ensure!(model.get(&sender) < i128::from(amount))
+                    anyhow::ensure!(model.get(&sender) < i128::from(amount));
+                    // Refused, but its nonce is spent.
+                    anyhow::ensure!(model.nonces.insert((from, nonce)), "nonce reused");
                 }
                 Err(LedgerError::SameAccount(_)) => anyhow::ensure!(from == to),
                 Err(LedgerError::ZeroAmount) => anyhow::ensure!(amount == 0),

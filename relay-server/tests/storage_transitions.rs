@@ -104,6 +104,55 @@ impl Vol {
 }
 
 #[tokio::test]
+async fn a_tiny_unit_of_a_priced_job_pays_its_volunteer() -> anyhow::Result<()> {
+    let dir = temp_dir("tiny-unit");
+    let storage = open_billed(&dir).await?;
+    let (submitter, _) = storage
+        .create_account(&billing().key, MicroCredits(1_000), None)
+        .await?;
+    // 100 FLOP at 1 credit per GFLOP is a tenth of a micro-credit per unit.
+    let j = NewJob {
+        submitter: Some(submitter),
+        unit_flops: vec![100, 100],
+        ..job(2, 1)
+    };
+    storage.insert_job(&j).await?;
+    let escrow: Account = storage
+        .job(j.id)
+        .await?
+        .and_then(|record| record.escrow)
+        .ok_or_else(|| anyhow::anyhow!("a billed job has a named escrow"))?
+        .account
+        .parse()?;
+    // What the submission escrowed is what the units pay: one micro-credit each.
+    assert_eq!(storage.balance(&escrow).await?, MicroCredits(2));
+    let (a, b) = (Vol::new(1), Vol::new(2));
+    for vol in [a, b] {
+        let leased = vol.lease(&storage).await?.expect("a unit to lease");
+        vol.answer(&storage, leased.lease, leased.unit_params.as_bytes(), None)
+            .await?;
+    }
+    storage.pay_out_all().await?;
+    for vol in [a, b] {
+        assert!(
+            storage.balance(&Account::Wallet(vol.wallet)).await? >= MicroCredits(1),
+            "a volunteer was paid nothing for a tiny unit"
+        );
+    }
+    assert!(storage.finish_job(j.id, b"merged").await?, "job finishes");
+    assert!(storage.balance(&escrow).await?.is_zero());
+    assert_eq!(
+        storage.balance(&Account::Submitter(submitter)).await?,
+        MicroCredits(1_000 - 2)
+    );
+    storage
+        .audit(&billing().key.address())
+        .await
+        .map_err(|e| anyhow::anyhow!("audit: {e}"))?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn lease_deadlines_follow_unit_cost_within_bounds() -> anyhow::Result<()> {
     let dir = temp_dir("deadlines");
     let storage = Storage::open(&dir).await?;

@@ -55,7 +55,7 @@ pub fn load_or_create_relay_key(dir: &Path) -> Result<WalletKey, KeyFileError> {
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
+    crate::storage::create_private_dir(dir).map_err(io)?;
     let mut options = std::fs::OpenOptions::new();
     // create_new: if two processes race, one creates and the other reads its key.
     options.write(true).create_new(true);
@@ -107,6 +107,15 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+            // The directory it made holds the key: nobody else may list or open it.
+            let dir_mode = std::fs::metadata(&dir)
+                .map_err(|source| KeyFileError::Io {
+                    path: dir.clone(),
+                    source,
+                })?
+                .permissions()
+                .mode();
+            assert_eq!(dir_mode & 0o777, 0o700);
         }
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())

@@ -12,7 +12,8 @@ const FLOPS_PER_GFLOP: u128 = 1_000_000_000;
 /// One unit's price and who gets which part of it. The parts sum to `price` exactly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
-    /// What the unit costs: `flops × price_per_gflop / 10⁹`, rounded down.
+    /// What the unit costs: `flops × price_per_gflop / 10⁹`, rounded down, and at least
+    /// one micro-credit when the price per GFLOP is not zero.
     pub price: MicroCredits,
     /// One equal share per volunteer whose result counted, in the order given.
     pub volunteers: Vec<MicroCredits>,
@@ -56,6 +57,12 @@ pub enum SplitError {
 /// `platform_fee_ppm`, the site (if any) `site_share_ppm`, and the volunteers share the
 /// rest equally. Each share is rounded down and every remainder goes to the platform, so
 /// the parts sum to the price exactly.
+///
+/// A unit of a priced job costs at least one micro-credit, however small: rounded down
+/// it would be free and its volunteers paid nothing for work they did. The fee and the
+/// site's share round down, so while they are less than the whole price together, that
+/// micro-credit goes to the volunteers. Escrow prices a job's units with this function
+/// too, so the floor is set aside when the job is submitted.
 pub fn split_unit_price(
     flops: u64,
     price_per_gflop: MicroCredits,
@@ -77,7 +84,8 @@ pub fn split_unit_price(
         .ok_or(SplitError::NoVolunteers)?;
     // u64 × u64 always fits in u128; only the final price can be too large.
     let price = u128::from(flops) * u128::from(price_per_gflop.0) / FLOPS_PER_GFLOP;
-    let price = u64::try_from(price).map_err(|_| MoneyError::Overflow)?;
+    let floor = u128::from(!price_per_gflop.is_zero());
+    let price = u64::try_from(price.max(floor)).map_err(|_| MoneyError::Overflow)?;
     let part = |ppm: u32| -> u64 {
         // ppm ≤ 10⁶, so the product fits in u128 and the quotient is ≤ price.
         let share = u128::from(price) * u128::from(ppm) / u128::from(PPM);
@@ -126,6 +134,25 @@ mod tests {
     }
 
     #[test]
+    fn a_tiny_priced_unit_still_pays_its_volunteer() -> Result<(), SplitError> {
+        // 1 000 FLOP at 1 micro-credit per GFLOP is 10⁻⁶ of a micro-credit: rounded down it
+        // would be free, and whoever computed it paid nothing.
+        for (site_ppm, fee_ppm, has_site) in [(0, 0, false), (100_000, 50_000, true)] {
+            let split = split_unit_price(1_000, MicroCredits(1), site_ppm, fee_ppm, 1, has_site)?;
+            assert_eq!(split.price, MicroCredits(1));
+            assert_eq!(split.volunteers, vec![MicroCredits(1)]);
+            assert_eq!(split.total()?, split.price);
+        }
+        // Zero FLOP on a priced job is still work done.
+        let empty = split_unit_price(0, MicroCredits(1), 0, 0, 1, false)?;
+        assert_eq!(empty.price, MicroCredits(1));
+        // A free job stays free.
+        let free = split_unit_price(1_000_000_000_000, MicroCredits(0), 0, 0, 1, false)?;
+        assert_eq!(free.price, MicroCredits::ZERO);
+        Ok(())
+    }
+
+    #[test]
     fn impossible_splits_are_refused() {
         assert!(matches!(
             split_unit_price(1, MicroCredits(1), 600_000, 500_000, 1, true),
@@ -159,7 +186,17 @@ mod tests {
                     prop_assert_eq!(split.volunteers.len(), volunteers);
                     prop_assert!(has_site || split.site.is_zero());
                     let exact = u128::from(flops) * u128::from(price_per_gflop) / FLOPS_PER_GFLOP;
-                    prop_assert_eq!(u128::from(split.price.0), exact);
+                    let floor = u128::from(price_per_gflop > 0);
+                    prop_assert_eq!(u128::from(split.price.0), exact.max(floor));
+                    // A priced unit pays a lone volunteer something unless the fee and the
+                    // site take the whole price between them.
+                    let site = if has_site { site_ppm } else { 0 };
+                    if price_per_gflop > 0
+                        && volunteers == 1
+                        && u64::from(fee_ppm) + u64::from(site) < u64::from(PPM)
+                    {
+                        prop_assert!(split.volunteers[0].0 >= 1, "{:?}", split);
+                    }
                 }
                 Err(SplitError::Shares { .. }) => {
                     let site = if has_site { site_ppm } else { 0 };

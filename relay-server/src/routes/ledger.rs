@@ -7,7 +7,7 @@ use crate::ledger::{Account, Entry, MicroCredits};
 use crate::routes::auth::Authenticated;
 use crate::routes::openapi::ProblemDoc;
 use crate::routes::wallets::parse_address;
-use crate::storage::LedgerError;
+use crate::storage::{LedgerError, SignedTransfer};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -186,10 +186,14 @@ pub struct TransferRequest {
     pub to: String,
     /// Credits to move, a decimal such as "0.25".
     pub amount: String,
-    /// A number the sender never used before; a replay with the same nonce is refused.
+    /// A number the sender never used before; a replay with the same nonce is refused,
+    /// and so is a transfer whose nonce an earlier overdraft spent.
     pub nonce: u64,
-    /// The sender's ed25519 signature (128 hex characters) over the relay key, recipient,
-    /// amount in micro-credits and nonce (`WalletKey::sign_transfer`).
+    /// When the transfer stops being valid, in Unix milliseconds: after the relay's
+    /// clock and at most 24 hours ahead of it.
+    pub expires_ms: u64,
+    /// The sender's ed25519 signature (128 hex characters) over the relay key, sender,
+    /// recipient, amount in micro-credits, nonce and expiry (`WalletKey::sign_transfer`).
     pub signature: String,
 }
 
@@ -203,7 +207,8 @@ fn signature(hex_text: &str) -> Result<Signature, ApiError> {
 }
 
 /// `POST /api/v1/transfers`: moves credit between wallets, signed by the sender's key,
-/// so volunteers can spend what they earned. 201 with the ledger entry.
+/// so volunteers can spend what they earned. 201 with the ledger entry. A signed
+/// transfer runs at most once and only until its expiry.
 #[utoipa::path(
     post,
     path = "/api/v1/transfers",
@@ -212,9 +217,9 @@ fn signature(hex_text: &str) -> Result<Signature, ApiError> {
     responses(
         (status = 201, description = "The ledger entry", body = Object),
         (status = 400, description = "Body is not a transfer", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 402, description = "The sender cannot cover it", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The nonce was already used (a replay)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Bad address, amount or signature; or a forged signature", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 402, description = "The sender cannot cover it (the nonce is spent: sign again with a new one)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The nonce was already used (a replay, or a refused overdraft)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Bad address, amount or signature; a forged signature; or `expires_ms` in the past or more than 24 hours ahead", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn transfer(
@@ -231,19 +236,29 @@ pub async fn transfer(
         detail: format!("amount `{}`: {e}", request.amount),
         field: Some("amount".into()),
     })?;
-    let signature = signature(&request.signature)?;
+    let transfer = SignedTransfer {
+        from,
+        to,
+        amount,
+        nonce: request.nonce,
+        expires_ms: request.expires_ms,
+        signature: signature(&request.signature)?,
+    };
     let storage = state.scheduler.storage();
     let billing = storage
         .billing()
         .ok_or_else(|| ApiError::Conflict("this relay keeps no ledger".into()))?;
-    match storage
-        .transfer(&billing.key, from, to, amount, request.nonce, &signature)
-        .await
-    {
+    match storage.transfer(&billing.key, &transfer).await {
         Ok(entry) => Ok((StatusCode::CREATED, Json(entry_json(&entry)))),
         Err(e) => Err(match e {
             LedgerError::Overdraft { .. } => ApiError::PaymentRequired(e.to_string()),
             LedgerError::NonceReused { .. } => ApiError::Conflict(e.to_string()),
+            LedgerError::TransferExpired { .. } | LedgerError::ExpiryTooFar { .. } => {
+                ApiError::Invalid {
+                    detail: e.to_string(),
+                    field: Some("expires_ms".into()),
+                }
+            }
             LedgerError::ForgedTransfer { .. } => ApiError::Invalid {
                 detail: e.to_string(),
                 field: Some("signature".into()),

@@ -17,8 +17,26 @@ use rusqlite::{Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
-use starling_protocol::{JobId, Signature, WalletAddress, WalletKey};
+use starling_protocol::{JobId, Signature, WalletAddress, WalletKey, MAX_TRANSFER_VALIDITY_MS};
 use std::collections::BTreeMap;
+
+/// A wallet's signed order to move credit to another wallet (what
+/// `POST /api/v1/transfers` carries), as [`WalletKey::sign_transfer`] signed it.
+#[derive(Debug, Clone)]
+pub struct SignedTransfer {
+    /// The sending wallet, whose key signed.
+    pub from: WalletAddress,
+    /// The receiving wallet.
+    pub to: WalletAddress,
+    /// What moves.
+    pub amount: MicroCredits,
+    /// New for the sender: a nonce runs (or is refused for an overdraft) once.
+    pub nonce: u64,
+    /// Unix milliseconds after which the relay refuses it.
+    pub expires_ms: u64,
+    /// The sender's signature over all of the above and the relay's key.
+    pub signature: Signature,
+}
 
 /// Credit owed to one payee for one job's verified units, not yet paid out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +62,8 @@ const AUDIT_PAGE: i64 = 4096;
 const ENTRY_COLUMNS: &str =
     "seq, time_ms, debit, credit, amount, reason, reference, prev_hash, hash, signature";
 
-/// Why credit could not move. Nothing was written when one of these is returned.
+/// Why credit could not move. Nothing was written when one of these is returned, but for
+/// a transfer's nonce, which an overdraft spends (see [`Storage::transfer`]).
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     /// The debited account holds less than the amount.
@@ -76,6 +95,22 @@ pub enum LedgerError {
     ForgedTransfer {
         /// The claimed sender.
         from: WalletAddress,
+    },
+    /// The transfer's expiry has passed.
+    #[error("the transfer expired at {expires_ms} (Unix ms; it is now {now_ms}): sign it again with a later expiry and a new nonce")]
+    TransferExpired {
+        /// When it stopped being valid.
+        expires_ms: u64,
+        /// The relay's clock.
+        now_ms: u64,
+    },
+    /// The transfer would stay valid longer than a relay accepts.
+    #[error("the transfer's expiry {expires_ms} (Unix ms) is more than {} hours after now ({now_ms}): sign it with an earlier expiry", MAX_TRANSFER_VALIDITY_MS / 3_600_000)]
+    ExpiryTooFar {
+        /// The expiry asked for.
+        expires_ms: u64,
+        /// The relay's clock.
+        now_ms: u64,
     },
     /// The nonce was already used: the transfer was replayed.
     #[error("nonce {nonce} was already used by {wallet}: a signed transfer runs only once")]
@@ -721,20 +756,34 @@ impl Storage {
             .collect()
     }
 
-    /// Moves `amount` from wallet `from` to wallet `to` on `from`'s signature (see
-    /// [`WalletKey::sign_transfer`]; `key` is the relay's ledger key, whose address the
-    /// signature names). A forged signature, a reused nonce or an overdraft is refused
-    /// and changes nothing.
+    /// Runs `transfer` on its sender's signature (see [`WalletKey::sign_transfer`]; `key`
+    /// is the relay's ledger key, whose address the signature names). An expired
+    /// transfer, one valid for longer than [`MAX_TRANSFER_VALIDITY_MS`], a forged
+    /// signature or a reused nonce is refused and changes nothing. An overdraft is
+    /// refused too, but spends the nonce: the same signed transfer can never run later,
+    /// once the wallet holds enough (whoever saw it refused could replay it then).
     pub async fn transfer(
         &self,
         key: &WalletKey,
-        from: WalletAddress,
-        to: WalletAddress,
-        amount: MicroCredits,
-        nonce: u64,
-        signature: &Signature,
+        transfer: &SignedTransfer,
     ) -> Result<Entry, LedgerError> {
-        from.verify_transfer(&key.address(), &to, amount.0, nonce, signature)
+        let SignedTransfer {
+            from,
+            to,
+            amount,
+            nonce,
+            expires_ms,
+            ref signature,
+        } = *transfer;
+        // The clock is never before 1970; if it were, every transfer looks expired.
+        let now_ms = u64::try_from(now_ms()).unwrap_or(0);
+        if expires_ms <= now_ms {
+            return Err(LedgerError::TransferExpired { expires_ms, now_ms });
+        }
+        if expires_ms - now_ms > MAX_TRANSFER_VALIDITY_MS {
+            return Err(LedgerError::ExpiryTooFar { expires_ms, now_ms });
+        }
+        from.verify_transfer(&key.address(), &to, amount.0, nonce, expires_ms, signature)
             .map_err(|_| LedgerError::ForgedTransfer { from })?;
         let key = key.clone();
         self.writer
@@ -753,7 +802,7 @@ impl Storage {
                         nonce,
                     });
                 }
-                append(
+                match append(
                     db,
                     &key,
                     &Account::Wallet(from),
@@ -761,9 +810,14 @@ impl Storage {
                     amount,
                     Reason::Transfer,
                     &format!("nonce:{nonce}"),
-                )
+                ) {
+                    // `Ok` outside so the nonce's row commits; `append` wrote nothing
+                    // else (it checks the balance before it writes).
+                    Err(overdraft @ LedgerError::Overdraft { .. }) => Ok(Err(overdraft)),
+                    done => done.map(Ok),
+                }
             })
-            .await
+            .await?
     }
 
     /// Checks the whole ledger against the relay key `relay` (as

@@ -30,7 +30,7 @@ mod results;
 mod wallets;
 mod writer;
 pub use leases::LeaseRequest;
-pub use ledger::{Accrual, LedgerError};
+pub use ledger::{Accrual, LedgerError, SignedTransfer};
 pub use model::{
     EscrowProof, JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId,
 };
@@ -51,6 +51,14 @@ pub enum StorageError {
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database's files could not be made private to the relay's user.
+    #[error("cannot make {path} readable by its owner only (mode 0600): {source}; run the relay as the user who owns the data directory")]
+    FileMode {
+        /// The file.
         path: String,
         /// Why.
         source: std::io::Error,
@@ -288,6 +296,57 @@ fn settle_escrow(
     Ok(paid)
 }
 
+/// Creates `dir` and any missing parents readable by their owner only (on unix): the data
+/// directory holds the ledger, API key hashes and the relay's signing key. A directory
+/// that exists keeps its mode: the operator may have chosen it (a home directory).
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Creates the database file at `path` if it is missing, and makes it and any WAL and
+/// shared-memory files beside it readable and writable by their owner only (on unix),
+/// tightening files an older relay left readable by others. SQLite creates its `-wal`
+/// and `-shm` files with the database file's mode, so new ones follow.
+fn make_database_private(path: &Path) -> Result<(), StorageError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let denied = |file: &Path, source| StorageError::FileMode {
+            path: file.display().to_string(),
+            source,
+        };
+        // Created here rather than by SQLite so it is never readable by others, not even
+        // for the moment between its creation and a chmod. Empty is a valid database.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| denied(path, e))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let file = Path::new(&file);
+            match std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(denied(file, e)),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 impl Storage {
     /// The same database, billing jobs with `billing`.
     pub fn with_billing(mut self, billing: Billing) -> Self {
@@ -314,13 +373,16 @@ impl Storage {
         self.billing.as_deref()
     }
 
-    /// Opens (creating if needed) `DIR/starling.sqlite3` and applies migrations.
+    /// Opens (creating if needed) `DIR/starling.sqlite3` and applies migrations. A new
+    /// data directory is its owner's only (0700), and the database's files always are
+    /// (0600).
     pub async fn open(data_dir: &Path) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StorageError::DataDir {
+        create_private_dir(data_dir).map_err(|source| StorageError::DataDir {
             path: data_dir.display().to_string(),
             source,
         })?;
         let path = data_dir.join("starling.sqlite3");
+        make_database_private(&path)?;
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)
@@ -541,5 +603,49 @@ impl Storage {
         .fetch_all(&self.pool)
         .await?;
         ids.iter().map(|s| parse_id(s)).collect()
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[tokio::test]
+    async fn the_data_dir_and_database_are_readable_by_the_owner_only(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let root = std::env::temp_dir().join(format!("starling-modes-{}", uuid::Uuid::new_v4()));
+        let dir = root.join("data");
+        let storage = Storage::open(&dir).await?;
+        // A write, so the WAL and its index exist.
+        storage
+            .create_account(&WalletKey::from_seed([1; 32]), MicroCredits(5), None)
+            .await?;
+        assert_eq!(mode(&dir), 0o700, "data dir");
+        let db = dir.join("starling.sqlite3");
+        for file in [
+            db.clone(),
+            dir.join("starling.sqlite3-wal"),
+            dir.join("starling.sqlite3-shm"),
+        ] {
+            if file.exists() {
+                assert_eq!(mode(&file), 0o600, "{}", file.display());
+            }
+        }
+        drop(storage);
+        // A database left readable by everyone (made before this check existed) is
+        // tightened when the relay opens it.
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644))?;
+        let storage = Storage::open(&dir).await?;
+        assert_eq!(mode(&db), 0o600, "reopened database");
+        drop(storage);
+        let _ = std::fs::remove_dir_all(&root);
+        Ok(())
     }
 }
