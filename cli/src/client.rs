@@ -192,6 +192,12 @@ impl Client {
             .await
     }
 
+    /// `DELETE /api/v1/jobs/{id}/data`.
+    pub async fn purge(&self, id: &str) -> Result<Value, CliError> {
+        self.json(self.request(Method::DELETE, &format!("/api/v1/jobs/{id}/data")))
+            .await
+    }
+
     /// `DELETE /api/v1/jobs/{id}`.
     pub async fn cancel(&self, id: &str) -> Result<Value, CliError> {
         self.json(self.request(Method::DELETE, &format!("/api/v1/jobs/{id}")))

@@ -90,6 +90,12 @@ enum Command {
         /// Job id.
         id: String,
     },
+    /// Erase an ended job's data for good: inputs, outputs, result (its record and
+    /// ledger entries stay).
+    Purge {
+        /// Job id.
+        id: String,
+    },
     /// List jobs, newest first.
     Jobs {
         /// Only jobs in this state.
@@ -175,12 +181,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Cancel { id } => {
-            let job = client.cancel(&id).await?;
-            if cli.json {
-                print_json(&job);
-            } else {
-                println!("{}", summary(&job));
-            }
+            print_job(cli.json, &client.cancel(&id).await?);
+            Ok(())
+        }
+        Command::Purge { id } => {
+            print_job(cli.json, &client.purge(&id).await?);
             Ok(())
         }
         Command::Jobs { state, limit, all } => {
@@ -202,6 +207,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 }
             }
         }
+    }
+}
+
+/// A job record: as JSON with `--json`, else its one-line summary.
+fn print_job(json: bool, job: &Value) {
+    if json {
+        print_json(job);
+    } else {
+        println!("{}", summary(job));
     }
 }
 

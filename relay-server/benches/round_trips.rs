@@ -210,6 +210,7 @@ fn job(units: usize, quorum: u32, submitter: Option<relay_server::ledger::Accoun
         flops: 64_000_000 * units as u64,
         quorum,
         submitter,
+        max_active: None,
     }
 }
 
@@ -653,6 +654,7 @@ async fn submit_matmul(
                     &inputs,
                     None,
                     Some(account),
+                    None,
                 )
                 .await?,
         );

@@ -129,6 +129,7 @@ fn api_routes() -> Vec<Route> {
         GET "/jobs/{id}/result" => routes::jobs::result,
         GET "/jobs/{id}/events" => routes::events::events,
         GET "/jobs/{id}/units" => routes::jobs::units,
+        DELETE "/jobs/{id}/data" => routes::jobs::purge,
         GET "/wallets/{address}" => routes::wallets::get,
         GET "/wallets/{address}/history" => routes::ledger::history,
         GET "/ledger" => routes::ledger::ledger,

@@ -44,6 +44,9 @@ pub enum ApiError {
     /// No such resource.
     #[error("{0}")]
     NotFound(String),
+    /// The resource existed and was erased for good (a purged job's data).
+    #[error("{0}")]
+    Gone(String),
     /// The resource is not in a state that allows this (e.g. result before done).
     #[error("{0}")]
     Conflict(String),
@@ -99,6 +102,7 @@ impl ApiError {
                 "Request too large",
             ),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
+            Self::Gone(_) => (StatusCode::GONE, "/problems/purged", "Erased for good"),
             Self::Conflict(_) => (
                 StatusCode::CONFLICT,
                 "/problems/conflict",
@@ -198,6 +202,10 @@ impl From<crate::storage::StorageError> for ApiError {
                     "{account} holds {balance} credits; this needs {amount}"
                 )),
                 other => Self::Internal(other.to_string()),
+            },
+            e @ StorageError::TooManyActiveJobs { .. } => Self::QuotaExceeded {
+                detail: format!("{e}; wait for one to end or cancel one"),
+                retry_after_secs: 10,
             },
             other => Self::Internal(other.to_string()),
         }

@@ -95,7 +95,15 @@ struct Cli {
     /// Largest total of one job's inputs, in MiB (after base64 decoding).
     #[arg(long, default_value_t = 64)]
     max_input_mib: usize,
-    /// Requests per second each client (API key, else IP address) regains under
+    /// Days an ended job's inputs are kept; then they are erased for good (fractions of a
+    /// day work: 0.5 is twelve hours).
+    #[arg(long, default_value_t = 7.0, value_parser = retention_days)]
+    retain_inputs_days: f64,
+    /// Days an ended job's result, and every output its volunteers returned, is kept;
+    /// then it is erased for good (`DELETE /api/v1/jobs/{id}/data` erases it at once).
+    #[arg(long, default_value_t = 30.0, value_parser = retention_days)]
+    retain_results_days: f64,
+    /// Requests per second each verified API key, and each IP address, regains under
     /// /api/v1; 0 turns rate limiting off.
     #[arg(long, default_value_t = 100.0)]
     rate_limit_per_s: f64,
@@ -187,6 +195,8 @@ async fn main() -> anyhow::Result<()> {
             audit_rate: cli.audit_rate.clamp(0.0, 1.0),
             max_units_per_job: cli.max_units_per_job.max(1),
             payout_interval: Duration::from_secs(cli.payout_secs),
+            retain_inputs: Duration::from_secs_f64(cli.retain_inputs_days * 86_400.0),
+            retain_results: Duration::from_secs_f64(cli.retain_results_days * 86_400.0),
             ..SchedulerConfig::default()
         },
     );
@@ -239,6 +249,16 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// A retention in days: positive, at most ten years.
+fn retention_days(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(days) if days > 0.0 && days <= 3_650.0 => Ok(days),
+        _ => Err(format!(
+            "`{text}` is not a number of days from 0 (excluded) to 3650"
+        )),
+    }
 }
 
 /// The development API key in `DATA_DIR/dev-api-key`, made (with an account holding

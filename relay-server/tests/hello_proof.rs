@@ -115,6 +115,7 @@ async fn a_hello_must_prove_the_wallet_for_this_very_connection() -> anyhow::Res
             &NamedInputs::new(),
             Some(1),
             None,
+            None,
         )
         .await?;
     let honest = WalletKey::from_seed([1; 32]);

@@ -27,6 +27,7 @@ fn job(units: usize, quorum: u32) -> NewJob {
         flops: 2,
         quorum,
         submitter: None,
+        max_active: None,
     }
 }
 

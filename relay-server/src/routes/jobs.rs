@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use crate::ledger::AccountId;
 use crate::routes::auth::Submitter;
 use crate::routes::openapi::{JobRecordDoc, JobStateDoc, MultipartJobDoc, ProblemDoc};
-use crate::storage::job_queries::Cancelled;
+use crate::storage::job_queries::{Cancelled, Erase, Purged};
 use crate::storage::{JobRecord, JobState};
 use axum::body::Bytes;
 use axum::extract::multipart::MultipartError;
@@ -238,18 +238,6 @@ pub async fn submit(
             limit: state.limits.max_input_bytes,
         });
     }
-    if let Some(account) = submitter {
-        let active = state.scheduler.storage().active_jobs(account).await?;
-        if active >= state.limits.max_active_jobs {
-            return Err(ApiError::QuotaExceeded {
-                detail: format!(
-                    "this API key has {active} jobs queued or running, the most it may; \
-                     wait for one to end or cancel one"
-                ),
-                retry_after_secs: 10,
-            });
-        }
-    }
     let Some(key) = idempotency_key(&headers)? else {
         return Ok(created(create(&state, submission, submitter).await?));
     };
@@ -306,6 +294,7 @@ async fn create(
             &submission.inputs,
             submission.quorum,
             submitter,
+            submitter.map(|_| state.limits.max_active_jobs),
         )
         .await?;
     state
@@ -371,6 +360,7 @@ pub async fn get(
         (status = 200, description = "The merged result, with the kernel's content type (f32 LE bytes, PNG or JSON)", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The job is not done", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "The job's data was purged", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn result(
@@ -385,6 +375,11 @@ pub async fn result(
         .job_result(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job with id `{id}`")))?;
+    if let Some(when) = job.purged_ms {
+        return Err(ApiError::Gone(format!(
+            "job `{id}`'s data was purged (at {when} ms since the Unix epoch): its result is erased for good"
+        )));
+    }
     match (job.state, job.result) {
         (JobState::Done, Some(bytes)) => {
             let content_type = state
@@ -622,4 +617,44 @@ pub async fn units(
         })
         .collect();
     Ok(Json(serde_json::json!({ "units": units })))
+}
+
+/// `DELETE /api/v1/jobs/{id}/data`: erases an ended job's data for good (its inputs,
+/// every output its volunteers returned, its result and its key); the job's record and
+/// its ledger entries stay, marked purged. 200 with the record.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/jobs/{id}/data",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "Job id")),
+    responses(
+        (status = 200, description = "The job, its data erased (`purged_ms` set); also for a job purged before", body = JobRecordDoc),
+        (status = 401, description = "No API key, or not a valid one", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The job is still queued or running (cancel it first)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn purge(
+    State(state): State<AppState>,
+    Submitter(owner): Submitter,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiError> {
+    let id = owned_job(&state, owner, &id).await?;
+    let storage = state.scheduler.storage();
+    match storage.purge_job_data(id, Erase::All).await? {
+        Purged::Now => tracing::info!(job = %id, "job data purged"),
+        Purged::Already => {}
+        Purged::NotEnded(now) => {
+            return Err(ApiError::Conflict(format!(
+                "job `{id}` is {}: its data is in use; cancel it first",
+                now.as_str()
+            )))
+        }
+        Purged::Missing => return Err(no_such_job(&id.to_string())),
+    }
+    storage
+        .job(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after purging")))
 }

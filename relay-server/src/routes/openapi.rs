@@ -41,6 +41,10 @@ pub struct JobRecordDoc {
     /// Where the job's escrow sits in the public ledger, and the salt that proves it is
     /// this job's (shown only to the job's owner).
     escrow: Option<crate::storage::EscrowProof>,
+    /// When its inputs were erased (by `DELETE …/data` or their retention), Unix ms.
+    inputs_purged_ms: Option<i64>,
+    /// When all its data (inputs, outputs, result) was erased, Unix ms.
+    purged_ms: Option<i64>,
 }
 
 /// Where a job is in its life (mirror of `storage::JobState`).
@@ -138,6 +142,7 @@ pub struct ProblemDoc {
         routes::jobs::cancel,
         routes::jobs::result,
         routes::jobs::units,
+        routes::jobs::purge,
         routes::events::events,
         routes::wallets::get,
         routes::ledger::history,

@@ -50,6 +50,11 @@ pub struct SchedulerConfig {
     /// How often what verified units earned is paid out into the ledger (also when a job
     /// ends).
     pub payout_interval: Duration,
+    /// How long an ended job's inputs are kept before they are purged.
+    pub retain_inputs: Duration,
+    /// How long an ended job's result (and every output behind it) is kept before it is
+    /// purged.
+    pub retain_results: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -65,6 +70,8 @@ impl Default for SchedulerConfig {
             audit_rate: 0.1,
             max_units_per_job: 100_000,
             payout_interval: Duration::from_secs(5),
+            retain_inputs: Duration::from_secs(7 * 86_400),
+            retain_results: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -261,6 +268,7 @@ impl Scheduler {
         inputs: &NamedInputs,
         quorum: Option<u32>,
         submitter: Option<crate::ledger::AccountId>,
+        max_active: Option<u64>,
     ) -> Result<JobId, SubmitError> {
         let quorum = quorum.unwrap_or(self.config.default_quorum);
         if !(1..=5).contains(&quorum) {
@@ -288,6 +296,7 @@ impl Scheduler {
                 flops: plan.flops,
                 quorum,
                 submitter,
+                max_active,
             })
             .await?;
         self.work.notify_waiters();
@@ -669,13 +678,43 @@ impl Scheduler {
 
     /// Background upkeep: requeue expired leases, fail jobs that cannot finish, and pay
     /// out what verified units earned every [`SchedulerConfig::payout_interval`].
+    /// Purges ended jobs' inputs and results whose retention ran out, a batch at a time.
+    async fn purge_expired(&self) -> Result<(), StorageError> {
+        let now = crate::storage::now_ms();
+        let before = |kept: Duration| {
+            now.saturating_sub(i64::try_from(kept.as_millis()).unwrap_or(i64::MAX))
+        };
+        let (inputs, all) = self
+            .storage
+            .purge_expired(
+                before(self.config.retain_inputs),
+                before(self.config.retain_results),
+                100,
+            )
+            .await?;
+        if inputs + all > 0 {
+            tracing::info!(inputs, all, "purged job data past its retention");
+        }
+        Ok(())
+    }
+
     pub fn spawn_housekeeping(&self) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             let mut paid_at = Instant::now();
+            // Retention runs a few times per its shortest period, at most once a minute.
+            let retention_every = (this.config.retain_inputs.min(this.config.retain_results) / 4)
+                .clamp(Duration::from_millis(500), Duration::from_secs(60));
+            let mut retained_at = Instant::now();
             loop {
                 tick.tick().await;
+                if retained_at.elapsed() >= retention_every {
+                    retained_at = Instant::now();
+                    if let Err(e) = this.purge_expired().await {
+                        tracing::error!("purging data past its retention failed: {e}");
+                    }
+                }
                 if paid_at.elapsed() >= this.config.payout_interval {
                     paid_at = Instant::now();
                     match this.storage.pay_out_all().await {

@@ -1,5 +1,5 @@
 //! Queries behind the submitter's API beyond submit and fetch: listing, cancelling,
-//! idempotency keys, readiness and the counts `/metrics` exposes.
+//! purging and retention, idempotency keys, readiness and the counts `/metrics` exposes.
 
 use super::{now_ms, parse_id, JobRecord, JobState, Storage, StorageError, RECORD_COLUMNS};
 use crate::ledger::AccountId;
@@ -179,20 +179,6 @@ impl Storage {
             .await
     }
 
-    /// Jobs of `account` still queued or running.
-    pub async fn active_jobs(
-        &self,
-        account: crate::ledger::AccountId,
-    ) -> Result<u64, StorageError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE submitter = ? AND state IN ('queued', 'running')",
-        )
-        .bind(account.to_string())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -218,5 +204,166 @@ impl Storage {
         .map(|r| Ok((r.try_get("kernel")?, r.try_get("state")?, r.try_get("n")?)))
         .collect::<Result<_, StorageError>>()?;
         Ok(Counts { jobs, units })
+    }
+}
+
+/// What a purge of a job's data did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purged {
+    /// Its data is erased now.
+    Now,
+    /// Its data was erased before; nothing changed.
+    Already,
+    /// The job is still queued or running: its data is in use.
+    NotEnded(JobState),
+    /// No such job.
+    Missing,
+}
+
+/// How much of a job's data a purge erases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erase {
+    /// Its inputs only (their retention ran out; the result stays readable).
+    Inputs,
+    /// Everything: inputs, every unit's and replica's output, the merged result and the
+    /// job's key.
+    All,
+}
+
+/// Erases `erase` of an ended job's data inside the writer's transaction (see
+/// [`Storage::purge_job_data`]).
+fn purge_in(db: &rusqlite::Connection, id: JobId, erase: Erase) -> Result<Purged, StorageError> {
+    let job = id.to_string();
+    let row: Option<(String, Option<i64>, Option<i64>)> = db
+        .prepare_cached("SELECT state, inputs_purged_ms, purged_ms FROM jobs WHERE id = ?1")?
+        .query_row([&job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((state, inputs_purged, purged)) = row else {
+        return Ok(Purged::Missing);
+    };
+    let state = JobState::parse(&state)?;
+    if matches!(state, JobState::Queued | JobState::Running) {
+        return Ok(Purged::NotEnded(state));
+    }
+    let done_before = match erase {
+        Erase::Inputs => inputs_purged.is_some(),
+        Erase::All => purged.is_some(),
+    };
+    if done_before {
+        return Ok(Purged::Already);
+    }
+    // Overwrites what is deleted with zeros instead of leaving it in free space, for
+    // these statements only: the hot paths keep SQLite's cheaper default.
+    db.pragma_update(None, "secure_delete", true)?;
+    let erased = (|| {
+        let now = now_ms();
+        db.prepare_cached("DELETE FROM job_inputs WHERE job_id = ?1")?
+            .execute([&job])?;
+        db.prepare_cached(
+            "UPDATE jobs SET inputs_purged_ms = COALESCE(inputs_purged_ms, ?2) WHERE id = ?1",
+        )?
+        .execute(rusqlite::params![job, now])?;
+        if erase == Erase::All {
+            // Rows stay (who computed what, for the audit); their bytes go. An empty
+            // blob, not NULL: a done unit and a judged result always have an output.
+            db.prepare_cached(
+                "UPDATE leases SET output = X''
+                 WHERE output IS NOT NULL AND unit_id IN (SELECT id FROM units WHERE job_id = ?1)",
+            )?
+            .execute([&job])?;
+            db.prepare_cached(
+                "UPDATE units SET output = X'' WHERE job_id = ?1 AND output IS NOT NULL",
+            )?
+            .execute([&job])?;
+            db.prepare_cached("UPDATE jobs SET result = NULL, purged_ms = ?2 WHERE id = ?1")?
+                .execute(rusqlite::params![job, now])?;
+        }
+        Ok::<_, StorageError>(())
+    })();
+    db.pragma_update(None, "secure_delete", false)?;
+    erased.map(|()| Purged::Now)
+}
+
+impl Storage {
+    /// Erases an ended job's data for good. [`Erase::All`]: its inputs, every output its
+    /// volunteers returned, its merged result and its key; [`Erase::Inputs`]: its inputs.
+    /// The job's record, its units' and leases' rows (who computed what) and its ledger
+    /// entries stay. Erased content is overwritten in the database file, the WAL is
+    /// checkpointed and truncated, and (for `All`) the job's key is destroyed, so a copy
+    /// made earlier holds only data sealed under a key that no longer exists.
+    pub async fn purge_job_data(&self, id: JobId, erase: Erase) -> Result<Purged, StorageError> {
+        let purged = self.writer.exec(move |db| purge_in(db, id, erase)).await?;
+        if purged == Purged::Now {
+            if erase == Erase::All {
+                self.keys.destroy(id)?;
+            }
+            self.truncate_wal().await;
+        }
+        Ok(purged)
+    }
+
+    /// Purges what has outlived its retention: the inputs of jobs that ended before
+    /// `inputs_before_ms`, and everything of jobs that ended before `results_before_ms`,
+    /// up to `batch` jobs of each. Returns how many jobs it purged (inputs, all).
+    pub async fn purge_expired(
+        &self,
+        inputs_before_ms: i64,
+        results_before_ms: i64,
+        batch: u32,
+    ) -> Result<(usize, usize), StorageError> {
+        let ended = "(state = 'done' OR state = 'failed' OR state = 'cancelled')";
+        let due = |column: &'static str, before: i64| {
+            let sql = format!(
+                "SELECT id FROM jobs WHERE {ended} AND {column} IS NULL AND updated_ms < ?
+                 ORDER BY updated_ms LIMIT ?"
+            );
+            async move {
+                let ids: Vec<String> = sqlx::query_scalar(&sql)
+                    .bind(before)
+                    .bind(i64::from(batch))
+                    .fetch_all(&self.pool)
+                    .await?;
+                ids.iter()
+                    .map(|id| parse_id(id))
+                    .collect::<Result<Vec<JobId>, StorageError>>()
+            }
+        };
+        let mut counts = (0, 0);
+        for id in due("purged_ms", results_before_ms).await? {
+            if self.purge_quietly(id, Erase::All).await? {
+                counts.1 += 1;
+            }
+        }
+        for id in due("inputs_purged_ms", inputs_before_ms).await? {
+            if self.purge_quietly(id, Erase::Inputs).await? {
+                counts.0 += 1;
+            }
+        }
+        if counts != (0, 0) {
+            self.truncate_wal().await;
+        }
+        Ok(counts)
+    }
+
+    /// [`Self::purge_job_data`] without the WAL truncation, which a batch does once.
+    async fn purge_quietly(&self, id: JobId, erase: Erase) -> Result<bool, StorageError> {
+        let purged = self.writer.exec(move |db| purge_in(db, id, erase)).await?;
+        if purged == Purged::Now && erase == Erase::All {
+            self.keys.destroy(id)?;
+        }
+        Ok(purged == Purged::Now)
+    }
+
+    /// Copies the WAL into the database file and empties it, so erased pages' earlier
+    /// versions leave the WAL. A reader inside the WAL can hold it up; then those versions
+    /// stay in the WAL until the writer next starts it over.
+    async fn truncate_wal(&self) {
+        match self.writer.truncate_wal().await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("the WAL could not be emptied after a purge: a reader is in it")
+            }
+            Err(e) => tracing::warn!("checkpoint after a purge failed: {e}"),
+        }
     }
 }

@@ -256,6 +256,8 @@ fn lease_canary_in(
          WHERE units.state = 'done' AND units.rowid >= ?1
            AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
                            AND leases.wallet = ?2)
+           -- Only from jobs whose data is kept: a purged job's units are never sent again.
+           AND EXISTS (SELECT 1 FROM job_inputs WHERE job_inputs.job_id = units.job_id)
          ORDER BY units.rowid LIMIT 1"
     ))?;
     // From the drawn point on, then from the start if nothing was after it.

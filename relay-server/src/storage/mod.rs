@@ -21,6 +21,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod job_keys;
 pub mod job_queries;
 mod leases;
 mod ledger;
@@ -76,6 +77,15 @@ pub enum StorageError {
     /// Credit could not move (for example, the submitter cannot cover a job).
     #[error(transparent)]
     Ledger(Box<LedgerError>),
+    /// Job data at rest could not be sealed or opened (a damaged blob or key file).
+    #[error("job data at rest: {0}")]
+    Sealing(String),
+    /// The submitter has as many jobs queued or running as it may.
+    #[error("this API key has {active} jobs queued or running, the most it may")]
+    TooManyActiveJobs {
+        /// Its jobs queued or running.
+        active: u64,
+    },
 }
 
 impl StorageError {
@@ -127,7 +137,7 @@ async fn applied_migrations(db: &mut sqlx::SqliteConnection) -> Result<i64, Stor
 /// Columns of a job's public record, as [`JobRecord::from_row`] reads them.
 const RECORD_COLUMNS: &str =
     "id, kernel, params, state, units_total, units_done, flops, quorum, error, created_ms, updated_ms,
-     escrow_account, escrow_salt,
+     escrow_account, escrow_salt, inputs_purged_ms, purged_ms,
      (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'leased') AS units_leased";
 
 /// Fails a job's open units and voids their leases (the job failed or was cancelled);
@@ -206,6 +216,8 @@ pub struct Storage {
     quorum_hints: Arc<std::sync::Mutex<Vec<(String, u32)>>>,
     /// Wallets' standing as last committed (see [`wallets::Standings`]).
     standings: Arc<wallets::Standings>,
+    /// Each job's key for its data at rest.
+    keys: Arc<job_keys::JobKeys>,
 }
 
 /// What a unit of work costs and how its price is shared.
@@ -422,6 +434,7 @@ impl Storage {
             billing: None,
             quorum_hints: Arc::default(),
             standings: Arc::default(),
+            keys: Arc::new(job_keys::JobKeys::open(data_dir)?),
         })
     }
 
@@ -429,6 +442,7 @@ impl Storage {
     /// and the job names its submitter) moves its price into escrow in the same one: a
     /// submitter who cannot cover it gets [`LedgerError::Overdraft`] and nothing is stored.
     pub async fn insert_job(&self, job: &NewJob) -> Result<(), StorageError> {
+        let job_id = job.id;
         let bill = match (self.billing(), job.submitter) {
             (Some(billing), Some(submitter)) => Some((billing, submitter)),
             _ => None,
@@ -448,18 +462,42 @@ impl Storage {
             }
         }
         let escrow = bill.map(|(billing, submitter)| (billing.key.clone(), submitter));
-        let job = job.clone();
-        self.writer
+        // Sealed before the write (which may run more than once), with a key on disk first:
+        // a crash in between leaves a key without a job, never a job without its key.
+        let key = self.keys.create(job.id)?;
+        let sealed_input = key.seal(job.id, job_keys::Part::Input, &job.input)?;
+        let job = NewJob {
+            input: Vec::new(),
+            units: job.units.clone(),
+            unit_flops: job.unit_flops.clone(),
+            params: job.params.clone(),
+            kernel: job.kernel.clone(),
+            ..*job
+        };
+        let inserted = self
+            .writer
             .exec(move |db| {
                 let now = now_ms();
                 let id = job.id.to_string();
+                if let (Some(submitter), Some(limit)) = (job.submitter, job.max_active) {
+                    let active: i64 = db
+                        .prepare_cached(
+                            "SELECT COUNT(*) FROM jobs
+                             WHERE submitter = ?1 AND (state = 'queued' OR state = 'running')",
+                        )?
+                        .query_row([submitter.to_string()], |r| r.get(0))?;
+                    let active = u64::try_from(active).unwrap_or(0);
+                    if active >= limit {
+                        return Err(StorageError::TooManyActiveJobs { active });
+                    }
+                }
                 let salt = EscrowRef::new_salt();
                 let escrow_account = Account::Escrow(EscrowRef::for_job(job.id, &salt));
                 db.prepare_cached(
                     "INSERT INTO jobs (id, kernel, params, state, units_total, flops, quorum,
                                        submitter, price_per_gflop, created_ms, updated_ms,
-                                       escrow_salt, escrow_account)
-                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
+                                       escrow_salt, escrow_account, sealed)
+                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, 1)",
                 )?
                 .execute(rusqlite::params![
                     id,
@@ -476,7 +514,7 @@ impl Storage {
                     escrow_account.to_string(),
                 ])?;
                 db.prepare_cached("INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)")?
-                    .execute(rusqlite::params![id, job.input])?;
+                    .execute(rusqlite::params![id, sealed_input])?;
                 let mut insert = db.prepare_cached(
                     "INSERT INTO units (id, job_id, idx, params, state, flops)
                      VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
@@ -501,7 +539,21 @@ impl Storage {
                 }
                 Ok(())
             })
-            .await
+            .await;
+        if inserted.is_err() {
+            // Nothing was stored: the key protects nothing.
+            if let Err(e) = self.keys.destroy(job_id) {
+                tracing::warn!(job = %job_id, "cannot remove the key of a job not stored: {e}");
+            }
+        }
+        inserted
+    }
+
+    /// `job`'s key, for data it sealed.
+    fn job_key(&self, job: JobId) -> Result<job_keys::JobKey, StorageError> {
+        self.keys
+            .get(job)?
+            .ok_or_else(|| StorageError::Sealing(format!("job {job} has no key (purged?)")))
     }
 
     /// A job's public record (without input or result bytes).
@@ -515,28 +567,48 @@ impl Storage {
 
     /// A job's state, kernel and (once done) result bytes; `None` when it does not exist.
     pub async fn job_result(&self, id: JobId) -> Result<Option<JobOutput>, StorageError> {
-        let row = sqlx::query("SELECT state, kernel, result FROM jobs WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(JobOutput {
-                state: JobState::parse(r.try_get("state")?)?,
-                kernel: r.try_get("kernel")?,
-                result: r.try_get("result")?,
-            })
-        })
-        .transpose()
+        let row =
+            sqlx::query("SELECT state, kernel, result, sealed, purged_ms FROM jobs WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let result: Option<Vec<u8>> = r.try_get("result")?;
+        let result = match (result, r.try_get::<bool, _>("sealed")?) {
+            (Some(sealed), true) => Some(self.job_key(id)?.open(
+                id,
+                job_keys::Part::Result,
+                &sealed,
+            )?),
+            (plain, _) => plain,
+        };
+        Ok(Some(JobOutput {
+            state: JobState::parse(r.try_get("state")?)?,
+            kernel: r.try_get("kernel")?,
+            result,
+            purged_ms: r.try_get("purged_ms")?,
+        }))
     }
 
-    /// A job's packed input blob.
+    /// A job's packed input blob; [`StorageError::Sealing`] once it was purged.
     pub async fn job_input(&self, id: JobId) -> Result<Vec<u8>, StorageError> {
-        Ok(
-            sqlx::query_scalar("SELECT input FROM job_inputs WHERE job_id = ?")
-                .bind(id.to_string())
-                .fetch_one(&self.pool)
-                .await?,
+        let row = sqlx::query(
+            "SELECT job_inputs.input, jobs.sealed FROM jobs
+             LEFT JOIN job_inputs ON job_inputs.job_id = jobs.id WHERE jobs.id = ?",
         )
+        .bind(id.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        let input: Option<Vec<u8>> = row.try_get(0)?;
+        let input =
+            input.ok_or_else(|| StorageError::Sealing(format!("job {id}'s input was purged")))?;
+        if row.try_get::<bool, _>(1)? {
+            self.job_key(id)?.open(id, job_keys::Part::Input, &input)
+        } else {
+            Ok(input)
+        }
     }
 
     /// Every unit output of a job whose units are all done, in unit order.
@@ -559,7 +631,17 @@ impl Storage {
     /// Stores the merged result and marks the job done (once; later calls change nothing),
     /// paying out what its units earned and refunding what is left of its escrow.
     pub async fn finish_job(&self, job: JobId, result: &[u8]) -> Result<bool, StorageError> {
-        let result = result.to_vec();
+        let sealed: bool = sqlx::query_scalar("SELECT sealed FROM jobs WHERE id = ?")
+            .bind(job.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(false);
+        let result = if sealed {
+            self.job_key(job)?
+                .seal(job, job_keys::Part::Result, result)?
+        } else {
+            result.to_vec()
+        };
         let billing = self.billing.clone();
         let (finished, paid) = self
             .writer

@@ -81,8 +81,10 @@ pub struct JobOutput {
     pub state: JobState,
     /// Kernel id (for the result's content type).
     pub kernel: String,
-    /// Merged result, present once done.
+    /// Merged result, present once done (and until purged).
     pub result: Option<Vec<u8>>,
+    /// When its data was purged, Unix ms.
+    pub purged_ms: Option<i64>,
 }
 
 /// A job about to be stored.
@@ -106,6 +108,9 @@ pub struct NewJob {
     pub quorum: u32,
     /// The submitter account paying for it (escrowed at insert where jobs are billed).
     pub submitter: Option<crate::ledger::AccountId>,
+    /// Most jobs its submitter may have queued or running, this one included; checked
+    /// in the transaction that inserts it, so concurrent submissions cannot overshoot.
+    pub max_active: Option<u64>,
 }
 
 /// What a lease was for, with what is needed to check a result for it.
@@ -151,6 +156,12 @@ pub struct JobRecord {
     /// job's; absent for jobs from before escrows had public names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub escrow: Option<EscrowProof>,
+    /// When its inputs were erased (by `DELETE …/data` or their retention), Unix ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs_purged_ms: Option<i64>,
+    /// When all its data (inputs, outputs, result) was erased, Unix ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purged_ms: Option<i64>,
 }
 
 /// The ledger account holding a job's escrow, and the salt that ties it to the job: the
@@ -201,6 +212,8 @@ impl JobRecord {
                 (Some(account), Some(salt)) => Some(EscrowProof { account, salt }),
                 _ => None,
             },
+            inputs_purged_ms: r.try_get("inputs_purged_ms")?,
+            purged_ms: r.try_get("purged_ms")?,
         })
     }
 }

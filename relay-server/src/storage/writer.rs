@@ -73,9 +73,44 @@ trait Command: Send {
     /// Runs inside the group's transaction (again, when the group is replayed); returns
     /// whether its writes stay.
     fn run(&mut self, db: &Connection) -> bool;
+    /// Runs once the group has committed, outside any transaction, before the reply.
+    fn after_commit(&mut self, _db: &Connection) {}
     /// Sends what the last run returned once the group committed (`commit` is `None`),
     /// or why the group did not commit.
     fn reply(self: Box<Self>, commit: Option<&rusqlite::Error>);
+}
+
+/// Copies the whole WAL into the database file and truncates the WAL, after the group
+/// it joined committed. On the writer's own connection, so no write of the relay's is in
+/// its way; it waits out readers up to [`BUSY_WAIT`].
+struct TruncateWal {
+    reply: tokio::sync::oneshot::Sender<Result<bool, StorageError>>,
+    outcome: Option<Result<bool, StorageError>>,
+}
+
+impl Command for TruncateWal {
+    fn run(&mut self, _db: &Connection) -> bool {
+        false
+    }
+
+    fn after_commit(&mut self, db: &Connection) {
+        let outcome = db
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|busy| busy == 0)
+            .map_err(StorageError::from);
+        self.outcome = Some(outcome);
+    }
+
+    fn reply(self: Box<Self>, commit: Option<&rusqlite::Error>) {
+        let outcome = match (commit, self.outcome) {
+            (Some(e), _) => Err(StorageError::Sqlite(copy(e))),
+            (None, Some(outcome)) => outcome,
+            (None, None) => Err(StorageError::WriterGone),
+        };
+        let _ = self.reply.send(outcome);
+    }
 }
 
 struct Job<F, T, E> {
@@ -197,6 +232,19 @@ impl Writer {
         self.submit(move |db| (work(db), Keep::Writes)).await
     }
 
+    /// Empties the WAL into the database file once what was queued before has committed:
+    /// `Ok(false)` when a reader kept it from emptying completely.
+    pub(super) async fn truncate_wal(&self) -> Result<bool, StorageError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Box::new(TruncateWal {
+                reply,
+                outcome: None,
+            }))
+            .map_err(|_| StorageError::WriterGone)?;
+        answer.await.map_err(|_| StorageError::WriterGone)?
+    }
+
     /// [`Self::exec`] where `work` also says whether its writes stay.
     pub(super) async fn submit<T, E>(
         &self,
@@ -266,7 +314,10 @@ fn serve(
                 let _ = exec(db, "ROLLBACK");
             }
         }
-        for command in group.drain(..) {
+        for mut command in group.drain(..) {
+            if outcome.is_ok() {
+                command.after_commit(db);
+            }
             command.reply(outcome.as_ref().err());
         }
         // One wake-up pending is enough: the checkpoint takes whatever is in the WAL.
