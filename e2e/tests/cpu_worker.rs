@@ -10,9 +10,10 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_fallback_runs_on_a_web_worker_and_never_freezes_the_page() -> anyhow::Result<()> {
     let data = TempDir::new("cpu-worker")?;
-    // 2 GFLOP units: long enough on a CPU that running one on the page's thread would
-    // stall it far beyond the bound checked below.
-    let relay = Relay::start(data.path(), 2000)?;
+    // 4 GFLOP units: long enough on a CPU that running one on the page's thread would
+    // stall it far beyond the bound checked below (2 GFLOP units took 0.87 s on a 2-core
+    // Xeon VM, under the test's own one-second floor).
+    let relay = Relay::start(data.path(), 4000)?;
     let api = relay.api();
     let browser = Browser::start("cpu-worker").await?;
     browser
@@ -26,8 +27,8 @@ async fn cpu_fallback_runs_on_a_web_worker_and_never_freezes_the_page() -> anyho
         "the CPU fallback runs on a worker: {device}"
     );
 
-    // 1906 x 1024 x 1024: 4 GFLOP, split into two units of 953 rows (2 GFLOP) each.
-    let job = MatmulJob::random(1906, 1024, 1024, 21);
+    // 3812 x 1024 x 1024: 8 GFLOP, split into two units of 1906 rows (4 GFLOP) each.
+    let job = MatmulJob::random(ROWS, 1024, 1024, 21);
     let id = api.submit_with_quorum(&job.body, 1).await?;
     browser.click("start").await?;
     browser
@@ -79,7 +80,7 @@ async fn cpu_fallback_runs_on_a_web_worker_and_never_freezes_the_page() -> anyho
     // as it computed, so the job's wall time is mostly rest.
     browser.set_value("intensity", "20").await?;
     let busy_before_ms = JOB_FLOPS / (gflops * 1e6);
-    let job = MatmulJob::random(1906, 1024, 1024, 22);
+    let job = MatmulJob::random(ROWS, 1024, 1024, 22);
     let submitted = std::time::Instant::now();
     let id = api.submit_with_quorum(&job.body, 1).await?;
     api.wait_done(&id, Duration::from_secs(240)).await?;
@@ -102,5 +103,8 @@ async fn cpu_fallback_runs_on_a_web_worker_and_never_freezes_the_page() -> anyho
     Ok(())
 }
 
-/// FLOPs of one 1906 x 1024 x 1024 matmul job.
-const JOB_FLOPS: f64 = 2.0 * 1906.0 * 1024.0 * 1024.0;
+/// Rows of A in each job.
+const ROWS: u32 = 3812;
+
+/// FLOPs of one ROWS x 1024 x 1024 matmul job.
+const JOB_FLOPS: f64 = 2.0 * ROWS as f64 * 1024.0 * 1024.0;

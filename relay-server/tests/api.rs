@@ -684,6 +684,9 @@ async fn openapi_document_describes_every_route_and_nothing_else() {
         .json();
     let mut sent = keys(&record);
     sent.insert("error".into()); // Only sent for failed jobs.
+                                 // Only sent once the job's data was purged.
+    sent.insert("inputs_purged_ms".into());
+    sent.insert("purged_ms".into());
     assert_eq!(sent, keys(&schemas["JobRecord"]["properties"]));
     assert_eq!(
         keys(&record["progress"]),

@@ -65,8 +65,17 @@ impl Vol {
     }
 
     async fn lease(&self, storage: &Storage) -> anyhow::Result<Option<LeasedUnit>> {
+        self.lease_at(storage, i64::MAX / 2).await
+    }
+
+    /// A lease asked for at `time_ms` (and lasting until then).
+    async fn lease_at(
+        &self,
+        storage: &Storage,
+        time_ms: i64,
+    ) -> anyhow::Result<Option<LeasedUnit>> {
         Ok(storage
-            .lease_work(&self.request(i64::MAX / 2), |_, job_quorum| job_quorum)
+            .lease_work(&self.request(time_ms), |_, job_quorum| job_quorum)
             .await?)
     }
 
@@ -789,11 +798,13 @@ proptest! {
                 }
                 check(&storage, j.id, quorum as usize, &vols[0].wallet).await?;
             }
-            // Leases still held run out, and honest volunteers 1-4 finish the job.
+            // Leases still held run out, and honest volunteers 1-4 finish the job, later:
+            // a unit a wallet handed back goes to it again only after a while.
             storage.expire_leases(i64::MAX).await?;
+            let later = i64::MAX / 2 + 2 * relay_server::storage::REPEAT_AFTER_MS;
             for _ in 0..40 {
                 for (v, vol) in vols.iter().enumerate().skip(1) {
-                    if let Some(l) = vol.lease(&storage).await? {
+                    if let Some(l) = vol.lease_at(&storage, later).await? {
                         let out = answer_for(v, &l.unit_params);
                         vol.answer(&storage, l.lease, &out, None).await?;
                     }
@@ -970,5 +981,54 @@ async fn an_upgrade_that_leaves_a_dangling_row_refuses_to_start() -> anyhow::Res
         refused.as_deref().is_some_and(|e| e.contains("leases")),
         "{refused:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_handed_back_unit_goes_to_another_wallet_and_a_fresh_wallet_cannot_fail_it(
+) -> anyhow::Result<()> {
+    let dir = temp_dir("hand-back");
+    let storage = Storage::open(&dir).await?;
+    storage.insert_job(&job(1, 1)).await?;
+    let (a, b) = (Vol::new(1), Vol::new(2));
+    storage.touch_wallet(&a.wallet).await?;
+    let leased = a.lease(&storage).await?.expect("a unit to lease");
+    let lost = storage.release_lease(leased.lease, a.peer).await?;
+    assert_eq!(
+        lost.map(|(_, attempts)| attempts),
+        Some(0),
+        "a fresh wallet's hand-back does not count toward failing the job"
+    );
+    assert!(
+        a.lease(&storage).await?.is_none(),
+        "the unit does not go straight back to the wallet that handed it back"
+    );
+    let again = b.lease(&storage).await?.expect("another wallet gets it");
+    assert_eq!(again.unit, leased.unit);
+    let record = storage.wallet(&a.wallet).await?.expect("a known wallet");
+    assert_eq!(record.handbacks, 1);
+    assert!(!record.quarantined);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wallet_that_hands_back_more_than_it_computes_is_cut_off() -> anyhow::Result<()> {
+    let dir = temp_dir("cut-off");
+    let storage = Storage::open(&dir).await?;
+    storage.insert_job(&job(8, 1)).await?;
+    let a = Vol::new(3);
+    storage.touch_wallet(&a.wallet).await?;
+    // Read once, so the standings cache holds the wallet and must learn of the cut-off.
+    assert!(!storage.standing(&a.wallet).await?.1);
+    for handed_back in 1..=4 {
+        let leased = a.lease(&storage).await?.expect("a unit to lease");
+        storage.release_lease(leased.lease, a.peer).await?;
+        let quarantined = storage.standing(&a.wallet).await?.1;
+        assert_eq!(
+            quarantined,
+            handed_back > 3,
+            "after {handed_back} hand-backs"
+        );
+    }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //!
 //! It sits below the work loop, so the loop itself stays honest and identical to the
 //! browser's: the wrapper reassembles each outgoing message and, for a `Result` picked at
-//! `rate`, corrupts it, drops the connection, holds it past its lease, or sends it twice.
+//! `rate`, corrupts it, drops the connection, holds it past its lease, sends it twice, or
+//! hands the unit back with `Failed`.
 
 use crate::{Transport, TransportError};
 use starling_protocol::{
@@ -30,6 +31,9 @@ pub enum Fault {
     Stall,
     /// Send the result twice.
     Duplicate,
+    /// Hand the unit back at once with `Failed` instead of the result, and stay
+    /// connected for the next: the quickest way to hand units back.
+    Fail,
 }
 
 /// A [`Transport`] that applies a [`Fault`] to a fraction of results.
@@ -180,6 +184,13 @@ impl<T: Transport> Transport for FaultyTransport<T> {
             Fault::Duplicate => {
                 self.send_message(&message).await?;
                 self.send_message(&message).await
+            }
+            Fault::Fail => {
+                self.send_message(&ToRelay::Failed {
+                    lease,
+                    reason: "fault injection".into(),
+                })
+                .await
             }
         }
     }

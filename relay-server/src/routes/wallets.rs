@@ -17,14 +17,15 @@ pub(crate) fn parse_address(raw: &str, field: &str) -> Result<WalletAddress, Api
 }
 
 /// `GET /api/v1/wallets/{address}`: the wallet's validated and invalid results, error
-/// rate, and whether it is trusted (spot-checked instead of replicated) or quarantined.
+/// rate, units handed back, and whether it is trusted (spot-checked instead of
+/// replicated) or quarantined.
 #[utoipa::path(
     get,
     path = "/api/v1/wallets/{address}",
     tag = "wallets",
     params(("address" = String, Path, description = "Wallet address (st1…)")),
     responses(
-        (status = 200, description = "`{address, balance, balance_micro, valid_results, invalid_results, error_rate, trusted, quarantined}`", body = Object),
+        (status = 200, description = "`{address, balance, balance_micro, valid_results, invalid_results, error_rate, trusted, quarantined, handbacks}`", body = Object),
         (status = 404, description = "The wallet has not volunteered yet", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "Not a wallet address (format or checksum)", body = ProblemDoc, content_type = "application/problem+json"),
     )
@@ -51,5 +52,6 @@ pub async fn get(
         "error_rate": record.reliability.error_rate,
         "trusted": record.reliability.trusted(),
         "quarantined": record.quarantined,
+        "handbacks": record.handbacks,
     })))
 }

@@ -28,8 +28,9 @@ pub struct SchedulerConfig {
     pub lease: Duration,
     /// Longest lease: a unit is reissued after this even on a very slow volunteer.
     pub max_lease: Duration,
-    /// Lost leases and wrong results one unit may see before its job fails instead of
-    /// looping. With two agreeing results needed and 40% of leases going bad (a fifth of
+    /// Wrong results, and leases lost by distinct wallets with a valid result on record,
+    /// one unit may see before its job fails instead of looping (a fresh wallet's lost
+    /// lease counts against that wallet only: see `storage::leases::lose_leases`). With two agreeing results needed and 40% of leases going bad (a fifth of
     /// the volunteers cheating and not yet quarantined, a fifth dropping connections), a
     /// unit sees 8 bad leases before its 2 good ones 0.37% of the time and 10 only 0.06%.
     /// Cheaters are quarantined after a few units, so such losses do not last; a unit
@@ -80,7 +81,10 @@ impl Default for SchedulerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     /// Its wallet returned too many wrong results.
-    #[error("wallet {0} is quarantined after repeated wrong results")]
+    #[error(
+        "wallet {0} is quarantined after repeated wrong results, or for handing back \
+         more units than it computed"
+    )]
     Quarantined(WalletAddress),
     /// The database failed.
     #[error(transparent)]
@@ -654,7 +658,8 @@ impl Scheduler {
             .await?
         {
             let reason = format!(
-                "a unit was handed out {} times without a valid result",
+                "no volunteer could compute a unit: {} distinct wallets with a record of \
+                 valid work handed it back, or returned wrong results for it",
                 self.config.max_attempts
             );
             tracing::warn!(%job, "{reason}");
@@ -676,8 +681,6 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Background upkeep: requeue expired leases, fail jobs that cannot finish, and pay
-    /// out what verified units earned every [`SchedulerConfig::payout_interval`].
     /// Purges ended jobs' inputs and results whose retention ran out, a batch at a time.
     async fn purge_expired(&self) -> Result<(), StorageError> {
         let now = crate::storage::now_ms();
@@ -698,6 +701,9 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Background upkeep: requeue expired leases, fail jobs that cannot finish, pay out
+    /// what verified units earned every [`SchedulerConfig::payout_interval`], and purge
+    /// data past its retention.
     pub fn spawn_housekeeping(&self) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {

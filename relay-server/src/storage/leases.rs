@@ -124,36 +124,95 @@ fn insert_lease(
     Ok(())
 }
 
+/// Unexplained hand-backs a wallet may have beyond the valid results it returned before
+/// it gets no more work: an honest volunteer on a flaky network drops a unit now and
+/// then and computes many; a wallet that only takes units and hands them back (to
+/// exhaust their jobs' retries, or to learn which units exist) is cut off after this
+/// many.
+pub(crate) const HANDBACK_ALLOWANCE: i64 = 3;
+
+/// How long after a wallet handed a unit back it may be given that unit again, should
+/// nobody else have taken it: a lone volunteer who pressed Stop gets its unit back; a
+/// wallet failing units on purpose waits this long per unit, and pays for each.
+pub const REPEAT_AFTER_MS: i64 = 120_000;
+
+/// What losing leases came to.
+#[derive(Debug, Default)]
+pub(crate) struct Lost {
+    /// Each open unit that lost a lease: its id, job and the distinct wallets with a
+    /// record that lost it so far (what fails a job past its limit).
+    pub units: Vec<(String, JobId, i64)>,
+    /// Wallets that went over their hand-back allowance with these losses, now
+    /// quarantined.
+    pub cut_off: Vec<WalletAddress>,
+}
+
 /// Marks `state` every active lease matched by `filter` (SQL over `leases`, one `?1`),
-/// counts the loss against each unit, and puts the units back in the queue.
+/// counts each loss against its wallet, and puts the units back in the queue. A loss
+/// counts against the unit (toward failing its job) only the first time a wallet with
+/// a valid result on record loses it: fresh wallets, which cost nothing to make, cannot
+/// fail a job by dropping its units, and one wallet counts once however often it tries.
 fn lose_leases(
     db: &Connection,
     state: &str,
     filter: &str,
     bind: &dyn rusqlite::ToSql,
-) -> Result<Vec<(String, JobId, i64)>, StorageError> {
-    let units = db
+) -> Result<Lost, StorageError> {
+    let leases = db
         .prepare_cached(&format!(
-            "UPDATE leases SET state = '{state}' WHERE state = 'active' AND {filter} RETURNING unit_id"
+            "UPDATE leases SET state = '{state}' WHERE state = 'active' AND {filter}
+             RETURNING id, unit_id, wallet"
         ))?
-        .query_map([bind], |r| r.get::<_, String>(0))?
+        .query_map([bind], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut lost = Vec::with_capacity(units.len());
-    for unit in units {
+    let mut lost = Lost::default();
+    for (lease, unit, wallet) in leases {
+        let standing = db
+            .prepare_cached(
+                "UPDATE wallets SET handbacks = handbacks + 1 WHERE address = ?1
+                 RETURNING handbacks, valid, quarantined",
+            )?
+            .query_row([&wallet], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            })
+            .optional()?;
+        let (handbacks, valid, quarantined) = standing.unwrap_or((0, 0, false));
+        if !quarantined && handbacks > HANDBACK_ALLOWANCE + valid {
+            db.prepare_cached("UPDATE wallets SET quarantined = 1 WHERE address = ?1")?
+                .execute([&wallet])?;
+            lost.cut_off.push(parse_id(&wallet)?);
+        }
+        let counts = valid > 0
+            && !db
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM leases WHERE unit_id = ?1 AND wallet = ?2
+                     AND id != ?3 AND (state = 'released' OR state = 'expired'))",
+                )?
+                .query_row([&unit, &wallet, &lease], |r| r.get::<_, bool>(0))?;
         // Canary leases point at settled units: losing one costs the unit nothing.
         let row = db
             .prepare_cached(
-                "UPDATE units SET attempts = attempts + 1
+                "UPDATE units SET attempts = attempts + ?2
                  WHERE id = ?1 AND state IN ('queued', 'leased')
                  RETURNING job_id, attempts",
             )?
-            .query_row([&unit], |r| {
+            .query_row(rusqlite::params![unit, i64::from(counts)], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })
             .optional()?;
         if let Some((job, attempts)) = row {
             refresh_unit(db, &unit)?;
-            lost.push((unit, parse_id(&job)?, attempts));
+            lost.units.push((unit, parse_id(&job)?, attempts));
         }
     }
     Ok(lost)
@@ -189,11 +248,17 @@ fn lease_work_in(
              WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
                AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
                                AND ((leases.state = 'active' AND (leases.wallet = ?1 OR leases.peer = ?2))
-                                    OR (leases.state = 'returned' AND leases.wallet = ?1)))
+                                    OR (leases.state = 'returned' AND leases.wallet = ?1)
+                                    OR ((leases.state = 'released' OR leases.state = 'expired')
+                                        AND leases.wallet = ?1 AND leases.issued_ms > ?3)))
              ORDER BY units.rowid LIMIT 1"
         ))?
         .query_row(
-            [wallet.as_str(), request.peer.to_string().as_str()],
+            rusqlite::params![
+                wallet,
+                request.peer.to_string(),
+                request.terms.start_ms.saturating_sub(REPEAT_AFTER_MS)
+            ],
             |r| Ok((UnitRow::read(r)?, r.get::<_, i64>(9)?, r.get::<_, i64>(10)?)),
         )
         .optional()?;
@@ -394,7 +459,8 @@ impl Storage {
         lease: LeaseId,
         peer: PeerId,
     ) -> Result<Option<(JobId, i64)>, StorageError> {
-        self.writer
+        let lost = self
+            .writer
             .exec(move |db| {
                 let lease = lease.to_string();
                 // Only the connection holding the lease may give it back.
@@ -403,38 +469,50 @@ impl Storage {
                     .query_row([&lease], |r| r.get(0))
                     .optional()?;
                 if owner.as_deref() != Some(peer.to_string().as_str()) {
-                    return Ok(None);
+                    return Ok::<_, StorageError>(Lost::default());
                 }
                 let lost = lose_leases(db, "released", "id = ?1", &lease)?;
-                Ok(lost
-                    .into_iter()
-                    .next()
-                    .map(|(_, job, attempts)| (job, attempts)))
+                Ok(lost)
             })
-            .await
+            .await?;
+        self.cut_off(&lost.cut_off);
+        Ok(lost
+            .units
+            .into_iter()
+            .next()
+            .map(|(_, job, attempts)| (job, attempts)))
+    }
+
+    /// Tells the standings cache about wallets just cut off for handing back too much.
+    fn cut_off(&self, wallets: &[WalletAddress]) {
+        for wallet in wallets {
+            tracing::warn!(%wallet, "wallet cut off: it handed back more units than it computed");
+            self.standings.quarantined(*wallet);
+        }
     }
 
     /// Requeues every unit leased to a connection that went away; returns how many.
     pub async fn release_peer(&self, peer: PeerId) -> Result<u64, StorageError> {
-        self.writer
-            .exec(move |db| {
-                let lost = lose_leases(db, "released", "peer = ?1", &peer.to_string())?;
-                Ok(lost.len() as u64)
-            })
-            .await
+        let lost = self
+            .writer
+            .exec(move |db| lose_leases(db, "released", "peer = ?1", &peer.to_string()))
+            .await?;
+        self.cut_off(&lost.cut_off);
+        Ok(lost.units.len() as u64)
     }
 
     /// Requeues units whose lease deadline passed; returns how many leases expired.
     pub async fn expire_leases(&self, now: i64) -> Result<u64, StorageError> {
-        self.writer
-            .exec(move |db| {
-                let lost = lose_leases(db, "expired", "deadline_ms < ?1", &now)?;
-                Ok(lost.len() as u64)
-            })
-            .await
+        let lost = self
+            .writer
+            .exec(move |db| lose_leases(db, "expired", "deadline_ms < ?1", &now))
+            .await?;
+        self.cut_off(&lost.cut_off);
+        Ok(lost.units.len() as u64)
     }
 
-    /// Jobs with a unit that lost too many leases or results: they fail instead of looping.
+    /// Jobs with a unit that lost leases to too many distinct wallets with a record, or
+    /// too many wrong results: they fail instead of looping.
     pub async fn jobs_over_attempts(&self, max_attempts: i64) -> Result<Vec<JobId>, StorageError> {
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT units.job_id FROM units JOIN jobs ON jobs.id = units.job_id

@@ -30,7 +30,7 @@ mod network;
 mod results;
 mod wallets;
 mod writer;
-pub use leases::LeaseRequest;
+pub use leases::{LeaseRequest, REPEAT_AFTER_MS};
 pub use ledger::{Accrual, LedgerError, SignedTransfer};
 pub use model::{
     EscrowProof, JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId,

@@ -18,6 +18,8 @@ pub struct WalletRecord {
     pub reliability: Reliability,
     /// Whether it gets no more work.
     pub quarantined: bool,
+    /// Units it handed back (failed, dropped, let expire).
+    pub handbacks: u64,
 }
 
 impl WalletRecord {
@@ -30,11 +32,12 @@ impl WalletRecord {
                 invalid: u32::try_from(r.try_get::<i64, _>("invalid")?).unwrap_or(u32::MAX),
             },
             quarantined: r.try_get::<i64, _>("quarantined")? != 0,
+            handbacks: u64::try_from(r.try_get::<i64, _>("handbacks")?).unwrap_or(0),
         })
     }
 }
 
-const WALLET_COLUMNS: &str = "address, error_rate, valid, invalid, quarantined";
+const WALLET_COLUMNS: &str = "address, error_rate, valid, invalid, quarantined, handbacks";
 
 /// A reliability from its `error_rate`, `valid` and `invalid` columns (a new wallet's
 /// default where the wallet has no row: all three NULL).
@@ -166,6 +169,19 @@ impl Standings {
         }
     }
 
+    /// Records that `wallet` was quarantined by a commit that judged no result of it (it
+    /// handed back too many units): any standing read before is stale.
+    pub(crate) fn quarantined(&self, wallet: WalletAddress) {
+        let mut map = self.map();
+        map.judgments += 1;
+        let judgments = map.judgments;
+        let entry = map.entry(wallet);
+        entry.last_judged = judgments;
+        if let Some((_, quarantined)) = &mut entry.known {
+            *quarantined = true;
+        }
+    }
+
     /// Records a committed judgment of `wallet`.
     pub(crate) fn judged(&self, wallet: WalletAddress, reliability: Reliability) {
         let mut map = self.map();
@@ -194,7 +210,7 @@ impl Storage {
                         "INSERT INTO wallets (address, error_rate, first_seen_ms, updated_ms)
                          VALUES (?1, ?2, ?3, ?3)
                          ON CONFLICT (address) DO UPDATE SET address = address
-                         RETURNING address, error_rate, valid, invalid, quarantined",
+                         RETURNING address, error_rate, valid, invalid, quarantined, handbacks",
                     )?
                     .query_row(
                         rusqlite::params![wallet, Reliability::default().error_rate, now_ms()],
@@ -203,6 +219,7 @@ impl Storage {
                                 address: r.get(0)?,
                                 reliability: reliability_of(r.get(1)?, r.get(2)?, r.get(3)?),
                                 quarantined: r.get::<_, i64>(4)? != 0,
+                                handbacks: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
                             })
                         },
                     )?;

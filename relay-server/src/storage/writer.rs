@@ -41,6 +41,10 @@ const CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
 /// giving up.
 const BUSY_WAIT: Duration = Duration::from_secs(10);
 
+/// How often, and how far apart, a truncating checkpoint is tried while another one runs.
+const TRUNCATE_TRIES: usize = 25;
+const TRUNCATE_PAUSE: Duration = Duration::from_millis(20);
+
 /// How long a WAL restart waits for the checkpointer and for readers still in the WAL.
 const RESTART_WAIT: Duration = Duration::from_millis(200);
 
@@ -82,7 +86,7 @@ trait Command: Send {
 
 /// Copies the whole WAL into the database file and truncates the WAL, after the group
 /// it joined committed. On the writer's own connection, so no write of the relay's is in
-/// its way; it waits out readers up to [`BUSY_WAIT`].
+/// its way; it waits out readers and the checkpointer thread for a few seconds at most.
 struct TruncateWal {
     reply: tokio::sync::oneshot::Sender<Result<bool, StorageError>>,
     outcome: Option<Result<bool, StorageError>>,
@@ -94,12 +98,29 @@ impl Command for TruncateWal {
     }
 
     fn after_commit(&mut self, db: &Connection) {
-        let outcome = db
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|busy| busy == 0)
+        // The checkpointer thread, woken by every commit, may be copying right now, and
+        // SQLite answers a second checkpoint busy at once then, without waiting: so try
+        // again for a little while. Purges are rare; the writer stalls at most this long.
+        // Each try waits out readers briefly, not for the writer's usual busy timeout.
+        let mut outcome = db
+            .busy_timeout(RESTART_WAIT)
+            .map(|()| false)
             .map_err(StorageError::from);
+        for _ in 0..TRUNCATE_TRIES {
+            outcome = db
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|busy| busy == 0)
+                .map_err(StorageError::from);
+            if !matches!(outcome, Ok(false)) {
+                break;
+            }
+            std::thread::sleep(TRUNCATE_PAUSE);
+        }
+        if let Err(e) = db.busy_timeout(BUSY_WAIT) {
+            tracing::warn!("cannot set the writer's busy timeout back: {e}");
+        }
         self.outcome = Some(outcome);
     }
 
