@@ -1020,13 +1020,13 @@ async fn a_wallet_that_hands_back_more_than_it_computes_is_cut_off() -> anyhow::
     storage.touch_wallet(&a.wallet).await?;
     // Read once, so the standings cache holds the wallet and must learn of the cut-off.
     assert!(!storage.standing(&a.wallet).await?.1);
-    for handed_back in 1..=4 {
+    for handed_back in 1..=5 {
         let leased = a.lease(&storage).await?.expect("a unit to lease");
         storage.release_lease(leased.lease, a.peer).await?;
         let quarantined = storage.standing(&a.wallet).await?.1;
         assert_eq!(
             quarantined,
-            handed_back > 3,
+            handed_back > 4,
             "after {handed_back} hand-backs"
         );
     }

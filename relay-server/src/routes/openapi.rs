@@ -130,7 +130,14 @@ pub struct ProblemDoc {
 #[openapi(
     info(
         title = "Starling relay API",
-        description = "Submit compute jobs to a volunteer network, follow them, fetch results."
+        description = "Submit compute jobs to a volunteer network, follow them, fetch results.\n\n\
+            Every job route answers only to the API key (`Authorization: Bearer <key>`) of the \
+            account that submitted the job: another account gets 404, a request without a key \
+            401. A job's inputs and result are stored sealed under a key of the job's own. \
+            `DELETE /api/v1/jobs/{id}/data` erases an ended job's inputs, outputs and result for \
+            good (the record and its ledger entries stay); otherwise inputs are erased 7 days \
+            and everything 30 days after the job ends (the relay's `--retain-inputs-days` and \
+            `--retain-results-days`)."
     ),
     paths(
         routes::kernels,

@@ -124,12 +124,12 @@ fn insert_lease(
     Ok(())
 }
 
-/// Unexplained hand-backs a wallet may have beyond the valid results it returned before
-/// it gets no more work: an honest volunteer on a flaky network drops a unit now and
-/// then and computes many; a wallet that only takes units and hands them back (to
-/// exhaust their jobs' retries, or to learn which units exist) is cut off after this
-/// many.
-pub(crate) const HANDBACK_ALLOWANCE: i64 = 3;
+/// Hand-backs a wallet may have before it gets no more work, beyond twice the valid
+/// results it returned: an honest volunteer on a flaky network drops a unit now and then
+/// and computes many more (one that drops 30% of its units stays far below the line); a
+/// wallet that only takes units and hands them back (to exhaust their jobs' retries, or
+/// to see which units exist) is cut off after this many.
+pub(crate) const HANDBACK_ALLOWANCE: i64 = 4;
 
 /// How long after a wallet handed a unit back it may be given that unit again, should
 /// nobody else have taken it: a lone volunteer who pressed Stop gets its unit back; a
@@ -147,8 +147,17 @@ pub(crate) struct Lost {
     pub cut_off: Vec<WalletAddress>,
 }
 
+/// How losses count against the wallets that held the leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandBack {
+    /// Each lost lease is one hand-back (a `Failed`, a lease let expire).
+    PerLease,
+    /// All the leases are one hand-back per wallet (one dropped connection).
+    Once,
+}
+
 /// Marks `state` every active lease matched by `filter` (SQL over `leases`, one `?1`),
-/// counts each loss against its wallet, and puts the units back in the queue. A loss
+/// counts the losses against their wallets, and puts the units back in the queue. A loss
 /// counts against the unit (toward failing its job) only the first time a wallet with
 /// a valid result on record loses it: fresh wallets, which cost nothing to make, cannot
 /// fail a job by dropping its units, and one wallet counts once however often it tries.
@@ -157,6 +166,7 @@ fn lose_leases(
     state: &str,
     filter: &str,
     bind: &dyn rusqlite::ToSql,
+    count: HandBack,
 ) -> Result<Lost, StorageError> {
     let leases = db
         .prepare_cached(&format!(
@@ -171,14 +181,21 @@ fn lose_leases(
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    let mut handbacks: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for (_, _, wallet) in &leases {
+        let n = handbacks.entry(wallet.as_str()).or_default();
+        *n = if count == HandBack::Once { 1 } else { *n + 1 };
+    }
     let mut lost = Lost::default();
-    for (lease, unit, wallet) in leases {
+    // Valid results on record, per wallet.
+    let mut valid_of: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for (wallet, n) in handbacks {
         let standing = db
             .prepare_cached(
-                "UPDATE wallets SET handbacks = handbacks + 1 WHERE address = ?1
+                "UPDATE wallets SET handbacks = handbacks + ?2 WHERE address = ?1
                  RETURNING handbacks, valid, quarantined",
             )?
-            .query_row([&wallet], |r| {
+            .query_row(rusqlite::params![wallet, n], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
@@ -187,18 +204,21 @@ fn lose_leases(
             })
             .optional()?;
         let (handbacks, valid, quarantined) = standing.unwrap_or((0, 0, false));
-        if !quarantined && handbacks > HANDBACK_ALLOWANCE + valid {
+        if !quarantined && handbacks > HANDBACK_ALLOWANCE + 2 * valid {
             db.prepare_cached("UPDATE wallets SET quarantined = 1 WHERE address = ?1")?
-                .execute([&wallet])?;
-            lost.cut_off.push(parse_id(&wallet)?);
+                .execute([wallet])?;
+            lost.cut_off.push(parse_id(wallet)?);
         }
-        let counts = valid > 0
+        valid_of.insert(wallet, valid);
+    }
+    for (lease, unit, wallet) in &leases {
+        let counts = valid_of.get(wallet.as_str()).is_some_and(|v| *v > 0)
             && !db
                 .prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM leases WHERE unit_id = ?1 AND wallet = ?2
                      AND id != ?3 AND (state = 'released' OR state = 'expired'))",
                 )?
-                .query_row([&unit, &wallet, &lease], |r| r.get::<_, bool>(0))?;
+                .query_row([unit, wallet, lease], |r| r.get::<_, bool>(0))?;
         // Canary leases point at settled units: losing one costs the unit nothing.
         let row = db
             .prepare_cached(
@@ -211,8 +231,8 @@ fn lose_leases(
             })
             .optional()?;
         if let Some((job, attempts)) = row {
-            refresh_unit(db, &unit)?;
-            lost.units.push((unit, parse_id(&job)?, attempts));
+            refresh_unit(db, unit)?;
+            lost.units.push((unit.clone(), parse_id(&job)?, attempts));
         }
     }
     Ok(lost)
@@ -471,7 +491,7 @@ impl Storage {
                 if owner.as_deref() != Some(peer.to_string().as_str()) {
                     return Ok::<_, StorageError>(Lost::default());
                 }
-                let lost = lose_leases(db, "released", "id = ?1", &lease)?;
+                let lost = lose_leases(db, "released", "id = ?1", &lease, HandBack::PerLease)?;
                 Ok(lost)
             })
             .await?;
@@ -495,7 +515,15 @@ impl Storage {
     pub async fn release_peer(&self, peer: PeerId) -> Result<u64, StorageError> {
         let lost = self
             .writer
-            .exec(move |db| lose_leases(db, "released", "peer = ?1", &peer.to_string()))
+            .exec(move |db| {
+                lose_leases(
+                    db,
+                    "released",
+                    "peer = ?1",
+                    &peer.to_string(),
+                    HandBack::Once,
+                )
+            })
             .await?;
         self.cut_off(&lost.cut_off);
         Ok(lost.units.len() as u64)
@@ -505,7 +533,9 @@ impl Storage {
     pub async fn expire_leases(&self, now: i64) -> Result<u64, StorageError> {
         let lost = self
             .writer
-            .exec(move |db| lose_leases(db, "expired", "deadline_ms < ?1", &now))
+            .exec(move |db| {
+                lose_leases(db, "expired", "deadline_ms < ?1", &now, HandBack::PerLease)
+            })
             .await?;
         self.cut_off(&lost.cut_off);
         Ok(lost.units.len() as u64)
