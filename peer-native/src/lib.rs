@@ -642,6 +642,29 @@ async fn post_offer(signal_url: &str, offer: String) -> Result<String, PeerError
         })
 }
 
+/// A complete offer (ICE gathered) from a fresh connection on `bind_ip`, which is closed
+/// before this returns: its answer is never applied, so the channel never opens. For
+/// tests and tools that drive signaling themselves (e.g. probing a relay's limits on
+/// offers without holding connections on this side).
+pub async fn make_offer(bind_ip: IpAddr) -> Result<String, PeerError> {
+    let peer = new_peer(&[bind_ip]).await?;
+    let offered = async {
+        peer.pc
+            .create_data_channel(CHANNEL_LABEL, None)
+            .await
+            .map_err(rtc_err)?;
+        let offer = peer.pc.create_offer(None).await.map_err(rtc_err)?;
+        peer.pc
+            .set_local_description(offer)
+            .await
+            .map_err(rtc_err)?;
+        peer.local_sdp_after_gathering().await
+    }
+    .await;
+    peer.close().await;
+    offered
+}
+
 /// Makes a complete offer, hands it to `exchange` for the answer, applies the answer and
 /// waits for the channel to open. Split from [`connect`] so tests can wire both sides
 /// together without HTTP.
