@@ -42,8 +42,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Period of the driver nudges while a connection is set up (see [`nudge_until`]).
 const NUDGE_PERIOD: Duration = Duration::from_millis(5);
 /// Received messages queued before the reader stops pulling from the channel, which in
-/// turn makes SCTP slow the sender down.
-const INBOUND_QUEUE: usize = 256;
+/// turn makes SCTP slow the sender down. Each is at most [`MAX_MESSAGE_BYTES`], so a
+/// peer can park at most 1 MiB here however fast it sends and however slowly its
+/// messages are consumed; 16 still keeps a bulk transfer's pipeline full.
+const INBOUND_QUEUE: usize = 16;
 /// Label of the one data channel a volunteer opens.
 const CHANNEL_LABEL: &str = "starling";
 
