@@ -252,9 +252,9 @@ async fn offers_are_bounded_in_size_candidates_and_number() -> anyhow::Result<()
     let dir = TempDir::new("bounded-peers-offers");
     let url = relay(&dir).await?;
 
-    // A 28 MiB body is refused after its first 20 KiB: the relay does not wait for more.
+    // A 28 MiB body is refused after its first 40 KiB: the relay does not wait for more.
     let mut start = br#"{"sdp":""#.to_vec();
-    start.resize(20 * 1024, b'a');
+    start.resize(40 * 1024, b'a');
     let started = Instant::now();
     let (status, body) = post_raw(&url, "/api/v1/rtc/offer", 28 * MIB, &start).await?;
     eprintln!(
