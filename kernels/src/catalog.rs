@@ -86,6 +86,9 @@ pub trait Kernel: Send + Sync {
     ) -> Result<Vec<u8>, KernelError>;
     /// Checks a unit output's size before it is accepted.
     fn check_output(&self, unit: &str, output: &[u8]) -> Result<(), KernelError>;
+    /// The exact size of one unit's output: what a volunteer holding its lease may
+    /// legitimately send back.
+    fn output_len(&self, unit: &str) -> Result<usize, KernelError>;
     /// Merges unit outputs (in unit order) into the job result.
     fn merge(&self, params: &Value, outputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError>;
     /// Runs one unit on the CPU reference.
@@ -176,6 +179,10 @@ impl<K: KernelSpec> Kernel for Erased<K> {
     fn merge(&self, params: &Value, outputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
         let params: K::Params = parse("params", params.clone())?;
         K::merge(&params, outputs)
+    }
+
+    fn output_len(&self, unit: &str) -> Result<usize, KernelError> {
+        Ok(K::output_len(&parse_unit::<K>(unit)?))
     }
 
     fn run_cpu(&self, unit: &str, input: &[u8]) -> Result<Vec<u8>, KernelError> {

@@ -42,8 +42,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Period of the driver nudges while a connection is set up (see [`nudge_until`]).
 const NUDGE_PERIOD: Duration = Duration::from_millis(5);
 /// Received messages queued before the reader stops pulling from the channel, which in
-/// turn makes SCTP slow the sender down.
-const INBOUND_QUEUE: usize = 256;
+/// turn makes SCTP slow the sender down. Each is at most [`MAX_MESSAGE_BYTES`], so a
+/// peer can park at most 1 MiB here however fast it sends and however slowly its
+/// messages are consumed; 16 still keeps a bulk transfer's pipeline full.
+const INBOUND_QUEUE: usize = 16;
 /// Label of the one data channel a volunteer opens.
 const CHANNEL_LABEL: &str = "starling";
 
@@ -640,6 +642,29 @@ async fn post_offer(signal_url: &str, offer: String) -> Result<String, PeerError
                 "relay at {signal_url} sent no {{\"sdp\": ...}} answer ({e}): {body}"
             ))
         })
+}
+
+/// A complete offer (ICE gathered) from a fresh connection on `bind_ip`, which is closed
+/// before this returns: its answer is never applied, so the channel never opens. For
+/// tests and tools that drive signaling themselves (e.g. probing a relay's limits on
+/// offers without holding connections on this side).
+pub async fn make_offer(bind_ip: IpAddr) -> Result<String, PeerError> {
+    let peer = new_peer(&[bind_ip]).await?;
+    let offered = async {
+        peer.pc
+            .create_data_channel(CHANNEL_LABEL, None)
+            .await
+            .map_err(rtc_err)?;
+        let offer = peer.pc.create_offer(None).await.map_err(rtc_err)?;
+        peer.pc
+            .set_local_description(offer)
+            .await
+            .map_err(rtc_err)?;
+        peer.local_sdp_after_gathering().await
+    }
+    .await;
+    peer.close().await;
+    offered
 }
 
 /// Makes a complete offer, hands it to `exchange` for the answer, applies the answer and

@@ -145,6 +145,22 @@ impl Reassembler {
         }
     }
 
+    /// Changes the limit, e.g. once a peer is authenticated or holds work whose output is
+    /// larger. A message being reassembled is held to the new limit from its next frame.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
+    /// The current limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes of the unfinished message held now.
+    pub fn pending_bytes(&self) -> usize {
+        self.partial.len()
+    }
+
     /// Feeds one frame; returns a whole message when this frame completes one.
     /// After an error the partial message is dropped and the next frame starts a new one.
     pub fn push(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, ChunkError> {
@@ -153,9 +169,16 @@ impl Reassembler {
             self.partial.clear();
             return Err(ChunkError::Flag(flag));
         }
-        if self.partial.len() + body.len() > self.limit {
+        let needed = self.partial.len() + body.len();
+        if needed > self.limit {
             self.partial = Vec::new();
             return Err(ChunkError::TooLarge { limit: self.limit });
+        }
+        // Grown by doubling like a Vec, but never past the limit: an unfinished message
+        // holds at most `limit` bytes, not up to twice that.
+        if needed > self.partial.capacity() {
+            let target = needed.max(self.partial.capacity() * 2).min(self.limit);
+            self.partial.reserve_exact(target - self.partial.len());
         }
         self.partial.extend_from_slice(body);
         Ok((flag == FRAME_LAST).then(|| std::mem::take(&mut self.partial)))
@@ -276,6 +299,31 @@ mod tests {
         );
         // The next message still goes through.
         assert_eq!(r.push(&[FRAME_LAST, 9]), Ok(Some(vec![9])));
+    }
+
+    #[test]
+    fn an_unfinished_message_holds_no_more_than_the_limit() {
+        let limit = 3 * MAX_CHUNK_BYTES + 17;
+        let mut r = Reassembler::new(limit);
+        let frame = {
+            let mut f = vec![FRAME_MORE];
+            f.resize(MAX_CHUNK_BYTES, 1);
+            f
+        };
+        for _ in 0..3 {
+            assert_eq!(r.push(&frame), Ok(None));
+            assert!(r.partial.capacity() <= limit, "{}", r.partial.capacity());
+        }
+        assert_eq!(r.pending_bytes(), 3 * (MAX_CHUNK_BYTES - 1));
+        assert_eq!(r.push(&frame), Err(ChunkError::TooLarge { limit }));
+        assert_eq!(r.pending_bytes(), 0);
+        // Lowered mid-message (a peer that holds no more work): the next frame is refused.
+        assert_eq!(r.push(&frame), Ok(None));
+        r.set_limit(1024);
+        assert_eq!(
+            r.push(&[FRAME_LAST, 1]),
+            Err(ChunkError::TooLarge { limit: 1024 })
+        );
     }
 
     #[test]

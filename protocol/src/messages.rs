@@ -59,6 +59,18 @@ pub enum ToRelay {
     },
 }
 
+impl ToRelay {
+    /// The variant's name, for logs and refusals that must not quote the peer's data.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "Hello",
+            Self::Ready { .. } => "Ready",
+            Self::Result { .. } => "Result",
+            Self::Failed { .. } => "Failed",
+        }
+    }
+}
+
 /// One unit of work handed to one volunteer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {

@@ -4,6 +4,7 @@ use crate::routes;
 use crate::routes::ops::{HttpMetrics, RateLimit, RateLimiter};
 use crate::scheduler::Scheduler;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
 use axum::http::Method;
 use axum::middleware;
 use axum::routing::{on, MethodFilter, MethodRouter};
@@ -89,6 +90,8 @@ pub struct AppState {
     pub idempotent_submits: Arc<tokio::sync::Mutex<()>>,
     /// Signals that the relay is stopping.
     pub shutdown: Arc<Shutdown>,
+    /// WebRTC peers answered and not yet proved by a hello, under their caps.
+    pub pending_peers: Arc<crate::rtc::PendingPeers>,
 }
 
 impl AppState {
@@ -102,6 +105,7 @@ impl AppState {
             http_metrics: Arc::default(),
             idempotent_submits: Arc::default(),
             shutdown: Arc::new(Shutdown::new()),
+            pending_peers: Arc::default(),
         }
     }
 }
@@ -135,7 +139,10 @@ fn api_routes() -> Vec<Route> {
         GET "/ledger" => routes::ledger::ledger,
         GET "/account" => routes::ledger::account,
         POST "/transfers" => routes::ledger::transfer,
-        POST "/rtc/offer" => routes::rtc::offer,
+        // An offer is a few KiB: a bigger body is refused after this many bytes, not
+        // buffered up to the global limit.
+        POST "/rtc/offer" => routes::rtc::offer
+            .layer(DefaultBodyLimit::max(crate::rtc::MAX_OFFER_BODY_BYTES)),
         GET "/openapi.json" => routes::openapi::openapi_json,
         GET "/docs" => routes::openapi::docs,
     ]

@@ -64,6 +64,14 @@ pub enum ApiError {
         /// Seconds to wait before trying again.
         retry_after_secs: u64,
     },
+    /// Too many WebRTC peers answered and not yet proved, from this address or in all.
+    #[error("{detail}")]
+    PeersPending {
+        /// Which cap, and what to do.
+        detail: String,
+        /// Seconds until pending peers have opened or timed out.
+        retry_after_secs: u64,
+    },
     /// A dependency (the database) does not answer; the relay is not ready.
     #[error("{0}")]
     Unavailable(String),
@@ -128,6 +136,11 @@ impl ApiError {
                 "/problems/rate-limited",
                 "Too many requests",
             ),
+            Self::PeersPending { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "/problems/peers-pending",
+                "Too many pending WebRTC peers",
+            ),
             Self::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "/problems/unavailable",
@@ -173,6 +186,14 @@ impl IntoResponse for ApiError {
             );
         }
         if let Self::QuotaExceeded {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after_secs.into());
+        }
+        if let Self::PeersPending {
             retry_after_secs, ..
         } = self
         {

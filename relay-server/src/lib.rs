@@ -6,12 +6,14 @@
 //! - [`storage`]: every state transition as one SQLite transaction;
 //! - [`validation`]: quorum and wallet trust, as pure logic;
 //! - [`ledger`]: the signed, hash-chained credit ledger, as pure logic;
+//! - [`rtc`]: the bounds on WebRTC offers and on peers not yet proved by a hello;
 //! - [`app`]: the router and its state; [`error`]: problem+json errors.
 
 pub mod app;
 pub mod error;
 pub mod ledger;
 pub mod routes;
+pub mod rtc;
 pub mod scheduler;
 pub mod storage;
 pub mod validation;

@@ -211,7 +211,10 @@ async fn main() -> anyhow::Result<()> {
         scheduler,
         starling_peer::AnswerConfig {
             bind_ip: rtc_ip,
-            open_timeout: Duration::from_secs(20),
+            // A volunteer's channel opens within a second of the answer (NOTES: 0.2-0.8 s
+            // with browsers); an answered peer that has not opened by then holds a socket
+            // and a pending slot (rtc::PendingPeers) for nothing.
+            open_timeout: Duration::from_secs(5),
         },
         Limits {
             max_body_bytes: cli.max_body_mib * 1024 * 1024,

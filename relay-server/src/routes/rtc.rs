@@ -4,11 +4,14 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::routes::openapi::ProblemDoc;
-use axum::extract::State;
-use axum::Json;
+use crate::rtc::{screen_offer, OfferError, MAX_OFFER_BODY_BYTES, MAX_OFFER_SDP_BYTES};
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use starling_protocol::channel::End;
 use starling_protocol::Fingerprint;
+use std::net::SocketAddr;
 
 /// Offer or answer.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -21,33 +24,68 @@ pub struct Sdp {
 #[utoipa::path(post, path = "/api/v1/rtc/offer", tag = "network", request_body = Sdp, responses(
     (status = 200, description = "The relay's answer", body = Sdp),
     (status = 400, description = "Body is not `{sdp}`", body = ProblemDoc, content_type = "application/problem+json"),
-    (status = 422, description = "The offer cannot be answered", body = ProblemDoc, content_type = "application/problem+json"),
+    (status = 413, description = "The offer is over 16 KiB (the body is not read past 32 KiB)", body = ProblemDoc, content_type = "application/problem+json"),
+    (status = 422, description = "The offer cannot be answered (no single fingerprint, more than 8 candidates, not SDP)", body = ProblemDoc, content_type = "application/problem+json"),
+    (status = 429, description = "Too many peers answered and not yet proved, from this address (8) or in all (256)", body = ProblemDoc, content_type = "application/problem+json"),
 ))]
 pub async fn offer(
     State(state): State<AppState>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Result<Json<Sdp>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Sdp>, ApiError> {
-    let Json(offer) = body.map_err(|e| ApiError::Malformed {
-        detail: e.body_text(),
+    let Json(offer) = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge {
+                limit: MAX_OFFER_BODY_BYTES,
+            }
+        } else {
+            ApiError::Malformed {
+                detail: e.body_text(),
+            }
+        }
     })?;
+    // Held until the peer's hello proves a wallet, or the peer is gone.
+    let slot = state
+        .pending_peers
+        .admit(client.map(|Extension(ConnectInfo(a))| a.ip()))
+        .map_err(offer_error)?;
+    let sdp = screen_offer(&offer.sdp, state.rtc.bind_ip).map_err(offer_error)?;
     // The volunteer's hello signs this fingerprint: an offer that names no single
     // certificate could never be bound to a wallet, so it is not answered at all.
-    Fingerprint::from_sdp(&offer.sdp, End::Volunteer).map_err(|e| ApiError::Invalid {
+    Fingerprint::from_sdp(&sdp, End::Volunteer).map_err(|e| ApiError::Invalid {
         detail: format!("cannot answer this offer: {e}"),
         field: Some("sdp".into()),
     })?;
-    let (answer, pending) = starling_peer::answer(&state.rtc, &offer.sdp)
-        .await
-        .map_err(|e| ApiError::Invalid {
-            detail: format!("cannot answer this offer: {e}"),
-            field: Some("sdp".into()),
-        })?;
+    let (answer, pending) =
+        starling_peer::answer(&state.rtc, &sdp)
+            .await
+            .map_err(|e| ApiError::Invalid {
+                detail: format!("cannot answer this offer: {e}"),
+                field: Some("sdp".into()),
+            })?;
     let scheduler = state.scheduler.clone();
     tokio::spawn(async move {
         match pending.open().await {
-            Ok(link) => crate::scheduler::session::serve(scheduler, link).await,
-            Err(e) => tracing::warn!("peer never opened its channel: {e}"),
+            Ok(link) => crate::scheduler::session::serve(scheduler, link, slot).await,
+            Err(e) => tracing::info!("peer never opened its channel: {e}"),
         }
     });
     Ok(Json(Sdp { sdp: answer }))
+}
+
+fn offer_error(e: OfferError) -> ApiError {
+    match e {
+        OfferError::TooLarge(_) => ApiError::TooLarge {
+            limit: MAX_OFFER_SDP_BYTES,
+        },
+        OfferError::AddressBusy | OfferError::RelayBusy => ApiError::PeersPending {
+            detail: e.to_string(),
+            // Pending peers open or time out within the open and hello timeouts.
+            retry_after_secs: 5,
+        },
+        OfferError::TooManyCandidates(_) | OfferError::BareCarriageReturn => ApiError::Invalid {
+            detail: format!("cannot answer this offer: {e}"),
+            field: Some("sdp".into()),
+        },
+    }
 }

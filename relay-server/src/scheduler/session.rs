@@ -2,19 +2,37 @@
 
 use super::{LeaseError, Scheduler, Speed, Verdict};
 use crate::ledger::{Account, Entry};
+use crate::rtc::PendingSlot;
 use crate::storage::PeerId;
 use starling_peer::{PeerLink, PeerSender};
 use starling_protocol::{
-    encode_frames, ChannelBinding, LeaseId, Reassembler, Receipt, ToRelay, ToVolunteer,
-    WalletAddress, PROTOCOL_VERSION,
+    encode_frames, ChannelBinding, ChunkError, FrameError, LeaseId, Reassembler, Receipt, ToRelay,
+    ToVolunteer, WalletAddress, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Largest message a volunteer may send (a unit's output); protects the relay's memory.
-const MAX_INBOUND_BYTES: usize = 256 * 1024 * 1024;
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest message before the hello is proved. A hello is a few hundred bytes: the header,
+/// a wallet (32), its proof (64), an optional site wallet, and short client and device
+/// names; 8 KiB leaves room for long adapter names while an unauthenticated peer can make
+/// the relay buffer no more than that.
+const PRE_HELLO_MAX_BYTES: usize = 8 * 1024;
+/// Largest control message (`Ready`, `Failed`) after the hello, and the cap while the
+/// volunteer holds no lease.
+const CONTROL_MAX_BYTES: usize = 8 * 1024;
+/// A `Result`'s bytes besides its output: header (4), variant (1), lease id (17), the
+/// output's length (at most 10) and `elapsed_ms` (at most 5), rounded up.
+const RESULT_OVERHEAD_BYTES: usize = 64;
+/// How long a peer whose channel is open has to prove a wallet: the volunteer sends its
+/// hello as soon as the channel opens, so this only bounds peers that never will.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one message may wait for the peer to take it. Sends wait while the
+/// channel's 64 KiB send buffer is full; a peer that stops reading would otherwise hold
+/// its session (and its leases) forever.
+const SEND_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest peer-supplied text (client and device names, failure reasons) put in logs.
+const MAX_LOGGED_CHARS: usize = 80;
 /// Fallback poll for work in case a wake-up was missed.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -39,24 +57,45 @@ impl From<LeaseError> for SessionError {
 
 async fn send(tx: &PeerSender, msg: &ToVolunteer) -> Result<(), SessionError> {
     for frame in encode_frames(msg) {
-        tx.send(frame).await.map_err(|_| SessionError::Closed)?;
+        match tokio::time::timeout(SEND_STALL_TIMEOUT, tx.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(SessionError::Closed),
+            Err(_) => {
+                tracing::info!("peer took nothing for {SEND_STALL_TIMEOUT:?}; closing");
+                return Err(SessionError::Closed);
+            }
+        }
     }
     Ok(())
 }
 
+/// The next whole message. `why_limit` says, for a refusal, what the reassembler's
+/// current limit is based on; errors never quote the peer's bytes.
 async fn next_message(
     link: &mut PeerLink,
     reassembler: &mut Reassembler,
+    why_limit: &str,
 ) -> Result<ToRelay, SessionError> {
     loop {
         let frame = link.recv().await.ok_or(SessionError::Closed)?;
-        if let Some(message) = reassembler
-            .push_message(&frame)
-            .map_err(|e| SessionError::Protocol(e.to_string()))?
-        {
-            return Ok(message);
+        match reassembler.push_message(&frame) {
+            Ok(Some(message)) => return Ok(message),
+            Ok(None) => {}
+            Err(FrameError::Chunk(ChunkError::TooLarge { limit })) => {
+                return Err(SessionError::Protocol(format!(
+                    "message over the {limit}-byte limit {why_limit}"
+                )))
+            }
+            Err(e) => return Err(SessionError::Protocol(e.to_string())),
         }
     }
+}
+
+/// At most `max` characters of a peer-supplied text, for logs.
+fn clip(text: &str, max: usize) -> &str {
+    text.char_indices()
+        .nth(max)
+        .map_or(text, |(at, _)| &text[..at])
 }
 
 /// The volunteer's copy of a ledger entry that credits it.
@@ -73,11 +112,13 @@ fn receipt(entry: &Entry, relay: WalletAddress) -> Receipt {
 }
 
 /// Serves one volunteer until its channel closes, then requeues whatever it held.
-pub async fn serve(scheduler: Scheduler, mut link: PeerLink) {
+/// `unproved` is the peer's place among pending peers (see [`crate::rtc::PendingPeers`]),
+/// given up once its hello proves a wallet.
+pub async fn serve(scheduler: Scheduler, mut link: PeerLink, unproved: PendingSlot) {
     let peer = PeerId::new();
     let tx = link.sender();
     scheduler.volunteers.fetch_add(1, Ordering::Relaxed);
-    let outcome = run(&scheduler, peer, &mut link, &tx).await;
+    let outcome = run(&scheduler, peer, &mut link, &tx, unproved).await;
     scheduler.volunteers.fetch_sub(1, Ordering::Relaxed);
     match &outcome {
         Err(SessionError::Protocol(reason)) => {
@@ -106,16 +147,24 @@ async fn run(
     peer: PeerId,
     link: &mut PeerLink,
     tx: &PeerSender,
+    unproved: PendingSlot,
 ) -> Result<(), SessionError> {
-    let mut reassembler = Reassembler::new(MAX_INBOUND_BYTES);
+    let mut reassembler = Reassembler::new(PRE_HELLO_MAX_BYTES);
     // The offer was checked for a fingerprint before it was answered (routes::rtc), so
     // this fails only on a relay whose own answer names none.
     let descriptions = link.descriptions();
     let binding = ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)
         .map_err(|e| SessionError::Protocol(e.to_string()))?;
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, next_message(link, &mut reassembler))
-        .await
-        .map_err(|_| SessionError::Protocol("no hello within 10 s".into()))??;
+    let hello = tokio::time::timeout(
+        HELLO_TIMEOUT,
+        next_message(
+            link,
+            &mut reassembler,
+            "before the hello (a hello is a few hundred bytes)",
+        ),
+    )
+    .await
+    .map_err(|_| SessionError::Protocol(format!("no hello within {HELLO_TIMEOUT:?}")))??;
     let (wallet, site) = match hello {
         ToRelay::Hello {
             version,
@@ -133,7 +182,15 @@ async fn run(
                      certificate fingerprints"
                 )));
             }
-            tracing::info!(%peer, %wallet, ?site, client, adapter = device.adapter, backend = device.backend, "volunteer joined");
+            tracing::info!(
+                %peer,
+                %wallet,
+                ?site,
+                client = clip(&client, MAX_LOGGED_CHARS),
+                adapter = clip(&device.adapter, MAX_LOGGED_CHARS),
+                backend = clip(&device.backend, MAX_LOGGED_CHARS),
+                "volunteer joined"
+            );
             if scheduler.storage.touch_wallet(&wallet).await?.quarantined {
                 return Err(SessionError::Protocol(
                     LeaseError::Quarantined(wallet).to_string(),
@@ -148,10 +205,13 @@ async fn run(
         }
         other => {
             return Err(SessionError::Protocol(format!(
-                "expected hello, got {other:?}"
+                "expected a hello, got a {} message",
+                other.kind()
             )))
         }
     };
+    // Proved: the peer no longer counts against the caps on unauthenticated peers.
+    drop(unproved);
     send(
         tx,
         &ToVolunteer::Welcome {
@@ -162,8 +222,9 @@ async fn run(
 
     let mut wanted: u32 = 0;
     let mut speed = Speed::NEWCOMER;
-    // Leases in flight on this connection: when each was sent and what it costs.
-    let mut in_flight: HashMap<LeaseId, (Instant, u64)> = HashMap::new();
+    // Leases in flight on this connection: when each was sent, what it costs, and the
+    // exact size of its output.
+    let mut in_flight: HashMap<LeaseId, (Instant, u64, usize)> = HashMap::new();
     let mut payments = scheduler.storage.ledger_feed();
     let relay_key = scheduler.storage.billing().map(|b| b.key.address());
     loop {
@@ -175,15 +236,33 @@ async fn run(
             match scheduler.next_assignment(peer, wallet, site, speed).await? {
                 Some((assignment, flops)) => {
                     let lease = assignment.lease;
+                    // The unit was just built from these parameters, so this holds; a
+                    // unit without a size would get its result refused as oversized.
+                    let output_len = scheduler
+                        .catalog()
+                        .get(&assignment.kernel)
+                        .and_then(|k| k.output_len(&assignment.params_json))
+                        .unwrap_or(0);
                     send(tx, &ToVolunteer::Assign(assignment)).await?;
-                    in_flight.insert(lease, (Instant::now(), flops));
+                    in_flight.insert(lease, (Instant::now(), flops, output_len));
                     wanted -= 1;
                 }
                 None => break,
             }
         }
+        // What the volunteer may legitimately send now: a control message, or the result
+        // of the largest unit it holds. An unfinished message holds no more than this.
+        let largest_output = in_flight.values().map(|v| v.2).max();
+        reassembler.set_limit(largest_output.map_or(CONTROL_MAX_BYTES, |len| {
+            (len + RESULT_OVERHEAD_BYTES).max(CONTROL_MAX_BYTES)
+        }));
+        let why_limit = if largest_output.is_some() {
+            "(the largest output of the units this volunteer holds)"
+        } else {
+            "(this volunteer holds no unit, so it may only send control messages)"
+        };
         let message = tokio::select! {
-            m = next_message(link, &mut reassembler) => m?,
+            m = next_message(link, &mut reassembler, why_limit) => m?,
             _ = &mut work, if wanted > 0 => continue,
             _ = tokio::time::sleep(IDLE_POLL), if wanted > 0 => continue,
             entry = payments.recv() => {
@@ -202,7 +281,7 @@ async fn run(
                 output,
                 elapsed_ms,
             } => {
-                if let Some((sent, flops)) = in_flight.remove(&lease) {
+                if let Some((sent, flops, _)) = in_flight.remove(&lease) {
                     speed = speed.observe(flops, sent.elapsed());
                 }
                 // One span per lease's result: everything logged while judging and paying
@@ -230,7 +309,9 @@ async fn run(
             }
             ToRelay::Failed { lease, reason } => {
                 in_flight.remove(&lease);
-                scheduler.abandon(peer, lease, &reason).await?
+                scheduler
+                    .abandon(peer, lease, clip(&reason, MAX_LOGGED_CHARS))
+                    .await?
             }
             ToRelay::Hello { .. } => return Err(SessionError::Protocol("hello sent twice".into())),
         }

@@ -1,5 +1,7 @@
 //! What the relay's integration tests share.
 
+pub mod attacker;
+
 use std::path::{Path, PathBuf};
 
 /// A fresh directory under the system's temporary directory for one test's files (its
