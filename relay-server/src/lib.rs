@@ -6,12 +6,14 @@
 //! - [`storage`]: every state transition as one SQLite transaction;
 //! - [`validation`]: quorum and wallet trust, as pure logic;
 //! - [`ledger`]: the signed, hash-chained credit ledger, as pure logic;
-//! - [`app`]: the router and its state; [`error`]: problem+json errors.
+//! - [`app`]: the router and its state; [`error`]: problem+json errors;
+//! - [`server`]: accepting connections, with header timeouts and a connection cap.
 
 pub mod app;
 pub mod error;
 pub mod ledger;
 pub mod routes;
 pub mod scheduler;
+pub mod server;
 pub mod storage;
 pub mod validation;

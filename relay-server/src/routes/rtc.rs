@@ -27,6 +27,10 @@ pub async fn offer(
     State(state): State<AppState>,
     body: Result<Json<Sdp>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Sdp>, ApiError> {
+    // A relay on its way down would only close the connection again.
+    if state.shutdown.stopping() {
+        return Err(ApiError::Unavailable("the relay is shutting down".into()));
+    }
     let Json(offer) = body.map_err(|e| ApiError::Malformed {
         detail: e.body_text(),
     })?;
@@ -43,9 +47,14 @@ pub async fn offer(
             field: Some("sdp".into()),
         })?;
     let scheduler = state.scheduler.clone();
-    tokio::spawn(async move {
-        match pending.open().await {
-            Ok(link) => crate::scheduler::session::serve(scheduler, link).await,
+    let shutdown = state.shutdown.clone();
+    state.shutdown.spawn_session(async move {
+        let opened = tokio::select! {
+            opened = pending.open() => opened,
+            () = shutdown.wait() => return,
+        };
+        match opened {
+            Ok(link) => crate::scheduler::session::serve(scheduler, link, shutdown.wait()).await,
             Err(e) => tracing::warn!("peer never opened its channel: {e}"),
         }
     });

@@ -3,6 +3,7 @@
 //! holds only the policy.
 
 pub mod latency;
+pub mod progress;
 pub mod session;
 pub mod throughput;
 
@@ -204,6 +205,8 @@ pub struct Scheduler {
     /// query per result. Leases from before a restart, or dropped when the map is full,
     /// are read from the database.
     issued: Arc<Mutex<HashMap<LeaseId, LeaseContext>>>,
+    /// Jobs' records pushed to their watchers when the scheduler changes them.
+    progress: Arc<progress::Progress>,
 }
 
 /// Units of at most this many FLOPs have their spot check run on the async thread that
@@ -229,7 +232,19 @@ impl Scheduler {
             issued: Arc::default(),
             lease_latency: Arc::default(),
             throughput: Arc::default(),
+            progress: Arc::default(),
         }
+    }
+
+    /// Watchers' feed of jobs' records (see [`progress`]).
+    pub fn progress(&self) -> &Arc<progress::Progress> {
+        &self.progress
+    }
+
+    /// `job` changed outside the scheduler (cancelled through the API): its watchers
+    /// should see it now.
+    pub fn job_changed(&self, job: JobId) {
+        self.progress.touched(job);
     }
 
     /// The kernel catalog.
@@ -300,6 +315,7 @@ impl Scheduler {
             })
             .await?;
         self.work.notify_waiters();
+        self.progress.touched(id);
         tracing::info!(job = %id, kernel, "job accepted");
         Ok(id)
     }
@@ -390,6 +406,7 @@ impl Scheduler {
             return Ok(None);
         };
         self.lease_latency.observe(started.elapsed());
+        self.progress.touched(leased.job);
         let LeasedUnit {
             job,
             kernel,
@@ -435,6 +452,7 @@ impl Scheduler {
                 self.storage
                     .fail_job(job, &format!("cannot build unit input: {e}"))
                     .await?;
+                self.progress.touched(job);
                 Ok(None)
             }
         }
@@ -501,6 +519,7 @@ impl Scheduler {
             )
             .await?;
         tracing::debug!(%peer, %lease, ?recorded, "result recorded");
+        self.progress.touched(context.job);
         match &recorded {
             Recorded::Stale(_) => {}
             Recorded::Valid { .. } => self.throughput.record(unit_flops, true),
@@ -517,6 +536,7 @@ impl Scheduler {
             Recorded::Valid { job, job_complete } => {
                 if job_complete {
                     self.merge(job).await?;
+                    self.progress.touched(job);
                 }
                 Verdict::Accepted
             }
@@ -606,6 +626,7 @@ impl Scheduler {
     ) -> Result<(), StorageError> {
         if let Some((job, attempts)) = self.storage.release_lease(lease, peer).await? {
             tracing::info!(%job, %lease, attempts, "volunteer failed a unit: {reason}");
+            self.progress.touched(job);
             self.fail_stuck_jobs().await?;
             self.work.notify_waiters();
         }
@@ -641,6 +662,7 @@ impl Scheduler {
         let released = self.storage.release_peer(peer).await?;
         if released > 0 {
             tracing::info!(%peer, released, "peer left; units requeued");
+            self.progress.touched_all();
             self.fail_stuck_jobs().await?;
             self.work.notify_waiters();
         }
@@ -659,6 +681,7 @@ impl Scheduler {
             );
             tracing::warn!(%job, "{reason}");
             self.storage.fail_job(job, &reason).await?;
+            self.progress.touched(job);
         }
         Ok(())
     }
@@ -730,6 +753,7 @@ impl Scheduler {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(requeued = n, "leases expired");
+                        this.progress.touched_all();
                         this.work.notify_waiters();
                     }
                     Err(e) => tracing::error!("lease expiry failed: {e}"),
