@@ -151,7 +151,33 @@ impl Relay {
         }
     }
 
-    /// Starts the relay again on the same port and data directory.
+    /// SIGTERM, as a service manager stops the relay; waits up to `within` for it to
+    /// exit (then SIGKILL) and returns how long it took and how it exited.
+    pub fn terminate(&mut self, within: Duration) -> Result<(Duration, std::process::ExitStatus)> {
+        let mut child = self.child.take().context("the relay is not running")?;
+        let sent = Instant::now();
+        let kill = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        if !kill.success() {
+            bail!("kill -TERM failed: {kill}");
+        }
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok((sent.elapsed(), status));
+            }
+            if sent.elapsed() > within {
+                let _ = child.kill();
+                let status = child.wait()?;
+                bail!("the relay did not exit within {within:?} of SIGTERM ({status})");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the relay again on the same port and data directory (after
+    /// [`Relay::terminate`], or killing it first).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
         self.spawn()
@@ -546,10 +572,19 @@ impl Api {
         self.get_json(&format!("/api/v1/wallets/{address}")).await
     }
 
-    /// `GET /api/v1/jobs/{id}/units`: each unit's state and the wallets behind it.
+    /// `GET /api/v1/jobs/{id}/units`: each unit's state and the wallets behind it, every
+    /// page of them.
     pub async fn units(&self, id: &str) -> Result<Vec<serde_json::Value>> {
-        let body = self.get_json(&format!("/api/v1/jobs/{id}/units")).await?;
-        Ok(body["units"].as_array().cloned().unwrap_or_default())
+        let mut units = Vec::new();
+        let mut path = format!("/api/v1/jobs/{id}/units");
+        loop {
+            let body = self.get_json(&path).await?;
+            units.extend(body["units"].as_array().cloned().unwrap_or_default());
+            match body["next"].as_i64() {
+                Some(next) => path = format!("/api/v1/jobs/{id}/units?after={next}"),
+                None => return Ok(units),
+            }
+        }
     }
 
     async fn get_json(&self, path: &str) -> Result<serde_json::Value> {

@@ -11,7 +11,9 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tower_http::services::{ServeDir, ServeFile};
+use tower_http::timeout::TimeoutLayer;
 
 /// Request limits.
 #[derive(Debug, Clone)]
@@ -24,6 +26,13 @@ pub struct Limits {
     pub rate: RateLimit,
     /// Jobs one account may have queued or running at once.
     pub max_active_jobs: u64,
+    /// How long a request may take (body upload included) before it is answered 408.
+    /// Event streams are exempt.
+    pub request_timeout: Duration,
+    /// Job event streams open at once across the relay.
+    pub max_event_streams: usize,
+    /// Job event streams one account may have open at once.
+    pub max_event_streams_per_account: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +45,9 @@ impl Default for Limits {
                 burst: 1000.0,
             },
             max_active_jobs: 100,
+            request_timeout: Duration::from_secs(60),
+            max_event_streams: 2000,
+            max_event_streams_per_account: 50,
         }
     }
 }
@@ -49,26 +61,53 @@ pub struct StaticDirs {
     pub public: PathBuf,
 }
 
-/// Tells long-lived responses (event streams) that the relay is stopping, so graceful
-/// shutdown does not wait for every watched job to finish.
+/// Tells long-lived work (event streams, volunteer sessions) that the relay is stopping,
+/// so graceful shutdown does not wait for every watched job to finish, and keeps track of
+/// the peer sessions so shutdown can wait for them to hand their leases back.
 #[derive(Debug)]
-pub struct Shutdown(tokio::sync::watch::Sender<bool>);
+pub struct Shutdown {
+    stopping: tokio::sync::watch::Sender<bool>,
+    sessions: tokio_util::task::TaskTracker,
+}
 
 impl Shutdown {
     fn new() -> Self {
-        Self(tokio::sync::watch::Sender::new(false))
+        Self {
+            stopping: tokio::sync::watch::Sender::new(false),
+            sessions: tokio_util::task::TaskTracker::new(),
+        }
     }
 
     /// Starts shutting down: every [`Shutdown::wait`] returns.
     pub fn begin(&self) {
-        self.0.send_replace(true);
+        self.stopping.send_replace(true);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     /// Returns once shutdown has begun.
     pub async fn wait(&self) {
-        let mut stopping = self.0.subscribe();
+        let mut stopping = self.stopping.subscribe();
         // The sender lives in `self`, so the channel cannot close while this waits.
         let _ = stopping.wait_for(|s| *s).await;
+    }
+
+    /// Runs a peer session as a task [`Shutdown::sessions_ended`] waits for.
+    pub fn spawn_session(&self, session: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.sessions.spawn(session);
+    }
+
+    /// After [`Shutdown::begin`]: waits up to `within` for every peer session to end
+    /// (each releases its leases and closes its connection as it does); whether they all
+    /// did.
+    pub async fn sessions_ended(&self, within: std::time::Duration) -> bool {
+        self.sessions.close();
+        tokio::time::timeout(within, self.sessions.wait())
+            .await
+            .is_ok()
     }
 }
 
@@ -92,6 +131,8 @@ pub struct AppState {
     pub shutdown: Arc<Shutdown>,
     /// WebRTC peers answered and not yet proved by a hello, under their caps.
     pub pending_peers: Arc<crate::rtc::PendingPeers>,
+    /// Job event streams open now.
+    pub event_streams: Arc<routes::events::StreamSlots>,
 }
 
 impl AppState {
@@ -106,6 +147,7 @@ impl AppState {
             idempotent_submits: Arc::default(),
             shutdown: Arc::new(Shutdown::new()),
             pending_peers: Arc::default(),
+            event_streams: Arc::default(),
         }
     }
 }
@@ -169,12 +211,36 @@ pub fn route_table() -> Vec<(Method, String)> {
     api.chain(root).collect()
 }
 
+/// The route whose responses are meant to last (Server-Sent Events): exempt from the
+/// request timeout, bounded by its own limits instead (see `routes::events`).
+const STREAMING: &str = "/jobs/{id}/events";
+
+/// `handler` answering 408 (problem+json) when it takes longer than `limit`.
+fn timed(handler: MethodRouter<AppState>, limit: Duration) -> MethodRouter<AppState> {
+    handler
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            limit,
+        ))
+        .layer(middleware::map_response(
+            move |response: axum::response::Response| async move {
+                routes::ops::timeout_problem(response, limit)
+            },
+        ))
+}
+
 /// Builds the whole router.
 pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
+    let limit = state.limits.request_timeout;
     // `route` merges handlers given for the same path under different methods.
     let api = api_routes()
         .into_iter()
         .fold(Router::new(), |router, (_, path, handler)| {
+            let handler = if path == STREAMING {
+                handler
+            } else {
+                timed(handler, limit)
+            };
             router.route(path, handler)
         })
         .fallback(|| async { crate::error::ApiError::NotFound("no such API endpoint".into()) })
@@ -190,7 +256,7 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
         .into_iter()
         .fold(
             Router::new().nest("/api/v1", api),
-            |router, (_, path, handler)| router.route(path, handler),
+            |router, (_, path, handler)| router.route(path, timed(handler, limit)),
         )
         .fallback_service(files)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))

@@ -72,6 +72,20 @@ pub enum ApiError {
         /// Seconds until pending peers have opened or timed out.
         retry_after_secs: u64,
     },
+    /// The request took longer than the relay allows.
+    #[error("the request took longer than {limit_secs} s")]
+    Timeout {
+        /// The limit, in seconds.
+        limit_secs: u64,
+    },
+    /// Too many event streams are open (the relay's, or the account's, limit).
+    #[error("{detail}")]
+    TooManyStreams {
+        /// Which limit, and what to do.
+        detail: String,
+        /// Seconds to wait before trying again.
+        retry_after_secs: u64,
+    },
     /// A dependency (the database) does not answer; the relay is not ready.
     #[error("{0}")]
     Unavailable(String),
@@ -141,6 +155,16 @@ impl ApiError {
                 "/problems/peers-pending",
                 "Too many pending WebRTC peers",
             ),
+            Self::Timeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "/problems/timeout",
+                "Request took too long",
+            ),
+            Self::TooManyStreams { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "/problems/too-many-streams",
+                "Too many event streams",
+            ),
             Self::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "/problems/unavailable",
@@ -194,6 +218,9 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, retry_after_secs.into());
         }
         if let Self::PeersPending {
+            retry_after_secs, ..
+        }
+        | Self::TooManyStreams {
             retry_after_secs, ..
         } = self
         {

@@ -7,6 +7,7 @@
 //! - [`validation`]: quorum and wallet trust, as pure logic;
 //! - [`ledger`]: the signed, hash-chained credit ledger, as pure logic;
 //! - [`rtc`]: the bounds on WebRTC offers and on peers not yet proved by a hello;
+//! - [`server`]: accepting connections, with header timeouts and a connection cap;
 //! - [`app`]: the router and its state; [`error`]: problem+json errors.
 
 pub mod app;
@@ -15,5 +16,6 @@ pub mod ledger;
 pub mod routes;
 pub mod rtc;
 pub mod scheduler;
+pub mod server;
 pub mod storage;
 pub mod validation;

@@ -5,6 +5,7 @@ use relay_server::app::{self, AppState, Limits, StaticDirs};
 use relay_server::ledger::{self, MicroCredits};
 use relay_server::routes::ops::RateLimit;
 use relay_server::scheduler::{Scheduler, SchedulerConfig};
+use relay_server::server::{self, ConnectionStats, ServeLimits};
 use relay_server::storage::{Billing, Pricing, Storage};
 use starling_kernels::Catalog;
 use starling_protocol::WalletAddress;
@@ -110,6 +111,29 @@ struct Cli {
     /// Requests a client may make in one burst before the rate limit applies.
     #[arg(long, default_value_t = 1000)]
     rate_limit_burst: u32,
+    /// Seconds a client has to send a request's headers before its connection is closed
+    /// (slow or stalled clients would otherwise hold connections open forever).
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    header_timeout_secs: f64,
+    /// Seconds a request may take, body upload included, before it is answered 408;
+    /// job event streams are exempt.
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
+    request_timeout_secs: f64,
+    /// HTTP connections open at once; more are closed as soon as they are accepted.
+    /// Defaults to 4096, or half the open-file limit when that is lower (volunteers'
+    /// WebRTC connections and the database need descriptors too).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+    /// Job event streams (`/jobs/{id}/events`) open at once across the relay (429 beyond).
+    #[arg(long, default_value_t = 2000)]
+    max_event_streams: usize,
+    /// Job event streams one account may have open at once (429 beyond).
+    #[arg(long, default_value_t = 50)]
+    max_event_streams_per_account: usize,
+    /// Seconds shutdown (SIGTERM, SIGINT) waits for requests in flight and for volunteer
+    /// sessions to hand back their leases.
+    #[arg(long, default_value_t = 5.0, value_parser = seconds)]
+    shutdown_grace_secs: f64,
 }
 
 /// Commands beside running the relay.
@@ -224,9 +248,19 @@ async fn main() -> anyhow::Result<()> {
                 per_second: cli.rate_limit_per_s,
                 burst: f64::from(cli.rate_limit_burst.max(1)),
             },
+            request_timeout: Duration::from_secs_f64(cli.request_timeout_secs),
+            max_event_streams: cli.max_event_streams,
+            max_event_streams_per_account: cli.max_event_streams_per_account,
         },
     );
     let shutdown = state.shutdown.clone();
+    let storage = state.scheduler.storage().clone();
+    let grace = Duration::from_secs_f64(cli.shutdown_grace_secs);
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_secs_f64(cli.header_timeout_secs),
+        max_connections: connection_cap(cli.max_connections),
+        drain: grace,
+    };
     let router = app::router(
         state,
         &StaticDirs {
@@ -241,17 +275,85 @@ async fn main() -> anyhow::Result<()> {
     if let Some(key) = dev_key {
         println!("development API key: {key}");
     }
-    // The peer address keys the rate limit of clients without an API key.
-    axum::serve(
+    let stopping = shutdown.clone();
+    server::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        limits,
+        Arc::new(ConnectionStats::default()),
+        async move {
+            stop_signal().await;
+            tracing::info!("stopping: closing volunteer connections and event streams");
+            // Ends event streams (so the HTTP drain does not wait on them) and peer
+            // sessions, which release their leases and close their connections.
+            stopping.begin();
+        },
     )
-    .with_graceful_shutdown(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        shutdown.begin();
-    })
-    .await?;
+    .await;
+    if !shutdown.sessions_ended(grace).await {
+        tracing::warn!("some volunteer sessions did not end within {grace:?}");
+    }
+    // Every write queued so far commits before the process exits.
+    if let Err(e) = storage.flush().await {
+        tracing::error!("final writes failed: {e}");
+    }
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves on SIGTERM (service managers, `docker stop`, `kill`) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                return;
+            }
+            Err(e) => tracing::warn!("cannot listen for SIGTERM: {e}"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The connection cap: as asked, or 4096 within half the open-file limit, after raising
+/// that limit to its hard maximum (the soft default, often 1024, is meant for programs
+/// that do not serve connections).
+fn connection_cap(asked: Option<u64>) -> usize {
+    #[cfg(target_os = "linux")]
+    let files = {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            let raised = Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            };
+            if let Err(e) = setrlimit(Resource::Nofile, raised) {
+                tracing::debug!("cannot raise the open-file limit: {e}");
+            }
+        }
+        // `None` is unlimited.
+        getrlimit(Resource::Nofile).current
+    };
+    #[cfg(not(target_os = "linux"))]
+    let files = None::<u64>;
+    let cap = asked.unwrap_or_else(|| files.map_or(4096, |files| (files / 2).clamp(1, 4096)));
+    usize::try_from(cap).unwrap_or(usize::MAX)
+}
+
+/// A duration in seconds: positive, at most a day.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(secs),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds from 0 (excluded) to 86400"
+        )),
+    }
 }
 
 /// A retention in days: positive, at most ten years.

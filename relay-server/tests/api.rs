@@ -717,3 +717,71 @@ async fn openapi_document_describes_every_route_and_nothing_else() {
     assert!(html.contains("fetch(\"openapi.json\")"));
     assert!(!html.contains("https://"), "the page works offline");
 }
+
+#[tokio::test]
+async fn unit_listing_pages_with_a_next_cursor() {
+    let dir = temp_dir("unit-pages");
+    let relay = relay(&dir).await;
+    let job = json!({"kernel": "montecarlo", "params": {"samples": 1_500_000, "seed": 1}});
+    let created = call(&relay.router, post_json(&job, None)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.json());
+    let id = created.json()["id"].as_str().expect("an id").to_owned();
+    let total = call(&relay.router, get(&format!("/api/v1/jobs/{id}")))
+        .await
+        .json()["progress"]["units_total"]
+        .as_i64()
+        .expect("units_total");
+    assert!(total >= 5, "the job has {total} units; make it bigger");
+
+    // The default page holds them all, and says there is no next page.
+    let whole = call(&relay.router, get(&format!("/api/v1/jobs/{id}/units"))).await;
+    assert_eq!(whole.status, StatusCode::OK, "{}", whole.json());
+    assert_eq!(
+        whole.json()["units"].as_array().map(Vec::len),
+        Some(total as usize)
+    );
+    assert_eq!(whole.json()["next"], Value::Null);
+
+    // Pages of two follow the cursor through every unit, in order, once.
+    let mut seen = Vec::new();
+    let mut uri = format!("/api/v1/jobs/{id}/units?limit=2");
+    let mut pages = 0;
+    loop {
+        let page = call(&relay.router, get(&uri)).await.json();
+        let units = page["units"].as_array().cloned().unwrap_or_default();
+        assert!(units.len() <= 2, "{page}");
+        seen.extend(units.iter().filter_map(|u| u["index"].as_i64()));
+        pages += 1;
+        match page["next"].as_i64() {
+            Some(next) => {
+                assert_eq!(Some(next), seen.last().copied(), "{page}");
+                uri = format!("/api/v1/jobs/{id}/units?limit=2&after={next}");
+            }
+            None => break,
+        }
+        assert!(pages <= total, "the cursor does not advance");
+    }
+    assert_eq!(seen, (0..total).collect::<Vec<_>>());
+    assert_eq!(pages, (total + 1) / 2);
+    let first = &whole.json()["units"][0];
+    assert_eq!(first["state"], "queued", "{first}");
+    assert_eq!(first["results"], 0, "{first}");
+    assert_eq!(first["leases_out"], 0, "{first}");
+    assert_eq!(first["valid_wallets"], json!([]), "{first}");
+
+    for bad in ["limit=0", "limit=5001", "limit=many", "after=x"] {
+        call(
+            &relay.router,
+            get(&format!("/api/v1/jobs/{id}/units?{bad}")),
+        )
+        .await
+        .problem(
+            422,
+            if bad.starts_with("limit=") && bad != "limit=many" {
+                Some("limit")
+            } else {
+                None
+            },
+        );
+    }
+}

@@ -1,33 +1,95 @@
 //! `GET /api/v1/jobs/{id}/events`: a job's progress as Server-Sent Events.
 //!
-//! The stream polls the job's record rather than hooking into the scheduler: progress
-//! changes a few times a second at most, a poll is one indexed query, and the scheduler
-//! stays unaware of who is watching.
+//! The stream follows the scheduler's [`Progress`](crate::scheduler::progress::Progress)
+//! feed: one reader per watched job reads its record when the scheduler changes it, and
+//! every stream on that job gets the same record. Streams are capped, across the relay
+//! and per account, since each holds a connection open.
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::ledger::AccountId;
 use crate::routes::auth::Submitter;
 use crate::routes::jobs::owned_job;
 use crate::routes::openapi::{ProblemDoc, ProgressEventDoc};
+use crate::scheduler::progress::Snapshot;
 use crate::storage::{JobRecord, JobState};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use serde_json::json;
-use starling_protocol::JobId;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-/// How often the job record is read.
-pub const POLL: Duration = Duration::from_millis(200);
+/// Event streams open now, in all and per account.
+#[derive(Debug, Default)]
+pub struct StreamSlots {
+    open: Mutex<(usize, HashMap<Option<AccountId>, usize>)>,
+}
+
+/// One open stream's place; given back when the stream is dropped.
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    owner: Option<AccountId>,
+}
+
+impl StreamSlots {
+    /// A place for `owner`'s new stream, or why there is none.
+    pub fn take(
+        self: &Arc<Self>,
+        owner: Option<AccountId>,
+        max: usize,
+        max_per_account: usize,
+    ) -> Result<StreamSlot, ApiError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_owner) = &mut *open;
+        let mine = per_owner.entry(owner).or_default();
+        let detail = if *total >= max {
+            format!("the relay has {max} event streams open; retry shortly")
+        } else if *mine >= max_per_account {
+            format!(
+                "this account has {max_per_account} event streams open; close one, or poll \
+                 GET /api/v1/jobs/{{id}} instead"
+            )
+        } else {
+            *total += 1;
+            *mine += 1;
+            return Ok(StreamSlot {
+                slots: self.clone(),
+                owner,
+            });
+        };
+        if *mine == 0 {
+            per_owner.remove(&owner);
+        }
+        Err(ApiError::TooManyStreams {
+            detail,
+            retry_after_secs: 5,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_owner) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(mine) = per_owner.get_mut(&self.owner) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                per_owner.remove(&self.owner);
+            }
+        }
+    }
+}
 
 struct Watch {
     state: AppState,
-    id: JobId,
+    records: tokio::sync::watch::Receiver<Snapshot>,
     last: Option<serde_json::Value>,
     pending: VecDeque<Event>,
     ended: bool,
+    _slot: StreamSlot,
 }
 
 fn progress(job: &JobRecord) -> serde_json::Value {
@@ -49,19 +111,20 @@ fn json_event(name: &str, data: &impl serde::Serialize) -> Event {
 }
 
 impl Watch {
-    /// Reads the job once and queues what changed: a `progress` event, and when the job
+    /// Queues what changed in the latest record: a `progress` event, and when the job
     /// has ended, its final event (`done`, `failed` or `cancelled`) with the full record.
-    async fn poll(&mut self) {
-        let job = match self.state.scheduler.storage().job(self.id).await {
-            Ok(Some(job)) => job,
-            Ok(None) => {
+    fn look(&mut self) {
+        let snapshot = self.records.borrow_and_update().clone();
+        let job = match snapshot {
+            Snapshot::Pending => return,
+            Snapshot::Record(job) => job,
+            Snapshot::Missing => {
                 self.pending
                     .push_back(Event::default().event("error").data("job no longer exists"));
                 self.ended = true;
                 return;
             }
-            Err(e) => {
-                tracing::warn!(job = %self.id, "event stream cannot read the job: {e}");
+            Snapshot::Failed => {
                 self.pending
                     .push_back(Event::default().event("error").data("internal error"));
                 self.ended = true;
@@ -79,7 +142,7 @@ impl Watch {
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
         };
-        self.pending.push_back(json_event(end, &job));
+        self.pending.push_back(json_event(end, &*job));
         self.ended = true;
     }
 }
@@ -94,6 +157,7 @@ impl Watch {
     responses(
         (status = 200, description = "Server-Sent Events: `progress` (data: ProgressEvent) on every change, then `done`, `failed` or `cancelled` (data: JobRecord); then the stream ends", content_type = "text/event-stream", body = ProgressEventDoc),
         (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Too many event streams open (the relay's or the account's limit); see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn events(
@@ -103,12 +167,22 @@ pub async fn events(
 ) -> Result<impl IntoResponse, ApiError> {
     // A missing (or someone else's) job is a 404 now, not an event later.
     let id = owned_job(&state, owner, &id).await?;
+    let slot = state.event_streams.take(
+        owner,
+        state.limits.max_event_streams,
+        state.limits.max_event_streams_per_account,
+    )?;
+    let records = state
+        .scheduler
+        .progress()
+        .watch(state.scheduler.storage(), id);
     let watch = Watch {
         state,
-        id,
+        records,
         last: None,
         pending: VecDeque::new(),
         ended: false,
+        _slot: slot,
     };
     let stream = futures::stream::unfold(watch, |mut watch| async move {
         loop {
@@ -118,14 +192,23 @@ pub async fn events(
             if watch.ended {
                 return None;
             }
-            if watch.last.is_some() {
-                let shutdown = watch.state.shutdown.clone();
-                tokio::select! {
-                    () = tokio::time::sleep(POLL) => {}
-                    () = shutdown.wait() => return None,
-                }
+            watch.look();
+            if !watch.pending.is_empty() || watch.ended {
+                continue;
             }
-            watch.poll().await;
+            let shutdown = watch.state.shutdown.clone();
+            tokio::select! {
+                changed = watch.records.changed() => {
+                    if changed.is_err() {
+                        // The job's reader stopped: its last record is all there is.
+                        watch.look();
+                        if !watch.ended {
+                            return None;
+                        }
+                    }
+                }
+                () = shutdown.wait() => return None,
+            }
         }
     });
     // Proxies such as nginx buffer responses unless told not to, which would hold

@@ -545,6 +545,7 @@ pub async fn cancel(
     match storage.cancel_job(id).await? {
         Cancelled::Now { withdrawn } => {
             tracing::info!(job = %id, withdrawn, "job cancelled");
+            state.scheduler.job_changed(id);
         }
         Cancelled::AlreadyEnded(ended) => {
             return Err(ApiError::Conflict(format!(
@@ -582,41 +583,79 @@ mod tests {
     }
 }
 
+/// Units listed per page of `GET /api/v1/jobs/{id}/units` unless `limit` says.
+pub const UNITS_PAGE: u32 = 1000;
+/// Most units one page lists.
+pub const UNITS_PAGE_MAX: u32 = 5000;
+
+/// Which page of a job's units.
+#[derive(Debug, Deserialize)]
+pub struct UnitsQuery {
+    /// List units after this index (the previous page's `next`).
+    after: Option<i64>,
+    /// Units on the page: 1 to 5000, default 1000.
+    limit: Option<u32>,
+}
+
 /// `GET /api/v1/jobs/{id}/units`: each unit's state and who computed it: the wallets
 /// whose results were judged valid, how many results came back, and the leases out now.
-/// Output bytes are left out; the merged result has them.
+/// Output bytes are left out; the merged result has them. Paged, in unit order: a job
+/// may have 100,000 units.
 #[utoipa::path(
     get,
     path = "/api/v1/jobs/{id}/units",
     tag = "jobs",
-    params(("id" = String, Path, format = Uuid, description = "Job id")),
+    params(
+        ("id" = String, Path, format = Uuid, description = "Job id"),
+        ("after" = Option<i64>, Query, description = "List units whose index is greater than this: the `next` of the previous page (from the first unit when absent)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 5000, description = "Units on the page (default 1000, at most 5000)"),
+    ),
     responses(
-        (status = 200, description = "`{\"units\": [{index, state, results, valid_wallets, leases_out}]}`", body = Object),
+        (status = 200, description = "`{\"units\": [{index, state, results, valid_wallets, leases_out}], \"next\": N | null}`: pass `next` as `after` for the following page; `null` on the last page", body = Object),
         (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`after` or `limit` out of range", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn units(
     State(state): State<AppState>,
     Submitter(owner): Submitter,
     Path(id): Path<String>,
+    query: Result<Query<UnitsQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = owned_job(&state, owner, &id).await?;
-    let storage = state.scheduler.storage();
-    let units: Vec<serde_json::Value> = storage
-        .audit_units(id)
-        .await?
+    let Query(page) = query.map_err(|e| ApiError::Invalid {
+        detail: e.body_text(),
+        field: None,
+    })?;
+    let limit = page.limit.unwrap_or(UNITS_PAGE);
+    if !(1..=UNITS_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::Invalid {
+            detail: format!("limit must be between 1 and {UNITS_PAGE_MAX}, got {limit}"),
+            field: Some("limit".into()),
+        });
+    }
+    // One more than asked tells whether another page follows.
+    let mut units = state
+        .scheduler
+        .storage()
+        .unit_page(id, page.after, limit + 1)
+        .await?;
+    let more = units.len() > limit as usize;
+    units.truncate(limit as usize);
+    let next = more.then(|| units.last().map(|u| u.idx)).flatten();
+    let units: Vec<serde_json::Value> = units
         .into_iter()
         .map(|u| {
             serde_json::json!({
                 "index": u.idx,
                 "state": u.state,
-                "results": u.result_wallets.len(),
+                "results": u.results,
                 "valid_wallets": u.valid_wallets,
                 "leases_out": u.active_leases,
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({ "units": units })))
+    Ok(Json(serde_json::json!({ "units": units, "next": next })))
 }
 
 /// `DELETE /api/v1/jobs/{id}/data`: erases an ended job's data for good (its inputs,

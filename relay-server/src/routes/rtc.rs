@@ -33,6 +33,10 @@ pub async fn offer(
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Result<Json<Sdp>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Sdp>, ApiError> {
+    // A relay on its way down would only close the connection again.
+    if state.shutdown.stopping() {
+        return Err(ApiError::Unavailable("the relay is shutting down".into()));
+    }
     let Json(offer) = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge {
@@ -64,9 +68,16 @@ pub async fn offer(
                 field: Some("sdp".into()),
             })?;
     let scheduler = state.scheduler.clone();
-    tokio::spawn(async move {
-        match pending.open().await {
-            Ok(link) => crate::scheduler::session::serve(scheduler, link, slot).await,
+    let shutdown = state.shutdown.clone();
+    state.shutdown.spawn_session(async move {
+        let opened = tokio::select! {
+            opened = pending.open() => opened,
+            () = shutdown.wait() => return,
+        };
+        match opened {
+            Ok(link) => {
+                crate::scheduler::session::serve(scheduler, link, slot, shutdown.wait()).await
+            }
             Err(e) => tracing::info!("peer never opened its channel: {e}"),
         }
     });

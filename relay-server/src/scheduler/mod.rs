@@ -3,6 +3,7 @@
 //! holds only the policy.
 
 pub mod latency;
+pub mod progress;
 pub mod session;
 pub mod throughput;
 
@@ -208,6 +209,8 @@ pub struct Scheduler {
     /// query per result. Leases from before a restart, or dropped when the map is full,
     /// are read from the database.
     issued: Arc<Mutex<HashMap<LeaseId, LeaseContext>>>,
+    /// Jobs' records pushed to their watchers when the scheduler changes them.
+    progress: Arc<progress::Progress>,
 }
 
 /// Units of at most this many FLOPs have their spot check run on the async thread that
@@ -233,7 +236,19 @@ impl Scheduler {
             issued: Arc::default(),
             lease_latency: Arc::default(),
             throughput: Arc::default(),
+            progress: Arc::default(),
         }
+    }
+
+    /// Watchers' feed of jobs' records (see [`progress`]).
+    pub fn progress(&self) -> &Arc<progress::Progress> {
+        &self.progress
+    }
+
+    /// `job` changed outside the scheduler (cancelled through the API): its watchers
+    /// should see it now.
+    pub fn job_changed(&self, job: JobId) {
+        self.progress.touched(job);
     }
 
     /// The kernel catalog.
@@ -304,6 +319,7 @@ impl Scheduler {
             })
             .await?;
         self.work.notify_waiters();
+        self.progress.touched(id);
         tracing::info!(job = %id, kernel, "job accepted");
         Ok(id)
     }
@@ -394,6 +410,7 @@ impl Scheduler {
             return Ok(None);
         };
         self.lease_latency.observe(started.elapsed());
+        self.progress.touched(leased.job);
         let LeasedUnit {
             job,
             kernel,
@@ -439,6 +456,7 @@ impl Scheduler {
                 self.storage
                     .fail_job(job, &format!("cannot build unit input: {e}"))
                     .await?;
+                self.progress.touched(job);
                 Ok(None)
             }
         }
@@ -505,6 +523,7 @@ impl Scheduler {
             )
             .await?;
         tracing::debug!(%peer, %lease, ?recorded, "result recorded");
+        self.progress.touched(context.job);
         match &recorded {
             Recorded::Stale(_) => {}
             Recorded::Valid { .. } => self.throughput.record(unit_flops, true),
@@ -521,6 +540,7 @@ impl Scheduler {
             Recorded::Valid { job, job_complete } => {
                 if job_complete {
                     self.merge(job).await?;
+                    self.progress.touched(job);
                 }
                 Verdict::Accepted
             }
@@ -610,6 +630,7 @@ impl Scheduler {
     ) -> Result<(), StorageError> {
         if let Some((job, attempts)) = self.storage.release_lease(lease, peer).await? {
             tracing::info!(%job, %lease, attempts, "volunteer failed a unit: {reason}");
+            self.progress.touched(job);
             self.fail_stuck_jobs().await?;
             self.work.notify_waiters();
         }
@@ -641,10 +662,15 @@ impl Scheduler {
     }
 
     /// A peer disconnected: its leases go back to the queue for others.
-    pub async fn peer_gone(&self, peer: PeerId) -> Result<(), StorageError> {
-        let released = self.storage.release_peer(peer).await?;
+    pub async fn peer_gone(&self, peer: PeerId, by_relay: bool) -> Result<(), StorageError> {
+        let released = if by_relay {
+            self.storage.void_peer(peer).await?
+        } else {
+            self.storage.release_peer(peer).await?
+        };
         if released > 0 {
             tracing::info!(%peer, released, "peer left; units requeued");
+            self.progress.touched_all();
             self.fail_stuck_jobs().await?;
             self.work.notify_waiters();
         }
@@ -664,6 +690,7 @@ impl Scheduler {
             );
             tracing::warn!(%job, "{reason}");
             self.storage.fail_job(job, &reason).await?;
+            self.progress.touched(job);
         }
         Ok(())
     }
@@ -736,6 +763,7 @@ impl Scheduler {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(requeued = n, "leases expired");
+                        this.progress.touched_all();
                         this.work.notify_waiters();
                     }
                     Err(e) => tracing::error!("lease expiry failed: {e}"),

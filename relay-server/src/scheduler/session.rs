@@ -44,6 +44,8 @@ enum SessionError {
     Protocol(String),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    #[error("the relay is stopping")]
+    Stopping,
 }
 
 impl From<LeaseError> for SessionError {
@@ -111,14 +113,27 @@ fn receipt(entry: &Entry, relay: WalletAddress) -> Receipt {
     }
 }
 
-/// Serves one volunteer until its channel closes, then requeues whatever it held.
-/// `unproved` is the peer's place among pending peers (see [`crate::rtc::PendingPeers`]),
-/// given up once its hello proves a wallet.
-pub async fn serve(scheduler: Scheduler, mut link: PeerLink, unproved: PendingSlot) {
+/// Serves one volunteer until its channel closes or `stop` resolves (the relay is
+/// stopping), then requeues whatever it held and closes the connection. `unproved` is
+/// the peer's place among pending peers (see [`crate::rtc::PendingPeers`]), given up
+/// once its hello proves a wallet.
+pub async fn serve(
+    scheduler: Scheduler,
+    mut link: PeerLink,
+    unproved: PendingSlot,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let peer = PeerId::new();
     let tx = link.sender();
     scheduler.volunteers.fetch_add(1, Ordering::Relaxed);
-    let outcome = run(&scheduler, peer, &mut link, &tx, unproved).await;
+    // Dropping `run` mid-write is safe: a write already queued still commits, and
+    // `peer_gone` below, queued after it, releases whatever the peer holds then. The
+    // closed connection is what makes the volunteer reconnect (to the restarted relay)
+    // at once instead of after its ICE timeout.
+    let outcome = tokio::select! {
+        outcome = run(&scheduler, peer, &mut link, &tx, unproved) => outcome,
+        () = stop => Err(SessionError::Stopping),
+    };
     scheduler.volunteers.fetch_sub(1, Ordering::Relaxed);
     match &outcome {
         Err(SessionError::Protocol(reason)) => {
@@ -134,9 +149,12 @@ pub async fn serve(scheduler: Scheduler, mut link: PeerLink, unproved: PendingSl
         Err(SessionError::Storage(e)) => {
             tracing::error!(%peer, "session ended by database error: {e}")
         }
+        Err(SessionError::Stopping) => tracing::info!(%peer, "closing the peer: relay stopping"),
         Err(SessionError::Closed) | Ok(()) => tracing::info!(%peer, "volunteer left"),
     }
-    if let Err(e) = scheduler.peer_gone(peer).await {
+    // A relay that stops ends the session itself: that is no hand-back of the volunteer's.
+    let by_relay = matches!(outcome, Err(SessionError::Stopping));
+    if let Err(e) = scheduler.peer_gone(peer, by_relay).await {
         tracing::error!(%peer, "could not requeue the peer's units: {e}");
     }
     link.close().await;

@@ -179,6 +179,12 @@ impl Storage {
             .await
     }
 
+    /// Returns once every write queued before it has committed (or failed): shutdown
+    /// calls it last, so the process does not exit in the middle of a group.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        self.writer.exec(|_| Ok::<_, StorageError>(())).await
+    }
+
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -529,6 +529,27 @@ impl Storage {
         Ok(lost.units.len() as u64)
     }
 
+    /// Voids the leases `peer` holds because the relay ended its session (it is stopping):
+    /// their units go back to the queue, and nothing counts against the wallet or the
+    /// units, as after a restart. Returns how many leases were voided.
+    pub async fn void_peer(&self, peer: PeerId) -> Result<u64, StorageError> {
+        self.writer
+            .exec(move |db| {
+                let voided = db
+                    .prepare_cached(
+                        "UPDATE leases SET state = 'void' WHERE state = 'active' AND peer = ?1
+                         RETURNING unit_id",
+                    )?
+                    .query_map([peer.to_string()], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                for unit in &voided {
+                    refresh_unit(db, unit)?;
+                }
+                Ok(voided.len() as u64)
+            })
+            .await
+    }
+
     /// Requeues units whose lease deadline passed; returns how many leases expired.
     pub async fn expire_leases(&self, now: i64) -> Result<u64, StorageError> {
         let lost = self

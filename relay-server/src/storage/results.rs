@@ -625,7 +625,61 @@ fn record_in(
     Ok(Attempt::Done(recorded, payments, judged_wallets))
 }
 
+/// One unit as `GET /api/v1/jobs/{id}/units` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitSummary {
+    /// Position in the job.
+    pub idx: i64,
+    /// Life-cycle state: queued, leased, done or failed.
+    pub state: String,
+    /// Results that came back, judged or not.
+    pub results: i64,
+    /// Wallets whose results were judged valid, in the order they came.
+    pub valid_wallets: Vec<String>,
+    /// Leases out now.
+    pub active_leases: i64,
+}
+
 impl Storage {
+    /// Up to `limit` of `job`'s units after position `after` (from the first when
+    /// `None`), in unit order: one query, outputs left out.
+    pub async fn unit_page(
+        &self,
+        job: JobId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<UnitSummary>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT idx, state,
+                    (SELECT COUNT(*) FROM leases
+                     WHERE unit_id = units.id AND state = 'active') AS active,
+                    (SELECT COUNT(*) FROM leases
+                     WHERE unit_id = units.id AND verdict IS NOT NULL) AS results,
+                    (SELECT group_concat(wallet, ' ' ORDER BY received_ms, rowid) FROM leases
+                     WHERE unit_id = units.id AND verdict = 'valid') AS valid
+             FROM units WHERE job_id = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
+        )
+        .bind(job.to_string())
+        .bind(after.unwrap_or(-1))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let valid: Option<String> = row.try_get("valid")?;
+                Ok(UnitSummary {
+                    idx: row.try_get("idx")?,
+                    state: row.try_get("state")?,
+                    results: row.try_get("results")?,
+                    valid_wallets: valid
+                        .map(|v| v.split(' ').map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                    active_leases: row.try_get("active")?,
+                })
+            })
+            .collect()
+    }
+
     /// Every unit of `job` with its results, in unit order.
     pub async fn audit_units(&self, job: JobId) -> Result<Vec<UnitAudit>, StorageError> {
         let units = sqlx::query(

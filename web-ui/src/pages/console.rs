@@ -84,27 +84,35 @@ fn watch_tiles(
                 t.as_ref()
                     .is_some_and(|t| t.id == id && matches!(t.state.as_str(), "queued" | "running"))
             });
-            let units = format!("/api/v1/jobs/{id}/units");
-            if let Ok(r) = net::request("GET", &units, None, false, Some(&key)).await {
-                if r.ok() && tracked.with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id)) {
-                    let states = r.json["units"]
-                        .as_array()
-                        .map(|u| {
-                            u.iter()
-                                .map(|u| {
-                                    if u["leases_out"].as_i64().unwrap_or(0) > 0
-                                        && u["state"] != "done"
-                                    {
-                                        "leased".to_owned()
-                                    } else {
-                                        u["state"].as_str().unwrap_or("queued").to_owned()
-                                    }
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    tiles.set(states);
+            // Every page (a job may have tens of thousands of units); a failed page leaves
+            // the map as it was until the next round.
+            let mut states = Vec::new();
+            let mut after: Option<i64> = None;
+            let complete = loop {
+                let units = match after {
+                    Some(after) => format!("/api/v1/jobs/{id}/units?limit=5000&after={after}"),
+                    None => format!("/api/v1/jobs/{id}/units?limit=5000"),
+                };
+                let Ok(r) = net::request("GET", &units, None, false, Some(&key)).await else {
+                    break false;
+                };
+                if !r.ok() {
+                    break false;
                 }
+                states.extend(r.json["units"].as_array().into_iter().flatten().map(|u| {
+                    if u["leases_out"].as_i64().unwrap_or(0) > 0 && u["state"] != "done" {
+                        "leased".to_owned()
+                    } else {
+                        u["state"].as_str().unwrap_or("queued").to_owned()
+                    }
+                }));
+                match r.json["next"].as_i64() {
+                    Some(next) => after = Some(next),
+                    None => break true,
+                }
+            };
+            if complete && tracked.with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id)) {
+                tiles.set(states);
             }
             if !running {
                 break;
