@@ -8,19 +8,14 @@
 mod common;
 
 use common::attacker::{self, post_offer, post_raw, send_big_result, send_streamed};
+use common::loopback::{connect, relay};
 use common::TempDir;
-use relay_server::app::{self, AppState, Limits, StaticDirs};
-use relay_server::scheduler::{Scheduler, SchedulerConfig};
-use relay_server::storage::Storage;
-use starling_kernels::Catalog;
 use starling_peer::PeerLink;
 use starling_protocol::{
     encode_frames, ChannelBinding, DeviceInfo, LeaseId, Reassembler, ToRelay, ToVolunteer,
     WalletKey, PROTOCOL_VERSION,
 };
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -67,45 +62,6 @@ fn peak_rss() -> usize {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
         .map_or(0, |kib| kib * 1024)
-}
-
-async fn relay(dir: &TempDir) -> anyhow::Result<String> {
-    let storage = Storage::open(dir).await?;
-    let scheduler = Scheduler::new(
-        storage,
-        Arc::new(Catalog::builtin()),
-        SchedulerConfig::default(),
-    );
-    let state = AppState::new(
-        scheduler,
-        starling_peer::AnswerConfig {
-            bind_ip: [127, 0, 0, 1].into(),
-            open_timeout: OPEN_TIMEOUT,
-        },
-        Limits::default(),
-    );
-    let dirs = StaticDirs {
-        app: dir.join("dist"),
-        public: dir.join("public"),
-    };
-    let router = app::router(state, &dirs);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
-    Ok(url)
-}
-
-async fn connect(url: &str) -> anyhow::Result<(PeerLink, ChannelBinding)> {
-    let link = starling_peer::connect(&format!("{url}/api/v1/rtc/offer")).await?;
-    let d = link.descriptions();
-    let binding = ChannelBinding::from_descriptions(&d.offer, &d.answer)?;
-    Ok((link, binding))
 }
 
 fn hello(key: &WalletKey, binding: &ChannelBinding, client: String) -> ToRelay {
@@ -163,7 +119,7 @@ async fn messages_before_and_after_the_hello_are_capped_and_never_echoed() -> an
     let _serial = SERIAL.lock().await;
     probe_logs();
     let dir = TempDir::new("bounded-peers");
-    let url = relay(&dir).await?;
+    let (url, _) = relay(&dir, OPEN_TIMEOUT).await?;
     let key = WalletKey::from_seed([5; 32]);
     let lease = LeaseId::from_uuid(uuid::Uuid::from_u128(7));
 
@@ -235,7 +191,7 @@ async fn messages_before_and_after_the_hello_are_capped_and_never_echoed() -> an
 async fn a_peer_without_a_hello_is_dropped_within_seconds() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let dir = TempDir::new("bounded-peers-silent");
-    let url = relay(&dir).await?;
+    let (url, _) = relay(&dir, OPEN_TIMEOUT).await?;
     let (mut link, _) = connect(&url).await?;
     let started = Instant::now();
     let reason = refusal(&mut link).await?;
@@ -250,7 +206,7 @@ async fn a_peer_without_a_hello_is_dropped_within_seconds() -> anyhow::Result<()
 async fn offers_are_bounded_in_size_candidates_and_number() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let dir = TempDir::new("bounded-peers-offers");
-    let url = relay(&dir).await?;
+    let (url, _) = relay(&dir, OPEN_TIMEOUT).await?;
 
     // A 28 MiB body is refused after its first 40 KiB: the relay does not wait for more.
     let mut start = br#"{"sdp":""#.to_vec();

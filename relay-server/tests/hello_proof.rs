@@ -6,61 +6,17 @@
 
 mod common;
 
+use common::loopback::{connect, relay};
 use common::TempDir;
-use relay_server::app::{self, AppState, Limits, StaticDirs};
-use relay_server::scheduler::{Scheduler, SchedulerConfig};
-use relay_server::storage::Storage;
 use starling_kernels::{Catalog, NamedInputs};
 use starling_peer::PeerLink;
 use starling_protocol::{
-    encode, encode_frames, ChannelBinding, Chunker, DeviceInfo, Reassembler, Signature, ToRelay,
-    ToVolunteer, WalletAddress, WalletKey, PROTOCOL_VERSION,
+    encode, encode_frames, Chunker, DeviceInfo, Reassembler, Signature, ToRelay, ToVolunteer,
+    WalletAddress, WalletKey, PROTOCOL_VERSION,
 };
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(15);
-
-/// A relay serving HTTP on a loopback port, as `relay-server` runs it.
-async fn relay(dir: &TempDir) -> anyhow::Result<(String, Scheduler)> {
-    let storage = Storage::open(dir).await?;
-    let scheduler = Scheduler::new(
-        storage,
-        Arc::new(Catalog::builtin()),
-        SchedulerConfig::default(),
-    );
-    let state = AppState::new(
-        scheduler.clone(),
-        starling_peer::AnswerConfig {
-            bind_ip: [127, 0, 0, 1].into(),
-            open_timeout: PATIENCE,
-        },
-        Limits::default(),
-    );
-    let dirs = StaticDirs {
-        app: dir.join("dist"),
-        public: dir.join("public"),
-    };
-    let router = app::router(state, &dirs);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
-    Ok((url, scheduler))
-}
-
-async fn connect(url: &str) -> anyhow::Result<(PeerLink, ChannelBinding)> {
-    let link = starling_peer::connect(&format!("{url}/api/v1/rtc/offer")).await?;
-    let d = link.descriptions();
-    let binding = ChannelBinding::from_descriptions(&d.offer, &d.answer)?;
-    Ok((link, binding))
-}
 
 fn hello(wallet: WalletAddress, proof: Signature) -> ToRelay {
     ToRelay::Hello {
@@ -106,7 +62,7 @@ async fn refusal(link: &mut PeerLink) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hello_must_prove_the_wallet_for_this_very_connection() -> anyhow::Result<()> {
     let dir = TempDir::new("hello-proof");
-    let (url, scheduler) = relay(&dir).await?;
+    let (url, scheduler) = relay(&dir, PATIENCE).await?;
     let storage = scheduler.storage().clone();
     let job = scheduler
         .submit(

@@ -297,12 +297,17 @@ async fn create(
             submitter.map(|_| state.limits.max_active_jobs),
         )
         .await?;
+    record_after(state, id, "inserting").await
+}
+
+/// The record of job `id`, which `what` (a write of ours) just changed: it exists.
+async fn record_after(state: &AppState, id: JobId, what: &str) -> Result<JobRecord, ApiError> {
     state
         .scheduler
         .storage()
         .job(id)
         .await?
-        .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after insert")))
+        .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after {what}")))
 }
 
 fn no_such_job(raw: &str) -> ApiError {
@@ -553,13 +558,9 @@ pub async fn cancel(
                 ended.as_str()
             )))
         }
-        Cancelled::Missing => return Err(ApiError::NotFound(format!("no job with id `{id}`"))),
+        Cancelled::Missing => return Err(no_such_job(&id.to_string())),
     }
-    storage
-        .job(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after cancelling")))
+    record_after(&state, id, "cancelling").await.map(Json)
 }
 
 #[cfg(test)]
@@ -691,9 +692,5 @@ pub async fn purge(
         }
         Purged::Missing => return Err(no_such_job(&id.to_string())),
     }
-    storage
-        .job(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after purging")))
+    record_after(&state, id, "purging").await.map(Json)
 }

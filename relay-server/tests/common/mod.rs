@@ -1,6 +1,7 @@
 //! What the relay's integration tests share.
 
 pub mod attacker;
+pub mod loopback;
 
 use std::path::{Path, PathBuf};
 

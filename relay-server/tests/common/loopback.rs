@@ -1,0 +1,58 @@
+//! A relay in the test process, serving HTTP on a loopback port as `relay-server` runs
+//! it, and volunteers' WebRTC links to it.
+
+// Each test binary that includes `common` uses some of these.
+#![allow(dead_code)]
+
+use relay_server::app::{self, AppState, Limits, StaticDirs};
+use relay_server::scheduler::{Scheduler, SchedulerConfig};
+use relay_server::storage::Storage;
+use starling_kernels::Catalog;
+use starling_peer::PeerLink;
+use starling_protocol::ChannelBinding;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A relay on `dir`'s database; answered peers that do not open their channel within
+/// `open_timeout` are dropped. Returns its base URL and its scheduler.
+pub async fn relay(dir: &Path, open_timeout: Duration) -> anyhow::Result<(String, Scheduler)> {
+    let storage = Storage::open(dir).await?;
+    let scheduler = Scheduler::new(
+        storage,
+        Arc::new(Catalog::builtin()),
+        SchedulerConfig::default(),
+    );
+    let state = AppState::new(
+        scheduler.clone(),
+        starling_peer::AnswerConfig {
+            bind_ip: [127, 0, 0, 1].into(),
+            open_timeout,
+        },
+        Limits::default(),
+    );
+    let dirs = StaticDirs {
+        app: dir.join("dist"),
+        public: dir.join("public"),
+    };
+    let router = app::router(state, &dirs);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    Ok((url, scheduler))
+}
+
+/// A volunteer's link to the relay at `url`, and the binding its hello signs.
+pub async fn connect(url: &str) -> anyhow::Result<(PeerLink, ChannelBinding)> {
+    let link = starling_peer::connect(&format!("{url}/api/v1/rtc/offer")).await?;
+    let d = link.descriptions();
+    let binding = ChannelBinding::from_descriptions(&d.offer, &d.answer)?;
+    Ok((link, binding))
+}
