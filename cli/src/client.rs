@@ -96,6 +96,9 @@ impl Client {
     pub fn new(base: &str, api_key: Option<String>) -> Result<Self, CliError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // The relay closes connections idle for its header-read timeout (10 s by
+            // default); reusing one as it closes would fail the request.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| CliError::Protocol(format!("HTTP client: {e}")))?;
         Ok(Self {

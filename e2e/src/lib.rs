@@ -503,6 +503,11 @@ pub fn cpu_reference(
     Ok(kernel.merge(params, &outputs)?)
 }
 
+/// How long a client keeps an idle connection for reuse: under the relay's header-read
+/// timeout (10 s), which also closes idle kept-alive connections, so a request is never
+/// sent on a connection the relay is closing.
+const IDLE_CONNECTION: Duration = Duration::from_secs(5);
+
 /// A submitter's REST client.
 pub struct Api {
     base: String,
@@ -521,6 +526,7 @@ impl Api {
             base: base.trim_end_matches('/').to_owned(),
             http: reqwest::Client::builder()
                 .default_headers(headers)
+                .pool_idle_timeout(IDLE_CONNECTION)
                 .build()
                 .unwrap_or_default(),
         }
@@ -530,7 +536,10 @@ impl Api {
     pub fn new(base: &str) -> Self {
         Self {
             base: base.to_owned(),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(IDLE_CONNECTION)
+                .build()
+                .unwrap_or_default(),
         }
     }
 

@@ -40,6 +40,12 @@ async fn only_the_owner_reaches_a_job() -> anyhow::Result<()> {
         .submit_with_quorum(&KernelJob::montecarlo(200_000, 8)?.body, 1)
         .await?;
 
+    // Purging: only the owner (the owner's purge is `job_data.rs`'s test).
+    let purge = format!("/api/v1/jobs/{done}/data");
+    let (status, body) = call(&other, Method::DELETE, &purge).await?;
+    assert_eq!(status, 404, "another account purges: {body}");
+    assert_eq!(call(&anonymous, Method::DELETE, &purge).await?.0, 401);
+
     for path in [
         format!("/api/v1/jobs/{done}"),
         format!("/api/v1/jobs/{done}/result"),
