@@ -1015,18 +1015,18 @@ async fn a_handed_back_unit_goes_to_another_wallet_and_a_fresh_wallet_cannot_fai
 async fn a_wallet_that_hands_back_more_than_it_computes_is_cut_off() -> anyhow::Result<()> {
     let dir = temp_dir("cut-off");
     let storage = Storage::open(&dir).await?;
-    storage.insert_job(&job(8, 1)).await?;
+    storage.insert_job(&job(12, 1)).await?;
     let a = Vol::new(3);
     storage.touch_wallet(&a.wallet).await?;
     // Read once, so the standings cache holds the wallet and must learn of the cut-off.
     assert!(!storage.standing(&a.wallet).await?.1);
-    for handed_back in 1..=5 {
+    for handed_back in 1..=9 {
         let leased = a.lease(&storage).await?.expect("a unit to lease");
         storage.release_lease(leased.lease, a.peer).await?;
         let quarantined = storage.standing(&a.wallet).await?.1;
         assert_eq!(
             quarantined,
-            handed_back > 4,
+            handed_back > 8,
             "after {handed_back} hand-backs"
         );
     }
