@@ -324,6 +324,22 @@ async fn new_peer(bind_ips: &[IpAddr]) -> Result<Peer, PeerError> {
 }
 
 impl Peer {
+    /// Opens the data channel on this side and sets a complete local offer (ICE gathered):
+    /// the channel and the offer's text.
+    async fn offer(&self) -> Result<(Arc<dyn DataChannel>, String), PeerError> {
+        let dc = self
+            .pc
+            .create_data_channel(CHANNEL_LABEL, None)
+            .await
+            .map_err(rtc_err)?;
+        let offer = self.pc.create_offer(None).await.map_err(rtc_err)?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(rtc_err)?;
+        Ok((dc, self.local_sdp_after_gathering().await?))
+    }
+
     /// The local description once ICE gathering is complete, candidates included, since
     /// signaling carries no trickled candidates.
     async fn local_sdp_after_gathering(&self) -> Result<String, PeerError> {
@@ -650,19 +666,7 @@ async fn post_offer(signal_url: &str, offer: String) -> Result<String, PeerError
 /// offers without holding connections on this side).
 pub async fn make_offer(bind_ip: IpAddr) -> Result<String, PeerError> {
     let peer = new_peer(&[bind_ip]).await?;
-    let offered = async {
-        peer.pc
-            .create_data_channel(CHANNEL_LABEL, None)
-            .await
-            .map_err(rtc_err)?;
-        let offer = peer.pc.create_offer(None).await.map_err(rtc_err)?;
-        peer.pc
-            .set_local_description(offer)
-            .await
-            .map_err(rtc_err)?;
-        peer.local_sdp_after_gathering().await
-    }
-    .await;
+    let offered = peer.offer().await.map(|(_, offer)| offer);
     peer.close().await;
     offered
 }
@@ -677,17 +681,7 @@ where
 {
     let peer = new_peer(bind_ips).await?;
     let negotiated = async {
-        let dc = peer
-            .pc
-            .create_data_channel(CHANNEL_LABEL, None)
-            .await
-            .map_err(rtc_err)?;
-        let offer = peer.pc.create_offer(None).await.map_err(rtc_err)?;
-        peer.pc
-            .set_local_description(offer)
-            .await
-            .map_err(rtc_err)?;
-        let offer = peer.local_sdp_after_gathering().await?;
+        let (dc, offer) = peer.offer().await?;
         let answer = exchange(offer.clone()).await?;
         let description = RTCSessionDescription::answer(answer.clone())
             .map_err(|e| PeerError::Rtc(format!("the relay's answer is not valid SDP: {e}")))?;

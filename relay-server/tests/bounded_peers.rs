@@ -8,20 +8,22 @@
 mod common;
 
 use common::attacker::{self, post_offer, post_raw, send_big_result, send_streamed};
-use common::loopback::{connect, relay};
+use common::loopback::{connect, receive, relay};
 use common::TempDir;
 use starling_peer::PeerLink;
 use starling_protocol::{
-    encode_frames, ChannelBinding, DeviceInfo, LeaseId, Reassembler, ToRelay, ToVolunteer,
-    WalletKey, PROTOCOL_VERSION,
+    encode_frames, ChannelBinding, DeviceInfo, LeaseId, ToRelay, ToVolunteer, WalletKey,
+    PROTOCOL_VERSION,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const PATIENCE: Duration = Duration::from_secs(15);
 /// How long the test relay lets an answered peer take to open its channel.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 const MIB: usize = 1024 * 1024;
+/// Generous, so that the old relay's echo of a whole message shows in the figures
+/// instead of failing here.
+const RECEIVE_LIMIT: usize = 256 * MIB;
 
 /// The tests measure this process's memory, so they run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -86,22 +88,8 @@ async fn send(link: &PeerLink, message: &ToRelay) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn receive(link: &mut PeerLink) -> anyhow::Result<ToVolunteer> {
-    // Generous, so that the old relay's echo of a whole message shows in the figures
-    // instead of failing here.
-    let mut reassembler = Reassembler::new(256 * MIB);
-    loop {
-        let frame = tokio::time::timeout(PATIENCE, link.recv())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the relay closed the channel without a word"))?;
-        if let Some(message) = reassembler.push_message(&frame)? {
-            return Ok(message);
-        }
-    }
-}
-
 async fn refusal(link: &mut PeerLink) -> anyhow::Result<String> {
-    match receive(link).await? {
+    match receive(link, RECEIVE_LIMIT).await? {
         ToVolunteer::Refused { reason } => Ok(reason),
         other => anyhow::bail!("expected a refusal, got a {}-byte other message", {
             format!("{other:?}").len()
@@ -128,7 +116,7 @@ async fn messages_before_and_after_the_hello_are_capped_and_never_echoed() -> an
     let (mut link, binding) = connect(&url).await?;
     send(&link, &hello(&key, &binding, "volunteer/".repeat(600))).await?;
     assert!(matches!(
-        receive(&mut link).await?,
+        receive(&mut link, RECEIVE_LIMIT).await?,
         ToVolunteer::Welcome { .. }
     ));
     link.close().await;
@@ -168,7 +156,7 @@ async fn messages_before_and_after_the_hello_are_capped_and_never_echoed() -> an
     let (mut link, binding) = connect(&url).await?;
     send(&link, &hello(&key, &binding, "test/0".into())).await?;
     assert!(matches!(
-        receive(&mut link).await?,
+        receive(&mut link, RECEIVE_LIMIT).await?,
         ToVolunteer::Welcome { .. }
     ));
     let sent = send_big_result(&link, lease, MIB).await;

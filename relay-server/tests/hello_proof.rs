@@ -6,17 +6,19 @@
 
 mod common;
 
-use common::loopback::{connect, relay};
+use common::loopback::{connect, receive, relay};
 use common::TempDir;
 use starling_kernels::{Catalog, NamedInputs};
 use starling_peer::PeerLink;
 use starling_protocol::{
-    encode, encode_frames, Chunker, DeviceInfo, Reassembler, Signature, ToRelay, ToVolunteer,
-    WalletAddress, WalletKey, PROTOCOL_VERSION,
+    encode, encode_frames, Chunker, DeviceInfo, Signature, ToRelay, ToVolunteer, WalletAddress,
+    WalletKey, PROTOCOL_VERSION,
 };
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(15);
+/// Largest message a test reads from the relay.
+const RECEIVE_LIMIT: usize = 1 << 20;
 
 fn hello(wallet: WalletAddress, proof: Signature) -> ToRelay {
     ToRelay::Hello {
@@ -40,20 +42,8 @@ async fn send(link: &PeerLink, message: &ToRelay) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn receive(link: &mut PeerLink) -> anyhow::Result<ToVolunteer> {
-    let mut reassembler = Reassembler::new(1 << 20);
-    loop {
-        let frame = tokio::time::timeout(PATIENCE, link.recv())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the relay closed the channel without a word"))?;
-        if let Some(message) = reassembler.push_message(&frame)? {
-            return Ok(message);
-        }
-    }
-}
-
 async fn refusal(link: &mut PeerLink) -> anyhow::Result<String> {
-    match receive(link).await? {
+    match receive(link, RECEIVE_LIMIT).await? {
         ToVolunteer::Refused { reason } => Ok(reason),
         other => anyhow::bail!("expected a refusal, got {other:?}"),
     }
@@ -132,13 +122,13 @@ async fn a_hello_must_prove_the_wallet_for_this_very_connection() -> anyhow::Res
     )
     .await?;
     assert!(matches!(
-        receive(&mut link).await?,
+        receive(&mut link, RECEIVE_LIMIT).await?,
         ToVolunteer::Welcome {
             version: PROTOCOL_VERSION
         }
     ));
     send(&link, &ToRelay::Ready { slots: 1 }).await?;
-    let assignment = match receive(&mut link).await? {
+    let assignment = match receive(&mut link, RECEIVE_LIMIT).await? {
         ToVolunteer::Assign(assignment) => assignment,
         other => anyhow::bail!("expected work, got {other:?}"),
     };
@@ -154,7 +144,7 @@ async fn a_hello_must_prove_the_wallet_for_this_very_connection() -> anyhow::Res
         },
     )
     .await?;
-    match receive(&mut link).await? {
+    match receive(&mut link, RECEIVE_LIMIT).await? {
         ToVolunteer::Ack {
             lease, accepted, ..
         } => {

@@ -9,7 +9,7 @@ use relay_server::scheduler::{Scheduler, SchedulerConfig};
 use relay_server::storage::Storage;
 use starling_kernels::Catalog;
 use starling_peer::PeerLink;
-use starling_protocol::ChannelBinding;
+use starling_protocol::{ChannelBinding, Reassembler, ToVolunteer};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -55,4 +55,18 @@ pub async fn connect(url: &str) -> anyhow::Result<(PeerLink, ChannelBinding)> {
     let d = link.descriptions();
     let binding = ChannelBinding::from_descriptions(&d.offer, &d.answer)?;
     Ok((link, binding))
+}
+
+/// The next message the relay sends on `link`, reassembled up to `max_bytes`; an error
+/// if none comes within 15 s or the channel closes.
+pub async fn receive(link: &mut PeerLink, max_bytes: usize) -> anyhow::Result<ToVolunteer> {
+    let mut reassembler = Reassembler::new(max_bytes);
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(15), link.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the relay closed the channel without a word"))?;
+        if let Some(message) = reassembler.push_message(&frame)? {
+            return Ok(message);
+        }
+    }
 }
