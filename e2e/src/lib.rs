@@ -503,6 +503,22 @@ pub fn cpu_reference(
     Ok(kernel.merge(params, &outputs)?)
 }
 
+/// Runs `relay-server audit` on `data_dir` (the relay stopped or not): its summary, or an
+/// error with what it printed when the ledger does not verify.
+pub fn audit(data_dir: &Path) -> Result<String> {
+    let audit = Command::new(binary("relay-server")?)
+        .args(["audit", "--data-dir"])
+        .arg(data_dir)
+        .output()?;
+    if !audit.status.success() {
+        bail!(
+            "the ledger audit failed: {}",
+            String::from_utf8_lossy(&audit.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&audit.stdout).into_owned())
+}
+
 /// How long a client keeps an idle connection for reuse: under the relay's header-read
 /// timeout (10 s), which also closes idle kept-alive connections, so a request is never
 /// sent on a connection the relay is closing.

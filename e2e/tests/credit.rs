@@ -4,7 +4,7 @@
 //! accepts the ledger, and a volunteer can spend its credit with a signed transfer that
 //! cannot be replayed or forged. Each volunteer receives signed receipts over its channel.
 
-use starling_e2e::{binary, MatmulJob, Relay, TempDir, Volunteer};
+use starling_e2e::{MatmulJob, Relay, TempDir, Volunteer};
 use starling_protocol::WalletKey;
 use std::time::{Duration, Instant};
 
@@ -90,16 +90,7 @@ async fn volunteers_are_paid_what_the_ledger_says_and_can_spend_it() -> anyhow::
         "platform fee {fees} of {spent}"
     );
 
-    let audit = std::process::Command::new(binary("relay-server")?)
-        .args(["audit", "--data-dir"])
-        .arg(data.path())
-        .output()?;
-    assert!(
-        audit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&audit.stderr)
-    );
-    assert!(String::from_utf8_lossy(&audit.stdout).contains("ledger ok"));
+    assert!(starling_e2e::audit(data.path())?.contains("ledger ok"));
 
     // Spend: wallet 0 sends one micro-credit... and more than it has.
     let relay_key: starling_protocol::WalletAddress =

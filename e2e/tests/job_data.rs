@@ -125,15 +125,7 @@ async fn purging_leaves_no_byte_of_a_jobs_data() -> anyhow::Result<()> {
     assert!(again.status.success(), "{again:?}");
 
     drop(relay);
-    let audit = std::process::Command::new(binary("relay-server")?)
-        .args(["audit", "--data-dir"])
-        .arg(data.path())
-        .output()?;
-    assert!(
-        audit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&audit.stderr)
-    );
+    starling_e2e::audit(data.path())?;
     Ok(())
 }
 

@@ -8,12 +8,10 @@
 mod common;
 
 use common::attacker::{self, post_offer, post_raw, send_big_result, send_streamed};
-use common::loopback::{connect, receive, relay};
+use common::loopback::{connect, receive, refusal, relay, send};
 use common::TempDir;
-use starling_peer::PeerLink;
 use starling_protocol::{
-    encode_frames, ChannelBinding, DeviceInfo, LeaseId, ToRelay, ToVolunteer, WalletKey,
-    PROTOCOL_VERSION,
+    ChannelBinding, DeviceInfo, LeaseId, ToRelay, ToVolunteer, WalletKey, PROTOCOL_VERSION,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -81,22 +79,6 @@ fn hello(key: &WalletKey, binding: &ChannelBinding, client: String) -> ToRelay {
     }
 }
 
-async fn send(link: &PeerLink, message: &ToRelay) -> anyhow::Result<()> {
-    for frame in encode_frames(message) {
-        link.send(frame).await?;
-    }
-    Ok(())
-}
-
-async fn refusal(link: &mut PeerLink) -> anyhow::Result<String> {
-    match receive(link, RECEIVE_LIMIT).await? {
-        ToVolunteer::Refused { reason } => Ok(reason),
-        other => anyhow::bail!("expected a refusal, got a {}-byte other message", {
-            format!("{other:?}").len()
-        }),
-    }
-}
-
 /// A refusal that names the limit and carries none of the peer's bytes.
 fn assert_short(reason: &str) {
     assert!(reason.len() < 512, "refusal of {} bytes", reason.len());
@@ -125,7 +107,7 @@ async fn messages_before_and_after_the_hello_are_capped_and_never_echoed() -> an
     // A 16 MiB message instead of a hello.
     let (mut link, _) = connect(&url).await?;
     let sent = send_big_result(&link, lease, 16 * MIB).await;
-    let reason = refusal(&mut link).await?;
+    let reason = refusal(&mut link, RECEIVE_LIMIT).await?;
     let grown = peak_rss().saturating_sub(base);
     eprintln!(
         "16 MiB first message: {sent} bytes sent, peak RSS +{} KiB, refusal {} bytes, \
@@ -141,7 +123,7 @@ async fn messages_before_and_after_the_hello_are_capped_and_never_echoed() -> an
     // A 96 MiB message that never ends.
     let (mut link, _) = connect(&url).await?;
     let sent = send_streamed(&link, b"ST", 96 * MIB, &[], false).await;
-    let reason = refusal(&mut link).await?;
+    let reason = refusal(&mut link, RECEIVE_LIMIT).await?;
     let grown = peak_rss().saturating_sub(base);
     eprintln!(
         "unfinished 96 MiB message: {sent} bytes sent, peak RSS +{} KiB, refusal {} bytes",
@@ -160,7 +142,7 @@ async fn messages_before_and_after_the_hello_are_capped_and_never_echoed() -> an
         ToVolunteer::Welcome { .. }
     ));
     let sent = send_big_result(&link, lease, MIB).await;
-    let reason = refusal(&mut link).await?;
+    let reason = refusal(&mut link, RECEIVE_LIMIT).await?;
     let grown = peak_rss().saturating_sub(base);
     eprintln!(
         "1 MiB result with no lease: {sent} bytes sent, peak RSS +{} KiB, refusal: {reason}",
@@ -182,7 +164,7 @@ async fn a_peer_without_a_hello_is_dropped_within_seconds() -> anyhow::Result<()
     let (url, _) = relay(&dir, OPEN_TIMEOUT).await?;
     let (mut link, _) = connect(&url).await?;
     let started = Instant::now();
-    let reason = refusal(&mut link).await?;
+    let reason = refusal(&mut link, RECEIVE_LIMIT).await?;
     let waited = started.elapsed();
     eprintln!("silent peer refused after {waited:?}: {reason}");
     assert!(reason.contains("hello"), "{reason}");

@@ -6,13 +6,12 @@
 
 mod common;
 
-use common::loopback::{connect, receive, relay};
+use common::loopback::{connect, receive, refusal, relay, send};
 use common::TempDir;
 use starling_kernels::{Catalog, NamedInputs};
-use starling_peer::PeerLink;
 use starling_protocol::{
-    encode, encode_frames, Chunker, DeviceInfo, Signature, ToRelay, ToVolunteer, WalletAddress,
-    WalletKey, PROTOCOL_VERSION,
+    encode, Chunker, DeviceInfo, Signature, ToRelay, ToVolunteer, WalletAddress, WalletKey,
+    PROTOCOL_VERSION,
 };
 use std::time::Duration;
 
@@ -32,20 +31,6 @@ fn hello(wallet: WalletAddress, proof: Signature) -> ToRelay {
         wallet,
         site: None,
         proof,
-    }
-}
-
-async fn send(link: &PeerLink, message: &ToRelay) -> anyhow::Result<()> {
-    for frame in encode_frames(message) {
-        link.send(frame).await?;
-    }
-    Ok(())
-}
-
-async fn refusal(link: &mut PeerLink) -> anyhow::Result<String> {
-    match receive(link, RECEIVE_LIMIT).await? {
-        ToVolunteer::Refused { reason } => Ok(reason),
-        other => anyhow::bail!("expected a refusal, got {other:?}"),
     }
 }
 
@@ -74,7 +59,7 @@ async fn a_hello_must_prove_the_wallet_for_this_very_connection() -> anyhow::Res
         &hello(honest.address(), thief.sign_channel(&binding)),
     )
     .await?;
-    let reason = refusal(&mut link).await?;
+    let reason = refusal(&mut link, RECEIVE_LIMIT).await?;
     assert!(
         reason.contains("proof") && reason.contains(&honest.address().to_string()),
         "{reason}"
@@ -89,7 +74,7 @@ async fn a_hello_must_prove_the_wallet_for_this_very_connection() -> anyhow::Res
         &hello(honest.address(), honest.sign_channel(&binding)),
     )
     .await?;
-    let reason = refusal(&mut link).await?;
+    let reason = refusal(&mut link, RECEIVE_LIMIT).await?;
     assert!(reason.contains("proof"), "{reason}");
     link.close().await;
 
@@ -100,7 +85,7 @@ async fn a_hello_must_prove_the_wallet_for_this_very_connection() -> anyhow::Res
     for frame in Chunker::frames(&old) {
         link.send(frame).await?;
     }
-    let reason = refusal(&mut link).await?;
+    let reason = refusal(&mut link, RECEIVE_LIMIT).await?;
     assert!(
         reason.contains(&format!("version {}", PROTOCOL_VERSION - 1))
             && reason.contains(&format!("version {PROTOCOL_VERSION}")),

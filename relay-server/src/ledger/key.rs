@@ -99,23 +99,17 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(RELAY_KEY_FILE))
-                .map_err(|source| KeyFileError::Io {
-                    path: dir.clone(),
-                    source,
-                })?
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
+            let mode = |path: &std::path::Path| {
+                std::fs::metadata(path)
+                    .map(|m| m.permissions().mode() & 0o777)
+                    .map_err(|source| KeyFileError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+            };
+            assert_eq!(mode(&dir.join(RELAY_KEY_FILE))?, 0o600);
             // The directory it made holds the key: nobody else may list or open it.
-            let dir_mode = std::fs::metadata(&dir)
-                .map_err(|source| KeyFileError::Io {
-                    path: dir.clone(),
-                    source,
-                })?
-                .permissions()
-                .mode();
-            assert_eq!(dir_mode & 0o777, 0o700);
+            assert_eq!(mode(&dir)?, 0o700);
         }
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())

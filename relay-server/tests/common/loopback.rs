@@ -9,7 +9,7 @@ use relay_server::scheduler::{Scheduler, SchedulerConfig};
 use relay_server::storage::Storage;
 use starling_kernels::Catalog;
 use starling_peer::PeerLink;
-use starling_protocol::{ChannelBinding, Reassembler, ToVolunteer};
+use starling_protocol::{encode_frames, ChannelBinding, Reassembler, ToRelay, ToVolunteer};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -68,5 +68,24 @@ pub async fn receive(link: &mut PeerLink, max_bytes: usize) -> anyhow::Result<To
         if let Some(message) = reassembler.push_message(&frame)? {
             return Ok(message);
         }
+    }
+}
+
+/// Sends `message` on `link`, in as many frames as it takes.
+pub async fn send(link: &PeerLink, message: &ToRelay) -> anyhow::Result<()> {
+    for frame in encode_frames(message) {
+        link.send(frame).await?;
+    }
+    Ok(())
+}
+
+/// The reason of the relay's next message, which must be a refusal (anything else is an
+/// error naming its size only: the old relay echoed whole messages back).
+pub async fn refusal(link: &mut PeerLink, max_bytes: usize) -> anyhow::Result<String> {
+    match receive(link, max_bytes).await? {
+        ToVolunteer::Refused { reason } => Ok(reason),
+        other => anyhow::bail!("expected a refusal, got a {}-byte other message", {
+            format!("{other:?}").len()
+        }),
     }
 }
