@@ -209,6 +209,7 @@ fn job(units: usize, quorum: u32, submitter: Option<relay_server::ledger::Accoun
         unit_flops: vec![64_000_000; units],
         flops: 64_000_000 * units as u64,
         quorum,
+        quorum_explicit: false,
         submitter,
         max_active: None,
     }

@@ -26,6 +26,7 @@ fn job(units: usize, quorum: u32) -> NewJob {
         unit_flops: (0..units as u64).map(|i| 1_000_000 * (i + 1)).collect(),
         flops: 2,
         quorum,
+        quorum_explicit: false,
         submitter: None,
         max_active: None,
     }
@@ -1030,5 +1031,54 @@ async fn a_wallet_that_hands_back_more_than_it_computes_is_cut_off() -> anyhow::
             "after {handed_back} hand-backs"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_quorum_the_submitter_named_is_never_lowered_by_trust() -> anyhow::Result<()> {
+    let dir = temp_dir("explicit-quorum");
+    let storage = Storage::open(&dir).await?;
+    let warmup = job(14, 1);
+    storage.insert_job(&warmup).await?;
+    let trusted = Vol::new(1);
+    for _ in 0..14 {
+        let l = trusted.lease(&storage).await?.expect("unit").lease;
+        trusted.answer(&storage, l, b"ok", None).await?;
+    }
+    assert!(storage
+        .wallet(&trusted.wallet)
+        .await?
+        .expect("wallet")
+        .reliability
+        .trusted());
+
+    // The submitter asked for two wallets per unit: adaptive replication would give a
+    // trusted wallet the unit alone, and a passed spot check would settle it.
+    let j = NewJob {
+        quorum_explicit: true,
+        ..job(1, 2)
+    };
+    storage.insert_job(&j).await?;
+    let alone = storage
+        .lease_work(&trusted.request(i64::MAX / 2), |_, _| 1)
+        .await?
+        .expect("unit");
+    assert_eq!(
+        trusted
+            .answer(&storage, alone.lease, b"x", Some(true))
+            .await?,
+        Recorded::Pending { job: j.id },
+        "one trusted, checked result does not settle a unit whose job asked for two"
+    );
+    let second = Vol::new(2);
+    let l = second
+        .lease(&storage)
+        .await?
+        .expect("the unit's second replica")
+        .lease;
+    assert!(matches!(
+        second.answer(&storage, l, b"x", None).await?,
+        Recorded::Valid { .. }
+    ));
     Ok(())
 }

@@ -289,6 +289,7 @@ impl Scheduler {
         submitter: Option<crate::ledger::AccountId>,
         max_active: Option<u64>,
     ) -> Result<JobId, SubmitError> {
+        let quorum_explicit = quorum.is_some();
         let quorum = quorum.unwrap_or(self.config.default_quorum);
         if !(1..=5).contains(&quorum) {
             return Err(SubmitError::Quorum(quorum));
@@ -314,6 +315,7 @@ impl Scheduler {
                 unit_flops: plan.unit_flops,
                 flops: plan.flops,
                 quorum,
+                quorum_explicit,
                 submitter,
                 max_active,
             })

@@ -42,7 +42,7 @@ impl LeaseTerms {
 macro_rules! unit_columns {
     () => {
         "units.id, units.job_id, units.params, units.flops, units.quorum,
-         jobs.kernel, jobs.params, jobs.quorum, jobs.state"
+         jobs.kernel, jobs.params, jobs.quorum, jobs.state, jobs.quorum_explicit"
     };
 }
 
@@ -57,6 +57,7 @@ struct UnitRow {
     job_params: String,
     job_quorum: i64,
     job_state: String,
+    quorum_explicit: bool,
 }
 
 impl UnitRow {
@@ -71,6 +72,7 @@ impl UnitRow {
             job_params: r.get(6)?,
             job_quorum: r.get(7)?,
             job_state: r.get(8)?,
+            quorum_explicit: r.get(9)?,
         })
     }
 
@@ -288,14 +290,18 @@ fn lease_work_in(
                 request.peer.to_string(),
                 request.terms.start_ms.saturating_sub(REPEAT_AFTER_MS)
             ],
-            |r| Ok((UnitRow::read(r)?, r.get::<_, i64>(9)?, r.get::<_, i64>(10)?)),
+            |r| Ok((UnitRow::read(r)?, r.get::<_, i64>(10)?, r.get::<_, i64>(11)?)),
         )
         .optional()?;
     let Some((row, mut wanted, outstanding)) = row else {
         return Ok(WorkLease::Done(None));
     };
     let mut quorum = row.quorum;
-    if quorum == 0 {
+    if quorum == 0 && row.quorum_explicit {
+        // The submitter named it: trust does not lower it.
+        quorum = row.job_quorum.clamp(1, 5);
+        wanted = quorum;
+    } else if quorum == 0 {
         let job_quorum = u32::try_from(row.job_quorum).unwrap_or(2);
         let Some(&(_, _, first)) = quorums
             .iter()

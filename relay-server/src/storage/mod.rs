@@ -496,8 +496,8 @@ impl Storage {
                 db.prepare_cached(
                     "INSERT INTO jobs (id, kernel, params, state, units_total, flops, quorum,
                                        submitter, price_per_gflop, created_ms, updated_ms,
-                                       escrow_salt, escrow_account, sealed)
-                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, 1)",
+                                       escrow_salt, escrow_account, sealed, quorum_explicit)
+                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, 1, ?12)",
                 )?
                 .execute(rusqlite::params![
                     id,
@@ -512,6 +512,7 @@ impl Storage {
                     now,
                     salt,
                     escrow_account.to_string(),
+                    job.quorum_explicit,
                 ])?;
                 db.prepare_cached("INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)")?
                     .execute(rusqlite::params![id, sealed_input])?;

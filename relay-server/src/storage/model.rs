@@ -106,6 +106,8 @@ pub struct NewJob {
     pub flops: u64,
     /// Agreeing results from distinct wallets each unit needs (1 to 5).
     pub quorum: u32,
+    /// Whether the submitter named the quorum: then trust never lowers it.
+    pub quorum_explicit: bool,
     /// The submitter account paying for it (escrowed at insert where jobs are billed).
     pub submitter: Option<crate::ledger::AccountId>,
     /// Most jobs its submitter may have queued or running, this one included; checked

@@ -180,6 +180,8 @@ struct Answered {
     units_total: i64,
     /// The job's escrow, before this result.
     escrow: EscrowStanding,
+    /// Whether the submitter named the job's quorum (then trust never stands in for it).
+    quorum_explicit: bool,
 }
 
 /// How a settled unit's price is shared: who is paid and how much each.
@@ -275,7 +277,7 @@ static ANSWERED_SQL: LazyLock<String> = LazyLock::new(|| {
                  AND others.state = 'active' AND others.id != leases.id),
                 EXISTS (SELECT 1 FROM leases AS others WHERE others.unit_id = leases.unit_id
                         AND others.state = 'returned' AND others.verdict IN ('pending', 'invalid')),
-                jobs.units_done, jobs.units_total, leases.rowid, {}
+                jobs.units_done, jobs.units_total, leases.rowid, {}, jobs.quorum_explicit
          FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
               LEFT JOIN wallets ON wallets.address = leases.wallet
          WHERE leases.id = ?1",
@@ -324,6 +326,7 @@ fn record_in(
                     held: r.get(22)?,
                     owed: r.get(23)?,
                 },
+                quorum_explicit: r.get(24)?,
             })
         })
         .optional()?;
@@ -464,6 +467,7 @@ fn record_in(
     let policy = Policy {
         quorum: u32::try_from(row.job_quorum).unwrap_or(2).max(1),
         trusted_alone: row.unit_quorum == 1,
+        trust_stands_in: !row.quorum_explicit,
         // Results already judged invalid count towards the limit.
         max_results: max_results.saturating_sub(judged_before),
     };

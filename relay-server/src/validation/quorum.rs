@@ -14,6 +14,9 @@ pub struct Policy {
     /// has no spot check (adaptive replication chose not to replicate this unit). A
     /// trusted result that passed a spot check always may; an untrusted one never.
     pub trusted_alone: bool,
+    /// Whether a trusted wallet's result may settle the unit alone at all: not when the
+    /// submitter named the job's quorum, which then always takes that many wallets.
+    pub trust_stands_in: bool,
 }
 
 impl Policy {
@@ -22,6 +25,7 @@ impl Policy {
         quorum: 2,
         max_results: 6,
         trusted_alone: false,
+        trust_stands_in: true,
     };
 }
 
@@ -102,7 +106,9 @@ pub fn judge(
     // A trusted wallet's result that passed the kernel's check stands alone, and so
     // does one the policy lets stand unchecked.
     if let Some(&i) = eligible.iter().find(|&&i| {
-        candidates[i].trusted && (candidates[i].spot_check == Some(true) || policy.trusted_alone)
+        policy.trust_stands_in
+            && candidates[i].trusted
+            && (candidates[i].spot_check == Some(true) || policy.trusted_alone)
     }) {
         return settle(i);
     }
@@ -234,7 +240,7 @@ mod tests {
         fn never_valid_without_a_quorum_or_a_trusted_passed_check(
             raw in candidates(), quorum in 1u32..4, extra in 0u32..4, trusted_alone: bool,
         ) {
-            let policy = Policy { quorum, max_results: quorum + extra, trusted_alone };
+            let policy = Policy { quorum, max_results: quorum + extra, trusted_alone, trust_stands_in: true };
             let outputs: Vec<[u8; 1]> = raw.iter().map(|r| [r.0]).collect();
             let cands: Vec<Candidate<'_>> = raw
                 .iter()
