@@ -1082,3 +1082,34 @@ async fn a_quorum_the_submitter_named_is_never_lowered_by_trust() -> anyhow::Res
     ));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_purged_jobs_units_are_never_sent_again_as_known_answer_tests() -> anyhow::Result<()> {
+    use relay_server::storage::job_queries::{Erase, Purged};
+    let dir = temp_dir("purged-canary");
+    let storage = Storage::open(&dir).await?;
+    let j = job(1, 1);
+    storage.insert_job(&j).await?;
+    let worker = Vol::new(1);
+    let l = worker.lease(&storage).await?.expect("unit").lease;
+    worker.answer(&storage, l, b"ok", None).await?;
+    assert!(storage.finish_job(j.id, b"merged").await?, "job finishes");
+    let other = Vol::new(2);
+    // While the job's data is kept, its settled unit can come back as a known answer...
+    let canary = storage
+        .lease_canary(&other.request(i64::MAX / 2), 0.0)
+        .await?
+        .expect("a settled unit to test with");
+    storage.release_lease(canary.lease, other.peer).await?;
+    // ...and once its inputs are purged (by retention, or with everything), never again.
+    assert_eq!(
+        storage.purge_job_data(j.id, Erase::Inputs).await?,
+        Purged::Now
+    );
+    let third = Vol::new(3);
+    assert!(storage
+        .lease_canary(&third.request(i64::MAX / 2), 0.0)
+        .await?
+        .is_none());
+    Ok(())
+}
