@@ -415,21 +415,25 @@ async fn small_outputs_are_compared_on_the_writer_and_large_ones_off_it() -> any
     Ok(())
 }
 
+/// A wallet made trusted by fourteen valid results of a job of its own.
+async fn trusted_wallet(storage: &Storage, seed: u8) -> anyhow::Result<Vol> {
+    storage.insert_job(&job(14, 1)).await?;
+    let trusted = Vol::new(seed);
+    for _ in 0..14 {
+        let l = trusted.lease(storage).await?.expect("unit").lease;
+        trusted.answer(storage, l, b"ok", None).await?;
+    }
+    let standing = storage.wallet(&trusted.wallet).await?.expect("wallet");
+    anyhow::ensure!(standing.reliability.trusted(), "{standing:?}");
+    Ok(trusted)
+}
+
 #[tokio::test]
 async fn a_unit_meant_for_a_trusted_wallet_alone_still_needs_a_quorum_from_anyone_else(
 ) -> anyhow::Result<()> {
     let dir = temp_dir("adaptive");
     let storage = Storage::open(&dir).await?;
-    // Fourteen valid results make a wallet trusted.
-    let warmup = job(14, 1);
-    storage.insert_job(&warmup).await?;
-    let trusted = Vol::new(1);
-    for _ in 0..14 {
-        let l = trusted.lease(&storage).await?.expect("unit").lease;
-        trusted.answer(&storage, l, b"ok", None).await?;
-    }
-    let standing = storage.wallet(&trusted.wallet).await?.expect("wallet");
-    assert!(standing.reliability.trusted(), "{standing:?}");
+    let trusted = trusted_wallet(&storage, 1).await?;
 
     let j = job(1, 2);
     storage.insert_job(&j).await?;
@@ -1038,19 +1042,7 @@ async fn a_wallet_that_hands_back_more_than_it_computes_is_cut_off() -> anyhow::
 async fn a_quorum_the_submitter_named_is_never_lowered_by_trust() -> anyhow::Result<()> {
     let dir = temp_dir("explicit-quorum");
     let storage = Storage::open(&dir).await?;
-    let warmup = job(14, 1);
-    storage.insert_job(&warmup).await?;
-    let trusted = Vol::new(1);
-    for _ in 0..14 {
-        let l = trusted.lease(&storage).await?.expect("unit").lease;
-        trusted.answer(&storage, l, b"ok", None).await?;
-    }
-    assert!(storage
-        .wallet(&trusted.wallet)
-        .await?
-        .expect("wallet")
-        .reliability
-        .trusted());
+    let trusted = trusted_wallet(&storage, 1).await?;
 
     // The submitter asked for two wallets per unit: adaptive replication would give a
     // trusted wallet the unit alone, and a passed spot check would settle it.

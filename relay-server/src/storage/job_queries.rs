@@ -298,11 +298,8 @@ impl Storage {
     /// checkpointed and truncated, and (for `All`) the job's key is destroyed, so a copy
     /// made earlier holds only data sealed under a key that no longer exists.
     pub async fn purge_job_data(&self, id: JobId, erase: Erase) -> Result<Purged, StorageError> {
-        let purged = self.writer.exec(move |db| purge_in(db, id, erase)).await?;
+        let purged = self.purge_quietly(id, erase).await?;
         if purged == Purged::Now {
-            if erase == Erase::All {
-                self.keys.destroy(id)?;
-            }
             self.truncate_wal().await;
         }
         Ok(purged)
@@ -336,12 +333,12 @@ impl Storage {
         };
         let mut counts = (0, 0);
         for id in due("purged_ms", results_before_ms).await? {
-            if self.purge_quietly(id, Erase::All).await? {
+            if self.purge_quietly(id, Erase::All).await? == Purged::Now {
                 counts.1 += 1;
             }
         }
         for id in due("inputs_purged_ms", inputs_before_ms).await? {
-            if self.purge_quietly(id, Erase::Inputs).await? {
+            if self.purge_quietly(id, Erase::Inputs).await? == Purged::Now {
                 counts.0 += 1;
             }
         }
@@ -352,12 +349,12 @@ impl Storage {
     }
 
     /// [`Self::purge_job_data`] without the WAL truncation, which a batch does once.
-    async fn purge_quietly(&self, id: JobId, erase: Erase) -> Result<bool, StorageError> {
+    async fn purge_quietly(&self, id: JobId, erase: Erase) -> Result<Purged, StorageError> {
         let purged = self.writer.exec(move |db| purge_in(db, id, erase)).await?;
         if purged == Purged::Now && erase == Erase::All {
             self.keys.destroy(id)?;
         }
-        Ok(purged == Purged::Now)
+        Ok(purged)
     }
 
     /// Copies the WAL into the database file and empties it, so erased pages' earlier
