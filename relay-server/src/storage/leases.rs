@@ -126,14 +126,18 @@ fn insert_lease(
     Ok(())
 }
 
-/// Hand-backs a wallet may have before it gets no more work, beyond twice the valid
-/// results it returned: an honest volunteer on a flaky network drops a unit now and then
-/// and computes many more; a wallet that only takes units and hands them back (to see
-/// which units exist, or to waste them) is cut off after this many. Why 8: valid results
-/// lag (a replica is judged when its quorum is complete), and with 4 a volunteer dropping
-/// 30% of its units was cut off early in about one run in five of the 30-volunteer test;
-/// the chance of that falls as 3^-allowance.
+/// Hand-backs a wallet may have before it gets no more work, beyond
+/// [`HANDBACKS_PER_VALID`] per valid result it returned: an honest volunteer on a flaky
+/// network drops a unit now and then and computes many more; a wallet that only takes
+/// units and hands them back (to see which units exist, or to waste them) is cut off
+/// after this many.
 pub(crate) const HANDBACK_ALLOWANCE: i64 = 8;
+
+/// Hand-backs each valid result earns a wallet. Valid results lag (a replica is judged
+/// only when its quorum is complete), so the margin is wide: with 2 (and an allowance of
+/// 4, then 8), volunteers dropping 30% of their units were still cut off in some runs of
+/// the 30-volunteer test, one of them with 19 hand-backs and 34 valid results by the end.
+pub(crate) const HANDBACKS_PER_VALID: i64 = 4;
 
 /// How long after a wallet handed a unit back it may be given that unit again, should
 /// nobody else have taken it: a lone volunteer who pressed Stop gets its unit back; a
@@ -215,7 +219,7 @@ fn lose_leases(
             })
             .optional()?;
         let (handbacks, valid, quarantined) = standing.unwrap_or((0, 0, false));
-        if !quarantined && handbacks > HANDBACK_ALLOWANCE + 2 * valid {
+        if !quarantined && handbacks > HANDBACK_ALLOWANCE + HANDBACKS_PER_VALID * valid {
             db.prepare_cached("UPDATE wallets SET quarantined = 1 WHERE address = ?1")?
                 .execute([wallet])?;
             lost.cut_off.push(parse_id(wallet)?);
