@@ -194,6 +194,21 @@ impl PeerLink {
         &self.descriptions
     }
 
+    /// The remote end's address on the candidate pair ICE selected: where its data
+    /// actually comes from (a TURN server's, when it relays). `None` before a pair is
+    /// selected or once the connection is gone.
+    pub async fn remote_address(&self) -> Option<std::net::IpAddr> {
+        use webrtc::peer_connection::transport::{DtlsTransport, IceTransport, SctpTransport};
+        let sctp = self.sender.shared.pc.sctp().await?;
+        let pair = sctp
+            .transport()
+            .ice_transport()
+            .get_selected_candidate_pair()
+            .await
+            .ok()??;
+        pair.remote().address.parse().ok()
+    }
+
     /// Closes the data channel and the peer connection. Senders still held elsewhere
     /// fail with [`PeerError::Closed`] from then on.
     pub async fn close(self) {

@@ -51,8 +51,9 @@
 use relay_server::app::{self, AppState, Limits, StaticDirs};
 use relay_server::ledger::MicroCredits;
 use relay_server::scheduler::{Scheduler, SchedulerConfig, Speed, Verdict};
+use relay_server::validation::Reference;
 use relay_server::storage::{
-    Billing, JobState, LeaseRequest, LeaseTerms, NewJob, PeerId, Pricing, Recorded, ReturnedResult,
+    Judging,     Billing, JobState, LeaseRequest, LeaseTerms, NewJob, PeerId, Pricing, Recorded, ReturnedResult,
     Storage,
 };
 use starling_kernels::{Catalog, NamedInputs};
@@ -215,6 +216,33 @@ fn job(units: usize, quorum: u32, submitter: Option<relay_server::ledger::Accoun
     }
 }
 
+/// Judging as the relay does by default.
+const JUDGING: Judging = Judging {
+    max_results: 6,
+    vet_newcomers: true,
+};
+
+/// Records an honest `result` as the scheduler does: where only newcomers agree, again
+/// with the reference run's output (an honest result's own bytes; the run's CPU is not
+/// the relay's round trip, which this bench measures).
+async fn record(storage: &Storage, result: ReturnedResult<'_>) -> anyhow::Result<Recorded> {
+    let same = Arc::new(|a: &[u8], b: &[u8]| a == b);
+    let recorded = storage
+        .record_result(result, JUDGING, same.clone(), Reference::NotRun)
+        .await?;
+    if recorded != Recorded::NeedsReference {
+        return Ok(recorded);
+    }
+    Ok(storage
+        .record_result(
+            result,
+            JUDGING,
+            same,
+            Reference::Output(result.output.to_vec()),
+        )
+        .await?)
+}
+
 fn request(peer: PeerId, wallet: WalletAddress) -> LeaseRequest {
     LeaseRequest {
         peer,
@@ -223,6 +251,8 @@ fn request(peer: PeerId, wallet: WalletAddress) -> LeaseRequest {
         // As the scheduler makes them.
         lease: LeaseId::from_uuid(uuid::Uuid::now_v7()),
         terms: LeaseTerms::until(i64::MAX / 2),
+        network: None,
+        draw: rand::random(),
     }
 }
 
@@ -252,9 +282,7 @@ async fn warm_up(
                 output: &output,
                 spot_check: None,
             };
-            storage
-                .record_result(result, 6, Arc::new(|a: &[u8], b: &[u8]| a == b))
-                .await?;
+            record(&storage, result).await?;
         }
         let reliability = storage
             .wallet(&wallet)
@@ -452,10 +480,7 @@ async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
                     output: &output,
                     spot_check: None,
                 };
-                match storage
-                    .record_result(result, 6, Arc::new(|a: &[u8], b: &[u8]| a == b))
-                    .await?
-                {
+                match record(&storage, result).await? {
                     Recorded::Valid { .. } => settled += 1,
                     Recorded::Pending { .. } | Recorded::Canary { passed: true } => {}
                     other => anyhow::bail!("an honest result was {other:?}"),

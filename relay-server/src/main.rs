@@ -7,6 +7,7 @@ use relay_server::routes::ops::RateLimit;
 use relay_server::scheduler::{Scheduler, SchedulerConfig};
 use relay_server::server::{self, ConnectionStats, ServeLimits};
 use relay_server::storage::{Billing, Pricing, Storage};
+use relay_server::validation::NetworkRule;
 use starling_kernels::Catalog;
 use starling_protocol::WalletAddress;
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +66,29 @@ struct Cli {
     /// canary rate of extra compute); lower catches a trusted cheater later.
     #[arg(long, default_value_t = 0.1)]
     audit_rate: f64,
+    /// Whether a quorum of agreeing results needs a wallet with a clean record on the
+    /// kernel among them (or the relay's own CPU reference run behind them). Turn off only
+    /// where every volunteer is known: otherwise two fresh wallets of one person settle
+    /// units with whatever they agree to send.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    vet_newcomers: bool,
+    /// Share of one core the relay may spend running a unit's CPU reference to check a
+    /// quorum of wallets without a record (a new network's first units; 0: never, such
+    /// quorums wait for a vetted wallet's result instead).
+    #[arg(long, default_value_t = 0.25)]
+    reference_cpu_share: f64,
+    /// Leading bits of a volunteer's IPv4 address that name its network: one network
+    /// holds one replica of a unit (32: every address on its own, for private clusters).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(0..=32))]
+    network_prefix_v4: u8,
+    /// Leading bits of a volunteer's IPv6 address that name its network.
+    #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u8).range(0..=128))]
+    network_prefix_v6: u8,
+    /// Count every loopback address as one network (tests of the one-replica-per-network
+    /// rule; by default each loopback connection is its own, so a network on one machine
+    /// works).
+    #[arg(long)]
+    loopback_one_network: bool,
     /// Seconds between payouts: what verified units earned is paid into the ledger at
     /// most this long after they settle, and at once when their job ends.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -221,6 +245,13 @@ async fn main() -> anyhow::Result<()> {
             payout_interval: Duration::from_secs(cli.payout_secs),
             retain_inputs: Duration::from_secs_f64(cli.retain_inputs_days * 86_400.0),
             retain_results: Duration::from_secs_f64(cli.retain_results_days * 86_400.0),
+            vet_newcomers: cli.vet_newcomers,
+            reference_cpu_share: cli.reference_cpu_share.clamp(0.0, 1.0),
+            networks: NetworkRule {
+                v4_prefix: cli.network_prefix_v4,
+                v6_prefix: cli.network_prefix_v6,
+                loopback_is_one_network: cli.loopback_one_network,
+            },
             ..SchedulerConfig::default()
         },
     );

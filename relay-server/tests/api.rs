@@ -13,8 +13,9 @@ use relay_server::app::{self, AppState, Limits, StaticDirs};
 use relay_server::ledger::MicroCredits;
 use relay_server::routes::ops::RateLimit;
 use relay_server::scheduler::{Scheduler, SchedulerConfig};
+use relay_server::validation::Reference;
 use relay_server::storage::{
-    Billing, LeaseRequest, LeaseTerms, PeerId, Pricing, Recorded, ReturnedResult, Storage,
+    Judging,     Billing, LeaseRequest, LeaseTerms, PeerId, Pricing, Recorded, ReturnedResult, Storage,
 };
 use serde_json::{json, Value};
 use starling_kernels::Catalog;
@@ -373,6 +374,8 @@ async fn cancel_withdraws_units_so_late_results_are_stale() {
         site: None,
         lease,
         terms: LeaseTerms::until(i64::MAX / 2),
+        network: None,
+        draw: 0.0,
     };
     let leased = relay
         .storage
@@ -396,8 +399,12 @@ async fn cancel_withdraws_units_so_late_results_are_stale() {
                 output: &[0; 16],
                 spot_check: None,
             },
-            6,
+            Judging {
+                max_results: 6,
+                vet_newcomers: true,
+            },
             Arc::new(|a: &[u8], b: &[u8]| a == b),
+            Reference::NotRun,
         )
         .await
         .expect("result query");

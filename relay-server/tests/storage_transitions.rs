@@ -8,8 +8,9 @@ mod common;
 use common::TempDir;
 use proptest::prelude::*;
 use relay_server::ledger::{Account, MicroCredits, Reason};
+use relay_server::validation::{NetworkRule, Reference};
 use relay_server::storage::{
-    Billing, Comparison, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Pricing, Recorded,
+    Judging,     Billing, Comparison, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Pricing, Recorded,
     ReturnedResult, Storage,
 };
 use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
@@ -62,6 +63,9 @@ impl Vol {
             site: None,
             lease: LeaseId::from_uuid(uuid::Uuid::new_v4()),
             terms: LeaseTerms::until(deadline),
+            network: None,
+            // The oldest unit it may have, as before draws: the tests name units by age.
+            draw: 0.0,
         }
     }
 
@@ -107,8 +111,14 @@ impl Vol {
                     output,
                     spot_check,
                 },
-                6,
+                // Vetting has tests of its own (`vetting_*` below): these follow
+                // transitions, with wallets that start out unknown.
+                Judging {
+                    max_results: 6,
+                    vet_newcomers: false,
+                },
                 compare,
+                Reference::NotRun,
             )
             .await?)
     }
@@ -1103,5 +1113,185 @@ async fn a_purged_jobs_units_are_never_sent_again_as_known_answer_tests() -> any
         .lease_canary(&third.request(i64::MAX / 2), 0.0)
         .await?
         .is_none());
+    Ok(())
+}
+
+/// Judging as a relay does by default: a quorum needs an anchor.
+const VETTING: Judging = Judging {
+    max_results: 6,
+    vet_newcomers: true,
+};
+
+impl Vol {
+    /// A result judged as a relay with vetting judges it, with `reference` as its run.
+    async fn answer_vetted(
+        &self,
+        storage: &Storage,
+        lease: LeaseId,
+        output: &[u8],
+        reference: Reference,
+    ) -> anyhow::Result<Recorded> {
+        let result = ReturnedResult {
+            lease,
+            wallet: self.wallet,
+            output,
+            spot_check: None,
+        };
+        Ok(storage
+            .record_result(result, VETTING, Arc::new(same), reference)
+            .await?)
+    }
+
+    /// A lease from `network`.
+    async fn lease_from(
+        &self,
+        storage: &Storage,
+        network: &str,
+    ) -> anyhow::Result<Option<LeasedUnit>> {
+        let rule = NetworkRule {
+            loopback_is_one_network: true,
+            ..NetworkRule::default()
+        };
+        let request = LeaseRequest {
+            network: rule.network_of(network.parse()?),
+            ..self.request(i64::MAX / 2)
+        };
+        Ok(storage.lease_work(&request, |_, q| q).await?)
+    }
+}
+
+#[tokio::test]
+async fn vetting_two_fresh_wallets_agreeing_on_a_lie_settle_nothing() -> anyhow::Result<()> {
+    let dir = temp_dir("vetting-colluders");
+    let storage = Storage::open(&dir).await?;
+    let j = job(1, 2);
+    storage.insert_job(&j).await?;
+    let (a, b) = (Vol::new(1), Vol::new(2));
+    let la = a.lease(&storage).await?.expect("unit");
+    let lb = b.lease(&storage).await?.expect("replica");
+    assert_eq!(
+        a.answer_vetted(&storage, la.lease, b"pi=4", Reference::NotRun)
+            .await?,
+        Recorded::Pending { job: j.id }
+    );
+    // The second lie would complete a quorum of newcomers: the relay's run decides.
+    assert_eq!(
+        b.answer_vetted(&storage, lb.lease, b"pi=4", Reference::NotRun)
+            .await?,
+        Recorded::NeedsReference
+    );
+    let judged = b
+        .answer_vetted(&storage, lb.lease, b"pi=4", Reference::Output(b"pi=3".to_vec()))
+        .await?;
+    assert!(matches!(judged, Recorded::Invalid { .. }), "{judged:?}");
+    let units = storage.audit_units(j.id).await?;
+    assert!(!units[0].done, "the lie settled the unit");
+    for wallet in [a.wallet, b.wallet] {
+        let record = storage.wallet(&wallet).await?.expect("judged");
+        assert_eq!(record.reliability.invalid, 1, "{record:?}");
+    }
+    // The unit goes out again, and an honest newcomer checked by the reference settles it.
+    let c = Vol::new(3);
+    let lc = c.lease(&storage).await?.expect("the unit again");
+    let d = Vol::new(4);
+    let ld = d.lease(&storage).await?.expect("its replica");
+    c.answer_vetted(&storage, lc.lease, b"pi=3", Reference::NotRun)
+        .await?;
+    assert_eq!(
+        d.answer_vetted(&storage, ld.lease, b"pi=3", Reference::NotRun)
+            .await?,
+        Recorded::NeedsReference
+    );
+    let settled = d
+        .answer_vetted(&storage, ld.lease, b"pi=3", Reference::Output(b"pi=3".to_vec()))
+        .await?;
+    assert!(matches!(settled, Recorded::Valid { job_complete: true, .. }), "{settled:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn vetting_a_wallet_with_a_record_anchors_a_newcomer_without_a_reference(
+) -> anyhow::Result<()> {
+    let dir = temp_dir("vetting-anchor");
+    let storage = Storage::open(&dir).await?;
+    let (veteran, newcomer) = (Vol::new(1), Vol::new(2));
+    // Three units checked by the reference vet the first wallet on this kernel.
+    for _ in 0..3 {
+        storage.insert_job(&job(1, 1)).await?;
+        let leased = veteran.lease(&storage).await?.expect("unit");
+        let recorded = veteran
+            .answer_vetted(&storage, leased.lease, b"ok", Reference::Output(b"ok".to_vec()))
+            .await?;
+        assert!(matches!(recorded, Recorded::Valid { .. }), "{recorded:?}");
+    }
+    let j = job(1, 2);
+    storage.insert_job(&j).await?;
+    let first = newcomer.lease(&storage).await?.expect("unit");
+    let second = veteran.lease(&storage).await?.expect("replica");
+    newcomer
+        .answer_vetted(&storage, first.lease, b"ok", Reference::NotRun)
+        .await?;
+    let recorded = veteran
+        .answer_vetted(&storage, second.lease, b"ok", Reference::NotRun)
+        .await?;
+    assert!(
+        matches!(recorded, Recorded::Valid { job_complete: true, .. }),
+        "a vetted wallet anchors the quorum: {recorded:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn vetting_trust_earned_on_one_kernel_does_not_settle_another_alone(
+) -> anyhow::Result<()> {
+    let dir = temp_dir("vetting-per-kernel");
+    let storage = Storage::open(&dir).await?;
+    let w = Vol::new(1);
+    // Trusted on matmul: valid results checked by the reference until trusted there.
+    for _ in 0..20 {
+        storage.insert_job(&job(1, 1)).await?;
+        let leased = w.lease(&storage).await?.expect("unit");
+        w.answer_vetted(&storage, leased.lease, b"ok", Reference::Output(b"ok".to_vec()))
+            .await?;
+    }
+    assert!(storage.wallet(&w.wallet).await?.expect("known").reliability.trusted());
+    // A montecarlo job of quorum 2, its unit leased as to a trusted wallet (quorum 1).
+    let j = NewJob {
+        kernel: "montecarlo".into(),
+        ..job(1, 2)
+    };
+    storage.insert_job(&j).await?;
+    let leased = storage
+        .lease_work(&w.request(i64::MAX / 2), |_, _| 1)
+        .await?
+        .expect("unit");
+    let recorded = w
+        .answer_vetted(&storage, leased.lease, b"pi=4", Reference::NotRun)
+        .await?;
+    assert_eq!(
+        recorded,
+        Recorded::Pending { job: j.id },
+        "a matmul record settled a montecarlo unit alone"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_network_holds_one_replica_of_a_unit() -> anyhow::Result<()> {
+    let dir = temp_dir("networks");
+    let storage = Storage::open(&dir).await?;
+    storage.insert_job(&job(1, 2)).await?;
+    let (a, b, c) = (Vol::new(1), Vol::new(2), Vol::new(3));
+    assert!(a.lease_from(&storage, "203.0.113.5").await?.is_some());
+    // Another wallet of the same /24 (or the same machine, with loopback one network).
+    assert!(
+        b.lease_from(&storage, "203.0.113.99").await?.is_none(),
+        "two replicas went to one network"
+    );
+    assert!(c.lease_from(&storage, "198.51.100.7").await?.is_some());
+    // Loopback counts as one network when the rule says so.
+    storage.insert_job(&job(1, 2)).await?;
+    assert!(a.lease_from(&storage, "127.0.0.1").await?.is_some());
+    assert!(b.lease_from(&storage, "127.0.0.2").await?.is_none());
     Ok(())
 }

@@ -4,14 +4,16 @@
 
 pub mod latency;
 pub mod progress;
+pub mod reference;
 pub mod session;
 pub mod throughput;
 
 use crate::storage::{
-    Comparison, LeaseContext, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Recorded,
-    ReturnedResult, Storage, StorageError,
+    Comparison, Judging, LeaseContext, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId,
+    Recorded, ReturnedResult, Storage, StorageError,
 };
-use crate::validation::quorum::Policy;
+use crate::validation::quorum::{Policy, Reference};
+use crate::validation::{Network, NetworkRule};
 use starling_kernels::{Catalog, KernelError, NamedInputs};
 use starling_protocol::{Assignment, JobId, LeaseId, WalletAddress};
 use std::collections::HashMap;
@@ -57,6 +59,17 @@ pub struct SchedulerConfig {
     /// How long an ended job's result (and every output behind it) is kept before it is
     /// purged.
     pub retain_results: Duration,
+    /// Whether a quorum needs a wallet with a clean record on the kernel, or the relay's
+    /// own reference run, behind it (see [`Policy::vet_newcomers`]).
+    pub vet_newcomers: bool,
+    /// Share of one core the relay may spend running kernels' CPU references for quorums
+    /// of newcomers (0 turns them off: such quorums then wait for a vetted wallet).
+    pub reference_cpu_share: f64,
+    /// How long a result waits for the reference budget before its unit asks for one
+    /// more result instead.
+    pub reference_patience: Duration,
+    /// How volunteers' addresses group into networks (one replica per network).
+    pub networks: NetworkRule,
 }
 
 impl Default for SchedulerConfig {
@@ -74,6 +87,10 @@ impl Default for SchedulerConfig {
             payout_interval: Duration::from_secs(5),
             retain_inputs: Duration::from_secs(7 * 86_400),
             retain_results: Duration::from_secs(30 * 86_400),
+            vet_newcomers: true,
+            reference_cpu_share: 0.25,
+            reference_patience: Duration::from_secs(20),
+            networks: NetworkRule::default(),
         }
     }
 }
@@ -211,6 +228,8 @@ pub struct Scheduler {
     issued: Arc<Mutex<HashMap<LeaseId, LeaseContext>>>,
     /// Jobs' records pushed to their watchers when the scheduler changes them.
     progress: Arc<progress::Progress>,
+    /// CPU time for reference runs.
+    references: Arc<reference::ReferenceBudget>,
 }
 
 /// Units of at most this many FLOPs have their spot check run on the async thread that
@@ -228,7 +247,6 @@ impl Scheduler {
         Self {
             storage,
             catalog,
-            config,
             work: Arc::new(Notify::new()),
             volunteers: Arc::new(AtomicUsize::new(0)),
             input_cache: Arc::default(),
@@ -237,6 +255,8 @@ impl Scheduler {
             lease_latency: Arc::default(),
             throughput: Arc::default(),
             progress: Arc::default(),
+            references: Arc::new(reference::ReferenceBudget::new(config.reference_cpu_share)),
+            config,
         }
     }
 
@@ -348,7 +368,13 @@ impl Scheduler {
         Ok(params)
     }
 
-    /// Leases the next unit to `peer` and its `wallet`, whose measured speed is `speed`.
+    /// How this relay groups volunteers' addresses into networks.
+    pub fn networks(&self) -> NetworkRule {
+        self.config.networks
+    }
+
+    /// Leases the next unit to `peer` and its `wallet`, whose measured speed is `speed`
+    /// and whose data comes from `network`.
     /// The lease lasts four times what that speed predicts for the unit, plus two
     /// seconds, within the configured bounds: long enough for an honest volunteer having
     /// a slow moment, short enough that a vanished one holds up its job for seconds, not
@@ -359,6 +385,7 @@ impl Scheduler {
         wallet: WalletAddress,
         site: Option<WalletAddress>,
         speed: Speed,
+        network: Option<Network>,
     ) -> Result<Option<(Assignment, u64)>, LeaseError> {
         let started = std::time::Instant::now();
         // From memory where this process has it (a pool query per lease cost more CPU
@@ -369,10 +396,13 @@ impl Scheduler {
             return Err(LeaseError::Quarantined(wallet));
         }
         let now = crate::storage::now_ms();
+        let (roll, pick, audit, draw): (f64, f64, f64, f64) = rand::random();
         let request = LeaseRequest {
             peer,
             wallet,
             site,
+            network,
+            draw,
             // Time-ordered: leases and results are keyed by it, and new keys landing at
             // the end of their indexes keep each commit's page writes few.
             lease: LeaseId::from_uuid(uuid::Uuid::now_v7()),
@@ -384,7 +414,6 @@ impl Scheduler {
                 ms_per_flop: 4.0 * 1e3 / speed.flops_per_s(),
             },
         };
-        let (roll, pick, audit): (f64, f64, f64) = rand::random();
         let mut leased = None;
         if roll < self.config.canary_rate {
             leased = self.storage.lease_canary(&request, pick).await?;
@@ -511,19 +540,29 @@ impl Scheduler {
                 .and_then(|kernel| kernel.outputs_agree(&unit_params, a, b))
                 .unwrap_or(false)
         });
-        let recorded = self
+        let judging = Judging {
+            max_results: self.config.max_results,
+            vet_newcomers: self.config.vet_newcomers,
+        };
+        let result = ReturnedResult {
+            lease,
+            wallet,
+            output,
+            spot_check,
+        };
+        let mut recorded = self
             .storage
-            .record_result(
-                ReturnedResult {
-                    lease,
-                    wallet,
-                    output,
-                    spot_check,
-                },
-                self.config.max_results,
-                agree,
-            )
+            .record_result(result, judging, agree.clone(), Reference::NotRun)
             .await?;
+        if recorded == Recorded::NeedsReference {
+            // Only wallets without a record agree on this unit: the relay's own run of the
+            // unit decides, budget permitting.
+            let reference = self.reference(&context).await;
+            recorded = self
+                .storage
+                .record_result(result, judging, agree, reference)
+                .await?;
+        }
         tracing::debug!(%peer, %lease, ?recorded, "result recorded");
         self.progress.touched(context.job);
         match &recorded {
@@ -533,6 +572,12 @@ impl Scheduler {
         }
         Ok(match recorded {
             Recorded::Stale(why) => Verdict::Rejected(why.into()),
+            // Judged with a reference (or its absence), a unit never asks for one again.
+            Recorded::NeedsReference => {
+                return Err(StorageError::Corrupt(format!(
+                    "judging the result for {lease} asked for a reference twice"
+                )))
+            }
             Recorded::Pending { .. } => {
                 // Replicas that disagreed put the unit back in the queue.
                 self.work.notify_waiters();
@@ -561,6 +606,50 @@ impl Scheduler {
                 Verdict::Rejected(reason)
             }
         })
+    }
+
+    /// The unit's output by the kernel's CPU reference, run here under the reference
+    /// budget; [`Reference::Unavailable`] when the budget has no time for it within
+    /// [`SchedulerConfig::reference_patience`] or the run fails.
+    async fn reference(&self, context: &LeaseContext) -> Reference {
+        let Some(turn) = self.references.turn(self.config.reference_patience).await else {
+            tracing::info!(job = %context.job, "no CPU time for a reference run: the unit asks for another result");
+            return Reference::Unavailable;
+        };
+        let input = match self.job_input(context.job).await {
+            Ok(input) => input,
+            Err(e) => {
+                tracing::warn!(job = %context.job, "no input for a reference run: {e}");
+                return Reference::Unavailable;
+            }
+        };
+        let (catalog, context) = (self.catalog.clone(), context.clone());
+        let job = context.job;
+        let started = Instant::now();
+        let run = tokio::task::spawn_blocking(move || {
+            let kernel = catalog.get(&context.kernel)?;
+            let unit_input =
+                kernel.unit_input(&context.job_params, &input, &context.unit_params)?;
+            kernel.run_cpu(&context.unit_params, &unit_input)
+        })
+        .await;
+        let took = started.elapsed();
+        self.references.spent(took);
+        drop(turn);
+        match run {
+            Ok(Ok(output)) => {
+                tracing::debug!(%job, ?took, "reference run");
+                Reference::Output(output)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%job, "a reference run failed: {e}");
+                Reference::Unavailable
+            }
+            Err(e) => {
+                tracing::error!(%job, "a reference run did not finish: {e}");
+                Reference::Unavailable
+            }
+        }
     }
 
     fn remember_issued(&self, lease: LeaseId, context: LeaseContext) {

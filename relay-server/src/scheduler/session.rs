@@ -230,6 +230,13 @@ async fn run(
     };
     // Proved: the peer no longer counts against the caps on unauthenticated peers.
     drop(unproved);
+    // Where the data flows from, as ICE selected it: the unit's replicas go to other
+    // networks. Unknown (no pair selected, which an open channel rules out) counts as
+    // its own network, as loopback does.
+    let network = link
+        .remote_address()
+        .await
+        .and_then(|address| scheduler.networks().network_of(address));
     send(
         tx,
         &ToVolunteer::Welcome {
@@ -251,7 +258,9 @@ async fn run(
         // Register for wake-ups before looking, so work submitted in between is not missed.
         work.as_mut().enable();
         while wanted > 0 {
-            match scheduler.next_assignment(peer, wallet, site, speed).await? {
+            match scheduler
+                .next_assignment(peer, wallet, site, speed, network)
+                .await? {
                 Some((assignment, flops)) => {
                     let lease = assignment.lease;
                     // The unit was just built from these parameters, so this holds; a

@@ -8,6 +8,7 @@ use super::{
 };
 use rusqlite::{Connection, OptionalExtension};
 use sqlx::Row;
+use crate::validation::Network;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
 
 /// Who asks for a lease, and on what terms.
@@ -23,7 +24,18 @@ pub struct LeaseRequest {
     pub lease: LeaseId,
     /// How long it lasts.
     pub terms: LeaseTerms,
+    /// The network its data comes from (`None`: an address that counts as its own).
+    pub network: Option<Network>,
+    /// Which of the oldest units it may have it gets, from 0 to 1: drawn at random by
+    /// the caller, so that two wallets asking one after the other do not get the two
+    /// replicas of one unit.
+    pub draw: f64,
 }
+
+/// Units a lease is drawn from: the oldest this many the volunteer may have. Wide enough
+/// that a unit's next replica goes to one of many askers, narrow enough that jobs still
+/// finish in the order they came.
+pub const DRAW_FROM: i64 = 16;
 
 /// Most (kernel, job quorum) pairs remembered for `quorum_for` (a few kernels times five
 /// quorums in practice).
@@ -110,8 +122,9 @@ fn insert_lease(
     deadline_ms: i64,
 ) -> Result<(), StorageError> {
     db.prepare_cached(
-        "INSERT INTO leases (id, unit_id, peer, wallet, site, kind, state, issued_ms, deadline_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8)",
+        "INSERT INTO leases (id, unit_id, peer, wallet, site, kind, state, issued_ms, deadline_ms,
+                             network)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9)",
     )?
     .execute(rusqlite::params![
         request.lease.to_string(),
@@ -122,6 +135,7 @@ fn insert_lease(
         kind,
         request.terms.start_ms,
         deadline_ms,
+        request.network.map(|n| n.to_string()),
     ])?;
     Ok(())
 }
@@ -270,6 +284,40 @@ fn lease_work_in(
     quorums: &[(String, u32, u32)],
 ) -> Result<WorkLease, StorageError> {
     let wallet = request.wallet.to_string();
+    let network = request.network.map(|n| n.to_string());
+    // The oldest units this volunteer may have: none it holds or answered, none it
+    // handed back lately, and none with a live lease or a result from its network (one
+    // network, one say per unit).
+    let eligible: Vec<i64> = db
+        .prepare_cached(
+            "SELECT units.rowid FROM units JOIN jobs ON jobs.id = units.job_id
+             WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
+               AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
+                               AND ((leases.state = 'active' AND (leases.wallet = ?1 OR leases.peer = ?2))
+                                    OR (leases.state = 'returned' AND leases.wallet = ?1)
+                                    OR ((leases.state = 'released' OR leases.state = 'expired')
+                                        AND leases.wallet = ?1 AND leases.issued_ms > ?3)
+                                    OR (leases.network = ?4
+                                        AND (leases.state = 'active' OR leases.state = 'returned'))))
+             ORDER BY units.rowid LIMIT ?5",
+        )?
+        .query_map(
+            rusqlite::params![
+                wallet,
+                request.peer.to_string(),
+                request.terms.start_ms.saturating_sub(REPEAT_AFTER_MS),
+                network,
+                DRAW_FROM,
+            ],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    let Some(&rowid) = eligible.get(
+        ((request.draw.clamp(0.0, 1.0) * eligible.len() as f64) as usize)
+            .min(eligible.len().saturating_sub(1)),
+    ) else {
+        return Ok(WorkLease::Done(None));
+    };
     // With the unit, what the unit's refresh would count (its active leases and pending
     // results) and its `wanted`, so its new state is known without another query.
     let row = db
@@ -280,22 +328,11 @@ fn lease_work_in(
                (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
                 AND (leases.state = 'active' OR leases.verdict = 'pending'))
              FROM units JOIN jobs ON jobs.id = units.job_id
-             WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
-               AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
-                               AND ((leases.state = 'active' AND (leases.wallet = ?1 OR leases.peer = ?2))
-                                    OR (leases.state = 'returned' AND leases.wallet = ?1)
-                                    OR ((leases.state = 'released' OR leases.state = 'expired')
-                                        AND leases.wallet = ?1 AND leases.issued_ms > ?3)))
-             ORDER BY units.rowid LIMIT 1"
+             WHERE units.rowid = ?1"
         ))?
-        .query_row(
-            rusqlite::params![
-                wallet,
-                request.peer.to_string(),
-                request.terms.start_ms.saturating_sub(REPEAT_AFTER_MS)
-            ],
-            |r| Ok((UnitRow::read(r)?, r.get::<_, i64>(10)?, r.get::<_, i64>(11)?)),
-        )
+        .query_row([rowid], |r| {
+            Ok((UnitRow::read(r)?, r.get::<_, i64>(10)?, r.get::<_, i64>(11)?))
+        })
         .optional()?;
     let Some((row, mut wanted, outstanding)) = row else {
         return Ok(WorkLease::Done(None));
@@ -383,8 +420,9 @@ fn lease_canary_in(
 }
 
 impl Storage {
-    /// Leases the oldest unit that needs another result to `request`'s volunteer, never
-    /// one this wallet or connection already holds or answered. A unit's first lease fixes
+    /// Leases one of the [`DRAW_FROM`] oldest units that need another result to
+    /// `request`'s volunteer (by its draw), never one this wallet or connection already
+    /// holds or answered, nor one its network holds or answered. A unit's first lease fixes
     /// its quorum: `quorum_for(kernel, job_quorum)` decides (it sees the job's setting and
     /// may lower it for a trusted wallet).
     pub async fn lease_work(

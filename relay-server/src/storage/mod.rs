@@ -36,7 +36,7 @@ pub use model::{
     EscrowProof, JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId,
 };
 pub use network::Earner;
-pub use results::{Comparison, Recorded, ReturnedResult, UnitAudit, UnitSummary};
+pub use results::{Comparison, Judging, Recorded, ReturnedResult, UnitAudit, UnitSummary};
 pub use wallets::WalletRecord;
 
 /// Errors from the database layer.

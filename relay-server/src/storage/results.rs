@@ -7,7 +7,7 @@ use super::{
     bill_of, ledger, now_ms, parse_id, refresh_unit, wallets, Billing, Storage, StorageError,
 };
 use crate::ledger::{split_unit_price, Split};
-use crate::validation::quorum::{judge, Candidate, Outcome, Policy};
+use crate::validation::quorum::{judge, Candidate, Outcome, Policy, Reference};
 use crate::validation::trust::Reliability;
 use rusqlite::{Connection, OptionalExtension};
 use sqlx::Row;
@@ -65,6 +65,19 @@ pub enum Recorded {
         /// Whether the result matched the known answer.
         passed: bool,
     },
+    /// Nothing changed: the result would complete a quorum of wallets without a record,
+    /// which stands only if the relay's CPU reference agrees. Record it again with the
+    /// reference (or [`Reference::Unavailable`]).
+    NeedsReference,
+}
+
+/// How results are judged, as the relay is configured.
+#[derive(Debug, Clone, Copy)]
+pub struct Judging {
+    /// Results one unit may collect without a quorum before its job fails.
+    pub max_results: u32,
+    /// Whether a quorum needs an anchor (see [`Policy::vet_newcomers`]).
+    pub vet_newcomers: bool,
 }
 
 /// One unit as an auditor sees it: its state and everything returned for it.
@@ -98,6 +111,7 @@ struct Stored {
     output: Vec<u8>,
     spot_check: Option<bool>,
     trusted: bool,
+    vetted: bool,
     /// The embedding site its volunteer came through.
     site: Option<String>,
 }
@@ -148,6 +162,8 @@ enum Attempt {
     /// Judging needs the comparison of these pairs, which the caller has not made yet;
     /// nothing was written.
     Compare(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Judging needs the relay's reference run; nothing was written.
+    Reference,
 }
 
 /// A lease being answered, its unit and job, and its wallet's standing, as read at the
@@ -169,7 +185,9 @@ struct Answered {
     bill: (Option<String>, i64),
     flops: i64,
     site: Option<String>,
-    reliability: Reliability,
+    /// The wallet's standing: in total, and on this kernel.
+    record: wallets::Record,
+    kernel: String,
     /// Active leases of the unit besides this one.
     others_active: i64,
     /// Whether the unit has pending or invalid results (most units have none when their
@@ -277,9 +295,12 @@ static ANSWERED_SQL: LazyLock<String> = LazyLock::new(|| {
                  AND others.state = 'active' AND others.id != leases.id),
                 EXISTS (SELECT 1 FROM leases AS others WHERE others.unit_id = leases.unit_id
                         AND others.state = 'returned' AND others.verdict IN ('pending', 'invalid')),
-                jobs.units_done, jobs.units_total, leases.rowid, {}, jobs.quorum_explicit
+                jobs.units_done, jobs.units_total, leases.rowid, {}, jobs.quorum_explicit,
+                jobs.kernel, on_kernel.error_rate, on_kernel.valid, on_kernel.invalid
          FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
               LEFT JOIN wallets ON wallets.address = leases.wallet
+              LEFT JOIN wallet_kernels AS on_kernel
+                  ON on_kernel.wallet = leases.wallet AND on_kernel.kernel = jobs.kernel
          WHERE leases.id = ?1",
         EscrowStanding::columns(
             "COALESCE(jobs.escrow_account, 'escrow:' || units.job_id)",
@@ -293,7 +314,8 @@ fn record_in(
     db: &Connection,
     billing: Option<&Billing>,
     result: &ReturnedResult<'_>,
-    max_results: u32,
+    judging: Judging,
+    reference: &Reference,
     verdicts: &Verdicts,
     compare: &(dyn Fn(&[u8], &[u8]) -> bool + Send + Sync),
 ) -> Result<Attempt, StorageError> {
@@ -316,7 +338,11 @@ fn record_in(
                 bill: (r.get(10)?, r.get(11)?),
                 flops: r.get(12)?,
                 site: r.get(13)?,
-                reliability: wallets::reliability_of(r.get(14)?, r.get(15)?, r.get(16)?),
+                record: wallets::Record {
+                    total: wallets::reliability_of(r.get(14)?, r.get(15)?, r.get(16)?),
+                    kernel: wallets::reliability_of(r.get(26)?, r.get(27)?, r.get(28)?),
+                },
+                kernel: r.get(25)?,
                 others_active: r.get(17)?,
                 judged_or_pending: r.get(18)?,
                 units_done: r.get(19)?,
@@ -358,14 +384,16 @@ fn record_in(
     };
     let unit = row.unit.as_str();
     let job: JobId = parse_id(&row.job)?;
-    let trusted = row.reliability.trusted();
+    // Trust and vetting are per kernel: a record on matmul vouches for nothing else.
+    let trusted = row.record.kernel.trusted();
+    let vetted = row.record.kernel.vetted();
     let now = now_ms();
     // Stores the result in its lease's row, judged `verdict`. `canonical`: its output
     // becomes its unit's, which holds the only copy.
     let store = |verdict: &str, paid_micro: i64, canonical: bool| -> Result<(), StorageError> {
         db.prepare_cached(
             "UPDATE leases SET state = 'returned', verdict = ?2, output = ?3, spot_check = ?4,
-                 trusted = ?5, received_ms = ?6, paid_micro = ?7
+                 trusted = ?5, received_ms = ?6, paid_micro = ?7, vetted = ?8
              WHERE id = ?1",
         )?
         .execute(rusqlite::params![
@@ -375,7 +403,8 @@ fn record_in(
             result.spot_check,
             trusted,
             now,
-            paid_micro
+            paid_micro,
+            vetted
         ])?;
         Ok(())
     };
@@ -392,7 +421,7 @@ fn record_in(
         }
         // Known answers are the relay's own tests: passing one earns nothing.
         store(if passed { "valid" } else { "invalid" }, 0, false)?;
-        let judged = wallets::judge(db, &wallet, passed, Some(row.reliability))?;
+        let judged = wallets::judge(db, &wallet, &row.kernel, passed, Some(row.record))?;
         return Ok(Attempt::Done(
             Recorded::Canary { passed },
             Vec::new(),
@@ -415,7 +444,8 @@ fn record_in(
     let mut this = None;
     if row.judged_or_pending {
         let mut results = db.prepare_cached(
-            "SELECT id, wallet, output, spot_check, trusted, verdict, received_ms, rowid, site
+            "SELECT id, wallet, output, spot_check, trusted, verdict, received_ms, rowid, site,
+                    COALESCE(vetted, 0)
              FROM leases WHERE unit_id = ?1 AND state = 'returned'
                  AND verdict IN ('pending', 'invalid')
              ORDER BY received_ms, rowid",
@@ -437,6 +467,7 @@ fn record_in(
                 spot_check: r.get(3)?,
                 trusted: r.get(4)?,
                 site: r.get(8)?,
+                vetted: r.get(9)?,
             });
         }
     }
@@ -449,6 +480,7 @@ fn record_in(
             output: result.output.to_vec(),
             spot_check: result.spot_check,
             trusted,
+            vetted,
             site: row.site.clone(),
         },
     );
@@ -458,6 +490,7 @@ fn record_in(
             output: &s.output,
             spot_check: s.spot_check,
             trusted: s.trusted,
+            vetted: s.vetted,
         })
         .collect();
     // The job's quorum binds every result but a trusted wallet's: the unit's own
@@ -468,11 +501,12 @@ fn record_in(
         quorum: u32::try_from(row.job_quorum).unwrap_or(2).max(1),
         trusted_alone: row.unit_quorum == 1,
         trust_stands_in: !row.quorum_explicit,
+        vet_newcomers: judging.vet_newcomers,
         // Results already judged invalid count towards the limit.
-        max_results: max_results.saturating_sub(judged_before),
+        max_results: judging.max_results.saturating_sub(judged_before),
     };
 
-    let outcome = judge(policy, &candidates, agree);
+    let outcome = judge(policy, &candidates, reference, agree);
     if missed.get() {
         let eligible: Vec<&[u8]> = candidates
             .iter()
@@ -480,6 +514,9 @@ fn record_in(
             .map(|c| c.output)
             .collect();
         return Ok(Attempt::Compare(missing_pairs(&eligible, verdicts)));
+    }
+    if matches!(outcome, Outcome::Unanchored { .. }) {
+        return Ok(Attempt::Reference);
     }
     let judged_as = match &outcome {
         Outcome::Valid { valid, .. } if valid.contains(&this) => "valid",
@@ -509,7 +546,7 @@ fn record_in(
         canonical == Some(this),
     )?;
     // This wallet's standing was read above; the others' are read as they are judged.
-    let before = |w: &str| (w == wallet).then_some(row.reliability);
+    let before = |w: &str| (w == wallet).then_some(row.record);
     // Sets another result's state (this one was stored with its own).
     let judged = |i: usize, state: &str, paid_micro: i64| -> Result<(), StorageError> {
         if i != this {
@@ -544,13 +581,25 @@ fn record_in(
             for &i in &valid {
                 judged(i, "valid", share)?;
                 let standing =
-                    wallets::judge(db, &pending[i].wallet, true, before(&pending[i].wallet))?;
+                    wallets::judge(
+                    db,
+                    &pending[i].wallet,
+                    &row.kernel,
+                    true,
+                    before(&pending[i].wallet),
+                )?;
                 judged_wallets.extend(address(&pending[i].wallet).map(|w| (w, standing)));
             }
             for &i in &invalid {
                 judged(i, "invalid", 0)?;
                 let standing =
-                    wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
+                    wallets::judge(
+                    db,
+                    &pending[i].wallet,
+                    &row.kernel,
+                    false,
+                    before(&pending[i].wallet),
+                )?;
                 judged_wallets.extend(address(&pending[i].wallet).map(|w| (w, standing)));
             }
             db.prepare_cached("UPDATE units SET state = 'done', output = ?1 WHERE id = ?2")?
@@ -593,7 +642,13 @@ fn record_in(
             for &i in &invalid {
                 judged(i, "invalid", 0)?;
                 let standing =
-                    wallets::judge(db, &pending[i].wallet, false, before(&pending[i].wallet))?;
+                    wallets::judge(
+                    db,
+                    &pending[i].wallet,
+                    &row.kernel,
+                    false,
+                    before(&pending[i].wallet),
+                )?;
                 judged_wallets.extend(address(&pending[i].wallet).map(|w| (w, standing)));
             }
             let eligible = (pending.len() - invalid.len()) as i64;
@@ -609,12 +664,14 @@ fn record_in(
             if invalid.contains(&this) {
                 Recorded::Invalid {
                     job,
-                    reason: "the result failed the kernel's spot check",
+                    reason: "the result failed the kernel's check",
                 }
             } else {
                 Recorded::Pending { job }
             }
         }
+        // Returned before anything was written; the writer keeps nothing of this attempt.
+        Outcome::Unanchored { .. } => return Ok(Attempt::Reference),
         Outcome::Failed { reason } => {
             // Nobody can tell which results were right: none are paid, none punished.
             db.prepare_cached(
@@ -741,15 +798,18 @@ impl Storage {
         Ok(audit)
     }
 
-    /// Stores `result` and judges its unit under `max_results` and the unit's quorum, with
-    /// `agree` as the kernel's comparison. Idempotent: a result for a lease already
-    /// answered, or for a unit already settled, changes nothing.
+    /// Stores `result` and judges its unit under `judging` and the unit's quorum, with
+    /// `agree` as the kernel's comparison and `reference` as what the relay's own run of
+    /// the unit said, if it ran. Idempotent: a result for a lease already answered, or for
+    /// a unit already settled, changes nothing; so is [`Recorded::NeedsReference`].
     pub async fn record_result(
         &self,
         result: ReturnedResult<'_>,
-        max_results: u32,
+        judging: Judging,
         agree: Comparison,
+        reference: Reference,
     ) -> Result<Recorded, StorageError> {
+        let reference = Arc::new(reference);
         let owned = OwnedResult {
             lease: result.lease,
             wallet: result.wallet,
@@ -761,6 +821,7 @@ impl Storage {
         loop {
             let billing = self.billing.clone();
             let (result, tried, compare) = (owned.clone(), verdicts.clone(), agree.clone());
+            let reference = reference.clone();
             let attempt = self
                 .writer
                 .submit(move |db| {
@@ -774,11 +835,13 @@ impl Storage {
                         db,
                         billing.as_deref(),
                         &result,
-                        max_results,
+                        judging,
+                        &reference,
                         &tried,
                         &*compare,
                     ) {
                         Ok(Attempt::Compare(pairs)) => (Ok(Attempt::Compare(pairs)), Keep::Nothing),
+                        Ok(Attempt::Reference) => (Ok(Attempt::Reference), Keep::Nothing),
                         other => (other, Keep::Writes),
                     }
                 })
@@ -792,6 +855,7 @@ impl Storage {
                     }
                     return Ok(recorded);
                 }
+                Attempt::Reference => return Ok(Recorded::NeedsReference),
                 Attempt::Compare(pairs) if pairs.is_empty() => {
                     return Err(StorageError::Corrupt(format!(
                         "judging the result for {} asked for no comparison it lacked",

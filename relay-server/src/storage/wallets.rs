@@ -67,23 +67,61 @@ pub(super) fn reliability(db: &Connection, wallet: &str) -> Result<Reliability, 
     }))
 }
 
-/// Records one judged result against `wallet`; quarantine, once reached, stays. `before`
-/// is its reliability where the caller read it in this transaction already. Returns the
-/// new reliability, for [`Standings`].
+/// A wallet's standing as judging reads it: its totals over every kernel (what
+/// quarantines it) and its record on the kernel of the result being judged (what trusts
+/// and vets it there).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Record {
+    /// Over every kernel.
+    pub total: Reliability,
+    /// On the result's kernel.
+    pub kernel: Reliability,
+}
+
+/// The wallet's record on `kernel` inside a transaction (a new wallet's if none).
+fn kernel_reliability(
+    db: &Connection,
+    wallet: &str,
+    kernel: &str,
+) -> Result<Reliability, StorageError> {
+    let row = db
+        .prepare_cached(
+            "SELECT error_rate, valid, invalid FROM wallet_kernels WHERE wallet = ?1 AND kernel = ?2",
+        )?
+        .query_row([wallet, kernel], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    Ok(row.map_or_else(Reliability::default, |(e, v, i)| {
+        reliability_of(Some(e), Some(v), Some(i))
+    }))
+}
+
+/// Records one judged result of `kernel` against `wallet`, in its totals and in its
+/// record on that kernel; quarantine, once reached, stays. `before` is its record where
+/// the caller read it in this transaction already. Returns the new totals, for
+/// [`Standings`].
 pub(super) fn judge(
     db: &Connection,
     wallet: &str,
+    kernel: &str,
     valid: bool,
-    before: Option<Reliability>,
+    before: Option<Record>,
 ) -> Result<Reliability, StorageError> {
-    let mut reliability = match before {
+    let Record {
+        total: mut reliability,
+        kernel: mut on_kernel,
+    } = match before {
         Some(before) => before,
-        None => reliability(db, wallet)?,
+        None => Record {
+            total: reliability(db, wallet)?,
+            kernel: kernel_reliability(db, wallet, kernel)?,
+        },
     };
-    if valid {
-        reliability.record_valid();
-    } else {
-        reliability.record_invalid();
+    for r in [&mut reliability, &mut on_kernel] {
+        if valid {
+            r.record_valid();
+        } else {
+            r.record_invalid();
+        }
     }
     db.prepare_cached(
         "INSERT INTO wallets (address, error_rate, valid, invalid, quarantined, first_seen_ms, updated_ms)
@@ -98,6 +136,18 @@ pub(super) fn judge(
         i64::from(reliability.invalid),
         i64::from(reliability.quarantined()),
         now_ms(),
+    ])?;
+    db.prepare_cached(
+        "INSERT INTO wallet_kernels (wallet, kernel, error_rate, valid, invalid)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (wallet, kernel) DO UPDATE SET error_rate = ?3, valid = ?4, invalid = ?5",
+    )?
+    .execute(rusqlite::params![
+        wallet,
+        kernel,
+        on_kernel.error_rate,
+        i64::from(on_kernel.valid),
+        i64::from(on_kernel.invalid),
     ])?;
     Ok(reliability)
 }

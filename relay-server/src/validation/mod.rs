@@ -3,10 +3,14 @@
 //!
 //! - [`trust`]: each wallet's error rate, BOINC-style, and what it earns (spot checks
 //!   instead of replication) or costs (quarantine);
-//! - [`quorum`]: a unit's results so far, and whether they settle it.
+//! - [`quorum`]: a unit's results so far, and whether they settle it;
+//! - [`network`]: which network a volunteer's address belongs to (one replica of a unit
+//!   per network).
 
+pub mod network;
 pub mod quorum;
 pub mod trust;
 
-pub use quorum::{judge, Candidate, Outcome, Policy};
+pub use network::{Network, NetworkRule};
+pub use quorum::{judge, Candidate, Outcome, Policy, Reference};
 pub use trust::Reliability;

@@ -11,6 +11,11 @@ pub const INITIAL_ERROR_RATE: f64 = 0.1;
 pub const DECAY: f64 = 0.95;
 /// Added on each invalid result.
 pub const PENALTY: f64 = 0.1;
+/// Valid results (on a kernel, with an error rate still under a new wallet's) that vet a
+/// wallet: its results then anchor a quorum of newcomers. Three, so that a newcomer is
+/// checked by the relay's reference or beside a vetted wallet a few times first, and a
+/// wallet made to collude must do that much honest work before it can vouch for anyone.
+pub const VETTED_AFTER: u32 = 3;
 /// Below this error rate, with [`MIN_VALID_FOR_TRUST`] valid results, a wallet is trusted.
 pub const TRUST_BELOW: f64 = 0.05;
 /// Valid results a wallet needs before it can be trusted at all.
@@ -58,6 +63,12 @@ impl Reliability {
     pub fn record_invalid(&mut self) {
         self.error_rate = (self.error_rate + PENALTY).min(1.0);
         self.invalid = self.invalid.saturating_add(1);
+    }
+
+    /// Whether the wallet's results anchor a quorum: a few valid results and an error
+    /// rate below a new wallet's (one wrong result takes 13 valid ones to undo).
+    pub fn vetted(&self) -> bool {
+        self.valid >= VETTED_AFTER && self.error_rate < INITIAL_ERROR_RATE
     }
 
     /// Whether a spot check (where the kernel has one) may replace a replica.
@@ -120,6 +131,29 @@ mod tests {
             "one wrong result ends the trust"
         );
         assert_eq!(Reliability::default().audit_probability(0.0), 1.0);
+    }
+
+    #[test]
+    fn a_wallet_is_vetted_after_a_few_valid_results_and_unvetted_by_a_wrong_one() {
+        let mut r = Reliability::default();
+        for _ in 0..VETTED_AFTER {
+            assert!(!r.vetted());
+            r.record_valid();
+        }
+        assert!(r.vetted());
+        r.record_invalid();
+        assert!(!r.vetted(), "a wrong result ends it");
+        let mut n = 0;
+        while !r.vetted() {
+            r.record_valid();
+            n += 1;
+        }
+        assert_eq!(n, 13, "valid results to win it back");
+        let mut trusted = Reliability::default();
+        while !trusted.trusted() {
+            trusted.record_valid();
+        }
+        assert!(trusted.vetted(), "trust comes after vetting");
     }
 
     #[test]
