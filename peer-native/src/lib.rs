@@ -198,7 +198,6 @@ impl PeerLink {
     /// actually comes from (a TURN server's, when it relays). `None` before a pair is
     /// selected or once the connection is gone.
     pub async fn remote_address(&self) -> Option<std::net::IpAddr> {
-        use webrtc::peer_connection::transport::{DtlsTransport, IceTransport, SctpTransport};
         let sctp = self.sender.shared.pc.sctp().await?;
         let pair = sctp
             .transport()

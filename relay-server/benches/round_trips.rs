@@ -51,11 +51,11 @@
 use relay_server::app::{self, AppState, Limits, StaticDirs};
 use relay_server::ledger::MicroCredits;
 use relay_server::scheduler::{Scheduler, SchedulerConfig, Speed, Verdict};
-use relay_server::validation::Reference;
 use relay_server::storage::{
-    Judging,     Billing, JobState, LeaseRequest, LeaseTerms, NewJob, PeerId, Pricing, Recorded, ReturnedResult,
-    Storage,
+    Billing, JobState, Judging, LeaseRequest, LeaseTerms, NewJob, PeerId, Pricing, Recorded,
+    ReturnedResult, Storage,
 };
+use relay_server::validation::Reference;
 use starling_kernels::{Catalog, NamedInputs};
 use starling_protocol::{Assignment, ChannelBinding, JobId, LeaseId, WalletAddress, WalletKey};
 use std::sync::Arc;
@@ -970,7 +970,7 @@ async fn volunteer_until_done(
             loop {
                 let t = Instant::now();
                 let assigned = scheduler
-                    .next_assignment(peer, wallet.address(), None, Speed::NEWCOMER)
+                    .next_assignment(peer, wallet.address(), None, Speed::NEWCOMER, None)
                     .await?;
                 let Some((assignment, _)) = assigned else {
                     // Nothing to lease: the jobs are done, or their last units are out.

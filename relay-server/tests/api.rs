@@ -13,10 +13,10 @@ use relay_server::app::{self, AppState, Limits, StaticDirs};
 use relay_server::ledger::MicroCredits;
 use relay_server::routes::ops::RateLimit;
 use relay_server::scheduler::{Scheduler, SchedulerConfig};
-use relay_server::validation::Reference;
 use relay_server::storage::{
-    Judging,     Billing, LeaseRequest, LeaseTerms, PeerId, Pricing, Recorded, ReturnedResult, Storage,
+    Billing, Judging, LeaseRequest, LeaseTerms, PeerId, Pricing, Recorded, ReturnedResult, Storage,
 };
+use relay_server::validation::Reference;
 use serde_json::{json, Value};
 use starling_kernels::Catalog;
 use starling_protocol::{LeaseId, WalletKey};

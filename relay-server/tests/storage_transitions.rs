@@ -8,11 +8,11 @@ mod common;
 use common::TempDir;
 use proptest::prelude::*;
 use relay_server::ledger::{Account, MicroCredits, Reason};
-use relay_server::validation::{NetworkRule, Reference};
 use relay_server::storage::{
-    Judging,     Billing, Comparison, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Pricing, Recorded,
-    ReturnedResult, Storage,
+    Billing, Comparison, Judging, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Pricing,
+    Recorded, ReturnedResult, Storage,
 };
+use relay_server::validation::{NetworkRule, Reference};
 use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -1181,7 +1181,12 @@ async fn vetting_two_fresh_wallets_agreeing_on_a_lie_settle_nothing() -> anyhow:
         Recorded::NeedsReference
     );
     let judged = b
-        .answer_vetted(&storage, lb.lease, b"pi=4", Reference::Output(b"pi=3".to_vec()))
+        .answer_vetted(
+            &storage,
+            lb.lease,
+            b"pi=4",
+            Reference::Output(b"pi=3".to_vec()),
+        )
         .await?;
     assert!(matches!(judged, Recorded::Invalid { .. }), "{judged:?}");
     let units = storage.audit_units(j.id).await?;
@@ -1203,9 +1208,23 @@ async fn vetting_two_fresh_wallets_agreeing_on_a_lie_settle_nothing() -> anyhow:
         Recorded::NeedsReference
     );
     let settled = d
-        .answer_vetted(&storage, ld.lease, b"pi=3", Reference::Output(b"pi=3".to_vec()))
+        .answer_vetted(
+            &storage,
+            ld.lease,
+            b"pi=3",
+            Reference::Output(b"pi=3".to_vec()),
+        )
         .await?;
-    assert!(matches!(settled, Recorded::Valid { job_complete: true, .. }), "{settled:?}");
+    assert!(
+        matches!(
+            settled,
+            Recorded::Valid {
+                job_complete: true,
+                ..
+            }
+        ),
+        "{settled:?}"
+    );
     Ok(())
 }
 
@@ -1220,7 +1239,12 @@ async fn vetting_a_wallet_with_a_record_anchors_a_newcomer_without_a_reference(
         storage.insert_job(&job(1, 1)).await?;
         let leased = veteran.lease(&storage).await?.expect("unit");
         let recorded = veteran
-            .answer_vetted(&storage, leased.lease, b"ok", Reference::Output(b"ok".to_vec()))
+            .answer_vetted(
+                &storage,
+                leased.lease,
+                b"ok",
+                Reference::Output(b"ok".to_vec()),
+            )
             .await?;
         assert!(matches!(recorded, Recorded::Valid { .. }), "{recorded:?}");
     }
@@ -1235,15 +1259,20 @@ async fn vetting_a_wallet_with_a_record_anchors_a_newcomer_without_a_reference(
         .answer_vetted(&storage, second.lease, b"ok", Reference::NotRun)
         .await?;
     assert!(
-        matches!(recorded, Recorded::Valid { job_complete: true, .. }),
+        matches!(
+            recorded,
+            Recorded::Valid {
+                job_complete: true,
+                ..
+            }
+        ),
         "a vetted wallet anchors the quorum: {recorded:?}"
     );
     Ok(())
 }
 
 #[tokio::test]
-async fn vetting_trust_earned_on_one_kernel_does_not_settle_another_alone(
-) -> anyhow::Result<()> {
+async fn vetting_trust_earned_on_one_kernel_does_not_settle_another_alone() -> anyhow::Result<()> {
     let dir = temp_dir("vetting-per-kernel");
     let storage = Storage::open(&dir).await?;
     let w = Vol::new(1);
@@ -1251,10 +1280,20 @@ async fn vetting_trust_earned_on_one_kernel_does_not_settle_another_alone(
     for _ in 0..20 {
         storage.insert_job(&job(1, 1)).await?;
         let leased = w.lease(&storage).await?.expect("unit");
-        w.answer_vetted(&storage, leased.lease, b"ok", Reference::Output(b"ok".to_vec()))
-            .await?;
+        w.answer_vetted(
+            &storage,
+            leased.lease,
+            b"ok",
+            Reference::Output(b"ok".to_vec()),
+        )
+        .await?;
     }
-    assert!(storage.wallet(&w.wallet).await?.expect("known").reliability.trusted());
+    assert!(storage
+        .wallet(&w.wallet)
+        .await?
+        .expect("known")
+        .reliability
+        .trusted());
     // A montecarlo job of quorum 2, its unit leased as to a trusted wallet (quorum 1).
     let j = NewJob {
         kernel: "montecarlo".into(),

@@ -115,7 +115,10 @@ mod tests {
             waited >= Duration::from_secs(17) && waited <= Duration::from_secs(21),
             "{waited:?}"
         );
-        assert!(ReferenceBudget::new(0.0).turn(Duration::from_secs(60)).await.is_none());
+        assert!(ReferenceBudget::new(0.0)
+            .turn(Duration::from_secs(60))
+            .await
+            .is_none());
     }
 
     #[tokio::test(start_paused = true)]

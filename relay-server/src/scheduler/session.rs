@@ -260,7 +260,8 @@ async fn run(
         while wanted > 0 {
             match scheduler
                 .next_assignment(peer, wallet, site, speed, network)
-                .await? {
+                .await?
+            {
                 Some((assignment, flops)) => {
                     let lease = assignment.lease;
                     // The unit was just built from these parameters, so this holds; a

@@ -6,9 +6,9 @@ use super::{
     now_ms, parse_id, refresh_unit, LeaseContext, LeaseTerms, LeasedUnit, PeerId, Storage,
     StorageError, REFRESH_UNITS,
 };
+use crate::validation::Network;
 use rusqlite::{Connection, OptionalExtension};
 use sqlx::Row;
-use crate::validation::Network;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
 
 /// Who asks for a lease, and on what terms.
@@ -331,7 +331,11 @@ fn lease_work_in(
              WHERE units.rowid = ?1"
         ))?
         .query_row([rowid], |r| {
-            Ok((UnitRow::read(r)?, r.get::<_, i64>(10)?, r.get::<_, i64>(11)?))
+            Ok((
+                UnitRow::read(r)?,
+                r.get::<_, i64>(10)?,
+                r.get::<_, i64>(11)?,
+            ))
         })
         .optional()?;
     let Some((row, mut wanted, outstanding)) = row else {

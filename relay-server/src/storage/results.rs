@@ -580,8 +580,7 @@ fn record_in(
         } => {
             for &i in &valid {
                 judged(i, "valid", share)?;
-                let standing =
-                    wallets::judge(
+                let standing = wallets::judge(
                     db,
                     &pending[i].wallet,
                     &row.kernel,
@@ -592,8 +591,7 @@ fn record_in(
             }
             for &i in &invalid {
                 judged(i, "invalid", 0)?;
-                let standing =
-                    wallets::judge(
+                let standing = wallets::judge(
                     db,
                     &pending[i].wallet,
                     &row.kernel,
@@ -641,8 +639,7 @@ fn record_in(
         Outcome::Pending { more, invalid } => {
             for &i in &invalid {
                 judged(i, "invalid", 0)?;
-                let standing =
-                    wallets::judge(
+                let standing = wallets::judge(
                     db,
                     &pending[i].wallet,
                     &row.kernel,

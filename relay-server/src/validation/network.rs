@@ -42,9 +42,7 @@ impl NetworkRule {
     /// address, unless the rule makes loopback one network).
     pub fn network_of(&self, address: IpAddr) -> Option<Network> {
         let address = match address {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or(IpAddr::V6(v6), IpAddr::V4),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
         if address.is_loopback() && !self.loopback_is_one_network {
@@ -89,14 +87,20 @@ mod tests {
     #[test]
     fn addresses_group_by_prefix_and_loopback_is_distinct_unless_asked() {
         let rule = NetworkRule::default();
-        assert_eq!(net(&rule, "203.0.113.77").as_deref(), Some("203.0.113.0/24"));
+        assert_eq!(
+            net(&rule, "203.0.113.77").as_deref(),
+            Some("203.0.113.0/24")
+        );
         assert_eq!(net(&rule, "203.0.113.77"), net(&rule, "203.0.113.1"));
         assert_ne!(net(&rule, "203.0.113.77"), net(&rule, "203.0.114.77"));
         assert_eq!(
             net(&rule, "2001:db8:1:2::7").as_deref(),
             Some("2001:db8:1::/48")
         );
-        assert_eq!(net(&rule, "2001:db8:1:ffff::1"), net(&rule, "2001:db8:1::9"));
+        assert_eq!(
+            net(&rule, "2001:db8:1:ffff::1"),
+            net(&rule, "2001:db8:1::9")
+        );
         // An IPv4 peer seen on a dual-stack socket is the same network.
         assert_eq!(net(&rule, "::ffff:203.0.113.9"), net(&rule, "203.0.113.1"));
         assert_eq!(net(&rule, "127.0.0.1"), None);

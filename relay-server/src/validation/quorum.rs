@@ -338,7 +338,12 @@ mod tests {
             }
         );
         assert!(matches!(
-            judge(p, &[new(b"3"), new(b"3"), c(b"3")], &Reference::Unavailable, same),
+            judge(
+                p,
+                &[new(b"3"), new(b"3"), c(b"3")],
+                &Reference::Unavailable,
+                same
+            ),
             Outcome::Valid { .. }
         ));
         // One member with a record anchors the group.
@@ -351,7 +356,10 @@ mod tests {
             vet_newcomers: false,
             ..p
         };
-        assert!(matches!(judge(open, &lie, &NOT_RUN, same), Outcome::Valid { .. }));
+        assert!(matches!(
+            judge(open, &lie, &NOT_RUN, same),
+            Outcome::Valid { .. }
+        ));
     }
 
     #[test]
