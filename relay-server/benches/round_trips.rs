@@ -282,7 +282,7 @@ async fn warm_up(
                 output: &output,
                 spot_check: None,
             };
-            record(&storage, result).await?;
+            record(storage, result).await?;
         }
         let reliability = storage
             .wallet(&wallet)
