@@ -250,6 +250,8 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
         .text("job-id")
         .await?
         .ok_or_else(|| anyhow::anyhow!("no job id shown"))?;
+    // The state shown may still be the previous job's for a moment: the relay decides.
+    api.wait_done(&matmul_id, Duration::from_secs(120)).await?;
     let (status, result) = api.result(&matmul_id).await?;
     assert_eq!(status, 200);
     matmul.check(&result)?;
