@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use relay_server::app::{self, AppState, Limits, StaticDirs};
 use relay_server::ledger::{self, MicroCredits};
 use relay_server::routes::ops::RateLimit;
+use relay_server::scheduler::caps::LeaseLimits;
 use relay_server::scheduler::{Scheduler, SchedulerConfig};
 use relay_server::server::{self, ConnectionStats, ServeLimits};
 use relay_server::storage::{Billing, Pricing, Storage};
@@ -50,6 +51,22 @@ struct Cli {
     /// Longest lease in seconds, however slow the volunteer.
     #[arg(long, default_value_t = 600)]
     max_lease_secs: u64,
+    /// Leases one wallet may hold at once, over all its connections; asks beyond wait.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    leases_per_wallet: u32,
+    /// Leases the wallets of one network (an IPv4 address or an IPv6 /64) may hold at
+    /// once, all together; asks beyond wait.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    leases_per_network: u32,
+    /// Leases per second one wallet regains (a token bucket; bursts of as many); 0 turns
+    /// the rate cap off.
+    #[arg(long, default_value_t = 50.0)]
+    leases_per_wallet_per_s: f64,
+    /// Count every loopback connection as one network for --leases-per-network (tests).
+    /// By default each loopback connection is a network of its own, so a whole network
+    /// run on one machine is not capped as one.
+    #[arg(long)]
+    loopback_one_network: bool,
     /// Agreeing results from distinct wallets that settle a unit, for jobs that do not
     /// say (`"verification": {"quorum": N}`). Trusted wallets' units need one where the
     /// kernel's spot check stands in for the replica.
@@ -216,6 +233,13 @@ async fn main() -> anyhow::Result<()> {
             max_lease: Duration::from_secs(cli.max_lease_secs.max(cli.lease_secs).max(1)),
             default_quorum: cli.quorum,
             canary_rate: cli.canary_rate.clamp(0.0, 1.0),
+            caps: LeaseLimits {
+                per_wallet: cli.leases_per_wallet as usize,
+                per_network: cli.leases_per_network as usize,
+                per_second: cli.leases_per_wallet_per_s.max(0.0),
+                burst: cli.leases_per_wallet_per_s.max(1.0),
+                loopback_is_one_network: cli.loopback_one_network,
+            },
             audit_rate: cli.audit_rate.clamp(0.0, 1.0),
             max_units_per_job: cli.max_units_per_job.max(1),
             payout_interval: Duration::from_secs(cli.payout_secs),

@@ -1,5 +1,6 @@
 //! One volunteer's data channel: hello, then a loop of assignments and results.
 
+use super::caps::Network;
 use super::{LeaseError, Scheduler, Speed, Verdict};
 use crate::ledger::{Account, Entry};
 use crate::rtc::PendingSlot;
@@ -116,14 +117,21 @@ fn receipt(entry: &Entry, relay: WalletAddress) -> Receipt {
 /// Serves one volunteer until its channel closes or `stop` resolves (the relay is
 /// stopping), then requeues whatever it held and closes the connection. `unproved` is
 /// the peer's place among pending peers (see [`crate::rtc::PendingPeers`]), given up
-/// once its hello proves a wallet.
+/// once its hello proves a wallet. `address` is where its offer came from, for the caps
+/// on leases per network.
 pub async fn serve(
     scheduler: Scheduler,
     mut link: PeerLink,
     unproved: PendingSlot,
+    address: Option<std::net::IpAddr>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let peer = PeerId::new();
+    let network = Network::of(
+        address,
+        peer,
+        scheduler.caps().limits().loopback_is_one_network,
+    );
     let tx = link.sender();
     scheduler.volunteers.fetch_add(1, Ordering::Relaxed);
     // Dropping `run` mid-write is safe: a write already queued still commits, and
@@ -131,7 +139,7 @@ pub async fn serve(
     // closed connection is what makes the volunteer reconnect (to the restarted relay)
     // at once instead of after its ICE timeout.
     let outcome = tokio::select! {
-        outcome = run(&scheduler, peer, &mut link, &tx, unproved) => outcome,
+        outcome = run(&scheduler, peer, network, &mut link, &tx, unproved) => outcome,
         () = stop => Err(SessionError::Stopping),
     };
     scheduler.volunteers.fetch_sub(1, Ordering::Relaxed);
@@ -163,6 +171,7 @@ pub async fn serve(
 async fn run(
     scheduler: &Scheduler,
     peer: PeerId,
+    network: Network,
     link: &mut PeerLink,
     tx: &PeerSender,
     unproved: PendingSlot,
@@ -251,7 +260,12 @@ async fn run(
         // Register for wake-ups before looking, so work submitted in between is not missed.
         work.as_mut().enable();
         while wanted > 0 {
-            match scheduler.next_assignment(peer, wallet, site, speed).await? {
+            // Over a cap on leases held or taken, this is `None` too: the volunteer
+            // waits for a lease of its own to end, or for the next poll.
+            match scheduler
+                .next_capped_assignment(peer, wallet, site, network, speed)
+                .await?
+            {
                 Some((assignment, flops)) => {
                     let lease = assignment.lease;
                     // The unit was just built from these parameters, so this holds; a
@@ -301,6 +315,7 @@ async fn run(
             } => {
                 if let Some((sent, flops, _)) = in_flight.remove(&lease) {
                     speed = speed.observe(flops, sent.elapsed());
+                    scheduler.lease_ended(lease);
                 }
                 // One span per lease's result: everything logged while judging and paying
                 // it carries the lease, the peer and the wallet.
@@ -326,7 +341,9 @@ async fn run(
                 .await?;
             }
             ToRelay::Failed { lease, reason } => {
-                in_flight.remove(&lease);
+                if in_flight.remove(&lease).is_some() {
+                    scheduler.lease_ended(lease);
+                }
                 scheduler
                     .abandon(peer, lease, clip(&reason, MAX_LOGGED_CHARS))
                     .await?
