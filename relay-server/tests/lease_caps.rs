@@ -175,7 +175,8 @@ async fn a_wallet_measured_slow_cannot_hold_a_lease_longer_than_the_bound() -> a
         slow.flops_per_s() / 1e6,
         assignment.deadline_ms
     );
-    // Before: 600 000 ms, the longest lease there is.
+    // Before: 258 s for this 64 MFLOP unit (4 x its FLOPs at 1 MFLOP/s), up to the
+    // longest lease there is (600 s) for larger ones.
     assert!(
         f64::from(assignment.deadline_ms) <= bound + 50.0,
         "a {} ms lease",
