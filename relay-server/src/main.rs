@@ -76,6 +76,11 @@ struct Cli {
     /// again, indistinguishable from new ones, to catch wallets that return wrong results.
     #[arg(long, default_value_t = 0.02)]
     canary_rate: f64,
+    /// Share of one core the relay spends computing known-answer units of its own fresh
+    /// jobs, so that known-answer tests carry work no volunteer saw before; 0 turns it
+    /// off (known-answer tests then re-send settled units of real jobs).
+    #[arg(long, default_value_t = 0.05)]
+    probe_cpu_share: f64,
     /// Fraction of a just-trusted wallet's units still replicated when the kernel has no
     /// spot check. It falls as the wallet's clean record grows, to a tenth of this. With
     /// `--canary-rate` it sets the verification overhead once wallets are trusted (audit +
@@ -233,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
             max_lease: Duration::from_secs(cli.max_lease_secs.max(cli.lease_secs).max(1)),
             default_quorum: cli.quorum,
             canary_rate: cli.canary_rate.clamp(0.0, 1.0),
+            probe_cpu_share: cli.probe_cpu_share.clamp(0.0, 1.0),
             caps: LeaseLimits {
                 per_wallet: cli.leases_per_wallet as usize,
                 per_network: cli.leases_per_network as usize,
@@ -250,6 +256,7 @@ async fn main() -> anyhow::Result<()> {
     );
     scheduler.recover().await?;
     scheduler.spawn_housekeeping();
+    scheduler.spawn_probes();
     let rtc_ip = cli.rtc_ip.unwrap_or(if cli.listen.ip().is_unspecified() {
         IpAddr::from([127, 0, 0, 1])
     } else {

@@ -4,6 +4,7 @@
 
 pub mod caps;
 pub mod latency;
+pub mod probes;
 pub mod progress;
 pub mod session;
 pub mod throughput;
@@ -44,6 +45,11 @@ pub struct SchedulerConfig {
     pub max_results: u32,
     /// Fraction of leases that are known-answer tests (settled units handed out again).
     pub canary_rate: f64,
+    /// Share of one core the relay spends computing known-answer units of fresh probe
+    /// jobs (see [`probes`]); 0 makes none.
+    pub probe_cpu_share: f64,
+    /// Fresh probe units kept in stock per kernel in demand.
+    pub probe_stock: usize,
     /// Caps on leases held and taken per wallet and per network.
     pub caps: caps::LeaseLimits,
     /// The slowest speed, in FLOPs per second, a lease's deadline allows for, however
@@ -75,6 +81,10 @@ impl Default for SchedulerConfig {
             default_quorum: Policy::DEFAULT.quorum,
             max_results: Policy::DEFAULT.max_results,
             canary_rate: 0.02,
+            // A twentieth of a core: at the CPU reference's pace that is a few
+            // known-answer units a second of the default size, against a canary rate of 2%.
+            probe_cpu_share: 0.05,
+            probe_stock: 8,
             caps: caps::LeaseLimits::default(),
             slowest_flops_per_s: Speed::NEWCOMER.0,
             audit_rate: 0.1,
