@@ -338,7 +338,7 @@ mod tests {
             WalletKey::from_seed([2; 32]).address(),
         );
         let peer = PeerId::new();
-        let net = Network::of(Some("203.0.113.9".parse().unwrap()), peer, false);
+        let net = Network::of(Some("203.0.113.9".parse().expect("an address")), peer, false);
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
         assert_eq!(caps.hold(lease(1), peer, a, net, now, later), Ok(()));
@@ -368,8 +368,8 @@ mod tests {
         let net = Network::Connection(peer);
         let now = Instant::now();
         let soon = now + Duration::from_secs(1);
-        caps.hold(lease(1), peer, a, net, now, soon).unwrap();
-        caps.hold(lease(2), peer, a, net, now, soon).unwrap();
+        caps.hold(lease(1), peer, a, net, now, soon).expect("under every cap");
+        caps.hold(lease(2), peer, a, net, now, soon).expect("under every cap");
         let after = soon + SWEEP_EVERY;
         assert_eq!(caps.hold(lease(3), peer, a, net, after, after), Ok(()));
         assert_eq!(caps.held_by(&a), 1);
@@ -390,7 +390,7 @@ mod tests {
         let now = Instant::now();
         let until = now + Duration::from_secs(60);
         for n in 0..3 {
-            caps.hold(lease(n), peer, a, net, now, until).unwrap();
+            caps.hold(lease(n), peer, a, net, now, until).expect("under every cap");
             caps.ended(lease(n));
         }
         assert_eq!(
@@ -399,7 +399,7 @@ mod tests {
         );
         // A lease asked for and not granted costs no token.
         let half = now + Duration::from_millis(500);
-        caps.hold(lease(10), peer, a, net, half, until).unwrap();
+        caps.hold(lease(10), peer, a, net, half, until).expect("under every cap");
         caps.not_granted(lease(10));
         assert_eq!(caps.hold(lease(11), peer, a, net, half, until), Ok(()));
     }
@@ -407,10 +407,10 @@ mod tests {
     #[test]
     fn loopback_is_one_network_only_when_asked_and_ipv6_counts_by_64() {
         let (p, q) = (PeerId::new(), PeerId::new());
-        let lo = Some("127.0.0.1".parse().unwrap());
+        let lo = Some("127.0.0.1".parse().expect("an address"));
         assert_ne!(Network::of(lo, p, false), Network::of(lo, q, false));
         assert_eq!(Network::of(lo, p, true), Network::of(lo, q, true));
-        let v6 = |s: &str| Network::of(Some(s.parse().unwrap()), p, false);
+        let v6 = |s: &str| Network::of(Some(s.parse().expect("an address")), p, false);
         assert_eq!(v6("2001:db8:1:2::1"), v6("2001:db8:1:2:ffff::9"));
         assert_ne!(v6("2001:db8:1:2::1"), v6("2001:db8:1:3::1"));
         assert_eq!(v6("::ffff:198.51.100.7"), v6("198.51.100.7"));
