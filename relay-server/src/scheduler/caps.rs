@@ -338,7 +338,11 @@ mod tests {
             WalletKey::from_seed([2; 32]).address(),
         );
         let peer = PeerId::new();
-        let net = Network::of(Some("203.0.113.9".parse().expect("an address")), peer, false);
+        let net = Network::of(
+            Some("203.0.113.9".parse().expect("an address")),
+            peer,
+            false,
+        );
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
         assert_eq!(caps.hold(lease(1), peer, a, net, now, later), Ok(()));
@@ -368,8 +372,10 @@ mod tests {
         let net = Network::Connection(peer);
         let now = Instant::now();
         let soon = now + Duration::from_secs(1);
-        caps.hold(lease(1), peer, a, net, now, soon).expect("under every cap");
-        caps.hold(lease(2), peer, a, net, now, soon).expect("under every cap");
+        caps.hold(lease(1), peer, a, net, now, soon)
+            .expect("under every cap");
+        caps.hold(lease(2), peer, a, net, now, soon)
+            .expect("under every cap");
         let after = soon + SWEEP_EVERY;
         assert_eq!(caps.hold(lease(3), peer, a, net, after, after), Ok(()));
         assert_eq!(caps.held_by(&a), 1);
@@ -390,7 +396,8 @@ mod tests {
         let now = Instant::now();
         let until = now + Duration::from_secs(60);
         for n in 0..3 {
-            caps.hold(lease(n), peer, a, net, now, until).expect("under every cap");
+            caps.hold(lease(n), peer, a, net, now, until)
+                .expect("under every cap");
             caps.ended(lease(n));
         }
         assert_eq!(
@@ -399,7 +406,8 @@ mod tests {
         );
         // A lease asked for and not granted costs no token.
         let half = now + Duration::from_millis(500);
-        caps.hold(lease(10), peer, a, net, half, until).expect("under every cap");
+        caps.hold(lease(10), peer, a, net, half, until)
+            .expect("under every cap");
         caps.not_granted(lease(10));
         assert_eq!(caps.hold(lease(11), peer, a, net, half, until), Ok(()));
     }
