@@ -107,6 +107,9 @@ pub trait Kernel: Send + Sync {
         output: &[u8],
         seed: u64,
     ) -> Result<Option<bool>, KernelError>;
+    /// A fresh job for known-answer units, made from `seed` (see [`KernelSpec::probe`]):
+    /// its parameters as JSON and its named inputs.
+    fn probe(&self, seed: u64) -> Option<(Value, NamedInputs)>;
 }
 
 struct Erased<K>(PhantomData<K>);
@@ -216,6 +219,14 @@ impl<K: KernelSpec> Kernel for Erased<K> {
         }
         Ok(K::spot_check(&unit, input, output, seed))
     }
+
+    fn probe(&self, seed: u64) -> Option<(Value, NamedInputs)> {
+        let (params, inputs) = K::probe(seed)?;
+        Some((
+            serde_json::to_value(params).expect("kernel parameters are plain structs"),
+            inputs,
+        ))
+    }
 }
 
 /// All kernels this build knows, by id.
@@ -293,4 +304,29 @@ pub enum RunError {
     /// The GPU failed.
     #[error(transparent)]
     Gpu(#[from] GpuError),
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_kernel_makes_valid_fresh_probes() {
+        let catalog = Catalog::builtin();
+        for info in catalog.infos() {
+            let kernel = catalog.get(info.id).expect("listed");
+            let (params, inputs) = kernel.probe(1).expect("every built-in kernel probes");
+            let plan = kernel
+                .plan(&params, &inputs, 64_000_000)
+                .unwrap_or_else(|e| panic!("{}'s probe is refused: {e}", info.id));
+            assert!(!plan.units.is_empty(), "{}", info.id);
+            // A different seed, different work: nobody saw these parameters or data.
+            let (other, other_inputs) = kernel.probe(2).expect("probes");
+            assert!(
+                other != params || other_inputs != inputs,
+                "{}: seeds 1 and 2 make the same probe",
+                info.id
+            );
+        }
+    }
 }

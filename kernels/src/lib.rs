@@ -101,4 +101,49 @@ pub trait KernelSpec: Send + Sync + 'static {
     fn spot_check(_unit: &Self::Unit, _input: &[u8], _output: &[u8], _seed: u64) -> Option<bool> {
         None
     }
+    /// A fresh job made from `seed` alone, of the sizes real jobs of this kernel have,
+    /// for the relay's known-answer units: the relay computes a few of its units itself
+    /// and hands each to one volunteer as a test. Its parameters and data are new (random
+    /// matrices, a random seed), so no volunteer can tell its units from new work by
+    /// having seen them before. `None`: this kernel makes none.
+    fn probe(_seed: u64) -> Option<(Self::Params, NamedInputs)> {
+        None
+    }
+}
+
+/// A small deterministic generator (SplitMix64) for [`KernelSpec::probe`]: the kernels
+/// build for wasm too, and a probe needs no cryptographic randomness (its seed comes
+/// from the relay's own generator).
+#[derive(Debug, Clone)]
+pub struct ProbeRng(u64);
+
+impl ProbeRng {
+    /// A generator started at `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// One of `choices`, which must not be empty.
+    pub fn pick<T: Copy>(&mut self, choices: &[T]) -> T {
+        choices[(self.next_u64() % choices.len() as u64) as usize]
+    }
+
+    /// `count` f32 uniform in `[-scale, scale)`, little-endian, as kernels' inputs are.
+    pub fn f32_bytes(&mut self, count: usize, scale: f32) -> Vec<u8> {
+        (0..count)
+            .flat_map(|_| {
+                let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+                ((unit * 2.0 - 1.0) * scale).to_le_bytes()
+            })
+            .collect()
+    }
 }

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use relay_server::app::{self, AppState, Limits, StaticDirs};
 use relay_server::ledger::{self, MicroCredits};
 use relay_server::routes::ops::RateLimit;
+use relay_server::scheduler::caps::LeaseLimits;
 use relay_server::scheduler::{Scheduler, SchedulerConfig};
 use relay_server::server::{self, ConnectionStats, ServeLimits};
 use relay_server::storage::{Billing, Pricing, Storage};
@@ -51,6 +52,17 @@ struct Cli {
     /// Longest lease in seconds, however slow the volunteer.
     #[arg(long, default_value_t = 600)]
     max_lease_secs: u64,
+    /// Leases one wallet may hold at once, over all its connections; asks beyond wait.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    leases_per_wallet: u32,
+    /// Leases the wallets of one network (an IPv4 address or an IPv6 /64) may hold at
+    /// once, all together; asks beyond wait.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    leases_per_network: u32,
+    /// Leases per second one wallet regains (a token bucket; bursts of as many); 0 turns
+    /// the rate cap off.
+    #[arg(long, default_value_t = 50.0)]
+    leases_per_wallet_per_s: f64,
     /// Agreeing results from distinct wallets that settle a unit, for jobs that do not
     /// say (`"verification": {"quorum": N}`). Trusted wallets' units need one where the
     /// kernel's spot check stands in for the replica.
@@ -60,6 +72,11 @@ struct Cli {
     /// again, indistinguishable from new ones, to catch wallets that return wrong results.
     #[arg(long, default_value_t = 0.02)]
     canary_rate: f64,
+    /// Share of one core the relay spends computing known-answer units of its own fresh
+    /// jobs, so that known-answer tests carry work no volunteer saw before; 0 turns it
+    /// off (known-answer tests then re-send settled units of real jobs).
+    #[arg(long, default_value_t = 0.05)]
+    probe_cpu_share: f64,
     /// Fraction of a just-trusted wallet's units still replicated when the kernel has no
     /// spot check. It falls as the wallet's clean record grows, to a tenth of this. With
     /// `--canary-rate` it sets the verification overhead once wallets are trusted (audit +
@@ -84,9 +101,9 @@ struct Cli {
     /// Leading bits of a volunteer's IPv6 address that name its network.
     #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u8).range(0..=128))]
     network_prefix_v6: u8,
-    /// Count every loopback address as one network (tests of the one-replica-per-network
-    /// rule; by default each loopback connection is its own, so a network on one machine
-    /// works).
+    /// Count every loopback address as one network, for the one-replica-per-network rule
+    /// and `--leases-per-network` (tests of them; by default each loopback connection is
+    /// its own, so a whole network run on one machine works).
     #[arg(long)]
     loopback_one_network: bool,
     /// Seconds between payouts: what verified units earned is paid into the ledger at
@@ -240,6 +257,14 @@ async fn main() -> anyhow::Result<()> {
             max_lease: Duration::from_secs(cli.max_lease_secs.max(cli.lease_secs).max(1)),
             default_quorum: cli.quorum,
             canary_rate: cli.canary_rate.clamp(0.0, 1.0),
+            probe_cpu_share: cli.probe_cpu_share.clamp(0.0, 1.0),
+            caps: LeaseLimits {
+                per_wallet: cli.leases_per_wallet as usize,
+                per_network: cli.leases_per_network as usize,
+                per_second: cli.leases_per_wallet_per_s.max(0.0),
+                burst: cli.leases_per_wallet_per_s.max(1.0),
+                loopback_is_one_network: cli.loopback_one_network,
+            },
             audit_rate: cli.audit_rate.clamp(0.0, 1.0),
             max_units_per_job: cli.max_units_per_job.max(1),
             payout_interval: Duration::from_secs(cli.payout_secs),
@@ -257,6 +282,7 @@ async fn main() -> anyhow::Result<()> {
     );
     scheduler.recover().await?;
     scheduler.spawn_housekeeping();
+    scheduler.spawn_probes();
     let rtc_ip = cli.rtc_ip.unwrap_or(if cli.listen.ip().is_unspecified() {
         IpAddr::from([127, 0, 0, 1])
     } else {

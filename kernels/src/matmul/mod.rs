@@ -271,6 +271,21 @@ impl KernelSpec for Matmul {
         2 * u64::from(u.rows) * u64::from(u.k) * u64::from(u.n)
     }
 
+    /// Sizes of small real jobs: A up to 1024 x 256 and B up to 256 x 256, entries in
+    /// [-1, 1) as normalised data has them.
+    fn probe(seed: u64) -> Option<(MatmulParams, NamedInputs)> {
+        let mut rng = crate::ProbeRng::new(seed);
+        let (m, k, n) = (
+            rng.pick(&[256, 512, 1024]),
+            rng.pick(&[64, 128, 256]),
+            rng.pick(&[64, 128, 256]),
+        );
+        let mut inputs = NamedInputs::new();
+        inputs.insert("a".into(), rng.f32_bytes((m * k) as usize, 1.0));
+        inputs.insert("b".into(), rng.f32_bytes((k * n) as usize, 1.0));
+        Some((MatmulParams { m, k, n }, inputs))
+    }
+
     fn outputs_agree(u: &MatmulUnit, x: &[u8], y: &[u8]) -> bool {
         outputs_agree(u.k, x, y)
     }

@@ -532,6 +532,36 @@ impl KernelSpec for Mlp {
         u64::from(u.rows) * row_flops(&u.layers)
     }
 
+    /// A small classifier or regressor: 16-64 inputs, one hidden layer of 32-128, 2 or
+    /// 10 outputs, weights in [-0.5, 0.5) and inputs in [-1, 1).
+    fn probe(seed: u64) -> Option<(MlpParams, NamedInputs)> {
+        let mut rng = crate::ProbeRng::new(seed);
+        let layers = vec![
+            rng.pick(&[16, 32, 64]),
+            rng.pick(&[32, 64, 128]),
+            rng.pick(&[2, 10]),
+        ];
+        let batch = rng.pick(&[1024, 4096]);
+        let output = rng.pick(&[Activation::Softmax, Activation::Linear]);
+        let mut inputs = NamedInputs::new();
+        inputs.insert(
+            "weights".into(),
+            rng.f32_bytes(weight_floats(&layers) as usize, 0.5),
+        );
+        inputs.insert(
+            "inputs".into(),
+            rng.f32_bytes((u64::from(batch) * u64::from(layers[0])) as usize, 1.0),
+        );
+        Some((
+            MlpParams {
+                layers,
+                batch,
+                output,
+            },
+            inputs,
+        ))
+    }
+
     fn outputs_agree(u: &MlpUnit, x: &[u8], y: &[u8]) -> bool {
         outputs_agree(&u.layers, u.output, x, y)
     }

@@ -332,6 +332,19 @@ impl KernelSpec for MonteCarlo {
     }
 
     /// Exact: every device computes the same integers.
+    /// 2^20 to 2^28 samples under a fresh seed.
+    fn probe(seed: u64) -> Option<(MonteCarloParams, NamedInputs)> {
+        let mut rng = crate::ProbeRng::new(seed);
+        let samples = 1u64 << (20 + rng.next_u64() % 9);
+        Some((
+            MonteCarloParams {
+                samples,
+                seed: rng.next_u64(),
+            },
+            NamedInputs::new(),
+        ))
+    }
+
     fn outputs_agree(_: &MonteCarloUnit, a: &[u8], b: &[u8]) -> bool {
         a == b
     }

@@ -429,6 +429,21 @@ impl KernelSpec for Render {
             .saturating_mul(flops_per_sample(u.max_bounces))
     }
 
+    /// 128-512 pixels a side, 4-64 samples per pixel, a fresh noise seed.
+    fn probe(seed: u64) -> Option<(RenderParams, NamedInputs)> {
+        let mut rng = crate::ProbeRng::new(seed);
+        Some((
+            RenderParams {
+                width: rng.pick(&[128, 256, 512]),
+                height: rng.pick(&[128, 256, 512]),
+                samples_per_pixel: rng.pick(&[4, 16, 64]),
+                seed: rng.next_u64() as u32,
+                max_bounces: DEFAULT_BOUNCES,
+            },
+            NamedInputs::new(),
+        ))
+    }
+
     fn outputs_agree(u: &RenderUnit, a: &[u8], b: &[u8]) -> bool {
         outputs_agree(u, a, b)
     }

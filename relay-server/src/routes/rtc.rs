@@ -49,10 +49,8 @@ pub async fn offer(
         }
     })?;
     // Held until the peer's hello proves a wallet, or the peer is gone.
-    let slot = state
-        .pending_peers
-        .admit(client.map(|Extension(ConnectInfo(a))| a.ip()))
-        .map_err(offer_error)?;
+    let address = client.map(|Extension(ConnectInfo(a))| a.ip());
+    let slot = state.pending_peers.admit(address).map_err(offer_error)?;
     let sdp = screen_offer(&offer.sdp, state.rtc.bind_ip).map_err(offer_error)?;
     // The volunteer's hello signs this fingerprint: an offer that names no single
     // certificate could never be bound to a wallet, so it is not answered at all.
@@ -76,7 +74,8 @@ pub async fn offer(
         };
         match opened {
             Ok(link) => {
-                crate::scheduler::session::serve(scheduler, link, slot, shutdown.wait()).await
+                crate::scheduler::session::serve(scheduler, link, slot, address, shutdown.wait())
+                    .await
             }
             Err(e) => tracing::info!("peer never opened its channel: {e}"),
         }

@@ -2,7 +2,9 @@
 //! volunteers drop, and merges finished jobs. State lives in [`Storage`]; this module
 //! holds only the policy.
 
+pub mod caps;
 pub mod latency;
+pub mod probes;
 pub mod progress;
 pub mod reference;
 pub mod session;
@@ -45,6 +47,16 @@ pub struct SchedulerConfig {
     pub max_results: u32,
     /// Fraction of leases that are known-answer tests (settled units handed out again).
     pub canary_rate: f64,
+    /// Share of one core the relay spends computing known-answer units of fresh probe
+    /// jobs (see [`probes`]); 0 makes none.
+    pub probe_cpu_share: f64,
+    /// Fresh probe units kept in stock per kernel in demand.
+    pub probe_stock: usize,
+    /// Caps on leases held and taken per wallet and per network.
+    pub caps: caps::LeaseLimits,
+    /// The slowest speed, in FLOPs per second, a lease's deadline allows for, however
+    /// slow the volunteer measures (see [`Scheduler::next_assignment`]).
+    pub slowest_flops_per_s: f64,
     /// Fraction of a just-trusted wallet's units still replicated when the kernel has no
     /// spot check to stand in for a replica; it falls with the wallet's error rate, to a
     /// tenth of this (see [`Reliability::audit_probability`](crate::validation::trust::Reliability::audit_probability)).
@@ -82,6 +94,12 @@ impl Default for SchedulerConfig {
             default_quorum: Policy::DEFAULT.quorum,
             max_results: Policy::DEFAULT.max_results,
             canary_rate: 0.02,
+            // A twentieth of a core: at the CPU reference's pace that is a few
+            // known-answer units a second of the default size, against a canary rate of 2%.
+            probe_cpu_share: 0.05,
+            probe_stock: 8,
+            caps: caps::LeaseLimits::default(),
+            slowest_flops_per_s: Speed::NEWCOMER.0,
             audit_rate: 0.1,
             max_units_per_job: 100_000,
             payout_interval: Duration::from_secs(5),
@@ -230,6 +248,8 @@ pub struct Scheduler {
     progress: Arc<progress::Progress>,
     /// CPU time for reference runs.
     references: Arc<reference::ReferenceBudget>,
+    /// Leases held and taken per wallet and per network, against their caps.
+    caps: Arc<caps::LeaseCaps>,
 }
 
 /// Units of at most this many FLOPs have their spot check run on the async thread that
@@ -247,6 +267,7 @@ impl Scheduler {
         Self {
             storage,
             catalog,
+            caps: Arc::new(caps::LeaseCaps::new(config.caps)),
             work: Arc::new(Notify::new()),
             volunteers: Arc::new(AtomicUsize::new(0)),
             input_cache: Arc::default(),
@@ -373,14 +394,86 @@ impl Scheduler {
         self.config.networks
     }
 
+    /// The caps on leases held and taken.
+    pub fn caps(&self) -> &caps::LeaseCaps {
+        &self.caps
+    }
+
+    /// [`Self::next_assignment`] for a session's volunteer on `network`, within the caps
+    /// on leases held and taken per wallet and per network: over a cap, no lease now
+    /// (`Ok(None)`, as when there is no work; the session asks again later). The lease
+    /// counts against the caps until [`Self::lease_ended`], [`Self::peer_gone`] or its
+    /// deadline.
+    pub async fn next_capped_assignment(
+        &self,
+        peer: PeerId,
+        wallet: WalletAddress,
+        site: Option<WalletAddress>,
+        caps_network: caps::Network,
+        speed: Speed,
+        network: Option<Network>,
+    ) -> Result<Option<(Assignment, u64)>, LeaseError> {
+        let lease = LeaseId::from_uuid(uuid::Uuid::now_v7());
+        let now = Instant::now();
+        if let Err(refusal) = self.caps.hold(
+            lease,
+            peer,
+            wallet,
+            caps_network,
+            now,
+            now + self.config.max_lease,
+        ) {
+            tracing::debug!(%peer, %wallet, ?refusal, "no lease now: over a cap");
+            return Ok(None);
+        }
+        let leased = self.lease(lease, peer, wallet, site, speed, network).await;
+        match &leased {
+            Ok(Some((assignment, _))) => self.caps.granted(
+                lease,
+                now + Duration::from_millis(u64::from(assignment.deadline_ms)),
+            ),
+            _ => self.caps.not_granted(lease),
+        }
+        leased
+    }
+
+    /// `lease`, held by a session, ended: its result came, or the volunteer gave it up.
+    pub fn lease_ended(&self, lease: LeaseId) {
+        self.caps.ended(lease);
+    }
+
     /// Leases the next unit to `peer` and its `wallet`, whose measured speed is `speed`
     /// and whose data comes from `network`.
     /// The lease lasts four times what that speed predicts for the unit, plus two
     /// seconds, within the configured bounds: long enough for an honest volunteer having
     /// a slow moment, short enough that a vanished one holds up its job for seconds, not
     /// minutes. A fraction of leases are known-answer tests, built exactly like real ones.
+    ///
+    /// The speed a deadline assumes is never below
+    /// [`SchedulerConfig::slowest_flops_per_s`] (by default a wasm CPU fallback's, the
+    /// slowest device the network is built for): speed is measured from how long results
+    /// take, so a wallet that answers late on purpose would otherwise earn itself leases
+    /// of up to `max_lease` and sit on units that long. A volunteer truly slower than
+    /// that loses nothing by it: its lease expires (not held against it), its late
+    /// result still counts while the unit is open, and the unit meanwhile goes to
+    /// someone who can finish it, which is all the network needs.
     pub async fn next_assignment(
         &self,
+        peer: PeerId,
+        wallet: WalletAddress,
+        site: Option<WalletAddress>,
+        speed: Speed,
+        network: Option<Network>,
+    ) -> Result<Option<(Assignment, u64)>, LeaseError> {
+        // Time-ordered: leases and results are keyed by it, and new keys landing at the
+        // end of their indexes keep each commit's page writes few.
+        let lease = LeaseId::from_uuid(uuid::Uuid::now_v7());
+        self.lease(lease, peer, wallet, site, speed, network).await
+    }
+
+    async fn lease(
+        &self,
+        lease: LeaseId,
         peer: PeerId,
         wallet: WalletAddress,
         site: Option<WalletAddress>,
@@ -403,15 +496,17 @@ impl Scheduler {
             site,
             network,
             draw,
-            // Time-ordered: leases and results are keyed by it, and new keys landing at
-            // the end of their indexes keep each commit's page writes few.
-            lease: LeaseId::from_uuid(uuid::Uuid::now_v7()),
+            lease,
             terms: LeaseTerms {
                 start_ms: now,
                 min_ms: self.config.lease.as_millis() as i64,
                 max_ms: self.config.max_lease.as_millis() as i64,
                 slack_ms: 2_000,
-                ms_per_flop: 4.0 * 1e3 / speed.flops_per_s(),
+                ms_per_flop: 4.0 * 1e3
+                    / speed
+                        .flops_per_s()
+                        .max(self.config.slowest_flops_per_s)
+                        .max(1.0),
             },
         };
         let mut leased = None;
@@ -754,6 +849,7 @@ impl Scheduler {
 
     /// A peer disconnected: its leases go back to the queue for others.
     pub async fn peer_gone(&self, peer: PeerId, by_relay: bool) -> Result<(), StorageError> {
+        self.caps.peer_gone(peer);
         let released = if by_relay {
             self.storage.void_peer(peer).await?
         } else {

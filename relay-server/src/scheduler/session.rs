@@ -1,5 +1,6 @@
 //! One volunteer's data channel: hello, then a loop of assignments and results.
 
+use super::caps::Network;
 use super::{LeaseError, Scheduler, Speed, Verdict};
 use crate::ledger::{Account, Entry};
 use crate::rtc::PendingSlot;
@@ -116,14 +117,23 @@ fn receipt(entry: &Entry, relay: WalletAddress) -> Receipt {
 /// Serves one volunteer until its channel closes or `stop` resolves (the relay is
 /// stopping), then requeues whatever it held and closes the connection. `unproved` is
 /// the peer's place among pending peers (see [`crate::rtc::PendingPeers`]), given up
-/// once its hello proves a wallet.
+/// once its hello proves a wallet. `address` is where its offer came from, for the caps
+/// on leases per network.
 pub async fn serve(
     scheduler: Scheduler,
     mut link: PeerLink,
     unproved: PendingSlot,
+    address: Option<std::net::IpAddr>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let peer = PeerId::new();
+    // The caps count leases by where the offer came from; replicas are placed by where
+    // the data flows from (`network` in `run`, once the channel is up).
+    let caps_network = Network::of(
+        address,
+        peer,
+        scheduler.caps().limits().loopback_is_one_network,
+    );
     let tx = link.sender();
     scheduler.volunteers.fetch_add(1, Ordering::Relaxed);
     // Dropping `run` mid-write is safe: a write already queued still commits, and
@@ -131,7 +141,7 @@ pub async fn serve(
     // closed connection is what makes the volunteer reconnect (to the restarted relay)
     // at once instead of after its ICE timeout.
     let outcome = tokio::select! {
-        outcome = run(&scheduler, peer, &mut link, &tx, unproved) => outcome,
+        outcome = run(&scheduler, peer, caps_network, &mut link, &tx, unproved) => outcome,
         () = stop => Err(SessionError::Stopping),
     };
     scheduler.volunteers.fetch_sub(1, Ordering::Relaxed);
@@ -163,6 +173,7 @@ pub async fn serve(
 async fn run(
     scheduler: &Scheduler,
     peer: PeerId,
+    caps_network: Network,
     link: &mut PeerLink,
     tx: &PeerSender,
     unproved: PendingSlot,
@@ -258,8 +269,10 @@ async fn run(
         // Register for wake-ups before looking, so work submitted in between is not missed.
         work.as_mut().enable();
         while wanted > 0 {
+            // Over a cap on leases held or taken, this is `None` too: the volunteer
+            // waits for a lease of its own to end, or for the next poll.
             match scheduler
-                .next_assignment(peer, wallet, site, speed, network)
+                .next_capped_assignment(peer, wallet, site, caps_network, speed, network)
                 .await?
             {
                 Some((assignment, flops)) => {
@@ -311,6 +324,7 @@ async fn run(
             } => {
                 if let Some((sent, flops, _)) = in_flight.remove(&lease) {
                     speed = speed.observe(flops, sent.elapsed());
+                    scheduler.lease_ended(lease);
                 }
                 // One span per lease's result: everything logged while judging and paying
                 // it carries the lease, the peer and the wallet.
@@ -336,7 +350,9 @@ async fn run(
                 .await?;
             }
             ToRelay::Failed { lease, reason } => {
-                in_flight.remove(&lease);
+                if in_flight.remove(&lease).is_some() {
+                    scheduler.lease_ended(lease);
+                }
                 scheduler
                     .abandon(peer, lease, clip(&reason, MAX_LOGGED_CHARS))
                     .await?

@@ -54,7 +54,7 @@ impl Storage {
     pub async fn owns(&self, owner: Option<AccountId>, id: JobId) -> Result<bool, StorageError> {
         // `IS` compares NULL with NULL as equal, `=` would not.
         let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ? AND submitter IS ?")
+            sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ? AND submitter IS ? AND probe = 0")
                 .bind(id.to_string())
                 .bind(owner.map(|o| o.to_string()))
                 .fetch_optional(&self.pool)
@@ -74,7 +74,7 @@ impl Storage {
         // One row more than asked tells whether a next page exists.
         let rows = sqlx::query(&format!(
             "SELECT rowid, {RECORD_COLUMNS} FROM jobs
-             WHERE submitter IS ?4 AND (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rowid < ?2)
+             WHERE submitter IS ?4 AND probe = 0 AND (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rowid < ?2)
              ORDER BY rowid DESC LIMIT ?3"
         ))
         .bind(state.map(JobState::as_str))
@@ -193,15 +193,16 @@ impl Storage {
 
     /// Jobs per state and units per kernel and state.
     pub async fn counts(&self) -> Result<Counts, StorageError> {
-        let jobs = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
-            .collect::<Result<_, StorageError>>()?;
+        let jobs =
+            sqlx::query("SELECT state, COUNT(*) AS n FROM jobs WHERE probe = 0 GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+                .collect::<Result<_, StorageError>>()?;
         let units = sqlx::query(
             "SELECT jobs.kernel AS kernel, units.state AS state, COUNT(*) AS n
-             FROM units JOIN jobs ON jobs.id = units.job_id
+             FROM units JOIN jobs ON jobs.id = units.job_id WHERE jobs.probe = 0
              GROUP BY jobs.kernel, units.state ORDER BY 1, 2",
         )
         .fetch_all(&self.pool)

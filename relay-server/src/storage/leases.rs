@@ -388,17 +388,39 @@ fn lease_canary_in(
     request: &LeaseRequest,
     pick: f64,
 ) -> Result<Option<LeasedUnit>, StorageError> {
+    let wallet = request.wallet.to_string();
+    // A probe's unit no wallet ever leased first: fresh parameters and data that nobody
+    // saw, so a group of wallets sharing what they were sent cannot tell it from new
+    // work (a settled unit of a real job is one its other wallets computed). Newest
+    // probes first: spent ones are older.
+    let probe = db
+        .prepare_cached(concat!(
+            "SELECT ",
+            unit_columns!(),
+            " FROM jobs JOIN units ON units.job_id = jobs.id
+             WHERE jobs.probe = 1 AND units.state = 'done'
+               AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id)
+               AND EXISTS (SELECT 1 FROM job_inputs WHERE job_inputs.job_id = units.job_id)
+             ORDER BY jobs.rowid DESC LIMIT 1"
+        ))?
+        .query_row([], UnitRow::read)
+        .optional()?;
+    if let Some(row) = probe {
+        let deadline_ms = request.terms.deadline(row.flops());
+        insert_lease(db, request, &wallet, &row.id, "canary", deadline_ms)?;
+        return Ok(Some(row.leased(request.lease, deadline_ms, true)?));
+    }
+    // No probe in stock: a settled unit of a real job this wallet never saw.
     let max_rowid: Option<i64> = db
         .prepare_cached("SELECT MAX(rowid) FROM units")?
         .query_row([], |r| r.get(0))?;
     let from = (max_rowid.unwrap_or(0) as f64 * pick.clamp(0.0, 1.0)) as i64;
     let mut found = None;
-    let wallet = request.wallet.to_string();
     let mut select = db.prepare_cached(concat!(
         "SELECT ",
         unit_columns!(),
         " FROM units JOIN jobs ON jobs.id = units.job_id
-         WHERE units.state = 'done' AND units.rowid >= ?1
+         WHERE units.state = 'done' AND units.rowid >= ?1 AND jobs.probe = 0
            AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
                            AND leases.wallet = ?2)
            -- Only from jobs whose data is kept: a purged job's units are never sent again.
@@ -489,8 +511,9 @@ impl Storage {
         }
     }
 
-    /// Leases a settled unit this wallet never saw, as a known-answer test. Which unit is
-    /// drawn from `pick` (0 to 1), so canaries come from all over the history.
+    /// Leases a known-answer test: a probe's unit no wallet leased yet, else a settled
+    /// unit this wallet never saw, drawn from `pick` (0 to 1) so that canaries come from
+    /// all over the history.
     pub async fn lease_canary(
         &self,
         request: &LeaseRequest,

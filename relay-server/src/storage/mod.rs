@@ -27,6 +27,7 @@ mod leases;
 mod ledger;
 mod model;
 mod network;
+mod probes;
 mod results;
 mod wallets;
 mod writer;
@@ -36,6 +37,7 @@ pub use model::{
     EscrowProof, JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId,
 };
 pub use network::Earner;
+pub use probes::{NewProbe, ProbeUnit};
 pub use results::{Comparison, Judging, Recorded, ReturnedResult, UnitAudit, UnitSummary};
 pub use wallets::WalletRecord;
 

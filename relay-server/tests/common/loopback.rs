@@ -18,12 +18,17 @@ use std::time::Duration;
 /// A relay on `dir`'s database; answered peers that do not open their channel within
 /// `open_timeout` are dropped. Returns its base URL and its scheduler.
 pub async fn relay(dir: &Path, open_timeout: Duration) -> anyhow::Result<(String, Scheduler)> {
+    relay_with(dir, open_timeout, SchedulerConfig::default()).await
+}
+
+/// [`relay`] with its scheduler configured by `config`.
+pub async fn relay_with(
+    dir: &Path,
+    open_timeout: Duration,
+    config: SchedulerConfig,
+) -> anyhow::Result<(String, Scheduler)> {
     let storage = Storage::open(dir).await?;
-    let scheduler = Scheduler::new(
-        storage,
-        Arc::new(Catalog::builtin()),
-        SchedulerConfig::default(),
-    );
+    let scheduler = Scheduler::new(storage, Arc::new(Catalog::builtin()), config);
     let state = AppState::new(
         scheduler.clone(),
         starling_peer::AnswerConfig {
