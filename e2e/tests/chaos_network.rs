@@ -1,6 +1,7 @@
 //! The chaos run of issue 19: forty native volunteers, real processes over real WebRTC,
 //! each with its own wallet key: 8 return an independently wrong result on every unit,
-//! 4 collude (every one of them sends the same wrong result for a unit), 4 drop their
+//! 4 collude (they tell each other which units they hold and send the same wrong result
+//! for any unit two of them hold, an honest one otherwise), 4 drop their
 //! connection on every unit, 24 are honest. Four jobs of four kernels run with the
 //! default verification while the relay is killed with SIGKILL twice. What a submitter
 //! and an honest volunteer need: every job finishes with the CPU reference's output, no
@@ -21,7 +22,8 @@ enum Role {
     Honest,
     /// `--fault wrong`: its own random lie on every unit.
     Cheater,
-    /// `--fault collude`: the group's shared lie on every unit.
+    /// `--fault collude --collude-with DIR`: the group's shared lie on every unit two
+    /// members hold, an honest answer on the others.
     Colluder,
     /// `--fault drop`: takes every unit and disconnects instead of answering.
     Dropper,
@@ -63,6 +65,8 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
     )?;
     let api = relay.api();
 
+    let group = data.path().join("colluders");
+    let group_arg = group.display().to_string();
     let mut volunteers = Vec::new();
     let mut role_of: HashMap<String, Role> = HashMap::new();
     for i in 0..VOLUNTEERS {
@@ -75,7 +79,14 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
         match role {
             Role::Honest => {}
             Role::Cheater => args.extend(["--fault", "wrong", "--fault-rate", "1"]),
-            Role::Colluder => args.extend(["--fault", "collude", "--fault-rate", "1"]),
+            Role::Colluder => args.extend([
+                "--fault",
+                "collude",
+                "--fault-rate",
+                "1",
+                "--collude-with",
+                &group_arg,
+            ]),
             Role::Dropper => args.extend(["--fault", "drop", "--fault-rate", "1"]),
         }
         role_of.insert(key.address().to_string(), role);
@@ -196,10 +207,22 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
         }
     };
     let checks = [
-        matmul.check(&result(&ids[0]).await.unwrap_or_default()),
-        render.check(&result(&ids[1]).await.unwrap_or_default()),
-        mlp.check(&result(&ids[2]).await.unwrap_or_default()),
-        montecarlo.check(&result(&ids[3]).await.unwrap_or_default()),
+        match result(&ids[0]).await {
+            Ok(bytes) => matmul.check(&bytes),
+            Err(e) => Err(e),
+        },
+        match result(&ids[1]).await {
+            Ok(bytes) => render.check(&bytes),
+            Err(e) => Err(e),
+        },
+        match result(&ids[2]).await {
+            Ok(bytes) => mlp.check(&bytes),
+            Err(e) => Err(e),
+        },
+        match result(&ids[3]).await {
+            Ok(bytes) => montecarlo.check(&bytes),
+            Err(e) => Err(e),
+        },
     ];
     for (check, kernel) in checks.into_iter().zip(kernels) {
         if let Err(e) = check {
@@ -207,9 +230,11 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
         }
     }
 
-    // Every unit settled once, on results from distinct wallets, all of them honest.
+    // Every unit settled once, on results from distinct wallets, none of them a lie: a
+    // cheater's result is always one, colluders lie where two of them hold the unit (one
+    // colluder alone answers honestly, and may be trusted to settle a unit by itself).
     let mut settled_by: HashMap<Role, usize> = HashMap::new();
-    let mut colluders_only = 0;
+    let (mut colluders_only, mut colluders_lie) = (0, 0);
     let mut single = 0;
     for (id, kernel) in ids.iter().zip(kernels) {
         for unit in api.units(id).await? {
@@ -217,6 +242,8 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
                 failures.push(format!("{kernel} unit not done: {unit}"));
                 continue;
             }
+            // Known-answer tests send settled units again: their agreeing answers are
+            // listed too, so one unit may name many wallets.
             let wallets: Vec<&str> = unit["valid_wallets"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|w| w.as_str()).collect())
@@ -232,10 +259,12 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
             for role in &roles {
                 *settled_by.entry(*role).or_default() += 1;
             }
+            let colluders_lied = roles == HashSet::from([Role::Colluder]) && wallets.len() > 1;
             if roles == HashSet::from([Role::Colluder]) {
                 colluders_only += 1;
+                colluders_lie += usize::from(colluders_lied);
             }
-            if roles.contains(&Role::Cheater) || roles.contains(&Role::Colluder) {
+            if roles.contains(&Role::Cheater) || colluders_lied {
                 failures.push(format!(
                     "a {kernel} unit was settled on a dishonest result ({roles:?}): {unit}"
                 ));
@@ -244,7 +273,7 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
         }
     }
     eprintln!(
-        "units settled with a result from: honest {}, cheaters {}, colluders {} ({colluders_only} by colluders alone), droppers {}; {single}/{total_units} by one wallet's result",
+        "units settled with a result from: honest {}, cheaters {}, colluders {} ({colluders_only} by colluders alone, {colluders_lie} of them by two or more: their lie), droppers {}; {single}/{total_units} by one wallet's result",
         settled_by.get(&Role::Honest).unwrap_or(&0),
         settled_by.get(&Role::Cheater).unwrap_or(&0),
         settled_by.get(&Role::Colluder).unwrap_or(&0),

@@ -37,7 +37,8 @@ pub enum Fault {
     Fail,
     /// A wrong output that every colluder sends alike: corrupted as [`Fault::Wrong`]
     /// does, but with picks seeded from the unit itself (kernel, parameters and input),
-    /// so colluding wallets given replicas of one unit agree on the same lie.
+    /// so colluding wallets given replicas of one unit agree on the same lie. With a
+    /// [`CollusionGroup`], only on units another member holds too (honest otherwise).
     Collude,
 }
 
@@ -54,6 +55,58 @@ pub struct FaultyTransport<T> {
     incoming: Reassembler,
     /// Each held lease's deadline (for `Stall`) and its unit's seed (for `Collude`).
     leases: RefCell<HashMap<LeaseId, (Instant, u64)>>,
+    group: Option<CollusionGroup>,
+}
+
+/// Colluders that talk to each other out of band, as a real group would: each member
+/// notes the units it is given in a shared directory, and lies about a unit only when
+/// another member was given it too (so their lies agree and nothing contradicts them),
+/// answering honestly otherwise, which earns the group a clean record.
+#[derive(Debug, Clone)]
+pub struct CollusionGroup {
+    dir: std::path::PathBuf,
+    member: String,
+}
+
+impl CollusionGroup {
+    /// How long a member's note counts: about a lease. A unit sent again much later (a
+    /// known-answer test of a settled unit) does not find its old holders.
+    pub const RECENT: Duration = Duration::from_secs(30);
+
+    /// The group meeting in `dir` (created if missing), as `member` (a name unique in
+    /// the group: the wallet address).
+    pub fn new(dir: std::path::PathBuf, member: String) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir, member })
+    }
+
+    /// Notes that this member was given the unit with seed `unit`.
+    pub fn hold(&self, unit: u64) {
+        let note = self.dir.join(format!("{unit:016x}.{}", self.member));
+        if let Err(e) = std::fs::write(&note, b"") {
+            tracing::warn!("collusion note {}: {e}", note.display());
+        }
+    }
+
+    /// Whether another member was given the unit with seed `unit` lately.
+    pub fn partner_holds(&self, unit: u64) -> bool {
+        let prefix = format!("{unit:016x}.");
+        let mine = format!("{prefix}{}", self.member);
+        let Ok(notes) = std::fs::read_dir(&self.dir) else {
+            return false;
+        };
+        notes.flatten().any(|note| {
+            let name = note.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix)
+                && name != mine
+                && note
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age < Self::RECENT)
+        })
+    }
 }
 
 impl<T: Transport> FaultyTransport<T> {
@@ -70,7 +123,15 @@ impl<T: Transport> FaultyTransport<T> {
             outgoing: RefCell::new(Reassembler::new(MAX_MESSAGE)),
             incoming: Reassembler::new(MAX_MESSAGE),
             leases: RefCell::new(HashMap::new()),
+            group: None,
         }
+    }
+
+    /// Makes a `Collude` volunteer a member of `group`: it lies only on units another
+    /// member holds too.
+    pub fn in_group(mut self, group: Option<CollusionGroup>) -> Self {
+        self.group = group;
+        self
     }
 
     /// The wrapped transport, to close it.
@@ -197,6 +258,11 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         };
         let lease = *lease;
         let held = self.leases.borrow_mut().remove(&lease);
+        if let (Fault::Collude, Some(group)) = (self.fault, &self.group) {
+            if !held.is_some_and(|(_, unit)| group.partner_holds(unit)) {
+                return self.send_message(&message).await;
+            }
+        }
         if self.faulted.get() && self.roll() >= self.rate {
             return self.send_message(&message).await;
         }
@@ -246,6 +312,9 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         if let Ok(Some(ToVolunteer::Assign(a))) = self.incoming.push_message(&frame) {
             let deadline = Instant::now() + Duration::from_millis(u64::from(a.deadline_ms));
             let seed = unit_seed(&a.kernel, &a.params_json, &a.input);
+            if let Some(group) = &self.group {
+                group.hold(seed);
+            }
             self.leases.borrow_mut().insert(a.lease, (deadline, seed));
         }
         Some(frame)
@@ -388,5 +457,19 @@ mod tests {
         assert_ne!(seed, unit_seed("matmul", r#"{"row_start":0}"#, &[1, 2, 4]));
         // The separator keeps field boundaries: "ab"+"c" is not "a"+"bc".
         assert_ne!(unit_seed("ab", "c", &[]), unit_seed("a", "bc", &[]));
+    }
+
+    #[test]
+    fn a_collusion_group_member_sees_units_another_member_holds() {
+        let dir = std::env::temp_dir().join(format!("collusion-{}", std::process::id()));
+        let a = CollusionGroup::new(dir.clone(), "a".into()).expect("a temp dir");
+        let b = CollusionGroup::new(dir.clone(), "b".into()).expect("a temp dir");
+        a.hold(7);
+        assert!(!a.partner_holds(7), "its own note is no partner");
+        assert!(b.partner_holds(7));
+        assert!(!b.partner_holds(8));
+        b.hold(7);
+        assert!(a.partner_holds(7));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
