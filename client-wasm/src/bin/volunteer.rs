@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
 mod native {
     use anyhow::Context;
     use clap::Parser;
-    use starling_client::platform::fault::{Fault, FaultyTransport};
+    use starling_client::platform::fault::{CollusionGroup, Fault, FaultyTransport};
     use starling_client::platform::native::NativeTransport;
     use starling_client::{Engine, Event, Profile, Transport, VolunteerError};
     use starling_protocol::{WalletAddress, WalletKey};
@@ -42,6 +42,10 @@ mod native {
         /// TEST ONLY: fraction of results the fault applies to (the first result always).
         #[arg(long, default_value_t = 1.0, requires = "fault")]
         fault_rate: f64,
+        /// TEST ONLY: with `--fault collude`, the directory a colluding group shares: lie
+        /// only on units another member holds too, answer honestly otherwise.
+        #[arg(long, requires = "fault")]
+        collude_with: Option<std::path::PathBuf>,
     }
 
     pub async fn main() -> anyhow::Result<()> {
@@ -83,6 +87,13 @@ mod native {
             wallet: wallet.clone(),
             site: None::<WalletAddress>,
         };
+        let group = match &cli.collude_with {
+            Some(dir) => Some(CollusionGroup::new(
+                dir.clone(),
+                wallet.address().to_string(),
+            )?),
+            None => None,
+        };
         let mut backoff = Duration::from_millis(250);
         let faulted = std::rc::Rc::new(std::cell::Cell::new(false));
         loop {
@@ -114,7 +125,8 @@ mod native {
                                 cli.fault_rate,
                                 seed,
                                 faulted.clone(),
-                            );
+                            )
+                            .in_group(group.clone());
                             let result = serve(&mut faulty, &engine, &profile, clock).await;
                             faulty.into_inner().close().await;
                             result
