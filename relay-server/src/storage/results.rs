@@ -453,7 +453,12 @@ fn record_in(
         let mut rows = results.query([unit])?;
         while let Some(r) = rows.next()? {
             if r.get_ref(5)? == rusqlite::types::ValueRef::Text(b"invalid") {
-                judged_before = judged_before.saturating_add(1);
+                // Only wrong results of wallets with a record count toward failing the
+                // unit: wallets cost nothing, and fresh ones sending garbage would
+                // otherwise fail any job.
+                if r.get::<_, bool>(9)? {
+                    judged_before = judged_before.saturating_add(1);
+                }
                 continue;
             }
             // Where this result sorts once stored, received `now` on its lease.
@@ -649,12 +654,14 @@ fn record_in(
                 judged_wallets.extend(address(&pending[i].wallet).map(|w| (w, standing)));
             }
             let eligible = (pending.len() - invalid.len()) as i64;
+            // As above: only vetted wallets' wrong results count toward failing the job.
+            let vetted_invalid = invalid.iter().filter(|&&i| pending[i].vetted).count();
             db.prepare_cached(
                 "UPDATE units SET wanted = ?1, attempts = attempts + ?2 WHERE id = ?3",
             )?
             .execute(rusqlite::params![
                 eligible + i64::from(more),
-                invalid.len() as i64,
+                vetted_invalid as i64,
                 unit
             ])?;
             refresh_unit(db, unit)?;

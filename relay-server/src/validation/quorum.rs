@@ -162,6 +162,12 @@ pub fn judge(
         .map(|&i| (agreeing_with(i).len(), i))
         .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     let best_size = best.map_or(0, |(size, _)| size);
+    // Results that count toward the limit: wrong ones of wallets without a record do
+    // not (wallets cost nothing: fresh ones sending garbage must not fail a unit).
+    let counted = (0..candidates.len())
+        .filter(|i| eligible.contains(i) || candidates[*i].vetted)
+        .count();
+    let at_limit = counted >= policy.max_results as usize;
     let anchored = |i: usize| {
         !policy.vet_newcomers
             || reference_output.is_some()
@@ -175,12 +181,10 @@ pub fn judge(
         // A quorum of newcomers the relay could not check: one more result, which
         // anchors it if its wallet has a record; past the limit the unit fails rather
         // than settle on wallets nobody can vouch for.
-        Some((size, _)) if size >= quorum && candidates.len() < policy.max_results as usize => {
-            Outcome::Pending {
-                more: 1,
-                invalid: failed_check,
-            }
-        }
+        Some((size, _)) if size >= quorum && !at_limit => Outcome::Pending {
+            more: 1,
+            invalid: failed_check,
+        },
         Some((size, _)) if size >= quorum => Outcome::Failed {
             reason: format!(
                 "{size} of {} results agree, but none comes from a wallet with a record \
@@ -188,10 +192,21 @@ pub fn judge(
                 candidates.len()
             ),
         },
-        _ if candidates.len() >= policy.max_results as usize => Outcome::Failed {
+        // At the limit with no anchored quorum: where the relay has not checked yet, its
+        // reference run says which results are wrong (they then no longer count), so a
+        // flood of fresh wallets sending different garbage cannot fail the unit.
+        _ if at_limit
+            && policy.vet_newcomers
+            && *reference == Reference::NotRun
+            && !eligible.is_empty() =>
+        {
+            Outcome::Unanchored {
+                canonical: best.map_or(eligible[0], |(_, i)| i),
+            }
+        }
+        _ if at_limit => Outcome::Failed {
             reason: format!(
-                "no {quorum} of {} results agree (largest agreeing group: {best_size})",
-                candidates.len()
+                "no {quorum} of {counted} results agree (largest agreeing group: {best_size})"
             ),
         },
         _ => Outcome::Pending {
@@ -301,10 +316,34 @@ mod tests {
             judge(Policy::DEFAULT, &candidates[..5], &NOT_RUN, same),
             Outcome::Pending { more: 1, .. }
         ));
-        match judge(Policy::DEFAULT, &candidates, &NOT_RUN, same) {
+        // At the limit the relay's reference run decides which are wrong, if it can.
+        assert!(matches!(
+            judge(Policy::DEFAULT, &candidates, &NOT_RUN, same),
+            Outcome::Unanchored { .. }
+        ));
+        match judge(Policy::DEFAULT, &candidates, &Reference::Unavailable, same) {
             Outcome::Failed { reason } => assert!(reason.contains("no 2 of 6"), "{reason}"),
             other => panic!("expected failure, got {other:?}"),
         }
+        // The reference agrees with one: five vetted wallets were wrong, and the unit fails;
+        // five fresh ones' wrong results do not count, and one more result is asked for.
+        assert!(matches!(
+            judge(
+                Policy::DEFAULT,
+                &candidates,
+                &Reference::Output(vec![3]),
+                same
+            ),
+            Outcome::Failed { .. }
+        ));
+        let fresh: Vec<Candidate<'_>> = outputs.iter().map(|o| new(o)).collect();
+        assert_eq!(
+            judge(Policy::DEFAULT, &fresh, &Reference::Output(vec![3]), same),
+            Outcome::Pending {
+                more: 1,
+                invalid: vec![0, 1, 2, 4, 5]
+            }
+        );
     }
 
     #[test]
@@ -439,15 +478,23 @@ mod tests {
                 }
                 Outcome::Pending { more, invalid } => {
                     prop_assert!(more >= 1);
-                    prop_assert!(cands.len() < policy.max_results as usize);
+                    // Below the limit, counting every result but fresh wallets' wrong ones.
+                    let counted = cands.iter().filter(|c| c.vetted || !wrong(c)).count();
+                    prop_assert!(counted < policy.max_results as usize);
                     prop_assert!(invalid.iter().all(|&i| wrong(&cands[i])));
                 }
                 Outcome::Unanchored { canonical } => {
                     prop_assert_eq!(&reference, &Reference::NotRun);
-                    prop_assert!(!cands[canonical].vetted && !wrong(&cands[canonical]));
+                    prop_assert!(!wrong(&cands[canonical]));
+                    // A quorum without an anchor, or a unit at its limit.
+                    prop_assert!(
+                        !cands[canonical].vetted || cands.len() >= policy.max_results as usize
+                    );
                 }
                 Outcome::Failed { .. } => {
                     prop_assert!(cands.len() >= policy.max_results as usize);
+                    // Failed without asking the reference only when every result is wrong.
+                    prop_assert!(reference != Reference::NotRun || cands.iter().all(|c| wrong(c)));
                 }
             }
         }
