@@ -1334,3 +1334,48 @@ async fn one_network_holds_one_replica_of_a_unit() -> anyhow::Result<()> {
     assert!(b.lease_from(&storage, "127.0.0.2").await?.is_none());
     Ok(())
 }
+
+#[tokio::test]
+async fn vetting_compares_large_outputs_with_the_reference_off_the_writer() -> anyhow::Result<()> {
+    let dir = temp_dir("vetting-large");
+    let storage = Storage::open(&dir).await?;
+    let j = job(1, 2);
+    storage.insert_job(&j).await?;
+    let (a, b) = (Vol::new(1), Vol::new(2));
+    let la = a.lease(&storage).await?.expect("unit");
+    let lb = b.lease(&storage).await?.expect("replica");
+    // Over the 64 KiB compared on the writer thread: the caller compares these.
+    let lie = vec![7u8; 100 * 1024];
+    a.answer_vetted(&storage, la.lease, &lie, Reference::NotRun)
+        .await?;
+    assert_eq!(
+        b.answer_vetted(&storage, lb.lease, &lie, Reference::NotRun)
+            .await?,
+        Recorded::NeedsReference
+    );
+    let truth = vec![8u8; 100 * 1024];
+    let judged = b
+        .answer_vetted(&storage, lb.lease, &lie, Reference::Output(truth.clone()))
+        .await?;
+    assert!(matches!(judged, Recorded::Invalid { .. }), "{judged:?}");
+    // And the truth, from two more newcomers, settles it.
+    let (c, d) = (Vol::new(3), Vol::new(4));
+    let lc = c.lease(&storage).await?.expect("unit again");
+    let ld = d.lease(&storage).await?.expect("replica again");
+    c.answer_vetted(&storage, lc.lease, &truth, Reference::NotRun)
+        .await?;
+    let settled = d
+        .answer_vetted(&storage, ld.lease, &truth, Reference::Output(truth.clone()))
+        .await?;
+    assert!(
+        matches!(
+            settled,
+            Recorded::Valid {
+                job_complete: true,
+                ..
+            }
+        ),
+        "{settled:?}"
+    );
+    Ok(())
+}

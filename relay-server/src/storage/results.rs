@@ -513,12 +513,32 @@ fn record_in(
 
     let outcome = judge(policy, &candidates, reference, agree);
     if missed.get() {
+        let mut pairs = Vec::new();
+        // The reference run's output against every result (the judge compares it with
+        // each), then the results passing the checks against each other.
+        if let Reference::Output(known) = reference {
+            for c in &candidates {
+                let listed = |(x, y, _): &(Vec<u8>, Vec<u8>, bool)| x == known && y == c.output;
+                if !verdicts.iter().any(listed) {
+                    pairs.push((known.clone(), c.output.to_vec()));
+                }
+            }
+        }
         let eligible: Vec<&[u8]> = candidates
             .iter()
-            .filter(|c| c.spot_check != Some(false))
+            .filter(|c| {
+                c.spot_check != Some(false)
+                    && match reference {
+                        Reference::Output(known) => verdicts
+                            .iter()
+                            .any(|(x, y, agreed)| x == known && y == c.output && *agreed),
+                        _ => true,
+                    }
+            })
             .map(|c| c.output)
             .collect();
-        return Ok(Attempt::Compare(missing_pairs(&eligible, verdicts)));
+        pairs.extend(missing_pairs(&eligible, verdicts));
+        return Ok(Attempt::Compare(pairs));
     }
     if matches!(outcome, Outcome::Unanchored { .. }) {
         return Ok(Attempt::Reference);
