@@ -17,7 +17,7 @@ mod native {
     use starling_client::platform::fault::{Fault, FaultyTransport};
     use starling_client::platform::native::NativeTransport;
     use starling_client::{Engine, Event, Profile, Transport, VolunteerError};
-    use starling_protocol::{WalletAddress, WalletKey};
+    use starling_protocol::{SiteClaim, WalletAddress, WalletKey};
     use std::path::Path;
     use std::time::{Duration, Instant};
 
@@ -42,6 +42,15 @@ mod native {
         /// TEST ONLY: fraction of results the fault applies to (the first result always).
         #[arg(long, default_value_t = 1.0, requires = "fault")]
         fault_rate: f64,
+        /// Credit a site's wallet with the site share of this volunteer's work, as the
+        /// widget does for the page it is embedded in. The relay pays it only when the
+        /// site's owner registered this wallet for `--site-origin`; otherwise it is
+        /// ignored (a volunteer gains nothing by naming a wallet of its own).
+        #[arg(long, requires = "site_origin")]
+        site: Option<WalletAddress>,
+        /// The origin of the site named by `--site` (https://example.com).
+        #[arg(long, requires = "site")]
+        site_origin: Option<String>,
     }
 
     pub async fn main() -> anyhow::Result<()> {
@@ -81,7 +90,10 @@ mod native {
         let profile = Profile {
             client: format!("native/{}", env!("CARGO_PKG_VERSION")),
             wallet: wallet.clone(),
-            site: None::<WalletAddress>,
+            site: cli
+                .site
+                .zip(cli.site_origin.clone())
+                .map(|(wallet, origin)| SiteClaim { wallet, origin }),
         };
         let mut backoff = Duration::from_millis(250);
         let faulted = std::rc::Rc::new(std::cell::Cell::new(false));

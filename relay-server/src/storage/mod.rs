@@ -28,6 +28,7 @@ mod ledger;
 mod model;
 mod network;
 mod results;
+mod sites;
 mod wallets;
 mod writer;
 pub use leases::{LeaseRequest, REPEAT_AFTER_MS};
