@@ -126,7 +126,8 @@ impl SiteVerifier {
         let host = origin.host();
         let literal = literal_ip(host);
         let loopback = host == "localhost" || literal.is_some_and(|ip| ip.is_loopback());
-        if !origin.is_https() && !(self.allow_http_loopback && loopback) {
+        let plain_allowed = self.allow_http_loopback && loopback;
+        if !(origin.is_https() || plain_allowed) {
             return Err(ProofError::Scheme);
         }
         let _slot = self
