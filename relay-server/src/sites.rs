@@ -159,13 +159,25 @@ impl SiteVerifier {
                 .map_err(|e| ProofError::Fetch(format!("resolving the host: {e}")))?
                 .collect(),
         };
-        let addr = addrs
+        let addrs: Vec<SocketAddr> = addrs
             .into_iter()
-            .find(|a| allowed(a.ip(), allow_loopback))
-            .ok_or(ProofError::Address)?;
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| ProofError::Fetch(format!("connecting: {e}")))?;
+            .filter(|a| allowed(a.ip(), allow_loopback))
+            .collect();
+        if addrs.is_empty() {
+            return Err(ProofError::Address);
+        }
+        // Each checked address in turn (a name may resolve to ::1 and 127.0.0.1, and the
+        // site listen on one); the timeout around the whole proof bounds the tries.
+        let mut tcp = Err(ProofError::Address);
+        for addr in addrs {
+            tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| ProofError::Fetch(format!("connecting: {e}")));
+            if tcp.is_ok() {
+                break;
+            }
+        }
+        let tcp = tcp?;
         let stream: Box<dyn Stream> = if origin.is_https() {
             let bare = origin.host().trim_start_matches('[').trim_end_matches(']');
             let name = rustls::pki_types::ServerName::try_from(bare.to_owned())
