@@ -324,7 +324,9 @@ pub fn Chart(session: Session) -> impl IntoView {
 /// Start / Pause / Stop, intensity, and when to hold.
 #[component]
 pub fn Controls(session: Session, site: Option<SiteClaim>, full: bool) -> impl IntoView {
-    let start = move |_| session.start(site.clone());
+    // Stored so the Start handler stays `Copy` for the `Show` fallback that re-creates it.
+    let site = StoredValue::new(site);
+    let start = move |_| session.start(site.get_value());
     let stop = move |_| runtime::stop();
     let toggle_pause = move |_| session.update(|s| s.paused = !s.paused);
     let running = move || session.running();
