@@ -4,7 +4,7 @@ use crate::{Engine, Transport, TransportError};
 use futures::future::{select, Either};
 use futures::FutureExt;
 use starling_protocol::{
-    encode_frames, Reassembler, ToRelay, ToVolunteer, WalletAddress, WalletKey, PROTOCOL_VERSION,
+    encode_frames, Reassembler, SiteClaim, ToRelay, ToVolunteer, WalletKey, PROTOCOL_VERSION,
 };
 use std::future::Future;
 use std::pin::pin;
@@ -53,8 +53,9 @@ pub struct Profile {
     pub client: String,
     /// The wallet that proves each connection and is credited for its results.
     pub wallet: WalletKey,
-    /// The embedding site's wallet, when running inside the widget.
-    pub site: Option<WalletAddress>,
+    /// The embedding site (wallet and origin), when running inside the widget. The relay
+    /// pays it a share only if its owner registered that wallet for that origin.
+    pub site: Option<SiteClaim>,
 }
 
 /// Why the loop ended.
@@ -138,7 +139,7 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
             client: profile.client.clone(),
             device: engine.device_info(),
             wallet: profile.wallet.address(),
-            site: profile.site,
+            site: profile.site.clone(),
             proof: profile.wallet.sign_channel(transport.binding()),
         },
     )

@@ -6,27 +6,58 @@
 
 use starling_e2e::browser::Browser;
 use starling_e2e::{HostSite, MatmulJob, Relay, TempDir};
+use starling_protocol::{SiteOrigin, WalletKey};
 use std::time::Duration;
-
-/// The embedding site's wallet.
-const SITE: &str = "st1kr5tgzc4nrdq7q4g67tavr6fqvaviqze5wnfuunpgir4s6ng5emjahiume";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_on_another_origin_embeds_the_widget_with_one_script_tag() -> anyhow::Result<()> {
     let data = TempDir::new("widget-origin")?;
     // 1 credit per GFLOP, so the small test units' site shares survive rounding.
-    let relay = Relay::start_with(data.path(), 1, &["--price-per-gflop", "1"])?;
+    // --allow-http-sites: the blog registers its loopback origin over plain http.
+    let relay = Relay::start_with(
+        data.path(),
+        1,
+        &["--price-per-gflop", "1", "--allow-http-sites"],
+    )?;
     let api = relay.api();
+    // The embedding site's wallet; the page names it as a word of its own too, so the
+    // same page answered at /.well-known/starling-site proves the origin.
+    let site_key = WalletKey::from_seed([19; 32]);
+    let site_address = site_key.address().to_string();
+    let site = site_address.as_str();
     let host = HostSite::serve(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>A recipe blog</title></head>\
-         <body><h1>Lentil soup</h1><p>Soak the lentils overnight.</p>\
-         <script src=\"{}/widget.js\" data-site-wallet=\"{SITE}\" data-intensity=\"0.5\" async></script>\
+         <body><h1>Lentil soup</h1><p>Soak the lentils overnight.</p><p hidden> {site} </p>\
+         <script src=\"{}/widget.js\" data-site-wallet=\"{site}\" data-intensity=\"0.5\" async></script>\
          </body></html>",
         relay.url()
     ))
     .await?;
     // The relay answers on 127.0.0.1; the blog is "localhost": another site entirely.
     let blog = format!("http://localhost:{}/", host.port());
+    // The site owner registers the blog's origin once; the widget's claim must match it.
+    let origin: SiteOrigin = format!("http://localhost:{}", host.port()).parse()?;
+    let signature: String = site_key
+        .sign_site(&origin)
+        .0
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let registered = api
+        .http()
+        .post(format!("{}/api/v1/sites", api.base()))
+        .json(&serde_json::json!({
+            "origin": origin.as_str(),
+            "wallet": site,
+            "signature": signature,
+        }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        registered.status().as_u16() == 201,
+        "site registration: {}",
+        registered.text().await?
+    );
     let browser = Browser::start("widget-origin").await?;
     browser.goto(&blog).await?;
     browser
@@ -57,7 +88,7 @@ async fn a_site_on_another_origin_embeds_the_widget_with_one_script_tag() -> any
     assert_eq!(status, 200);
     job.check(&result)?;
     let history = api
-        .get(&format!("/api/v1/wallets/{SITE}/history?limit=500"))
+        .get(&format!("/api/v1/wallets/{site}/history?limit=500"))
         .await?;
     let shares = history["entries"].as_array().map_or(0, |e| {
         e.iter().filter(|e| e["reason"] == "site_share").count()

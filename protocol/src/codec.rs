@@ -221,7 +221,10 @@ mod tests {
                 client: "test".into(),
                 device,
                 wallet: key.address(),
-                site: Some(crate::WalletKey::from_seed([4; 32]).address()),
+                site: Some(crate::SiteClaim {
+                    wallet: crate::WalletKey::from_seed([4; 32]).address(),
+                    origin: "https://blog.example".into(),
+                }),
                 proof: crate::Signature([9; 64]),
             },
             ToRelay::Ready { slots: 3 },

@@ -1,6 +1,7 @@
 //! The messages, one enum per direction.
 
 use crate::ids::LeaseId;
+use crate::site::SiteClaim;
 use crate::wallet::{Signature, WalletAddress};
 use serde::{Deserialize, Serialize};
 
@@ -32,9 +33,10 @@ pub enum ToRelay {
         /// fingerprints ([`crate::WalletKey::sign_channel`]). It proves the key once; DTLS
         /// then authenticates everything else sent on the channel.
         proof: Signature,
-        /// The embedding site's wallet when the volunteer came through the widget, for
-        /// the site's share of credit.
-        site: Option<WalletAddress>,
+        /// The embedding site (its wallet and origin) when the volunteer came through the
+        /// widget, for the site's share of credit. The relay pays it only to a site whose
+        /// owner registered that wallet for that origin; anything else is ignored.
+        site: Option<SiteClaim>,
     },
     /// The volunteer can take `slots` more units now.
     Ready {

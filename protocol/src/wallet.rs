@@ -10,6 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::channel::ChannelBinding;
+use crate::site::SiteOrigin;
 
 /// Every address starts with this, so a pasted string is recognisably a Starling wallet.
 pub const ADDRESS_PREFIX: &str = "st1";
@@ -25,6 +26,8 @@ const TRANSFER_DOMAIN: &[u8] = b"starling/transfer/v2\0";
 pub const MAX_TRANSFER_VALIDITY_MS: u64 = 24 * 60 * 60 * 1000;
 /// Domain separation for the relay's signatures on its ledger entries.
 const LEDGER_DOMAIN: &[u8] = b"starling/ledger-entry/v1\0";
+/// Domain separation for a site owner's registration of an origin with a wallet.
+const SITE_DOMAIN: &[u8] = b"starling/site/v1\0";
 
 /// Why an address, key or signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +127,16 @@ impl WalletAddress {
         signature: &Signature,
     ) -> Result<(), WalletError> {
         self.verify(&ledger_message(entry_hash), signature)
+    }
+
+    /// Checks this wallet's signature registering it as the wallet of the site served
+    /// from `origin` ([`WalletKey::sign_site`]).
+    pub fn verify_site(
+        &self,
+        origin: &SiteOrigin,
+        signature: &Signature,
+    ) -> Result<(), WalletError> {
+        self.verify(&site_message(self, origin), signature)
     }
 }
 
@@ -288,6 +301,16 @@ impl WalletKey {
     pub fn sign_ledger_entry(&self, entry_hash: &[u8; 32]) -> Signature {
         Signature(self.0.sign(&ledger_message(entry_hash)).to_bytes())
     }
+
+    /// Registers this wallet as the wallet of the site served from `origin`: what a site
+    /// owner sends the relay (`POST /api/v1/sites`) with the origin and the address.
+    pub fn sign_site(&self, origin: &SiteOrigin) -> Signature {
+        Signature(
+            self.0
+                .sign(&site_message(&self.address(), origin))
+                .to_bytes(),
+        )
+    }
 }
 
 impl fmt::Debug for WalletKey {
@@ -321,6 +344,16 @@ fn transfer_message(
 fn ledger_message(entry_hash: &[u8; 32]) -> Vec<u8> {
     let mut message = LEDGER_DOMAIN.to_vec();
     message.extend_from_slice(entry_hash);
+    message
+}
+
+/// What a site registration signs: the wallet and the origin's canonical text, under a
+/// domain of its own. The origin is last and the wallet fixed-width, so no two
+/// registrations share a message.
+fn site_message(wallet: &WalletAddress, origin: &SiteOrigin) -> Vec<u8> {
+    let mut message = SITE_DOMAIN.to_vec();
+    message.extend_from_slice(&wallet.0);
+    message.extend_from_slice(origin.as_str().as_bytes());
     message
 }
 
@@ -500,6 +533,30 @@ mod tests {
                 "expiry {expires}"
             );
         }
+    }
+
+    #[test]
+    fn a_site_signature_binds_the_origin_and_the_wallet() {
+        let key = WalletKey::from_seed([7; 32]);
+        let origin: SiteOrigin = "https://blog.example".parse().expect("origin");
+        let signature = key.sign_site(&origin);
+        assert_eq!(key.address().verify_site(&origin, &signature), Ok(()));
+        // Another origin, another wallet, or another kind of signature never passes.
+        let other: SiteOrigin = "https://blog.example:8443".parse().expect("origin");
+        assert_eq!(
+            key.address().verify_site(&other, &signature),
+            Err(WalletError::Signature)
+        );
+        let stranger = WalletKey::from_seed([8; 32]).address();
+        assert_eq!(
+            stranger.verify_site(&origin, &signature),
+            Err(WalletError::Signature)
+        );
+        let ledger = key.sign_ledger_entry(&[0; 32]);
+        assert_eq!(
+            key.address().verify_site(&origin, &ledger),
+            Err(WalletError::Signature)
+        );
     }
 
     #[test]

@@ -133,6 +133,9 @@ pub struct AppState {
     pub pending_peers: Arc<crate::rtc::PendingPeers>,
     /// Job event streams open now.
     pub event_streams: Arc<routes::events::StreamSlots>,
+    /// Proves registering sites' origins (https only unless built with
+    /// [`AppState::allow_http_sites`]).
+    pub sites: crate::sites::SiteVerifier,
 }
 
 impl AppState {
@@ -148,7 +151,15 @@ impl AppState {
             shutdown: Arc::new(Shutdown::new()),
             pending_peers: Arc::default(),
             event_streams: Arc::default(),
+            sites: crate::sites::SiteVerifier::default(),
         }
+    }
+
+    /// Lets site registrations prove loopback origins over plain http (tests, local
+    /// development); never on a public relay.
+    pub fn allow_http_sites(mut self) -> Self {
+        self.sites = crate::sites::SiteVerifier::new(true);
+        self
     }
 }
 
@@ -181,6 +192,7 @@ fn api_routes() -> Vec<Route> {
         GET "/ledger" => routes::ledger::ledger,
         GET "/account" => routes::ledger::account,
         POST "/transfers" => routes::ledger::transfer,
+        POST "/sites" => routes::sites::register,
         // An offer is a few KiB: a bigger body is refused after this many bytes, not
         // buffered up to the global limit.
         POST "/rtc/offer" => routes::rtc::offer

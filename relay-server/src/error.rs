@@ -260,6 +260,27 @@ impl From<crate::storage::StorageError> for ApiError {
     }
 }
 
+impl From<crate::sites::ProofError> for ApiError {
+    fn from(e: crate::sites::ProofError) -> Self {
+        use crate::sites::ProofError as P;
+        match e {
+            P::Busy => Self::RateLimited {
+                retry_after_secs: 5,
+            },
+            P::Client(_) => Self::Unavailable(e.to_string()),
+            P::Scheme
+            | P::Address
+            | P::Fetch(_)
+            | P::Status(_)
+            | P::TooLarge
+            | P::WalletMissing(_) => Self::Invalid {
+                detail: e.to_string(),
+                field: Some("origin".into()),
+            },
+        }
+    }
+}
+
 impl From<starling_kernels::KernelError> for ApiError {
     fn from(e: starling_kernels::KernelError) -> Self {
         use starling_kernels::KernelError as K;

@@ -7,6 +7,7 @@
 //! - [`validation`]: quorum and wallet trust, as pure logic;
 //! - [`ledger`]: the signed, hash-chained credit ledger, as pure logic;
 //! - [`rtc`]: the bounds on WebRTC offers and on peers not yet proved by a hello;
+//! - [`sites`]: proving a site owner controls the origin they register;
 //! - [`server`]: accepting connections, with header timeouts and a connection cap;
 //! - [`app`]: the router and its state; [`error`]: problem+json errors.
 
@@ -17,5 +18,6 @@ pub mod routes;
 pub mod rtc;
 pub mod scheduler;
 pub mod server;
+pub mod sites;
 pub mod storage;
 pub mod validation;

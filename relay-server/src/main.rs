@@ -118,12 +118,20 @@ struct Cli {
     #[arg(long, default_value = "0.01")]
     price_per_gflop: MicroCredits,
     /// Share of each unit's price paid to the site a widget volunteer came through, in
-    /// parts per million.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    /// parts per million. Only sites registered with a proof (POST /api/v1/sites) are
+    /// paid, and the share comes out of the platform's fee, never the volunteers' pay:
+    /// above --platform-fee-ppm it is capped at the fee.
+    #[arg(long, default_value_t = 25_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     site_share_ppm: u32,
-    /// The platform's fee on each unit's price, in parts per million.
+    /// The platform's fee on each unit's price, in parts per million. A registered
+    /// site's share is paid out of it.
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     platform_fee_ppm: u32,
+    /// TEST/DEV ONLY: let site registrations prove loopback origins over plain http
+    /// (http://127.0.0.1:PORT). Without it a site must be served over https from a
+    /// public address.
+    #[arg(long)]
+    allow_http_sites: bool,
     /// Make (once) and print a development API key holding 1,000,000 credits, kept in
     /// DATA_DIR/dev-api-key. Turn off for a public relay: --dev-key=false.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -232,8 +240,12 @@ async fn main() -> anyhow::Result<()> {
     // ledger that can no longer be verified.
     let relay_key = ledger::load_or_create_relay_key(&cli.data_dir)?;
     tracing::info!(key = %relay_key.address(), "ledger signing key loaded");
-    if cli.site_share_ppm + cli.platform_fee_ppm > 1_000_000 {
-        anyhow::bail!("--site-share-ppm and --platform-fee-ppm add up to more than 100%");
+    if cli.site_share_ppm > cli.platform_fee_ppm {
+        tracing::warn!(
+            "--site-share-ppm {} is above --platform-fee-ppm {}: sites are paid the whole fee",
+            cli.site_share_ppm,
+            cli.platform_fee_ppm
+        );
     }
     let storage = storage.with_billing(Billing {
         key: relay_key,
@@ -310,6 +322,12 @@ async fn main() -> anyhow::Result<()> {
             max_event_streams_per_account: cli.max_event_streams_per_account,
         },
     );
+    let state = if cli.allow_http_sites {
+        tracing::warn!("--allow-http-sites: sites may register loopback origins over http");
+        state.allow_http_sites()
+    } else {
+        state
+    };
     let shutdown = state.shutdown.clone();
     let storage = state.scheduler.storage().clone();
     let grace = Duration::from_secs_f64(cli.shutdown_grace_secs);

@@ -74,7 +74,8 @@ impl Relay {
     /// A submitter with 10 credits, 6 escrowed for job 1, one unit's price accrued to
     /// wallets 1 and 2 with wallet 3 as the site, the rest refunded, then the accruals
     /// paid out: entries 1 (issue), 2 (escrow), 3 (refund), 4..=7 (pay, pay, site share,
-    /// platform fee).
+    /// platform fee). A 15 % fee with 10 % of the price to the site out of it:
+    /// 1.7 credits to each wallet, 0.4 to the site, 0.2 to the platform.
     async fn sample(&self) -> anyhow::Result<AccountId> {
         let (submitter, _) = self
             .storage
@@ -83,7 +84,7 @@ impl Relay {
         self.storage
             .escrow_job(&self.key, submitter, job(1), credits(6))
             .await?;
-        let split = split_unit_price(4_000_000_000, credits(1), 100_000, 50_000, 2, true)?;
+        let split = split_unit_price(4_000_000_000, credits(1), 100_000, 150_000, 2, true)?;
         let site = wallet(3).address();
         self.storage
             .accrue_unit(

@@ -154,6 +154,30 @@ pub fn query_param(name: &str) -> Option<String> {
         .get(name)
 }
 
+/// The origin of the page this one is embedded in, as the browser reports it: the
+/// nearest ancestor in `location.ancestorOrigins` (Chromium, Safari), else the origin of
+/// `document.referrer` (Firefox; empty under a `no-referrer` policy). The embedding page
+/// cannot forge either, so the widget's site claim names where it really runs.
+pub fn embedding_origin() -> Option<String> {
+    let window = web_sys::window()?;
+    let ancestors = js_sys::Reflect::get(&window.location(), &JsValue::from_str("ancestorOrigins"))
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null());
+    if let Some(list) = ancestors {
+        if let Some(first) = js_sys::Reflect::get(&list, &JsValue::from_f64(0.0))
+            .ok()
+            .and_then(|v| v.as_string())
+        {
+            return Some(first);
+        }
+    }
+    let referrer = window.document()?.referrer();
+    if referrer.is_empty() {
+        return None;
+    }
+    web_sys::Url::new(&referrer).ok().map(|u| u.origin())
+}
+
 /// Copies text to the clipboard (best effort: needs a secure context).
 pub fn copy(text: &str) {
     if let Some(w) = web_sys::window() {

@@ -12,7 +12,7 @@ use starling_client::platform::cpu_worker::{self, CpuWorker};
 use starling_client::platform::keystore;
 use starling_client::platform::web::WebTransport;
 use starling_client::{Engine, Event, Profile};
-use starling_protocol::WalletAddress;
+use starling_protocol::SiteClaim;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
@@ -238,7 +238,7 @@ async fn gate(elapsed_ms: f64, on_hold: Rc<dyn Fn(Option<Hold>)>) {
 /// `site` credits the embedding site (the widget). `on_hold` hears when work holds and
 /// resumes.
 pub async fn start(
-    site: Option<WalletAddress>,
+    site: Option<SiteClaim>,
     on_event: impl FnMut(Event),
     on_hold: impl Fn(Option<Hold>) + 'static,
 ) -> Result<(), String> {

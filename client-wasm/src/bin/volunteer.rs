@@ -17,7 +17,7 @@ mod native {
     use starling_client::platform::fault::{CollusionGroup, Fault, FaultyTransport};
     use starling_client::platform::native::NativeTransport;
     use starling_client::{Engine, Event, Profile, Transport, VolunteerError};
-    use starling_protocol::{WalletAddress, WalletKey};
+    use starling_protocol::{SiteClaim, WalletAddress, WalletKey};
     use std::path::Path;
     use std::time::{Duration, Instant};
 
@@ -46,6 +46,15 @@ mod native {
         /// only on units another member holds too, answer honestly otherwise.
         #[arg(long, requires = "fault")]
         collude_with: Option<std::path::PathBuf>,
+        /// Credit a site's wallet with the site share of this volunteer's work, as the
+        /// widget does for the page it is embedded in. The relay pays it only when the
+        /// site's owner registered this wallet for `--site-origin`; otherwise it is
+        /// ignored (a volunteer gains nothing by naming a wallet of its own).
+        #[arg(long, requires = "site_origin")]
+        site: Option<WalletAddress>,
+        /// The origin of the site named by `--site` (https://example.com).
+        #[arg(long, requires = "site")]
+        site_origin: Option<String>,
     }
 
     pub async fn main() -> anyhow::Result<()> {
@@ -85,7 +94,10 @@ mod native {
         let profile = Profile {
             client: format!("native/{}", env!("CARGO_PKG_VERSION")),
             wallet: wallet.clone(),
-            site: None::<WalletAddress>,
+            site: cli
+                .site
+                .zip(cli.site_origin.clone())
+                .map(|(wallet, origin)| SiteClaim { wallet, origin }),
         };
         let group = match &cli.collude_with {
             Some(dir) => Some(CollusionGroup::new(

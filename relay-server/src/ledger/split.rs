@@ -17,9 +17,9 @@ pub struct Split {
     pub price: MicroCredits,
     /// One equal share per volunteer whose result counted, in the order given.
     pub volunteers: Vec<MicroCredits>,
-    /// The host site's share (zero without a site).
+    /// The host site's share (zero without a site), carved out of the platform's fee.
     pub site: MicroCredits,
-    /// The platform's fee plus every rounding remainder.
+    /// The platform's fee less the site's share, plus every rounding remainder.
     pub platform: MicroCredits,
 }
 
@@ -37,11 +37,9 @@ impl Split {
 /// Why a price could not be split.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SplitError {
-    /// The site's share and the platform's fee together exceed the whole price.
-    #[error("site share {site_ppm} ppm plus platform fee {fee_ppm} ppm exceed 1 000 000 ppm")]
-    Shares {
-        /// The site's share.
-        site_ppm: u32,
+    /// The platform's fee exceeds the whole price.
+    #[error("platform fee {fee_ppm} ppm exceeds 1 000 000 ppm")]
+    Fee {
         /// The platform's fee.
         fee_ppm: u32,
     },
@@ -54,15 +52,18 @@ pub enum SplitError {
 }
 
 /// Splits the price of a unit of `flops` at `price_per_gflop`: the platform takes
-/// `platform_fee_ppm`, the site (if any) `site_share_ppm`, and the volunteers share the
-/// rest equally. Each share is rounded down and every remainder goes to the platform, so
-/// the parts sum to the price exactly.
+/// `platform_fee_ppm`, the volunteers share the rest equally, and the site (if any) is
+/// paid `site_share_ppm` out of the platform's fee, never out of the volunteers' pool: a
+/// site share above the fee is capped at the fee. Naming a site therefore never lowers
+/// what the volunteers get, so a volunteer gains nothing from its co-workers by naming a
+/// wallet of its own as the site. Each share is rounded down and every remainder goes to
+/// the platform, so the parts sum to the price exactly.
 ///
 /// A unit of a priced job costs at least one micro-credit, however small: rounded down
-/// it would be free and its volunteers paid nothing for work they did. The fee and the
-/// site's share round down, so while they are less than the whole price together, that
-/// micro-credit goes to the volunteers. Escrow prices a job's units with this function
-/// too, so the floor is set aside when the job is submitted.
+/// it would be free and its volunteers paid nothing for work they did. The fee rounds
+/// down, so while it is less than the whole price, that micro-credit goes to the
+/// volunteers. Escrow prices a job's units with this function too, so the floor is set
+/// aside when the job is submitted; the price does not depend on the site.
 pub fn split_unit_price(
     flops: u64,
     price_per_gflop: MicroCredits,
@@ -71,10 +72,8 @@ pub fn split_unit_price(
     volunteers: usize,
     has_site: bool,
 ) -> Result<Split, SplitError> {
-    let site_ppm = if has_site { site_share_ppm } else { 0 };
-    if u64::from(site_ppm) + u64::from(platform_fee_ppm) > u64::from(PPM) {
-        return Err(SplitError::Shares {
-            site_ppm,
+    if platform_fee_ppm > PPM {
+        return Err(SplitError::Fee {
             fee_ppm: platform_fee_ppm,
         });
     }
@@ -92,16 +91,21 @@ pub fn split_unit_price(
         u64::try_from(share).unwrap_or(price)
     };
     let fee = part(platform_fee_ppm);
-    let site = part(site_ppm);
-    // fee + site ≤ price because their ppm sum to at most 10⁶ and each rounds down.
-    let pool = price - fee - site;
+    // Out of the fee: at most the fee's ppm, and at most the fee itself after rounding.
+    let site = if has_site {
+        part(site_share_ppm.min(platform_fee_ppm)).min(fee)
+    } else {
+        0
+    };
+    // fee ≤ price because its ppm is at most 10⁶ and it rounds down.
+    let pool = price - fee;
     let each = pool / count;
     let remainder = pool % count;
     Ok(Split {
         price: MicroCredits(price),
         volunteers: vec![MicroCredits(each); volunteers],
         site: MicroCredits(site),
-        platform: MicroCredits(fee + remainder),
+        platform: MicroCredits(fee - site + remainder),
     })
 }
 
@@ -112,7 +116,61 @@ mod tests {
 
     #[test]
     fn a_typical_unit_splits_with_remainders_to_the_platform() -> Result<(), SplitError> {
-        // 10 GFLOP at 1 credit/GFLOP = 10 credits; 10 % site, 5 % fee, 3 volunteers.
+        // 10 GFLOP at 1 credit/GFLOP = 10 credits; 3 % site out of a 5 % fee, 3 volunteers.
+        let split = split_unit_price(
+            10_000_000_000,
+            MicroCredits(1_000_000),
+            30_000,
+            50_000,
+            3,
+            true,
+        )?;
+        assert_eq!(split.price, MicroCredits(10_000_000));
+        assert_eq!(split.site, MicroCredits(300_000));
+        assert_eq!(split.volunteers, vec![MicroCredits(3_166_666); 3]);
+        assert_eq!(split.platform, MicroCredits(200_000 + 2));
+        assert_eq!(split.total()?, split.price);
+
+        let no_site = split_unit_price(3, MicroCredits(1_000_000_000), 100_000, 0, 1, false)?;
+        assert_eq!(no_site.site, MicroCredits::ZERO);
+        assert_eq!(no_site.volunteers, vec![MicroCredits(3)]);
+        Ok(())
+    }
+
+    #[test]
+    fn naming_a_site_never_lowers_the_volunteers_shares() -> Result<(), SplitError> {
+        // The attack this rule stops: a volunteer names a second wallet of its own as the
+        // site, and the site's share used to come out of every co-worker's pay.
+        for (site_ppm, fee_ppm) in [(100_000, 50_000), (30_000, 50_000), (0, 0), (500_000, 0)] {
+            let with = split_unit_price(
+                10_000_000_000,
+                MicroCredits(1_000_000),
+                site_ppm,
+                fee_ppm,
+                2,
+                true,
+            )?;
+            let without = split_unit_price(
+                10_000_000_000,
+                MicroCredits(1_000_000),
+                site_ppm,
+                fee_ppm,
+                2,
+                false,
+            )?;
+            assert_eq!(with.price, without.price, "escrow prices a unit the same");
+            assert_eq!(
+                with.volunteers, without.volunteers,
+                "{site_ppm} of {fee_ppm}"
+            );
+            assert_eq!(with.site.0 + with.platform.0, without.platform.0);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_site_share_above_the_fee_is_capped_at_the_fee() -> Result<(), SplitError> {
+        // 10 % asked, 5 % fee: the site gets the whole fee, the platform only remainders.
         let split = split_unit_price(
             10_000_000_000,
             MicroCredits(1_000_000),
@@ -121,15 +179,13 @@ mod tests {
             3,
             true,
         )?;
-        assert_eq!(split.price, MicroCredits(10_000_000));
-        assert_eq!(split.site, MicroCredits(1_000_000));
-        assert_eq!(split.volunteers, vec![MicroCredits(2_833_333); 3]);
-        assert_eq!(split.platform, MicroCredits(500_000 + 1));
-        assert_eq!(split.total()?, split.price);
-
-        let no_site = split_unit_price(3, MicroCredits(1_000_000_000), 100_000, 0, 1, false)?;
-        assert_eq!(no_site.site, MicroCredits::ZERO);
-        assert_eq!(no_site.volunteers, vec![MicroCredits(3)]);
+        assert_eq!(split.site, MicroCredits(500_000));
+        assert_eq!(split.volunteers, vec![MicroCredits(3_166_666); 3]);
+        assert_eq!(split.platform, MicroCredits(2));
+        // No fee, no site share.
+        let free = split_unit_price(1_000, MicroCredits(1_000_000), 100_000, 0, 1, true)?;
+        assert_eq!(free.site, MicroCredits::ZERO);
+        assert_eq!(free.total()?, free.price);
         Ok(())
     }
 
@@ -155,11 +211,12 @@ mod tests {
     #[test]
     fn impossible_splits_are_refused() {
         assert!(matches!(
-            split_unit_price(1, MicroCredits(1), 600_000, 500_000, 1, true),
-            Err(SplitError::Shares { .. })
+            split_unit_price(1, MicroCredits(1), 0, PPM + 1, 1, true),
+            Err(SplitError::Fee { .. })
         ));
-        // Without a site its share does not count.
-        assert!(split_unit_price(1, MicroCredits(1), 600_000, 500_000, 1, false).is_ok());
+        // A site share and a fee that once added up to more than the price are fine: the
+        // site's share comes out of the fee.
+        assert!(split_unit_price(1, MicroCredits(1), 600_000, 500_000, 1, true).is_ok());
         assert_eq!(
             split_unit_price(1, MicroCredits(1), 0, 0, 0, false),
             Err(SplitError::NoVolunteers)
@@ -188,19 +245,21 @@ mod tests {
                     let exact = u128::from(flops) * u128::from(price_per_gflop) / FLOPS_PER_GFLOP;
                     let floor = u128::from(price_per_gflop > 0);
                     prop_assert_eq!(u128::from(split.price.0), exact.max(floor));
-                    // A priced unit pays a lone volunteer something unless the fee and the
-                    // site take the whole price between them.
-                    let site = if has_site { site_ppm } else { 0 };
-                    if price_per_gflop > 0
-                        && volunteers == 1
-                        && u64::from(fee_ppm) + u64::from(site) < u64::from(PPM)
-                    {
+                    // The site never takes more than the fee, nor more than it asked.
+                    let fee = u128::from(split.price.0) * u128::from(fee_ppm) / u128::from(PPM);
+                    prop_assert!(u128::from(split.site.0) <= fee);
+                    prop_assert!(
+                        u128::from(split.site.0)
+                            <= u128::from(split.price.0) * u128::from(site_ppm) / u128::from(PPM)
+                    );
+                    // The volunteers' shares do not depend on the site.
+                    let other = split_unit_price(flops, MicroCredits(price_per_gflop), site_ppm, fee_ppm, volunteers, !has_site);
+                    prop_assert_eq!(other.map(|o| o.volunteers), Ok(split.volunteers.clone()));
+                    // A priced unit pays a lone volunteer something unless the fee takes
+                    // the whole price.
+                    if price_per_gflop > 0 && volunteers == 1 && fee_ppm < PPM {
                         prop_assert!(split.volunteers[0].0 >= 1, "{:?}", split);
                     }
-                }
-                Err(SplitError::Shares { .. }) => {
-                    let site = if has_site { site_ppm } else { 0 };
-                    prop_assert!(u64::from(fee_ppm) + u64::from(site) > u64::from(PPM));
                 }
                 Err(SplitError::Money(MoneyError::Overflow)) => {
                     prop_assert!(u128::from(flops) * u128::from(price_per_gflop) / FLOPS_PER_GFLOP > u128::from(u64::MAX));

@@ -9,6 +9,7 @@ pub mod network;
 pub mod openapi;
 pub mod ops;
 pub mod rtc;
+pub mod sites;
 pub mod wallets;
 
 use crate::app::AppState;

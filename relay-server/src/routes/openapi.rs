@@ -156,6 +156,7 @@ pub struct ProblemDoc {
         routes::ledger::ledger,
         routes::ledger::account,
         routes::ledger::transfer,
+        routes::sites::register,
         routes::rtc::offer,
         routes::healthz,
         routes::ops::readyz,
@@ -173,6 +174,7 @@ pub struct ProblemDoc {
         routes::jobs::SubmitJob,
         routes::jobs::Verification,
         routes::ledger::TransferRequest,
+        routes::sites::SiteRegistration,
         routes::jobs::JobList,
         routes::rtc::Sdp,
     ))

@@ -7,8 +7,8 @@ use crate::rtc::PendingSlot;
 use crate::storage::PeerId;
 use starling_peer::{PeerLink, PeerSender};
 use starling_protocol::{
-    encode_frames, ChannelBinding, ChunkError, FrameError, LeaseId, Reassembler, Receipt, ToRelay,
-    ToVolunteer, WalletAddress, PROTOCOL_VERSION,
+    encode_frames, ChannelBinding, ChunkError, FrameError, LeaseId, Reassembler, Receipt,
+    SiteClaim, SiteOrigin, ToRelay, ToVolunteer, WalletAddress, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -170,6 +170,33 @@ pub async fn serve(
     link.close().await;
 }
 
+/// The site wallet a hello's claim earns a share for: only a wallet its owner registered
+/// (proved) for the claimed origin, and never the volunteer's own. Anything else is
+/// ignored and the volunteer works on, so a volunteer naming a second wallet of its own
+/// gets nothing for it. A native client can still claim a registered site it did not
+/// come through; that only pays a real, proved site, out of the platform's fee.
+async fn registered_site(
+    scheduler: &Scheduler,
+    peer: PeerId,
+    wallet: &WalletAddress,
+    claim: SiteClaim,
+) -> Result<Option<WalletAddress>, SessionError> {
+    let Ok(origin) = claim.origin.parse::<SiteOrigin>() else {
+        tracing::debug!(%peer, origin = clip(&claim.origin, MAX_LOGGED_CHARS), "site ignored: not an origin");
+        return Ok(None);
+    };
+    if claim.wallet == *wallet
+        || !scheduler
+            .storage
+            .site_registered(&claim.wallet, &origin)
+            .await?
+    {
+        tracing::debug!(%peer, origin = clip(origin.as_str(), MAX_LOGGED_CHARS), "site ignored: not registered for this wallet");
+        return Ok(None);
+    }
+    Ok(Some(claim.wallet))
+}
+
 async fn run(
     scheduler: &Scheduler,
     peer: PeerId,
@@ -214,7 +241,7 @@ async fn run(
             tracing::info!(
                 %peer,
                 %wallet,
-                ?site,
+                site = ?site.as_ref().map(|s| s.wallet),
                 client = clip(&client, MAX_LOGGED_CHARS),
                 adapter = clip(&device.adapter, MAX_LOGGED_CHARS),
                 backend = clip(&device.backend, MAX_LOGGED_CHARS),
@@ -225,7 +252,11 @@ async fn run(
                     LeaseError::Quarantined(wallet).to_string(),
                 ));
             }
-            (wallet, site.filter(|s| *s != wallet))
+            let site = match site {
+                Some(claim) => registered_site(scheduler, peer, &wallet, claim).await?,
+                None => None,
+            };
+            (wallet, site)
         }
         ToRelay::Hello { version, .. } => {
             return Err(SessionError::Protocol(format!(

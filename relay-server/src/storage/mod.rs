@@ -29,6 +29,7 @@ mod model;
 mod network;
 mod probes;
 mod results;
+mod sites;
 mod wallets;
 mod writer;
 pub use leases::{LeaseRequest, REPEAT_AFTER_MS};

@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use starling_client::platform::keystore;
 use starling_client::Event;
-use starling_protocol::{WalletAddress, WalletKey};
+use starling_protocol::{SiteClaim, WalletKey};
 
 /// Units kept for the throughput chart.
 const CHART_UNITS: usize = 40;
@@ -113,7 +113,7 @@ impl Session {
     }
 
     /// Connects and works until stopped; `site` credits an embedding site.
-    pub fn start(&self, site: Option<WalletAddress>) {
+    pub fn start(&self, site: Option<SiteClaim>) {
         let s = *self;
         s.phase.set(Phase::Connecting);
         s.update(|x| x.paused = false);
@@ -323,8 +323,10 @@ pub fn Chart(session: Session) -> impl IntoView {
 
 /// Start / Pause / Stop, intensity, and when to hold.
 #[component]
-pub fn Controls(session: Session, site: Option<WalletAddress>, full: bool) -> impl IntoView {
-    let start = move |_| session.start(site);
+pub fn Controls(session: Session, site: Option<SiteClaim>, full: bool) -> impl IntoView {
+    // Stored so the Start handler stays `Copy` for the `Show` fallback that re-creates it.
+    let site = StoredValue::new(site);
+    let start = move |_| session.start(site.get_value());
     let stop = move |_| runtime::stop();
     let toggle_pause = move |_| session.update(|s| s.paused = !s.paused);
     let running = move || session.running();

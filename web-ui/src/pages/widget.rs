@@ -5,7 +5,7 @@
 use crate::net;
 use crate::pages::volunteer::{Controls, Session};
 use leptos::prelude::*;
-use starling_protocol::WalletAddress;
+use starling_protocol::{SiteClaim, WalletAddress};
 use std::str::FromStr;
 
 /// The widget page (`/widget?site=ADDR&intensity=0.3`).
@@ -17,6 +17,11 @@ pub fn WidgetPage() -> impl IntoView {
         .as_deref()
         .and_then(|s| WalletAddress::from_str(s).ok());
     let bad_site = raw_site.is_some() && site.is_none();
+    // The relay pays the site only if its owner registered this wallet for the origin the
+    // browser says embeds us; without an origin there is nothing to check, so no site.
+    let site = site
+        .zip(net::embedding_origin())
+        .map(|(wallet, origin)| SiteClaim { wallet, origin });
     if let Some(i) = net::query_param("intensity").and_then(|v| v.parse::<f64>().ok()) {
         session.update(|s| s.intensity = i.clamp(0.1, 1.0));
     }
@@ -38,12 +43,13 @@ pub fn WidgetPage() -> impl IntoView {
         }
     });
     if remembered {
+        let site = site.clone();
         Effect::new(move |started: Option<bool>| {
             if started == Some(true) {
                 return true;
             }
             if session.device.get().is_some() && !session.running() {
-                session.start(site);
+                session.start(site.clone());
                 return true;
             }
             false

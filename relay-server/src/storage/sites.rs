@@ -1,0 +1,41 @@
+//! Registered embedding sites: the origin, and the wallet its owner proved it pays.
+
+use super::{now_ms, Storage, StorageError};
+use starling_protocol::{SiteOrigin, WalletAddress};
+
+impl Storage {
+    /// Records `wallet` as the wallet of the site at `origin`, replacing an earlier one;
+    /// returns when, Unix milliseconds. The caller has checked both proofs.
+    pub async fn register_site(
+        &self,
+        origin: &SiteOrigin,
+        wallet: &WalletAddress,
+    ) -> Result<i64, StorageError> {
+        let (origin, wallet, now) = (origin.to_string(), wallet.to_string(), now_ms());
+        self.writer
+            .exec(move |db| {
+                db.prepare_cached(
+                    "INSERT INTO sites (origin, wallet, registered_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (origin) DO UPDATE SET wallet = ?2, registered_ms = ?3",
+                )?
+                .execute(rusqlite::params![origin, wallet, now])?;
+                Ok(now)
+            })
+            .await
+    }
+
+    /// Whether `wallet` is the registered wallet of the site at `origin`.
+    pub async fn site_registered(
+        &self,
+        wallet: &WalletAddress,
+        origin: &SiteOrigin,
+    ) -> Result<bool, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sites WHERE origin = ? AND wallet = ?)",
+        )
+        .bind(origin.to_string())
+        .bind(wallet.to_string())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
