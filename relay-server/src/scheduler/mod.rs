@@ -248,6 +248,8 @@ pub struct Scheduler {
     progress: Arc<progress::Progress>,
     /// CPU time for reference runs.
     references: Arc<reference::ReferenceBudget>,
+    /// Results waiting in the background for a reference run.
+    deferred_references: Arc<AtomicUsize>,
     /// Leases held and taken per wallet and per network, against their caps.
     caps: Arc<caps::LeaseCaps>,
 }
@@ -256,6 +258,14 @@ pub struct Scheduler {
 /// received the result: Freivalds' check of a 1 MFLOP matmul unit takes tens of
 /// microseconds, about what a hop to the blocking pool costs.
 const INLINE_CHECK_FLOPS: u64 = 1 << 20;
+
+/// Results that may wait in the background for a reference run at once (each holds its
+/// output): past this, a quorum of newcomers waits for a vetted wallet's result instead.
+const MAX_DEFERRED_REFERENCES: usize = 256;
+
+/// How long a deferred result waits for its reference run before its unit asks for
+/// another result instead.
+const DEFERRED_PATIENCE: Duration = Duration::from_secs(600);
 
 /// Most leases whose context [`Scheduler`] keeps in memory; past this the map is
 /// emptied (leases that never come back would otherwise pile up).
@@ -277,6 +287,7 @@ impl Scheduler {
             throughput: Arc::default(),
             progress: Arc::default(),
             references: Arc::new(reference::ReferenceBudget::new(config.reference_cpu_share)),
+            deferred_references: Arc::default(),
             config,
         }
     }
@@ -645,21 +656,89 @@ impl Scheduler {
             output,
             spot_check,
         };
-        let mut recorded = self
+        let recorded = self
             .storage
             .record_result(result, judging, agree.clone(), Reference::NotRun)
             .await?;
-        if recorded == Recorded::NeedsReference {
-            // Only wallets without a record agree on this unit: the relay's own run of the
-            // unit decides, budget permitting.
-            let reference = self.reference(&context).await;
-            recorded = self
+        if recorded != Recorded::NeedsReference {
+            return self
+                .recorded(peer, wallet, lease, unit_flops, recorded)
+                .await;
+        }
+        // Only wallets without a record agree on this unit: the relay's own run of the
+        // unit decides. With the budget free, now; otherwise the check waits its turn in
+        // the background and the result is recorded then (the volunteer goes on; a lease
+        // that expires meanwhile still counts), unless too many already wait.
+        if let Some(turn) = self.references.turn(self.config.reference_patience).await {
+            let reference = self.reference(&context, turn).await;
+            let recorded = self
                 .storage
                 .record_result(result, judging, agree, reference)
                 .await?;
+            return self
+                .recorded(peer, wallet, lease, unit_flops, recorded)
+                .await;
         }
+        if self.deferred_references.fetch_add(1, Ordering::Relaxed) >= MAX_DEFERRED_REFERENCES {
+            self.deferred_references.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(job = %context.job, "no CPU time for a reference run: the unit asks for another result");
+            let recorded = self
+                .storage
+                .record_result(result, judging, agree, Reference::Unavailable)
+                .await?;
+            return self
+                .recorded(peer, wallet, lease, unit_flops, recorded)
+                .await;
+        }
+        let this = self.clone();
+        let output = output.to_vec();
+        tokio::spawn(async move {
+            let result = ReturnedResult {
+                lease,
+                wallet,
+                output: &output,
+                spot_check,
+            };
+            let deferred = async {
+                let turn = this.references.turn(DEFERRED_PATIENCE).await;
+                let reference = match turn {
+                    Some(turn) => this.reference(&context, turn).await,
+                    None => Reference::Unavailable,
+                };
+                let recorded = this
+                    .storage
+                    .record_result(result, judging, agree, reference)
+                    .await?;
+                this.recorded(peer, wallet, lease, unit_flops, recorded)
+                    .await
+            };
+            if let Err(e) = deferred.await {
+                tracing::error!(%lease, "recording a result after its reference run failed: {e}");
+            }
+            this.deferred_references.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(Verdict::Accepted)
+    }
+
+    /// What a recorded result means for its volunteer and its job: merges a job whose
+    /// last unit settled, wakes volunteers for units that need more results, fails jobs
+    /// that cannot finish.
+    async fn recorded(
+        &self,
+        peer: PeerId,
+        wallet: WalletAddress,
+        lease: LeaseId,
+        unit_flops: u64,
+        recorded: Recorded,
+    ) -> Result<Verdict, StorageError> {
         tracing::debug!(%peer, %lease, ?recorded, "result recorded");
-        self.progress.touched(context.job);
+        match &recorded {
+            Recorded::Pending { job }
+            | Recorded::Valid { job, .. }
+            | Recorded::Invalid { job, .. }
+            | Recorded::JobFailed { job, .. } => self.progress.touched(*job),
+            _ => {}
+        }
         match &recorded {
             Recorded::Stale(_) => {}
             Recorded::Valid { .. } => self.throughput.record(unit_flops, true),
@@ -703,14 +782,9 @@ impl Scheduler {
         })
     }
 
-    /// The unit's output by the kernel's CPU reference, run here under the reference
-    /// budget; [`Reference::Unavailable`] when the budget has no time for it within
-    /// [`SchedulerConfig::reference_patience`] or the run fails.
-    async fn reference(&self, context: &LeaseContext) -> Reference {
-        let Some(turn) = self.references.turn(self.config.reference_patience).await else {
-            tracing::info!(job = %context.job, "no CPU time for a reference run: the unit asks for another result");
-            return Reference::Unavailable;
-        };
+    /// The unit's output by the kernel's CPU reference, run on the blocking pool in the
+    /// budget's `turn`; [`Reference::Unavailable`] when the run fails.
+    async fn reference(&self, context: &LeaseContext, turn: reference::Turn<'_>) -> Reference {
         let input = match self.job_input(context.job).await {
             Ok(input) => input,
             Err(e) => {

@@ -506,7 +506,9 @@ fn record_in(
         quorum: u32::try_from(row.job_quorum).unwrap_or(2).max(1),
         trusted_alone: row.unit_quorum == 1,
         trust_stands_in: !row.quorum_explicit,
-        vet_newcomers: judging.vet_newcomers,
+        // A quorum of one is the submitter's choice to trust one result that passes the
+        // kernel's checks, whoever sends it: vetting guards replicas against collusion.
+        vet_newcomers: judging.vet_newcomers && row.job_quorum >= 2,
         // Results already judged invalid count towards the limit.
         max_results: judging.max_results.saturating_sub(judged_before),
     };
