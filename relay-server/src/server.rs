@@ -16,13 +16,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
@@ -105,10 +102,8 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             });
-        let connection = http.serve_connection(
-            TokioIo::new(Lingering::new(stream)),
-            TowerToHyperService::new(service),
-        );
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -124,81 +119,6 @@ pub async fn serve(
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(limits.drain) => {
             tracing::warn!("requests still running after {:?}; closing them", limits.drain);
-        }
-    }
-}
-
-/// How long a closing connection keeps reading what its client still sends.
-const LINGER: Duration = Duration::from_secs(2);
-/// The most a closing connection reads and discards: the largest body a client may send.
-const LINGER_BYTES: usize = 64 * 1024 * 1024;
-
-/// A connection that closes the way nginx's `lingering_close` does: it sends its FIN, then
-/// reads and discards what the client is still sending, for at most [`LINGER`] and
-/// [`LINGER_BYTES`], before the socket closes. Closing a socket with unread data makes the
-/// kernel send a reset, and a client still writing its request's body (an upload refused
-/// with 401 before its body was read, a 429) then fails its write and never reads the
-/// answer that was already on its way: "connection closed before message completed".
-struct Lingering {
-    stream: TcpStream,
-    /// Set once the write side is shut: when to stop reading, and how much more to read.
-    closing: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
-}
-
-impl Lingering {
-    fn new(stream: TcpStream) -> Self {
-        Self {
-            stream,
-            closing: None,
-        }
-    }
-}
-
-impl AsyncRead for Lingering {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Lingering {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if this.closing.is_none() {
-            ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
-            this.closing = Some((Box::pin(tokio::time::sleep(LINGER)), LINGER_BYTES));
-        }
-        let Some((deadline, left)) = this.closing.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        let mut scratch = [0u8; 16 * 1024];
-        loop {
-            if *left == 0 || deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ok(()));
-            }
-            let mut read = ReadBuf::new(&mut scratch);
-            match Pin::new(&mut this.stream).poll_read(cx, &mut read) {
-                // The client is done (EOF) or gone: close now.
-                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(())) => *left = left.saturating_sub(read.filled().len()),
-                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
-            }
         }
     }
 }
