@@ -494,7 +494,7 @@ mod tests {
                 Outcome::Failed { .. } => {
                     prop_assert!(cands.len() >= policy.max_results as usize);
                     // Failed without asking the reference only when every result is wrong.
-                    prop_assert!(reference != Reference::NotRun || cands.iter().all(|c| wrong(c)));
+                    prop_assert!(reference != Reference::NotRun || cands.iter().all(wrong));
                 }
             }
         }
