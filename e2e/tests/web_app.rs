@@ -263,8 +263,8 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
         .wait_text("jobs-done", Duration::from_secs(15), |t| t.starts_with('3'))
         .await?;
     // The network's pace and the leaderboard: every wallet on it earned exactly what the
-    // ledger credited it (no transfers here), the widget's site among them, and the page
-    // shows the same order.
+    // ledger credited it (no transfers here), the unregistered site not among them, and
+    // the page shows the same order.
     let gflops = browser
         .wait_text("gflops", Duration::from_secs(15), |t| {
             t.parse::<f64>().is_ok_and(|g| g > 0.0)
@@ -273,10 +273,10 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
     eprintln!("network page: {gflops} GFLOP/s");
     let board = api.get("/api/v1/leaderboard").await?;
     let wallets = board["wallets"].as_array().cloned().unwrap_or_default();
-    assert!(wallets.len() >= 2, "volunteer and site wallets: {board}");
+    assert!(!wallets.is_empty(), "the volunteer's wallet: {board}");
     assert!(
-        wallets.iter().any(|w| w["address"] == site),
-        "the site earned its shares: {board}"
+        !wallets.iter().any(|w| w["address"] == site),
+        "an unregistered site earned shares: {board}"
     );
     for w in &wallets {
         let address = w["address"].as_str().unwrap_or_default();
