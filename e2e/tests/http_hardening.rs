@@ -3,6 +3,7 @@
 //! they come back to the restarted relay at once; job event streams share one reader
 //! per job and are capped.
 
+use starling_e2e::browser::Browser;
 use starling_e2e::{MatmulJob, Relay, TempDir, Volunteer};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,6 +95,20 @@ async fn sigterm_closes_volunteers_who_return_to_the_restarted_relay() -> anyhow
     let mut relay = Relay::start(data.path(), 1)?;
     let api = relay.api();
     let _volunteer = Volunteer::start(&relay.url())?;
+    // And a browser tab volunteering on the page's CPU fallback.
+    let browser = Browser::start("sigterm").await?;
+    browser
+        .goto(&format!("{}/?device=cpu", relay.url()))
+        .await?;
+    browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    browser.click("start").await?;
+    browser
+        .wait_text("status", Duration::from_secs(30), |t| {
+            t.starts_with("Working")
+        })
+        .await?;
     // Many small units, so SIGTERM lands mid-job.
     let job = MatmulJob::random(2048, 96, 96, 23);
     let id = api.submit_with_quorum(&job.body, 1).await?;
@@ -129,21 +144,27 @@ async fn sigterm_closes_volunteers_who_return_to_the_restarted_relay() -> anyhow
     );
     // Nothing stays leased to the connections the old process closed.
     assert_eq!(record["progress"]["units_leased"], 0, "{record}");
-    // The volunteer saw its connection close and is back within seconds.
+    // Both volunteers saw their connection close and are back within seconds.
     loop {
-        if api.stats().await?["volunteers"].as_u64().unwrap_or(0) >= 1 {
+        if api.stats().await?["volunteers"].as_u64().unwrap_or(0) >= 2 {
             break;
         }
         assert!(
             restarted.elapsed() < Duration::from_secs(10),
-            "the volunteer did not reconnect within 10 s of the restart"
+            "the volunteers did not reconnect within 10 s of the restart: {} of 2 back",
+            api.stats().await?["volunteers"]
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!(
-        "SIGTERM to exit: {took:?}; volunteer back {:?} after the restart",
+        "SIGTERM to exit: {took:?}; native and browser volunteers back {:?} after the restart",
         restarted.elapsed()
     );
+    browser
+        .wait_text("status", Duration::from_secs(10), |t| {
+            t.starts_with("Working")
+        })
+        .await?;
     api.wait_done(&id, Duration::from_secs(120)).await?;
     let (code, result) = api.result(&id).await?;
     assert_eq!(code, 200);

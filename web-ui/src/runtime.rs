@@ -234,39 +234,68 @@ async fn gate(elapsed_ms: f64, on_hold: Rc<dyn Fn(Option<Hold>)>) {
     }
 }
 
-/// Connects to the relay that served this page and works until [`stop`] or an error.
+/// Connects to the relay that served this page and works until [`stop`] or a refusal.
 /// `site` credits the embedding site (the widget). `on_hold` hears when work holds and
-/// resumes.
+/// resumes; `on_reconnect` hears that the connection was lost and a new one is being
+/// made. A lost connection (a relay restarting, a network blip) is made again, after
+/// half a second and then up to 5 s between tries, as the native volunteer does; a
+/// refusal (a quarantined wallet, another protocol version) is final.
 pub async fn start(
     site: Option<SiteClaim>,
-    on_event: impl FnMut(Event),
+    mut on_event: impl FnMut(Event),
     on_hold: impl Fn(Option<Hold>) + 'static,
+    on_reconnect: impl Fn(String),
 ) -> Result<(), String> {
+    use futures::future::{select, Either, FutureExt};
     let engine = ENGINE
         .with(|e| e.borrow().clone())
         .ok_or_else(|| "the device is still being detected".to_owned())?;
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
     STOP.with(|s| *s.borrow_mut() = Some(stop_tx));
+    // Every try and every wait between tries ends when Stop is pressed.
+    let stop = stop_rx.map(|_| ()).shared();
     let profile = Profile {
         client: format!("browser/{}", env!("CARGO_PKG_VERSION")),
         wallet: keystore::load_or_create().map_err(|e| e.to_string())?,
         site,
     };
     let on_hold: Rc<dyn Fn(Option<Hold>)> = Rc::new(on_hold);
-    let mut transport = WebTransport::connect("").await.map_err(|e| e.to_string())?;
-    starling_client::run_paced(
-        &mut transport,
-        &engine,
-        &profile,
-        now_ms,
-        on_event,
-        move |elapsed| gate(elapsed, on_hold.clone()),
-        async {
-            let _ = stop_rx.await;
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())
+    let mut backoff_ms: u32 = 500;
+    loop {
+        let lost = match WebTransport::connect("").await {
+            Ok(mut transport) => {
+                let on_hold = on_hold.clone();
+                let run = starling_client::run_paced(
+                    &mut transport,
+                    &engine,
+                    &profile,
+                    now_ms,
+                    &mut on_event,
+                    move |elapsed| gate(elapsed, on_hold.clone()),
+                    stop.clone(),
+                )
+                .await;
+                match run {
+                    Ok(()) => return Ok(()),
+                    Err(e @ starling_client::VolunteerError::Refused(_)) => {
+                        return Err(e.to_string())
+                    }
+                    Err(e) => {
+                        // It worked until now: the next try comes soon.
+                        backoff_ms = 500;
+                        e.to_string()
+                    }
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        on_reconnect(lost);
+        let wait = TimeoutFuture::new(backoff_ms);
+        if let Either::Right(_) = select(wait, stop.clone()).await {
+            return Ok(());
+        }
+        backoff_ms = (backoff_ms * 2).min(5_000);
+    }
 }
 
 /// Asks the running loop to stop; the channel closes and leased work is handed back.

@@ -152,7 +152,16 @@ impl Session {
             }
         };
         spawn_local(async move {
-            let result = runtime::start(site, on_event, move |h| s.hold.set(h)).await;
+            let result = runtime::start(
+                site,
+                on_event,
+                move |h| s.hold.set(h),
+                move |why| {
+                    leptos::logging::warn!("connection lost ({why}); reconnecting");
+                    s.phase.set(Phase::Connecting);
+                },
+            )
+            .await;
             s.hold.set(None);
             match result {
                 Ok(()) => s.phase.set(Phase::Idle),
