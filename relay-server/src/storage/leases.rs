@@ -58,6 +58,25 @@ macro_rules! unit_columns {
     };
 }
 
+/// Units a volunteer may be leased, after `FROM`, for a statement binding ?1 its wallet,
+/// ?2 its connection, ?3 when its hand-backs stop counting against a unit, ?4 its
+/// network: queued units of live jobs that it holds or answered not, handed back not
+/// lately, and that no live lease or result of its network touches (one network, one say
+/// per unit).
+macro_rules! eligible_units {
+    () => {
+        "FROM units JOIN jobs ON jobs.id = units.job_id
+         WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
+           AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
+                           AND ((leases.state = 'active' AND (leases.wallet = ?1 OR leases.peer = ?2))
+                                OR (leases.state = 'returned' AND leases.wallet = ?1)
+                                OR ((leases.state = 'released' OR leases.state = 'expired')
+                                    AND leases.wallet = ?1 AND leases.issued_ms > ?3)
+                                OR (leases.network = ?4
+                                    AND (leases.state = 'active' OR leases.state = 'returned'))))"
+    };
+}
+
 /// A unit and its job, as selected for a lease.
 struct UnitRow {
     id: String,
@@ -285,59 +304,53 @@ fn lease_work_in(
 ) -> Result<WorkLease, StorageError> {
     let wallet = request.wallet.to_string();
     let network = request.network.map(|n| n.to_string());
-    // The oldest units this volunteer may have: none it holds or answered, none it
-    // handed back lately, and none with a live lease or a result from its network (one
-    // network, one say per unit).
-    let eligible: Vec<i64> = db
-        .prepare_cached(
-            "SELECT units.rowid FROM units JOIN jobs ON jobs.id = units.job_id
-             WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
-               AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
-                               AND ((leases.state = 'active' AND (leases.wallet = ?1 OR leases.peer = ?2))
-                                    OR (leases.state = 'returned' AND leases.wallet = ?1)
-                                    OR ((leases.state = 'released' OR leases.state = 'expired')
-                                        AND leases.wallet = ?1 AND leases.issued_ms > ?3)
-                                    OR (leases.network = ?4
-                                        AND (leases.state = 'active' OR leases.state = 'returned'))))
-             ORDER BY units.rowid LIMIT ?5",
-        )?
-        .query_map(
-            rusqlite::params![
-                wallet,
-                request.peer.to_string(),
-                request.terms.start_ms.saturating_sub(REPEAT_AFTER_MS),
-                network,
-                DRAW_FROM,
-            ],
-            |r| r.get(0),
-        )?
-        .collect::<Result<_, _>>()?;
-    let Some(&rowid) = eligible.get(
-        ((request.draw.clamp(0.0, 1.0) * eligible.len() as f64) as usize)
-            .min(eligible.len().saturating_sub(1)),
-    ) else {
-        return Ok(WorkLease::Done(None));
-    };
-    // With the unit, what the unit's refresh would count (its active leases and pending
-    // results) and its `wanted`, so its new state is known without another query.
-    let row = db
-        .prepare_cached(concat!(
+    let peer = request.peer.to_string();
+    let since = request.terms.start_ms.saturating_sub(REPEAT_AFTER_MS);
+    // The drawn one of the oldest units this volunteer may have, with what the unit's
+    // refresh would count (its active leases and pending results) and its `wanted`, so
+    // its new state is known without another query. Skipping to it costs a check of each
+    // unit before it, so on average half of `DRAW_FROM`, not all of them.
+    let draw = |count: i64| (request.draw.clamp(0.0, 1.0) * count as f64) as i64;
+    let pick = |offset: i64| {
+        db.prepare_cached(concat!(
             "SELECT ",
             unit_columns!(),
             ", units.wanted,
                (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
-                AND (leases.state = 'active' OR leases.verdict = 'pending'))
-             FROM units JOIN jobs ON jobs.id = units.job_id
-             WHERE units.rowid = ?1"
+                AND (leases.state = 'active' OR leases.verdict = 'pending')) ",
+            eligible_units!(),
+            " ORDER BY units.rowid LIMIT 1 OFFSET ?5"
         ))?
-        .query_row([rowid], |r| {
-            Ok((
-                UnitRow::read(r)?,
-                r.get::<_, i64>(10)?,
-                r.get::<_, i64>(11)?,
-            ))
-        })
-        .optional()?;
+        .query_row(
+            rusqlite::params![wallet, peer, since, network, offset],
+            |r| {
+                Ok((
+                    UnitRow::read(r)?,
+                    r.get::<_, i64>(10)?,
+                    r.get::<_, i64>(11)?,
+                ))
+            },
+        )
+        .optional()
+    };
+    let offset = draw(DRAW_FROM).min(DRAW_FROM - 1);
+    let mut row = pick(offset)?;
+    if row.is_none() && offset > 0 {
+        // Fewer units than the draw reached: draw again among those there are.
+        let eligible: i64 = db
+            .prepare_cached(concat!(
+                "SELECT COUNT(*) FROM (SELECT 1 ",
+                eligible_units!(),
+                " LIMIT ?5)"
+            ))?
+            .query_row(
+                rusqlite::params![wallet, peer, since, network, DRAW_FROM],
+                |r| r.get(0),
+            )?;
+        if eligible > 0 {
+            row = pick(draw(eligible).min(eligible - 1))?;
+        }
+    }
     let Some((row, mut wanted, outstanding)) = row else {
         return Ok(WorkLease::Done(None));
     };
