@@ -599,6 +599,16 @@ fn record_in(
             w.parse().ok()
         }
     };
+    // Records a judged result against its wallet, keeping the wallet's new standing.
+    let rate = |judged_wallets: &mut Vec<(WalletAddress, Reliability)>,
+                i: usize,
+                valid: bool|
+     -> Result<(), StorageError> {
+        let wallet = &pending[i].wallet;
+        let standing = wallets::judge(db, wallet, &row.kernel, valid, before(wallet))?;
+        judged_wallets.extend(address(wallet).map(|w| (w, standing)));
+        Ok(())
+    };
     let recorded = match outcome {
         Outcome::Valid {
             canonical,
@@ -607,25 +617,11 @@ fn record_in(
         } => {
             for &i in &valid {
                 judged(i, "valid", share)?;
-                let standing = wallets::judge(
-                    db,
-                    &pending[i].wallet,
-                    &row.kernel,
-                    true,
-                    before(&pending[i].wallet),
-                )?;
-                judged_wallets.extend(address(&pending[i].wallet).map(|w| (w, standing)));
+                rate(&mut judged_wallets, i, true)?;
             }
             for &i in &invalid {
                 judged(i, "invalid", 0)?;
-                let standing = wallets::judge(
-                    db,
-                    &pending[i].wallet,
-                    &row.kernel,
-                    false,
-                    before(&pending[i].wallet),
-                )?;
-                judged_wallets.extend(address(&pending[i].wallet).map(|w| (w, standing)));
+                rate(&mut judged_wallets, i, false)?;
             }
             db.prepare_cached("UPDATE units SET state = 'done', output = ?1 WHERE id = ?2")?
                 .execute(rusqlite::params![pending[canonical].output, unit])?;
@@ -666,14 +662,7 @@ fn record_in(
         Outcome::Pending { more, invalid } => {
             for &i in &invalid {
                 judged(i, "invalid", 0)?;
-                let standing = wallets::judge(
-                    db,
-                    &pending[i].wallet,
-                    &row.kernel,
-                    false,
-                    before(&pending[i].wallet),
-                )?;
-                judged_wallets.extend(address(&pending[i].wallet).map(|w| (w, standing)));
+                rate(&mut judged_wallets, i, false)?;
             }
             let eligible = (pending.len() - invalid.len()) as i64;
             // As above: only vetted wallets' wrong results count toward failing the job.
