@@ -8,11 +8,9 @@
 mod common;
 
 use common::attacker::{self, post_offer, post_raw, send_big_result, send_streamed};
-use common::loopback::{connect, receive, refusal, relay, send};
+use common::loopback::{connect, hello, receive, refusal, relay, send};
 use common::TempDir;
-use starling_protocol::{
-    ChannelBinding, DeviceInfo, LeaseId, ToRelay, ToVolunteer, WalletKey, PROTOCOL_VERSION,
-};
+use starling_protocol::{LeaseId, ToVolunteer, WalletKey};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -62,21 +60,6 @@ fn peak_rss() -> usize {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
         .map_or(0, |kib| kib * 1024)
-}
-
-fn hello(key: &WalletKey, binding: &ChannelBinding, client: String) -> ToRelay {
-    ToRelay::Hello {
-        version: PROTOCOL_VERSION,
-        client,
-        device: DeviceInfo {
-            adapter: "CPU".into(),
-            backend: "cpu".into(),
-            fallback: true,
-        },
-        wallet: key.address(),
-        site: None,
-        proof: key.sign_channel(binding),
-    }
 }
 
 /// A refusal that names the limit and carries none of the peer's bytes.

@@ -5,15 +5,13 @@
 
 mod common;
 
-use common::loopback::{connect, receive, relay, send};
+use common::loopback::{join, receive, relay, send};
 use common::TempDir;
 use relay_server::scheduler::Scheduler;
 use relay_server::storage::JobState;
 use starling_kernels::{Catalog, NamedInputs};
 use starling_peer::PeerLink;
-use starling_protocol::{
-    Assignment, DeviceInfo, JobId, ToRelay, ToVolunteer, WalletKey, PROTOCOL_VERSION,
-};
+use starling_protocol::{Assignment, JobId, ToRelay, ToVolunteer, WalletKey};
 use std::time::{Duration, Instant};
 
 const MAX_MESSAGE: usize = 1 << 20;
@@ -27,27 +25,8 @@ struct Hand {
 impl Hand {
     async fn join(url: &str, seed: u8) -> anyhow::Result<Self> {
         let key = WalletKey::from_seed([seed; 32]);
-        let (mut link, binding) = connect(url).await?;
-        send(
-            &link,
-            &ToRelay::Hello {
-                version: PROTOCOL_VERSION,
-                client: "attacker/0".into(),
-                device: DeviceInfo {
-                    adapter: "CPU".into(),
-                    backend: "cpu".into(),
-                    fallback: true,
-                },
-                wallet: key.address(),
-                site: None,
-                proof: key.sign_channel(&binding),
-            },
-        )
-        .await?;
-        match receive(&mut link, MAX_MESSAGE).await? {
-            ToVolunteer::Welcome { .. } => Ok(Self { key, link }),
-            other => anyhow::bail!("no welcome: {other:?}"),
-        }
+        let link = join(url, &key, "attacker/0").await?;
+        Ok(Self { key, link })
     }
 
     /// Asks for one unit and waits for it (skipping receipts).

@@ -6,14 +6,14 @@
 
 mod common;
 
-use common::loopback::{connect, receive, relay_with, send};
+use common::loopback::{join, receive, relay_with, send};
 use common::TempDir;
 use relay_server::scheduler::caps::LeaseLimits;
 use relay_server::scheduler::{Scheduler, SchedulerConfig, Speed};
 use relay_server::storage::{PeerId, Storage};
 use starling_kernels::{Catalog, NamedInputs};
 use starling_peer::PeerLink;
-use starling_protocol::{DeviceInfo, ToRelay, ToVolunteer, WalletKey, PROTOCOL_VERSION};
+use starling_protocol::{ToRelay, ToVolunteer, WalletKey};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,30 +48,7 @@ async fn many_units(scheduler: &Scheduler) -> anyhow::Result<()> {
 
 /// A volunteer of `key` on the relay at `url`, welcomed, that asked for `slots` units.
 async fn greedy(url: &str, key: &WalletKey, slots: u32) -> anyhow::Result<PeerLink> {
-    let (mut link, binding) = connect(url).await?;
-    send(
-        &link,
-        &ToRelay::Hello {
-            version: PROTOCOL_VERSION,
-            client: "greedy/1".into(),
-            device: DeviceInfo {
-                adapter: "CPU".into(),
-                backend: "cpu".into(),
-                fallback: true,
-            },
-            wallet: key.address(),
-            site: None,
-            proof: key.sign_channel(&binding),
-        },
-    )
-    .await?;
-    anyhow::ensure!(
-        matches!(
-            receive(&mut link, RECEIVE_LIMIT).await?,
-            ToVolunteer::Welcome { .. }
-        ),
-        "not welcomed"
-    );
+    let link = join(url, key, "greedy/1").await?;
     send(&link, &ToRelay::Ready { slots }).await?;
     Ok(link)
 }

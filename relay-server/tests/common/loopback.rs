@@ -9,7 +9,10 @@ use relay_server::scheduler::{Scheduler, SchedulerConfig};
 use relay_server::storage::Storage;
 use starling_kernels::Catalog;
 use starling_peer::PeerLink;
-use starling_protocol::{encode_frames, ChannelBinding, Reassembler, ToRelay, ToVolunteer};
+use starling_protocol::{
+    encode_frames, ChannelBinding, DeviceInfo, Reassembler, ToRelay, ToVolunteer, WalletKey,
+    PROTOCOL_VERSION,
+};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -92,5 +95,35 @@ pub async fn refusal(link: &mut PeerLink, max_bytes: usize) -> anyhow::Result<St
         other => anyhow::bail!("expected a refusal, got a {}-byte other message", {
             format!("{other:?}").len()
         }),
+    }
+}
+
+/// A CPU volunteer's hello for `key` on the connection `binding` names.
+pub fn hello(key: &WalletKey, binding: &ChannelBinding, client: String) -> ToRelay {
+    ToRelay::Hello {
+        version: PROTOCOL_VERSION,
+        client,
+        device: DeviceInfo {
+            adapter: "CPU".into(),
+            backend: "cpu".into(),
+            fallback: true,
+        },
+        wallet: key.address(),
+        site: None,
+        proof: key.sign_channel(binding),
+    }
+}
+
+/// A link to the relay at `url` whose hello, as `client` with `key`'s wallet, was
+/// welcomed; an error naming what came instead.
+pub async fn join(url: &str, key: &WalletKey, client: &str) -> anyhow::Result<PeerLink> {
+    let (mut link, binding) = connect(url).await?;
+    send(&link, &hello(key, &binding, client.to_owned())).await?;
+    match receive(&mut link, 1 << 20).await? {
+        ToVolunteer::Welcome { .. } => Ok(link),
+        other => anyhow::bail!(
+            "not welcomed: a {}-byte other message",
+            format!("{other:?}").len()
+        ),
     }
 }
