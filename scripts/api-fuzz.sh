@@ -11,7 +11,7 @@ if ! "$venv/bin/st" --version >/dev/null 2>&1; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet "schemathesis==$version"
 fi
-cargo build -p relay-server --bins
+cargo build -p starling-relay --bins
 data=$(mktemp -d)
 out="$data/relay.out"
 # Rate limiting off: the fuzzer is one client sending hundreds of requests a second.

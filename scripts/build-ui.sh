@@ -1,5 +1,64 @@
 #!/usr/bin/env bash
-# Builds the web UI into dist/ with Trunk, offline: every tool comes from setup.sh.
+# Builds the web UI into dist/, doing what Trunk.toml and web-ui/index.html describe (the
+# app, and the CPU fallback's worker with its loader shim, both at the wasm-release
+# profile and through wasm-opt -Oz) with the pinned wasm-bindgen CLI and binaryen that
+# setup.sh installs. Not Trunk itself: compiling Trunk took 20 of a fresh machine's 42
+# minutes to a first page, and one cargo invocation builds both wasm binaries on shared
+# dependencies where Trunk ran two. `trunk build` still works for those who have it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-trunk build --offline --skip-version-check >&2
+
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+wasm_dir="$target_dir/wasm32-unknown-unknown/wasm-release"
+cargo build --target wasm32-unknown-unknown --profile wasm-release \
+  -p starling-web-ui --bin starling-web-ui -p starling-client --bin starling-cpu-worker >&2
+
+stage="$(mktemp -d)"
+trap 'rm -rf "$stage"' EXIT
+# `name_of FILE STEM EXT`: the content-hashed name Trunk would give it (filehash = true),
+# so a deployment may cache these files for good.
+name_of() { echo "$2-$(sha256sum "$1" | cut -c1-16).$3"; }
+
+wasm-bindgen --target web --no-typescript --out-dir "$stage/app" "$wasm_dir/starling-web-ui.wasm"
+wasm-bindgen --target no-modules --no-typescript --out-dir "$stage/worker" "$wasm_dir/starling-cpu-worker.wasm"
+for bg in "$stage"/app/*_bg.wasm "$stage"/worker/*_bg.wasm; do
+  wasm-opt -Oz "$bg" -o "$bg.opt" && mv "$bg.opt" "$bg"
+done
+
+rm -rf dist.new && mkdir dist.new
+app_wasm="$(name_of "$stage/app/starling-web-ui_bg.wasm" starling-web-ui wasm)"
+app_js="$(name_of "$stage/app/starling-web-ui.js" starling-web-ui js)"
+css="$(name_of web-ui/style.css style css)"
+worker_wasm="$(name_of "$stage/worker/starling-cpu-worker_bg.wasm" starling-cpu-worker wasm)"
+worker_js="$(name_of "$stage/worker/starling-cpu-worker.js" starling-cpu-worker js)"
+cp "$stage/app/starling-web-ui_bg.wasm" "dist.new/$app_wasm"
+cp "$stage/app/starling-web-ui.js" "dist.new/$app_js"
+cp web-ui/style.css "dist.new/$css"
+cp "$stage/worker/starling-cpu-worker_bg.wasm" "dist.new/$worker_wasm"
+cp "$stage/worker/starling-cpu-worker.js" "dist.new/$worker_js"
+# The worker's entry point keeps a fixed name: the app starts it by that name
+# (client-wasm/src/platform/cpu_worker.rs, WORKER_URL).
+printf 'importScripts("./%s");wasm_bindgen("./%s");\n' "$worker_js" "$worker_wasm" \
+  >dist.new/starling-cpu-worker_loader.js
+
+# index.html: web-ui/index.html with its three Trunk links replaced by what they build.
+head_links="$(cat <<EOF
+    <link rel="stylesheet" href="/$css" />
+    <link rel="modulepreload" href="/$app_js" crossorigin="anonymous" />
+    <link rel="preload" href="/$app_wasm" crossorigin="anonymous" as="fetch" type="application/wasm" />
+    <script type="module">
+      import init from '/$app_js';
+      await init({ module_or_path: '/$app_wasm' });
+    </script>
+EOF
+)"
+awk -v links="$head_links" '
+  /<link data-trunk rel="css"/ { print links; next }
+  /<link data-trunk / { next }
+  /<!-- The CPU fallback/ { next }
+  { print }
+' web-ui/index.html >dist.new/index.html
+grep -q "data-trunk" dist.new/index.html && { echo "build-ui: a Trunk link in web-ui/index.html was not replaced" >&2; exit 1; }
+
+rm -rf dist && mv dist.new dist
+echo "build-ui: dist/ ($(du -sh dist | cut -f1))" >&2

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/setup.sh
 scripts/build-ui.sh
-cargo build --release -p relay-server -p starling-client --bins
+cargo build --release -p starling-relay --bins
 echo "Starting the relay; open the URL below in a browser (Ctrl-C stops it)." >&2
 exec target/release/relay-server \
   --listen "${STARLING_LISTEN:-127.0.0.1:8080}" \

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what Starling needs to build, run and test, idempotently: Chromium and
-# chromedriver, Mesa's software Vulkan (lavapipe), the wasm32 target, Trunk, the
-# wasm-bindgen CLI at exactly the crate's pinned version, and npm's binaryen (wasm-opt).
+# chromedriver, Mesa's software Vulkan (lavapipe), the wasm32 target, the wasm-bindgen
+# CLI at exactly the crate's pinned version, and npm's binaryen (wasm-opt). Not Trunk:
+# scripts/build-ui.sh does what Trunk.toml describes with these two tools, and Trunk's
+# own build took 20 of a fresh machine's 42 minutes to a first page.
 # Source it (`. scripts/setup.sh`) to get the tools on PATH.
 set -euo pipefail
 
 STARLING_TOOLS="${STARLING_TOOLS:-$HOME/.cache/starling/tools}"
-TRUNK_VERSION=0.22.1
 BINARYEN_VERSION=132.0.0
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 wbg_version="$(sed -n 's/^wasm-bindgen = "=\(.*\)"$/\1/p' "$root/Cargo.toml")"
@@ -34,11 +35,6 @@ if ! grep -qx wasm32-unknown-unknown <<<"$(output_of rustup target list --instal
 fi
 
 mkdir -p "$STARLING_TOOLS/bin"
-if [[ "$(output_of "$STARLING_TOOLS/bin/trunk" --version)" != "trunk $TRUNK_VERSION" ]]; then
-  # Trunk 0.22 declares a newer rust-version than it needs; it builds and works on 1.95.
-  say "installing trunk $TRUNK_VERSION (a few minutes, once)"
-  cargo install --locked trunk --version "$TRUNK_VERSION" --ignore-rust-version --root "$STARLING_TOOLS" >&2
-fi
 if [[ "$(output_of "$STARLING_TOOLS/bin/wasm-bindgen" --version)" != "wasm-bindgen $wbg_version" ]]; then
   # Without --locked: its lockfile has named crate versions the registry lacked.
   say "installing wasm-bindgen-cli $wbg_version (once)"

@@ -1,11 +1,13 @@
-//! The Starling volunteer runtime, for browsers (wasm32) and natively.
+//! The Starling volunteer runtime, for browsers (wasm32) and natively. The browser app
+//! (`web-ui/`) and the native `volunteer` binary (`volunteer/`, which also holds the
+//! test-only fault injection) are thin shells around it.
 //!
 //! - [`volunteer`]: the platform-free work loop: hello, ask for work, run each unit,
 //!   send the output back. It sees the network only through [`Transport`].
 //! - [`engine`]: runs units on the GPU through wgpu, or on the kernels' CPU reference when
 //!   no adapter is available.
 //! - [`platform`]: the one place that differs per target: the WebRTC data channel of the
-//!   browser (`web`) or of the `webrtc` crate (`native`).
+//!   browser (`web`) or of the `webrtc` crate (`native`), chosen by one alias.
 
 pub mod engine;
 pub mod platform;

@@ -1,4 +1,4 @@
-//! `cargo bench -p relay-server`: durable unit round trips per second through the relay's
+//! `cargo bench -p starling-relay`: durable unit round trips per second through the relay's
 //! storage (lease + result + validation + commit, each acknowledged only once its group
 //! of transactions is committed in WAL mode on a real file), lease latency percentiles,
 //! and the verification overhead (results computed beyond one per unit, over useful
@@ -48,16 +48,16 @@
 //! scenarios (64); `STARLING_BENCH_VOLUNTEER_CPUS` the CPUs of the last two scenarios'
 //! volunteer threads.
 
-use relay_server::app::{self, AppState, Limits, StaticDirs};
-use relay_server::ledger::MicroCredits;
-use relay_server::scheduler::{Scheduler, SchedulerConfig, Speed, Verdict};
-use relay_server::storage::{
+use starling_kernels::{Catalog, NamedInputs};
+use starling_protocol::{Assignment, ChannelBinding, JobId, LeaseId, WalletAddress, WalletKey};
+use starling_relay::app::{self, AppState, Limits, StaticDirs};
+use starling_relay::ledger::MicroCredits;
+use starling_relay::scheduler::{Scheduler, SchedulerConfig, Speed, Verdict};
+use starling_relay::storage::{
     Billing, JobState, Judging, LeaseRequest, LeaseTerms, NewJob, PeerId, Pricing, Recorded,
     ReturnedResult, Storage,
 };
-use relay_server::validation::Reference;
-use starling_kernels::{Catalog, NamedInputs};
-use starling_protocol::{Assignment, ChannelBinding, JobId, LeaseId, WalletAddress, WalletKey};
+use starling_relay::validation::Reference;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -198,7 +198,7 @@ fn bench_dir() -> std::path::PathBuf {
     dir
 }
 
-fn job(units: usize, quorum: u32, submitter: Option<relay_server::ledger::AccountId>) -> NewJob {
+fn job(units: usize, quorum: u32, submitter: Option<starling_relay::ledger::AccountId>) -> NewJob {
     NewJob {
         id: JobId::from_uuid(uuid::Uuid::new_v4()),
         kernel: "matmul".into(),
@@ -387,7 +387,7 @@ fn threads_named(name: &str) -> impl Iterator<Item = (u64, ThreadTime)> + '_ {
 async fn billed(
     storage: Storage,
     price_per_gflop: MicroCredits,
-) -> anyhow::Result<(Storage, relay_server::ledger::AccountId)> {
+) -> anyhow::Result<(Storage, starling_relay::ledger::AccountId)> {
     let key = WalletKey::from_seed(rand::random());
     let storage = storage.with_billing(Billing {
         key: key.clone(),
@@ -550,7 +550,7 @@ struct TrustedNetwork {
     dir: std::path::PathBuf,
     storage: Storage,
     scheduler: Scheduler,
-    account: relay_server::ledger::AccountId,
+    account: starling_relay::ledger::AccountId,
     wallets: Vec<(PeerId, Arc<WalletKey>)>,
     device: VolunteerThread,
     housekeeping: tokio::task::JoinHandle<()>,
@@ -656,7 +656,7 @@ const MAX_ROWS: usize = 4096;
 async fn submit_matmul(
     scheduler: &Scheduler,
     units: usize,
-    account: relay_server::ledger::AccountId,
+    account: starling_relay::ledger::AccountId,
 ) -> anyhow::Result<Vec<JobId>> {
     let k = THROUGH_K as usize;
     let random = |count: usize| -> Vec<u8> {
@@ -749,7 +749,7 @@ async fn over_webrtc(units: usize, volunteers: usize) -> anyhow::Result<Figures>
     let network = TrustedNetwork::start(volunteers).await?;
     let state = AppState::new(
         network.scheduler.clone(),
-        starling_peer::AnswerConfig {
+        starling_webrtc_native::AnswerConfig {
             bind_ip: [127, 0, 0, 1].into(),
             open_timeout: Duration::from_secs(30),
         },
@@ -838,7 +838,7 @@ async fn rtc_volunteer(
     use starling_protocol::{
         encode_frames, DeviceInfo, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
     };
-    let mut link = starling_peer::connect(offer_url).await?;
+    let mut link = starling_webrtc_native::connect(offer_url).await?;
     let sender = link.sender();
     let send = |message: ToRelay| {
         let sender = &sender;
@@ -1109,7 +1109,7 @@ async fn main() -> anyhow::Result<()> {
 /// once per relay process that leases its units (then cached), its result sealed once
 /// when it is merged; nothing is sealed per unit, so the scenarios above do not see it.
 async fn sealing(mib: usize) -> anyhow::Result<()> {
-    use relay_server::storage::job_keys::{JobKeys, Part};
+    use starling_relay::storage::job_keys::{JobKeys, Part};
     let dir = bench_dir();
     let storage = Storage::open(&dir).await?;
     let keys = JobKeys::open(&dir.join("sealing-alone"))?;

@@ -1,7 +1,7 @@
 //! The router and the state its handlers share.
 
+use crate::middleware::{HttpMetrics, RateLimit, RateLimiter};
 use crate::routes;
-use crate::routes::ops::{HttpMetrics, RateLimit, RateLimiter};
 use crate::scheduler::Scheduler;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
@@ -117,7 +117,7 @@ pub struct AppState {
     /// The scheduler (and through it, storage and the catalog).
     pub scheduler: Scheduler,
     /// How the relay's WebRTC side binds.
-    pub rtc: Arc<starling_peer::AnswerConfig>,
+    pub rtc: Arc<starling_webrtc_native::AnswerConfig>,
     /// Request limits.
     pub limits: Limits,
     /// Requests answered, for `/metrics`.
@@ -140,7 +140,11 @@ pub struct AppState {
 
 impl AppState {
     /// State for a relay with these parts.
-    pub fn new(scheduler: Scheduler, rtc: starling_peer::AnswerConfig, limits: Limits) -> Self {
+    pub fn new(
+        scheduler: Scheduler,
+        rtc: starling_webrtc_native::AnswerConfig,
+        limits: Limits,
+    ) -> Self {
         Self {
             scheduler,
             rtc: Arc::new(rtc),
@@ -236,7 +240,7 @@ fn timed(handler: MethodRouter<AppState>, limit: Duration) -> MethodRouter<AppSt
         ))
         .layer(middleware::map_response(
             move |response: axum::response::Response| async move {
-                routes::ops::timeout_problem(response, limit)
+                crate::middleware::timeout_problem(response, limit)
             },
         ))
 }
@@ -258,7 +262,7 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
         .fallback(|| async { crate::error::ApiError::NotFound("no such API endpoint".into()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            routes::ops::admit,
+            crate::middleware::admit,
         ));
     // The single-page app answers unknown paths with its index.html.
     let files = ServeDir::new(&dirs.app).fallback(
@@ -274,9 +278,9 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            routes::ops::count_requests,
+            crate::middleware::count_requests,
         ))
-        .layer(middleware::from_fn(routes::headers::security_headers))
+        .layer(middleware::from_fn(crate::middleware::security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

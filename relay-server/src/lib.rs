@@ -2,11 +2,13 @@
 //! volunteers, the scheduler that leases work units, and durable storage in SQLite.
 //!
 //! - [`routes`]: HTTP handlers (thin: parse, call, answer);
-//! - [`scheduler`]: leasing, results, requeueing and merging; one session per volunteer;
+//! - [`scheduler`]: leasing, results, requeueing and merging;
 //! - [`storage`]: every state transition as one SQLite transaction;
 //! - [`validation`]: quorum and wallet trust, as pure logic;
 //! - [`ledger`]: the signed, hash-chained credit ledger, as pure logic;
-//! - [`rtc`]: the bounds on WebRTC offers and on peers not yet proved by a hello;
+//! - [`rtc`]: volunteers' WebRTC sessions, and the bounds on offers and on peers not yet
+//!   proved by a hello;
+//! - [`middleware`]: admission (rate limits, API key), request metrics, security headers;
 //! - [`sites`]: proving a site owner controls the origin they register;
 //! - [`server`]: accepting connections, with header timeouts and a connection cap;
 //! - [`app`]: the router and its state; [`error`]: problem+json errors.
@@ -14,6 +16,7 @@
 pub mod app;
 pub mod error;
 pub mod ledger;
+pub mod middleware;
 pub mod routes;
 pub mod rtc;
 pub mod scheduler;

@@ -1,16 +1,16 @@
 //! `relay-server`: runs the Starling relay.
 
 use clap::{Parser, Subcommand};
-use relay_server::app::{self, AppState, Limits, StaticDirs};
-use relay_server::ledger::{self, MicroCredits};
-use relay_server::routes::ops::RateLimit;
-use relay_server::scheduler::caps::LeaseLimits;
-use relay_server::scheduler::{Scheduler, SchedulerConfig};
-use relay_server::server::{self, ConnectionStats, ServeLimits};
-use relay_server::storage::{Billing, Pricing, Storage};
-use relay_server::validation::NetworkRule;
 use starling_kernels::Catalog;
 use starling_protocol::WalletAddress;
+use starling_relay::app::{self, AppState, Limits, StaticDirs};
+use starling_relay::ledger::{self, MicroCredits};
+use starling_relay::middleware::RateLimit;
+use starling_relay::scheduler::caps::LeaseLimits;
+use starling_relay::scheduler::{Scheduler, SchedulerConfig};
+use starling_relay::server::{self, ConnectionStats, ServeLimits};
+use starling_relay::storage::{Billing, Pricing, Storage};
+use starling_relay::validation::NetworkRule;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -302,7 +302,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let state = AppState::new(
         scheduler,
-        starling_peer::AnswerConfig {
+        starling_webrtc_native::AnswerConfig {
             bind_ip: rtc_ip,
             // A volunteer's channel opens within a second of the answer (NOTES: 0.2-0.8 s
             // with browsers); an answered peer that has not opened by then holds a socket

@@ -9,17 +9,17 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use base64::Engine as _;
 use common::TempDir;
-use relay_server::app::{self, AppState, Limits, StaticDirs};
-use relay_server::ledger::MicroCredits;
-use relay_server::routes::ops::RateLimit;
-use relay_server::scheduler::{Scheduler, SchedulerConfig};
-use relay_server::storage::{
-    Billing, Judging, LeaseRequest, LeaseTerms, PeerId, Pricing, Recorded, ReturnedResult, Storage,
-};
-use relay_server::validation::Reference;
 use serde_json::{json, Value};
 use starling_kernels::Catalog;
 use starling_protocol::{LeaseId, WalletKey};
+use starling_relay::app::{self, AppState, Limits, StaticDirs};
+use starling_relay::ledger::MicroCredits;
+use starling_relay::middleware::RateLimit;
+use starling_relay::scheduler::{Scheduler, SchedulerConfig};
+use starling_relay::storage::{
+    Billing, Judging, LeaseRequest, LeaseTerms, PeerId, Pricing, Recorded, ReturnedResult, Storage,
+};
+use starling_relay::validation::Reference;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,7 @@ fn relay_over(dir: &Path, storage: Storage, limits: Limits) -> Relay {
     );
     let state = AppState::new(
         scheduler,
-        starling_peer::AnswerConfig {
+        starling_webrtc_native::AnswerConfig {
             bind_ip: [127, 0, 0, 1].into(),
             open_timeout: Duration::from_secs(1),
         },

@@ -174,7 +174,7 @@ async fn offers_are_bounded_in_size_candidates_and_number() -> anyhow::Result<()
     assert!(body.contains("/problems/too-large"), "{body}");
 
     // 200 candidates: refused, naming the limit, before the relay tries any of them.
-    let offer = starling_peer::make_offer([127, 0, 0, 1].into()).await?;
+    let offer = starling_webrtc_native::make_offer([127, 0, 0, 1].into()).await?;
     let (status, body) = post_offer(&url, &attacker::with_extra_candidates(&offer, 199)).await?;
     eprintln!("200-candidate offer: {status}: {body}");
     assert_eq!(status, 422, "{body}");

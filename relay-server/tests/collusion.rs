@@ -7,11 +7,11 @@ mod common;
 
 use common::loopback::{join, receive, relay, send};
 use common::TempDir;
-use relay_server::scheduler::Scheduler;
-use relay_server::storage::JobState;
 use starling_kernels::{Catalog, NamedInputs};
-use starling_peer::PeerLink;
 use starling_protocol::{Assignment, JobId, ToRelay, ToVolunteer, WalletKey};
+use starling_relay::scheduler::Scheduler;
+use starling_relay::storage::JobState;
+use starling_webrtc_native::PeerLink;
 use std::time::{Duration, Instant};
 
 const MAX_MESSAGE: usize = 1 << 20;

@@ -11,12 +11,12 @@
 mod common;
 
 use common::TempDir;
-use relay_server::storage::{
+use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
+use starling_relay::storage::{
     Judging, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Recorded, ReturnedResult,
     Storage,
 };
-use relay_server::validation::Reference;
-use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
+use starling_relay::validation::Reference;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

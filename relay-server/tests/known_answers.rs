@@ -6,10 +6,10 @@
 mod common;
 
 use common::TempDir;
-use relay_server::scheduler::{LeaseError, Scheduler, SchedulerConfig, Speed, Verdict};
-use relay_server::storage::{PeerId, Storage};
 use starling_kernels::{Catalog, NamedInputs};
 use starling_protocol::{Assignment, WalletAddress, WalletKey};
+use starling_relay::scheduler::{LeaseError, Scheduler, SchedulerConfig, Speed, Verdict};
+use starling_relay::storage::{PeerId, Storage};
 use std::collections::HashSet;
 use std::sync::Arc;
 

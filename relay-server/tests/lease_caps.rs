@@ -8,12 +8,12 @@ mod common;
 
 use common::loopback::{join, receive, relay_with, send};
 use common::TempDir;
-use relay_server::scheduler::caps::LeaseLimits;
-use relay_server::scheduler::{Scheduler, SchedulerConfig, Speed};
-use relay_server::storage::{PeerId, Storage};
 use starling_kernels::{Catalog, NamedInputs};
-use starling_peer::PeerLink;
 use starling_protocol::{ToRelay, ToVolunteer, WalletKey};
+use starling_relay::scheduler::caps::LeaseLimits;
+use starling_relay::scheduler::{Scheduler, SchedulerConfig, Speed};
+use starling_relay::storage::{PeerId, Storage};
+use starling_webrtc_native::PeerLink;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -9,14 +9,14 @@ mod common;
 
 use common::TempDir;
 use proptest::prelude::*;
-use relay_server::ledger::{
-    load_or_create_relay_key, split_unit_price, Account, AccountId, AuditError, EscrowRef,
-    MicroCredits, Split,
-};
-use relay_server::storage::{Billing, LedgerError, Pricing, SignedTransfer, Storage};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::SqlitePool;
 use starling_protocol::{JobId, WalletAddress, WalletKey};
+use starling_relay::ledger::{
+    load_or_create_relay_key, split_unit_price, Account, AccountId, AuditError, EscrowRef,
+    MicroCredits, Split,
+};
+use starling_relay::storage::{Billing, LedgerError, Pricing, SignedTransfer, Storage};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -67,7 +67,7 @@ impl Relay {
         Ok(Self { storage, key, dir })
     }
 
-    async fn audit(&self) -> Result<relay_server::ledger::Summary, AuditError> {
+    async fn audit(&self) -> Result<starling_relay::ledger::Summary, AuditError> {
         self.storage.audit(&self.key.address()).await
     }
 
@@ -1002,7 +1002,7 @@ proptest! {
 
 // --- The commands. ---
 
-fn relay_server(args: &[&str]) -> anyhow::Result<std::process::Output> {
+fn starling_relay(args: &[&str]) -> anyhow::Result<std::process::Output> {
     Ok(
         std::process::Command::new(env!("CARGO_BIN_EXE_relay-server"))
             .args(args)
@@ -1019,7 +1019,7 @@ async fn keys_create_prints_one_key_and_audit_fails_after_tampering() -> anyhow:
         .ok_or_else(|| anyhow::anyhow!("temp dir is not UTF-8"))?;
     let mut keys = Vec::new();
     for balance in ["2.5", "1"] {
-        let out = relay_server(&[
+        let out = starling_relay(&[
             "keys",
             "create",
             "--data-dir",
@@ -1046,7 +1046,7 @@ async fn keys_create_prints_one_key_and_audit_fails_after_tampering() -> anyhow:
         assert!(storage.account_by_api_key(key).await?.is_some());
     }
 
-    let out = relay_server(&["audit", "--data-dir", dir_arg])?;
+    let out = starling_relay(&["audit", "--data-dir", dir_arg])?;
     let stdout = String::from_utf8(out.stdout)?;
     assert!(
         out.status.success(),
@@ -1057,7 +1057,7 @@ async fn keys_create_prints_one_key_and_audit_fails_after_tampering() -> anyhow:
     assert!(stdout.contains("issued       3.5"), "{stdout}");
     let relay = load_or_create_relay_key(&dir)?.address();
     assert!(stdout.contains(&relay.to_string()), "{stdout}");
-    let out = relay_server(&[
+    let out = starling_relay(&[
         "audit",
         "--data-dir",
         dir_arg,
@@ -1075,7 +1075,7 @@ async fn keys_create_prints_one_key_and_audit_fails_after_tampering() -> anyhow:
         .execute(&pool)
         .await?;
     pool.close().await;
-    let out = relay_server(&["audit", "--data-dir", dir_arg])?;
+    let out = starling_relay(&["audit", "--data-dir", dir_arg])?;
     let stderr = String::from_utf8(out.stderr)?;
     assert!(!out.status.success(), "audit passed a tampered ledger");
     assert!(
@@ -1086,17 +1086,17 @@ async fn keys_create_prints_one_key_and_audit_fails_after_tampering() -> anyhow:
     // An auditor holding only the published address reaches the same verdict, and a
     // different address fails every signature.
     let published = relay.to_string();
-    let out = relay_server(&["audit", "--data-dir", dir_arg, "--relay-key", &published])?;
+    let out = starling_relay(&["audit", "--data-dir", dir_arg, "--relay-key", &published])?;
     assert!(!out.status.success());
     let other = wallet(7).address().to_string();
-    let out = relay_server(&["audit", "--data-dir", dir_arg, "--relay-key", &other])?;
+    let out = starling_relay(&["audit", "--data-dir", dir_arg, "--relay-key", &other])?;
     let stderr = String::from_utf8(out.stderr)?;
     assert!(
         stderr.contains("entry 1 has a forged signature"),
         "{stderr}"
     );
 
-    let bad = relay_server(&["keys", "create", "--data-dir", dir_arg, "--balance", "-1"])?;
+    let bad = starling_relay(&["keys", "create", "--data-dir", dir_arg, "--balance", "-1"])?;
     assert!(!bad.status.success());
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

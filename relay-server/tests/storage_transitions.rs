@@ -7,13 +7,13 @@ mod common;
 
 use common::TempDir;
 use proptest::prelude::*;
-use relay_server::ledger::{Account, MicroCredits, Reason};
-use relay_server::storage::{
+use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
+use starling_relay::ledger::{Account, MicroCredits, Reason};
+use starling_relay::storage::{
     Billing, Comparison, Judging, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Pricing,
     Recorded, ReturnedResult, Storage,
 };
-use relay_server::validation::{NetworkRule, Reference};
-use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
+use starling_relay::validation::{NetworkRule, Reference};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -816,7 +816,7 @@ proptest! {
             // Leases still held run out, and honest volunteers 1-4 finish the job, later:
             // a unit a wallet handed back goes to it again only after a while.
             storage.expire_leases(i64::MAX).await?;
-            let later = i64::MAX / 2 + 2 * relay_server::storage::REPEAT_AFTER_MS;
+            let later = i64::MAX / 2 + 2 * starling_relay::storage::REPEAT_AFTER_MS;
             for _ in 0..40 {
                 for (v, vol) in vols.iter().enumerate().skip(1) {
                     if let Some(l) = vol.lease_at(&storage, later).await? {
@@ -1087,7 +1087,7 @@ async fn a_quorum_the_submitter_named_is_never_lowered_by_trust() -> anyhow::Res
 
 #[tokio::test]
 async fn a_purged_jobs_units_are_never_sent_again_as_known_answer_tests() -> anyhow::Result<()> {
-    use relay_server::storage::job_queries::{Erase, Purged};
+    use starling_relay::storage::job_queries::{Erase, Purged};
     let dir = temp_dir("purged-canary");
     let storage = Storage::open(&dir).await?;
     let j = job(1, 1);

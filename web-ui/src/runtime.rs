@@ -10,7 +10,7 @@ use gloo_timers::future::TimeoutFuture;
 use js_sys::Reflect;
 use starling_client::platform::cpu_worker::{self, CpuWorker};
 use starling_client::platform::keystore;
-use starling_client::platform::web::WebTransport;
+use starling_client::platform::RelayTransport;
 use starling_client::{Engine, Event, Profile};
 use starling_protocol::SiteClaim;
 use std::cell::{Cell, RefCell};
@@ -262,7 +262,7 @@ pub async fn start(
     let on_hold: Rc<dyn Fn(Option<Hold>)> = Rc::new(on_hold);
     let mut backoff_ms: u32 = 500;
     loop {
-        let lost = match WebTransport::connect("").await {
+        let lost = match RelayTransport::connect("").await {
             Ok(mut transport) => {
                 let on_hold = on_hold.clone();
                 let run = starling_client::run_paced(

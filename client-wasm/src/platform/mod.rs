@@ -1,12 +1,19 @@
-//! The platform seam: everything that differs between the browser and native builds.
+//! The platform seam: the one place that differs between the browser and native builds.
+//! Everything above it is platform-free; [`RelayTransport`] names the data channel to the
+//! relay on each side (the browser's `RTCPeerConnection`, or the `webrtc` crate's through
+//! `starling-webrtc-native`), both with `connect(base_url)`.
 
 #[cfg(target_arch = "wasm32")]
 pub mod cpu_worker;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod fault;
 #[cfg(target_arch = "wasm32")]
 pub mod keystore;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod native;
-#[cfg(target_arch = "wasm32")]
-pub mod web;
+
+cfg_if::cfg_if! {
+    if #[cfg(target_arch = "wasm32")] {
+        pub mod web;
+        pub use web::WebTransport as RelayTransport;
+    } else {
+        pub mod native;
+        pub use native::NativeTransport as RelayTransport;
+    }
+}

@@ -1,8 +1,8 @@
-//! Native transport: a `webrtc`-crate data channel through `starling-peer`.
+//! Native transport: a `webrtc`-crate data channel through `starling-webrtc-native`.
 
 use crate::{Transport, TransportError};
-use starling_peer::PeerLink;
 use starling_protocol::ChannelBinding;
+use starling_webrtc_native::PeerLink;
 
 /// A data channel to the relay.
 pub struct NativeTransport {
@@ -14,7 +14,7 @@ impl NativeTransport {
     /// Signals through `relay` (e.g. `http://127.0.0.1:8080`) and opens the channel.
     pub async fn connect(relay: &str) -> Result<Self, TransportError> {
         let url = format!("{}/api/v1/rtc/offer", relay.trim_end_matches('/'));
-        let link = starling_peer::connect(&url)
+        let link = starling_webrtc_native::connect(&url)
             .await
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         let descriptions = link.descriptions();

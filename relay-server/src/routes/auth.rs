@@ -2,7 +2,7 @@
 //! hashed keys of the accounts table.
 //!
 //! The key is checked once per request, by the layer in front of every `/api/v1` route
-//! ([`crate::routes::ops::admit`]), before any handler runs and so before any body is
+//! ([`crate::middleware::admit`]), before any handler runs and so before any body is
 //! read: an unknown key is a 401 that costs one indexed lookup, never a parsed upload.
 //! Handlers then take who the caller is from the [`Submitter`] or [`Authenticated`]
 //! extractors.

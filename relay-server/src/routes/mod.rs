@@ -2,7 +2,6 @@
 
 pub mod auth;
 pub mod events;
-pub mod headers;
 pub mod jobs;
 pub mod ledger;
 pub mod network;

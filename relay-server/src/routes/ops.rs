@@ -1,19 +1,12 @@
-//! Operations endpoints and layers: readiness, Prometheus metrics, request counting and
-//! per-client rate limiting.
+//! Operations endpoints: readiness and Prometheus metrics.
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::routes::auth;
 use crate::routes::openapi::ProblemDoc;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::State;
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::Instant;
 
 /// `GET /readyz`: 200 when the database answers, 503 problem+json when it does not.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
@@ -26,58 +19,6 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
         ApiError::Unavailable("the database does not answer".into())
     })?;
     Ok("ready")
-}
-
-/// Gives the request timeout's bare 408 (`tower_http::timeout`) its problem+json body.
-pub fn timeout_problem(response: Response, limit: std::time::Duration) -> Response {
-    let bare = !response.headers().contains_key(header::CONTENT_TYPE);
-    if response.status() == axum::http::StatusCode::REQUEST_TIMEOUT && bare {
-        return ApiError::Timeout {
-            limit_secs: limit.as_secs(),
-        }
-        .into_response();
-    }
-    response
-}
-
-/// Requests answered, by method and status.
-#[derive(Debug, Default)]
-pub struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-}
-
-impl HttpMetrics {
-    fn record(&self, method: &str, status: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *requests.entry((method.to_owned(), status)).or_default() += 1;
-    }
-
-    fn snapshot(&self) -> BTreeMap<(String, u16), u64> {
-        self.requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-/// Layer counting every answered request for `/metrics`.
-pub async fn count_requests(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // Clients can send any method token; only the standard ones get their own series,
-    // so made-up methods cannot grow the metrics without bound.
-    let method = match request.method().as_str() {
-        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
-        _ => "other",
-    }
-    .to_owned();
-    let response = next.run(request).await;
-    state
-        .http_metrics
-        .record(&method, response.status().as_u16());
-    response
 }
 
 /// Escapes a Prometheus label value.
@@ -187,132 +128,4 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         out,
     )
         .into_response())
-}
-
-/// Token-bucket parameters; a rate of zero turns limiting off.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimit {
-    /// Requests per second each client regains.
-    pub per_second: f64,
-    /// Requests a client may make in one burst.
-    pub burst: f64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Buckets beyond this many trigger a sweep of the ones that are full again.
-const SWEEP_ABOVE: usize = 10_000;
-
-#[derive(Debug)]
-struct Buckets {
-    by_client: HashMap<String, Bucket>,
-    /// Size that triggers the next sweep: at least twice what the last one left, so
-    /// sweeps cost amortised O(1) per request even when most clients are active.
-    sweep_at: usize,
-}
-
-/// One token bucket per client key.
-#[derive(Debug)]
-pub struct RateLimiter {
-    limit: RateLimit,
-    buckets: Mutex<Buckets>,
-}
-
-impl RateLimiter {
-    /// A limiter with `limit` for every client.
-    pub fn new(limit: RateLimit) -> Self {
-        Self {
-            limit,
-            buckets: Mutex::new(Buckets {
-                by_client: HashMap::new(),
-                sweep_at: SWEEP_ABOVE,
-            }),
-        }
-    }
-
-    /// Takes a token for `key` at `now`; on refusal, the whole seconds until one is back.
-    pub fn check(&self, key: &str, now: Instant) -> Result<(), u64> {
-        let RateLimit { per_second, burst } = self.limit;
-        if per_second <= 0.0 {
-            return Ok(());
-        }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.by_client.len() > buckets.sweep_at {
-            buckets.by_client.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_second < burst
-            });
-            buckets.sweep_at = SWEEP_ABOVE.max(2 * buckets.by_client.len());
-        }
-        let bucket = buckets.by_client.entry(key.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * per_second;
-        bucket.tokens = (bucket.tokens + refill).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - bucket.tokens) / per_second).ceil().max(1.0) as u64)
-        }
-    }
-}
-
-/// The layer in front of every `/api/v1` route: rate limits, then the API key.
-///
-/// Every request takes a token from its address's bucket first, so a flood of made-up
-/// keys is limited like anonymous requests and costs no more than they do. A request
-/// with a key is then checked (401 for an unknown key, before any handler runs or any
-/// body is read), and a verified account also takes a token from a bucket of its own,
-/// wherever it connects from. The verified account goes into the request's extensions
-/// for the handlers' extractors ([`crate::routes::auth::Submitter`]).
-pub async fn admit(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let limited = |retry_after_secs| ApiError::RateLimited { retry_after_secs };
-    let address = peer.map_or_else(|| "ip:unknown".to_owned(), |a| format!("ip:{}", a.ip()));
-    let now = Instant::now();
-    state.rate_limiter.check(&address, now).map_err(limited)?;
-    if let Some(verified) = auth::verify(&state, request.headers()).await? {
-        state
-            .rate_limiter
-            .check(&format!("account:{}", verified.0), now)
-            .map_err(limited)?;
-        request.extensions_mut().insert(verified);
-    }
-    Ok(next.run(request).await)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn bucket_refuses_beyond_burst_and_refills_at_rate() {
-        let limiter = RateLimiter::new(RateLimit {
-            per_second: 2.0,
-            burst: 3.0,
-        });
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(limiter.check("a", t0), Ok(()));
-        }
-        assert_eq!(limiter.check("a", t0), Err(1));
-        assert_eq!(limiter.check("b", t0), Ok(()), "buckets are per client");
-        let later = t0 + Duration::from_millis(500);
-        assert_eq!(limiter.check("a", later), Ok(()));
-        assert_eq!(limiter.check("a", later), Err(1));
-    }
 }

@@ -58,13 +58,12 @@ pub async fn offer(
         detail: format!("cannot answer this offer: {e}"),
         field: Some("sdp".into()),
     })?;
-    let (answer, pending) =
-        starling_peer::answer(&state.rtc, &sdp)
-            .await
-            .map_err(|e| ApiError::Invalid {
-                detail: format!("cannot answer this offer: {e}"),
-                field: Some("sdp".into()),
-            })?;
+    let (answer, pending) = starling_webrtc_native::answer(&state.rtc, &sdp)
+        .await
+        .map_err(|e| ApiError::Invalid {
+            detail: format!("cannot answer this offer: {e}"),
+            field: Some("sdp".into()),
+        })?;
     let scheduler = state.scheduler.clone();
     let shutdown = state.shutdown.clone();
     state.shutdown.spawn_session(async move {
@@ -74,8 +73,7 @@ pub async fn offer(
         };
         match opened {
             Ok(link) => {
-                crate::scheduler::session::serve(scheduler, link, slot, address, shutdown.wait())
-                    .await
+                crate::rtc::session::serve(scheduler, link, slot, address, shutdown.wait()).await
             }
             Err(e) => tracing::info!("peer never opened its channel: {e}"),
         }

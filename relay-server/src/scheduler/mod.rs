@@ -7,7 +7,6 @@ pub mod latency;
 pub mod probes;
 pub mod progress;
 pub mod reference;
-pub mod session;
 pub mod throughput;
 
 use crate::storage::{
@@ -224,11 +223,11 @@ const INPUTS_KEPT: usize = 4;
 /// The scheduler, shared by every peer session and the HTTP layer.
 #[derive(Clone)]
 pub struct Scheduler {
-    storage: Storage,
+    pub(crate) storage: Storage,
     catalog: Arc<Catalog>,
     config: SchedulerConfig,
-    work: Arc<Notify>,
-    volunteers: Arc<AtomicUsize>,
+    pub(crate) work: Arc<Notify>,
+    pub(crate) volunteers: Arc<AtomicUsize>,
     /// The job inputs last used to build assignments and check results, newest first
     /// (inputs can be large, and consecutive leases almost always share one).
     input_cache: Arc<RecentJobs<Vec<u8>>>,

@@ -23,21 +23,21 @@ use std::time::Duration;
 
 pub mod job_keys;
 pub mod job_queries;
+mod leaderboard;
 mod leases;
 mod ledger;
 mod model;
-mod network;
 mod probes;
 mod results;
 mod sites;
 mod wallets;
 mod writer;
+pub use leaderboard::Earner;
 pub use leases::{LeaseRequest, REPEAT_AFTER_MS};
 pub use ledger::{Accrual, LedgerError, SignedTransfer};
 pub use model::{
     EscrowProof, JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId,
 };
-pub use network::Earner;
 pub use probes::{NewProbe, ProbeUnit};
 pub use results::{Comparison, Judging, Recorded, ReturnedResult, UnitAudit, UnitSummary};
 pub use wallets::WalletRecord;

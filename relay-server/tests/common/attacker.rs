@@ -1,5 +1,5 @@
 //! A hostile volunteer, on the project's own crates: it speaks WebRTC through
-//! `starling-peer` like an honest one, but puts whatever bytes it likes on the channel
+//! `starling-webrtc-native` like an honest one, but puts whatever bytes it likes on the channel
 //! and on the signaling route. Big messages are streamed frame by frame from a small
 //! buffer, so the attacker's own memory stays flat and a test measuring the process sees
 //! what the relay holds.
@@ -7,9 +7,9 @@
 // Each test binary that includes `common` uses some of these.
 #![allow(dead_code)]
 
-use starling_peer::{PeerError, PeerLink};
 use starling_protocol::codec::{FRAME_LAST, FRAME_MORE};
 use starling_protocol::{encode, LeaseId, ToRelay, MAX_CHUNK_BYTES};
+use starling_webrtc_native::{PeerError, PeerLink};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

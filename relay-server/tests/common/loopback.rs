@@ -4,15 +4,15 @@
 // Each test binary that includes `common` uses some of these.
 #![allow(dead_code)]
 
-use relay_server::app::{self, AppState, Limits, StaticDirs};
-use relay_server::scheduler::{Scheduler, SchedulerConfig};
-use relay_server::storage::Storage;
 use starling_kernels::Catalog;
-use starling_peer::PeerLink;
 use starling_protocol::{
     encode_frames, ChannelBinding, DeviceInfo, Reassembler, ToRelay, ToVolunteer, WalletKey,
     PROTOCOL_VERSION,
 };
+use starling_relay::app::{self, AppState, Limits, StaticDirs};
+use starling_relay::scheduler::{Scheduler, SchedulerConfig};
+use starling_relay::storage::Storage;
+use starling_webrtc_native::PeerLink;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ pub async fn relay_with(
     let scheduler = Scheduler::new(storage, Arc::new(Catalog::builtin()), config);
     let state = AppState::new(
         scheduler.clone(),
-        starling_peer::AnswerConfig {
+        starling_webrtc_native::AnswerConfig {
             bind_ip: [127, 0, 0, 1].into(),
             open_timeout,
         },
@@ -59,7 +59,7 @@ pub async fn relay_with(
 
 /// A volunteer's link to the relay at `url`, and the binding its hello signs.
 pub async fn connect(url: &str) -> anyhow::Result<(PeerLink, ChannelBinding)> {
-    let link = starling_peer::connect(&format!("{url}/api/v1/rtc/offer")).await?;
+    let link = starling_webrtc_native::connect(&format!("{url}/api/v1/rtc/offer")).await?;
     let d = link.descriptions();
     let binding = ChannelBinding::from_descriptions(&d.offer, &d.answer)?;
     Ok((link, binding))

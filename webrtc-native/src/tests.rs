@@ -21,7 +21,7 @@ pub(super) fn relay_config() -> AnswerConfig {
 
 /// A connected (volunteer, relay) pair, wired without HTTP.
 async fn pair() -> (PeerLink, PeerLink) {
-    // `RUST_LOG=debug cargo test -p starling-peer -- --nocapture` shows what the WebRTC
+    // `RUST_LOG=debug cargo test -p starling-webrtc-native -- --nocapture` shows what the WebRTC
     // stack does, packet by packet, when a test fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

@@ -1,15 +1,15 @@
 //! One volunteer's data channel: hello, then a loop of assignments and results.
 
-use super::caps::Network;
-use super::{LeaseError, Scheduler, Speed, Verdict};
 use crate::ledger::{Account, Entry};
 use crate::rtc::PendingSlot;
+use crate::scheduler::caps::Network;
+use crate::scheduler::{LeaseError, Scheduler, Speed, Verdict};
 use crate::storage::PeerId;
-use starling_peer::{PeerLink, PeerSender};
 use starling_protocol::{
     encode_frames, ChannelBinding, ChunkError, FrameError, LeaseId, Reassembler, Receipt,
     SiteClaim, SiteOrigin, ToRelay, ToVolunteer, WalletAddress, PROTOCOL_VERSION,
 };
+use starling_webrtc_native::{PeerLink, PeerSender};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

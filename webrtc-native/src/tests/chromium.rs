@@ -117,8 +117,10 @@ async fn chromium_offerer_connects_exchanges_and_sees_close() {
             tokio::spawn(serve(stream, events_tx.clone()));
         }
     });
-    let profile =
-        std::env::temp_dir().join(format!("starling-peer-chromium-{}", std::process::id()));
+    let profile = std::env::temp_dir().join(format!(
+        "starling-webrtc-native-chromium-{}",
+        std::process::id()
+    ));
     let mut child = tokio::process::Command::new(browser)
         .args([
             "--headless=new",

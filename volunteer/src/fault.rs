@@ -8,7 +8,7 @@
 //! connection, holds it past its lease, sends it twice, or hands the unit back with
 //! `Failed`.
 
-use crate::{Transport, TransportError};
+use starling_client::{Transport, TransportError};
 use starling_protocol::{
     encode_frames, ChannelBinding, LeaseId, Reassembler, ToRelay, ToVolunteer,
 };

@@ -1,0 +1,12 @@
+//! Volunteers' WebRTC connections: what an offer may cost before its peer proves a
+//! wallet ([`admission`]), and the session that serves one proved peer's data channel
+//! ([`session`]: hello, leases, results, receipts). The HTTP side of signaling is
+//! `routes::rtc`; the peer connection itself is `starling-webrtc-native`'s.
+
+pub mod admission;
+pub mod session;
+
+pub use admission::{
+    reachable_from, screen_offer, OfferError, PendingPeers, PendingSlot, MAX_OFFER_BODY_BYTES,
+    MAX_OFFER_CANDIDATES, MAX_OFFER_SDP_BYTES, MAX_PENDING_PEERS, MAX_PENDING_PER_ADDRESS,
+};
