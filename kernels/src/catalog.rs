@@ -1,6 +1,8 @@
 //! Type-erased access to kernels by id, with JSON parameters.
 
-use crate::gpu::{Gpu, GpuDispatch, GpuError};
+#[cfg(feature = "gpu")]
+use crate::gpu::Gpu;
+use crate::gpu::{GpuDispatch, GpuError};
 use crate::{matmul::Matmul, KernelError, KernelSpec};
 use serde::Serialize;
 use serde_json::Value;
@@ -278,6 +280,7 @@ impl Catalog {
     }
 
     /// Runs one unit on the GPU when one is given, else on the CPU reference.
+    #[cfg(feature = "gpu")]
     pub async fn run_unit(
         &self,
         gpu: Option<&Gpu>,

@@ -1,9 +1,12 @@
 //! The one wgpu runner every kernel uses: upload inputs, dispatch one compute shader,
 //! read the output back. Works on WebGPU in browsers and on Vulkan/Metal/DX12 natively.
 
+#[cfg(feature = "gpu")]
 use std::collections::HashMap;
 use std::ops::Range;
+#[cfg(feature = "gpu")]
 use std::sync::Mutex;
+#[cfg(feature = "gpu")]
 use wgpu::util::DeviceExt;
 
 /// How to run one unit: which shader, which slices of the unit input become storage
@@ -53,6 +56,7 @@ pub struct AdapterSummary {
 }
 
 /// An open GPU device with a pipeline cache.
+#[cfg(feature = "gpu")]
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -60,6 +64,7 @@ pub struct Gpu {
     pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
 }
 
+#[cfg(feature = "gpu")]
 impl Gpu {
     /// Opens the default high-performance adapter.
     pub async fn new() -> Result<Self, GpuError> {

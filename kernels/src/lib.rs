@@ -18,7 +18,9 @@ pub mod montecarlo;
 pub mod render;
 
 pub use catalog::{Catalog, Kernel, KernelInfo, NamedInputs};
-pub use gpu::{Gpu, GpuDispatch, GpuError};
+#[cfg(feature = "gpu")]
+pub use gpu::Gpu;
+pub use gpu::{GpuDispatch, GpuError};
 
 use serde::{de::DeserializeOwned, Serialize};
 
