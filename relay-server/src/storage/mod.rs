@@ -11,7 +11,9 @@
 //!
 //! The HTTP layer and the scheduler call these methods; nothing else touches SQL.
 
-use crate::ledger::{split_unit_price, Account, AccountId, EscrowRef, MicroCredits};
+use crate::ledger::{Account, EscrowRef, MicroCredits};
+use crate::lifecycle::billing::{bill_of, job_budget, BudgetError, JobBill};
+use crate::lifecycle::Inconsistent;
 use rusqlite::{Connection, OptionalExtension};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection as _, Row, SqlitePool};
@@ -32,6 +34,7 @@ mod results;
 mod sites;
 mod wallets;
 mod writer;
+pub use crate::lifecycle::billing::Pricing;
 pub use leaderboard::Earner;
 pub use leases::{LeaseRequest, REPEAT_AFTER_MS};
 pub use ledger::{Accrual, LedgerError, SignedTransfer};
@@ -89,6 +92,12 @@ pub enum StorageError {
         /// Its jobs queued or running.
         active: u64,
     },
+}
+
+impl From<Inconsistent> for StorageError {
+    fn from(e: Inconsistent) -> Self {
+        Self::Corrupt(e.0)
+    }
 }
 
 impl StorageError {
@@ -223,17 +232,6 @@ pub struct Storage {
     keys: Arc<job_keys::JobKeys>,
 }
 
-/// What a unit of work costs and how its price is shared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pricing {
-    /// Price of one GFLOP of verified work.
-    pub price_per_gflop: MicroCredits,
-    /// The embedding site's share of a unit's price, parts per million.
-    pub site_share_ppm: u32,
-    /// The platform's fee, parts per million.
-    pub platform_fee_ppm: u32,
-}
-
 /// The relay's signing key and prices.
 #[derive(Debug)]
 pub struct Billing {
@@ -241,13 +239,6 @@ pub struct Billing {
     pub key: WalletKey,
     /// Prices of new jobs and shares of their payments.
     pub pricing: Pricing,
-}
-
-/// A job's bill: who pays and at what price per GFLOP (fixed when it was submitted).
-#[derive(Debug, Clone, Copy)]
-struct JobBill {
-    submitter: AccountId,
-    price_per_gflop: MicroCredits,
 }
 
 fn job_bill(db: &Connection, job: &str) -> Result<Option<JobBill>, StorageError> {
@@ -260,20 +251,7 @@ fn job_bill(db: &Connection, job: &str) -> Result<Option<JobBill>, StorageError>
     let Some((submitter, price)) = row else {
         return Ok(None);
     };
-    bill_of(submitter, price)
-}
-
-/// A job's bill from its `submitter` and `price_per_gflop` columns.
-fn bill_of(submitter: Option<String>, price: i64) -> Result<Option<JobBill>, StorageError> {
-    Ok(match submitter {
-        Some(s) if price > 0 => Some(JobBill {
-            submitter: s
-                .parse()
-                .map_err(|_| StorageError::Corrupt(format!("submitter {s:?}")))?,
-            price_per_gflop: MicroCredits(u64::try_from(price).unwrap_or(0)),
-        }),
-        _ => None,
-    })
+    Ok(bill_of(submitter.as_deref(), price)?)
 }
 
 /// Fails an open job with `reason` inside the caller's transaction: its units are
@@ -453,17 +431,16 @@ impl Storage {
         let price = bill.map_or(MicroCredits(0), |(b, _)| b.pricing.price_per_gflop);
         // A unit's price does not depend on how it is shared, so the job's budget is
         // exactly what its units will pay out.
-        let mut budget = MicroCredits(0);
-        if bill.is_some() {
-            for idx in 0..job.units.len() {
-                let flops = job.unit_flops.get(idx).copied().unwrap_or(0);
-                let unit = split_unit_price(flops, price, 0, 0, 1, false)
-                    .map_err(|e| StorageError::Corrupt(format!("unit price: {e}")))?;
-                budget = budget
-                    .checked_add(unit.price)
-                    .map_err(|e| StorageError::ledger(e.into()))?;
-            }
-        }
+        let budget = if bill.is_some() {
+            let flops =
+                (0..job.units.len()).map(|idx| job.unit_flops.get(idx).copied().unwrap_or(0));
+            job_budget(flops, price).map_err(|e| match e {
+                BudgetError::UnitPrice(e) => StorageError::Corrupt(format!("unit price: {e}")),
+                BudgetError::Total(e) => StorageError::ledger(e.into()),
+            })?
+        } else {
+            MicroCredits(0)
+        };
         let escrow = bill.map(|(billing, submitter)| (billing.key.clone(), submitter));
         // Sealed before the write (which may run more than once), with a key on disk first:
         // a crash in between leaves a key without a job, never a job without its key.
