@@ -677,3 +677,277 @@ fn comparisons_missing(
     pairs.extend(missing_pairs(&eligible, verdicts));
     pairs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{AccountId, MicroCredits};
+    use proptest::prelude::*;
+    use starling_protocol::WalletKey;
+
+    fn address(seed: u8) -> WalletAddress {
+        WalletKey::from_seed([seed; 32]).address()
+    }
+
+    /// A new wallet, a vetted one, a trusted one, and one with a bad record.
+    fn reliability() -> impl Strategy<Value = Reliability> {
+        prop_oneof![
+            Just(Reliability::default()),
+            Just(Reliability {
+                error_rate: 0.08,
+                valid: 4,
+                invalid: 0
+            }),
+            Just(Reliability {
+                error_rate: 0.01,
+                valid: 40,
+                invalid: 0
+            }),
+            Just(Reliability {
+                error_rate: 0.5,
+                valid: 1,
+                invalid: 4
+            }),
+        ]
+    }
+
+    fn reference() -> impl Strategy<Value = Reference> {
+        prop_oneof![
+            Just(Reference::NotRun),
+            Just(Reference::Unavailable),
+            (0u8..3).prop_map(|b| Reference::Output(vec![b])),
+        ]
+    }
+
+    /// A unit's pending replicas, each from a wallet of its own, with outputs from a
+    /// small alphabet so that groups agree.
+    fn replicas() -> impl Strategy<Value = Vec<Replica>> {
+        let replica = (
+            0u8..3,
+            proptest::option::of(any::<bool>()),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            0i64..4,
+        );
+        proptest::collection::vec(replica, 0..5).prop_map(|rs| {
+            rs.into_iter()
+                .enumerate()
+                .map(
+                    |(i, (output, spot_check, trusted, vetted, site, received_ms))| Replica {
+                        lease: format!("lease-{i}"),
+                        wallet: address(10 + i as u8).to_string(),
+                        output: vec![output],
+                        spot_check,
+                        trusted,
+                        vetted,
+                        site: site.then(|| address(100).to_string()),
+                        received_ms,
+                        order: 2 * i as i64,
+                    },
+                )
+                .collect()
+        })
+    }
+
+    fn state(open: &'static [&'static str], closed: &'static str) -> BoxedStrategy<String> {
+        prop_oneof![
+            4 => proptest::sample::select(open).prop_map(str::to_owned),
+            1 => Just(closed.to_owned()),
+        ]
+        .boxed()
+    }
+
+    /// A result arriving for a unit, its snapshot, and the relay's terms.
+    #[derive(Debug, Clone)]
+    struct Case {
+        snapshot: SettleSnapshot,
+        output: Vec<u8>,
+        spot_check: Option<bool>,
+        judging: Judging,
+        pricing: Option<Pricing>,
+        reference: Reference,
+        now_ms: i64,
+    }
+
+    prop_compose! {
+        fn case()(
+            replicas in replicas(),
+            (output, spot_check, record, site, order) in
+                (0u8..3, proptest::option::of(any::<bool>()), reliability(), any::<bool>(), 0i64..10),
+            (job_quorum, unit_quorum, quorum_explicit, vet_newcomers, max_results, vetted_invalid) in
+                (1i64..=3, 1i64..=3, any::<bool>(), any::<bool>(), 1u32..7, 0u32..3),
+            unit_state in state(&["queued", "leased"], "done"),
+            job_state in state(&["queued", "running"], "failed"),
+            (answered, wrong_wallet, known_answer, known) in
+                (proptest::bool::weighted(0.1), proptest::bool::weighted(0.1),
+                 proptest::bool::weighted(0.15), proptest::option::of(0u8..3)),
+            (billed, price, flops, site_ppm, fee_ppm) in
+                (any::<bool>(), 0i64..2_000, 0i64..20_000_000_000, 0u32..=1_000_000, 0u32..=1_000_000),
+            reference in reference(),
+            (now_ms, others_active) in (0i64..4, 0i64..3),
+        ) -> Case {
+            let wallet = if wrong_wallet { address(2) } else { address(1) };
+            Case {
+                snapshot: SettleSnapshot {
+                    order,
+                    wallet: wallet.to_string(),
+                    known_answer,
+                    site: site.then(|| address(101).to_string()),
+                    standing: WalletStanding { total: record, kernel: record },
+                    answered,
+                    unit: "unit".into(),
+                    unit_state,
+                    unit_quorum,
+                    known: known.map(|k| vec![k]),
+                    job: JobId::from_uuid(uuid::Uuid::new_v4()).to_string(),
+                    job_state,
+                    job_quorum,
+                    quorum_explicit,
+                    kernel: "kernel".into(),
+                    submitter: Some(AccountId::new().to_string()),
+                    price_per_gflop: price,
+                    flops,
+                    others_active,
+                    units_done: 0,
+                    units_total: 3,
+                    escrow: EscrowStanding { held: i64::MAX / 2, owed: 0 },
+                    replicas,
+                    vetted_invalid,
+                },
+                output: vec![output],
+                spot_check,
+                judging: Judging { max_results, vet_newcomers },
+                pricing: billed.then_some(Pricing {
+                    price_per_gflop: MicroCredits(1),
+                    site_share_ppm: site_ppm,
+                    platform_fee_ppm: fee_ppm,
+                }),
+                reference,
+                now_ms,
+            }
+        }
+    }
+
+    fn same(a: &[u8], b: &[u8]) -> bool {
+        a == b
+    }
+
+    impl Case {
+        fn decide(&self, snapshot: &SettleSnapshot) -> Result<SettleDecision, Inconsistent> {
+            let result = ReturnedResult {
+                lease: LeaseId::from_uuid(uuid::Uuid::new_v4()),
+                wallet: address(1),
+                output: &self.output,
+                spot_check: self.spot_check,
+            };
+            let terms = Terms {
+                judging: self.judging,
+                pricing: self.pricing.as_ref(),
+                reference: &self.reference,
+                verdicts: &Vec::new(),
+                compare: &same,
+                now_ms: self.now_ms,
+            };
+            decide_settle(snapshot, &result, &address(1).to_string(), &terms)
+        }
+
+        /// A slot's output, wallet, and whether its wallet was vetted or trusted.
+        fn slot(&self, slot: Slot) -> (&[u8], WalletAddress, bool, bool) {
+            let kernel = self.snapshot.standing.kernel;
+            match slot {
+                Slot::This => (&self.output, address(1), kernel.vetted(), kernel.trusted()),
+                Slot::Replica(i) => {
+                    let r = &self.snapshot.replicas[i];
+                    let wallet = r.wallet.parse().unwrap_or_else(|_| address(0));
+                    (&r.output, wallet, r.vetted, r.trusted)
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Whatever the replicas, a settled unit pays only the wallets whose results
+        /// agree with its output, in equal shares that never add up to more than its
+        /// price; a quorum of newcomers never settles when vetting is on and the relay
+        /// has not checked it; an unsettled unit pays nobody; and a stale or repeated
+        /// result changes nothing.
+        #[test]
+        fn settling_pays_only_agreeing_wallets_within_the_price(case in case()) {
+            let s = &case.snapshot;
+            let decision = case.decide(s).map_err(|e| TestCaseError::fail(e.0))?;
+            let open = matches!(s.unit_state.as_str(), "queued" | "leased")
+                && matches!(s.job_state.as_str(), "queued" | "running");
+            let stale = s.answered || s.wallet != address(1).to_string() || (!s.known_answer && !open);
+            prop_assert_eq!(matches!(decision, SettleDecision::Stale(_)), stale, "{:?}", decision);
+            let judgment = match decision {
+                SettleDecision::Stale(_) | SettleDecision::NeedsReference => return Ok(()),
+                SettleDecision::Compare(pairs) => {
+                    return Err(TestCaseError::fail(format!("asked to compare small outputs {pairs:?}")))
+                }
+                SettleDecision::KnownAnswer { passed, this } => {
+                    prop_assert!(s.known_answer);
+                    prop_assert_eq!(passed, case.spot_check != Some(false) && s.known.as_deref() == Some(&case.output[..]));
+                    prop_assert_eq!(this.paid_micro, 0, "a known answer earns nothing");
+                    return Ok(());
+                }
+                SettleDecision::Judged(judgment) => judgment,
+            };
+            prop_assert!(!s.known_answer && open);
+            // The same result again, once stored, is a duplicate.
+            let again = SettleSnapshot { answered: true, ..s.clone() };
+            prop_assert!(matches!(case.decide(&again), Ok(SettleDecision::Stale(_))));
+
+            let this_ruling = Ruling {
+                slot: Slot::This,
+                valid: judgment.this.verdict == Verdict::Valid,
+                paid_micro: judgment.this.paid_micro,
+                canonical: judgment.this.canonical,
+            };
+            let mut paid = judgment.rulings.iter().filter(|r| r.slot != Slot::This).copied().collect::<Vec<_>>();
+            paid.push(this_ruling);
+            for r in &paid {
+                prop_assert!(r.paid_micro >= 0);
+                prop_assert!(r.valid || r.paid_micro == 0, "paid an invalid result {:?}", r);
+            }
+            let total: i64 = paid.iter().map(|r| r.paid_micro).sum();
+            match &judgment.unit {
+                UnitFate::Settled { canonical, payment, .. } => {
+                    let (canonical_output, _, _, _) = case.slot(*canonical);
+                    let valid: Vec<Slot> = paid.iter().filter(|r| r.valid).map(|r| r.slot).collect();
+                    prop_assert!(valid.contains(canonical));
+                    for slot in &valid {
+                        prop_assert_eq!(case.slot(*slot).0, canonical_output, "a valid result disagrees");
+                    }
+                    // A quorum of newcomers the relay did not check never settles.
+                    let vetting = case.judging.vet_newcomers && s.job_quorum >= 2
+                        && !matches!(case.reference, Reference::Output(_));
+                    if vetting {
+                        prop_assert!(valid.iter().any(|&slot| { let (_, _, vetted, trusted) = case.slot(slot); vetted || trusted }),
+                            "settled without an anchor");
+                    }
+                    match payment {
+                        Some(p) => {
+                            let price = i64::try_from(p.split.price.0).unwrap_or(i64::MAX);
+                            prop_assert!(total <= price, "paid {} of a price of {}", total, price);
+                            prop_assert_eq!(p.split.total().ok(), Some(p.split.price));
+                            let mut wallets: Vec<WalletAddress> = valid.iter().map(|&slot| case.slot(slot).1).collect();
+                            let mut payees = p.wallets.clone();
+                            wallets.sort_by_key(|w| w.to_string());
+                            payees.sort_by_key(|w| w.to_string());
+                            prop_assert_eq!(wallets, payees, "paid wallets are not the agreeing ones");
+                            prop_assert!(case.pricing.is_some());
+                        }
+                        None => prop_assert_eq!(total, 0),
+                    }
+                }
+                UnitFate::Reopened { .. } | UnitFate::Failed { .. } => {
+                    prop_assert_eq!(total, 0, "an unsettled unit paid");
+                    prop_assert!(paid.iter().all(|r| !r.valid));
+                }
+            }
+        }
+    }
+}
