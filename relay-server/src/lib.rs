@@ -13,9 +13,11 @@
 //! - [`middleware`]: admission (rate limits, API key), request metrics, security headers;
 //! - [`sites`]: proving a site owner controls the origin they register;
 //! - [`server`]: accepting connections, with header timeouts and a connection cap;
-//! - [`app`]: the router and its state; [`error`]: problem+json errors.
+//! - [`app`]: the router and its state; [`error`]: problem+json errors; [`data_dir`]: the
+//!   data directory, private to the relay's user.
 
 pub mod app;
+pub mod data_dir;
 pub mod error;
 pub mod ledger;
 pub mod lifecycle;

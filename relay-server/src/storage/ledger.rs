@@ -138,6 +138,12 @@ impl From<sqlx::Error> for LedgerError {
     }
 }
 
+impl From<StorageError> for AuditError {
+    fn from(e: StorageError) -> Self {
+        Self::Unreachable(Box::new(e))
+    }
+}
+
 impl From<rusqlite::Error> for LedgerError {
     fn from(e: rusqlite::Error) -> Self {
         Self::Storage(StorageError::Sqlite(e))

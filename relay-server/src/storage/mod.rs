@@ -11,6 +11,7 @@
 //!
 //! The HTTP layer and the scheduler call these methods; nothing else touches SQL.
 
+use crate::data_dir::create_private_dir;
 use crate::ledger::{Account, EscrowRef, MicroCredits};
 use crate::lifecycle::billing::{bill_of, job_budget, BudgetError, JobBill};
 use crate::lifecycle::Inconsistent;
@@ -287,20 +288,6 @@ fn settle_escrow(
         ledger::refund_job(db, &billing.key, job, bill.submitter).map_err(StorageError::ledger)?;
     }
     Ok(paid)
-}
-
-/// Creates `dir` and any missing parents readable by their owner only (on unix): the data
-/// directory holds the ledger, API key hashes and the relay's signing key. A directory
-/// that exists keeps its mode: the operator may have chosen it (a home directory).
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
 }
 
 /// Creates the database file at `path` if it is missing, and makes it and any WAL and
