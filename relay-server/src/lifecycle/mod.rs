@@ -1,5 +1,7 @@
 //! A unit's life cycle, stage by stage: where a result is judged and paid.
 //!
+//! - [`lease`]: a unit handed out (its quorum fixed by its first lease, its deadline),
+//!   and what losing leases costs a wallet;
 //! - [`settle`]: a returned result judged with its unit's other replicas, the wallets'
 //!   trust updated, the unit settled, reopened or failed;
 //! - [`billing`]: a job's price set aside in escrow, each settled unit's price shared out
@@ -13,6 +15,7 @@
 //! decision types name no database, so another engine needs only its own load and apply.
 
 pub mod billing;
+pub mod lease;
 pub mod settle;
 
 /// A snapshot whose rows do not make sense (an id or address that does not parse, a

@@ -36,6 +36,7 @@ mod sites;
 mod wallets;
 mod writer;
 pub use crate::lifecycle::billing::Pricing;
+pub use crate::lifecycle::lease::LeaseTerms;
 pub use leaderboard::Earner;
 pub use leases::{LeaseRequest, REPEAT_AFTER_MS};
 pub use ledger::{Accrual, LedgerError, SignedTransfer};
@@ -168,35 +169,6 @@ fn withdraw_units(db: &Connection, job: JobId) -> Result<u64, StorageError> {
         )?
         .execute([&job])?;
     Ok(withdrawn as u64)
-}
-
-/// How long a lease lasts: until `start_ms + clamp(slack_ms + flops * ms_per_flop,
-/// min_ms, max_ms)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LeaseTerms {
-    /// When the lease starts, Unix milliseconds.
-    pub start_ms: i64,
-    /// Shortest lease.
-    pub min_ms: i64,
-    /// Longest lease.
-    pub max_ms: i64,
-    /// Milliseconds added to every lease (network, queueing).
-    pub slack_ms: i64,
-    /// Milliseconds granted per FLOP of the unit.
-    pub ms_per_flop: f64,
-}
-
-impl LeaseTerms {
-    /// A lease that ends exactly at `deadline_ms`, whatever the unit costs.
-    pub fn until(deadline_ms: i64) -> Self {
-        Self {
-            start_ms: deadline_ms,
-            min_ms: 0,
-            max_ms: 0,
-            slack_ms: 0,
-            ms_per_flop: 0.0,
-        }
-    }
 }
 
 /// Unix time in milliseconds.
