@@ -5,7 +5,8 @@
 //! - [`settle`]: a returned result judged with its unit's other replicas, the wallets'
 //!   trust updated, the unit settled, reopened or failed;
 //! - [`billing`]: a job's price set aside in escrow, each settled unit's price shared out
-//!   of it, what is left refunded.
+//!   of it, what is left refunded;
+//! - [`finish`]: a job closed, done or failed, and its escrow with it.
 //!
 //! Each transaction reads as *load → decide → apply*: storage loads the rows a decision
 //! needs into a plain snapshot (`SettleSnapshot`, `EscrowStanding`), a pure `decide_*`
@@ -15,6 +16,7 @@
 //! decision types name no database, so another engine needs only its own load and apply.
 
 pub mod billing;
+pub mod finish;
 pub mod lease;
 pub mod settle;
 

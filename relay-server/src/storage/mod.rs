@@ -14,6 +14,7 @@
 use crate::data_dir::create_private_dir;
 use crate::ledger::{Account, EscrowRef, MicroCredits};
 use crate::lifecycle::billing::{bill_of, job_budget, BudgetError, JobBill};
+use crate::lifecycle::finish::{decide_fail, decide_finish, ClosingJob};
 use crate::lifecycle::Inconsistent;
 use rusqlite::{Connection, OptionalExtension};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -227,21 +228,43 @@ fn job_bill(db: &Connection, job: &str) -> Result<Option<JobBill>, StorageError>
     Ok(bill_of(submitter.as_deref(), price)?)
 }
 
-/// Fails an open job with `reason` inside the caller's transaction: its units are
-/// withdrawn, what its settled units earned is paid out and what is left of its escrow
-/// goes back to the submitter. Returns the payout's entries, for receipts.
+/// `job`'s state and progress, as closing it reads them; `None` for an unknown job.
+fn load_closing_job(db: &Connection, job: JobId) -> Result<Option<ClosingJob>, StorageError> {
+    Ok(db
+        .prepare_cached("SELECT state, units_done, units_total FROM jobs WHERE id = ?1")?
+        .query_row([job.to_string()], |r| {
+            Ok(ClosingJob {
+                state: r.get(0)?,
+                units_done: r.get(1)?,
+                units_total: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Fails an open job with `reason` inside the caller's transaction, as
+/// [`decide_fail`] decides: its units are withdrawn, what its settled units earned is
+/// paid out and what is left of its escrow goes back to the submitter. Returns the
+/// payout's entries, for receipts.
 fn fail_in(
     db: &Connection,
     billing: Option<&Billing>,
     job: JobId,
     reason: &str,
 ) -> Result<Vec<crate::ledger::Entry>, StorageError> {
-    db.prepare_cached(
-        "UPDATE jobs SET state = 'failed', error = ?1, updated_ms = ?2
-         WHERE id = ?3 AND state IN ('queued', 'running')",
-    )?
-    .execute(rusqlite::params![reason, now_ms(), job.to_string()])?;
-    withdraw_units(db, job)?;
+    let close = decide_fail(load_closing_job(db, job)?.as_ref());
+    if close.ends {
+        db.prepare_cached(
+            "UPDATE jobs SET state = 'failed', error = ?1, updated_ms = ?2 WHERE id = ?3",
+        )?
+        .execute(rusqlite::params![reason, now_ms(), job.to_string()])?;
+    }
+    if close.withdraws_units {
+        withdraw_units(db, job)?;
+    }
+    if !close.closes_escrow {
+        return Ok(Vec::new());
+    }
     settle_escrow(db, billing, job)
 }
 
@@ -586,19 +609,19 @@ impl Storage {
         let (finished, paid) = self
             .writer
             .exec(move |db| {
-                let updated = db
-                    .prepare_cached(
-                        "UPDATE jobs SET state = 'done', result = ?1, updated_ms = ?2
-                         WHERE id = ?3 AND state = 'running' AND units_done = units_total",
+                let close = decide_finish(load_closing_job(db, job)?.as_ref());
+                if close.ends {
+                    db.prepare_cached(
+                        "UPDATE jobs SET state = 'done', result = ?1, updated_ms = ?2 WHERE id = ?3",
                     )?
                     .execute(rusqlite::params![result, now_ms(), job.to_string()])?;
-                let finished = updated == 1;
-                let paid = if finished {
+                }
+                let paid = if close.closes_escrow {
                     settle_escrow(db, billing.as_deref(), job)?
                 } else {
                     Vec::new()
                 };
-                Ok::<_, StorageError>((finished, paid))
+                Ok::<_, StorageError>((close.ends, paid))
             })
             .await?;
         self.announce(&paid);
