@@ -409,44 +409,21 @@ pub fn decide_settle(
         compare: terms.compare,
         missed: Cell::new(false),
     };
-    let agree = |a: &[u8], b: &[u8]| comparisons.agree(a, b);
     let job: JobId = s
         .job
         .parse()
         .map_err(|_| Inconsistent(format!("bad id {:?}", s.job)))?;
     // Trust and vetting are per kernel: a record on matmul vouches for nothing else.
-    let trusted = s.standing.kernel.trusted();
-    let vetted = s.standing.kernel.vetted();
-
+    let this = Stored {
+        verdict: Verdict::Pending,
+        paid_micro: 0,
+        canonical: false,
+        trusted: s.standing.kernel.trusted(),
+        vetted: s.standing.kernel.vetted(),
+    };
     if s.known_answer {
-        let passed = result.spot_check != Some(false)
-            && s.known
-                .as_deref()
-                .is_some_and(|known| agree(known, result.output));
-        if comparisons.missed.get() {
-            let known = s.known.clone().unwrap_or_default();
-            return Ok(SettleDecision::Compare(vec![(
-                known,
-                result.output.to_vec(),
-            )]));
-        }
-        let verdict = if passed {
-            Verdict::Valid
-        } else {
-            Verdict::Invalid
-        };
-        return Ok(SettleDecision::KnownAnswer {
-            passed,
-            this: Stored {
-                verdict,
-                paid_micro: 0,
-                canonical: false,
-                trusted,
-                vetted,
-            },
-        });
+        return Ok(decide_known_answer(s, result, this, &comparisons));
     }
-
     let open = matches!(s.unit_state.as_str(), "queued" | "leased")
         && matches!(s.job_state.as_str(), "queued" | "running");
     if !open {
@@ -454,40 +431,7 @@ pub fn decide_settle(
         return Ok(SettleDecision::Stale("the unit is already settled"));
     }
 
-    // The unit's pending results in arrival order, and this one where it will sort once
-    // stored (received now, on its lease): it is judged with them before anything is
-    // written, so it is stored once, already judged.
-    let this = s
-        .replicas
-        .iter()
-        .position(|r| (r.received_ms, r.order) > (terms.now_ms, s.order))
-        .unwrap_or(s.replicas.len());
-    let mut entrants: Vec<Entrant<'_>> = s
-        .replicas
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Entrant {
-            slot: Slot::Replica(i),
-            wallet: &r.wallet,
-            output: &r.output,
-            spot_check: r.spot_check,
-            trusted: r.trusted,
-            vetted: r.vetted,
-            site: r.site.as_deref(),
-        })
-        .collect();
-    entrants.insert(
-        this,
-        Entrant {
-            slot: Slot::This,
-            wallet,
-            output: result.output,
-            spot_check: result.spot_check,
-            trusted,
-            vetted,
-            site: s.site.as_deref(),
-        },
-    );
+    let (at, entrants) = entrants(s, result, wallet, this, terms.now_ms);
     let candidates: Vec<Candidate<'_>> = entrants
         .iter()
         .map(|e| Candidate {
@@ -497,22 +441,12 @@ pub fn decide_settle(
             vetted: e.vetted,
         })
         .collect();
-    // The job's quorum binds every result but a trusted wallet's: the unit's own
-    // quorum of 1 (fixed at its first lease, to a then-trusted wallet) only lets a
-    // trusted result stand alone, never an untrusted one that got the unit after the
-    // trusted lease was lost.
-    let policy = Policy {
-        quorum: u32::try_from(s.job_quorum).unwrap_or(2).max(1),
-        trusted_alone: s.unit_quorum == 1,
-        trust_stands_in: !s.quorum_explicit,
-        // A quorum of one is the submitter's choice to trust one result that passes the
-        // kernel's checks, whoever sends it: vetting guards replicas against collusion.
-        vet_newcomers: terms.judging.vet_newcomers && s.job_quorum >= 2,
-        // Results already judged invalid count towards the limit.
-        max_results: terms.judging.max_results.saturating_sub(s.vetted_invalid),
-    };
-
-    let outcome = judge(policy, &candidates, terms.reference, agree);
+    let outcome = judge(
+        policy(s, terms.judging),
+        &candidates,
+        terms.reference,
+        |a, b| comparisons.agree(a, b),
+    );
     if comparisons.missed.get() {
         return Ok(SettleDecision::Compare(comparisons_missing(
             &candidates,
@@ -520,15 +454,10 @@ pub fn decide_settle(
             terms.verdicts,
         )));
     }
-    let judged_as = match &outcome {
-        Outcome::Unanchored { .. } => return Ok(SettleDecision::NeedsReference),
-        Outcome::Valid { valid, .. } if valid.contains(&this) => Verdict::Valid,
-        Outcome::Pending { invalid, .. } if !invalid.contains(&this) => Verdict::Pending,
-        _ => Verdict::Invalid,
-    };
     // Where the unit settles, its price is shared before anything is stored, so each
     // valid result is written with what it earned.
     let payment = match &outcome {
+        Outcome::Unanchored { .. } => return Ok(SettleDecision::NeedsReference),
         Outcome::Valid {
             canonical, valid, ..
         } => {
@@ -548,100 +477,213 @@ pub fn decide_settle(
         }
         _ => None,
     };
-    let share = payment.as_ref().map_or(0, UnitPayment::share_micro);
-    let canonical = match &outcome {
-        Outcome::Valid { canonical, .. } => Some(*canonical),
-        _ => None,
+    let judged = Judged {
+        job,
+        snapshot: s,
+        entrants: &entrants,
+        this: (at, this),
     };
-    let stored = Stored {
-        verdict: judged_as,
-        paid_micro: if judged_as == Verdict::Valid {
-            share
-        } else {
-            0
+    Ok(judged
+        .judgment(outcome, payment)
+        .map_or(SettleDecision::NeedsReference, |judgment| {
+            SettleDecision::Judged(Box::new(judgment))
+        }))
+}
+
+/// A known-answer result: valid if it passed its spot check and agrees with the unit's
+/// settled output.
+fn decide_known_answer(
+    s: &SettleSnapshot,
+    result: &ReturnedResult<'_>,
+    this: Stored,
+    comparisons: &Comparisons<'_>,
+) -> SettleDecision {
+    let passed = result.spot_check != Some(false)
+        && s.known
+            .as_deref()
+            .is_some_and(|known| comparisons.agree(known, result.output));
+    if comparisons.missed.get() {
+        let known = s.known.clone().unwrap_or_default();
+        return SettleDecision::Compare(vec![(known, result.output.to_vec())]);
+    }
+    let verdict = if passed {
+        Verdict::Valid
+    } else {
+        Verdict::Invalid
+    };
+    SettleDecision::KnownAnswer {
+        passed,
+        this: Stored { verdict, ..this },
+    }
+}
+
+/// The unit's pending results in arrival order, with this one where it will sort once
+/// stored (received now, on its lease), and its position: it is judged with them before
+/// anything is written, so it is stored once, already judged.
+fn entrants<'a>(
+    s: &'a SettleSnapshot,
+    result: &'a ReturnedResult<'_>,
+    wallet: &'a str,
+    this: Stored,
+    now_ms: i64,
+) -> (usize, Vec<Entrant<'a>>) {
+    let at = s
+        .replicas
+        .iter()
+        .position(|r| (r.received_ms, r.order) > (now_ms, s.order))
+        .unwrap_or(s.replicas.len());
+    let mut entrants: Vec<Entrant<'a>> = s
+        .replicas
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Entrant {
+            slot: Slot::Replica(i),
+            wallet: &r.wallet,
+            output: &r.output,
+            spot_check: r.spot_check,
+            trusted: r.trusted,
+            vetted: r.vetted,
+            site: r.site.as_deref(),
+        })
+        .collect();
+    entrants.insert(
+        at,
+        Entrant {
+            slot: Slot::This,
+            wallet,
+            output: result.output,
+            spot_check: result.spot_check,
+            trusted: this.trusted,
+            vetted: this.vetted,
+            site: s.site.as_deref(),
         },
-        canonical: canonical == Some(this),
-        trusted,
-        vetted,
-    };
-    let ruling = |i: usize, valid: bool| Ruling {
-        slot: entrants[i].slot,
-        valid,
-        paid_micro: if valid { share } else { 0 },
-        canonical: canonical == Some(i),
-    };
-    let judgment = match outcome {
-        Outcome::Valid {
-            canonical,
+    );
+    (at, entrants)
+}
+
+/// The quorum rules for the unit `s` describes, as the relay judges under `judging`.
+fn policy(s: &SettleSnapshot, judging: Judging) -> Policy {
+    // The job's quorum binds every result but a trusted wallet's: the unit's own
+    // quorum of 1 (fixed at its first lease, to a then-trusted wallet) only lets a
+    // trusted result stand alone, never an untrusted one that got the unit after the
+    // trusted lease was lost.
+    Policy {
+        quorum: u32::try_from(s.job_quorum).unwrap_or(2).max(1),
+        trusted_alone: s.unit_quorum == 1,
+        trust_stands_in: !s.quorum_explicit,
+        // A quorum of one is the submitter's choice to trust one result that passes the
+        // kernel's checks, whoever sends it: vetting guards replicas against collusion.
+        vet_newcomers: judging.vet_newcomers && s.job_quorum >= 2,
+        // Results already judged invalid count towards the limit.
+        max_results: judging.max_results.saturating_sub(s.vetted_invalid),
+    }
+}
+
+/// A unit's results, judged: what turns the quorum's outcome into a [`Judgment`].
+struct Judged<'a> {
+    job: JobId,
+    snapshot: &'a SettleSnapshot,
+    entrants: &'a [Entrant<'a>],
+    /// The result being recorded: its position among the entrants, and its standing.
+    this: (usize, Stored),
+}
+
+impl Judged<'_> {
+    /// The judgment `outcome` comes to, with the unit's `payment` where it settles;
+    /// `None` for an unanchored quorum, which needs the relay's reference first.
+    fn judgment(&self, outcome: Outcome, payment: Option<UnitPayment>) -> Option<Judgment> {
+        let (this, stored) = self.this;
+        let share = payment.as_ref().map_or(0, UnitPayment::share_micro);
+        let canonical = match &outcome {
+            Outcome::Valid { canonical, .. } => Some(*canonical),
+            _ => None,
+        };
+        let verdict = match &outcome {
+            Outcome::Valid { valid, .. } if valid.contains(&this) => Verdict::Valid,
+            Outcome::Pending { invalid, .. } if !invalid.contains(&this) => Verdict::Pending,
+            _ => Verdict::Invalid,
+        };
+        let stored = Stored {
+            verdict,
+            paid_micro: if verdict == Verdict::Valid { share } else { 0 },
+            canonical: canonical == Some(this),
+            ..stored
+        };
+        let ruling = |i: usize, valid: bool| Ruling {
+            slot: self.entrants[i].slot,
             valid,
-            invalid,
-        } => {
-            let rulings = valid
-                .iter()
-                .map(|&i| ruling(i, true))
-                .chain(invalid.iter().map(|&i| ruling(i, false)))
-                .collect();
-            let recorded = if valid.contains(&this) {
-                Recorded::Valid {
-                    job,
-                    job_complete: s.units_done + 1 == s.units_total,
-                }
-            } else {
-                Recorded::Invalid {
-                    job,
-                    reason: "the result disagreed with the other volunteers' results",
-                }
-            };
-            Judgment {
-                job,
-                this: stored,
-                rulings,
-                unit: UnitFate::Settled {
-                    canonical: entrants[canonical].slot,
+            paid_micro: if valid { share } else { 0 },
+            canonical: canonical == Some(i),
+        };
+        let job = self.job;
+        let (rulings, unit, recorded) = match outcome {
+            Outcome::Unanchored { .. } => return None,
+            Outcome::Valid {
+                canonical,
+                valid,
+                invalid,
+            } => {
+                let rulings = valid
+                    .iter()
+                    .map(|&i| ruling(i, true))
+                    .chain(invalid.iter().map(|&i| ruling(i, false)))
+                    .collect();
+                let recorded = if valid.contains(&this) {
+                    Recorded::Valid {
+                        job,
+                        job_complete: self.snapshot.units_done + 1 == self.snapshot.units_total,
+                    }
+                } else {
+                    Recorded::Invalid {
+                        job,
+                        reason: "the result disagreed with the other volunteers' results",
+                    }
+                };
+                let unit = UnitFate::Settled {
+                    canonical: self.entrants[canonical].slot,
                     payment,
-                    void_others: s.others_active > 0,
-                },
-                recorded,
+                    void_others: self.snapshot.others_active > 0,
+                };
+                (rulings, unit, recorded)
             }
-        }
-        Outcome::Pending { more, invalid } => {
-            let eligible = (entrants.len() - invalid.len()) as i64;
-            // As above: only vetted wallets' wrong results count toward failing the job.
-            let vetted_invalid = invalid.iter().filter(|&&i| entrants[i].vetted).count();
-            let recorded = if invalid.contains(&this) {
-                Recorded::Invalid {
-                    job,
-                    reason: "the result failed the kernel's check",
-                }
-            } else {
-                Recorded::Pending { job }
-            };
-            Judgment {
-                job,
-                this: stored,
-                rulings: invalid.iter().map(|&i| ruling(i, false)).collect(),
-                unit: UnitFate::Reopened {
+            Outcome::Pending { more, invalid } => {
+                let eligible = (self.entrants.len() - invalid.len()) as i64;
+                // Only vetted wallets' wrong results count toward failing the job.
+                let vetted_invalid = invalid.iter().filter(|&&i| self.entrants[i].vetted).count();
+                let recorded = if invalid.contains(&this) {
+                    Recorded::Invalid {
+                        job,
+                        reason: "the result failed the kernel's check",
+                    }
+                } else {
+                    Recorded::Pending { job }
+                };
+                let unit = UnitFate::Reopened {
                     wanted: eligible + i64::from(more),
                     attempts: vetted_invalid as i64,
-                },
-                recorded,
+                };
+                (
+                    invalid.iter().map(|&i| ruling(i, false)).collect(),
+                    unit,
+                    recorded,
+                )
             }
-        }
-        Outcome::Unanchored { .. } => return Ok(SettleDecision::NeedsReference),
-        Outcome::Failed { reason } => {
-            let reason = format!("a unit could not be verified: {reason}");
-            Judgment {
-                job,
-                this: stored,
-                rulings: Vec::new(),
-                unit: UnitFate::Failed {
+            Outcome::Failed { reason } => {
+                let reason = format!("a unit could not be verified: {reason}");
+                let unit = UnitFate::Failed {
                     reason: reason.clone(),
-                },
-                recorded: Recorded::JobFailed { job, reason },
+                };
+                (Vec::new(), unit, Recorded::JobFailed { job, reason })
             }
-        }
-    };
-    Ok(SettleDecision::Judged(Box::new(judgment)))
+        };
+        Some(Judgment {
+            job,
+            this: stored,
+            rulings,
+            unit,
+            recorded,
+        })
+    }
 }
 
 /// The comparisons judging `candidates` needs and `verdicts` lacks: the reference run's
