@@ -120,7 +120,7 @@ pub struct DrawnUnit<'a> {
 
 /// What leasing a drawn unit writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkLease {
+pub struct NewLease {
     /// The unit's quorum from now on.
     pub quorum: i64,
     /// Leases out plus results pending that it wants from now on.
@@ -147,7 +147,7 @@ pub enum LeaseDecision {
         job_quorum: u32,
     },
     /// The lease, as it is written.
-    Lease(WorkLease),
+    Lease(NewLease),
 }
 
 /// Decides the lease of `unit` on `terms`, with `quorums` the `(kernel, job quorum,
@@ -180,7 +180,7 @@ pub fn decide_work_lease(
     }
     // As `refresh_unit` would set it once this lease is out.
     let leased = unit.outstanding + 1 >= wanted;
-    LeaseDecision::Lease(WorkLease {
+    LeaseDecision::Lease(NewLease {
         quorum,
         wanted,
         update_unit: quorum != unit.quorum || leased,

@@ -7,7 +7,7 @@ use super::{
     StorageError, REFRESH_UNITS,
 };
 use crate::lifecycle::lease::{
-    decide_work_lease, loss_counts, over_allowance, DrawnUnit, HandBack, LeaseDecision,
+    decide_work_lease, loss_counts, over_allowance, DrawnUnit, HandBack, LeaseDecision, NewLease,
 };
 use crate::validation::Network;
 use rusqlite::{Connection, OptionalExtension};
@@ -261,21 +261,19 @@ enum WorkLease {
     NeedsQuorum(String, u32),
 }
 
-/// [`Storage::lease_work`] inside the writer, with `quorum_for` evaluated in advance for
-/// the `(kernel, job quorum, quorum)` triples in `quorums`.
-fn lease_work_in(
+/// The drawn one of the oldest units `request`'s volunteer (`wallet`, as text) may have,
+/// with what the unit's refresh would count (its active leases and pending results) and
+/// its `wanted`, so its new state is known without another query; `None` when nothing is
+/// leasable. Skipping to it costs a check of each unit before it, so on average half of
+/// `DRAW_FROM`, not all of them.
+fn load_drawn_unit(
     db: &Connection,
     request: &LeaseRequest,
-    quorums: &[(String, u32, u32)],
-) -> Result<WorkLease, StorageError> {
-    let wallet = request.wallet.to_string();
+    wallet: &str,
+) -> Result<Option<(UnitRow, i64, i64)>, StorageError> {
     let network = request.network.map(|n| n.to_string());
     let peer = request.peer.to_string();
     let since = request.terms.start_ms.saturating_sub(REPEAT_AFTER_MS);
-    // The drawn one of the oldest units this volunteer may have, with what the unit's
-    // refresh would count (its active leases and pending results) and its `wanted`, so
-    // its new state is known without another query. Skipping to it costs a check of each
-    // unit before it, so on average half of `DRAW_FROM`, not all of them.
     let draw = |count: i64| (request.draw.clamp(0.0, 1.0) * count as f64) as i64;
     let pick = |offset: i64| {
         db.prepare_cached(concat!(
@@ -317,25 +315,17 @@ fn lease_work_in(
             row = pick(draw(eligible).min(eligible - 1))?;
         }
     }
-    let Some((row, wanted, outstanding)) = row else {
-        return Ok(WorkLease::Done(None));
-    };
-    let drawn = DrawnUnit {
-        quorum: row.quorum,
-        wanted,
-        outstanding,
-        kernel: &row.kernel,
-        job_quorum: row.job_quorum,
-        quorum_explicit: row.quorum_explicit,
-        job_state: &row.job_state,
-        flops: row.flops,
-    };
-    let lease = match decide_work_lease(&drawn, quorums, &request.terms) {
-        LeaseDecision::NeedsQuorum { kernel, job_quorum } => {
-            return Ok(WorkLease::NeedsQuorum(kernel, job_quorum))
-        }
-        LeaseDecision::Lease(lease) => lease,
-    };
+    Ok(row)
+}
+
+/// Writes `lease` of the unit in `row` to `request`'s volunteer (`wallet`, as text).
+fn apply_work_lease(
+    db: &Connection,
+    request: &LeaseRequest,
+    wallet: &str,
+    row: UnitRow,
+    lease: NewLease,
+) -> Result<LeasedUnit, StorageError> {
     if lease.update_unit {
         db.prepare_cached(
             "UPDATE units SET quorum = ?1, wanted = ?2,
@@ -349,7 +339,7 @@ fn lease_work_in(
             row.id
         ])?;
     }
-    insert_lease(db, request, &wallet, &row.id, "work", lease.deadline_ms)?;
+    insert_lease(db, request, wallet, &row.id, "work", lease.deadline_ms)?;
     // The job's first lease starts it; later ones need not touch the job's row.
     if lease.starts_job {
         db.prepare_cached(
@@ -357,11 +347,39 @@ fn lease_work_in(
         )?
         .execute(rusqlite::params![now_ms(), row.job_id])?;
     }
-    Ok(WorkLease::Done(Some(row.leased(
-        request.lease,
-        lease.deadline_ms,
-        false,
-    )?)))
+    row.leased(request.lease, lease.deadline_ms, false)
+}
+
+/// [`Storage::lease_work`] inside the writer: load the drawn unit, decide, apply; with
+/// `quorum_for` evaluated in advance for the `(kernel, job quorum, quorum)` triples in
+/// `quorums`.
+fn lease_work_in(
+    db: &Connection,
+    request: &LeaseRequest,
+    quorums: &[(String, u32, u32)],
+) -> Result<WorkLease, StorageError> {
+    let wallet = request.wallet.to_string();
+    let Some((row, wanted, outstanding)) = load_drawn_unit(db, request, &wallet)? else {
+        return Ok(WorkLease::Done(None));
+    };
+    let drawn = DrawnUnit {
+        quorum: row.quorum,
+        wanted,
+        outstanding,
+        kernel: &row.kernel,
+        job_quorum: row.job_quorum,
+        quorum_explicit: row.quorum_explicit,
+        job_state: &row.job_state,
+        flops: row.flops,
+    };
+    match decide_work_lease(&drawn, quorums, &request.terms) {
+        LeaseDecision::NeedsQuorum { kernel, job_quorum } => {
+            Ok(WorkLease::NeedsQuorum(kernel, job_quorum))
+        }
+        LeaseDecision::Lease(lease) => Ok(WorkLease::Done(Some(apply_work_lease(
+            db, request, &wallet, row, lease,
+        )?))),
+    }
 }
 
 fn lease_canary_in(
