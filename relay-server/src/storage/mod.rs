@@ -9,7 +9,10 @@
 //! its verdict goes `pending` → `valid` | `invalid`. Judging a result happens in the
 //! transaction that stores it, so there is no half-judged state to recover.
 //!
-//! The HTTP layer and the scheduler call these methods; nothing else touches SQL.
+//! The HTTP layer and the scheduler call these methods; nothing else touches SQL. What a
+//! transition decides (whether a unit settles, who is paid, when a job ends) is
+//! [`lifecycle`](crate::lifecycle)'s: storage loads the rows a decision needs and writes
+//! what it decided, in one transaction.
 
 use crate::data_dir::create_private_dir;
 use crate::ledger::{Account, EscrowRef, MicroCredits};
