@@ -2,7 +2,6 @@
 //! the money rules (no account but issuance below zero; every account sums to zero).
 
 use super::{Account, Entry, MicroCredits, MoneyError, Reason, GENESIS_PREV_HASH};
-use crate::storage::StorageError;
 use starling_protocol::WalletAddress;
 use std::collections::BTreeMap;
 
@@ -117,9 +116,9 @@ pub enum AuditError {
         /// The balance the entries give.
         ledger: i128,
     },
-    /// The database could not be read.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
+    /// The ledger's store could not be read (what failed is the source).
+    #[error("the ledger could not be read: {0}")]
+    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Checks a whole ledger, first entry first: seq 1, 2, 3, … without gaps, each

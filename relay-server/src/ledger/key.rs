@@ -55,7 +55,7 @@ pub fn load_or_create_relay_key(dir: &Path) -> Result<WalletKey, KeyFileError> {
         path: path.clone(),
         source,
     };
-    crate::storage::create_private_dir(dir).map_err(io)?;
+    crate::data_dir::create_private_dir(dir).map_err(io)?;
     let mut options = std::fs::OpenOptions::new();
     // create_new: if two processes race, one creates and the other reads its key.
     options.write(true).create_new(true);

@@ -7,7 +7,9 @@
 //! account that may go negative. Each entry's hash covers its fields and the previous
 //! entry's hash, and the relay's key signs each hash: editing, removing or reordering
 //! any entry is caught by [`verify_chain`]. Storage (`storage::ledger`) appends entries
-//! inside the caller's write transaction, so the chain cannot fork.
+//! inside the caller's write transaction, so the chain cannot fork. What a job sets aside,
+//! what a settled unit accrues and what is refunded is decided in
+//! [`lifecycle::billing`](crate::lifecycle::billing).
 
 mod account;
 mod audit;

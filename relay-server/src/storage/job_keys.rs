@@ -102,7 +102,7 @@ impl JobKeys {
     /// The keys under `data_dir/job-keys`, created (owner-only) if missing.
     pub fn open(data_dir: &Path) -> Result<Self, StorageError> {
         let dir = data_dir.join("job-keys");
-        super::create_private_dir(&dir).map_err(|source| StorageError::DataDir {
+        crate::data_dir::create_private_dir(&dir).map_err(|source| StorageError::DataDir {
             path: dir.display().to_string(),
             source,
         })?;

@@ -6,10 +6,15 @@ use super::{
     now_ms, parse_id, refresh_unit, LeaseContext, LeaseTerms, LeasedUnit, PeerId, Storage,
     StorageError, REFRESH_UNITS,
 };
+use crate::lifecycle::lease::{
+    decide_work_lease, loss_counts, over_allowance, DrawnUnit, HandBack, LeaseDecision, NewLease,
+};
 use crate::validation::Network;
 use rusqlite::{Connection, OptionalExtension};
 use sqlx::Row;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
+
+pub use crate::lifecycle::lease::REPEAT_AFTER_MS;
 
 /// Who asks for a lease, and on what terms.
 #[derive(Debug, Clone, Copy)]
@@ -40,15 +45,6 @@ pub const DRAW_FROM: i64 = 16;
 /// Most (kernel, job quorum) pairs remembered for `quorum_for` (a few kernels times five
 /// quorums in practice).
 const QUORUM_HINTS: usize = 64;
-
-impl LeaseTerms {
-    /// The deadline for a unit of `flops`.
-    pub fn deadline(&self, flops: u64) -> i64 {
-        let wanted = self.slack_ms as f64 + flops as f64 * self.ms_per_flop;
-        let span = (wanted as i64).max(self.min_ms).min(self.max_ms);
-        self.start_ms.saturating_add(span)
-    }
-}
 
 /// Columns of a unit and its job that an assignment needs, as [`UnitRow::read`] reads them.
 macro_rules! unit_columns {
@@ -159,24 +155,6 @@ fn insert_lease(
     Ok(())
 }
 
-/// Hand-backs a wallet may have before it gets no more work, beyond
-/// [`HANDBACKS_PER_VALID`] per valid result it returned: an honest volunteer on a flaky
-/// network drops a unit now and then and computes many more; a wallet that only takes
-/// units and hands them back (to see which units exist, or to waste them) is cut off
-/// after this many.
-pub(crate) const HANDBACK_ALLOWANCE: i64 = 8;
-
-/// Hand-backs each valid result earns a wallet. Valid results lag (a replica is judged
-/// only when its quorum is complete), so the margin is wide: with 2 (and an allowance of
-/// 4, then 8), volunteers dropping 30% of their units were still cut off in some runs of
-/// the 30-volunteer test, one of them with 19 hand-backs and 34 valid results by the end.
-pub(crate) const HANDBACKS_PER_VALID: i64 = 4;
-
-/// How long after a wallet handed a unit back it may be given that unit again, should
-/// nobody else have taken it: a lone volunteer who pressed Stop gets its unit back; a
-/// wallet failing units on purpose waits this long per unit, and pays for each.
-pub const REPEAT_AFTER_MS: i64 = 120_000;
-
 /// What losing leases came to.
 #[derive(Debug, Default)]
 pub(crate) struct Lost {
@@ -186,18 +164,6 @@ pub(crate) struct Lost {
     /// Wallets that went over their hand-back allowance with these losses, now
     /// quarantined.
     pub cut_off: Vec<WalletAddress>,
-}
-
-/// How losses count against the wallets that held the leases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HandBack {
-    /// Each lost lease is one hand-back (a `Failed`).
-    PerLease,
-    /// All the leases are one hand-back per wallet (one dropped connection).
-    Once,
-    /// Not held against the wallet: a lease that expired may have been a slow honest
-    /// volunteer's (on a busy machine, many are), and a late result still counts.
-    Never,
 }
 
 /// Marks `state` every active lease matched by `filter` (SQL over `leases`, one `?1`),
@@ -228,11 +194,7 @@ fn lose_leases(
     let mut handbacks: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
     for (_, _, wallet) in &leases {
         let n = handbacks.entry(wallet.as_str()).or_default();
-        *n = match count {
-            HandBack::PerLease => *n + 1,
-            HandBack::Once => 1,
-            HandBack::Never => 0,
-        };
+        *n = count.charge(*n);
     }
     let mut lost = Lost::default();
     // Valid results on record, per wallet.
@@ -252,7 +214,7 @@ fn lose_leases(
             })
             .optional()?;
         let (handbacks, valid, quarantined) = standing.unwrap_or((0, 0, false));
-        if !quarantined && handbacks > HANDBACK_ALLOWANCE + HANDBACKS_PER_VALID * valid {
+        if !quarantined && over_allowance(handbacks, valid) {
             db.prepare_cached("UPDATE wallets SET quarantined = 1 WHERE address = ?1")?
                 .execute([wallet])?;
             lost.cut_off.push(parse_id(wallet)?);
@@ -260,13 +222,17 @@ fn lose_leases(
         valid_of.insert(wallet, valid);
     }
     for (lease, unit, wallet) in &leases {
-        let counts = valid_of.get(wallet.as_str()).is_some_and(|v| *v > 0)
-            && !db
-                .prepare_cached(
+        let valid = valid_of.get(wallet.as_str()).copied().unwrap_or(0);
+        // Whether it lost the unit before matters only for a wallet with a record.
+        let counts = valid > 0
+            && loss_counts(
+                valid,
+                db.prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM leases WHERE unit_id = ?1 AND wallet = ?2
                      AND id != ?3 AND (state = 'released' OR state = 'expired'))",
                 )?
-                .query_row([unit, wallet, lease], |r| r.get::<_, bool>(0))?;
+                .query_row([unit, wallet, lease], |r| r.get::<_, bool>(0))?,
+            );
         // Canary leases point at settled units: losing one costs the unit nothing.
         let row = db
             .prepare_cached(
@@ -295,21 +261,19 @@ enum WorkLease {
     NeedsQuorum(String, u32),
 }
 
-/// [`Storage::lease_work`] inside the writer, with `quorum_for` evaluated in advance for
-/// the `(kernel, job quorum, quorum)` triples in `quorums`.
-fn lease_work_in(
+/// The drawn one of the oldest units `request`'s volunteer (`wallet`, as text) may have,
+/// with what the unit's refresh would count (its active leases and pending results) and
+/// its `wanted`, so its new state is known without another query; `None` when nothing is
+/// leasable. Skipping to it costs a check of each unit before it, so on average half of
+/// `DRAW_FROM`, not all of them.
+fn load_drawn_unit(
     db: &Connection,
     request: &LeaseRequest,
-    quorums: &[(String, u32, u32)],
-) -> Result<WorkLease, StorageError> {
-    let wallet = request.wallet.to_string();
+    wallet: &str,
+) -> Result<Option<(UnitRow, i64, i64)>, StorageError> {
     let network = request.network.map(|n| n.to_string());
     let peer = request.peer.to_string();
     let since = request.terms.start_ms.saturating_sub(REPEAT_AFTER_MS);
-    // The drawn one of the oldest units this volunteer may have, with what the unit's
-    // refresh would count (its active leases and pending results) and its `wanted`, so
-    // its new state is known without another query. Skipping to it costs a check of each
-    // unit before it, so on average half of `DRAW_FROM`, not all of them.
     let draw = |count: i64| (request.draw.clamp(0.0, 1.0) * count as f64) as i64;
     let pick = |offset: i64| {
         db.prepare_cached(concat!(
@@ -351,49 +315,71 @@ fn lease_work_in(
             row = pick(draw(eligible).min(eligible - 1))?;
         }
     }
-    let Some((row, mut wanted, outstanding)) = row else {
-        return Ok(WorkLease::Done(None));
-    };
-    let mut quorum = row.quorum;
-    if quorum == 0 && row.quorum_explicit {
-        // The submitter named it: trust does not lower it.
-        quorum = row.job_quorum.clamp(1, 5);
-        wanted = quorum;
-    } else if quorum == 0 {
-        let job_quorum = u32::try_from(row.job_quorum).unwrap_or(2);
-        let Some(&(_, _, first)) = quorums
-            .iter()
-            .find(|(kernel, q, _)| *q == job_quorum && *kernel == row.kernel)
-        else {
-            return Ok(WorkLease::NeedsQuorum(row.kernel, job_quorum));
-        };
-        quorum = i64::from(first);
-        wanted = quorum;
-    }
-    // As `refresh_unit` would set it once this lease is out.
-    let leased = outstanding + 1 >= wanted;
-    if quorum != row.quorum || leased {
+    Ok(row)
+}
+
+/// Writes `lease` of the unit in `row` to `request`'s volunteer (`wallet`, as text).
+fn apply_work_lease(
+    db: &Connection,
+    request: &LeaseRequest,
+    wallet: &str,
+    row: UnitRow,
+    lease: NewLease,
+) -> Result<LeasedUnit, StorageError> {
+    if lease.update_unit {
         db.prepare_cached(
             "UPDATE units SET quorum = ?1, wanted = ?2,
                  state = CASE WHEN ?3 THEN 'leased' ELSE state END
              WHERE id = ?4",
         )?
-        .execute(rusqlite::params![quorum, wanted, leased, row.id])?;
+        .execute(rusqlite::params![
+            lease.quorum,
+            lease.wanted,
+            lease.leased,
+            row.id
+        ])?;
     }
-    let deadline_ms = request.terms.deadline(row.flops());
-    insert_lease(db, request, &wallet, &row.id, "work", deadline_ms)?;
+    insert_lease(db, request, wallet, &row.id, "work", lease.deadline_ms)?;
     // The job's first lease starts it; later ones need not touch the job's row.
-    if row.job_state == "queued" {
+    if lease.starts_job {
         db.prepare_cached(
             "UPDATE jobs SET state = 'running', updated_ms = ?1 WHERE id = ?2 AND state = 'queued'",
         )?
         .execute(rusqlite::params![now_ms(), row.job_id])?;
     }
-    Ok(WorkLease::Done(Some(row.leased(
-        request.lease,
-        deadline_ms,
-        false,
-    )?)))
+    row.leased(request.lease, lease.deadline_ms, false)
+}
+
+/// [`Storage::lease_work`] inside the writer: load the drawn unit, decide, apply; with
+/// `quorum_for` evaluated in advance for the `(kernel, job quorum, quorum)` triples in
+/// `quorums`.
+fn lease_work_in(
+    db: &Connection,
+    request: &LeaseRequest,
+    quorums: &[(String, u32, u32)],
+) -> Result<WorkLease, StorageError> {
+    let wallet = request.wallet.to_string();
+    let Some((row, wanted, outstanding)) = load_drawn_unit(db, request, &wallet)? else {
+        return Ok(WorkLease::Done(None));
+    };
+    let drawn = DrawnUnit {
+        quorum: row.quorum,
+        wanted,
+        outstanding,
+        kernel: &row.kernel,
+        job_quorum: row.job_quorum,
+        quorum_explicit: row.quorum_explicit,
+        job_state: &row.job_state,
+        flops: row.flops,
+    };
+    match decide_work_lease(&drawn, quorums, &request.terms) {
+        LeaseDecision::NeedsQuorum { kernel, job_quorum } => {
+            Ok(WorkLease::NeedsQuorum(kernel, job_quorum))
+        }
+        LeaseDecision::Lease(lease) => Ok(WorkLease::Done(Some(apply_work_lease(
+            db, request, &wallet, row, lease,
+        )?))),
+    }
 }
 
 fn lease_canary_in(

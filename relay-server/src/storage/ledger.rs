@@ -13,6 +13,7 @@ use crate::ledger::{
     Account, AccountId, AuditError, ChainVerifier, Entry, EntryFields, EscrowRef, MicroCredits,
     MoneyError, Reason, Split, Summary, GENESIS_PREV_HASH,
 };
+use crate::lifecycle::billing::{decide_accrual, refund_due, AccrualRefused, EscrowStanding};
 use rusqlite::{Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteRow;
@@ -134,6 +135,12 @@ pub enum LedgerError {
 impl From<sqlx::Error> for LedgerError {
     fn from(e: sqlx::Error) -> Self {
         Self::Storage(StorageError::Db(e))
+    }
+}
+
+impl From<StorageError> for AuditError {
+    fn from(e: StorageError) -> Self {
+        Self::Unreachable(Box::new(e))
     }
 }
 
@@ -380,51 +387,40 @@ pub(crate) fn escrow_job(
     )
 }
 
-/// What a job's escrow holds and what the job already owes its payees (accrued, not yet
-/// paid out), in micro-credits.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct EscrowStanding {
-    /// The escrow account's balance.
-    pub held: i64,
-    /// Accrued for the job and not yet paid out of the escrow.
-    pub owed: i64,
+/// SQL for a job's escrow standing, as two columns (`held`, `owed`), given the text
+/// expressions of its escrow account and of its id; [`read_escrow_standing`] and the
+/// result lookup share it.
+pub(crate) fn escrow_standing_columns(escrow: &str, job: &str) -> String {
+    format!(
+        "COALESCE((SELECT micro FROM balances WHERE account = {escrow}), 0),
+         COALESCE((SELECT micro FROM accrued_jobs WHERE accrued_jobs.job_id = {job}), 0)"
+    )
 }
 
-impl EscrowStanding {
-    /// SQL for a job's standing, as two columns (`held`, `owed`), given the text
-    /// expressions of its escrow account and of its id; [`Self::read`] and the result
-    /// lookup share it.
-    pub(crate) fn columns(escrow: &str, job: &str) -> String {
-        format!(
-            "COALESCE((SELECT micro FROM balances WHERE account = {escrow}), 0),
-             COALESCE((SELECT micro FROM accrued_jobs WHERE accrued_jobs.job_id = {job}), 0)"
+/// What `job`'s escrow holds and owes.
+fn read_escrow_standing(db: &Connection, job: JobId) -> Result<EscrowStanding, LedgerError> {
+    // `'escrow:' || id` is [`EscrowRef::Job`]'s account, as `escrow_of` falls back to.
+    let sql = format!(
+        "SELECT {}",
+        escrow_standing_columns(
+            "COALESCE((SELECT escrow_account FROM jobs WHERE id = ?1), 'escrow:' || ?1)",
+            "?1"
         )
-    }
-
-    fn read(db: &Connection, job: JobId) -> Result<Self, LedgerError> {
-        // `'escrow:' || id` is [`EscrowRef::Job`]'s account, as `escrow_of` falls back to.
-        let sql = format!(
-            "SELECT {}",
-            Self::columns(
-                "COALESCE((SELECT escrow_account FROM jobs WHERE id = ?1), 'escrow:' || ?1)",
-                "?1"
-            )
-        );
-        Ok(db.prepare_cached(&sql)?.query_row([job.to_string()], |r| {
-            Ok(Self {
-                held: r.get(0)?,
-                owed: r.get(1)?,
-            })
-        })?)
-    }
+    );
+    Ok(db.prepare_cached(&sql)?.query_row([job.to_string()], |r| {
+        Ok(EscrowStanding {
+            held: r.get(0)?,
+            owed: r.get(1)?,
+        })
+    })?)
 }
 
 /// Credits one settled unit's price to its payees without writing the ledger: each of
 /// `wallets` its share, the `site` its share, the platform the rest, as
 /// [`split_unit_price`](crate::ledger::split_unit_price) computed, added to their
-/// [accruals](pay_out) for `job`. Zero parts add nothing. Fails with
-/// [`LedgerError::Overdraft`] (on the escrow) when the job's escrow, less what it already
-/// owes, cannot cover the price; the caller's transaction then rolls back.
+/// [accruals](pay_out) for `job`, as [`decide_accrual`] decides. Zero parts add nothing.
+/// Fails with [`LedgerError::Overdraft`] (on the escrow) when the job's escrow, less what
+/// it already owes, cannot cover the price; the caller's transaction then rolls back.
 ///
 /// `escrow` is what the job's escrow holds and already owes, read in the same transaction
 /// (a settling result reads it with everything else it needs); `None` reads it here.
@@ -440,39 +436,25 @@ pub(crate) fn accrue_unit(
     site: Option<&WalletAddress>,
     escrow: Option<EscrowStanding>,
 ) -> Result<(), LedgerError> {
-    if split.volunteers.len() != wallets.len() {
-        return Err(LedgerError::SplitMismatch(format!(
-            "{} volunteer shares for {} wallets",
-            split.volunteers.len(),
-            wallets.len()
-        )));
-    }
-    let site_part = match site {
-        Some(site) => Some((Account::Wallet(*site), split.site, Reason::SiteShare)),
-        None if split.site.is_zero() => None,
-        None => {
-            return Err(LedgerError::SplitMismatch(format!(
-                "a site share of {} but no site",
-                split.site
-            )))
-        }
-    };
-    if split.price.is_zero() {
-        return Ok(());
-    }
-    let price = i64::try_from(split.price.0).map_err(|_| LedgerError::TooLarge(split.price))?;
-    let job_id = job.to_string();
     let standing = match escrow {
         Some(standing) => standing,
-        None => EscrowStanding::read(db, job)?,
+        None => read_escrow_standing(db, job)?,
     };
-    if standing.owed.saturating_add(price) > standing.held {
-        return Err(LedgerError::Overdraft {
-            account: escrow_of(db, job)?.0,
-            balance: MicroCredits(u64::try_from(standing.held - standing.owed).unwrap_or(0)),
-            amount: split.price,
-        });
-    }
+    let accrual = match decide_accrual(split, wallets, site, standing) {
+        Ok(Some(accrual)) => accrual,
+        Ok(None) => return Ok(()),
+        Err(AccrualRefused::Overdraft { free, price }) => {
+            return Err(LedgerError::Overdraft {
+                account: escrow_of(db, job)?.0,
+                balance: free,
+                amount: price,
+            })
+        }
+        Err(AccrualRefused::SplitMismatch(why)) => return Err(LedgerError::SplitMismatch(why)),
+        Err(AccrualRefused::TooLarge(amount)) => return Err(LedgerError::TooLarge(amount)),
+    };
+    let price = i64::try_from(accrual.price.0).map_err(|_| LedgerError::TooLarge(accrual.price))?;
+    let job_id = job.to_string();
     // No `RETURNING` here: SQLite buffers returned rows in a temporary b-tree, which cost
     // more than the statement's own write.
     db.prepare_cached(
@@ -480,17 +462,10 @@ pub(crate) fn accrue_unit(
          ON CONFLICT (job_id) DO UPDATE SET micro = micro + excluded.micro",
     )?
     .execute(rusqlite::params![job_id, price])?;
-    let mut parts: Vec<(String, &'static str, i64)> = Vec::with_capacity(wallets.len() + 2);
-    let all = wallets
-        .iter()
-        .zip(&split.volunteers)
-        .map(|(wallet, share)| (Account::Wallet(*wallet), *share, Reason::Pay))
-        .chain(site_part)
-        .chain([(Account::Platform, split.platform, Reason::PlatformFee)])
-        .filter(|(_, amount, _)| !amount.is_zero());
-    for (account, amount, reason) in all {
-        let micro = i64::try_from(amount.0).map_err(|_| LedgerError::TooLarge(amount))?;
-        parts.push((account.to_string(), reason.as_str(), micro));
+    let mut parts: Vec<(String, &'static str, i64)> = Vec::with_capacity(accrual.parts.len());
+    for part in &accrual.parts {
+        let micro = i64::try_from(part.amount.0).map_err(|_| LedgerError::TooLarge(part.amount))?;
+        parts.push((part.account.to_string(), part.reason.as_str(), micro));
     }
     if parts.is_empty() {
         return Ok(());
@@ -594,11 +569,9 @@ pub(crate) fn refund_job(
 ) -> Result<Option<Entry>, LedgerError> {
     let (escrow, name) = escrow_of(db, job)?;
     // What settled units accrued stays for their payout: only the rest goes back.
-    let left = cached_balance(db, &escrow)?.saturating_sub(owed(db, job)?);
-    if left <= 0 {
+    let Some(amount) = refund_due(cached_balance(db, &escrow)?, owed(db, job)?)? else {
         return Ok(None);
-    }
-    let amount = MicroCredits(u64::try_from(left).map_err(|_| MoneyError::Overflow)?);
+    };
     let entry = append(
         db,
         key,

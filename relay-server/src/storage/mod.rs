@@ -9,9 +9,16 @@
 //! its verdict goes `pending` → `valid` | `invalid`. Judging a result happens in the
 //! transaction that stores it, so there is no half-judged state to recover.
 //!
-//! The HTTP layer and the scheduler call these methods; nothing else touches SQL.
+//! The HTTP layer and the scheduler call these methods; nothing else touches SQL. What a
+//! transition decides (whether a unit settles, who is paid, when a job ends) is
+//! [`lifecycle`](crate::lifecycle)'s: storage loads the rows a decision needs and writes
+//! what it decided, in one transaction.
 
-use crate::ledger::{split_unit_price, Account, AccountId, EscrowRef, MicroCredits};
+use crate::data_dir::create_private_dir;
+use crate::ledger::{Account, EscrowRef, MicroCredits};
+use crate::lifecycle::billing::{bill_of, job_budget, BudgetError, JobBill};
+use crate::lifecycle::finish::{decide_fail, decide_finish, ClosingJob};
+use crate::lifecycle::Inconsistent;
 use rusqlite::{Connection, OptionalExtension};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection as _, Row, SqlitePool};
@@ -32,6 +39,8 @@ mod results;
 mod sites;
 mod wallets;
 mod writer;
+pub use crate::lifecycle::billing::Pricing;
+pub use crate::lifecycle::lease::LeaseTerms;
 pub use leaderboard::Earner;
 pub use leases::{LeaseRequest, REPEAT_AFTER_MS};
 pub use ledger::{Accrual, LedgerError, SignedTransfer};
@@ -89,6 +98,12 @@ pub enum StorageError {
         /// Its jobs queued or running.
         active: u64,
     },
+}
+
+impl From<Inconsistent> for StorageError {
+    fn from(e: Inconsistent) -> Self {
+        Self::Corrupt(e.0)
+    }
 }
 
 impl StorageError {
@@ -160,35 +175,6 @@ fn withdraw_units(db: &Connection, job: JobId) -> Result<u64, StorageError> {
     Ok(withdrawn as u64)
 }
 
-/// How long a lease lasts: until `start_ms + clamp(slack_ms + flops * ms_per_flop,
-/// min_ms, max_ms)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LeaseTerms {
-    /// When the lease starts, Unix milliseconds.
-    pub start_ms: i64,
-    /// Shortest lease.
-    pub min_ms: i64,
-    /// Longest lease.
-    pub max_ms: i64,
-    /// Milliseconds added to every lease (network, queueing).
-    pub slack_ms: i64,
-    /// Milliseconds granted per FLOP of the unit.
-    pub ms_per_flop: f64,
-}
-
-impl LeaseTerms {
-    /// A lease that ends exactly at `deadline_ms`, whatever the unit costs.
-    pub fn until(deadline_ms: i64) -> Self {
-        Self {
-            start_ms: deadline_ms,
-            min_ms: 0,
-            max_ms: 0,
-            slack_ms: 0,
-            ms_per_flop: 0.0,
-        }
-    }
-}
-
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -223,17 +209,6 @@ pub struct Storage {
     keys: Arc<job_keys::JobKeys>,
 }
 
-/// What a unit of work costs and how its price is shared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pricing {
-    /// Price of one GFLOP of verified work.
-    pub price_per_gflop: MicroCredits,
-    /// The embedding site's share of a unit's price, parts per million.
-    pub site_share_ppm: u32,
-    /// The platform's fee, parts per million.
-    pub platform_fee_ppm: u32,
-}
-
 /// The relay's signing key and prices.
 #[derive(Debug)]
 pub struct Billing {
@@ -241,13 +216,6 @@ pub struct Billing {
     pub key: WalletKey,
     /// Prices of new jobs and shares of their payments.
     pub pricing: Pricing,
-}
-
-/// A job's bill: who pays and at what price per GFLOP (fixed when it was submitted).
-#[derive(Debug, Clone, Copy)]
-struct JobBill {
-    submitter: AccountId,
-    price_per_gflop: MicroCredits,
 }
 
 fn job_bill(db: &Connection, job: &str) -> Result<Option<JobBill>, StorageError> {
@@ -260,37 +228,46 @@ fn job_bill(db: &Connection, job: &str) -> Result<Option<JobBill>, StorageError>
     let Some((submitter, price)) = row else {
         return Ok(None);
     };
-    bill_of(submitter, price)
+    Ok(bill_of(submitter.as_deref(), price)?)
 }
 
-/// A job's bill from its `submitter` and `price_per_gflop` columns.
-fn bill_of(submitter: Option<String>, price: i64) -> Result<Option<JobBill>, StorageError> {
-    Ok(match submitter {
-        Some(s) if price > 0 => Some(JobBill {
-            submitter: s
-                .parse()
-                .map_err(|_| StorageError::Corrupt(format!("submitter {s:?}")))?,
-            price_per_gflop: MicroCredits(u64::try_from(price).unwrap_or(0)),
-        }),
-        _ => None,
-    })
+/// `job`'s state and progress, as closing it reads them; `None` for an unknown job.
+fn load_closing_job(db: &Connection, job: JobId) -> Result<Option<ClosingJob>, StorageError> {
+    Ok(db
+        .prepare_cached("SELECT state, units_done, units_total FROM jobs WHERE id = ?1")?
+        .query_row([job.to_string()], |r| {
+            Ok(ClosingJob {
+                state: r.get(0)?,
+                units_done: r.get(1)?,
+                units_total: r.get(2)?,
+            })
+        })
+        .optional()?)
 }
 
-/// Fails an open job with `reason` inside the caller's transaction: its units are
-/// withdrawn, what its settled units earned is paid out and what is left of its escrow
-/// goes back to the submitter. Returns the payout's entries, for receipts.
+/// Fails an open job with `reason` inside the caller's transaction, as
+/// [`decide_fail`] decides: its units are withdrawn, what its settled units earned is
+/// paid out and what is left of its escrow goes back to the submitter. Returns the
+/// payout's entries, for receipts.
 fn fail_in(
     db: &Connection,
     billing: Option<&Billing>,
     job: JobId,
     reason: &str,
 ) -> Result<Vec<crate::ledger::Entry>, StorageError> {
-    db.prepare_cached(
-        "UPDATE jobs SET state = 'failed', error = ?1, updated_ms = ?2
-         WHERE id = ?3 AND state IN ('queued', 'running')",
-    )?
-    .execute(rusqlite::params![reason, now_ms(), job.to_string()])?;
-    withdraw_units(db, job)?;
+    let close = decide_fail(load_closing_job(db, job)?.as_ref());
+    if close.ends {
+        db.prepare_cached(
+            "UPDATE jobs SET state = 'failed', error = ?1, updated_ms = ?2 WHERE id = ?3",
+        )?
+        .execute(rusqlite::params![reason, now_ms(), job.to_string()])?;
+    }
+    if close.withdraws_units {
+        withdraw_units(db, job)?;
+    }
+    if !close.closes_escrow {
+        return Ok(Vec::new());
+    }
     settle_escrow(db, billing, job)
 }
 
@@ -309,20 +286,6 @@ fn settle_escrow(
         ledger::refund_job(db, &billing.key, job, bill.submitter).map_err(StorageError::ledger)?;
     }
     Ok(paid)
-}
-
-/// Creates `dir` and any missing parents readable by their owner only (on unix): the data
-/// directory holds the ledger, API key hashes and the relay's signing key. A directory
-/// that exists keeps its mode: the operator may have chosen it (a home directory).
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
 }
 
 /// Creates the database file at `path` if it is missing, and makes it and any WAL and
@@ -453,17 +416,16 @@ impl Storage {
         let price = bill.map_or(MicroCredits(0), |(b, _)| b.pricing.price_per_gflop);
         // A unit's price does not depend on how it is shared, so the job's budget is
         // exactly what its units will pay out.
-        let mut budget = MicroCredits(0);
-        if bill.is_some() {
-            for idx in 0..job.units.len() {
-                let flops = job.unit_flops.get(idx).copied().unwrap_or(0);
-                let unit = split_unit_price(flops, price, 0, 0, 1, false)
-                    .map_err(|e| StorageError::Corrupt(format!("unit price: {e}")))?;
-                budget = budget
-                    .checked_add(unit.price)
-                    .map_err(|e| StorageError::ledger(e.into()))?;
-            }
-        }
+        let budget = if bill.is_some() {
+            let flops =
+                (0..job.units.len()).map(|idx| job.unit_flops.get(idx).copied().unwrap_or(0));
+            job_budget(flops, price).map_err(|e| match e {
+                BudgetError::UnitPrice(e) => StorageError::Corrupt(format!("unit price: {e}")),
+                BudgetError::Total(e) => StorageError::ledger(e.into()),
+            })?
+        } else {
+            MicroCredits(0)
+        };
         let escrow = bill.map(|(billing, submitter)| (billing.key.clone(), submitter));
         // Sealed before the write (which may run more than once), with a key on disk first:
         // a crash in between leaves a key without a job, never a job without its key.
@@ -650,19 +612,19 @@ impl Storage {
         let (finished, paid) = self
             .writer
             .exec(move |db| {
-                let updated = db
-                    .prepare_cached(
-                        "UPDATE jobs SET state = 'done', result = ?1, updated_ms = ?2
-                         WHERE id = ?3 AND state = 'running' AND units_done = units_total",
+                let close = decide_finish(load_closing_job(db, job)?.as_ref());
+                if close.ends {
+                    db.prepare_cached(
+                        "UPDATE jobs SET state = 'done', result = ?1, updated_ms = ?2 WHERE id = ?3",
                     )?
                     .execute(rusqlite::params![result, now_ms(), job.to_string()])?;
-                let finished = updated == 1;
-                let paid = if finished {
+                }
+                let paid = if close.closes_escrow {
                     settle_escrow(db, billing.as_deref(), job)?
                 } else {
                     Vec::new()
                 };
-                Ok::<_, StorageError>((finished, paid))
+                Ok::<_, StorageError>((close.ends, paid))
             })
             .await?;
         self.announce(&paid);

@@ -1,84 +1,23 @@
-//! Returned results: stored, judged against their replicas and settled in one
-//! transaction.
+//! Returned results in SQLite: what judging one needs loaded in one statement, and what
+//! the judgment decided written, in the transaction that stores the result. The judging
+//! itself is [`lifecycle::settle`](crate::lifecycle::settle).
 
-use super::ledger::EscrowStanding;
+use super::ledger::{accrue_unit, escrow_standing_columns};
 use super::writer::Keep;
-use super::{
-    bill_of, ledger, now_ms, parse_id, refresh_unit, wallets, Billing, Storage, StorageError,
+use super::{fail_in, now_ms, refresh_unit, wallets, Billing, Storage, StorageError};
+use crate::lifecycle::billing::EscrowStanding;
+use crate::lifecycle::settle::{
+    decide_settle, Replica, SettleDecision, SettleSnapshot, Slot, Stored, Terms, UnitFate,
+    Verdicts, WalletStanding,
 };
-use crate::ledger::{split_unit_price, Split};
-use crate::validation::quorum::{judge, Candidate, Outcome, Policy, Reference};
+use crate::validation::quorum::Reference;
 use crate::validation::trust::Reliability;
 use rusqlite::{Connection, OptionalExtension};
 use sqlx::Row;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
-use std::cell::Cell;
 use std::sync::{Arc, LazyLock};
 
-/// A result as it arrived, on a connection whose wallet its hello proved.
-#[derive(Debug, Clone, Copy)]
-pub struct ReturnedResult<'a> {
-    /// The lease it answers.
-    pub lease: LeaseId,
-    /// The wallet that signed it.
-    pub wallet: WalletAddress,
-    /// The output bytes.
-    pub output: &'a [u8],
-    /// The kernel's spot check of it, where the kernel has one.
-    pub spot_check: Option<bool>,
-}
-
-/// What storing a result did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recorded {
-    /// Nothing changed: the lease is unknown, another wallet's, already answered, or its
-    /// unit is settled.
-    Stale(&'static str),
-    /// Stored; the unit waits for more replicas.
-    Pending {
-        /// The unit's job.
-        job: JobId,
-    },
-    /// The unit settled with this result among the agreeing ones.
-    Valid {
-        /// The unit's job.
-        job: JobId,
-        /// Whether that was the job's last unit (it is ready to merge).
-        job_complete: bool,
-    },
-    /// This result was judged wrong.
-    Invalid {
-        /// The unit's job.
-        job: JobId,
-        /// Why, for the volunteer.
-        reason: &'static str,
-    },
-    /// Too many results without a quorum: the unit and its job failed.
-    JobFailed {
-        /// The job.
-        job: JobId,
-        /// Why.
-        reason: String,
-    },
-    /// A known-answer test, passed or not.
-    Canary {
-        /// Whether the result matched the known answer.
-        passed: bool,
-    },
-    /// Nothing changed: the result would complete a quorum of wallets without a record,
-    /// which stands only if the relay's CPU reference agrees. Record it again with the
-    /// reference (or [`Reference::Unavailable`]).
-    NeedsReference,
-}
-
-/// How results are judged, as the relay is configured.
-#[derive(Debug, Clone, Copy)]
-pub struct Judging {
-    /// Results one unit may collect without a quorum before its job fails.
-    pub max_results: u32,
-    /// Whether a quorum needs an anchor (see [`Policy::vet_newcomers`]).
-    pub vet_newcomers: bool,
-}
+pub use crate::lifecycle::settle::{Comparison, Judging, Recorded, ReturnedResult};
 
 /// One unit as an auditor sees it: its state and everything returned for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,51 +44,6 @@ pub struct UnitAudit {
     pub active_leases: i64,
 }
 
-struct Stored {
-    lease: String,
-    wallet: String,
-    output: Vec<u8>,
-    spot_check: Option<bool>,
-    trusted: bool,
-    vetted: bool,
-    /// The embedding site its volunteer came through.
-    site: Option<String>,
-}
-
-/// Sets a stored result's verdict and what it earned; `canonical` drops its output, which
-/// its unit now holds.
-fn mark(
-    db: &Connection,
-    lease: &str,
-    state: &str,
-    paid_micro: i64,
-    canonical: bool,
-) -> Result<(), StorageError> {
-    db.prepare_cached(
-        "UPDATE leases SET verdict = ?1, paid_micro = ?2,
-             output = CASE WHEN ?4 THEN NULL ELSE output END
-         WHERE id = ?3",
-    )?
-    .execute(rusqlite::params![state, paid_micro, lease, canonical])?;
-    Ok(())
-}
-
-/// The kernel's comparison of output pairs `(a, b)`, as the caller computed it for
-/// outputs too large to compare on the writer thread; it is a function of the two
-/// outputs, so what it said once holds for the same bytes.
-type Verdicts = Vec<(Vec<u8>, Vec<u8>, bool)>;
-
-/// A kernel's comparison of two outputs of one unit: whether they agree.
-pub type Comparison = Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
-
-/// Outputs up to this size are compared on the writer thread, inside the result's
-/// transaction: comparing two 64 KiB outputs takes microseconds, and the alternative, a
-/// second trip through the writer once the caller has compared them, cost a whole extra
-/// lookup of the result's unit (the second result of every replicated unit, and every
-/// known-answer result, made that trip). Larger outputs are compared by the caller, off
-/// the writer, which everyone's writes wait for.
-const INLINE_COMPARE_BYTES: usize = 64 * 1024;
-
 /// What one try at recording a result came to.
 enum Attempt {
     /// Recorded, with the ledger entries written (a failed job's payout) and the wallets
@@ -166,119 +60,13 @@ enum Attempt {
     Reference,
 }
 
-/// A lease being answered, its unit and job, and its wallet's standing, as read at the
-/// start of [`record_in`].
-struct Answered {
-    /// The lease's rowid: results received in the same millisecond are judged in lease
-    /// order.
-    rowid: i64,
-    unit: String,
-    wallet: String,
-    kind: String,
-    unit_state: String,
-    unit_quorum: i64,
-    known: Option<Vec<u8>>,
-    job: String,
-    job_state: String,
-    job_quorum: i64,
-    answered: bool,
-    bill: (Option<String>, i64),
-    flops: i64,
-    site: Option<String>,
-    /// The wallet's standing: in total, and on this kernel.
-    record: wallets::Record,
-    kernel: String,
-    /// Active leases of the unit besides this one.
-    others_active: i64,
-    /// Whether the unit has pending or invalid results (most units have none when their
-    /// first result comes, and then need no query for them).
-    judged_or_pending: bool,
-    /// The job's settled units and units, before this result.
-    units_done: i64,
-    units_total: i64,
-    /// The job's escrow, before this result.
-    escrow: EscrowStanding,
-    /// Whether the submitter named the job's quorum (then trust never stands in for it).
-    quorum_explicit: bool,
-}
-
-/// How a settled unit's price is shared: who is paid and how much each.
-struct Payment {
-    split: Split,
-    wallets: Vec<WalletAddress>,
-    site: Option<WalletAddress>,
-}
-
-impl Payment {
-    /// What each agreeing wallet earns (the shares are equal).
-    fn share_micro(&self) -> i64 {
-        self.split
-            .volunteers
-            .first()
-            .map_or(0, |m| i64::try_from(m.0).unwrap_or(i64::MAX))
-    }
-}
-
-/// The price of the settled unit answered in `row`, split between the wallets whose
-/// results agreed (equal shares), the site the canonical result's volunteer came
-/// through, and the platform; `None` where the job is not billed or the unit is free.
-/// `answering` is the wallet whose result is being recorded, already parsed: parsing an
-/// address checks its key, which costs as much as the rest of a payment.
-fn payment(
-    billing: Option<&Billing>,
-    row: &Answered,
-    wallets: &[&str],
-    site: Option<String>,
-    answering: (&str, WalletAddress),
-) -> Result<Option<Payment>, StorageError> {
-    let Some(billing) = billing else {
-        return Ok(None);
-    };
-    let (submitter, price) = row.bill.clone();
-    let Some(bill) = bill_of(submitter, price)? else {
-        return Ok(None);
-    };
-    let parse = |s: &str| {
-        if s == answering.0 {
-            return Ok(answering.1);
-        }
-        s.parse::<WalletAddress>()
-            .map_err(|_| StorageError::Corrupt(format!("wallet {s:?}")))
-    };
-    let site = site.as_deref().map(parse).transpose()?;
-    let wallets: Vec<WalletAddress> = wallets.iter().map(|w| parse(w)).collect::<Result<_, _>>()?;
-    let split = split_unit_price(
-        u64::try_from(row.flops).unwrap_or(0),
-        bill.price_per_gflop,
-        billing.pricing.site_share_ppm,
-        billing.pricing.platform_fee_ppm,
-        wallets.len(),
-        site.is_some(),
-    )
-    .map_err(|e| StorageError::Corrupt(format!("unit price: {e}")))?;
-    if split.price.is_zero() {
-        return Ok(None);
-    }
-    Ok(Some(Payment {
-        split,
-        wallets,
-        site,
-    }))
-}
-
-/// Every ordered pair of `outputs` (distinct positions) missing from `verdicts`.
-fn missing_pairs(outputs: &[&[u8]], verdicts: &Verdicts) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for (i, a) in outputs.iter().enumerate() {
-        for (j, b) in outputs.iter().enumerate() {
-            let known = |(x, y, _): &(Vec<u8>, Vec<u8>, bool)| x == a && y == b;
-            let listed = |(x, y): &(Vec<u8>, Vec<u8>)| x == a && y == b;
-            if i != j && !verdicts.iter().any(known) && !pairs.iter().any(listed) {
-                pairs.push((a.to_vec(), b.to_vec()));
-            }
-        }
-    }
-    pairs
+/// The result being recorded, with its lease's and wallet's text as stored, and when it
+/// is received.
+struct Answer<'a> {
+    result: &'a ReturnedResult<'a>,
+    lease: &'a str,
+    wallet: &'a str,
+    now_ms: i64,
 }
 
 /// Everything judging a result needs, read in one statement by its lease id.
@@ -302,32 +90,24 @@ static ANSWERED_SQL: LazyLock<String> = LazyLock::new(|| {
               LEFT JOIN wallet_kernels AS on_kernel
                   ON on_kernel.wallet = leases.wallet AND on_kernel.kernel = jobs.kernel
          WHERE leases.id = ?1",
-        EscrowStanding::columns(
+        escrow_standing_columns(
             "COALESCE(jobs.escrow_account, 'escrow:' || units.job_id)",
             "units.job_id"
         )
     )
 });
 
-/// [`Storage::record_result`] inside the writer, comparing outputs through `verdicts`.
-fn record_in(
-    db: &Connection,
-    billing: Option<&Billing>,
-    result: &ReturnedResult<'_>,
-    judging: Judging,
-    reference: &Reference,
-    verdicts: &Verdicts,
-    compare: &(dyn Fn(&[u8], &[u8]) -> bool + Send + Sync),
-) -> Result<Attempt, StorageError> {
-    let lease = result.lease.to_string();
-    let wallet = result.wallet.to_string();
-    let row = db
+/// What judging the result on `lease` needs, in one statement, and a second for the
+/// unit's results so far where it has pending or invalid ones (most units have none when
+/// their first result comes) and is not a known-answer test; `None` for an unknown lease.
+fn load_settle(db: &Connection, lease: &str) -> Result<Option<SettleSnapshot>, StorageError> {
+    let loaded = db
         .prepare_cached(&ANSWERED_SQL)?
-        .query_row([&lease], |r| {
-            Ok(Answered {
+        .query_row([lease], |r| {
+            let snapshot = SettleSnapshot {
                 unit: r.get(0)?,
                 wallet: r.get(1)?,
-                kind: r.get(2)?,
+                known_answer: r.get_ref(2)? == rusqlite::types::ValueRef::Text(b"canary"),
                 unit_state: r.get(3)?,
                 unit_quorum: r.get(4)?,
                 known: r.get(5)?,
@@ -335,114 +115,35 @@ fn record_in(
                 job_state: r.get(7)?,
                 job_quorum: r.get(8)?,
                 answered: r.get(9)?,
-                bill: (r.get(10)?, r.get(11)?),
+                submitter: r.get(10)?,
+                price_per_gflop: r.get(11)?,
                 flops: r.get(12)?,
                 site: r.get(13)?,
-                record: wallets::Record {
+                standing: WalletStanding {
                     total: wallets::reliability_of(r.get(14)?, r.get(15)?, r.get(16)?),
                     kernel: wallets::reliability_of(r.get(26)?, r.get(27)?, r.get(28)?),
                 },
-                kernel: r.get(25)?,
                 others_active: r.get(17)?,
-                judged_or_pending: r.get(18)?,
                 units_done: r.get(19)?,
                 units_total: r.get(20)?,
-                rowid: r.get(21)?,
+                order: r.get(21)?,
                 escrow: EscrowStanding {
                     held: r.get(22)?,
                     owed: r.get(23)?,
                 },
                 quorum_explicit: r.get(24)?,
-            })
+                kernel: r.get(25)?,
+                replicas: Vec::new(),
+                vetted_invalid: 0,
+            };
+            let judged_or_pending: bool = r.get(18)?;
+            Ok((snapshot, judged_or_pending))
         })
         .optional()?;
-    let Some(row) = row else {
-        return Ok(Attempt::Done(
-            Recorded::Stale("no such lease"),
-            Vec::new(),
-            Vec::new(),
-        ));
+    let Some((mut snapshot, judged_or_pending)) = loaded else {
+        return Ok(None);
     };
-    let stale = |why| Ok(Attempt::Done(Recorded::Stale(why), Vec::new(), Vec::new()));
-    if row.wallet != wallet {
-        return stale("the lease was issued to another wallet");
-    }
-    if row.answered {
-        return stale("this wallet already answered this unit");
-    }
-    // Small outputs are compared here. Where a large pair's comparison is needed and the
-    // caller has not made it, judging goes on as if the outputs disagreed and the attempt
-    // is thrown away.
-    let missed = Cell::new(false);
-    let agree = |a: &[u8], b: &[u8]| match verdicts.iter().find(|(x, y, _)| x == a && y == b) {
-        Some(&(_, _, agreed)) => agreed,
-        None if a.len().max(b.len()) <= INLINE_COMPARE_BYTES => compare(a, b),
-        None => {
-            missed.set(true);
-            false
-        }
-    };
-    let unit = row.unit.as_str();
-    let job: JobId = parse_id(&row.job)?;
-    // Trust and vetting are per kernel: a record on matmul vouches for nothing else.
-    let trusted = row.record.kernel.trusted();
-    let vetted = row.record.kernel.vetted();
-    let now = now_ms();
-    // Stores the result in its lease's row, judged `verdict`. `canonical`: its output
-    // becomes its unit's, which holds the only copy.
-    let store = |verdict: &str, paid_micro: i64, canonical: bool| -> Result<(), StorageError> {
-        db.prepare_cached(
-            "UPDATE leases SET state = 'returned', verdict = ?2, output = ?3, spot_check = ?4,
-                 trusted = ?5, received_ms = ?6, paid_micro = ?7, vetted = ?8
-             WHERE id = ?1",
-        )?
-        .execute(rusqlite::params![
-            lease,
-            verdict,
-            (!canonical).then_some(result.output),
-            result.spot_check,
-            trusted,
-            now,
-            paid_micro,
-            vetted
-        ])?;
-        Ok(())
-    };
-
-    if row.kind == "canary" {
-        let passed = result.spot_check != Some(false)
-            && row
-                .known
-                .as_deref()
-                .is_some_and(|known| agree(known, result.output));
-        if missed.get() {
-            let known = row.known.unwrap_or_default();
-            return Ok(Attempt::Compare(vec![(known, result.output.to_vec())]));
-        }
-        // Known answers are the relay's own tests: passing one earns nothing.
-        store(if passed { "valid" } else { "invalid" }, 0, false)?;
-        let judged = wallets::judge(db, &wallet, &row.kernel, passed, Some(row.record))?;
-        return Ok(Attempt::Done(
-            Recorded::Canary { passed },
-            Vec::new(),
-            vec![(result.wallet, judged)],
-        ));
-    }
-
-    let open = matches!(row.unit_state.as_str(), "queued" | "leased")
-        && matches!(row.job_state.as_str(), "queued" | "running");
-    if !open {
-        // Settled or withdrawn: a late replica neither counts nor costs its wallet.
-        return stale("the unit is already settled");
-    }
-
-    // The unit's results so far, pending in arrival order (invalid ones only count
-    // towards the limit), and this one where it will sort once stored: it is judged
-    // with them before anything is written, so it is stored once, already judged.
-    let mut pending: Vec<Stored> = Vec::new();
-    let mut judged_before: u32 = 0;
-    let mut this = None;
-    if row.judged_or_pending {
+    if judged_or_pending && !snapshot.known_answer {
         let mut results = db.prepare_cached(
             "SELECT id, wallet, output, spot_check, trusted, verdict, received_ms, rowid, site,
                     COALESCE(vetted, 0)
@@ -450,194 +151,156 @@ fn record_in(
                  AND verdict IN ('pending', 'invalid')
              ORDER BY received_ms, rowid",
         )?;
-        let mut rows = results.query([unit])?;
+        let mut rows = results.query([&snapshot.unit])?;
         while let Some(r) = rows.next()? {
             if r.get_ref(5)? == rusqlite::types::ValueRef::Text(b"invalid") {
-                // Only wrong results of wallets with a record count toward failing the
-                // unit: wallets cost nothing, and fresh ones sending garbage would
-                // otherwise fail any job.
+                // Invalid results only count toward the limit, and only vetted wallets'.
                 if r.get::<_, bool>(9)? {
-                    judged_before = judged_before.saturating_add(1);
+                    snapshot.vetted_invalid = snapshot.vetted_invalid.saturating_add(1);
                 }
                 continue;
             }
-            // Where this result sorts once stored, received `now` on its lease.
-            if this.is_none() && (r.get::<_, i64>(6)?, r.get::<_, i64>(7)?) > (now, row.rowid) {
-                this = Some(pending.len());
-            }
-            pending.push(Stored {
+            snapshot.replicas.push(Replica {
                 lease: r.get(0)?,
                 wallet: r.get(1)?,
                 output: r.get(2)?,
                 spot_check: r.get(3)?,
                 trusted: r.get(4)?,
+                received_ms: r.get(6)?,
+                order: r.get(7)?,
                 site: r.get(8)?,
                 vetted: r.get(9)?,
             });
         }
     }
-    let this = this.unwrap_or(pending.len());
-    pending.insert(
-        this,
-        Stored {
-            lease: lease.clone(),
-            wallet: wallet.clone(),
-            output: result.output.to_vec(),
-            spot_check: result.spot_check,
-            trusted,
-            vetted,
-            site: row.site.clone(),
-        },
-    );
-    let candidates: Vec<Candidate<'_>> = pending
-        .iter()
-        .map(|s| Candidate {
-            output: &s.output,
-            spot_check: s.spot_check,
-            trusted: s.trusted,
-            vetted: s.vetted,
-        })
-        .collect();
-    // The job's quorum binds every result but a trusted wallet's: the unit's own
-    // quorum of 1 (fixed at its first lease, to a then-trusted wallet) only lets a
-    // trusted result stand alone, never an untrusted one that got the unit after the
-    // trusted lease was lost.
-    let policy = Policy {
-        quorum: u32::try_from(row.job_quorum).unwrap_or(2).max(1),
-        trusted_alone: row.unit_quorum == 1,
-        trust_stands_in: !row.quorum_explicit,
-        // A quorum of one is the submitter's choice to trust one result that passes the
-        // kernel's checks, whoever sends it: vetting guards replicas against collusion.
-        vet_newcomers: judging.vet_newcomers && row.job_quorum >= 2,
-        // Results already judged invalid count towards the limit.
-        max_results: judging.max_results.saturating_sub(judged_before),
-    };
+    Ok(Some(snapshot))
+}
 
-    let outcome = judge(policy, &candidates, reference, agree);
-    if missed.get() {
-        let mut pairs = Vec::new();
-        // The reference run's output against every result (the judge compares it with
-        // each), then the results passing the checks against each other.
-        if let Reference::Output(known) = reference {
-            for c in &candidates {
-                let listed = |(x, y, _): &(Vec<u8>, Vec<u8>, bool)| x == known && y == c.output;
-                if !verdicts.iter().any(listed) {
-                    pairs.push((known.clone(), c.output.to_vec()));
-                }
-            }
+/// Stores the result being recorded in its lease's row, as `stored` says. A canonical
+/// result's output is its unit's, which holds the only copy.
+fn store(db: &Connection, answer: &Answer<'_>, stored: Stored) -> Result<(), StorageError> {
+    db.prepare_cached(
+        "UPDATE leases SET state = 'returned', verdict = ?2, output = ?3, spot_check = ?4,
+             trusted = ?5, received_ms = ?6, paid_micro = ?7, vetted = ?8
+         WHERE id = ?1",
+    )?
+    .execute(rusqlite::params![
+        answer.lease,
+        stored.verdict.as_str(),
+        (!stored.canonical).then_some(answer.result.output),
+        answer.result.spot_check,
+        stored.trusted,
+        answer.now_ms,
+        stored.paid_micro,
+        stored.vetted
+    ])?;
+    Ok(())
+}
+
+/// Sets a stored result's verdict and what it earned; `canonical` drops its output, which
+/// its unit now holds.
+fn mark(
+    db: &Connection,
+    lease: &str,
+    state: &str,
+    paid_micro: i64,
+    canonical: bool,
+) -> Result<(), StorageError> {
+    db.prepare_cached(
+        "UPDATE leases SET verdict = ?1, paid_micro = ?2,
+             output = CASE WHEN ?4 THEN NULL ELSE output END
+         WHERE id = ?3",
+    )?
+    .execute(rusqlite::params![state, paid_micro, lease, canonical])?;
+    Ok(())
+}
+
+/// Writes what `decision` says about `answer`, its unit as `snapshot` was loaded.
+fn apply_settle(
+    db: &Connection,
+    billing: Option<&Billing>,
+    snapshot: &SettleSnapshot,
+    answer: &Answer<'_>,
+    decision: SettleDecision,
+) -> Result<Attempt, StorageError> {
+    let judgment = match decision {
+        SettleDecision::Stale(why) => {
+            return Ok(Attempt::Done(Recorded::Stale(why), Vec::new(), Vec::new()))
         }
-        let eligible: Vec<&[u8]> = candidates
-            .iter()
-            .filter(|c| {
-                c.spot_check != Some(false)
-                    && match reference {
-                        Reference::Output(known) => verdicts
-                            .iter()
-                            .any(|(x, y, agreed)| x == known && y == c.output && *agreed),
-                        _ => true,
-                    }
-            })
-            .map(|c| c.output)
-            .collect();
-        pairs.extend(missing_pairs(&eligible, verdicts));
-        return Ok(Attempt::Compare(pairs));
-    }
-    if matches!(outcome, Outcome::Unanchored { .. }) {
-        return Ok(Attempt::Reference);
-    }
-    let judged_as = match &outcome {
-        Outcome::Valid { valid, .. } if valid.contains(&this) => "valid",
-        Outcome::Pending { invalid, .. } if !invalid.contains(&this) => "pending",
-        _ => "invalid",
-    };
-    // Where the unit settles, its price is shared before anything is stored, so each
-    // valid result is written with what it earned.
-    let payment = match &outcome {
-        Outcome::Valid {
-            canonical, valid, ..
-        } => {
-            let site = pending[*canonical].site.clone();
-            let paid: Vec<&str> = valid.iter().map(|&i| pending[i].wallet.as_str()).collect();
-            payment(billing, &row, &paid, site, (&wallet, result.wallet))?
-        }
-        _ => None,
-    };
-    let share = payment.as_ref().map_or(0, Payment::share_micro);
-    let canonical = match &outcome {
-        Outcome::Valid { canonical, .. } => Some(*canonical),
-        _ => None,
-    };
-    store(
-        judged_as,
-        if judged_as == "valid" { share } else { 0 },
-        canonical == Some(this),
-    )?;
-    // This wallet's standing was read above; the others' are read as they are judged.
-    let before = |w: &str| (w == wallet).then_some(row.record);
-    // Sets another result's state (this one was stored with its own).
-    let judged = |i: usize, state: &str, paid_micro: i64| -> Result<(), StorageError> {
-        if i != this {
-            mark(
+        SettleDecision::Compare(pairs) => return Ok(Attempt::Compare(pairs)),
+        SettleDecision::NeedsReference => return Ok(Attempt::Reference),
+        SettleDecision::KnownAnswer { passed, this } => {
+            store(db, answer, this)?;
+            let standing = wallets::judge(
                 db,
-                &pending[i].lease,
-                state,
-                paid_micro,
-                canonical == Some(i),
+                answer.wallet,
+                &snapshot.kernel,
+                passed,
+                Some(snapshot.standing),
             )?;
+            return Ok(Attempt::Done(
+                Recorded::Canary { passed },
+                Vec::new(),
+                vec![(answer.result.wallet, standing)],
+            ));
         }
-        Ok(())
+        SettleDecision::Judged(judgment) => *judgment,
     };
-    let mut payments = Vec::new();
+    store(db, answer, judgment.this)?;
     let mut judged_wallets = Vec::new();
-    // Judged wallets go back as addresses, for the in-memory standings: this result's is
-    // known, the others' parsed. Text that is no address (an edited database) cannot be
-    // any connection's wallet, so its judgment is stored but there is nothing to cache.
-    let address = |w: &str| -> Option<WalletAddress> {
-        if w == wallet {
-            Some(result.wallet)
-        } else {
-            w.parse().ok()
-        }
-    };
-    // Records a judged result against its wallet, keeping the wallet's new standing.
-    let rate = |judged_wallets: &mut Vec<(WalletAddress, Reliability)>,
-                i: usize,
-                valid: bool|
-     -> Result<(), StorageError> {
-        let wallet = &pending[i].wallet;
-        let standing = wallets::judge(db, wallet, &row.kernel, valid, before(wallet))?;
-        judged_wallets.extend(address(wallet).map(|w| (w, standing)));
-        Ok(())
-    };
-    let recorded = match outcome {
-        Outcome::Valid {
-            canonical,
-            valid,
-            invalid,
-        } => {
-            for &i in &valid {
-                judged(i, "valid", share)?;
-                rate(&mut judged_wallets, i, true)?;
-            }
-            for &i in &invalid {
-                judged(i, "invalid", 0)?;
-                rate(&mut judged_wallets, i, false)?;
-            }
-            db.prepare_cached("UPDATE units SET state = 'done', output = ?1 WHERE id = ?2")?
-                .execute(rusqlite::params![pending[canonical].output, unit])?;
-            if let Some(p) = &payment {
-                ledger::accrue_unit(
+    for ruling in &judgment.rulings {
+        // This wallet's standing was loaded; the others' are read as they are judged.
+        let (wallet, before) = match ruling.slot {
+            Slot::This => (answer.wallet, Some(snapshot.standing)),
+            Slot::Replica(i) => {
+                let replica = &snapshot.replicas[i];
+                let verdict = if ruling.valid { "valid" } else { "invalid" };
+                mark(
                     db,
-                    job,
+                    &replica.lease,
+                    verdict,
+                    ruling.paid_micro,
+                    ruling.canonical,
+                )?;
+                (replica.wallet.as_str(), None)
+            }
+        };
+        let standing = wallets::judge(db, wallet, &snapshot.kernel, ruling.valid, before)?;
+        // Judged wallets go back as addresses, for the in-memory standings. Text that is
+        // no address (an edited database) cannot be any connection's wallet, so its
+        // judgment is stored but there is nothing to cache.
+        let address = match ruling.slot {
+            Slot::This => Some(answer.result.wallet),
+            Slot::Replica(_) => wallet.parse().ok(),
+        };
+        judged_wallets.extend(address.map(|w| (w, standing)));
+    }
+    let unit = snapshot.unit.as_str();
+    let mut payments = Vec::new();
+    match judgment.unit {
+        UnitFate::Settled {
+            canonical,
+            payment,
+            void_others,
+        } => {
+            let output = match canonical {
+                Slot::This => answer.result.output,
+                Slot::Replica(i) => snapshot.replicas[i].output.as_slice(),
+            };
+            db.prepare_cached("UPDATE units SET state = 'done', output = ?1 WHERE id = ?2")?
+                .execute(rusqlite::params![output, unit])?;
+            if let Some(p) = &payment {
+                accrue_unit(
+                    db,
+                    judgment.job,
                     &p.split,
                     &p.wallets,
                     p.site.as_ref(),
-                    Some(row.escrow),
+                    Some(snapshot.escrow),
                 )
                 .map_err(StorageError::ledger)?;
             }
-            if row.others_active > 0 {
-                // Replicas still out are no longer needed.
+            if void_others {
                 db.prepare_cached(
                     "UPDATE leases SET state = 'void' WHERE unit_id = ?1 AND state = 'active'",
                 )?
@@ -648,57 +311,62 @@ fn record_in(
             db.prepare_cached(
                 "UPDATE jobs SET units_done = units_done + 1, updated_ms = ?1 WHERE id = ?2",
             )?
-            .execute(rusqlite::params![now, row.job])?;
-            let job_complete = row.units_done + 1 == row.units_total;
-            if valid.contains(&this) {
-                Recorded::Valid { job, job_complete }
-            } else {
-                Recorded::Invalid {
-                    job,
-                    reason: "the result disagreed with the other volunteers' results",
-                }
-            }
+            .execute(rusqlite::params![answer.now_ms, snapshot.job])?;
         }
-        Outcome::Pending { more, invalid } => {
-            for &i in &invalid {
-                judged(i, "invalid", 0)?;
-                rate(&mut judged_wallets, i, false)?;
-            }
-            let eligible = (pending.len() - invalid.len()) as i64;
-            // As above: only vetted wallets' wrong results count toward failing the job.
-            let vetted_invalid = invalid.iter().filter(|&&i| pending[i].vetted).count();
+        UnitFate::Reopened { wanted, attempts } => {
             db.prepare_cached(
                 "UPDATE units SET wanted = ?1, attempts = attempts + ?2 WHERE id = ?3",
             )?
-            .execute(rusqlite::params![
-                eligible + i64::from(more),
-                vetted_invalid as i64,
-                unit
-            ])?;
+            .execute(rusqlite::params![wanted, attempts, unit])?;
             refresh_unit(db, unit)?;
-            if invalid.contains(&this) {
-                Recorded::Invalid {
-                    job,
-                    reason: "the result failed the kernel's check",
-                }
-            } else {
-                Recorded::Pending { job }
-            }
         }
-        // Returned before anything was written; the writer keeps nothing of this attempt.
-        Outcome::Unanchored { .. } => return Ok(Attempt::Reference),
-        Outcome::Failed { reason } => {
-            // Nobody can tell which results were right: none are paid, none punished.
+        UnitFate::Failed { reason } => {
             db.prepare_cached(
                 "UPDATE leases SET verdict = 'invalid' WHERE unit_id = ?1 AND verdict = 'pending'",
             )?
             .execute([unit])?;
-            let reason = format!("a unit could not be verified: {reason}");
-            payments = super::fail_in(db, billing, job, &reason)?;
-            Recorded::JobFailed { job, reason }
+            payments = fail_in(db, billing, judgment.job, &reason)?;
         }
+    }
+    Ok(Attempt::Done(judgment.recorded, payments, judged_wallets))
+}
+
+/// [`Storage::record_result`] inside the writer: load the unit's snapshot, decide, apply;
+/// outputs are compared through `verdicts` where too large to compare here.
+fn record_in(
+    db: &Connection,
+    billing: Option<&Billing>,
+    result: &ReturnedResult<'_>,
+    judging: Judging,
+    reference: &Reference,
+    verdicts: &Verdicts,
+    compare: &(dyn Fn(&[u8], &[u8]) -> bool + Send + Sync),
+) -> Result<Attempt, StorageError> {
+    let lease = result.lease.to_string();
+    let Some(snapshot) = load_settle(db, &lease)? else {
+        return Ok(Attempt::Done(
+            Recorded::Stale("no such lease"),
+            Vec::new(),
+            Vec::new(),
+        ));
     };
-    Ok(Attempt::Done(recorded, payments, judged_wallets))
+    let wallet = result.wallet.to_string();
+    let answer = Answer {
+        result,
+        lease: &lease,
+        wallet: &wallet,
+        now_ms: now_ms(),
+    };
+    let terms = Terms {
+        judging,
+        pricing: billing.map(|b| &b.pricing),
+        reference,
+        verdicts,
+        compare,
+        now_ms: answer.now_ms,
+    };
+    let decision = decide_settle(&snapshot, result, &wallet, &terms)?;
+    apply_settle(db, billing, &snapshot, &answer, decision)
 }
 
 /// One unit as `GET /api/v1/jobs/{id}/units` lists it.

@@ -2,6 +2,7 @@
 //! transaction.
 
 use super::{now_ms, Storage, StorageError};
+use crate::lifecycle::settle::WalletStanding;
 use crate::validation::trust::Reliability;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
@@ -67,17 +68,6 @@ pub(super) fn reliability(db: &Connection, wallet: &str) -> Result<Reliability, 
     }))
 }
 
-/// A wallet's standing as judging reads it: its totals over every kernel (what
-/// quarantines it) and its record on the kernel of the result being judged (what trusts
-/// and vets it there).
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Record {
-    /// Over every kernel.
-    pub total: Reliability,
-    /// On the result's kernel.
-    pub kernel: Reliability,
-}
-
 /// The wallet's record on `kernel` inside a transaction (a new wallet's if none).
 fn kernel_reliability(
     db: &Connection,
@@ -104,14 +94,14 @@ pub(super) fn judge(
     wallet: &str,
     kernel: &str,
     valid: bool,
-    before: Option<Record>,
+    before: Option<WalletStanding>,
 ) -> Result<Reliability, StorageError> {
-    let Record {
+    let WalletStanding {
         total: mut reliability,
         kernel: mut on_kernel,
     } = match before {
         Some(before) => before,
-        None => Record {
+        None => WalletStanding {
             total: reliability(db, wallet)?,
             kernel: kernel_reliability(db, wallet, kernel)?,
         },

@@ -6,6 +6,9 @@
 //! - [`quorum`]: a unit's results so far, and whether they settle it;
 //! - [`network`]: which network a volunteer's address belongs to (one replica of a unit
 //!   per network).
+//!
+//! [`lifecycle::settle`](crate::lifecycle::settle) uses them to judge a returned result
+//! and decide what it settles and pays.
 
 pub mod network;
 pub mod quorum;
