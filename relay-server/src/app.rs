@@ -42,7 +42,7 @@ impl Default for Limits {
             max_input_bytes: 64 * 1024 * 1024,
             rate: RateLimit {
                 per_second: 100.0,
-                burst: 1000.0,
+                burst: 1000,
             },
             max_active_jobs: 100,
             request_timeout: Duration::from_secs(60),
@@ -122,7 +122,7 @@ pub struct AppState {
     pub limits: Limits,
     /// Requests answered, for `/metrics`.
     pub http_metrics: Arc<HttpMetrics>,
-    /// Per-client token buckets.
+    /// Token buckets per client address and per verified account.
     pub rate_limiter: Arc<RateLimiter>,
     /// Held while a submission with an `Idempotency-Key` checks, creates and records, so
     /// concurrent retries of one request create one job.

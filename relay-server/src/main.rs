@@ -315,7 +315,7 @@ async fn main() -> anyhow::Result<()> {
             max_active_jobs: cli.max_active_jobs.max(1),
             rate: RateLimit {
                 per_second: cli.rate_limit_per_s,
-                burst: f64::from(cli.rate_limit_burst.max(1)),
+                burst: cli.rate_limit_burst,
             },
             request_timeout: Duration::from_secs_f64(cli.request_timeout_secs),
             max_event_streams: cli.max_event_streams,

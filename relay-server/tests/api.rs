@@ -548,7 +548,7 @@ async fn clients_over_their_rate_get_429_with_retry_after() {
         Limits {
             rate: RateLimit {
                 per_second: 0.5,
-                burst: 2.0,
+                burst: 2,
             },
             ..Limits::default()
         },

@@ -2,86 +2,114 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::ledger::AccountId;
 use crate::routes::auth;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::Instant;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::Quota;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// Token-bucket parameters; a rate of zero turns limiting off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
     /// Requests per second each client regains.
     pub per_second: f64,
-    /// Requests a client may make in one burst.
-    pub burst: f64,
+    /// Requests a client may make in one burst (at least 1).
+    pub burst: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+/// Whose bucket a request takes a token from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Client {
+    /// The peer's IP address; `None` when the server recorded none (a router driven
+    /// without a socket), and then all such requests share one bucket.
+    Address(Option<IpAddr>),
+    /// An account whose API key was verified, wherever it connects from.
+    Account(AccountId),
 }
+
+type Buckets<C> = governor::RateLimiter<
+    Client,
+    DefaultKeyedStateStore<Client>,
+    C,
+    NoOpMiddleware<<C as Clock>::Instant>,
+>;
 
 /// Buckets beyond this many trigger a sweep of the ones that are full again.
 const SWEEP_ABOVE: usize = 10_000;
 
-#[derive(Debug)]
-struct Buckets {
-    by_client: HashMap<String, Bucket>,
-    /// Size that triggers the next sweep: at least twice what the last one left, so
-    /// sweeps cost amortised O(1) per request even when most clients are active.
-    sweep_at: usize,
-}
+/// Most time one bucket may take to refill completely. governor counts time in u64
+/// nanoseconds (584 years) and multiplies the refill period by the burst, so a slower
+/// rate is clamped to this one; a bucket that refills once a year is as good as never.
+const SLOWEST_FULL_REFILL: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// One token bucket per client key.
+/// One token bucket per client address and per verified account.
 #[derive(Debug)]
-pub struct RateLimiter {
-    limit: RateLimit,
-    buckets: Mutex<Buckets>,
+pub struct RateLimiter<C: Clock = DefaultClock> {
+    /// `None` when limiting is off.
+    buckets: Option<Buckets<C>>,
+    /// Bucket count that triggers the next sweep: at least twice what the last one left,
+    /// so sweeps cost amortised O(1) per request even when most clients are active.
+    sweep_at: AtomicUsize,
 }
 
 impl RateLimiter {
     /// A limiter with `limit` for every client.
     pub fn new(limit: RateLimit) -> Self {
+        Self::with_clock(limit, DefaultClock::default())
+    }
+}
+
+/// The quota of `limit`, or `None` when it turns limiting off.
+fn quota(limit: RateLimit) -> Option<Quota> {
+    // NaN turns limiting off, as zero does (and as it did in the hand-written buckets).
+    if limit.per_second.is_nan() || limit.per_second <= 0.0 {
+        return None;
+    }
+    let burst = NonZeroU32::new(limit.burst.max(1))?;
+    let period = Duration::try_from_secs_f64(limit.per_second.recip())
+        .unwrap_or(Duration::MAX)
+        .min(SLOWEST_FULL_REFILL / burst.get())
+        // Faster than a token a nanosecond is unlimited in practice; governor wants a
+        // period it can count.
+        .max(Duration::from_nanos(1));
+    Some(Quota::with_period(period)?.allow_burst(burst))
+}
+
+impl<C: Clock> RateLimiter<C> {
+    fn with_clock(limit: RateLimit, clock: C) -> Self {
         Self {
-            limit,
-            buckets: Mutex::new(Buckets {
-                by_client: HashMap::new(),
-                sweep_at: SWEEP_ABOVE,
-            }),
+            buckets: quota(limit)
+                .map(|quota| Buckets::new(quota, DefaultKeyedStateStore::default(), clock)),
+            sweep_at: AtomicUsize::new(SWEEP_ABOVE),
         }
     }
 
-    /// Takes a token for `key` at `now`; on refusal, the whole seconds until one is back.
-    pub fn check(&self, key: &str, now: Instant) -> Result<(), u64> {
-        let RateLimit { per_second, burst } = self.limit;
-        if per_second <= 0.0 {
+    /// Takes a token from `client`'s bucket; on refusal, the whole seconds until one is
+    /// back (at least 1, as `Retry-After` says).
+    fn check(&self, client: &Client) -> Result<(), u64> {
+        let Some(buckets) = &self.buckets else {
             return Ok(());
+        };
+        // Full buckets are what a new client gets anyway: dropping them bounds memory by
+        // the clients active within one refill, however many addresses come and go.
+        if buckets.len() > self.sweep_at.load(Ordering::Relaxed) {
+            buckets.retain_recent();
+            buckets.shrink_to_fit();
+            self.sweep_at
+                .store(SWEEP_ABOVE.max(2 * buckets.len()), Ordering::Relaxed);
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.by_client.len() > buckets.sweep_at {
-            buckets.by_client.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_second < burst
-            });
-            buckets.sweep_at = SWEEP_ABOVE.max(2 * buckets.by_client.len());
-        }
-        let bucket = buckets.by_client.entry(key.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * per_second;
-        bucket.tokens = (bucket.tokens + refill).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - bucket.tokens) / per_second).ceil().max(1.0) as u64)
-        }
+        buckets.check_key(client).map_err(|refused| {
+            let wait = refused.wait_time_from(buckets.clock().now());
+            (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+        })
     }
 }
 
@@ -98,18 +126,19 @@ pub async fn admit(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let peer = request
+    let address = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+        .map(|c| c.0.ip());
     let limited = |retry_after_secs| ApiError::RateLimited { retry_after_secs };
-    let address = peer.map_or_else(|| "ip:unknown".to_owned(), |a| format!("ip:{}", a.ip()));
-    let now = Instant::now();
-    state.rate_limiter.check(&address, now).map_err(limited)?;
+    state
+        .rate_limiter
+        .check(&Client::Address(address))
+        .map_err(limited)?;
     if let Some(verified) = auth::verify(&state, request.headers()).await? {
         state
             .rate_limiter
-            .check(&format!("account:{}", verified.0), now)
+            .check(&Client::Account(verified.0))
             .map_err(limited)?;
         request.extensions_mut().insert(verified);
     }
@@ -119,22 +148,80 @@ pub async fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use governor::clock::FakeRelativeClock;
+
+    fn address(n: u32) -> Client {
+        Client::Address(Some(IpAddr::from(n.to_be_bytes())))
+    }
 
     #[test]
     fn bucket_refuses_beyond_burst_and_refills_at_rate() {
-        let limiter = RateLimiter::new(RateLimit {
-            per_second: 2.0,
-            burst: 3.0,
-        });
-        let t0 = Instant::now();
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(
+            RateLimit {
+                per_second: 2.0,
+                burst: 3,
+            },
+            clock.clone(),
+        );
+        let (a, b) = (address(1), address(2));
         for _ in 0..3 {
-            assert_eq!(limiter.check("a", t0), Ok(()));
+            assert_eq!(limiter.check(&a), Ok(()));
         }
-        assert_eq!(limiter.check("a", t0), Err(1));
-        assert_eq!(limiter.check("b", t0), Ok(()), "buckets are per client");
-        let later = t0 + Duration::from_millis(500);
-        assert_eq!(limiter.check("a", later), Ok(()));
-        assert_eq!(limiter.check("a", later), Err(1));
+        assert_eq!(limiter.check(&a), Err(1));
+        assert_eq!(limiter.check(&b), Ok(()), "buckets are per client");
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(limiter.check(&a), Ok(()));
+        assert_eq!(limiter.check(&a), Err(1));
+    }
+
+    #[test]
+    fn zero_rate_turns_limiting_off_and_extreme_rates_do_not_panic() {
+        for per_second in [0.0, -1.0, f64::NAN] {
+            let limiter = RateLimiter::new(RateLimit {
+                per_second,
+                burst: 1,
+            });
+            for _ in 0..10 {
+                assert_eq!(limiter.check(&address(1)), Ok(()), "{per_second}");
+            }
+        }
+        for per_second in [f64::MIN_POSITIVE, 1e-12, 1e12, f64::INFINITY] {
+            let limiter = RateLimiter::new(RateLimit {
+                per_second,
+                burst: u32::MAX,
+            });
+            assert_eq!(limiter.check(&address(1)), Ok(()), "{per_second}");
+        }
+        let slowest = RateLimiter::new(RateLimit {
+            per_second: 1e-12,
+            burst: 1,
+        });
+        assert_eq!(slowest.check(&address(1)), Ok(()));
+        assert!(slowest.check(&address(1)).is_err());
+    }
+
+    #[test]
+    fn buckets_of_clients_gone_quiet_are_swept() {
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(
+            RateLimit {
+                per_second: 1000.0,
+                burst: 1,
+            },
+            clock.clone(),
+        );
+        let buckets = limiter.buckets.as_ref().expect("limiting is on");
+        // Five times the sweep threshold of addresses, each seen once and full again a
+        // millisecond later.
+        for n in 0..5 * SWEEP_ABOVE as u32 {
+            assert_eq!(limiter.check(&address(n)), Ok(()));
+            assert!(
+                buckets.len() <= SWEEP_ABOVE + 1,
+                "{} buckets",
+                buckets.len()
+            );
+            clock.advance(Duration::from_millis(2));
+        }
     }
 }

@@ -1,0 +1,288 @@
+//! `cargo bench -p starling-relay`: durable unit round trips per second through the relay's
+//! storage (lease + result + validation + commit, each acknowledged only once its group
+//! of transactions is committed in WAL mode on a real file), lease latency percentiles,
+//! and the verification overhead (results computed beyond one per unit, over useful
+//! results), in the same run for:
+//!
+//! - quorum 1 without billing (the floor);
+//! - quorum 1 with billing (each settled unit's price accrues to its payees, and payouts
+//!   every second append the signed ledger entries);
+//! - quorum 2 with billing (every unit computed twice by distinct wallets and judged);
+//! - adaptive replication: a quorum-2 billed job whose volunteers' wallets are trusted,
+//!   leased as the scheduler does for a kernel without a spot check (one result per unit,
+//!   except audits, plus known-answer canaries at `canary_rate`), once with wallets just
+//!   trusted (16 valid results: audited at nearly `audit_rate`) and once with a long clean
+//!   record (200: audited at a tenth of it);
+//! - the floor again with only 4 volunteers, as this bench measured before group commit;
+//! - the relay's own path through the scheduler (see [`scheduler::through_scheduler`]):
+//!   each session's hello proof, Freivalds' check, wallet reads, canaries and payouts
+//!   included;
+//! - the same over real WebRTC (see [`webrtc::over_webrtc`]): the relay's HTTP router
+//!   answers each volunteer's offer and its sessions serve the data channels, every
+//!   message crossing DTLS and SCTP both ways.
+//!
+//! Each volunteer is a task with its own wallet and connection id that leases, answers
+//! at once and leases again, so the figures are what the relay sustains, not what
+//! volunteers compute. All but the last two scenarios drive storage directly: kernel spot
+//! checks and the scheduler's own reads sit on top of them, and the last two add them.
+//! Only the last has WebRTC; see docs/ARCHITECTURE.md for what limits the figures.
+//!
+//! "writer µs/unit" is the CPU time of the storage's writer thread over the run, per unit
+//! (Linux only: read from /proc), which says how close the writer is to being the limit;
+//! "on CPU" is that time as a share of the run, and "queued" the share the writer was
+//! ready to run but waited for a core (the other threads had them);
+//! "KB/unit" is what the process wrote per unit (WAL frames and their checkpoints into
+//! the database file).
+//!
+//! In the last two scenarios the volunteers' own work (running the unit on the CPU, and
+//! over WebRTC their whole side of the connection) runs on threads of its own, as it
+//! would on their machines, and the bench prints the relay's CPU time per unit (the
+//! whole process's, less those threads') beside the volunteers'. On a 2-core machine the
+//! two share the cores; to measure the relay on two cores of its own, run the bench
+//! under `taskset -c 0,1` on a larger machine with `STARLING_BENCH_VOLUNTEER_CPUS=2-7`
+//! (a Linux CPU list), which moves those threads off them.
+//!
+//! `STARLING_BENCH_UNITS` sets the units per run (default 20 000); `STARLING_BENCH_ONLY`
+//! runs only the scenarios whose name contains it (for profiling one);
+//! `STARLING_BENCH_VOLUNTEERS` sets how many volunteers the last two scenarios have
+//! (default 64); `STARLING_BENCH_OUTPUT_BYTES` the size of each output in the storage
+//! scenarios (64); `STARLING_BENCH_VOLUNTEER_CPUS` the CPUs of the last two scenarios'
+//! volunteer threads.
+
+mod meter;
+mod scheduler;
+mod sealing;
+mod storage_only;
+mod webrtc;
+
+use meter::ThreadTime;
+use starling_protocol::{JobId, WalletKey};
+use starling_relay::ledger::MicroCredits;
+use starling_relay::storage::{Billing, NewJob, Pricing, Storage};
+use std::time::Duration;
+
+/// Concurrent volunteers (each its own wallet and connection).
+const WORKERS: usize = 64;
+
+/// Valid results that make a new wallet trusted (see `validation::trust`), with margin.
+const JUST_TRUSTED: usize = 16;
+
+/// Valid results of a wallet with a long clean record (audited at the floor rate).
+const LONG_RECORD: usize = 200;
+
+#[derive(Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    quorum: u32,
+    billed: bool,
+    workers: usize,
+    /// Trusted wallets under the scheduler's adaptive replication, each warmed up with
+    /// this many valid results first.
+    adaptive: Option<usize>,
+}
+
+struct Figures {
+    writer: Option<ThreadTime>,
+    /// CPU time of the whole process over the window, and of the volunteer thread in it.
+    cpu: Option<(Duration, Duration)>,
+    /// The measured window.
+    elapsed: Duration,
+    written: Option<u64>,
+    units_per_s: f64,
+    results_per_s: f64,
+    overhead: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// A fresh directory for one scenario's database.
+fn bench_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "starling-bench-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn job(units: usize, quorum: u32, submitter: Option<starling_relay::ledger::AccountId>) -> NewJob {
+    NewJob {
+        id: JobId::from_uuid(uuid::Uuid::new_v4()),
+        kernel: "matmul".into(),
+        params: serde_json::json!({"m": 1, "k": 1, "n": 1}),
+        input: vec![0; 8],
+        units: (0..units)
+            .map(|i| format!("{{\"row_start\":{i},\"rows\":1,\"k\":1,\"n\":1}}"))
+            .collect(),
+        unit_flops: vec![64_000_000; units],
+        flops: 64_000_000 * units as u64,
+        quorum,
+        quorum_explicit: false,
+        submitter,
+        max_active: None,
+    }
+}
+
+/// The count in environment variable `name`, else `default`; a value that is not a count
+/// is an error rather than silently the default.
+fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::var(name) {
+        Ok(n) => n
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={n:?} is not a count: {e}")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// `storage` billing jobs at `price_per_gflop` under a relay key of its own, and a
+/// submitter's account holding a million credits.
+async fn billed(
+    storage: Storage,
+    price_per_gflop: MicroCredits,
+) -> anyhow::Result<(Storage, starling_relay::ledger::AccountId)> {
+    let key = WalletKey::from_seed(rand::random());
+    let storage = storage.with_billing(Billing {
+        key: key.clone(),
+        pricing: Pricing {
+            price_per_gflop,
+            site_share_ppm: 100_000,
+            platform_fee_ppm: 50_000,
+        },
+    });
+    let (account, _) = storage
+        .create_account(&key, MicroCredits::from_credits(1_000_000)?, None)
+        .await?;
+    Ok((storage, account))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let units = env_count("STARLING_BENCH_UNITS", 20_000)?;
+    println!("{units} units per run; one round trip = lease + result (+ judge, + ledger)");
+    println!(
+        "{:<40} {:>9} {:>11} {:>10} {:>10} {:>9} {:>8} {:>15} {:>8} {:>8} {:>11}",
+        "scenario",
+        "units/s",
+        "results/s",
+        "lease p50",
+        "lease p99",
+        "overhead",
+        "vs floor",
+        "writer µs/unit",
+        "on CPU",
+        "queued",
+        "KB/unit"
+    );
+    let only = std::env::var("STARLING_BENCH_ONLY").unwrap_or_default();
+    let mut floor = None;
+    for scenario in [
+        Scenario {
+            name: "quorum 1, no billing",
+            quorum: 1,
+            billed: false,
+            workers: WORKERS,
+            adaptive: None,
+        },
+        Scenario {
+            name: "quorum 1, billed",
+            quorum: 1,
+            billed: true,
+            workers: WORKERS,
+            adaptive: None,
+        },
+        Scenario {
+            name: "quorum 2, billed",
+            quorum: 2,
+            billed: true,
+            workers: WORKERS,
+            adaptive: None,
+        },
+        Scenario {
+            name: "adaptive, just trusted, billed",
+            quorum: 2,
+            billed: true,
+            workers: WORKERS,
+            adaptive: Some(JUST_TRUSTED),
+        },
+        Scenario {
+            name: "adaptive, long record, billed",
+            quorum: 2,
+            billed: true,
+            workers: WORKERS,
+            adaptive: Some(LONG_RECORD),
+        },
+        Scenario {
+            name: "quorum 1, no billing",
+            quorum: 1,
+            billed: false,
+            workers: 4,
+            adaptive: None,
+        },
+    ] {
+        if !scenario.name.contains(only.as_str()) {
+            continue;
+        }
+        let f = storage_only::run(scenario, units).await?;
+        let base = *floor.get_or_insert(f.units_per_s);
+        let name = format!("{}, {} vol.", scenario.name, scenario.workers);
+        print_row(&name, &f, units, base);
+    }
+    let volunteers = env_count("STARLING_BENCH_VOLUNTEERS", WORKERS)?;
+    let name = format!("through the scheduler, {volunteers} vol.");
+    if name.contains(only.as_str()) {
+        let f = scheduler::through_scheduler(units, volunteers).await?;
+        print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
+        print_cpu(&f, units, "volunteers' simulated work");
+    }
+    let name = format!("over WebRTC, {volunteers} vol.");
+    if name.contains(only.as_str()) {
+        let f = webrtc::over_webrtc(units, volunteers).await?;
+        print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
+        print_cpu(&f, units, "volunteers (WebRTC included)");
+    }
+    if "job data at rest".contains(only.as_str()) {
+        for mib in [1, 16, 64] {
+            sealing::sealing(mib).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The relay's CPU per unit beside the volunteers' (`whose` says what theirs covers).
+fn print_cpu(f: &Figures, units: usize, whose: &str) {
+    if let Some((process, volunteers)) = f.cpu {
+        let per_unit = |t: Duration| t.as_secs_f64() * 1e6 / units as f64;
+        let relay = per_unit(process.saturating_sub(volunteers));
+        println!(
+            "  CPU per unit: relay {relay:.0} µs, {whose} {:.0} µs \
+             (two cores' worth of the relay's time alone: {:.0} units/s, an estimate)",
+            per_unit(volunteers),
+            2e6 / relay
+        );
+    }
+}
+
+/// One scenario's line of the table; `floor` is the first scenario's units/s.
+fn print_row(name: &str, f: &Figures, units: usize, floor: f64) {
+    let window = f.elapsed.as_secs_f64();
+    let (writer, busy, queued) = f.writer.map_or(("-".into(), "-".into(), "-".into()), |w| {
+        (
+            format!("{:.0}", w.cpu.as_secs_f64() * 1e6 / units as f64),
+            format!("{:.0}%", w.cpu.as_secs_f64() * 100.0 / window),
+            format!("{:.0}%", w.queued.as_secs_f64() * 100.0 / window),
+        )
+    });
+    let written = f.written.map_or("-".to_string(), |bytes| {
+        format!("{:.1}", bytes as f64 / 1e3 / units as f64)
+    });
+    println!(
+        "{name:<40} {:>9.0} {:>11.0} {:>8.2}ms {:>8.2}ms {:>8.1}% {:>7.2}x {writer:>15} {busy:>8} {queued:>8} {written:>11}",
+        f.units_per_s,
+        f.results_per_s,
+        f.p50.as_secs_f64() * 1e3,
+        f.p99.as_secs_f64() * 1e3,
+        f.overhead * 100.0,
+        f.units_per_s / floor
+    );
+}
