@@ -1,41 +1,55 @@
-//! The router: leptos_router follows the address (links switch pages through the history
-//! API, without a reload, so a running volunteer keeps working; back and forward too),
-//! and the page is chosen here from the path: one catch-all route keeps [`Pages`], and so
-//! the volunteer's session, alive across pages, and any `/widget` path is the widget, any
-//! unknown one the volunteer page. The relay answers index.html for every path.
+//! The router: the page is chosen by `location.pathname`; nav links switch pages with
+//! `history.pushState` (no reload, so a running volunteer keeps working), and the back
+//! button is followed through `popstate`. The relay answers index.html for every path.
 
 use crate::pages::{
     console::ConsolePage, network::NetworkPage, volunteer::VolunteerPage, widget::WidgetPage,
 };
+use leptos::ev;
 use leptos::prelude::*;
-use leptos_router::components::{FlatRoutes, Route, Router, A};
-use leptos_router::hooks::use_location;
-use leptos_router::path;
+
+fn current_path() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().pathname().ok())
+        .unwrap_or_else(|| "/".to_owned())
+}
 
 /// The whole app.
 #[component]
 pub fn App() -> impl IntoView {
-    view! {
-        <Router>
-            <FlatRoutes fallback=|| ()>
-                <Route path=path!("/*any") view=Pages />
-            </FlatRoutes>
-        </Router>
-    }
-}
-
-/// The page at the current path: the widget alone under `/widget`, else one of the site's
-/// pages (the volunteer page for any path it does not know) under its header.
-#[component]
-fn Pages() -> impl IntoView {
-    let path = use_location().pathname;
+    let path = RwSignal::new(current_path());
     let in_widget = path.get_untracked().starts_with("/widget");
     provide_context(crate::pages::volunteer::Session::new(!in_widget));
-    let link = |to: &'static str, label: &'static str| {
+    let handle = window_event_listener(ev::popstate, move |_| path.set(current_path()));
+    on_cleanup(move || handle.remove());
+
+    let go = move |to: &'static str| {
+        move |e: ev::MouseEvent| {
+            // Let the browser handle new-tab clicks.
+            if e.ctrl_key() || e.meta_key() || e.shift_key() || e.button() != 0 {
+                return;
+            }
+            e.prevent_default();
+            if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
+                let _ = history.push_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(to));
+            }
+            path.set(to.to_owned());
+            // A new page starts at its top, as a full load would.
+            if let Some(w) = web_sys::window() {
+                w.scroll_to_with_x_and_y(0.0, 0.0);
+            }
+        }
+    };
+    let link = move |to: &'static str, label: &'static str| {
         view! {
-            <A href=to exact=true attr:data-testid=format!("nav-{}", label.to_lowercase())>
+            <a
+                href=to
+                data-testid=format!("nav-{}", label.to_lowercase())
+                on:click=go(to)
+                aria-current=move || (path.get() == to).then_some("page")
+            >
                 {label}
-            </A>
+            </a>
         }
     };
 
@@ -52,7 +66,7 @@ fn Pages() -> impl IntoView {
         view! {
             <header class="site">
                 <div class="bar">
-                    <a class="brand" href="/">
+                    <a class="brand" href="/" on:click=go("/")>
                         <span class="logo" aria-hidden="true">"✦"</span>
                         "Starling"
                     </a>
@@ -64,10 +78,8 @@ fn Pages() -> impl IntoView {
                 </div>
             </header>
             <main>{page}</main>
-            // The router takes every same-origin link; the API's documentation is the
-            // relay's page, not one of the app's.
             <footer>"Starling: a volunteer compute network in your browser. "
-                <a href="/api/v1/docs" rel="external">"API"</a>
+                <a href="/api/v1/docs">"API"</a>
             </footer>
         }
         .into_any()
