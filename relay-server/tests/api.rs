@@ -683,7 +683,7 @@ async fn openapi_document_describes_every_route_and_nothing_else() {
     );
     assert!(extra.is_empty(), "documented but not routed: {extra:?}");
 
-    // The mirrors of storage types have exactly the fields the API sends.
+    // The schemas have exactly the fields the API sends.
     let schemas = &doc["components"]["schemas"];
     let id = submit(&relay.router, 1.0).await;
     let record = call(&relay.router, get(&format!("/api/v1/jobs/{id}")))
@@ -694,7 +694,7 @@ async fn openapi_document_describes_every_route_and_nothing_else() {
                                  // Only sent once the job's data was purged.
     sent.insert("inputs_purged_ms".into());
     sent.insert("purged_ms".into());
-    assert_eq!(sent, keys(&schemas["JobRecord"]["properties"]));
+    assert_eq!(sent, keys(&schemas["Job"]["properties"]));
     assert_eq!(
         keys(&record["progress"]),
         keys(&schemas["Progress"]["properties"])
