@@ -98,6 +98,16 @@ impl Client {
         })
     }
 
+    /// A client for the relay at `base` on an HTTP client of the caller's (default
+    /// headers, timeouts), sending `Authorization: Bearer api_key` when given one.
+    pub fn with_http(base: &str, api_key: Option<String>, http: reqwest::Client) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            api_key,
+            http,
+        }
+    }
+
     /// The relay's base URL.
     pub fn base(&self) -> &str {
         &self.base
