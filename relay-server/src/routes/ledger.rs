@@ -93,12 +93,7 @@ pub async fn history(
     let storage = state.scheduler.storage();
     let entries = storage.account_history(&account, after, limit).await?;
     let balance = storage.balance(&account).await?;
-    Ok(Json(WalletHistory {
-        address: address.to_string(),
-        balance: balance.to_string(),
-        balance_micro: balance.0,
-        entries: entries.iter().map(wire::ledger_entry).collect(),
-    }))
+    Ok(Json(wire::wallet_history(&address, balance, &entries)))
 }
 
 /// `GET /api/v1/account`: the calling submitter's account and balance.
@@ -120,11 +115,7 @@ pub async fn account(
         .storage()
         .balance(&Account::Submitter(id))
         .await?;
-    Ok(Json(starling_api::Account {
-        id: id.to_string(),
-        balance: balance.to_string(),
-        balance_micro: balance.0,
-    }))
+    Ok(Json(wire::account(id, balance)))
 }
 
 fn signature(hex_text: &str) -> Result<Signature, ApiError> {

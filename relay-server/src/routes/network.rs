@@ -8,38 +8,20 @@ use axum::extract::State;
 use axum::Json;
 use starling_api::network::LeaderboardQuery;
 use starling_api::{Leaderboard, Problem, Stats};
-use std::collections::BTreeMap;
 
 /// `GET /api/v1/stats`: volunteers online, the network's pace and its backlog.
 #[utoipa::path(get, path = "/api/v1/stats", tag = "network", responses(
     (status = 200, description = "The network now", body = Stats),
 ))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
-    let rates = state.scheduler.throughput();
     let counts = state.scheduler.storage().counts().await?;
-    let mut units_by_kernel: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    for (kernel, unit_state, n) in &counts.units {
-        units_by_kernel
-            .entry(kernel.clone())
-            .or_default()
-            .insert(unit_state.clone(), *n);
-    }
-    Ok(Json(Stats {
-        units_by_kernel,
-        volunteers: state.scheduler.volunteers() as u64,
-        results_per_s: rates.results_per_s,
-        units_per_s: rates.units_per_s,
-        gflops: rates.gflops,
-        window_s: rates.window_s,
-        units_queued: counts
-            .units
-            .iter()
-            .filter(|(_, unit_state, _)| unit_state == "queued")
-            .map(|(_, _, n)| n)
-            .sum(),
-        jobs: counts.jobs.into_iter().collect(),
-        ledger_seq: state.scheduler.storage().ledger_tip().await?,
-    }))
+    let ledger_seq = state.scheduler.storage().ledger_tip().await?;
+    Ok(Json(wire::stats(
+        state.scheduler.volunteers(),
+        state.scheduler.throughput(),
+        counts,
+        ledger_seq,
+    )))
 }
 
 /// `GET /api/v1/leaderboard?limit=`: the wallets paid the most for validated work

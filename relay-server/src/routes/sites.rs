@@ -4,6 +4,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::routes::extract::JsonBody;
 use crate::routes::wallets::parse_address;
+use crate::routes::wire;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -57,10 +58,6 @@ pub async fn register(
     tracing::info!(%origin, %wallet, "site registered");
     Ok((
         StatusCode::CREATED,
-        Json(Site {
-            origin: origin.as_str().to_owned(),
-            wallet: wallet.to_string(),
-            registered_ms,
-        }),
+        Json(wire::site(&origin, &wallet, registered_ms)),
     ))
 }

@@ -3,9 +3,13 @@
 //! these return; nothing here reads or writes storage.
 
 use crate::error::ApiError;
-use crate::ledger::{Entry, MicroCredits};
+use crate::ledger::{AccountId, Entry, MicroCredits};
+use crate::scheduler::throughput::Rates;
+use crate::storage::job_queries::Counts;
 use crate::storage::{self, JobRecord, JobState, UnitSummary, WalletRecord};
 use starling_api as api;
+use starling_protocol::{SiteOrigin, WalletAddress};
+use std::collections::BTreeMap;
 
 /// A stored job state as the API names it.
 pub fn job_state(state: JobState) -> api::JobState {
@@ -133,5 +137,65 @@ pub fn earner(rank: u64, earner: storage::Earner) -> api::Earner {
         earned: earner.earned.to_string(),
         earned_micro: earner.earned.0,
         valid_results: earner.valid_results,
+    }
+}
+
+/// A wallet's balance and a page of its ledger entries.
+pub fn wallet_history(
+    address: &WalletAddress,
+    balance: MicroCredits,
+    entries: &[Entry],
+) -> api::WalletHistory {
+    api::WalletHistory {
+        address: address.to_string(),
+        balance: balance.to_string(),
+        balance_micro: balance.0,
+        entries: entries.iter().map(ledger_entry).collect(),
+    }
+}
+
+/// A submitter's account and balance.
+pub fn account(id: AccountId, balance: MicroCredits) -> api::Account {
+    api::Account {
+        id: id.to_string(),
+        balance: balance.to_string(),
+        balance_micro: balance.0,
+    }
+}
+
+/// A site's registration.
+pub fn site(origin: &SiteOrigin, wallet: &WalletAddress, registered_ms: i64) -> api::Site {
+    api::Site {
+        origin: origin.as_str().to_owned(),
+        wallet: wallet.to_string(),
+        registered_ms,
+    }
+}
+
+/// The network now: `volunteers` connected, the scheduler's rates over its window, and
+/// storage's counts of jobs per state and units per kernel and state.
+pub fn stats(volunteers: usize, rates: Rates, counts: Counts, ledger_seq: u64) -> api::Stats {
+    let mut units_by_kernel: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for (kernel, unit_state, n) in &counts.units {
+        units_by_kernel
+            .entry(kernel.clone())
+            .or_default()
+            .insert(unit_state.clone(), *n);
+    }
+    api::Stats {
+        volunteers: volunteers as u64,
+        results_per_s: rates.results_per_s,
+        units_per_s: rates.units_per_s,
+        gflops: rates.gflops,
+        window_s: rates.window_s,
+        units_queued: counts
+            .units
+            .iter()
+            .filter(|(_, unit_state, _)| unit_state == api::UnitState::Queued.as_str())
+            .map(|(_, _, n)| n)
+            .sum(),
+        units_by_kernel,
+        jobs: counts.jobs.into_iter().collect(),
+        ledger_seq,
     }
 }
