@@ -1,17 +1,19 @@
 //! `starling`: the job submitter's command line for a Starling relay.
 //!
-//! - [`client`]: the REST calls and the one error type, with exit codes;
-//! - [`params`]: `--param k=v` parsing (JSON when it parses, else a string);
-//! - [`sse`]: the job event stream's parser, which feeds `watch`'s progress bar.
+//! The REST calls are `starling_api::Client`'s, the answers its types.
+//!
+//! - [`error`]: the one error type, with exit codes;
+//! - [`params`]: `--param k=v` parsing (JSON when it parses, else a string).
 
-mod client;
+mod error;
 mod params;
-mod sse;
 
 use clap::{Parser, Subcommand};
-use client::{CliError, Client, Input};
+use error::CliError;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 use serde_json::{Map, Value};
+use starling_api::{Client, Input, Job, JobEvent, JobState, SubmitJob, Verification};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -135,12 +137,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             quorum,
             wait,
         } => {
-            let params = job_params(&params, params_json.as_deref())?;
+            let request = SubmitJob {
+                verification: quorum.map(|quorum| Verification { quorum }),
+                ..SubmitJob::new(kernel, job_params(&params, params_json.as_deref())?)
+            };
             let inputs = read_inputs(&inputs)?;
             let job = client
-                .submit(&kernel, params, inputs, quorum, idempotency_key.as_deref())
+                .submit_multipart(&request, inputs, idempotency_key.as_deref())
                 .await?;
-            let id = field(&job, "id")?;
+            let id = job.id.to_string();
             if cli.json {
                 print_json(&job);
             } else {
@@ -152,17 +157,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Status { id } => {
-            let job = client.job(&id).await?;
-            if cli.json {
-                print_json(&job);
-            } else {
-                println!("{}", summary(&job));
-            }
+            print_job(cli.json, &client.job(&id).await?);
             Ok(())
         }
         Command::Watch { id } => watch(&client, &id).await,
         Command::Result { id, output } => {
-            let bytes = client.result(&id).await?;
+            let bytes = client.result(&id).await?.bytes;
             if output.as_os_str() == "-" {
                 use std::io::Write as _;
                 std::io::stdout()
@@ -189,19 +189,24 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Jobs { state, limit, all } => {
+            let state = state
+                .as_deref()
+                .map(str::parse::<JobState>)
+                .transpose()
+                .map_err(|e| CliError::Usage(format!("--state: {e}")))?;
             let mut cursor = None;
             loop {
                 let page = client
-                    .jobs(state.as_deref(), limit.clamp(1, 500), cursor.as_deref())
+                    .jobs(state, limit.clamp(1, 500), cursor.as_deref())
                     .await?;
                 if cli.json {
                     print_json(&page);
                 } else {
-                    for job in page["jobs"].as_array().into_iter().flatten() {
+                    for job in &page.jobs {
                         println!("{}", summary(job));
                     }
                 }
-                cursor = page["next"].as_str().map(str::to_owned);
+                cursor = page.next;
                 if !all || cursor.is_none() {
                     return Ok(());
                 }
@@ -211,7 +216,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// A job record: as JSON with `--json`, else its one-line summary.
-fn print_job(json: bool, job: &Value) {
+fn print_job(json: bool, job: &Job) {
     if json {
         print_json(job);
     } else {
@@ -219,32 +224,21 @@ fn print_job(json: bool, job: &Value) {
     }
 }
 
-fn print_json(value: &Value) {
+fn print_json(value: &impl Serialize) {
+    // Serialising our own types to a string cannot fail: every map key is a string.
     println!(
         "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+        serde_json::to_string_pretty(value).unwrap_or_default()
     );
-}
-
-fn field(value: &Value, name: &str) -> Result<String, CliError> {
-    value[name]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| CliError::Protocol(format!("no `{name}` in {value}")))
 }
 
 /// One line per job: id, state, kernel, units done of total, error if any.
-fn summary(job: &Value) -> String {
-    let progress = &job["progress"];
+fn summary(job: &Job) -> String {
     let mut line = format!(
         "{}  {:<9}  {:<10}  {}/{} units",
-        job["id"].as_str().unwrap_or("?"),
-        job["state"].as_str().unwrap_or("?"),
-        job["kernel"].as_str().unwrap_or("?"),
-        progress["units_done"],
-        progress["units_total"],
+        job.id, job.state, job.kernel, job.progress.units_done, job.progress.units_total,
     );
-    if let Some(error) = job["error"].as_str() {
+    if let Some(error) = &job.error {
         line.push_str(&format!("  error: {error}"));
     }
     line
@@ -256,17 +250,20 @@ async fn kernels(client: &Client, json: bool) -> Result<(), CliError> {
         print_json(&catalog);
         return Ok(());
     }
-    for kernel in catalog["kernels"].as_array().into_iter().flatten() {
-        let params: Vec<&str> = kernel["params_schema"]["properties"]
-            .as_object()
+    for kernel in &catalog.kernels {
+        // The parameters' names are the properties of the kernel's JSON Schema.
+        let params: Vec<&str> = kernel
+            .params_schema
+            .get("properties")
+            .and_then(Value::as_object)
             .map(|p| p.keys().map(String::as_str).collect())
             .unwrap_or_default();
         println!(
             "{:<11} v{}  params: {}  output: {}",
-            kernel["id"].as_str().unwrap_or("?"),
-            kernel["version"],
+            kernel.id,
+            kernel.version,
             params.join(", "),
-            kernel["output_content_type"].as_str().unwrap_or("?"),
+            kernel.output_content_type,
         );
     }
     Ok(())
@@ -336,38 +333,39 @@ async fn watch(client: &Client, id: &str) -> Result<(), CliError> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let last = client
-        .events(id, |event| {
-            if event.name != "progress" {
-                return;
-            }
-            let Ok(progress) = serde_json::from_str::<Value>(&event.data) else {
-                return;
-            };
-            let count = |key: &str| progress[key].as_u64().unwrap_or(0);
-            bar.set_length(count("units_total"));
-            bar.set_position(count("units_done"));
-            bar.set_message(progress["state"].as_str().unwrap_or("").to_owned());
-        })
-        .await;
-    bar.finish_and_clear();
-    let Some(last) = last? else {
-        return Err(CliError::StreamClosed(id.to_owned()));
-    };
-    let job: Value = serde_json::from_str(&last.data).unwrap_or(Value::Null);
-    match last.name.as_str() {
-        "done" => {
-            eprintln!("job {id} done");
-            Ok(())
+    let mut events = client.events(id).await?;
+    let mut last = None;
+    let followed = loop {
+        let event = match events.next_raw().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        // Events the stream does not promise are skipped, as the job goes on.
+        let event = JobEvent::parse(&event.name, &event.data).ok();
+        if let Some(JobEvent::Progress(progress)) = &event {
+            bar.set_length(u64::try_from(progress.units_total).unwrap_or(0));
+            bar.set_position(u64::try_from(progress.units_done).unwrap_or(0));
+            bar.set_message(progress.state.to_string());
         }
-        "failed" | "cancelled" => Err(CliError::JobEnded {
-            id: id.to_owned(),
-            state: last.name.clone(),
-            error: job["error"].as_str().map(str::to_owned),
-        }),
-        "error" => Err(CliError::Protocol(format!(
-            "the relay could not follow job {id}: {}",
-            last.data
+        last = event;
+    };
+    bar.finish_and_clear();
+    followed?;
+    match last {
+        Some(JobEvent::Ended(job)) => match job.state {
+            JobState::Done => {
+                eprintln!("job {id} done");
+                Ok(())
+            }
+            state => Err(CliError::JobEnded {
+                id: id.to_owned(),
+                state: state.to_string(),
+                error: job.error,
+            }),
+        },
+        Some(JobEvent::Error(text)) => Err(CliError::Protocol(format!(
+            "the relay could not follow job {id}: {text}"
         ))),
         _ => Err(CliError::StreamClosed(id.to_owned())),
     }

@@ -6,6 +6,7 @@ pub mod browser;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use rand::{Rng, SeedableRng};
+use starling_api::{Job, JobState, Stats, SubmitJob, UnitSummary, Wallet};
 use starling_kernels::matmul::{outputs_agree, Matmul, MatmulUnit};
 use starling_kernels::{Catalog, KernelSpec, NamedInputs};
 use std::io::{BufRead, BufReader};
@@ -243,7 +244,7 @@ pub struct MatmulJob {
     /// Columns of B.
     pub n: u32,
     /// The REST request body.
-    pub body: serde_json::Value,
+    pub body: SubmitJob,
     /// C computed on the CPU reference.
     pub expected: Vec<u8>,
 }
@@ -268,11 +269,13 @@ impl MatmulJob {
         let expected = Matmul::run_cpu(&whole, &[a.clone(), b.clone()].concat())
             .expect("a valid reference job");
         let b64 = base64::engine::general_purpose::STANDARD;
-        let body = serde_json::json!({
-            "kernel": "matmul",
-            "params": {"m": m, "k": k, "n": n},
-            "input": {"a": b64.encode(&a), "b": b64.encode(&b)},
-        });
+        let body = SubmitJob {
+            input: [("a", &a), ("b", &b)]
+                .into_iter()
+                .map(|(name, bytes)| (name.to_owned(), b64.encode(bytes)))
+                .collect(),
+            ..SubmitJob::new("matmul", serde_json::json!({"m": m, "k": k, "n": n}))
+        };
         Self {
             m,
             k,
@@ -301,7 +304,7 @@ impl MatmulJob {
 /// A `render` job and its image, rendered whole on the CPU reference.
 pub struct RenderJob {
     /// The REST request body.
-    pub body: serde_json::Value,
+    pub body: SubmitJob,
     /// The reference image: width, height and 8-bit RGB pixels.
     pub expected: Image,
 }
@@ -352,7 +355,7 @@ impl RenderJob {
         });
         let png = cpu_reference("render", &params, &NamedInputs::new())?;
         Ok(Self {
-            body: serde_json::json!({"kernel": "render", "params": params}),
+            body: SubmitJob::new("render", params),
             expected: Image::from_png(&png)?,
         })
     }
@@ -411,7 +414,7 @@ pub struct KernelJob {
     /// Kernel id.
     pub kernel: &'static str,
     /// The REST request body.
-    pub body: serde_json::Value,
+    pub body: SubmitJob,
     /// The job result computed on the CPU reference.
     pub expected: Vec<u8>,
     /// A unit covering the whole job, as JSON, for the kernel's comparison.
@@ -435,13 +438,16 @@ impl KernelJob {
         let params = serde_json::json!({"layers": layers, "batch": batch, "output": "softmax"});
         let expected = cpu_reference("mlp", &params, &inputs)?;
         let b64 = base64::engine::general_purpose::STANDARD;
-        let input: serde_json::Map<String, serde_json::Value> = inputs
+        let input = inputs
             .iter()
-            .map(|(k, v)| (k.clone(), b64.encode(v).into()))
+            .map(|(k, v)| (k.clone(), b64.encode(v)))
             .collect();
         Ok(Self {
             kernel: "mlp",
-            body: serde_json::json!({"kernel": "mlp", "params": params, "input": input}),
+            body: SubmitJob {
+                input,
+                ..SubmitJob::new("mlp", params)
+            },
             expected,
             whole_unit: Some(
                 serde_json::json!({"row_start": 0, "rows": batch, "layers": layers, "output": "softmax"})
@@ -456,7 +462,7 @@ impl KernelJob {
         Ok(Self {
             kernel: "montecarlo",
             expected: cpu_reference("montecarlo", &params, &NamedInputs::new())?,
-            body: serde_json::json!({"kernel": "montecarlo", "params": params}),
+            body: SubmitJob::new("montecarlo", params),
             whole_unit: None,
         })
     }
@@ -524,10 +530,10 @@ pub fn audit(data_dir: &Path) -> Result<String> {
 /// sent on a connection the relay is closing.
 const IDLE_CONNECTION: Duration = Duration::from_secs(5);
 
-/// A submitter's REST client.
+/// A submitter's REST client: typed calls through `starling_api::Client`, and the raw
+/// HTTP client (with the same key) for tests of the wire itself.
 pub struct Api {
-    base: String,
-    http: reqwest::Client,
+    client: starling_api::Client,
 }
 
 impl Api {
@@ -538,84 +544,62 @@ impl Api {
         if let Ok(value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")) {
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
+        // The key travels as a default header so `http()` sends it too.
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .pool_idle_timeout(IDLE_CONNECTION)
+            .build()
+            .unwrap_or_default();
         Self {
-            base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .default_headers(headers)
-                .pool_idle_timeout(IDLE_CONNECTION)
-                .build()
-                .unwrap_or_default(),
+            client: starling_api::Client::with_http(base, None, http),
         }
     }
 
     /// A client for the relay at `base`.
     pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(IDLE_CONNECTION)
+            .build()
+            .unwrap_or_default();
         Self {
-            base: base.to_owned(),
-            http: reqwest::Client::builder()
-                .pool_idle_timeout(IDLE_CONNECTION)
-                .build()
-                .unwrap_or_default(),
+            client: starling_api::Client::with_http(base, None, http),
         }
+    }
+
+    /// The typed client, for calls this harness has no shortcut for.
+    pub fn client(&self) -> &starling_api::Client {
+        &self.client
     }
 
     /// `POST /api/v1/jobs` with `"verification": {"quorum": quorum}` added: tests with a
     /// single volunteer need quorum 1, since replicas must come from distinct wallets.
-    pub async fn submit_with_quorum(
-        &self,
-        body: &serde_json::Value,
-        quorum: u32,
-    ) -> Result<String> {
-        let mut body = body.clone();
-        body["verification"] = serde_json::json!({ "quorum": quorum });
-        self.submit(&body).await
+    pub async fn submit_with_quorum(&self, body: &SubmitJob, quorum: u32) -> Result<String> {
+        self.submit(&body.clone().with_quorum(quorum)).await
     }
 
-    /// `POST /api/v1/jobs`; returns the job id.
-    pub async fn submit(&self, body: &serde_json::Value) -> Result<String> {
+    /// `POST /api/v1/jobs`, which must create the job (201); returns its id.
+    pub async fn submit(&self, body: &SubmitJob) -> Result<String> {
         let response = self
-            .http
-            .post(format!("{}/api/v1/jobs", self.base))
+            .http()
+            .post(format!("{}/api/v1/jobs", self.base()))
             .json(body)
             .send()
             .await?;
         let status = response.status();
-        let json: serde_json::Value = response.json().await?;
+        let text = response.text().await?;
         if status.as_u16() != 201 {
-            bail!("submit answered {status}: {json}");
+            bail!("submit answered {status}: {text}");
         }
-        Ok(json["id"].as_str().context("id in the answer")?.to_owned())
+        let job: Job = serde_json::from_str(&text).context("a job in the answer")?;
+        Ok(job.id.to_string())
     }
 
-    /// `GET {path}` (a path under the relay, e.g. `/api/v1/account`) as JSON.
+    /// `GET {path}` (a path under the relay) as raw JSON, for answers a test reads as
+    /// the wire has them.
     pub async fn get(&self, path: &str) -> Result<serde_json::Value> {
-        self.get_json(path).await
-    }
-
-    /// `GET /api/v1/wallets/{address}`: the wallet's standing.
-    pub async fn wallet(&self, address: &str) -> Result<serde_json::Value> {
-        self.get_json(&format!("/api/v1/wallets/{address}")).await
-    }
-
-    /// `GET /api/v1/jobs/{id}/units`: each unit's state and the wallets behind it, every
-    /// page of them.
-    pub async fn units(&self, id: &str) -> Result<Vec<serde_json::Value>> {
-        let mut units = Vec::new();
-        let mut path = format!("/api/v1/jobs/{id}/units");
-        loop {
-            let body = self.get_json(&path).await?;
-            units.extend(body["units"].as_array().cloned().unwrap_or_default());
-            match body["next"].as_i64() {
-                Some(next) => path = format!("/api/v1/jobs/{id}/units?after={next}"),
-                None => return Ok(units),
-            }
-        }
-    }
-
-    async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
         Ok(self
-            .http
-            .get(format!("{}{path}", self.base))
+            .http()
+            .get(format!("{}{path}", self.base()))
             .send()
             .await?
             .error_for_status()?
@@ -623,29 +607,40 @@ impl Api {
             .await?)
     }
 
+    /// `GET /api/v1/wallets/{address}`: the wallet's standing.
+    pub async fn wallet(&self, address: &str) -> Result<Wallet> {
+        Ok(self.client.wallet(address).await?)
+    }
+
+    /// `GET /api/v1/jobs/{id}/units`: each unit's state and the wallets behind it, every
+    /// page of them.
+    pub async fn units(&self, id: &str) -> Result<Vec<UnitSummary>> {
+        Ok(self.client.units(id).await?)
+    }
+
     /// `GET /api/v1/jobs/{id}`.
-    pub async fn job(&self, id: &str) -> Result<serde_json::Value> {
-        self.get_json(&format!("/api/v1/jobs/{id}")).await
+    pub async fn job(&self, id: &str) -> Result<Job> {
+        Ok(self.client.job(id).await?)
     }
 
     /// `GET /api/v1/stats`.
-    pub async fn stats(&self) -> Result<serde_json::Value> {
-        self.get_json("/api/v1/stats").await
+    pub async fn stats(&self) -> Result<Stats> {
+        Ok(self.client.stats().await?)
     }
 
     /// Polls until the job is done (error if it fails or `timeout` passes).
-    pub async fn wait_done(&self, id: &str, timeout: Duration) -> Result<serde_json::Value> {
+    pub async fn wait_done(&self, id: &str, timeout: Duration) -> Result<Job> {
         let deadline = Instant::now() + timeout;
         loop {
             // The relay may be restarting; a refused connection is not a failure.
             if let Ok(job) = self.job(id).await {
-                match job["state"].as_str() {
-                    Some("done") => return Ok(job),
-                    Some("failed") | Some("cancelled") => bail!("job ended: {job}"),
-                    _ => {}
+                match job.state {
+                    JobState::Done => return Ok(job),
+                    JobState::Failed | JobState::Cancelled => bail!("job ended: {job:?}"),
+                    JobState::Queued | JobState::Running => {}
                 }
                 if Instant::now() > deadline {
-                    bail!("job not done after {timeout:?}: {job}");
+                    bail!("job not done after {timeout:?}: {job:?}");
                 }
             } else if Instant::now() > deadline {
                 bail!("relay unreachable after {timeout:?}");
@@ -663,8 +658,8 @@ impl Api {
     /// `GET /api/v1/jobs/{id}/result` with its status and content type.
     pub async fn result_typed(&self, id: &str) -> Result<(u16, String, Vec<u8>)> {
         let response = self
-            .http
-            .get(format!("{}/api/v1/jobs/{id}/result", self.base))
+            .http()
+            .get(format!("{}/api/v1/jobs/{id}/result", self.base()))
             .send()
             .await?;
         let content_type = response
@@ -682,12 +677,12 @@ impl Api {
 
     /// The raw client, for error-path tests.
     pub fn http(&self) -> &reqwest::Client {
-        &self.http
+        self.client.http()
     }
 
     /// The relay's base URL.
     pub fn base(&self) -> &str {
-        &self.base
+        self.client.base()
     }
 }
 

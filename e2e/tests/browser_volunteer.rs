@@ -2,6 +2,7 @@
 //! matmul, render, mlp and montecarlo jobs submitted over REST; each result matches the
 //! CPU reference (the render job's PNG within the kernel's tolerance).
 
+use starling_api::JobState;
 use starling_e2e::browser::Browser;
 use starling_e2e::{workspace_root, KernelJob, MatmulJob, Relay, RenderJob, TempDir};
 use std::time::{Duration, Instant};
@@ -35,10 +36,11 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = api.job(&id).await?;
     assert_eq!(
-        before["state"], "queued",
-        "no unit leased before Start: {before}"
+        before.state,
+        JobState::Queued,
+        "no unit leased before Start: {before:?}"
     );
-    let units = before["progress"]["units_total"].as_i64().unwrap_or(0);
+    let units = before.progress.units_total;
     assert!(
         units >= 4,
         "the job splits into at least 4 units, got {units}"
@@ -46,7 +48,7 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
 
     browser.click("start").await?;
     let done = api.wait_done(&id, Duration::from_secs(120)).await?;
-    eprintln!("job done: {done}");
+    eprintln!("job done: {:?}", done.progress);
     let first_unit = browser
         .wait_text("first-unit-ms", Duration::from_secs(10), |t| {
             t.ends_with("ms")
@@ -75,13 +77,13 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
     }
     for (job, id) in others.iter().zip(&other_ids) {
         let done = api.wait_done(id, Duration::from_secs(180)).await?;
-        eprintln!("{} job done: {done}", job.kernel);
+        eprintln!("{} job done: {:?}", job.kernel, done.progress);
         let (status, result) = api.result(id).await?;
         assert_eq!(status, 200);
         job.check(&result)?;
     }
     let done = api.wait_done(&render_id, Duration::from_secs(180)).await?;
-    eprintln!("render job done: {done}");
+    eprintln!("render job done: {:?}", done.progress);
     let (status, content_type, png) = api.result_typed(&render_id).await?;
     assert_eq!((status, content_type.as_str()), (200, "image/png"));
     let artifacts = workspace_root().join("e2e/artifacts");
@@ -98,17 +100,14 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
     let units = api.units(&id).await?;
     let wallet = units
         .first()
-        .and_then(|u| u["valid_wallets"][0].as_str())
-        .map(str::to_owned)
+        .and_then(|u| u.valid_wallets.first())
+        .cloned()
         .ok_or_else(|| anyhow::anyhow!("no wallet behind the matmul job's units"))?;
     let balance = api.wallet(&wallet).await?;
-    let expected = format!(
-        "{:.6}",
-        balance["balance_micro"].as_u64().unwrap_or(0) as f64 / 1e6
-    );
+    let expected = format!("{:.6}", balance.balance_micro as f64 / 1e6);
     assert_ne!(
         expected, "0.000000",
-        "the browser's wallet was paid: {balance}"
+        "the browser's wallet was paid: {balance:?}"
     );
     browser
         .wait_text("credits-earned", Duration::from_secs(10), |t| t == expected)
@@ -138,7 +137,7 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
         .unwrap_or(0.0);
     assert!(gflops > 0.0, "a measured speed: {bench}");
     assert_eq!(
-        api.stats().await?["volunteers"],
+        api.stats().await?.volunteers,
         0,
         "benchmarking connects nothing"
     );

@@ -17,6 +17,7 @@
 //! could capture. That is measured in `relay-server/tests/collusion_odds.rs`, not
 //! asserted away here.
 
+use starling_api::UnitState;
 use starling_e2e::{KernelJob, MatmulJob, Relay, RenderJob, TempDir, Volunteer};
 use starling_protocol::WalletKey;
 use std::collections::{HashMap, HashSet};
@@ -97,10 +98,10 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while api.stats().await?["volunteers"].as_u64() < Some(VOLUNTEERS as u64) {
+    while api.stats().await?.volunteers < VOLUNTEERS as u64 {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{VOLUNTEERS} volunteers did not connect: {}",
+            "{VOLUNTEERS} volunteers did not connect: {:?}",
             api.stats().await?
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -138,9 +139,7 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
     ];
     let mut total_units = 0;
     for id in &ids {
-        total_units += api.job(id).await?["progress"]["units_total"]
-            .as_i64()
-            .unwrap_or(0);
+        total_units += api.job(id).await?.progress.units_total;
     }
     anyhow::ensure!(
         total_units >= 100,
@@ -153,9 +152,7 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
     let settled = || async {
         let mut done = 0;
         for id in &ids {
-            done += api.job(id).await?["progress"]["units_done"]
-                .as_i64()
-                .unwrap_or(0);
+            done += api.job(id).await?.progress.units_done;
         }
         anyhow::Ok(done)
     };
@@ -188,7 +185,7 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
     let mut failures: Vec<String> = Vec::new();
     for (id, kernel) in ids.iter().zip(kernels) {
         match api.wait_done(id, Duration::from_secs(150)).await {
-            Ok(done) => eprintln!("{kernel} job done: {}", done["progress"]),
+            Ok(done) => eprintln!("{kernel} job done: {:?}", done.progress),
             Err(e) => failures.push(format!("{kernel} job did not finish: {e:#}")),
         }
     }
@@ -234,19 +231,16 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
     let mut single = 0;
     for (id, kernel) in ids.iter().zip(kernels) {
         for unit in api.units(id).await? {
-            if unit["state"] != "done" {
-                failures.push(format!("{kernel} unit not done: {unit}"));
+            if unit.state != UnitState::Done {
+                failures.push(format!("{kernel} unit not done: {unit:?}"));
                 continue;
             }
             // Known-answer tests send settled units again: their agreeing answers are
             // listed too, so one unit may name many wallets.
-            let wallets: Vec<&str> = unit["valid_wallets"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|w| w.as_str()).collect())
-                .unwrap_or_default();
+            let wallets: Vec<&str> = unit.valid_wallets.iter().map(String::as_str).collect();
             let distinct: HashSet<&str> = wallets.iter().copied().collect();
             if wallets.is_empty() || distinct.len() != wallets.len() {
-                failures.push(format!("{kernel} unit settled wrongly: {unit}"));
+                failures.push(format!("{kernel} unit settled wrongly: {unit:?}"));
             }
             let roles: HashSet<Role> = wallets
                 .iter()
@@ -262,7 +256,7 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
             }
             if roles.contains(&Role::Cheater) || colluders_lied {
                 failures.push(format!(
-                    "a {kernel} unit was settled on a dishonest result ({roles:?}): {unit}"
+                    "a {kernel} unit was settled on a dishonest result ({roles:?}): {unit:?}"
                 ));
             }
             single += usize::from(wallets.len() == 1);
@@ -280,19 +274,12 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
     let mut credited: HashMap<String, u64> = HashMap::new();
     let mut after = 0u64;
     loop {
-        let page = api
-            .get(&format!("/api/v1/ledger?after={after}&limit=500"))
-            .await?;
-        let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        let entries = api.client().ledger(after, 500).await?.entries;
         for entry in &entries {
-            if let Some(wallet) = entry["credit"]
-                .as_str()
-                .and_then(|c| c.strip_prefix("wallet:"))
-            {
-                *credited.entry(wallet.to_owned()).or_default() +=
-                    entry["amount_micro"].as_u64().unwrap_or(0);
+            if let Some(wallet) = entry.credit.strip_prefix("wallet:") {
+                *credited.entry(wallet.to_owned()).or_default() += entry.amount_micro;
             }
-            after = after.max(entry["seq"].as_u64().unwrap_or(after));
+            after = after.max(entry.seq);
         }
         if entries.len() < 500 {
             break;
@@ -306,31 +293,28 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
         let wallets = of(role);
         for wallet in &wallets {
             let standing = api.wallet(wallet).await?;
-            let balance = standing["balance_micro"].as_u64().unwrap_or(0);
+            let balance = standing.balance_micro;
             let credit = credited.get(*wallet).copied().unwrap_or(0);
             paid += credit;
-            quarantined += usize::from(standing["quarantined"] == true);
-            trusted += usize::from(standing["trusted"] == true);
-            valid += standing["valid_results"].as_u64().unwrap_or(0);
-            invalid += standing["invalid_results"].as_u64().unwrap_or(0);
-            handbacks += standing["handbacks"].as_u64().unwrap_or(0);
+            quarantined += usize::from(standing.quarantined);
+            trusted += usize::from(standing.trusted);
+            valid += u64::from(standing.valid_results);
+            invalid += u64::from(standing.invalid_results);
+            handbacks += standing.handbacks;
             let wrong = match role {
-                Role::Honest => (standing["quarantined"] == true
-                    || standing["invalid_results"] != 0)
+                Role::Honest => (standing.quarantined || standing.invalid_results != 0)
                     .then_some("honest wallet quarantined or refused"),
                 Role::Cheater | Role::Colluder if credit > 0 || balance > 0 => {
                     Some("dishonest wallet paid")
                 }
-                Role::Cheater | Role::Colluder | Role::Dropper
-                    if standing["quarantined"] != true =>
-                {
+                Role::Cheater | Role::Colluder | Role::Dropper if !standing.quarantined => {
                     Some("misbehaving wallet not quarantined")
                 }
                 _ => None,
             };
             if let Some(wrong) = wrong {
                 failures.push(format!(
-                    "{role:?} {wallet}: {wrong} (ledger credited {credit} micro): {standing}"
+                    "{role:?} {wallet}: {wrong} (ledger credited {credit} micro): {standing:?}"
                 ));
             }
         }

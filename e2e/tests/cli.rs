@@ -33,7 +33,7 @@ async fn cli_submits_input_files_waits_and_downloads_the_result() -> anyhow::Res
     let job = MatmulJob::random(256, 64, 64, 21);
     let b64 = base64::engine::general_purpose::STANDARD;
     for name in ["a", "b"] {
-        let encoded = job.body["input"][name].as_str().context("input")?;
+        let encoded = job.body.input.get(name).context("input")?;
         std::fs::write(data.path().join(name), b64.decode(encoded)?)?;
     }
     let a = format!("a={}", data.path().join("a").display());

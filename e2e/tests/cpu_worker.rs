@@ -51,7 +51,7 @@ async fn cpu_fallback_runs_on_a_web_worker_and_never_freezes_the_page() -> anyho
     assert_eq!(status, 200);
     job.check(&result)?;
 
-    let units = done["progress"]["units_total"].as_f64().unwrap_or(0.0);
+    let units = done.progress.units_total as f64;
     let gflops: f64 = browser
         .wait_text("gflops", Duration::from_secs(10), |t| {
             t.parse::<f64>().is_ok()

@@ -4,6 +4,7 @@
 //! accepts the ledger, and a volunteer can spend its credit with a signed transfer that
 //! cannot be replayed or forged. Each volunteer receives signed receipts over its channel.
 
+use starling_api::{LedgerEntry, Problem, TransferRequest};
 use starling_e2e::{MatmulJob, Relay, TempDir, Volunteer};
 use starling_protocol::WalletKey;
 use std::time::{Duration, Instant};
@@ -29,11 +30,11 @@ async fn volunteers_are_paid_what_the_ledger_says_and_can_spend_it() -> anyhow::
         )?);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while api.stats().await?["volunteers"].as_u64() < Some(2) {
+    while api.stats().await?.volunteers < 2 {
         anyhow::ensure!(Instant::now() < deadline, "volunteers did not connect");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let before = api.get("/api/v1/account").await?;
+    let before = api.client().account().await?;
     let job = MatmulJob::random(512, 64, 64, 8);
     let id = api.submit(&job.body).await?; // default quorum 2: both wallets compute each unit
     api.wait_done(&id, Duration::from_secs(120)).await?;
@@ -43,43 +44,28 @@ async fn volunteers_are_paid_what_the_ledger_says_and_can_spend_it() -> anyhow::
     let mut paid_to_wallets = 0u64;
     for key in &keys {
         let address = key.address().to_string();
-        let history = api
-            .get(&format!("/api/v1/wallets/{address}/history?limit=500"))
-            .await?;
-        let credited: u64 = history["entries"]
-            .as_array()
-            .map(|entries| {
-                entries
-                    .iter()
-                    .filter(|e| e["credit"] == format!("wallet:{address}"))
-                    .filter_map(|e| e["amount_micro"].as_u64())
-                    .sum()
-            })
-            .unwrap_or(0);
+        let history = api.client().wallet_history(&address, 0, 500).await?;
+        let credited: u64 = history
+            .entries
+            .iter()
+            .filter(|e| e.credit == format!("wallet:{address}"))
+            .map(|e| e.amount_micro)
+            .sum();
         let standing = api.wallet(&address).await?;
-        assert_eq!(
-            standing["balance_micro"].as_u64(),
-            Some(credited),
-            "{standing}"
-        );
+        assert_eq!(standing.balance_micro, credited, "{standing:?}");
         assert!(credited > 0, "wallet {address} was not paid");
         paid_to_wallets += credited;
     }
     // The submitter paid exactly what went to the wallets and the platform.
-    let after = api.get("/api/v1/account").await?;
-    let spent = before["balance_micro"].as_u64().unwrap_or(0)
-        - after["balance_micro"].as_u64().unwrap_or(0);
-    let ledger = api.get("/api/v1/ledger?limit=500").await?;
-    let fees: u64 = ledger["entries"]
-        .as_array()
-        .map(|entries| {
-            entries
-                .iter()
-                .filter(|e| e["credit"] == "platform")
-                .filter_map(|e| e["amount_micro"].as_u64())
-                .sum()
-        })
-        .unwrap_or(0);
+    let after = api.client().account().await?;
+    let spent = before.balance_micro - after.balance_micro;
+    let ledger = api.client().ledger(0, 500).await?;
+    let fees: u64 = ledger
+        .entries
+        .iter()
+        .filter(|e| e.credit == "platform")
+        .map(|e| e.amount_micro)
+        .sum();
     assert_eq!(
         spent,
         paid_to_wallets + fees,
@@ -94,7 +80,7 @@ async fn volunteers_are_paid_what_the_ledger_says_and_can_spend_it() -> anyhow::
 
     // Spend: wallet 0 sends one micro-credit... and more than it has.
     let relay_key: starling_protocol::WalletAddress =
-        ledger["relay_key"].as_str().unwrap_or_default().parse()?;
+        ledger.relay_key.unwrap_or_default().parse()?;
     let (from, to) = (&keys[0], keys[1].address());
     // Valid for ten minutes: long enough for this test, well inside the relay's day.
     let expires_ms = u64::try_from(
@@ -105,16 +91,17 @@ async fn volunteers_are_paid_what_the_ledger_says_and_can_spend_it() -> anyhow::
     let transfer = |signer: &WalletKey, amount_micro: u64, nonce: u64| {
         let signature = signer.sign_transfer(&relay_key, &to, amount_micro, nonce, expires_ms);
         let hex: String = signature.0.iter().map(|b| format!("{b:02x}")).collect();
-        serde_json::json!({
-            "from": from.address().to_string(),
-            "to": to.to_string(),
-            "amount": format!("0.{amount_micro:06}"),
-            "nonce": nonce,
-            "expires_ms": expires_ms,
-            "signature": hex,
-        })
+        TransferRequest {
+            from: from.address().to_string(),
+            to: to.to_string(),
+            amount: format!("0.{amount_micro:06}"),
+            nonce,
+            expires_ms,
+            signature: hex,
+        }
     };
-    let post = |body: serde_json::Value| {
+    // Raw posts: the refusals' statuses are what is tested.
+    let post = |body: TransferRequest| {
         let api = &api;
         async move {
             let response = api
@@ -124,17 +111,21 @@ async fn volunteers_are_paid_what_the_ledger_says_and_can_spend_it() -> anyhow::
                 .send()
                 .await?;
             let status = response.status().as_u16();
-            anyhow::Ok((status, response.json::<serde_json::Value>().await?))
+            anyhow::Ok((status, response.text().await?))
         }
     };
     let (status, entry) = post(transfer(from, 1, 7)).await?;
     assert_eq!(status, 201, "{entry}");
-    assert_eq!(entry["reason"], "transfer");
+    assert_eq!(
+        serde_json::from_str::<LedgerEntry>(&entry)?.reason,
+        "transfer"
+    );
     let (status, body) = post(transfer(from, 1, 7)).await?;
     assert_eq!(status, 409, "a replay is refused: {body}");
     let (status, body) = post(transfer(&keys[1], 1, 8)).await?;
+    let problem: Problem = serde_json::from_str(&body)?;
     assert_eq!(
-        (status, body["field"].as_str()),
+        (status, problem.field.as_deref()),
         (422, Some("signature")),
         "{body}"
     );

@@ -3,6 +3,7 @@
 //! their jobs' retries) once failed every queued job; now a hand-back counts against the
 //! wallet, never returns the unit to it at once, and cuts the wallet off after a few.
 
+use starling_api::JobState;
 use starling_e2e::{MatmulJob, Relay, TempDir, Volunteer};
 use starling_protocol::WalletKey;
 use std::time::{Duration, Instant};
@@ -41,10 +42,11 @@ async fn a_wallet_that_hands_back_every_unit_cannot_fail_a_job() -> anyhow::Resu
         // Before: the unit went straight back to the same wallet, and ten hand-backs of
         // it failed the job within seconds.
         assert_ne!(
-            record["state"], "failed",
-            "one wallet failed the job: {record}"
+            record.state,
+            JobState::Failed,
+            "one wallet failed the job: {record:?}"
         );
-        if api.wallet(&address).await?["quarantined"] == true {
+        if api.wallet(&address).await?.quarantined {
             break;
         }
         anyhow::ensure!(Instant::now() < deadline, "the attacker was never cut off");
@@ -57,14 +59,14 @@ async fn a_wallet_that_hands_back_every_unit_cannot_fail_a_job() -> anyhow::Resu
         Volunteer::start_with(&relay.url(), &["--cpu"])?,
     ];
     let done = api.wait_done(&id, Duration::from_secs(120)).await?;
-    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done.state, JobState::Done, "{done:?}");
     job.check(&api.result(&id).await?.1)?;
 
     let standing = api.wallet(&address).await?;
-    assert_eq!(standing["valid_results"], 0, "{standing}");
+    assert_eq!(standing.valid_results, 0, "{standing:?}");
     assert!(
-        standing["handbacks"].as_u64() >= Some(9),
-        "the attacker handed units back: {standing}"
+        standing.handbacks >= 9,
+        "the attacker handed units back: {standing:?}"
     );
     let text = std::fs::read_to_string(&log)?;
     assert!(

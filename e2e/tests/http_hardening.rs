@@ -114,9 +114,7 @@ async fn sigterm_closes_volunteers_who_return_to_the_restarted_relay() -> anyhow
     let id = api.submit_with_quorum(&job.body, 1).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let done_before = loop {
-        let done = api.job(&id).await?["progress"]["units_done"]
-            .as_i64()
-            .unwrap_or(0);
+        let done = api.job(&id).await?.progress.units_done;
         if done >= 3 {
             break done;
         }
@@ -137,22 +135,22 @@ async fn sigterm_closes_volunteers_who_return_to_the_restarted_relay() -> anyhow
     relay.restart()?;
     let restarted = Instant::now();
     let record = api.job(&id).await?;
-    let done_after = record["progress"]["units_done"].as_i64().unwrap_or(0);
+    let done_after = record.progress.units_done;
     assert!(
         done_after >= done_before,
         "results acknowledged before SIGTERM are kept: {done_before} then {done_after}"
     );
     // Nothing stays leased to the connections the old process closed.
-    assert_eq!(record["progress"]["units_leased"], 0, "{record}");
+    assert_eq!(record.progress.units_leased, 0, "{record:?}");
     // Both volunteers saw their connection close and are back within seconds.
     loop {
-        if api.stats().await?["volunteers"].as_u64().unwrap_or(0) >= 2 {
+        if api.stats().await?.volunteers >= 2 {
             break;
         }
         assert!(
             restarted.elapsed() < Duration::from_secs(10),
             "the volunteers did not reconnect within 10 s of the restart: {} of 2 back",
-            api.stats().await?["volunteers"]
+            api.stats().await?.volunteers
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
+use starling_api::{Job, JobState};
 use starling_e2e::{binary, Api, KernelJob, MatmulJob, Relay, TempDir, Volunteer};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -44,9 +45,7 @@ fn found_in(haystack: &[u8], data: &[u8]) -> usize {
 }
 
 fn input_bytes(job: &MatmulJob, name: &str) -> anyhow::Result<Vec<u8>> {
-    let encoded = job.body["input"][name]
-        .as_str()
-        .context("input in the body")?;
+    let encoded = job.body.input.get(name).context("input in the body")?;
     Ok(base64::engine::general_purpose::STANDARD.decode(encoded)?)
 }
 
@@ -97,9 +96,9 @@ async fn purging_leaves_no_byte_of_a_jobs_data() -> anyhow::Result<()> {
 
     let purged = starling(&relay, &["--json", "purge", &id])?;
     assert!(purged.status.success(), "{purged:?}");
-    let record: serde_json::Value = serde_json::from_slice(&purged.stdout)?;
-    assert!(record["purged_ms"].as_i64().is_some(), "{record}");
-    assert_eq!(record["state"], "done", "{record}");
+    let record: Job = serde_json::from_slice(&purged.stdout)?;
+    assert!(record.purged_ms.is_some(), "{record:?}");
+    assert_eq!(record.state, JobState::Done, "{record:?}");
 
     let response = api
         .http()
@@ -153,26 +152,31 @@ async fn retention_purges_on_schedule() -> anyhow::Result<()> {
     let (status, _) = api.result(&id).await?;
     assert_eq!(status, 200, "the result is there at first");
 
-    let until = |what: &'static str, limit: Duration| {
+    let until = |what: &'static str, when: fn(&Job) -> Option<i64>, limit: Duration| {
         let api = &api;
         let id = &id;
         async move {
             loop {
                 let record = api.job(id).await?;
-                if record[what].as_i64().is_some() {
+                if when(&record).is_some() {
                     return anyhow::Ok(record);
                 }
                 if ended.elapsed() > limit {
-                    bail!("{what} not set after {limit:?}: {record}");
+                    bail!("{what} not set after {limit:?}: {record:?}");
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     };
-    until("inputs_purged_ms", Duration::from_secs(20)).await?;
+    until(
+        "inputs_purged_ms",
+        |job| job.inputs_purged_ms,
+        Duration::from_secs(20),
+    )
+    .await?;
     let (status, _) = api.result(&id).await?;
     assert_eq!(status, 200, "inputs go first, the result stays");
-    until("purged_ms", Duration::from_secs(30)).await?;
+    until("purged_ms", |job| job.purged_ms, Duration::from_secs(30)).await?;
     let (status, _) = api.result(&id).await?;
     assert_eq!(status, 410);
     Ok(())

@@ -6,6 +6,7 @@
 
 use reqwest::Method;
 use sha2::{Digest, Sha256};
+use starling_api::{JobList, JobState};
 use starling_e2e::{Api, KernelJob, Relay, TempDir, Volunteer};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,8 +68,8 @@ async fn only_the_owner_reaches_a_job() -> anyhow::Result<()> {
     assert!(body.contains(&done) && body.contains(&queued), "{body}");
     let (status, body) = call(&other, Method::GET, "/api/v1/jobs").await?;
     assert_eq!(status, 200, "{body}");
-    let listed: serde_json::Value = serde_json::from_str(&body)?;
-    assert_eq!(listed["jobs"], serde_json::json!([]), "{body}");
+    let listed: JobList = serde_json::from_str(&body)?;
+    assert!(listed.jobs.is_empty(), "{body}");
     let (status, _) = call(&anonymous, Method::GET, "/api/v1/jobs").await?;
     assert_eq!(status, 401);
 
@@ -76,25 +77,25 @@ async fn only_the_owner_reaches_a_job() -> anyhow::Result<()> {
     let cancel = format!("/api/v1/jobs/{queued}");
     assert_eq!(call(&other, Method::DELETE, &cancel).await?.0, 404);
     assert_eq!(call(&anonymous, Method::DELETE, &cancel).await?.0, 401);
-    assert_ne!(owner.job(&queued).await?["state"], "cancelled");
+    assert_ne!(owner.job(&queued).await?.state, JobState::Cancelled);
     let (status, body) = call(&owner, Method::DELETE, &cancel).await?;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(owner.job(&queued).await?["state"], "cancelled");
+    assert_eq!(owner.job(&queued).await?.state, JobState::Cancelled);
 
     // The public pages: no job id, no parameter; the ledger names each job's escrow by
     // an opaque reference that the owner's record lets anyone check.
     let record = owner.job(&done).await?;
-    let escrow = record["escrow"]["account"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let salt = record["escrow"]["salt"].as_str().unwrap_or_default();
+    let proof = record
+        .escrow
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the owner sees the escrow"))?;
+    let (escrow, salt) = (proof.account, proof.salt);
     let mut digest = Sha256::new();
     digest.update(b"starling escrow v1\0");
     digest.update(done.as_bytes());
     digest.update(salt.as_bytes());
     let expected = format!("escrow:{}", &hex(&digest.finalize())[..32]);
-    assert_eq!(escrow, expected, "the owner can prove the link: {record}");
+    assert_eq!(escrow, expected, "the owner can prove the link: {record:?}");
     let mut public = String::new();
     for path in [
         "/api/v1/stats",

@@ -14,7 +14,7 @@ async fn two_native_volunteers_complete_a_matmul_job() -> anyhow::Result<()> {
         Volunteer::start(&relay.url())?,
     ];
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while api.stats().await?["volunteers"].as_u64() < Some(2) {
+    while api.stats().await?.volunteers < 2 {
         assert!(
             std::time::Instant::now() < deadline,
             "volunteers did not connect"
@@ -27,10 +27,7 @@ async fn two_native_volunteers_complete_a_matmul_job() -> anyhow::Result<()> {
     let (status, _) = api.result(&id).await?;
     assert_eq!(status, 409, "no result before the job is done");
     let done = api.wait_done(&id, Duration::from_secs(60)).await?;
-    assert!(
-        done["progress"]["units_total"].as_i64() >= Some(4),
-        "{done}"
-    );
+    assert!(done.progress.units_total >= 4, "{done:?}");
     let (status, result) = api.result(&id).await?;
     assert_eq!(status, 200);
     job.check(&result)?;

@@ -12,17 +12,13 @@ async fn job_survives_a_relay_crash_and_restart() -> anyhow::Result<()> {
     // Many small units so that the kill lands mid-job.
     let job = MatmulJob::random(2048, 96, 96, 21);
     let id = api.submit_with_quorum(&job.body, 1).await?;
-    let total = api.job(&id).await?["progress"]["units_total"]
-        .as_i64()
-        .unwrap_or(0);
+    let total = api.job(&id).await?.progress.units_total;
     assert!(total >= 20, "job has {total} units");
 
     let _volunteer = Volunteer::start(&relay.url())?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let progress = api.job(&id).await?["progress"]["units_done"]
-            .as_i64()
-            .unwrap_or(0);
+        let progress = api.job(&id).await?.progress.units_done;
         if progress >= 3 {
             assert!(
                 progress < total,
@@ -36,9 +32,7 @@ async fn job_survives_a_relay_crash_and_restart() -> anyhow::Result<()> {
     relay.kill();
     let done_at_kill = {
         relay.restart()?;
-        api.job(&id).await?["progress"]["units_done"]
-            .as_i64()
-            .unwrap_or(0)
+        api.job(&id).await?.progress.units_done
     };
     assert!(
         done_at_kill >= 3,

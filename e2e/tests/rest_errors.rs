@@ -1,11 +1,9 @@
 //! Bad requests get precise problem+json errors and change nothing.
 
+use starling_api::{Job, JobState, Problem};
 use starling_e2e::{Api, MatmulJob, Relay, TempDir};
 
-async fn problem(
-    api: &Api,
-    body: reqwest::Body,
-) -> anyhow::Result<(u16, String, serde_json::Value)> {
+async fn problem(api: &Api, body: reqwest::Body) -> anyhow::Result<(u16, String, Problem)> {
     let response = api
         .http()
         .post(format!("{}/api/v1/jobs", api.base()))
@@ -29,84 +27,65 @@ async fn malformed_and_invalid_jobs_get_problem_json() -> anyhow::Result<()> {
     let relay = Relay::start(data.path(), 64)?;
     let api = relay.api();
 
-    let kernels: serde_json::Value = api
-        .http()
-        .get(format!("{}/api/v1/kernels", api.base()))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let listed = kernels["kernels"].as_array().cloned().unwrap_or_default();
-    let ids: Vec<&str> = listed.iter().filter_map(|k| k["id"].as_str()).collect();
-    assert_eq!(ids, ["matmul", "mlp", "montecarlo", "render"], "{kernels}");
+    let listed = api.client().kernels().await?.kernels;
+    let ids: Vec<&str> = listed.iter().map(|k| k.id.as_str()).collect();
+    assert_eq!(ids, ["matmul", "mlp", "montecarlo", "render"], "{listed:?}");
     for kernel in &listed {
-        let schema = &kernel["params_schema"];
-        assert_eq!(schema["type"], "object", "{kernel}");
+        // A JSON Schema: read as the JSON it is.
+        let schema = &kernel.params_schema;
+        assert_eq!(schema["type"], "object", "{kernel:?}");
         assert!(
             schema["properties"]
                 .as_object()
                 .is_some_and(|p| !p.is_empty()),
-            "every kernel documents its parameters: {kernel}"
+            "every kernel documents its parameters: {kernel:?}"
         );
-        assert!(
-            kernel["version"].as_u64().is_some_and(|v| v >= 1),
-            "{kernel}"
-        );
-        assert!(
-            kernel["comparison"].as_str().is_some_and(|c| c.len() > 20),
-            "{kernel}"
-        );
-        assert!(kernel["output_content_type"].is_string(), "{kernel}");
+        assert!(kernel.version >= 1, "{kernel:?}");
+        assert!(kernel.comparison.len() > 20, "{kernel:?}");
     }
-    assert!(listed[0]["params_schema"]["properties"]["m"].is_object());
-    assert!(listed[0]["spot_check"]
-        .as_str()
+    assert!(listed[0].params_schema["properties"]["m"].is_object());
+    assert!(listed[0]
+        .spot_check
+        .as_deref()
         .is_some_and(|s| s.contains("Freivalds")));
-    assert_eq!(listed[3]["output_content_type"], "image/png");
+    assert_eq!(listed[3].output_content_type, "image/png");
 
     let (status, ct, body) = problem(&api, "{not json".into()).await?;
     assert_eq!((status, ct.as_str()), (400, "application/problem+json"));
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("not a valid job"),
-        "{body}"
-    );
+    assert!(body.detail.contains("not a valid job"), "{body}");
 
     let mut unknown = MatmulJob::random(2, 2, 2, 1).body;
-    unknown["kernel"] = "fft".into();
-    let (status, _, body) = problem(&api, unknown.to_string().into()).await?;
+    unknown.kernel = "fft".into();
+    let (status, _, body) = problem(&api, serde_json::to_string(&unknown)?.into()).await?;
     assert_eq!(status, 422);
-    assert_eq!(body["field"], "kernel");
-    assert_eq!(body["detail"], "unknown kernel `fft`");
+    assert_eq!(body.field.as_deref(), Some("kernel"));
+    assert_eq!(body.detail, "unknown kernel `fft`");
 
     let mut wrong_size = MatmulJob::random(4, 4, 4, 1).body;
-    wrong_size["params"]["n"] = 5.into();
-    let (status, _, body) = problem(&api, wrong_size.to_string().into()).await?;
+    wrong_size.params["n"] = 5.into();
+    let (status, _, body) = problem(&api, serde_json::to_string(&wrong_size)?.into()).await?;
     assert_eq!(status, 422);
-    assert_eq!(body["field"], "input.b");
+    assert_eq!(body.field.as_deref(), Some("input.b"));
     assert_eq!(
-        body["detail"],
+        body.detail,
         "invalid input `b`: expected 4x5 f32 = 80 bytes, got 64 bytes"
     );
 
     let mut out_of_range = MatmulJob::random(1, 1, 1, 1).body;
-    out_of_range["params"]["m"] = 100_000.into();
-    let (status, _, body) = problem(&api, out_of_range.to_string().into()).await?;
+    out_of_range.params["m"] = 100_000.into();
+    let (status, _, body) = problem(&api, serde_json::to_string(&out_of_range)?.into()).await?;
     assert_eq!(status, 422);
-    assert_eq!(body["field"], "params.m");
+    assert_eq!(body.field.as_deref(), Some("params.m"));
 
     let mut bad_b64 = MatmulJob::random(1, 1, 1, 1).body;
-    bad_b64["input"]["a"] = "%%%".into();
-    let (status, _, body) = problem(&api, bad_b64.to_string().into()).await?;
-    assert_eq!((status, body["field"].as_str()), (422, Some("input.a")));
+    bad_b64.input.insert("a".into(), "%%%".into());
+    let (status, _, body) = problem(&api, serde_json::to_string(&bad_b64)?.into()).await?;
+    assert_eq!((status, body.field.as_deref()), (422, Some("input.a")));
 
-    let mut bad_quorum = MatmulJob::random(1, 1, 1, 1).body;
-    bad_quorum["verification"] = serde_json::json!({ "quorum": 0 });
-    let (status, _, body) = problem(&api, bad_quorum.to_string().into()).await?;
+    let bad_quorum = MatmulJob::random(1, 1, 1, 1).body.with_quorum(0);
+    let (status, _, body) = problem(&api, serde_json::to_string(&bad_quorum)?.into()).await?;
     assert_eq!(
-        (status, body["field"].as_str()),
+        (status, body.field.as_deref()),
         (422, Some("verification.quorum")),
         "{body}"
     );
@@ -129,7 +108,7 @@ async fn malformed_and_invalid_jobs_get_problem_json() -> anyhow::Result<()> {
 
     // The relay still works normally after the refusals.
     let ok = api.submit(&MatmulJob::random(2, 2, 2, 3).body).await?;
-    assert_eq!(api.job(&ok).await?["state"], "queued");
+    assert_eq!(api.job(&ok).await?.state, JobState::Queued);
     Ok(())
 }
 
@@ -141,10 +120,7 @@ async fn oversized_bodies_get_413_problem_json() -> anyhow::Result<()> {
     let huge = vec![b' '; 65 * 1024 * 1024];
     let (status, ct, body) = problem(&api, huge.into()).await?;
     assert_eq!((status, ct.as_str()), (413, "application/problem+json"));
-    assert!(
-        body["detail"].as_str().unwrap_or("").contains("limit"),
-        "{body}"
-    );
+    assert!(body.detail.contains("limit"), "{body}");
     Ok(())
 }
 
@@ -170,9 +146,9 @@ async fn clients_over_their_rate_get_429_by_address() -> anyhow::Result<()> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     assert_eq!(retry_after, Some(5));
-    let body: serde_json::Value = refused.json().await?;
-    assert_eq!(body["status"], 429, "{body}");
-    assert_eq!(body["type"], "/problems/rate-limited", "{body}");
+    let body: Problem = refused.json().await?;
+    assert_eq!(body.status, 429, "{body}");
+    assert_eq!(body.kind, "/problems/rate-limited", "{body}");
     let ready = api
         .http()
         .get(format!("{}/readyz", api.base()))
@@ -191,35 +167,28 @@ async fn cancelled_jobs_refuse_a_second_cancel_and_their_result() -> anyhow::Res
     let url = format!("{}/api/v1/jobs/{id}", api.base());
     let cancelled = api.http().delete(&url).send().await?;
     assert_eq!(cancelled.status().as_u16(), 200);
-    let record: serde_json::Value = cancelled.json().await?;
-    assert_eq!(record["state"], "cancelled", "{record}");
+    let record: Job = cancelled.json().await?;
+    assert_eq!(record.state, JobState::Cancelled, "{record:?}");
     let again = api.http().delete(&url).send().await?;
     assert_eq!(again.status().as_u16(), 409);
-    let body: serde_json::Value = again.json().await?;
-    assert!(
-        body["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("already cancelled")),
-        "{body}"
-    );
+    let body: Problem = again.json().await?;
+    assert!(body.detail.contains("already cancelled"), "{body}");
     let (status, _) = api.result(&id).await?;
     assert_eq!(status, 409);
-    let listed: serde_json::Value = api
-        .http()
-        .get(format!("{}/api/v1/jobs?state=cancelled", api.base()))
-        .send()
-        .await?
-        .json()
+    let listed = api
+        .client()
+        .jobs(Some(JobState::Cancelled), 50, None)
         .await?;
-    assert_eq!(listed["jobs"][0]["id"], id.as_str(), "{listed}");
+    let first = listed.jobs.first().map(|job| job.id.to_string());
+    assert_eq!(first.as_deref(), Some(id.as_str()), "{listed:?}");
     let bad = api
         .http()
         .get(format!("{}/api/v1/jobs?state=paused", api.base()))
         .send()
         .await?;
     assert_eq!(bad.status().as_u16(), 422);
-    let body: serde_json::Value = bad.json().await?;
-    assert_eq!(body["field"], "state", "{body}");
+    let body: Problem = bad.json().await?;
+    assert_eq!(body.field.as_deref(), Some("state"), "{body}");
     // The leaderboard's page size is bounded the same way; the stats count this job.
     let bad = api
         .http()
@@ -227,10 +196,10 @@ async fn cancelled_jobs_refuse_a_second_cancel_and_their_result() -> anyhow::Res
         .send()
         .await?;
     assert_eq!(bad.status().as_u16(), 422);
-    let body: serde_json::Value = bad.json().await?;
-    assert_eq!(body["field"], "limit", "{body}");
+    let body: Problem = bad.json().await?;
+    assert_eq!(body.field.as_deref(), Some("limit"), "{body}");
     let stats = api.stats().await?;
-    assert_eq!(stats["jobs"]["cancelled"], 1, "{stats}");
+    assert_eq!(stats.jobs.get("cancelled"), Some(&1), "{stats:?}");
     Ok(())
 }
 
@@ -239,8 +208,9 @@ async fn jobs_need_a_valid_api_key_and_enough_credit() -> anyhow::Result<()> {
     let data = TempDir::new("auth")?;
     let relay = Relay::start(data.path(), 64)?;
     let job = starling_e2e::KernelJob::montecarlo(1_000_000, 1)?;
+    let body = serde_json::to_string(&job.body)?;
     let submit = |key: Option<String>| {
-        let body = job.body.to_string();
+        let body = body.clone();
         let url = format!("{}/api/v1/jobs", relay.url());
         async move {
             let mut request = reqwest::Client::new()
@@ -304,18 +274,15 @@ async fn quotas_limits_and_metrics() -> anyhow::Result<()> {
     // 2048 rows at 1 MFLOP a unit is 17 units: over the limit of 8.
     let (status, _, body) = problem(
         &api,
-        MatmulJob::random(2048, 64, 64, 1).body.to_string().into(),
+        serde_json::to_string(&MatmulJob::random(2048, 64, 64, 1).body)?.into(),
     )
     .await?;
     assert_eq!(
-        (status, body["field"].as_str()),
+        (status, body.field.as_deref()),
         (422, Some("params")),
         "{body}"
     );
-    assert!(
-        body["detail"].as_str().unwrap_or("").contains("limit of 8"),
-        "{body}"
-    );
+    assert!(body.detail.contains("limit of 8"), "{body}");
     // One job may be active (no volunteer: it stays queued); the next is refused.
     api.submit(&MatmulJob::random(4, 4, 4, 2).body).await?;
     let response = api
@@ -326,8 +293,8 @@ async fn quotas_limits_and_metrics() -> anyhow::Result<()> {
         .await?;
     assert_eq!(response.status().as_u16(), 429);
     assert!(response.headers().contains_key("retry-after"));
-    let body: serde_json::Value = response.json().await?;
-    assert_eq!(body["type"], "/problems/quota-exceeded", "{body}");
+    let body: Problem = response.json().await?;
+    assert_eq!(body.kind, "/problems/quota-exceeded", "{body}");
 
     let metrics = api
         .http()

@@ -4,6 +4,7 @@
 //! anyway); a site owner registers with a signature and a file on the origin, and then a
 //! volunteer coming through that site earns it the share.
 
+use starling_api::{Site, SiteRegistration};
 use starling_e2e::{HostSite, MatmulJob, Relay, TempDir, Volunteer};
 use starling_protocol::{SiteOrigin, WalletKey};
 use std::path::Path;
@@ -27,7 +28,7 @@ fn volunteer(
 
 async fn wait_volunteers(api: &starling_e2e::Api, n: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while api.stats().await?["volunteers"].as_u64() < Some(n) {
+    while api.stats().await?.volunteers < n {
         anyhow::ensure!(Instant::now() < deadline, "volunteers did not connect");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -36,19 +37,13 @@ async fn wait_volunteers(api: &starling_e2e::Api, n: u64) -> anyhow::Result<()> 
 
 /// Micro-credits the ledger credited `wallet` for `reason`.
 async fn credited(api: &starling_e2e::Api, wallet: &str, reason: &str) -> anyhow::Result<u64> {
-    let history = api
-        .get(&format!("/api/v1/wallets/{wallet}/history?limit=500"))
-        .await?;
-    Ok(history["entries"]
-        .as_array()
-        .map(|entries| {
-            entries
-                .iter()
-                .filter(|e| e["credit"] == format!("wallet:{wallet}") && e["reason"] == reason)
-                .filter_map(|e| e["amount_micro"].as_u64())
-                .sum()
-        })
-        .unwrap_or(0))
+    let history = api.client().wallet_history(wallet, 0, 500).await?;
+    Ok(history
+        .entries
+        .iter()
+        .filter(|e| e.credit == format!("wallet:{wallet}") && e.reason == reason)
+        .map(|e| e.amount_micro)
+        .sum())
 }
 
 /// `POST /api/v1/sites`: the status and the body.
@@ -68,11 +63,11 @@ async fn register(
     let response = api
         .http()
         .post(format!("{}/api/v1/sites", api.base()))
-        .json(&serde_json::json!({
-            "origin": origin,
-            "wallet": wallet.address().to_string(),
-            "signature": signature,
-        }))
+        .json(&SiteRegistration {
+            origin: origin.to_owned(),
+            wallet: wallet.address().to_string(),
+            signature,
+        })
         .send()
         .await?;
     let status = response.status().as_u16();
@@ -120,20 +115,19 @@ async fn a_volunteer_naming_its_own_second_wallet_as_site_skims_nothing() -> any
         ],
     )?;
     wait_volunteers(&api, 2).await?;
-    let before = api.get("/api/v1/account").await?;
+    let before = api.client().account().await?;
     let job = MatmulJob::random(512, 64, 64, 19);
     let id = api.submit(&job.body).await?; // quorum 2: both wallets compute every unit
     let record = api.wait_done(&id, Duration::from_secs(120)).await?;
     job.check(&api.result(&id).await?.1)?;
-    let units = record["progress"]["units_total"].as_u64().unwrap_or(0);
+    let units = u64::try_from(record.progress.units_total)?;
 
     // The named wallet got nothing, and no site share was paid to anyone.
     assert_eq!(credited(&api, &second, "site_share").await?, 0);
-    let ledger = api.get("/api/v1/ledger?limit=500").await?;
-    let entries = ledger["entries"].as_array().cloned().unwrap_or_default();
+    let ledger = api.client().ledger(0, 500).await?;
     assert!(
-        entries.iter().all(|e| e["reason"] != "site_share"),
-        "a site share was paid: {ledger}"
+        ledger.entries.iter().all(|e| e.reason != "site_share"),
+        "a site share was paid: {ledger:?}"
     );
     // Both volunteers earned the same, and between them everything but the 5 % fee (less
     // at most one micro-credit of rounding per share): naming a site took nothing from
@@ -141,9 +135,8 @@ async fn a_volunteer_naming_its_own_second_wallet_as_site_skims_nothing() -> any
     let honest_pay = credited(&api, &honest.address().to_string(), "pay").await?;
     let skimmer_pay = credited(&api, &skimmer.address().to_string(), "pay").await?;
     assert_eq!(honest_pay, skimmer_pay, "every unit paid both equal shares");
-    let after = api.get("/api/v1/account").await?;
-    let spent = before["balance_micro"].as_u64().unwrap_or(0)
-        - after["balance_micro"].as_u64().unwrap_or(0);
+    let after = api.client().account().await?;
+    let spent = before.balance_micro - after.balance_micro;
     let volunteers_ppm = (honest_pay + skimmer_pay + 2 * units) * 1_000_000 / spent.max(1);
     eprintln!("{units} units, {spent} spent: honest {honest_pay}, skimmer {skimmer_pay}");
     assert!(
@@ -214,8 +207,9 @@ async fn a_site_registered_with_proof_earns_its_share() -> anyhow::Result<()> {
     // Both proofs hold: registered.
     let (status, _, body) = register(&api, &origin, &site, &site).await?;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(body["origin"], origin);
-    assert_eq!(body["wallet"], site.address().to_string());
+    let registered: Site = serde_json::from_value(body)?;
+    assert_eq!(registered.origin, origin);
+    assert_eq!(registered.wallet, site.address().to_string());
 
     // A volunteer through that site earns it the share; one claiming the site's wallet on
     // another origin earns it nothing more (that claim is ignored).

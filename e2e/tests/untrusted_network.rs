@@ -6,6 +6,7 @@
 //! may be settled by a cheater's result or twice, every cheater must end quarantined and
 //! no honest wallet may.
 
+use starling_api::UnitState;
 use starling_e2e::{KernelJob, MatmulJob, Relay, RenderJob, TempDir, Volunteer};
 use starling_protocol::WalletKey;
 use std::collections::HashSet;
@@ -49,7 +50,7 @@ async fn thirty_volunteers_with_cheaters_and_crashes_still_get_every_job_right(
         volunteers.push(Volunteer::start_logged(&relay.url(), &args, &log)?);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while api.stats().await?["volunteers"].as_u64() < Some(30) {
+    while api.stats().await?.volunteers < 30 {
         anyhow::ensure!(Instant::now() < deadline, "30 volunteers did not connect");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -66,9 +67,7 @@ async fn thirty_volunteers_with_cheaters_and_crashes_still_get_every_job_right(
     ];
     let mut total_units = 0;
     for id in &ids {
-        total_units += api.job(id).await?["progress"]["units_total"]
-            .as_i64()
-            .unwrap_or(0);
+        total_units += api.job(id).await?.progress.units_total;
     }
     anyhow::ensure!(
         total_units >= 120,
@@ -83,9 +82,7 @@ async fn thirty_volunteers_with_cheaters_and_crashes_still_get_every_job_right(
         let done = loop {
             let mut done = 0;
             for id in &ids {
-                done += api.job(id).await?["progress"]["units_done"]
-                    .as_i64()
-                    .unwrap_or(0);
+                done += api.job(id).await?.progress.units_done;
             }
             if done >= last_done + total_units / 8 || done == total_units {
                 break done;
@@ -100,9 +97,7 @@ async fn thirty_volunteers_with_cheaters_and_crashes_still_get_every_job_right(
         relay.restart()?;
         let mut after = 0;
         for id in &ids {
-            after += api.job(id).await?["progress"]["units_done"]
-                .as_i64()
-                .unwrap_or(0);
+            after += api.job(id).await?.progress.units_done;
         }
         anyhow::ensure!(after >= done, "crash {crash} lost units: {done} -> {after}");
         eprintln!("crash {crash}: {after}/{total_units} units settled survived SIGKILL");
@@ -111,7 +106,7 @@ async fn thirty_volunteers_with_cheaters_and_crashes_still_get_every_job_right(
 
     for id in &ids {
         let done = api.wait_done(id, Duration::from_secs(240)).await?;
-        eprintln!("job done: {}", done["progress"]);
+        eprintln!("job done: {:?}", done.progress);
     }
     let result = |id: &str| {
         let api = &api;
@@ -132,23 +127,20 @@ async fn thirty_volunteers_with_cheaters_and_crashes_still_get_every_job_right(
     let mut single = 0;
     for (id, kernel) in ids.iter().zip(["matmul", "render", "mlp", "montecarlo"]) {
         for unit in api.units(id).await? {
-            anyhow::ensure!(unit["state"] == "done", "unit not done: {unit}");
-            let wallets: Vec<&str> = unit["valid_wallets"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|w| w.as_str()).collect())
-                .unwrap_or_default();
+            anyhow::ensure!(unit.state == UnitState::Done, "unit not done: {unit:?}");
+            let wallets: Vec<&str> = unit.valid_wallets.iter().map(String::as_str).collect();
             anyhow::ensure!(
                 !wallets.is_empty(),
-                "settled without a valid result: {unit}"
+                "settled without a valid result: {unit:?}"
             );
             let distinct: HashSet<&str> = wallets.iter().copied().collect();
             anyhow::ensure!(
                 distinct.len() == wallets.len(),
-                "one wallet counted twice: {unit}"
+                "one wallet counted twice: {unit:?}"
             );
             anyhow::ensure!(
                 wallets.iter().all(|w| !cheater_set.contains(w)),
-                "a cheater's result was accepted for a {kernel} unit: {unit}"
+                "a cheater's result was accepted for a {kernel} unit: {unit:?}"
             );
             if wallets.len() == 1 {
                 single += 1;
@@ -160,21 +152,21 @@ async fn thirty_volunteers_with_cheaters_and_crashes_still_get_every_job_right(
     let mut invalid_by_cheaters = 0;
     for wallet in &cheaters {
         let standing = api.wallet(wallet).await?;
-        anyhow::ensure!(standing["quarantined"] == true, "cheater free: {standing}");
-        invalid_by_cheaters += standing["invalid_results"].as_u64().unwrap_or(0);
+        anyhow::ensure!(standing.quarantined, "cheater free: {standing:?}");
+        invalid_by_cheaters += u64::from(standing.invalid_results);
     }
     let mut trusted = 0;
     for wallet in &honest {
         let standing = api.wallet(wallet).await?;
         anyhow::ensure!(
-            standing["quarantined"] == false,
-            "honest wallet quarantined: {standing}"
+            !standing.quarantined,
+            "honest wallet quarantined: {standing:?}"
         );
         anyhow::ensure!(
-            standing["invalid_results"] == 0,
-            "honest result refused: {standing}"
+            standing.invalid_results == 0,
+            "honest result refused: {standing:?}"
         );
-        trusted += usize::from(standing["trusted"] == true);
+        trusted += usize::from(standing.trusted);
     }
     eprintln!(
         "cheaters quarantined after {invalid_by_cheaters} wrong results in all; {trusted}/{} honest wallets trusted",

@@ -5,19 +5,14 @@
 //! e2e/artifacts/.
 
 use base64::Engine as _;
+use starling_api::JobState;
 use starling_e2e::browser::Browser;
 use starling_e2e::{Api, MatmulJob, Relay, TempDir};
 use std::time::Duration;
 
 async fn job_count(api: &Api) -> anyhow::Result<usize> {
-    let list: serde_json::Value = api
-        .http()
-        .get(format!("{}/api/v1/jobs?limit=100", api.base()))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(list["jobs"].as_array().map_or(0, Vec::len))
+    let list = api.client().jobs(None, 100, None).await?;
+    Ok(list.jobs.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,11 +56,12 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before = api.job(&id).await?;
     assert_eq!(
-        before["state"], "queued",
-        "the widget leases nothing before Start: {before}"
+        before.state,
+        JobState::Queued,
+        "the widget leases nothing before Start: {before:?}"
     );
     assert_eq!(
-        api.stats().await?["volunteers"],
+        api.stats().await?.volunteers,
         0,
         "the widget does not even connect before Start"
     );
@@ -74,21 +70,20 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
     browser.enter_frame("starling-frame").await?;
     browser.click("start").await?;
     let done = api.wait_done(&id, Duration::from_secs(120)).await?;
-    eprintln!("widget job done: {done}");
+    eprintln!("widget job done: {:?}", done.progress);
     let (status, result) = api.result(&id).await?;
     assert_eq!(status, 200);
     job.check(&result)?;
     // The host page names a site wallet its owner never registered for this origin: it
     // earns nothing (a registered site's share is `widget_cross_origin.rs`'s).
     let site = "st1kr5tgzc4nrdq7q4g67tavr6fqvaviqze5wnfuunpgir4s6ng5emjahiume";
-    let history = api
-        .get(&format!("/api/v1/wallets/{site}/history?limit=500"))
-        .await?;
-    let shares = history["entries"]
-        .as_array()
-        .map(|e| e.iter().filter(|e| e["reason"] == "site_share").count())
-        .unwrap_or(0);
-    assert_eq!(shares, 0, "an unregistered site was paid: {history}");
+    let history = api.client().wallet_history(site, 0, 500).await?;
+    let shares = history
+        .entries
+        .iter()
+        .filter(|e| e.reason == "site_share")
+        .count();
+    assert_eq!(shares, 0, "an unregistered site was paid: {history:?}");
     let status_line = browser
         .wait_text("status", Duration::from_secs(5), |t| !t.is_empty())
         .await?;
@@ -220,7 +215,7 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
     let matmul = MatmulJob::random(40, 32, 24, 5);
     let b64 = base64::engine::general_purpose::STANDARD;
     for name in ["a", "b"] {
-        let bytes = b64.decode(matmul.body["input"][name].as_str().unwrap_or_default())?;
+        let bytes = b64.decode(matmul.body.input.get(name).cloned().unwrap_or_default())?;
         let path = data.path().join(format!("{name}.f32"));
         std::fs::write(&path, bytes)?;
     }
@@ -271,21 +266,19 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
         })
         .await?;
     eprintln!("network page: {gflops} GFLOP/s");
-    let board = api.get("/api/v1/leaderboard").await?;
-    let wallets = board["wallets"].as_array().cloned().unwrap_or_default();
-    assert!(!wallets.is_empty(), "the volunteer's wallet: {board}");
+    let board = api.client().leaderboard(None).await?;
+    let wallets = &board.wallets;
+    assert!(!wallets.is_empty(), "the volunteer's wallet: {board:?}");
     assert!(
-        !wallets.iter().any(|w| w["address"] == site),
-        "an unregistered site earned shares: {board}"
+        !wallets.iter().any(|w| w.address == site),
+        "an unregistered site earned shares: {board:?}"
     );
-    for w in &wallets {
-        let address = w["address"].as_str().unwrap_or_default();
-        let history = api
-            .get(&format!("/api/v1/wallets/{address}/history?limit=1"))
-            .await?;
+    for w in wallets {
+        let history = api.client().wallet_history(&w.address, 0, 1).await?;
         assert_eq!(
-            w["earned_micro"], history["balance_micro"],
-            "leaderboard credit equals the ledger's for {address}"
+            w.earned_micro, history.balance_micro,
+            "leaderboard credit equals the ledger's for {}",
+            w.address
         );
     }
     let mut shown = serde_json::Value::Null;
@@ -303,7 +296,8 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        shown, wallets[0]["address"],
+        shown.as_str(),
+        Some(wallets[0].address.as_str()),
         "the page's leaderboard leads with the same wallet"
     );
     browser.screenshot("network-page").await?;
@@ -329,8 +323,8 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
     tokio::time::sleep(Duration::from_secs(2)).await;
     let held = api.job(&paused_id).await?;
     assert!(
-        held["progress"]["units_done"].as_i64().unwrap_or(99) <= 1,
-        "paused: at most one unit computed: {held}"
+        held.progress.units_done <= 1,
+        "paused: at most one unit computed: {held:?}"
     );
     browser.click("pause").await?;
     api.wait_done(&paused_id, Duration::from_secs(60)).await?;
@@ -342,10 +336,10 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
     let hidden_id = api.submit_with_quorum(&hidden_job.body, 1).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let held = api.job(&hidden_id).await?;
-    eprintln!("while the tab is hidden: {held}");
+    eprintln!("while the tab is hidden: {:?}", held.progress);
     assert!(
-        held["progress"]["units_done"].as_i64().unwrap_or(99) <= 1,
-        "hidden: at most one unit computed: {held}"
+        held.progress.units_done <= 1,
+        "hidden: at most one unit computed: {held:?}"
     );
     browser.switch_to(&volunteer_tab).await?;
     api.wait_done(&hidden_id, Duration::from_secs(60)).await?;

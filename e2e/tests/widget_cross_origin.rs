@@ -4,6 +4,7 @@
 //! presses Start, then the job completes and the site's wallet is paid its share; the
 //! visitor's yes is remembered on that site only.
 
+use starling_api::JobState;
 use starling_e2e::browser::Browser;
 use starling_e2e::{HostSite, MatmulJob, Relay, TempDir};
 use starling_protocol::{SiteOrigin, WalletKey};
@@ -76,26 +77,26 @@ async fn a_site_on_another_origin_embeds_the_widget_with_one_script_tag() -> any
     let id = api.submit_with_quorum(&job.body, 1).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        api.job(&id).await?["state"],
-        "queued",
+        api.job(&id).await?.state,
+        JobState::Queued,
         "nothing before Start"
     );
-    assert_eq!(api.stats().await?["volunteers"], 0, "not even a connection");
+    assert_eq!(api.stats().await?.volunteers, 0, "not even a connection");
 
     browser.click("start").await?;
     api.wait_done(&id, Duration::from_secs(120)).await?;
     let (status, result) = api.result(&id).await?;
     assert_eq!(status, 200);
     job.check(&result)?;
-    let history = api
-        .get(&format!("/api/v1/wallets/{site}/history?limit=500"))
-        .await?;
-    let shares = history["entries"].as_array().map_or(0, |e| {
-        e.iter().filter(|e| e["reason"] == "site_share").count()
-    });
+    let history = api.client().wallet_history(&site, 0, 500).await?;
+    let shares = history
+        .entries
+        .iter()
+        .filter(|e| e.reason == "site_share")
+        .count();
     assert!(
         shares >= 1,
-        "the blog's wallet was paid its share: {history}"
+        "the blog's wallet was paid its share: {history:?}"
     );
     browser.leave_frame().await?;
     browser.screenshot("widget-other-origin").await?;

@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::timeout::TimeoutLayer;
+use utoipa::__dev::{SchemaReferences, Tags};
+use utoipa::openapi::path::{HttpMethod, Paths};
+use utoipa::openapi::{RefOr, Schema};
 
 /// Request limits.
 #[derive(Debug, Clone)]
@@ -167,64 +170,144 @@ impl AppState {
     }
 }
 
-/// A route: method, path and handler. The method is written once and used both to
-/// register the handler and to list the route.
-type Route = (Method, &'static str, MethodRouter<AppState>);
+/// Named schemas an endpoint's bodies use, for the document's components.
+pub(crate) type Schemas = Vec<(String, RefOr<Schema>)>;
 
-macro_rules! routes {
-    ($($method:ident $path:literal => $handler:expr),* $(,)?) => {
-        vec![$((Method::$method, $path, on(MethodFilter::$method, $handler))),*]
+/// An endpoint: its handler, and where it is served and how the OpenAPI document
+/// describes it, both read from the handler's `#[utoipa::path]` attribute.
+pub(crate) struct Route {
+    methods: Vec<Method>,
+    path: String,
+    handler: MethodRouter<AppState>,
+    describe: fn(&mut Paths, &mut Schemas),
+}
+
+impl Route {
+    /// The route of `handler`, whose `#[utoipa::path]` generated `P`.
+    fn new<P, H, T>(handler: H) -> Self
+    where
+        P: utoipa::Path + SchemaReferences + for<'t> Tags<'t>,
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let methods: Vec<Method> = P::methods().into_iter().map(http_method).collect();
+        let filter = methods
+            .iter()
+            .filter_map(|method| MethodFilter::try_from(method.clone()).ok())
+            .reduce(MethodFilter::or)
+            // A `#[utoipa::path]` always names a method; GET stands in should one not.
+            .unwrap_or(MethodFilter::GET);
+        Self {
+            methods,
+            path: P::path(),
+            handler: on(filter, handler),
+            describe: describe::<P>,
+        }
+    }
+}
+
+/// Adds `P`'s operation to the document's paths and the schemas it uses to `schemas`,
+/// tagged as its attribute says (what `utoipa-axum`'s `routes!` does).
+fn describe<P>(paths: &mut Paths, schemas: &mut Schemas)
+where
+    P: utoipa::Path + SchemaReferences + for<'t> Tags<'t>,
+{
+    let mut operation = P::operation();
+    let tags = <P as Tags>::tags();
+    if !tags.is_empty() {
+        operation
+            .tags
+            .get_or_insert_with(Vec::new)
+            .extend(tags.iter().map(|tag| tag.to_string()));
+    }
+    paths.add_path_operation(P::path(), P::methods(), operation);
+    P::schemas(schemas);
+}
+
+fn http_method(method: HttpMethod) -> Method {
+    match method {
+        HttpMethod::Get => Method::GET,
+        HttpMethod::Put => Method::PUT,
+        HttpMethod::Post => Method::POST,
+        HttpMethod::Delete => Method::DELETE,
+        HttpMethod::Options => Method::OPTIONS,
+        HttpMethod::Head => Method::HEAD,
+        HttpMethod::Patch => Method::PATCH,
+        HttpMethod::Trace => Method::TRACE,
+    }
+}
+
+/// `route!(module::handler)`: the handler's [`Route`], its `#[utoipa::path]` type
+/// (`module::__path_handler`) named for it; `route!(module::handler.layer(…))` layers it.
+macro_rules! route {
+    (@split [$($module:ident)*] $handler:ident $(.layer($layer:expr))?) => {
+        paste::paste! {
+            Route::new::<$($module::)* [<__path_ $handler>], _, _>(
+                $($module::)* $handler $(.layer($layer))?
+            )
+        }
+    };
+    (@split [$($module:ident)*] $next:ident :: $($rest:tt)+) => {
+        route!(@split [$($module)* $next] $($rest)+)
+    };
+    ($($path:tt)+) => {
+        route!(@split [] $($path)+)
     };
 }
 
-/// Routes under `/api/v1` (rate limited), paths relative to it.
-fn api_routes() -> Vec<Route> {
-    routes![
-        GET "/kernels" => routes::kernels,
-        GET "/stats" => routes::network::stats,
-        GET "/leaderboard" => routes::network::leaderboard,
-        POST "/jobs" => routes::jobs::submit,
-        GET "/jobs" => routes::jobs::list,
-        GET "/jobs/{id}" => routes::jobs::get,
-        DELETE "/jobs/{id}" => routes::jobs::cancel,
-        GET "/jobs/{id}/result" => routes::jobs::result,
-        GET "/jobs/{id}/events" => routes::events::events,
-        GET "/jobs/{id}/units" => routes::jobs::units,
-        DELETE "/jobs/{id}/data" => routes::jobs::purge,
-        GET "/wallets/{address}" => routes::wallets::get,
-        GET "/wallets/{address}/history" => routes::ledger::history,
-        GET "/ledger" => routes::ledger::ledger,
-        GET "/account" => routes::ledger::account,
-        POST "/transfers" => routes::ledger::transfer,
-        POST "/sites" => routes::sites::register,
+/// Every endpoint, once: adding one here routes it and documents it. Paths come from
+/// each handler's `#[utoipa::path]`; those under `/api/v1` are rate limited.
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        route!(routes::kernels),
+        route!(routes::network::stats),
+        route!(routes::network::leaderboard),
+        route!(routes::jobs::submit),
+        route!(routes::jobs::list),
+        route!(routes::jobs::get),
+        route!(routes::jobs::cancel),
+        route!(routes::jobs::result),
+        route!(routes::events::events),
+        route!(routes::jobs::units),
+        route!(routes::jobs::purge),
+        route!(routes::wallets::get),
+        route!(routes::ledger::history),
+        route!(routes::ledger::ledger),
+        route!(routes::ledger::account),
+        route!(routes::ledger::transfer),
+        route!(routes::sites::register),
         // An offer is a few KiB: a bigger body is refused after this many bytes, not
         // buffered up to the global limit.
-        POST "/rtc/offer" => routes::rtc::offer
-            .layer(DefaultBodyLimit::max(crate::rtc::MAX_OFFER_BODY_BYTES)),
-        GET "/openapi.json" => routes::openapi::openapi_json,
-        GET "/docs" => routes::openapi::docs,
+        route!(routes::rtc::offer.layer(DefaultBodyLimit::max(crate::rtc::MAX_OFFER_BODY_BYTES))),
+        route!(routes::openapi::openapi_json),
+        route!(routes::openapi::docs),
+        // At the root, for probes and scrapers.
+        route!(routes::healthz),
+        route!(routes::ops::readyz),
+        route!(routes::ops::metrics),
     ]
 }
 
-/// Routes at the root, for probes and scrapers (not rate limited).
-fn root_routes() -> Vec<Route> {
-    routes![
-        GET "/healthz" => routes::healthz,
-        GET "/readyz" => routes::ops::readyz,
-        GET "/metrics" => routes::ops::metrics,
-    ]
+/// The OpenAPI paths of every route, and the schemas they use.
+pub(crate) fn described_routes() -> (Paths, Schemas) {
+    let mut paths = Paths::new();
+    let mut schemas = Vec::new();
+    for route in routes() {
+        (route.describe)(&mut paths, &mut schemas);
+    }
+    (paths, schemas)
 }
 
 /// Every route the router answers besides static files, as (method, full path). The
 /// OpenAPI test compares this list with the document.
 pub fn route_table() -> Vec<(Method, String)> {
-    let api = api_routes()
+    routes()
         .into_iter()
-        .map(|(method, path, _)| (method, format!("/api/v1{path}")));
-    let root = root_routes()
-        .into_iter()
-        .map(|(method, path, _)| (method, path.to_owned()));
-    api.chain(root).collect()
+        .flat_map(|route| {
+            let path = route.path;
+            route.methods.into_iter().map(move |m| (m, path.clone()))
+        })
+        .collect()
 }
 
 /// The route whose responses are meant to last (Server-Sent Events): exempt from the
@@ -248,17 +331,17 @@ fn timed(handler: MethodRouter<AppState>, limit: Duration) -> MethodRouter<AppSt
 /// Builds the whole router.
 pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
     let limit = state.limits.request_timeout;
+    let mut api = Router::new();
+    let mut root = Router::new();
     // `route` merges handlers given for the same path under different methods.
-    let api = api_routes()
-        .into_iter()
-        .fold(Router::new(), |router, (_, path, handler)| {
-            let handler = if path == STREAMING {
-                handler
-            } else {
-                timed(handler, limit)
-            };
-            router.route(path, handler)
-        })
+    for route in routes() {
+        match route.path.strip_prefix(starling_api::API_PREFIX) {
+            Some(path) if path == STREAMING => api = api.route(path, route.handler),
+            Some(path) => api = api.route(path, timed(route.handler, limit)),
+            None => root = root.route(&route.path, timed(route.handler, limit)),
+        }
+    }
+    let api = api
         .fallback(|| async { crate::error::ApiError::NotFound("no such API endpoint".into()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -268,12 +351,7 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
     let files = ServeDir::new(&dirs.app).fallback(
         ServeDir::new(&dirs.public).fallback(ServeFile::new(dirs.app.join("index.html"))),
     );
-    root_routes()
-        .into_iter()
-        .fold(
-            Router::new().nest("/api/v1", api),
-            |router, (_, path, handler)| router.route(path, timed(handler, limit)),
-        )
+    root.nest(starling_api::API_PREFIX, api)
         .fallback_service(files)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(

@@ -1,8 +1,9 @@
 //! The one error type of the HTTP layer, rendered as RFC 9457 `application/problem+json`.
 
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use starling_api::{Problem, PROBLEM_CONTENT_TYPE};
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
@@ -94,17 +95,6 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
-}
-
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
@@ -186,23 +176,19 @@ impl IntoResponse for ApiError {
         }
         let (status, kind, title) = self.parts();
         let field = match &self {
-            Self::Invalid { field, .. } => field.as_deref(),
+            Self::Invalid { field, .. } => field.clone(),
             _ => None,
         };
         let body = Problem {
-            kind,
-            title,
+            kind: kind.to_owned(),
+            title: title.to_owned(),
             status: status.as_u16(),
             detail: self.to_string(),
             field,
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
-        let mut response = (
-            status,
-            [(header::CONTENT_TYPE, "application/problem+json")],
-            json,
-        )
-            .into_response();
+        let mut response =
+            (status, [(header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE)], json).into_response();
         if let Self::Unauthorized(_) = self {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -234,6 +220,29 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, retry_after_secs.into());
         }
         response
+    }
+}
+
+/// A query string that does not fit its endpoint's parameters: 422, whichever handler.
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::Invalid {
+            detail: rejection.body_text(),
+            field: None,
+        }
+    }
+}
+
+impl ApiError {
+    /// A body that could not be read: 413 when it is over `limit`, else 400.
+    pub fn unreadable_body(rejection: BytesRejection, limit: usize) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::TooLarge { limit }
+        } else {
+            Self::Malformed {
+                detail: rejection.body_text(),
+            }
+        }
     }
 }
 

@@ -9,7 +9,9 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use base64::Engine as _;
 use common::TempDir;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use starling_api::{Job, JobList, JobState, Problem, UnitPage, UnitState};
 use starling_kernels::Catalog;
 use starling_protocol::{LeaseId, WalletKey};
 use starling_relay::app::{self, AppState, Limits, StaticDirs};
@@ -82,14 +84,22 @@ impl Answer {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into()))
     }
 
+    /// The body as the API type it must be.
+    fn decode<T: DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&self.body));
+        })
+    }
+
     /// Asserts a problem+json answer with this status and field; returns its detail.
     fn problem(&self, status: u16, field: Option<&str>) -> String {
         let body = self.json();
         assert_eq!(self.status.as_u16(), status, "{body}");
         assert_eq!(self.content_type, "application/problem+json", "{body}");
-        assert_eq!(body["status"], status, "{body}");
-        assert_eq!(body["field"].as_str(), field, "{body}");
-        body["detail"].as_str().unwrap_or_default().to_owned()
+        let problem: Problem = self.decode();
+        assert_eq!(problem.status, status, "{body}");
+        assert_eq!(problem.field.as_deref(), field, "{body}");
+        problem.detail
     }
 }
 
@@ -161,10 +171,7 @@ fn matmul(seed: f32) -> (Value, Vec<u8>, Vec<u8>) {
 async fn submit(router: &Router, seed: f32) -> String {
     let answer = call(router, post_json(&matmul(seed).0, None)).await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.json());
-    answer.json()["id"]
-        .as_str()
-        .expect("an id in the answer")
-        .to_owned()
+    answer.decode::<Job>().id.to_string()
 }
 
 #[tokio::test]
@@ -180,14 +187,10 @@ async fn job_list_pages_newest_first_and_filters_by_state() {
     loop {
         let page = call(&relay.router, get(&uri)).await;
         assert_eq!(page.status, StatusCode::OK);
-        let page = page.json();
-        let jobs = page["jobs"].as_array().expect("jobs array");
-        assert!(jobs.len() <= 2, "{page}");
-        seen.extend(
-            jobs.iter()
-                .filter_map(|j| j["id"].as_str().map(str::to_owned)),
-        );
-        match page["next"].as_str() {
+        let page: JobList = page.decode();
+        assert!(page.jobs.len() <= 2, "{page:?}");
+        seen.extend(page.jobs.iter().map(|j| j.id.to_string()));
+        match page.next.as_deref() {
             Some(next) => uri = format!("/api/v1/jobs?limit=2&cursor={next}"),
             None => break,
         }
@@ -197,16 +200,16 @@ async fn job_list_pages_newest_first_and_filters_by_state() {
 
     let cancelled = call(&relay.router, delete(&format!("/api/v1/jobs/{}", ids[2]))).await;
     assert_eq!(cancelled.status, StatusCode::OK);
-    let only = call(&relay.router, get("/api/v1/jobs?state=cancelled"))
+    let only: JobList = call(&relay.router, get("/api/v1/jobs?state=cancelled"))
         .await
-        .json();
-    assert_eq!(only["jobs"].as_array().map(Vec::len), Some(1), "{only}");
-    assert_eq!(only["jobs"][0]["id"], ids[2].as_str());
-    assert_eq!(only["next"], Value::Null);
-    let queued = call(&relay.router, get("/api/v1/jobs?state=queued&limit=500"))
+        .decode();
+    assert_eq!(only.jobs.len(), 1, "{only:?}");
+    assert_eq!(only.jobs[0].id.to_string(), ids[2]);
+    assert_eq!(only.next, None);
+    let queued: JobList = call(&relay.router, get("/api/v1/jobs?state=queued&limit=500"))
         .await
-        .json();
-    assert_eq!(queued["jobs"].as_array().map(Vec::len), Some(4), "{queued}");
+        .decode();
+    assert_eq!(queued.jobs.len(), 4, "{queued:?}");
 }
 
 #[tokio::test]
@@ -386,9 +389,9 @@ async fn cancel_withdraws_units_so_late_results_are_stale() {
 
     let answer = call(&relay.router, delete(&format!("/api/v1/jobs/{id}"))).await;
     assert_eq!(answer.status, StatusCode::OK);
-    let record = answer.json();
-    assert_eq!(record["state"], "cancelled", "{record}");
-    assert_eq!(record["progress"]["units_leased"], 0, "{record}");
+    let record: Job = answer.decode();
+    assert_eq!(record.state, JobState::Cancelled, "{record:?}");
+    assert_eq!(record.progress.units_leased, 0, "{record:?}");
 
     let late = relay
         .storage
@@ -448,13 +451,13 @@ async fn idempotency_key_returns_the_first_job_and_survives_a_restart() {
         assert_eq!(first.status, StatusCode::CREATED);
         let retry = call(&relay.router, post_json(&body, Some("order-42"))).await;
         assert_eq!(retry.status, StatusCode::OK, "a retry is not a new job");
-        assert_eq!(retry.json()["id"], first.json()["id"]);
-        first.json()["id"].clone()
+        assert_eq!(retry.decode::<Job>().id, first.decode::<Job>().id);
+        first.decode::<Job>().id
     };
     let relay = relay(&dir).await;
     let after_restart = call(&relay.router, post_json(&body, Some("order-42"))).await;
     assert_eq!(after_restart.status, StatusCode::OK);
-    assert_eq!(after_restart.json()["id"], first_id);
+    assert_eq!(after_restart.decode::<Job>().id, first_id);
 
     let (other, _, _) = matmul(2.0);
     let reused = call(&relay.router, post_json(&other, Some("order-42"))).await;
@@ -462,8 +465,8 @@ async fn idempotency_key_returns_the_first_job_and_survives_a_restart() {
     assert!(detail.contains("different request"), "{detail}");
     let bad_key = call(&relay.router, post_json(&body, Some("two words"))).await;
     bad_key.problem(422, Some("Idempotency-Key"));
-    let listed = call(&relay.router, get("/api/v1/jobs")).await.json();
-    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(1), "{listed}");
+    let listed: JobList = call(&relay.router, get("/api/v1/jobs")).await.decode();
+    assert_eq!(listed.jobs.len(), 1, "{listed:?}");
 }
 
 fn multipart(parts: &[(&str, &[u8])], key: Option<&str>) -> Request<Body> {
@@ -503,11 +506,14 @@ async fn multipart_upload_takes_raw_inputs_and_matches_the_json_form() {
     )
     .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.json());
-    assert_eq!(created.json()["params"]["m"], 2);
+    assert_eq!(
+        created.decode::<Job>().params,
+        json!({"m": 2, "k": 2, "n": 2})
+    );
     // The same request sent as JSON with the same key is a retry, not a conflict.
     let same = call(&relay.router, post_json(&json_body, Some("multipart-1"))).await;
     assert_eq!(same.status, StatusCode::OK, "{}", same.json());
-    assert_eq!(same.json()["id"], created.json()["id"]);
+    assert_eq!(same.decode::<Job>().id, created.decode::<Job>().id);
 
     let no_job = call(&relay.router, multipart(&[("a", &a), ("b", &b)], None)).await;
     no_job.problem(422, Some("job"));
@@ -683,7 +689,7 @@ async fn openapi_document_describes_every_route_and_nothing_else() {
     );
     assert!(extra.is_empty(), "documented but not routed: {extra:?}");
 
-    // The mirrors of storage types have exactly the fields the API sends.
+    // The schemas have exactly the fields the API sends.
     let schemas = &doc["components"]["schemas"];
     let id = submit(&relay.router, 1.0).await;
     let record = call(&relay.router, get(&format!("/api/v1/jobs/{id}")))
@@ -694,7 +700,7 @@ async fn openapi_document_describes_every_route_and_nothing_else() {
                                  // Only sent once the job's data was purged.
     sent.insert("inputs_purged_ms".into());
     sent.insert("purged_ms".into());
-    assert_eq!(sent, keys(&schemas["JobRecord"]["properties"]));
+    assert_eq!(sent, keys(&schemas["Job"]["properties"]));
     assert_eq!(
         keys(&record["progress"]),
         keys(&schemas["Progress"]["properties"])
@@ -732,36 +738,33 @@ async fn unit_listing_pages_with_a_next_cursor() {
     let job = json!({"kernel": "montecarlo", "params": {"samples": 1_500_000, "seed": 1}});
     let created = call(&relay.router, post_json(&job, None)).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.json());
-    let id = created.json()["id"].as_str().expect("an id").to_owned();
+    let id = created.decode::<Job>().id;
     let total = call(&relay.router, get(&format!("/api/v1/jobs/{id}")))
         .await
-        .json()["progress"]["units_total"]
-        .as_i64()
-        .expect("units_total");
+        .decode::<Job>()
+        .progress
+        .units_total;
     assert!(total >= 5, "the job has {total} units; make it bigger");
 
     // The default page holds them all, and says there is no next page.
     let whole = call(&relay.router, get(&format!("/api/v1/jobs/{id}/units"))).await;
     assert_eq!(whole.status, StatusCode::OK, "{}", whole.json());
-    assert_eq!(
-        whole.json()["units"].as_array().map(Vec::len),
-        Some(total as usize)
-    );
-    assert_eq!(whole.json()["next"], Value::Null);
+    let whole: UnitPage = whole.decode();
+    assert_eq!(whole.units.len(), total as usize);
+    assert_eq!(whole.next, None);
 
     // Pages of two follow the cursor through every unit, in order, once.
     let mut seen = Vec::new();
     let mut uri = format!("/api/v1/jobs/{id}/units?limit=2");
     let mut pages = 0;
     loop {
-        let page = call(&relay.router, get(&uri)).await.json();
-        let units = page["units"].as_array().cloned().unwrap_or_default();
-        assert!(units.len() <= 2, "{page}");
-        seen.extend(units.iter().filter_map(|u| u["index"].as_i64()));
+        let page: UnitPage = call(&relay.router, get(&uri)).await.decode();
+        assert!(page.units.len() <= 2, "{page:?}");
+        seen.extend(page.units.iter().map(|u| u.index));
         pages += 1;
-        match page["next"].as_i64() {
+        match page.next {
             Some(next) => {
-                assert_eq!(Some(next), seen.last().copied(), "{page}");
+                assert_eq!(Some(next), seen.last().copied(), "{page:?}");
                 uri = format!("/api/v1/jobs/{id}/units?limit=2&after={next}");
             }
             None => break,
@@ -770,11 +773,11 @@ async fn unit_listing_pages_with_a_next_cursor() {
     }
     assert_eq!(seen, (0..total).collect::<Vec<_>>());
     assert_eq!(pages, (total + 1) / 2);
-    let first = &whole.json()["units"][0];
-    assert_eq!(first["state"], "queued", "{first}");
-    assert_eq!(first["results"], 0, "{first}");
-    assert_eq!(first["leases_out"], 0, "{first}");
-    assert_eq!(first["valid_wallets"], json!([]), "{first}");
+    let first = &whole.units[0];
+    assert_eq!(first.state, UnitState::Queued, "{first:?}");
+    assert_eq!(first.results, 0, "{first:?}");
+    assert_eq!(first.leases_out, 0, "{first:?}");
+    assert!(first.valid_wallets.is_empty(), "{first:?}");
 
     for bad in ["limit=0", "limit=5001", "limit=many", "after=x"] {
         call(

@@ -15,8 +15,8 @@ pub struct Field {
     pub required: bool,
 }
 
-pub fn fields(kernel: &Value) -> Vec<Field> {
-    let schema = &kernel["params_schema"];
+/// The form's fields from a kernel's `params_schema`, required ones first.
+pub fn fields(schema: &Value) -> Vec<Field> {
     let required: Vec<&str> = schema["required"]
         .as_array()
         .map(|r| r.iter().filter_map(Value::as_str).collect())
@@ -181,7 +181,7 @@ mod tests {
     use super::*;
 
     fn render() -> Value {
-        json!({"params_schema": {"type": "object", "required": ["width", "height"],
+        json!({"type": "object", "required": ["width", "height"],
         "properties": {
             "height": {"type": "integer", "minimum": 1, "maximum": 4096},
             "width": {"type": "integer", "minimum": 1, "maximum": 4096},
@@ -189,7 +189,7 @@ mod tests {
             "output": {"enum": ["softmax", "linear"]},
             "layers": {"type": "array", "minItems": 2, "maxItems": 3,
                 "items": {"type": "integer", "minimum": 1, "maximum": 1024}}
-        }}})
+        }})
     }
 
     fn field(name: &str) -> Field {

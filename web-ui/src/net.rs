@@ -1,18 +1,17 @@
-//! The relay's REST API as the pages use it: JSON over `fetch`, same origin, plus the
-//! few browser storages the pages keep settings in.
+//! The relay's REST API as the pages use it: JSON over `fetch`, same origin, decoded
+//! into `starling_api`'s types, plus the few browser storages the pages keep settings in.
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use starling_api::Problem;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-/// A relay answer: its status and body (JSON when it parses, else `Null`).
+/// A relay answer: its status and body.
 #[derive(Clone, Debug)]
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
-    /// Parsed body.
-    pub json: Value,
-    /// Raw body, for error messages.
+    /// The body as it came.
     pub text: String,
 }
 
@@ -22,12 +21,20 @@ impl Reply {
         (200..300).contains(&self.status)
     }
 
+    /// A 2xx answer's body as `T`; otherwise what went wrong, as [`Reply::problem`].
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, String> {
+        if !self.ok() {
+            return Err(self.problem());
+        }
+        serde_json::from_str(&self.text)
+            .map_err(|e| format!("unexpected answer from the relay: {e}"))
+    }
+
     /// The problem's `detail` (RFC 9457), or the raw body.
     pub fn problem(&self) -> String {
-        self.json["detail"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("HTTP {}: {}", self.status, self.text))
+        serde_json::from_str::<Problem>(&self.text)
+            .map(|problem| problem.detail)
+            .unwrap_or_else(|_| format!("HTTP {}: {}", self.status, self.text))
     }
 }
 
@@ -51,7 +58,6 @@ pub async fn request(
         .unwrap_or_default();
     Ok(Reply {
         status: response.status(),
-        json: serde_json::from_str(&text).unwrap_or(Value::Null),
         text,
     })
 }

@@ -10,13 +10,13 @@ use crate::error::ApiError;
 use crate::ledger::AccountId;
 use crate::routes::auth::Submitter;
 use crate::routes::jobs::owned_job;
-use crate::routes::openapi::{ProblemDoc, ProgressEventDoc};
+use crate::routes::wire;
 use crate::scheduler::progress::Snapshot;
-use crate::storage::{JobRecord, JobState};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
-use serde_json::json;
+use starling_api::events::names;
+use starling_api::{JobState, Problem, ProgressEvent};
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -86,21 +86,10 @@ impl Drop for StreamSlot {
 struct Watch {
     state: AppState,
     records: tokio::sync::watch::Receiver<Snapshot>,
-    last: Option<serde_json::Value>,
+    last: Option<ProgressEvent>,
     pending: VecDeque<Event>,
     ended: bool,
     _slot: StreamSlot,
-}
-
-fn progress(job: &JobRecord) -> serde_json::Value {
-    json!({
-        "state": job.state,
-        "units_total": job.progress.units_total,
-        "units_done": job.progress.units_done,
-        "units_leased": job.progress.units_leased,
-        "flops": job.flops,
-        "updated_ms": job.updated_ms,
-    })
 }
 
 fn json_event(name: &str, data: &impl serde::Serialize) -> Event {
@@ -117,32 +106,35 @@ impl Watch {
         let snapshot = self.records.borrow_and_update().clone();
         let job = match snapshot {
             Snapshot::Pending => return,
-            Snapshot::Record(job) => job,
+            Snapshot::Record(record) => wire::job(&record),
             Snapshot::Missing => {
-                self.pending
-                    .push_back(Event::default().event("error").data("job no longer exists"));
+                self.pending.push_back(
+                    Event::default()
+                        .event(names::ERROR)
+                        .data("job no longer exists"),
+                );
                 self.ended = true;
                 return;
             }
             Snapshot::Failed => {
                 self.pending
-                    .push_back(Event::default().event("error").data("internal error"));
+                    .push_back(Event::default().event(names::ERROR).data("internal error"));
                 self.ended = true;
                 return;
             }
         };
-        let now = progress(&job);
+        let now = ProgressEvent::from(&job);
         if self.last.as_ref() != Some(&now) {
-            self.pending.push_back(json_event("progress", &now));
+            self.pending.push_back(json_event(names::PROGRESS, &now));
             self.last = Some(now);
         }
         let end = match job.state {
             JobState::Queued | JobState::Running => return,
-            JobState::Done => "done",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
+            JobState::Done => names::DONE,
+            JobState::Failed => names::FAILED,
+            JobState::Cancelled => names::CANCELLED,
         };
-        self.pending.push_back(json_event(end, &*job));
+        self.pending.push_back(json_event(end, &job));
         self.ended = true;
     }
 }
@@ -155,9 +147,9 @@ impl Watch {
     tag = "jobs",
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
-        (status = 200, description = "Server-Sent Events: `progress` (data: ProgressEvent) on every change, then `done`, `failed` or `cancelled` (data: JobRecord); then the stream ends", content_type = "text/event-stream", body = ProgressEventDoc),
-        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Too many event streams open (the relay's or the account's limit); see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "Server-Sent Events: `progress` (data: ProgressEvent) on every change, then `done`, `failed` or `cancelled` (data: Job); then the stream ends", content_type = "text/event-stream", body = ProgressEvent),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many event streams open (the relay's or the account's limit); see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn events(

@@ -4,63 +4,25 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ledger::AccountId;
 use crate::routes::auth::Submitter;
-use crate::routes::openapi::{JobRecordDoc, JobStateDoc, MultipartJobDoc, ProblemDoc};
+use crate::routes::extract::Query;
+use crate::routes::wire;
 use crate::storage::job_queries::{Cancelled, Erase, Purged};
-use crate::storage::{JobRecord, JobState};
+use crate::storage::JobState;
 use axum::body::Bytes;
 use axum::extract::multipart::MultipartError;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use starling_api::jobs::{
+    MultipartJob, UnitsQuery, DEFAULT_PAGE, IDEMPOTENCY_KEY, MAX_PAGE, UNITS_PAGE, UNITS_PAGE_MAX,
+};
+use starling_api::{Job, JobList, Problem, SubmitJob, UnitPage};
 use starling_kernels::NamedInputs;
 use starling_protocol::JobId;
 use std::collections::BTreeMap;
-
-/// Body of `POST /api/v1/jobs`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubmitJob {
-    /// Kernel id from `GET /api/v1/kernels`.
-    pub kernel: String,
-    /// Kernel parameters, checked against the kernel's schema.
-    #[schema(value_type = Object)]
-    pub params: serde_json::Value,
-    /// Named inputs, each base64 (standard alphabet, padded); absent for kernels that
-    /// take none (`render`, `montecarlo`).
-    #[serde(default)]
-    pub input: BTreeMap<String, String>,
-    /// How units are verified; the relay's default when absent.
-    #[serde(default)]
-    pub verification: Option<Verification>,
-}
-
-/// A job's verification settings.
-#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Verification {
-    /// Agreeing results from distinct wallets each unit needs, 1 to 5. With 1, a single
-    /// result stands once it passes the kernel's checks: cheaper, and only as safe as
-    /// those checks (and the known-answer tests that catch lying wallets).
-    #[schema(minimum = 1, maximum = 5)]
-    pub quorum: u32,
-}
-
-fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge { limit }
-        } else {
-            ApiError::Malformed {
-                detail: rejection.body_text(),
-            }
-        }
-    })
-}
 
 /// A submission, whichever way it arrived (JSON with base64 inputs, or multipart).
 #[derive(Debug)]
@@ -183,9 +145,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-/// The header a submitter sets to make retries of `POST /api/v1/jobs` safe.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
 /// `POST /api/v1/jobs`: validate, split and queue a job; 201 with its record. The body
 /// is JSON ([`SubmitJob`]) or `multipart/form-data` (a `job` part and one part per input).
 /// With an `Idempotency-Key` already used for the same request, 200 with that job.
@@ -196,17 +155,17 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key with the same request answers the job it created (200)")),
     request_body(content(
         (SubmitJob = "application/json"),
-        (MultipartJobDoc = "multipart/form-data"),
+        (MultipartJob = "multipart/form-data"),
     )),
     responses(
-        (status = 201, description = "Job accepted", body = JobRecordDoc),
-        (status = 200, description = "A retry: the job this Idempotency-Key created", body = JobRecordDoc),
-        (status = 400, description = "Body is not JSON or not a job", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No API key (`Authorization: Bearer …`), or not a valid one", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 402, description = "The account's balance cannot cover the job's price", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 413, description = "Body or inputs over the limit", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown kernel, invalid parameter or input, or Idempotency-Key reused for another request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limit exceeded, or too many jobs running for this API key; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 201, description = "Job accepted", body = Job),
+        (status = 200, description = "A retry: the job this Idempotency-Key created", body = Job),
+        (status = 400, description = "Body is not JSON or not a job", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No API key (`Authorization: Bearer …`), or not a valid one", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "The account's balance cannot cover the job's price", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or inputs over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kernel, invalid parameter or input, or Idempotency-Key reused for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded, or too many jobs running for this API key; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn submit(
@@ -228,7 +187,9 @@ pub async fn submit(
             })?;
         Submission::from_multipart(multipart, limit).await?
     } else {
-        let body = body_bytes(Bytes::from_request(request, &state).await, limit)?;
+        let body = Bytes::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::unreadable_body(e, limit))?;
         Submission::from_json(&body)?
     };
     let total = submission.input_bytes();
@@ -262,7 +223,8 @@ pub async fn submit(
             .job(prior.job)
             .await?
             .ok_or_else(|| ApiError::Internal(format!("job {} of a key vanished", prior.job)))?;
-        return Ok((StatusCode::OK, location(prior.job), Json(record)).into_response());
+        let job = wire::job(&record);
+        return Ok((StatusCode::OK, location(prior.job), Json(job)).into_response());
     }
     let record = create(&state, submission, submitter).await?;
     state
@@ -273,8 +235,8 @@ pub async fn submit(
     Ok(created(record))
 }
 
-fn created(record: JobRecord) -> Response {
-    (StatusCode::CREATED, location(record.id), Json(record)).into_response()
+fn created(job: Job) -> Response {
+    (StatusCode::CREATED, location(job.id), Json(job)).into_response()
 }
 
 fn location(id: JobId) -> [(header::HeaderName, String); 1] {
@@ -285,7 +247,7 @@ async fn create(
     state: &AppState,
     submission: Submission,
     submitter: Option<AccountId>,
-) -> Result<JobRecord, ApiError> {
+) -> Result<Job, ApiError> {
     let id = state
         .scheduler
         .submit(
@@ -300,13 +262,14 @@ async fn create(
     record_after(state, id, "inserting").await
 }
 
-/// The record of job `id`, which `what` (a write of ours) just changed: it exists.
-async fn record_after(state: &AppState, id: JobId, what: &str) -> Result<JobRecord, ApiError> {
+/// Job `id`, which `what` (a write of ours) just changed: it exists.
+async fn record_after(state: &AppState, id: JobId, what: &str) -> Result<Job, ApiError> {
     state
         .scheduler
         .storage()
         .job(id)
         .await?
+        .map(|record| wire::job(&record))
         .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after {what}")))
 }
 
@@ -336,22 +299,22 @@ pub(crate) async fn owned_job(
     tag = "jobs",
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
-        (status = 200, description = "The job", body = JobRecordDoc),
-        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "The job", body = Job),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get(
     State(state): State<AppState>,
     Submitter(owner): Submitter,
     Path(id): Path<String>,
-) -> Result<Json<JobRecord>, ApiError> {
+) -> Result<Json<Job>, ApiError> {
     let id = owned_job(&state, owner, &id).await?;
     state
         .scheduler
         .storage()
         .job(id)
         .await?
-        .map(Json)
+        .map(|record| Json(wire::job(&record)))
         .ok_or_else(|| ApiError::NotFound(format!("no job with id `{id}`")))
 }
 
@@ -363,9 +326,9 @@ pub async fn get(
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
         (status = 200, description = "The merged result, with the kernel's content type (f32 LE bytes, PNG or JSON)", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The job is not done", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 410, description = "The job's data was purged", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not done", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The job's data was purged", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn result(
@@ -402,33 +365,6 @@ pub async fn result(
     }
 }
 
-/// Jobs per page unless `limit` says otherwise.
-pub const DEFAULT_PAGE: u32 = 50;
-/// The largest `limit` accepted.
-pub const MAX_PAGE: u32 = 500;
-
-/// A page of `GET /api/v1/jobs`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct JobList {
-    /// Jobs, newest first.
-    #[schema(value_type = Vec<JobRecordDoc>)]
-    pub jobs: Vec<JobRecord>,
-    /// Cursor for the next page (pass as `cursor`); null on the last page.
-    pub next: Option<String>,
-}
-
-fn parse_state(raw: &str) -> Option<JobState> {
-    [
-        JobState::Queued,
-        JobState::Running,
-        JobState::Done,
-        JobState::Failed,
-        JobState::Cancelled,
-    ]
-    .into_iter()
-    .find(|s| s.as_str() == raw)
-}
-
 /// Cursors are opaque to clients so the paging scheme can change without breaking them.
 fn encode_cursor(position: i64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("j{position}"))
@@ -452,22 +388,19 @@ fn decode_cursor(cursor: &str) -> Option<i64> {
     tag = "jobs",
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Jobs per page (default 50)"),
-        ("state" = Option<JobStateDoc>, Query, description = "Only jobs in this state"),
+        ("state" = Option<starling_api::JobState>, Query, description = "Only jobs in this state"),
         ("cursor" = Option<String>, Query, description = "`next` of the previous page"),
     ),
     responses(
         (status = 200, description = "A page of jobs, newest first", body = JobList),
-        (status = 422, description = "A query parameter is invalid; `field` names it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid; `field` names it", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
     State(state): State<AppState>,
     Submitter(owner): Submitter,
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<JobList>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::Malformed {
-        detail: e.body_text(),
-    })?;
     let invalid = |field: &str, detail: String| ApiError::Invalid {
         detail,
         field: Some(field.to_owned()),
@@ -490,7 +423,7 @@ pub async fn list(
                     })?;
             }
             "state" => {
-                filter = Some(parse_state(value).ok_or_else(|| {
+                filter = Some(value.parse().map(wire::stored_job_state).map_err(|_| {
                     invalid(
                         "state",
                         format!(
@@ -522,7 +455,7 @@ pub async fn list(
         .list_jobs(owner, filter, before, limit)
         .await?;
     Ok(Json(JobList {
-        jobs: page.jobs,
+        jobs: page.jobs.iter().map(wire::job).collect(),
         next: page.next.map(encode_cursor),
     }))
 }
@@ -535,16 +468,16 @@ pub async fn list(
     tag = "jobs",
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
-        (status = 200, description = "The job, now cancelled", body = JobRecordDoc),
-        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The job has already ended", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "The job, now cancelled", body = Job),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has already ended", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel(
     State(state): State<AppState>,
     Submitter(owner): Submitter,
     Path(id): Path<String>,
-) -> Result<Json<JobRecord>, ApiError> {
+) -> Result<Json<Job>, ApiError> {
     let id = owned_job(&state, owner, &id).await?;
     let storage = state.scheduler.storage();
     match storage.cancel_job(id).await? {
@@ -584,20 +517,6 @@ mod tests {
     }
 }
 
-/// Units listed per page of `GET /api/v1/jobs/{id}/units` unless `limit` says.
-pub const UNITS_PAGE: u32 = 1000;
-/// Most units one page lists.
-pub const UNITS_PAGE_MAX: u32 = 5000;
-
-/// Which page of a job's units.
-#[derive(Debug, Deserialize)]
-pub struct UnitsQuery {
-    /// List units after this index (the previous page's `next`).
-    after: Option<i64>,
-    /// Units on the page: 1 to 5000, default 1000.
-    limit: Option<u32>,
-}
-
 /// `GET /api/v1/jobs/{id}/units`: each unit's state and who computed it: the wallets
 /// whose results were judged valid, how many results came back, and the leases out now.
 /// Output bytes are left out; the merged result has them. Paged, in unit order: a job
@@ -608,26 +527,21 @@ pub struct UnitsQuery {
     tag = "jobs",
     params(
         ("id" = String, Path, format = Uuid, description = "Job id"),
-        ("after" = Option<i64>, Query, description = "List units whose index is greater than this: the `next` of the previous page (from the first unit when absent)"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 5000, description = "Units on the page (default 1000, at most 5000)"),
+        UnitsQuery,
     ),
     responses(
-        (status = 200, description = "`{\"units\": [{index, state, results, valid_wallets, leases_out}], \"next\": N | null}`: pass `next` as `after` for the following page; `null` on the last page", body = Object),
-        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "`after` or `limit` out of range", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "A page of units: pass `next` as `after` for the following page; `null` on the last page", body = UnitPage),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`after` or `limit` out of range", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn units(
     State(state): State<AppState>,
     Submitter(owner): Submitter,
     Path(id): Path<String>,
-    query: Result<Query<UnitsQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Query(page): Query<UnitsQuery>,
+) -> Result<Json<UnitPage>, ApiError> {
     let id = owned_job(&state, owner, &id).await?;
-    let Query(page) = query.map_err(|e| ApiError::Invalid {
-        detail: e.body_text(),
-        field: None,
-    })?;
     let limit = page.limit.unwrap_or(UNITS_PAGE);
     if !(1..=UNITS_PAGE_MAX).contains(&limit) {
         return Err(ApiError::Invalid {
@@ -644,19 +558,11 @@ pub async fn units(
     let more = units.len() > limit as usize;
     units.truncate(limit as usize);
     let next = more.then(|| units.last().map(|u| u.idx)).flatten();
-    let units: Vec<serde_json::Value> = units
+    let units = units
         .into_iter()
-        .map(|u| {
-            serde_json::json!({
-                "index": u.idx,
-                "state": u.state,
-                "results": u.results,
-                "valid_wallets": u.valid_wallets,
-                "leases_out": u.active_leases,
-            })
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "units": units, "next": next })))
+        .map(wire::unit)
+        .collect::<Result<_, _>>()?;
+    Ok(Json(UnitPage { units, next }))
 }
 
 /// `DELETE /api/v1/jobs/{id}/data`: erases an ended job's data for good (its inputs,
@@ -668,17 +574,17 @@ pub async fn units(
     tag = "jobs",
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
-        (status = 200, description = "The job, its data erased (`purged_ms` set); also for a job purged before", body = JobRecordDoc),
-        (status = 401, description = "No API key, or not a valid one", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such job", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The job is still queued or running (cancel it first)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "The job, its data erased (`purged_ms` set); also for a job purged before", body = Job),
+        (status = 401, description = "No API key, or not a valid one", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job is still queued or running (cancel it first)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn purge(
     State(state): State<AppState>,
     Submitter(owner): Submitter,
     Path(id): Path<String>,
-) -> Result<Json<JobRecord>, ApiError> {
+) -> Result<Json<Job>, ApiError> {
     let id = owned_job(&state, owner, &id).await?;
     let storage = state.scheduler.storage();
     match storage.purge_job_data(id, Erase::All).await? {

@@ -3,83 +3,40 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::ledger::{Account, Entry, MicroCredits};
+use crate::ledger::{Account, MicroCredits};
 use crate::routes::auth::Authenticated;
-use crate::routes::openapi::ProblemDoc;
+use crate::routes::extract::{JsonBody, Query};
 use crate::routes::wallets::parse_address;
+use crate::routes::wire;
 use crate::storage::{LedgerError, SignedTransfer};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use starling_api::ledger::LedgerQuery;
+use starling_api::{LedgerEntry, LedgerPage, Problem, TransferRequest, WalletHistory};
 use starling_protocol::Signature;
 
-/// Paging of ledger lists: entries after `after` (a sequence number), at most `limit`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct Page {
-    /// Entries with a sequence number above this one (0: from the start).
-    #[serde(default)]
-    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
-    pub after: u64,
-    /// How many, 1 to 500 (default 100).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<u32>,
-}
-
-impl Page {
-    /// `after`, refused beyond what a sequence number can be (SQLite integers are i64).
-    fn after(&self) -> Result<u64, ApiError> {
-        if self.after > i64::MAX as u64 {
-            return Err(ApiError::Invalid {
-                detail: format!("after must be at most {}, got {}", i64::MAX, self.after),
-                field: Some("after".into()),
-            });
-        }
-        Ok(self.after)
+/// A ledger page's `after` and `limit`, checked as serde cannot: `after` is refused
+/// beyond what a sequence number can be (SQLite integers are i64), `limit` is 1 to 500
+/// (default 100).
+fn paging(query: &LedgerQuery) -> Result<(u64, u32), ApiError> {
+    if query.after > i64::MAX as u64 {
+        return Err(ApiError::Invalid {
+            detail: format!("after must be at most {}, got {}", i64::MAX, query.after),
+            field: Some("after".into()),
+        });
     }
-
-    fn limit(&self) -> Result<u32, ApiError> {
-        match self.limit {
-            None => Ok(100),
-            Some(n @ 1..=500) => Ok(n),
-            Some(n) => Err(ApiError::Invalid {
+    let limit = match query.limit {
+        None => 100,
+        Some(n @ 1..=500) => n,
+        Some(n) => {
+            return Err(ApiError::Invalid {
                 detail: format!("limit must be 1 to 500, got {n}"),
                 field: Some("limit".into()),
-            }),
+            })
         }
-    }
-}
-
-/// The query, or a 422 problem naming what is wrong with it (axum's own rejection is
-/// plain text).
-fn page(query: Result<Query<Page>, QueryRejection>) -> Result<Page, ApiError> {
-    query
-        .map(|Query(page)| page)
-        .map_err(|e| ApiError::Invalid {
-            detail: e.body_text(),
-            field: None,
-        })
-}
-
-/// An entry as the API shows it: amounts as decimal credits and as integer micro-credits.
-pub fn entry_json(e: &Entry) -> Value {
-    json!({
-        "seq": e.seq,
-        "time_ms": e.time_ms,
-        "debit": e.debit.to_string(),
-        "credit": e.credit.to_string(),
-        "amount": e.amount.to_string(),
-        "amount_micro": e.amount.0,
-        "reason": e.reason.to_string(),
-        "reference": e.reference,
-        "prev_hash": hex::encode(e.prev_hash),
-        "hash": hex::encode(e.hash),
-        "signature": hex::encode(e.signature.0),
-    })
+    };
+    Ok((query.after, limit))
 }
 
 fn relay_key(state: &AppState) -> Option<String> {
@@ -96,26 +53,22 @@ fn relay_key(state: &AppState) -> Option<String> {
     get,
     path = "/api/v1/ledger",
     tag = "ledger",
-    params(Page),
+    params(LedgerQuery),
     responses(
-        (status = 200, description = "`{relay_key, entries: [{seq, time_ms, debit, credit, amount, amount_micro, reason, reference, prev_hash, hash, signature}]}`", body = Object),
-        (status = 422, description = "Bad paging", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "A page of entries, oldest first, and the key that signed them", body = LedgerPage),
+        (status = 422, description = "Bad paging", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn ledger(
     State(state): State<AppState>,
-    query: Result<Query<Page>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let page = page(query)?;
-    let entries = state
-        .scheduler
-        .storage()
-        .ledger_page(page.after()?, page.limit()?)
-        .await?;
-    Ok(Json(json!({
-        "relay_key": relay_key(&state),
-        "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
-    })))
+    Query(page): Query<LedgerQuery>,
+) -> Result<Json<LedgerPage>, ApiError> {
+    let (after, limit) = paging(&page)?;
+    let entries = state.scheduler.storage().ledger_page(after, limit).await?;
+    Ok(Json(LedgerPage {
+        relay_key: relay_key(&state),
+        entries: entries.iter().map(wire::ledger_entry).collect(),
+    }))
 }
 
 /// `GET /api/v1/wallets/{address}/history`: the wallet's credits and debits.
@@ -123,31 +76,24 @@ pub async fn ledger(
     get,
     path = "/api/v1/wallets/{address}/history",
     tag = "wallets",
-    params(("address" = String, Path, description = "Wallet address (st1…)"), Page),
+    params(("address" = String, Path, description = "Wallet address (st1…)"), LedgerQuery),
     responses(
-        (status = 200, description = "`{address, balance, entries: [...]}`", body = Object),
-        (status = 422, description = "Not a wallet address, or bad paging", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "The wallet's balance and a page of its entries", body = WalletHistory),
+        (status = 422, description = "Not a wallet address, or bad paging", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn history(
     State(state): State<AppState>,
     Path(address): Path<String>,
-    query: Result<Query<Page>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let page = page(query)?;
+    Query(page): Query<LedgerQuery>,
+) -> Result<Json<WalletHistory>, ApiError> {
     let address = parse_address(&address, "address")?;
+    let (after, limit) = paging(&page)?;
     let account = Account::Wallet(address);
     let storage = state.scheduler.storage();
-    let entries = storage
-        .account_history(&account, page.after()?, page.limit()?)
-        .await?;
+    let entries = storage.account_history(&account, after, limit).await?;
     let balance = storage.balance(&account).await?;
-    Ok(Json(json!({
-        "address": address.to_string(),
-        "balance": balance.to_string(),
-        "balance_micro": balance.0,
-        "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(wire::wallet_history(&address, balance, &entries)))
 }
 
 /// `GET /api/v1/account`: the calling submitter's account and balance.
@@ -156,45 +102,20 @@ pub async fn history(
     path = "/api/v1/account",
     tag = "ledger",
     responses(
-        (status = 200, description = "`{id, balance, balance_micro}`", body = Object),
-        (status = 401, description = "No API key, or not a valid one", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "The caller's account and balance", body = starling_api::Account),
+        (status = 401, description = "No API key, or not a valid one", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn account(
     State(state): State<AppState>,
     Authenticated(id): Authenticated,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<starling_api::Account>, ApiError> {
     let balance = state
         .scheduler
         .storage()
         .balance(&Account::Submitter(id))
         .await?;
-    Ok(Json(json!({
-        "id": id.to_string(),
-        "balance": balance.to_string(),
-        "balance_micro": balance.0,
-    })))
-}
-
-/// Body of `POST /api/v1/transfers`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TransferRequest {
-    /// The sending wallet (st1…).
-    pub from: String,
-    /// The receiving wallet (st1…).
-    pub to: String,
-    /// Credits to move, a decimal such as "0.25".
-    pub amount: String,
-    /// A number the sender never used before; a replay with the same nonce is refused,
-    /// and so is a transfer whose nonce an earlier overdraft spent.
-    pub nonce: u64,
-    /// When the transfer stops being valid, in Unix milliseconds: after the relay's
-    /// clock and at most 24 hours ahead of it.
-    pub expires_ms: u64,
-    /// The sender's ed25519 signature (128 hex characters) over the relay key, sender,
-    /// recipient, amount in micro-credits, nonce and expiry (`WalletKey::sign_transfer`).
-    pub signature: String,
+    Ok(Json(wire::account(id, balance)))
 }
 
 fn signature(hex_text: &str) -> Result<Signature, ApiError> {
@@ -215,21 +136,17 @@ fn signature(hex_text: &str) -> Result<Signature, ApiError> {
     tag = "ledger",
     request_body = TransferRequest,
     responses(
-        (status = 201, description = "The ledger entry", body = Object),
-        (status = 400, description = "Body is not a transfer", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 402, description = "The sender cannot cover it (the nonce is spent: sign again with a new one)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The nonce was already used (a replay, or a refused overdraft)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Bad address, amount or signature; a forged signature; or `expires_ms` in the past or more than 24 hours ahead", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 201, description = "The ledger entry", body = LedgerEntry),
+        (status = 400, description = "Body is not a transfer", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "The sender cannot cover it (the nonce is spent: sign again with a new one)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The nonce was already used (a replay, or a refused overdraft)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad address, amount or signature; a forged signature; or `expires_ms` in the past or more than 24 hours ahead", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn transfer(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: TransferRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::Malformed {
-            detail: format!("body is not a transfer: {e}"),
-        })?;
+    JsonBody(request): JsonBody<TransferRequest>,
+) -> Result<(StatusCode, Json<LedgerEntry>), ApiError> {
     let from = parse_address(&request.from, "from")?;
     let to = parse_address(&request.to, "to")?;
     let amount: MicroCredits = request.amount.parse().map_err(|e| ApiError::Invalid {
@@ -249,7 +166,7 @@ pub async fn transfer(
         .billing()
         .ok_or_else(|| ApiError::Conflict("this relay keeps no ledger".into()))?;
     match storage.transfer(&billing.key, &transfer).await {
-        Ok(entry) => Ok((StatusCode::CREATED, Json(entry_json(&entry)))),
+        Ok(entry) => Ok((StatusCode::CREATED, Json(wire::ledger_entry(&entry)))),
         Err(e) => Err(match e {
             LedgerError::Overdraft { .. } => ApiError::PaymentRequired(e.to_string()),
             LedgerError::NonceReused { .. } => ApiError::Conflict(e.to_string()),

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod events;
+pub mod extract;
 pub mod jobs;
 pub mod ledger;
 pub mod network;
@@ -10,18 +11,22 @@ pub mod ops;
 pub mod rtc;
 pub mod sites;
 pub mod wallets;
+pub mod wire;
 
 use crate::app::AppState;
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use starling_api::KernelCatalog;
 
 /// `GET /api/v1/kernels`: the catalog with parameter schemas.
 #[utoipa::path(get, path = "/api/v1/kernels", tag = "kernels", responses(
-    (status = 200, description = "`{kernels: [...]}`: id, version, params_schema (JSON Schema), inputs, output_content_type, comparison, spot_check", body = Object),
+    (status = 200, description = "Every kernel, with its parameters' JSON Schema", body = KernelCatalog),
 ))]
-pub async fn kernels(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "kernels": state.scheduler.catalog().infos() }))
+pub async fn kernels(State(state): State<AppState>) -> Json<KernelCatalog> {
+    let kernels = state.scheduler.catalog().infos();
+    Json(KernelCatalog {
+        kernels: kernels.into_iter().map(wire::kernel).collect(),
+    })
 }
 
 /// `GET /healthz`: the process is up.

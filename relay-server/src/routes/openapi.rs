@@ -1,129 +1,14 @@
-//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` attributes,
-//! and an offline page that renders it.
+//! The OpenAPI 3.1 document, and an offline page that renders it.
 //!
-//! Types owned by storage (`JobRecord` and its parts) are described here by `…Doc`
-//! mirrors so the storage layer stays free of API documentation concerns; a test checks
-//! each mirror has exactly the fields the real type serialises.
+//! The document's paths come from the route table (`app::routes`): each handler's
+//! `#[utoipa::path]` describes it, with bodies typed by `starling_api`, whose schemas
+//! come along. This file adds only the document's introduction and the schemas no
+//! handler names.
 
-use crate::routes;
 use axum::http::header;
 use axum::response::IntoResponse;
 use std::sync::OnceLock;
-use utoipa::{OpenApi, ToSchema};
-
-/// A job as the API shows it (mirror of `storage::JobRecord`).
-#[derive(ToSchema)]
-#[schema(as = JobRecord)]
-#[allow(dead_code)] // Only its schema is used.
-pub struct JobRecordDoc {
-    /// Job id.
-    #[schema(format = Uuid)]
-    id: String,
-    /// Kernel id.
-    kernel: String,
-    /// Parameters as submitted.
-    #[schema(value_type = Object)]
-    params: serde_json::Value,
-    /// Life-cycle state.
-    state: JobStateDoc,
-    /// Unit counts.
-    progress: ProgressDoc,
-    /// Total FLOPs.
-    flops: u64,
-    /// Agreeing results from distinct wallets each unit needs.
-    quorum: u32,
-    /// Why the job failed, when it did.
-    error: Option<String>,
-    /// Creation time, Unix ms.
-    created_ms: i64,
-    /// Last change, Unix ms.
-    updated_ms: i64,
-    /// Where the job's escrow sits in the public ledger, and the salt that proves it is
-    /// this job's (shown only to the job's owner).
-    escrow: Option<crate::storage::EscrowProof>,
-    /// When its inputs were erased (by `DELETE …/data` or their retention), Unix ms.
-    inputs_purged_ms: Option<i64>,
-    /// When all its data (inputs, outputs, result) was erased, Unix ms.
-    purged_ms: Option<i64>,
-}
-
-/// Where a job is in its life (mirror of `storage::JobState`).
-#[derive(ToSchema)]
-#[schema(as = JobState)]
-#[allow(dead_code)] // Only its schema is used.
-#[serde(rename_all = "lowercase")]
-pub enum JobStateDoc {
-    /// Accepted; no unit handed out yet.
-    Queued,
-    /// Some units handed out or done.
-    Running,
-    /// Every unit done and merged; the result is available.
-    Done,
-    /// Gave up; `error` says why.
-    Failed,
-    /// Cancelled by its submitter.
-    Cancelled,
-}
-
-/// Unit counts of a job (mirror of `storage::Progress`).
-#[derive(ToSchema)]
-#[schema(as = Progress)]
-#[allow(dead_code)] // Only its schema is used.
-pub struct ProgressDoc {
-    /// Units in the job.
-    units_total: i64,
-    /// Units with an accepted output.
-    units_done: i64,
-    /// Units out on lease now.
-    units_leased: i64,
-}
-
-/// Data of a `progress` event on `/api/v1/jobs/{id}/events`.
-#[derive(ToSchema)]
-#[schema(as = ProgressEvent)]
-#[allow(dead_code)] // Only its schema is used.
-pub struct ProgressEventDoc {
-    /// Life-cycle state.
-    state: JobStateDoc,
-    /// Units in the job.
-    units_total: i64,
-    /// Units with an accepted output.
-    units_done: i64,
-    /// Units out on lease now.
-    units_leased: i64,
-    /// Total FLOPs of the job.
-    flops: u64,
-    /// Last change, Unix ms.
-    updated_ms: i64,
-}
-
-/// A `multipart/form-data` submission: a `job` part, and every other part is the raw
-/// bytes of the input it is named after (`a`, `b`, `weights`…).
-#[derive(ToSchema)]
-#[schema(as = MultipartJob)]
-#[allow(dead_code)] // Only its schema is used.
-pub struct MultipartJobDoc {
-    /// JSON `{"kernel": …, "params": …}` (an `input` object of base64 is also accepted).
-    job: String,
-}
-
-/// An error (RFC 9457 `application/problem+json`).
-#[derive(ToSchema)]
-#[schema(as = Problem)]
-#[allow(dead_code)] // Only its schema is used.
-pub struct ProblemDoc {
-    /// A URI reference naming the kind of problem (`/problems/invalid-value`…).
-    #[schema(rename = "type")]
-    kind: String,
-    /// Short summary of the kind.
-    title: String,
-    /// HTTP status.
-    status: u16,
-    /// What is wrong in this request.
-    detail: String,
-    /// The request field at fault (`params.m`, `input.b`, `limit`, `Idempotency-Key`).
-    field: Option<String>,
-}
+use utoipa::OpenApi;
 
 /// The relay's API description.
 #[derive(OpenApi)]
@@ -139,44 +24,11 @@ pub struct ProblemDoc {
             and everything 30 days after the job ends (the relay's `--retain-inputs-days` and \
             `--retain-results-days`)."
     ),
-    paths(
-        routes::kernels,
-        routes::network::stats,
-        routes::network::leaderboard,
-        routes::jobs::submit,
-        routes::jobs::list,
-        routes::jobs::get,
-        routes::jobs::cancel,
-        routes::jobs::result,
-        routes::jobs::units,
-        routes::jobs::purge,
-        routes::events::events,
-        routes::wallets::get,
-        routes::ledger::history,
-        routes::ledger::ledger,
-        routes::ledger::account,
-        routes::ledger::transfer,
-        routes::sites::register,
-        routes::rtc::offer,
-        routes::healthz,
-        routes::ops::readyz,
-        routes::ops::metrics,
-        openapi_json,
-        docs,
-    ),
     components(schemas(
-        JobRecordDoc,
-        JobStateDoc,
-        ProgressDoc,
-        ProgressEventDoc,
-        MultipartJobDoc,
-        ProblemDoc,
-        routes::jobs::SubmitJob,
-        routes::jobs::Verification,
-        routes::ledger::TransferRequest,
-        routes::sites::SiteRegistration,
-        routes::jobs::JobList,
-        routes::rtc::Sdp,
+        starling_api::JobState,
+        starling_api::Job,
+        starling_api::ProgressEvent,
+        starling_api::Problem,
     ))
 )]
 pub struct ApiDoc;
@@ -200,6 +52,12 @@ pub fn document() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
         let mut doc = ApiDoc::openapi();
+        let (paths, schemas) = crate::app::described_routes();
+        doc.paths = paths;
+        let components = doc.components.get_or_insert_with(Default::default);
+        for (name, schema) in schemas {
+            components.schemas.entry(name).or_insert(schema);
+        }
         for item in doc.paths.paths.values_mut() {
             for op in [&mut item.get, &mut item.post, &mut item.delete]
                 .into_iter()

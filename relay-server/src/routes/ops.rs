@@ -2,16 +2,16 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::routes::openapi::ProblemDoc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use starling_api::Problem;
 use std::fmt::Write as _;
 
 /// `GET /readyz`: 200 when the database answers, 503 problem+json when it does not.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "Ready", body = String),
-    (status = 503, description = "The database does not answer", body = ProblemDoc, content_type = "application/problem+json"),
+    (status = 503, description = "The database does not answer", body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state.scheduler.storage().ping().await.map_err(|e| {

@@ -3,30 +3,22 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::routes::openapi::ProblemDoc;
 use crate::rtc::{screen_offer, OfferError, MAX_OFFER_BODY_BYTES, MAX_OFFER_SDP_BYTES};
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use starling_api::{Problem, Sdp};
 use starling_protocol::channel::End;
 use starling_protocol::Fingerprint;
 use std::net::SocketAddr;
 
-/// Offer or answer.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Sdp {
-    /// Session description text.
-    pub sdp: String,
-}
-
 /// Answers a volunteer's offer and serves the peer once its channel opens.
 #[utoipa::path(post, path = "/api/v1/rtc/offer", tag = "network", request_body = Sdp, responses(
     (status = 200, description = "The relay's answer", body = Sdp),
-    (status = 400, description = "Body is not `{sdp}`", body = ProblemDoc, content_type = "application/problem+json"),
-    (status = 413, description = "The offer is over 16 KiB (the body is not read past 32 KiB)", body = ProblemDoc, content_type = "application/problem+json"),
-    (status = 422, description = "The offer cannot be answered (no single fingerprint, more than 8 candidates, not SDP)", body = ProblemDoc, content_type = "application/problem+json"),
-    (status = 429, description = "Too many peers answered and not yet proved, from this address (8) or in all (256)", body = ProblemDoc, content_type = "application/problem+json"),
+    (status = 400, description = "Body is not `{sdp}`", body = Problem, content_type = "application/problem+json"),
+    (status = 413, description = "The offer is over 16 KiB (the body is not read past 32 KiB)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "The offer cannot be answered (no single fingerprint, more than 8 candidates, not SDP)", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "Too many peers answered and not yet proved, from this address (8) or in all (256)", body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn offer(
     State(state): State<AppState>,

@@ -2,28 +2,14 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::routes::openapi::ProblemDoc;
+use crate::routes::extract::JsonBody;
 use crate::routes::wallets::parse_address;
+use crate::routes::wire;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use starling_api::{Problem, Site, SiteRegistration};
 use starling_protocol::{Signature, SiteOrigin};
-
-/// Body of `POST /api/v1/sites`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SiteRegistration {
-    /// The site's origin, as browsers spell it: `https://example.com` (no path).
-    pub origin: String,
-    /// The wallet paid the site's share (st1…); it must also appear in
-    /// `{origin}/.well-known/starling-site`.
-    pub wallet: String,
-    /// The wallet's ed25519 signature (128 hex characters) over the origin and the wallet
-    /// (`WalletKey::sign_site`).
-    pub signature: String,
-}
 
 /// `POST /api/v1/sites`: registers a site's wallet for its origin, so volunteers coming
 /// through the site's widget earn it the site share. Proved twice: the signature proves
@@ -36,20 +22,16 @@ pub struct SiteRegistration {
     tag = "sites",
     request_body = SiteRegistration,
     responses(
-        (status = 201, description = "`{origin, wallet, registered_ms}`", body = Object),
-        (status = 400, description = "Body is not a site registration", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Bad origin, address or signature; a signature that is not the wallet's; or the origin's well-known file could not be fetched or does not name the wallet", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Too many registrations are being checked at once", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 201, description = "The registration", body = Site),
+        (status = 400, description = "Body is not a site registration", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad origin, address or signature; a signature that is not the wallet's; or the origin's well-known file could not be fetched or does not name the wallet", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many registrations are being checked at once", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn register(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: SiteRegistration =
-        serde_json::from_slice(&body).map_err(|e| ApiError::Malformed {
-            detail: format!("body is not a site registration: {e}"),
-        })?;
+    JsonBody(request): JsonBody<SiteRegistration>,
+) -> Result<(StatusCode, Json<Site>), ApiError> {
     let origin: SiteOrigin = request.origin.parse().map_err(|e| ApiError::Invalid {
         detail: format!("origin: {e}"),
         field: Some("origin".into()),
@@ -76,10 +58,6 @@ pub async fn register(
     tracing::info!(%origin, %wallet, "site registered");
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "origin": origin.as_str(),
-            "wallet": wallet.to_string(),
-            "registered_ms": registered_ms,
-        })),
+        Json(wire::site(&origin, &wallet, registered_ms)),
     ))
 }

@@ -2,10 +2,10 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::routes::openapi::ProblemDoc;
+use crate::routes::wire;
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Value};
+use starling_api::{Problem, Wallet};
 use starling_protocol::WalletAddress;
 
 /// A wallet address from a request, or a 422 naming `field`.
@@ -25,15 +25,15 @@ pub(crate) fn parse_address(raw: &str, field: &str) -> Result<WalletAddress, Api
     tag = "wallets",
     params(("address" = String, Path, description = "Wallet address (st1…)")),
     responses(
-        (status = 200, description = "`{address, balance, balance_micro, valid_results, invalid_results, error_rate, trusted, quarantined, handbacks}`", body = Object),
-        (status = 404, description = "The wallet has not volunteered yet", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Not a wallet address (format or checksum)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "The wallet's standing", body = Wallet),
+        (status = 404, description = "The wallet has not volunteered yet", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a wallet address (format or checksum)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get(
     State(state): State<AppState>,
     Path(address): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Wallet>, ApiError> {
     let address = parse_address(&address, "address")?;
     let storage = state.scheduler.storage();
     let record = storage
@@ -43,15 +43,5 @@ pub async fn get(
     let balance = storage
         .balance(&crate::ledger::Account::Wallet(address))
         .await?;
-    Ok(Json(json!({
-        "address": record.address,
-        "balance": balance.to_string(),
-        "balance_micro": balance.0,
-        "valid_results": record.reliability.valid,
-        "invalid_results": record.reliability.invalid,
-        "error_rate": record.reliability.error_rate,
-        "trusted": record.reliability.trusted(),
-        "quarantined": record.quarantined,
-        "handbacks": record.handbacks,
-    })))
+    Ok(Json(wire::wallet(record, balance)))
 }

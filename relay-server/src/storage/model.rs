@@ -1,7 +1,6 @@
 //! Row types of the storage layer.
 
 use super::{parse_id, StorageError};
-use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use starling_protocol::{JobId, LeaseId, UnitId, WalletAddress};
@@ -31,8 +30,7 @@ impl fmt::Display for PeerId {
 }
 
 /// Where a job is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobState {
     /// Accepted; no unit handed out yet.
     Queued,
@@ -130,8 +128,8 @@ pub struct LeaseContext {
     pub wallet: WalletAddress,
 }
 
-/// A job as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A job's record as stored (`routes::wire` turns it into the API's `Job`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     /// Job id.
     pub id: JobId,
@@ -148,7 +146,6 @@ pub struct JobRecord {
     /// Agreeing results from distinct wallets each unit needs.
     pub quorum: u32,
     /// Why the job failed, when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Creation time, Unix ms.
     pub created_ms: i64,
@@ -156,13 +153,10 @@ pub struct JobRecord {
     pub updated_ms: i64,
     /// Where the job's escrow sits in the public ledger, with what proves it is this
     /// job's; absent for jobs from before escrows had public names.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub escrow: Option<EscrowProof>,
     /// When its inputs were erased (by `DELETE …/data` or their retention), Unix ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub inputs_purged_ms: Option<i64>,
     /// When all its data (inputs, outputs, result) was erased, Unix ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub purged_ms: Option<i64>,
 }
 
@@ -170,7 +164,7 @@ pub struct JobRecord {
 /// account is `escrow:` and the first 16 bytes, in hex, of `SHA-256("starling escrow
 /// v1\0" ‖ job id ‖ salt)`. Only the job's owner sees the salt, so the public ledger does
 /// not say whose job an escrow is for unless the owner shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EscrowProof {
     /// The ledger account, `escrow:<32 hex>`.
     pub account: String,
@@ -179,7 +173,7 @@ pub struct EscrowProof {
 }
 
 /// Unit counts of a job.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     /// Units in the job.
     pub units_total: i64,

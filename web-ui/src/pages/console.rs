@@ -9,7 +9,10 @@ use crate::net;
 use crate::runtime::now_ms;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
+use starling_api::{
+    Job, JobState, KernelCatalog, KernelInfo, SubmitJob, UnitPage, UnitState, Verification,
+};
 use std::collections::BTreeMap;
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -27,7 +30,7 @@ struct Tracked {
     key: String,
     kernel: String,
     params: Value,
-    state: String,
+    state: JobState,
     units_total: i64,
     units_done: i64,
     started_ms: f64,
@@ -49,9 +52,8 @@ impl Tracked {
 
     fn eta(&self) -> String {
         let f = self.fraction();
-        match self.state.as_str() {
-            "done" => "done".to_owned(),
-            "failed" | "cancelled" => self.state.clone(),
+        match self.state {
+            JobState::Done | JobState::Failed | JobState::Cancelled => self.state.to_string(),
             // Before any unit is back, the job's FLOPs over the network's measured speed.
             _ if f <= 0.0 => match self.network {
                 Some((_, 0)) => "waiting for a volunteer".to_owned(),
@@ -80,10 +82,8 @@ fn watch_tiles(
     tiles.set(Vec::new());
     spawn_local(async move {
         loop {
-            let running = tracked.with_untracked(|t| {
-                t.as_ref()
-                    .is_some_and(|t| t.id == id && matches!(t.state.as_str(), "queued" | "running"))
-            });
+            let running = tracked
+                .with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id && !t.state.ended()));
             // Every page (a job may have tens of thousands of units); a failed page leaves
             // the map as it was until the next round.
             let mut states = Vec::new();
@@ -93,20 +93,20 @@ fn watch_tiles(
                     Some(after) => format!("/api/v1/jobs/{id}/units?limit=5000&after={after}"),
                     None => format!("/api/v1/jobs/{id}/units?limit=5000"),
                 };
-                let Ok(r) = net::request("GET", &units, None, false, Some(&key)).await else {
+                let Ok(Ok(page)) = net::request("GET", &units, None, false, Some(&key))
+                    .await
+                    .map(|r| r.decode::<UnitPage>())
+                else {
                     break false;
                 };
-                if !r.ok() {
-                    break false;
-                }
-                states.extend(r.json["units"].as_array().into_iter().flatten().map(|u| {
-                    if u["leases_out"].as_i64().unwrap_or(0) > 0 && u["state"] != "done" {
-                        "leased".to_owned()
+                states.extend(page.units.iter().map(|u| {
+                    if u.leases_out > 0 && u.state != UnitState::Done {
+                        UnitState::Leased.as_str().to_owned()
                     } else {
-                        u["state"].as_str().unwrap_or("queued").to_owned()
+                        u.state.as_str().to_owned()
                     }
                 }));
-                match r.json["next"].as_i64() {
+                match page.next {
                     Some(next) => after = Some(next),
                     None => break true,
                 }
@@ -146,24 +146,21 @@ fn TileMap(params: Value, tiles: RwSignal<Vec<String>>) -> impl IntoView {
 fn watch_network(id: String, tracked: RwSignal<Option<Tracked>>) {
     spawn_local(async move {
         loop {
-            let running = tracked.with_untracked(|t| {
-                t.as_ref()
-                    .is_some_and(|t| t.id == id && matches!(t.state.as_str(), "queued" | "running"))
-            });
+            let running = tracked
+                .with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id && !t.state.ended()));
             if !running {
                 break;
             }
-            if let Ok(r) = net::get("/api/v1/stats").await {
-                if let (Some(g), Some(v)) =
-                    (r.json["gflops"].as_f64(), r.json["volunteers"].as_u64())
-                {
-                    tracked.update(|t| {
-                        if let Some(t) = t.as_mut().filter(|t| t.id == id) {
-                            t.network = Some((g, v));
-                            t.now_ms = now_ms();
-                        }
-                    });
-                }
+            if let Ok(Ok(stats)) = net::get("/api/v1/stats")
+                .await
+                .map(|r| r.decode::<starling_api::Stats>())
+            {
+                tracked.update(|t| {
+                    if let Some(t) = t.as_mut().filter(|t| t.id == id) {
+                        t.network = Some((stats.gflops, stats.volunteers));
+                        t.now_ms = now_ms();
+                    }
+                });
             }
             gloo_timers::future::TimeoutFuture::new(2_000).await;
         }
@@ -174,15 +171,13 @@ fn follow(
     id: String,
     key: String,
     kernel: String,
-    record: &Value,
+    record: &Job,
     tracked: RwSignal<Option<Tracked>>,
     tiles: RwSignal<Vec<String>>,
     result_url: RwSignal<Option<String>>,
 ) {
-    let params = record["params"].clone();
-    let work_gflop = record["flops"].as_f64().unwrap_or(0.0)
-        * record["quorum"].as_f64().unwrap_or(1.0).max(1.0)
-        / 1e9;
+    let params = record.params.clone();
+    let work_gflop = record.flops as f64 * f64::from(record.quorum.max(1)) / 1e9;
     let started = now_ms();
     let render = kernel == "render";
     if let Some(old) = result_url.get_untracked() {
@@ -194,7 +189,7 @@ fn follow(
         key: key.clone(),
         kernel,
         params,
-        state: "queued".to_owned(),
+        state: JobState::Queued,
         units_total: 0,
         units_done: 0,
         started_ms: started,
@@ -224,28 +219,26 @@ fn watch_job(
             if !following {
                 return;
             }
-            if let Ok(r) = net::request("GET", &url, None, false, Some(&key)).await {
-                if r.ok() {
-                    let state = r.json["state"].as_str().unwrap_or("queued").to_owned();
-                    let ended = !matches!(state.as_str(), "queued" | "running");
-                    tracked.update(|t| {
-                        if let Some(t) = t.as_mut().filter(|t| t.id == id) {
-                            let counts = &r.json["progress"];
-                            t.units_total = counts["units_total"].as_i64().unwrap_or(t.units_total);
-                            t.units_done = counts["units_done"].as_i64().unwrap_or(t.units_done);
-                            t.state = state.clone();
-                            t.now_ms = now_ms();
-                        }
-                    });
-                    if ended {
-                        if state == "done" {
-                            let result = format!("/api/v1/jobs/{id}/result");
-                            if let Ok(object) = net::object_url(&result, &key).await {
-                                result_url.set(Some(object));
-                            }
-                        }
-                        return;
+            if let Ok(Ok(job)) = net::request("GET", &url, None, false, Some(&key))
+                .await
+                .map(|r| r.decode::<Job>())
+            {
+                tracked.update(|t| {
+                    if let Some(t) = t.as_mut().filter(|t| t.id == id) {
+                        t.units_total = job.progress.units_total;
+                        t.units_done = job.progress.units_done;
+                        t.state = job.state;
+                        t.now_ms = now_ms();
                     }
+                });
+                if job.state.ended() {
+                    if job.state == JobState::Done {
+                        let result = format!("/api/v1/jobs/{id}/result");
+                        if let Ok(object) = net::object_url(&result, &key).await {
+                            result_url.set(Some(object));
+                        }
+                    }
+                    return;
                 }
             }
             gloo_timers::future::TimeoutFuture::new(POLL_MS).await;
@@ -267,7 +260,7 @@ fn file_of(input: &str) -> Option<web_sys::File> {
 #[component]
 pub fn ConsolePage() -> impl IntoView {
     let api_key = RwSignal::new(net::session_get(KEY_STORAGE).unwrap_or_default());
-    let kernels = RwSignal::new(None::<Result<Vec<Value>, String>>);
+    let kernels = RwSignal::new(None::<Result<Vec<KernelInfo>, String>>);
     let selected = RwSignal::new(String::new());
     let values = RwSignal::new(BTreeMap::<String, String>::new());
     let attempted = RwSignal::new(false);
@@ -280,19 +273,17 @@ pub fn ConsolePage() -> impl IntoView {
     let result_url = RwSignal::new(None::<String>);
 
     spawn_local(async move {
-        let list = match net::get("/api/v1/kernels").await {
-            Ok(r) if r.ok() => Ok(r.json["kernels"].as_array().cloned().unwrap_or_default()),
-            Ok(r) => Err(r.problem()),
-            Err(e) => Err(e),
-        };
+        let list = net::get("/api/v1/kernels")
+            .await
+            .and_then(|r| r.decode::<KernelCatalog>())
+            .map(|catalog| catalog.kernels);
         if let Ok(list) = &list {
             let first = list
                 .iter()
-                .find(|k| k["id"] == "render")
+                .find(|k| k.id == "render")
                 .or(list.first())
-                .and_then(|k| k["id"].as_str())
-                .unwrap_or_default()
-                .to_owned();
+                .map(|k| k.id.clone())
+                .unwrap_or_default();
             selected.set(first);
         }
         kernels.set(Some(list));
@@ -302,10 +293,15 @@ pub fn ConsolePage() -> impl IntoView {
         kernels.with(|k| {
             k.as_ref()
                 .and_then(|k| k.as_ref().ok())
-                .and_then(|list| list.iter().find(|k| k["id"] == selected.get()).cloned())
+                .and_then(|list| list.iter().find(|k| k.id == selected.get()).cloned())
         })
     });
-    let form_fields = Memo::new(move |_| kernel.get().map(|k| fields(&k)).unwrap_or_default());
+    let form_fields = Memo::new(move |_| {
+        kernel
+            .get()
+            .map(|k| fields(&k.params_schema))
+            .unwrap_or_default()
+    });
     // Fresh defaults whenever the kernel changes.
     Effect::new(move |_| {
         let defaults = form_fields
@@ -348,19 +344,18 @@ pub fn ConsolePage() -> impl IntoView {
                 params.insert(f.name.clone(), value);
             }
         }
-        let id = k["id"].as_str().unwrap_or_default().to_owned();
-        let mut job = json!({"kernel": id, "params": params});
-        if let Ok(q) = quorum.get_untracked().parse::<u32>() {
-            job["verification"] = json!({"quorum": q});
-        }
-        let inputs: Vec<String> = k["inputs"]
-            .as_array()
-            .map(|i| {
-                i.iter()
-                    .filter_map(|i| i["name"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let id = k.id.clone();
+        let job = SubmitJob {
+            verification: quorum
+                .get_untracked()
+                .parse::<u32>()
+                .ok()
+                .map(|quorum| Verification { quorum }),
+            ..SubmitJob::new(id.clone(), Value::Object(params))
+        };
+        // Our own type with string keys: serialising it cannot fail.
+        let job = serde_json::to_string(&job).unwrap_or_default();
+        let inputs: Vec<String> = k.inputs.iter().map(|i| i.name.clone()).collect();
         let mut files = Vec::new();
         for name in &inputs {
             match file_of(name) {
@@ -375,11 +370,11 @@ pub fn ConsolePage() -> impl IntoView {
         sending.set(true);
         spawn_local(async move {
             let body: Result<(JsValue, bool), String> = if files.is_empty() {
-                Ok((JsValue::from_str(&job.to_string()), true))
+                Ok((JsValue::from_str(&job), true))
             } else {
                 (|| {
                     let form = web_sys::FormData::new().map_err(|_| "FormData".to_owned())?;
-                    form.append_with_str("job", &job.to_string())
+                    form.append_with_str("job", &job)
                         .map_err(|_| "FormData".to_owned())?;
                     for (name, file) in &files {
                         form.append_with_blob_and_filename(name, file, &file.name())
@@ -396,17 +391,17 @@ pub fn ConsolePage() -> impl IntoView {
             };
             sending.set(false);
             match reply {
-                Ok(r) if r.ok() => match r.json["id"].as_str() {
-                    Some(job_id) => follow(
-                        job_id.to_owned(),
+                Ok(r) if r.ok() => match r.decode::<Job>() {
+                    Ok(job) => follow(
+                        job.id.to_string(),
                         key,
                         id,
-                        &r.json,
+                        &job,
                         tracked,
                         tiles,
                         result_url,
                     ),
-                    None => submit_error.set(Some("the relay's answer has no job id".to_owned())),
+                    Err(e) => submit_error.set(Some(e)),
                 },
                 Ok(r) if r.status == 401 => {
                     submit_error.set(Some(format!("The relay wants an API key: {}", r.problem())))
@@ -514,11 +509,11 @@ pub fn ConsolePage() -> impl IntoView {
                         <select id="kernel" data-testid="kernel" prop:value=move || selected.get()
                             on:change=move |e| selected.set(event_target_value(&e))>
                             {list.iter().map(|k| {
-                                let id = k["id"].as_str().unwrap_or_default().to_owned();
+                                let id = k.id.clone();
                                 view! { <option value=id.clone()>{id.clone()}</option> }
                             }).collect_view()}
                         </select>
-                        <small class="hint">{move || kernel.get().and_then(|k| k["description"].as_str().map(str::to_owned))}</small>
+                        <small class="hint">{move || kernel.get().map(|k| k.description)}</small>
                     </div>
                 }.into_any(),
             }}
@@ -526,18 +521,18 @@ pub fn ConsolePage() -> impl IntoView {
                 {move || form_fields.get().into_iter().map(field_view).collect_view()}
             </div>
             {move || {
-                let inputs: Vec<Value> = kernel.get().and_then(|k| k["inputs"].as_array().cloned()).unwrap_or_default();
+                let inputs = kernel.get().map(|k| k.inputs).unwrap_or_default();
                 (!inputs.is_empty()).then(|| view! {
                     <fieldset>
                         <legend>"Inputs"</legend>
                         {inputs.into_iter().map(|i| {
-                            let name = i["name"].as_str().unwrap_or_default().to_owned();
+                            let name = i.name.clone();
                             let id = format!("input-{name}");
                             view! {
                                 <div class="field">
                                     <label for=id.clone()>{name.clone()}</label>
                                     <input id=id.clone() type="file" data-testid=id />
-                                    <small class="hint">{i["encoding"].as_str().unwrap_or_default().to_owned()}</small>
+                                    <small class="hint">{i.encoding.clone()}</small>
                                 </div>
                             }
                         }).collect_view()}
@@ -576,13 +571,13 @@ pub fn ConsolePage() -> impl IntoView {
                     <p>
                         <span data-testid="progress">{format!("{pct}%")}</span>
                         {format!(" · {} of {} units · ", t.units_done, t.units_total)}
-                        <span data-testid="job-state" class=format!("pill {}", t.state)>{t.state.clone()}</span>
+                        <span data-testid="job-state" class=format!("pill {}", t.state)>{t.state.to_string()}</span>
                         {format!(" · {}", t.eta())}
                     </p>
                     {result.clone().map(|href| view! {
                         <p><a class="button" href=href download=format!("starling-{}", t.id) data-testid="result-link">"Download result"</a></p>
                     })}
-                    {(t.state != "done" && t.kernel == "render").then(|| view! {
+                    {(t.state != JobState::Done && t.kernel == "render").then(|| view! {
                         <TileMap params=t.params.clone() tiles=tiles />
                     })}
                     {result.filter(|_| t.kernel == "render").map(|src| view! {
@@ -597,6 +592,7 @@ pub fn ConsolePage() -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::Tracked;
+    use starling_api::JobState;
 
     fn job(done: i64, elapsed_ms: f64, network: Option<(f64, u64)>) -> Tracked {
         Tracked {
@@ -604,7 +600,7 @@ mod tests {
             key: "k".into(),
             kernel: "matmul".into(),
             params: serde_json::Value::Null,
-            state: "running".into(),
+            state: JobState::Running,
             units_total: 10,
             units_done: done,
             started_ms: 0.0,

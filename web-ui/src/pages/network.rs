@@ -5,7 +5,8 @@
 use crate::net;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use serde_json::Value;
+use starling_api::{Earner, Leaderboard, LedgerEntry, LedgerPage, Stats};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -16,35 +17,39 @@ const STATES: [&str; 5] = ["queued", "running", "done", "failed", "cancelled"];
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Snapshot {
     /// `/api/v1/stats`: volunteers, rates, jobs per state.
-    stats: Option<Value>,
+    stats: Option<Stats>,
     /// Wallets by validated credit.
-    leaders: Vec<Value>,
-    /// Ledger entries, or None when the relay has no ledger endpoint.
-    ledger: Option<Vec<Value>>,
+    leaders: Vec<Earner>,
+    /// Ledger entries, newest first, or None when the relay has no ledger endpoint.
+    ledger: Option<Vec<LedgerEntry>>,
     error: Option<String>,
 }
 
 async fn refresh() -> Snapshot {
     let mut snap = Snapshot::default();
-    match net::get("/api/v1/stats").await {
-        Ok(r) if r.ok() => snap.stats = Some(r.json),
-        Ok(r) => snap.error = Some(r.problem()),
+    match net::get("/api/v1/stats")
+        .await
+        .and_then(|r| r.decode::<Stats>())
+    {
+        Ok(stats) => snap.stats = Some(stats),
         Err(e) => snap.error = Some(e),
     }
-    if let Ok(r) = net::get("/api/v1/leaderboard?limit=10").await {
-        if r.ok() {
-            snap.leaders = r.json["wallets"].as_array().cloned().unwrap_or_default();
-        }
+    if let Ok(Ok(board)) = net::get("/api/v1/leaderboard?limit=10")
+        .await
+        .map(|r| r.decode::<Leaderboard>())
+    {
+        snap.leaders = board.wallets;
     }
     // The newest entries: the ledger pages oldest first from `after`, and the stats say
     // where its tip is.
-    let tip = snap.stats.as_ref().and_then(|s| s["ledger_seq"].as_u64());
+    let tip = snap.stats.as_ref().map(|s| s.ledger_seq);
     if let Some(tip) = tip {
         let after = tip.saturating_sub(20);
         snap.ledger = match net::get(&format!("/api/v1/ledger?limit=20&after={after}")).await {
-            Ok(r) if r.status == 200 => r.json["entries"]
-                .as_array()
-                .map(|e| e.iter().rev().cloned().collect()),
+            Ok(r) if r.status == 200 => r
+                .decode::<LedgerPage>()
+                .ok()
+                .map(|page| page.entries.into_iter().rev().collect()),
             _ => None,
         };
     }
@@ -94,14 +99,10 @@ pub fn NetworkPage() -> impl IntoView {
             gloo_timers::future::TimeoutFuture::new(3_000).await;
         }
     });
-    let stat = move |key: &'static str| snap.get().and_then(|s| s.stats).map(|s| s[key].clone());
-    // A whole-number figure from the stats, or a dash before the first refresh.
-    let count = move |key: &'static str| {
-        stat(key)
-            .and_then(|v| v.as_i64())
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "–".to_owned())
-    };
+    let stats = move || snap.get().and_then(|s| s.stats);
+    // A figure from the stats, or a dash before the first refresh.
+    let figure =
+        move |of: fn(&Stats) -> String| stats().map(|s| of(&s)).unwrap_or_else(|| "–".to_owned());
     view! {
         <div class="intro">
             <h1>"Network"</h1>
@@ -111,21 +112,21 @@ pub fn NetworkPage() -> impl IntoView {
         <div class="meter card">
             <div class="stat">
                 <div class="value" data-testid="volunteers">
-                    {move || count("volunteers")}
+                    {move || figure(|s| s.volunteers.to_string())}
                 </div>
                 <div class="label">"volunteers online"</div>
             </div>
             <div class="stat">
-                <div class="value" data-testid="gflops">{move || rate(stat("gflops").and_then(|v| v.as_f64()))}</div>
+                <div class="value" data-testid="gflops">{move || rate(stats().map(|s| s.gflops))}</div>
                 <div class="label">"GFLOP/s (network)"</div>
             </div>
             <div class="stat">
-                <div class="value" data-testid="units-per-s">{move || rate(stat("units_per_s").and_then(|v| v.as_f64()))}</div>
+                <div class="value" data-testid="units-per-s">{move || rate(stats().map(|s| s.units_per_s))}</div>
                 <div class="label">"units verified / s"</div>
             </div>
             <div class="stat">
                 <div class="value" data-testid="units-queued">
-                    {move || count("units_queued")}
+                    {move || figure(|s| s.units_queued.to_string())}
                 </div>
                 <div class="label">"units waiting"</div>
             </div>
@@ -134,7 +135,7 @@ pub fn NetworkPage() -> impl IntoView {
             {STATES.iter().map(|&state| view! {
                 <div class="stat">
                     <div class="value" data-testid=format!("jobs-{state}")>
-                        {move || stat("jobs").map(|j| j[state].as_i64().unwrap_or(0).to_string()).unwrap_or_else(|| "–".to_owned())}
+                        {move || stats().map(|s| s.jobs.get(state).copied().unwrap_or(0).to_string()).unwrap_or_else(|| "–".to_owned())}
                     </div>
                     <div class="label">{format!("jobs {state}")}</div>
                 </div>
@@ -153,13 +154,13 @@ pub fn NetworkPage() -> impl IntoView {
                             <thead><tr><th scope="col">"#"</th><th scope="col">"Wallet"</th><th scope="col">"Credit earned"</th><th scope="col">"Valid results"</th></tr></thead>
                             <tbody>
                                 {leaders.into_iter().map(|w| {
-                                    let address = w["address"].as_str().unwrap_or("").to_owned();
+                                    let address = w.address;
                                     view! {
                                         <tr>
-                                            <td>{w["rank"].as_u64().unwrap_or(0)}</td>
+                                            <td>{w.rank}</td>
                                             <td><code title=address.clone() data-address=address.clone()>{format!("{}…", address.chars().take(14).collect::<String>())}</code></td>
-                                            <td>{w["earned"].as_str().unwrap_or("").to_owned()}</td>
-                                            <td>{w["valid_results"].as_u64().unwrap_or(0)}</td>
+                                            <td>{w.earned}</td>
+                                            <td>{w.valid_results}</td>
                                         </tr>
                                     }
                                 }).collect_view()}
@@ -172,13 +173,11 @@ pub fn NetworkPage() -> impl IntoView {
         <section class="card" aria-labelledby="kernels-title">
             <h2 id="kernels-title">"Work by kernel"</h2>
             {move || {
-                let kernels = stat("units_by_kernel")
-                    .and_then(|k| k.as_object().cloned())
-                    .unwrap_or_default();
+                let kernels = stats().map(|s| s.units_by_kernel).unwrap_or_default();
                 if kernels.is_empty() {
                     view! { <p class="hint">"No work yet."</p> }.into_any()
                 } else {
-                    let count = |units: &Value, state: &str| units[state].as_i64().unwrap_or(0).to_string();
+                    let count = |units: &BTreeMap<String, i64>, state: &str| units.get(state).copied().unwrap_or(0).to_string();
                     view! {
                         <div class="table-wrap"><table data-testid="work-by-kernel">
                             <thead><tr><th scope="col">"Kernel"</th><th scope="col">"Units waiting"</th><th scope="col">"Being computed"</th><th scope="col">"Verified"</th></tr></thead>
@@ -208,14 +207,13 @@ pub fn NetworkPage() -> impl IntoView {
                         <thead><tr><th scope="col">"#"</th><th scope="col">"From"</th><th scope="col">"To"</th><th scope="col">"Amount"</th><th scope="col">"Reason"</th></tr></thead>
                         <tbody>
                             {entries.into_iter().map(|e| {
-                                let cell = |v: &Value| match v { Value::String(s) => s.clone(), Value::Null => String::new(), v => v.to_string() };
                                 view! {
                                     <tr>
-                                        <td>{cell(&e["seq"])}</td>
-                                        <td><code title=cell(&e["debit"])>{account(&cell(&e["debit"]))}</code></td>
-                                        <td><code title=cell(&e["credit"])>{account(&cell(&e["credit"]))}</code></td>
-                                        <td>{cell(&e["amount"])}</td>
-                                        <td>{cell(&e["reason"])}</td>
+                                        <td>{e.seq}</td>
+                                        <td><code title=e.debit.clone()>{account(&e.debit)}</code></td>
+                                        <td><code title=e.credit.clone()>{account(&e.credit)}</code></td>
+                                        <td>{e.amount}</td>
+                                        <td>{e.reason}</td>
                                     </tr>
                                 }
                             }).collect_view()}

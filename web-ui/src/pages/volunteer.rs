@@ -575,11 +575,10 @@ pub fn watch_balance(address: RwSignal<Result<String, String>>) -> RwSignal<Opti
         while alive.load(std::sync::atomic::Ordering::Relaxed) {
             if let Ok(a) = address.get_untracked() {
                 let shown = match net::get(&format!("/api/v1/wallets/{a}")).await {
-                    Ok(r) if r.ok() => match &r.json["balance"] {
-                        serde_json::Value::Null => None,
-                        serde_json::Value::String(s) => Some(s.clone()),
-                        v => Some(v.to_string()),
-                    },
+                    Ok(r) => r
+                        .decode::<starling_api::Wallet>()
+                        .ok()
+                        .map(|wallet| wallet.balance),
                     _ => None,
                 };
                 balance.set(shown);
