@@ -13,7 +13,7 @@ cargo fmt --all --check
 step "lint (native)"
 cargo clippy --workspace --all-targets -- -D warnings
 step "lint (wasm32)"
-cargo clippy --target wasm32-unknown-unknown -p starling-protocol -p starling-kernels -p starling-client -p starling-web-ui -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -p starling-protocol -p starling-api -p starling-kernels -p starling-client -p starling-web-ui -- -D warnings
 step "build the web UI"
 scripts/build-ui.sh
 step "build binaries for the end-to-end tests"

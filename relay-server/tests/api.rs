@@ -12,12 +12,10 @@ use common::TempDir;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use starling_api::{Job, JobList, JobState, Problem, UnitPage, UnitState};
-use starling_kernels::Catalog;
 use starling_protocol::{LeaseId, WalletKey};
-use starling_relay::app::{self, AppState, Limits, StaticDirs};
+use starling_relay::app::{self, Limits};
 use starling_relay::ledger::MicroCredits;
 use starling_relay::middleware::RateLimit;
-use starling_relay::scheduler::{Scheduler, SchedulerConfig};
 use starling_relay::storage::{
     Billing, Judging, LeaseRequest, LeaseTerms, PeerId, Pricing, Recorded, ReturnedResult, Storage,
 };
@@ -39,25 +37,8 @@ async fn relay_with(dir: &Path, limits: Limits) -> Relay {
 
 /// The router over `storage` (opened in `dir`).
 fn relay_over(dir: &Path, storage: Storage, limits: Limits) -> Relay {
-    let scheduler = Scheduler::new(
-        storage.clone(),
-        Arc::new(Catalog::builtin()),
-        SchedulerConfig::default(),
-    );
-    let state = AppState::new(
-        scheduler,
-        starling_webrtc_native::AnswerConfig {
-            bind_ip: [127, 0, 0, 1].into(),
-            open_timeout: Duration::from_secs(1),
-        },
-        limits,
-    );
-    let dirs = StaticDirs {
-        app: dir.join("dist"),
-        public: dir.join("public"),
-    };
     Relay {
-        router: app::router(state, &dirs),
+        router: common::router::router(dir, storage.clone(), limits),
         storage,
     }
 }

@@ -12,16 +12,12 @@ use axum::http::{header, Request, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use common::TempDir;
-use starling_kernels::Catalog;
 use starling_protocol::WalletKey;
-use starling_relay::app::{self, AppState, Limits, StaticDirs};
+use starling_relay::app::Limits;
 use starling_relay::ledger::MicroCredits;
 use starling_relay::middleware::RateLimit;
-use starling_relay::scheduler::{Scheduler, SchedulerConfig};
 use starling_relay::storage::Storage;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 use tower::ServiceExt as _;
 
 /// Requests each address and each account may make at once; the rate is slow enough
@@ -30,11 +26,6 @@ const BURST: u32 = 5;
 
 async fn relay(dir: &TempDir) -> (Router, Storage) {
     let storage = Storage::open(dir).await.expect("storage opens");
-    let scheduler = Scheduler::new(
-        storage.clone(),
-        Arc::new(Catalog::builtin()),
-        SchedulerConfig::default(),
-    );
     let limits = Limits {
         rate: RateLimit {
             per_second: 0.01,
@@ -42,19 +33,10 @@ async fn relay(dir: &TempDir) -> (Router, Storage) {
         },
         ..Limits::default()
     };
-    let state = AppState::new(
-        scheduler,
-        starling_webrtc_native::AnswerConfig {
-            bind_ip: [127, 0, 0, 1].into(),
-            open_timeout: Duration::from_secs(1),
-        },
-        limits,
-    );
-    let dirs = StaticDirs {
-        app: dir.join("dist"),
-        public: dir.join("public"),
-    };
-    (app::router(state, &dirs), storage)
+    (
+        common::router::router(dir, storage.clone(), limits),
+        storage,
+    )
 }
 
 /// `GET /api/v1/kernels` from `from`, with `Authorization: Bearer <token>` if given.

@@ -423,7 +423,7 @@ pub async fn list(
                     })?;
             }
             "state" => {
-                filter = Some(value.parse().map(wire::stored_job_state).map_err(|_| {
+                filter = Some(value.parse::<starling_api::JobState>().map_err(|_| {
                     invalid(
                         "state",
                         format!(

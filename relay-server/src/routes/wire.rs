@@ -6,32 +6,10 @@ use crate::error::ApiError;
 use crate::ledger::{AccountId, Entry, MicroCredits};
 use crate::scheduler::throughput::Rates;
 use crate::storage::job_queries::Counts;
-use crate::storage::{self, JobRecord, JobState, UnitSummary, WalletRecord};
+use crate::storage::{self, JobRecord, UnitSummary, WalletRecord};
 use starling_api as api;
 use starling_protocol::{SiteOrigin, WalletAddress};
 use std::collections::BTreeMap;
-
-/// A stored job state as the API names it.
-pub fn job_state(state: JobState) -> api::JobState {
-    match state {
-        JobState::Queued => api::JobState::Queued,
-        JobState::Running => api::JobState::Running,
-        JobState::Done => api::JobState::Done,
-        JobState::Failed => api::JobState::Failed,
-        JobState::Cancelled => api::JobState::Cancelled,
-    }
-}
-
-/// An API job state (a list filter) as storage names it.
-pub fn stored_job_state(state: api::JobState) -> JobState {
-    match state {
-        api::JobState::Queued => JobState::Queued,
-        api::JobState::Running => JobState::Running,
-        api::JobState::Done => JobState::Done,
-        api::JobState::Failed => JobState::Failed,
-        api::JobState::Cancelled => JobState::Cancelled,
-    }
-}
 
 /// A job's record as its owner sees it.
 pub fn job(record: &JobRecord) -> api::Job {
@@ -39,7 +17,7 @@ pub fn job(record: &JobRecord) -> api::Job {
         id: record.id,
         kernel: record.kernel.clone(),
         params: record.params.clone(),
-        state: job_state(record.state),
+        state: record.state,
         progress: api::Progress {
             units_total: record.progress.units_total,
             units_done: record.progress.units_done,

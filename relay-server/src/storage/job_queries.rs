@@ -118,7 +118,7 @@ impl Storage {
                         .optional()?;
                     return match state {
                         Some(state) => Ok::<_, StorageError>((
-                            Cancelled::AlreadyEnded(JobState::parse(&state)?),
+                            Cancelled::AlreadyEnded(super::model::parse_job_state(&state)?),
                             Vec::new(),
                         )),
                         None => Ok((Cancelled::Missing, Vec::new())),
@@ -248,7 +248,7 @@ fn purge_in(db: &rusqlite::Connection, id: JobId, erase: Erase) -> Result<Purged
     let Some((state, inputs_purged, purged)) = row else {
         return Ok(Purged::Missing);
     };
-    let state = JobState::parse(&state)?;
+    let state = super::model::parse_job_state(&state)?;
     if matches!(state, JobState::Queued | JobState::Running) {
         return Ok(Purged::NotEnded(state));
     }

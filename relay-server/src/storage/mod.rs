@@ -551,7 +551,7 @@ impl Storage {
             (plain, _) => plain,
         };
         Ok(Some(JobOutput {
-            state: JobState::parse(r.try_get("state")?)?,
+            state: model::parse_job_state(r.try_get("state")?)?,
             kernel: r.try_get("kernel")?,
             result,
             purged_ms: r.try_get("purged_ms")?,

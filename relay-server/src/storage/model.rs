@@ -29,47 +29,13 @@ impl fmt::Display for PeerId {
     }
 }
 
-/// Where a job is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobState {
-    /// Accepted; no unit handed out yet.
-    Queued,
-    /// Some units handed out or done.
-    Running,
-    /// Every unit done and merged; the result is available.
-    Done,
-    /// Gave up; `error` says why.
-    Failed,
-    /// Cancelled by its submitter.
-    Cancelled,
-}
+/// Where a job is in its life: the API's type, whose names the database stores too.
+pub use starling_api::JobState;
 
-impl JobState {
-    const ALL: [Self; 5] = [
-        Self::Queued,
-        Self::Running,
-        Self::Done,
-        Self::Failed,
-        Self::Cancelled,
-    ];
-
-    /// The name used in the database and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Done => "done",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Result<Self, StorageError> {
-        Self::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| StorageError::Corrupt(format!("job state {s:?}")))
-    }
+/// A job state as the database stores it.
+pub(crate) fn parse_job_state(s: &str) -> Result<JobState, StorageError> {
+    s.parse()
+        .map_err(|_| StorageError::Corrupt(format!("job state {s:?}")))
 }
 
 /// What the result endpoint needs of a job.
@@ -190,7 +156,7 @@ impl JobRecord {
             kernel: r.try_get("kernel")?,
             params: serde_json::from_str(r.try_get::<&str, _>("params")?)
                 .map_err(|e| StorageError::Corrupt(e.to_string()))?,
-            state: JobState::parse(r.try_get::<&str, _>("state")?)?,
+            state: parse_job_state(r.try_get::<&str, _>("state")?)?,
             progress: Progress {
                 units_total: r.try_get("units_total")?,
                 units_done: r.try_get("units_done")?,

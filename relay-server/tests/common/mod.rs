@@ -2,6 +2,7 @@
 
 pub mod attacker;
 pub mod loopback;
+pub mod router;
 
 use std::path::{Path, PathBuf};
 
