@@ -11,16 +11,27 @@
 //! certificate to the real relay without its private key.
 //!
 //! Fingerprints are read from the description texts exactly as exchanged, and strictly:
-//! every `a=fingerprint` line must be well formed and they must all agree, the same rule
-//! the WebRTC stacks apply, so no description can show this reader one certificate and
-//! the DTLS handshake another.
+//! every `a=fingerprint` line must be well formed, and they must all name one
+//! certificate. RFC 8122 lets a description name its certificate under several hash
+//! algorithms (aiortc writes sha-256, sha-384 and sha-512), so lines under different
+//! algorithms may differ, but two under one algorithm must agree. Whether the lines under
+//! different algorithms are of one certificate cannot be seen from the text: the end
+//! that receives the description checks every one of them against the certificate the
+//! DTLS handshake presents ([`NamedCertificate::check`]), because a stack may verify only
+//! one. The binding signs the sha-256 fingerprint, which RFC 8122 requires of every
+//! description naming several, so a description with one fingerprint is bound exactly
+//! as before.
 
+use sha2::{Digest, Sha256, Sha384, Sha512};
 use std::fmt;
 
 /// Domain separation: a channel signature can never be replayed as any other signature.
 pub(crate) const CHANNEL_DOMAIN: &[u8] = b"starling/channel/v1\0";
 /// Longest digest accepted (SHA-512).
 const MAX_DIGEST_BYTES: usize = 64;
+/// The algorithm every description naming several fingerprints must include (RFC 8122
+/// section 5), and the one the binding signs.
+const BINDING_ALGORITHM: &str = "sha-256";
 
 /// Which end of the connection a description belongs to, for error messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,15 +51,25 @@ impl fmt::Display for End {
     }
 }
 
-/// Why a description's certificate fingerprint could not be read.
+/// Why a description does not name one DTLS certificate, or the certificate presented is
+/// not the one it names.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BindingError {
     /// No `a=fingerprint` line: there is no DTLS certificate to bind to.
     #[error("{0} names no DTLS certificate fingerprint (a=fingerprint)")]
     Missing(End),
-    /// Two `a=fingerprint` lines disagree.
-    #[error("{0} names more than one DTLS certificate fingerprint")]
+    /// Two `a=fingerprint` lines under one hash algorithm disagree: two certificates.
+    #[error(
+        "{0} names more than one DTLS certificate (two different fingerprints under one \
+         hash algorithm); name one certificate, under one or more hash algorithms"
+    )]
     Conflicting(End),
+    /// Fingerprints under several algorithms, none of them sha-256.
+    #[error(
+        "{0} names its DTLS certificate under several hash algorithms but not sha-256, \
+         which RFC 8122 requires alongside the others"
+    )]
+    NoSha256(End),
     /// An `a=fingerprint` line is not `algorithm hex:hex:...`.
     #[error("{end} has a malformed fingerprint line: {line:?}")]
     Malformed {
@@ -57,37 +78,41 @@ pub enum BindingError {
         /// The line, cut to 120 characters.
         line: String,
     },
+    /// A fingerprint under a hash algorithm this build cannot compute, so the
+    /// certificate cannot be checked against it.
+    #[error(
+        "{end} names a {algorithm} fingerprint, which cannot be checked: use sha-256, \
+         sha-384 or sha-512"
+    )]
+    UnsupportedAlgorithm {
+        /// Whose description.
+        end: End,
+        /// The algorithm token, cut to 32 characters.
+        algorithm: String,
+    },
+    /// The DTLS handshake presented a certificate other than the one the description
+    /// names under `algorithm`.
+    #[error(
+        "the DTLS certificate presented is not the one {end} names: its {algorithm} \
+         fingerprint differs"
+    )]
+    WrongCertificate {
+        /// Whose description.
+        end: End,
+        /// The algorithm whose fingerprint did not match.
+        algorithm: String,
+    },
 }
 
 /// A DTLS certificate fingerprint as SDP writes it (`sha-256 ab:cd:...`), in lower case.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint(String);
 
 impl Fingerprint {
-    /// The fingerprint that `sdp`'s every `a=fingerprint` line names.
+    /// The fingerprint the connection's binding signs for `sdp`'s certificate (see
+    /// [`NamedCertificate::binding`]).
     pub fn from_sdp(sdp: &str, end: End) -> Result<Self, BindingError> {
-        let mut found: Option<Fingerprint> = None;
-        // A bare CR ends a line here too: this reader must see every line any stack
-        // might, so a fingerprint hidden from it is never one a handshake checks.
-        for line in sdp.split(['\r', '\n']) {
-            let Some(attribute) = line.trim_start().strip_prefix("a=") else {
-                continue;
-            };
-            let (name, value) = attribute.split_once(':').unwrap_or((attribute, ""));
-            if !name.trim().eq_ignore_ascii_case("fingerprint") {
-                continue;
-            }
-            let malformed = || BindingError::Malformed {
-                end,
-                line: line.chars().take(120).collect(),
-            };
-            let fingerprint = Self::parse(value).ok_or_else(malformed)?;
-            match &found {
-                Some(first) if *first != fingerprint => return Err(BindingError::Conflicting(end)),
-                _ => found = Some(fingerprint),
-            }
-        }
-        found.ok_or(BindingError::Missing(end))
+        NamedCertificate::from_sdp(sdp, end).map(|certificate| certificate.binding().clone())
     }
 
     /// `algorithm hex:hex:...` with one space between, a token of letters, digits and
@@ -116,11 +141,140 @@ impl Fingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The hash algorithm's name, e.g. `sha-256`.
+    pub fn algorithm(&self) -> &str {
+        self.halves().0
+    }
+
+    /// The digest as colon-separated lower-case hex bytes.
+    pub fn digest(&self) -> &str {
+        self.halves().1
+    }
+
+    fn halves(&self) -> (&str, &str) {
+        // `parse` built it as "algorithm digest", neither half containing a space.
+        self.0.split_once(' ').unwrap_or((&self.0, ""))
+    }
+
+    /// The fingerprint of the DER-encoded certificate `der` under `algorithm` (`sha-256`,
+    /// `sha-384` or `sha-512`); None for an algorithm this build cannot compute.
+    pub fn of_certificate(algorithm: &str, der: &[u8]) -> Option<Self> {
+        let hashed: Vec<u8> = match algorithm {
+            "sha-256" => Sha256::digest(der).to_vec(),
+            "sha-384" => Sha384::digest(der).to_vec(),
+            "sha-512" => Sha512::digest(der).to_vec(),
+            _ => return None,
+        };
+        let hex: Vec<String> = hashed.iter().map(|b| format!("{b:02x}")).collect();
+        Some(Self(format!("{algorithm} {}", hex.join(":"))))
+    }
 }
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The one DTLS certificate a description names: every fingerprint it gives for it, at
+/// most one per hash algorithm, sorted by algorithm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedCertificate {
+    end: End,
+    fingerprints: Vec<Fingerprint>,
+}
+
+impl NamedCertificate {
+    /// The certificate that `sdp`'s `a=fingerprint` lines name, at session and media
+    /// level alike.
+    pub fn from_sdp(sdp: &str, end: End) -> Result<Self, BindingError> {
+        let mut fingerprints: Vec<Fingerprint> = Vec::new();
+        // A bare CR ends a line here too: this reader must see every line any stack
+        // might, so a fingerprint hidden from it is never one a handshake checks.
+        for line in sdp.split(['\r', '\n']) {
+            let Some(attribute) = line.trim_start().strip_prefix("a=") else {
+                continue;
+            };
+            let (name, value) = attribute.split_once(':').unwrap_or((attribute, ""));
+            if !name.trim().eq_ignore_ascii_case("fingerprint") {
+                continue;
+            }
+            let malformed = || BindingError::Malformed {
+                end,
+                line: line.chars().take(120).collect(),
+            };
+            let fingerprint = Fingerprint::parse(value).ok_or_else(malformed)?;
+            match fingerprints
+                .iter()
+                .find(|known| known.algorithm() == fingerprint.algorithm())
+            {
+                Some(known) if *known != fingerprint => return Err(BindingError::Conflicting(end)),
+                Some(_) => {}
+                None => fingerprints.push(fingerprint),
+            }
+        }
+        if fingerprints.is_empty() {
+            return Err(BindingError::Missing(end));
+        }
+        if fingerprints.len() > 1
+            && !fingerprints
+                .iter()
+                .any(|f| f.algorithm() == BINDING_ALGORITHM)
+        {
+            return Err(BindingError::NoSha256(end));
+        }
+        fingerprints.sort();
+        Ok(Self { end, fingerprints })
+    }
+
+    /// The fingerprint a channel binding signs: the only one, or the sha-256 one of
+    /// several. One certificate has one sha-256 fingerprint however many others a stack
+    /// adds, and a description with one fingerprint is signed exactly as before.
+    pub fn binding(&self) -> &Fingerprint {
+        self.fingerprints
+            .iter()
+            .find(|f| f.algorithm() == BINDING_ALGORITHM)
+            .or(self.fingerprints.first())
+            .expect("from_sdp refuses a description without a fingerprint")
+    }
+
+    /// Every fingerprint named, one per algorithm, sorted.
+    pub fn fingerprints(&self) -> &[Fingerprint] {
+        &self.fingerprints
+    }
+
+    /// Refuses a fingerprint under an algorithm [`Self::check`] cannot compute: seen from
+    /// the text, before any handshake is spent on a certificate that cannot be checked.
+    pub fn ensure_checkable(&self) -> Result<(), BindingError> {
+        let computable =
+            |f: &&Fingerprint| Fingerprint::of_certificate(f.algorithm(), &[]).is_some();
+        match self.fingerprints.iter().find(|f| !computable(f)) {
+            Some(unsupported) => Err(BindingError::UnsupportedAlgorithm {
+                end: self.end,
+                algorithm: unsupported.algorithm().chars().take(32).collect(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that `der`, the certificate the DTLS handshake presented, is the one every
+    /// fingerprint names. A WebRTC stack may check only one of several (webrtc-rs checks
+    /// the first, and sha-256 only), which would let a description pair one certificate's
+    /// sha-256 fingerprint with another's sha-384.
+    pub fn check(&self, der: &[u8]) -> Result<(), BindingError> {
+        self.ensure_checkable()?;
+        for fingerprint in &self.fingerprints {
+            if Fingerprint::of_certificate(fingerprint.algorithm(), der).as_ref()
+                != Some(fingerprint)
+            {
+                return Err(BindingError::WrongCertificate {
+                    end: self.end,
+                    algorithm: fingerprint.algorithm().to_owned(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -255,6 +409,109 @@ mod tests {
                 "{bad:?} was accepted"
             );
         }
+    }
+
+    /// `der`'s fingerprint under `algorithm`, as a stack writes it (upper case).
+    fn fingerprint_line(algorithm: &str, der: &[u8]) -> String {
+        let fingerprint = Fingerprint::of_certificate(algorithm, der).expect("supported");
+        format!(
+            "a=fingerprint:{algorithm} {}\r\n",
+            fingerprint.digest().to_ascii_uppercase()
+        )
+    }
+
+    /// The Chromium offer with its one fingerprint line replaced by `lines`.
+    fn offer_naming(lines: &str) -> String {
+        let start = CHROMIUM_OFFER
+            .find("a=fingerprint")
+            .expect("a fingerprint line");
+        let end = start + CHROMIUM_OFFER[start..].find("\r\n").expect("a line end") + 2;
+        format!(
+            "{}{lines}{}",
+            &CHROMIUM_OFFER[..start],
+            &CHROMIUM_OFFER[end..]
+        )
+    }
+
+    const CERTIFICATE: &[u8] = b"the DER of the volunteer's certificate";
+    const OTHER_CERTIFICATE: &[u8] = b"the DER of a middleman's certificate";
+
+    #[test]
+    fn one_certificate_under_several_algorithms_binds_its_sha256_fingerprint() {
+        // As aiortc writes it: sha-256, sha-384 and sha-512 of one certificate.
+        let all = ["sha-256", "sha-384", "sha-512"]
+            .map(|algorithm| fingerprint_line(algorithm, CERTIFICATE))
+            .concat();
+        let sha256_only = fingerprint_line("sha-256", CERTIFICATE);
+        let several = NamedCertificate::from_sdp(&offer_naming(&all), End::Volunteer)
+            .expect("one certificate");
+        assert_eq!(several.fingerprints().len(), 3);
+        assert_eq!(several.check(CERTIFICATE), Ok(()));
+        // The binding, and so what a wallet signs, is the one a sha-256-only offer gives.
+        let single = Fingerprint::from_sdp(&offer_naming(&sha256_only), End::Volunteer);
+        assert_eq!(Ok(several.binding().clone()), single);
+        // In any order, and repeated at media level.
+        let reordered = ["sha-512", "sha-256", "sha-384", "sha-256"]
+            .map(|algorithm| fingerprint_line(algorithm, CERTIFICATE))
+            .concat();
+        assert_eq!(
+            NamedCertificate::from_sdp(&offer_naming(&reordered), End::Volunteer),
+            Ok(several)
+        );
+        // Several algorithms but no sha-256: nothing both ends would sign alike.
+        let no_sha256 = ["sha-384", "sha-512"]
+            .map(|algorithm| fingerprint_line(algorithm, CERTIFICATE))
+            .concat();
+        assert_eq!(
+            NamedCertificate::from_sdp(&offer_naming(&no_sha256), End::Volunteer),
+            Err(BindingError::NoSha256(End::Volunteer))
+        );
+    }
+
+    #[test]
+    fn a_second_certificate_is_refused_from_the_text_or_at_the_handshake() {
+        // Two sha-256 fingerprints: two certificates, visible in the text.
+        let two_sha256 = format!(
+            "{}{}",
+            fingerprint_line("sha-256", CERTIFICATE),
+            fingerprint_line("sha-256", OTHER_CERTIFICATE)
+        );
+        assert_eq!(
+            NamedCertificate::from_sdp(&offer_naming(&two_sha256), End::Volunteer),
+            Err(BindingError::Conflicting(End::Volunteer))
+        );
+        // One certificate's sha-256 beside another's sha-384: only the certificate
+        // presented tells, and neither is the one both fingerprints name.
+        let mixed = format!(
+            "{}{}",
+            fingerprint_line("sha-256", CERTIFICATE),
+            fingerprint_line("sha-384", OTHER_CERTIFICATE)
+        );
+        let named =
+            NamedCertificate::from_sdp(&offer_naming(&mixed), End::Volunteer).expect("well formed");
+        for presented in [CERTIFICATE, OTHER_CERTIFICATE] {
+            assert!(
+                matches!(
+                    named.check(presented),
+                    Err(BindingError::WrongCertificate { .. })
+                ),
+                "{:?}",
+                named.check(presented)
+            );
+        }
+        // A fingerprint no one here can compute is refused before any handshake.
+        let with_sha1 = format!(
+            "{}a=fingerprint:sha-1 AB:CD\r\n",
+            fingerprint_line("sha-256", CERTIFICATE)
+        );
+        let named = NamedCertificate::from_sdp(&offer_naming(&with_sha1), End::Volunteer)
+            .expect("well formed");
+        let unsupported = Err(BindingError::UnsupportedAlgorithm {
+            end: End::Volunteer,
+            algorithm: "sha-1".into(),
+        });
+        assert_eq!(named.ensure_checkable(), unsupported);
+        assert_eq!(named.check(CERTIFICATE), unsupported);
     }
 
     #[test]

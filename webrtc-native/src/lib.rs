@@ -8,6 +8,7 @@
 //! Native only: browsers use their own `RTCPeerConnection` through `starling-client`.
 
 use bytes::BytesMut;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::transport::RTCDtlsRole;
 use std::future::Future;
 use std::net::IpAddr;
@@ -17,8 +18,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::error::Error as RtcError;
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 /// Largest message [`PeerLink::send`] accepts: the SCTP maximum message size both this
@@ -208,6 +209,16 @@ impl PeerLink {
         pair.remote().address.parse().ok()
     }
 
+    /// The DER of the certificate the remote end presented in the DTLS handshake (the
+    /// first of its chain), for checks the stack does not make itself: webrtc-rs checks
+    /// it against one of the fingerprints the remote description names, not all of them.
+    /// `None` once the connection is gone.
+    pub async fn remote_certificate(&self) -> Option<Vec<u8>> {
+        let sctp = self.sender.shared.pc.sctp().await?;
+        let chain = sctp.transport().get_remote_certificates().await.ok()?;
+        chain.into_iter().next()
+    }
+
     /// Closes the data channel and the peer connection. Senders still held elsewhere
     /// fail with [`PeerError::Closed`] from then on.
     pub async fn close(self) {
@@ -279,7 +290,12 @@ struct Peer {
     guard: CloseOnDrop,
 }
 
-async fn new_peer(bind_ips: &[IpAddr]) -> Result<Peer, PeerError> {
+/// A connection on `bind_ips`; it presents `certificate` in the DTLS handshake, or one
+/// the stack generates when `None`.
+async fn new_peer(
+    bind_ips: &[IpAddr],
+    certificate: Option<RTCCertificate>,
+) -> Result<Peer, PeerError> {
     let (channels_tx, channels) = mpsc::channel(1);
     let handler = Arc::new(Handler {
         gathered: Notify::new(),
@@ -310,7 +326,15 @@ async fn new_peer(bind_ips: &[IpAddr]) -> Result<Peer, PeerError> {
             Some(Duration::from_secs(1)),
         )
         .build();
-    let pc = PeerConnectionBuilder::new()
+    let mut builder = PeerConnectionBuilder::new();
+    if let Some(certificate) = certificate {
+        builder = builder.with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_certificates(vec![certificate])
+                .build(),
+        );
+    }
+    let pc = builder
         .with_setting_engine(settings)
         .with_handler(handler.clone())
         // Concrete addresses: a wildcard bind expands to every interface except loopback.
@@ -540,6 +564,30 @@ impl PendingPeer {
     }
 }
 
+/// `sdp` as webrtc-rs is given it: without its fingerprint lines under algorithms other
+/// than sha-256 when it has a sha-256 one. webrtc-rs checks the certificate presented
+/// against the first fingerprint line of each section and knows only sha-256, so a
+/// description naming its certificate under several algorithms (RFC 8122) with another
+/// first would fail the handshake. The others are the caller's to check, against
+/// [`PeerLink::remote_certificate`]; the link's [`Descriptions`] keep the text as received.
+fn sha256_fingerprints_only(sdp: &str) -> String {
+    let algorithm = |line: &str| {
+        line.strip_prefix("a=fingerprint:")
+            .and_then(|value| value.split(' ').next())
+            .map(str::to_ascii_lowercase)
+    };
+    let other = |line: &str| algorithm(line).is_some_and(|a| a != "sha-256");
+    let has_sha256 = sdp
+        .lines()
+        .any(|line| algorithm(line).as_deref() == Some("sha-256"));
+    if !has_sha256 {
+        return sdp.to_owned();
+    }
+    sdp.split_inclusive('\n')
+        .filter(|line| !other(line))
+        .collect()
+}
+
 /// Relay side: takes a complete (non-trickle) offer SDP and returns the complete answer
 /// SDP (after ICE gathering completed) and a handle that yields the [`PeerLink`] once the
 /// offerer's data channel opens.
@@ -547,9 +595,9 @@ pub async fn answer(
     config: &AnswerConfig,
     offer_sdp: &str,
 ) -> Result<(String, PendingPeer), PeerError> {
-    let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+    let offer = RTCSessionDescription::offer(sha256_fingerprints_only(offer_sdp))
         .map_err(|e| PeerError::Rtc(format!("the offer is not valid SDP: {e}")))?;
-    let peer = new_peer(&[config.bind_ip]).await?;
+    let peer = new_peer(&[config.bind_ip], None).await?;
     let answered = async {
         peer.pc
             .set_remote_description(offer)
@@ -679,10 +727,48 @@ async fn post_offer(signal_url: &str, offer: String) -> Result<String, PeerError
 /// tests and tools that drive signaling themselves (e.g. probing a relay's limits on
 /// offers without holding connections on this side).
 pub async fn make_offer(bind_ip: IpAddr) -> Result<String, PeerError> {
-    let peer = new_peer(&[bind_ip]).await?;
+    let peer = new_peer(&[bind_ip], None).await?;
     let offered = peer.offer().await.map(|(_, offer)| offer);
     peer.close().await;
     offered
+}
+
+/// [`connect`], with the offer passed through `rewrite` before it is posted; `rewrite`
+/// also gets the DER of the certificate this end will present. For tests and tools that
+/// probe how a relay takes offers other WebRTC stacks write, e.g. one naming its
+/// certificate under several hash algorithms as aiortc does. The link's
+/// [`Descriptions`] hold the offer as posted.
+pub async fn connect_rewriting_offer<R>(signal_url: &str, rewrite: R) -> Result<PeerLink, PeerError>
+where
+    R: FnOnce(String, &[u8]) -> String,
+{
+    let bind_ips = local_ips_towards(signal_url).await?;
+    let (certificate, der) = generate_certificate()?;
+    let peer = new_peer(&bind_ips, Some(certificate)).await?;
+    offer_through(
+        peer,
+        |offer| rewrite(offer, &der),
+        |offer| post_offer(signal_url, offer),
+    )
+    .await
+}
+
+/// A certificate as webrtc-rs generates its own (ECDSA P-256), and its DER.
+fn generate_certificate() -> Result<(RTCCertificate, Vec<u8>), PeerError> {
+    let provider = rtc::crypto::default_provider().map_err(rtc_err)?;
+    let certificate = RTCCertificate::generate(
+        provider.crypto(),
+        rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+        CertificateParams::new(vec!["WebRTC".to_owned()]).map_err(rtc_err)?,
+    )
+    .map_err(rtc_err)?;
+    let der = certificate
+        .dtls_certificate
+        .certificate
+        .first()
+        .map(|der| der.to_vec())
+        .ok_or_else(|| PeerError::Rtc("a generated certificate has no DER".into()))?;
+    Ok((certificate, der))
 }
 
 /// Makes a complete offer, hands it to `exchange` for the answer, applies the answer and
@@ -693,9 +779,24 @@ where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = Result<String, PeerError>>,
 {
-    let peer = new_peer(bind_ips).await?;
+    let peer = new_peer(bind_ips, None).await?;
+    offer_through(peer, |offer| offer, exchange).await
+}
+
+/// [`offer_then`] on `peer`, sending the offer as `rewrite` makes it.
+async fn offer_through<R, F, Fut>(
+    peer: Peer,
+    rewrite: R,
+    exchange: F,
+) -> Result<PeerLink, PeerError>
+where
+    R: FnOnce(String) -> String,
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<String, PeerError>>,
+{
     let negotiated = async {
         let (dc, offer) = peer.offer().await?;
+        let offer = rewrite(offer);
         let answer = exchange(offer.clone()).await?;
         let description = RTCSessionDescription::answer(answer.clone())
             .map_err(|e| PeerError::Rtc(format!("the relay's answer is not valid SDP: {e}")))?;

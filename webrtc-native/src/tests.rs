@@ -3,6 +3,8 @@
 mod chromium;
 
 use super::*;
+use starling_protocol::channel::End;
+use starling_protocol::{BindingError, Fingerprint, NamedCertificate};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -304,6 +306,149 @@ async fn a_certificate_other_than_the_description_names_is_refused() {
         );
         println!("refused after {:?}", started.elapsed());
     }
+}
+
+/// `sdp` with a fingerprint line of `der` under each of `algorithms` added after its
+/// first fingerprint line (before it with `before`), as other stacks write them.
+pub(super) fn with_fingerprints(
+    sdp: &str,
+    der: &[u8],
+    algorithms: &[&str],
+    before: bool,
+) -> String {
+    let lines: String = algorithms
+        .iter()
+        .map(|algorithm| {
+            let fingerprint = Fingerprint::of_certificate(algorithm, der).expect("supported");
+            format!(
+                "a=fingerprint:{algorithm} {}\r\n",
+                fingerprint.digest().to_ascii_uppercase()
+            )
+        })
+        .collect();
+    let start = sdp.find("a=fingerprint:").expect("a fingerprint line");
+    let at = if before {
+        start
+    } else {
+        start + sdp[start..].find('\n').expect("a line end") + 1
+    };
+    format!("{}{lines}{}", &sdp[..at], &sdp[at..])
+}
+
+/// A (volunteer, relay) pair whose volunteer presents a certificate of its own, of which
+/// `rewrite` gets the DER to rewrite the offer with.
+async fn pair_rewriting_offer(
+    rewrite: impl FnOnce(String, &[u8]) -> String,
+) -> (
+    Result<PeerLink, PeerError>,
+    Result<PeerLink, PeerError>,
+    Vec<u8>,
+) {
+    let (certificate, der) = generate_certificate().expect("a certificate");
+    let peer = new_peer(&[LOCALHOST], Some(certificate))
+        .await
+        .expect("a peer connection");
+    let (pending_tx, pending_rx) = oneshot::channel();
+    let volunteer = offer_through(
+        peer,
+        |offer| rewrite(offer, &der),
+        |offer| async move {
+            let (sdp, pending) = answer(&relay_config(), &offer).await?;
+            let _ = pending_tx.send(pending);
+            Ok(sdp)
+        },
+    );
+    let relay = async {
+        match pending_rx.await {
+            Ok(pending) => pending.open().await,
+            Err(_) => Err(PeerError::Closed),
+        }
+    };
+    let (volunteer, relay) = tokio::join!(volunteer, relay);
+    (volunteer, relay, der)
+}
+
+/// aiortc names its one certificate under sha-256, sha-384 and sha-512 (RFC 8122): the
+/// stack connects, and shows the certificate the handshake presented, so the caller can
+/// check the fingerprints the stack does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_naming_its_certificate_under_several_algorithms_connects() {
+    let (volunteer, relay, der) = pair_rewriting_offer(|offer, der| {
+        with_fingerprints(&offer, der, &["sha-384", "sha-512"], false)
+    })
+    .await;
+    let (mut volunteer, mut relay) = (
+        volunteer.expect("volunteer opens"),
+        relay.expect("relay opens"),
+    );
+    assert_eq!(volunteer.descriptions(), relay.descriptions());
+    let named = NamedCertificate::from_sdp(&relay.descriptions().offer, End::Volunteer)
+        .expect("one certificate");
+    assert_eq!(named.fingerprints().len(), 3);
+    let presented = relay.remote_certificate().await.expect("a certificate");
+    assert_eq!(presented, der);
+    assert_eq!(named.check(&presented), Ok(()));
+    // And the other way: the relay's certificate is the one its answer names.
+    let relays = volunteer.remote_certificate().await.expect("a certificate");
+    let answer = NamedCertificate::from_sdp(&volunteer.descriptions().answer, End::Relay)
+        .expect("one certificate");
+    assert_eq!(answer.check(&relays), Ok(()));
+    volunteer.send(b"three names".to_vec()).await.expect("send");
+    assert_eq!(
+        recv_soon(&mut relay).await.as_deref(),
+        Some(&b"three names"[..])
+    );
+    relay.send(b"one certificate".to_vec()).await.expect("send");
+    assert_eq!(
+        recv_soon(&mut volunteer).await.as_deref(),
+        Some(&b"one certificate"[..])
+    );
+}
+
+/// webrtc-rs checks the first fingerprint line and only sha-256: listed after the others,
+/// the sha-256 one must still be what it checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_listing_sha256_last_connects() {
+    let (volunteer, relay, der) = pair_rewriting_offer(|offer, der| {
+        with_fingerprints(&offer, der, &["sha-512", "sha-384"], true)
+    })
+    .await;
+    let (volunteer, relay) = (
+        volunteer.expect("volunteer opens"),
+        relay.expect("relay opens"),
+    );
+    let offer = &relay.descriptions().offer;
+    let first = fingerprint_of(offer);
+    assert!(first.starts_with("sha-512 "), "{offer}");
+    assert_eq!(relay.remote_certificate().await, Some(der));
+    volunteer.close().await;
+    relay.close().await;
+}
+
+/// One certificate's sha-256 beside another's sha-384: webrtc-rs checks only the sha-256
+/// one and opens the channel, which is why its user must check the rest (the relay does
+/// in its session, see `relay-server/tests/several_fingerprints.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_checks_only_one_of_several_fingerprints() {
+    let (_, other_der) = generate_certificate().expect("a certificate");
+    let (volunteer, relay, der) = pair_rewriting_offer(move |offer, _| {
+        with_fingerprints(&offer, &other_der, &["sha-384"], false)
+    })
+    .await;
+    let relay = relay.expect("webrtc-rs opens it");
+    let named = NamedCertificate::from_sdp(&relay.descriptions().offer, End::Volunteer)
+        .expect("well formed");
+    let presented = relay.remote_certificate().await.expect("a certificate");
+    assert_eq!(presented, der);
+    assert!(
+        matches!(
+            named.check(&presented),
+            Err(BindingError::WrongCertificate { ref algorithm, .. }) if algorithm == "sha-384"
+        ),
+        "{:?}",
+        named.check(&presented)
+    );
+    drop(volunteer);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

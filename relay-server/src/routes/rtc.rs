@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use starling_api::{Problem, Sdp};
 use starling_protocol::channel::End;
-use starling_protocol::Fingerprint;
+use starling_protocol::NamedCertificate;
 use std::net::SocketAddr;
 
 /// Answers a volunteer's offer and serves the peer once its channel opens.
@@ -17,7 +17,7 @@ use std::net::SocketAddr;
     (status = 200, description = "The relay's answer", body = Sdp),
     (status = 400, description = "Body is not `{sdp}`", body = Problem, content_type = "application/problem+json"),
     (status = 413, description = "The offer is over 16 KiB (the body is not read past 32 KiB)", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "The offer cannot be answered (no single fingerprint, more than 8 candidates, not SDP)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "The offer cannot be answered (no single certificate, a fingerprint under an algorithm other than sha-256, sha-384 or sha-512, more than 8 candidates, not SDP)", body = Problem, content_type = "application/problem+json"),
     (status = 429, description = "Too many peers answered and not yet proved, from this address (8) or in all (256)", body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn offer(
@@ -44,12 +44,16 @@ pub async fn offer(
     let address = client.map(|Extension(ConnectInfo(a))| a.ip());
     let slot = state.pending_peers.admit(address).map_err(offer_error)?;
     let sdp = screen_offer(&offer.sdp, state.rtc.bind_ip).map_err(offer_error)?;
-    // The volunteer's hello signs this fingerprint: an offer that names no single
-    // certificate could never be bound to a wallet, so it is not answered at all.
-    Fingerprint::from_sdp(&sdp, End::Volunteer).map_err(|e| ApiError::Invalid {
-        detail: format!("cannot answer this offer: {e}"),
-        field: Some("sdp".into()),
-    })?;
+    // The volunteer's hello signs this certificate's fingerprint, and the session checks
+    // the certificate DTLS presents against every fingerprint the offer names: an offer
+    // that names no single certificate, or names it under an algorithm no one here can
+    // check, could never be bound to a wallet, so it is not answered at all.
+    NamedCertificate::from_sdp(&sdp, End::Volunteer)
+        .and_then(|certificate| certificate.ensure_checkable())
+        .map_err(|e| ApiError::Invalid {
+            detail: format!("cannot answer this offer: {e}"),
+            field: Some("sdp".into()),
+        })?;
     let (answer, pending) = starling_webrtc_native::answer(&state.rtc, &sdp)
         .await
         .map_err(|e| ApiError::Invalid {

@@ -5,9 +5,10 @@ use crate::rtc::PendingSlot;
 use crate::scheduler::caps::Network;
 use crate::scheduler::{LeaseError, Scheduler, Speed, Verdict};
 use crate::storage::PeerId;
+use starling_protocol::channel::End;
 use starling_protocol::{
-    encode_frames, ChannelBinding, ChunkError, FrameError, LeaseId, Reassembler, Receipt,
-    SiteClaim, SiteOrigin, ToRelay, ToVolunteer, WalletAddress, PROTOCOL_VERSION,
+    encode_frames, ChannelBinding, ChunkError, FrameError, LeaseId, NamedCertificate, Reassembler,
+    Receipt, SiteClaim, SiteOrigin, ToRelay, ToVolunteer, WalletAddress, PROTOCOL_VERSION,
 };
 use starling_webrtc_native::{PeerLink, PeerSender};
 use std::collections::HashMap;
@@ -210,6 +211,17 @@ async fn run(
     // this fails only on a relay whose own answer names none.
     let descriptions = link.descriptions();
     let binding = ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)
+        .map_err(|e| SessionError::Protocol(e.to_string()))?;
+    // The handshake checked the certificate against one of the offer's fingerprints
+    // (webrtc-rs: the first, sha-256 only). An offer may name its certificate under
+    // several algorithms (RFC 8122), so all of them are checked here, before anything
+    // the peer sends is read: one certificate's sha-256 beside another's sha-384 names
+    // two certificates, and such a peer is refused.
+    let presented = link.remote_certificate().await.ok_or_else(|| {
+        SessionError::Protocol("the DTLS handshake presented no certificate".into())
+    })?;
+    NamedCertificate::from_sdp(&descriptions.offer, End::Volunteer)
+        .and_then(|named| named.check(&presented))
         .map_err(|e| SessionError::Protocol(e.to_string()))?;
     let hello = tokio::time::timeout(
         HELLO_TIMEOUT,
