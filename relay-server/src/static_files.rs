@@ -2,9 +2,11 @@
 //! them, with their brotli and gzip siblings) and then `public/`; the app's own pages get
 //! its `index.html`, any other path a real 404.
 //!
-//! Compression is done once at build time: brotli at its best quality takes about 1.6 s
-//! of CPU for the app's wasm, which no relay should spend per request. A file without
-//! precompressed siblings (a Trunk build, `public/`) is served as it is.
+//! The app is compressed once, at build time: brotli at its best quality takes about
+//! 1.5 s of CPU for its wasm, which no relay should spend per request. `public/` is not
+//! built (`widget.js` is edited and served as it is), and its files are a few KB, so it
+//! is gzipped per request instead; so are the app's pages and the 404 page when `dist/`
+//! has no precompressed siblings (a Trunk build). The app's own files then go as they are.
 
 use crate::app::StaticDirs;
 use axum::extract::{Request, State};
@@ -13,7 +15,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use tower::ServiceExt as _;
+use tower::{Layer as _, ServiceExt as _};
+use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
 /// Paths the app routes itself (`web-ui/src/app.rs`): each answers with its `index.html`.
@@ -62,7 +65,12 @@ async fn cache_headers(request: Request, next: Next) -> Response {
     let headers = response.headers_mut();
     let policy = if file && hashed { FOREVER } else { REVALIDATE };
     headers.insert(CACHE_CONTROL, HeaderValue::from_static(policy));
-    if file {
+    // The per-request compression adds it to what it compresses.
+    let varies = headers
+        .get_all(VARY)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"accept-encoding"));
+    if file && !varies {
         headers.append(VARY, HeaderValue::from_static("accept-encoding"));
     }
     response
@@ -104,7 +112,7 @@ pub fn service(dirs: &StaticDirs) -> Router {
     let files = ServeDir::new(&dirs.app)
         .precompressed_br()
         .precompressed_gzip()
-        .fallback(ServeDir::new(&dirs.public).fallback(pages));
+        .fallback(CompressionLayer::new().layer(ServeDir::new(&dirs.public).fallback(pages)));
     Router::new()
         .fallback_service(files)
         .layer(middleware::from_fn(cache_headers))

@@ -63,6 +63,7 @@ struct Answer {
     status: StatusCode,
     headers: HeaderMap,
     body: String,
+    bytes: Vec<u8>,
 }
 
 impl Answer {
@@ -93,6 +94,7 @@ async fn get(router: &Router, path: &str, headers: &[(header::HeaderName, &str)]
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        bytes: body.to_vec(),
     }
 }
 
@@ -236,4 +238,26 @@ async fn robots_and_icons_are_real_files() {
         assert_eq!(icon.header(header::CONTENT_TYPE), kind, "{path}");
         assert!(!icon.body.is_empty(), "{path}");
     }
+}
+
+#[tokio::test]
+async fn public_files_are_gzipped_as_they_are_served() {
+    let dir = TempDir::new("static-public-gzip");
+    let router = relay(&dir).await;
+    let plain = get(&router, "/widget.js", &[]).await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert_eq!(plain.header(header::CONTENT_ENCODING), "");
+    let gzipped = get(
+        &router,
+        "/widget.js",
+        &[(header::ACCEPT_ENCODING, "gzip, deflate, br, zstd")],
+    )
+    .await;
+    assert_eq!(gzipped.status, StatusCode::OK);
+    assert_eq!(gzipped.header(header::CONTENT_ENCODING), "gzip");
+    assert!(gzipped.bytes.starts_with(&[0x1f, 0x8b]), "a gzip stream");
+    assert!(gzipped.bytes.len() < plain.bytes.len());
+    let vary: Vec<_> = gzipped.headers.get_all(header::VARY).iter().collect();
+    assert_eq!(vary, ["accept-encoding"], "Vary once");
+    assert_eq!(gzipped.header(header::CACHE_CONTROL), "no-cache");
 }
