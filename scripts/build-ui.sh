@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+command -v brotli >/dev/null || { echo "build-ui: no brotli; scripts/setup.sh installs it (Debian's brotli)" >&2; exit 1; }
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 wasm_dir="$target_dir/wasm32-unknown-unknown/wasm-release"
 cargo build --target wasm32-unknown-unknown --profile wasm-release \
@@ -59,6 +60,14 @@ awk -v links="$head_links" '
   { print }
 ' web-ui/index.html >dist.new/index.html
 grep -q "data-trunk" dist.new/index.html && { echo "build-ui: a Trunk link in web-ui/index.html was not replaced" >&2; exit 1; }
+
+# Each file beside its brotli and gzip forms, which the relay sends to browsers that accept
+# them (relay-server/src/static_files.rs): compressed once here, since brotli's best
+# quality takes over a second of CPU for the app's wasm, too much to spend per request.
+for file in dist.new/*; do
+  brotli -q 11 -f -o "$file.br" "$file"
+  gzip -9 -n -c "$file" >"$file.gz"
+done
 
 rm -rf dist && mv dist.new dist
 echo "build-ui: dist/ ($(du -sh dist | cut -f1))" >&2

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what Starling needs to build, run and test, idempotently: Chromium and
-# chromedriver, Mesa's software Vulkan (lavapipe), the wasm32 target, the wasm-bindgen
-# CLI at exactly the crate's pinned version, npm's binaryen (wasm-opt), and aiortc in a
-# venv for the third-stack WebRTC test. Not Trunk: scripts/build-ui.sh does what
-# Trunk.toml describes with wasm-bindgen and wasm-opt, and Trunk's own build took 20 of
-# a fresh machine's 42 minutes to a first page.
+# chromedriver, Mesa's software Vulkan (lavapipe), brotli (build-ui.sh precompresses the
+# app), the wasm32 target, the wasm-bindgen CLI at exactly the crate's pinned version,
+# and npm's binaryen (wasm-opt). Not Trunk: scripts/build-ui.sh does what Trunk.toml
+# describes with wasm-bindgen and wasm-opt, and Trunk's own build took 20 of a fresh
+# machine's 42 minutes to a first page. (The test suite's own tools, aiortc and
+# schemathesis, are installed by scripts/test.sh and scripts/api-fuzz.sh.)
 # Source it (`. scripts/setup.sh`) to get the tools on PATH.
 set -euo pipefail
 
@@ -21,7 +22,7 @@ output_of() { "$@" 2>/dev/null || true; }
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
-for pkg in chromium chromium-driver mesa-vulkan-drivers libvulkan1 python3-venv; do
+for pkg in chromium chromium-driver mesa-vulkan-drivers libvulkan1 python3-venv brotli; do
   [[ "$(output_of dpkg-query -W -f='${Status}' "$pkg")" == *"install ok installed"* ]] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -47,16 +48,6 @@ if [[ "$(output_of "$wasm_opt" --version)" != *"version_${BINARYEN_VERSION%%.*}"
   say "installing binaryen $BINARYEN_VERSION (npm)"
   mkdir -p "$STARLING_TOOLS/npm"
   npm install --prefix "$STARLING_TOOLS/npm" --no-audit --no-fund "binaryen@$BINARYEN_VERSION" >&2
-fi
-
-AIORTC_VERSION=1.16.0
-aiortc_python="$STARLING_TOOLS/aiortc/bin/python"
-if [[ "$(output_of "$aiortc_python" -c 'import aiortc; print(aiortc.__version__)')" != "$AIORTC_VERSION" ]]; then
-  # A third WebRTC stack for relay-server/tests/aiortc.rs (skipped without it): it names
-  # its certificate under three hash algorithms and offers no loopback candidate.
-  say "installing aiortc $AIORTC_VERSION (pip, in a venv)"
-  python3 -m venv "$STARLING_TOOLS/aiortc"
-  "$STARLING_TOOLS/aiortc/bin/pip" install --quiet "aiortc==$AIORTC_VERSION" >&2
 fi
 
 export PATH="$STARLING_TOOLS/bin:$STARLING_TOOLS/npm/node_modules/.bin:$PATH"

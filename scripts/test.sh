@@ -5,6 +5,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/setup.sh
+AIORTC_VERSION=1.16.0
+aiortc_python="$STARLING_TOOLS/aiortc/bin/python"
+if [[ "$(output_of "$aiortc_python" -c 'import aiortc; print(aiortc.__version__)')" != "$AIORTC_VERSION" ]]; then
+  # A third WebRTC stack for relay-server/tests/aiortc.rs (required here: see
+  # STARLING_REQUIRE_AIORTC): it names its certificate under three hash algorithms.
+  say "installing aiortc $AIORTC_VERSION (pip, in a venv)"
+  python3 -m venv "$STARLING_TOOLS/aiortc"
+  "$STARLING_TOOLS/aiortc/bin/pip" install --quiet "aiortc==$AIORTC_VERSION" >&2
+fi
+export STARLING_REQUIRE_AIORTC=1
 # A run from a fresh clone gains nothing from incremental caches, which only take disk.
 export CARGO_INCREMENTAL=0
 step() { echo; echo "== $*" >&2; }

@@ -12,7 +12,6 @@ use axum::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tower_http::services::{ServeDir, ServeFile};
 use tower_http::timeout::TimeoutLayer;
 use utoipa::__dev::{SchemaReferences, Tags};
 use utoipa::openapi::path::{HttpMethod, Paths};
@@ -58,7 +57,7 @@ impl Default for Limits {
 /// Where the web UI and the static assets are.
 #[derive(Debug, Clone)]
 pub struct StaticDirs {
-    /// Trunk's output (`dist/`).
+    /// The built web app (`dist/`, from `scripts/build-ui.sh` or Trunk).
     pub app: PathBuf,
     /// Assets served as they are (`public/`).
     pub public: PathBuf,
@@ -347,12 +346,8 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
             state.clone(),
             crate::middleware::admit,
         ));
-    // The single-page app answers unknown paths with its index.html.
-    let files = ServeDir::new(&dirs.app).fallback(
-        ServeDir::new(&dirs.public).fallback(ServeFile::new(dirs.app.join("index.html"))),
-    );
     root.nest(starling_api::API_PREFIX, api)
-        .fallback_service(files)
+        .fallback_service(crate::static_files::service(dirs))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -13,6 +13,7 @@
 //! - [`middleware`]: admission (rate limits, API key), request metrics, security headers;
 //! - [`sites`]: proving a site owner controls the origin they register;
 //! - [`server`]: accepting connections, with header timeouts and a connection cap;
+//! - [`static_files`]: the web app and public assets, precompressed and cached;
 //! - [`app`]: the router and its state; [`error`]: problem+json errors; [`data_dir`]: the
 //!   data directory, private to the relay's user.
 
@@ -27,5 +28,6 @@ pub mod rtc;
 pub mod scheduler;
 pub mod server;
 pub mod sites;
+pub mod static_files;
 pub mod storage;
 pub mod validation;
