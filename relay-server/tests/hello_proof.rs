@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::loopback::{connect, receive, refusal, relay, send};
+use common::loopback::{compute_one, connect, receive, refusal, relay, send};
 use common::TempDir;
-use starling_kernels::{Catalog, NamedInputs};
+use starling_kernels::NamedInputs;
 use starling_protocol::{
     encode, Chunker, DeviceInfo, Signature, ToRelay, ToVolunteer, WalletAddress, WalletKey,
     PROTOCOL_VERSION,
@@ -112,32 +112,7 @@ async fn a_hello_must_prove_the_wallet_for_this_very_connection() -> anyhow::Res
             version: PROTOCOL_VERSION
         }
     ));
-    send(&link, &ToRelay::Ready { slots: 1 }).await?;
-    let assignment = match receive(&mut link, RECEIVE_LIMIT).await? {
-        ToVolunteer::Assign(assignment) => assignment,
-        other => anyhow::bail!("expected work, got {other:?}"),
-    };
-    let output = Catalog::builtin()
-        .get(&assignment.kernel)?
-        .run_cpu(&assignment.params_json, &assignment.input)?;
-    send(
-        &link,
-        &ToRelay::Result {
-            lease: assignment.lease,
-            output,
-            elapsed_ms: 1,
-        },
-    )
-    .await?;
-    match receive(&mut link, RECEIVE_LIMIT).await? {
-        ToVolunteer::Ack {
-            lease, accepted, ..
-        } => {
-            assert_eq!(lease, assignment.lease);
-            assert!(accepted);
-        }
-        other => anyhow::bail!("expected an ack, got {other:?}"),
-    }
+    compute_one(&mut link, RECEIVE_LIMIT).await?;
     link.close().await;
     let units = storage.audit_units(job).await?;
     assert_eq!(units[0].result_wallets, vec![honest.address().to_string()]);

@@ -9,10 +9,10 @@
 mod common;
 
 use common::attacker::post_offer;
-use common::loopback::{hello, receive, refusal, relay, send};
+use common::loopback::{compute_one, hello, receive, refusal, relay, send};
 use common::TempDir;
-use starling_kernels::{Catalog, NamedInputs};
-use starling_protocol::{ChannelBinding, Fingerprint, ToRelay, ToVolunteer, WalletKey};
+use starling_kernels::NamedInputs;
+use starling_protocol::{ChannelBinding, Fingerprint, ToVolunteer, WalletKey};
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -76,27 +76,7 @@ async fn one_certificate_under_three_algorithms_proves_its_hello_and_computes() 
         receive(&mut link, RECEIVE_LIMIT).await?,
         ToVolunteer::Welcome { .. }
     ));
-    send(&link, &ToRelay::Ready { slots: 1 }).await?;
-    let assignment = match receive(&mut link, RECEIVE_LIMIT).await? {
-        ToVolunteer::Assign(assignment) => assignment,
-        other => anyhow::bail!("expected work, got {other:?}"),
-    };
-    let output = Catalog::builtin()
-        .get(&assignment.kernel)?
-        .run_cpu(&assignment.params_json, &assignment.input)?;
-    send(
-        &link,
-        &ToRelay::Result {
-            lease: assignment.lease,
-            output,
-            elapsed_ms: 1,
-        },
-    )
-    .await?;
-    match receive(&mut link, RECEIVE_LIMIT).await? {
-        ToVolunteer::Ack { accepted, .. } => assert!(accepted),
-        other => anyhow::bail!("expected an ack, got {other:?}"),
-    }
+    compute_one(&mut link, RECEIVE_LIMIT).await?;
     link.close().await;
     let units = storage.audit_units(job).await?;
     assert_eq!(units[0].result_wallets, vec![key.address().to_string()]);

@@ -9,13 +9,9 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
 use common::TempDir;
-use starling_kernels::Catalog;
-use starling_relay::app::{self, AppState, Limits, StaticDirs};
-use starling_relay::scheduler::{Scheduler, SchedulerConfig};
+use starling_relay::app::{Limits, StaticDirs};
 use starling_relay::storage::Storage;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 use tower::ServiceExt as _;
 
 const WASM: &str = "starling-web-ui-0123456789abcdef.wasm";
@@ -37,21 +33,9 @@ async fn relay(dir: &Path) -> Router {
         std::fs::write(dist.join(format!("{name}.gz")), format!("gz {body}")).expect("gz");
     }
     let storage = Storage::open(dir).await.expect("storage opens");
-    let scheduler = Scheduler::new(
+    common::router::serving(
         storage,
-        Arc::new(Catalog::builtin()),
-        SchedulerConfig::default(),
-    );
-    let state = AppState::new(
-        scheduler,
-        starling_webrtc_native::AnswerConfig {
-            bind_ip: [127, 0, 0, 1].into(),
-            open_timeout: Duration::from_secs(1),
-        },
         Limits::default(),
-    );
-    app::router(
-        state,
         &StaticDirs {
             app: dist,
             public: public_dir(),

@@ -6,8 +6,8 @@
 
 use starling_kernels::Catalog;
 use starling_protocol::{
-    encode_frames, ChannelBinding, DeviceInfo, Reassembler, ToRelay, ToVolunteer, WalletKey,
-    PROTOCOL_VERSION,
+    encode_frames, Assignment, ChannelBinding, DeviceInfo, Reassembler, ToRelay, ToVolunteer,
+    WalletKey, PROTOCOL_VERSION,
 };
 use starling_relay::app::{self, AppState, Limits, StaticDirs};
 use starling_relay::scheduler::{Scheduler, SchedulerConfig};
@@ -126,4 +126,36 @@ pub async fn join(url: &str, key: &WalletKey, client: &str) -> anyhow::Result<Pe
             format!("{other:?}").len()
         ),
     }
+}
+
+/// Asks for one unit on `link`, computes it with the CPU reference and sends the result;
+/// the relay must accept it. Returns the unit.
+pub async fn compute_one(link: &mut PeerLink, max_bytes: usize) -> anyhow::Result<Assignment> {
+    send(link, &ToRelay::Ready { slots: 1 }).await?;
+    let assignment = match receive(link, max_bytes).await? {
+        ToVolunteer::Assign(assignment) => assignment,
+        other => anyhow::bail!("expected work, got {other:?}"),
+    };
+    let output = Catalog::builtin()
+        .get(&assignment.kernel)?
+        .run_cpu(&assignment.params_json, &assignment.input)?;
+    send(
+        link,
+        &ToRelay::Result {
+            lease: assignment.lease,
+            output,
+            elapsed_ms: 1,
+        },
+    )
+    .await?;
+    match receive(link, max_bytes).await? {
+        ToVolunteer::Ack {
+            lease, accepted, ..
+        } => {
+            anyhow::ensure!(lease == assignment.lease, "an ack for another lease");
+            anyhow::ensure!(accepted, "the relay refused an honest result");
+        }
+        other => anyhow::bail!("expected an ack, got {other:?}"),
+    }
+    Ok(assignment)
 }

@@ -16,6 +16,15 @@ use std::time::Duration;
 /// The router over `storage` (opened in `dir`, whose `dist/` and `public/` it serves),
 /// with the default scheduler and these limits.
 pub fn router(dir: &Path, storage: Storage, limits: Limits) -> Router {
+    let dirs = StaticDirs {
+        app: dir.join("dist"),
+        public: dir.join("public"),
+    };
+    serving(storage, limits, &dirs)
+}
+
+/// [`router`] serving the web app from `dirs`.
+pub fn serving(storage: Storage, limits: Limits, dirs: &StaticDirs) -> Router {
     let scheduler = Scheduler::new(
         storage,
         Arc::new(Catalog::builtin()),
@@ -29,9 +38,5 @@ pub fn router(dir: &Path, storage: Storage, limits: Limits) -> Router {
         },
         limits,
     );
-    let dirs = StaticDirs {
-        app: dir.join("dist"),
-        public: dir.join("public"),
-    };
-    app::router(state, &dirs)
+    app::router(state, dirs)
 }
