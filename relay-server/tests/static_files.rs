@@ -245,3 +245,35 @@ async fn public_files_are_gzipped_as_they_are_served() {
     assert_eq!(vary, ["accept-encoding"], "Vary once");
     assert_eq!(gzipped.header(header::CACHE_CONTROL), "no-cache");
 }
+
+#[tokio::test]
+async fn no_path_reaches_outside_the_served_directories() {
+    let dir = TempDir::new("static-traversal");
+    let router = relay(&dir).await;
+    // Beside dist/ lie the database and the relay's key files; stand in for them.
+    const SECRET: &str = "the relay's secret key";
+    std::fs::write(dir.join("relay.key"), SECRET).expect("secret");
+    for path in [
+        "/../relay.key",
+        "/%2e%2e/relay.key",
+        "/..%2frelay.key",
+        "/..%5crelay.key",
+        "/%2e%2e%2frelay.key",
+        "/widget/../../relay.key",
+        "//relay.key",
+        "/dist/../relay.key",
+    ] {
+        for accepted in ["", "br", "gzip"] {
+            let answer = get(&router, path, &[(header::ACCEPT_ENCODING, accepted)]).await;
+            assert!(
+                !answer.body.contains(SECRET),
+                "{path} ({accepted:?}) served a file outside dist/ and public/"
+            );
+            // `/widget/…` is the widget's page whatever follows: the app's index, no file.
+            if answer.status == StatusCode::OK {
+                assert!(path.starts_with("/widget/"), "{path} ({accepted:?})");
+                assert!(answer.body.contains(INDEX), "{path} ({accepted:?})");
+            }
+        }
+    }
+}
