@@ -171,6 +171,34 @@ impl Fingerprint {
     }
 }
 
+/// `sdp` naming `der` also under each of `algorithms` (`sha-256`, `sha-384`, `sha-512`),
+/// as other WebRTC stacks write descriptions (aiortc names its certificate under all
+/// three): one `a=fingerprint` line each, in upper case, inserted after the first
+/// fingerprint line, or before it with `before`. None when `sdp` has no fingerprint line
+/// or an algorithm cannot be computed. For tests and tools that offer as such stacks do.
+pub fn with_fingerprints(
+    sdp: &str,
+    der: &[u8],
+    algorithms: &[&str],
+    before: bool,
+) -> Option<String> {
+    let mut lines = String::new();
+    for algorithm in algorithms {
+        let fingerprint = Fingerprint::of_certificate(algorithm, der)?;
+        lines.push_str(&format!(
+            "a=fingerprint:{algorithm} {}\r\n",
+            fingerprint.digest().to_ascii_uppercase()
+        ));
+    }
+    let start = sdp.find("a=fingerprint:")?;
+    let at = if before {
+        start
+    } else {
+        start + sdp[start..].find('\n')? + 1
+    };
+    Some(format!("{}{lines}{}", &sdp[..at], &sdp[at..]))
+}
+
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

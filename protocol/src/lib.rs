@@ -17,7 +17,7 @@ pub mod messages;
 pub mod site;
 pub mod wallet;
 
-pub use channel::{BindingError, ChannelBinding, Fingerprint, NamedCertificate};
+pub use channel::{with_fingerprints, BindingError, ChannelBinding, Fingerprint, NamedCertificate};
 pub use codec::{
     decode, encode, encode_frames, ChunkError, Chunker, CodecError, FrameError, Reassembler,
     MAX_CHUNK_BYTES,

@@ -12,7 +12,7 @@ use common::attacker::post_offer;
 use common::loopback::{compute_one, hello, receive, refusal, relay, send};
 use common::TempDir;
 use starling_kernels::NamedInputs;
-use starling_protocol::{ChannelBinding, Fingerprint, ToVolunteer, WalletKey};
+use starling_protocol::{ChannelBinding, ToVolunteer, WalletKey};
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -21,22 +21,9 @@ const RECEIVE_LIMIT: usize = 1 << 20;
 /// Stands for a certificate other than the one the volunteer presents.
 const OTHER_CERTIFICATE: &[u8] = b"the DER of a middleman's certificate";
 
-/// `sdp` with a fingerprint line of `der` under each of `algorithms` added after its
-/// fingerprint line, in upper case as stacks write them.
+/// `sdp` naming `der` also under each of `algorithms`, after its fingerprint line.
 fn with_fingerprints(sdp: &str, der: &[u8], algorithms: &[&str]) -> String {
-    let lines: String = algorithms
-        .iter()
-        .map(|algorithm| {
-            let fingerprint = Fingerprint::of_certificate(algorithm, der).expect("supported");
-            format!(
-                "a=fingerprint:{algorithm} {}\r\n",
-                fingerprint.digest().to_ascii_uppercase()
-            )
-        })
-        .collect();
-    let start = sdp.find("a=fingerprint:").expect("a fingerprint line");
-    let at = start + sdp[start..].find('\n').expect("a line end") + 1;
-    format!("{}{lines}{}", &sdp[..at], &sdp[at..])
+    starling_protocol::with_fingerprints(sdp, der, algorithms, false).expect("a fingerprint line")
 }
 
 fn signal_url(url: &str) -> String {

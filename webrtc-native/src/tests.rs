@@ -4,7 +4,7 @@ mod chromium;
 
 use super::*;
 use starling_protocol::channel::End;
-use starling_protocol::{BindingError, Fingerprint, NamedCertificate};
+use starling_protocol::{with_fingerprints, BindingError, NamedCertificate};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -308,33 +308,6 @@ async fn a_certificate_other_than_the_description_names_is_refused() {
     }
 }
 
-/// `sdp` with a fingerprint line of `der` under each of `algorithms` added after its
-/// first fingerprint line (before it with `before`), as other stacks write them.
-pub(super) fn with_fingerprints(
-    sdp: &str,
-    der: &[u8],
-    algorithms: &[&str],
-    before: bool,
-) -> String {
-    let lines: String = algorithms
-        .iter()
-        .map(|algorithm| {
-            let fingerprint = Fingerprint::of_certificate(algorithm, der).expect("supported");
-            format!(
-                "a=fingerprint:{algorithm} {}\r\n",
-                fingerprint.digest().to_ascii_uppercase()
-            )
-        })
-        .collect();
-    let start = sdp.find("a=fingerprint:").expect("a fingerprint line");
-    let at = if before {
-        start
-    } else {
-        start + sdp[start..].find('\n').expect("a line end") + 1
-    };
-    format!("{}{lines}{}", &sdp[..at], &sdp[at..])
-}
-
 /// A (volunteer, relay) pair whose volunteer presents a certificate of its own, of which
 /// `rewrite` gets the DER to rewrite the offer with.
 async fn pair_rewriting_offer(
@@ -374,7 +347,7 @@ async fn pair_rewriting_offer(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_naming_its_certificate_under_several_algorithms_connects() {
     let (volunteer, relay, der) = pair_rewriting_offer(|offer, der| {
-        with_fingerprints(&offer, der, &["sha-384", "sha-512"], false)
+        with_fingerprints(&offer, der, &["sha-384", "sha-512"], false).expect("a fingerprint line")
     })
     .await;
     let (mut volunteer, mut relay) = (
@@ -410,7 +383,7 @@ async fn an_offer_naming_its_certificate_under_several_algorithms_connects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_listing_sha256_last_connects() {
     let (volunteer, relay, der) = pair_rewriting_offer(|offer, der| {
-        with_fingerprints(&offer, der, &["sha-512", "sha-384"], true)
+        with_fingerprints(&offer, der, &["sha-512", "sha-384"], true).expect("a fingerprint line")
     })
     .await;
     let (volunteer, relay) = (
@@ -432,7 +405,7 @@ async fn an_offer_listing_sha256_last_connects() {
 async fn the_stack_checks_only_one_of_several_fingerprints() {
     let (_, other_der) = generate_certificate().expect("a certificate");
     let (volunteer, relay, der) = pair_rewriting_offer(move |offer, _| {
-        with_fingerprints(&offer, &other_der, &["sha-384"], false)
+        with_fingerprints(&offer, &other_der, &["sha-384"], false).expect("a fingerprint line")
     })
     .await;
     let relay = relay.expect("webrtc-rs opens it");
