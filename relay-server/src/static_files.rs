@@ -9,6 +9,7 @@
 //! has no precompressed siblings (a Trunk build). The app's own files then go as they are.
 
 use crate::app::StaticDirs;
+use crate::middleware::security_headers::is_widget;
 use axum::extract::{Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, VARY};
 use axum::http::{HeaderValue, StatusCode};
@@ -22,10 +23,7 @@ use tower_http::services::{ServeDir, ServeFile};
 /// Paths the app routes itself (`web-ui/src/app.rs`): each answers with its `index.html`.
 /// `/widget` also owns its sub-paths, as the app and the security headers treat them.
 fn is_app_page(path: &str) -> bool {
-    matches!(path, "/" | "/console" | "/network")
-        || path
-            .strip_prefix("/widget")
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    matches!(path, "/" | "/console" | "/network") || is_widget(path)
 }
 
 /// Length of the content hash `build-ui.sh` (and Trunk) put in a file's name.

@@ -41,7 +41,7 @@ const POLICY: &str = policy!("'none'");
 const WIDGET_POLICY: &str = policy!("*");
 
 /// Whether `path` is the embeddable widget page (`/widget`, `/widget/…`).
-fn is_widget(path: &str) -> bool {
+pub(crate) fn is_widget(path: &str) -> bool {
     path.strip_prefix("/widget")
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
