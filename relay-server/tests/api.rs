@@ -712,6 +712,102 @@ async fn openapi_document_describes_every_route_and_nothing_else() {
     assert!(!html.contains("https://"), "the page works offline");
 }
 
+/// Every string a reader of the document sees, with where it is.
+fn prose(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(o) => {
+            for (key, v) in o {
+                let at = format!("{at}/{key}");
+                match v {
+                    Value::String(s) if key == "summary" || key == "description" => {
+                        out.push((at, s.clone()));
+                    }
+                    _ => prose(v, &at, out),
+                }
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                prose(v, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_is_one_a_submitter_can_start_from() {
+    let dir = temp_dir("openapi-start");
+    let relay = relay(&dir).await;
+    let doc = call(&relay.router, get("/api/v1/openapi.json"))
+        .await
+        .json();
+
+    // The key is a declared bearer scheme, required exactly where a route reads it.
+    let scheme = &doc["components"]["securitySchemes"]["api_key"];
+    assert_eq!(scheme["type"], "http", "{scheme}");
+    assert_eq!(scheme["scheme"], "bearer", "{scheme}");
+    let keyed = |path: &str, method: &str| {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is documented");
+        op["security"] == json!([{"api_key": []}])
+    };
+    for (path, method) in [
+        ("/api/v1/jobs", "post"),
+        ("/api/v1/jobs", "get"),
+        ("/api/v1/jobs/{id}", "get"),
+        ("/api/v1/jobs/{id}", "delete"),
+        ("/api/v1/jobs/{id}/result", "get"),
+        ("/api/v1/account", "get"),
+    ] {
+        assert!(keyed(path, method), "{method} {path} needs a key");
+    }
+    for (path, method) in [
+        ("/api/v1/kernels", "get"),
+        ("/api/v1/stats", "get"),
+        ("/api/v1/ledger", "get"),
+        ("/healthz", "get"),
+    ] {
+        assert!(!keyed(path, method), "{method} {path} is public");
+    }
+
+    // No Rust doc-comment syntax reaches the reader, and summaries are one line.
+    let mut texts = Vec::new();
+    prose(&doc, "", &mut texts);
+    assert!(texts.len() > 20, "{}", texts.len());
+    for (at, text) in &texts {
+        for leak in ["[`", "`]", "](crate", "](Self", "///"] {
+            assert!(!text.contains(leak), "{at} shows {leak:?}: {text}");
+        }
+        if at.ends_with("/summary") {
+            let restates_route = ["`GET ", "`POST ", "`DELETE "]
+                .iter()
+                .any(|m| text.starts_with(m));
+            assert!(!text.contains('\n') && !restates_route, "{at}: {text:?}");
+        }
+    }
+
+    // The quick start's example job is one the relay takes as written.
+    let intro = doc["info"]["description"].as_str().unwrap_or_default();
+    assert!(
+        intro.contains("## Quick start") && intro.contains("curl"),
+        "{intro}"
+    );
+    let example = intro
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("-d '"))
+        .and_then(|l| l.strip_suffix('\''))
+        .expect("a -d '…' job in the quick start");
+    let job: Value = serde_json::from_str(example).expect("the example is JSON");
+    let created = call(&relay.router, post_json(&job, None)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.json());
+
+    // The page renders descriptions and lists the kernels' parameters.
+    let html =
+        String::from_utf8_lossy(&call(&relay.router, get("/api/v1/docs")).await.body).into_owned();
+    assert!(html.contains("fetch(\"kernels\")") && html.contains("function markdown"));
+}
+
 #[tokio::test]
 async fn unit_listing_pages_with_a_next_cursor() {
     let dir = temp_dir("unit-pages");

@@ -148,6 +148,7 @@ impl Watch {
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
         (status = 200, description = "Server-Sent Events: `progress` (data: ProgressEvent) on every change, then `done`, `failed` or `cancelled` (data: Job); then the stream ends", content_type = "text/event-stream", body = ProgressEvent),
+        (status = 401, description = "No API key (`Authorization: Bearer …`), or not a valid one", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many event streams open (the relay's or the account's limit); see Retry-After", body = Problem, content_type = "application/problem+json"),
     )

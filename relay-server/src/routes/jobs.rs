@@ -300,6 +300,7 @@ pub(crate) async fn owned_job(
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
         (status = 200, description = "The job", body = Job),
+        (status = 401, description = "No API key (`Authorization: Bearer …`), or not a valid one", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -326,6 +327,7 @@ pub async fn get(
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
         (status = 200, description = "The merged result, with the kernel's content type (f32 LE bytes, PNG or JSON)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, description = "No API key (`Authorization: Bearer …`), or not a valid one", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job is not done", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The job's data was purged", body = Problem, content_type = "application/problem+json"),
@@ -393,6 +395,7 @@ fn decode_cursor(cursor: &str) -> Option<i64> {
     ),
     responses(
         (status = 200, description = "A page of jobs, newest first", body = JobList),
+        (status = 401, description = "No API key (`Authorization: Bearer …`), or not a valid one", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A query parameter is invalid; `field` names it", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -469,6 +472,7 @@ pub async fn list(
     params(("id" = String, Path, format = Uuid, description = "Job id")),
     responses(
         (status = 200, description = "The job, now cancelled", body = Job),
+        (status = 401, description = "No API key (`Authorization: Bearer …`), or not a valid one", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job has already ended", body = Problem, content_type = "application/problem+json"),
     )
@@ -531,6 +535,7 @@ mod tests {
     ),
     responses(
         (status = 200, description = "A page of units: pass `next` as `after` for the following page; `null` on the last page", body = UnitPage),
+        (status = 401, description = "No API key (`Authorization: Bearer …`), or not a valid one", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`after` or `limit` out of range", body = Problem, content_type = "application/problem+json"),
     )
