@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the web UI into dist/, doing what Trunk.toml and web-ui/index.html describe (the
-# app, and the CPU fallback's worker with its loader shim, both at the wasm-release
-# profile and through wasm-opt -Oz) with the pinned wasm-bindgen CLI and binaryen that
+# app, the widget's own smaller bundle with its widget.html, and the CPU fallback's worker
+# with its loader shim, all at the wasm-release profile and through wasm-opt -Oz) with the pinned wasm-bindgen CLI and binaryen that
 # setup.sh installs. Not Trunk itself: compiling Trunk took 20 of a fresh machine's 42
 # minutes to a first page, and one cargo invocation builds both wasm binaries on shared
 # dependencies where Trunk ran two. `trunk build` still works for those who have it.
@@ -12,7 +12,8 @@ command -v brotli >/dev/null || { echo "build-ui: no brotli; scripts/setup.sh in
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 wasm_dir="$target_dir/wasm32-unknown-unknown/wasm-release"
 cargo build --target wasm32-unknown-unknown --profile wasm-release \
-  -p starling-web-ui --bin starling-web-ui -p starling-client --bin starling-cpu-worker >&2
+  -p starling-web-ui --bin starling-web-ui --bin starling-widget \
+  -p starling-client --bin starling-cpu-worker >&2
 
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
@@ -21,8 +22,9 @@ trap 'rm -rf "$stage"' EXIT
 name_of() { echo "$2-$(sha256sum "$1" | cut -c1-16).$3"; }
 
 wasm-bindgen --target web --no-typescript --out-dir "$stage/app" "$wasm_dir/starling-web-ui.wasm"
+wasm-bindgen --target web --no-typescript --out-dir "$stage/widget" "$wasm_dir/starling-widget.wasm"
 wasm-bindgen --target no-modules --no-typescript --out-dir "$stage/worker" "$wasm_dir/starling-cpu-worker.wasm"
-for bg in "$stage"/app/*_bg.wasm "$stage"/worker/*_bg.wasm; do
+for bg in "$stage"/app/*_bg.wasm "$stage"/widget/*_bg.wasm "$stage"/worker/*_bg.wasm; do
   wasm-opt -Oz "$bg" -o "$bg.opt" && mv "$bg.opt" "$bg"
 done
 
@@ -34,6 +36,10 @@ worker_wasm="$(name_of "$stage/worker/starling-cpu-worker_bg.wasm" starling-cpu-
 worker_js="$(name_of "$stage/worker/starling-cpu-worker.js" starling-cpu-worker js)"
 cp "$stage/app/starling-web-ui_bg.wasm" "dist.new/$app_wasm"
 cp "$stage/app/starling-web-ui.js" "dist.new/$app_js"
+widget_wasm="$(name_of "$stage/widget/starling-widget_bg.wasm" starling-widget wasm)"
+widget_js="$(name_of "$stage/widget/starling-widget.js" starling-widget js)"
+cp "$stage/widget/starling-widget_bg.wasm" "dist.new/$widget_wasm"
+cp "$stage/widget/starling-widget.js" "dist.new/$widget_js"
 cp web-ui/style.css "dist.new/$css"
 cp "$stage/worker/starling-cpu-worker_bg.wasm" "dist.new/$worker_wasm"
 cp "$stage/worker/starling-cpu-worker.js" "dist.new/$worker_js"
@@ -42,24 +48,34 @@ cp "$stage/worker/starling-cpu-worker.js" "dist.new/$worker_js"
 printf 'importScripts("./%s");wasm_bindgen("./%s");\n' "$worker_js" "$worker_wasm" \
   >dist.new/starling-cpu-worker_loader.js
 
-# index.html: web-ui/index.html with its three Trunk links replaced by what they build.
-head_links="$(cat <<EOF
+# `page JS WASM OUT`: web-ui/index.html with its three Trunk links replaced by what they
+# build, loading the bundle JS and WASM: index.html for the app, widget.html for the
+# widget (the relay serves it at /widget).
+page() {
+  local head_links
+  head_links="$(cat <<EOF
     <link rel="stylesheet" href="/$css" />
-    <link rel="modulepreload" href="/$app_js" crossorigin="anonymous" />
-    <link rel="preload" href="/$app_wasm" crossorigin="anonymous" as="fetch" type="application/wasm" />
+    <link rel="modulepreload" href="/$1" crossorigin="anonymous" />
+    <link rel="preload" href="/$2" crossorigin="anonymous" as="fetch" type="application/wasm" />
     <script type="module">
-      import init from '/$app_js';
-      await init({ module_or_path: '/$app_wasm' });
+      import init from '/$1';
+      await init({ module_or_path: '/$2' });
     </script>
 EOF
 )"
-awk -v links="$head_links" '
-  /<link data-trunk rel="css"/ { print links; next }
-  /<link data-trunk / { next }
-  /<!-- The CPU fallback/ { next }
-  { print }
-' web-ui/index.html >dist.new/index.html
-grep -q "data-trunk" dist.new/index.html && { echo "build-ui: a Trunk link in web-ui/index.html was not replaced" >&2; exit 1; }
+  awk -v links="$head_links" '
+    /<link data-trunk rel="css"/ { print links; next }
+    /<link data-trunk / { next }
+    /<!-- The CPU fallback/ { next }
+    { print }
+  ' web-ui/index.html >"$3"
+  if grep -q "data-trunk" "$3"; then
+    echo "build-ui: a Trunk link in web-ui/index.html was not replaced" >&2
+    exit 1
+  fi
+}
+page "$app_js" "$app_wasm" dist.new/index.html
+page "$widget_js" "$widget_wasm" dist.new/widget.html
 
 # Each file beside its brotli and gzip forms, which the relay sends to browsers that accept
 # them (relay-server/src/static_files.rs): compressed once here, since brotli's best

@@ -7,11 +7,97 @@ use starling_e2e::{workspace_root, Relay, TempDir};
 
 /// The root-relative names in `index.html` of the app's hashed files with this extension.
 fn named_in(index: &str, extension: &str) -> Vec<String> {
-    index
+    bundle_files(index, "/starling-web-ui-", extension)
+}
+
+/// The root-relative names in `page` of the files with this prefix and extension.
+fn bundle_files(page: &str, prefix: &str, extension: &str) -> Vec<String> {
+    let mut files: Vec<String> = page
         .split(['"', '\''])
-        .filter(|part| part.starts_with("/starling-web-ui-") && part.ends_with(extension))
+        .filter(|part| part.starts_with(prefix) && part.ends_with(extension))
         .map(str::to_owned)
-        .collect()
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Bytes on the wire of `files` from `relay`, gzip-compressed as browsers ask for them.
+async fn gzip_bytes(
+    http: &reqwest::Client,
+    relay: &Relay,
+    files: &[String],
+) -> anyhow::Result<usize> {
+    let mut total = 0;
+    for file in files {
+        // reqwest without its gzip feature leaves the body as it came: compressed.
+        let answer = http
+            .get(format!("{}{file}", relay.url()))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await?;
+        assert_eq!(answer.status(), 200, "{file}");
+        assert_eq!(
+            answer
+                .headers()
+                .get("content-encoding")
+                .map(|v| v.as_bytes()),
+            Some(&b"gzip"[..]),
+            "{file}"
+        );
+        total += answer.bytes().await?.len();
+    }
+    Ok(total)
+}
+
+/// Most bytes (wasm + JS, gzip) a visitor of a site embedding the widget downloads before
+/// the card shows. The issue's goal is 150 KB; the widget bundle is at about 229 KB, most
+/// of it the volunteer engine (wgpu, the kernels, the wallet's signatures) and Leptos,
+/// which it shares with the app. This bound keeps it from growing back.
+const WIDGET_BUDGET_GZIP_BYTES: usize = 240 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_widget_visitor_downloads_the_widget_alone() -> anyhow::Result<()> {
+    let data = TempDir::new("widget-bundle")?;
+    let relay = Relay::start(data.path(), 1)?;
+    let http = reqwest::Client::new();
+    let page = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{}{path}", relay.url());
+        async move {
+            let answer = http.get(url).send().await?;
+            assert_eq!(answer.status(), 200, "{path}");
+            anyhow::Ok(answer.text().await?)
+        }
+    };
+    let app_page = page("/").await?;
+    let widget_page = page("/widget?intensity=0.5").await?;
+    let mut app = bundle_files(&app_page, "/starling-web-ui-", ".wasm");
+    app.extend(bundle_files(&app_page, "/starling-web-ui-", ".js"));
+    let mut widget = bundle_files(&widget_page, "/starling-widget-", ".wasm");
+    widget.extend(bundle_files(&widget_page, "/starling-widget-", ".js"));
+    assert_eq!(widget.len(), 2, "the widget's wasm and JS in {widget_page}");
+    assert!(
+        !widget_page.contains("/starling-web-ui-"),
+        "the widget's page loads none of the app: {widget_page}"
+    );
+    let app_bytes = gzip_bytes(&http, &relay, &app).await?;
+    let widget_bytes = gzip_bytes(&http, &relay, &widget).await?;
+    println!(
+        "gzip on the wire: app {} KB, widget {} KB ({:.0}% of the app)",
+        app_bytes / 1024,
+        widget_bytes / 1024,
+        100.0 * widget_bytes as f64 / app_bytes as f64
+    );
+    assert!(
+        widget_bytes <= WIDGET_BUDGET_GZIP_BYTES,
+        "the widget weighs {widget_bytes} bytes gzip, over its {WIDGET_BUDGET_GZIP_BYTES}"
+    );
+    assert!(
+        widget_bytes * 10 <= app_bytes * 7,
+        "the widget ({widget_bytes}) is not much smaller than the app ({app_bytes})"
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 //! The web app and the public assets: files from `dist/` (as `scripts/build-ui.sh` built
 //! them, with their brotli and gzip siblings) and then `public/`; the app's own pages get
-//! its `index.html`, any other path a real 404.
+//! its `index.html`, `/widget` the widget's own smaller `widget.html` (where the build
+//! made one; a Trunk build has only the app, which also routes `/widget`), any other path
+//! a real 404.
 //!
 //! The app is compressed once, at build time: brotli at its best quality takes about
 //! 1.5 s of CPU for its wasm, which no relay should spend per request. `public/` is not
@@ -83,17 +85,30 @@ margin: 4rem auto; max-width: 32rem; padding: 0 1rem\">\n<h1>Not found</h1>\n\
 <a href=\"/console\">console</a> or see the <a href=\"/network\">network</a>.</p>\n\
 </body>\n</html>\n";
 
-/// The app's `index.html` for its own pages; a 404 page for anything else.
-async fn app_page_or_not_found(State(index): State<ServeFile>, request: Request) -> Response {
-    if !is_app_page(request.uri().path()) {
+/// The HTML files that start the two bundles.
+#[derive(Clone)]
+struct Pages {
+    app: ServeFile,
+    widget: ServeFile,
+}
+
+/// The app's `index.html` for its own pages, the widget's page for `/widget`; a 404 page
+/// for anything else.
+async fn app_page_or_not_found(State(pages): State<Pages>, request: Request) -> Response {
+    let path = request.uri().path();
+    let page = if is_widget(path) {
+        pages.widget
+    } else if is_app_page(path) {
+        pages.app
+    } else {
         return (
             StatusCode::NOT_FOUND,
             [(CONTENT_TYPE, "text/html; charset=utf-8")],
             NOT_FOUND_PAGE,
         )
             .into_response();
-    }
-    match index.oneshot(request).await {
+    };
+    match page.oneshot(request).await {
         Ok(response) => response.into_response(),
         Err(never) => match never {},
     }
@@ -101,12 +116,22 @@ async fn app_page_or_not_found(State(index): State<ServeFile>, request: Request)
 
 /// Serves `dirs`: the app's files, then the public ones, then the app's pages or a 404.
 pub fn service(dirs: &StaticDirs) -> Router {
-    let index = ServeFile::new(dirs.app.join("index.html"))
-        .precompressed_br()
-        .precompressed_gzip();
+    let page = |name: &str| {
+        ServeFile::new(dirs.app.join(name))
+            .precompressed_br()
+            .precompressed_gzip()
+    };
+    let widget = if dirs.app.join("widget.html").is_file() {
+        "widget.html"
+    } else {
+        "index.html"
+    };
     let pages = Router::new()
         .fallback(app_page_or_not_found)
-        .with_state(index);
+        .with_state(Pages {
+            app: page("index.html"),
+            widget: page(widget),
+        });
     let files = ServeDir::new(&dirs.app)
         .precompressed_br()
         .precompressed_gzip()

@@ -1,0 +1,44 @@
+//! Starling's web app, in two bundles: the app (volunteer page, console, network page)
+//! and the widget that other sites embed, which a visitor downloads alone: it leaves out
+//! the console, its forms and the network page. Both run only in browsers (built by
+//! `scripts/build-ui.sh`); the native build is an empty shell so that `cargo build
+//! --workspace` stays green.
+//!
+//! - `app`: the router (path switch with `history.pushState`) and the header nav.
+//! - `pages`: one module per page (volunteer, console, network, widget).
+//! - `runtime`: the volunteer engine, its pacing (intensity, pause, hidden tab, battery).
+//! - `form`: the console's form generated from a kernel's JSON Schema.
+//! - `tiles`: where a render job's units sit in its image (the console's tile map).
+//! - `net`: the relay's REST API over `fetch`, and browser storage.
+
+#[cfg(target_arch = "wasm32")]
+mod app;
+#[cfg(any(target_arch = "wasm32", test))]
+mod form;
+#[cfg(target_arch = "wasm32")]
+mod net;
+#[cfg(target_arch = "wasm32")]
+mod pages;
+#[cfg(target_arch = "wasm32")]
+mod runtime;
+#[cfg(any(target_arch = "wasm32", test))]
+mod tiles;
+
+/// Mounts the whole app on the page's body.
+#[cfg(target_arch = "wasm32")]
+pub fn mount_app() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(app::App);
+}
+
+/// Mounts the widget alone on the page's body (`/widget` inside another site's frame).
+#[cfg(target_arch = "wasm32")]
+pub fn mount_widget() {
+    use leptos::prelude::*;
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(|| {
+        // A widget session never starts itself: the visitor presses Start.
+        provide_context(pages::volunteer::Session::new(false));
+        view! { <pages::widget::WidgetPage /> }
+    });
+}
