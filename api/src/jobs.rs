@@ -211,6 +211,59 @@ pub struct JobList {
     pub next: Option<String>,
 }
 
+/// `GET /api/v1/jobs/{id}/units/states`: every unit's state in unit order, as runs of
+/// units in one state. Units settle roughly in order, so a running job's map is a few
+/// runs: a few hundred bytes for 100,000 units, where the unit listing is megabytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnitStates {
+    /// Consecutive units in one state, first unit first; the counts add up to the job's
+    /// units.
+    pub runs: Vec<UnitRun>,
+}
+
+/// Consecutive units in one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnitRun {
+    /// Their state.
+    pub state: UnitState,
+    /// How many, at least 1.
+    pub count: u64,
+}
+
+impl UnitStates {
+    /// Appends one unit, the next in unit order.
+    pub fn push(&mut self, state: UnitState) {
+        match self.runs.last_mut() {
+            Some(run) if run.state == state => run.count += 1,
+            _ => self.runs.push(UnitRun { state, count: 1 }),
+        }
+    }
+
+    /// How many units the runs cover.
+    pub fn units(&self) -> u64 {
+        self.runs.iter().map(|run| run.count).sum()
+    }
+
+    /// Each unit's state, in unit order.
+    pub fn states(&self) -> impl Iterator<Item = UnitState> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|run| std::iter::repeat_n(run.state, run.count as usize))
+    }
+}
+
+impl FromIterator<UnitState> for UnitStates {
+    fn from_iter<I: IntoIterator<Item = UnitState>>(states: I) -> Self {
+        let mut map = Self::default();
+        for state in states {
+            map.push(state);
+        }
+        map
+    }
+}
+
 /// Where a unit is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

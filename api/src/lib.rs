@@ -32,8 +32,8 @@ pub mod sse;
 pub use client::{Client, Error, EventStream, Input, JobResult};
 pub use events::{JobEvent, ProgressEvent};
 pub use jobs::{
-    EscrowProof, Job, JobList, JobState, Progress, SubmitJob, UnitPage, UnitState, UnitSummary,
-    Verification,
+    EscrowProof, Job, JobList, JobState, Progress, SubmitJob, UnitPage, UnitRun, UnitState,
+    UnitStates, UnitSummary, Verification,
 };
 pub use kernels::{KernelCatalog, KernelInfo};
 pub use ledger::{Account, LedgerEntry, LedgerPage, TransferRequest, WalletHistory};

@@ -98,3 +98,49 @@ fn a_problem_is_one_line_naming_its_field() {
         Some(true)
     );
 }
+
+#[test]
+fn a_unit_map_is_runs_of_one_state_that_expand_back_in_order() {
+    use starling_api::{UnitRun, UnitState, UnitStates};
+    let states = [
+        UnitState::Done,
+        UnitState::Done,
+        UnitState::Leased,
+        UnitState::Done,
+        UnitState::Queued,
+        UnitState::Queued,
+        UnitState::Queued,
+    ];
+    let map: UnitStates = states.into_iter().collect();
+    assert_eq!(map.runs.len(), 4);
+    assert_eq!(
+        map.runs[0],
+        UnitRun {
+            state: UnitState::Done,
+            count: 2
+        }
+    );
+    assert_eq!(map.units(), 7);
+    assert_eq!(map.states().collect::<Vec<_>>(), states);
+    let wire = serde_json::to_value(&map).unwrap_or_default();
+    assert_eq!(
+        wire["runs"][2],
+        serde_json::json!({"state": "done", "count": 1})
+    );
+    // A 100,000-unit job half done is two runs, not 100,000 entries.
+    let big: UnitStates = (0..100_000)
+        .map(|i| {
+            if i < 50_000 {
+                UnitState::Done
+            } else {
+                UnitState::Queued
+            }
+        })
+        .collect();
+    assert!(
+        serde_json::to_string(&big)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX)
+            < 100
+    );
+}

@@ -268,6 +268,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route!(routes::jobs::result),
         route!(routes::events::events),
         route!(routes::jobs::units),
+        route!(routes::jobs::unit_states),
         route!(routes::jobs::purge),
         route!(routes::wallets::get),
         route!(routes::ledger::history),

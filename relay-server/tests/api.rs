@@ -872,3 +872,51 @@ async fn unit_listing_pages_with_a_next_cursor() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_jobs_unit_map_agrees_with_its_unit_listing_in_a_few_runs() {
+    let dir = temp_dir("unit-map");
+    let relay = relay(&dir).await;
+    let job = json!({"kernel": "montecarlo", "params": {"samples": 1_500_000, "seed": 1}});
+    let created = call(&relay.router, post_json(&job, None)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.json());
+    let id = created.decode::<Job>().id;
+    let map_of = |id| {
+        let router = relay.router.clone();
+        async move {
+            let answer = call(&router, get(&format!("/api/v1/jobs/{id}/units/states"))).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.json());
+            answer.decode::<starling_api::UnitStates>()
+        }
+    };
+    let listing: UnitPage = call(&relay.router, get(&format!("/api/v1/jobs/{id}/units")))
+        .await
+        .decode();
+    let map = map_of(id).await;
+    assert!(listing.units.len() >= 5, "{}", listing.units.len());
+    assert_eq!(
+        map.states().collect::<Vec<_>>(),
+        listing.units.iter().map(|u| u.state).collect::<Vec<_>>()
+    );
+    assert_eq!(map.runs.len(), 1, "every unit queued is one run: {map:?}");
+
+    // Cancelled, every unit failed: still one run, as many units.
+    call(&relay.router, delete(&format!("/api/v1/jobs/{id}"))).await;
+    let cancelled = map_of(id).await;
+    assert_eq!(cancelled.units(), map.units());
+    assert!(
+        cancelled.states().all(|s| s == UnitState::Failed),
+        "{cancelled:?}"
+    );
+
+    // A job that does not exist (or is another account's) is not found.
+    call(
+        &relay.router,
+        get(&format!(
+            "/api/v1/jobs/{}/units/states",
+            uuid::Uuid::new_v4()
+        )),
+    )
+    .await
+    .problem(404, None);
+}

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use starling_api::jobs::{
     MultipartJob, UnitsQuery, DEFAULT_PAGE, IDEMPOTENCY_KEY, MAX_PAGE, UNITS_PAGE, UNITS_PAGE_MAX,
 };
-use starling_api::{Job, JobList, Problem, SubmitJob, UnitPage};
+use starling_api::{Job, JobList, Problem, SubmitJob, UnitPage, UnitStates};
 use starling_kernels::NamedInputs;
 use starling_protocol::JobId;
 use std::collections::BTreeMap;
@@ -568,6 +568,29 @@ pub async fn units(
         .map(wire::unit)
         .collect::<Result<_, _>>()?;
     Ok(Json(UnitPage { units, next }))
+}
+
+/// `GET /api/v1/jobs/{id}/units/states`: every unit's state in unit order, as runs of
+/// one state: what a progress map needs, in a few hundred bytes where the unit listing of
+/// a large job is megabytes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/units/states",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "Job id")),
+    responses(
+        (status = 200, description = "The units' states, run-length encoded in unit order", body = UnitStates),
+        (status = 401, description = "No API key (`Authorization: Bearer …`), or not a valid one", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn unit_states(
+    State(state): State<AppState>,
+    Submitter(owner): Submitter,
+    Path(id): Path<String>,
+) -> Result<Json<UnitStates>, ApiError> {
+    let id = owned_job(&state, owner, &id).await?;
+    Ok(Json(state.scheduler.storage().unit_states(id).await?))
 }
 
 /// `DELETE /api/v1/jobs/{id}/data`: erases an ended job's data for good (its inputs,

@@ -39,10 +39,7 @@ pub fn job(record: &JobRecord) -> api::Job {
 
 /// A unit's summary; storage's state text is one of the four the schema allows.
 pub fn unit(summary: UnitSummary) -> Result<api::UnitSummary, ApiError> {
-    let state = api::UnitState::ALL
-        .into_iter()
-        .find(|s| s.as_str() == summary.state)
-        .ok_or_else(|| ApiError::Internal(format!("unit state {:?}", summary.state)))?;
+    let state = crate::storage::parse_unit_state(&summary.state)?;
     Ok(api::UnitSummary {
         index: summary.idx,
         state,

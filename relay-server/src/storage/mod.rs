@@ -44,6 +44,7 @@ pub use crate::lifecycle::lease::LeaseTerms;
 pub use leaderboard::Earner;
 pub use leases::{LeaseRequest, REPEAT_AFTER_MS};
 pub use ledger::{Accrual, LedgerError, SignedTransfer};
+pub(crate) use model::parse_unit_state;
 pub use model::{
     EscrowProof, JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId,
 };

@@ -38,6 +38,14 @@ pub(crate) fn parse_job_state(s: &str) -> Result<JobState, StorageError> {
         .map_err(|_| StorageError::Corrupt(format!("job state {s:?}")))
 }
 
+/// A unit state as the database stores it (the API's names).
+pub(crate) fn parse_unit_state(s: &str) -> Result<starling_api::UnitState, StorageError> {
+    starling_api::UnitState::ALL
+        .into_iter()
+        .find(|state| state.as_str() == s)
+        .ok_or_else(|| StorageError::Corrupt(format!("unit state {s:?}")))
+}
+
 /// What the result endpoint needs of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobOutput {

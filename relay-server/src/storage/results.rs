@@ -14,6 +14,7 @@ use crate::validation::quorum::Reference;
 use crate::validation::trust::Reliability;
 use rusqlite::{Connection, OptionalExtension};
 use sqlx::Row;
+use starling_api::UnitStates;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
 use std::sync::{Arc, LazyLock};
 
@@ -422,6 +423,22 @@ impl Storage {
                 })
             })
             .collect()
+    }
+
+    /// Every unit's state of `job`, in unit order, as runs (see [`UnitStates`]). Read as a
+    /// stream, so a job of any size costs the relay the runs, not a row per unit.
+    pub async fn unit_states(&self, job: JobId) -> Result<UnitStates, StorageError> {
+        use futures::TryStreamExt as _;
+        let mut rows = sqlx::query_scalar::<_, String>(
+            "SELECT state FROM units WHERE job_id = ?1 ORDER BY idx",
+        )
+        .bind(job.to_string())
+        .fetch(&self.pool);
+        let mut map = UnitStates::default();
+        while let Some(state) = rows.try_next().await? {
+            map.push(super::model::parse_unit_state(&state)?);
+        }
+        Ok(map)
     }
 
     /// Every unit of `job` with its results, in unit order.

@@ -11,7 +11,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde_json::{Map, Value};
 use starling_api::{
-    Job, JobState, KernelCatalog, KernelInfo, SubmitJob, UnitPage, UnitState, Verification,
+    Job, JobState, KernelCatalog, KernelInfo, SubmitJob, UnitState, UnitStates, Verification,
 };
 use std::collections::BTreeMap;
 use wasm_bindgen::{JsCast, JsValue};
@@ -72,47 +72,30 @@ impl Tracked {
     }
 }
 
-/// Polls a render job's units while it runs, for the tile map: each unit's state.
+/// Polls a render job's unit map while it runs, for the tile map: each unit's state, as
+/// runs of one state (`/units/states`), a few hundred bytes however many units it has.
 fn watch_tiles(
     id: String,
     key: String,
     tracked: RwSignal<Option<Tracked>>,
-    tiles: RwSignal<Vec<String>>,
+    tiles: RwSignal<Vec<UnitState>>,
 ) {
     tiles.set(Vec::new());
     spawn_local(async move {
+        let url = format!("/api/v1/jobs/{id}/units/states");
         loop {
             let running = tracked
                 .with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id && !t.state.ended()));
-            // Every page (a job may have tens of thousands of units); a failed page leaves
-            // the map as it was until the next round.
-            let mut states = Vec::new();
-            let mut after: Option<i64> = None;
-            let complete = loop {
-                let units = match after {
-                    Some(after) => format!("/api/v1/jobs/{id}/units?limit=5000&after={after}"),
-                    None => format!("/api/v1/jobs/{id}/units?limit=5000"),
-                };
-                let Ok(Ok(page)) = net::request("GET", &units, None, false, Some(&key))
-                    .await
-                    .map(|r| r.decode::<UnitPage>())
-                else {
-                    break false;
-                };
-                states.extend(page.units.iter().map(|u| {
-                    if u.leases_out > 0 && u.state != UnitState::Done {
-                        UnitState::Leased.as_str().to_owned()
-                    } else {
-                        u.state.as_str().to_owned()
-                    }
-                }));
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => break true,
+            // A failed request leaves the map as it was until the next round.
+            if let Ok(Ok(map)) = net::request("GET", &url, None, false, Some(&key))
+                .await
+                .map(|r| r.decode::<UnitStates>())
+            {
+                let states: Vec<UnitState> = map.states().collect();
+                let following = tracked.with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id));
+                if following && tiles.with_untracked(|old| *old != states) {
+                    tiles.set(states);
                 }
-            };
-            if complete && tracked.with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id)) {
-                tiles.set(states);
             }
             if !running {
                 break;
@@ -122,23 +105,72 @@ fn watch_tiles(
     });
 }
 
-/// The render job's tiles as they fill in.
+/// A tile's colour on the map: the page's `--card-2`, `--warn` and `--accent`.
+fn tile_colour(state: UnitState) -> &'static str {
+    match state {
+        UnitState::Queued => "#1f2740",
+        UnitState::Leased => "#ffcf70",
+        UnitState::Done => "#7cc4ff",
+        UnitState::Failed => "#ff8a8a",
+    }
+}
+
+/// The render job's tiles as they fill in, drawn on a canvas: each update paints only
+/// the tiles whose state changed, so a 100,000-unit job costs a few rectangles per poll
+/// rather than a DOM node per unit.
 #[component]
-fn TileMap(params: Value, tiles: RwSignal<Vec<String>>) -> impl IntoView {
+fn TileMap(params: Value, tiles: RwSignal<Vec<UnitState>>) -> impl IntoView {
     let width = params["width"].as_u64().unwrap_or(0) as u32;
     let height = params["height"].as_u64().unwrap_or(0) as u32;
-    move || {
-        let states = tiles.get();
-        crate::tiles::layout(width, height, states.len()).map(|layout| {
-            view! {
-                <svg class="tilemap" viewBox=format!("0 0 {width} {height}") role="img"
-                    aria-label="Tiles of the image: filled ones are computed" data-testid="tile-map">
-                    {layout.into_iter().zip(states).map(|((x, y, w, h), state)| view! {
-                        <rect x=x y=y width=w height=h class=format!("tile {state}") />
-                    }).collect_view()}
-                </svg>
-            }
-        })
+    let canvas = NodeRef::<leptos::html::Canvas>::new();
+    // What the canvas shows now, and the tiling it was drawn with.
+    let drawn = StoredValue::new_local((Vec::<UnitState>::new(), Vec::new()));
+    let label = move || {
+        let done = tiles.with(|t| t.iter().filter(|s| **s == UnitState::Done).count());
+        format!(
+            "Tiles of the image: {done} of {} computed",
+            tiles.with(Vec::len)
+        )
+    };
+    Effect::new(move |_| {
+        let Some(canvas) = canvas.get() else {
+            return;
+        };
+        tiles.with(|states| {
+            drawn.update_value(|(shown, layout)| {
+                if layout.len() != states.len() {
+                    *layout = crate::tiles::layout(width, height, states.len()).unwrap_or_default();
+                    shown.clear();
+                }
+                let Some(context) = canvas
+                    .get_context("2d")
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())
+                else {
+                    return;
+                };
+                for (i, (&(x, y, w, h), &state)) in layout.iter().zip(states).enumerate() {
+                    if shown.get(i) == Some(&state) {
+                        continue;
+                    }
+                    context.set_fill_style_str(tile_colour(state));
+                    // A hairline of background between tiles, as the grid shows.
+                    let gap = if w > 2 && h > 2 { 0.5 } else { 0.0 };
+                    context.fill_rect(
+                        f64::from(x) + gap,
+                        f64::from(y) + gap,
+                        f64::from(w) - 2.0 * gap,
+                        f64::from(h) - 2.0 * gap,
+                    );
+                }
+                *shown = states.clone();
+            });
+        });
+    });
+    view! {
+        <canvas class="tilemap" node_ref=canvas width=width height=height role="img"
+            aria-label=label data-testid="tile-map"></canvas>
     }
 }
 
@@ -173,7 +205,7 @@ fn follow(
     kernel: String,
     record: &Job,
     tracked: RwSignal<Option<Tracked>>,
-    tiles: RwSignal<Vec<String>>,
+    tiles: RwSignal<Vec<UnitState>>,
     result_url: RwSignal<Option<String>>,
 ) {
     let params = record.params.clone();
@@ -268,7 +300,14 @@ pub fn ConsolePage() -> impl IntoView {
     let sending = RwSignal::new(false);
     let submit_error = RwSignal::new(None::<String>);
     let tracked = RwSignal::new(None::<Tracked>);
-    let tiles = RwSignal::new(Vec::<String>::new());
+    // Which job the card shows: it changes when another job is followed, not on progress.
+    let job_card = Memo::new(move |_| {
+        tracked.with(|t| {
+            t.as_ref()
+                .map(|t| (t.id.clone(), t.kernel.clone(), t.params.clone()))
+        })
+    });
+    let tiles = RwSignal::new(Vec::<UnitState>::new());
     // The finished job's result, fetched with the key, behind an object URL.
     let result_url = RwSignal::new(None::<String>);
 
@@ -558,29 +597,40 @@ pub fn ConsolePage() -> impl IntoView {
                 {move || submit_error.get().map(|e| view! { <span class="error" role="alert" data-testid="submit-error">{e}</span> })}
             </div>
         </form>
-        {move || tracked.get().map(|t| {
-            let result = result_url.get();
-            let pct = (t.fraction() * 100.0).round();
+        {move || job_card.get().map(|(id, kernel, params)| {
+            // Built once per job: each part below follows the job's record by itself, so
+            // a progress update changes a few text nodes, not the card and its tile map.
+            let field = move |f: fn(&Tracked) -> String| {
+                move || tracked.with(|t| t.as_ref().map(f).unwrap_or_default())
+            };
+            let pct = move || tracked.with(|t| t.as_ref().map_or(0.0, |t| (t.fraction() * 100.0).round()));
+            let state = move || tracked.with(|t| t.as_ref().map(|t| t.state));
+            let render = kernel == "render";
+            let download = format!("starling-{id}");
             view! {
                 <section class="card" aria-labelledby="progress-title" data-testid="job">
-                    <h2 id="progress-title">"Job " <code data-testid="job-id">{t.id.clone()}</code></h2>
+                    <h2 id="progress-title">"Job " <code data-testid="job-id">{id.clone()}</code></h2>
                     <div class="progress" role="progressbar" aria-valuemin="0" aria-valuemax="100"
-                        aria-valuenow=pct.to_string() aria-label="Job progress">
-                        <div class="bar-fill" style=format!("width: {pct}%")></div>
+                        aria-valuenow=move || pct().to_string() aria-label="Job progress">
+                        <div class="bar-fill" style=move || format!("width: {}%", pct())></div>
                     </div>
                     <p>
-                        <span data-testid="progress">{format!("{pct}%")}</span>
-                        {format!(" · {} of {} units · ", t.units_done, t.units_total)}
-                        <span data-testid="job-state" class=format!("pill {}", t.state)>{t.state.to_string()}</span>
-                        {format!(" · {}", t.eta())}
+                        <span data-testid="progress">{move || format!("{}%", pct())}</span>
+                        {field(|t| format!(" · {} of {} units · ", t.units_done, t.units_total))}
+                        <span data-testid="job-state" class=move || format!("pill {}", state().map(|s| s.to_string()).unwrap_or_default())>
+                            {move || state().map(|s| s.to_string()).unwrap_or_default()}
+                        </span>
+                        {field(|t| format!(" · {}", t.eta()))}
                     </p>
-                    {result.clone().map(|href| view! {
-                        <p><a class="button" href=href download=format!("starling-{}", t.id) data-testid="result-link">"Download result"</a></p>
+                    {move || result_url.get().map(|href| view! {
+                        <p><a class="button" href=href download=download.clone() data-testid="result-link">"Download result"</a></p>
                     })}
-                    {(t.state != JobState::Done && t.kernel == "render").then(|| view! {
-                        <TileMap params=t.params.clone() tiles=tiles />
+                    {render.then(|| view! {
+                        <Show when=move || state() != Some(JobState::Done)>
+                            <TileMap params=params.clone() tiles=tiles />
+                        </Show>
                     })}
-                    {result.filter(|_| t.kernel == "render").map(|src| view! {
+                    {move || result_url.get().filter(|_| render).map(|src| view! {
                         <img class="render" src=src alt="The rendered image" data-testid="result-image" />
                     })}
                 </section>
