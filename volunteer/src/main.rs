@@ -196,7 +196,7 @@ async fn serve<T: Transport>(
 
 fn log_event(event: Event) {
     match event {
-        Event::Connected => tracing::info!("connected to the relay"),
+        Event::Connected { transport } => tracing::info!("connected to the relay: {transport}"),
         Event::Computed {
             kernel,
             elapsed_ms,

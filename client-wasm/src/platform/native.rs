@@ -1,6 +1,6 @@
 //! Native transport: a `webrtc`-crate data channel through `starling-webrtc-native`.
 
-use crate::{Transport, TransportError};
+use crate::{Transport, TransportError, TransportKind};
 use starling_protocol::ChannelBinding;
 use starling_webrtc_native::PeerLink;
 
@@ -43,5 +43,11 @@ impl Transport for NativeTransport {
 
     fn binding(&self) -> &ChannelBinding {
         &self.binding
+    }
+
+    fn kind(&self) -> TransportKind {
+        // Gathers host candidates only (no STUN or TURN: see the README), so the path is
+        // direct whenever it opens.
+        TransportKind::WebRtcDirect
     }
 }

@@ -125,7 +125,12 @@ pub struct IceServerArgs {
     #[arg(long, requires = "turn_credential")]
     pub turn_user: Option<String>,
     /// The fixed TURN user's password.
-    #[arg(long, env = "STARLING_TURN_CREDENTIAL", hide_env_values = true, requires = "turn_user")]
+    #[arg(
+        long,
+        env = "STARLING_TURN_CREDENTIAL",
+        hide_env_values = true,
+        requires = "turn_user"
+    )]
     pub turn_credential: Option<String>,
 }
 
@@ -155,7 +160,12 @@ impl IceServerArgs {
 
 /// Checks a `--stun` URL: `stun:host[:port]` or `stuns:host[:port]` (RFC 7064).
 pub fn parse_stun_url(text: &str) -> Result<String, IceConfigError> {
-    checked_url(text, &["stun:", "stuns:"], "STUN", "stun:stun.example.org:3478")
+    checked_url(
+        text,
+        &["stun:", "stuns:"],
+        "STUN",
+        "stun:stun.example.org:3478",
+    )
 }
 
 /// Checks a `--turn` URL: `turn:host[:port][?transport=udp|tcp]` or `turns:...`
@@ -267,11 +277,10 @@ impl IceServersConfig {
 pub fn mint(secret: &[u8], expiry_unix: u64, id: &str) -> (String, String) {
     let username = format!("{expiry_unix}:{id}");
     // HMAC takes a key of any length; `new_from_slice` fails for no length.
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret)
-        .expect("HMAC accepts keys of every length");
+    let mut mac =
+        <Hmac<Sha1> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of every length");
     mac.update(username.as_bytes());
-    let credential =
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     (username, credential)
 }
 
@@ -333,7 +342,10 @@ mod tests {
         let json = serde_json::to_string(&config.servers(SystemTime::now())).unwrap_or_default();
         assert!(!json.contains("s3cret"), "{json}");
         let debug = format!("{config:?}");
-        assert!(!debug.contains("s3cret") && !debug.contains("115, 51"), "{debug}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("115, 51"),
+            "{debug}"
+        );
     }
 
     #[test]
