@@ -129,3 +129,110 @@ fn hmac_sha1_base64(key: &[u8], message: &str) -> String {
     let out = openssl.wait_with_output().expect("openssl finishes");
     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, out.stdout)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_allowed_only_relayed_candidates_completes_a_job_through_turn() -> anyhow::Result<()>
+{
+    use starling_e2e::browser::Browser;
+    use starling_e2e::MatmulJob;
+    use std::time::Duration;
+
+    let coturn = Coturn::start(SECRET)?;
+    let data = TempDir::new("turn-browser")?;
+    let relay = Relay::start_with(
+        data.path(),
+        1,
+        &["--turn", &coturn.url(), "--turn-secret", SECRET],
+    )?;
+    let api = relay.api();
+    let browser = Browser::start("turn-browser").await?;
+    browser.goto(&format!("{}/?ice=relay", relay.url())).await?;
+    browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    assert_eq!(
+        browser.text("transport").await?.as_deref(),
+        Some("not connected")
+    );
+    assert!(coturn.allocated_users().is_empty(), "nothing before Start");
+
+    let job = MatmulJob::random(96, 128, 96, 23);
+    let id = api.submit_with_quorum(&job.body, 1).await?;
+    browser.click("start").await?;
+    let transport = browser
+        .wait_text("transport", Duration::from_secs(30), |t| {
+            t != "not connected"
+        })
+        .await?;
+    assert_eq!(transport, "WebRTC (TURN)", "the device card names the path");
+    let done = api.wait_done(&id, Duration::from_secs(120)).await?;
+    eprintln!("job done through TURN: {:?}", done.progress);
+    let (status, result) = api.result(&id).await?;
+    assert_eq!(status, 200);
+    job.check(&result)?;
+
+    // coturn saw it: an allocation under a credential the relay minted, and, once the
+    // volunteer stops, the bytes that session relayed (the job's inputs went through).
+    let users = coturn.allocated_users();
+    assert!(
+        users.iter().any(|u| u
+            .split_once(':')
+            .is_some_and(|(expiry, id)| { expiry.parse::<u64>().is_ok() && id.len() == 16 })),
+        "an allocation under a minted credential: {users:?}"
+    );
+    browser.click("stop").await?;
+    let relayed = relayed_bytes(&coturn, Duration::from_secs(30)).await?;
+    eprintln!("coturn relayed {relayed} bytes from the relay to the volunteer");
+    // 96x128 and 128x96 f32 inputs are 96 KiB; all of it came through coturn.
+    assert!(
+        relayed > 96 * 1024,
+        "the inputs came through TURN: {relayed} bytes"
+    );
+
+    // Without the knob the same page takes the direct path, and says so.
+    browser.goto(&relay.url()).await?;
+    browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    browser.click("start").await?;
+    let transport = browser
+        .wait_text("transport", Duration::from_secs(30), |t| {
+            t != "not connected"
+        })
+        .await?;
+    assert_eq!(transport, "WebRTC (direct)");
+    browser.click("stop").await?;
+    Ok(())
+}
+
+/// The bytes coturn's relayed addresses received from peers (here: from the relay) over
+/// all sessions closed so far (`rb=` of each session's `peer usage:` line, logged when it
+/// closes), waiting up to `limit` for one.
+async fn relayed_bytes(coturn: &Coturn, limit: std::time::Duration) -> anyhow::Result<u64> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let total: u64 = coturn
+            .log_text()
+            .lines()
+            .filter(|line| line.contains("peer usage:"))
+            .filter_map(|line| {
+                let start = line.find("rb=")? + 3;
+                let digits: String = line[start..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse::<u64>().ok()
+            })
+            .sum();
+        if total > 0 {
+            return Ok(total);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "coturn logged no session usage within {limit:?}; log at {}",
+                coturn.log_path().display()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
