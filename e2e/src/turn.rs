@@ -49,6 +49,9 @@ impl Coturn {
                 "--no-tls",
                 "--no-dtls",
                 "--no-tcp-relay",
+                // Clients refresh their allocations well before this; one whose process
+                // was killed without deallocating closes (and logs its usage) soon.
+                "--max-allocate-lifetime=15",
                 "--log-file=stdout",
                 "--simple-log",
                 "--verbose",

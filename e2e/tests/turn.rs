@@ -236,3 +236,46 @@ async fn relayed_bytes(coturn: &Coturn, limit: std::time::Duration) -> anyhow::R
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_volunteer_with_turn_only_completes_a_job_through_coturn() -> anyhow::Result<()> {
+    use starling_e2e::{MatmulJob, Volunteer};
+    use std::time::Duration;
+
+    let coturn = Coturn::start(SECRET)?;
+    let data = TempDir::new("turn-native")?;
+    let relay = Relay::start_with(
+        data.path(),
+        1,
+        &["--turn", &coturn.url(), "--turn-secret", SECRET],
+    )?;
+    let api = relay.api();
+    let job = MatmulJob::random(96, 128, 96, 29);
+    let id = api.submit_with_quorum(&job.body, 1).await?;
+    let log = data.path().join("volunteer.log");
+    let volunteer = Volunteer::start_logged(&relay.url(), &["--cpu", "--turn-only"], &log)?;
+    let done = api.wait_done(&id, Duration::from_secs(120)).await;
+    let done = done.map_err(|e| {
+        anyhow::anyhow!(
+            "{e}; volunteer log: {}; coturn log at {}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            coturn.log_path().display()
+        )
+    })?;
+    eprintln!("job done through TURN (native): {:?}", done.progress);
+    let (status, result) = api.result(&id).await?;
+    assert_eq!(status, 200);
+    job.check(&result)?;
+    assert!(
+        !coturn.allocated_users().is_empty(),
+        "the native volunteer allocated on coturn"
+    );
+    drop(volunteer);
+    let relayed = relayed_bytes(&coturn, Duration::from_secs(30)).await?;
+    eprintln!("coturn relayed {relayed} bytes from the relay to the native volunteer");
+    assert!(
+        relayed > 96 * 1024,
+        "the inputs came through TURN: {relayed} bytes"
+    );
+    Ok(())
+}

@@ -318,7 +318,7 @@ async fn pair_rewriting_offer(
     Vec<u8>,
 ) {
     let (certificate, der) = generate_certificate().expect("a certificate");
-    let peer = new_peer(&[LOCALHOST], Some(certificate))
+    let peer = new_peer(&[LOCALHOST], Some(certificate), &IceOptions::default())
         .await
         .expect("a peer connection");
     let (pending_tx, pending_rx) = oneshot::channel();
