@@ -45,6 +45,9 @@ impl Coturn {
                 "--realm=starling.test",
                 // Test only: the relay's host candidate is on loopback.
                 "--allow-loopback-peers",
+                // As the README's configuration: relay to the relay's address only.
+                "--denied-peer-ip=0.0.0.0-255.255.255.255",
+                "--allowed-peer-ip=127.0.0.1",
                 "--no-cli",
                 "--no-tls",
                 "--no-dtls",
@@ -121,12 +124,17 @@ impl Coturn {
     }
 
     /// Whether an allocation with `username` and `credential` relays a few packets to a
-    /// UDP echo peer through this server, tried with coturn's own client
+    /// UDP echo peer on 127.0.0.1 through this server, tried with coturn's own client
     /// (`turnutils_uclient`), which exits 0 only if every step worked.
     pub fn try_credential(&self, username: &str, credential: &str) -> Result<bool> {
+        self.try_relaying_to("127.0.0.1", username, credential)
+    }
+
+    /// [`Coturn::try_credential`] with the echo peer on `peer_ip` (a loopback address).
+    pub fn try_relaying_to(&self, peer_ip: &str, username: &str, credential: &str) -> Result<bool> {
         let peer_port = free_udp_port()?;
         let mut peer = Command::new("turnutils_peer")
-            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+            .args(["-L", peer_ip, "-p", &peer_port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -140,15 +148,7 @@ impl Coturn {
                 "-w",
                 credential,
             ])
-            .args([
-                "-n",
-                "2",
-                "-X",
-                "-e",
-                "127.0.0.1",
-                "-r",
-                &peer_port.to_string(),
-            ])
+            .args(["-n", "2", "-X", "-e", peer_ip, "-r", &peer_port.to_string()])
             .arg("127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -83,6 +83,12 @@ async fn coturn_accepts_minted_credentials_and_refuses_stretched_or_forged_ones(
         "coturn relays for the credential the relay minted"
     );
     assert!(coturn.allocated_users().contains(&username));
+    // The credential is handed to anyone who opens the page: with the README's
+    // configuration coturn relays only to the relay's address, nowhere else.
+    assert!(
+        !coturn.try_relaying_to("127.0.0.2", &username, &credential)?,
+        "a valid credential does not make coturn an open proxy"
+    );
 
     // A volunteer stretching its credential's life: a later expiry under the password
     // minted for the earlier one.
@@ -106,6 +112,10 @@ async fn coturn_accepts_minted_credentials_and_refuses_stretched_or_forged_ones(
         coturn.allocated_users(),
         [username],
         "no allocation for anything but the minted credential"
+    );
+    assert!(
+        coturn.log_text().contains("Forbidden IP"),
+        "coturn refused the peer outside allowed-peer-ip"
     );
     Ok(())
 }
