@@ -289,3 +289,44 @@ async fn native_volunteer_with_turn_only_completes_a_job_through_coturn() -> any
     );
     Ok(())
 }
+
+#[test]
+fn relay_refuses_turn_settings_that_cannot_work_at_start() -> anyhow::Result<()> {
+    let data = TempDir::new("turn-flags")?;
+    let run = |args: &[&str]| -> anyhow::Result<(bool, String)> {
+        let out = std::process::Command::new(starling_e2e::binary("relay-server")?)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .args(args)
+            .output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    // An open TURN server would relay anyone's traffic; coturn with auth refuses all.
+    let (ok, stderr) = run(&["--turn", "turn:127.0.0.1:3478"])?;
+    assert!(
+        !ok && stderr.contains("--turn needs credentials"),
+        "{stderr}"
+    );
+    let (ok, stderr) = run(&["--turn-secret", "s"])?;
+    assert!(!ok && stderr.contains("without a --turn URL"), "{stderr}");
+    let (ok, stderr) = run(&["--turn", "http://turn.example.org", "--turn-secret", "s"])?;
+    assert!(!ok && stderr.contains("is not a TURN URL"), "{stderr}");
+    let (ok, stderr) = run(&[
+        "--turn",
+        "turn:127.0.0.1:3478",
+        "--turn-secret",
+        "s",
+        "--turn-user",
+        "u",
+        "--turn-credential",
+        "p",
+    ])?;
+    assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
+    // Neither the secret nor the static password is echoed back.
+    let (ok, stderr) = run(&["--turn-secret", "hunter2-secret", "--turn-ttl-secs", "5"])?;
+    assert!(!ok && !stderr.contains("hunter2-secret"), "{stderr}");
+    Ok(())
+}
