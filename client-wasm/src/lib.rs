@@ -36,6 +36,9 @@ pub enum TransportKind {
     WebRtcDirect,
     /// WebRTC through a TURN server's relayed address.
     WebRtcTurn,
+    /// WebRTC straight to the relay, over ICE-TCP (the relay's `--rtc-tcp`): what a
+    /// network that drops UDP leaves.
+    WebRtcTcp,
     /// WebRTC, path unknown (the browser's statistics did not name the selected pair).
     WebRtc,
 }
@@ -45,6 +48,7 @@ impl std::fmt::Display for TransportKind {
         f.write_str(match self {
             Self::WebRtcDirect => "WebRTC (direct)",
             Self::WebRtcTurn => "WebRTC (TURN)",
+            Self::WebRtcTcp => "WebRTC (direct, TCP)",
             Self::WebRtc => "WebRTC",
         })
     }

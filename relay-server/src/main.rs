@@ -41,6 +41,11 @@ struct Cli {
     /// or 127.0.0.1 when listening on all interfaces).
     #[arg(long, env = "STARLING_RTC_IP")]
     rtc_ip: Option<IpAddr>,
+    /// Also offer volunteers an ICE-TCP candidate (on --rtc-ip, a fresh port per
+    /// volunteer), for networks that drop UDP but let TCP out to any port. TURN over TCP
+    /// or TLS (--turn) gets through stricter firewalls.
+    #[arg(long)]
+    rtc_tcp: bool,
     #[command(flatten)]
     ice_servers: starling_relay::rtc::ice_servers::IceServerArgs,
     /// Target size of a work unit in millions of floating-point operations.
@@ -313,6 +318,7 @@ async fn main() -> anyhow::Result<()> {
             // with browsers); an answered peer that has not opened by then holds a socket
             // and a pending slot (rtc::PendingPeers) for nothing.
             open_timeout: Duration::from_secs(5),
+            tcp: cli.rtc_tcp,
         },
         Limits {
             max_body_bytes: cli.max_body_mib * 1024 * 1024,

@@ -45,6 +45,7 @@ async fn relay(dir: &TempDir, ice: IceServersConfig) -> Router {
         starling_webrtc_native::AnswerConfig {
             bind_ip: [127, 0, 0, 1].into(),
             open_timeout: Duration::from_secs(1),
+            tcp: false,
         },
         limits,
     )

@@ -7,6 +7,8 @@
 //!
 //! Native only: browsers use their own `RTCPeerConnection` through `starling-client`.
 
+mod nodelay;
+
 use bytes::BytesMut;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::transport::RTCDtlsRole;
@@ -313,6 +315,16 @@ async fn new_peer(
     certificate: Option<RTCCertificate>,
     ice: &IceOptions,
 ) -> Result<Peer, PeerError> {
+    new_peer_on(bind_ips, certificate, ice, false).await
+}
+
+/// [`new_peer`], also listening for ICE over TCP when `tcp`.
+async fn new_peer_on(
+    bind_ips: &[IpAddr],
+    certificate: Option<RTCCertificate>,
+    ice: &IceOptions,
+    tcp: bool,
+) -> Result<Peer, PeerError> {
     let (channels_tx, channels) = mpsc::channel(1);
     let handler = Arc::new(Handler {
         gathered: Notify::new(),
@@ -359,7 +371,12 @@ async fn new_peer(
     if let Some(certificate) = certificate {
         configuration = configuration.with_certificates(vec![certificate]);
     }
-    let pc = PeerConnectionBuilder::new()
+    let mut builder = PeerConnectionBuilder::new();
+    if tcp {
+        builder =
+            builder.with_runtime(Arc::new(nodelay::NoDelayTcp(webrtc::runtime::TokioRuntime)));
+    }
+    let pc = builder
         .with_configuration(configuration.build())
         .with_setting_engine(settings)
         .with_handler(handler.clone())
@@ -370,6 +387,14 @@ async fn new_peer(
                 .map(|ip| std::net::SocketAddr::new(*ip, 0))
                 .collect(),
         )
+        .with_tcp_addrs(if tcp {
+            bind_ips
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, 0))
+                .collect()
+        } else {
+            Vec::new()
+        })
         .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
         .build()
         .await
@@ -544,6 +569,10 @@ pub struct AnswerConfig {
     /// How long an answered peer has to open its data channel before
     /// [`PendingPeer::open`] gives up.
     pub open_timeout: Duration,
+    /// Also offer a passive ICE-TCP candidate on `bind_ip`, for volunteers whose network
+    /// drops UDP. webrtc 0.21.1 listens on a fresh port per peer (no TCP multiplexing),
+    /// so it helps only where outgoing TCP to any port is allowed.
+    pub tcp: bool,
 }
 
 /// An answered peer whose data channel has not opened yet. Dropping it closes the
@@ -624,7 +653,7 @@ pub async fn answer(
     let offer = RTCSessionDescription::offer(sha256_fingerprints_only(offer_sdp))
         .map_err(|e| PeerError::Rtc(format!("the offer is not valid SDP: {e}")))?;
     // The relay gathers host candidates only: a volunteer's TURN allocation reaches them.
-    let peer = new_peer(&[config.bind_ip], None, &IceOptions::default()).await?;
+    let peer = new_peer_on(&[config.bind_ip], None, &IceOptions::default(), config.tcp).await?;
     let answered = async {
         peer.pc
             .set_remote_description(offer)

@@ -92,17 +92,31 @@ async fn ice_servers(url: &str) -> Result<js_sys::Array, String> {
 }
 
 /// Which path the open connection took: TURN when either end of the selected candidate
-/// pair is a relayed candidate. `WebRtc` when the browser's statistics do not say.
+/// pair is a relayed candidate, TCP when it is a TCP pair. `WebRtc` when the browser's
+/// statistics do not say.
 pub async fn transport_kind(pc: &RtcPeerConnection) -> TransportKind {
-    match selected_candidate_types(pc).await {
-        Some((local, remote)) if local == "relay" || remote == "relay" => TransportKind::WebRtcTurn,
+    match selected_pair(pc).await {
+        Some(pair) if pair.local_type == "relay" || pair.remote_type == "relay" => {
+            TransportKind::WebRtcTurn
+        }
+        Some(pair) if pair.protocol == "tcp" => TransportKind::WebRtcTcp,
         Some(_) => TransportKind::WebRtcDirect,
         None => TransportKind::WebRtc,
     }
 }
 
-/// The candidate types (`host`, `srflx`, `prflx`, `relay`) of the selected pair's ends.
-async fn selected_candidate_types(pc: &RtcPeerConnection) -> Option<(String, String)> {
+/// What the selected candidate pair is made of.
+struct SelectedPair {
+    /// This end's candidate type: `host`, `srflx`, `prflx` or `relay`.
+    local_type: String,
+    /// The other end's.
+    remote_type: String,
+    /// `udp` or `tcp`, between this end and the other (or its TURN server).
+    protocol: String,
+}
+
+/// The selected candidate pair's candidate types and protocol.
+async fn selected_pair(pc: &RtcPeerConnection) -> Option<SelectedPair> {
     let report = JsFuture::from(pc.get_stats()).await.ok()?;
     let values = Reflect::get(&report, &"values".into())
         .ok()?
@@ -139,8 +153,9 @@ async fn selected_candidate_types(pc: &RtcPeerConnection) -> Option<(String, Str
         })?;
     let local = by_id(&field(pair, "localCandidateId")?)?;
     let remote = by_id(&field(pair, "remoteCandidateId")?)?;
-    Some((
-        field(local, "candidateType")?,
-        field(remote, "candidateType")?,
-    ))
+    Some(SelectedPair {
+        local_type: field(local, "candidateType")?,
+        remote_type: field(remote, "candidateType")?,
+        protocol: field(local, "protocol").unwrap_or_default(),
+    })
 }
