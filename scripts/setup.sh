@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Starling needs to build, run and test, idempotently: Chromium and
 # chromedriver, Mesa's software Vulkan (lavapipe), brotli (build-ui.sh precompresses the
-# app), the wasm32 target, the wasm-bindgen CLI at exactly the crate's pinned version,
+# app), coturn and nftables (the NAT-traversal tests run their own turnserver, and a
+# network namespace that drops UDP), the wasm32 target, the wasm-bindgen CLI at exactly the crate's pinned version,
 # and npm's binaryen (wasm-opt). Not Trunk: scripts/build-ui.sh does what Trunk.toml
 # describes with wasm-bindgen and wasm-opt, and Trunk's own build took 20 of a fresh
 # machine's 42 minutes to a first page. (The test suite's own tools, aiortc and
@@ -22,7 +23,7 @@ output_of() { "$@" 2>/dev/null || true; }
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
-for pkg in chromium chromium-driver mesa-vulkan-drivers libvulkan1 python3-venv brotli; do
+for pkg in chromium chromium-driver mesa-vulkan-drivers libvulkan1 python3-venv brotli coturn nftables; do
   [[ "$(output_of dpkg-query -W -f='${Status}' "$pkg")" == *"install ok installed"* ]] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

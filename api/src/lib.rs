@@ -39,7 +39,7 @@ pub use kernels::{KernelCatalog, KernelInfo};
 pub use ledger::{Account, LedgerEntry, LedgerPage, TransferRequest, WalletHistory};
 pub use network::{Earner, Leaderboard, Stats};
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE};
-pub use rtc::Sdp;
+pub use rtc::{IceServer, IceServers, Sdp};
 pub use sites::{Site, SiteRegistration};
 pub use wallets::Wallet;
 

@@ -28,6 +28,32 @@ pub enum TransportError {
     Closed,
 }
 
+/// How the channel to the relay travels, for the device card and the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// WebRTC straight between this device and the relay (host, server-reflexive or
+    /// peer-reflexive candidates at both ends).
+    WebRtcDirect,
+    /// WebRTC through a TURN server's relayed address.
+    WebRtcTurn,
+    /// WebRTC straight to the relay, over ICE-TCP (the relay's `--rtc-tcp`): what a
+    /// network that drops UDP leaves.
+    WebRtcTcp,
+    /// WebRTC, path unknown (the browser's statistics did not name the selected pair).
+    WebRtc,
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::WebRtcDirect => "WebRTC (direct)",
+            Self::WebRtcTurn => "WebRTC (TURN)",
+            Self::WebRtcTcp => "WebRTC (direct, TCP)",
+            Self::WebRtc => "WebRTC",
+        })
+    }
+}
+
 /// An ordered, reliable message channel to the relay (one WebRTC data channel).
 // Futures here are not Send on wasm32 (browser objects are single-threaded), so the trait
 // deliberately leaves auto-trait bounds off.
@@ -39,4 +65,6 @@ pub trait Transport {
     async fn recv(&mut self) -> Option<Vec<u8>>;
     /// The connection's two certificate fingerprints, which the hello's proof signs.
     fn binding(&self) -> &ChannelBinding;
+    /// How the channel travels, as known once it is open.
+    fn kind(&self) -> TransportKind;
 }

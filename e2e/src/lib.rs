@@ -2,6 +2,7 @@
 //! Chromium driven over WebDriver, and REST calls like a submitter's.
 
 pub mod browser;
+pub mod turn;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;

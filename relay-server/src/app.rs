@@ -138,6 +138,9 @@ pub struct AppState {
     /// Proves registering sites' origins (https only unless built with
     /// [`AppState::allow_http_sites`]).
     pub sites: crate::sites::SiteVerifier,
+    /// The STUN and TURN servers volunteers are told to use (none unless built with
+    /// [`AppState::with_ice_servers`]).
+    pub ice_servers: Arc<crate::rtc::ice_servers::IceServersConfig>,
 }
 
 impl AppState {
@@ -158,7 +161,14 @@ impl AppState {
             pending_peers: Arc::default(),
             event_streams: Arc::default(),
             sites: crate::sites::SiteVerifier::default(),
+            ice_servers: Arc::default(),
         }
+    }
+
+    /// Advertises these STUN and TURN servers to volunteers.
+    pub fn with_ice_servers(mut self, servers: crate::rtc::ice_servers::IceServersConfig) -> Self {
+        self.ice_servers = Arc::new(servers);
+        self
     }
 
     /// Lets site registrations prove loopback origins over plain http (tests, local
@@ -279,6 +289,7 @@ pub(crate) fn routes() -> Vec<Route> {
         // An offer is a few KiB: a bigger body is refused after this many bytes, not
         // buffered up to the global limit.
         route!(routes::rtc::offer.layer(DefaultBodyLimit::max(crate::rtc::MAX_OFFER_BODY_BYTES))),
+        route!(routes::rtc::ice_servers),
         route!(routes::openapi::openapi_json),
         route!(routes::openapi::docs),
         // At the root, for probes and scrapers.

@@ -41,6 +41,13 @@ struct Cli {
     /// or 127.0.0.1 when listening on all interfaces).
     #[arg(long, env = "STARLING_RTC_IP")]
     rtc_ip: Option<IpAddr>,
+    /// Also offer volunteers an ICE-TCP candidate (on --rtc-ip, a fresh port per
+    /// volunteer), for networks that drop UDP but let TCP out to any port. TURN over TCP
+    /// or TLS (--turn) gets through stricter firewalls.
+    #[arg(long)]
+    rtc_tcp: bool,
+    #[command(flatten)]
+    ice_servers: starling_relay::rtc::ice_servers::IceServerArgs,
     /// Target size of a work unit in millions of floating-point operations.
     #[arg(long, default_value_t = 64)]
     unit_mflops: u64,
@@ -235,6 +242,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(command) = cli.command {
         return run_command(command).await;
     }
+    // Checked before anything opens: a TURN server without credentials is a mistake to
+    // hear about at once, not from volunteers who cannot connect.
+    let ice_servers = cli.ice_servers.into_config()?;
     let storage = Storage::open(&cli.data_dir).await?;
     // Loaded before serving so a damaged key file stops the relay instead of starting a
     // ledger that can no longer be verified.
@@ -308,6 +318,7 @@ async fn main() -> anyhow::Result<()> {
             // with browsers); an answered peer that has not opened by then holds a socket
             // and a pending slot (rtc::PendingPeers) for nothing.
             open_timeout: Duration::from_secs(5),
+            tcp: cli.rtc_tcp,
         },
         Limits {
             max_body_bytes: cli.max_body_mib * 1024 * 1024,
@@ -322,6 +333,7 @@ async fn main() -> anyhow::Result<()> {
             max_event_streams_per_account: cli.max_event_streams_per_account,
         },
     );
+    let state = state.with_ice_servers(ice_servers);
     let state = if cli.allow_http_sites {
         tracing::warn!("--allow-http-sites: sites may register loopback origins over http");
         state.allow_http_sites()

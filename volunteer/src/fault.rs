@@ -320,6 +320,10 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         Some(frame)
     }
 
+    fn kind(&self) -> starling_client::TransportKind {
+        self.inner.kind()
+    }
+
     fn binding(&self) -> &ChannelBinding {
         self.inner.binding()
     }

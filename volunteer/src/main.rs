@@ -46,6 +46,10 @@ struct Cli {
     /// The origin of the site named by `--site` (https://example.com).
     #[arg(long, requires = "site")]
     site_origin: Option<String>,
+    /// Connect through the relay's TURN server only (relayed candidates), to check a
+    /// TURN setup; without it a direct path is used where one works.
+    #[arg(long)]
+    turn_only: bool,
 }
 
 #[tokio::main]
@@ -103,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let outcome = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
-            t = RelayTransport::connect(&cli.relay) => t,
+            t = RelayTransport::connect_with(&cli.relay, cli.turn_only) => t,
         };
         match outcome {
             Ok(transport) => {
@@ -196,7 +200,7 @@ async fn serve<T: Transport>(
 
 fn log_event(event: Event) {
     match event {
-        Event::Connected => tracing::info!("connected to the relay"),
+        Event::Connected { transport } => tracing::info!("connected to the relay: {transport}"),
         Event::Computed {
             kernel,
             elapsed_ms,

@@ -7,6 +7,8 @@
 //!
 //! Native only: browsers use their own `RTCPeerConnection` through `starling-client`.
 
+mod nodelay;
+
 use bytes::BytesMut;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::transport::RTCDtlsRole;
@@ -19,7 +21,8 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::error::Error as RtcError;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    RTCIceCandidateType, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 /// Largest message [`PeerLink::send`] accepts: the SCTP maximum message size both this
@@ -209,6 +212,21 @@ impl PeerLink {
         pair.remote().address.parse().ok()
     }
 
+    /// Whether the selected candidate pair goes through a TURN server (either end a
+    /// relayed candidate); `None` before a pair is selected or once the connection is
+    /// gone.
+    pub async fn relayed(&self) -> Option<bool> {
+        let sctp = self.sender.shared.pc.sctp().await?;
+        let pair = sctp
+            .transport()
+            .ice_transport()
+            .get_selected_candidate_pair()
+            .await
+            .ok()??;
+        let relay = |typ: RTCIceCandidateType| typ == RTCIceCandidateType::Relay;
+        Some(relay(pair.local().typ) || relay(pair.remote().typ))
+    }
+
     /// The DER of the certificate the remote end presented in the DTLS handshake (the
     /// first of its chain), for checks the stack does not make itself: webrtc-rs checks
     /// it against one of the fingerprints the remote description names, not all of them.
@@ -291,10 +309,21 @@ struct Peer {
 }
 
 /// A connection on `bind_ips`; it presents `certificate` in the DTLS handshake, or one
-/// the stack generates when `None`.
+/// the stack generates when `None`, and gathers with `ice`'s servers.
 async fn new_peer(
     bind_ips: &[IpAddr],
     certificate: Option<RTCCertificate>,
+    ice: &IceOptions,
+) -> Result<Peer, PeerError> {
+    new_peer_on(bind_ips, certificate, ice, false).await
+}
+
+/// [`new_peer`], also listening for ICE over TCP when `tcp`.
+async fn new_peer_on(
+    bind_ips: &[IpAddr],
+    certificate: Option<RTCCertificate>,
+    ice: &IceOptions,
+    tcp: bool,
 ) -> Result<Peer, PeerError> {
     let (channels_tx, channels) = mpsc::channel(1);
     let handler = Arc::new(Handler {
@@ -326,15 +355,29 @@ async fn new_peer(
             Some(Duration::from_secs(1)),
         )
         .build();
-    let mut builder = PeerConnectionBuilder::new();
+    let mut configuration = RTCConfigurationBuilder::new().with_ice_servers(
+        ice.servers
+            .iter()
+            .map(|server| RTCIceServer {
+                urls: server.urls.clone(),
+                username: server.username.clone().unwrap_or_default(),
+                credential: server.credential.clone().unwrap_or_default(),
+            })
+            .collect(),
+    );
+    if ice.relay_only {
+        configuration = configuration.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
+    }
     if let Some(certificate) = certificate {
-        builder = builder.with_configuration(
-            RTCConfigurationBuilder::new()
-                .with_certificates(vec![certificate])
-                .build(),
-        );
+        configuration = configuration.with_certificates(vec![certificate]);
+    }
+    let mut builder = PeerConnectionBuilder::new();
+    if tcp {
+        builder =
+            builder.with_runtime(Arc::new(nodelay::NoDelayTcp(webrtc::runtime::TokioRuntime)));
     }
     let pc = builder
+        .with_configuration(configuration.build())
         .with_setting_engine(settings)
         .with_handler(handler.clone())
         // Concrete addresses: a wildcard bind expands to every interface except loopback.
@@ -344,6 +387,14 @@ async fn new_peer(
                 .map(|ip| std::net::SocketAddr::new(*ip, 0))
                 .collect(),
         )
+        .with_tcp_addrs(if tcp {
+            bind_ips
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, 0))
+                .collect()
+        } else {
+            Vec::new()
+        })
         .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
         .build()
         .await
@@ -518,6 +569,10 @@ pub struct AnswerConfig {
     /// How long an answered peer has to open its data channel before
     /// [`PendingPeer::open`] gives up.
     pub open_timeout: Duration,
+    /// Also offer a passive ICE-TCP candidate on `bind_ip`, for volunteers whose network
+    /// drops UDP. webrtc 0.21.1 listens on a fresh port per peer (no TCP multiplexing),
+    /// so it helps only where outgoing TCP to any port is allowed.
+    pub tcp: bool,
 }
 
 /// An answered peer whose data channel has not opened yet. Dropping it closes the
@@ -597,7 +652,8 @@ pub async fn answer(
 ) -> Result<(String, PendingPeer), PeerError> {
     let offer = RTCSessionDescription::offer(sha256_fingerprints_only(offer_sdp))
         .map_err(|e| PeerError::Rtc(format!("the offer is not valid SDP: {e}")))?;
-    let peer = new_peer(&[config.bind_ip], None).await?;
+    // The relay gathers host candidates only: a volunteer's TURN allocation reaches them.
+    let peer = new_peer_on(&[config.bind_ip], None, &IceOptions::default(), config.tcp).await?;
     let answered = async {
         peer.pc
             .set_remote_description(offer)
@@ -691,8 +747,61 @@ async fn local_ips_towards(url: &str) -> Result<Vec<IpAddr>, PeerError> {
 /// `http://127.0.0.1:8080/api/v1/rtc/offer`), applies the `{"sdp": answer}` it gets
 /// back, and waits up to 15 s for the channel to open.
 pub async fn connect(signal_url: &str) -> Result<PeerLink, PeerError> {
+    connect_with_ice(signal_url, &IceOptions::default()).await
+}
+
+/// One STUN or TURN server, as the relay's `GET /api/v1/rtc/ice-servers` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
+    /// The TURN user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The TURN password.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// What the offering side gathers candidates with.
+#[derive(Debug, Clone, Default)]
+pub struct IceOptions {
+    /// STUN and TURN servers.
+    pub servers: Vec<IceServer>,
+    /// Offer relayed (TURN) candidates only, so the connection goes through a TURN
+    /// server or fails.
+    pub relay_only: bool,
+}
+
+/// The ICE servers the relay advertises at `url` (its `/api/v1/rtc/ice-servers`).
+pub async fn fetch_ice_servers(url: &str) -> Result<Vec<IceServer>, PeerError> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        ice_servers: Vec<IceServer>,
+    }
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(SIGNAL_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| PeerError::Signaling(format!("GET {url}: {e}")))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(PeerError::Signaling(format!("GET {url} answered {status}")));
+    }
+    response
+        .json::<Answer>()
+        .await
+        .map(|answer| answer.ice_servers)
+        .map_err(|e| PeerError::Signaling(format!("GET {url}: no ice_servers list ({e})")))
+}
+
+/// [`connect`], gathering candidates with `ice`'s servers (and only relayed ones when it
+/// says so).
+pub async fn connect_with_ice(signal_url: &str, ice: &IceOptions) -> Result<PeerLink, PeerError> {
     let bind_ips = local_ips_towards(signal_url).await?;
-    offer_then(&bind_ips, |offer| post_offer(signal_url, offer)).await
+    let peer = new_peer(&bind_ips, None, ice).await?;
+    offer_through(peer, |offer| offer, |offer| post_offer(signal_url, offer)).await
 }
 
 async fn post_offer(signal_url: &str, offer: String) -> Result<String, PeerError> {
@@ -727,7 +836,7 @@ async fn post_offer(signal_url: &str, offer: String) -> Result<String, PeerError
 /// tests and tools that drive signaling themselves (e.g. probing a relay's limits on
 /// offers without holding connections on this side).
 pub async fn make_offer(bind_ip: IpAddr) -> Result<String, PeerError> {
-    let peer = new_peer(&[bind_ip], None).await?;
+    let peer = new_peer(&[bind_ip], None, &IceOptions::default()).await?;
     let offered = peer.offer().await.map(|(_, offer)| offer);
     peer.close().await;
     offered
@@ -744,7 +853,7 @@ where
 {
     let bind_ips = local_ips_towards(signal_url).await?;
     let (certificate, der) = generate_certificate()?;
-    let peer = new_peer(&bind_ips, Some(certificate)).await?;
+    let peer = new_peer(&bind_ips, Some(certificate), &IceOptions::default()).await?;
     offer_through(
         peer,
         |offer| rewrite(offer, &der),
@@ -774,12 +883,13 @@ fn generate_certificate() -> Result<(RTCCertificate, Vec<u8>), PeerError> {
 /// Makes a complete offer, hands it to `exchange` for the answer, applies the answer and
 /// waits for the channel to open. Split from [`connect`] so tests can wire both sides
 /// together without HTTP.
+#[cfg(test)]
 async fn offer_then<F, Fut>(bind_ips: &[IpAddr], exchange: F) -> Result<PeerLink, PeerError>
 where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = Result<String, PeerError>>,
 {
-    let peer = new_peer(bind_ips, None).await?;
+    let peer = new_peer(bind_ips, None, &IceOptions::default()).await?;
     offer_through(peer, |offer| offer, exchange).await
 }
 

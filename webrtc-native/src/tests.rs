@@ -18,6 +18,7 @@ pub(super) fn relay_config() -> AnswerConfig {
     AnswerConfig {
         bind_ip: LOCALHOST,
         open_timeout: PATIENCE,
+        tcp: false,
     }
 }
 
@@ -318,7 +319,7 @@ async fn pair_rewriting_offer(
     Vec<u8>,
 ) {
     let (certificate, der) = generate_certificate().expect("a certificate");
-    let peer = new_peer(&[LOCALHOST], Some(certificate))
+    let peer = new_peer(&[LOCALHOST], Some(certificate), &IceOptions::default())
         .await
         .expect("a peer connection");
     let (pending_tx, pending_rx) = oneshot::channel();
@@ -440,6 +441,7 @@ async fn unopened_peer_times_out() {
     let config = AnswerConfig {
         bind_ip: LOCALHOST,
         open_timeout: Duration::from_millis(300),
+        tcp: false,
     };
     // A real offer whose maker goes away before applying the answer.
     let (offer_tx, offer_rx) = oneshot::channel();
@@ -454,6 +456,36 @@ async fn unopened_peer_times_out() {
         Err(PeerError::Timeout(t)) => assert_eq!(t, config.open_timeout),
         Err(other) => panic!("expected a timeout, got {other}"),
         Ok(_) => panic!("opened without a peer"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_offers_a_passive_tcp_candidate_only_when_asked() {
+    let tcp_candidates = |sdp: &str| {
+        sdp.lines()
+            .filter(|l| l.starts_with("a=candidate:") && l.to_ascii_lowercase().contains(" tcp "))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    for tcp in [false, true] {
+        let offer = make_offer(LOCALHOST).await.expect("an offer");
+        let config = AnswerConfig {
+            tcp,
+            ..relay_config()
+        };
+        let (answer, pending) = answer(&config, &offer).await.expect("an answer");
+        drop(pending);
+        let found = tcp_candidates(&answer);
+        if tcp {
+            assert!(
+                found
+                    .iter()
+                    .any(|c| c.contains("tcptype passive") && c.contains("127.0.0.1")),
+                "a passive TCP candidate on the bind address: {answer}"
+            );
+        } else {
+            assert!(found.is_empty(), "no TCP candidate unless asked: {found:?}");
+        }
     }
 }
 

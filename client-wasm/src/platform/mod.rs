@@ -11,6 +11,7 @@ pub mod keystore;
 cfg_if::cfg_if! {
     if #[cfg(target_arch = "wasm32")] {
         pub mod web;
+        pub mod web_ice;
         pub use web::WebTransport as RelayTransport;
     } else {
         pub mod native;

@@ -1,6 +1,6 @@
 //! Native transport: a `webrtc`-crate data channel through `starling-webrtc-native`.
 
-use crate::{Transport, TransportError};
+use crate::{Transport, TransportError, TransportKind};
 use starling_protocol::ChannelBinding;
 use starling_webrtc_native::PeerLink;
 
@@ -8,19 +8,61 @@ use starling_webrtc_native::PeerLink;
 pub struct NativeTransport {
     link: PeerLink,
     binding: ChannelBinding,
+    kind: TransportKind,
 }
 
 impl NativeTransport {
-    /// Signals through `relay` (e.g. `http://127.0.0.1:8080`) and opens the channel.
+    /// Signals through `relay` (e.g. `http://127.0.0.1:8080`) and opens the channel,
+    /// gathering with the STUN and TURN servers the relay advertises.
     pub async fn connect(relay: &str) -> Result<Self, TransportError> {
-        let url = format!("{}/api/v1/rtc/offer", relay.trim_end_matches('/'));
-        let link = starling_webrtc_native::connect(&url)
+        Self::connect_with(relay, false).await
+    }
+
+    /// [`NativeTransport::connect`]; with `relay_only`, offering TURN-relayed candidates
+    /// only (as the page's `?ice=relay`), so the channel goes through TURN or fails.
+    pub async fn connect_with(relay: &str, relay_only: bool) -> Result<Self, TransportError> {
+        let base = relay.trim_end_matches('/');
+        let servers = match starling_webrtc_native::fetch_ice_servers(&format!(
+            "{base}/api/v1/rtc/ice-servers"
+        ))
+        .await
+        {
+            Ok(servers) => servers,
+            // An older relay, or a rate limit: host candidates still reach a relay
+            // that is not behind a NAT, unless only TURN may be used.
+            Err(e) if !relay_only => {
+                tracing::warn!("no ICE servers from the relay: {e}");
+                Vec::new()
+            }
+            Err(e) => return Err(TransportError::Connect(e.to_string())),
+        };
+        if relay_only && servers.is_empty() {
+            return Err(TransportError::Connect(
+                "relayed candidates only were asked for, and the relay advertises no TURN server"
+                    .into(),
+            ));
+        }
+        let ice = starling_webrtc_native::IceOptions {
+            servers,
+            relay_only,
+        };
+        let url = format!("{base}/api/v1/rtc/offer");
+        let link = starling_webrtc_native::connect_with_ice(&url, &ice)
             .await
             .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let kind = match link.relayed().await {
+            Some(true) => TransportKind::WebRtcTurn,
+            Some(false) => TransportKind::WebRtcDirect,
+            None => TransportKind::WebRtc,
+        };
         let descriptions = link.descriptions();
         let binding = ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)
             .map_err(|e| TransportError::Connect(e.to_string()))?;
-        Ok(Self { link, binding })
+        Ok(Self {
+            link,
+            binding,
+            kind,
+        })
     }
 
     /// Closes the channel and the peer connection.
@@ -43,5 +85,9 @@ impl Transport for NativeTransport {
 
     fn binding(&self) -> &ChannelBinding {
         &self.binding
+    }
+
+    fn kind(&self) -> TransportKind {
+        self.kind
     }
 }

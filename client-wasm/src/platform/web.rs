@@ -1,6 +1,6 @@
 //! Browser transport: an `RTCDataChannel` opened with non-trickle signaling over fetch.
 
-use crate::{Transport, TransportError};
+use crate::{Transport, TransportError, TransportKind};
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use gloo_timers::future::TimeoutFuture;
@@ -23,6 +23,7 @@ pub struct WebTransport {
     dc: RtcDataChannel,
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
     binding: ChannelBinding,
+    kind: TransportKind,
     // Kept alive for as long as the channel: the browser calls them.
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(JsValue)>,
@@ -78,9 +79,14 @@ async fn post_offer(url: &str, sdp: &str) -> Result<String, TransportError> {
 }
 
 impl WebTransport {
-    /// Signals through the relay at `base` (e.g. `""` for the page's own origin).
+    /// Signals through the relay at `base` (e.g. `""` for the page's own origin),
+    /// gathering candidates with the ICE servers it advertises (relayed ones only under
+    /// `?ice=relay`, see [`super::web_ice`]).
     pub async fn connect(base: &str) -> Result<Self, TransportError> {
-        let pc = RtcPeerConnection::new().map_err(|e| js_err("RTCPeerConnection", e))?;
+        let config =
+            super::web_ice::configuration(base, super::web_ice::relay_only_requested()).await?;
+        let pc = RtcPeerConnection::new_with_configuration(&config)
+            .map_err(|e| js_err("RTCPeerConnection", e))?;
         let init = RtcDataChannelInit::new();
         init.set_ordered(true);
         let dc = pc.create_data_channel_with_data_channel_dict("starling", &init);
@@ -146,11 +152,13 @@ impl WebTransport {
                 "the data channel did not open within 15 s".into(),
             ));
         }
+        let kind = super::web_ice::transport_kind(&pc).await;
         Ok(Self {
             pc,
             dc,
             rx,
             binding,
+            kind,
             _on_message: on_message,
             _on_close: on_close,
             _on_open: on_open,
@@ -177,6 +185,10 @@ impl Transport for WebTransport {
 
     fn binding(&self) -> &ChannelBinding {
         &self.binding
+    }
+
+    fn kind(&self) -> TransportKind {
+        self.kind
     }
 }
 

@@ -24,6 +24,7 @@ pub(crate) async fn over_webrtc(units: usize, volunteers: usize) -> anyhow::Resu
         starling_webrtc_native::AnswerConfig {
             bind_ip: [127, 0, 0, 1].into(),
             open_timeout: Duration::from_secs(30),
+            tcp: false,
         },
         Limits::default(),
     );

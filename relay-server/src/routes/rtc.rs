@@ -5,9 +5,9 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::rtc::{screen_offer, OfferError, MAX_OFFER_BODY_BYTES, MAX_OFFER_SDP_BYTES};
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::{Extension, Json};
-use starling_api::{Problem, Sdp};
+use starling_api::{IceServers, Problem, Sdp};
 use starling_protocol::channel::End;
 use starling_protocol::NamedCertificate;
 use std::net::SocketAddr;
@@ -92,4 +92,20 @@ fn offer_error(e: OfferError) -> ApiError {
             field: Some("sdp".into()),
         },
     }
+}
+
+/// The STUN and TURN servers to gather candidates with before making an offer, with TURN
+/// credentials minted for this request.
+#[utoipa::path(get, path = "/api/v1/rtc/ice-servers", tag = "network", responses(
+    (status = 200, description = "The servers, in the shape of `RTCConfiguration.iceServers`; minted TURN credentials expire after `ttl_secs`", body = IceServers),
+    (status = 429, description = "Too many requests from this address", body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn ice_servers(
+    State(state): State<AppState>,
+) -> ([(header::HeaderName, &'static str); 1], Json<IceServers>) {
+    // A minted credential is this request's alone: no cache may hand it to another.
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(state.ice_servers.servers(std::time::SystemTime::now())),
+    )
 }

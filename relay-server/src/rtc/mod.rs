@@ -1,9 +1,11 @@
 //! Volunteers' WebRTC connections: what an offer may cost before its peer proves a
 //! wallet ([`admission`]), and the session that serves one proved peer's data channel
-//! ([`session`]: hello, leases, results, receipts). The HTTP side of signaling is
+//! ([`session`]: hello, leases, results, receipts), and the STUN and TURN servers
+//! volunteers are told to use ([`ice_servers`]). The HTTP side of signaling is
 //! `routes::rtc`; the peer connection itself is `starling-webrtc-native`'s.
 
 pub mod admission;
+pub mod ice_servers;
 pub mod session;
 
 pub use admission::{

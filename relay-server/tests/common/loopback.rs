@@ -37,6 +37,7 @@ pub async fn relay_with(
         starling_webrtc_native::AnswerConfig {
             bind_ip: [127, 0, 0, 1].into(),
             open_timeout,
+            tcp: false,
         },
         Limits::default(),
     );

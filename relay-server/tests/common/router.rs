@@ -35,6 +35,7 @@ pub fn serving(storage: Storage, limits: Limits, dirs: &StaticDirs) -> Router {
         starling_webrtc_native::AnswerConfig {
             bind_ip: [127, 0, 0, 1].into(),
             open_timeout: Duration::from_secs(1),
+            tcp: false,
         },
         limits,
     );

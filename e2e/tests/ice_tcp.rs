@@ -1,0 +1,109 @@
+//! A volunteer whose network drops UDP: the browser cannot reach the relay's WebRTC side
+//! at all, until the relay also offers an ICE-TCP candidate (`--rtc-tcp`); then a job
+//! completes over TCP and the device card says so.
+//!
+//! UDP is dropped for real: the test runs itself again inside a fresh network namespace
+//! (`unshare --net`, as root) whose loopback drops every UDP packet (an nftables rule,
+//! Debian's `nftables`), with the relay, chromedriver and Chromium all inside it.
+
+use starling_e2e::browser::Browser;
+use starling_e2e::{MatmulJob, Relay, TempDir};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Set in the namespace's run of this test.
+const INSIDE: &str = "STARLING_E2E_UDP_DROPPED";
+const TEST: &str = "browser_behind_a_udp_dropping_network_works_over_ice_tcp_only";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_behind_a_udp_dropping_network_works_over_ice_tcp_only() -> anyhow::Result<()> {
+    if std::env::var_os(INSIDE).is_none() {
+        let script = "ip link set lo up \
+            && nft add table inet starling \
+            && nft add chain inet starling input '{ type filter hook input priority 0; }' \
+            && nft add rule inet starling input meta l4proto udp drop \
+            && exec \"$0\" --exact \"$1\" --nocapture --test-threads 1";
+        let status = Command::new("unshare")
+            .args(["--net", "sh", "-c", script])
+            .arg(std::env::current_exe()?)
+            .arg(TEST)
+            .env(INSIDE, "1")
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "the test inside the UDP-dropping namespace failed ({status}); it needs root, \
+             unshare and nft (Debian: util-linux, iproute2, nftables)"
+        );
+        return Ok(());
+    }
+    udp_is_dropped()?;
+
+    // Without an ICE-TCP candidate nothing connects.
+    let data = TempDir::new("ice-udp-only")?;
+    let relay = Relay::start(data.path(), 1)?;
+    let browser = Browser::start("ice-udp-only").await?;
+    browser.goto(&relay.url()).await?;
+    browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    browser.click("start").await?;
+    let connected = browser
+        .wait_text("transport", Duration::from_secs(8), |t| {
+            t != "not connected"
+        })
+        .await;
+    assert!(
+        connected.is_err(),
+        "with UDP dropped and no TCP candidate the browser cannot connect: {connected:?}"
+    );
+    assert_eq!(relay.api().stats().await?.volunteers, 0);
+    browser.click("stop").await?;
+    drop(browser);
+    drop(relay);
+
+    let data = TempDir::new("ice-tcp")?;
+    let relay = Relay::start_with(data.path(), 1, &["--rtc-tcp"])?;
+    let api = relay.api();
+    let browser = Browser::start("ice-tcp").await?;
+    browser.goto(&relay.url()).await?;
+    browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    let job = MatmulJob::random(96, 128, 96, 31);
+    let id = api.submit_with_quorum(&job.body, 1).await?;
+    let started = Instant::now();
+    browser.click("start").await?;
+    let transport = browser
+        .wait_text("transport", Duration::from_secs(30), |t| {
+            t != "not connected"
+        })
+        .await?;
+    eprintln!("connected over {transport} in {:?}", started.elapsed());
+    assert_eq!(transport, "WebRTC (direct, TCP)");
+    let done = api.wait_done(&id, Duration::from_secs(120)).await?;
+    eprintln!(
+        "job done over ICE-TCP in {:?}: {:?}",
+        started.elapsed(),
+        done.progress
+    );
+    let (status, result) = api.result(&id).await?;
+    assert_eq!(status, 200);
+    job.check(&result)?;
+    browser.click("stop").await?;
+    Ok(())
+}
+
+/// Checks the namespace does what the test relies on: a UDP datagram sent over loopback
+/// never arrives.
+fn udp_is_dropped() -> anyhow::Result<()> {
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    receiver.set_read_timeout(Some(Duration::from_millis(300)))?;
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    sender.send_to(b"ping", receiver.local_addr()?)?;
+    let mut buffer = [0u8; 8];
+    anyhow::ensure!(
+        receiver.recv_from(&mut buffer).is_err(),
+        "UDP still arrives over loopback: the namespace's nftables rule is not in place"
+    );
+    Ok(())
+}
