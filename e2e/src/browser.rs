@@ -1,5 +1,6 @@
 //! Headless Chromium with WebGPU and WebRTC, driven through chromedriver's WebDriver API.
 
+use crate::page::{ConsoleEntry, ConsoleLevel, Page};
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -38,6 +39,8 @@ pub struct Browser {
     base: String,
     session: String,
     http: reqwest::Client,
+    // chromedriver hands each console entry out once; kept for `Page::console`.
+    console: std::sync::Mutex<Vec<ConsoleEntry>>,
     _profile: crate::TempDir,
 }
 
@@ -67,6 +70,7 @@ impl Browser {
                 "binary": "/usr/bin/chromium",
                 "args": chromium_args(profile.path()),
             },
+            "goog:loggingPrefs": { "browser": "ALL" },
         }}});
         let response: Value = http
             .post(format!("{base}/session"))
@@ -84,6 +88,7 @@ impl Browser {
             base,
             session,
             http,
+            console: Default::default(),
             _profile: profile,
         })
     }
@@ -291,6 +296,56 @@ impl Browser {
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, png)?;
         Ok(path)
+    }
+}
+
+impl Page for Browser {
+    fn browser_name(&self) -> &str {
+        "chromium"
+    }
+
+    async fn goto(&self, url: &str) -> Result<()> {
+        Browser::goto(self, url).await
+    }
+
+    async fn click(&self, test_id: &str) -> Result<()> {
+        Browser::click(self, test_id).await
+    }
+
+    async fn text(&self, test_id: &str) -> Result<Option<String>> {
+        Browser::text(self, test_id).await
+    }
+
+    async fn console(&self) -> Result<Vec<ConsoleEntry>> {
+        // chromedriver's log endpoint (kept from the JSON wire protocol, with
+        // `goog:loggingPrefs`) answers the entries since the last call.
+        let fresh = self
+            .call(
+                reqwest::Method::POST,
+                "/se/log",
+                json!({ "type": "browser" }),
+            )
+            .await?;
+        let mut console = self
+            .console
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        console.extend(
+            fresh
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|entry| ConsoleEntry {
+                    level: match entry["level"].as_str() {
+                        Some("SEVERE") => ConsoleLevel::Error,
+                        Some("WARNING") => ConsoleLevel::Warning,
+                        _ => ConsoleLevel::Info,
+                    },
+                    source: entry["source"].as_str().unwrap_or_default().to_owned(),
+                    text: entry["message"].as_str().unwrap_or_default().to_owned(),
+                }),
+        );
+        Ok(console.clone())
     }
 }
 

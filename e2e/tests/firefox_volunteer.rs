@@ -1,0 +1,188 @@
+//! Firefox ESR (Debian's package, driven over WebDriver BiDi) volunteers beside Chromium
+//! on a quorum-2 job: each unit needs both browsers' results, so the job finishes only
+//! if Firefox connects, computes (on its CPU worker: it has no WebGPU here) and agrees
+//! with Chromium. Both wallets are paid, the result matches the CPU reference, and
+//! neither console shows a page error. Firefox never offers a loopback candidate; it
+//! reaches the relay from the host's own address, which the test keeps working.
+
+use anyhow::{ensure, Context, Result};
+use starling_e2e::browser::Browser;
+use starling_e2e::firefox::Firefox;
+use starling_e2e::page::{lines, Page};
+use starling_e2e::{Api, MatmulJob, Relay, TempDir};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// How long a page may take from Start to a connected volunteer. Firefox's channel
+/// opened 0.5 to 0.8 s after Start here; the rest is slack for a busy machine.
+const CONNECT: Duration = Duration::from_secs(30);
+
+/// A volunteer page after Start.
+struct Started {
+    device: String,
+    wallet: String,
+}
+
+/// Opens the volunteer page, waits for its device card, reads its wallet and presses
+/// Start with a real click, then waits until the page says it works for the relay.
+/// Fails with the page's console (never hangs) when it does not get there in time.
+async fn start_volunteering<P: Page>(page: &P, relay_url: &str) -> Result<Started> {
+    page.goto(relay_url).await?;
+    let device = page
+        .wait_for_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    let wallet = page
+        .wait_for_text("wallet-address", Duration::from_secs(10), |t| {
+            t.starts_with("st1")
+        })
+        .await?;
+    page.click("start").await?;
+    page.wait_for_text("status", CONNECT, |t| t.starts_with("Working"))
+        .await
+        .with_context(|| format!("{} never connected to the relay", page.browser_name()))?;
+    Ok(Started { device, wallet })
+}
+
+/// Micro-credits the public ledger paid `wallet` (entries with reason `pay`).
+async fn paid(api: &Api, wallet: &str) -> Result<u64> {
+    let history = api.client().wallet_history(wallet, 0, 500).await?;
+    Ok(history
+        .entries
+        .iter()
+        .filter(|e| e.credit == format!("wallet:{wallet}") && e.reason == "pay")
+        .map(|e| e.amount_micro)
+        .sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_and_chromium_both_compute_and_are_paid_on_a_quorum_2_job() -> Result<()> {
+    let data = TempDir::new("firefox-volunteer")?;
+    let relay = Relay::start(data.path(), 1)?;
+    let api = relay.api();
+    let chromium = Browser::start("quorum-chromium").await?;
+    let firefox = Firefox::start("quorum-firefox").await?;
+    eprintln!("Firefox {}", firefox.version());
+
+    let on_chromium = start_volunteering(&chromium, &relay.url()).await?;
+    let on_firefox = match start_volunteering(&firefox, &relay.url()).await {
+        Ok(started) => started,
+        Err(e) => {
+            return Err(e.context(format!(
+                "Firefox's own output (last lines):\n{}",
+                firefox.output()
+            )))
+        }
+    };
+    eprintln!(
+        "device cards: chromium {:?}, firefox {:?}",
+        on_chromium.device, on_firefox.device
+    );
+    for (name, device) in [
+        ("chromium", &on_chromium.device),
+        ("firefox", &on_firefox.device),
+    ] {
+        ensure!(
+            device.starts_with("WebGPU:") || device.starts_with("CPU fallback"),
+            "{name}'s device card shows the adapter or the CPU fallback: {device}"
+        );
+    }
+    ensure!(
+        on_chromium.wallet != on_firefox.wallet,
+        "each browser has its own wallet: {}",
+        on_chromium.wallet
+    );
+    let deadline = Instant::now() + CONNECT;
+    while api.stats().await?.volunteers < 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "the relay counts {} volunteers, not 2",
+            api.stats().await?.volunteers
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 160x128x96 at 1 MFLOP a unit: 4 units, small enough for Firefox's CPU worker.
+    let job = MatmulJob::random(160, 128, 96, 31);
+    let submitted = Instant::now();
+    let id = api.submit_with_quorum(&job.body, 2).await?;
+    let done = match api.wait_done(&id, Duration::from_secs(120)).await {
+        Ok(done) => done,
+        Err(e) => {
+            return Err(e.context(format!(
+                "console of chromium:\n{}\nconsole of firefox:\n{}",
+                lines(&chromium.console().await.unwrap_or_default()),
+                lines(&firefox.console().await.unwrap_or_default())
+            )))
+        }
+    };
+    eprintln!(
+        "quorum-2 job of {} units done in {:?}",
+        done.progress.units_total,
+        submitted.elapsed()
+    );
+    let (status, result) = api.result(&id).await?;
+    assert_eq!(status, 200);
+    job.check(&result)?;
+
+    // Every unit was judged on both browsers' results.
+    let both: BTreeSet<&str> = [on_chromium.wallet.as_str(), on_firefox.wallet.as_str()].into();
+    let units = api.units(&id).await?;
+    ensure!(units.len() >= 4, "the job has {} units", units.len());
+    for unit in &units {
+        let wallets: BTreeSet<&str> = unit.valid_wallets.iter().map(String::as_str).collect();
+        ensure!(
+            wallets == both,
+            "unit {} was judged on {wallets:?}, not on both browsers' wallets",
+            unit.index
+        );
+    }
+
+    // Both wallets are paid in the public ledger, and each page's credit counter (from
+    // its signed receipts) shows what its wallet got.
+    for (page_name, wallet) in [
+        ("chromium", &on_chromium.wallet),
+        ("firefox", &on_firefox.wallet),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut pay = paid(&api, wallet).await?;
+        while pay == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            pay = paid(&api, wallet).await?;
+        }
+        let balance = api.wallet(wallet).await?.balance_micro;
+        eprintln!("{page_name}'s wallet: paid {pay} micro-credits, balance {balance}");
+        ensure!(pay > 0, "the ledger paid {page_name}'s wallet nothing");
+        ensure!(
+            balance == pay,
+            "{page_name}'s balance {balance} is what the ledger paid it, {pay}"
+        );
+    }
+    let expected = |wallet: &str| {
+        let api = &api;
+        let wallet = wallet.to_owned();
+        async move {
+            let balance = api.wallet(&wallet).await?.balance_micro;
+            anyhow::Ok(format!("{:.6}", balance as f64 / 1e6))
+        }
+    };
+    let on_page = expected(&on_chromium.wallet).await?;
+    chromium
+        .wait_for_text("credits-earned", Duration::from_secs(10), |t| t == on_page)
+        .await?;
+    let on_page = expected(&on_firefox.wallet).await?;
+    firefox
+        .wait_for_text("credits-earned", Duration::from_secs(10), |t| t == on_page)
+        .await?;
+
+    for (name, errors) in [
+        ("chromium", chromium.page_errors().await?),
+        ("firefox", firefox.page_errors().await?),
+    ] {
+        ensure!(
+            errors.is_empty(),
+            "{name}'s console shows page errors:\n{}",
+            lines(&errors)
+        );
+    }
+    Ok(())
+}
