@@ -58,6 +58,8 @@ user_pref("messaging-system.rsexperimentloader.enabled", false);
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+/// Firefox's own output, its last lines.
+type Output = Arc<Mutex<Vec<String>>>;
 
 /// A headless Firefox with one tab; stopped (and its profile removed) on drop.
 pub struct Firefox {
@@ -67,7 +69,7 @@ pub struct Firefox {
     next_id: AtomicU64,
     context: String,
     console: Arc<Mutex<Vec<ConsoleEntry>>>,
-    output: Arc<Mutex<Vec<String>>>,
+    output: Output,
     reader: tokio::task::JoinHandle<()>,
     version: String,
     _profile: crate::TempDir,
@@ -82,7 +84,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Firefox blocks on a full pipe. The BiDi URL, when printed, goes to `url`.
 fn drain(
     pipe: impl std::io::Read + Send + 'static,
-    output: Arc<Mutex<Vec<String>>>,
+    output: Output,
     mut url: Option<oneshot::Sender<String>>,
 ) {
     std::thread::spawn(move || {
@@ -104,10 +106,7 @@ fn drain(
 
 /// Starts `firefox-esr` on a fresh profile with BiDi on a port it picks itself; returns
 /// the process, the WebSocket URL it will print and its output (kept growing).
-fn launch(
-    profile: &Path,
-    extra_prefs: &str,
-) -> Result<(Child, oneshot::Receiver<String>, Arc<Mutex<Vec<String>>>)> {
+fn launch(profile: &Path, extra_prefs: &str) -> Result<(Child, oneshot::Receiver<String>, Output)> {
     std::fs::write(profile.join("user.js"), format!("{USER_JS}{extra_prefs}\n"))?;
     let mut child = Command::new("firefox-esr")
         .args(["--headless", "--no-remote", "--remote-debugging-port=0"])
@@ -120,7 +119,7 @@ fn launch(
         .stderr(Stdio::piped())
         .spawn()
         .context("starting firefox-esr (scripts/setup.sh installs it)")?;
-    let output = Arc::new(Mutex::new(Vec::new()));
+    let output = Output::default();
     let (url_tx, url_rx) = oneshot::channel();
     drain(
         child.stdout.take().context("firefox stdout")?,

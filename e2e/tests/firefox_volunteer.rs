@@ -186,3 +186,105 @@ async fn firefox_and_chromium_both_compute_and_are_paid_on_a_quorum_2_job() -> R
     }
     Ok(())
 }
+
+/// How long a browser may take to notice that its relay died without a word: ICE
+/// declares the connection failed after about 30 s without answers (Firefox closed its
+/// channel 29.8 s after a SIGKILL here).
+const NOTICE_DEAD_RELAY: Duration = Duration::from_secs(60);
+
+/// Waits until `page`'s console holds `count` entries containing `needle`.
+async fn wait_console<P: Page>(
+    page: &P,
+    needle: &str,
+    count: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let console = page.console().await?;
+        if console.iter().filter(|e| e.text.contains(needle)).count() >= count {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{}'s console holds fewer than {count} entries with {needle:?} after {timeout:?}; status {:?}; console:\n{}",
+            page.browser_name(),
+            page.text("status").await?,
+            lines(&console)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A relay killed (SIGKILL: no goodbye on any channel) and started again on the same
+/// address a while later: both browsers notice that their connection died, try again
+/// while it is down, come back by themselves and finish a quorum-2 job together, and
+/// tearing the dead and the failed connections down throws nothing in either console.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_browsers_come_back_after_the_relay_is_killed() -> Result<()> {
+    let data = TempDir::new("firefox-relay-killed")?;
+    let mut relay = Relay::start(data.path(), 1)?;
+    let api = relay.api();
+    let chromium = Browser::start("killed-chromium").await?;
+    let firefox = Firefox::start("killed-firefox").await?;
+    start_volunteering(&chromium, &relay.url()).await?;
+    start_volunteering(&firefox, &relay.url()).await?;
+
+    relay.kill();
+    let killed = Instant::now();
+    chromium
+        .wait_for_text("status", NOTICE_DEAD_RELAY, |t| !t.starts_with("Working"))
+        .await
+        .context("chromium never noticed that the relay died")?;
+    firefox
+        .wait_for_text("status", NOTICE_DEAD_RELAY, |t| !t.starts_with("Working"))
+        .await
+        .context("firefox never noticed that the relay died")?;
+    eprintln!(
+        "both browsers noticed the dead relay {:?} after SIGKILL",
+        killed.elapsed()
+    );
+    // Two failed tries each while the relay is down: each try's peer connection is
+    // dropped unopened.
+    let failed_try = "could not connect to the relay";
+    wait_console(&chromium, failed_try, 2, Duration::from_secs(30)).await?;
+    wait_console(&firefox, failed_try, 2, Duration::from_secs(30)).await?;
+
+    relay.restart()?;
+    let restarted = Instant::now();
+    loop {
+        let back = api.stats().await?.volunteers;
+        if back >= 2 {
+            break;
+        }
+        ensure!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "{back} of 2 browsers came back within 30 s of the restart; chromium says {:?}, firefox says {:?}",
+            Page::text(&chromium, "status").await?,
+            firefox.text("status").await?
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "both browsers back {:?} after the restart",
+        restarted.elapsed()
+    );
+
+    let job = MatmulJob::random(160, 128, 96, 32);
+    let id = api.submit_with_quorum(&job.body, 2).await?;
+    api.wait_done(&id, Duration::from_secs(120)).await?;
+    let (status, result) = api.result(&id).await?;
+    assert_eq!(status, 200);
+    job.check(&result)?;
+    for (name, errors) in [
+        ("chromium", chromium.page_errors().await?),
+        ("firefox", firefox.page_errors().await?),
+    ] {
+        ensure!(
+            errors.is_empty(),
+            "{name}'s console shows page errors:\n{}",
+            lines(&errors)
+        );
+    }
+    Ok(())
+}
