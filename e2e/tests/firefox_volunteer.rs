@@ -36,10 +36,16 @@ async fn start_volunteering<P: Page>(page: &P, relay_url: &str) -> Result<Starte
             t.starts_with("st1")
         })
         .await?;
+    let pressed = Instant::now();
     page.click("start").await?;
     page.wait_for_text("status", CONNECT, |t| t.starts_with("Working"))
         .await
         .with_context(|| format!("{} never connected to the relay", page.browser_name()))?;
+    eprintln!(
+        "{}: working {:?} after Start (polled every 100 ms)",
+        page.browser_name(),
+        pressed.elapsed()
+    );
     Ok(Started { device, wallet })
 }
 
@@ -123,6 +129,11 @@ async fn firefox_and_chromium_both_compute_and_are_paid_on_a_quorum_2_job() -> R
     let (status, result) = api.result(&id).await?;
     assert_eq!(status, 200);
     job.check(&result)?;
+    eprintln!(
+        "GFLOP/s while computing: chromium {:?}, firefox {:?}",
+        chromium.text("gflops").await?,
+        firefox.text("gflops").await?
+    );
 
     // Every unit was judged on both browsers' results.
     let both: BTreeSet<&str> = [on_chromium.wallet.as_str(), on_firefox.wallet.as_str()].into();
