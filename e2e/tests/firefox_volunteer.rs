@@ -65,7 +65,7 @@ async fn firefox_and_chromium_both_compute_and_are_paid_on_a_quorum_2_job() -> R
     let data = TempDir::new("firefox-volunteer")?;
     let relay = Relay::start(data.path(), 1)?;
     let api = relay.api();
-    let chromium = Browser::start("quorum-chromium").await?;
+    let chromium = Browser::start_recording_console("quorum-chromium").await?;
     let firefox = Firefox::start("quorum-firefox").await?;
     eprintln!("Firefox {}", firefox.version());
 
@@ -236,7 +236,7 @@ async fn both_browsers_come_back_after_the_relay_is_killed() -> Result<()> {
     let data = TempDir::new("firefox-relay-killed")?;
     let mut relay = Relay::start(data.path(), 1)?;
     let api = relay.api();
-    let chromium = Browser::start("killed-chromium").await?;
+    let chromium = Browser::start_recording_console("killed-chromium").await?;
     let firefox = Firefox::start("killed-firefox").await?;
     start_volunteering(&chromium, &relay.url()).await?;
     start_volunteering(&firefox, &relay.url()).await?;
