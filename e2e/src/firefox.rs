@@ -2,9 +2,10 @@
 //!
 //! Debian packages no geckodriver, and Firefox serves BiDi itself: started with
 //! `--remote-debugging-port`, it listens for a WebSocket at `/session`. The client is
-//! ours, on tokio-tungstenite, because what a test needs is five commands of JSON
-//! (`session.new`, `browsingContext.navigate`, `browsingContext.locateNodes`,
-//! `script.callFunction`, `input.performActions`) and one event (`log.entryAdded`).
+//! ours, on tokio-tungstenite, because what a test needs is a few commands of JSON
+//! (`session.new`, `session.subscribe`, `browsingContext.getTree`, `.navigate`,
+//! `.locateNodes`, `script.callFunction`, `input.performActions`) and one event
+//! (`log.entryAdded`).
 //! The Rust BiDi crates looked at (2026-12) were either built to talk through a
 //! WebDriver server (geckodriver, which Debian lacks) or young one-person projects with a
 //! large surface, and npm's puppeteer-core would put a Node process and a second
@@ -43,12 +44,14 @@ const OUTPUT_LINES: usize = 200;
 const USER_JS: &str = r#"// Written by the e2e harness.
 // WebDriver BiDi only (the remote agent's CDP is gone from recent Firefox).
 user_pref("remote.active-protocols", 1);
-// WebRTC on a machine whose only way to the relay may be loopback: offer loopback and
-// plain host addresses (no mDNS names the relay could not resolve). Firefox 153 still
-// offers no 127.0.0.1 candidate; it reaches the relay from the host's own address.
+// WebRTC to a relay on loopback: offer loopback and plain host addresses (no mDNS names
+// the relay could not resolve). Firefox 153 offers no 127.0.0.1 candidate even so: it
+// reaches the relay from the host's own address, and on a machine with no interface
+// but loopback it offers no candidate at all and cannot connect.
 user_pref("media.peerconnection.ice.loopback", true);
 user_pref("media.peerconnection.ice.obfuscate_host_addresses", false);
 user_pref("media.peerconnection.ice.no_host", false);
+// No first-run questions, and no experiments fetched from a network that is not there.
 user_pref("browser.shell.checkDefaultBrowser", false);
 user_pref("datareporting.policy.dataSubmissionEnabled", false);
 user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);
@@ -63,7 +66,8 @@ type Output = Arc<Mutex<Vec<String>>>;
 
 /// A headless Firefox with one tab; stopped (and its profile removed) on drop.
 pub struct Firefox {
-    child: Child,
+    // Declared first, dropped first: the process stops before its profile is removed.
+    _process: Process,
     writer: tokio::sync::Mutex<SplitSink<Socket, Message>>,
     pending: Pending,
     next_id: AtomicU64,
@@ -73,6 +77,28 @@ pub struct Firefox {
     reader: tokio::task::JoinHandle<()>,
     version: String,
     _profile: crate::TempDir,
+}
+
+/// The Firefox process, stopped on drop (also when starting it fails half-way).
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SIGTERM first: Firefox then shuts its content processes down with it.
+        let terminated = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while terminated && Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -106,7 +132,10 @@ fn drain(
 
 /// Starts `firefox-esr` on a fresh profile with BiDi on a port it picks itself; returns
 /// the process, the WebSocket URL it will print and its output (kept growing).
-fn launch(profile: &Path, extra_prefs: &str) -> Result<(Child, oneshot::Receiver<String>, Output)> {
+fn launch(
+    profile: &Path,
+    extra_prefs: &str,
+) -> Result<(Process, oneshot::Receiver<String>, Output)> {
     std::fs::write(profile.join("user.js"), format!("{USER_JS}{extra_prefs}\n"))?;
     let mut child = Command::new("firefox-esr")
         .args(["--headless", "--no-remote", "--remote-debugging-port=0"])
@@ -131,7 +160,7 @@ fn launch(profile: &Path, extra_prefs: &str) -> Result<(Child, oneshot::Receiver
         output.clone(),
         Some(url_tx),
     );
-    Ok((child, url_rx, output))
+    Ok((Process(child), url_rx, output))
 }
 
 /// A BiDi `log.entryAdded` event's entry as a console line.
@@ -173,12 +202,11 @@ impl Firefox {
     /// (they override the harness's own).
     pub async fn start_with(name: &str, extra_prefs: &str) -> Result<Self> {
         let profile = crate::TempDir::new(&format!("firefox-{name}"))?;
-        let (mut child, url_rx, output) = launch(profile.path(), extra_prefs)?;
+        let (process, url_rx, output) = launch(profile.path(), extra_prefs)?;
         let url = match tokio::time::timeout(START_TIMEOUT, url_rx).await {
             Ok(Ok(url)) => url,
             _ => {
-                let _ = child.kill();
-                let _ = child.wait();
+                drop(process);
                 bail!(
                     "firefox-esr opened no WebDriver BiDi socket within {START_TIMEOUT:?}; its output:\n{}",
                     lock(&output).join("\n")
@@ -214,7 +242,7 @@ impl Firefox {
             })
         };
         let mut firefox = Self {
-            child,
+            _process: process,
             writer: tokio::sync::Mutex::new(writer),
             pending,
             next_id: AtomicU64::new(1),
@@ -403,19 +431,5 @@ impl Page for Firefox {
 impl Drop for Firefox {
     fn drop(&mut self) {
         self.reader.abort();
-        // SIGTERM first: Firefox then shuts its content processes down with it.
-        let terminated = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while terminated && Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
