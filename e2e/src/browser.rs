@@ -1,5 +1,6 @@
 //! Headless Chromium with WebGPU and WebRTC, driven through chromedriver's WebDriver API.
 
+use crate::page::{ConsoleEntry, ConsoleLevel, Page};
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -38,12 +39,26 @@ pub struct Browser {
     base: String,
     session: String,
     http: reqwest::Client,
+    // chromedriver hands each console entry out once; kept for `Page::console`. None
+    // unless started recording it.
+    console: Option<std::sync::Mutex<Vec<ConsoleEntry>>>,
     _profile: crate::TempDir,
 }
 
 impl Browser {
     /// Starts chromedriver and a fresh headless Chromium profile.
     pub async fn start(name: &str) -> Result<Self> {
+        Self::launch(name, false).await
+    }
+
+    /// Like [`Browser::start`], recording the page's console for [`Page::console`].
+    /// Opt-in: with chromedriver's logging on, web_app's console test (which reads the
+    /// job id right after Submit) failed twice in two runs, and passed twice without.
+    pub async fn start_recording_console(name: &str) -> Result<Self> {
+        Self::launch(name, true).await
+    }
+
+    async fn launch(name: &str, record_console: bool) -> Result<Self> {
         let port = crate::free_port()?;
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -61,13 +76,16 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = crate::TempDir::new(&format!("chromium-{name}"))?;
-        let caps = json!({"capabilities": {"alwaysMatch": {
+        let mut caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": chromium_args(profile.path()),
             },
         }}});
+        if record_console {
+            caps["capabilities"]["alwaysMatch"]["goog:loggingPrefs"] = json!({ "browser": "ALL" });
+        }
         let response: Value = http
             .post(format!("{base}/session"))
             .json(&caps)
@@ -84,6 +102,7 @@ impl Browser {
             base,
             session,
             http,
+            console: record_console.then(Default::default),
             _profile: profile,
         })
     }
@@ -291,6 +310,58 @@ impl Browser {
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, png)?;
         Ok(path)
+    }
+}
+
+impl Page for Browser {
+    fn browser_name(&self) -> &str {
+        "chromium"
+    }
+
+    async fn goto(&self, url: &str) -> Result<()> {
+        Browser::goto(self, url).await
+    }
+
+    async fn click(&self, test_id: &str) -> Result<()> {
+        Browser::click(self, test_id).await
+    }
+
+    async fn text(&self, test_id: &str) -> Result<Option<String>> {
+        Browser::text(self, test_id).await
+    }
+
+    async fn console(&self) -> Result<Vec<ConsoleEntry>> {
+        let Some(console) = &self.console else {
+            bail!("this Chromium does not record its console: start it with Browser::start_recording_console");
+        };
+        // chromedriver's log endpoint (kept from the JSON wire protocol, with
+        // `goog:loggingPrefs`) answers the entries since the last call.
+        let fresh = self
+            .call(
+                reqwest::Method::POST,
+                "/se/log",
+                json!({ "type": "browser" }),
+            )
+            .await?;
+        let mut console = console
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        console.extend(
+            fresh
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|entry| ConsoleEntry {
+                    level: match entry["level"].as_str() {
+                        Some("SEVERE") => ConsoleLevel::Error,
+                        Some("WARNING") => ConsoleLevel::Warning,
+                        _ => ConsoleLevel::Info,
+                    },
+                    source: entry["source"].as_str().unwrap_or_default().to_owned(),
+                    text: entry["message"].as_str().unwrap_or_default().to_owned(),
+                }),
+        );
+        Ok(console.clone())
     }
 }
 

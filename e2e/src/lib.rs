@@ -1,7 +1,10 @@
 //! Harness for end-to-end tests: real relay and volunteer processes, a real headless
-//! Chromium driven over WebDriver, and REST calls like a submitter's.
+//! Chromium driven over WebDriver (and Firefox ESR over WebDriver BiDi, both behind
+//! [`page::Page`]), and REST calls like a submitter's.
 
 pub mod browser;
+pub mod firefox;
+pub mod page;
 pub mod turn;
 
 use anyhow::{bail, Context, Result};

@@ -11,7 +11,8 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MessageEvent, RtcDataChannel, RtcDataChannelInit, RtcDataChannelState, RtcDataChannelType,
-    RtcIceGatheringState, RtcPeerConnection, RtcSdpType, RtcSessionDescriptionInit,
+    RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState, RtcSdpType,
+    RtcSessionDescriptionInit,
 };
 
 /// Bytes queued in the browser before `send` waits; keeps memory bounded on big outputs.
@@ -19,15 +20,36 @@ const HIGH_WATER: u32 = 4 * 1024 * 1024;
 
 /// A data channel to the relay, owned by the page.
 pub struct WebTransport {
-    pc: RtcPeerConnection,
-    dc: RtcDataChannel,
+    link: Link,
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
     binding: ChannelBinding,
     kind: TransportKind,
-    // Kept alive for as long as the channel: the browser calls them.
+}
+
+/// One try's peer connection, its channel and the callbacks the browser calls (kept
+/// alive as long as they are hooked). Dropped, whether the try failed or the transport
+/// is done, it unhooks the callbacks before freeing them and closes both: Firefox fires
+/// the channel's `close` after `pc.close()`, and on a peer connection it collects
+/// unclosed, and a freed callback then throws "closure invoked recursively or after
+/// being dropped" on the page.
+struct Link {
+    pc: RtcPeerConnection,
+    dc: RtcDataChannel,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(JsValue)>,
     _on_open: Closure<dyn FnMut(JsValue)>,
+    _on_state: Closure<dyn FnMut(JsValue)>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.dc.set_onmessage(None);
+        self.dc.set_onclose(None);
+        self.dc.set_onopen(None);
+        self.pc.set_onconnectionstatechange(None);
+        self.dc.close();
+        self.pc.close();
+    }
 }
 
 fn js_err(context: &str, e: JsValue) -> TransportError {
@@ -102,8 +124,26 @@ impl WebTransport {
             })
         };
         dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| tx.close_channel());
+        let on_close = {
+            let tx = tx.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |_| tx.close_channel())
+        };
         dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        // A relay that dies without a word (killed, its machine gone) leaves the channel
+        // open in Chromium for good, and in Firefox until ICE gives up: once ICE declares
+        // the connection failed, the transport counts as closed, so the page reconnects.
+        let on_state = {
+            let pc = pc.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |_| {
+                if matches!(
+                    pc.connection_state(),
+                    RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed
+                ) {
+                    tx.close_channel();
+                }
+            })
+        };
+        pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
         let (open_tx, open_rx) = oneshot::channel::<()>();
         let mut open_tx = Some(open_tx);
         let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| {
@@ -112,6 +152,15 @@ impl WebTransport {
             }
         });
         dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        let link = Link {
+            pc,
+            dc,
+            _on_message: on_message,
+            _on_close: on_close,
+            _on_open: on_open,
+            _on_state: on_state,
+        };
+        let pc = &link.pc;
 
         let offer = JsFuture::from(pc.create_offer())
             .await
@@ -136,10 +185,8 @@ impl WebTransport {
         let answer = post_offer(&format!("{base}/api/v1/rtc/offer"), &sdp).await?;
         // Read before the answer is applied: a description naming no single certificate
         // is refused before any connection is made with it.
-        let binding = ChannelBinding::from_descriptions(&sdp, &answer).map_err(|e| {
-            pc.close();
-            TransportError::Connect(e.to_string())
-        })?;
+        let binding = ChannelBinding::from_descriptions(&sdp, &answer)
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
         let remote = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
         remote.set_sdp(&answer);
         JsFuture::from(pc.set_remote_description(&remote))
@@ -147,35 +194,30 @@ impl WebTransport {
             .map_err(|e| js_err("setRemoteDescription", e))?;
         let opened = futures::future::select(open_rx, TimeoutFuture::new(15_000)).await;
         if !matches!(opened, futures::future::Either::Left((Ok(()), _))) {
-            pc.close();
             return Err(TransportError::Connect(
                 "the data channel did not open within 15 s".into(),
             ));
         }
-        let kind = super::web_ice::transport_kind(&pc).await;
+        let kind = super::web_ice::transport_kind(&link.pc).await;
         Ok(Self {
-            pc,
-            dc,
+            link,
             rx,
             binding,
             kind,
-            _on_message: on_message,
-            _on_close: on_close,
-            _on_open: on_open,
         })
     }
 }
 
 impl Transport for WebTransport {
     async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError> {
-        while self.dc.buffered_amount() > HIGH_WATER {
-            if self.dc.ready_state() != RtcDataChannelState::Open {
+        let dc = &self.link.dc;
+        while dc.buffered_amount() > HIGH_WATER {
+            if dc.ready_state() != RtcDataChannelState::Open {
                 return Err(TransportError::Closed);
             }
             TimeoutFuture::new(5).await;
         }
-        self.dc
-            .send_with_u8_array(&frame)
+        dc.send_with_u8_array(&frame)
             .map_err(|_| TransportError::Closed)
     }
 
@@ -189,12 +231,5 @@ impl Transport for WebTransport {
 
     fn kind(&self) -> TransportKind {
         self.kind
-    }
-}
-
-impl Drop for WebTransport {
-    fn drop(&mut self) {
-        self.dc.close();
-        self.pc.close();
     }
 }
