@@ -21,7 +21,7 @@ use web_sys::{
 const HIGH_WATER: u32 = 4 * 1024 * 1024;
 /// How long the peer connection may stay "disconnected" before the transport counts it
 /// as closed. The state can recover (a brief network blip), but a dead relay leaves it
-/// there for good: Chromium 156 reports "disconnected" 5.3 to 6.2 s after the relay is
+/// there for good: Chromium 156 reports "disconnected" 5.3 to 6.7 s after the relay is
 /// killed (it has heard nothing for 5 s by then) and "failed" only 10 s later, and its
 /// data channel never reports closed at all.
 const DISCONNECTED_GRACE_MS: u32 = 1_000;
