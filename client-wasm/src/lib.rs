@@ -6,11 +6,14 @@
 //!   send the output back. It sees the network only through [`Transport`].
 //! - [`engine`]: runs units on the GPU through wgpu, or on the kernels' CPU reference when
 //!   no adapter is available.
+//! - [`reconnect`]: when to try the relay again after a loss (jittered backoff), for
+//!   every transport.
 //! - [`platform`]: the one place that differs per target: the WebRTC data channel of the
 //!   browser (`web`) or of the `webrtc` crate (`native`), chosen by one alias.
 
 pub mod engine;
 pub mod platform;
+pub mod reconnect;
 pub mod volunteer;
 
 pub use engine::{ComputeError, Engine};

@@ -1,5 +1,6 @@
 //! Kill the relay (SIGKILL) in the middle of a job and start it again on the same data
-//! directory: the job resumes and finishes with the right result.
+//! directory: the volunteer reconnects by itself within 10 s, and the job resumes and
+//! finishes with the right result.
 
 use starling_e2e::{MatmulJob, Relay, TempDir, Volunteer};
 use std::time::{Duration, Instant};
@@ -34,6 +35,19 @@ async fn job_survives_a_relay_crash_and_restart() -> anyhow::Result<()> {
         relay.restart()?;
         api.job(&id).await?.progress.units_done
     };
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(10);
+    while api.stats().await?.volunteers == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the volunteer did not reconnect within 10 s of the relay being back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "the volunteer reconnected {:?} after the relay was back",
+        back.elapsed()
+    );
     assert!(
         done_at_kill >= 3,
         "accepted results survived the crash: {done_at_kill}"

@@ -1,5 +1,6 @@
 //! `volunteer`: a headless native volunteer (wgpu on Vulkan/Metal, or the CPU reference).
-//! It reconnects after relay restarts until stopped with Ctrl-C.
+//! It reconnects after relay restarts until stopped with Ctrl-C, waiting between tries as
+//! the page does (`starling_client::reconnect`: jittered, from 0.25 s up to 30 s).
 
 mod fault;
 
@@ -7,8 +8,10 @@ use anyhow::Context;
 use clap::Parser;
 use fault::{CollusionGroup, Fault, FaultyTransport};
 use starling_client::platform::RelayTransport;
+use starling_client::reconnect::{self, Backoff};
 use starling_client::{Engine, Event, Profile, Transport, VolunteerError};
 use starling_protocol::{SiteClaim, WalletAddress, WalletKey};
+use std::cell::Cell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -102,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new();
     let faulted = std::rc::Rc::new(std::cell::Cell::new(false));
     loop {
         let outcome = tokio::select! {
@@ -111,13 +114,12 @@ async fn main() -> anyhow::Result<()> {
         };
         match outcome {
             Ok(transport) => {
-                backoff = Duration::from_millis(250);
-                let result = match cli.fault {
+                let (result, steady) = match cli.fault {
                     None => {
                         let mut transport = transport;
-                        let result = serve(&mut transport, &engine, &profile, clock).await;
+                        let served = serve(&mut transport, &engine, &profile, clock).await;
                         transport.close().await;
-                        result
+                        served
                     }
                     Some(fault) => {
                         tracing::warn!(?fault, rate = cli.fault_rate, "TEST MODE: faults injected");
@@ -131,11 +133,12 @@ async fn main() -> anyhow::Result<()> {
                             faulted.clone(),
                         )
                         .in_group(group.clone());
-                        let result = serve(&mut faulty, &engine, &profile, clock).await;
+                        let served = serve(&mut faulty, &engine, &profile, clock).await;
                         faulty.into_inner().close().await;
-                        result
+                        served
                     }
                 };
+                backoff.session_ended(steady);
                 match result {
                     Ok(()) => return Ok(()),
                     // Refusal is final (quarantined wallet, incompatible version):
@@ -146,10 +149,14 @@ async fn main() -> anyhow::Result<()> {
                     Err(e) => tracing::warn!("disconnected: {e}"),
                 }
             }
-            Err(e) => tracing::warn!("{e}; retrying in {backoff:?}"),
+            Err(e) => tracing::warn!("{e}"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        let wait = Duration::from_millis(backoff.next_wait_ms(rand::random()).into());
+        tracing::info!(attempt = backoff.attempt(), "reconnecting in {wait:?}");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
+        }
     }
 }
 
@@ -178,24 +185,38 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<WalletKey> {
     }
 }
 
-/// One connection's work loop, until Ctrl-C (`Ok`) or the connection fails.
+/// One connection's work loop, until Ctrl-C (`Ok`) or the connection fails; and whether
+/// the session was steady ([`reconnect::steady`]), which resets the backoff.
 async fn serve<T: Transport>(
     transport: &mut T,
     engine: &Engine,
     profile: &Profile,
     clock: Instant,
-) -> Result<(), VolunteerError> {
-    starling_client::run(
+) -> (Result<(), VolunteerError>, bool) {
+    let welcomed_at = Cell::new(None::<Instant>);
+    let computed = Cell::new(0u64);
+    let result = starling_client::run(
         transport,
         engine,
         profile,
         || clock.elapsed().as_secs_f64() * 1000.0,
-        log_event,
+        |event: Event| {
+            match event {
+                Event::Connected { .. } => welcomed_at.set(Some(Instant::now())),
+                Event::Computed { .. } => computed.set(computed.get() + 1),
+                _ => {}
+            }
+            log_event(event)
+        },
         async {
             let _ = tokio::signal::ctrl_c().await;
         },
     )
-    .await
+    .await;
+    let welcomed_for_ms = welcomed_at
+        .get()
+        .map(|at| at.elapsed().as_secs_f64() * 1000.0);
+    (result, reconnect::steady(welcomed_for_ms, computed.get()))
 }
 
 fn log_event(event: Event) {

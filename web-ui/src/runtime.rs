@@ -14,6 +14,7 @@ use starling_client::platform::RelayTransport;
 use starling_client::{Engine, Event, Profile};
 use starling_protocol::SiteClaim;
 use std::cell::{Cell, RefCell};
+use std::pin::pin;
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -234,19 +235,30 @@ async fn gate(elapsed_ms: f64, on_hold: Rc<dyn Fn(Option<Hold>)>) {
     }
 }
 
+/// A lost connection, as the page shows it while it tries again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reconnecting {
+    /// The try about to be made since the last session that worked (1 for the first).
+    pub attempt: u32,
+    /// Why the last connection or try failed.
+    pub why: String,
+}
+
 /// Connects to the relay that served this page and works until [`stop`] or a refusal.
 /// `site` credits the embedding site (the widget). `on_hold` hears when work holds and
 /// resumes; `on_reconnect` hears that the connection was lost and a new one is being
-/// made. A lost connection (a relay restarting, a network blip) is made again, after
-/// half a second and then up to 5 s between tries, as the native volunteer does; a
-/// refusal (a quarantined wallet, another protocol version) is final.
+/// made. A lost connection (a relay restarting, a network blip, a laptop waking) is made
+/// again by itself, within the session the person started, after waits that grow with
+/// jitter (`starling_client::reconnect`); a refusal (a quarantined wallet, another
+/// protocol version) is final.
 pub async fn start(
     site: Option<SiteClaim>,
-    mut on_event: impl FnMut(Event),
+    on_event: impl FnMut(Event) + 'static,
     on_hold: impl Fn(Option<Hold>) + 'static,
-    on_reconnect: impl Fn(String),
+    on_reconnect: impl Fn(Reconnecting),
 ) -> Result<(), String> {
     use futures::future::{select, Either, FutureExt};
+    use starling_client::reconnect::{self, Backoff};
     let engine = ENGINE
         .with(|e| e.borrow().clone())
         .ok_or_else(|| "the device is still being detected".to_owned())?;
@@ -260,41 +272,58 @@ pub async fn start(
         site,
     };
     let on_hold: Rc<dyn Fn(Option<Hold>)> = Rc::new(on_hold);
-    let mut backoff_ms: u32 = 500;
+    let on_event = RefCell::new(on_event);
+    let mut backoff = Backoff::new();
     loop {
-        let lost = match RelayTransport::connect("").await {
-            Ok(mut transport) => {
+        let connect = pin!(RelayTransport::connect(""));
+        let deadline = TimeoutFuture::new(reconnect::CONNECT_TIMEOUT_MS);
+        let lost = match select(select(connect, deadline), stop.clone()).await {
+            Either::Right(_) => return Ok(()),
+            Either::Left((Either::Right(_), _)) => format!(
+                "no connection within {} s",
+                reconnect::CONNECT_TIMEOUT_MS / 1000
+            ),
+            Either::Left((Either::Left((Err(e), _)), _)) => e.to_string(),
+            Either::Left((Either::Left((Ok(mut transport), _)), _)) => {
                 let on_hold = on_hold.clone();
+                let welcomed_at = Cell::new(None::<f64>);
+                let computed = Cell::new(0u64);
                 let run = starling_client::run_paced(
                     &mut transport,
                     &engine,
                     &profile,
                     now_ms,
-                    &mut on_event,
+                    |event: Event| {
+                        match event {
+                            Event::Connected { .. } => welcomed_at.set(Some(now_ms())),
+                            Event::Computed { .. } => computed.set(computed.get() + 1),
+                            _ => {}
+                        }
+                        (on_event.borrow_mut())(event)
+                    },
                     move |elapsed| gate(elapsed, on_hold.clone()),
                     stop.clone(),
                 )
                 .await;
+                let welcomed_for = welcomed_at.get().map(|at| now_ms() - at);
+                backoff.session_ended(reconnect::steady(welcomed_for, computed.get()));
                 match run {
                     Ok(()) => return Ok(()),
                     Err(e @ starling_client::VolunteerError::Refused(_)) => {
                         return Err(e.to_string())
                     }
-                    Err(e) => {
-                        // It worked until now: the next try comes soon.
-                        backoff_ms = 500;
-                        e.to_string()
-                    }
+                    Err(e) => e.to_string(),
                 }
             }
-            Err(e) => e.to_string(),
         };
-        on_reconnect(lost);
-        let wait = TimeoutFuture::new(backoff_ms);
-        if let Either::Right(_) = select(wait, stop.clone()).await {
+        let wait = backoff.next_wait_ms(js_sys::Math::random());
+        on_reconnect(Reconnecting {
+            attempt: backoff.attempt(),
+            why: lost,
+        });
+        if let Either::Right(_) = select(TimeoutFuture::new(wait), stop.clone()).await {
             return Ok(());
         }
-        backoff_ms = (backoff_ms * 2).min(5_000);
     }
 }
 

@@ -319,9 +319,14 @@ async fn pair_rewriting_offer(
     Vec<u8>,
 ) {
     let (certificate, der) = generate_certificate().expect("a certificate");
-    let peer = new_peer(&[LOCALHOST], Some(certificate), &IceOptions::default())
-        .await
-        .expect("a peer connection");
+    let peer = new_peer(
+        &[LOCALHOST],
+        Some(certificate),
+        &IceOptions::default(),
+        Some(OFFERER_DISCONNECTED_GRACE),
+    )
+    .await
+    .expect("a peer connection");
     let (pending_tx, pending_rx) = oneshot::channel();
     let volunteer = offer_through(
         peer,

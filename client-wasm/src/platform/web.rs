@@ -6,17 +6,25 @@ use futures::StreamExt;
 use gloo_timers::future::TimeoutFuture;
 use js_sys::{Reflect, Uint8Array};
 use starling_protocol::ChannelBinding;
+use std::cell::Cell;
+use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MessageEvent, RtcDataChannel, RtcDataChannelInit, RtcDataChannelState, RtcDataChannelType,
-    RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState, RtcSdpType,
-    RtcSessionDescriptionInit,
+    RtcIceConnectionState, RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState,
+    RtcSdpType, RtcSessionDescriptionInit,
 };
 
 /// Bytes queued in the browser before `send` waits; keeps memory bounded on big outputs.
 const HIGH_WATER: u32 = 4 * 1024 * 1024;
+/// How long the peer connection may stay "disconnected" before the transport counts it
+/// as closed. The state can recover (a brief network blip), but a dead relay leaves it
+/// there for good: Chromium 156 reports "disconnected" 5.3 to 6.7 s after the relay is
+/// killed (it has heard nothing for 5 s by then) and "failed" only 10 s later, and its
+/// data channel never reports closed at all.
+const DISCONNECTED_GRACE_MS: u32 = 1_000;
 
 /// A data channel to the relay, owned by the page.
 pub struct WebTransport {
@@ -24,6 +32,8 @@ pub struct WebTransport {
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
     binding: ChannelBinding,
     kind: TransportKind,
+    /// Set once the link is known dead, though the channel may still say "open".
+    closed: Rc<Cell<bool>>,
 }
 
 /// One try's peer connection, its channel and the callbacks the browser calls (kept
@@ -38,7 +48,7 @@ struct Link {
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(JsValue)>,
     _on_open: Closure<dyn FnMut(JsValue)>,
-    _on_state: Closure<dyn FnMut(JsValue)>,
+    _on_link_state: Closure<dyn FnMut(JsValue)>,
 }
 
 impl Drop for Link {
@@ -47,9 +57,71 @@ impl Drop for Link {
         self.dc.set_onclose(None);
         self.dc.set_onopen(None);
         self.pc.set_onconnectionstatechange(None);
+        self.pc.set_oniceconnectionstatechange(None);
         self.dc.close();
         self.pc.close();
     }
+}
+/// What the peer connection's states say about the link.
+#[derive(Clone, Copy, PartialEq)]
+enum Health {
+    Up,
+    /// "disconnected": may recover, or may be the first sign of a dead peer.
+    Wavering,
+    Dead,
+}
+
+fn health(pc: &RtcPeerConnection) -> Health {
+    // Both states: `connectionState` is the one that reaches "failed", but older
+    // browsers only have `iceConnectionState`.
+    let ice = pc.ice_connection_state();
+    let connection = pc.connection_state();
+    if matches!(
+        ice,
+        RtcIceConnectionState::Failed | RtcIceConnectionState::Closed
+    ) || matches!(
+        connection,
+        RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed
+    ) {
+        Health::Dead
+    } else if ice == RtcIceConnectionState::Disconnected
+        || connection == RtcPeerConnectionState::Disconnected
+    {
+        Health::Wavering
+    } else {
+        Health::Up
+    }
+}
+
+/// Ends the transport's stream (and fails its sends) once the peer connection fails,
+/// closes, or stays disconnected past [`DISCONNECTED_GRACE_MS`]: a data channel over a
+/// dead connection may never report closed by itself.
+fn watch_link(
+    pc: &RtcPeerConnection,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    closed: Rc<Cell<bool>>,
+) -> Closure<dyn FnMut(JsValue)> {
+    let end = Rc::new(move || {
+        closed.set(true);
+        tx.close_channel();
+    });
+    let watched = pc.clone();
+    let on_state = Closure::<dyn FnMut(JsValue)>::new(move |_| match health(&watched) {
+        Health::Up => {}
+        Health::Dead => end(),
+        Health::Wavering => {
+            let (pc, end) = (watched.clone(), end.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                TimeoutFuture::new(DISCONNECTED_GRACE_MS).await;
+                if health(&pc) != Health::Up {
+                    end();
+                }
+            });
+        }
+    });
+    pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+    pc.set_oniceconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+    on_state
 }
 
 fn js_err(context: &str, e: JsValue) -> TransportError {
@@ -115,6 +187,8 @@ impl WebTransport {
         dc.set_binary_type(RtcDataChannelType::Arraybuffer);
 
         let (tx, rx) = mpsc::unbounded();
+        let closed = Rc::new(Cell::new(false));
+        let on_link_state = watch_link(&pc, tx.clone(), closed.clone());
         let on_message = {
             let tx = tx.clone();
             Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
@@ -129,21 +203,6 @@ impl WebTransport {
             Closure::<dyn FnMut(JsValue)>::new(move |_| tx.close_channel())
         };
         dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        // A relay that dies without a word (killed, its machine gone) leaves the channel
-        // open in Chromium for good, and in Firefox until ICE gives up: once ICE declares
-        // the connection failed, the transport counts as closed, so the page reconnects.
-        let on_state = {
-            let pc = pc.clone();
-            Closure::<dyn FnMut(JsValue)>::new(move |_| {
-                if matches!(
-                    pc.connection_state(),
-                    RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed
-                ) {
-                    tx.close_channel();
-                }
-            })
-        };
-        pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
         let (open_tx, open_rx) = oneshot::channel::<()>();
         let mut open_tx = Some(open_tx);
         let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| {
@@ -158,7 +217,7 @@ impl WebTransport {
             _on_message: on_message,
             _on_close: on_close,
             _on_open: on_open,
-            _on_state: on_state,
+            _on_link_state: on_link_state,
         };
         let pc = &link.pc;
 
@@ -204,6 +263,7 @@ impl WebTransport {
             rx,
             binding,
             kind,
+            closed,
         })
     }
 }
@@ -211,8 +271,11 @@ impl WebTransport {
 impl Transport for WebTransport {
     async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError> {
         let dc = &self.link.dc;
+        if self.closed.get() {
+            return Err(TransportError::Closed);
+        }
         while dc.buffered_amount() > HIGH_WATER {
-            if dc.ready_state() != RtcDataChannelState::Open {
+            if self.closed.get() || dc.ready_state() != RtcDataChannelState::Open {
                 return Err(TransportError::Closed);
             }
             TimeoutFuture::new(5).await;

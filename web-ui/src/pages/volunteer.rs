@@ -21,6 +21,12 @@ pub enum Phase {
     Connecting,
     /// Connected; computing or resting.
     Working,
+    /// The connection was lost; trying again by itself (the `attempt`th try since it
+    /// last worked).
+    Reconnecting {
+        /// Counts from 1.
+        attempt: u32,
+    },
     /// Ended with an error.
     Failed(String),
 }
@@ -37,6 +43,9 @@ pub struct Session {
     pub transport: RwSignal<Option<TransportKind>>,
     /// Micro-credits from signed receipts this session.
     pub credited: RwSignal<u64>,
+    /// The newest ledger entry counted in `credited`: the relay pays in ledger order, so
+    /// a receipt at or below it was counted already (never twice across reconnects).
+    last_receipt: RwSignal<Option<u64>>,
     /// The latest receipts (ledger entry, micro-credits, reason), newest first.
     pub receipts: RwSignal<Vec<(u64, u64, String)>>,
     /// Why work holds now.
@@ -80,6 +89,7 @@ impl Session {
             phase: RwSignal::new(Phase::Idle),
             transport: RwSignal::new(None),
             credited: RwSignal::new(0),
+            last_receipt: RwSignal::new(None),
             receipts: RwSignal::new(Vec::new()),
             hold: RwSignal::new(None),
             units: RwSignal::new(0),
@@ -110,9 +120,12 @@ impl Session {
         net::local_set("starling.battery_floor", &s.battery_floor.to_string());
     }
 
-    /// Connected or connecting.
+    /// Connected, connecting or reconnecting.
     pub fn running(&self) -> bool {
-        matches!(self.phase.get(), Phase::Connecting | Phase::Working)
+        matches!(
+            self.phase.get(),
+            Phase::Connecting | Phase::Working | Phase::Reconnecting { .. }
+        )
     }
 
     /// Connects and works until stopped; `site` credits an embedding site.
@@ -128,7 +141,6 @@ impl Session {
             Event::Computed {
                 elapsed_ms, flops, ..
             } => {
-                s.units.update(|u| *u += 1);
                 s.flops.update(|t| *t += flops);
                 s.busy_ms.update(|b| *b += elapsed_ms);
                 if elapsed_ms > 0.0 {
@@ -143,13 +155,26 @@ impl Session {
                     s.first_unit_ms.set(Some(runtime::now_ms()));
                 }
             }
-            Event::Acked { .. } => {}
+            // Counted when the relay records it: a unit computed as the connection dropped
+            // is handed out again, and may come back to this page.
+            Event::Acked { accepted, .. } => {
+                if accepted {
+                    s.units.update(|u| *u += 1);
+                }
+            }
             Event::UnitFailed(why) => leptos::logging::warn!("unit failed: {why}"),
             Event::Credited {
                 amount_micro,
                 seq,
                 reason,
             } => {
+                if s.last_receipt
+                    .get_untracked()
+                    .is_some_and(|last| seq <= last)
+                {
+                    return;
+                }
+                s.last_receipt.set(Some(seq));
                 s.credited.update(|c| *c += amount_micro);
                 s.receipts.update(|r| {
                     r.insert(0, (seq, amount_micro, reason));
@@ -162,10 +187,16 @@ impl Session {
                 site,
                 on_event,
                 move |h| s.hold.set(h),
-                move |why| {
-                    leptos::logging::warn!("connection lost ({why}); reconnecting");
+                move |lost: runtime::Reconnecting| {
+                    leptos::logging::warn!(
+                        "connection lost ({}); reconnecting, attempt {}",
+                        lost.why,
+                        lost.attempt
+                    );
                     s.transport.set(None);
-                    s.phase.set(Phase::Connecting);
+                    s.phase.set(Phase::Reconnecting {
+                        attempt: lost.attempt,
+                    });
                 },
             )
             .await;
@@ -203,6 +234,9 @@ impl Session {
         match (self.phase.get(), hold) {
             (Phase::Idle, _) => "Idle: nothing is computing.".to_owned(),
             (Phase::Connecting, _) => "Connecting to the relay…".to_owned(),
+            (Phase::Reconnecting { attempt }, _) => {
+                format!("Reconnecting to the relay… (attempt {attempt})")
+            }
             (Phase::Working, Some(Hold::Paused)) => {
                 "Paused: connected, computing nothing.".to_owned()
             }
