@@ -7,6 +7,9 @@
 //! Here hyper closes a connection whose headers are not in after
 //! [`ServeLimits::header_read_timeout`], and connections past
 //! [`ServeLimits::max_connections`] are closed as soon as they are accepted.
+//!
+//! [`serve_tls`] is the same loop with each connection handed to `tls.rs` (handshake,
+//! then HTTP/2 or HTTP/1.1); the TLS handshake gets the header-read timeout.
 
 use axum::extract::ConnectInfo;
 use axum::http::Request;
@@ -65,6 +68,31 @@ pub async fn serve(
     stats: Arc<ConnectionStats>,
     shutdown: impl Future<Output = ()>,
 ) {
+    accept_loop(listener, router, limits, stats, None, shutdown).await;
+}
+
+/// [`serve`] over TLS with `config` (which names the ALPN protocols offered): each
+/// request also carries [`crate::middleware::ServedOverTls`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    stats: Arc<ConnectionStats>,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    accept_loop(listener, router, limits, stats, Some(acceptor), shutdown).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    stats: Arc<ConnectionStats>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -96,6 +124,22 @@ pub async fn serve(
         };
         // Small responses (event frames, JSON) go out at once.
         let _ = stream.set_nodelay(true);
+        if let Some(acceptor) = &tls {
+            let connection = crate::tls::serve_connection(
+                stream,
+                peer,
+                acceptor.clone(),
+                http.clone(),
+                router.clone(),
+                graceful.watcher(),
+                limits.header_read_timeout,
+            );
+            tokio::spawn(async move {
+                connection.await;
+                drop(slot);
+            });
+            continue;
+        }
         let service = router
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
