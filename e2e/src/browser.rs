@@ -44,6 +44,13 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a fresh headless Chromium profile.
     pub async fn start(name: &str) -> Result<Self> {
+        Self::start_with(name, &[]).await
+    }
+
+    /// [`Browser::start`] with more Chromium flags (e.g. `--host-resolver-rules=…`).
+    pub async fn start_with(name: &str, extra_args: &[String]) -> Result<Self> {
+        // reqwest is built without a TLS provider of its own; see starling_api::https.
+        starling_api::https::install_ring();
         let port = crate::free_port()?;
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -65,7 +72,10 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                "args": chromium_args(profile.path()),
+                "args": chromium_args(profile.path())
+                    .into_iter()
+                    .chain(extra_args.iter().cloned())
+                    .collect::<Vec<_>>(),
             },
         }}});
         let response: Value = http

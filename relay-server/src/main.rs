@@ -384,18 +384,23 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// What a tester needs to trust a `--tls-self-signed` certificate; tests read the
-/// `certificate:` and `spki sha256:` lines.
+/// `self-signed certificate:` and `spki sha256` lines. Write errors are ignored: a
+/// script that read only the lines above it and closed the pipe must not stop the relay.
 fn print_self_signed(made: &starling_relay::tls::SelfSigned, port: u16) {
-    println!("self-signed certificate: {}", made.cert_path.display());
-    println!("certificate names: {}", made.names.join(", "));
-    println!("certificate sha256: {}", made.cert_sha256);
-    println!("spki sha256 (base64): {}", made.spki_sha256_base64);
-    println!(
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "self-signed certificate: {}", made.cert_path.display());
+    let _ = writeln!(out, "certificate names: {}", made.names.join(", "));
+    let _ = writeln!(out, "certificate sha256: {}", made.cert_sha256);
+    let _ = writeln!(out, "spki sha256 (base64): {}", made.spki_sha256_base64);
+    let _ = writeln!(
+        out,
         "trust it: starling --ca-cert {path} ...; chromium \
          --ignore-certificate-errors-spki-list={spki} https://localhost:{port}/",
         path = made.cert_path.display(),
         spki = made.spki_sha256_base64,
     );
+    let _ = out.flush();
 }
 
 /// Resolves on SIGTERM (service managers, `docker stop`, `kill`) or SIGINT (Ctrl-C).

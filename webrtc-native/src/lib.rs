@@ -630,6 +630,22 @@ pub async fn answer(
     }
 }
 
+/// An error and its causes: reqwest's own message ("error sending request") hides the
+/// one a user can act on, such as a certificate the volunteer does not trust.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
 /// The signaling body, both ways.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Sdp {
@@ -689,20 +705,40 @@ async fn local_ips_towards(url: &str) -> Result<Vec<IpAddr>, PeerError> {
 /// Volunteer side (native): offers one ordered, reliable data channel labelled
 /// "starling" by POSTing `{"sdp": offer}` to `signal_url` (e.g.
 /// `http://127.0.0.1:8080/api/v1/rtc/offer`), applies the `{"sdp": answer}` it gets
-/// back, and waits up to 15 s for the channel to open.
+/// back, and waits up to 15 s for the channel to open. An `https://` relay must have a
+/// certificate the system trusts; [`connect_with`] takes a client trusting others.
 pub async fn connect(signal_url: &str) -> Result<PeerLink, PeerError> {
-    let bind_ips = local_ips_towards(signal_url).await?;
-    offer_then(&bind_ips, |offer| post_offer(signal_url, offer)).await
+    connect_with(signal_url, &signaling_client()?).await
 }
 
-async fn post_offer(signal_url: &str, offer: String) -> Result<String, PeerError> {
-    let response = reqwest::Client::new()
+/// A client trusting the system's roots. reqwest is built without a crypto provider of
+/// its own (one crypto library, ring, is linked): it needs a process default first.
+fn signaling_client() -> Result<reqwest::Client, PeerError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .build()
+        .map_err(|e| PeerError::Signaling(format!("HTTP client: {e}")))
+}
+
+/// [`connect`], signaling with `http` (a client that trusts a relay's self-signed
+/// certificate, say).
+pub async fn connect_with(signal_url: &str, http: &reqwest::Client) -> Result<PeerLink, PeerError> {
+    let bind_ips = local_ips_towards(signal_url).await?;
+    offer_then(&bind_ips, |offer| post_offer(http, signal_url, offer)).await
+}
+
+async fn post_offer(
+    http: &reqwest::Client,
+    signal_url: &str,
+    offer: String,
+) -> Result<String, PeerError> {
+    let response = http
         .post(signal_url)
         .json(&Sdp { sdp: offer })
         .timeout(SIGNAL_TIMEOUT)
         .send()
         .await
-        .map_err(|e| PeerError::Signaling(format!("POST {signal_url}: {e}")))?;
+        .map_err(|e| PeerError::Signaling(format!("POST {signal_url}: {}", with_causes(&e))))?;
     let status = response.status();
     let body = response
         .text()
@@ -743,12 +779,13 @@ where
     R: FnOnce(String, &[u8]) -> String,
 {
     let bind_ips = local_ips_towards(signal_url).await?;
+    let http = signaling_client()?;
     let (certificate, der) = generate_certificate()?;
     let peer = new_peer(&bind_ips, Some(certificate)).await?;
     offer_through(
         peer,
         |offer| rewrite(offer, &der),
-        |offer| post_offer(signal_url, offer),
+        |offer| post_offer(&http, signal_url, offer),
     )
     .await
 }

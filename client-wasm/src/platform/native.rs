@@ -17,6 +17,20 @@ impl NativeTransport {
         let link = starling_webrtc_native::connect(&url)
             .await
             .map_err(|e| TransportError::Connect(e.to_string()))?;
+        Self::bound(link)
+    }
+
+    /// [`NativeTransport::connect`], signaling with `http` (which may trust an https
+    /// relay's self-signed certificate).
+    pub async fn connect_with(relay: &str, http: &reqwest::Client) -> Result<Self, TransportError> {
+        let url = format!("{}/api/v1/rtc/offer", relay.trim_end_matches('/'));
+        let link = starling_webrtc_native::connect_with(&url, http)
+            .await
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        Self::bound(link)
+    }
+
+    fn bound(link: PeerLink) -> Result<Self, TransportError> {
         let descriptions = link.descriptions();
         let binding = ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)
             .map_err(|e| TransportError::Connect(e.to_string()))?;
