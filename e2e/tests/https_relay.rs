@@ -235,3 +235,130 @@ async fn a_native_volunteer_signals_over_https_only_when_it_trusts_the_relay() -
     job.check(&std::fs::read(&out)?)?;
     Ok(())
 }
+
+/// nginx in front of a relay, killed on drop: one process (`master_process off`), so
+/// no worker outlives it holding the test's output.
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The README's nginx `server` block, as printed there, pointed at this test's
+/// certificate, port and relay.
+fn readme_server_block(port: u16, cert: &Path, key: &Path, relay: &str) -> anyhow::Result<String> {
+    let readme = std::fs::read_to_string(starling_e2e::workspace_root().join("README.md"))?;
+    let (_, rest) = readme
+        .split_once("```nginx\n")
+        .context("the README shows an nginx block")?;
+    let (block, _) = rest.split_once("```").context("the nginx block ends")?;
+    let replacements = [
+        ("listen 443 ", format!("listen 127.0.0.1:{port} ")),
+        (
+            "/etc/letsencrypt/live/relay.example/fullchain.pem",
+            cert.display().to_string(),
+        ),
+        (
+            "/etc/letsencrypt/live/relay.example/privkey.pem",
+            key.display().to_string(),
+        ),
+        ("http://127.0.0.1:8080", relay.to_owned()),
+    ];
+    let mut block = block.to_owned();
+    for (from, to) in replacements {
+        anyhow::ensure!(
+            block.contains(from),
+            "the README's block no longer has {from:?}"
+        );
+        block = block.replace(from, &to);
+    }
+    Ok(block)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_nginx_block_serves_a_plain_relay_over_https() -> anyhow::Result<()> {
+    let data = TempDir::new("https-nginx")?;
+    let relay = Relay::start(data.path(), 1)?;
+    let proxy_dir = data.path().join("nginx");
+    std::fs::create_dir_all(&proxy_dir)?;
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+    let cert = proxy_dir.join("cert.pem");
+    let key = proxy_dir.join("key.pem");
+    std::fs::write(&cert, made.cert.pem())?;
+    std::fs::write(&key, made.signing_key.serialize_pem())?;
+    let port = starling_e2e::free_port()?;
+    let dir = proxy_dir.display();
+    let config = format!(
+        "user root;\nmaster_process off;\nerror_log {dir}/error.log warn;\npid {dir}/nginx.pid;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {dir}/body;\n proxy_temp_path {dir}/proxy;\n{}\n}}\n",
+        readme_server_block(port, &cert, &key, &relay.url())?
+    );
+    std::fs::write(proxy_dir.join("nginx.conf"), config)?;
+    let _nginx = Nginx(
+        std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(&proxy_dir)
+            .arg("-c")
+            .arg(proxy_dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(proxy_dir.join("stderr.log"))?)
+            .spawn()
+            .context("starting nginx (scripts/setup.sh installs nginx-light)")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        let log = ["stderr.log", "error.log"]
+            .map(|name| std::fs::read_to_string(proxy_dir.join(name)).unwrap_or_default())
+            .join("\n");
+        anyhow::ensure!(Instant::now() < deadline, "nginx did not come up: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let proxied = format!("https://127.0.0.1:{port}");
+    let http = starling_api::https::http_client_builder(Some(&cert))?.build()?;
+    let health = http.get(format!("{proxied}/healthz")).send().await?;
+    assert_eq!(health.status(), 200);
+    assert!(
+        health.headers().contains_key("strict-transport-security"),
+        "the proxy sends HSTS"
+    );
+
+    // REST, signaling and the event stream, all through the proxy.
+    let key = relay.dev_key();
+    let _volunteer = Volunteer::start_with(
+        &proxied,
+        &["--cpu", "--ca-cert", &cert.display().to_string()],
+    )?;
+    let job = MatmulJob::random(96, 64, 64, 33);
+    let mut args: Vec<String> = ["submit", "matmul", "-p", "m=96", "-p", "k=64", "-p", "n=64"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(input_args(&job, data.path())?);
+    args.extend(["--quorum", "1", "--wait"].map(str::to_owned));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let submitted = starling(&proxied, key, Some(&cert), &args, Duration::from_secs(120)).await?;
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    let id = text(&submitted.stdout).trim().to_owned();
+    let out = data.path().join("out.bin");
+    let out_arg = out.display().to_string();
+    let fetched = starling(
+        &proxied,
+        key,
+        Some(&cert),
+        &["result", &id, "-o", &out_arg],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    job.check(&std::fs::read(&out)?)?;
+    Ok(())
+}

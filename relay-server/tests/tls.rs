@@ -72,18 +72,16 @@ async fn https_relay(
     (addr, cert, stop)
 }
 
-/// A TLS connection to `addr` as `starling.test`, trusting `roots`, offering `alpn`.
+/// A TLS connection to `addr` as `starling.test`, trusting `root` only, offering `alpn`.
 async fn connect(
     addr: SocketAddr,
-    roots: &[CertificateDer<'static>],
+    root: &CertificateDer<'static>,
     alpn: &[&[u8]],
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store
-            .add(root.clone())
-            .expect("a certificate rustls accepts");
-    }
+    store
+        .add(root.clone())
+        .expect("a certificate rustls accepts");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -141,21 +139,19 @@ async fn serves_http2_and_http1_by_alpn_with_hsts() {
     let dir = TempDir::new("tls-alpn");
     let (addr, cert, _stop) = https_relay(&dir).await;
 
-    let stream = connect(addr, &[cert.clone()], &[b"h2", b"http/1.1"])
+    let stream = connect(addr, &cert, &[b"h2", b"http/1.1"])
         .await
         .expect("a client trusting the certificate connects");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (status, hsts, body) = get(stream, true, "/healthz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(hsts.as_deref(), Some("max-age=31536000"));
-    let stream = connect(addr, &[cert.clone()], &[b"h2"])
-        .await
-        .expect("connects");
+    let stream = connect(addr, &cert, &[b"h2"]).await.expect("connects");
     let (status, _, body) = get(stream, true, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, PAGE, "the page over HTTP/2");
 
-    let stream = connect(addr, &[cert.clone()], &[b"http/1.1"])
+    let stream = connect(addr, &cert, &[b"http/1.1"])
         .await
         .expect("connects");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
@@ -164,7 +160,7 @@ async fn serves_http2_and_http1_by_alpn_with_hsts() {
     assert_eq!(hsts.as_deref(), Some("max-age=31536000"));
 
     // No ALPN at all (curl --http1.1 without ALPN, old clients): HTTP/1.1.
-    let stream = connect(addr, &[cert], &[]).await.expect("connects");
+    let stream = connect(addr, &cert, &[]).await.expect("connects");
     assert_eq!(stream.get_ref().1.alpn_protocol(), None);
     let (status, _, body) = get(stream, false, "/").await;
     assert_eq!(status, StatusCode::OK);
@@ -205,7 +201,7 @@ async fn a_client_that_does_not_trust_the_certificate_is_refused() {
     let stranger =
         CertificateDer::from_pem_file(&stranger.self_signed.as_ref().expect("made here").cert_path)
             .expect("PEM");
-    let refused = connect(addr, &[stranger], &[b"http/1.1"]).await;
+    let refused = connect(addr, &stranger, &[b"http/1.1"]).await;
     let error = refused.expect_err("a certificate the client never trusted");
     assert!(
         error.to_string().contains("UnknownIssuer")
