@@ -298,7 +298,7 @@ async fn the_readme_nginx_block_serves_a_plain_relay_over_https() -> anyhow::Res
         readme_server_block(port, &cert, &key, &relay.url())?
     );
     std::fs::write(proxy_dir.join("nginx.conf"), config)?;
-    let _nginx = Nginx(
+    let mut nginx = Nginx(
         std::process::Command::new("nginx")
             .arg("-p")
             .arg(&proxy_dir)
