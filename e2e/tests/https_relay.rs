@@ -318,7 +318,11 @@ async fn the_readme_nginx_block_serves_a_plain_relay_over_https() -> anyhow::Res
         let log = ["stderr.log", "error.log"]
             .map(|name| std::fs::read_to_string(proxy_dir.join(name)).unwrap_or_default())
             .join("\n");
-        anyhow::ensure!(Instant::now() < deadline, "nginx did not come up: {log}");
+        let exited = nginx.0.try_wait()?;
+        anyhow::ensure!(
+            exited.is_none() && Instant::now() < deadline,
+            "nginx did not come up ({exited:?}): {log}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
