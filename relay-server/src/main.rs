@@ -340,6 +340,7 @@ async fn main() -> anyhow::Result<()> {
         header_read_timeout: Duration::from_secs_f64(cli.header_timeout_secs),
         max_connections: connection_cap(cli.max_connections),
         drain: grace,
+        ..ServeLimits::default()
     };
     let router = app::router(
         state,

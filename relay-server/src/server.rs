@@ -36,6 +36,10 @@ pub struct ServeLimits {
     pub max_connections: usize,
     /// How long shutdown waits for requests in flight before closing their connections.
     pub drain: Duration,
+    /// How long an HTTP/2 connection (HTTPS only) may pass no bytes before it is closed:
+    /// HTTP/2 has no per-request header timeout to close idle connections, which would
+    /// otherwise hold their slots for good. Above the 15 s keep-alive of event streams.
+    pub http2_idle_timeout: Duration,
 }
 
 impl Default for ServeLimits {
@@ -44,6 +48,7 @@ impl Default for ServeLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             drain: Duration::from_secs(5),
+            http2_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -132,7 +137,7 @@ async fn accept_loop(
                 http.clone(),
                 router.clone(),
                 graceful.watcher(),
-                limits.header_read_timeout,
+                limits.clone(),
             );
             tokio::spawn(async move {
                 connection.await;

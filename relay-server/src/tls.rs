@@ -395,8 +395,9 @@ This port speaks HTTPS only: use https:// in the address.\n";
 const PLAIN_HTTP_READ: usize = 16 * 1024;
 
 /// Serves one accepted connection over TLS: the handshake (and, for a plain-HTTP
-/// client, the answer above) within `handshake_timeout`, then HTTP/2 or HTTP/1.1 as
-/// ALPN chose, each request carrying [`ConnectInfo`] and [`ServedOverTls`].
+/// client, the answer above) within the header-read timeout, then HTTP/2 (closed after
+/// `http2_idle_timeout` without a byte either way) or HTTP/1.1 as ALPN chose, each
+/// request carrying [`ConnectInfo`] and [`ServedOverTls`].
 pub(crate) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -404,8 +405,10 @@ pub(crate) async fn serve_connection(
     http1: hyper::server::conn::http1::Builder,
     router: Router,
     watcher: Watcher,
-    handshake_timeout: Duration,
+    limits: crate::server::ServeLimits,
 ) {
+    let handshake_timeout = limits.header_read_timeout;
+    let http2_idle_timeout = limits.http2_idle_timeout;
     let mut first = [0u8; 1];
     let peeked = tokio::time::timeout(handshake_timeout, stream.peek(&mut first)).await;
     match peeked {
@@ -434,20 +437,118 @@ pub(crate) async fn serve_connection(
         request
     });
     let service = TowerToHyperService::new(service);
-    let io = TokioIo::new(tls);
     let ended = if h2 {
+        let (io, last_active) = Activity::new(tls);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        // Finds dead peers: HTTP/2 has no per-request header timeout to close them.
-        http2
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(Duration::from_secs(20)))
-            .keep_alive_timeout(Duration::from_secs(20));
-        watcher.watch(http2.serve_connection(io, service)).await
+        // No keep-alive pings: they would count as traffic and keep idle connections
+        // open; a dead peer's connection goes quiet and is closed as idle.
+        http2.timer(TokioTimer::new());
+        let connection = watcher.watch(http2.serve_connection(TokioIo::new(io), service));
+        tokio::pin!(connection);
+        loop {
+            let quiet_until = last_active.instant() + http2_idle_timeout;
+            tokio::select! {
+                ended = &mut connection => break ended,
+                () = tokio::time::sleep_until(quiet_until.into()) => {
+                    if last_active.instant() + http2_idle_timeout <= std::time::Instant::now() {
+                        tracing::debug!(%peer, "HTTP/2 connection idle: closed");
+                        return;
+                    }
+                }
+            }
+        }
     } else {
-        watcher.watch(http1.serve_connection(io, service)).await
+        watcher
+            .watch(http1.serve_connection(TokioIo::new(tls), service))
+            .await
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, "connection ended: {e}");
+    }
+}
+
+/// When a connection last moved a byte either way, shared with whoever watches it.
+#[derive(Clone)]
+struct LastActive {
+    since: std::time::Instant,
+    /// Milliseconds after `since`.
+    millis: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl LastActive {
+    fn touch(&self) {
+        let millis = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis
+            .store(millis, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn instant(&self) -> std::time::Instant {
+        self.since + Duration::from_millis(self.millis.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// A stream that records when it last read or wrote a byte.
+struct Activity<S> {
+    inner: S,
+    last: LastActive,
+}
+
+impl<S> Activity<S> {
+    fn new(inner: S) -> (Self, LastActive) {
+        let last = LastActive {
+            since: std::time::Instant::now(),
+            millis: Arc::default(),
+        };
+        (
+            Self {
+                inner,
+                last: last.clone(),
+            },
+            last,
+        )
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.touch();
+        }
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.last.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -61,6 +61,7 @@ async fn https_relay(
         router,
         ServeLimits {
             header_read_timeout: Duration::from_secs(2),
+            http2_idle_timeout: Duration::from_secs(2),
             ..ServeLimits::default()
         },
         Arc::new(ConnectionStats::default()),
@@ -207,6 +208,59 @@ async fn a_client_that_does_not_trust_the_certificate_is_refused() {
         error.to_string().contains("UnknownIssuer")
             || error.to_string().contains("invalid peer certificate"),
         "{error}"
+    );
+}
+
+/// Whether the server closes `stream` within `within` (reads EOF or an error).
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> bool {
+    let mut sink = [0u8; 1024];
+    let read_to_end = async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, read_to_end).await.is_ok()
+}
+
+#[tokio::test]
+async fn stalled_handshakes_and_idle_http2_connections_are_closed() {
+    let dir = TempDir::new("tls-stall");
+    let (addr, cert, _stop) = https_relay(&dir).await;
+    // Nothing at all, then the first byte of a handshake and no more (slowloris):
+    // closed after the 2 s header timeout, which also bounds the handshake.
+    let mut silent = TcpStream::connect(addr).await.expect("connects");
+    let mut stalled = TcpStream::connect(addr).await.expect("connects");
+    stalled.write_all(&[0x16]).await.expect("one byte");
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+    assert!(closed_within(&mut stalled, Duration::from_secs(5)).await);
+
+    // An HTTP/2 connection that answered a request and then stays quiet: closed after
+    // the 2 s idle limit, so idle connections cannot hold the relay's slots for good.
+    let stream = connect(addr, &cert, &[b"h2"]).await.expect("connects");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("an HTTP/2 connection");
+    let opened = tokio::time::Instant::now();
+    let serving = tokio::spawn(connection);
+    let request = Request::get("https://starling.test/healthz")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("a response");
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response);
+    // The connection's own result (closed cleanly or cut) does not matter here.
+    let _closed = tokio::time::timeout(Duration::from_secs(6), serving)
+        .await
+        .expect("the idle connection was closed")
+        .expect("the client task ran");
+    let lasted = opened.elapsed();
+    assert!(
+        lasted >= Duration::from_millis(1500),
+        "closed too early: {lasted:?}"
     );
 }
 
