@@ -270,7 +270,7 @@ fn certificate_names(listen: IpAddr, extra: &[String]) -> Result<Vec<String>, Tl
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
-    if !listen.is_unspecified() {
+    if !listen.is_unspecified() && !names.contains(&listen.to_string()) {
         names.push(listen.to_string());
     }
     for name in extra {
@@ -605,6 +605,8 @@ mod tests {
         );
         let wildcard = certificate_names("0.0.0.0".parse().expect("ip"), &[]).expect("valid");
         assert!(!wildcard.contains(&"0.0.0.0".to_owned()));
+        let loopback = certificate_names("127.0.0.1".parse().expect("ip"), &["127.0.0.1".into()]);
+        assert_eq!(loopback.expect("valid"), ["localhost", "127.0.0.1", "::1"]);
         for bad in ["", "relay test", "rélay.test", "a/b"] {
             assert!(matches!(
                 certificate_names("127.0.0.1".parse().expect("ip"), &[bad.into()]),
