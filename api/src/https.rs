@@ -69,3 +69,33 @@ pub fn http_client_builder(ca_cert: Option<&Path>) -> Result<reqwest::ClientBuil
     }
     Ok(builder.tls_certs_merge(certs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_ca_file_is_a_clear_error_not_a_client_trusting_nothing_new() {
+        let dir = std::env::temp_dir().join(format!("starling-https-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let missing = dir.join("missing.pem");
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").expect("write");
+        let key_only = dir.join("key.pem");
+        std::fs::write(
+            &key_only,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+
+        let error = http_client_builder(Some(&missing)).expect_err("missing");
+        assert!(matches!(error, TrustError::Read { .. }), "{error}");
+        assert!(error.to_string().contains("missing.pem"), "{error}");
+        for path in [&garbage, &key_only] {
+            let error = http_client_builder(Some(path)).expect_err("no certificate");
+            assert!(matches!(error, TrustError::NoCertificate { .. }), "{error}");
+        }
+        assert!(http_client_builder(None).is_ok_and(|b| b.build().is_ok()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
