@@ -308,7 +308,7 @@ async fn the_readme_nginx_block_serves_a_plain_relay_over_https() -> anyhow::Res
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(proxy_dir.join("stderr.log"))?)
             .spawn()
-            .context("starting nginx (scripts/setup.sh installs nginx-light)")?,
+            .context("starting nginx (scripts/setup.sh installs nginx)")?,
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
