@@ -37,6 +37,9 @@ pub enum Error {
     /// The relay's answer is not what the API promises.
     #[error("unexpected answer from the relay: {0}")]
     Decode(String),
+    /// The certificate to trust (`--ca-cert`) is unusable.
+    #[error(transparent)]
+    Trust(#[from] crate::https::TrustError),
 }
 
 impl Error {
@@ -86,7 +89,17 @@ impl Client {
     /// A client for the relay at `base` (e.g. `http://127.0.0.1:8080`), sending
     /// `Authorization: Bearer api_key` when given one.
     pub fn new(base: &str, api_key: Option<String>) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
+        Self::trusting(base, api_key, None)
+    }
+
+    /// [`Client::new`] also trusting the certificates in the PEM file `ca_cert` (a
+    /// relay's self-signed certificate, or a private CA's), beside the system's roots.
+    pub fn trusting(
+        base: &str,
+        api_key: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, Error> {
+        let http = crate::https::http_client_builder(ca_cert)?
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(IDLE_CONNECTION)
             .build()

@@ -8,7 +8,8 @@
 //!   endpoints' bodies;
 //! - [`Problem`]: the RFC 9457 body of every error;
 //! - [`sse`]: a small Server-Sent Events parser for the event stream;
-//! - [`Client`] (feature `client`, native only): the calls the CLI and the tests make.
+//! - [`Client`] (feature `client`, native only): the calls the CLI and the tests make;
+//!   `https`: which certificates it trusts.
 //!
 //! With the `openapi` feature every type derives `utoipa::ToSchema`, and the relay's
 //! OpenAPI document is built from these same types. The types only describe the wire:
@@ -26,6 +27,8 @@ pub mod wallets;
 
 #[cfg(all(feature = "client", not(target_arch = "wasm32")))]
 mod client;
+#[cfg(all(feature = "client", not(target_arch = "wasm32")))]
+pub mod https;
 pub mod sse;
 
 #[cfg(all(feature = "client", not(target_arch = "wasm32")))]

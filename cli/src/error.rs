@@ -20,7 +20,7 @@ pub enum CliError {
         field: Option<String>,
     },
     /// The relay could not be reached or the connection broke.
-    #[error("cannot reach the relay at {url}: {source}")]
+    #[error("cannot reach the relay at {url}: {}", explain(source))]
     Network {
         /// The relay URL.
         url: String,
@@ -79,6 +79,26 @@ impl From<starling_api::Error> for CliError {
             },
             starling_api::Error::Network { url, source } => Self::Network { url, source },
             starling_api::Error::Decode(what) => Self::Protocol(what),
+            starling_api::Error::Trust(e) => Self::Usage(e.to_string()),
         }
     }
+}
+
+/// A network error with its causes: reqwest's own message ("error sending request")
+/// hides the one a user can act on, such as an untrusted certificate.
+fn explain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    if text.contains("invalid peer certificate") {
+        text.push_str(" (a relay with a self-signed certificate? trust it with --ca-cert FILE)");
+    }
+    text
 }

@@ -32,6 +32,11 @@ struct Cli {
     /// API key, sent as `Authorization: Bearer KEY`.
     #[arg(long, global = true, env = "STARLING_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Also trust the certificates in this PEM file for an https:// relay: its
+    /// self-signed certificate (relay-server --tls-self-signed prints where it is) or a
+    /// private CA's. The system's roots stay trusted.
+    #[arg(long, global = true, env = "STARLING_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// Print the relay's JSON instead of a summary.
     #[arg(long, global = true)]
     json: bool,
@@ -125,7 +130,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    let client = Client::new(&cli.relay, cli.api_key.clone())?;
+    let client = Client::trusting(&cli.relay, cli.api_key.clone(), cli.ca_cert.as_deref())?;
     match cli.command {
         Command::Kernels => kernels(&client, cli.json).await,
         Command::Submit {

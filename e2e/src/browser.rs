@@ -48,17 +48,24 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a fresh headless Chromium profile.
     pub async fn start(name: &str) -> Result<Self> {
-        Self::launch(name, false).await
+        Self::launch(name, false, &[]).await
     }
 
     /// Like [`Browser::start`], recording the page's console for [`Page::console`].
     /// Opt-in: with chromedriver's logging on, web_app's console test (which reads the
     /// job id right after Submit) failed twice in two runs, and passed twice without.
     pub async fn start_recording_console(name: &str) -> Result<Self> {
-        Self::launch(name, true).await
+        Self::launch(name, true, &[]).await
     }
 
-    async fn launch(name: &str, record_console: bool) -> Result<Self> {
+    /// [`Browser::start`] with more Chromium flags (e.g. `--host-resolver-rules=…`).
+    pub async fn start_with(name: &str, extra_args: &[String]) -> Result<Self> {
+        Self::launch(name, false, extra_args).await
+    }
+
+    async fn launch(name: &str, record_console: bool, extra_args: &[String]) -> Result<Self> {
+        // reqwest is built without a TLS provider of its own; see starling_api::https.
+        starling_api::https::install_ring();
         let port = crate::free_port()?;
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -80,7 +87,10 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                "args": chromium_args(profile.path()),
+                "args": chromium_args(profile.path())
+                    .into_iter()
+                    .chain(extra_args.iter().cloned())
+                    .collect::<Vec<_>>(),
             },
         }}});
         if record_console {

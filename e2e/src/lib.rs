@@ -51,6 +51,10 @@ pub fn free_port() -> Result<u16> {
 pub struct Relay {
     child: Option<Child>,
     dev_key: Option<String>,
+    /// `https` when started with TLS flags.
+    scheme: String,
+    /// What `--tls-self-signed` printed.
+    self_signed: Option<SelfSigned>,
     port: u16,
     data_dir: PathBuf,
     unit_mflops: u64,
@@ -65,9 +69,13 @@ impl Relay {
 
     /// Starts a relay with extra command-line arguments (e.g. `--lease-secs 2`).
     pub fn start_with(data_dir: &Path, unit_mflops: u64, extra: &[&str]) -> Result<Self> {
+        // reqwest is built without a TLS provider of its own; see starling_api::https.
+        starling_api::https::install_ring();
         let mut relay = Self {
             child: None,
             dev_key: None,
+            scheme: "http".into(),
+            self_signed: None,
             port: free_port()?,
             data_dir: data_dir.to_path_buf(),
             unit_mflops,
@@ -97,10 +105,11 @@ impl Relay {
         let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
         stdout.read_line(&mut line)?;
-        if !line.contains("listening on http://") {
+        let Some((_, url)) = line.trim().split_once("listening on ") else {
             let _ = child.kill();
             bail!("relay did not start: {line:?}");
-        }
+        };
+        self.scheme = url.split("://").next().unwrap_or("http").to_owned();
         // The second line carries the development API key.
         let mut key_line = String::new();
         stdout.read_line(&mut key_line)?;
@@ -108,6 +117,9 @@ impl Relay {
             .trim()
             .strip_prefix("development API key: ")
             .map(str::to_owned);
+        if self.extra.iter().any(|arg| arg == "--tls-self-signed") {
+            self.self_signed = Some(SelfSigned::read(&mut stdout)?);
+        }
         self.child = Some(child);
         Ok(())
     }
@@ -145,7 +157,17 @@ impl Relay {
 
     /// The relay's base URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
+    }
+
+    /// The relay's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The certificate made by `--tls-self-signed`, as the relay printed it.
+    pub fn self_signed(&self) -> Option<&SelfSigned> {
+        self.self_signed.as_ref()
     }
 
     /// `kill -9` the relay, as a crash would.
@@ -192,6 +214,40 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A certificate a relay made with `--tls-self-signed`: what a client is told to trust.
+#[derive(Debug, Clone)]
+pub struct SelfSigned {
+    /// The PEM file (`--ca-cert`).
+    pub cert_path: PathBuf,
+    /// Base64 SHA-256 of its public key (Chromium's
+    /// `--ignore-certificate-errors-spki-list`).
+    pub spki_sha256: String,
+}
+
+impl SelfSigned {
+    /// Reads the lines the relay prints after its key, up to the SPKI hash.
+    fn read(stdout: &mut impl BufRead) -> Result<Self> {
+        let mut cert_path = None;
+        for _ in 0..8 {
+            let mut line = String::new();
+            if stdout.read_line(&mut line)? == 0 {
+                break;
+            }
+            let line = line.trim();
+            if let Some(path) = line.strip_prefix("self-signed certificate: ") {
+                cert_path = Some(PathBuf::from(path));
+            }
+            if let Some(spki) = line.strip_prefix("spki sha256 (base64): ") {
+                return Ok(Self {
+                    cert_path: cert_path.context("no certificate path before the SPKI hash")?,
+                    spki_sha256: spki.to_owned(),
+                });
+            }
+        }
+        bail!("the relay printed no self-signed certificate")
     }
 }
 
@@ -544,6 +600,7 @@ impl Api {
     /// A client for the relay at `base` that sends `Authorization: Bearer key` (falls
     /// back to no key should the key not be a valid header value).
     pub fn with_key(base: &str, key: &str) -> Self {
+        starling_api::https::install_ring();
         let mut headers = reqwest::header::HeaderMap::new();
         if let Ok(value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")) {
             headers.insert(reqwest::header::AUTHORIZATION, value);
@@ -561,6 +618,7 @@ impl Api {
 
     /// A client for the relay at `base`.
     pub fn new(base: &str) -> Self {
+        starling_api::https::install_ring();
         let http = reqwest::Client::builder()
             .pool_idle_timeout(IDLE_CONNECTION)
             .build()

@@ -13,6 +13,7 @@
 //! - [`middleware`]: admission (rate limits, API key), request metrics, security headers;
 //! - [`sites`]: proving a site owner controls the origin they register;
 //! - [`server`]: accepting connections, with header timeouts and a connection cap;
+//! - [`tls`]: HTTPS (operator's certificate or a self-signed one, HTTP/2 by ALPN);
 //! - [`static_files`]: the web app and public assets, precompressed and cached;
 //! - [`app`]: the router and its state; [`error`]: problem+json errors; [`data_dir`]: the
 //!   data directory, private to the relay's user.
@@ -30,4 +31,5 @@ pub mod server;
 pub mod sites;
 pub mod static_files;
 pub mod storage;
+pub mod tls;
 pub mod validation;

@@ -190,6 +190,9 @@ struct Cli {
     /// sessions to hand back their leases.
     #[arg(long, default_value_t = 5.0, value_parser = seconds)]
     shutdown_grace_secs: f64,
+    /// HTTPS (tls.rs).
+    #[command(flatten)]
+    tls: starling_relay::tls::TlsArgs,
 }
 
 /// Commands beside running the relay.
@@ -245,6 +248,8 @@ async fn main() -> anyhow::Result<()> {
     // Checked before anything opens: a TURN server without credentials is a mistake to
     // hear about at once, not from volunteers who cannot connect.
     let ice_servers = cli.ice_servers.into_config()?;
+    // Before anything else: a bad certificate or key stops the relay with the reason.
+    let https = cli.tls.load(&cli.data_dir, cli.listen.ip())?;
     let storage = Storage::open(&cli.data_dir).await?;
     // Loaded before serving so a damaged key file stops the relay instead of starting a
     // ledger that can no longer be verified.
@@ -347,6 +352,7 @@ async fn main() -> anyhow::Result<()> {
         header_read_timeout: Duration::from_secs_f64(cli.header_timeout_secs),
         max_connections: connection_cap(cli.max_connections),
         drain: grace,
+        ..ServeLimits::default()
     };
     let router = app::router(
         state,
@@ -358,25 +364,27 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port, and the next for the key.
-    println!("Starling relay listening on http://{addr}/");
+    let scheme = if https.is_some() { "https" } else { "http" };
+    println!("Starling relay listening on {scheme}://{addr}/");
     if let Some(key) = dev_key {
         println!("development API key: {key}");
     }
+    if let Some(made) = https.as_ref().and_then(|https| https.self_signed.as_ref()) {
+        print_self_signed(made, addr.port());
+    }
     let stopping = shutdown.clone();
-    server::serve(
-        listener,
-        router,
-        limits,
-        Arc::new(ConnectionStats::default()),
-        async move {
-            stop_signal().await;
-            tracing::info!("stopping: closing volunteer connections and event streams");
-            // Ends event streams (so the HTTP drain does not wait on them) and peer
-            // sessions, which release their leases and close their connections.
-            stopping.begin();
-        },
-    )
-    .await;
+    let stop = async move {
+        stop_signal().await;
+        tracing::info!("stopping: closing volunteer connections and event streams");
+        // Ends event streams (so the HTTP drain does not wait on them) and peer
+        // sessions, which release their leases and close their connections.
+        stopping.begin();
+    };
+    let stats = Arc::new(ConnectionStats::default());
+    match https {
+        Some(https) => server::serve_tls(listener, router, limits, stats, https.config, stop).await,
+        None => server::serve(listener, router, limits, stats, stop).await,
+    }
     if !shutdown.sessions_ended(grace).await {
         tracing::warn!("some volunteer sessions did not end within {grace:?}");
     }
@@ -386,6 +394,26 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What a tester needs to trust a `--tls-self-signed` certificate; tests read the
+/// `self-signed certificate:` and `spki sha256` lines. Write errors are ignored: a
+/// script that read only the lines above it and closed the pipe must not stop the relay.
+fn print_self_signed(made: &starling_relay::tls::SelfSigned, port: u16) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "self-signed certificate: {}", made.cert_path.display());
+    let _ = writeln!(out, "certificate names: {}", made.names.join(", "));
+    let _ = writeln!(out, "certificate sha256: {}", made.cert_sha256);
+    let _ = writeln!(out, "spki sha256 (base64): {}", made.spki_sha256_base64);
+    let _ = writeln!(
+        out,
+        "trust it: starling --ca-cert {path} ...; chromium \
+         --ignore-certificate-errors-spki-list={spki} https://localhost:{port}/",
+        path = made.cert_path.display(),
+        spki = made.spki_sha256_base64,
+    );
+    let _ = out.flush();
 }
 
 /// Resolves on SIGTERM (service managers, `docker stop`, `kill`) or SIGINT (Ctrl-C).

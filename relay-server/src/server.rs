@@ -7,6 +7,9 @@
 //! Here hyper closes a connection whose headers are not in after
 //! [`ServeLimits::header_read_timeout`], and connections past
 //! [`ServeLimits::max_connections`] are closed as soon as they are accepted.
+//!
+//! [`serve_tls`] is the same loop with each connection handed to `tls.rs` (handshake,
+//! then HTTP/2 or HTTP/1.1); the TLS handshake gets the header-read timeout.
 
 use axum::extract::ConnectInfo;
 use axum::http::Request;
@@ -33,6 +36,10 @@ pub struct ServeLimits {
     pub max_connections: usize,
     /// How long shutdown waits for requests in flight before closing their connections.
     pub drain: Duration,
+    /// How long an HTTP/2 connection (HTTPS only) may pass no bytes before it is closed:
+    /// HTTP/2 has no per-request header timeout to close idle connections, which would
+    /// otherwise hold their slots for good. Above the 15 s keep-alive of event streams.
+    pub http2_idle_timeout: Duration,
 }
 
 impl Default for ServeLimits {
@@ -41,6 +48,7 @@ impl Default for ServeLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             drain: Duration::from_secs(5),
+            http2_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -63,6 +71,31 @@ pub async fn serve(
     router: Router,
     limits: ServeLimits,
     stats: Arc<ConnectionStats>,
+    shutdown: impl Future<Output = ()>,
+) {
+    accept_loop(listener, router, limits, stats, None, shutdown).await;
+}
+
+/// [`serve`] over TLS with `config` (which names the ALPN protocols offered): each
+/// request also carries [`crate::middleware::ServedOverTls`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    stats: Arc<ConnectionStats>,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    accept_loop(listener, router, limits, stats, Some(acceptor), shutdown).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    stats: Arc<ConnectionStats>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -96,6 +129,22 @@ pub async fn serve(
         };
         // Small responses (event frames, JSON) go out at once.
         let _ = stream.set_nodelay(true);
+        if let Some(acceptor) = &tls {
+            let connection = crate::tls::serve_connection(
+                stream,
+                peer,
+                acceptor.clone(),
+                http.clone(),
+                router.clone(),
+                graceful.watcher(),
+                limits.clone(),
+            );
+            tokio::spawn(async move {
+                connection.await;
+                drop(slot);
+            });
+            continue;
+        }
         let service = router
             .clone()
             .map_request(move |mut request: Request<Incoming>| {

@@ -22,6 +22,10 @@ struct Cli {
     /// The relay's base URL.
     #[arg(long, env = "STARLING_RELAY", default_value = "http://127.0.0.1:8080")]
     relay: String,
+    /// Also trust the certificates in this PEM file for an https:// relay (its
+    /// self-signed certificate, or a private CA's); the system's roots stay trusted.
+    #[arg(long, env = "STARLING_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Use the CPU reference even when a GPU adapter exists.
     #[arg(long)]
     cpu: bool,
@@ -105,12 +109,16 @@ async fn main() -> anyhow::Result<()> {
         )?),
         None => None,
     };
+    // Built once, before the loop: a bad --ca-cert is a start-up error, not a retry.
+    let signaling = starling_api::https::http_client_builder(cli.ca_cert.as_deref())?
+        .build()
+        .context("building the signaling HTTP client")?;
     let mut backoff = Backoff::new();
     let faulted = std::rc::Rc::new(std::cell::Cell::new(false));
     loop {
         let outcome = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
-            t = RelayTransport::connect_with(&cli.relay, cli.turn_only) => t,
+            t = RelayTransport::connect_with(&cli.relay, &signaling, cli.turn_only) => t,
         };
         match outcome {
             Ok(transport) => {

@@ -725,6 +725,22 @@ pub async fn answer(
     }
 }
 
+/// An error and its causes: reqwest's own message ("error sending request") hides the
+/// one a user can act on, such as a certificate the volunteer does not trust.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
 /// The signaling body, both ways.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Sdp {
@@ -784,9 +800,10 @@ async fn local_ips_towards(url: &str) -> Result<Vec<IpAddr>, PeerError> {
 /// Volunteer side (native): offers one ordered, reliable data channel labelled
 /// "starling" by POSTing `{"sdp": offer}` to `signal_url` (e.g.
 /// `http://127.0.0.1:8080/api/v1/rtc/offer`), applies the `{"sdp": answer}` it gets
-/// back, and waits up to 15 s for the channel to open.
+/// back, and waits up to 15 s for the channel to open. An `https://` relay must have a
+/// certificate the system trusts; [`connect_with`] takes a client trusting others.
 pub async fn connect(signal_url: &str) -> Result<PeerLink, PeerError> {
-    connect_with_ice(signal_url, &IceOptions::default()).await
+    connect_with(signal_url, &signaling_client()?, &IceOptions::default()).await
 }
 
 /// One STUN or TURN server, as the relay's `GET /api/v1/rtc/ice-servers` lists them.
@@ -813,12 +830,15 @@ pub struct IceOptions {
 }
 
 /// The ICE servers the relay advertises at `url` (its `/api/v1/rtc/ice-servers`).
-pub async fn fetch_ice_servers(url: &str) -> Result<Vec<IceServer>, PeerError> {
+pub async fn fetch_ice_servers(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<Vec<IceServer>, PeerError> {
     #[derive(serde::Deserialize)]
     struct Answer {
         ice_servers: Vec<IceServer>,
     }
-    let response = reqwest::Client::new()
+    let response = http
         .get(url)
         .timeout(SIGNAL_TIMEOUT)
         .send()
@@ -835,22 +855,45 @@ pub async fn fetch_ice_servers(url: &str) -> Result<Vec<IceServer>, PeerError> {
         .map_err(|e| PeerError::Signaling(format!("GET {url}: no ice_servers list ({e})")))
 }
 
-/// [`connect`], gathering candidates with `ice`'s servers (and only relayed ones when it
-/// says so).
-pub async fn connect_with_ice(signal_url: &str, ice: &IceOptions) -> Result<PeerLink, PeerError> {
+/// [`connect`], signaling with `http` (a client that trusts a relay's self-signed
+/// certificate, say) and gathering candidates with `ice`'s servers (and only relayed ones
+/// when it says so).
+pub async fn connect_with(
+    signal_url: &str,
+    http: &reqwest::Client,
+    ice: &IceOptions,
+) -> Result<PeerLink, PeerError> {
     let bind_ips = local_ips_towards(signal_url).await?;
     let peer = new_peer(&bind_ips, None, ice, Some(OFFERER_DISCONNECTED_GRACE)).await?;
-    offer_through(peer, |offer| offer, |offer| post_offer(signal_url, offer)).await
+    offer_through(
+        peer,
+        |offer| offer,
+        |offer| post_offer(http, signal_url, offer),
+    )
+    .await
 }
 
-async fn post_offer(signal_url: &str, offer: String) -> Result<String, PeerError> {
-    let response = reqwest::Client::new()
+/// A client trusting the system's roots. reqwest is built without a crypto provider of
+/// its own (one crypto library, ring, is linked): it needs a process default first.
+pub fn signaling_client() -> Result<reqwest::Client, PeerError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .build()
+        .map_err(|e| PeerError::Signaling(format!("HTTP client: {e}")))
+}
+
+async fn post_offer(
+    http: &reqwest::Client,
+    signal_url: &str,
+    offer: String,
+) -> Result<String, PeerError> {
+    let response = http
         .post(signal_url)
         .json(&Sdp { sdp: offer })
         .timeout(SIGNAL_TIMEOUT)
         .send()
         .await
-        .map_err(|e| PeerError::Signaling(format!("POST {signal_url}: {e}")))?;
+        .map_err(|e| PeerError::Signaling(format!("POST {signal_url}: {}", with_causes(&e))))?;
     let status = response.status();
     let body = response
         .text()
@@ -891,6 +934,7 @@ where
     R: FnOnce(String, &[u8]) -> String,
 {
     let bind_ips = local_ips_towards(signal_url).await?;
+    let http = signaling_client()?;
     let (certificate, der) = generate_certificate()?;
     let peer = new_peer(
         &bind_ips,
@@ -902,7 +946,7 @@ where
     offer_through(
         peer,
         |offer| rewrite(offer, &der),
-        |offer| post_offer(signal_url, offer),
+        |offer| post_offer(&http, signal_url, offer),
     )
     .await
 }

@@ -15,16 +15,25 @@ impl NativeTransport {
     /// Signals through `relay` (e.g. `http://127.0.0.1:8080`) and opens the channel,
     /// gathering with the STUN and TURN servers the relay advertises.
     pub async fn connect(relay: &str) -> Result<Self, TransportError> {
-        Self::connect_with(relay, false).await
+        let http = starling_webrtc_native::signaling_client()
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        Self::connect_with(relay, &http, false).await
     }
 
-    /// [`NativeTransport::connect`]; with `relay_only`, offering TURN-relayed candidates
-    /// only (as the page's `?ice=relay`), so the channel goes through TURN or fails.
-    pub async fn connect_with(relay: &str, relay_only: bool) -> Result<Self, TransportError> {
+    /// [`NativeTransport::connect`], signaling with `http` (which may trust an https
+    /// relay's self-signed certificate); with `relay_only`, offering TURN-relayed
+    /// candidates only (as the page's `?ice=relay`), so the channel goes through TURN or
+    /// fails.
+    pub async fn connect_with(
+        relay: &str,
+        http: &reqwest::Client,
+        relay_only: bool,
+    ) -> Result<Self, TransportError> {
         let base = relay.trim_end_matches('/');
-        let servers = match starling_webrtc_native::fetch_ice_servers(&format!(
-            "{base}/api/v1/rtc/ice-servers"
-        ))
+        let servers = match starling_webrtc_native::fetch_ice_servers(
+            http,
+            &format!("{base}/api/v1/rtc/ice-servers"),
+        )
         .await
         {
             Ok(servers) => servers,
@@ -47,7 +56,7 @@ impl NativeTransport {
             relay_only,
         };
         let url = format!("{base}/api/v1/rtc/offer");
-        let link = starling_webrtc_native::connect_with_ice(&url, &ice)
+        let link = starling_webrtc_native::connect_with(&url, http, &ice)
             .await
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         let kind = match link.relayed().await {

@@ -8,5 +8,5 @@ pub mod timeout;
 
 pub use metrics::{count_requests, HttpMetrics};
 pub use rate_limit::{admit, RateLimit, RateLimiter};
-pub use security_headers::security_headers;
+pub use security_headers::{security_headers, ServedOverTls};
 pub use timeout::timeout_problem;

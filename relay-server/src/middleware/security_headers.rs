@@ -1,11 +1,13 @@
 //! Headers every response carries, as a public web service should: no MIME sniffing, no
 //! referrer leaking job or wallet ids to other sites, and a content security policy that
 //! lets the web app run its wasm while keeping pages out of other sites' frames, but for
-//! the widget, which sites embed by design (`public/widget.js`).
+//! the widget, which sites embed by design (`public/widget.js`). Over HTTPS served by
+//! the relay itself, HSTS too.
 
 use axum::extract::Request;
 use axum::http::header::{
-    CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    CONTENT_SECURITY_POLICY, REFERRER_POLICY, STRICT_TRANSPORT_SECURITY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
 };
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -40,6 +42,15 @@ const POLICY: &str = policy!("'none'");
 /// The widget: any site may embed it; that is what it is for.
 const WIDGET_POLICY: &str = policy!("*");
 
+/// Marks a request that came over the relay's own TLS (see `tls.rs`): only its answers
+/// carry HSTS. Plain HTTP never does (RFC 6797 tells browsers to ignore it there), and
+/// a relay behind a TLS proxy leaves HSTS to the proxy, which knows the public name.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedOverTls;
+
+/// A year; no `includeSubDomains`: the relay cannot know what else runs under its name.
+const HSTS: &str = "max-age=31536000";
+
 /// Whether `path` is the embeddable widget page (`/widget`, `/widget/…`).
 pub(crate) fn is_widget(path: &str) -> bool {
     path.strip_prefix("/widget")
@@ -50,8 +61,12 @@ pub(crate) fn is_widget(path: &str) -> bool {
 /// `Content-Security-Policy` (none sets one today) is kept.
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let widget = is_widget(request.uri().path());
+    let over_tls = request.extensions().get::<ServedOverTls>().is_some();
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    if over_tls {
+        headers.insert(STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     let policy = if widget { WIDGET_POLICY } else { POLICY };
