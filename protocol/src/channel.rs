@@ -375,7 +375,10 @@ impl ChallengeBinding {
     /// `:443`), which a URL leaves out and a `Host` header may carry.
     pub fn normalize_host(relay_host: &str) -> String {
         let host = relay_host.trim().to_ascii_lowercase();
-        match host.strip_suffix(":80").or_else(|| host.strip_suffix(":443")) {
+        match host
+            .strip_suffix(":80")
+            .or_else(|| host.strip_suffix(":443"))
+        {
             Some(bare) => bare.to_owned(),
             None => host,
         }

@@ -181,6 +181,7 @@ async fn rtc_volunteer(
             }
             ToVolunteer::Receipt(_) => {}
             ToVolunteer::Refused { reason } => anyhow::bail!("refused: {reason}"),
+            ToVolunteer::Challenge { .. } => anyhow::bail!("a WebSocket's challenge on WebRTC"),
         }
     }
     link.close().await;
