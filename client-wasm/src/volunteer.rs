@@ -140,7 +140,7 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
             device: engine.device_info(),
             wallet: profile.wallet.address(),
             site: profile.site.clone(),
-            proof: profile.wallet.sign_channel(transport.binding()),
+            proof: profile.wallet.sign_binding(transport.binding()),
         },
     )
     .await?;
@@ -217,6 +217,9 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
                 }
             }
             ToVolunteer::Refused { reason } => return Err(VolunteerError::Refused(reason)),
+            // The WebSocket transport reads the challenge before the loop starts; a
+            // second one is the relay's mistake, and changes nothing already signed.
+            ToVolunteer::Challenge { .. } => {}
         }
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use fault::{CollusionGroup, Fault, FaultyTransport};
 use starling_client::platform::RelayTransport;
-use starling_client::{Engine, Event, Profile, Transport, VolunteerError};
+use starling_client::{Engine, Event, Profile, Transport, TransportChoice, VolunteerError};
 use starling_protocol::{SiteClaim, WalletAddress, WalletKey};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,6 +19,11 @@ struct Cli {
     /// The relay's base URL.
     #[arg(long, env = "STARLING_RELAY", default_value = "http://127.0.0.1:8080")]
     relay: String,
+    /// How to reach the relay: `auto` tries WebRTC and falls back to the relay's
+    /// WebSocket if the data channel has not opened within 5 s (UDP blocked, no TURN);
+    /// `webrtc` or `websocket` use only that one.
+    #[arg(long, env = "STARLING_TRANSPORT", default_value = "auto")]
+    transport: TransportChoice,
     /// Use the CPU reference even when a GPU adapter exists.
     #[arg(long)]
     cpu: bool,
@@ -103,10 +108,11 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let outcome = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
-            t = RelayTransport::connect(&cli.relay) => t,
+            t = RelayTransport::connect_with(&cli.relay, cli.transport) => t,
         };
         match outcome {
             Ok(transport) => {
+                tracing::info!(target: "transport", transport = %transport.kind(), "transport open");
                 backoff = Duration::from_millis(250);
                 let result = match cli.fault {
                     None => {
