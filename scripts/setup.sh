@@ -22,7 +22,7 @@ output_of() { "$@" 2>/dev/null || true; }
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
-for pkg in chromium chromium-driver mesa-vulkan-drivers libvulkan1 python3-venv brotli; do
+for pkg in chromium chromium-driver mesa-vulkan-drivers libvulkan1 python3-venv brotli nftables iproute2 util-linux; do
   [[ "$(output_of dpkg-query -W -f='${Status}' "$pkg")" == *"install ok installed"* ]] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

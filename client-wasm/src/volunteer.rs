@@ -1,6 +1,6 @@
 //! The volunteer's work loop, identical in the browser and natively.
 
-use crate::{Engine, Transport, TransportError};
+use crate::{Engine, Transport, TransportError, TransportKind};
 use futures::future::{select, Either};
 use futures::FutureExt;
 use starling_protocol::{
@@ -16,7 +16,10 @@ const MAX_INBOUND_BYTES: usize = 512 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The relay accepted our hello.
-    Connected,
+    Connected {
+        /// The transport the connection uses.
+        transport: TransportKind,
+    },
     /// A unit finished on this device.
     Computed {
         /// Kernel id.
@@ -154,7 +157,9 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
         };
         match message {
             ToVolunteer::Welcome { .. } => {
-                on_event(Event::Connected);
+                on_event(Event::Connected {
+                    transport: transport.kind(),
+                });
                 if let Either::Right(((), _)) = select(pin!(pace(0.0)), stop.as_mut()).await {
                     return Ok(());
                 }

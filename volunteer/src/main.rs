@@ -202,7 +202,7 @@ async fn serve<T: Transport>(
 
 fn log_event(event: Event) {
     match event {
-        Event::Connected => tracing::info!("connected to the relay"),
+        Event::Connected { transport } => tracing::info!(%transport, "connected to the relay"),
         Event::Computed {
             kernel,
             elapsed_ms,

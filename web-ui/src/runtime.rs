@@ -11,7 +11,7 @@ use js_sys::Reflect;
 use starling_client::platform::cpu_worker::{self, CpuWorker};
 use starling_client::platform::keystore;
 use starling_client::platform::RelayTransport;
-use starling_client::{Engine, Event, Profile};
+use starling_client::{Engine, Event, Profile, TransportChoice};
 use starling_protocol::SiteClaim;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -68,6 +68,18 @@ pub struct DeviceSummary {
     pub backend: String,
     /// Software adapter or CPU.
     pub fallback: bool,
+}
+
+/// `?transport=websocket` (or `webrtc`) in the page's address: use only that transport
+/// (for tests, and for networks where the WebRTC attempt only costs its fallback wait);
+/// anything else tries WebRTC first and falls back to the WebSocket.
+fn transport_requested() -> TransportChoice {
+    web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok())
+        .and_then(|p| p.get("transport"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_default()
 }
 
 /// `?device=cpu` in the page's address: use the CPU fallback even where WebGPU works (for
@@ -262,7 +274,7 @@ pub async fn start(
     let on_hold: Rc<dyn Fn(Option<Hold>)> = Rc::new(on_hold);
     let mut backoff_ms: u32 = 500;
     loop {
-        let lost = match RelayTransport::connect("").await {
+        let lost = match RelayTransport::connect_with("", transport_requested()).await {
             Ok(mut transport) => {
                 let on_hold = on_hold.clone();
                 let run = starling_client::run_paced(

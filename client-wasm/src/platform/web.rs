@@ -1,11 +1,11 @@
 //! Browser transport: an `RTCDataChannel` opened with non-trickle signaling over fetch.
 
-use crate::{Transport, TransportError};
+use crate::{Transport, TransportError, TransportKind};
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use gloo_timers::future::TimeoutFuture;
 use js_sys::{Reflect, Uint8Array};
-use starling_protocol::ChannelBinding;
+use starling_protocol::{Binding, ChannelBinding};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -22,7 +22,7 @@ pub struct WebTransport {
     pc: RtcPeerConnection,
     dc: RtcDataChannel,
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    binding: ChannelBinding,
+    binding: Binding,
     // Kept alive for as long as the channel: the browser calls them.
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(JsValue)>,
@@ -150,7 +150,7 @@ impl WebTransport {
             pc,
             dc,
             rx,
-            binding,
+            binding: Binding::Dtls(binding),
             _on_message: on_message,
             _on_close: on_close,
             _on_open: on_open,
@@ -175,8 +175,12 @@ impl Transport for WebTransport {
         self.rx.next().await
     }
 
-    fn binding(&self) -> &ChannelBinding {
+    fn binding(&self) -> &Binding {
         &self.binding
+    }
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::WebRtcDirect
     }
 }
 

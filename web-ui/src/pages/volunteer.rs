@@ -6,7 +6,7 @@ use crate::runtime::{self, DeviceSummary, Hold, Settings};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use starling_client::platform::keystore;
-use starling_client::Event;
+use starling_client::{Event, TransportKind};
 use starling_protocol::{SiteClaim, WalletKey};
 
 /// Units kept for the throughput chart.
@@ -33,6 +33,8 @@ pub struct Session {
     pub device: RwSignal<Option<DeviceSummary>>,
     /// Connection phase.
     pub phase: RwSignal<Phase>,
+    /// The transport of the connection, once the relay welcomed it.
+    pub transport: RwSignal<Option<TransportKind>>,
     /// Micro-credits from signed receipts this session.
     pub credited: RwSignal<u64>,
     /// The latest receipts (ledger entry, micro-credits, reason), newest first.
@@ -76,6 +78,7 @@ impl Session {
         let session = Self {
             device: RwSignal::new(None),
             phase: RwSignal::new(Phase::Idle),
+            transport: RwSignal::new(None),
             credited: RwSignal::new(0),
             receipts: RwSignal::new(Vec::new()),
             hold: RwSignal::new(None),
@@ -118,7 +121,10 @@ impl Session {
         s.phase.set(Phase::Connecting);
         s.update(|x| x.paused = false);
         let on_event = move |event: Event| match event {
-            Event::Connected => s.phase.set(Phase::Working),
+            Event::Connected { transport } => {
+                s.transport.set(Some(transport));
+                s.phase.set(Phase::Working);
+            }
             Event::Computed {
                 elapsed_ms, flops, ..
             } => {
@@ -240,6 +246,12 @@ pub fn DeviceCard(session: Session) -> impl IntoView {
                     Some(d) if d.backend == "cpu" => "the CPU, in this tab (slower)".to_owned(),
                     Some(d) if d.fallback => "a software GPU (slower than a real one)".to_owned(),
                     Some(_) => "the GPU, through WebGPU".to_owned(),
+                }}</dd>
+                <dt>"Connection"</dt>
+                <dd data-testid="transport">{move || match (session.running(), session.transport.get()) {
+                    (true, Some(transport)) => transport.to_string(),
+                    (true, None) => "connecting…".to_owned(),
+                    (false, _) => "not connected".to_owned(),
                 }}</dd>
                 <dt>"Battery"</dt>
                 <dd>{move || {
