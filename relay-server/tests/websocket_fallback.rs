@@ -257,3 +257,21 @@ async fn unproved_sockets_are_capped_and_time_out() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_get_of_the_websocket_path_gets_problem_json() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("ws-plain-get");
+    let (url, _scheduler) = relay(&dir, PATIENCE).await?;
+    let mut stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://")).await?;
+    stream
+        .write_all(b"GET /api/v1/ws HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await??;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("WebSocket"), "{answer}");
+    Ok(())
+}

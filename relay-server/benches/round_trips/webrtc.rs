@@ -1,10 +1,13 @@
-//! The `over WebRTC` scenario: the relay's whole path, DTLS and SCTP included.
+//! The `over WebRTC` and `over the WebSocket` scenarios: the relay's whole path, DTLS
+//! and SCTP (or the WebSocket's TCP) included.
 
 use crate::meter::{pin_this_thread, Meter, VOLUNTEER_THREAD};
 use crate::scheduler::{submit_matmul, TrustedNetwork};
 use crate::Figures;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
 use starling_kernels::Catalog;
-use starling_protocol::{ChannelBinding, WalletKey};
+use starling_protocol::{Binding, ChallengeBinding, ChannelBinding, WalletKey};
 use starling_relay::app::{self, AppState, Limits, StaticDirs};
 use std::time::{Duration, Instant};
 
@@ -17,7 +20,13 @@ use std::time::{Duration, Instant};
 /// thread, so their CPU is counted apart from the relay's; both ends' DTLS and SCTP share
 /// the machine's cores, as the simulated work does in the scenario before. A lease's
 /// latency here is what a volunteer sees: from sending `Ready` to the `Assign` arriving.
-pub(crate) async fn over_webrtc(units: usize, volunteers: usize) -> anyhow::Result<Figures> {
+/// With `websocket`, the same over the WebSocket fallback (`/api/v1/ws`): the hello
+/// signs the relay's challenge, and every message crosses one TCP connection.
+pub(crate) async fn over_transport(
+    units: usize,
+    volunteers: usize,
+    websocket: bool,
+) -> anyhow::Result<Figures> {
     let network = TrustedNetwork::start(volunteers).await?;
     let state = AppState::new(
         network.scheduler.clone(),
@@ -33,7 +42,7 @@ pub(crate) async fn over_webrtc(units: usize, volunteers: usize) -> anyhow::Resu
     };
     let router = app::router(state, &dirs);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let offer_url = format!("http://{}/api/v1/rtc/offer", listener.local_addr()?);
+    let base_url = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -61,13 +70,12 @@ pub(crate) async fn over_webrtc(units: usize, volunteers: usize) -> anyhow::Resu
     let mut tasks = Vec::new();
     for (_, wallet) in &network.wallets {
         let wallet = wallet.clone();
-        let offer_url = offer_url.clone();
+        let base_url = base_url.clone();
         let welcomed = welcomed_tx.clone();
         let stopped = stopped.clone();
-        tasks.push(
-            runtime
-                .spawn(async move { rtc_volunteer(&offer_url, &wallet, welcomed, stopped).await }),
-        );
+        tasks.push(runtime.spawn(async move {
+            volunteer(&base_url, websocket, &wallet, welcomed, stopped).await
+        }));
     }
     drop(welcomed_tx);
     for _ in 0..volunteers {
@@ -99,10 +107,88 @@ pub(crate) async fn over_webrtc(units: usize, volunteers: usize) -> anyhow::Resu
     Ok(figures)
 }
 
-/// One volunteer over WebRTC until `stopped` turns true: returns its leases' latencies
-/// (`Ready` sent to `Assign` received).
-async fn rtc_volunteer(
-    offer_url: &str,
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsMessage = tokio_tungstenite::tungstenite::Message;
+
+/// A bench volunteer's connection: a data channel, or the WebSocket.
+enum BenchLink {
+    WebRtc(starling_webrtc_native::PeerLink),
+    WebSocket(
+        tokio::sync::Mutex<SplitSink<Socket, WsMessage>>,
+        SplitStream<Socket>,
+    ),
+}
+
+impl BenchLink {
+    /// Connects to the relay at `base_url` and reads what the hello must sign.
+    async fn open(base_url: &str, websocket: bool) -> anyhow::Result<(Self, Binding)> {
+        if !websocket {
+            let link =
+                starling_webrtc_native::connect(&format!("{base_url}/api/v1/rtc/offer")).await?;
+            let descriptions = link.descriptions();
+            let binding =
+                ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)?;
+            return Ok((Self::WebRtc(link), Binding::Dtls(binding)));
+        }
+        let host = base_url.trim_start_matches("http://");
+        let (socket, _) =
+            tokio_tungstenite::connect_async(format!("ws://{host}/api/v1/ws")).await?;
+        let (sink, stream) = socket.split();
+        let mut link = Self::WebSocket(tokio::sync::Mutex::new(sink), stream);
+        let frame = link
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the relay closed the WebSocket"))?;
+        let mut reassembler = starling_protocol::Reassembler::new(1024);
+        match reassembler.push_message(&frame)? {
+            Some(starling_protocol::ToVolunteer::Challenge { challenge }) => Ok((
+                link,
+                Binding::Challenge(ChallengeBinding::new(challenge, host)),
+            )),
+            _ => anyhow::bail!("no challenge first on the WebSocket"),
+        }
+    }
+
+    async fn send(&self, frame: Vec<u8>) -> anyhow::Result<()> {
+        match self {
+            Self::WebRtc(link) => Ok(link.send(frame).await?),
+            Self::WebSocket(sink, _) => Ok(sink
+                .lock()
+                .await
+                .send(WsMessage::Binary(frame.into()))
+                .await?),
+        }
+    }
+
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Self::WebRtc(link) => link.recv().await,
+            Self::WebSocket(_, stream) => loop {
+                match stream.next().await? {
+                    Ok(WsMessage::Binary(frame)) => return Some(frame.into()),
+                    Ok(WsMessage::Close(_)) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            },
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Self::WebRtc(link) => link.close().await,
+            Self::WebSocket(sink, _) => {
+                let _ = sink.into_inner().close().await;
+            }
+        }
+    }
+}
+
+/// One volunteer over WebRTC (or the WebSocket) until `stopped` turns true: returns its
+/// leases' latencies (`Ready` sent to `Assign` received).
+async fn volunteer(
+    base_url: &str,
+    websocket: bool,
     wallet: &WalletKey,
     welcomed: tokio::sync::mpsc::Sender<()>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -110,19 +196,19 @@ async fn rtc_volunteer(
     use starling_protocol::{
         encode_frames, DeviceInfo, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
     };
-    let mut link = starling_webrtc_native::connect(offer_url).await?;
-    let sender = link.sender();
+    let (link, binding) = BenchLink::open(base_url, websocket).await?;
+    let link = tokio::sync::Mutex::new(link);
+    // Sends take the lock only between receives: this loop never awaits both at once.
     let send = |message: ToRelay| {
-        let sender = &sender;
+        let link = &link;
         async move {
+            let link = link.lock().await;
             for frame in encode_frames(&message) {
-                sender.send(frame).await?;
+                link.send(frame).await?;
             }
             anyhow::Ok(())
         }
     };
-    let descriptions = link.descriptions();
-    let binding = ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)?;
     let hello = ToRelay::Hello {
         version: PROTOCOL_VERSION,
         client: "bench/0".into(),
@@ -133,7 +219,7 @@ async fn rtc_volunteer(
         },
         wallet: wallet.address(),
         site: None,
-        proof: wallet.sign_channel(&binding),
+        proof: wallet.sign_binding(&binding),
     };
     send(hello).await?;
     let catalog = Catalog::builtin();
@@ -141,9 +227,12 @@ async fn rtc_volunteer(
     let mut latencies = Vec::new();
     let mut ready_sent = Instant::now();
     loop {
-        let frame = tokio::select! {
-            frame = link.recv() => frame,
-            _ = stopped.wait_for(|stop| *stop) => break,
+        let frame = {
+            let mut link = link.lock().await;
+            tokio::select! {
+                frame = link.recv() => frame,
+                _ = stopped.wait_for(|stop| *stop) => break,
+            }
         };
         let frame = frame.ok_or_else(|| anyhow::anyhow!("the relay closed the channel"))?;
         let Some(message) = reassembler.push_message(&frame)? else {
@@ -184,6 +273,6 @@ async fn rtc_volunteer(
             ToVolunteer::Challenge { .. } => anyhow::bail!("a WebSocket's challenge on WebRTC"),
         }
     }
-    link.close().await;
+    link.into_inner().close().await;
     Ok(latencies)
 }

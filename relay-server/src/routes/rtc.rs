@@ -109,7 +109,7 @@ pub async fn websocket(
         .and_then(|host| host.to_str().ok())
         .filter(|host| !host.is_empty() && host.len() <= 255)
         .ok_or_else(|| ApiError::Malformed {
-            detail: "a WebSocket upgrade needs a Host header: the hello's proof signs it".into(),
+            detail: "a WebSocket upgrade needs a Host header (at most 255 bytes): the hello's proof signs it".into(),
         })?
         .to_owned();
     let address = client.map(|Extension(ConnectInfo(a))| a.ip());
