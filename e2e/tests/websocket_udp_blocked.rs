@@ -1,6 +1,7 @@
 //! A browser on a network that drops UDP (no WebRTC, no TURN) still volunteers: its data
 //! channel never opens, it falls back to the relay's WebSocket, completes a job, and the
-//! device card says "WebSocket fallback".
+//! device card says "WebSocket fallback". Where UDP flows, the same page connects over
+//! WebRTC and says "WebRTC (direct)": the fallback is taken only when needed.
 //!
 //! The relay, chromedriver, Chromium and this test's own client all run in a network
 //! namespace the test makes (`unshare --net`: loopback up, an nftables table dropping
@@ -94,5 +95,24 @@ async fn inside_the_namespace() -> anyhow::Result<()> {
         })
         .await?;
     eprintln!("device card's connection: {transport}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_with_udp_stays_on_webrtc() -> anyhow::Result<()> {
+    let data = TempDir::new("ws-udp-open")?;
+    let relay = Relay::start(data.path(), 1)?;
+    let browser = Browser::start("ws-udp-open").await?;
+    browser.goto(&relay.url()).await?;
+    browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    browser.click("start").await?;
+    let transport = browser
+        .wait_text("transport", Duration::from_secs(30), |t| {
+            t != "connecting…" && t != "not connected"
+        })
+        .await?;
+    assert_eq!(transport, "WebRTC (direct)");
     Ok(())
 }

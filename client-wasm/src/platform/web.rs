@@ -81,6 +81,9 @@ impl WebTransport {
     /// Signals through the relay at `base` (e.g. `""` for the page's own origin).
     pub async fn connect(base: &str) -> Result<Self, TransportError> {
         let pc = RtcPeerConnection::new().map_err(|e| js_err("RTCPeerConnection", e))?;
+        // Closed if this future is dropped before the channel opens (the WebSocket
+        // fallback gives up on it), so no connection lingers checking candidates.
+        let mut unopened = CloseUnopened(Some(pc.clone()));
         let init = RtcDataChannelInit::new();
         init.set_ordered(true);
         let dc = pc.create_data_channel_with_data_channel_dict("starling", &init);
@@ -146,6 +149,7 @@ impl WebTransport {
                 "the data channel did not open within 15 s".into(),
             ));
         }
+        unopened.0 = None;
         Ok(Self {
             pc,
             dc,
@@ -181,6 +185,17 @@ impl Transport for WebTransport {
 
     fn kind(&self) -> TransportKind {
         TransportKind::WebRtcDirect
+    }
+}
+
+/// Closes a peer connection on drop unless emptied first: the one being opened.
+struct CloseUnopened(Option<RtcPeerConnection>);
+
+impl Drop for CloseUnopened {
+    fn drop(&mut self) {
+        if let Some(pc) = self.0.take() {
+            pc.close();
+        }
     }
 }
 

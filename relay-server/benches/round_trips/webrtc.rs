@@ -63,46 +63,60 @@ pub(crate) async fn over_transport(
         })
         .enable_all()
         .build()?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    // Every volunteer connects and says hello before the jobs exist, so connecting is
-    // not in the measured window.
-    let (welcomed_tx, mut welcomed) = tokio::sync::mpsc::channel(volunteers);
-    let mut tasks = Vec::new();
-    for (_, wallet) in &network.wallets {
-        let wallet = wallet.clone();
-        let base_url = base_url.clone();
-        let welcomed = welcomed_tx.clone();
-        let stopped = stopped.clone();
-        tasks.push(runtime.spawn(async move {
-            volunteer(&base_url, websocket, &wallet, welcomed, stopped).await
-        }));
-    }
-    drop(welcomed_tx);
-    for _ in 0..volunteers {
-        tokio::time::timeout(Duration::from_secs(60), welcomed.recv())
-            .await
-            .map_err(|_| anyhow::anyhow!("volunteers took over a minute to connect"))?
-            .ok_or_else(|| anyhow::anyhow!("a volunteer failed to connect"))?;
-    }
-    let jobs = submit_matmul(&network.scheduler, units, network.account).await?;
-    let meter = Meter::start();
-    while network.all_done(&jobs).await?.is_err() {
-        if let Some(ended) = tasks.iter().position(|t| t.is_finished()) {
-            let task = tasks.swap_remove(ended);
-            task.await??;
-            anyhow::bail!("a volunteer stopped before the jobs were done");
+    // The runtime cannot be dropped inside this async context, so every path out of the
+    // measured part goes through its shutdown below.
+    let measured = async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        // Every volunteer connects and says hello before the jobs exist, so connecting is
+        // not in the measured window.
+        let (welcomed_tx, mut welcomed) = tokio::sync::mpsc::channel(volunteers);
+        let mut tasks = Vec::new();
+        for (_, wallet) in &network.wallets {
+            let wallet = wallet.clone();
+            let base_url = base_url.clone();
+            let welcomed = welcomed_tx.clone();
+            let stopped = stopped.clone();
+            tasks.push(runtime.spawn(async move {
+                volunteer(&base_url, websocket, &wallet, welcomed, stopped).await
+            }));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(welcomed_tx);
+        for _ in 0..volunteers {
+            let arrived = tokio::time::timeout(Duration::from_secs(60), welcomed.recv())
+                .await
+                .map_err(|_| anyhow::anyhow!("volunteers took over a minute to connect"))?;
+            if arrived.is_none() {
+                // Every sender is gone: say why the first volunteer that ended did.
+                for task in tasks {
+                    if task.is_finished() {
+                        task.await??;
+                    }
+                }
+                anyhow::bail!("a volunteer failed to connect");
+            }
+        }
+        let jobs = submit_matmul(&network.scheduler, units, network.account).await?;
+        let meter = Meter::start();
+        while network.all_done(&jobs).await?.is_err() {
+            if let Some(ended) = tasks.iter().position(|t| t.is_finished()) {
+                let task = tasks.swap_remove(ended);
+                task.await??;
+                anyhow::bail!("a volunteer stopped before the jobs were done");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let window = meter.end();
+        let _ = stop.send(true);
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await??);
+        }
+        anyhow::Ok((window.figures(units, latencies), jobs))
     }
-    let window = meter.end();
-    let _ = stop.send(true);
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let figures = window.figures(units, latencies);
+    .await;
     server.abort();
     runtime.shutdown_background();
+    let (figures, jobs) = measured?;
     network.finish(&jobs).await?;
     Ok(figures)
 }
@@ -196,7 +210,19 @@ async fn volunteer(
     use starling_protocol::{
         encode_frames, DeviceInfo, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
     };
-    let (link, binding) = BenchLink::open(base_url, websocket).await?;
+    // A relay admits 8 unproved peers per address at once (rtc::admission): the rest
+    // of the 64 retry as a real volunteer's reconnect would.
+    let mut tries = 0;
+    let (link, binding) = loop {
+        match BenchLink::open(base_url, websocket).await {
+            Ok(opened) => break opened,
+            Err(_) if tries < 200 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let link = tokio::sync::Mutex::new(link);
     // Sends take the lock only between receives: this loop never awaits both at once.
     let send = |message: ToRelay| {
