@@ -24,7 +24,7 @@ sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 # nginx: e2e/tests/https_relay.rs runs the README's TLS proxy block in front of a relay.
-for pkg in chromium chromium-driver firefox-esr mesa-vulkan-drivers libvulkan1 python3-venv brotli coturn nftables nginx; do
+for pkg in chromium chromium-driver firefox-esr mesa-vulkan-drivers libvulkan1 python3-venv brotli coturn nftables iproute2 util-linux nginx; do
   [[ "$(output_of dpkg-query -W -f='${Status}' "$pkg")" == *"install ok installed"* ]] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

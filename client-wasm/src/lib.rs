@@ -9,7 +9,8 @@
 //! - [`reconnect`]: when to try the relay again after a loss (jittered backoff), for
 //!   every transport.
 //! - [`platform`]: the one place that differs per target: the WebRTC data channel of the
-//!   browser (`web`) or of the `webrtc` crate (`native`), chosen by one alias.
+//!   browser (`web`) or of the `webrtc` crate (`native`), chosen by one alias, each with
+//!   the WebSocket it falls back to when WebRTC cannot connect ([`TransportChoice`]).
 
 pub mod engine;
 pub mod platform;
@@ -17,7 +18,9 @@ pub mod reconnect;
 pub mod volunteer;
 
 pub use engine::{ComputeError, Engine};
-use starling_protocol::ChannelBinding;
+use starling_protocol::Binding;
+use std::fmt;
+use std::time::Duration;
 pub use volunteer::{duty_cycle_rest_ms, run, run_paced, Event, Profile, VolunteerError};
 
 /// Why the transport failed.
@@ -29,6 +32,41 @@ pub enum TransportError {
     /// The channel closed.
     #[error("the connection to the relay closed")]
     Closed,
+}
+
+/// How long [`TransportChoice::Auto`] waits for the WebRTC data channel to open before it
+/// falls back to the WebSocket: a loopback or LAN channel opens in well under a second,
+/// one across the internet in one or two; where UDP is blocked it never opens, and
+/// waiting longer would only delay the first unit.
+pub const WEBRTC_FALLBACK_AFTER: Duration = Duration::from_secs(5);
+
+/// Which transport to open to the relay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportChoice {
+    /// WebRTC, or the WebSocket if the data channel has not opened within
+    /// [`WEBRTC_FALLBACK_AFTER`].
+    #[default]
+    Auto,
+    /// WebRTC only.
+    WebRtc,
+    /// The WebSocket only (`/api/v1/ws`).
+    WebSocket,
+}
+
+impl std::str::FromStr for TransportChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "webrtc" => Ok(Self::WebRtc),
+            "websocket" => Ok(Self::WebSocket),
+            _ => Err(format!(
+                "unknown transport {:?}: use auto, webrtc or websocket",
+                text.chars().take(32).collect::<String>()
+            )),
+        }
+    }
 }
 
 /// How the channel to the relay travels, for the device card and the logs.
@@ -44,20 +82,24 @@ pub enum TransportKind {
     WebRtcTcp,
     /// WebRTC, path unknown (the browser's statistics did not name the selected pair).
     WebRtc,
+    /// The WebSocket fallback.
+    WebSocket,
 }
 
-impl std::fmt::Display for TransportKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::WebRtcDirect => "WebRTC (direct)",
             Self::WebRtcTurn => "WebRTC (TURN)",
             Self::WebRtcTcp => "WebRTC (direct, TCP)",
             Self::WebRtc => "WebRTC",
+            Self::WebSocket => "WebSocket fallback",
         })
     }
 }
 
-/// An ordered, reliable message channel to the relay (one WebRTC data channel).
+/// An ordered, reliable message channel to the relay (a WebRTC data channel, or the
+/// WebSocket fallback).
 // Futures here are not Send on wasm32 (browser objects are single-threaded), so the trait
 // deliberately leaves auto-trait bounds off.
 #[allow(async_fn_in_trait)]
@@ -66,8 +108,9 @@ pub trait Transport {
     async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError>;
     /// Next frame; `None` once the channel closed.
     async fn recv(&mut self) -> Option<Vec<u8>>;
-    /// The connection's two certificate fingerprints, which the hello's proof signs.
-    fn binding(&self) -> &ChannelBinding;
-    /// How the channel travels, as known once it is open.
+    /// What the hello's proof signs: the connection's two certificate fingerprints, or
+    /// the relay's challenge and host on a WebSocket.
+    fn binding(&self) -> &Binding;
+    /// Which transport this is.
     fn kind(&self) -> TransportKind;
 }

@@ -1,6 +1,6 @@
 //! The volunteer's work loop, identical in the browser and natively.
 
-use crate::{Engine, Transport, TransportError};
+use crate::{Engine, Transport, TransportError, TransportKind};
 use futures::future::{select, Either};
 use futures::FutureExt;
 use starling_protocol::{
@@ -17,8 +17,8 @@ const MAX_INBOUND_BYTES: usize = 512 * 1024 * 1024;
 pub enum Event {
     /// The relay accepted our hello.
     Connected {
-        /// How the channel travels.
-        transport: crate::TransportKind,
+        /// The transport the connection uses.
+        transport: TransportKind,
     },
     /// A unit finished on this device.
     Computed {
@@ -143,7 +143,7 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
             device: engine.device_info(),
             wallet: profile.wallet.address(),
             site: profile.site.clone(),
-            proof: profile.wallet.sign_channel(transport.binding()),
+            proof: profile.wallet.sign_binding(transport.binding()),
         },
     )
     .await?;
@@ -222,6 +222,9 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
                 }
             }
             ToVolunteer::Refused { reason } => return Err(VolunteerError::Refused(reason)),
+            // The WebSocket transport reads the challenge before the loop starts; a
+            // second one is the relay's mistake, and changes nothing already signed.
+            ToVolunteer::Challenge { .. } => {}
         }
     }
 }

@@ -277,7 +277,7 @@ impl Volunteer {
             .args(extra)
             .env(
                 "RUST_LOG",
-                "warn,receipts=info,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error",
+                "warn,receipts=info,transport=info,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error",
             )
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

@@ -21,6 +21,15 @@
 //! one. The binding signs the sha-256 fingerprint, which RFC 8122 requires of every
 //! description naming several, so a description with one fingerprint is bound exactly
 //! as before.
+//!
+//! Where WebRTC cannot connect (UDP blocked, no TURN), a volunteer falls back to a
+//! WebSocket to the relay, which has no certificate of its own to bind. There the relay
+//! opens with a fresh random challenge ([`crate::ToVolunteer::Challenge`]) and the hello
+//! signs a [`ChallengeBinding`]: that challenge and the relay's host as the volunteer
+//! dialed it. A challenge lives only in the memory of the connection it was issued on,
+//! so a hello captured from one connection proves nothing on any other, and a relay
+//! cannot pass another relay's challenge to its own visitors: they sign its host, not
+//! the other relay's. [`Binding`] names either kind.
 
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use std::fmt;
@@ -338,6 +347,81 @@ impl ChannelBinding {
     }
 }
 
+/// Bytes in a WebSocket connection's challenge: random, so never issued twice.
+pub const CHALLENGE_BYTES: usize = 32;
+
+/// What a volunteer on a WebSocket signs to claim the connection: the relay's challenge
+/// for it and the relay's host (`host[:port]`, as the URL the volunteer dialed names
+/// it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChallengeBinding {
+    /// The relay's challenge, sent first on the connection.
+    pub challenge: [u8; CHALLENGE_BYTES],
+    /// The relay's host, normalized by [`ChallengeBinding::normalize_host`].
+    pub relay_host: String,
+}
+
+impl ChallengeBinding {
+    /// The binding of `challenge` on the relay at `relay_host` (a URL's authority, or an
+    /// HTTP `Host` header).
+    pub fn new(challenge: [u8; CHALLENGE_BYTES], relay_host: &str) -> Self {
+        Self {
+            challenge,
+            relay_host: Self::normalize_host(relay_host),
+        }
+    }
+
+    /// `relay_host` as both ends write it: lower case, without a default port (`:80`,
+    /// `:443`), which a URL leaves out and a `Host` header may carry.
+    pub fn normalize_host(relay_host: &str) -> String {
+        let host = relay_host.trim().to_ascii_lowercase();
+        match host
+            .strip_suffix(":80")
+            .or_else(|| host.strip_suffix(":443"))
+        {
+            Some(bare) => bare.to_owned(),
+            None => host,
+        }
+    }
+
+    fn message(&self) -> Vec<u8> {
+        let mut message = CHALLENGE_DOMAIN.to_vec();
+        message.extend_from_slice(&self.challenge);
+        message.extend_from_slice(self.relay_host.as_bytes());
+        message
+    }
+}
+
+/// Domain separation for a WebSocket connection's proof: never valid as a DTLS one.
+const CHALLENGE_DOMAIN: &[u8] = b"starling/challenge/v1\0";
+
+/// What a hello's proof signs: the WebRTC connection's certificates, or a WebSocket
+/// connection's challenge.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Binding {
+    /// A WebRTC data channel, bound by both ends' DTLS certificates.
+    Dtls(ChannelBinding),
+    /// A WebSocket, bound by the relay's challenge and host.
+    Challenge(ChallengeBinding),
+}
+
+impl Binding {
+    /// The bytes a wallet signs. Each kind has its own domain, so a proof for one kind
+    /// is never valid for the other.
+    pub(crate) fn message(&self) -> Vec<u8> {
+        match self {
+            Self::Dtls(channel) => channel.message(),
+            Self::Challenge(challenge) => challenge.message(),
+        }
+    }
+}
+
+impl From<ChannelBinding> for Binding {
+    fn from(channel: ChannelBinding) -> Self {
+        Self::Dtls(channel)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,5 +653,35 @@ mod tests {
             volunteer: binding.relay.clone(),
         };
         assert!(key.address().verify_channel(&swapped, &proof).is_err());
+    }
+
+    #[test]
+    fn a_challenge_proof_holds_only_for_its_challenge_and_relay() {
+        let key = WalletKey::from_seed([7; 32]);
+        let challenge = Binding::Challenge(ChallengeBinding::new([1; 32], "Relay.example:443"));
+        let proof = key.sign_binding(&challenge);
+        // The same host however the URL or the Host header writes it.
+        let same = Binding::Challenge(ChallengeBinding::new([1; 32], "relay.example"));
+        assert_eq!(key.address().verify_binding(&same, &proof), Ok(()));
+        for other in [
+            // Another connection's challenge: a replayed hello.
+            ChallengeBinding::new([2; 32], "relay.example"),
+            // Another relay's host: a challenge passed on by a relay in the middle.
+            ChallengeBinding::new([1; 32], "evil.example"),
+            ChallengeBinding::new([1; 32], "relay.example:8443"),
+        ] {
+            assert!(key
+                .address()
+                .verify_binding(&Binding::Challenge(other), &proof)
+                .is_err());
+        }
+        // A DTLS proof is never a challenge proof, nor the other way round.
+        let dtls = Binding::Dtls(binding());
+        assert!(key.address().verify_binding(&dtls, &proof).is_err());
+        assert_eq!(
+            key.address()
+                .verify_binding(&dtls, &key.sign_channel(&binding())),
+            Ok(())
+        );
     }
 }

@@ -17,7 +17,10 @@ pub mod messages;
 pub mod site;
 pub mod wallet;
 
-pub use channel::{with_fingerprints, BindingError, ChannelBinding, Fingerprint, NamedCertificate};
+pub use channel::{
+    with_fingerprints, Binding, BindingError, ChallengeBinding, ChannelBinding, Fingerprint,
+    NamedCertificate, CHALLENGE_BYTES,
+};
 pub use codec::{
     decode, encode, encode_frames, ChunkError, Chunker, CodecError, FrameError, Reassembler,
     MAX_CHUNK_BYTES,

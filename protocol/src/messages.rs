@@ -30,8 +30,9 @@ pub enum ToRelay {
         /// The wallet credited for this volunteer's results.
         wallet: WalletAddress,
         /// The wallet's signature over this connection's two DTLS certificate
-        /// fingerprints ([`crate::WalletKey::sign_channel`]). It proves the key once; DTLS
-        /// then authenticates everything else sent on the channel.
+        /// fingerprints ([`crate::WalletKey::sign_channel`]), or on a WebSocket over the
+        /// relay's challenge and host ([`crate::ChallengeBinding`]). It proves the key
+        /// once; the connection then carries everything else as the wallet's.
         proof: Signature,
         /// The embedding site (its wallet and origin) when the volunteer came through the
         /// widget, for the site's share of credit. The relay pays it only to a site whose
@@ -114,6 +115,13 @@ pub enum ToVolunteer {
     Refused {
         /// What is wrong, for the volunteer's display.
         reason: String,
+    },
+    /// First message on a WebSocket connection: the hello's proof signs this challenge
+    /// with the relay's host ([`crate::ChallengeBinding`]). Never sent on WebRTC, where
+    /// the proof signs the DTLS certificates.
+    Challenge {
+        /// Fresh random bytes for this connection only.
+        challenge: [u8; crate::CHALLENGE_BYTES],
     },
 }
 

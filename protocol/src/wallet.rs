@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::str::FromStr;
 
-use crate::channel::ChannelBinding;
+use crate::channel::{Binding, ChannelBinding};
 use crate::site::SiteOrigin;
 
 /// Every address starts with this, so a pasted string is recognisably a Starling wallet.
@@ -97,6 +97,16 @@ impl WalletAddress {
     pub fn verify_channel(
         &self,
         binding: &ChannelBinding,
+        signature: &Signature,
+    ) -> Result<(), WalletError> {
+        self.verify(&binding.message(), signature)
+    }
+
+    /// Checks this wallet's claim to the connection `binding` names, of either kind (the
+    /// proof in a volunteer's hello, [`WalletKey::sign_binding`]).
+    pub fn verify_binding(
+        &self,
+        binding: &Binding,
         signature: &Signature,
     ) -> Result<(), WalletError> {
         self.verify(&binding.message(), signature)
@@ -276,6 +286,11 @@ impl WalletKey {
     /// Claims the connection `binding` names for this wallet: the proof a volunteer's
     /// hello carries.
     pub fn sign_channel(&self, binding: &ChannelBinding) -> Signature {
+        Signature(self.0.sign(&binding.message()).to_bytes())
+    }
+
+    /// Claims the connection `binding` names, WebRTC or WebSocket, for this wallet.
+    pub fn sign_binding(&self, binding: &Binding) -> Signature {
         Signature(self.0.sign(&binding.message()).to_bytes())
     }
 

@@ -290,6 +290,7 @@ pub(crate) fn routes() -> Vec<Route> {
         // buffered up to the global limit.
         route!(routes::rtc::offer.layer(DefaultBodyLimit::max(crate::rtc::MAX_OFFER_BODY_BYTES))),
         route!(routes::rtc::ice_servers),
+        route!(routes::rtc::websocket),
         route!(routes::openapi::openapi_json),
         route!(routes::openapi::docs),
         // At the root, for probes and scrapers.

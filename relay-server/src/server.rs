@@ -16,7 +16,6 @@ use axum::http::Request;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// Limits on connections.
@@ -99,7 +100,11 @@ async fn accept_loop(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    // hyper-util's GracefulShutdown cannot watch a connection that may upgrade (the
+    // WebSocket fallback, `/api/v1/ws`), so draining is done here: each connection is
+    // told to finish its request in flight and close, and the tasks are awaited.
+    let draining = CancellationToken::new();
+    let connections = TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
@@ -136,10 +141,10 @@ async fn accept_loop(
                 acceptor.clone(),
                 http.clone(),
                 router.clone(),
-                graceful.watcher(),
+                draining.clone(),
                 limits.clone(),
             );
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 connection.await;
                 drop(slot);
             });
@@ -151,11 +156,22 @@ async fn accept_loop(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             });
-        let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        // An upgraded connection's future ends when hyper hands the socket to the
+        // WebSocket session, which the pending-peer caps bound instead (rtc::admission).
+        let connection = http
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .with_upgrades();
+        let draining = draining.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = draining.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 // Header timeouts and clients that hung up land here: routine.
                 tracing::debug!(%peer, "connection ended: {e}");
             }
@@ -164,8 +180,10 @@ async fn accept_loop(
     }
     // Stops accepting: new connections are refused by the kernel from here.
     drop(listener);
+    draining.cancel();
+    connections.close();
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = connections.wait() => {}
         () = tokio::time::sleep(limits.drain) => {
             tracing::warn!("requests still running after {:?}; closing them", limits.drain);
         }

@@ -12,7 +12,6 @@ use axum::http::Request;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -404,7 +403,7 @@ pub(crate) async fn serve_connection(
     acceptor: tokio_rustls::TlsAcceptor,
     http1: hyper::server::conn::http1::Builder,
     router: Router,
-    watcher: Watcher,
+    draining: tokio_util::sync::CancellationToken,
     limits: crate::server::ServeLimits,
 ) {
     let handshake_timeout = limits.header_read_timeout;
@@ -443,12 +442,18 @@ pub(crate) async fn serve_connection(
         // No keep-alive pings: they would count as traffic and keep idle connections
         // open; a dead peer's connection goes quiet and is closed as idle.
         http2.timer(TokioTimer::new());
-        let connection = watcher.watch(http2.serve_connection(TokioIo::new(io), service));
+        let connection = http2.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
+        let mut told_to_close = false;
         loop {
             let quiet_until = last_active.instant() + http2_idle_timeout;
             tokio::select! {
-                ended = &mut connection => break ended,
+                ended = connection.as_mut() => break ended,
+                () = draining.cancelled(), if !told_to_close => {
+                    // The relay is stopping: requests in flight finish, no new ones.
+                    told_to_close = true;
+                    connection.as_mut().graceful_shutdown();
+                }
                 () = tokio::time::sleep_until(quiet_until.into()) => {
                     if last_active.instant() + http2_idle_timeout <= std::time::Instant::now() {
                         tracing::debug!(%peer, "HTTP/2 connection idle: closed");
@@ -458,9 +463,18 @@ pub(crate) async fn serve_connection(
             }
         }
     } else {
-        watcher
-            .watch(http1.serve_connection(TokioIo::new(tls), service))
-            .await
+        // Upgrades too: the WebSocket fallback (`/api/v1/ws`) over wss://.
+        let connection = http1
+            .serve_connection(TokioIo::new(tls), service)
+            .with_upgrades();
+        tokio::pin!(connection);
+        tokio::select! {
+            ended = connection.as_mut() => ended,
+            () = draining.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        }
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, "connection ended: {e}");

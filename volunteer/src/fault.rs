@@ -8,10 +8,8 @@
 //! connection, holds it past its lease, sends it twice, or hands the unit back with
 //! `Failed`.
 
-use starling_client::{Transport, TransportError};
-use starling_protocol::{
-    encode_frames, ChannelBinding, LeaseId, Reassembler, ToRelay, ToVolunteer,
-};
+use starling_client::{Transport, TransportError, TransportKind};
+use starling_protocol::{encode_frames, Binding, LeaseId, Reassembler, ToRelay, ToVolunteer};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -320,12 +318,12 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         Some(frame)
     }
 
-    fn kind(&self) -> starling_client::TransportKind {
-        self.inner.kind()
+    fn binding(&self) -> &Binding {
+        self.inner.binding()
     }
 
-    fn binding(&self) -> &ChannelBinding {
-        self.inner.binding()
+    fn kind(&self) -> TransportKind {
+        self.inner.kind()
     }
 }
 

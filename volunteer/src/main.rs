@@ -9,7 +9,7 @@ use clap::Parser;
 use fault::{CollusionGroup, Fault, FaultyTransport};
 use starling_client::platform::RelayTransport;
 use starling_client::reconnect::{self, Backoff};
-use starling_client::{Engine, Event, Profile, Transport, VolunteerError};
+use starling_client::{Engine, Event, Profile, Transport, TransportChoice, VolunteerError};
 use starling_protocol::{SiteClaim, WalletAddress, WalletKey};
 use std::cell::Cell;
 use std::path::Path;
@@ -26,6 +26,11 @@ struct Cli {
     /// self-signed certificate, or a private CA's); the system's roots stay trusted.
     #[arg(long, env = "STARLING_CA_CERT", value_name = "FILE")]
     ca_cert: Option<std::path::PathBuf>,
+    /// How to reach the relay: `auto` tries WebRTC and falls back to the relay's
+    /// WebSocket if the data channel has not opened within 5 s (UDP blocked, no TURN);
+    /// `webrtc` or `websocket` use only that one.
+    #[arg(long, env = "STARLING_TRANSPORT", default_value = "auto")]
+    transport: TransportChoice,
     /// Use the CPU reference even when a GPU adapter exists.
     #[arg(long)]
     cpu: bool,
@@ -118,10 +123,11 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let outcome = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
-            t = RelayTransport::connect_with(&cli.relay, &signaling, cli.turn_only) => t,
+            t = RelayTransport::connect_with(&cli.relay, &signaling, cli.transport, cli.turn_only) => t,
         };
         match outcome {
             Ok(transport) => {
+                tracing::info!(target: "transport", transport = %transport.kind(), "transport open");
                 let (result, steady) = match cli.fault {
                     None => {
                         let mut transport = transport;
@@ -229,7 +235,7 @@ async fn serve<T: Transport>(
 
 fn log_event(event: Event) {
     match event {
-        Event::Connected { transport } => tracing::info!("connected to the relay: {transport}"),
+        Event::Connected { transport } => tracing::info!(%transport, "connected to the relay"),
         Event::Computed {
             kernel,
             elapsed_ms,

@@ -11,7 +11,7 @@ use js_sys::Reflect;
 use starling_client::platform::cpu_worker::{self, CpuWorker};
 use starling_client::platform::keystore;
 use starling_client::platform::RelayTransport;
-use starling_client::{Engine, Event, Profile};
+use starling_client::{Engine, Event, Profile, TransportChoice};
 use starling_protocol::SiteClaim;
 use std::cell::{Cell, RefCell};
 use std::pin::pin;
@@ -69,6 +69,18 @@ pub struct DeviceSummary {
     pub backend: String,
     /// Software adapter or CPU.
     pub fallback: bool,
+}
+
+/// `?transport=websocket` (or `webrtc`) in the page's address: use only that transport
+/// (for tests, and for networks where the WebRTC attempt only costs its fallback wait);
+/// anything else tries WebRTC first and falls back to the WebSocket.
+fn transport_requested() -> TransportChoice {
+    web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok())
+        .and_then(|p| p.get("transport"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_default()
 }
 
 /// `?device=cpu` in the page's address: use the CPU fallback even where WebGPU works (for
@@ -275,7 +287,7 @@ pub async fn start(
     let on_event = RefCell::new(on_event);
     let mut backoff = Backoff::new();
     loop {
-        let connect = pin!(RelayTransport::connect(""));
+        let connect = pin!(RelayTransport::connect_with("", transport_requested()));
         let deadline = TimeoutFuture::new(reconnect::CONNECT_TIMEOUT_MS);
         let lost = match select(select(connect, deadline), stop.clone()).await {
             Either::Right(_) => return Ok(()),

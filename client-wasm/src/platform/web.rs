@@ -5,7 +5,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use gloo_timers::future::TimeoutFuture;
 use js_sys::{Reflect, Uint8Array};
-use starling_protocol::ChannelBinding;
+use starling_protocol::{Binding, ChannelBinding};
 use std::cell::Cell;
 use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
@@ -30,7 +30,7 @@ const DISCONNECTED_GRACE_MS: u32 = 1_000;
 pub struct WebTransport {
     link: Link,
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    binding: ChannelBinding,
+    binding: Binding,
     kind: TransportKind,
     /// Set once the link is known dead, though the channel may still say "open".
     closed: Rc<Cell<bool>>,
@@ -261,7 +261,7 @@ impl WebTransport {
         Ok(Self {
             link,
             rx,
-            binding,
+            binding: Binding::Dtls(binding),
             kind,
             closed,
         })
@@ -288,7 +288,7 @@ impl Transport for WebTransport {
         self.rx.next().await
     }
 
-    fn binding(&self) -> &ChannelBinding {
+    fn binding(&self) -> &Binding {
         &self.binding
     }
 

@@ -17,15 +17,17 @@
 //! - the relay's own path through the scheduler (see [`scheduler::through_scheduler`]):
 //!   each session's hello proof, Freivalds' check, wallet reads, canaries and payouts
 //!   included;
-//! - the same over real WebRTC (see [`webrtc::over_webrtc`]): the relay's HTTP router
+//! - the same over real WebRTC (see [`webrtc::over_transport`]): the relay's HTTP router
 //!   answers each volunteer's offer and its sessions serve the data channels, every
-//!   message crossing DTLS and SCTP both ways.
+//!   message crossing DTLS and SCTP both ways;
+//! - the same over the WebSocket fallback (`/api/v1/ws`): one TCP connection a volunteer.
 //!
 //! Each volunteer is a task with its own wallet and connection id that leases, answers
 //! at once and leases again, so the figures are what the relay sustains, not what
-//! volunteers compute. All but the last two scenarios drive storage directly: kernel spot
-//! checks and the scheduler's own reads sit on top of them, and the last two add them.
-//! Only the last has WebRTC; see docs/ARCHITECTURE.md for what limits the figures.
+//! volunteers compute. All but the last three scenarios drive storage directly: kernel
+//! spot checks and the scheduler's own reads sit on top of them, and the last three add
+//! them. Only the last two have a network transport; see docs/ARCHITECTURE.md for what
+//! limits the figures.
 //!
 //! "writer µs/unit" is the CPU time of the storage's writer thread over the run, per unit
 //! (Linux only: read from /proc), which says how close the writer is to being the limit;
@@ -34,8 +36,8 @@
 //! "KB/unit" is what the process wrote per unit (WAL frames and their checkpoints into
 //! the database file).
 //!
-//! In the last two scenarios the volunteers' own work (running the unit on the CPU, and
-//! over WebRTC their whole side of the connection) runs on threads of its own, as it
+//! In the last three scenarios the volunteers' own work (running the unit on the CPU,
+//! and over WebRTC or the WebSocket their whole side of the connection) runs on threads of its own, as it
 //! would on their machines, and the bench prints the relay's CPU time per unit (the
 //! whole process's, less those threads') beside the volunteers'. On a 2-core machine the
 //! two share the cores; to measure the relay on two cores of its own, run the bench
@@ -44,9 +46,9 @@
 //!
 //! `STARLING_BENCH_UNITS` sets the units per run (default 20 000); `STARLING_BENCH_ONLY`
 //! runs only the scenarios whose name contains it (for profiling one);
-//! `STARLING_BENCH_VOLUNTEERS` sets how many volunteers the last two scenarios have
+//! `STARLING_BENCH_VOLUNTEERS` sets how many volunteers the last three scenarios have
 //! (default 64); `STARLING_BENCH_OUTPUT_BYTES` the size of each output in the storage
-//! scenarios (64); `STARLING_BENCH_VOLUNTEER_CPUS` the CPUs of the last two scenarios'
+//! scenarios (64); `STARLING_BENCH_VOLUNTEER_CPUS` the CPUs of the last three scenarios'
 //! volunteer threads.
 
 mod meter;
@@ -235,11 +237,13 @@ async fn main() -> anyhow::Result<()> {
         print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
         print_cpu(&f, units, "volunteers' simulated work");
     }
-    let name = format!("over WebRTC, {volunteers} vol.");
-    if name.contains(only.as_str()) {
-        let f = webrtc::over_webrtc(units, volunteers).await?;
-        print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
-        print_cpu(&f, units, "volunteers (WebRTC included)");
+    for (transport, websocket) in [("WebRTC", false), ("the WebSocket", true)] {
+        let name = format!("over {transport}, {volunteers} vol.");
+        if name.contains(only.as_str()) {
+            let f = webrtc::over_transport(units, volunteers, websocket).await?;
+            print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
+            print_cpu(&f, units, &format!("volunteers ({transport} included)"));
+        }
     }
     if "job data at rest".contains(only.as_str()) {
         for mib in [1, 16, 64] {

@@ -1,10 +1,13 @@
-//! The `over WebRTC` scenario: the relay's whole path, DTLS and SCTP included.
+//! The `over WebRTC` and `over the WebSocket` scenarios: the relay's whole path, DTLS
+//! and SCTP (or the WebSocket's TCP) included.
 
 use crate::meter::{pin_this_thread, Meter, VOLUNTEER_THREAD};
 use crate::scheduler::{submit_matmul, TrustedNetwork};
 use crate::Figures;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
 use starling_kernels::Catalog;
-use starling_protocol::{ChannelBinding, WalletKey};
+use starling_protocol::{Binding, ChallengeBinding, ChannelBinding, WalletKey};
 use starling_relay::app::{self, AppState, Limits, StaticDirs};
 use std::time::{Duration, Instant};
 
@@ -17,7 +20,13 @@ use std::time::{Duration, Instant};
 /// thread, so their CPU is counted apart from the relay's; both ends' DTLS and SCTP share
 /// the machine's cores, as the simulated work does in the scenario before. A lease's
 /// latency here is what a volunteer sees: from sending `Ready` to the `Assign` arriving.
-pub(crate) async fn over_webrtc(units: usize, volunteers: usize) -> anyhow::Result<Figures> {
+/// With `websocket`, the same over the WebSocket fallback (`/api/v1/ws`): the hello
+/// signs the relay's challenge, and every message crosses one TCP connection.
+pub(crate) async fn over_transport(
+    units: usize,
+    volunteers: usize,
+    websocket: bool,
+) -> anyhow::Result<Figures> {
     let network = TrustedNetwork::start(volunteers).await?;
     let state = AppState::new(
         network.scheduler.clone(),
@@ -34,7 +43,7 @@ pub(crate) async fn over_webrtc(units: usize, volunteers: usize) -> anyhow::Resu
     };
     let router = app::router(state, &dirs);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let offer_url = format!("http://{}/api/v1/rtc/offer", listener.local_addr()?);
+    let base_url = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -55,55 +64,146 @@ pub(crate) async fn over_webrtc(units: usize, volunteers: usize) -> anyhow::Resu
         })
         .enable_all()
         .build()?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    // Every volunteer connects and says hello before the jobs exist, so connecting is
-    // not in the measured window.
-    let (welcomed_tx, mut welcomed) = tokio::sync::mpsc::channel(volunteers);
-    let mut tasks = Vec::new();
-    for (_, wallet) in &network.wallets {
-        let wallet = wallet.clone();
-        let offer_url = offer_url.clone();
-        let welcomed = welcomed_tx.clone();
-        let stopped = stopped.clone();
-        tasks.push(
-            runtime
-                .spawn(async move { rtc_volunteer(&offer_url, &wallet, welcomed, stopped).await }),
-        );
-    }
-    drop(welcomed_tx);
-    for _ in 0..volunteers {
-        tokio::time::timeout(Duration::from_secs(60), welcomed.recv())
-            .await
-            .map_err(|_| anyhow::anyhow!("volunteers took over a minute to connect"))?
-            .ok_or_else(|| anyhow::anyhow!("a volunteer failed to connect"))?;
-    }
-    let jobs = submit_matmul(&network.scheduler, units, network.account).await?;
-    let meter = Meter::start();
-    while network.all_done(&jobs).await?.is_err() {
-        if let Some(ended) = tasks.iter().position(|t| t.is_finished()) {
-            let task = tasks.swap_remove(ended);
-            task.await??;
-            anyhow::bail!("a volunteer stopped before the jobs were done");
+    // The runtime cannot be dropped inside this async context, so every path out of the
+    // measured part goes through its shutdown below.
+    let measured = async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        // Every volunteer connects and says hello before the jobs exist, so connecting is
+        // not in the measured window.
+        let (welcomed_tx, mut welcomed) = tokio::sync::mpsc::channel(volunteers);
+        let mut tasks = Vec::new();
+        for (_, wallet) in &network.wallets {
+            let wallet = wallet.clone();
+            let base_url = base_url.clone();
+            let welcomed = welcomed_tx.clone();
+            let stopped = stopped.clone();
+            tasks.push(runtime.spawn(async move {
+                volunteer(&base_url, websocket, &wallet, welcomed, stopped).await
+            }));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(welcomed_tx);
+        for _ in 0..volunteers {
+            let arrived = tokio::time::timeout(Duration::from_secs(60), welcomed.recv())
+                .await
+                .map_err(|_| anyhow::anyhow!("volunteers took over a minute to connect"))?;
+            if arrived.is_none() {
+                // Every sender is gone: say why the first volunteer that ended did.
+                for task in tasks {
+                    if task.is_finished() {
+                        task.await??;
+                    }
+                }
+                anyhow::bail!("a volunteer failed to connect");
+            }
+        }
+        let jobs = submit_matmul(&network.scheduler, units, network.account).await?;
+        let meter = Meter::start();
+        while network.all_done(&jobs).await?.is_err() {
+            if let Some(ended) = tasks.iter().position(|t| t.is_finished()) {
+                let task = tasks.swap_remove(ended);
+                task.await??;
+                anyhow::bail!("a volunteer stopped before the jobs were done");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let window = meter.end();
+        let _ = stop.send(true);
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await??);
+        }
+        anyhow::Ok((window.figures(units, latencies), jobs))
     }
-    let window = meter.end();
-    let _ = stop.send(true);
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let figures = window.figures(units, latencies);
+    .await;
     server.abort();
     runtime.shutdown_background();
+    let (figures, jobs) = measured?;
     network.finish(&jobs).await?;
     Ok(figures)
 }
 
-/// One volunteer over WebRTC until `stopped` turns true: returns its leases' latencies
-/// (`Ready` sent to `Assign` received).
-async fn rtc_volunteer(
-    offer_url: &str,
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsMessage = tokio_tungstenite::tungstenite::Message;
+
+/// A bench volunteer's connection: a data channel, or the WebSocket.
+enum BenchLink {
+    WebRtc(starling_webrtc_native::PeerLink),
+    WebSocket(
+        tokio::sync::Mutex<SplitSink<Socket, WsMessage>>,
+        SplitStream<Socket>,
+    ),
+}
+
+impl BenchLink {
+    /// Connects to the relay at `base_url` and reads what the hello must sign.
+    async fn open(base_url: &str, websocket: bool) -> anyhow::Result<(Self, Binding)> {
+        if !websocket {
+            let link =
+                starling_webrtc_native::connect(&format!("{base_url}/api/v1/rtc/offer")).await?;
+            let descriptions = link.descriptions();
+            let binding =
+                ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)?;
+            return Ok((Self::WebRtc(link), Binding::Dtls(binding)));
+        }
+        let host = base_url.trim_start_matches("http://");
+        let (socket, _) =
+            tokio_tungstenite::connect_async(format!("ws://{host}/api/v1/ws")).await?;
+        let (sink, stream) = socket.split();
+        let mut link = Self::WebSocket(tokio::sync::Mutex::new(sink), stream);
+        let frame = link
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the relay closed the WebSocket"))?;
+        let mut reassembler = starling_protocol::Reassembler::new(1024);
+        match reassembler.push_message(&frame)? {
+            Some(starling_protocol::ToVolunteer::Challenge { challenge }) => Ok((
+                link,
+                Binding::Challenge(ChallengeBinding::new(challenge, host)),
+            )),
+            _ => anyhow::bail!("no challenge first on the WebSocket"),
+        }
+    }
+
+    async fn send(&self, frame: Vec<u8>) -> anyhow::Result<()> {
+        match self {
+            Self::WebRtc(link) => Ok(link.send(frame).await?),
+            Self::WebSocket(sink, _) => Ok(sink
+                .lock()
+                .await
+                .send(WsMessage::Binary(frame.into()))
+                .await?),
+        }
+    }
+
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Self::WebRtc(link) => link.recv().await,
+            Self::WebSocket(_, stream) => loop {
+                match stream.next().await? {
+                    Ok(WsMessage::Binary(frame)) => return Some(frame.into()),
+                    Ok(WsMessage::Close(_)) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            },
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Self::WebRtc(link) => link.close().await,
+            Self::WebSocket(sink, _) => {
+                let _ = sink.into_inner().close().await;
+            }
+        }
+    }
+}
+
+/// One volunteer over WebRTC (or the WebSocket) until `stopped` turns true: returns its
+/// leases' latencies (`Ready` sent to `Assign` received).
+async fn volunteer(
+    base_url: &str,
+    websocket: bool,
     wallet: &WalletKey,
     welcomed: tokio::sync::mpsc::Sender<()>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -111,19 +211,31 @@ async fn rtc_volunteer(
     use starling_protocol::{
         encode_frames, DeviceInfo, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
     };
-    let mut link = starling_webrtc_native::connect(offer_url).await?;
-    let sender = link.sender();
+    // A relay admits 8 unproved peers per address at once (rtc::admission): the rest
+    // of the 64 retry as a real volunteer's reconnect would.
+    let mut tries = 0;
+    let (link, binding) = loop {
+        match BenchLink::open(base_url, websocket).await {
+            Ok(opened) => break opened,
+            Err(_) if tries < 200 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let link = tokio::sync::Mutex::new(link);
+    // Sends take the lock only between receives: this loop never awaits both at once.
     let send = |message: ToRelay| {
-        let sender = &sender;
+        let link = &link;
         async move {
+            let link = link.lock().await;
             for frame in encode_frames(&message) {
-                sender.send(frame).await?;
+                link.send(frame).await?;
             }
             anyhow::Ok(())
         }
     };
-    let descriptions = link.descriptions();
-    let binding = ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)?;
     let hello = ToRelay::Hello {
         version: PROTOCOL_VERSION,
         client: "bench/0".into(),
@@ -134,7 +246,7 @@ async fn rtc_volunteer(
         },
         wallet: wallet.address(),
         site: None,
-        proof: wallet.sign_channel(&binding),
+        proof: wallet.sign_binding(&binding),
     };
     send(hello).await?;
     let catalog = Catalog::builtin();
@@ -142,9 +254,12 @@ async fn rtc_volunteer(
     let mut latencies = Vec::new();
     let mut ready_sent = Instant::now();
     loop {
-        let frame = tokio::select! {
-            frame = link.recv() => frame,
-            _ = stopped.wait_for(|stop| *stop) => break,
+        let frame = {
+            let mut link = link.lock().await;
+            tokio::select! {
+                frame = link.recv() => frame,
+                _ = stopped.wait_for(|stop| *stop) => break,
+            }
         };
         let frame = frame.ok_or_else(|| anyhow::anyhow!("the relay closed the channel"))?;
         let Some(message) = reassembler.push_message(&frame)? else {
@@ -182,8 +297,9 @@ async fn rtc_volunteer(
             }
             ToVolunteer::Receipt(_) => {}
             ToVolunteer::Refused { reason } => anyhow::bail!("refused: {reason}"),
+            ToVolunteer::Challenge { .. } => anyhow::bail!("a WebSocket's challenge on WebRTC"),
         }
     }
-    link.close().await;
+    link.into_inner().close().await;
     Ok(latencies)
 }

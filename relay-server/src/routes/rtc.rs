@@ -1,11 +1,15 @@
 //! `POST /api/v1/rtc/offer`: WebRTC signaling without trickle ICE. The volunteer posts
 //! a complete offer, gets a complete answer, and the data channel opens on its own.
+//! `GET /api/v1/ws`: the WebSocket a volunteer falls back to when WebRTC cannot connect.
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::rtc::link::{Link, WsLink, MAX_WS_MESSAGE_BYTES};
 use crate::rtc::{screen_offer, OfferError, MAX_OFFER_BODY_BYTES, MAX_OFFER_SDP_BYTES};
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::{Extension, Json};
 use starling_api::{IceServers, Problem, Sdp};
 use starling_protocol::channel::End;
@@ -69,12 +73,60 @@ pub async fn offer(
         };
         match opened {
             Ok(link) => {
+                let link = Link::WebRtc(link);
                 crate::rtc::session::serve(scheduler, link, slot, address, shutdown.wait()).await
             }
             Err(e) => tracing::info!("peer never opened its channel: {e}"),
         }
     });
     Ok(Json(Sdp { sdp: answer }))
+}
+
+/// Opens a WebSocket for a volunteer whose WebRTC connection could not open (UDP
+/// blocked, no TURN). The same frames and messages as the data channel; the relay sends
+/// a fresh challenge first, and the hello's proof signs it with the `Host` the
+/// volunteer dialed (`ChallengeBinding`). Unproved sockets count against the same
+/// pending-peer caps as offers, and have the same hello timeout and size limits.
+#[utoipa::path(get, path = "/api/v1/ws", tag = "network", responses(
+    (status = 101, description = "Switched to a WebSocket of binary messages: the relay's `Challenge`, then the volunteer's `Hello` and the session as on the data channel"),
+    (status = 400, description = "Not a WebSocket upgrade, or no `Host` header", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "Too many peers connected and not yet proved, from this address (8) or in all (256)", body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn websocket(
+    State(state): State<AppState>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    if state.shutdown.stopping() {
+        return Err(ApiError::Unavailable("the relay is shutting down".into()));
+    }
+    let upgrade = upgrade.map_err(|e| ApiError::Malformed {
+        detail: format!("{e}: /api/v1/ws is a WebSocket (GET with Upgrade: websocket)"),
+    })?;
+    let relay_host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .filter(|host| !host.is_empty() && host.len() <= 255)
+        .ok_or_else(|| ApiError::Malformed {
+            detail: "a WebSocket upgrade needs a Host header (at most 255 bytes): the hello's proof signs it".into(),
+        })?
+        .to_owned();
+    let address = client.map(|Extension(ConnectInfo(a))| a.ip());
+    // Held until the peer's hello proves a wallet, or the peer is gone.
+    let slot = state.pending_peers.admit(address).map_err(offer_error)?;
+    let scheduler = state.scheduler.clone();
+    let shutdown = state.shutdown.clone();
+    let sessions = state.shutdown.clone();
+    Ok(upgrade
+        .max_message_size(MAX_WS_MESSAGE_BYTES)
+        .max_frame_size(MAX_WS_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            sessions.spawn_session(async move {
+                let link = Link::WebSocket(WsLink::open(socket, &relay_host, address).await);
+                crate::rtc::session::serve(scheduler, link, slot, address, shutdown.wait()).await
+            });
+        }))
 }
 
 fn offer_error(e: OfferError) -> ApiError {

@@ -1,16 +1,16 @@
-//! One volunteer's data channel: hello, then a loop of assignments and results.
+//! One volunteer's connection (a WebRTC data channel or the WebSocket fallback, see
+//! [`crate::rtc::link`]): hello, then a loop of assignments and results.
 
 use crate::ledger::{Account, Entry};
+use crate::rtc::link::{Link, LinkSender};
 use crate::rtc::PendingSlot;
 use crate::scheduler::caps::Network;
 use crate::scheduler::{LeaseError, Scheduler, Speed, Verdict};
 use crate::storage::PeerId;
-use starling_protocol::channel::End;
 use starling_protocol::{
-    encode_frames, ChannelBinding, ChunkError, FrameError, LeaseId, NamedCertificate, Reassembler,
-    Receipt, SiteClaim, SiteOrigin, ToRelay, ToVolunteer, WalletAddress, PROTOCOL_VERSION,
+    encode_frames, Binding, ChunkError, FrameError, LeaseId, Reassembler, Receipt, SiteClaim,
+    SiteOrigin, ToRelay, ToVolunteer, WalletAddress, PROTOCOL_VERSION,
 };
-use starling_webrtc_native::{PeerLink, PeerSender};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -59,7 +59,7 @@ impl From<LeaseError> for SessionError {
     }
 }
 
-async fn send(tx: &PeerSender, msg: &ToVolunteer) -> Result<(), SessionError> {
+async fn send(tx: &LinkSender, msg: &ToVolunteer) -> Result<(), SessionError> {
     for frame in encode_frames(msg) {
         match tokio::time::timeout(SEND_STALL_TIMEOUT, tx.send(frame)).await {
             Ok(Ok(())) => {}
@@ -76,12 +76,16 @@ async fn send(tx: &PeerSender, msg: &ToVolunteer) -> Result<(), SessionError> {
 /// The next whole message. `why_limit` says, for a refusal, what the reassembler's
 /// current limit is based on; errors never quote the peer's bytes.
 async fn next_message(
-    link: &mut PeerLink,
+    link: &mut Link,
     reassembler: &mut Reassembler,
     why_limit: &str,
 ) -> Result<ToRelay, SessionError> {
     loop {
-        let frame = link.recv().await.ok_or(SessionError::Closed)?;
+        let frame = link
+            .recv()
+            .await
+            .map_err(SessionError::Protocol)?
+            .ok_or(SessionError::Closed)?;
         match reassembler.push_message(&frame) {
             Ok(Some(message)) => return Ok(message),
             Ok(None) => {}
@@ -115,14 +119,14 @@ fn receipt(entry: &Entry, relay: WalletAddress) -> Receipt {
     }
 }
 
-/// Serves one volunteer until its channel closes or `stop` resolves (the relay is
+/// Serves one volunteer until its connection closes or `stop` resolves (the relay is
 /// stopping), then requeues whatever it held and closes the connection. `unproved` is
 /// the peer's place among pending peers (see [`crate::rtc::PendingPeers`]), given up
 /// once its hello proves a wallet. `address` is where its offer came from, for the caps
 /// on leases per network.
 pub async fn serve(
     scheduler: Scheduler,
-    mut link: PeerLink,
+    mut link: Link,
     unproved: PendingSlot,
     address: Option<std::net::IpAddr>,
     stop: impl std::future::Future<Output = ()>,
@@ -202,27 +206,12 @@ async fn run(
     scheduler: &Scheduler,
     peer: PeerId,
     caps_network: Network,
-    link: &mut PeerLink,
-    tx: &PeerSender,
+    link: &mut Link,
+    tx: &LinkSender,
     unproved: PendingSlot,
 ) -> Result<(), SessionError> {
     let mut reassembler = Reassembler::new(PRE_HELLO_MAX_BYTES);
-    // The offer was checked for a fingerprint before it was answered (routes::rtc), so
-    // this fails only on a relay whose own answer names none.
-    let descriptions = link.descriptions();
-    let binding = ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)
-        .map_err(|e| SessionError::Protocol(e.to_string()))?;
-    // The handshake checked the certificate against one of the offer's fingerprints
-    // (webrtc-rs: the first, sha-256 only). An offer may name its certificate under
-    // several algorithms (RFC 8122), so all of them are checked here, before anything
-    // the peer sends is read: one certificate's sha-256 beside another's sha-384 names
-    // two certificates, and such a peer is refused.
-    let presented = link.remote_certificate().await.ok_or_else(|| {
-        SessionError::Protocol("the DTLS handshake presented no certificate".into())
-    })?;
-    NamedCertificate::from_sdp(&descriptions.offer, End::Volunteer)
-        .and_then(|named| named.check(&presented))
-        .map_err(|e| SessionError::Protocol(e.to_string()))?;
+    let binding = link.binding().await.map_err(SessionError::Protocol)?;
     let hello = tokio::time::timeout(
         HELLO_TIMEOUT,
         next_message(
@@ -242,17 +231,24 @@ async fn run(
             site,
             proof,
         } if version == PROTOCOL_VERSION => {
-            // The one signature of the session: from here DTLS authenticates the channel,
-            // and the channel is the wallet's.
-            if wallet.verify_channel(&binding, &proof).is_err() {
+            // The one signature of the session: from here DTLS (or the WebSocket's TCP
+            // connection) carries the channel, and the channel is the wallet's.
+            if wallet.verify_binding(&binding, &proof).is_err() {
+                let over = match &binding {
+                    Binding::Dtls(_) => "certificate fingerprints".to_owned(),
+                    Binding::Challenge(challenge) => format!(
+                        "challenge and relay host {}",
+                        clip(&challenge.relay_host, MAX_LOGGED_CHARS)
+                    ),
+                };
                 return Err(SessionError::Protocol(format!(
-                    "the hello's proof is not {wallet}'s signature over this connection's \
-                     certificate fingerprints"
+                    "the hello's proof is not {wallet}'s signature over this connection's {over}"
                 )));
             }
             tracing::info!(
                 %peer,
                 %wallet,
+                transport = link.kind(),
                 site = ?site.as_ref().map(|s| s.wallet),
                 client = clip(&client, MAX_LOGGED_CHARS),
                 adapter = clip(&device.adapter, MAX_LOGGED_CHARS),

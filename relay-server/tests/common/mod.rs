@@ -3,6 +3,7 @@
 pub mod attacker;
 pub mod loopback;
 pub mod router;
+pub mod websocket;
 
 use std::path::{Path, PathBuf};
 

@@ -284,9 +284,10 @@ pub fn DeviceCard(session: Session) -> impl IntoView {
                     Some(_) => "the GPU, through WebGPU".to_owned(),
                 }}</dd>
                 <dt>"Connection"</dt>
-                <dd data-testid="transport">{move || match session.transport.get() {
-                    Some(kind) => kind.to_string(),
-                    None => "not connected".to_owned(),
+                <dd data-testid="transport">{move || match (session.running(), session.transport.get()) {
+                    (true, Some(transport)) => transport.to_string(),
+                    (true, None) => "connecting…".to_owned(),
+                    (false, _) => "not connected".to_owned(),
                 }}</dd>
                 <dt>"Battery"</dt>
                 <dd>{move || {
