@@ -1,6 +1,8 @@
 //! A volunteer whose network drops UDP: the browser cannot reach the relay's WebRTC side
 //! at all, until the relay also offers an ICE-TCP candidate (`--rtc-tcp`); then a job
-//! completes over TCP and the device card says so.
+//! completes over TCP and the device card says so. The page is held to WebRTC
+//! (`?transport=webrtc`): this is the path for networks that let TCP out to any port, and
+//! the WebSocket fallback (`websocket_udp_blocked.rs`) is the one for the rest.
 //!
 //! UDP is dropped for real: the test runs itself again inside a fresh network namespace
 //! (`unshare --net`, as root) whose loopback drops every UDP packet (an nftables rule,
@@ -42,14 +44,17 @@ async fn browser_behind_a_udp_dropping_network_works_over_ice_tcp_only() -> anyh
     let data = TempDir::new("ice-udp-only")?;
     let relay = Relay::start(data.path(), 1)?;
     let browser = Browser::start("ice-udp-only").await?;
-    browser.goto(&relay.url()).await?;
+    // WebRTC only: the WebSocket fallback would reach the relay over TCP by itself.
+    browser
+        .goto(&format!("{}/?transport=webrtc", relay.url()))
+        .await?;
     browser
         .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
         .await?;
     browser.click("start").await?;
     let connected = browser
         .wait_text("transport", Duration::from_secs(8), |t| {
-            t != "not connected"
+            t != "not connected" && t != "connecting…"
         })
         .await;
     assert!(
@@ -65,7 +70,10 @@ async fn browser_behind_a_udp_dropping_network_works_over_ice_tcp_only() -> anyh
     let relay = Relay::start_with(data.path(), 1, &["--rtc-tcp"])?;
     let api = relay.api();
     let browser = Browser::start("ice-tcp").await?;
-    browser.goto(&relay.url()).await?;
+    // WebRTC only: the WebSocket fallback would reach the relay over TCP by itself.
+    browser
+        .goto(&format!("{}/?transport=webrtc", relay.url()))
+        .await?;
     browser
         .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
         .await?;
@@ -75,7 +83,7 @@ async fn browser_behind_a_udp_dropping_network_works_over_ice_tcp_only() -> anyh
     browser.click("start").await?;
     let transport = browser
         .wait_text("transport", Duration::from_secs(30), |t| {
-            t != "not connected"
+            t != "not connected" && t != "connecting…"
         })
         .await?;
     eprintln!("connected over {transport} in {:?}", started.elapsed());

@@ -171,7 +171,7 @@ async fn browser_allowed_only_relayed_candidates_completes_a_job_through_turn() 
     browser.click("start").await?;
     let transport = browser
         .wait_text("transport", Duration::from_secs(30), |t| {
-            t != "not connected"
+            t != "not connected" && t != "connecting…"
         })
         .await?;
     assert_eq!(transport, "WebRTC (TURN)", "the device card names the path");
@@ -207,7 +207,7 @@ async fn browser_allowed_only_relayed_candidates_completes_a_job_through_turn() 
     browser.click("start").await?;
     let transport = browser
         .wait_text("transport", Duration::from_secs(30), |t| {
-            t != "not connected"
+            t != "not connected" && t != "connecting…"
         })
         .await?;
     assert_eq!(transport, "WebRTC (direct)");

@@ -10,6 +10,8 @@ use futures::StreamExt;
 use gloo_timers::future::TimeoutFuture;
 use js_sys::Uint8Array;
 use starling_protocol::{Binding, ChallengeBinding, Reassembler, ToVolunteer};
+use std::cell::RefCell;
+use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BinaryType, MessageEvent, WebSocket};
@@ -83,16 +85,23 @@ impl WebSocketTransport {
             })
         };
         socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        // Sent on open; dropped unsent when the socket closes first (a relay that is down
+        // refuses at once), so the wait below ends then too rather than at its timeout.
         let (open_tx, open_rx) = oneshot::channel::<()>();
-        let mut open_tx = Some(open_tx);
-        let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| {
-            if let Some(tx) = open_tx.take() {
-                let _ = tx.send(());
-            }
-        });
+        let open_tx = Rc::new(RefCell::new(Some(open_tx)));
+        let on_open = {
+            let open_tx = open_tx.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |_| {
+                if let Some(tx) = open_tx.borrow_mut().take() {
+                    let _ = tx.send(());
+                }
+            })
+        };
         socket.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        // A socket that fails to open is closed too, so this also ends the wait below.
-        let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| tx.close_channel());
+        let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            open_tx.borrow_mut().take();
+            tx.close_channel();
+        });
         socket.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         let challenge = read_challenge(&url, open_rx, &mut rx).await;
         let challenge = match challenge {
@@ -123,11 +132,19 @@ async fn read_challenge(
     open_rx: oneshot::Receiver<()>,
     rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
 ) -> Result<[u8; starling_protocol::CHALLENGE_BYTES], TransportError> {
-    if let Either::Right(_) = select(open_rx, TimeoutFuture::new(OPEN_TIMEOUT_MS)).await {
-        return Err(TransportError::Connect(format!(
-            "the WebSocket {url} did not open within {} s",
-            OPEN_TIMEOUT_MS / 1000
-        )));
+    match select(open_rx, TimeoutFuture::new(OPEN_TIMEOUT_MS)).await {
+        Either::Left((Ok(()), _)) => {}
+        Either::Left((Err(_), _)) => {
+            return Err(TransportError::Connect(format!(
+                "the WebSocket {url} closed before it opened"
+            )))
+        }
+        Either::Right(_) => {
+            return Err(TransportError::Connect(format!(
+                "the WebSocket {url} did not open within {} s",
+                OPEN_TIMEOUT_MS / 1000
+            )))
+        }
     }
     let mut reassembler = Reassembler::new(CHALLENGE_MAX_BYTES);
     loop {
