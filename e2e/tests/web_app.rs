@@ -203,6 +203,18 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(width, 64, "the rendered PNG is shown");
+    // Saved under a name that says what it is.
+    let download = browser
+        .execute(
+            "return document.querySelector(\"[data-testid='result-link']\").getAttribute('download');",
+            serde_json::json!([]),
+        )
+        .await?;
+    let download = download.as_str().unwrap_or_default();
+    assert!(
+        download.starts_with("starling-render-") && download.ends_with(".png"),
+        "download name {download:?}"
+    );
     browser
         .execute(
             "document.querySelector(\"[data-testid='job']\").scrollIntoView({block: 'end'});",

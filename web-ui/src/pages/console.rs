@@ -105,6 +105,15 @@ fn watch_tiles(
     });
 }
 
+/// The file extension for a result of this content type.
+fn extension_for(content_type: &str) -> &'static str {
+    match content_type.split(';').next().unwrap_or_default().trim() {
+        "image/png" => "png",
+        "application/json" => "json",
+        _ => "bin",
+    }
+}
+
 /// A tile's colour on the map: the page's `--card-2`, `--warn` and `--accent`.
 fn tile_colour(state: UnitState) -> &'static str {
     match state {
@@ -606,7 +615,17 @@ pub fn ConsolePage() -> impl IntoView {
             let pct = move || tracked.with(|t| t.as_ref().map_or(0.0, |t| (t.fraction() * 100.0).round()));
             let state = move || tracked.with(|t| t.as_ref().map(|t| t.state));
             let render = kernel == "render";
-            let download = format!("starling-{id}");
+            // Named for what it holds, so the saved file opens in the right program.
+            let extension = kernels.with_untracked(|k| {
+                let content_type = k
+                    .as_ref()
+                    .and_then(|k| k.as_ref().ok())
+                    .and_then(|list| list.iter().find(|k| k.id == kernel))
+                    .map(|k| k.output_content_type.clone())
+                    .unwrap_or_default();
+                extension_for(&content_type)
+            });
+            let download = format!("starling-{kernel}-{id}.{extension}");
             view! {
                 <section class="card" aria-labelledby="progress-title" data-testid="job">
                     <h2 id="progress-title">"Job " <code data-testid="job-id">{id.clone()}</code></h2>
