@@ -313,6 +313,38 @@ pub enum RunError {
 mod probe_tests {
     use super::*;
 
+    /// The console's form starts from each parameter's `default`: every parameter has
+    /// one, inside its bounds, and the kernels that take no inputs plan a job from them
+    /// as they stand.
+    #[test]
+    fn every_parameter_has_a_default_a_job_accepts() {
+        let catalog = Catalog::builtin();
+        for info in catalog.infos() {
+            let properties = info.params_schema["properties"]
+                .as_object()
+                .expect("properties");
+            let mut defaults = serde_json::Map::new();
+            for (name, schema) in properties {
+                let default = &schema["default"];
+                assert!(!default.is_null(), "{}.{name} has no default", info.id);
+                if let (Some(v), Some(min), Some(max)) = (
+                    default.as_f64(),
+                    schema["minimum"].as_f64(),
+                    schema["maximum"].as_f64(),
+                ) {
+                    assert!((min..=max).contains(&v), "{}.{name} = {v}", info.id);
+                }
+                defaults.insert(name.clone(), default.clone());
+            }
+            let kernel = catalog.get(info.id).expect("listed");
+            if info.inputs.is_empty() {
+                kernel
+                    .plan(&Value::Object(defaults), &NamedInputs::new(), 64_000_000)
+                    .unwrap_or_else(|e| panic!("{}'s defaults are refused: {e}", info.id));
+            }
+        }
+    }
+
     #[test]
     fn every_builtin_kernel_makes_valid_fresh_probes() {
         let catalog = Catalog::builtin();

@@ -95,7 +95,9 @@ impl KernelSpec for Matmul {
     const VERSION: u32 = 1;
 
     fn info() -> KernelInfo {
-        let dim = json!({"type": "integer", "minimum": 1, "maximum": MAX_DIM});
+        // A default the console's form starts from: a product a volunteer computes in well
+        // under a second.
+        let dim = json!({"type": "integer", "minimum": 1, "maximum": MAX_DIM, "default": 256});
         KernelInfo {
             id: Self::ID,
             version: Self::VERSION,

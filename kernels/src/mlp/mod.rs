@@ -292,9 +292,10 @@ impl KernelSpec for Mlp {
                         "minItems": MIN_LAYERS,
                         "maxItems": MAX_LAYERS,
                         "items": {"type": "integer", "minimum": 1, "maximum": MAX_WIDTH},
+                        "default": [784, 128, 10],
                     },
-                    "batch": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH},
-                    "output": {"enum": ["softmax", "linear"]},
+                    "batch": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 64},
+                    "output": {"enum": ["softmax", "linear"], "default": "softmax"},
                 },
             }),
             inputs: vec![

@@ -176,12 +176,16 @@ impl KernelSpec for MonteCarlo {
                 "required": ["samples", "seed"],
                 "additionalProperties": false,
                 "properties": {
-                    "samples": {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES},
+                    "samples": {
+                        "type": "integer", "minimum": 1, "maximum": MAX_SAMPLES,
+                        "default": 100_000_000,
+                    },
                     "seed": {
                         "description": "Philox key; a JSON integer up to 2^64 - 1",
                         "type": "integer",
                         "minimum": 0,
                         "maximum": u64::MAX,
+                        "default": 42,
                     },
                 },
             }),

@@ -209,6 +209,13 @@ fn tiles(p: &RenderParams, side: u32) -> Vec<RenderUnit> {
     units
 }
 
+/// `schema` with a `default`.
+fn with_default(schema: &serde_json::Value, default: u32) -> serde_json::Value {
+    let mut schema = schema.clone();
+    schema["default"] = default.into();
+    schema
+}
+
 /// Every tile side [`Render::split`] can choose.
 fn tile_sides() -> impl Iterator<Item = u32> {
     (1..WORKGROUP).chain((WORKGROUP..=MAX_TILE).step_by(WORKGROUP as usize))
@@ -240,10 +247,14 @@ impl KernelSpec for Render {
                 "required": ["width", "height", "samples_per_pixel", "seed"],
                 "additionalProperties": false,
                 "properties": {
-                    "width": side,
-                    "height": side,
-                    "samples_per_pixel": {"type": "integer", "minimum": 1, "maximum": MAX_SPP},
-                    "seed": {"type": "integer", "minimum": 0, "maximum": u32::MAX},
+                    // Defaults the console's form starts from: a small image that shows the
+                    // scene, in seconds on a few volunteers.
+                    "width": with_default(&side, 320),
+                    "height": with_default(&side, 240),
+                    "samples_per_pixel": {
+                        "type": "integer", "minimum": 1, "maximum": MAX_SPP, "default": 16,
+                    },
+                    "seed": {"type": "integer", "minimum": 0, "maximum": u32::MAX, "default": 1},
                     "max_bounces": {
                         "type": "integer", "minimum": 1, "maximum": MAX_BOUNCES,
                         "default": DEFAULT_BOUNCES,
