@@ -176,6 +176,33 @@ async fn a_browser_on_a_non_localhost_https_origin_computes_a_job_the_cli_sent_o
     job.check(&std::fs::read(&out)?)?;
     let done = browser.text("units-done").await?.unwrap_or_default();
     assert_ne!(done, "0", "the page computed the units");
+
+    // The same page over the WebSocket: from an https page that is wss:// to the relay's
+    // own TLS port, which must let the connection upgrade.
+    browser.click("stop").await?;
+    browser.goto(&format!("{page}?transport=websocket")).await?;
+    browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    let again = starling(&url, key, Some(ca), &args, Duration::from_secs(30)).await?;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let id = text(&again.stdout).trim().to_owned();
+    browser.click("start").await?;
+    let transport = browser
+        .wait_text("transport", Duration::from_secs(30), |t| {
+            t != "not connected" && t != "connecting…"
+        })
+        .await?;
+    assert_eq!(transport, "WebSocket fallback", "wss:// to the relay");
+    let watched = starling(
+        &url,
+        key,
+        Some(ca),
+        &["watch", &id],
+        Duration::from_secs(180),
+    )
+    .await?;
+    assert!(watched.status.success(), "{}", text(&watched.stderr));
     Ok(())
 }
 
