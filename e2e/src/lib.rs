@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod firefox;
+pub mod no_udp;
 pub mod page;
 pub mod turn;
 

@@ -9,36 +9,17 @@
 //! Debian's `nftables`), with the relay, chromedriver and Chromium all inside it.
 
 use starling_e2e::browser::Browser;
-use starling_e2e::{MatmulJob, Relay, TempDir};
-use std::process::Command;
+use starling_e2e::{no_udp, MatmulJob, Relay, TempDir};
 use std::time::{Duration, Instant};
 
-/// Set in the namespace's run of this test.
-const INSIDE: &str = "STARLING_E2E_UDP_DROPPED";
 const TEST: &str = "browser_behind_a_udp_dropping_network_works_over_ice_tcp_only";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_behind_a_udp_dropping_network_works_over_ice_tcp_only() -> anyhow::Result<()> {
-    if std::env::var_os(INSIDE).is_none() {
-        let script = "ip link set lo up \
-            && nft add table inet starling \
-            && nft add chain inet starling input '{ type filter hook input priority 0; }' \
-            && nft add rule inet starling input meta l4proto udp drop \
-            && exec \"$0\" --exact \"$1\" --nocapture --test-threads 1";
-        let status = Command::new("unshare")
-            .args(["--net", "sh", "-c", script])
-            .arg(std::env::current_exe()?)
-            .arg(TEST)
-            .env(INSIDE, "1")
-            .status()?;
-        anyhow::ensure!(
-            status.success(),
-            "the test inside the UDP-dropping namespace failed ({status}); it needs root, \
-             unshare and nft (Debian: util-linux, iproute2, nftables)"
-        );
-        return Ok(());
+    if !no_udp::inside() {
+        return no_udp::run_inside(TEST);
     }
-    udp_is_dropped()?;
+    no_udp::ensure_dropped()?;
 
     // Without an ICE-TCP candidate nothing connects.
     let data = TempDir::new("ice-udp-only")?;
@@ -98,20 +79,5 @@ async fn browser_behind_a_udp_dropping_network_works_over_ice_tcp_only() -> anyh
     assert_eq!(status, 200);
     job.check(&result)?;
     browser.click("stop").await?;
-    Ok(())
-}
-
-/// Checks the namespace does what the test relies on: a UDP datagram sent over loopback
-/// never arrives.
-fn udp_is_dropped() -> anyhow::Result<()> {
-    let receiver = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    receiver.set_read_timeout(Some(Duration::from_millis(300)))?;
-    let sender = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    sender.send_to(b"ping", receiver.local_addr()?)?;
-    let mut buffer = [0u8; 8];
-    anyhow::ensure!(
-        receiver.recv_from(&mut buffer).is_err(),
-        "UDP still arrives over loopback: the namespace's nftables rule is not in place"
-    );
     Ok(())
 }
