@@ -1,9 +1,12 @@
 //! Queries behind the submitter's API beyond submit and fetch: listing, cancelling,
 //! purging and retention, idempotency keys, readiness and the counts `/metrics` exposes.
 
+use super::sql::{params, Db, Param};
 use super::{now_ms, parse_id, JobRecord, JobState, Storage, StorageError, RECORD_COLUMNS};
 use crate::ledger::AccountId;
-use rusqlite::OptionalExtension;
+
+/// An empty output: what an erased output reads as (a done unit always has one).
+const EMPTY: Param<'static> = Param::Blob(&[]);
 use sqlx::Row;
 use starling_protocol::JobId;
 
@@ -105,17 +108,16 @@ impl Storage {
             .writer
             .exec(move |db| {
                 let job = id.to_string();
-                let updated = db
-                    .prepare_cached(
-                        "UPDATE jobs SET state = 'cancelled', updated_ms = ?1
+                let updated = db.execute(
+                    "UPDATE jobs SET state = 'cancelled', updated_ms = ?1
                          WHERE id = ?2 AND state IN ('queued', 'running')",
-                    )?
-                    .execute(rusqlite::params![now_ms(), job])?;
+                    params![now_ms(), job],
+                )?;
                 if updated == 0 {
-                    let state: Option<String> = db
-                        .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
-                        .query_row([&job], |r| r.get(0))
-                        .optional()?;
+                    let state: Option<String> =
+                        db.query_opt("SELECT state FROM jobs WHERE id = ?1", params![&job], |r| {
+                            r.get(0)
+                        })?;
                     return match state {
                         Some(state) => Ok::<_, StorageError>((
                             Cancelled::AlreadyEnded(super::model::parse_job_state(&state)?),
@@ -163,17 +165,11 @@ impl Storage {
         let (key, request_sha256) = (key.to_owned(), request_sha256.to_owned());
         self.writer
             .exec(move |db| {
-                let done = db
-                    .prepare_cached(
-                        "INSERT INTO idempotency_keys (key, request_sha256, job_id, created_ms)
+                let done = db.execute(
+                    "INSERT INTO idempotency_keys (key, request_sha256, job_id, created_ms)
                          VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING",
-                    )?
-                    .execute(rusqlite::params![
-                        key,
-                        request_sha256,
-                        job.to_string(),
-                        now_ms()
-                    ])?;
+                    params![key, request_sha256, job.to_string(), now_ms()],
+                )?;
                 Ok(done == 1)
             })
             .await
@@ -239,12 +235,13 @@ pub enum Erase {
 
 /// Erases `erase` of an ended job's data inside the writer's transaction (see
 /// [`Storage::purge_job_data`]).
-fn purge_in(db: &rusqlite::Connection, id: JobId, erase: Erase) -> Result<Purged, StorageError> {
+fn purge_in(db: &dyn Db, id: JobId, erase: Erase) -> Result<Purged, StorageError> {
     let job = id.to_string();
-    let row: Option<(String, Option<i64>, Option<i64>)> = db
-        .prepare_cached("SELECT state, inputs_purged_ms, purged_ms FROM jobs WHERE id = ?1")?
-        .query_row([&job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
+    let row: Option<(String, Option<i64>, Option<i64>)> = db.query_opt(
+        "SELECT state, inputs_purged_ms, purged_ms FROM jobs WHERE id = ?1",
+        params![&job],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     let Some((state, inputs_purged, purged)) = row else {
         return Ok(Purged::Missing);
     };
@@ -261,34 +258,46 @@ fn purge_in(db: &rusqlite::Connection, id: JobId, erase: Erase) -> Result<Purged
     }
     // Overwrites what is deleted with zeros instead of leaving it in free space, for
     // these statements only: the hot paths keep SQLite's cheaper default.
-    db.pragma_update(None, "secure_delete", true)?;
+    secure_delete(db, true)?;
     let erased = (|| {
         let now = now_ms();
-        db.prepare_cached("DELETE FROM job_inputs WHERE job_id = ?1")?
-            .execute([&job])?;
-        db.prepare_cached(
+        db.execute("DELETE FROM job_inputs WHERE job_id = ?1", params![&job])?;
+        db.execute(
             "UPDATE jobs SET inputs_purged_ms = COALESCE(inputs_purged_ms, ?2) WHERE id = ?1",
-        )?
-        .execute(rusqlite::params![job, now])?;
+            params![job, now],
+        )?;
         if erase == Erase::All {
             // Rows stay (who computed what, for the audit); their bytes go. An empty
             // blob, not NULL: a done unit and a judged result always have an output.
-            db.prepare_cached(
-                "UPDATE leases SET output = X''
+            db.execute(
+                "UPDATE leases SET output = ?2
                  WHERE output IS NOT NULL AND unit_id IN (SELECT id FROM units WHERE job_id = ?1)",
-            )?
-            .execute([&job])?;
-            db.prepare_cached(
-                "UPDATE units SET output = X'' WHERE job_id = ?1 AND output IS NOT NULL",
-            )?
-            .execute([&job])?;
-            db.prepare_cached("UPDATE jobs SET result = NULL, purged_ms = ?2 WHERE id = ?1")?
-                .execute(rusqlite::params![job, now])?;
+                params![&job, EMPTY],
+            )?;
+            db.execute(
+                "UPDATE units SET output = ?2 WHERE job_id = ?1 AND output IS NOT NULL",
+                params![&job, EMPTY],
+            )?;
+            db.execute(
+                "UPDATE jobs SET result = NULL, purged_ms = ?2 WHERE id = ?1",
+                params![job, now],
+            )?;
         }
         Ok::<_, StorageError>(())
     })();
-    db.pragma_update(None, "secure_delete", false)?;
+    secure_delete(db, false)?;
     erased.map(|()| Purged::Now)
+}
+
+/// SQLite's `secure_delete` on or off.
+fn secure_delete(db: &dyn Db, on: bool) -> Result<(), StorageError> {
+    let pragma = if on {
+        "PRAGMA secure_delete = 1"
+    } else {
+        "PRAGMA secure_delete = 0"
+    };
+    // The pragma answers with its new value, so it runs as a query.
+    db.for_each_row(pragma, params![], &mut |_| Ok(()))
 }
 
 impl Storage {

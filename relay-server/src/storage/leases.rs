@@ -1,6 +1,7 @@
 //! Leases: handing units out, taking them back when volunteers vanish or time out, and
 //! known-answer (canary) leases of settled units.
 
+use super::sql::{params, Db, Row, ToParam};
 use super::writer::Keep;
 use super::{
     now_ms, parse_id, refresh_unit, LeaseContext, LeaseTerms, LeasedUnit, PeerId, Storage,
@@ -10,8 +11,8 @@ use crate::lifecycle::lease::{
     decide_work_lease, loss_counts, over_allowance, DrawnUnit, HandBack, LeaseDecision, NewLease,
 };
 use crate::validation::Network;
-use rusqlite::{Connection, OptionalExtension};
-use sqlx::Row;
+
+use sqlx::Row as _;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
 
 pub use crate::lifecycle::lease::REPEAT_AFTER_MS;
@@ -88,7 +89,7 @@ struct UnitRow {
 }
 
 impl UnitRow {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+    fn read(r: &dyn Row) -> Result<Self, StorageError> {
         Ok(Self {
             id: r.get(0)?,
             job_id: r.get(1)?,
@@ -129,29 +130,29 @@ impl UnitRow {
 
 /// Inserts `request`'s lease of `unit`; `wallet` is its wallet's address, as text.
 fn insert_lease(
-    db: &Connection,
+    db: &dyn Db,
     request: &LeaseRequest,
     wallet: &str,
     unit: &str,
     kind: &str,
     deadline_ms: i64,
 ) -> Result<(), StorageError> {
-    db.prepare_cached(
+    db.execute(
         "INSERT INTO leases (id, unit_id, peer, wallet, site, kind, state, issued_ms, deadline_ms,
                              network)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9)",
-    )?
-    .execute(rusqlite::params![
-        request.lease.to_string(),
-        unit,
-        request.peer.to_string(),
-        wallet,
-        request.site.map(|s| s.to_string()),
-        kind,
-        request.terms.start_ms,
-        deadline_ms,
-        request.network.map(|n| n.to_string()),
-    ])?;
+        params![
+            request.lease.to_string(),
+            unit,
+            request.peer.to_string(),
+            wallet,
+            request.site.map(|s| s.to_string()),
+            kind,
+            request.terms.start_ms,
+            deadline_ms,
+            request.network.map(|n| n.to_string()),
+        ],
+    )?;
     Ok(())
 }
 
@@ -172,25 +173,26 @@ pub(crate) struct Lost {
 /// a valid result on record loses it: fresh wallets, which cost nothing to make, cannot
 /// fail a job by dropping its units, and one wallet counts once however often it tries.
 fn lose_leases(
-    db: &Connection,
+    db: &dyn Db,
     state: &str,
     filter: &str,
-    bind: &dyn rusqlite::ToSql,
+    bind: &dyn ToParam,
     count: HandBack,
 ) -> Result<Lost, StorageError> {
-    let leases = db
-        .prepare_cached(&format!(
+    let leases = db.query_all(
+        &format!(
             "UPDATE leases SET state = '{state}' WHERE state = 'active' AND {filter}
              RETURNING id, unit_id, wallet"
-        ))?
-        .query_map([bind], |r| {
+        ),
+        params![bind],
+        |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
+                r.get::<String>(0)?,
+                r.get::<String>(1)?,
+                r.get::<String>(2)?,
             ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        },
+    )?;
     let mut handbacks: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
     for (_, _, wallet) in &leases {
         let n = handbacks.entry(wallet.as_str()).or_default();
@@ -200,23 +202,18 @@ fn lose_leases(
     // Valid results on record, per wallet.
     let mut valid_of: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
     for (wallet, n) in handbacks {
-        let standing = db
-            .prepare_cached(
-                "UPDATE wallets SET handbacks = handbacks + ?2 WHERE address = ?1
+        let standing = db.query_opt(
+            "UPDATE wallets SET handbacks = handbacks + ?2 WHERE address = ?1
                  RETURNING handbacks, valid, quarantined",
-            )?
-            .query_row(rusqlite::params![wallet, n], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, bool>(2)?,
-                ))
-            })
-            .optional()?;
+            params![wallet, n],
+            |r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)?, r.get::<bool>(2)?)),
+        )?;
         let (handbacks, valid, quarantined) = standing.unwrap_or((0, 0, false));
         if !quarantined && over_allowance(handbacks, valid) {
-            db.prepare_cached("UPDATE wallets SET quarantined = 1 WHERE address = ?1")?
-                .execute([wallet])?;
+            db.execute(
+                "UPDATE wallets SET quarantined = 1 WHERE address = ?1",
+                params![wallet],
+            )?;
             lost.cut_off.push(parse_id(wallet)?);
         }
         valid_of.insert(wallet, valid);
@@ -227,23 +224,21 @@ fn lose_leases(
         let counts = valid > 0
             && loss_counts(
                 valid,
-                db.prepare_cached(
+                db.query_one(
                     "SELECT EXISTS (SELECT 1 FROM leases WHERE unit_id = ?1 AND wallet = ?2
                      AND id != ?3 AND (state = 'released' OR state = 'expired'))",
-                )?
-                .query_row([unit, wallet, lease], |r| r.get::<_, bool>(0))?,
+                    params![unit, wallet, lease],
+                    |r| r.get::<bool>(0),
+                )?,
             );
         // Canary leases point at settled units: losing one costs the unit nothing.
-        let row = db
-            .prepare_cached(
-                "UPDATE units SET attempts = attempts + ?2
+        let row = db.query_opt(
+            "UPDATE units SET attempts = attempts + ?2
                  WHERE id = ?1 AND state IN ('queued', 'leased')
                  RETURNING job_id, attempts",
-            )?
-            .query_row(rusqlite::params![unit, i64::from(counts)], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
-            .optional()?;
+            params![unit, i64::from(counts)],
+            |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
+        )?;
         if let Some((job, attempts)) = row {
             refresh_unit(db, unit)?;
             lost.units.push((unit.clone(), parse_id(&job)?, attempts));
@@ -267,7 +262,7 @@ enum WorkLease {
 /// leasable. Skipping to it costs a check of each unit before it, so on average half of
 /// `DRAW_FROM`, not all of them.
 fn load_drawn_unit(
-    db: &Connection,
+    db: &dyn Db,
     request: &LeaseRequest,
     wallet: &str,
 ) -> Result<Option<(UnitRow, i64, i64)>, StorageError> {
@@ -276,41 +271,33 @@ fn load_drawn_unit(
     let since = request.terms.start_ms.saturating_sub(REPEAT_AFTER_MS);
     let draw = |count: i64| (request.draw.clamp(0.0, 1.0) * count as f64) as i64;
     let pick = |offset: i64| {
-        db.prepare_cached(concat!(
-            "SELECT ",
-            unit_columns!(),
-            ", units.wanted,
+        db.query_opt(
+            concat!(
+                "SELECT ",
+                unit_columns!(),
+                ", units.wanted,
                (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
                 AND (leases.state = 'active' OR leases.verdict = 'pending')) ",
-            eligible_units!(),
-            " ORDER BY units.rowid LIMIT 1 OFFSET ?5"
-        ))?
-        .query_row(
-            rusqlite::params![wallet, peer, since, network, offset],
-            |r| {
-                Ok((
-                    UnitRow::read(r)?,
-                    r.get::<_, i64>(10)?,
-                    r.get::<_, i64>(11)?,
-                ))
-            },
+                eligible_units!(),
+                " ORDER BY units.rowid LIMIT 1 OFFSET ?5"
+            ),
+            params![wallet, peer, since, network, offset],
+            |r| Ok((UnitRow::read(r)?, r.get::<i64>(10)?, r.get::<i64>(11)?)),
         )
-        .optional()
     };
     let offset = draw(DRAW_FROM).min(DRAW_FROM - 1);
     let mut row = pick(offset)?;
     if row.is_none() && offset > 0 {
         // Fewer units than the draw reached: draw again among those there are.
-        let eligible: i64 = db
-            .prepare_cached(concat!(
+        let eligible: i64 = db.query_one(
+            concat!(
                 "SELECT COUNT(*) FROM (SELECT 1 ",
                 eligible_units!(),
                 " LIMIT ?5)"
-            ))?
-            .query_row(
-                rusqlite::params![wallet, peer, since, network, DRAW_FROM],
-                |r| r.get(0),
-            )?;
+            ),
+            params![wallet, peer, since, network, DRAW_FROM],
+            |r| r.get(0),
+        )?;
         if eligible > 0 {
             row = pick(draw(eligible).min(eligible - 1))?;
         }
@@ -320,32 +307,27 @@ fn load_drawn_unit(
 
 /// Writes `lease` of the unit in `row` to `request`'s volunteer (`wallet`, as text).
 fn apply_work_lease(
-    db: &Connection,
+    db: &dyn Db,
     request: &LeaseRequest,
     wallet: &str,
     row: UnitRow,
     lease: NewLease,
 ) -> Result<LeasedUnit, StorageError> {
     if lease.update_unit {
-        db.prepare_cached(
+        db.execute(
             "UPDATE units SET quorum = ?1, wanted = ?2,
                  state = CASE WHEN ?3 THEN 'leased' ELSE state END
              WHERE id = ?4",
-        )?
-        .execute(rusqlite::params![
-            lease.quorum,
-            lease.wanted,
-            lease.leased,
-            row.id
-        ])?;
+            params![lease.quorum, lease.wanted, lease.leased, row.id],
+        )?;
     }
     insert_lease(db, request, wallet, &row.id, "work", lease.deadline_ms)?;
     // The job's first lease starts it; later ones need not touch the job's row.
     if lease.starts_job {
-        db.prepare_cached(
+        db.execute(
             "UPDATE jobs SET state = 'running', updated_ms = ?1 WHERE id = ?2 AND state = 'queued'",
-        )?
-        .execute(rusqlite::params![now_ms(), row.job_id])?;
+            params![now_ms(), row.job_id],
+        )?;
     }
     row.leased(request.lease, lease.deadline_ms, false)
 }
@@ -354,7 +336,7 @@ fn apply_work_lease(
 /// `quorum_for` evaluated in advance for the `(kernel, job quorum, quorum)` triples in
 /// `quorums`.
 fn lease_work_in(
-    db: &Connection,
+    db: &dyn Db,
     request: &LeaseRequest,
     quorums: &[(String, u32, u32)],
 ) -> Result<WorkLease, StorageError> {
@@ -383,7 +365,7 @@ fn lease_work_in(
 }
 
 fn lease_canary_in(
-    db: &Connection,
+    db: &dyn Db,
     request: &LeaseRequest,
     pick: f64,
 ) -> Result<Option<LeasedUnit>, StorageError> {
@@ -392,8 +374,8 @@ fn lease_canary_in(
     // saw, so a group of wallets sharing what they were sent cannot tell it from new
     // work (a settled unit of a real job is one its other wallets computed). Newest
     // probes first: spent ones are older.
-    let probe = db
-        .prepare_cached(concat!(
+    let probe = db.query_opt(
+        concat!(
             "SELECT ",
             unit_columns!(),
             " FROM jobs JOIN units ON units.job_id = jobs.id
@@ -401,21 +383,21 @@ fn lease_canary_in(
                AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id)
                AND EXISTS (SELECT 1 FROM job_inputs WHERE job_inputs.job_id = units.job_id)
              ORDER BY jobs.rowid DESC LIMIT 1"
-        ))?
-        .query_row([], UnitRow::read)
-        .optional()?;
+        ),
+        params![],
+        UnitRow::read,
+    )?;
     if let Some(row) = probe {
         let deadline_ms = request.terms.deadline(row.flops());
         insert_lease(db, request, &wallet, &row.id, "canary", deadline_ms)?;
         return Ok(Some(row.leased(request.lease, deadline_ms, true)?));
     }
     // No probe in stock: a settled unit of a real job this wallet never saw.
-    let max_rowid: Option<i64> = db
-        .prepare_cached("SELECT MAX(rowid) FROM units")?
-        .query_row([], |r| r.get(0))?;
+    let max_rowid: Option<i64> =
+        db.query_one("SELECT MAX(rowid) FROM units", params![], |r| r.get(0))?;
     let from = (max_rowid.unwrap_or(0) as f64 * pick.clamp(0.0, 1.0)) as i64;
     let mut found = None;
-    let mut select = db.prepare_cached(concat!(
+    let select = concat!(
         "SELECT ",
         unit_columns!(),
         " FROM units JOIN jobs ON jobs.id = units.job_id
@@ -425,17 +407,14 @@ fn lease_canary_in(
            -- Only from jobs whose data is kept: a purged job's units are never sent again.
            AND EXISTS (SELECT 1 FROM job_inputs WHERE job_inputs.job_id = units.job_id)
          ORDER BY units.rowid LIMIT 1"
-    ))?;
+    );
     // From the drawn point on, then from the start if nothing was after it.
     for start in [from, 0] {
-        found = select
-            .query_row(rusqlite::params![start, wallet], UnitRow::read)
-            .optional()?;
+        found = db.query_opt(select, params![start, wallet], UnitRow::read)?;
         if found.is_some() {
             break;
         }
     }
-    drop(select);
     let Some(row) = found else {
         return Ok(None);
     };
@@ -567,10 +546,11 @@ impl Storage {
             .exec(move |db| {
                 let lease = lease.to_string();
                 // Only the connection holding the lease may give it back.
-                let owner: Option<String> = db
-                    .prepare_cached("SELECT peer FROM leases WHERE id = ?1 AND state = 'active'")?
-                    .query_row([&lease], |r| r.get(0))
-                    .optional()?;
+                let owner: Option<String> = db.query_opt(
+                    "SELECT peer FROM leases WHERE id = ?1 AND state = 'active'",
+                    params![&lease],
+                    |r| r.get(0),
+                )?;
                 if owner.as_deref() != Some(peer.to_string().as_str()) {
                     return Ok::<_, StorageError>(Lost::default());
                 }
@@ -618,13 +598,12 @@ impl Storage {
     pub async fn void_peer(&self, peer: PeerId) -> Result<u64, StorageError> {
         self.writer
             .exec(move |db| {
-                let voided = db
-                    .prepare_cached(
-                        "UPDATE leases SET state = 'void' WHERE state = 'active' AND peer = ?1
+                let voided = db.query_all(
+                    "UPDATE leases SET state = 'void' WHERE state = 'active' AND peer = ?1
                          RETURNING unit_id",
-                    )?
-                    .query_map([peer.to_string()], |r| r.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()?;
+                    params![peer.to_string()],
+                    |r| r.get::<String>(0),
+                )?;
                 for unit in &voided {
                     refresh_unit(db, unit)?;
                 }
@@ -661,11 +640,12 @@ impl Storage {
     pub async fn recover_leases(&self) -> Result<u64, StorageError> {
         self.writer
             .exec(|db| {
-                let voided = db
-                    .prepare_cached("UPDATE leases SET state = 'void' WHERE state = 'active'")?
-                    .execute([])?;
-                db.prepare_cached(REFRESH_UNITS)?.execute([])?;
-                Ok(voided as u64)
+                let voided = db.execute(
+                    "UPDATE leases SET state = 'void' WHERE state = 'active'",
+                    params![],
+                )?;
+                db.execute(REFRESH_UNITS, params![])?;
+                Ok(voided)
             })
             .await
     }

@@ -8,13 +8,13 @@
 //! connection, so settling a unit can pay in the same transaction that judges it; the
 //! `Storage` methods are one transaction each.
 
+use super::sql::{params, Db, ToParam};
 use super::{now_ms, Storage, StorageError};
 use crate::ledger::{
     Account, AccountId, AuditError, ChainVerifier, Entry, EntryFields, EscrowRef, MicroCredits,
     MoneyError, Reason, Split, Summary, GENESIS_PREV_HASH,
 };
 use crate::lifecycle::billing::{decide_accrual, refund_due, AccrualRefused, EscrowStanding};
-use rusqlite::{Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -190,29 +190,31 @@ fn corrupt_entry(row: &SqliteRow, why: String) -> StorageError {
 }
 
 /// An account's cached balance in micro-credits (0 if it never moved credit).
-fn cached_balance(db: &Connection, account: &Account) -> Result<i64, StorageError> {
-    let micro: Option<i64> = db
-        .prepare_cached("SELECT micro FROM balances WHERE account = ?1")?
-        .query_row([account.to_string()], |r| r.get(0))
-        .optional()?;
+fn cached_balance(db: &dyn Db, account: &Account) -> Result<i64, StorageError> {
+    let micro: Option<i64> = db.query_opt(
+        "SELECT micro FROM balances WHERE account = ?1",
+        params![account.to_string()],
+        |r| r.get(0),
+    )?;
     Ok(micro.unwrap_or(0))
 }
 
-fn set_balance(db: &Connection, account: &Account, micro: i64) -> Result<(), StorageError> {
-    db.prepare_cached(
+fn set_balance(db: &dyn Db, account: &Account, micro: i64) -> Result<(), StorageError> {
+    db.execute(
         "INSERT INTO balances (account, micro) VALUES (?1, ?2)
          ON CONFLICT (account) DO UPDATE SET micro = ?2",
-    )?
-    .execute(rusqlite::params![account.to_string(), micro])?;
+        params![account.to_string(), micro],
+    )?;
     Ok(())
 }
 
 /// The next entry's seq and previous hash, from the chain's last entry.
-fn chain_head(db: &Connection) -> Result<(u64, [u8; 32]), StorageError> {
-    let last = db
-        .prepare_cached("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
-        .optional()?;
+fn chain_head(db: &dyn Db) -> Result<(u64, [u8; 32]), StorageError> {
+    let last = db.query_opt(
+        "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1",
+        params![],
+        |r| Ok((r.get::<i64>(0)?, r.get::<Vec<u8>>(1)?)),
+    )?;
     let Some((seq, hash)) = last else {
         return Ok((1, GENESIS_PREV_HASH));
     };
@@ -268,7 +270,7 @@ fn debited(
 /// `credit`'s cached balance; the caller updates the debited one.
 #[allow(clippy::too_many_arguments)]
 fn write_entry(
-    db: &Connection,
+    db: &dyn Db,
     key: &WalletKey,
     head: (u64, [u8; 32]),
     debit: &Account,
@@ -293,11 +295,8 @@ fn write_entry(
         prev_hash: &prev_hash,
     }
     .seal(key);
-    db.prepare_cached(
-        "INSERT INTO ledger (seq, time_ms, debit, credit, amount, reason, reference, prev_hash, hash, signature)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(rusqlite::params![
+    db.execute("INSERT INTO ledger (seq, time_ms, debit, credit, amount, reason, reference, prev_hash, hash, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)", params![
         i64::try_from(entry.seq).map_err(|_| MoneyError::Overflow)?,
         entry.time_ms,
         entry.debit.to_string(),
@@ -317,7 +316,7 @@ fn write_entry(
 /// `key`, and updates both cached balances, all inside the caller's transaction. Refuses
 /// to take any account but [`Account::Issuance`] below zero.
 pub(crate) fn append(
-    db: &Connection,
+    db: &dyn Db,
     key: &WalletKey,
     debit: &Account,
     credit: &Account,
@@ -344,11 +343,12 @@ pub(crate) fn append(
 /// The account holding `job`'s escrow, and its name (what the job's entries give as
 /// their reference): the public name the job was given at submission, or the job's id for
 /// a job from before names (or none on record).
-fn escrow_of(db: &Connection, job: JobId) -> Result<(Account, String), LedgerError> {
-    let stored: Option<Option<String>> = db
-        .prepare_cached("SELECT escrow_account FROM jobs WHERE id = ?1")?
-        .query_row([job.to_string()], |r| r.get(0))
-        .optional()?;
+fn escrow_of(db: &dyn Db, job: JobId) -> Result<(Account, String), LedgerError> {
+    let stored: Option<Option<String>> = db.query_opt(
+        "SELECT escrow_account FROM jobs WHERE id = ?1",
+        params![job.to_string()],
+        |r| r.get(0),
+    )?;
     let account = match stored.flatten() {
         Some(text) => text.parse().map_err(|_| {
             LedgerError::Storage(StorageError::Corrupt(format!("escrow account {text:?}")))
@@ -369,7 +369,7 @@ fn escrow_of(db: &Connection, job: JobId) -> Result<(Account, String), LedgerErr
 /// Sets `amount` of a submitter's credit aside for `job` (submitter → escrow). Fails with
 /// [`LedgerError::Overdraft`] when the submitter cannot cover it.
 pub(crate) fn escrow_job(
-    db: &Connection,
+    db: &dyn Db,
     key: &WalletKey,
     submitter: AccountId,
     job: JobId,
@@ -398,7 +398,7 @@ pub(crate) fn escrow_standing_columns(escrow: &str, job: &str) -> String {
 }
 
 /// What `job`'s escrow holds and owes.
-fn read_escrow_standing(db: &Connection, job: JobId) -> Result<EscrowStanding, LedgerError> {
+fn read_escrow_standing(db: &dyn Db, job: JobId) -> Result<EscrowStanding, LedgerError> {
     // `'escrow:' || id` is [`EscrowRef::Job`]'s account, as `escrow_of` falls back to.
     let sql = format!(
         "SELECT {}",
@@ -407,7 +407,7 @@ fn read_escrow_standing(db: &Connection, job: JobId) -> Result<EscrowStanding, L
             "?1"
         )
     );
-    Ok(db.prepare_cached(&sql)?.query_row([job.to_string()], |r| {
+    Ok(db.query_one(&sql, params![job.to_string()], |r| {
         Ok(EscrowStanding {
             held: r.get(0)?,
             owed: r.get(1)?,
@@ -429,7 +429,7 @@ fn read_escrow_standing(db: &Connection, job: JobId) -> Result<EscrowStanding, L
 /// grew the ledger with every unit; accruals cost two statements and are paid out in
 /// one entry per payee and job.
 pub(crate) fn accrue_unit(
-    db: &Connection,
+    db: &dyn Db,
     job: JobId,
     split: &Split,
     wallets: &[WalletAddress],
@@ -457,11 +457,11 @@ pub(crate) fn accrue_unit(
     let job_id = job.to_string();
     // No `RETURNING` here: SQLite buffers returned rows in a temporary b-tree, which cost
     // more than the statement's own write.
-    db.prepare_cached(
+    db.execute(
         "INSERT INTO accrued_jobs (job_id, micro) VALUES (?1, ?2)
          ON CONFLICT (job_id) DO UPDATE SET micro = micro + excluded.micro",
-    )?
-    .execute(rusqlite::params![job_id, price])?;
+        params![job_id, price],
+    )?;
     let mut parts: Vec<(String, &'static str, i64)> = Vec::with_capacity(accrual.parts.len());
     for part in &accrual.parts {
         let micro = i64::try_from(part.amount.0).map_err(|_| LedgerError::TooLarge(part.amount))?;
@@ -481,14 +481,14 @@ pub(crate) fn accrue_unit(
          DO UPDATE SET micro = micro + excluded.micro, units = units + 1",
         rows.join(", ")
     );
-    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + 3 * parts.len());
+    let mut values: Vec<&dyn ToParam> = Vec::with_capacity(1 + 3 * parts.len());
     values.push(&job_id);
     for (account, reason, micro) in &parts {
         values.push(account);
         values.push(reason);
         values.push(micro);
     }
-    db.prepare_cached(&sql)?.execute(values.as_slice())?;
+    db.execute(&sql, &values)?;
     Ok(())
 }
 
@@ -502,24 +502,21 @@ pub(crate) const PAYOUT_BATCH: i64 = 256;
 /// job, at most `limit` rows (all of them without one), and forgets what it paid.
 /// Returns the entries, for receipts.
 pub(crate) fn pay_out(
-    db: &Connection,
+    db: &dyn Db,
     key: &WalletKey,
     job: Option<JobId>,
     limit: Option<i64>,
 ) -> Result<Vec<Entry>, LedgerError> {
     let filter = job.map(|j| j.to_string());
     let rows: Vec<(String, String, String, i64)> = {
-        let mut select = db.prepare_cached(
+        // SQLite reads a negative LIMIT as none.
+        let limit = limit.unwrap_or(-1);
+        db.query_all(
             "SELECT job_id, account, reason, micro FROM accruals
              WHERE ?1 IS NULL OR job_id = ?1 ORDER BY job_id, reason, account LIMIT ?2",
-        )?;
-        // SQLite reads a negative LIMIT as none.
-        let rows = select
-            .query_map(rusqlite::params![filter, limit.unwrap_or(-1)], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        rows
+            params![filter, limit],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?
     };
     let corrupt = |what: String| LedgerError::Storage(StorageError::Corrupt(what));
     let mut entries: Vec<Entry> = Vec::with_capacity(rows.len());
@@ -538,31 +535,36 @@ pub(crate) fn pay_out(
             let (escrow, name) = escrow_of(db, job)?;
             entries.push(append(db, key, &escrow, &account, amount, reason, &name)?);
         }
-        db.prepare_cached(
+        db.execute(
             "DELETE FROM accruals WHERE job_id = ?1 AND account = ?2 AND reason = ?3",
-        )?
-        .execute([&job_id, &account_text, &reason_text])?;
-        db.prepare_cached("UPDATE accrued_jobs SET micro = micro - ?2 WHERE job_id = ?1")?
-            .execute(rusqlite::params![job_id, micro])?;
+            params![&job_id, &account_text, &reason_text],
+        )?;
+        db.execute(
+            "UPDATE accrued_jobs SET micro = micro - ?2 WHERE job_id = ?1",
+            params![job_id, micro],
+        )?;
     }
-    db.prepare_cached("DELETE FROM accrued_jobs WHERE micro <= 0 AND (?1 IS NULL OR job_id = ?1)")?
-        .execute([&filter])?;
+    db.execute(
+        "DELETE FROM accrued_jobs WHERE micro <= 0 AND (?1 IS NULL OR job_id = ?1)",
+        params![&filter],
+    )?;
     Ok(entries)
 }
 
 /// What `job`'s escrow owes in accruals not paid out yet.
-fn owed(db: &Connection, job: JobId) -> Result<i64, StorageError> {
-    let micro: Option<i64> = db
-        .prepare_cached("SELECT micro FROM accrued_jobs WHERE job_id = ?1")?
-        .query_row([job.to_string()], |r| r.get(0))
-        .optional()?;
+fn owed(db: &dyn Db, job: JobId) -> Result<i64, StorageError> {
+    let micro: Option<i64> = db.query_opt(
+        "SELECT micro FROM accrued_jobs WHERE job_id = ?1",
+        params![job.to_string()],
+        |r| r.get(0),
+    )?;
     Ok(micro.unwrap_or(0))
 }
 
 /// Returns whatever is left in `job`'s escrow, less what it owes in accruals, to the
 /// submitter (escrow → submitter); `None` when nothing is left.
 pub(crate) fn refund_job(
-    db: &Connection,
+    db: &dyn Db,
     key: &WalletKey,
     job: JobId,
     submitter: AccountId,
@@ -612,16 +614,11 @@ impl Storage {
         let key = key.clone();
         self.writer
             .exec(move |db| -> Result<(), LedgerError> {
-                db.prepare_cached(
+                db.execute(
                     "INSERT INTO accounts (id, api_key_hash, created_ms, label)
                      VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(rusqlite::params![
-                    id.to_string(),
-                    &hash[..],
-                    now_ms(),
-                    label
-                ])?;
+                    params![id.to_string(), &hash[..], now_ms(), label],
+                )?;
                 if !balance.is_zero() {
                     append(
                         db,
@@ -763,12 +760,11 @@ impl Storage {
             .exec(move |db| {
                 // The same 64 bits as an i64: SQLite integers are signed.
                 let stored_nonce = i64::from_be_bytes(nonce.to_be_bytes());
-                let fresh = db
-                    .prepare_cached(
-                        "INSERT INTO transfer_nonces (wallet, nonce) VALUES (?1, ?2)
+                let fresh = db.execute(
+                    "INSERT INTO transfer_nonces (wallet, nonce) VALUES (?1, ?2)
                          ON CONFLICT DO NOTHING",
-                    )?
-                    .execute(rusqlite::params![from.to_string(), stored_nonce])?;
+                    params![from.to_string(), stored_nonce],
+                )?;
                 if fresh == 0 {
                     return Err(LedgerError::NonceReused {
                         wallet: from,

@@ -19,7 +19,7 @@ use crate::ledger::{Account, EscrowRef, MicroCredits};
 use crate::lifecycle::billing::{bill_of, job_budget, BudgetError, JobBill};
 use crate::lifecycle::finish::{decide_fail, decide_finish, ClosingJob};
 use crate::lifecycle::Inconsistent;
-use rusqlite::{Connection, OptionalExtension};
+use sql::{params, Db};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection as _, Row, SqlitePool};
 use starling_protocol::{JobId, UnitId, WalletKey};
@@ -37,6 +37,7 @@ mod model;
 mod probes;
 mod results;
 mod sites;
+pub(crate) mod sql;
 mod wallets;
 mod writer;
 pub use crate::lifecycle::billing::Pricing;
@@ -131,9 +132,8 @@ macro_rules! refresh_units {
 /// `refresh_units!()` over every open unit.
 const REFRESH_UNITS: &str = refresh_units!();
 
-fn refresh_unit(db: &Connection, unit: &str) -> Result<(), StorageError> {
-    db.prepare_cached(concat!(refresh_units!(), " AND id = ?1"))?
-        .execute([unit])?;
+fn refresh_unit(db: &dyn Db, unit: &str) -> Result<(), StorageError> {
+    db.execute(concat!(refresh_units!(), " AND id = ?1"), params![unit])?;
     Ok(())
 }
 
@@ -161,19 +161,18 @@ const RECORD_COLUMNS: &str =
 
 /// Fails a job's open units and voids their leases (the job failed or was cancelled);
 /// returns how many units were withdrawn.
-fn withdraw_units(db: &Connection, job: JobId) -> Result<u64, StorageError> {
+fn withdraw_units(db: &dyn Db, job: JobId) -> Result<u64, StorageError> {
     let job = job.to_string();
-    db.prepare_cached(
+    db.execute(
         "UPDATE leases SET state = 'void'
          WHERE state = 'active' AND unit_id IN (SELECT id FROM units WHERE job_id = ?1)",
-    )?
-    .execute([&job])?;
-    let withdrawn = db
-        .prepare_cached(
-            "UPDATE units SET state = 'failed' WHERE job_id = ?1 AND state IN ('queued', 'leased')",
-        )?
-        .execute([&job])?;
-    Ok(withdrawn as u64)
+        params![&job],
+    )?;
+    let withdrawn = db.execute(
+        "UPDATE units SET state = 'failed' WHERE job_id = ?1 AND state IN ('queued', 'leased')",
+        params![&job],
+    )?;
+    Ok(withdrawn)
 }
 
 /// Unix time in milliseconds.
@@ -219,13 +218,12 @@ pub struct Billing {
     pub pricing: Pricing,
 }
 
-fn job_bill(db: &Connection, job: &str) -> Result<Option<JobBill>, StorageError> {
-    let row = db
-        .prepare_cached("SELECT submitter, price_per_gflop FROM jobs WHERE id = ?1")?
-        .query_row([job], |r| {
-            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
-        })
-        .optional()?;
+fn job_bill(db: &dyn Db, job: &str) -> Result<Option<JobBill>, StorageError> {
+    let row = db.query_opt(
+        "SELECT submitter, price_per_gflop FROM jobs WHERE id = ?1",
+        params![job],
+        |r| Ok((r.get::<Option<String>>(0)?, r.get::<i64>(1)?)),
+    )?;
     let Some((submitter, price)) = row else {
         return Ok(None);
     };
@@ -233,17 +231,18 @@ fn job_bill(db: &Connection, job: &str) -> Result<Option<JobBill>, StorageError>
 }
 
 /// `job`'s state and progress, as closing it reads them; `None` for an unknown job.
-fn load_closing_job(db: &Connection, job: JobId) -> Result<Option<ClosingJob>, StorageError> {
-    Ok(db
-        .prepare_cached("SELECT state, units_done, units_total FROM jobs WHERE id = ?1")?
-        .query_row([job.to_string()], |r| {
+fn load_closing_job(db: &dyn Db, job: JobId) -> Result<Option<ClosingJob>, StorageError> {
+    db.query_opt(
+        "SELECT state, units_done, units_total FROM jobs WHERE id = ?1",
+        params![job.to_string()],
+        |r| {
             Ok(ClosingJob {
                 state: r.get(0)?,
                 units_done: r.get(1)?,
                 units_total: r.get(2)?,
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
 /// Fails an open job with `reason` inside the caller's transaction, as
@@ -251,17 +250,17 @@ fn load_closing_job(db: &Connection, job: JobId) -> Result<Option<ClosingJob>, S
 /// paid out and what is left of its escrow goes back to the submitter. Returns the
 /// payout's entries, for receipts.
 fn fail_in(
-    db: &Connection,
+    db: &dyn Db,
     billing: Option<&Billing>,
     job: JobId,
     reason: &str,
 ) -> Result<Vec<crate::ledger::Entry>, StorageError> {
     let close = decide_fail(load_closing_job(db, job)?.as_ref());
     if close.ends {
-        db.prepare_cached(
+        db.execute(
             "UPDATE jobs SET state = 'failed', error = ?1, updated_ms = ?2 WHERE id = ?3",
-        )?
-        .execute(rusqlite::params![reason, now_ms(), job.to_string()])?;
+            params![reason, now_ms(), job.to_string()],
+        )?;
     }
     if close.withdraws_units {
         withdraw_units(db, job)?;
@@ -275,7 +274,7 @@ fn fail_in(
 /// Closes a finished, failed or cancelled job's escrow: pays out what its settled units
 /// accrued, then returns the rest to its submitter. Returns the payout's entries.
 fn settle_escrow(
-    db: &Connection,
+    db: &dyn Db,
     billing: Option<&Billing>,
     job: JobId,
 ) -> Result<Vec<crate::ledger::Entry>, StorageError> {
@@ -446,12 +445,12 @@ impl Storage {
                 let now = now_ms();
                 let id = job.id.to_string();
                 if let (Some(submitter), Some(limit)) = (job.submitter, job.max_active) {
-                    let active: i64 = db
-                        .prepare_cached(
-                            "SELECT COUNT(*) FROM jobs
+                    let active: i64 = db.query_one(
+                        "SELECT COUNT(*) FROM jobs
                              WHERE submitter = ?1 AND (state = 'queued' OR state = 'running')",
-                        )?
-                        .query_row([submitter.to_string()], |r| r.get(0))?;
+                        params![submitter.to_string()],
+                        |r| r.get(0),
+                    )?;
                     let active = u64::try_from(active).unwrap_or(0);
                     if active >= limit {
                         return Err(StorageError::TooManyActiveJobs { active });
@@ -459,44 +458,47 @@ impl Storage {
                 }
                 let salt = EscrowRef::new_salt();
                 let escrow_account = Account::Escrow(EscrowRef::for_job(job.id, &salt));
-                db.prepare_cached(
+                db.execute(
                     "INSERT INTO jobs (id, kernel, params, state, units_total, flops, quorum,
                                        submitter, price_per_gflop, created_ms, updated_ms,
                                        escrow_salt, escrow_account, sealed, quorum_explicit)
                      VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, 1, ?12)",
-                )?
-                .execute(rusqlite::params![
-                    id,
-                    job.kernel,
-                    job.params.to_string(),
-                    job.units.len() as i64,
-                    job.flops as i64,
-                    i64::from(job.quorum.clamp(1, 5)),
-                    // Its owner, who alone may see it, whether or not it is billed.
-                    job.submitter.map(|submitter| submitter.to_string()),
-                    i64::try_from(price.0).unwrap_or(i64::MAX),
-                    now,
-                    salt,
-                    escrow_account.to_string(),
-                    job.quorum_explicit,
-                ])?;
-                db.prepare_cached("INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)")?
-                    .execute(rusqlite::params![id, sealed_input])?;
-                let mut insert = db.prepare_cached(
-                    "INSERT INTO units (id, job_id, idx, params, state, flops)
-                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
+                    params![
+                        id,
+                        job.kernel,
+                        job.params.to_string(),
+                        job.units.len() as i64,
+                        job.flops as i64,
+                        i64::from(job.quorum.clamp(1, 5)),
+                        // Its owner, who alone may see it, whether or not it is billed.
+                        job.submitter.map(|submitter| submitter.to_string()),
+                        i64::try_from(price.0).unwrap_or(i64::MAX),
+                        now,
+                        salt,
+                        escrow_account.to_string(),
+                        job.quorum_explicit,
+                    ],
                 )?;
+                db.execute(
+                    "INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)",
+                    params![id, sealed_input],
+                )?;
+                let insert_unit = "INSERT INTO units (id, job_id, idx, params, state, flops)
+                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5)";
                 for (idx, params) in job.units.iter().enumerate() {
                     let flops = job.unit_flops.get(idx).copied().unwrap_or(0);
-                    insert.execute(rusqlite::params![
-                        // Time-ordered, like lease ids: units are leased in order, so
-                        // the leases' and results' by-unit indexes grow at their ends.
-                        UnitId::from_uuid(uuid::Uuid::now_v7()).to_string(),
-                        id,
-                        idx as i64,
-                        params,
-                        i64::try_from(flops).unwrap_or(i64::MAX),
-                    ])?;
+                    db.execute(
+                        insert_unit,
+                        params![
+                            // Time-ordered, like lease ids: units are leased in order, so
+                            // the leases' and results' by-unit indexes grow at their ends.
+                            UnitId::from_uuid(uuid::Uuid::now_v7()).to_string(),
+                            id,
+                            idx as i64,
+                            params,
+                            i64::try_from(flops).unwrap_or(i64::MAX),
+                        ],
+                    )?;
                 }
                 if let Some((key, submitter)) = &escrow {
                     if !budget.is_zero() {
@@ -615,10 +617,7 @@ impl Storage {
             .exec(move |db| {
                 let close = decide_finish(load_closing_job(db, job)?.as_ref());
                 if close.ends {
-                    db.prepare_cached(
-                        "UPDATE jobs SET state = 'done', result = ?1, updated_ms = ?2 WHERE id = ?3",
-                    )?
-                    .execute(rusqlite::params![result, now_ms(), job.to_string()])?;
+                    db.execute("UPDATE jobs SET state = 'done', result = ?1, updated_ms = ?2 WHERE id = ?3", params![result, now_ms(), job.to_string()])?;
                 }
                 let paid = if close.closes_escrow {
                     settle_escrow(db, billing.as_deref(), job)?

@@ -3,6 +3,7 @@
 //! to nobody, so it is never leased as work, listed, billed or counted; its units are
 //! handed out by `leases::lease_canary_in`, each to one wallet only.
 
+use super::sql::params;
 use super::{now_ms, Storage, StorageError};
 use starling_protocol::{JobId, UnitId};
 
@@ -47,34 +48,38 @@ impl Storage {
                 let job = probe.id.to_string();
                 let flops: u64 = probe.units.iter().map(|u| u.flops).sum();
                 let units = probe.units.len() as i64;
-                db.prepare_cached(
+                db.execute(
                     "INSERT INTO jobs (id, kernel, params, state, units_total, units_done, flops,
                                        quorum, created_ms, updated_ms, sealed, probe)
                      VALUES (?1, ?2, ?3, 'done', ?4, ?4, ?5, 1, ?6, ?6, 1, 1)",
-                )?
-                .execute(rusqlite::params![
-                    job,
-                    probe.kernel,
-                    probe.params.to_string(),
-                    units,
-                    i64::try_from(flops).unwrap_or(i64::MAX),
-                    now,
-                ])?;
-                db.prepare_cached("INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)")?
-                    .execute(rusqlite::params![job, sealed_input])?;
-                let mut insert = db.prepare_cached(
-                    "INSERT INTO units (id, job_id, idx, params, state, flops, quorum, output)
-                     VALUES (?1, ?2, ?3, ?4, 'done', ?5, 1, ?6)",
-                )?;
-                for unit in &probe.units {
-                    insert.execute(rusqlite::params![
-                        UnitId::from_uuid(uuid::Uuid::now_v7()).to_string(),
+                    params![
                         job,
-                        unit.idx as i64,
-                        unit.params,
-                        i64::try_from(unit.flops).unwrap_or(i64::MAX),
-                        unit.output,
-                    ])?;
+                        probe.kernel,
+                        probe.params.to_string(),
+                        units,
+                        i64::try_from(flops).unwrap_or(i64::MAX),
+                        now,
+                    ],
+                )?;
+                db.execute(
+                    "INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)",
+                    params![job, sealed_input],
+                )?;
+                let insert_unit =
+                    "INSERT INTO units (id, job_id, idx, params, state, flops, quorum, output)
+                     VALUES (?1, ?2, ?3, ?4, 'done', ?5, 1, ?6)";
+                for unit in &probe.units {
+                    db.execute(
+                        insert_unit,
+                        params![
+                            UnitId::from_uuid(uuid::Uuid::now_v7()).to_string(),
+                            job,
+                            unit.idx as i64,
+                            unit.params,
+                            i64::try_from(unit.flops).unwrap_or(i64::MAX),
+                            unit.output,
+                        ],
+                    )?;
                 }
                 Ok(())
             })

@@ -3,6 +3,7 @@
 //! itself is [`lifecycle::settle`](crate::lifecycle::settle).
 
 use super::ledger::{accrue_unit, escrow_standing_columns};
+use super::sql::{params, Cell, Db};
 use super::writer::Keep;
 use super::{fail_in, now_ms, refresh_unit, wallets, Billing, Storage, StorageError};
 use crate::lifecycle::billing::EscrowStanding;
@@ -12,7 +13,6 @@ use crate::lifecycle::settle::{
 };
 use crate::validation::quorum::Reference;
 use crate::validation::trust::Reliability;
-use rusqlite::{Connection, OptionalExtension};
 use sqlx::Row;
 use starling_api::UnitStates;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
@@ -101,124 +101,122 @@ static ANSWERED_SQL: LazyLock<String> = LazyLock::new(|| {
 /// What judging the result on `lease` needs, in one statement, and a second for the
 /// unit's results so far where it has pending or invalid ones (most units have none when
 /// their first result comes) and is not a known-answer test; `None` for an unknown lease.
-fn load_settle(db: &Connection, lease: &str) -> Result<Option<SettleSnapshot>, StorageError> {
-    let loaded = db
-        .prepare_cached(&ANSWERED_SQL)?
-        .query_row([lease], |r| {
-            let snapshot = SettleSnapshot {
-                unit: r.get(0)?,
-                wallet: r.get(1)?,
-                known_answer: r.get_ref(2)? == rusqlite::types::ValueRef::Text(b"canary"),
-                unit_state: r.get(3)?,
-                unit_quorum: r.get(4)?,
-                known: r.get(5)?,
-                job: r.get(6)?,
-                job_state: r.get(7)?,
-                job_quorum: r.get(8)?,
-                answered: r.get(9)?,
-                submitter: r.get(10)?,
-                price_per_gflop: r.get(11)?,
-                flops: r.get(12)?,
-                site: r.get(13)?,
-                standing: WalletStanding {
-                    total: wallets::reliability_of(r.get(14)?, r.get(15)?, r.get(16)?),
-                    kernel: wallets::reliability_of(r.get(26)?, r.get(27)?, r.get(28)?),
-                },
-                others_active: r.get(17)?,
-                units_done: r.get(19)?,
-                units_total: r.get(20)?,
-                order: r.get(21)?,
-                escrow: EscrowStanding {
-                    held: r.get(22)?,
-                    owed: r.get(23)?,
-                },
-                quorum_explicit: r.get(24)?,
-                kernel: r.get(25)?,
-                replicas: Vec::new(),
-                vetted_invalid: 0,
-            };
-            let judged_or_pending: bool = r.get(18)?;
-            Ok((snapshot, judged_or_pending))
-        })
-        .optional()?;
+fn load_settle(db: &dyn Db, lease: &str) -> Result<Option<SettleSnapshot>, StorageError> {
+    let loaded = db.query_opt(&ANSWERED_SQL, params![lease], |r| {
+        let snapshot = SettleSnapshot {
+            unit: r.get(0)?,
+            wallet: r.get(1)?,
+            known_answer: r.cell(2)? == Cell::Text("canary"),
+            unit_state: r.get(3)?,
+            unit_quorum: r.get(4)?,
+            known: r.get(5)?,
+            job: r.get(6)?,
+            job_state: r.get(7)?,
+            job_quorum: r.get(8)?,
+            answered: r.get(9)?,
+            submitter: r.get(10)?,
+            price_per_gflop: r.get(11)?,
+            flops: r.get(12)?,
+            site: r.get(13)?,
+            standing: WalletStanding {
+                total: wallets::reliability_of(r.get(14)?, r.get(15)?, r.get(16)?),
+                kernel: wallets::reliability_of(r.get(26)?, r.get(27)?, r.get(28)?),
+            },
+            others_active: r.get(17)?,
+            units_done: r.get(19)?,
+            units_total: r.get(20)?,
+            order: r.get(21)?,
+            escrow: EscrowStanding {
+                held: r.get(22)?,
+                owed: r.get(23)?,
+            },
+            quorum_explicit: r.get(24)?,
+            kernel: r.get(25)?,
+            replicas: Vec::new(),
+            vetted_invalid: 0,
+        };
+        let judged_or_pending: bool = r.get(18)?;
+        Ok((snapshot, judged_or_pending))
+    })?;
     let Some((mut snapshot, judged_or_pending)) = loaded else {
         return Ok(None);
     };
     if judged_or_pending && !snapshot.known_answer {
-        let mut results = db.prepare_cached(
+        db.for_each_row(
             "SELECT id, wallet, output, spot_check, trusted, verdict, received_ms, rowid, site,
                     COALESCE(vetted, 0)
              FROM leases WHERE unit_id = ?1 AND state = 'returned'
                  AND verdict IN ('pending', 'invalid')
              ORDER BY received_ms, rowid",
-        )?;
-        let mut rows = results.query([&snapshot.unit])?;
-        while let Some(r) = rows.next()? {
-            if r.get_ref(5)? == rusqlite::types::ValueRef::Text(b"invalid") {
-                // Invalid results only count toward the limit, and only vetted wallets'.
-                if r.get::<_, bool>(9)? {
-                    snapshot.vetted_invalid = snapshot.vetted_invalid.saturating_add(1);
+            params![snapshot.unit],
+            &mut |r| {
+                if r.cell(5)? == Cell::Text("invalid") {
+                    // Invalid results only count toward the limit, and only vetted wallets'.
+                    if r.get::<bool>(9)? {
+                        snapshot.vetted_invalid = snapshot.vetted_invalid.saturating_add(1);
+                    }
+                    return Ok(());
                 }
-                continue;
-            }
-            snapshot.replicas.push(Replica {
-                lease: r.get(0)?,
-                wallet: r.get(1)?,
-                output: r.get(2)?,
-                spot_check: r.get(3)?,
-                trusted: r.get(4)?,
-                received_ms: r.get(6)?,
-                order: r.get(7)?,
-                site: r.get(8)?,
-                vetted: r.get(9)?,
-            });
-        }
+                snapshot.replicas.push(Replica {
+                    lease: r.get(0)?,
+                    wallet: r.get(1)?,
+                    output: r.get(2)?,
+                    spot_check: r.get(3)?,
+                    trusted: r.get(4)?,
+                    received_ms: r.get(6)?,
+                    order: r.get(7)?,
+                    site: r.get(8)?,
+                    vetted: r.get(9)?,
+                });
+                Ok(())
+            },
+        )?;
     }
     Ok(Some(snapshot))
 }
 
 /// Stores the result being recorded in its lease's row, as `stored` says. A canonical
 /// result's output is its unit's, which holds the only copy.
-fn store(db: &Connection, answer: &Answer<'_>, stored: Stored) -> Result<(), StorageError> {
-    db.prepare_cached(
+fn store(db: &dyn Db, answer: &Answer<'_>, stored: Stored) -> Result<(), StorageError> {
+    db.execute(
         "UPDATE leases SET state = 'returned', verdict = ?2, output = ?3, spot_check = ?4,
              trusted = ?5, received_ms = ?6, paid_micro = ?7, vetted = ?8
          WHERE id = ?1",
-    )?
-    .execute(rusqlite::params![
-        answer.lease,
-        stored.verdict.as_str(),
-        (!stored.canonical).then_some(answer.result.output),
-        answer.result.spot_check,
-        stored.trusted,
-        answer.now_ms,
-        stored.paid_micro,
-        stored.vetted
-    ])?;
+        params![
+            answer.lease,
+            stored.verdict.as_str(),
+            (!stored.canonical).then_some(answer.result.output),
+            answer.result.spot_check,
+            stored.trusted,
+            answer.now_ms,
+            stored.paid_micro,
+            stored.vetted
+        ],
+    )?;
     Ok(())
 }
 
 /// Sets a stored result's verdict and what it earned; `canonical` drops its output, which
 /// its unit now holds.
 fn mark(
-    db: &Connection,
+    db: &dyn Db,
     lease: &str,
     state: &str,
     paid_micro: i64,
     canonical: bool,
 ) -> Result<(), StorageError> {
-    db.prepare_cached(
+    db.execute(
         "UPDATE leases SET verdict = ?1, paid_micro = ?2,
              output = CASE WHEN ?4 THEN NULL ELSE output END
          WHERE id = ?3",
-    )?
-    .execute(rusqlite::params![state, paid_micro, lease, canonical])?;
+        params![state, paid_micro, lease, canonical],
+    )?;
     Ok(())
 }
 
 /// Writes what `decision` says about `answer`, its unit as `snapshot` was loaded.
 fn apply_settle(
-    db: &Connection,
+    db: &dyn Db,
     billing: Option<&Billing>,
     snapshot: &SettleSnapshot,
     answer: &Answer<'_>,
@@ -288,8 +286,10 @@ fn apply_settle(
                 Slot::This => answer.result.output,
                 Slot::Replica(i) => snapshot.replicas[i].output.as_slice(),
             };
-            db.prepare_cached("UPDATE units SET state = 'done', output = ?1 WHERE id = ?2")?
-                .execute(rusqlite::params![output, unit])?;
+            db.execute(
+                "UPDATE units SET state = 'done', output = ?1 WHERE id = ?2",
+                params![output, unit],
+            )?;
             if let Some(p) = &payment {
                 accrue_unit(
                     db,
@@ -302,30 +302,30 @@ fn apply_settle(
                 .map_err(StorageError::ledger)?;
             }
             if void_others {
-                db.prepare_cached(
+                db.execute(
                     "UPDATE leases SET state = 'void' WHERE unit_id = ?1 AND state = 'active'",
-                )?
-                .execute([unit])?;
+                    params![unit],
+                )?;
             }
             // The counts were read in this transaction, and only settling a unit moves
             // them; no `RETURNING` (SQLite buffers returned rows in a temporary b-tree).
-            db.prepare_cached(
+            db.execute(
                 "UPDATE jobs SET units_done = units_done + 1, updated_ms = ?1 WHERE id = ?2",
-            )?
-            .execute(rusqlite::params![answer.now_ms, snapshot.job])?;
+                params![answer.now_ms, snapshot.job],
+            )?;
         }
         UnitFate::Reopened { wanted, attempts } => {
-            db.prepare_cached(
+            db.execute(
                 "UPDATE units SET wanted = ?1, attempts = attempts + ?2 WHERE id = ?3",
-            )?
-            .execute(rusqlite::params![wanted, attempts, unit])?;
+                params![wanted, attempts, unit],
+            )?;
             refresh_unit(db, unit)?;
         }
         UnitFate::Failed { reason } => {
-            db.prepare_cached(
+            db.execute(
                 "UPDATE leases SET verdict = 'invalid' WHERE unit_id = ?1 AND verdict = 'pending'",
-            )?
-            .execute([unit])?;
+                params![unit],
+            )?;
             payments = fail_in(db, billing, judgment.job, &reason)?;
         }
     }
@@ -335,7 +335,7 @@ fn apply_settle(
 /// [`Storage::record_result`] inside the writer: load the unit's snapshot, decide, apply;
 /// outputs are compared through `verdicts` where too large to compare here.
 fn record_in(
-    db: &Connection,
+    db: &dyn Db,
     billing: Option<&Billing>,
     result: &ReturnedResult<'_>,
     judging: Judging,

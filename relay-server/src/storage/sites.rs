@@ -1,5 +1,6 @@
 //! Registered embedding sites: the origin, and the wallet its owner proved it pays.
 
+use super::sql::params;
 use super::{now_ms, Storage, StorageError};
 use starling_protocol::{SiteOrigin, WalletAddress};
 
@@ -14,11 +15,11 @@ impl Storage {
         let (origin, wallet, now) = (origin.to_string(), wallet.to_string(), now_ms());
         self.writer
             .exec(move |db| {
-                db.prepare_cached(
+                db.execute(
                     "INSERT INTO sites (origin, wallet, registered_ms) VALUES (?1, ?2, ?3)
                      ON CONFLICT (origin) DO UPDATE SET wallet = ?2, registered_ms = ?3",
-                )?
-                .execute(rusqlite::params![origin, wallet, now])?;
+                    params![origin, wallet, now],
+                )?;
                 Ok(now)
             })
             .await

@@ -1,10 +1,10 @@
 //! Wallet reliability, kept next to the results that shape it so both change in one
 //! transaction.
 
+use super::sql::{params, Db};
 use super::{now_ms, Storage, StorageError};
 use crate::lifecycle::settle::WalletStanding;
 use crate::validation::trust::Reliability;
-use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -58,11 +58,12 @@ pub(super) fn reliability_of(
 }
 
 /// The wallet's reliability inside a transaction (a new wallet's default if unseen).
-pub(super) fn reliability(db: &Connection, wallet: &str) -> Result<Reliability, StorageError> {
-    let row = db
-        .prepare_cached("SELECT error_rate, valid, invalid FROM wallets WHERE address = ?1")?
-        .query_row([wallet], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
+pub(super) fn reliability(db: &dyn Db, wallet: &str) -> Result<Reliability, StorageError> {
+    let row = db.query_opt(
+        "SELECT error_rate, valid, invalid FROM wallets WHERE address = ?1",
+        params![wallet],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     Ok(row.map_or_else(Reliability::default, |(e, v, i)| {
         reliability_of(Some(e), Some(v), Some(i))
     }))
@@ -70,16 +71,15 @@ pub(super) fn reliability(db: &Connection, wallet: &str) -> Result<Reliability, 
 
 /// The wallet's record on `kernel` inside a transaction (a new wallet's if none).
 fn kernel_reliability(
-    db: &Connection,
+    db: &dyn Db,
     wallet: &str,
     kernel: &str,
 ) -> Result<Reliability, StorageError> {
-    let row = db
-        .prepare_cached(
-            "SELECT error_rate, valid, invalid FROM wallet_kernels WHERE wallet = ?1 AND kernel = ?2",
-        )?
-        .query_row([wallet, kernel], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
+    let row = db.query_opt(
+        "SELECT error_rate, valid, invalid FROM wallet_kernels WHERE wallet = ?1 AND kernel = ?2",
+        params![wallet, kernel],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     Ok(row.map_or_else(Reliability::default, |(e, v, i)| {
         reliability_of(Some(e), Some(v), Some(i))
     }))
@@ -90,7 +90,7 @@ fn kernel_reliability(
 /// the caller read it in this transaction already. Returns the new totals, for
 /// [`Standings`].
 pub(super) fn judge(
-    db: &Connection,
+    db: &dyn Db,
     wallet: &str,
     kernel: &str,
     valid: bool,
@@ -113,13 +113,10 @@ pub(super) fn judge(
             r.record_invalid();
         }
     }
-    db.prepare_cached(
-        "INSERT INTO wallets (address, error_rate, valid, invalid, quarantined, first_seen_ms, updated_ms)
+    db.execute("INSERT INTO wallets (address, error_rate, valid, invalid, quarantined, first_seen_ms, updated_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
          ON CONFLICT (address) DO UPDATE SET error_rate = ?2, valid = ?3, invalid = ?4,
-             quarantined = MAX(quarantined, ?5), updated_ms = ?6",
-    )?
-    .execute(rusqlite::params![
+             quarantined = CASE WHEN wallets.quarantined > ?5 THEN wallets.quarantined ELSE ?5 END, updated_ms = ?6", params![
         wallet,
         reliability.error_rate,
         i64::from(reliability.valid),
@@ -127,18 +124,18 @@ pub(super) fn judge(
         i64::from(reliability.quarantined()),
         now_ms(),
     ])?;
-    db.prepare_cached(
+    db.execute(
         "INSERT INTO wallet_kernels (wallet, kernel, error_rate, valid, invalid)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (wallet, kernel) DO UPDATE SET error_rate = ?3, valid = ?4, invalid = ?5",
-    )?
-    .execute(rusqlite::params![
-        wallet,
-        kernel,
-        on_kernel.error_rate,
-        i64::from(on_kernel.valid),
-        i64::from(on_kernel.invalid),
-    ])?;
+        params![
+            wallet,
+            kernel,
+            on_kernel.error_rate,
+            i64::from(on_kernel.valid),
+            i64::from(on_kernel.invalid),
+        ],
+    )?;
     Ok(reliability)
 }
 
@@ -245,24 +242,21 @@ impl Storage {
         let wallet = wallet.to_string();
         self.writer
             .exec(move |db| {
-                let record = db
-                    .prepare_cached(
-                        "INSERT INTO wallets (address, error_rate, first_seen_ms, updated_ms)
+                let record = db.query_one(
+                    "INSERT INTO wallets (address, error_rate, first_seen_ms, updated_ms)
                          VALUES (?1, ?2, ?3, ?3)
                          ON CONFLICT (address) DO UPDATE SET address = address
                          RETURNING address, error_rate, valid, invalid, quarantined, handbacks",
-                    )?
-                    .query_row(
-                        rusqlite::params![wallet, Reliability::default().error_rate, now_ms()],
-                        |r| {
-                            Ok(WalletRecord {
-                                address: r.get(0)?,
-                                reliability: reliability_of(r.get(1)?, r.get(2)?, r.get(3)?),
-                                quarantined: r.get::<_, i64>(4)? != 0,
-                                handbacks: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
-                            })
-                        },
-                    )?;
+                    params![wallet, Reliability::default().error_rate, now_ms()],
+                    |r| {
+                        Ok(WalletRecord {
+                            address: r.get(0)?,
+                            reliability: reliability_of(r.get(1)?, r.get(2)?, r.get(3)?),
+                            quarantined: r.get::<i64>(4)? != 0,
+                            handbacks: u64::try_from(r.get::<i64>(5)?).unwrap_or(0),
+                        })
+                    },
+                )?;
                 Ok(record)
             })
             .await

@@ -16,6 +16,7 @@
 //! a call into SQLite from the thread that owns the connection, and one WAL commit covers
 //! every command that queued while the previous group ran.
 
+use super::sql::Db;
 use super::StorageError;
 use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -76,7 +77,7 @@ pub(super) enum Keep {
 trait Command: Send {
     /// Runs inside the group's transaction (again, when the group is replayed); returns
     /// whether its writes stay.
-    fn run(&mut self, db: &Connection) -> bool;
+    fn run(&mut self, db: &dyn Db) -> bool;
     /// Runs once the group has committed, outside any transaction, before the reply.
     fn after_commit(&mut self, _db: &Connection) {}
     /// Sends what the last run returned once the group committed (`commit` is `None`),
@@ -93,7 +94,7 @@ struct TruncateWal {
 }
 
 impl Command for TruncateWal {
-    fn run(&mut self, _db: &Connection) -> bool {
+    fn run(&mut self, _db: &dyn Db) -> bool {
         false
     }
 
@@ -142,11 +143,11 @@ struct Job<F, T, E> {
 
 impl<F, T, E> Command for Job<F, T, E>
 where
-    F: FnMut(&Connection) -> (Result<T, E>, Keep) + Send + 'static,
+    F: FnMut(&dyn super::sql::Db) -> (Result<T, E>, Keep) + Send + 'static,
     T: Send + 'static,
     E: From<StorageError> + Send + 'static,
 {
-    fn run(&mut self, db: &Connection) -> bool {
+    fn run(&mut self, db: &dyn Db) -> bool {
         let (result, keep) = (self.work)(db);
         let keep = keep == Keep::Writes && result.is_ok();
         self.result = Some(result);
@@ -244,7 +245,7 @@ impl Writer {
     /// more than once (when its group is replayed); only its last run counts.
     pub(super) async fn exec<T, E>(
         &self,
-        mut work: impl FnMut(&Connection) -> Result<T, E> + Send + 'static,
+        mut work: impl FnMut(&dyn super::sql::Db) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>
     where
         T: Send + 'static,
@@ -269,7 +270,7 @@ impl Writer {
     /// [`Self::exec`] where `work` also says whether its writes stay.
     pub(super) async fn submit<T, E>(
         &self,
-        work: impl FnMut(&Connection) -> (Result<T, E>, Keep) + Send + 'static,
+        work: impl FnMut(&dyn super::sql::Db) -> (Result<T, E>, Keep) + Send + 'static,
     ) -> Result<T, E>
     where
         T: Send + 'static,
@@ -414,6 +415,7 @@ fn checkpoint(db: &Connection, woken: &mpsc::Receiver<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::sql::params;
 
     fn insert(
         writer: &Writer,
@@ -421,7 +423,7 @@ mod tests {
         fail: bool,
     ) -> impl std::future::Future<Output = Result<(), StorageError>> + '_ {
         writer.exec(move |db| {
-            db.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            db.execute("INSERT INTO t (x) VALUES (?1)", params![x])?;
             if fail {
                 return Err(StorageError::Corrupt(format!("refused {x}")));
             }
@@ -461,7 +463,7 @@ mod tests {
         let writer = Writer::open(&dir.join("w.sqlite3"))?;
         writer
             .exec(|db| {
-                db.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")?;
+                db.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)", params![])?;
                 Ok::<_, StorageError>(())
             })
             .await?;
@@ -475,7 +477,7 @@ mod tests {
         // The first command holds the thread, so the others queue and run as one group.
         let held = hold(&writer).await?;
         let panics = writer.exec(|db| -> Result<(), StorageError> {
-            db.execute("INSERT INTO t (x) VALUES (5)", [])?;
+            db.execute("INSERT INTO t (x) VALUES (5)", params![])?;
             panic!("a bug in a command");
         });
         let (one, two, three, panicked, four) = tokio::join!(
@@ -495,13 +497,7 @@ mod tests {
         );
         four?;
         let stored = writer
-            .exec(|db| {
-                let mut select = db.prepare("SELECT x FROM t ORDER BY x")?;
-                let xs = select
-                    .query_map([], |r| r.get::<_, i64>(0))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok::<_, StorageError>(xs)
-            })
+            .exec(|db| db.query_all("SELECT x FROM t ORDER BY x", params![], |r| r.get::<i64>(0)))
             .await?;
         assert_eq!(stored, [1, 3, 4]);
         drop(writer);
@@ -515,7 +511,10 @@ mod tests {
         let (dir, writer) = writer_with_table().await?;
         writer
             .exec(|db| {
-                db.execute_batch("CREATE TABLE pages (x INTEGER PRIMARY KEY, body BLOB)")?;
+                db.execute(
+                    "CREATE TABLE pages (x INTEGER PRIMARY KEY, body BLOB)",
+                    params![],
+                )?;
                 Ok::<_, StorageError>(())
             })
             .await?;
@@ -531,7 +530,7 @@ mod tests {
                         .exec(move |db| {
                             db.execute(
                                 "INSERT INTO pages (x, body) VALUES (?1, zeroblob(4000))",
-                                [task * 1_000_000 + i],
+                                params![task * 1_000_000 + i],
                             )?;
                             Ok::<_, StorageError>(())
                         })
@@ -563,7 +562,7 @@ mod tests {
         let held = hold(&writer).await?;
         // Ends the group's transaction behind the writer's back, so the group fails.
         let rogue = writer.exec(|db| {
-            db.execute_batch("ROLLBACK")?;
+            db.execute("ROLLBACK", params![])?;
             Ok::<_, StorageError>(())
         });
         let (one, rogue, two) =
@@ -575,9 +574,9 @@ mod tests {
         insert(&writer, 3, false).await?;
         let stored = writer
             .exec(|db| {
-                let n: i64 =
-                    db.query_row("SELECT COUNT(*) FROM t WHERE x < 3", [], |r| r.get(0))?;
-                Ok::<_, StorageError>(n)
+                db.query_one("SELECT COUNT(*) FROM t WHERE x < 3", params![], |r| {
+                    r.get::<i64>(0)
+                })
             })
             .await?;
         assert_eq!(stored, 0, "nothing of the failed group stays");

@@ -1,0 +1,379 @@
+//! The one seam between storage's SQL and the engine that runs it.
+//!
+//! Every transaction the relay writes is a function of `&dyn Db` rather than of
+//! rusqlite's connection, so a second engine (PostgreSQL, for several relays on one
+//! database) runs the same loads and applies: it implements [`Db`] and nothing else.
+//! Statements are written in SQLite's spelling (`?1` parameters).
+//!
+//! Values cross the seam as five kinds ([`Param`] in, [`Cell`] out): the relay stores
+//! integers, floats, text and bytes, nothing else.
+
+use super::StorageError;
+
+/// A value bound to a statement's parameter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Param<'a> {
+    /// SQL NULL.
+    Null,
+    /// An integer (every integer column is 64-bit).
+    Int(i64),
+    /// A float.
+    Real(f64),
+    /// Text.
+    Text(&'a str),
+    /// Bytes.
+    Blob(&'a [u8]),
+}
+
+/// Something that can be bound as a parameter.
+pub trait ToParam {
+    /// The value to bind.
+    fn to_param(&self) -> Param<'_>;
+}
+
+impl ToParam for i64 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(*self)
+    }
+}
+
+impl ToParam for u32 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(i64::from(*self))
+    }
+}
+
+impl ToParam for i32 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(i64::from(*self))
+    }
+}
+
+impl ToParam for bool {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(i64::from(*self))
+    }
+}
+
+impl ToParam for f64 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Real(*self)
+    }
+}
+
+impl ToParam for str {
+    fn to_param(&self) -> Param<'_> {
+        Param::Text(self)
+    }
+}
+
+impl ToParam for String {
+    fn to_param(&self) -> Param<'_> {
+        Param::Text(self)
+    }
+}
+
+impl ToParam for [u8] {
+    fn to_param(&self) -> Param<'_> {
+        Param::Blob(self)
+    }
+}
+
+impl ToParam for Vec<u8> {
+    fn to_param(&self) -> Param<'_> {
+        Param::Blob(self)
+    }
+}
+
+impl<T: ToParam + ?Sized> ToParam for &T {
+    fn to_param(&self) -> Param<'_> {
+        (**self).to_param()
+    }
+}
+
+impl<T: ToParam> ToParam for Option<T> {
+    fn to_param(&self) -> Param<'_> {
+        self.as_ref().map_or(Param::Null, ToParam::to_param)
+    }
+}
+
+impl ToParam for Param<'_> {
+    fn to_param(&self) -> Param<'_> {
+        *self
+    }
+}
+
+/// A statement's parameters, in order: `params![a, b]` binds `?1` to `a` and `?2` to `b`.
+macro_rules! params {
+    () => { &[] as &[&dyn $crate::storage::sql::ToParam] };
+    ($($p:expr),+ $(,)?) => { &[$(&$p as &dyn $crate::storage::sql::ToParam),+] as &[&dyn $crate::storage::sql::ToParam] };
+}
+pub(crate) use params;
+
+/// One column's value in a result row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    /// SQL NULL.
+    Null,
+    /// An integer (a boolean reads as 0 or 1).
+    Int(i64),
+    /// A float.
+    Real(f64),
+    /// Text.
+    Text(&'a str),
+    /// Bytes.
+    Blob(&'a [u8]),
+}
+
+/// A Rust value read from a [`Cell`].
+pub trait FromCell: Sized {
+    /// The value, or why the cell does not hold one.
+    fn from_cell(cell: Cell<'_>) -> Result<Self, String>;
+}
+
+impl FromCell for i64 {
+    fn from_cell(cell: Cell<'_>) -> Result<Self, String> {
+        match cell {
+            Cell::Int(v) => Ok(v),
+            other => Err(format!("expected an integer, found {}", kind(other))),
+        }
+    }
+}
+
+impl FromCell for bool {
+    fn from_cell(cell: Cell<'_>) -> Result<Self, String> {
+        i64::from_cell(cell).map(|v| v != 0)
+    }
+}
+
+impl FromCell for f64 {
+    fn from_cell(cell: Cell<'_>) -> Result<Self, String> {
+        match cell {
+            Cell::Real(v) => Ok(v),
+            // SQLite stores a float with no fraction as an integer in a REAL column's
+            // expression results (e.g. `MAX(0, x)`); the value is the same.
+            #[allow(clippy::cast_precision_loss)]
+            Cell::Int(v) => Ok(v as f64),
+            other => Err(format!("expected a float, found {}", kind(other))),
+        }
+    }
+}
+
+impl FromCell for String {
+    fn from_cell(cell: Cell<'_>) -> Result<Self, String> {
+        match cell {
+            Cell::Text(v) => Ok(v.to_owned()),
+            other => Err(format!("expected text, found {}", kind(other))),
+        }
+    }
+}
+
+impl FromCell for Vec<u8> {
+    fn from_cell(cell: Cell<'_>) -> Result<Self, String> {
+        match cell {
+            Cell::Blob(v) => Ok(v.to_vec()),
+            other => Err(format!("expected bytes, found {}", kind(other))),
+        }
+    }
+}
+
+impl<T: FromCell> FromCell for Option<T> {
+    fn from_cell(cell: Cell<'_>) -> Result<Self, String> {
+        match cell {
+            Cell::Null => Ok(None),
+            other => T::from_cell(other).map(Some),
+        }
+    }
+}
+
+fn kind(cell: Cell<'_>) -> &'static str {
+    match cell {
+        Cell::Null => "NULL",
+        Cell::Int(_) => "an integer",
+        Cell::Real(_) => "a float",
+        Cell::Text(_) => "text",
+        Cell::Blob(_) => "bytes",
+    }
+}
+
+/// A row of a query's result.
+pub trait Row {
+    /// Column `i`'s value (from 0).
+    fn cell(&self, i: usize) -> Result<Cell<'_>, StorageError>;
+}
+
+impl dyn Row + '_ {
+    /// Column `i` as a `T`; a stored value of another kind is a corrupt row.
+    pub fn get<T: FromCell>(&self, i: usize) -> Result<T, StorageError> {
+        T::from_cell(self.cell(i)?).map_err(|e| StorageError::Corrupt(format!("column {i}: {e}")))
+    }
+}
+
+/// A connection inside a transaction.
+pub trait Db {
+    /// Runs a statement that returns no rows; returns how many rows it changed.
+    fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<u64, StorageError>;
+    /// Runs a query, handing each row to `each` in order.
+    fn for_each_row(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        each: &mut dyn FnMut(&dyn Row) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError>;
+}
+
+impl dyn Db + '_ {
+    /// The first row's `read`, or `None` when the query returns no rows.
+    pub fn query_opt<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        read: impl FnOnce(&dyn Row) -> Result<T, StorageError>,
+    ) -> Result<Option<T>, StorageError> {
+        let mut read = Some(read);
+        let mut out = None;
+        self.for_each_row(sql, params, &mut |row| {
+            if let Some(read) = read.take() {
+                out = Some(read(row)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The first row's `read`; no row at all is a corrupt database (use where the row
+    /// must exist, such as an aggregate's).
+    pub fn query_one<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        read: impl FnOnce(&dyn Row) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.query_opt(sql, params, read)?.ok_or_else(|| {
+            StorageError::Corrupt("a query that always returns a row returned none".into())
+        })
+    }
+
+    /// Every row's `read`, in order.
+    pub fn query_all<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        mut read: impl FnMut(&dyn Row) -> Result<T, StorageError>,
+    ) -> Result<Vec<T>, StorageError> {
+        let mut out = Vec::new();
+        self.for_each_row(sql, params, &mut |row| {
+            out.push(read(row)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Param::Null => ValueRef::Null,
+            Param::Int(v) => ValueRef::Integer(v),
+            Param::Real(v) => ValueRef::Real(v),
+            Param::Text(v) => ValueRef::Text(v.as_bytes()),
+            Param::Blob(v) => ValueRef::Blob(v),
+        }))
+    }
+}
+
+fn bind(statement: &mut rusqlite::Statement<'_>, params: &[&dyn ToParam]) -> rusqlite::Result<()> {
+    for (i, p) in params.iter().enumerate() {
+        statement.raw_bind_parameter(i + 1, p.to_param())?;
+    }
+    Ok(())
+}
+
+struct SqliteRow<'a, 'b>(&'a rusqlite::Row<'b>);
+
+impl Row for SqliteRow<'_, '_> {
+    fn cell(&self, i: usize) -> Result<Cell<'_>, StorageError> {
+        use rusqlite::types::ValueRef;
+        Ok(match self.0.get_ref(i)? {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(v) => Cell::Int(v),
+            ValueRef::Real(v) => Cell::Real(v),
+            ValueRef::Text(v) => Cell::Text(
+                std::str::from_utf8(v)
+                    .map_err(|_| StorageError::Corrupt(format!("column {i}: text is not UTF-8")))?,
+            ),
+            ValueRef::Blob(v) => Cell::Blob(v),
+        })
+    }
+}
+
+impl Db for rusqlite::Connection {
+    fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<u64, StorageError> {
+        let mut statement = self.prepare_cached(sql)?;
+        bind(&mut statement, params)?;
+        Ok(statement.raw_execute()? as u64)
+    }
+
+    fn for_each_row(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        each: &mut dyn FnMut(&dyn Row) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut statement = self.prepare_cached(sql)?;
+        bind(&mut statement, params)?;
+        let mut rows = statement.raw_query();
+        while let Some(row) = rows.next()? {
+            each(&SqliteRow(row))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_runs_statements_through_the_seam() -> Result<(), StorageError> {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        let db: &dyn Db = &conn;
+        db.execute(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, data BLOB, score REAL)",
+            params![],
+        )?;
+        let name = "a".to_owned();
+        assert_eq!(
+            db.execute(
+                "INSERT INTO t (id, name, data, score) VALUES (?1, ?2, ?3, ?4)",
+                params![1i64, name, vec![1u8, 2], 0.5]
+            )?,
+            1
+        );
+        db.execute(
+            "INSERT INTO t (id, name, data, score) VALUES (?1, ?2, ?3, ?4)",
+            params![2i64, None::<String>, None::<Vec<u8>>, 1.0],
+        )?;
+        let row = db.query_one(
+            "SELECT name, data, score FROM t WHERE id = ?1",
+            params![1i64],
+            |r| Ok((r.get::<String>(0)?, r.get::<Vec<u8>>(1)?, r.get::<f64>(2)?)),
+        )?;
+        assert_eq!(row, ("a".to_owned(), vec![1, 2], 0.5));
+        let names = db.query_all("SELECT name FROM t ORDER BY id", params![], |r| {
+            r.get::<Option<String>>(0)
+        })?;
+        assert_eq!(names, vec![Some("a".to_owned()), None]);
+        assert_eq!(
+            db.query_opt("SELECT id FROM t WHERE id = ?1", params![9i64], |r| r
+                .get::<i64>(0))?,
+            None
+        );
+        let wrong = db.query_one("SELECT name FROM t WHERE id = 1", params![], |r| {
+            r.get::<i64>(0)
+        });
+        assert!(matches!(wrong, Err(StorageError::Corrupt(_))), "{wrong:?}");
+        Ok(())
+    }
+}
