@@ -1,7 +1,7 @@
 //! Queries behind the submitter's API beyond submit and fetch: listing, cancelling,
 //! purging and retention, idempotency keys, readiness and the counts `/metrics` exposes.
 
-use super::sql::{params, Db, Param};
+use super::sql::{params, Db, Dialect, Param};
 use super::{now_ms, parse_id, JobRecord, JobState, Storage, StorageError, RECORD_COLUMNS};
 use crate::ledger::AccountId;
 
@@ -289,15 +289,18 @@ fn purge_in(db: &dyn Db, id: JobId, erase: Erase) -> Result<Purged, StorageError
     erased.map(|()| Purged::Now)
 }
 
-/// SQLite's `secure_delete` on or off.
+/// SQLite's `secure_delete` on or off. PostgreSQL has no such setting: a deleted row's
+/// bytes stay in the table's file until `VACUUM` reuses the space.
 fn secure_delete(db: &dyn Db, on: bool) -> Result<(), StorageError> {
-    let pragma = if on {
-        "PRAGMA secure_delete = 1"
-    } else {
-        "PRAGMA secure_delete = 0"
-    };
-    // The pragma answers with its new value, so it runs as a query.
-    db.for_each_row(pragma, params![], &mut |_| Ok(()))
+    if db.dialect() == Dialect::Sqlite {
+        let pragma = if on {
+            "PRAGMA secure_delete = 1"
+        } else {
+            "PRAGMA secure_delete = 0"
+        };
+        db.for_each_row(pragma, params![], &mut |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 impl Storage {

@@ -8,7 +8,7 @@
 //! connection, so settling a unit can pay in the same transaction that judges it; the
 //! `Storage` methods are one transaction each.
 
-use super::sql::{params, Db, ToParam};
+use super::sql::{params, Db, Dialect, ToParam};
 use super::{now_ms, Storage, StorageError};
 use crate::ledger::{
     Account, AccountId, AuditError, ChainVerifier, Entry, EntryFields, EscrowRef, MicroCredits,
@@ -509,8 +509,12 @@ pub(crate) fn pay_out(
 ) -> Result<Vec<Entry>, LedgerError> {
     let filter = job.map(|j| j.to_string());
     let rows: Vec<(String, String, String, i64)> = {
-        // SQLite reads a negative LIMIT as none.
-        let limit = limit.unwrap_or(-1);
+        // SQLite reads a negative LIMIT as none; PostgreSQL a NULL one.
+        let limit = match (db.dialect(), limit) {
+            (_, Some(limit)) => Some(limit),
+            (Dialect::Sqlite, None) => Some(-1),
+            (Dialect::Postgres, None) => None,
+        };
         db.query_all(
             "SELECT job_id, account, reason, micro FROM accruals
              WHERE ?1 IS NULL OR job_id = ?1 ORDER BY job_id, reason, account LIMIT ?2",

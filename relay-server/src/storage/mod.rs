@@ -34,6 +34,7 @@ mod leaderboard;
 mod leases;
 mod ledger;
 mod model;
+mod postgres;
 mod probes;
 mod results;
 mod sites;
@@ -84,6 +85,9 @@ pub enum StorageError {
     /// The writer's connection failed (a statement, or its group's commit).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL group could not commit (the error as the server or connection told it).
+    #[error("database error: {0}")]
+    Commit(String),
     /// The writer thread stopped (it could not start, or a write panicked in it) before
     /// answering.
     #[error("the database writer thread is gone")]

@@ -1,14 +1,27 @@
 //! The one seam between storage's SQL and the engine that runs it.
 //!
-//! Every transaction the relay writes is a function of `&dyn Db` rather than of
-//! rusqlite's connection, so a second engine (PostgreSQL, for several relays on one
-//! database) runs the same loads and applies: it implements [`Db`] and nothing else.
-//! Statements are written in SQLite's spelling (`?1` parameters).
+//! Every transaction the relay writes is a function of `&dyn Db`: it runs the same
+//! statements on SQLite (the writer thread's rusqlite connection) and on PostgreSQL, so
+//! what a transition loads and applies is written once. Statements are written in
+//! SQLite's spelling (`?1` parameters, `IS ?1` for a comparison that matches NULL); the
+//! PostgreSQL side rewrites those two things ([`to_postgres`]) and nothing else, so SQL
+//! that differs in meaning between the engines (a scalar `MAX(a, b)`, `rowid`) is avoided
+//! or chosen by [`Db::dialect`] where it is written.
 //!
 //! Values cross the seam as five kinds ([`Param`] in, [`Cell`] out): the relay stores
 //! integers, floats, text and bytes, nothing else.
 
 use super::StorageError;
+use std::borrow::Cow;
+
+/// Which engine runs a statement, for the few statements spelled differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// The embedded engine.
+    Sqlite,
+    /// The shared one.
+    Postgres,
+}
 
 /// A value bound to a statement's parameter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -211,6 +224,8 @@ impl dyn Row + '_ {
 
 /// A connection inside a transaction.
 pub trait Db {
+    /// Which engine this is.
+    fn dialect(&self) -> Dialect;
     /// Runs a statement that returns no rows; returns how many rows it changed.
     fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<u64, StorageError>;
     /// Runs a query, handing each row to `each` in order.
@@ -309,6 +324,10 @@ impl Row for SqliteRow<'_, '_> {
 }
 
 impl Db for rusqlite::Connection {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
     fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<u64, StorageError> {
         let mut statement = self.prepare_cached(sql)?;
         bind(&mut statement, params)?;
@@ -331,9 +350,91 @@ impl Db for rusqlite::Connection {
     }
 }
 
+/// `sql` in PostgreSQL's spelling: `?N` becomes `$N`, a bare `?` the next number (as
+/// SQLite numbers it), `IS ?` becomes `IS NOT DISTINCT FROM $N` and `IS NOT ?` becomes
+/// `IS DISTINCT FROM $N`. Quoted text and identifiers are left alone.
+pub fn to_postgres(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('?') {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut highest = 0u32;
+    let mut chars = sql.char_indices().peekable();
+    let mut quote: Option<char> = None;
+    while let Some((_, c)) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            '?' => {
+                let mut digits = String::new();
+                while let Some(&(_, d)) = chars.peek() {
+                    if !d.is_ascii_digit() {
+                        break;
+                    }
+                    digits.push(d);
+                    chars.next();
+                }
+                let n = digits.parse().unwrap_or(highest + 1);
+                highest = highest.max(n);
+                rewrite_is(&mut out);
+                out.push('$');
+                out.push_str(&n.to_string());
+            }
+            _ => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Turns a trailing `IS ` / `IS NOT ` (SQLite's NULL-matching comparison) in `out` into
+/// PostgreSQL's `IS NOT DISTINCT FROM ` / `IS DISTINCT FROM `.
+fn rewrite_is(out: &mut String) {
+    let trimmed = out.trim_end();
+    let upper = trimmed.to_ascii_uppercase();
+    let replace = |out: &mut String, cut: usize, with: &str| {
+        out.truncate(cut);
+        out.push_str(with);
+    };
+    if upper.ends_with(" IS NOT") {
+        let cut = trimmed.len() - "IS NOT".len();
+        replace(out, cut, "IS DISTINCT FROM ");
+    } else if upper.ends_with(" IS") {
+        let cut = trimmed.len() - "IS".len();
+        replace(out, cut, "IS NOT DISTINCT FROM ");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_and_null_matching_comparisons_take_postgres_spelling() {
+        assert_eq!(to_postgres("SELECT 1"), "SELECT 1");
+        assert_eq!(
+            to_postgres("UPDATE t SET a = ?2 WHERE id = ?1 AND b = ?2"),
+            "UPDATE t SET a = $2 WHERE id = $1 AND b = $2"
+        );
+        assert_eq!(to_postgres("SELECT ? , ?"), "SELECT $1 , $2");
+        assert_eq!(to_postgres("SELECT ?3, ?"), "SELECT $3, $4");
+        assert_eq!(
+            to_postgres("WHERE submitter IS ?4 AND x IS NOT ?1 AND y IS NULL"),
+            "WHERE submitter IS NOT DISTINCT FROM $4 AND x IS DISTINCT FROM $1 AND y IS NULL"
+        );
+        assert_eq!(
+            to_postgres("SELECT '?1', \"a?\" , ?1"),
+            "SELECT '?1', \"a?\" , $1"
+        );
+    }
 
     #[test]
     fn sqlite_runs_statements_through_the_seam() -> Result<(), StorageError> {

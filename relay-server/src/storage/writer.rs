@@ -16,9 +16,14 @@
 //! a call into SQLite from the thread that owns the connection, and one WAL commit covers
 //! every command that queued while the previous group ran.
 
-use super::sql::Db;
+use super::postgres::PgDb;
+use super::sql::{Db, Dialect};
 use super::StorageError;
 use rusqlite::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::ConnectOptions;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::mpsc;
@@ -78,11 +83,39 @@ trait Command: Send {
     /// Runs inside the group's transaction (again, when the group is replayed); returns
     /// whether its writes stay.
     fn run(&mut self, db: &dyn Db) -> bool;
-    /// Runs once the group has committed, outside any transaction, before the reply.
+    /// Runs once the group has committed, outside any transaction, before the reply;
+    /// on SQLite only (its WAL), where `db` is the writer's connection.
     fn after_commit(&mut self, _db: &Connection) {}
     /// Sends what the last run returned once the group committed (`commit` is `None`),
     /// or why the group did not commit.
-    fn reply(self: Box<Self>, commit: Option<&rusqlite::Error>);
+    fn reply(self: Box<Self>, commit: Option<&GroupError>);
+}
+
+/// Why a group did not commit, told to each of its commands.
+#[derive(Debug)]
+pub(super) enum GroupError {
+    /// SQLite's error.
+    Sqlite(rusqlite::Error),
+    /// PostgreSQL's (or the connection's), as text: sqlx's errors are not `Clone` either.
+    Postgres(String),
+}
+
+impl GroupError {
+    fn to_storage(&self) -> StorageError {
+        match self {
+            Self::Sqlite(e) => StorageError::Sqlite(copy(e)),
+            Self::Postgres(e) => StorageError::Commit(e.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(e) => e.fmt(f),
+            Self::Postgres(e) => f.write_str(e),
+        }
+    }
 }
 
 /// Copies the whole WAL into the database file and truncates the WAL, after the group
@@ -94,7 +127,11 @@ struct TruncateWal {
 }
 
 impl Command for TruncateWal {
-    fn run(&mut self, _db: &dyn Db) -> bool {
+    fn run(&mut self, db: &dyn Db) -> bool {
+        if db.dialect() == Dialect::Postgres {
+            // No WAL of ours to empty: the server's is the server's business.
+            self.outcome = Some(Ok(true));
+        }
         false
     }
 
@@ -125,9 +162,9 @@ impl Command for TruncateWal {
         self.outcome = Some(outcome);
     }
 
-    fn reply(self: Box<Self>, commit: Option<&rusqlite::Error>) {
+    fn reply(self: Box<Self>, commit: Option<&GroupError>) {
         let outcome = match (commit, self.outcome) {
-            (Some(e), _) => Err(StorageError::Sqlite(copy(e))),
+            (Some(e), _) => Err(e.to_storage()),
             (None, Some(outcome)) => outcome,
             (None, None) => Err(StorageError::WriterGone),
         };
@@ -154,9 +191,9 @@ where
         keep
     }
 
-    fn reply(self: Box<Self>, commit: Option<&rusqlite::Error>) {
+    fn reply(self: Box<Self>, commit: Option<&GroupError>) {
         let result = match (commit, self.result) {
-            (Some(e), _) => Err(StorageError::Sqlite(copy(e)).into()),
+            (Some(e), _) => Err(e.to_storage().into()),
             (None, Some(result)) => result,
             // It panicked: nothing of it stayed, and there is nothing to tell but that.
             (None, None) => Err(StorageError::WriterGone.into()),
@@ -290,6 +327,133 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Connects to PostgreSQL with `options` and starts the writer thread on that
+    /// connection; an unreachable server is an error here, at start.
+    pub(super) async fn open_postgres(options: PgConnectOptions) -> Result<Self, StorageError> {
+        let (queue, commands) = mpsc::channel();
+        let (ready, started) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("starling-writer".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready.send(Err(StorageError::Commit(e.to_string())));
+                        return;
+                    }
+                };
+                match runtime.block_on(options.connect()) {
+                    Ok(conn) => {
+                        let _ = ready.send(Ok(()));
+                        serve_postgres(&runtime, Some(conn), &options, &commands);
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(StorageError::Db(e)));
+                    }
+                }
+            })
+            .map_err(|_| StorageError::WriterGone)?;
+        started.await.map_err(|_| StorageError::WriterGone)??;
+        Ok(Self { queue })
+    }
+}
+
+/// Most times a group is run again because another relay's transaction was in its way
+/// (a deadlock or serialization failure, which PostgreSQL resolves by failing one side).
+const CONFLICT_RETRIES: usize = 8;
+
+/// The PostgreSQL writer thread: as [`serve`], on `conn`, connecting again (with
+/// `options`) after the connection was lost; a group that finds no connection fails.
+fn serve_postgres(
+    runtime: &tokio::runtime::Runtime,
+    mut conn: Option<PgConnection>,
+    options: &PgConnectOptions,
+    commands: &mpsc::Receiver<Box<dyn Command>>,
+) {
+    let spelled = RefCell::new(HashMap::new());
+    let mut group = Vec::with_capacity(MAX_BATCH);
+    let mut failed = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = commands.recv() {
+        group.push(first);
+        drain(commands, &mut group);
+        if conn.is_none() {
+            conn = runtime
+                .block_on(options.connect())
+                .inspect_err(|e| tracing::error!("cannot reach the database: {e}"))
+                .ok();
+        }
+        let outcome = match conn.as_mut() {
+            Some(c) => run_group_postgres(runtime, c, &spelled, &mut group, &mut failed),
+            None => Err(GroupError::Postgres("the database is unreachable".into())),
+        };
+        if let Err(e) = &outcome {
+            tracing::error!("a group of {} writes failed: {e}", group.len());
+            // Whatever went wrong (the connection, or the server refusing COMMIT), the
+            // next group starts on a fresh connection rather than in a transaction of
+            // unknown state.
+            conn = None;
+        }
+        for command in group.drain(..) {
+            command.reply(outcome.as_ref().err());
+        }
+    }
+}
+
+/// [`run_group`] on PostgreSQL. A failed statement ends what PostgreSQL will do in a
+/// transaction, so a command that failed after a statement ran is undone by rolling the
+/// group back and running the others again; a command that failed because another
+/// relay's transaction was in its way runs again with them.
+fn run_group_postgres(
+    runtime: &tokio::runtime::Runtime,
+    conn: &mut PgConnection,
+    spelled: &RefCell<HashMap<String, String>>,
+    group: &mut [Box<dyn Command>],
+    failed: &mut Vec<bool>,
+) -> Result<(), GroupError> {
+    let to_group = |e: StorageError| GroupError::Postgres(e.to_string());
+    failed.clear();
+    failed.resize(group.len(), false);
+    let mut conflicts = 0;
+    'replay: loop {
+        let db = PgDb::new(conn, runtime, spelled);
+        db.simple("BEGIN").map_err(to_group)?;
+        for (i, command) in group.iter_mut().enumerate() {
+            if failed[i] {
+                continue;
+            }
+            db.wrote.set(false);
+            let (kept, panicked) = match catch_unwind(AssertUnwindSafe(|| command.run(&db))) {
+                Ok(kept) => (kept, false),
+                Err(_) => (false, true),
+            };
+            if kept && !db.aborted.get() {
+                continue;
+            }
+            let conflicted = db.conflicted.get() && !panicked;
+            if conflicted && conflicts < CONFLICT_RETRIES {
+                conflicts += 1;
+            } else {
+                failed[i] = true;
+            }
+            if panicked || conflicted || db.wrote.get() || db.aborted.get() {
+                db.simple("ROLLBACK").map_err(to_group)?;
+                continue 'replay;
+            }
+        }
+        match db.simple("COMMIT") {
+            Ok(()) => return Ok(()),
+            Err(e) if super::postgres::is_conflict(&e) && conflicts < CONFLICT_RETRIES => {
+                conflicts += 1;
+            }
+            Err(e) => return Err(to_group(e)),
+        }
+    }
+}
+
 /// The writer thread: one group per turn until every [`Writer`] is dropped; between
 /// groups, a WAL restart once the WAL file (`wal`) is past [`WAL_LIMIT_BYTES`].
 fn serve(
@@ -328,7 +492,7 @@ fn serve(
             drain(commands, &mut group);
         }
         last_group = group.len();
-        let outcome = run_group(db, &mut group, &mut failed);
+        let outcome = run_group(db, &mut group, &mut failed).map_err(GroupError::Sqlite);
         if let Err(e) = &outcome {
             tracing::error!("a group of {} writes failed: {e}", group.len());
             if !db.is_autocommit() {

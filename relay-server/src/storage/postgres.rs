@@ -1,0 +1,212 @@
+//! PostgreSQL behind the [`Db`] seam: the writer's statements, run on one connection of
+//! its own from the writer's thread.
+//!
+//! Why sqlx driven by `block_on` and not an async writer: the transactions are written
+//! once, as plain functions of `&dyn Db` (see [`super::sql`]), and SQLite's side of the
+//! seam is a synchronous connection on a thread; here each statement is one round trip
+//! to the server, waited for on the writer's thread, in the group's transaction.
+
+use super::sql::{to_postgres, Cell, Db, Dialect, Param, Row, ToParam};
+use super::StorageError;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{PgArgumentBuffer, PgArguments, PgConnection, PgRow, PgTypeInfo, Postgres};
+use sqlx::{Arguments, Decode, Encode, Row as _, TypeInfo, ValueRef};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// A NULL of no declared type: the server infers it from where it is used, as SQLite
+/// does not care (a NULL bound as BIGINT into a TEXT column would be an error).
+struct Untyped;
+
+impl sqlx::Type<Postgres> for Untyped {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(0))
+    }
+}
+
+impl Encode<'_, Postgres> for Untyped {
+    fn encode_by_ref(&self, _buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        Ok(IsNull::Yes)
+    }
+}
+
+fn arguments(params: &[&dyn ToParam]) -> Result<PgArguments, StorageError> {
+    let mut args = PgArguments::default();
+    for p in params {
+        let added = match p.to_param() {
+            Param::Null => args.add(Untyped),
+            Param::Int(v) => args.add(v),
+            Param::Real(v) => args.add(v),
+            Param::Text(v) => args.add(v),
+            Param::Blob(v) => args.add(v),
+        };
+        added.map_err(|e| StorageError::Corrupt(format!("cannot bind a parameter: {e}")))?;
+    }
+    Ok(args)
+}
+
+struct PgCells<'r>(&'r PgRow);
+
+impl Row for PgCells<'_> {
+    fn cell(&self, i: usize) -> Result<Cell<'_>, StorageError> {
+        let value = self.0.try_get_raw(i)?;
+        if value.is_null() {
+            return Ok(Cell::Null);
+        }
+        let kind = value.type_info().name().to_owned();
+        let undecodable =
+            |e: BoxDynError| StorageError::Corrupt(format!("column {i} ({kind}): {e}"));
+        Ok(match kind.as_str() {
+            "INT8" => Cell::Int(<i64 as Decode<Postgres>>::decode(value).map_err(undecodable)?),
+            "INT4" => Cell::Int(i64::from(
+                <i32 as Decode<Postgres>>::decode(value).map_err(undecodable)?,
+            )),
+            "INT2" => Cell::Int(i64::from(
+                <i16 as Decode<Postgres>>::decode(value).map_err(undecodable)?,
+            )),
+            "BOOL" => Cell::Int(i64::from(
+                <bool as Decode<Postgres>>::decode(value).map_err(undecodable)?,
+            )),
+            "FLOAT8" => Cell::Real(<f64 as Decode<Postgres>>::decode(value).map_err(undecodable)?),
+            "FLOAT4" => Cell::Real(f64::from(
+                <f32 as Decode<Postgres>>::decode(value).map_err(undecodable)?,
+            )),
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => {
+                Cell::Text(<&str as Decode<Postgres>>::decode(value).map_err(undecodable)?)
+            }
+            "BYTEA" => Cell::Blob(<&[u8] as Decode<Postgres>>::decode(value).map_err(undecodable)?),
+            other => {
+                return Err(StorageError::Corrupt(format!(
+                    "column {i} is of type {other}, which the relay does not read (cast it)"
+                )))
+            }
+        })
+    }
+}
+
+/// The writer's connection inside the group's transaction.
+pub(super) struct PgDb<'c> {
+    conn: RefCell<&'c mut PgConnection>,
+    runtime: &'c tokio::runtime::Runtime,
+    /// Statements in PostgreSQL's spelling, by their SQLite spelling.
+    spelled: &'c RefCell<HashMap<String, String>>,
+    /// Whether a statement failed since [`PgDb::new`]: PostgreSQL then refuses every
+    /// statement until the transaction is rolled back.
+    pub(super) aborted: std::cell::Cell<bool>,
+    /// Whether a statement failed because another transaction was in its way.
+    pub(super) conflicted: std::cell::Cell<bool>,
+    /// Whether a statement that changes rows ran (so a failing command's writes must be
+    /// undone by rolling the group back).
+    pub(super) wrote: std::cell::Cell<bool>,
+}
+
+impl<'c> PgDb<'c> {
+    pub(super) fn new(
+        conn: &'c mut PgConnection,
+        runtime: &'c tokio::runtime::Runtime,
+        spelled: &'c RefCell<HashMap<String, String>>,
+    ) -> Self {
+        Self {
+            conn: RefCell::new(conn),
+            runtime,
+            spelled,
+            aborted: std::cell::Cell::new(false),
+            conflicted: std::cell::Cell::new(false),
+            wrote: std::cell::Cell::new(false),
+        }
+    }
+
+    fn spelling(&self, sql: &str) -> String {
+        let mut spelled = self.spelled.borrow_mut();
+        if let Some(s) = spelled.get(sql) {
+            return s.clone();
+        }
+        let s = to_postgres(sql).into_owned();
+        // `format!`-built statements have few variants; a bound keeps a bug from growing
+        // the map without end.
+        if spelled.len() < 1_024 {
+            spelled.insert(sql.to_owned(), s.clone());
+        }
+        s
+    }
+
+    /// Runs a statement with no parameters (`BEGIN`, `COMMIT`, `ROLLBACK`, `SET …`).
+    pub(super) fn simple(&self, sql: &str) -> Result<(), StorageError> {
+        let mut conn = self.conn.borrow_mut();
+        self.runtime
+            .block_on(sqlx::Executor::execute(&mut **conn, sql))
+            .map(|_| ())
+            .map_err(|e| self.failed(e))
+    }
+
+    fn failed(&self, e: sqlx::Error) -> StorageError {
+        let e = StorageError::Db(e);
+        self.aborted.set(true);
+        if is_conflict(&e) {
+            self.conflicted.set(true);
+        }
+        e
+    }
+}
+
+impl Db for PgDb<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<u64, StorageError> {
+        let sql = self.spelling(sql);
+        let args = arguments(params)?;
+        self.wrote.set(true);
+        let mut conn = self.conn.borrow_mut();
+        match self
+            .runtime
+            .block_on(sqlx::query_with(&sql, args).execute(&mut **conn))
+        {
+            Ok(done) => Ok(done.rows_affected()),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    fn for_each_row(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        each: &mut dyn FnMut(&dyn Row) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let sql = self.spelling(sql);
+        let args = arguments(params)?;
+        // `RETURNING` writes; a plain query may too (a function), so count it as one
+        // unless it is a SELECT.
+        if !sql
+            .trim_start()
+            .get(..6)
+            .is_some_and(|s| s.eq_ignore_ascii_case("select"))
+        {
+            self.wrote.set(true);
+        }
+        let rows = {
+            let mut conn = self.conn.borrow_mut();
+            self.runtime
+                .block_on(sqlx::query_with(&sql, args).fetch_all(&mut **conn))
+        };
+        let rows = rows.map_err(|e| self.failed(e))?;
+        for row in &rows {
+            each(&PgCells(row))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `e` is PostgreSQL's answer to two transactions in each other's way (a
+/// deadlock, or a serialization failure): running the group again may well succeed.
+pub(super) fn is_conflict(e: &StorageError) -> bool {
+    match e {
+        StorageError::Db(sqlx::Error::Database(e)) => {
+            matches!(e.code().as_deref(), Some("40001" | "40P01"))
+        }
+        _ => false,
+    }
+}
