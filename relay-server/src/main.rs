@@ -1,5 +1,6 @@
 //! `relay-server`: runs the Starling relay.
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use starling_kernels::Catalog;
 use starling_protocol::WalletAddress;
@@ -28,9 +29,8 @@ struct Cli {
     /// Address to serve HTTP on (port 0 picks a free port; the URL is printed).
     #[arg(long, env = "STARLING_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Directory for the SQLite database.
-    #[arg(long, env = "STARLING_DATA_DIR", default_value = ".data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    database: Database,
     /// The built web UI (Trunk's dist/).
     #[arg(long, default_value = "dist")]
     app_dir: PathBuf,
@@ -195,6 +195,46 @@ struct Cli {
     tls: starling_relay::tls::TlsArgs,
 }
 
+/// Where the relay's state lives.
+#[derive(Debug, clap::Args)]
+struct Database {
+    /// Directory for the relay's files: the SQLite database (unless --database names
+    /// another), relay.key, job data keys, TLS certificates.
+    #[arg(long, env = "STARLING_DATA_DIR", default_value = ".data")]
+    data_dir: PathBuf,
+    /// A PostgreSQL database instead of the SQLite file, as postgres://USER:PASS@HOST/DB:
+    /// several relays on one database form one network.
+    #[arg(long, env = "STARLING_DATABASE")]
+    database: Option<String>,
+}
+
+impl Database {
+    /// Opens the database these flags name.
+    async fn open(&self) -> anyhow::Result<Storage> {
+        let Some(url) = &self.database else {
+            return Ok(Storage::open(&self.data_dir).await?);
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            anyhow::bail!("--database takes a postgres:// URL (SQLite is the default, in --data-dir)");
+        }
+        Storage::open_postgres(url, &self.data_dir)
+            .await
+            .with_context(|| format!("cannot open the PostgreSQL database {}", redacted(url)))
+    }
+}
+
+/// `url` without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{}://{user}@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Commands beside running the relay.
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -204,9 +244,8 @@ enum Command {
     /// Verifies the whole credit ledger (chain, signatures, balances) and prints a
     /// summary; exits non-zero, naming the problem, if anything was tampered with.
     Audit {
-        /// Directory holding the SQLite database and relay.key.
-        #[arg(long, env = "STARLING_DATA_DIR", default_value = ".data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        database: Database,
         /// Check signatures against this published relay key address instead of the one
         /// in DATA_DIR/relay.key (which whoever can edit the database may replace).
         #[arg(long)]
@@ -219,9 +258,8 @@ enum Command {
 enum KeysCommand {
     /// Creates a submitter account and prints its new API key (only) on stdout.
     Create {
-        /// Directory holding the SQLite database and relay.key.
-        #[arg(long, env = "STARLING_DATA_DIR", default_value = ".data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        database: Database,
         /// Credits issued to the account, a decimal like 2.5.
         #[arg(long, default_value = "0")]
         balance: MicroCredits,
@@ -249,11 +287,12 @@ async fn main() -> anyhow::Result<()> {
     // hear about at once, not from volunteers who cannot connect.
     let ice_servers = cli.ice_servers.into_config()?;
     // Before anything else: a bad certificate or key stops the relay with the reason.
-    let https = cli.tls.load(&cli.data_dir, cli.listen.ip())?;
-    let storage = Storage::open(&cli.data_dir).await?;
+    let data_dir = &cli.database.data_dir;
+    let https = cli.tls.load(data_dir, cli.listen.ip())?;
+    let storage = cli.database.open().await?;
     // Loaded before serving so a damaged key file stops the relay instead of starting a
     // ledger that can no longer be verified.
-    let relay_key = ledger::load_or_create_relay_key(&cli.data_dir)?;
+    let relay_key = ledger::load_or_create_relay_key(data_dir)?;
     tracing::info!(key = %relay_key.address(), "ledger signing key loaded");
     if cli.site_share_ppm > cli.platform_fee_ppm {
         tracing::warn!(
@@ -271,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
         },
     });
     let dev_key = if cli.dev_key {
-        Some(development_key(&storage, &cli.data_dir).await?)
+        Some(development_key(&storage, data_dir).await?)
     } else {
         None
     };
@@ -511,12 +550,12 @@ async fn development_key(storage: &Storage, data_dir: &Path) -> anyhow::Result<S
 async fn run_command(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Keys(KeysCommand::Create {
-            data_dir,
+            database,
             balance,
             label,
         }) => {
-            let storage = Storage::open(&data_dir).await?;
-            let key = ledger::load_or_create_relay_key(&data_dir)?;
+            let storage = database.open().await?;
+            let key = ledger::load_or_create_relay_key(&database.data_dir)?;
             let (_, api_key) = storage
                 .create_account(&key, balance, label.as_deref())
                 .await?;
@@ -524,14 +563,14 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             println!("{api_key}");
         }
         Command::Audit {
-            data_dir,
+            database,
             relay_key,
         } => {
             let relay = match relay_key {
                 Some(address) => address,
-                None => ledger::load_relay_key(&data_dir)?.address(),
+                None => ledger::load_relay_key(&database.data_dir)?.address(),
             };
-            let storage = Storage::open(&data_dir).await?;
+            let storage = database.open().await?;
             let summary = match storage.audit(&relay).await {
                 Ok(summary) => summary,
                 Err(e) => {

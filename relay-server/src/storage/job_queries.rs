@@ -7,7 +7,6 @@ use crate::ledger::AccountId;
 
 /// An empty output: what an erased output reads as (a done unit always has one).
 const EMPTY: Param<'static> = Param::Blob(&[]);
-use sqlx::Row;
 use starling_protocol::JobId;
 
 /// One page of a job listing, newest first.
@@ -56,12 +55,20 @@ impl Storage {
     /// none). False for a job that does not exist, so callers answer both alike.
     pub async fn owns(&self, owner: Option<AccountId>, id: JobId) -> Result<bool, StorageError> {
         // `IS` compares NULL with NULL as equal, `=` would not.
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ? AND submitter IS ? AND probe = 0")
-                .bind(id.to_string())
-                .bind(owner.map(|o| o.to_string()))
-                .fetch_optional(&self.pool)
-                .await?;
+        let found: Option<i64> = self
+            .reads
+            .read({
+                let p0 = (id.to_string()).to_owned();
+                let p1 = (owner.map(|o| o.to_string())).to_owned();
+                move |db| {
+                    db.query_opt(
+                        "SELECT 1 FROM jobs WHERE id = ? AND submitter IS ? AND probe = 0",
+                        params![p0, p1],
+                        |r| r.get(0),
+                    )
+                }
+            })
+            .await?;
         Ok(found.is_some())
     }
 
@@ -75,23 +82,29 @@ impl Storage {
         limit: u32,
     ) -> Result<JobPage, StorageError> {
         // One row more than asked tells whether a next page exists.
-        let rows = sqlx::query(&format!(
-            "SELECT rowid, {RECORD_COLUMNS} FROM jobs
-             WHERE submitter IS ?4 AND probe = 0 AND (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rowid < ?2)
-             ORDER BY rowid DESC LIMIT ?3"
-        ))
-        .bind(state.map(JobState::as_str))
-        .bind(before)
-        .bind(i64::from(limit) + 1)
-        .bind(owner.map(|o| o.to_string()))
-        .fetch_all(&self.pool)
-        .await?;
+        let state = state.map(JobState::as_str);
+        let owner = owner.map(|o| o.to_string());
+        let rows = self
+            .reads
+            .read(move |db| {
+                db.query_all(
+                    &format!(
+                        "SELECT rowid, {RECORD_COLUMNS} FROM jobs
+                         WHERE submitter IS ?4 AND probe = 0 AND (?1 IS NULL OR state = ?1)
+                           AND (?2 IS NULL OR rowid < ?2)
+                         ORDER BY rowid DESC LIMIT ?3"
+                    ),
+                    params![state, before, i64::from(limit) + 1, owner],
+                    |r| Ok((r.named::<i64>("rowid")?, JobRecord::from_row(r)?)),
+                )
+            })
+            .await?;
         let more = rows.len() > limit as usize;
         let mut jobs = Vec::with_capacity(rows.len().min(limit as usize));
         let mut last = None;
-        for row in rows.iter().take(limit as usize) {
-            last = Some(row.try_get::<i64, _>("rowid")?);
-            jobs.push(JobRecord::from_row(row)?);
+        for (rowid, job) in rows.into_iter().take(limit as usize) {
+            last = Some(rowid);
+            jobs.push(job);
         }
         Ok(JobPage {
             jobs,
@@ -141,17 +154,21 @@ impl Storage {
         &self,
         key: &str,
     ) -> Result<Option<IdempotentRequest>, StorageError> {
-        let row = sqlx::query("SELECT request_sha256, job_id FROM idempotency_keys WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(IdempotentRequest {
-                request_sha256: r.try_get("request_sha256")?,
-                job: parse_id(r.try_get::<&str, _>("job_id")?)?,
+        let key = key.to_owned();
+        self.reads
+            .read(move |db| {
+                db.query_opt(
+                    "SELECT request_sha256, job_id FROM idempotency_keys WHERE key = ?1",
+                    params![key],
+                    |r| {
+                        Ok(IdempotentRequest {
+                            request_sha256: r.get(0)?,
+                            job: parse_id(&r.get::<String>(1)?)?,
+                        })
+                    },
+                )
             })
-        })
-        .transpose()
+            .await
     }
 
     /// Remembers that `key` with a request of digest `request_sha256` created `job`.
@@ -183,30 +200,30 @@ impl Storage {
 
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.reads
+            .read(|db| db.query_one("SELECT 1", params![], |_| Ok(())))
+            .await
     }
 
     /// Jobs per state and units per kernel and state.
     pub async fn counts(&self) -> Result<Counts, StorageError> {
-        let jobs =
-            sqlx::query("SELECT state, COUNT(*) AS n FROM jobs WHERE probe = 0 GROUP BY state")
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
-                .collect::<Result<_, StorageError>>()?;
-        let units = sqlx::query(
-            "SELECT jobs.kernel AS kernel, units.state AS state, COUNT(*) AS n
-             FROM units JOIN jobs ON jobs.id = units.job_id WHERE jobs.probe = 0
-             GROUP BY jobs.kernel, units.state ORDER BY 1, 2",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("kernel")?, r.try_get("state")?, r.try_get("n")?)))
-        .collect::<Result<_, StorageError>>()?;
-        Ok(Counts { jobs, units })
+        self.reads
+            .read(|db| {
+                let jobs = db.query_all(
+                    "SELECT state, COUNT(*) AS n FROM jobs WHERE probe = 0 GROUP BY state",
+                    params![],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                let units = db.query_all(
+                    "SELECT jobs.kernel AS kernel, units.state AS state, COUNT(*) AS n
+                     FROM units JOIN jobs ON jobs.id = units.job_id WHERE jobs.probe = 0
+                     GROUP BY jobs.kernel, units.state ORDER BY 1, 2",
+                    params![],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                Ok(Counts { jobs, units })
+            })
+            .await
     }
 }
 
@@ -334,10 +351,13 @@ impl Storage {
                  ORDER BY updated_ms LIMIT ?"
             );
             async move {
-                let ids: Vec<String> = sqlx::query_scalar(&sql)
-                    .bind(before)
-                    .bind(i64::from(batch))
-                    .fetch_all(&self.pool)
+                let ids: Vec<String> = self
+                    .reads
+                    .read({
+                        let p0 = (before).to_owned();
+                        let p1 = (i64::from(batch)).to_owned();
+                        move |db| db.query_all(&sql, params![p0, p1], |r| r.get(0))
+                    })
                     .await?;
                 ids.iter()
                     .map(|id| parse_id(id))

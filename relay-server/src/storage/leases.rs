@@ -12,7 +12,6 @@ use crate::lifecycle::lease::{
 };
 use crate::validation::Network;
 
-use sqlx::Row as _;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
 
 pub use crate::lifecycle::lease::REPEAT_AFTER_MS;
@@ -508,30 +507,31 @@ impl Storage {
         &self,
         lease: LeaseId,
     ) -> Result<Option<LeaseContext>, StorageError> {
-        let row = sqlx::query(
-            "SELECT jobs.id, jobs.kernel, jobs.params AS job_params, units.params, leases.wallet
-             FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
-             WHERE leases.id = ?",
-        )
-        .bind(lease.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(LeaseContext {
-                job: parse_id(r.try_get::<&str, _>("id")?)?,
-                kernel: r.try_get("kernel")?,
-                job_params: std::sync::Arc::new(
-                    serde_json::from_str(r.try_get::<&str, _>("job_params")?)
-                        .map_err(|e| StorageError::Corrupt(e.to_string()))?,
-                ),
-                unit_params: r.try_get("params")?,
-                wallet: r
-                    .try_get::<&str, _>("wallet")?
-                    .parse()
-                    .map_err(|e| StorageError::Corrupt(format!("lease {lease}'s wallet: {e}")))?,
+        let id = lease.to_string();
+        self.reads
+            .read(move |db| {
+                db.query_opt(
+                    "SELECT jobs.id, jobs.kernel, jobs.params AS job_params, units.params, leases.wallet
+                     FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
+                     WHERE leases.id = ?1",
+                    params![id],
+                    |r| {
+                        Ok(LeaseContext {
+                            job: parse_id(&r.get::<String>(0)?)?,
+                            kernel: r.get(1)?,
+                            job_params: std::sync::Arc::new(
+                                serde_json::from_str(&r.get::<String>(2)?)
+                                    .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+                            ),
+                            unit_params: r.get(3)?,
+                            wallet: r.get::<String>(4)?.parse().map_err(|e| {
+                                StorageError::Corrupt(format!("lease {lease}'s wallet: {e}"))
+                            })?,
+                        })
+                    },
+                )
             })
-        })
-        .transpose()
+            .await
     }
 
     /// The volunteer gave up on `lease` (it held it on `peer`): the unit goes back to the
@@ -625,13 +625,9 @@ impl Storage {
     /// Jobs with a unit that lost leases to too many distinct wallets with a record, or
     /// too many wrong results: they fail instead of looping.
     pub async fn jobs_over_attempts(&self, max_attempts: i64) -> Result<Vec<JobId>, StorageError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT units.job_id FROM units JOIN jobs ON jobs.id = units.job_id
-             WHERE units.state = 'queued' AND units.attempts >= ? AND jobs.state IN ('queued', 'running')",
-        )
-        .bind(max_attempts)
-        .fetch_all(&self.pool)
-        .await?;
+        let ids: Vec<String> = self.reads.read({ let p0 = (max_attempts).to_owned();
+ move |db| db.query_all("SELECT DISTINCT units.job_id FROM units JOIN jobs ON jobs.id = units.job_id
+             WHERE units.state = 'queued' AND units.attempts >= ? AND jobs.state IN ('queued', 'running')", params![p0], |r| r.get(0)) }).await?;
         ids.iter().map(|s| parse_id(s)).collect()
     }
 

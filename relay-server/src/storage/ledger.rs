@@ -8,7 +8,7 @@
 //! connection, so settling a unit can pay in the same transaction that judges it; the
 //! `Storage` methods are one transaction each.
 
-use super::sql::{params, Db, Dialect, ToParam};
+use super::sql::{params, Db, Dialect, Row, ToParam};
 use super::{now_ms, Storage, StorageError};
 use crate::ledger::{
     Account, AccountId, AuditError, ChainVerifier, Entry, EntryFields, EscrowRef, MicroCredits,
@@ -16,8 +16,6 @@ use crate::ledger::{
 };
 use crate::lifecycle::billing::{decide_accrual, refund_due, AccrualRefused, EscrowStanding};
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 use starling_protocol::{JobId, Signature, WalletAddress, WalletKey, MAX_TRANSFER_VALIDITY_MS};
 use std::collections::BTreeMap;
 
@@ -151,22 +149,22 @@ impl From<rusqlite::Error> for LedgerError {
 }
 
 /// Reads one stored entry; the error says which part does not parse.
-fn entry_from_row(row: &SqliteRow) -> Result<Entry, String> {
-    let text = |col: &str| row.try_get::<String, _>(col).map_err(|e| e.to_string());
-    let blob = |col: &str| row.try_get::<Vec<u8>, _>(col).map_err(|e| e.to_string());
+fn entry_from_row(row: &dyn Row) -> Result<Entry, String> {
+    let text = |col: &str| row.named::<String>(col).map_err(|e| e.to_string());
+    let blob = |col: &str| row.named::<Vec<u8>>(col).map_err(|e| e.to_string());
     let hash32 = |col: &str| -> Result<[u8; 32], String> {
         blob(col)?
             .try_into()
             .map_err(|_| format!("{col} is not 32 bytes"))
     };
-    let seq: i64 = row.try_get("seq").map_err(|e| e.to_string())?;
-    let amount: i64 = row.try_get("amount").map_err(|e| e.to_string())?;
+    let seq: i64 = row.named("seq").map_err(|e| e.to_string())?;
+    let amount: i64 = row.named("amount").map_err(|e| e.to_string())?;
     let signature: [u8; 64] = blob("signature")?
         .try_into()
         .map_err(|_| "signature is not 64 bytes".to_string())?;
     Ok(Entry {
         seq: u64::try_from(seq).map_err(|_| format!("seq {seq} is negative"))?,
-        time_ms: row.try_get("time_ms").map_err(|e| e.to_string())?,
+        time_ms: row.named("time_ms").map_err(|e| e.to_string())?,
         debit: text("debit")?.parse().map_err(|e| format!("debit: {e}"))?,
         credit: text("credit")?
             .parse()
@@ -184,8 +182,8 @@ fn entry_from_row(row: &SqliteRow) -> Result<Entry, String> {
     })
 }
 
-fn corrupt_entry(row: &SqliteRow, why: String) -> StorageError {
-    let seq: i64 = row.try_get("seq").unwrap_or(-1);
+fn corrupt_entry(row: &dyn Row, why: String) -> StorageError {
+    let seq: i64 = row.named("seq").unwrap_or(-1);
     StorageError::Corrupt(format!("ledger entry {seq}: {why}"))
 }
 
@@ -646,20 +644,37 @@ impl Storage {
         &self,
         api_key: &str,
     ) -> Result<Option<AccountId>, StorageError> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT id FROM accounts WHERE api_key_hash = ?")
-                .bind(&api_key_hash(api_key)[..])
-                .fetch_optional(&self.pool)
-                .await?;
+        let id: Option<String> = self
+            .reads
+            .read({
+                let p0 = (&api_key_hash(api_key)[..]).to_owned();
+                move |db| {
+                    db.query_opt(
+                        "SELECT id FROM accounts WHERE api_key_hash = ?",
+                        params![p0],
+                        |r| r.get(0),
+                    )
+                }
+            })
+            .await?;
         id.map(|id| super::parse_id(&id)).transpose()
     }
 
     /// An account's balance from the cache. [`Account::Issuance`], the one account that is
     /// never positive, gives the credit issued so far (minus its balance).
     pub async fn balance(&self, account: &Account) -> Result<MicroCredits, StorageError> {
-        let micro: Option<i64> = sqlx::query_scalar("SELECT micro FROM balances WHERE account = ?")
-            .bind(account.to_string())
-            .fetch_optional(&self.pool)
+        let micro: Option<i64> = self
+            .reads
+            .read({
+                let p0 = (account.to_string()).to_owned();
+                move |db| {
+                    db.query_opt(
+                        "SELECT micro FROM balances WHERE account = ?",
+                        params![p0],
+                        |r| r.get(0),
+                    )
+                }
+            })
             .await?;
         let micro = micro.unwrap_or(0);
         let magnitude = if account.may_go_negative() {
@@ -675,19 +690,19 @@ impl Storage {
 
     /// Every cached balance in micro-credits, signed (issuance is negative).
     pub async fn balances(&self) -> Result<BTreeMap<Account, i128>, StorageError> {
-        let rows = sqlx::query("SELECT account, micro FROM balances")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let account: String = row.try_get("account")?;
-                let micro: i64 = row.try_get("micro")?;
-                let account = account
-                    .parse()
-                    .map_err(|e| StorageError::Corrupt(format!("balances: {e}")))?;
-                Ok((account, i128::from(micro)))
+        self.reads
+            .read(|db| {
+                db.query_all("SELECT account, micro FROM balances", params![], |row| {
+                    let account: String = row.get(0)?;
+                    let micro: i64 = row.get(1)?;
+                    let account = account
+                        .parse()
+                        .map_err(|e| StorageError::Corrupt(format!("balances: {e}")))?;
+                    Ok((account, i128::from(micro)))
+                })
             })
-            .collect()
+            .await
+            .map(|rows| rows.into_iter().collect())
     }
 
     /// Up to `limit` entries after `after_seq` (0 for the first page), oldest first.
@@ -696,16 +711,18 @@ impl Storage {
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<Entry>, StorageError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?"
-        ))
-        .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| entry_from_row(row).map_err(|why| corrupt_entry(row, why)))
-            .collect()
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        self.reads
+            .read(move |db| {
+                db.query_all(
+                    &format!(
+                        "SELECT {ENTRY_COLUMNS} FROM ledger WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                    ),
+                    params![after, i64::from(limit)],
+                    |row| entry_from_row(row).map_err(|why| corrupt_entry(row, why)),
+                )
+            })
+            .await
     }
 
     /// Up to `limit` entries after `after_seq` that debit or credit `account`, oldest
@@ -716,18 +733,20 @@ impl Storage {
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<Entry>, StorageError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM ledger WHERE (debit = ?1 OR credit = ?1) AND seq > ?2
-             ORDER BY seq LIMIT ?3"
-        ))
-        .bind(account.to_string())
-        .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| entry_from_row(row).map_err(|why| corrupt_entry(row, why)))
-            .collect()
+        let account = account.to_string();
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        self.reads
+            .read(move |db| {
+                db.query_all(
+                    &format!(
+                        "SELECT {ENTRY_COLUMNS} FROM ledger WHERE (debit = ?1 OR credit = ?1) AND seq > ?2
+                         ORDER BY seq LIMIT ?3"
+                    ),
+                    params![account, after, i64::from(limit)],
+                    |row| entry_from_row(row).map_err(|why| corrupt_entry(row, why)),
+                )
+            })
+            .await
     }
 
     /// Runs `transfer` on its sender's signature (see [`WalletKey::sign_transfer`]; `key`
@@ -808,40 +827,62 @@ impl Storage {
     ) -> Result<Summary, AuditError> {
         // One read transaction: the entries and the cache are the same snapshot even
         // while the relay keeps appending.
-        let mut tx = self.pool.begin().await.map_err(StorageError::from)?;
-        let mut verifier = ChainVerifier::new(*relay);
+        let relay = *relay;
+        self.reads
+            .read(move |db| {
+                let begin = match db.dialect() {
+                    Dialect::Sqlite => "BEGIN",
+                    Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                };
+                db.execute(begin, params![])?;
+                let audited = audit_snapshot(db, relay, page);
+                db.execute("COMMIT", params![])?;
+                audited
+            })
+            .await
+    }
+}
+
+/// [`Storage::audit`] inside a read transaction.
+fn audit_snapshot(db: &dyn Db, relay: WalletAddress, page: i64) -> Result<Summary, AuditError> {
+    {
+        let mut verifier = ChainVerifier::new(relay);
         // Pages keyed by the stored seq; the verifier checks that they are contiguous.
         let mut after: i64 = 0;
         loop {
-            let rows = sqlx::query(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?"
-            ))
-            .bind(after)
-            .bind(page)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StorageError::from)?;
-            for row in &rows {
-                after = row.try_get("seq").map_err(StorageError::from)?;
-                let entry = entry_from_row(row)
-                    .map_err(|why| AuditError::Unreadable { seq: after, why })?;
-                verifier.push(&entry)?;
+            let mut read = 0;
+            let mut failed = None;
+            let from = after;
+            db.for_each_row(
+                &format!("SELECT {ENTRY_COLUMNS} FROM ledger WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+                params![from, page],
+                &mut |row| {
+                    read += 1;
+                    after = row.named("seq")?;
+                    let pushed = entry_from_row(row)
+                        .map_err(|why| AuditError::Unreadable { seq: after, why })
+                        .and_then(|entry| verifier.push(&entry).map_err(AuditError::from));
+                    if let Err(e) = pushed {
+                        failed.get_or_insert(e);
+                    }
+                    Ok(())
+                },
+            )?;
+            if let Some(e) = failed {
+                return Err(e);
             }
-            if i64::try_from(rows.len()).unwrap_or(i64::MAX) < page {
+            if read < page {
                 break;
             }
         }
-        let cache = sqlx::query("SELECT account, micro FROM balances ORDER BY account")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StorageError::from)?;
-        tx.commit().await.map_err(StorageError::from)?;
-
+        let cache = db.query_all(
+            "SELECT account, micro FROM balances ORDER BY account",
+            params![],
+            |row| Ok((row.get::<String>(0)?, row.get::<i64>(1)?)),
+        )?;
         let summary = verifier.finish()?;
         let mut cached = BTreeMap::new();
-        for row in &cache {
-            let text: String = row.try_get("account").map_err(StorageError::from)?;
-            let micro: i64 = row.try_get("micro").map_err(StorageError::from)?;
+        for (text, micro) in cache {
             let account: Account = text.parse().map_err(|e| {
                 AuditError::from(StorageError::Corrupt(format!("balances cache: {e}")))
             })?;
@@ -863,7 +904,9 @@ impl Storage {
         }
         Ok(summary)
     }
+}
 
+impl Storage {
     /// [`escrow_job`] in a transaction of its own.
     pub async fn escrow_job(
         &self,
@@ -935,28 +978,26 @@ impl Storage {
     /// What verified work has earned and no payout has paid yet, per job, payee and
     /// reason.
     pub async fn accruals(&self) -> Result<Vec<Accrual>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT job_id, account, reason, micro, units FROM accruals ORDER BY job_id, account",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let text = |c: &str| r.try_get::<String, _>(c);
-                let corrupt = |what: &str| StorageError::Corrupt(format!("accrual {what}"));
-                Ok(Accrual {
-                    job: text("job_id")?.parse().map_err(|_| corrupt("job"))?,
-                    account: text("account")?.parse().map_err(|_| corrupt("account"))?,
-                    reason: text("reason")?.parse().map_err(|_| corrupt("reason"))?,
-                    amount: MicroCredits(
-                        u64::try_from(r.try_get::<i64, _>("micro")?)
-                            .map_err(|_| corrupt("amount"))?,
-                    ),
-                    units: u64::try_from(r.try_get::<i64, _>("units")?)
-                        .map_err(|_| corrupt("units"))?,
-                })
+        self.reads
+            .read(|db| {
+                db.query_all(
+                    "SELECT job_id, account, reason, micro, units FROM accruals ORDER BY job_id, account",
+                    params![],
+                    |r| {
+                        let corrupt = |what: &str| StorageError::Corrupt(format!("accrual {what}"));
+                        Ok(Accrual {
+                            job: r.get::<String>(0)?.parse().map_err(|_| corrupt("job"))?,
+                            account: r.get::<String>(1)?.parse().map_err(|_| corrupt("account"))?,
+                            reason: r.get::<String>(2)?.parse().map_err(|_| corrupt("reason"))?,
+                            amount: MicroCredits(
+                                u64::try_from(r.get::<i64>(3)?).map_err(|_| corrupt("amount"))?,
+                            ),
+                            units: u64::try_from(r.get::<i64>(4)?).map_err(|_| corrupt("units"))?,
+                        })
+                    },
+                )
             })
-            .collect()
+            .await
     }
 
     /// [`refund_job`] in a transaction of its own.
@@ -1013,8 +1054,9 @@ mod tests {
             assert_eq!(summary.entries, 10, "page {page}");
             assert_eq!(summary.issued, MicroCredits(55));
         }
-        sqlx::query("DELETE FROM ledger WHERE seq = 4")
-            .execute(&storage.pool)
+        storage
+            .writer
+            .exec(|db| db.execute("DELETE FROM ledger WHERE seq = 4", params![]))
             .await?;
         let err = storage.audit_in_pages(&key.address(), 3).await.err();
         assert!(

@@ -20,8 +20,8 @@ use crate::lifecycle::billing::{bill_of, job_budget, BudgetError, JobBill};
 use crate::lifecycle::finish::{decide_fail, decide_finish, ClosingJob};
 use crate::lifecycle::Inconsistent;
 use sql::{params, Db};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection as _, Row, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection as _};
 use starling_protocol::{JobId, UnitId, WalletKey};
 use std::path::Path;
 use std::str::FromStr;
@@ -36,6 +36,7 @@ mod ledger;
 mod model;
 mod postgres;
 mod probes;
+mod reader;
 mod results;
 mod sites;
 pub(crate) mod sql;
@@ -192,11 +193,18 @@ fn parse_id<T: FromStr>(s: &str) -> Result<T, StorageError> {
         .map_err(|_| StorageError::Corrupt(format!("bad id {s:?}")))
 }
 
+/// Connections (and threads) for reads.
+const READERS: usize = 4;
+
+/// Prepared statements kept per PostgreSQL connection: every statement the relay runs,
+/// plus the `format!`-built variants, fits.
+const STATEMENT_CACHE: usize = 256;
+
 /// The relay's database.
 #[derive(Clone)]
 pub struct Storage {
-    /// Connections for reads.
-    pool: SqlitePool,
+    /// Connections for reads (see [`reader`]).
+    reads: reader::Readers,
     /// The one connection that writes, on its own thread (see [`writer`]).
     writer: writer::Writer,
     /// Every ledger entry paying a wallet, announced once committed (receipts).
@@ -393,13 +401,38 @@ impl Storage {
             }
         }
         migrating.close().await?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
         Ok(Self {
-            pool,
+            reads: reader::Readers::open_sqlite(&path, READERS)?,
             writer: writer::Writer::open(&path)?,
+            feed: tokio::sync::broadcast::channel(1024).0,
+            billing: None,
+            quorum_hints: Arc::default(),
+            standings: Arc::default(),
+            keys: Arc::new(job_keys::JobKeys::open(data_dir)?),
+        })
+    }
+
+    /// Opens the PostgreSQL database at `url` (`postgres://USER:PASS@HOST/DB`) and applies
+    /// its migrations; `data_dir` holds what is not in the database (the jobs' data keys).
+    /// An unreachable server or a bad URL is an error here.
+    pub async fn open_postgres(url: &str, data_dir: &Path) -> Result<Self, StorageError> {
+        create_private_dir(data_dir).map_err(|source| StorageError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)?
+            .statement_cache_capacity(STATEMENT_CACHE)
+            .application_name("starling-relay");
+        // sqlx's PostgreSQL migrator holds an advisory lock while it runs, so relays
+        // started together migrate one at a time.
+        let mut migrating = options.connect().await?;
+        sqlx::migrate!("./migrations-postgres")
+            .run(&mut migrating)
+            .await?;
+        migrating.close().await?;
+        Ok(Self {
+            reads: reader::Readers::open_postgres(&options, READERS).await?,
+            writer: writer::Writer::open_postgres(options).await?,
             feed: tokio::sync::broadcast::channel(1024).0,
             billing: None,
             quorum_hints: Arc::default(),
@@ -531,25 +564,43 @@ impl Storage {
 
     /// A job's public record (without input or result bytes).
     pub async fn job(&self, id: JobId) -> Result<Option<JobRecord>, StorageError> {
-        let row = sqlx::query(&format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE id = ?"))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| JobRecord::from_row(&r)).transpose()
+        let id = id.to_string();
+        self.reads
+            .read(move |db| {
+                db.query_opt(
+                    &format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE id = ?1"),
+                    params![id],
+                    JobRecord::from_row,
+                )
+            })
+            .await
     }
 
     /// A job's state, kernel and (once done) result bytes; `None` when it does not exist.
     pub async fn job_result(&self, id: JobId) -> Result<Option<JobOutput>, StorageError> {
-        let row =
-            sqlx::query("SELECT state, kernel, result, sealed, purged_ms FROM jobs WHERE id = ?")
-                .bind(id.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(r) = row else {
+        let job = id.to_string();
+        let row = self
+            .reads
+            .read(move |db| {
+                db.query_opt(
+                    "SELECT state, kernel, result, sealed, purged_ms FROM jobs WHERE id = ?1",
+                    params![job],
+                    |r| {
+                        Ok((
+                            r.get::<String>(0)?,
+                            r.get::<String>(1)?,
+                            r.get::<Option<Vec<u8>>>(2)?,
+                            r.get::<bool>(3)?,
+                            r.get::<Option<i64>>(4)?,
+                        ))
+                    },
+                )
+            })
+            .await?;
+        let Some((state, kernel, result, sealed, purged_ms)) = row else {
             return Ok(None);
         };
-        let result: Option<Vec<u8>> = r.try_get("result")?;
-        let result = match (result, r.try_get::<bool, _>("sealed")?) {
+        let result = match (result, sealed) {
             (Some(sealed), true) => Some(self.job_key(id)?.open(
                 id,
                 job_keys::Part::Result,
@@ -558,26 +609,30 @@ impl Storage {
             (plain, _) => plain,
         };
         Ok(Some(JobOutput {
-            state: model::parse_job_state(r.try_get("state")?)?,
-            kernel: r.try_get("kernel")?,
+            state: model::parse_job_state(&state)?,
+            kernel,
             result,
-            purged_ms: r.try_get("purged_ms")?,
+            purged_ms,
         }))
     }
 
     /// A job's packed input blob; [`StorageError::Sealing`] once it was purged.
     pub async fn job_input(&self, id: JobId) -> Result<Vec<u8>, StorageError> {
-        let row = sqlx::query(
-            "SELECT job_inputs.input, jobs.sealed FROM jobs
-             LEFT JOIN job_inputs ON job_inputs.job_id = jobs.id WHERE jobs.id = ?",
-        )
-        .bind(id.to_string())
-        .fetch_one(&self.pool)
-        .await?;
-        let input: Option<Vec<u8>> = row.try_get(0)?;
+        let job = id.to_string();
+        let (input, sealed) = self
+            .reads
+            .read(move |db| {
+                db.query_one(
+                    "SELECT job_inputs.input, jobs.sealed FROM jobs
+                     LEFT JOIN job_inputs ON job_inputs.job_id = jobs.id WHERE jobs.id = ?1",
+                    params![job],
+                    |r| Ok((r.get::<Option<Vec<u8>>>(0)?, r.get::<bool>(1)?)),
+                )
+            })
+            .await?;
         let input =
             input.ok_or_else(|| StorageError::Sealing(format!("job {id}'s input was purged")))?;
-        if row.try_get::<bool, _>(1)? {
+        if sealed {
             self.job_key(id)?.open(id, job_keys::Part::Input, &input)
         } else {
             Ok(input)
@@ -586,11 +641,17 @@ impl Storage {
 
     /// Every unit output of a job whose units are all done, in unit order.
     pub async fn unit_outputs(&self, job: JobId) -> Result<Vec<Vec<u8>>, StorageError> {
-        let outputs: Vec<Option<Vec<u8>>> =
-            sqlx::query_scalar("SELECT output FROM units WHERE job_id = ? ORDER BY idx")
-                .bind(job.to_string())
-                .fetch_all(&self.pool)
-                .await?;
+        let id = job.to_string();
+        let outputs: Vec<Option<Vec<u8>>> = self
+            .reads
+            .read(move |db| {
+                db.query_all(
+                    "SELECT output FROM units WHERE job_id = ?1 ORDER BY idx",
+                    params![id],
+                    |r| r.get(0),
+                )
+            })
+            .await?;
         outputs
             .into_iter()
             .map(|o| {
@@ -604,9 +665,14 @@ impl Storage {
     /// Stores the merged result and marks the job done (once; later calls change nothing),
     /// paying out what its units earned and refunding what is left of its escrow.
     pub async fn finish_job(&self, job: JobId, result: &[u8]) -> Result<bool, StorageError> {
-        let sealed: bool = sqlx::query_scalar("SELECT sealed FROM jobs WHERE id = ?")
-            .bind(job.to_string())
-            .fetch_optional(&self.pool)
+        let id = job.to_string();
+        let sealed: bool = self
+            .reads
+            .read(move |db| {
+                db.query_opt("SELECT sealed FROM jobs WHERE id = ?1", params![id], |r| {
+                    r.get(0)
+                })
+            })
             .await?
             .unwrap_or(false);
         let result = if sealed {
@@ -649,11 +715,18 @@ impl Storage {
 
     /// Jobs with every unit done but no merged result (the relay stopped between the two).
     pub async fn jobs_awaiting_merge(&self) -> Result<Vec<JobId>, StorageError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE state = 'running' AND units_done = units_total",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let ids: Vec<String> = self
+            .reads
+            .read({
+                move |db| {
+                    db.query_all(
+                        "SELECT id FROM jobs WHERE state = 'running' AND units_done = units_total",
+                        params![],
+                        |r| r.get(0),
+                    )
+                }
+            })
+            .await?;
         ids.iter().map(|s| parse_id(s)).collect()
     }
 }

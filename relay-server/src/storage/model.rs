@@ -1,8 +1,7 @@
 //! Row types of the storage layer.
 
+use super::sql::Row;
 use super::{parse_id, StorageError};
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 use starling_protocol::{JobId, LeaseId, UnitId, WalletAddress};
 use std::fmt;
 
@@ -158,32 +157,32 @@ pub struct Progress {
 }
 
 impl JobRecord {
-    pub(crate) fn from_row(r: &SqliteRow) -> Result<Self, StorageError> {
+    pub(crate) fn from_row(r: &dyn Row) -> Result<Self, StorageError> {
         Ok(Self {
-            id: parse_id(r.try_get::<&str, _>("id")?)?,
-            kernel: r.try_get("kernel")?,
-            params: serde_json::from_str(r.try_get::<&str, _>("params")?)
+            id: parse_id(&r.named::<String>("id")?)?,
+            kernel: r.named("kernel")?,
+            params: serde_json::from_str(&r.named::<String>("params")?)
                 .map_err(|e| StorageError::Corrupt(e.to_string()))?,
-            state: parse_job_state(r.try_get::<&str, _>("state")?)?,
+            state: parse_job_state(&r.named::<String>("state")?)?,
             progress: Progress {
-                units_total: r.try_get("units_total")?,
-                units_done: r.try_get("units_done")?,
-                units_leased: r.try_get("units_leased")?,
+                units_total: r.named("units_total")?,
+                units_done: r.named("units_done")?,
+                units_leased: r.named("units_leased")?,
             },
-            flops: r.try_get::<i64, _>("flops")? as u64,
-            quorum: r.try_get::<i64, _>("quorum")? as u32,
-            error: r.try_get("error")?,
-            created_ms: r.try_get("created_ms")?,
-            updated_ms: r.try_get("updated_ms")?,
+            flops: r.named::<i64>("flops")? as u64,
+            quorum: r.named::<i64>("quorum")? as u32,
+            error: r.named("error")?,
+            created_ms: r.named("created_ms")?,
+            updated_ms: r.named("updated_ms")?,
             escrow: match (
-                r.try_get::<Option<String>, _>("escrow_account")?,
-                r.try_get::<Option<String>, _>("escrow_salt")?,
+                r.named::<Option<String>>("escrow_account")?,
+                r.named::<Option<String>>("escrow_salt")?,
             ) {
                 (Some(account), Some(salt)) => Some(EscrowProof { account, salt }),
                 _ => None,
             },
-            inputs_purged_ms: r.try_get("inputs_purged_ms")?,
-            purged_ms: r.try_get("purged_ms")?,
+            inputs_purged_ms: r.named("inputs_purged_ms")?,
+            purged_ms: r.named("purged_ms")?,
         })
     }
 }

@@ -51,7 +51,19 @@ struct PgCells<'r>(&'r PgRow);
 
 impl Row for PgCells<'_> {
     fn cell(&self, i: usize) -> Result<Cell<'_>, StorageError> {
-        let value = self.0.try_get_raw(i)?;
+        pg_cell(self.0.try_get_raw(i)?, &i)
+    }
+
+    fn cell_named(&self, name: &str) -> Result<Cell<'_>, StorageError> {
+        pg_cell(self.0.try_get_raw(name)?, &name)
+    }
+}
+
+fn pg_cell<'r>(
+    value: sqlx::postgres::PgValueRef<'r>,
+    i: &dyn std::fmt::Display,
+) -> Result<Cell<'r>, StorageError> {
+    {
         if value.is_null() {
             return Ok(Cell::Null);
         }
@@ -95,6 +107,8 @@ pub(super) struct PgDb<'c> {
     /// Whether a statement failed since [`PgDb::new`]: PostgreSQL then refuses every
     /// statement until the transaction is rolled back.
     pub(super) aborted: std::cell::Cell<bool>,
+    /// Whether the connection itself failed (so the next statement needs a new one).
+    pub(super) broken: std::cell::Cell<bool>,
     /// Whether a statement failed because another transaction was in its way.
     pub(super) conflicted: std::cell::Cell<bool>,
     /// Whether a statement that changes rows ran (so a failing command's writes must be
@@ -114,6 +128,7 @@ impl<'c> PgDb<'c> {
             spelled,
             aborted: std::cell::Cell::new(false),
             conflicted: std::cell::Cell::new(false),
+            broken: std::cell::Cell::new(false),
             wrote: std::cell::Cell::new(false),
         }
     }
@@ -142,6 +157,14 @@ impl<'c> PgDb<'c> {
     }
 
     fn failed(&self, e: sqlx::Error) -> StorageError {
+        if !matches!(
+            e,
+            sqlx::Error::Database(_)
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::ColumnDecode { .. }
+        ) {
+            self.broken.set(true);
+        }
         let e = StorageError::Db(e);
         self.aborted.set(true);
         if is_conflict(&e) {

@@ -95,17 +95,20 @@ impl Storage {
     /// Kernels with real work queued or running, and how many probe units of each no
     /// wallet has leased yet (with their data still kept).
     pub async fn probe_stock(&self) -> Result<Vec<(String, i64)>, StorageError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT demand.kernel,
-                    (SELECT COUNT(*) FROM jobs JOIN units ON units.job_id = jobs.id
-                     WHERE jobs.probe = 1 AND jobs.kernel = demand.kernel
-                       AND EXISTS (SELECT 1 FROM job_inputs WHERE job_inputs.job_id = jobs.id)
-                       AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id))
-             FROM (SELECT DISTINCT kernel FROM jobs
-                   WHERE probe = 0 AND state IN ('queued', 'running')) AS demand",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows)
+        self.reads
+            .read(|db| {
+                db.query_all(
+                    "SELECT demand.kernel,
+                            (SELECT COUNT(*) FROM jobs JOIN units ON units.job_id = jobs.id
+                             WHERE jobs.probe = 1 AND jobs.kernel = demand.kernel
+                               AND EXISTS (SELECT 1 FROM job_inputs WHERE job_inputs.job_id = jobs.id)
+                               AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id))
+                     FROM (SELECT DISTINCT kernel FROM jobs
+                           WHERE probe = 0 AND state IN ('queued', 'running')) AS demand",
+                    params![],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .await
     }
 }

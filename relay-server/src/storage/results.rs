@@ -3,7 +3,7 @@
 //! itself is [`lifecycle::settle`](crate::lifecycle::settle).
 
 use super::ledger::{accrue_unit, escrow_standing_columns};
-use super::sql::{params, Cell, Db};
+use super::sql::{params, Cell, Db, Dialect};
 use super::writer::Keep;
 use super::{fail_in, now_ms, refresh_unit, wallets, Billing, Storage, StorageError};
 use crate::lifecycle::billing::EscrowStanding;
@@ -13,7 +13,6 @@ use crate::lifecycle::settle::{
 };
 use crate::validation::quorum::Reference;
 use crate::validation::trust::Reliability;
-use sqlx::Row;
 use starling_api::UnitStates;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
 use std::sync::{Arc, LazyLock};
@@ -394,108 +393,68 @@ impl Storage {
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<UnitSummary>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT idx, state,
-                    (SELECT COUNT(*) FROM leases
-                     WHERE unit_id = units.id AND state = 'active') AS active,
-                    (SELECT COUNT(*) FROM leases
-                     WHERE unit_id = units.id AND verdict IS NOT NULL) AS results,
-                    (SELECT group_concat(wallet, ' ' ORDER BY received_ms, rowid) FROM leases
-                     WHERE unit_id = units.id AND verdict = 'valid') AS valid
-             FROM units WHERE job_id = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
-        )
-        .bind(job.to_string())
-        .bind(after.unwrap_or(-1))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                let valid: Option<String> = row.try_get("valid")?;
-                Ok(UnitSummary {
-                    idx: row.try_get("idx")?,
-                    state: row.try_get("state")?,
-                    results: row.try_get("results")?,
-                    valid_wallets: valid
-                        .map(|v| v.split(' ').map(str::to_owned).collect())
-                        .unwrap_or_default(),
-                    active_leases: row.try_get("active")?,
-                })
+        let job = job.to_string();
+        let after = after.unwrap_or(-1);
+        self.reads
+            .read(move |db| {
+                // The wallets whose results were valid, in the order they came.
+                let valid_wallets = match db.dialect() {
+                    Dialect::Sqlite => "group_concat(wallet, ' ' ORDER BY received_ms, rowid)",
+                    Dialect::Postgres => "string_agg(wallet, ' ' ORDER BY received_ms, rowid)",
+                };
+                db.query_all(
+                    &format!(
+                        "SELECT idx, state,
+                                (SELECT COUNT(*) FROM leases
+                                 WHERE unit_id = units.id AND state = 'active') AS active,
+                                (SELECT COUNT(*) FROM leases
+                                 WHERE unit_id = units.id AND verdict IS NOT NULL) AS results,
+                                (SELECT {valid_wallets} FROM leases
+                                 WHERE unit_id = units.id AND verdict = 'valid') AS valid
+                         FROM units WHERE job_id = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3"
+                    ),
+                    params![job, after, i64::from(limit)],
+                    |row| {
+                        let valid: Option<String> = row.get(4)?;
+                        Ok(UnitSummary {
+                            idx: row.get(0)?,
+                            state: row.get(1)?,
+                            results: row.get(3)?,
+                            valid_wallets: valid
+                                .map(|v| v.split(' ').map(str::to_owned).collect())
+                                .unwrap_or_default(),
+                            active_leases: row.get(2)?,
+                        })
+                    },
+                )
             })
-            .collect()
+            .await
     }
 
     /// Every unit's state of `job`, in unit order, as runs (see [`UnitStates`]). Read as a
     /// stream, so a job of any size costs the relay the runs, not a row per unit.
     pub async fn unit_states(&self, job: JobId) -> Result<UnitStates, StorageError> {
-        use futures::TryStreamExt as _;
-        let mut rows = sqlx::query_scalar::<_, String>(
-            "SELECT state FROM units WHERE job_id = ?1 ORDER BY idx",
-        )
-        .bind(job.to_string())
-        .fetch(&self.pool);
-        let mut map = UnitStates::default();
-        while let Some(state) = rows.try_next().await? {
-            map.push(super::model::parse_unit_state(&state)?);
-        }
-        Ok(map)
+        let job = job.to_string();
+        self.reads
+            .read(move |db| {
+                let mut map = UnitStates::default();
+                db.for_each_row(
+                    "SELECT state FROM units WHERE job_id = ?1 ORDER BY idx",
+                    params![job],
+                    &mut |r| {
+                        map.push(super::model::parse_unit_state(&r.get::<String>(0)?)?);
+                        Ok(())
+                    },
+                )?;
+                Ok(map)
+            })
+            .await
     }
 
     /// Every unit of `job` with its results, in unit order.
     pub async fn audit_units(&self, job: JobId) -> Result<Vec<UnitAudit>, StorageError> {
-        let units = sqlx::query(
-            "SELECT id, idx, state, output,
-                    (SELECT COUNT(*) FROM leases WHERE unit_id = units.id AND state = 'active') AS active
-             FROM units WHERE job_id = ? ORDER BY idx",
-        )
-        .bind(job.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut audit = Vec::with_capacity(units.len());
-        for unit in units {
-            let results = sqlx::query(
-                // The result whose output its unit took keeps none of its own.
-                "SELECT wallet, verdict, paid_micro,
-                        COALESCE(output, (SELECT output FROM units WHERE units.id = leases.unit_id))
-                            AS output
-                 FROM leases WHERE unit_id = ? AND verdict IS NOT NULL
-                 ORDER BY received_ms, rowid",
-            )
-            .bind(unit.try_get::<&str, _>("id")?)
-            .fetch_all(&self.pool)
-            .await?;
-            let mut valid_outputs = Vec::new();
-            let mut valid_wallets = Vec::new();
-            let mut valid_paid_micro = Vec::new();
-            let mut result_wallets = Vec::new();
-            for r in results {
-                let wallet: String = r.try_get("wallet")?;
-                if r.try_get::<&str, _>("verdict")? == "valid" {
-                    valid_outputs.push(r.try_get("output")?);
-                    valid_wallets.push(wallet.clone());
-                    valid_paid_micro.push(
-                        u64::try_from(r.try_get::<i64, _>("paid_micro")?).map_err(|_| {
-                            StorageError::Corrupt("a result's pay is negative".into())
-                        })?,
-                    );
-                }
-                result_wallets.push(wallet);
-            }
-            let state: String = unit.try_get("state")?;
-            audit.push(UnitAudit {
-                id: unit.try_get("id")?,
-                idx: unit.try_get("idx")?,
-                done: state == "done",
-                state,
-                valid_wallets,
-                valid_paid_micro,
-                output: unit.try_get("output")?,
-                valid_outputs,
-                result_wallets,
-                active_leases: unit.try_get("active")?,
-            });
-        }
-        Ok(audit)
+        let job = job.to_string();
+        self.reads.read(move |db| audit_units_in(db, &job)).await
     }
 
     /// Stores `result` and judges its unit under `judging` and the unit's quorum, with
@@ -580,4 +539,66 @@ struct OwnedResult {
     wallet: WalletAddress,
     output: Vec<u8>,
     spot_check: Option<bool>,
+}
+
+/// [`Storage::audit_units`] on one connection.
+fn audit_units_in(db: &dyn Db, job: &str) -> Result<Vec<UnitAudit>, StorageError> {
+    let units = db.query_all(
+        "SELECT id, idx, state, output,
+                (SELECT COUNT(*) FROM leases WHERE unit_id = units.id AND state = 'active') AS active
+         FROM units WHERE job_id = ?1 ORDER BY idx",
+        params![job],
+        |r| {
+            Ok((
+                r.get::<String>(0)?,
+                r.get::<i64>(1)?,
+                r.get::<String>(2)?,
+                r.get::<Option<Vec<u8>>>(3)?,
+                r.get::<i64>(4)?,
+            ))
+        },
+    )?;
+    let mut audit = Vec::with_capacity(units.len());
+    for (id, idx, state, output, active) in units {
+        let mut valid_outputs = Vec::new();
+        let mut valid_wallets = Vec::new();
+        let mut valid_paid_micro = Vec::new();
+        let mut result_wallets = Vec::new();
+        db.for_each_row(
+            // The result whose output its unit took keeps none of its own.
+            "SELECT wallet, verdict, paid_micro,
+                    COALESCE(output, (SELECT output FROM units WHERE units.id = leases.unit_id))
+                        AS output
+             FROM leases WHERE unit_id = ?1 AND verdict IS NOT NULL
+             ORDER BY received_ms, rowid",
+            params![id],
+            &mut |r| {
+                let wallet: String = r.get(0)?;
+                if r.get::<String>(1)? == "valid" {
+                    valid_outputs.push(r.get(3)?);
+                    valid_wallets.push(wallet.clone());
+                    valid_paid_micro.push(
+                        u64::try_from(r.get::<i64>(2)?).map_err(|_| {
+                            StorageError::Corrupt("a result's pay is negative".into())
+                        })?,
+                    );
+                }
+                result_wallets.push(wallet);
+                Ok(())
+            },
+        )?;
+        audit.push(UnitAudit {
+            id,
+            idx,
+            done: state == "done",
+            state,
+            valid_wallets,
+            valid_paid_micro,
+            output,
+            valid_outputs,
+            result_wallets,
+            active_leases: active,
+        });
+    }
+    Ok(audit)
 }

@@ -31,12 +31,19 @@ impl Storage {
         wallet: &WalletAddress,
         origin: &SiteOrigin,
     ) -> Result<bool, StorageError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM sites WHERE origin = ? AND wallet = ?)",
-        )
-        .bind(origin.to_string())
-        .bind(wallet.to_string())
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(self
+            .reads
+            .read({
+                let p0 = (origin.to_string()).to_owned();
+                let p1 = (wallet.to_string()).to_owned();
+                move |db| {
+                    db.query_one(
+                        "SELECT EXISTS (SELECT 1 FROM sites WHERE origin = ? AND wallet = ?)",
+                        params![p0, p1],
+                        |r| r.get(0),
+                    )
+                }
+            })
+            .await?)
     }
 }

@@ -213,12 +213,20 @@ fn kind(cell: Cell<'_>) -> &'static str {
 pub trait Row {
     /// Column `i`'s value (from 0).
     fn cell(&self, i: usize) -> Result<Cell<'_>, StorageError>;
+    /// The value of the column named `name`.
+    fn cell_named(&self, name: &str) -> Result<Cell<'_>, StorageError>;
 }
 
 impl dyn Row + '_ {
     /// Column `i` as a `T`; a stored value of another kind is a corrupt row.
     pub fn get<T: FromCell>(&self, i: usize) -> Result<T, StorageError> {
         T::from_cell(self.cell(i)?).map_err(|e| StorageError::Corrupt(format!("column {i}: {e}")))
+    }
+
+    /// The column named `name` as a `T`.
+    pub fn named<T: FromCell>(&self, name: &str) -> Result<T, StorageError> {
+        T::from_cell(self.cell_named(name)?)
+            .map_err(|e| StorageError::Corrupt(format!("column {name}: {e}")))
     }
 }
 
@@ -309,15 +317,27 @@ struct SqliteRow<'a, 'b>(&'a rusqlite::Row<'b>);
 
 impl Row for SqliteRow<'_, '_> {
     fn cell(&self, i: usize) -> Result<Cell<'_>, StorageError> {
+        sqlite_cell(self.0.get_ref(i)?, &i)
+    }
+
+    fn cell_named(&self, name: &str) -> Result<Cell<'_>, StorageError> {
+        sqlite_cell(self.0.get_ref(name)?, &name)
+    }
+}
+
+fn sqlite_cell<'v>(
+    value: rusqlite::types::ValueRef<'v>,
+    column: &dyn std::fmt::Display,
+) -> Result<Cell<'v>, StorageError> {
+    {
         use rusqlite::types::ValueRef;
-        Ok(match self.0.get_ref(i)? {
+        Ok(match value {
             ValueRef::Null => Cell::Null,
             ValueRef::Integer(v) => Cell::Int(v),
             ValueRef::Real(v) => Cell::Real(v),
-            ValueRef::Text(v) => Cell::Text(
-                std::str::from_utf8(v)
-                    .map_err(|_| StorageError::Corrupt(format!("column {i}: text is not UTF-8")))?,
-            ),
+            ValueRef::Text(v) => Cell::Text(std::str::from_utf8(v).map_err(|_| {
+                StorageError::Corrupt(format!("column {column}: text is not UTF-8"))
+            })?),
             ValueRef::Blob(v) => Cell::Blob(v),
         })
     }

@@ -1,13 +1,11 @@
 //! Wallet reliability, kept next to the results that shape it so both change in one
 //! transaction.
 
-use super::sql::{params, Db};
+use super::sql::{params, Db, Row};
 use super::{now_ms, Storage, StorageError};
 use crate::lifecycle::settle::WalletStanding;
 use crate::validation::trust::Reliability;
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 use starling_protocol::WalletAddress;
 
 /// What the relay believes about one wallet.
@@ -24,16 +22,16 @@ pub struct WalletRecord {
 }
 
 impl WalletRecord {
-    fn from_row(r: &SqliteRow) -> Result<Self, StorageError> {
+    fn from_row(r: &dyn Row) -> Result<Self, StorageError> {
         Ok(Self {
-            address: r.try_get("address")?,
+            address: r.named("address")?,
             reliability: Reliability {
-                error_rate: r.try_get("error_rate")?,
-                valid: u32::try_from(r.try_get::<i64, _>("valid")?).unwrap_or(u32::MAX),
-                invalid: u32::try_from(r.try_get::<i64, _>("invalid")?).unwrap_or(u32::MAX),
+                error_rate: r.named("error_rate")?,
+                valid: u32::try_from(r.named::<i64>("valid")?).unwrap_or(u32::MAX),
+                invalid: u32::try_from(r.named::<i64>("invalid")?).unwrap_or(u32::MAX),
             },
-            quarantined: r.try_get::<i64, _>("quarantined")? != 0,
-            handbacks: u64::try_from(r.try_get::<i64, _>("handbacks")?).unwrap_or(0),
+            quarantined: r.named::<i64>("quarantined")? != 0,
+            handbacks: u64::try_from(r.named::<i64>("handbacks")?).unwrap_or(0),
         })
     }
 }
@@ -267,13 +265,16 @@ impl Storage {
         &self,
         wallet: &WalletAddress,
     ) -> Result<Option<WalletRecord>, StorageError> {
-        let row = sqlx::query(&format!(
-            "SELECT {WALLET_COLUMNS} FROM wallets WHERE address = ?"
-        ))
-        .bind(wallet.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| WalletRecord::from_row(&r)).transpose()
+        let wallet = wallet.to_string();
+        self.reads
+            .read(move |db| {
+                db.query_opt(
+                    &format!("SELECT {WALLET_COLUMNS} FROM wallets WHERE address = ?1"),
+                    params![wallet],
+                    WalletRecord::from_row,
+                )
+            })
+            .await
     }
 
     /// A wallet's reliability and whether it is quarantined, from memory where this
@@ -299,12 +300,15 @@ impl Storage {
 
     /// Every wallet, most valid results first.
     pub async fn wallets(&self) -> Result<Vec<WalletRecord>, StorageError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {WALLET_COLUMNS} FROM wallets ORDER BY valid DESC, address"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(WalletRecord::from_row).collect()
+        self.reads
+            .read(|db| {
+                db.query_all(
+                    &format!("SELECT {WALLET_COLUMNS} FROM wallets ORDER BY valid DESC, address"),
+                    params![],
+                    WalletRecord::from_row,
+                )
+            })
+            .await
     }
 }
 

@@ -1,0 +1,135 @@
+//! A PostgreSQL server of the test's own, from Debian's `postgresql` package: a fresh
+//! cluster in a temporary directory, on a free loopback port, trusted local logins, no
+//! fsync (the tests check what the relay writes, not the disk). One server per test
+//! process, started on first use; each test gets a database of its own on it.
+//!
+//! The server runs under a shell that stops it when this process's end of a pipe closes,
+//! so it ends with the test process however that ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The test process's server.
+pub struct Postgres {
+    port: u16,
+    _dir: PathBuf,
+    /// Held so the pipe to the server's shell stays open while the process lives.
+    _guard: Mutex<Child>,
+}
+
+/// The newest installed server binaries (`/usr/lib/postgresql/VERSION/bin`).
+fn binaries() -> anyhow::Result<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| anyhow::anyhow!("PostgreSQL is not installed (scripts/setup.sh installs it): {e}"))?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| anyhow::anyhow!("no PostgreSQL server under /usr/lib/postgresql"))
+}
+
+/// Runs the server's programs as `postgres` when the tests run as root (PostgreSQL
+/// refuses to run as root), as the current user otherwise.
+fn as_server_user(program: &Path) -> Command {
+    let root = std::env::var("USER").is_ok_and(|u| u == "root")
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
+            .arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Postgres {
+    /// The process's server, started on first use.
+    pub fn shared() -> anyhow::Result<&'static Self> {
+        static SERVER: OnceLock<Result<Postgres, String>> = OnceLock::new();
+        SERVER
+            .get_or_init(|| Self::start().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("cannot start PostgreSQL: {e}"))
+    }
+
+    fn start() -> anyhow::Result<Self> {
+        let bin = binaries()?;
+        let dir = std::env::temp_dir().join(format!("starling-pg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        // The server's user must own its directory (a no-op when that is us).
+        let _ = Command::new("chown").arg("postgres:postgres").arg(&dir).status();
+        let data = dir.join("data");
+        let init = as_server_user(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "starling", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null())
+            .output()?;
+        anyhow::ensure!(
+            init.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let port = free_port()?;
+        // `read` returns when the test process's end of stdin closes (it exited,
+        // however), and the shell then stops the server.
+        let script = format!(
+            "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
+             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+             -c max_connections=300 & pid=$!; read _; kill -INT $pid; wait $pid",
+            postgres = bin.join("postgres").display(),
+            data = data.display(),
+            dir = dir.display(),
+        );
+        let mut child = as_server_user(Path::new("/bin/sh"))
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!("the PostgreSQL server exited at start: {status}");
+            }
+            anyhow::ensure!(Instant::now() < deadline, "PostgreSQL did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self {
+            port,
+            _dir: dir,
+            _guard: Mutex::new(child),
+        })
+    }
+
+    /// The server's URL for database `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://starling@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// A new, empty database; returns its URL.
+    pub async fn database(&self) -> anyhow::Result<String> {
+        use sqlx::Connection as _;
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&self.url("postgres")).await?;
+        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str()).await?;
+        admin.close().await?;
+        Ok(self.url(&name))
+    }
+}
