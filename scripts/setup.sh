@@ -24,7 +24,8 @@ sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 # nginx: e2e/tests/https_relay.rs runs the README's TLS proxy block in front of a relay.
-for pkg in chromium chromium-driver firefox-esr mesa-vulkan-drivers libvulkan1 python3-venv brotli coturn nftables iproute2 util-linux nginx; do
+# postgresql: the storage tests and the PostgreSQL e2e tests run a server of their own.
+for pkg in chromium chromium-driver firefox-esr mesa-vulkan-drivers libvulkan1 python3-venv brotli coturn nftables iproute2 util-linux nginx postgresql; do
   [[ "$(output_of dpkg-query -W -f='${Status}' "$pkg")" == *"install ok installed"* ]] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

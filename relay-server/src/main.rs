@@ -209,15 +209,18 @@ struct Database {
 }
 
 impl Database {
-    /// Opens the database these flags name.
-    async fn open(&self) -> anyhow::Result<Storage> {
+    /// Opens the database these flags name; `relay`: for serving (the database's only
+    /// relay), not for a command run beside it.
+    async fn open(&self, relay: bool) -> anyhow::Result<Storage> {
         let Some(url) = &self.database else {
             return Ok(Storage::open(&self.data_dir).await?);
         };
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            anyhow::bail!("--database takes a postgres:// URL (SQLite is the default, in --data-dir)");
+            anyhow::bail!(
+                "--database takes a postgres:// URL (SQLite is the default, in --data-dir)"
+            );
         }
-        Storage::open_postgres(url, &self.data_dir)
+        Storage::open_postgres(url, &self.data_dir, relay)
             .await
             .with_context(|| format!("cannot open the PostgreSQL database {}", redacted(url)))
     }
@@ -289,7 +292,7 @@ async fn main() -> anyhow::Result<()> {
     // Before anything else: a bad certificate or key stops the relay with the reason.
     let data_dir = &cli.database.data_dir;
     let https = cli.tls.load(data_dir, cli.listen.ip())?;
-    let storage = cli.database.open().await?;
+    let storage = cli.database.open(true).await?;
     // Loaded before serving so a damaged key file stops the relay instead of starting a
     // ledger that can no longer be verified.
     let relay_key = ledger::load_or_create_relay_key(data_dir)?;
@@ -554,7 +557,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             balance,
             label,
         }) => {
-            let storage = database.open().await?;
+            let storage = database.open(false).await?;
             let key = ledger::load_or_create_relay_key(&database.data_dir)?;
             let (_, api_key) = storage
                 .create_account(&key, balance, label.as_deref())
@@ -570,7 +573,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 Some(address) => address,
                 None => ledger::load_relay_key(&database.data_dir)?.address(),
             };
-            let storage = database.open().await?;
+            let storage = database.open(false).await?;
             let summary = match storage.audit(&relay).await {
                 Ok(summary) => summary,
                 Err(e) => {

@@ -1,4 +1,5 @@
-//! The unit, lease and result state machine against a real SQLite file: quorums of
+//! The unit, lease and result state machine against a real SQLite file and a real
+//! PostgreSQL server (each test runs on both): quorums of
 //! distinct wallets, results that count once, lost leases that go back to the queue,
 //! late results that still count, known-answer leases, quarantine, and restarts. A
 //! property test drives random event orders and checks the invariants after each.
@@ -32,6 +33,90 @@ fn job(units: usize, quorum: u32) -> NewJob {
         max_active: None,
     }
 }
+
+/// Which database a test runs on: every transition test runs on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    /// The storage for `dir`: its SQLite file, or (on PostgreSQL) a database of the test's
+    /// own, the same one each time `dir` is opened again.
+    async fn open(self, dir: &std::path::Path) -> anyhow::Result<Storage> {
+        match self {
+            Self::Sqlite => Ok(Storage::open(dir).await?),
+            Self::Postgres => Ok(Storage::open_postgres(&self.url(dir).await?, dir, true).await?),
+        }
+    }
+
+    async fn url(self, dir: &std::path::Path) -> anyhow::Result<String> {
+        std::fs::create_dir_all(dir)?;
+        let file = dir.join("postgres-url");
+        if let Ok(url) = std::fs::read_to_string(&file) {
+            return Ok(url);
+        }
+        let url = common::postgres::Postgres::shared()?.database()?;
+        std::fs::write(&file, &url)?;
+        Ok(url)
+    }
+
+    /// Two integers from a query on `dir`'s database, read behind the relay's back.
+    async fn pair(self, dir: &std::path::Path, sql: &str) -> anyhow::Result<(i64, i64)> {
+        use sqlx::Connection as _;
+        Ok(match self {
+            Self::Sqlite => {
+                let db = rusqlite::Connection::open(dir.join("starling.sqlite3"))?;
+                db.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))?
+            }
+            Self::Postgres => {
+                let mut db = sqlx::PgConnection::connect(&self.url(dir).await?).await?;
+                sqlx::query_as(sql).fetch_one(&mut db).await?
+            }
+        })
+    }
+}
+
+/// A `#[tokio::test]` per engine for each transition test.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test]
+            async fn $name() -> anyhow::Result<()> {
+                super::$name(super::Engine::Sqlite).await
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test]
+            async fn $name() -> anyhow::Result<()> {
+                super::$name(super::Engine::Postgres).await
+            })*
+        }
+    };
+}
+
+on_both_engines!(
+    a_tiny_unit_of_a_priced_job_pays_its_volunteer,
+    lease_deadlines_follow_unit_cost_within_bounds,
+    a_result_counts_once_and_only_for_its_wallet,
+    a_settled_units_output_is_stored_once_and_the_audit_still_shows_it,
+    small_outputs_are_compared_on_the_writer_and_large_ones_off_it,
+    lost_leases_are_requeued_and_a_late_result_still_counts,
+    known_answer_leases_catch_a_lying_wallet_which_ends_quarantined,
+    a_reopened_database_keeps_settled_units_and_voids_leases,
+    a_wallet_that_hands_back_more_than_it_computes_is_cut_off,
+    a_quorum_the_submitter_named_is_never_lowered_by_trust,
+    a_purged_jobs_units_are_never_sent_again_as_known_answer_tests,
+    vetting_two_fresh_wallets_agreeing_on_a_lie_settle_nothing,
+    vetting_trust_earned_on_one_kernel_does_not_settle_another_alone,
+    one_network_holds_one_replica_of_a_unit,
+    vetting_compares_large_outputs_with_the_reference_off_the_writer,
+    replicas_go_to_distinct_wallets_and_connections_and_the_majority_wins,
+    a_unit_meant_for_a_trusted_wallet_alone_still_needs_a_quorum_from_anyone_else,
+    a_handed_back_unit_goes_to_another_wallet_and_a_fresh_wallet_cannot_fail_it,
+    vetting_a_wallet_with_a_record_anchors_a_newcomer_without_a_reference,
+);
 
 fn temp_dir(name: &str) -> TempDir {
     TempDir::new(name)
@@ -124,10 +209,9 @@ impl Vol {
     }
 }
 
-#[tokio::test]
-async fn a_tiny_unit_of_a_priced_job_pays_its_volunteer() -> anyhow::Result<()> {
+async fn a_tiny_unit_of_a_priced_job_pays_its_volunteer(engine: Engine) -> anyhow::Result<()> {
     let dir = temp_dir("tiny-unit");
-    let storage = open_billed(&dir).await?;
+    let storage = open_billed(engine, &dir).await?;
     let (submitter, _) = storage
         .create_account(&billing().key, MicroCredits(1_000), None)
         .await?;
@@ -173,10 +257,9 @@ async fn a_tiny_unit_of_a_priced_job_pays_its_volunteer() -> anyhow::Result<()> 
     Ok(())
 }
 
-#[tokio::test]
-async fn lease_deadlines_follow_unit_cost_within_bounds() -> anyhow::Result<()> {
+async fn lease_deadlines_follow_unit_cost_within_bounds(engine: Engine) -> anyhow::Result<()> {
     let dir = temp_dir("deadlines");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     storage.insert_job(&job(3, 1)).await?; // units of 1, 2 and 3 MFLOP
     let v = Vol::new(1);
     let terms = LeaseTerms {
@@ -207,10 +290,9 @@ async fn lease_deadlines_follow_unit_cost_within_bounds() -> anyhow::Result<()> 
     Ok(())
 }
 
-#[tokio::test]
-async fn a_result_counts_once_and_only_for_its_wallet() -> anyhow::Result<()> {
+async fn a_result_counts_once_and_only_for_its_wallet(engine: Engine) -> anyhow::Result<()> {
     let dir = temp_dir("once");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     let j = job(2, 1);
     storage.insert_job(&j).await?;
     let (a, b) = (Vol::new(1), Vol::new(2));
@@ -255,11 +337,11 @@ async fn a_result_counts_once_and_only_for_its_wallet() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
 async fn replicas_go_to_distinct_wallets_and_connections_and_the_majority_wins(
+    engine: Engine,
 ) -> anyhow::Result<()> {
     let dir = temp_dir("quorum");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     let j = job(1, 2);
     storage.insert_job(&j).await?;
     let (a, b, c) = (Vol::new(1), Vol::new(2), Vol::new(3));
@@ -311,11 +393,11 @@ async fn replicas_go_to_distinct_wallets_and_connections_and_the_majority_wins(
 
 /// A settled unit holds its output; the result it came from keeps no second copy, and the
 /// audit still shows every valid result's bytes.
-#[tokio::test]
-async fn a_settled_units_output_is_stored_once_and_the_audit_still_shows_it() -> anyhow::Result<()>
-{
+async fn a_settled_units_output_is_stored_once_and_the_audit_still_shows_it(
+    engine: Engine,
+) -> anyhow::Result<()> {
     let dir = temp_dir("stored-once");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     let output = vec![7u8; 16 * 1024];
     // Quorum 1: the only result is the unit's. Quorum 2: of two agreeing replicas, the
     // unit takes one's bytes and the other keeps its own.
@@ -349,13 +431,14 @@ async fn a_settled_units_output_is_stored_once_and_the_audit_still_shows_it() ->
         let audit = storage.audit_units(j.id).await?;
         assert_eq!(audit[0].valid_outputs, vec![output.clone(); valid]);
     }
-    let db = rusqlite::Connection::open(dir.join("starling.sqlite3"))?;
-    let (without, bytes): (i64, i64) = db.query_row(
-        "SELECT COUNT(*) FILTER (WHERE output IS NULL), COALESCE(SUM(length(output)), 0)
-         FROM leases WHERE verdict IS NOT NULL",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (without, bytes) = engine
+        .pair(
+            &dir,
+            "SELECT COUNT(*) FILTER (WHERE output IS NULL),
+                    CAST(COALESCE(SUM(length(output)), 0) AS BIGINT)
+             FROM leases WHERE verdict IS NOT NULL",
+        )
+        .await?;
     assert_eq!(without, 2, "each unit's own result keeps no copy");
     assert_eq!(
         bytes,
@@ -368,11 +451,12 @@ async fn a_settled_units_output_is_stored_once_and_the_audit_still_shows_it() ->
 /// Replicas' outputs are compared inside the result's transaction when they are small,
 /// and by the caller, off the writer thread every write waits for, when they are large;
 /// either way the majority wins.
-#[tokio::test]
-async fn small_outputs_are_compared_on_the_writer_and_large_ones_off_it() -> anyhow::Result<()> {
+async fn small_outputs_are_compared_on_the_writer_and_large_ones_off_it(
+    engine: Engine,
+) -> anyhow::Result<()> {
     for (size, on_writer) in [(64, true), (100 * 1024, false)] {
         let dir = temp_dir("compare");
-        let storage = Storage::open(&dir).await?;
+        let storage = engine.open(&dir).await?;
         let j = job(1, 2);
         storage.insert_job(&j).await?;
         let (a, b, c) = (Vol::new(1), Vol::new(2), Vol::new(3));
@@ -438,11 +522,11 @@ async fn trusted_wallet(storage: &Storage, seed: u8) -> anyhow::Result<Vol> {
     Ok(trusted)
 }
 
-#[tokio::test]
 async fn a_unit_meant_for_a_trusted_wallet_alone_still_needs_a_quorum_from_anyone_else(
+    engine: Engine,
 ) -> anyhow::Result<()> {
     let dir = temp_dir("adaptive");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     let trusted = trusted_wallet(&storage, 1).await?;
 
     let j = job(1, 2);
@@ -468,10 +552,11 @@ async fn a_unit_meant_for_a_trusted_wallet_alone_still_needs_a_quorum_from_anyon
     Ok(())
 }
 
-#[tokio::test]
-async fn lost_leases_are_requeued_and_a_late_result_still_counts() -> anyhow::Result<()> {
+async fn lost_leases_are_requeued_and_a_late_result_still_counts(
+    engine: Engine,
+) -> anyhow::Result<()> {
     let dir = temp_dir("requeue");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     let j = job(2, 1);
     storage.insert_job(&j).await?;
     let (a, b) = (Vol::new(1), Vol::new(2));
@@ -508,10 +593,11 @@ async fn lost_leases_are_requeued_and_a_late_result_still_counts() -> anyhow::Re
     Ok(())
 }
 
-#[tokio::test]
-async fn known_answer_leases_catch_a_lying_wallet_which_ends_quarantined() -> anyhow::Result<()> {
+async fn known_answer_leases_catch_a_lying_wallet_which_ends_quarantined(
+    engine: Engine,
+) -> anyhow::Result<()> {
     let dir = temp_dir("canary");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     let j = job(5, 1);
     storage.insert_job(&j).await?;
     let honest = Vol::new(1);
@@ -554,20 +640,21 @@ async fn known_answer_leases_catch_a_lying_wallet_which_ends_quarantined() -> an
     Ok(())
 }
 
-#[tokio::test]
-async fn a_reopened_database_keeps_settled_units_and_voids_leases() -> anyhow::Result<()> {
+async fn a_reopened_database_keeps_settled_units_and_voids_leases(
+    engine: Engine,
+) -> anyhow::Result<()> {
     let dir = temp_dir("reopen");
     let j = job(3, 1);
     let v = Vol::new(1);
     let held;
     {
-        let storage = Storage::open(&dir).await?;
+        let storage = engine.open(&dir).await?;
         storage.insert_job(&j).await?;
         let done = v.lease(&storage).await?.expect("unit").lease;
         v.answer(&storage, done, b"kept", None).await?;
         held = v.lease(&storage).await?.expect("unit").lease;
     }
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     assert_eq!(storage.recover_leases().await?, 1);
     let record = storage.job(j.id).await?.expect("job survives");
     assert_eq!(
@@ -630,8 +717,8 @@ fn billing() -> Billing {
 }
 
 /// Opens the database with billing on, as the relay does.
-async fn open_billed(dir: &std::path::Path) -> anyhow::Result<Storage> {
-    Ok(Storage::open(dir).await?.with_billing(billing()))
+async fn open_billed(engine: Engine, dir: &std::path::Path) -> anyhow::Result<Storage> {
+    Ok(engine.open(dir).await?.with_billing(billing()))
 }
 
 /// Invariants checked after every step.
@@ -740,113 +827,151 @@ async fn check(
     Ok(())
 }
 
+/// Random interleavings of leases, honest and wrong answers, duplicates, departures,
+/// expiries and restarts never settle a unit without a quorum of agreeing results
+/// from distinct wallets, never count a unit twice, and with one cheater among five
+/// wallets never settle on a wrong output; after the chaos, honest volunteers finish
+/// the job with the right outputs.
+async fn random_event_orders(engine: Engine, steps: Vec<Step>, quorum: u32) -> anyhow::Result<()> {
+    let dir = temp_dir("prop");
+    let mut storage = open_billed(engine, &dir).await?;
+    let (submitter, _) = storage
+        .create_account(&billing().key, MicroCredits(1_000_000), None)
+        .await?;
+    let j = NewJob {
+        submitter: Some(submitter),
+        ..job(4, quorum)
+    };
+    storage.insert_job(&j).await?;
+    // Volunteer 0 cheats: it answers every unit wrongly.
+    let mut vols: Vec<Vol> = (0..5).map(|i| Vol::new(i as u8 + 1)).collect();
+    let mut held: Vec<Vec<(LeaseId, String)>> = vec![Vec::new(); 5];
+    let answer_for = |v: usize, params: &str| -> Vec<u8> {
+        let mut out = params.as_bytes().to_vec();
+        if v == 0 && quorum >= 2 {
+            out.push(b'!');
+        }
+        out
+    };
+    for s in steps {
+        match s {
+            Step::Lease(v) => {
+                if let Some(l) = vols[v].lease(&storage).await? {
+                    held[v].push((l.lease, l.unit_params));
+                }
+            }
+            Step::Answer(v) | Step::Duplicate(v) => {
+                if !held[v].is_empty() {
+                    let (lease, params) = held[v].remove(0);
+                    let out = answer_for(v, &params);
+                    vols[v].answer(&storage, lease, &out, None).await?;
+                    if matches!(s, Step::Duplicate(_)) {
+                        let again = vols[v].answer(&storage, lease, &out, None).await?;
+                        anyhow::ensure!(matches!(again, Recorded::Stale(_)), "{again:?}");
+                    }
+                }
+            }
+            Step::Leave(v) => {
+                storage.release_peer(vols[v].peer).await?;
+                held[v].clear();
+                vols[v].peer = PeerId::new();
+            }
+            Step::Expire => {
+                storage.expire_leases(i64::MAX).await?;
+            }
+            Step::PayOut => {
+                storage.pay_out_all().await?;
+            }
+            Step::Restart => {
+                drop(storage);
+                storage = open_billed(engine, &dir).await?;
+                storage.recover_leases().await?;
+                for (v, h) in held.iter_mut().enumerate() {
+                    h.clear();
+                    vols[v].peer = PeerId::new();
+                }
+            }
+        }
+        check(&storage, j.id, quorum as usize, &vols[0].wallet).await?;
+    }
+    // Leases still held run out, and honest volunteers 1-4 finish the job, later:
+    // a unit a wallet handed back goes to it again only after a while.
+    storage.expire_leases(i64::MAX).await?;
+    let later = i64::MAX / 2 + 2 * starling_relay::storage::REPEAT_AFTER_MS;
+    for _ in 0..40 {
+        for (v, vol) in vols.iter().enumerate().skip(1) {
+            if let Some(l) = vol.lease_at(&storage, later).await? {
+                let out = answer_for(v, &l.unit_params);
+                vol.answer(&storage, l.lease, &out, None).await?;
+            }
+        }
+    }
+    check(&storage, j.id, quorum as usize, &vols[0].wallet).await?;
+    let record = storage.job(j.id).await?.expect("job");
+    anyhow::ensure!(
+        record.progress.units_done == 4,
+        "job did not finish: {record:?}"
+    );
+    for (i, out) in storage.unit_outputs(j.id).await?.iter().enumerate() {
+        anyhow::ensure!(
+            out == &format!("{{\"i\":{i}}}").into_bytes(),
+            "unit {i} wrong"
+        );
+    }
+    // Finishing refunds what escrow has left: the submitter paid exactly the
+    // units' prices (1 + 2 + 3 + 4 MFLOP at 1 credit per GFLOP).
+    anyhow::ensure!(storage.finish_job(j.id, b"merged").await?, "job finishes");
+    let escrow: Account = record
+        .escrow
+        .as_ref()
+        .map(|e| e.account.parse())
+        .transpose()?
+        .ok_or_else(|| anyhow::anyhow!("a billed job has a named escrow"))?;
+    anyhow::ensure!(storage.balance(&escrow).await?.is_zero(), "escrow left");
+    let left = storage.balance(&Account::Submitter(submitter)).await?;
+    anyhow::ensure!(
+        left == MicroCredits(1_000_000 - 10_000),
+        "submitter holds {left}"
+    );
+    check(&storage, j.id, quorum as usize, &vols[0].wallet).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn run_random_event_orders(
+    engine: Engine,
+    steps: Vec<Step>,
+    quorum: u32,
+) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(random_event_orders(engine, steps, quorum))
+        .map_err(|e| TestCaseError::fail(e.to_string()))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
-    /// Random interleavings of leases, honest and wrong answers, duplicates, departures,
-    /// expiries and restarts never settle a unit without a quorum of agreeing results
-    /// from distinct wallets, never count a unit twice, and with one cheater among five
-    /// wallets never settle on a wrong output; after the chaos, honest volunteers finish
-    /// the job with the right outputs.
     #[test]
-    fn random_event_orders_keep_the_state_machine_legal(
+    fn random_event_orders_keep_the_state_machine_legal_on_sqlite(
         steps in proptest::collection::vec(step(), 1..50),
         quorum in 1u32..=2,
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(async move {
-            let dir = temp_dir("prop");
-            let mut storage = open_billed(&dir).await?;
-            let (submitter, _) = storage
-                .create_account(&billing().key, MicroCredits(1_000_000), None)
-                .await?;
-            let j = NewJob { submitter: Some(submitter), ..job(4, quorum) };
-            storage.insert_job(&j).await?;
-            // Volunteer 0 cheats: it answers every unit wrongly.
-            let mut vols: Vec<Vol> = (0..5).map(|i| Vol::new(i as u8 + 1)).collect();
-            let mut held: Vec<Vec<(LeaseId, String)>> = vec![Vec::new(); 5];
-            let answer_for = |v: usize, params: &str| -> Vec<u8> {
-                let mut out = params.as_bytes().to_vec();
-                if v == 0 && quorum >= 2 {
-                    out.push(b'!');
-                }
-                out
-            };
-            for s in steps {
-                match s {
-                    Step::Lease(v) => {
-                        if let Some(l) = vols[v].lease(&storage).await? {
-                            held[v].push((l.lease, l.unit_params));
-                        }
-                    }
-                    Step::Answer(v) | Step::Duplicate(v) => {
-                        if !held[v].is_empty() {
-                            let (lease, params) = held[v].remove(0);
-                            let out = answer_for(v, &params);
-                            vols[v].answer(&storage, lease, &out, None).await?;
-                            if matches!(s, Step::Duplicate(_)) {
-                                let again = vols[v].answer(&storage, lease, &out, None).await?;
-                                anyhow::ensure!(matches!(again, Recorded::Stale(_)), "{again:?}");
-                            }
-                        }
-                    }
-                    Step::Leave(v) => {
-                        storage.release_peer(vols[v].peer).await?;
-                        held[v].clear();
-                        vols[v].peer = PeerId::new();
-                    }
-                    Step::Expire => {
-                        storage.expire_leases(i64::MAX).await?;
-                    }
-                    Step::PayOut => {
-                        storage.pay_out_all().await?;
-                    }
-                    Step::Restart => {
-                        drop(storage);
-                        storage = open_billed(&dir).await?;
-                        storage.recover_leases().await?;
-                        for (v, h) in held.iter_mut().enumerate() {
-                            h.clear();
-                            vols[v].peer = PeerId::new();
-                        }
-                    }
-                }
-                check(&storage, j.id, quorum as usize, &vols[0].wallet).await?;
-            }
-            // Leases still held run out, and honest volunteers 1-4 finish the job, later:
-            // a unit a wallet handed back goes to it again only after a while.
-            storage.expire_leases(i64::MAX).await?;
-            let later = i64::MAX / 2 + 2 * starling_relay::storage::REPEAT_AFTER_MS;
-            for _ in 0..40 {
-                for (v, vol) in vols.iter().enumerate().skip(1) {
-                    if let Some(l) = vol.lease_at(&storage, later).await? {
-                        let out = answer_for(v, &l.unit_params);
-                        vol.answer(&storage, l.lease, &out, None).await?;
-                    }
-                }
-            }
-            check(&storage, j.id, quorum as usize, &vols[0].wallet).await?;
-            let record = storage.job(j.id).await?.expect("job");
-            anyhow::ensure!(record.progress.units_done == 4, "job did not finish: {record:?}");
-            for (i, out) in storage.unit_outputs(j.id).await?.iter().enumerate() {
-                anyhow::ensure!(out == &format!("{{\"i\":{i}}}").into_bytes(), "unit {i} wrong");
-            }
-            // Finishing refunds what escrow has left: the submitter paid exactly the
-            // units' prices (1 + 2 + 3 + 4 MFLOP at 1 credit per GFLOP).
-            anyhow::ensure!(storage.finish_job(j.id, b"merged").await?, "job finishes");
-            let escrow: Account = record
-                .escrow
-                .as_ref()
-                .map(|e| e.account.parse())
-                .transpose()?
-                .ok_or_else(|| anyhow::anyhow!("a billed job has a named escrow"))?;
-            anyhow::ensure!(storage.balance(&escrow).await?.is_zero(), "escrow left");
-            let left = storage.balance(&Account::Submitter(submitter)).await?;
-            anyhow::ensure!(left == MicroCredits(1_000_000 - 10_000), "submitter holds {left}");
-            check(&storage, j.id, quorum as usize, &vols[0].wallet).await?;
-            let _ = std::fs::remove_dir_all(&dir);
-            anyhow::Ok(())
-        }).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        run_random_event_orders(Engine::Sqlite, steps, quorum)?;
+    }
+}
+
+proptest! {
+    // Fewer cases: each one makes a database of its own on the server.
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_event_orders_keep_the_state_machine_legal_on_postgres(
+        steps in proptest::collection::vec(step(), 1..50),
+        quorum in 1u32..=2,
+    ) {
+        run_random_event_orders(Engine::Postgres, steps, quorum)?;
     }
 }
 
@@ -999,11 +1124,11 @@ async fn an_upgrade_that_leaves_a_dangling_row_refuses_to_start() -> anyhow::Res
     Ok(())
 }
 
-#[tokio::test]
 async fn a_handed_back_unit_goes_to_another_wallet_and_a_fresh_wallet_cannot_fail_it(
+    engine: Engine,
 ) -> anyhow::Result<()> {
     let dir = temp_dir("hand-back");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     storage.insert_job(&job(1, 1)).await?;
     let (a, b) = (Vol::new(1), Vol::new(2));
     storage.touch_wallet(&a.wallet).await?;
@@ -1026,10 +1151,11 @@ async fn a_handed_back_unit_goes_to_another_wallet_and_a_fresh_wallet_cannot_fai
     Ok(())
 }
 
-#[tokio::test]
-async fn a_wallet_that_hands_back_more_than_it_computes_is_cut_off() -> anyhow::Result<()> {
+async fn a_wallet_that_hands_back_more_than_it_computes_is_cut_off(
+    engine: Engine,
+) -> anyhow::Result<()> {
     let dir = temp_dir("cut-off");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     storage.insert_job(&job(12, 1)).await?;
     let a = Vol::new(3);
     storage.touch_wallet(&a.wallet).await?;
@@ -1048,10 +1174,11 @@ async fn a_wallet_that_hands_back_more_than_it_computes_is_cut_off() -> anyhow::
     Ok(())
 }
 
-#[tokio::test]
-async fn a_quorum_the_submitter_named_is_never_lowered_by_trust() -> anyhow::Result<()> {
+async fn a_quorum_the_submitter_named_is_never_lowered_by_trust(
+    engine: Engine,
+) -> anyhow::Result<()> {
     let dir = temp_dir("explicit-quorum");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     let trusted = trusted_wallet(&storage, 1).await?;
 
     // The submitter asked for two wallets per unit: adaptive replication would give a
@@ -1085,11 +1212,12 @@ async fn a_quorum_the_submitter_named_is_never_lowered_by_trust() -> anyhow::Res
     Ok(())
 }
 
-#[tokio::test]
-async fn a_purged_jobs_units_are_never_sent_again_as_known_answer_tests() -> anyhow::Result<()> {
+async fn a_purged_jobs_units_are_never_sent_again_as_known_answer_tests(
+    engine: Engine,
+) -> anyhow::Result<()> {
     use starling_relay::storage::job_queries::{Erase, Purged};
     let dir = temp_dir("purged-canary");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     let j = job(1, 1);
     storage.insert_job(&j).await?;
     let worker = Vol::new(1);
@@ -1160,10 +1288,11 @@ impl Vol {
     }
 }
 
-#[tokio::test]
-async fn vetting_two_fresh_wallets_agreeing_on_a_lie_settle_nothing() -> anyhow::Result<()> {
+async fn vetting_two_fresh_wallets_agreeing_on_a_lie_settle_nothing(
+    engine: Engine,
+) -> anyhow::Result<()> {
     let dir = temp_dir("vetting-colluders");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     let j = job(1, 2);
     storage.insert_job(&j).await?;
     let (a, b) = (Vol::new(1), Vol::new(2));
@@ -1228,11 +1357,11 @@ async fn vetting_two_fresh_wallets_agreeing_on_a_lie_settle_nothing() -> anyhow:
     Ok(())
 }
 
-#[tokio::test]
 async fn vetting_a_wallet_with_a_record_anchors_a_newcomer_without_a_reference(
+    engine: Engine,
 ) -> anyhow::Result<()> {
     let dir = temp_dir("vetting-anchor");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     let (veteran, newcomer) = (Vol::new(1), Vol::new(2));
     // Three units checked by the reference vet the first wallet on this kernel.
     for _ in 0..3 {
@@ -1271,10 +1400,11 @@ async fn vetting_a_wallet_with_a_record_anchors_a_newcomer_without_a_reference(
     Ok(())
 }
 
-#[tokio::test]
-async fn vetting_trust_earned_on_one_kernel_does_not_settle_another_alone() -> anyhow::Result<()> {
+async fn vetting_trust_earned_on_one_kernel_does_not_settle_another_alone(
+    engine: Engine,
+) -> anyhow::Result<()> {
     let dir = temp_dir("vetting-per-kernel");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     let w = Vol::new(1);
     // Trusted on matmul: valid results checked by the reference until trusted there.
     for _ in 0..20 {
@@ -1315,10 +1445,9 @@ async fn vetting_trust_earned_on_one_kernel_does_not_settle_another_alone() -> a
     Ok(())
 }
 
-#[tokio::test]
-async fn one_network_holds_one_replica_of_a_unit() -> anyhow::Result<()> {
+async fn one_network_holds_one_replica_of_a_unit(engine: Engine) -> anyhow::Result<()> {
     let dir = temp_dir("networks");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     storage.insert_job(&job(1, 2)).await?;
     let (a, b, c) = (Vol::new(1), Vol::new(2), Vol::new(3));
     assert!(a.lease_from(&storage, "203.0.113.5").await?.is_some());
@@ -1335,10 +1464,11 @@ async fn one_network_holds_one_replica_of_a_unit() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn vetting_compares_large_outputs_with_the_reference_off_the_writer() -> anyhow::Result<()> {
+async fn vetting_compares_large_outputs_with_the_reference_off_the_writer(
+    engine: Engine,
+) -> anyhow::Result<()> {
     let dir = temp_dir("vetting-large");
-    let storage = Storage::open(&dir).await?;
+    let storage = engine.open(&dir).await?;
     let j = job(1, 2);
     storage.insert_job(&j).await?;
     let (a, b) = (Vol::new(1), Vol::new(2));

@@ -58,8 +58,8 @@ impl Storage {
         let found: Option<i64> = self
             .reads
             .read({
-                let p0 = (id.to_string()).to_owned();
-                let p1 = (owner.map(|o| o.to_string())).to_owned();
+                let p0 = id.to_string();
+                let p1 = owner.map(|o| o.to_string());
                 move |db| {
                     db.query_opt(
                         "SELECT 1 FROM jobs WHERE id = ? AND submitter IS ? AND probe = 0",
@@ -90,8 +90,8 @@ impl Storage {
                 db.query_all(
                     &format!(
                         "SELECT rowid, {RECORD_COLUMNS} FROM jobs
-                         WHERE submitter IS ?4 AND probe = 0 AND (?1 IS NULL OR state = ?1)
-                           AND (?2 IS NULL OR rowid < ?2)
+                         WHERE submitter IS ?4 AND probe = 0 AND (state = ?1 OR ?1 IS NULL)
+                           AND (rowid < ?2 OR ?2 IS NULL)
                          ORDER BY rowid DESC LIMIT ?3"
                     ),
                     params![state, before, i64::from(limit) + 1, owner],
@@ -354,8 +354,8 @@ impl Storage {
                 let ids: Vec<String> = self
                     .reads
                     .read({
-                        let p0 = (before).to_owned();
-                        let p1 = (i64::from(batch)).to_owned();
+                        let p0 = before;
+                        let p1 = i64::from(batch);
                         move |db| db.query_all(&sql, params![p0, p1], |r| r.get(0))
                     })
                     .await?;

@@ -292,7 +292,7 @@ fn load_drawn_unit(
             concat!(
                 "SELECT COUNT(*) FROM (SELECT 1 ",
                 eligible_units!(),
-                " LIMIT ?5)"
+                " LIMIT ?5) AS eligible"
             ),
             params![wallet, peer, since, network, DRAW_FROM],
             |r| r.get(0),
@@ -315,7 +315,7 @@ fn apply_work_lease(
     if lease.update_unit {
         db.execute(
             "UPDATE units SET quorum = ?1, wanted = ?2,
-                 state = CASE WHEN ?3 THEN 'leased' ELSE state END
+                 state = CASE WHEN ?3 = 1 THEN 'leased' ELSE state END
              WHERE id = ?4",
             params![lease.quorum, lease.wanted, lease.leased, row.id],
         )?;
@@ -625,9 +625,18 @@ impl Storage {
     /// Jobs with a unit that lost leases to too many distinct wallets with a record, or
     /// too many wrong results: they fail instead of looping.
     pub async fn jobs_over_attempts(&self, max_attempts: i64) -> Result<Vec<JobId>, StorageError> {
-        let ids: Vec<String> = self.reads.read({ let p0 = (max_attempts).to_owned();
- move |db| db.query_all("SELECT DISTINCT units.job_id FROM units JOIN jobs ON jobs.id = units.job_id
-             WHERE units.state = 'queued' AND units.attempts >= ? AND jobs.state IN ('queued', 'running')", params![p0], |r| r.get(0)) }).await?;
+        let ids: Vec<String> = self
+            .reads
+            .read(move |db| {
+                db.query_all(
+                    "SELECT DISTINCT units.job_id FROM units JOIN jobs ON jobs.id = units.job_id
+                     WHERE units.state = 'queued' AND units.attempts >= ?1
+                       AND jobs.state IN ('queued', 'running')",
+                    params![max_attempts],
+                    |r| r.get(0),
+                )
+            })
+            .await?;
         ids.iter().map(|s| parse_id(s)).collect()
     }
 

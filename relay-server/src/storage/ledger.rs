@@ -457,7 +457,7 @@ pub(crate) fn accrue_unit(
     // more than the statement's own write.
     db.execute(
         "INSERT INTO accrued_jobs (job_id, micro) VALUES (?1, ?2)
-         ON CONFLICT (job_id) DO UPDATE SET micro = micro + excluded.micro",
+         ON CONFLICT (job_id) DO UPDATE SET micro = accrued_jobs.micro + excluded.micro",
         params![job_id, price],
     )?;
     let mut parts: Vec<(String, &'static str, i64)> = Vec::with_capacity(accrual.parts.len());
@@ -476,7 +476,7 @@ pub(crate) fn accrue_unit(
     let sql = format!(
         "INSERT INTO accruals (job_id, account, reason, micro, units) VALUES {}
          ON CONFLICT (job_id, account, reason)
-         DO UPDATE SET micro = micro + excluded.micro, units = units + 1",
+         DO UPDATE SET micro = accruals.micro + excluded.micro, units = accruals.units + 1",
         rows.join(", ")
     );
     let mut values: Vec<&dyn ToParam> = Vec::with_capacity(1 + 3 * parts.len());
@@ -515,7 +515,7 @@ pub(crate) fn pay_out(
         };
         db.query_all(
             "SELECT job_id, account, reason, micro FROM accruals
-             WHERE ?1 IS NULL OR job_id = ?1 ORDER BY job_id, reason, account LIMIT ?2",
+             WHERE job_id = ?1 OR ?1 IS NULL ORDER BY job_id, reason, account LIMIT ?2",
             params![filter, limit],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?
@@ -547,7 +547,7 @@ pub(crate) fn pay_out(
         )?;
     }
     db.execute(
-        "DELETE FROM accrued_jobs WHERE micro <= 0 AND (?1 IS NULL OR job_id = ?1)",
+        "DELETE FROM accrued_jobs WHERE micro <= 0 AND (job_id = ?1 OR ?1 IS NULL)",
         params![&filter],
     )?;
     Ok(entries)
@@ -647,7 +647,7 @@ impl Storage {
         let id: Option<String> = self
             .reads
             .read({
-                let p0 = (&api_key_hash(api_key)[..]).to_owned();
+                let p0 = api_key_hash(api_key).to_vec();
                 move |db| {
                     db.query_opt(
                         "SELECT id FROM accounts WHERE api_key_hash = ?",
@@ -666,7 +666,7 @@ impl Storage {
         let micro: Option<i64> = self
             .reads
             .read({
-                let p0 = (account.to_string()).to_owned();
+                let p0 = account.to_string();
                 move |db| {
                     db.query_opt(
                         "SELECT micro FROM balances WHERE account = ?",
@@ -861,7 +861,7 @@ fn audit_snapshot(db: &dyn Db, relay: WalletAddress, page: i64) -> Result<Summar
                     after = row.named("seq")?;
                     let pushed = entry_from_row(row)
                         .map_err(|why| AuditError::Unreadable { seq: after, why })
-                        .and_then(|entry| verifier.push(&entry).map_err(AuditError::from));
+                        .and_then(|entry| verifier.push(&entry));
                     if let Err(e) = pushed {
                         failed.get_or_insert(e);
                     }

@@ -86,6 +86,9 @@ pub enum StorageError {
     /// The writer's connection failed (a statement, or its group's commit).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database is in use by another relay.
+    #[error("{0}")]
+    Busy(String),
     /// A PostgreSQL group could not commit (the error as the server or connection told it).
     #[error("database error: {0}")]
     Commit(String),
@@ -414,8 +417,14 @@ impl Storage {
 
     /// Opens the PostgreSQL database at `url` (`postgres://USER:PASS@HOST/DB`) and applies
     /// its migrations; `data_dir` holds what is not in the database (the jobs' data keys).
-    /// An unreachable server or a bad URL is an error here.
-    pub async fn open_postgres(url: &str, data_dir: &Path) -> Result<Self, StorageError> {
+    /// An unreachable server or a bad URL is an error here. `sole`: this process is a
+    /// relay and the database's only one (a second relay is refused while it runs);
+    /// administrative commands open it beside the relay with `false`.
+    pub async fn open_postgres(
+        url: &str,
+        data_dir: &Path,
+        sole: bool,
+    ) -> Result<Self, StorageError> {
         create_private_dir(data_dir).map_err(|source| StorageError::DataDir {
             path: data_dir.display().to_string(),
             source,
@@ -432,7 +441,7 @@ impl Storage {
         migrating.close().await?;
         Ok(Self {
             reads: reader::Readers::open_postgres(&options, READERS).await?,
-            writer: writer::Writer::open_postgres(options).await?,
+            writer: writer::Writer::open_postgres(options, sole).await?,
             feed: tokio::sync::broadcast::channel(1024).0,
             billing: None,
             quorum_hints: Arc::default(),

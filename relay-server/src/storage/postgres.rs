@@ -153,10 +153,15 @@ impl<'c> PgDb<'c> {
         self.runtime
             .block_on(sqlx::Executor::execute(&mut **conn, sql))
             .map(|_| ())
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(e, sql))
     }
 
-    fn failed(&self, e: sqlx::Error) -> StorageError {
+    fn failed(&self, e: sqlx::Error, sql: &str) -> StorageError {
+        // Statements are the relay's own text, never a peer's.
+        tracing::debug!(statement = sql, "PostgreSQL refused a statement: {e}");
+        if std::env::var_os("STARLING_PG_DEBUG").is_some() {
+            eprintln!("PG ERROR {e}\n  IN {sql}");
+        }
         if !matches!(
             e,
             sqlx::Error::Database(_)
@@ -189,7 +194,7 @@ impl Db for PgDb<'_> {
             .block_on(sqlx::query_with(&sql, args).execute(&mut **conn))
         {
             Ok(done) => Ok(done.rows_affected()),
-            Err(e) => Err(self.failed(e)),
+            Err(e) => Err(self.failed(e, &sql)),
         }
     }
 
@@ -215,7 +220,7 @@ impl Db for PgDb<'_> {
             self.runtime
                 .block_on(sqlx::query_with(&sql, args).fetch_all(&mut **conn))
         };
-        let rows = rows.map_err(|e| self.failed(e))?;
+        let rows = rows.map_err(|e| self.failed(e, &sql))?;
         for row in &rows {
             each(&PgCells(row))?;
         }

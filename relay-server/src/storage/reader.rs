@@ -141,9 +141,7 @@ fn serve_postgres(
             // aborted); outside one, this is a harmless warning from the server.
             let _ = db.simple("ROLLBACK");
         }
-        let broken = db.broken.get();
-        drop(db);
-        if broken {
+        if db.broken.get() {
             conn = None;
         }
     }

@@ -206,7 +206,7 @@ fn mark(
 ) -> Result<(), StorageError> {
     db.execute(
         "UPDATE leases SET verdict = ?1, paid_micro = ?2,
-             output = CASE WHEN ?4 THEN NULL ELSE output END
+             output = CASE WHEN ?4 = 1 THEN NULL ELSE output END
          WHERE id = ?3",
         params![state, paid_micro, lease, canonical],
     )?;

@@ -31,11 +31,10 @@ impl Storage {
         wallet: &WalletAddress,
         origin: &SiteOrigin,
     ) -> Result<bool, StorageError> {
-        Ok(self
-            .reads
+        self.reads
             .read({
-                let p0 = (origin.to_string()).to_owned();
-                let p1 = (wallet.to_string()).to_owned();
+                let p0 = origin.to_string();
+                let p1 = wallet.to_string();
                 move |db| {
                     db.query_one(
                         "SELECT EXISTS (SELECT 1 FROM sites WHERE origin = ? AND wallet = ?)",
@@ -44,6 +43,6 @@ impl Storage {
                     )
                 }
             })
-            .await?)
+            .await
     }
 }

@@ -243,7 +243,7 @@ impl Storage {
                 let record = db.query_one(
                     "INSERT INTO wallets (address, error_rate, first_seen_ms, updated_ms)
                          VALUES (?1, ?2, ?3, ?3)
-                         ON CONFLICT (address) DO UPDATE SET address = address
+                         ON CONFLICT (address) DO UPDATE SET address = excluded.address
                          RETURNING address, error_rate, valid, invalid, quarantined, handbacks",
                     params![wallet, Reliability::default().error_rate, now_ms()],
                     |r| {

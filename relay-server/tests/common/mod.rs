@@ -2,6 +2,7 @@
 
 pub mod attacker;
 pub mod loopback;
+pub mod postgres;
 pub mod router;
 pub mod websocket;
 

@@ -6,6 +6,9 @@
 //! The server runs under a shell that stops it when this process's end of a pipe closes,
 //! so it ends with the test process however that ends.
 
+// Shared by every test binary of the crate; only some start a server.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -22,7 +25,9 @@ pub struct Postgres {
 /// The newest installed server binaries (`/usr/lib/postgresql/VERSION/bin`).
 fn binaries() -> anyhow::Result<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map_err(|e| anyhow::anyhow!("PostgreSQL is not installed (scripts/setup.sh installs it): {e}"))?
+        .map_err(|e| {
+            anyhow::anyhow!("PostgreSQL is not installed (scripts/setup.sh installs it): {e}")
+        })?
         .filter_map(Result::ok)
         .filter_map(|e| {
             let version = e.file_name().to_str()?.parse().ok()?;
@@ -46,16 +51,29 @@ fn as_server_user(program: &Path) -> Command {
             .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     if root {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
-            .arg(program);
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
         c
     } else {
         Command::new(program)
     }
 }
 
+/// A number no other call in this process returns.
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Postgres {
@@ -70,10 +88,14 @@ impl Postgres {
 
     fn start() -> anyhow::Result<Self> {
         let bin = binaries()?;
-        let dir = std::env::temp_dir().join(format!("starling-pg-{}", uuid::Uuid::new_v4()));
+        let dir =
+            std::env::temp_dir().join(format!("starling-pg-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir)?;
         // The server's user must own its directory (a no-op when that is us).
-        let _ = Command::new("chown").arg("postgres:postgres").arg(&dir).status();
+        let _ = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&dir)
+            .status();
         let data = dir.join("data");
         let init = as_server_user(&bin.join("initdb"))
             .arg("-D")
@@ -92,7 +114,7 @@ impl Postgres {
         let script = format!(
             "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=300 & pid=$!; read _; kill -INT $pid; wait $pid",
+             -c max_connections=300 & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf {dir}",
             postgres = bin.join("postgres").display(),
             data = data.display(),
             dir = dir.display(),
@@ -104,11 +126,21 @@ impl Postgres {
             .stderr(Stdio::null())
             .spawn()?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // Listening is not ready: until recovery ends the server refuses logins.
+        let ready = || {
+            Command::new(bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        while !ready() {
             if let Some(status) = child.try_wait()? {
                 anyhow::bail!("the PostgreSQL server exited at start: {status}");
             }
-            anyhow::ensure!(Instant::now() < deadline, "PostgreSQL did not listen within 30 s");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "PostgreSQL did not listen within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(Self {
@@ -124,12 +156,18 @@ impl Postgres {
     }
 
     /// A new, empty database; returns its URL.
-    pub async fn database(&self) -> anyhow::Result<String> {
-        use sqlx::Connection as _;
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&self.url("postgres")).await?;
-        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str()).await?;
-        admin.close().await?;
+    pub fn database(&self) -> anyhow::Result<String> {
+        let name = format!("t_{}_{}", std::process::id(), unique());
+        let created = Command::new(binaries()?.join("psql"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "starling", "-d", "postgres", "-c"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()?;
+        anyhow::ensure!(
+            created.status.success(),
+            "cannot create a database: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
         Ok(self.url(&name))
     }
 }
