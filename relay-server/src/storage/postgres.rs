@@ -159,9 +159,6 @@ impl<'c> PgDb<'c> {
     fn failed(&self, e: sqlx::Error, sql: &str) -> StorageError {
         // Statements are the relay's own text, never a peer's.
         tracing::debug!(statement = sql, "PostgreSQL refused a statement: {e}");
-        if std::env::var_os("STARLING_PG_DEBUG").is_some() {
-            eprintln!("PG ERROR {e}\n  IN {sql}");
-        }
         if !matches!(
             e,
             sqlx::Error::Database(_)
