@@ -2,7 +2,7 @@
 //! browser, on a Web Worker so the page never freezes).
 
 use starling_kernels::catalog::RunError;
-use starling_kernels::{Catalog, Gpu};
+use starling_kernels::{volunteer, Gpu, KernelError};
 use starling_protocol::{Assignment, DeviceInfo};
 
 /// Why a unit could not be computed.
@@ -14,13 +14,32 @@ pub enum ComputeError {
     /// The browser's CPU worker failed (its message says how).
     #[error("{0}")]
     Worker(String),
+    /// No GPU, no CPU worker, and this page does not run units on its own thread.
+    #[error("no GPU and no CPU worker: this page computes nothing on its own thread")]
+    NoCpu,
 }
+
+/// A unit's CPU reference run on the calling thread: `(kernel, unit, input)` to output.
+pub type CpuReference = fn(&str, &str, &[u8]) -> Result<Vec<u8>, KernelError>;
+
+/// The kernels' CPU references, for [`Engine::with_cpu_on_page`]. A browser bundle that
+/// never names it links none of them.
+pub const CPU_REFERENCE: CpuReference = volunteer::run_cpu;
+
+/// Natively the CPU reference runs on the volunteer's own thread; in a browser only where
+/// the page opts in.
+#[cfg(not(target_arch = "wasm32"))]
+const CPU_HERE: Option<CpuReference> = Some(CPU_REFERENCE);
+#[cfg(target_arch = "wasm32")]
+const CPU_HERE: Option<CpuReference> = None;
 
 /// The device this volunteer computes on.
 pub struct Engine {
-    catalog: Catalog,
     gpu: Option<Gpu>,
     gpu_error: Option<String>,
+    /// The CPU reference on the calling thread, where a unit may run there: natively
+    /// always; in a browser only if the page asked ([`Engine::with_cpu_on_page`]).
+    cpu_here: Option<CpuReference>,
     /// Where set (browsers), CPU units run there instead of on the calling thread.
     #[cfg(target_arch = "wasm32")]
     cpu_worker: Option<crate::platform::cpu_worker::CpuWorker>,
@@ -34,9 +53,9 @@ impl Engine {
             Err(e) => (None, Some(e.to_string())),
         };
         Self {
-            catalog: Catalog::builtin(),
             gpu,
             gpu_error,
+            cpu_here: CPU_HERE,
             #[cfg(target_arch = "wasm32")]
             cpu_worker: None,
         }
@@ -45,9 +64,9 @@ impl Engine {
     /// An engine that always uses the CPU reference.
     pub fn cpu_only() -> Self {
         Self {
-            catalog: Catalog::builtin(),
             gpu: None,
             gpu_error: Some("CPU requested".into()),
+            cpu_here: CPU_HERE,
             #[cfg(target_arch = "wasm32")]
             cpu_worker: None,
         }
@@ -62,6 +81,16 @@ impl Engine {
     #[cfg(target_arch = "wasm32")]
     pub fn with_cpu_worker(mut self, worker: crate::platform::cpu_worker::CpuWorker) -> Self {
         self.cpu_worker = Some(worker);
+        self
+    }
+
+    /// Lets CPU units run on the page's own thread when there is no worker: a unit then
+    /// freezes the page while it runs. The app opts in as a last resort; the widget does
+    /// not, since it would freeze the embedding site's page and carry the CPU references
+    /// in its wasm.
+    #[cfg(target_arch = "wasm32")]
+    pub fn with_cpu_on_page(mut self, reference: CpuReference) -> Self {
+        self.cpu_here = Some(reference);
         self
     }
 
@@ -96,24 +125,22 @@ impl Engine {
 
     /// Runs one assignment and returns its output.
     pub async fn run(&self, a: &Assignment) -> Result<Vec<u8>, ComputeError> {
+        if let Some(gpu) = &self.gpu {
+            return Ok(volunteer::run_gpu(gpu, &a.kernel, &a.params_json, &a.input).await?);
+        }
         #[cfg(target_arch = "wasm32")]
-        if let (None, Some(worker)) = (&self.gpu, &self.cpu_worker) {
+        if let Some(worker) = &self.cpu_worker {
             return worker
                 .run(&a.kernel, &a.params_json, &a.input)
                 .await
                 .map_err(ComputeError::Worker);
         }
-        Ok(self
-            .catalog
-            .run_unit(self.gpu.as_ref(), &a.kernel, &a.params_json, &a.input)
-            .await?)
+        let run = self.cpu_here.ok_or(ComputeError::NoCpu)?;
+        Ok(run(&a.kernel, &a.params_json, &a.input).map_err(RunError::from)?)
     }
 
     /// FLOPs of an assignment, for the meter.
     pub fn flops(&self, a: &Assignment) -> u64 {
-        self.catalog
-            .get(&a.kernel)
-            .and_then(|k| k.unit_flops(&a.params_json))
-            .unwrap_or(0)
+        volunteer::unit_flops(&a.kernel, &a.params_json).unwrap_or(0)
     }
 }

@@ -17,7 +17,7 @@ pub mod platform;
 pub mod reconnect;
 pub mod volunteer;
 
-pub use engine::{ComputeError, Engine};
+pub use engine::{ComputeError, CpuReference, Engine, CPU_REFERENCE};
 use starling_protocol::Binding;
 use std::fmt;
 use std::time::Duration;

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use rand::{Rng, SeedableRng};
 use starling_api::{Job, JobState, Stats, SubmitJob, UnitSummary, Wallet};
 use starling_kernels::matmul::{outputs_agree, Matmul, MatmulUnit};
-use starling_kernels::{Catalog, KernelSpec, NamedInputs};
+use starling_kernels::{Catalog, NamedInputs, UnitSpec};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! (tile size as the relay's `--unit-mflops` would make it; default 64x64 tiles).
 
 use starling_kernels::render::{outputs_agree, Render, RenderParams, RenderUnit, TOLERANCE};
-use starling_kernels::KernelSpec;
+use starling_kernels::{KernelSpec, UnitSpec};
 use support::gpu::gpu;
 use support::render_divergence::divergence_histogram;
 

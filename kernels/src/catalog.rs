@@ -3,7 +3,8 @@
 #[cfg(feature = "gpu")]
 use crate::gpu::Gpu;
 use crate::gpu::{GpuDispatch, GpuError};
-use crate::{matmul::Matmul, KernelError, KernelSpec};
+use crate::volunteer::parse_unit;
+use crate::{matmul::Matmul, KernelError, KernelSpec, UnitSpec};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -119,13 +120,6 @@ struct Erased<K>(PhantomData<K>);
 fn parse<T: serde::de::DeserializeOwned>(what: &str, value: Value) -> Result<T, KernelError> {
     serde_json::from_value(value).map_err(|e| KernelError::InvalidParam {
         field: what.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-fn parse_unit<K: KernelSpec>(unit: &str) -> Result<K::Unit, KernelError> {
-    serde_json::from_str(unit).map_err(|e| KernelError::InvalidParam {
-        field: "unit".to_owned(),
         reason: e.to_string(),
     })
 }
@@ -279,7 +273,8 @@ impl Catalog {
             .ok_or_else(|| KernelError::UnknownKernel(id.to_owned()))
     }
 
-    /// Runs one unit on the GPU when one is given, else on the CPU reference.
+    /// Runs one unit on the GPU when one is given, else on the CPU reference (as
+    /// [`crate::volunteer::run_unit`], which volunteers call).
     #[cfg(feature = "gpu")]
     pub async fn run_unit(
         &self,
@@ -288,13 +283,7 @@ impl Catalog {
         unit: &str,
         input: &[u8],
     ) -> Result<Vec<u8>, RunError> {
-        let kernel = self.get(kernel)?;
-        let output = match gpu {
-            Some(gpu) => gpu.run(&kernel.gpu_dispatch(unit, input)?, input).await?,
-            None => kernel.run_cpu(unit, input)?,
-        };
-        kernel.check_output(unit, &output)?;
-        Ok(output)
+        crate::volunteer::run_unit(gpu, kernel, unit, input).await
     }
 }
 

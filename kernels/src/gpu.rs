@@ -91,9 +91,11 @@ impl Gpu {
                     }
                 }),
             backend: info.backend.to_string(),
+            // ASCII lowercasing: both names are ASCII, and `str::to_lowercase` would link
+            // Unicode's case tables (17 KB) into the browser's wasm for this one test.
             software: info.device_type == wgpu::DeviceType::Cpu
-                || info.name.to_lowercase().contains("swiftshader")
-                || info.name.to_lowercase().contains("llvmpipe"),
+                || info.name.to_ascii_lowercase().contains("swiftshader")
+                || info.name.to_ascii_lowercase().contains("llvmpipe"),
         };
         // Ask for the adapter's own limits: the defaults cap storage bindings at 128 MiB
         // and workgroup storage at 16 KiB, less than most GPUs offer.

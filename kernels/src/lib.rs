@@ -5,10 +5,20 @@
 //! units and how unit outputs merge back, the WGSL that runs a unit on a GPU, and a CPU
 //! reference that is both the test oracle and the fallback for devices without WebGPU.
 //!
-//! Kernels implement the typed [`KernelSpec`] trait, one module each (`matmul/`); the
-//! [`Catalog`] erases their types behind [`Kernel`] so the relay and volunteers can handle
-//! any kernel by id with JSON parameters. [`gpu::Gpu`] is the one wgpu runner every kernel
+//! Kernels implement the typed [`UnitSpec`] (what a volunteer runs) and [`KernelSpec`]
+//! (what the relay plans, checks and merges) traits, one module each (`matmul/`). The
+//! [`Catalog`] erases their types behind [`Kernel`] so the relay can handle any kernel by
+//! id with JSON parameters; [`volunteer`] runs any kernel's units by id with only the
+//! volunteer's half, so nothing of the relay's is linked into a volunteer's build. [`gpu::Gpu`] is the one wgpu runner every kernel
 //! uses, natively (Vulkan, Metal) and in browsers (WebGPU).
+
+/// A kernel's WGSL (`src/KERNEL/shader.wgsl`) as `build.rs` strips it for shipping.
+macro_rules! shader {
+    ($kernel:literal) => {
+        include_str!(concat!(env!("OUT_DIR"), "/", $kernel, ".wgsl"))
+    };
+}
+pub(crate) use shader;
 
 pub mod catalog;
 pub mod gpu;
@@ -16,6 +26,7 @@ pub mod matmul;
 pub mod mlp;
 pub mod montecarlo;
 pub mod render;
+pub mod volunteer;
 
 pub use catalog::{Catalog, Kernel, KernelInfo, NamedInputs};
 #[cfg(feature = "gpu")]
@@ -56,15 +67,33 @@ pub enum KernelError {
     },
 }
 
-/// A kernel, typed. Implement this once per kernel module; [`Catalog`] does the rest.
-pub trait KernelSpec: Send + Sync + 'static {
-    /// The job's parameters, as submitters send them.
-    type Params: Serialize + DeserializeOwned;
+/// What a volunteer needs of a kernel: one unit's parameters, its GPU dispatch, its CPU
+/// reference, the size of its output and its cost. Volunteers reach kernels only through
+/// this half (by id, with [`volunteer`]), so the relay's half ([`KernelSpec`]: schemas,
+/// planning, merging, checks, JSON values) stays out of the browser's wasm.
+pub trait UnitSpec: Send + Sync + 'static {
     /// One unit's parameters, as volunteers receive them.
     type Unit: Serialize + DeserializeOwned;
 
     /// Stable id used in the REST API and on the wire.
     const ID: &'static str;
+
+    /// Exact size of a unit's output; anything else is rejected before merging.
+    fn output_len(unit: &Self::Unit) -> usize;
+    /// The CPU reference: the oracle for tests and the fallback without a GPU.
+    fn run_cpu(unit: &Self::Unit, input: &[u8]) -> Result<Vec<u8>, KernelError>;
+    /// How to run the unit on a GPU through [`Gpu::run`].
+    fn gpu_dispatch(unit: &Self::Unit, input: &[u8]) -> Result<GpuDispatch, KernelError>;
+    /// Floating-point operations one unit costs, for scheduling and credit.
+    fn unit_flops(unit: &Self::Unit) -> u64;
+}
+
+/// A kernel, typed: the relay's half on top of the volunteer's [`UnitSpec`]. Implement
+/// both once per kernel module; [`Catalog`] does the rest.
+pub trait KernelSpec: UnitSpec {
+    /// The job's parameters, as submitters send them.
+    type Params: Serialize + DeserializeOwned;
+
     /// Bumped whenever outputs for the same inputs may change.
     const VERSION: u32;
 
@@ -83,16 +112,8 @@ pub trait KernelSpec: Send + Sync + 'static {
         job_input: &[u8],
         unit: &Self::Unit,
     ) -> Result<Vec<u8>, KernelError>;
-    /// Exact size of a unit's output; anything else is rejected before merging.
-    fn output_len(unit: &Self::Unit) -> usize;
     /// Joins unit outputs, given in split order, into the job result.
     fn merge(params: &Self::Params, outputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError>;
-    /// The CPU reference: the oracle for tests and the fallback without a GPU.
-    fn run_cpu(unit: &Self::Unit, input: &[u8]) -> Result<Vec<u8>, KernelError>;
-    /// How to run the unit on a GPU through [`Gpu::run`].
-    fn gpu_dispatch(unit: &Self::Unit, input: &[u8]) -> Result<GpuDispatch, KernelError>;
-    /// Floating-point operations one unit costs, for scheduling and credit.
-    fn unit_flops(unit: &Self::Unit) -> u64;
     /// Whether two outputs of the same unit, from different volunteers (or a volunteer
     /// and the CPU reference), count as the same result: exact for integer kernels, within
     /// a tolerance the kernel justifies for floating point.
@@ -147,5 +168,39 @@ impl ProbeRng {
                 ((unit * 2.0 - 1.0) * scale).to_le_bytes()
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod shader_tests {
+    /// What a WGSL compiler reads of a shader: its tokens, without comments.
+    fn tokens(wgsl: &str) -> Vec<&str> {
+        wgsl.lines()
+            .flat_map(|line| {
+                line.split("//")
+                    .next()
+                    .unwrap_or_default()
+                    .split_whitespace()
+            })
+            .collect()
+    }
+
+    /// The shipped shaders are the written ones, token for token, and carry no comments.
+    #[test]
+    fn shipped_shaders_are_the_sources_without_comments() {
+        let pairs = [
+            (include_str!("matmul/shader.wgsl"), shader!("matmul")),
+            (include_str!("mlp/shader.wgsl"), shader!("mlp")),
+            (
+                include_str!("montecarlo/shader.wgsl"),
+                shader!("montecarlo"),
+            ),
+            (include_str!("render/shader.wgsl"), shader!("render")),
+        ];
+        for (written, shipped) in pairs {
+            assert_eq!(tokens(written), tokens(shipped));
+            assert!(!shipped.contains("//"));
+            assert!(shipped.len() < written.len(), "nothing was stripped");
+        }
     }
 }

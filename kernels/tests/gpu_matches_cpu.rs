@@ -2,7 +2,7 @@
 
 use rand::{Rng, SeedableRng};
 use starling_kernels::matmul::{outputs_agree, Matmul, MatmulParams};
-use starling_kernels::{Catalog, KernelSpec, NamedInputs};
+use starling_kernels::{Catalog, NamedInputs, UnitSpec};
 use support::gpu::gpu;
 
 mod support;

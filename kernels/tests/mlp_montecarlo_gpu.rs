@@ -6,7 +6,7 @@ use starling_kernels::mlp::{tolerance_terms, Activation, Mlp, MlpParams, MlpUnit
 use starling_kernels::montecarlo::{
     philox4x32_10, MonteCarlo, MonteCarloParams, MonteCarloUnit, PHILOX_KAT,
 };
-use starling_kernels::{Catalog, GpuDispatch, KernelSpec, NamedInputs};
+use starling_kernels::{Catalog, GpuDispatch, KernelSpec, NamedInputs, UnitSpec};
 use support::gpu::{floats, gpu};
 
 mod support;

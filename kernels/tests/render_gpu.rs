@@ -6,7 +6,7 @@ use starling_kernels::render::{
     outputs_agree, Render, RenderParams, RenderUnit, MAX_BOUNCES, MAX_SPP, OUTLIERS_PER_10K,
     OUTLIER_BASE, TOLERANCE,
 };
-use starling_kernels::{Catalog, KernelSpec, NamedInputs};
+use starling_kernels::{Catalog, KernelSpec, NamedInputs, UnitSpec};
 use support::gpu::gpu;
 use support::render_divergence::divergence_histogram;
 

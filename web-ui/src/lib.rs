@@ -28,6 +28,7 @@ mod tiles;
 #[cfg(target_arch = "wasm32")]
 pub fn mount_app() {
     console_error_panic_hook::set_once();
+    runtime::allow_cpu_on_page(starling_client::CPU_REFERENCE);
     leptos::mount::mount_to_body(app::App);
 }
 

@@ -11,7 +11,7 @@ use js_sys::Reflect;
 use starling_client::platform::cpu_worker::{self, CpuWorker};
 use starling_client::platform::keystore;
 use starling_client::platform::RelayTransport;
-use starling_client::{Engine, Event, Profile, TransportChoice};
+use starling_client::{CpuReference, Engine, Event, Profile, TransportChoice};
 use starling_protocol::SiteClaim;
 use std::cell::{Cell, RefCell};
 use std::pin::pin;
@@ -58,6 +58,13 @@ thread_local! {
     static STOP: RefCell<Option<futures::channel::oneshot::Sender<()>>> = const { RefCell::new(None) };
     static SETTINGS: Cell<Settings> = const { Cell::new(Settings { intensity: 1.0, paused: false, background: false, battery_floor: 0.2 }) };
     static BATTERY: RefCell<Option<JsValue>> = const { RefCell::new(None) };
+    static CPU_ON_PAGE: Cell<Option<CpuReference>> = const { Cell::new(None) };
+}
+
+/// Lets CPU units run on the page's own thread when the CPU worker cannot start (see
+/// `Engine::with_cpu_on_page`): the app calls this, the widget does not.
+pub fn allow_cpu_on_page(reference: CpuReference) {
+    CPU_ON_PAGE.with(|c| c.set(Some(reference)));
 }
 
 /// What the device card shows.
@@ -106,9 +113,16 @@ pub async fn detect() -> DeviceSummary {
             };
             if engine.on_cpu() {
                 // Seconds-long CPU units would freeze the page on its own thread.
-                match CpuWorker::spawn(cpu_worker::WORKER_URL).await {
-                    Ok(worker) => engine = engine.with_cpu_worker(worker),
-                    Err(why) => leptos::logging::warn!("CPU units run on the page: {why}"),
+                match (
+                    CpuWorker::spawn(cpu_worker::WORKER_URL).await,
+                    CPU_ON_PAGE.with(Cell::get),
+                ) {
+                    (Ok(worker), _) => engine = engine.with_cpu_worker(worker),
+                    (Err(why), Some(reference)) => {
+                        leptos::logging::warn!("CPU units run on the page: {why}");
+                        engine = engine.with_cpu_on_page(reference);
+                    }
+                    (Err(why), None) => leptos::logging::warn!("no CPU fallback: {why}"),
                 }
             }
             let engine = Rc::new(engine);

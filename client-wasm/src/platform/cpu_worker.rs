@@ -14,7 +14,7 @@
 use futures::channel::oneshot;
 use gloo_timers::future::TimeoutFuture;
 use js_sys::{Array, Uint8Array};
-use starling_kernels::Catalog;
+use starling_kernels::volunteer;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -180,7 +180,6 @@ pub fn serve() -> Result<(), String> {
     let scope: DedicatedWorkerGlobalScope = js_sys::global()
         .dyn_into()
         .map_err(|_| "starling-cpu-worker must run as a dedicated Web Worker".to_owned())?;
-    let catalog = Rc::new(Catalog::builtin());
     let reply_scope = scope.clone();
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
         let request = Array::from(&ev.data());
@@ -188,10 +187,9 @@ pub fn serve() -> Result<(), String> {
         let kernel = request.get(1).as_string().unwrap_or_default();
         let unit = request.get(2).as_string().unwrap_or_default();
         let input = Uint8Array::new(&request.get(3)).to_vec();
-        let catalog = catalog.clone();
         let scope = reply_scope.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            let reply = match catalog.run_unit(None, &kernel, &unit, &input).await {
+            let reply = match volunteer::run_cpu(&kernel, &unit, &input) {
                 Ok(output) => {
                     let bytes = Uint8Array::new_with_length(output.len() as u32);
                     bytes.copy_from(&output);

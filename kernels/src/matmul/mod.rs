@@ -6,7 +6,7 @@
 
 use crate::catalog::{InputInfo, KernelInfo, NamedInputs};
 use crate::gpu::GpuDispatch;
-use crate::{KernelError, KernelSpec};
+use crate::{KernelError, KernelSpec, UnitSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -88,10 +88,57 @@ fn floats(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
 
-impl KernelSpec for Matmul {
-    type Params = MatmulParams;
+impl UnitSpec for Matmul {
     type Unit = MatmulUnit;
     const ID: &'static str = "matmul";
+
+    fn output_len(u: &MatmulUnit) -> usize {
+        f32_bytes(u64::from(u.rows) * u64::from(u.n))
+    }
+
+    fn run_cpu(u: &MatmulUnit, input: &[u8]) -> Result<Vec<u8>, KernelError> {
+        u.check_input(input)?;
+        let (k, n) = (u.k as usize, u.n as usize);
+        let a: Vec<f32> = floats(&input[..u.a_len()]).collect();
+        let b: Vec<f32> = floats(&input[u.a_len()..]).collect();
+        let mut c = vec![0f32; u.rows as usize * n];
+        // i-p-j order streams through B row by row; each c element still sums over p in
+        // increasing order, like the GPU kernel, which keeps the two close.
+        for (i, c_row) in c.chunks_exact_mut(n).enumerate() {
+            for p in 0..k {
+                let a_ip = a[i * k + p];
+                let b_row = &b[p * n..(p + 1) * n];
+                for (cj, bj) in c_row.iter_mut().zip(b_row) {
+                    *cj += a_ip * bj;
+                }
+            }
+        }
+        Ok(c.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    fn gpu_dispatch(u: &MatmulUnit, input: &[u8]) -> Result<GpuDispatch, KernelError> {
+        u.check_input(input)?;
+        let uniforms = [u.rows, u.k, u.n, 0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        Ok(GpuDispatch {
+            label: "matmul",
+            shader: crate::shader!("matmul"),
+            uniforms,
+            inputs: vec![0..u.a_len(), u.a_len()..input.len()],
+            output_bytes: Self::output_len(u) as u64,
+            workgroups: [u.n.div_ceil(BLOCK), u.rows.div_ceil(BLOCK), 1],
+        })
+    }
+
+    fn unit_flops(u: &MatmulUnit) -> u64 {
+        2 * u64::from(u.rows) * u64::from(u.k) * u64::from(u.n)
+    }
+}
+
+impl KernelSpec for Matmul {
+    type Params = MatmulParams;
     const VERSION: u32 = 1;
 
     fn info() -> KernelInfo {
@@ -217,10 +264,6 @@ impl KernelSpec for Matmul {
         Ok(input)
     }
 
-    fn output_len(u: &MatmulUnit) -> usize {
-        f32_bytes(u64::from(u.rows) * u64::from(u.n))
-    }
-
     fn merge(p: &MatmulParams, outputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
         let merged = outputs.concat();
         let expected = f32_bytes(u64::from(p.m) * u64::from(p.n));
@@ -231,46 +274,6 @@ impl KernelSpec for Matmul {
             });
         }
         Ok(merged)
-    }
-
-    fn run_cpu(u: &MatmulUnit, input: &[u8]) -> Result<Vec<u8>, KernelError> {
-        u.check_input(input)?;
-        let (k, n) = (u.k as usize, u.n as usize);
-        let a: Vec<f32> = floats(&input[..u.a_len()]).collect();
-        let b: Vec<f32> = floats(&input[u.a_len()..]).collect();
-        let mut c = vec![0f32; u.rows as usize * n];
-        // i-p-j order streams through B row by row; each c element still sums over p in
-        // increasing order, like the GPU kernel, which keeps the two close.
-        for (i, c_row) in c.chunks_exact_mut(n).enumerate() {
-            for p in 0..k {
-                let a_ip = a[i * k + p];
-                let b_row = &b[p * n..(p + 1) * n];
-                for (cj, bj) in c_row.iter_mut().zip(b_row) {
-                    *cj += a_ip * bj;
-                }
-            }
-        }
-        Ok(c.iter().flat_map(|v| v.to_le_bytes()).collect())
-    }
-
-    fn gpu_dispatch(u: &MatmulUnit, input: &[u8]) -> Result<GpuDispatch, KernelError> {
-        u.check_input(input)?;
-        let uniforms = [u.rows, u.k, u.n, 0]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        Ok(GpuDispatch {
-            label: "matmul",
-            shader: include_str!("shader.wgsl"),
-            uniforms,
-            inputs: vec![0..u.a_len(), u.a_len()..input.len()],
-            output_bytes: Self::output_len(u) as u64,
-            workgroups: [u.n.div_ceil(BLOCK), u.rows.div_ceil(BLOCK), 1],
-        })
-    }
-
-    fn unit_flops(u: &MatmulUnit) -> u64 {
-        2 * u64::from(u.rows) * u64::from(u.k) * u64::from(u.n)
     }
 
     /// Sizes of small real jobs: A up to 1024 x 256 and B up to 256 x 256, entries in

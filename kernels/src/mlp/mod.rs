@@ -11,7 +11,7 @@
 
 use crate::catalog::{InputInfo, KernelInfo, NamedInputs};
 use crate::gpu::GpuDispatch;
-use crate::{KernelError, KernelSpec};
+use crate::{KernelError, KernelSpec, UnitSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -268,10 +268,54 @@ fn forward(layers: &[u32], output: Activation, w: &[f32], rows: &[f32]) -> Vec<f
     out
 }
 
-impl KernelSpec for Mlp {
-    type Params = MlpParams;
+impl UnitSpec for Mlp {
     type Unit = MlpUnit;
     const ID: &'static str = "mlp";
+
+    fn output_len(u: &MlpUnit) -> usize {
+        f32_bytes(u64::from(u.rows) * u64::from(last(&u.layers)))
+    }
+
+    fn run_cpu(u: &MlpUnit, input: &[u8]) -> Result<Vec<u8>, KernelError> {
+        u.check_input(input)?;
+        let w: Vec<f32> = floats(&input[..u.weight_bytes()]).collect();
+        let rows: Vec<f32> = floats(&input[u.weight_bytes()..]).collect();
+        let out = forward(&u.layers, u.output, &w, &rows);
+        Ok(out.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    fn gpu_dispatch(u: &MlpUnit, input: &[u8]) -> Result<GpuDispatch, KernelError> {
+        u.check_input(input)?;
+        let mut sizes = [0u32; 12];
+        sizes[..u.layers.len()].copy_from_slice(&u.layers);
+        let header = [
+            u.rows,
+            u.layers.len() as u32,
+            u32::from(u.output == Activation::Softmax),
+            0,
+        ];
+        let uniforms = header
+            .iter()
+            .chain(&sizes)
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        Ok(GpuDispatch {
+            label: "mlp",
+            shader: crate::shader!("mlp"),
+            uniforms,
+            inputs: vec![0..u.weight_bytes(), u.weight_bytes()..input.len()],
+            output_bytes: Self::output_len(u) as u64,
+            workgroups: [u.rows, 1, 1],
+        })
+    }
+
+    fn unit_flops(u: &MlpUnit) -> u64 {
+        u64::from(u.rows) * row_flops(&u.layers)
+    }
+}
+
+impl KernelSpec for Mlp {
+    type Params = MlpParams;
     const VERSION: u32 = 1;
 
     fn info() -> KernelInfo {
@@ -480,10 +524,6 @@ impl KernelSpec for Mlp {
         Ok(input)
     }
 
-    fn output_len(u: &MlpUnit) -> usize {
-        f32_bytes(u64::from(u.rows) * u64::from(last(&u.layers)))
-    }
-
     fn merge(p: &MlpParams, outputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
         let merged = outputs.concat();
         let expected = f32_bytes(u64::from(p.batch) * u64::from(last(&p.layers)));
@@ -494,43 +534,6 @@ impl KernelSpec for Mlp {
             });
         }
         Ok(merged)
-    }
-
-    fn run_cpu(u: &MlpUnit, input: &[u8]) -> Result<Vec<u8>, KernelError> {
-        u.check_input(input)?;
-        let w: Vec<f32> = floats(&input[..u.weight_bytes()]).collect();
-        let rows: Vec<f32> = floats(&input[u.weight_bytes()..]).collect();
-        let out = forward(&u.layers, u.output, &w, &rows);
-        Ok(out.iter().flat_map(|v| v.to_le_bytes()).collect())
-    }
-
-    fn gpu_dispatch(u: &MlpUnit, input: &[u8]) -> Result<GpuDispatch, KernelError> {
-        u.check_input(input)?;
-        let mut sizes = [0u32; 12];
-        sizes[..u.layers.len()].copy_from_slice(&u.layers);
-        let header = [
-            u.rows,
-            u.layers.len() as u32,
-            u32::from(u.output == Activation::Softmax),
-            0,
-        ];
-        let uniforms = header
-            .iter()
-            .chain(&sizes)
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        Ok(GpuDispatch {
-            label: "mlp",
-            shader: include_str!("shader.wgsl"),
-            uniforms,
-            inputs: vec![0..u.weight_bytes(), u.weight_bytes()..input.len()],
-            output_bytes: Self::output_len(u) as u64,
-            workgroups: [u.rows, 1, 1],
-        })
-    }
-
-    fn unit_flops(u: &MlpUnit) -> u64 {
-        u64::from(u.rows) * row_flops(&u.layers)
     }
 
     /// A small classifier or regressor: 16-64 inputs, one hidden layer of 32-128, 2 or

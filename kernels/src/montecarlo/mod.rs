@@ -13,7 +13,7 @@
 
 use crate::catalog::{KernelInfo, NamedInputs};
 use crate::gpu::GpuDispatch;
-use crate::{KernelError, KernelSpec};
+use crate::{KernelError, KernelSpec, UnitSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -157,10 +157,58 @@ fn hits_of(output: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(output.try_into().ok()?))
 }
 
-impl KernelSpec for MonteCarlo {
-    type Params = MonteCarloParams;
+impl UnitSpec for MonteCarlo {
     type Unit = MonteCarloUnit;
     const ID: &'static str = "montecarlo";
+
+    fn output_len(_: &MonteCarloUnit) -> usize {
+        8
+    }
+
+    fn run_cpu(u: &MonteCarloUnit, input: &[u8]) -> Result<Vec<u8>, KernelError> {
+        u.check_input(input)?;
+        let hits = (u.start..u.start + u64::from(u.count))
+            .filter(|i| is_hit(*i, u.seed))
+            .count() as u64;
+        Ok(hits.to_le_bytes().to_vec())
+    }
+
+    fn gpu_dispatch(u: &MonteCarloUnit, input: &[u8]) -> Result<GpuDispatch, KernelError> {
+        u.check_input(input)?;
+        let uniforms = [
+            u.start as u32,
+            (u.start >> 32) as u32,
+            u.count,
+            u.seed as u32,
+            (u.seed >> 32) as u32,
+            0,
+            0,
+            0,
+        ]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+        let workgroups = u
+            .count
+            .div_ceil(WORKGROUP * SAMPLES_PER_THREAD)
+            .clamp(1, 65_535);
+        Ok(GpuDispatch {
+            label: "montecarlo",
+            shader: crate::shader!("montecarlo"),
+            uniforms,
+            inputs: Vec::new(),
+            output_bytes: 8,
+            workgroups: [workgroups, 1, 1],
+        })
+    }
+
+    fn unit_flops(u: &MonteCarloUnit) -> u64 {
+        u64::from(u.count) * SAMPLE_FLOPS
+    }
+}
+
+impl KernelSpec for MonteCarlo {
+    type Params = MonteCarloParams;
     const VERSION: u32 = 1;
 
     fn info() -> KernelInfo {
@@ -264,10 +312,6 @@ impl KernelSpec for MonteCarlo {
         Ok(Vec::new())
     }
 
-    fn output_len(_: &MonteCarloUnit) -> usize {
-        8
-    }
-
     fn merge(p: &MonteCarloParams, outputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
         let mut hits = 0u64;
         for (i, output) in outputs.iter().enumerate() {
@@ -292,47 +336,6 @@ impl KernelSpec for MonteCarlo {
             "std_error": 4.0 * (fraction * (1.0 - fraction) / n).sqrt(),
         });
         Ok(result.to_string().into_bytes())
-    }
-
-    fn run_cpu(u: &MonteCarloUnit, input: &[u8]) -> Result<Vec<u8>, KernelError> {
-        u.check_input(input)?;
-        let hits = (u.start..u.start + u64::from(u.count))
-            .filter(|i| is_hit(*i, u.seed))
-            .count() as u64;
-        Ok(hits.to_le_bytes().to_vec())
-    }
-
-    fn gpu_dispatch(u: &MonteCarloUnit, input: &[u8]) -> Result<GpuDispatch, KernelError> {
-        u.check_input(input)?;
-        let uniforms = [
-            u.start as u32,
-            (u.start >> 32) as u32,
-            u.count,
-            u.seed as u32,
-            (u.seed >> 32) as u32,
-            0,
-            0,
-            0,
-        ]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-        let workgroups = u
-            .count
-            .div_ceil(WORKGROUP * SAMPLES_PER_THREAD)
-            .clamp(1, 65_535);
-        Ok(GpuDispatch {
-            label: "montecarlo",
-            shader: include_str!("shader.wgsl"),
-            uniforms,
-            inputs: Vec::new(),
-            output_bytes: 8,
-            workgroups: [workgroups, 1, 1],
-        })
-    }
-
-    fn unit_flops(u: &MonteCarloUnit) -> u64 {
-        u64::from(u.count) * SAMPLE_FLOPS
     }
 
     /// Exact: every device computes the same integers.

@@ -21,7 +21,7 @@
 
 use crate::catalog::{KernelInfo, NamedInputs};
 use crate::gpu::GpuDispatch;
-use crate::{KernelError, KernelSpec};
+use crate::{KernelError, KernelSpec, UnitSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -227,10 +227,68 @@ fn floats(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
 
-impl KernelSpec for Render {
-    type Params = RenderParams;
+impl UnitSpec for Render {
     type Unit = RenderUnit;
     const ID: &'static str = "render";
+
+    fn output_len(u: &RenderUnit) -> usize {
+        u.pixels().saturating_mul(12)
+    }
+
+    fn run_cpu(u: &RenderUnit, input: &[u8]) -> Result<Vec<u8>, KernelError> {
+        u.check(input)?;
+        let mut out = Vec::with_capacity(Self::output_len(u));
+        for y in u.y0..u.y0 + u.h {
+            for x in u.x0..u.x0 + u.w {
+                for c in render_pixel(u, x, y) {
+                    out.extend_from_slice(&c.to_le_bytes());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn gpu_dispatch(u: &RenderUnit, input: &[u8]) -> Result<GpuDispatch, KernelError> {
+        u.check(input)?;
+        // Twelve u32: the nine fields in `shader.wgsl`'s order and three of padding, a
+        // multiple of 16 bytes as WebGPU's uniform layout wants.
+        let uniforms = [
+            u.x0,
+            u.y0,
+            u.w,
+            u.h,
+            u.width,
+            u.height,
+            u.samples_per_pixel,
+            u.seed,
+            u.max_bounces,
+            0,
+            0,
+            0,
+        ]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+        Ok(GpuDispatch {
+            label: "render",
+            shader: crate::shader!("render"),
+            uniforms,
+            inputs: Vec::new(),
+            output_bytes: Self::output_len(u) as u64,
+            workgroups: [u.w.div_ceil(WORKGROUP), u.h.div_ceil(WORKGROUP), 1],
+        })
+    }
+
+    fn unit_flops(u: &RenderUnit) -> u64 {
+        // Saturating: units from the wire are not checked yet.
+        (u64::from(u.w) * u64::from(u.h))
+            .saturating_mul(u64::from(u.samples_per_pixel))
+            .saturating_mul(flops_per_sample(u.max_bounces))
+    }
+}
+
+impl KernelSpec for Render {
+    type Params = RenderParams;
     const VERSION: u32 = 1;
 
     fn info() -> KernelInfo {
@@ -341,10 +399,6 @@ impl KernelSpec for Render {
         Ok(Vec::new())
     }
 
-    fn output_len(u: &RenderUnit) -> usize {
-        u.pixels().saturating_mul(12)
-    }
-
     fn merge(p: &RenderParams, outputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
         Self::validate(p)?;
         let pixels = p.width as usize * p.height as usize;
@@ -393,57 +447,6 @@ impl KernelSpec for Render {
             }
         }
         encode_png(p.width, p.height, &image)
-    }
-
-    fn run_cpu(u: &RenderUnit, input: &[u8]) -> Result<Vec<u8>, KernelError> {
-        u.check(input)?;
-        let mut out = Vec::with_capacity(Self::output_len(u));
-        for y in u.y0..u.y0 + u.h {
-            for x in u.x0..u.x0 + u.w {
-                for c in render_pixel(u, x, y) {
-                    out.extend_from_slice(&c.to_le_bytes());
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn gpu_dispatch(u: &RenderUnit, input: &[u8]) -> Result<GpuDispatch, KernelError> {
-        u.check(input)?;
-        // Twelve u32: the nine fields in `shader.wgsl`'s order and three of padding, a
-        // multiple of 16 bytes as WebGPU's uniform layout wants.
-        let uniforms = [
-            u.x0,
-            u.y0,
-            u.w,
-            u.h,
-            u.width,
-            u.height,
-            u.samples_per_pixel,
-            u.seed,
-            u.max_bounces,
-            0,
-            0,
-            0,
-        ]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-        Ok(GpuDispatch {
-            label: "render",
-            shader: include_str!("shader.wgsl"),
-            uniforms,
-            inputs: Vec::new(),
-            output_bytes: Self::output_len(u) as u64,
-            workgroups: [u.w.div_ceil(WORKGROUP), u.h.div_ceil(WORKGROUP), 1],
-        })
-    }
-
-    fn unit_flops(u: &RenderUnit) -> u64 {
-        // Saturating: units from the wire are not checked yet.
-        (u64::from(u.w) * u64::from(u.h))
-            .saturating_mul(u64::from(u.samples_per_pixel))
-            .saturating_mul(flops_per_sample(u.max_bounces))
     }
 
     /// 128-512 pixels a side, 4-64 samples per pixel, a fresh noise seed.

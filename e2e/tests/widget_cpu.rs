@@ -1,0 +1,38 @@
+//! The widget without WebGPU (`?device=cpu`, what a visitor whose browser has none gets):
+//! its bundle carries no CPU reference of its own (the page's thread never computes, so
+//! the embedding site's page never freezes), and it computes on the CPU worker: a job
+//! completes and matches the CPU reference.
+
+use starling_e2e::browser::Browser;
+use starling_e2e::{MatmulJob, Relay, TempDir};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_widget_without_webgpu_computes_on_its_cpu_worker() -> anyhow::Result<()> {
+    let data = TempDir::new("widget-cpu")?;
+    let relay = Relay::start(data.path(), 1)?;
+    let api = relay.api();
+    let browser = Browser::start("widget-cpu").await?;
+    browser
+        .goto(&format!("{}/widget?device=cpu", relay.url()))
+        .await?;
+    let device = browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    assert_eq!(device, "CPU fallback");
+
+    let job = MatmulJob::random(96, 64, 48, 7);
+    let id = api.submit_with_quorum(&job.body, 1).await?;
+    browser.click("start").await?;
+    api.wait_done(&id, Duration::from_secs(120)).await?;
+    let (status, result) = api.result(&id).await?;
+    assert_eq!(status, 200);
+    job.check(&result)?;
+    let units = browser
+        .wait_text("widget-units", Duration::from_secs(10), |t| {
+            !t.starts_with("0 units")
+        })
+        .await?;
+    eprintln!("widget on the CPU: {units}");
+    Ok(())
+}
