@@ -113,3 +113,81 @@ async fn an_unreachable_database_stops_the_relay_at_start_with_the_reason() -> a
     assert!(!stderr.contains("panicked"), "{stderr}");
     Ok(())
 }
+
+/// `relay-server audit`'s summary lines (entries, issued, escrowed, paid, …).
+fn audit(data: &std::path::Path, database: Option<&str>) -> anyhow::Result<String> {
+    let mut command = std::process::Command::new(binary("relay-server")?);
+    command.arg("audit").arg("--data-dir").arg(data);
+    if let Some(url) = database {
+        command.args(["--database", url]);
+    }
+    let out = command.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "audit failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_network_moves_to_postgres_with_its_ledger_and_jobs() -> anyhow::Result<()> {
+    let data = TempDir::new("pg-migrate")?;
+    // A network with history on SQLite: a job computed and paid for.
+    let mut relay = Relay::start(data.path(), 1)?;
+    let api = relay.api();
+    let job = MatmulJob::random(256, 96, 96, 11);
+    let id = api.submit_with_quorum(&job.body, 1).await?;
+    {
+        let _volunteer = Volunteer::start(&relay.url())?;
+        api.wait_done(&id, Duration::from_secs(60)).await?;
+    }
+    relay.kill();
+    let before = audit(data.path(), None)?;
+
+    let url = Postgres::shared()?.database()?;
+    let relay_server = binary("relay-server")?;
+    let migrate = |to: &str| {
+        std::process::Command::new(&relay_server)
+            .arg("migrate")
+            .arg("--from-sqlite")
+            .arg(data.path())
+            .args(["--to", to])
+            .output()
+    };
+    let out = migrate(&url)?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("ledger"), "{said}");
+    // The chain verifies on PostgreSQL with the same totals it had on SQLite.
+    assert_eq!(audit(data.path(), Some(&url))?, before);
+    // Migrating again would mix two networks: refused, the first copy untouched.
+    let again = migrate(&url)?;
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("migrate only into a new database"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(audit(data.path(), Some(&url))?, before);
+
+    // The relay on PostgreSQL serves the old job's result and computes new work.
+    let relay = Relay::start_with(data.path(), 1, &["--database", &url])?;
+    let api = relay.api();
+    let (status, result) = api.result(&id).await?;
+    assert_eq!(status, 200);
+    job.check(&result)?;
+    let next = MatmulJob::random(128, 64, 64, 12);
+    let next_id = api.submit_with_quorum(&next.body, 1).await?;
+    let _volunteer = Volunteer::start(&relay.url())?;
+    api.wait_done(&next_id, Duration::from_secs(60)).await?;
+    let (status, result) = api.result(&next_id).await?;
+    assert_eq!(status, 200);
+    next.check(&result)?;
+    Ok(())
+}

@@ -254,6 +254,19 @@ enum Command {
         #[arg(long)]
         relay_key: Option<WalletAddress>,
     },
+    /// Copies a network from its SQLite database into a new PostgreSQL database (ledger
+    /// chain intact: `audit --database` passes after), then exits. Stop the relay first;
+    /// afterwards start it with `--database` and the same `--data-dir`.
+    Migrate {
+        /// The data directory holding the SQLite database (and the job data keys, which
+        /// stay there).
+        #[arg(long)]
+        from_sqlite: PathBuf,
+        /// The PostgreSQL database to fill, postgres://USER:PASS@HOST/DB; it must hold no
+        /// rows yet.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// `keys …` subcommands.
@@ -564,6 +577,15 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 .await?;
             // Scripts read the key from stdout: nothing else goes there.
             println!("{api_key}");
+        }
+        Command::Migrate { from_sqlite, to } => {
+            let copied = Storage::copy_sqlite_to_postgres(&from_sqlite, &to)
+                .await
+                .with_context(|| format!("cannot migrate into {}", redacted(&to)))?;
+            for (table, rows) in copied.tables {
+                println!("{table:<18} {rows} rows");
+            }
+            println!("migrated into {}", redacted(&to));
         }
         Command::Audit {
             database,

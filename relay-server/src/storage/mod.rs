@@ -33,6 +33,7 @@ pub mod job_queries;
 mod leaderboard;
 mod leases;
 mod ledger;
+mod migrate;
 mod model;
 mod postgres;
 mod probes;
@@ -47,6 +48,7 @@ pub use crate::lifecycle::lease::LeaseTerms;
 pub use leaderboard::Earner;
 pub use leases::{LeaseRequest, REPEAT_AFTER_MS};
 pub use ledger::{Accrual, LedgerError, SignedTransfer};
+pub use migrate::Copied;
 pub(crate) use model::parse_unit_state;
 pub use model::{
     EscrowProof, JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId,
