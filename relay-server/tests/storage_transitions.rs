@@ -1509,3 +1509,95 @@ async fn vetting_compares_large_outputs_with_the_reference_off_the_writer(
     );
     Ok(())
 }
+
+/// Two relays on one PostgreSQL database, each with volunteers drawing the same oldest
+/// units at once and paying out as they go: every unit gets exactly its quorum of leases
+/// (none handed out beyond it), every result is paid once, and the ledger is one chain
+/// whose balances add up (the audit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_relays_on_one_postgres_never_overlease_fork_the_ledger_or_pay_twice(
+) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let dir = temp_dir("two-relays");
+    let url = Engine::Postgres.url(&dir).await?;
+    let relays = [
+        Storage::open_postgres(&url, &dir, false)
+            .await?
+            .with_billing(billing()),
+        Storage::open_postgres(&url, &dir, false)
+            .await?
+            .with_billing(billing()),
+    ];
+    let (submitter, _) = relays[0]
+        .create_account(&billing().key, MicroCredits(10_000_000), None)
+        .await?;
+    let units = 60;
+    let j = NewJob {
+        submitter: Some(submitter),
+        ..job(units, 2)
+    };
+    relays[0].insert_job(&j).await?;
+    let mut tasks = Vec::new();
+    for v in 0..8u8 {
+        let storage = relays[usize::from(v % 2)].clone();
+        tasks.push(tokio::spawn(async move {
+            let vol = Vol::new(v + 1);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let mut idle = 0;
+            while idle < 20 && std::time::Instant::now() < deadline {
+                match vol.lease(&storage).await? {
+                    Some(l) => {
+                        idle = 0;
+                        vol.answer(&storage, l.lease, l.unit_params.as_bytes(), None)
+                            .await?;
+                    }
+                    None => {
+                        idle += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+                if v < 2 {
+                    storage.pay_out_all().await?;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    for relay in &relays {
+        relay.pay_out_all().await?;
+    }
+    let record = relays[1].job(j.id).await?.expect("the job");
+    assert_eq!(record.progress.units_done, units as i64, "{record:?}");
+    let mut db = sqlx::PgConnection::connect(&url).await?;
+    let overleased: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT unit_id, COUNT(*) FROM leases WHERE kind = 'work'
+         GROUP BY unit_id HAVING COUNT(*) <> 2",
+    )
+    .fetch_all(&mut db)
+    .await?;
+    assert!(
+        overleased.is_empty(),
+        "units leased other than twice: {overleased:?}"
+    );
+    // Each valid result's pay reached its wallet once: what the ledger credited each
+    // wallet equals what its results were paid.
+    let unpaid: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT r.wallet, r.paid, COALESCE(l.credited, 0) FROM
+           (SELECT wallet, CAST(SUM(paid_micro) AS BIGINT) AS paid FROM leases
+            WHERE verdict = 'valid' GROUP BY wallet) AS r
+         LEFT JOIN
+           (SELECT substr(credit, 8) AS wallet, CAST(SUM(amount) AS BIGINT) AS credited
+            FROM ledger WHERE reason = 'pay' GROUP BY credit) AS l
+         ON l.wallet = r.wallet
+         WHERE r.paid <> COALESCE(l.credited, 0)",
+    )
+    .fetch_all(&mut db)
+    .await?;
+    assert!(unpaid.is_empty(), "paid other than earned: {unpaid:?}");
+    let summary = relays[0].audit(&billing().key.address()).await?;
+    assert!(summary.entries > 2, "{summary:?}");
+    Ok(())
+}

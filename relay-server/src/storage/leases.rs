@@ -1,7 +1,7 @@
 //! Leases: handing units out, taking them back when volunteers vanish or time out, and
 //! known-answer (canary) leases of settled units.
 
-use super::sql::{params, Db, Row, ToParam};
+use super::sql::{params, Db, Dialect, Row, ToParam};
 use super::writer::Keep;
 use super::{
     now_ms, parse_id, refresh_unit, LeaseContext, LeaseTerms, LeasedUnit, PeerId, Storage,
@@ -255,6 +255,21 @@ enum WorkLease {
     NeedsQuorum(String, u32),
 }
 
+/// The drawn unit, as [`load_drawn_unit`] selects it (`?5`: how many to skip).
+macro_rules! pick_unit {
+    () => {
+        concat!(
+            "SELECT ",
+            unit_columns!(),
+            ", units.wanted,
+               (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
+                AND (leases.state = 'active' OR leases.verdict = 'pending')) ",
+            eligible_units!(),
+            " ORDER BY units.rowid LIMIT 1 OFFSET ?5"
+        )
+    };
+}
+
 /// The drawn one of the oldest units `request`'s volunteer (`wallet`, as text) may have,
 /// with what the unit's refresh would count (its active leases and pending results) and
 /// its `wanted`, so its new state is known without another query; `None` when nothing is
@@ -269,17 +284,16 @@ fn load_drawn_unit(
     let peer = request.peer.to_string();
     let since = request.terms.start_ms.saturating_sub(REPEAT_AFTER_MS);
     let draw = |count: i64| (request.draw.clamp(0.0, 1.0) * count as f64) as i64;
+    // On PostgreSQL another relay may be drawing from the same queue: the drawn unit's
+    // row stays locked until the lease commits, and a unit another relay holds locked
+    // is passed over rather than waited for, so no unit gets more leases than it wants.
+    let pick_sql = match db.dialect() {
+        Dialect::Sqlite => pick_unit!(),
+        Dialect::Postgres => concat!(pick_unit!(), " FOR UPDATE OF units SKIP LOCKED"),
+    };
     let pick = |offset: i64| {
         db.query_opt(
-            concat!(
-                "SELECT ",
-                unit_columns!(),
-                ", units.wanted,
-               (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
-                AND (leases.state = 'active' OR leases.verdict = 'pending')) ",
-                eligible_units!(),
-                " ORDER BY units.rowid LIMIT 1 OFFSET ?5"
-            ),
+            pick_sql,
             params![wallet, peer, since, network, offset],
             |r| Ok((UnitRow::read(r)?, r.get::<i64>(10)?, r.get::<i64>(11)?)),
         )

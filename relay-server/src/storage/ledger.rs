@@ -206,6 +206,24 @@ fn set_balance(db: &dyn Db, account: &Account, micro: i64) -> Result<(), Storage
     Ok(())
 }
 
+/// The advisory lock that makes one relay at a time the ledger's writer ("LDGR").
+const LEDGER_LOCK: i64 = 0x4C44_4752;
+
+/// Holds the ledger for the rest of the caller's transaction, so that relays sharing a
+/// PostgreSQL database append one chain (no two entries with one seq or one previous
+/// hash), pay each accrual once and move balances read before they are written. SQLite's
+/// one writer holds it already. Re-entrant: a transaction may ask again.
+fn lock_ledger(db: &dyn Db) -> Result<(), StorageError> {
+    if db.dialect() == Dialect::Postgres {
+        db.query_one(
+            "SELECT pg_advisory_xact_lock(?1)",
+            params![LEDGER_LOCK],
+            |_| Ok(()),
+        )?;
+    }
+    Ok(())
+}
+
 /// The next entry's seq and previous hash, from the chain's last entry.
 fn chain_head(db: &dyn Db) -> Result<(u64, [u8; 32]), StorageError> {
     let last = db.query_opt(
@@ -322,6 +340,7 @@ pub(crate) fn append(
     reason: Reason,
     reference: &str,
 ) -> Result<Entry, LedgerError> {
+    lock_ledger(db)?;
     let micro = check_entry(debit, credit, amount, reference)?;
     let debit_after = debited(debit, cached_balance(db, debit)?, micro, amount)?;
     let entry = write_entry(
@@ -495,6 +514,15 @@ pub(crate) fn accrue_unit(
 /// up everyone else's writes; [`Storage::pay_out_all`] runs batches until none is full.
 pub(crate) const PAYOUT_BATCH: i64 = 256;
 
+/// The accruals [`pay_out`] pays (`?1`: the job or NULL for all, `?2`: how many rows).
+macro_rules! payable {
+    () => {
+        "SELECT job_id, account, reason, micro FROM accruals
+         WHERE job_id = ?1 OR ?1 IS NULL ORDER BY job_id, reason, account LIMIT ?2"
+    };
+}
+const PAYABLE: &str = payable!();
+
 /// Pays out what verified work earned and the ledger does not hold yet: one signed entry
 /// per accrual row (escrow → payee, the escrow's name as reference), for `job` or for every
 /// job, at most `limit` rows (all of them without one), and forgets what it paid.
@@ -505,6 +533,7 @@ pub(crate) fn pay_out(
     job: Option<JobId>,
     limit: Option<i64>,
 ) -> Result<Vec<Entry>, LedgerError> {
+    lock_ledger(db)?;
     let filter = job.map(|j| j.to_string());
     let rows: Vec<(String, String, String, i64)> = {
         // SQLite reads a negative LIMIT as none; PostgreSQL a NULL one.
@@ -513,12 +542,16 @@ pub(crate) fn pay_out(
             (Dialect::Sqlite, None) => Some(-1),
             (Dialect::Postgres, None) => None,
         };
-        db.query_all(
-            "SELECT job_id, account, reason, micro FROM accruals
-             WHERE job_id = ?1 OR ?1 IS NULL ORDER BY job_id, reason, account LIMIT ?2",
-            params![filter, limit],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?
+        // Locked on PostgreSQL: another relay settling a unit of the job adds to these
+        // rows, and an addition between this read and the rows' deletion below would be
+        // deleted unpaid; it waits instead, and then starts a new row.
+        let select = match db.dialect() {
+            Dialect::Sqlite => PAYABLE,
+            Dialect::Postgres => concat!(payable!(), " FOR UPDATE"),
+        };
+        db.query_all(select, params![filter, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
     };
     let corrupt = |what: String| LedgerError::Storage(StorageError::Corrupt(what));
     let mut entries: Vec<Entry> = Vec::with_capacity(rows.len());
@@ -571,6 +604,7 @@ pub(crate) fn refund_job(
     job: JobId,
     submitter: AccountId,
 ) -> Result<Option<Entry>, LedgerError> {
+    lock_ledger(db)?;
     let (escrow, name) = escrow_of(db, job)?;
     // What settled units accrued stays for their payout: only the rest goes back.
     let Some(amount) = refund_due(cached_balance(db, &escrow)?, owed(db, job)?)? else {

@@ -101,6 +101,16 @@ static ANSWERED_SQL: LazyLock<String> = LazyLock::new(|| {
 /// unit's results so far where it has pending or invalid ones (most units have none when
 /// their first result comes) and is not a known-answer test; `None` for an unknown lease.
 fn load_settle(db: &dyn Db, lease: &str) -> Result<Option<SettleSnapshot>, StorageError> {
+    if db.dialect() == Dialect::Postgres {
+        // Another relay may be judging a replica of the same unit: the unit's row lock
+        // makes the two judgments one after the other, the second seeing the first's.
+        db.for_each_row(
+            "SELECT units.id FROM units JOIN leases ON leases.unit_id = units.id
+             WHERE leases.id = ?1 FOR UPDATE OF units",
+            params![lease],
+            &mut |_| Ok(()),
+        )?;
+    }
     let loaded = db.query_opt(&ANSWERED_SQL, params![lease], |r| {
         let snapshot = SettleSnapshot {
             unit: r.get(0)?,
