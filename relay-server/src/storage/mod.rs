@@ -37,6 +37,7 @@ mod model;
 mod probes;
 mod results;
 mod sites;
+mod unit_outputs;
 mod wallets;
 mod writer;
 pub use crate::lifecycle::billing::Pricing;
