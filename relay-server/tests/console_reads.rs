@@ -206,7 +206,7 @@ async fn a_quote_refuses_what_submit_refuses_as_cheaply_and_in_plain_words() {
         assert!(!detail.contains("--"), "{detail}");
         println!("{field:?}: quote refused in {quote_time:?}, submit in {submit_time:?}");
         assert!(
-            quote_time < submit_time * 3 + std::time::Duration::from_millis(50),
+            quote_time < submit_time * 3 + std::time::Duration::from_millis(250),
             "{job}: the quote took {quote_time:?}, the submission {submit_time:?}"
         );
     }
