@@ -209,6 +209,11 @@ async fn a_quote_refuses_what_submit_refuses_as_cheaply_and_in_plain_words() {
             quote_time < submit_time * 3 + std::time::Duration::from_millis(250),
             "{job}: the quote took {quote_time:?}, the submission {submit_time:?}"
         );
+        // Counted, not planned: 131,072 units written out took seconds.
+        assert!(
+            quote_time + submit_time < std::time::Duration::from_secs(2),
+            "{job}: refused in {quote_time:?} and {submit_time:?}"
+        );
     }
     let list: JobList = call(&relay.router, get("/api/v1/jobs", Some(&key)))
         .await
