@@ -168,7 +168,7 @@ async fn the_console_quotes_places_refusals_and_keeps_my_jobs_across_a_reload() 
         .await?;
 
     // Another submitter's key lists none of them.
-    let other = relay.create_key("5")?;
+    let other = relay.create_key("0.000001")?;
     browser.set_value("api-key", &other).await?;
     let theirs = browser
         .wait_text("my-jobs", Duration::from_secs(10), |t| {
@@ -181,6 +181,15 @@ async fn the_console_quotes_places_refusals_and_keeps_my_jobs_across_a_reload() 
             t.contains("credits")
         })
         .await?;
-    assert!(balance.contains("Your balance: 5"), "{balance}");
+    assert!(balance.contains("Your balance: 0.000001"), "{balance}");
+    // A job that costs more than the key holds is said to before it is submitted.
+    browser.set_value("param-width", "640").await?;
+    browser.set_value("param-height", "480").await?;
+    let short = browser
+        .wait_text("quote", Duration::from_secs(10), |t| {
+            t.contains("more than your balance")
+        })
+        .await?;
+    assert!(short.contains("balance of 0.000001"), "{short}");
     Ok(())
 }

@@ -474,7 +474,7 @@ pub fn ConsolePage() -> impl IntoView {
     // The relay's refusals of the current form, by the form's field key.
     let relay_errors = RwSignal::new(BTreeMap::<String, String>::new());
     let quote = RwSignal::new(None::<Result<Quote, String>>);
-    let balance = RwSignal::new(None::<String>);
+    let balance = RwSignal::new(None::<Account>);
     let my_jobs = RwSignal::new(None::<Result<Vec<Job>, String>>);
     // Bumped when an input file is chosen, which no signal sees otherwise.
     let files_changed = RwSignal::new(0u32);
@@ -604,7 +604,7 @@ pub fn ConsolePage() -> impl IntoView {
             let account = net::request("GET", "/api/v1/account", None, false, Some(&key))
                 .await
                 .and_then(|r| r.decode::<Account>());
-            balance.set(account.ok().map(|a| a.balance));
+            balance.set(account.ok());
             let url = format!("/api/v1/jobs?limit={MY_JOBS}");
             let list = net::request("GET", &url, None, false, Some(&key))
                 .await
@@ -865,12 +865,12 @@ pub fn ConsolePage() -> impl IntoView {
             <p class="quote" data-testid="quote" aria-live="polite">
                 {move || match quote.get() {
                     None => String::new(),
-                    Some(Ok(q)) => quote_text(&q),
+                    Some(Ok(q)) => quote_text(&q, balance.get().as_ref()),
                     Some(Err(e)) => format!("No quote: {e}"),
                 }}
             </p>
             <p class="hint" data-testid="balance">
-                {move || balance.get().map(|b| format!("Your balance: {b} credits"))}
+                {move || balance.get().map(|b| format!("Your balance: {} credits", b.balance))}
             </p>
             <div class="controls">
                 <button type="submit" data-testid="submit" disabled=move || sending.get() || kernel.get().is_none()>
@@ -975,14 +975,18 @@ fn relay_error_view(errors: RwSignal<BTreeMap<String, String>>, key: &str) -> im
     }
 }
 
-/// A quote as the form shows it beside Submit.
-fn quote_text(q: &Quote) -> String {
+/// A quote as the form shows it beside Submit, saying so when the balance falls short.
+fn quote_text(q: &Quote, balance: Option<&Account>) -> String {
     let eta = match q.eta_s {
         Some(s) => format!("about {:.0} s at the network's pace", s.ceil()),
         None if q.volunteers == 0 => "no volunteer online now".to_owned(),
         None => "no pace measured yet".to_owned(),
     };
-    format!("{} units · {} credits · {eta}", q.units, q.price)
+    let short = balance
+        .filter(|b| b.balance_micro < q.price_micro)
+        .map(|b| format!(" · more than your balance of {} credits", b.balance))
+        .unwrap_or_default();
+    format!("{} units · {} credits{short} · {eta}", q.units, q.price)
 }
 
 #[cfg(test)]
