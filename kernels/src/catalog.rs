@@ -385,7 +385,7 @@ mod unit_count_tests {
         let catalog = Catalog::builtin();
         let mut checked = 0;
         for info in catalog.infos() {
-            let kernel = catalog.get(&info.id).expect("listed kernels exist");
+            let kernel = catalog.get(info.id).expect("listed kernels exist");
             let Some((params, inputs)) = kernel.probe(7) else {
                 continue;
             };
