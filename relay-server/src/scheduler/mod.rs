@@ -137,7 +137,7 @@ pub enum SubmitError {
     Quorum(u32),
     /// The job splits into more units than the relay takes.
     /// The submitter reads this; the operator's knob (`--unit-mflops`) is logged instead.
-    #[error("the job splits into {units} units, more than the {max} this relay takes in one job; make it smaller (fewer pixels or samples, smaller matrices)")]
+    #[error("the job splits into {units} units, over this relay's limit of {max} a job; make it smaller (fewer pixels or samples, smaller matrices)")]
     TooManyUnits {
         /// Units the job would have.
         units: usize,
