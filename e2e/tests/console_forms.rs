@@ -138,6 +138,15 @@ async fn the_console_quotes_places_refusals_and_keeps_my_jobs_across_a_reload() 
             .unwrap_or_default(),
         ""
     );
+    // Large inputs are not uploaded again at every change of the form just to quote.
+    let large = data.path().join("large.f32");
+    std::fs::write(&large, vec![0u8; 5 << 20])?;
+    browser.upload("input-a", &large).await?;
+    browser
+        .wait_text("quote", Duration::from_secs(10), |t| {
+            t.contains("too large to send for a quote")
+        })
+        .await?;
 
     // A job submitted, then the page reloaded: the card and the list are back.
     browser.set_value("kernel", "render").await?;

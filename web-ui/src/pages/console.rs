@@ -29,6 +29,10 @@ const MY_JOBS: u32 = 20;
 /// How long the form must rest before it is quoted.
 const QUOTE_DEBOUNCE_MS: u32 = 400;
 
+/// Input files larger than this in all are not sent for a quote: each change of the form
+/// would upload them again.
+const QUOTE_MAX_INPUT_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
+
 /// How often a followed job's record is read.
 const POLL_MS: u32 = 500;
 
@@ -651,6 +655,24 @@ pub fn ConsolePage() -> impl IntoView {
             }
             if !errors.get_untracked().is_empty() || kernel.get_untracked().is_none() {
                 quote.set(None);
+                return;
+            }
+            let inputs_bytes: f64 = kernel
+                .get_untracked()
+                .map(|k| {
+                    k.inputs
+                        .iter()
+                        .filter_map(|i| file_of(&i.name))
+                        .map(|f| f.size())
+                        .sum()
+                })
+                .unwrap_or(0.0);
+            if inputs_bytes > QUOTE_MAX_INPUT_BYTES {
+                quote.set(Some(Err(
+                    "the inputs are too large to send for a quote at every change; \
+                     the relay prices the job when you submit it"
+                        .to_owned(),
+                )));
                 return;
             }
             let reply = match request_body() {
