@@ -12,6 +12,8 @@ use std::time::Duration;
 
 /// The relay's unit size in MFLOP.
 const UNIT_MFLOPS: u64 = 1;
+/// Jobs on the first page of "My jobs".
+const MY_JOBS_PAGE: usize = 20;
 
 /// The first number in `text` ("1,234" read as 1234).
 fn first_number(text: &str) -> Option<u64> {
@@ -168,10 +170,25 @@ async fn the_console_quotes_places_refusals_and_keeps_my_jobs_across_a_reload() 
     browser
         .wait_text("my-jobs", Duration::from_secs(10), |t| t.contains(&id))
         .await?;
+    // A page of newer jobs pushes it off the list's first page.
+    let monte_carlo = starling_api::SubmitJob::new(
+        "montecarlo",
+        serde_json::json!({"samples": 1_000_000, "seed": 1}),
+    );
+    for _ in 0..MY_JOBS_PAGE {
+        api.submit(&monte_carlo).await?;
+    }
     browser.goto(&console).await?;
     browser
         .wait_text("job-id", Duration::from_secs(30), |t| t == id)
         .await?;
+    let first_page = browser
+        .wait_text("my-jobs", Duration::from_secs(10), |t| {
+            t.matches("montecarlo").count() == MY_JOBS_PAGE
+        })
+        .await?;
+    assert!(!first_page.contains(&id), "{first_page}");
+    browser.click("my-jobs-more").await?;
     browser
         .wait_text("my-jobs", Duration::from_secs(10), |t| t.contains(&id))
         .await?;

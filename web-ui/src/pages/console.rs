@@ -480,6 +480,8 @@ pub fn ConsolePage() -> impl IntoView {
     let quote = RwSignal::new(None::<Result<Quote, String>>);
     let balance = RwSignal::new(None::<Account>);
     let my_jobs = RwSignal::new(None::<Result<Vec<Job>, String>>);
+    // The cursor of the next page of "My jobs", while there is one.
+    let my_jobs_next = RwSignal::new(None::<String>);
     // Bumped when an input file is chosen, which no signal sees otherwise.
     let files_changed = RwSignal::new(0u32);
     let quote_round = StoredValue::new(0u32);
@@ -605,23 +607,63 @@ pub fn ConsolePage() -> impl IntoView {
             return;
         }
         spawn_local(async move {
+            // Answers for a key since replaced (typed one character at a time) are dropped.
+            let current = || api_key.with_untracked(|k| *k == key);
             let account = net::request("GET", "/api/v1/account", None, false, Some(&key))
                 .await
                 .and_then(|r| r.decode::<Account>());
+            if !current() {
+                return;
+            }
             balance.set(account.ok());
             let url = format!("/api/v1/jobs?limit={MY_JOBS}");
             let list = net::request("GET", &url, None, false, Some(&key))
                 .await
-                .and_then(|r| r.decode::<JobList>())
-                .map(|l| l.jobs);
-            // After a reload, the job this tab followed is followed again.
-            if let (Ok(jobs), None) = (&list, tracked.get_untracked()) {
-                let followed = net::session_get(FOLLOWED_STORAGE).unwrap_or_default();
-                if let Some(job) = jobs.iter().find(|j| j.id.to_string() == followed) {
-                    follow(key.clone(), job, views);
+                .and_then(|r| r.decode::<JobList>());
+            if !current() {
+                return;
+            }
+            my_jobs_next.set(list.as_ref().ok().and_then(|l| l.next.clone()));
+            my_jobs.set(Some(list.map(|l| l.jobs)));
+            // After a reload, the job this tab followed is followed again (if this key
+            // owns it: another key gets the same 404 as for no job at all).
+            let followed = net::session_get(FOLLOWED_STORAGE).unwrap_or_default();
+            if tracked.get_untracked().is_none() && !followed.is_empty() {
+                let url = format!("/api/v1/jobs/{followed}");
+                if let Ok(Ok(job)) = net::request("GET", &url, None, false, Some(&key))
+                    .await
+                    .map(|r| r.decode::<Job>())
+                {
+                    if tracked.get_untracked().is_none() {
+                        follow(key, &job, views);
+                    }
                 }
             }
-            my_jobs.set(Some(list));
+        });
+    };
+    let more_jobs = move |_| {
+        let (Some(cursor), key) = (my_jobs_next.get_untracked(), api_key.get_untracked()) else {
+            return;
+        };
+        spawn_local(async move {
+            let url = format!("/api/v1/jobs?limit={MY_JOBS}&cursor={cursor}");
+            let page = net::request("GET", &url, None, false, Some(&key))
+                .await
+                .and_then(|r| r.decode::<JobList>());
+            if api_key.with_untracked(|k| *k != key) {
+                return;
+            }
+            match page {
+                Ok(page) => {
+                    my_jobs_next.set(page.next);
+                    my_jobs.update(|list| {
+                        if let Some(Ok(jobs)) = list {
+                            jobs.extend(page.jobs);
+                        }
+                    });
+                }
+                Err(e) => my_jobs.set(Some(Err(e))),
+            }
         });
     };
     Effect::new(move |_| {
@@ -982,6 +1024,9 @@ pub fn ConsolePage() -> impl IntoView {
                     </ul>
                 }.into_any(),
             }}
+            {move || my_jobs_next.get().is_some().then(|| view! {
+                <button type="button" data-testid="my-jobs-more" on:click=more_jobs>"More jobs"</button>
+            })}
         </section>
     }
 }
