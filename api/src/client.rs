@@ -193,6 +193,12 @@ impl Client {
         self.decode(request).await
     }
 
+    /// `POST /api/v1/jobs/quote`: what submitting `job` would cost, nothing stored.
+    pub async fn quote(&self, job: &SubmitJob) -> Result<crate::Quote, Error> {
+        self.decode(self.request(Method::POST, "/api/v1/jobs/quote").json(job))
+            .await
+    }
+
     /// `POST /api/v1/jobs` as multipart: the job as JSON, each input as raw bytes (so
     /// large inputs are not inflated by base64).
     pub async fn submit_multipart(

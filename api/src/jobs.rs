@@ -336,3 +336,69 @@ pub struct UnitPage {
     /// Pass as `after` for the following page; null on the last page.
     pub next: Option<i64>,
 }
+
+/// `POST /api/v1/jobs/quote`: what a job would be, before it is submitted. The body is a
+/// submission's ([`SubmitJob`], or its multipart form); the relay checks and splits it as
+/// it would on submit, and stores nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Quote {
+    /// Units the job would be split into.
+    pub units: u64,
+    /// Total FLOPs of the job (one replica of each unit).
+    pub flops: u64,
+    /// Agreeing results from distinct wallets each unit would need.
+    pub quorum: u32,
+    /// What the job would cost, in decimal credits (`0` where this relay bills no jobs).
+    pub price: String,
+    /// The same in micro-credits.
+    pub price_micro: u64,
+    /// Seconds the network would take at its recent pace (every replica counted); absent
+    /// while it has computed nothing lately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+    /// Volunteers connected now.
+    pub volunteers: u64,
+}
+
+/// Most bytes of unit output one page of `GET /api/v1/jobs/{id}/units/outputs` carries
+/// (before base64), past its first unit: a page always holds at least one.
+pub const OUTPUTS_PAGE_BYTES: usize = 1024 * 1024;
+/// Most units one page of `GET /api/v1/jobs/{id}/units/outputs` carries.
+pub const OUTPUTS_PAGE_UNITS: u32 = 5000;
+
+/// Which settled units' outputs to read: those with an index in `from..to`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct OutputsQuery {
+    /// First unit index (0 when absent).
+    #[cfg_attr(feature = "openapi", param(minimum = 0))]
+    pub from: Option<i64>,
+    /// One past the last unit index (the job's end when absent).
+    #[cfg_attr(feature = "openapi", param(minimum = 0))]
+    pub to: Option<i64>,
+}
+
+/// A page of `GET /api/v1/jobs/{id}/units/outputs`: the settled units' outputs in the
+/// range asked, in unit order; units not settled yet are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnitOutputs {
+    /// Settled units and their outputs.
+    pub outputs: Vec<UnitOutput>,
+    /// Where the page stopped at its size cap: pass it as `from` for the rest of the
+    /// range; null when the range is covered.
+    pub next: Option<i64>,
+}
+
+/// One settled unit's output, the bytes the volunteers agreed on (a render tile's linear
+/// RGB as f32 LE, row-major).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnitOutput {
+    /// Position in the job, from 0.
+    pub index: i64,
+    /// The output, base64 (standard alphabet, padded).
+    pub output: String,
+}

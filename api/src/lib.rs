@@ -35,8 +35,8 @@ pub mod sse;
 pub use client::{Client, Error, EventStream, Input, JobResult};
 pub use events::{JobEvent, ProgressEvent};
 pub use jobs::{
-    EscrowProof, Job, JobList, JobState, Progress, SubmitJob, UnitPage, UnitRun, UnitState,
-    UnitStates, UnitSummary, Verification,
+    EscrowProof, Job, JobList, JobState, OutputsQuery, Progress, Quote, SubmitJob, UnitOutput,
+    UnitOutputs, UnitPage, UnitRun, UnitState, UnitStates, UnitSummary, Verification,
 };
 pub use kernels::{KernelCatalog, KernelInfo};
 pub use ledger::{Account, LedgerEntry, LedgerPage, TransferRequest, WalletHistory};

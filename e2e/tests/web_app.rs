@@ -247,14 +247,17 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
         .upload("input-b", &data.path().join("b.f32"))
         .await?;
     browser.set_value("quorum", "1").await?;
+    let render_id = browser.text("job-id").await?.unwrap_or_default();
     browser.click("submit").await?;
+    // The card shows the render job until the relay has answered the submission.
+    let matmul_id = browser
+        .wait_text("job-id", Duration::from_secs(30), |t| {
+            !t.is_empty() && t != render_id
+        })
+        .await?;
     browser
         .wait_text("job-state", Duration::from_secs(120), |t| t == "done")
         .await?;
-    let matmul_id = browser
-        .text("job-id")
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no job id shown"))?;
     // The state shown may still be the previous job's for a moment: the relay decides.
     api.wait_done(&matmul_id, Duration::from_secs(120)).await?;
     let (status, result) = api.result(&matmul_id).await?;

@@ -80,6 +80,10 @@ pub trait Kernel: Send + Sync {
         inputs: &NamedInputs,
         target_flops: u64,
     ) -> Result<JobPlan, KernelError>;
+    /// How many units [`Kernel::plan`] would split valid `params` into, without
+    /// checking inputs or writing out each unit: what a relay compares with its limit on
+    /// units before paying for a plan it would refuse.
+    fn unit_count(&self, params: &Value, target_flops: u64) -> Result<usize, KernelError>;
     /// The input bytes of one unit.
     fn unit_input(
         &self,
@@ -151,6 +155,12 @@ impl<K: KernelSpec> Kernel for Erased<K> {
             unit_flops,
             flops,
         })
+    }
+
+    fn unit_count(&self, params: &Value, target_flops: u64) -> Result<usize, KernelError> {
+        let params: K::Params = parse("params", params.clone())?;
+        K::validate(&params)?;
+        Ok(K::split(&params, target_flops.max(1)).len())
     }
 
     fn unit_input(
@@ -352,5 +362,35 @@ mod probe_tests {
                 info.id
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod unit_count_tests {
+    use super::Catalog;
+
+    #[test]
+    fn the_unit_count_is_the_plans_for_every_kernel() {
+        let catalog = Catalog::builtin();
+        let mut checked = 0;
+        for info in catalog.infos() {
+            let kernel = catalog.get(info.id).expect("listed kernels exist");
+            let Some((params, inputs)) = kernel.probe(7) else {
+                continue;
+            };
+            for target in [100_000, 1_000_000, 64_000_000] {
+                let plan = kernel
+                    .plan(&params, &inputs, target)
+                    .expect("a probe plans");
+                assert_eq!(
+                    kernel.unit_count(&params, target).ok(),
+                    Some(plan.units.len()),
+                    "{} at {target} FLOPs a unit",
+                    info.id
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 2, "{checked} kernels have probes");
     }
 }

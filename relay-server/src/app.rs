@@ -280,6 +280,8 @@ pub(crate) fn routes() -> Vec<Route> {
         route!(routes::jobs::units),
         route!(routes::jobs::unit_states),
         route!(routes::jobs::purge),
+        route!(routes::jobs::quote),
+        route!(routes::jobs::unit_outputs),
         route!(routes::wallets::get),
         route!(routes::ledger::history),
         route!(routes::ledger::ledger),

@@ -295,6 +295,8 @@ impl From<starling_kernels::KernelError> for ApiError {
         use starling_kernels::KernelError as K;
         let field = match &e {
             K::UnknownKernel(_) => Some("kernel".to_owned()),
+            // A parameter missing or of the wrong shape is the whole object's fault.
+            K::InvalidParam { field, .. } if field == "params" => Some(field.clone()),
             K::InvalidParam { field, .. } => Some(format!("params.{field}")),
             K::InvalidInput { field, .. } => Some(format!("input.{field}")),
             K::Shape { .. } => None,
@@ -314,10 +316,13 @@ impl From<crate::scheduler::SubmitError> for ApiError {
                 detail: e.to_string(),
                 field: Some("verification.quorum".into()),
             },
-            e @ crate::scheduler::SubmitError::TooManyUnits { .. } => Self::Invalid {
-                detail: e.to_string(),
-                field: Some("params".into()),
-            },
+            e @ crate::scheduler::SubmitError::TooManyUnits { .. } => {
+                tracing::info!("refused a job: {e} (--unit-mflops sets how large units are)");
+                Self::Invalid {
+                    detail: e.to_string(),
+                    field: Some("params".into()),
+                }
+            }
             crate::scheduler::SubmitError::Storage(s) => s.into(),
         }
     }

@@ -176,6 +176,31 @@ pub fn label(name: &str) -> String {
     }
 }
 
+/// Where a relay's refusal belongs in the console's form, and what to say there: the
+/// problem's `field` (`params.width`, `input.a`, `verification.quorum`, `kernel`) as the
+/// form's own key (`width`, `input-a`, `quorum`, `kernel`), and its detail without the
+/// relay's "invalid parameter `width`: " preamble, which the field's place already says.
+/// None for a problem naming no field of the form.
+pub fn field_of_problem(field: &str, detail: &str) -> Option<(String, String)> {
+    let key = if let Some(name) = field.strip_prefix("params.") {
+        name.to_owned()
+    } else if let Some(name) = field.strip_prefix("input.") {
+        format!("input-{name}")
+    } else {
+        match field {
+            "verification.quorum" => "quorum".to_owned(),
+            "kernel" => "kernel".to_owned(),
+            _ => return None,
+        }
+    };
+    let plain = ["invalid parameter `", "invalid input `"]
+        .iter()
+        .find_map(|prefix| detail.strip_prefix(prefix))
+        .and_then(|rest| rest.split_once("`: "))
+        .map_or(detail, |(_, reason)| reason);
+    Some((key, plain.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +269,36 @@ mod tests {
             parse_field(&field("layers"), "48, 0"),
             Err("item 2 must be at least 1".into())
         );
+    }
+
+    #[test]
+    fn a_relay_refusal_lands_on_its_field_in_plain_words() {
+        assert_eq!(
+            field_of_problem(
+                "params.width",
+                "invalid parameter `width`: must be at most 4096"
+            ),
+            Some(("width".into(), "must be at most 4096".into()))
+        );
+        assert_eq!(
+            field_of_problem("input.a", "invalid input `a`: 12 bytes, expected 16"),
+            Some(("input-a".into(), "12 bytes, expected 16".into()))
+        );
+        assert_eq!(
+            field_of_problem(
+                "verification.quorum",
+                "quorum must be between 1 and 5, got 9"
+            ),
+            Some((
+                "quorum".into(),
+                "quorum must be between 1 and 5, got 9".into()
+            ))
+        );
+        assert_eq!(
+            field_of_problem("kernel", "unknown kernel `x`"),
+            Some(("kernel".into(), "unknown kernel `x`".into()))
+        );
+        assert_eq!(field_of_problem("params", "too many units"), None);
+        assert_eq!(field_of_problem("Idempotency-Key", "reused"), None);
     }
 }

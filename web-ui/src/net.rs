@@ -30,6 +30,11 @@ impl Reply {
             .map_err(|e| format!("unexpected answer from the relay: {e}"))
     }
 
+    /// The relay's problem+json body, when it sent one.
+    pub fn problem_body(&self) -> Option<Problem> {
+        serde_json::from_str::<Problem>(&self.text).ok()
+    }
+
     /// The problem's `detail` (RFC 9457), or the raw body.
     pub fn problem(&self) -> String {
         serde_json::from_str::<Problem>(&self.text)

@@ -52,6 +52,8 @@
 //! volunteer threads.
 
 mod meter;
+#[path = "../../tests/common/postgres.rs"]
+mod postgres;
 mod scheduler;
 mod sealing;
 mod storage_only;
@@ -95,6 +97,8 @@ struct Figures {
     overhead: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time of the PostgreSQL server's processes over the window, where it ran on one.
+    database: Option<Duration>,
 }
 
 /// A fresh directory for one scenario's database.
@@ -137,6 +141,18 @@ fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
     }
 }
 
+/// Billing at `price_per_gflop` under `key`, with the relay's default shares.
+fn billing(key: &WalletKey, price_per_gflop: MicroCredits) -> Billing {
+    Billing {
+        key: key.clone(),
+        pricing: Pricing {
+            price_per_gflop,
+            site_share_ppm: 100_000,
+            platform_fee_ppm: 50_000,
+        },
+    }
+}
+
 /// `storage` billing jobs at `price_per_gflop` under a relay key of its own, and a
 /// submitter's account holding a million credits.
 async fn billed(
@@ -144,14 +160,7 @@ async fn billed(
     price_per_gflop: MicroCredits,
 ) -> anyhow::Result<(Storage, starling_relay::ledger::AccountId)> {
     let key = WalletKey::from_seed(rand::random());
-    let storage = storage.with_billing(Billing {
-        key: key.clone(),
-        pricing: Pricing {
-            price_per_gflop,
-            site_share_ppm: 100_000,
-            platform_fee_ppm: 50_000,
-        },
-    });
+    let storage = storage.with_billing(billing(&key, price_per_gflop));
     let (account, _) = storage
         .create_account(&key, MicroCredits::from_credits(1_000_000)?, None)
         .await?;
@@ -225,11 +234,12 @@ async fn main() -> anyhow::Result<()> {
         if !scenario.name.contains(only.as_str()) {
             continue;
         }
-        let f = storage_only::run(scenario, units).await?;
+        let f = storage_only::run(scenario, units, &storage_only::Engine::Sqlite).await?;
         let base = *floor.get_or_insert(f.units_per_s);
         let name = format!("{}, {} vol.", scenario.name, scenario.workers);
         print_row(&name, &f, units, base);
     }
+    postgres_scenarios(units, &only, floor).await?;
     let volunteers = env_count("STARLING_BENCH_VOLUNTEERS", WORKERS)?;
     let name = format!("through the scheduler, {volunteers} vol.");
     if name.contains(only.as_str()) {
@@ -251,6 +261,85 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The billed quorum-1 scenario on SQLite, then on a PostgreSQL server of the bench's
+/// own (Debian's package, as the tests start it) with one relay and with two relays
+/// sharing it, with each side's CPU per unit and what they project for relays on
+/// machines of their own. Skipped where no PostgreSQL is installed.
+async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> anyhow::Result<()> {
+    let scenario = Scenario {
+        name: "quorum 1, billed",
+        quorum: 1,
+        billed: true,
+        workers: WORKERS,
+        adaptive: None,
+    };
+    let names = [
+        "quorum 1, billed, SQLite",
+        "quorum 1, billed, PostgreSQL, 1 relay",
+        "quorum 1, billed, PostgreSQL, 2 relays",
+    ];
+    if !names.iter().any(|n| n.contains(only)) {
+        return Ok(());
+    }
+    let server = match postgres::Postgres::shared() {
+        Ok(server) => server,
+        Err(e) => {
+            println!("PostgreSQL scenarios skipped: {e:#}");
+            return Ok(());
+        }
+    };
+    let sqlite = storage_only::run(scenario, units, &storage_only::Engine::Sqlite).await?;
+    let base = floor.unwrap_or(sqlite.units_per_s);
+    print_row(
+        &format!("{}, {} vol.", names[0], WORKERS),
+        &sqlite,
+        units,
+        base,
+    );
+    print_relay_cpu(&sqlite, units, None);
+    for (name, relays) in [(names[1], 1), (names[2], 2)] {
+        let engine = storage_only::Engine::Postgres {
+            url: server.database()?,
+            relays,
+        };
+        let f = storage_only::run(scenario, units, &engine).await?;
+        let database = f.database;
+        print_row(&format!("{name}, {WORKERS} vol."), &f, units, base);
+        println!(
+            "  {:.2}x SQLite's units/s (same run)",
+            f.units_per_s / sqlite.units_per_s
+        );
+        print_relay_cpu(&f, units, database);
+    }
+    Ok(())
+}
+
+/// The relay process's and (where measured) the database server's CPU per unit, and
+/// what they project: relays of 2 cores each, one database server of 16.
+fn print_relay_cpu(f: &Figures, units: usize, database: Option<Duration>) {
+    let per_unit = |t: Duration| t.as_secs_f64() * 1e6 / units as f64;
+    let Some((process, _)) = f.cpu else {
+        return;
+    };
+    let relay = per_unit(process);
+    match database {
+        None => println!("  CPU per unit: relay process {relay:.0} µs"),
+        Some(db) => {
+            let db = per_unit(db);
+            println!("  CPU per unit: relay process(es) {relay:.0} µs, PostgreSQL {db:.0} µs");
+            for relays in [1, 2, 4, 8] {
+                let by_relays = f64::from(relays) * 2e6 / relay;
+                let by_database = 16e6 / db;
+                println!(
+                    "    {relays} relays of 2 cores on a 16-core database: {:.0} units/s \
+                     (relays alone {by_relays:.0}, database alone {by_database:.0})",
+                    by_relays.min(by_database)
+                );
+            }
+        }
+    }
 }
 
 /// The relay's CPU per unit beside the volunteers' (`whose` says what theirs covers).

@@ -81,6 +81,7 @@ impl Window {
         let results = latencies.len();
         latencies.sort();
         Figures {
+            database: None,
             writer: self.writer,
             cpu: self.cpu,
             elapsed: self.elapsed,

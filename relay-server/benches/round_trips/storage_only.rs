@@ -2,7 +2,7 @@
 //! replication): each volunteer a task that leases, answers at once and leases again.
 
 use crate::meter::Meter;
-use crate::{bench_dir, billed, env_count, job, Figures, Scenario};
+use crate::{bench_dir, billed, billing, env_count, job, Figures, Scenario};
 use starling_protocol::{LeaseId, WalletAddress, WalletKey};
 use starling_relay::ledger::MicroCredits;
 use starling_relay::storage::{
@@ -106,16 +106,46 @@ fn output_bytes() -> anyhow::Result<usize> {
     env_count("STARLING_BENCH_OUTPUT_BYTES", 64)
 }
 
-pub(crate) async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figures> {
+/// The database a scenario runs on.
+pub(crate) enum Engine {
+    /// A SQLite file of its own.
+    Sqlite,
+    /// A fresh PostgreSQL database, shared by `relays` storages (relays) in this process.
+    Postgres { url: String, relays: usize },
+}
+
+pub(crate) async fn run(
+    scenario: Scenario,
+    units: usize,
+    engine: &Engine,
+) -> anyhow::Result<Figures> {
     let output_len = output_bytes()?;
     let dir = bench_dir();
-    let mut storage = Storage::open(&dir).await?;
+    let mut relays = match engine {
+        Engine::Sqlite => vec![Storage::open(&dir).await?],
+        Engine::Postgres { url, relays } => {
+            let mut opened = Vec::new();
+            for _ in 0..*relays {
+                opened.push(Storage::open_postgres(url, &dir, false).await?);
+            }
+            opened
+        }
+    };
     let mut submitter = None;
     if scenario.billed {
-        let (billed, account) = billed(storage, MicroCredits(1_000)).await?;
-        storage = billed;
+        let (billed, account) = billed(relays.remove(0), MicroCredits(1_000)).await?;
+        let key = billed.billing().map(|b| b.key.clone());
+        relays = relays
+            .into_iter()
+            .map(|s| match &key {
+                Some(key) => s.with_billing(billing(key, MicroCredits(1_000))),
+                None => s,
+            })
+            .collect();
+        relays.insert(0, billed);
         submitter = Some(account);
     }
+    let storage = relays[0].clone();
     let wallets: Vec<(PeerId, WalletAddress)> = (0..scenario.workers)
         .map(|_| {
             (
@@ -131,23 +161,31 @@ pub(crate) async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figu
     storage
         .insert_job(&job(units, scenario.quorum, submitter))
         .await?;
+    let database_before = crate::postgres::server_cpu();
     let meter = Meter::start();
     // Payouts run beside the volunteers as the relay's housekeeping runs them, but every
     // second rather than every five, and once more when the work is done.
-    let payouts = scenario.billed.then(|| {
-        let storage = storage.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(PAYOUT_INTERVAL).await;
-                if let Err(e) = storage.pay_out_all().await {
-                    return anyhow::Result::<()>::Err(e.into());
+    let payouts: Vec<_> = relays
+        .iter()
+        .filter(|_| scenario.billed)
+        .map(|storage| {
+            let storage = storage.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(PAYOUT_INTERVAL).await;
+                    if let Err(e) = storage.pay_out_all().await {
+                        return anyhow::Result::<()>::Err(e.into());
+                    }
                 }
-            }
+            })
         })
-    });
+        .collect();
     let mut tasks = Vec::new();
-    for (&(peer, wallet), &audit_probability) in wallets.iter().zip(&audit_probability) {
-        let storage = storage.clone();
+    for (i, (&(peer, wallet), &audit_probability)) in
+        wallets.iter().zip(&audit_probability).enumerate()
+    {
+        // Volunteers spread over the relays.
+        let storage = relays[i % relays.len()].clone();
         tasks.push(tokio::spawn(async move {
             let output = vec![7u8; output_len];
             let mut latencies = Vec::new();
@@ -199,17 +237,27 @@ pub(crate) async fn run(scenario: Scenario, units: usize) -> anyhow::Result<Figu
         latencies.extend(l);
         settled += s;
     }
-    if let Some(payouts) = payouts {
+    for payouts in payouts {
         if payouts.is_finished() {
             payouts.await??;
         } else {
             payouts.abort();
         }
+    }
+    if scenario.billed {
         storage.pay_out_all().await?;
         anyhow::ensure!(storage.accruals().await?.is_empty(), "accruals left unpaid");
     }
-    let figures = meter.figures(units, latencies);
+    let mut figures = meter.figures(units, latencies);
+    // Read before the relays close their connections: a server process that ended is
+    // no longer counted.
+    if matches!(engine, Engine::Postgres { .. }) {
+        figures.database = crate::postgres::server_cpu()
+            .zip(database_before)
+            .map(|(after, before)| crate::postgres::server_cpu_since(&before, &after));
+    }
     drop(storage);
+    drop(relays);
     let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(settled == units, "{settled} of {units} units settled");
     Ok(figures)

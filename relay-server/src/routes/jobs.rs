@@ -17,9 +17,13 @@ use axum::Json;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use starling_api::jobs::{
-    MultipartJob, UnitsQuery, DEFAULT_PAGE, IDEMPOTENCY_KEY, MAX_PAGE, UNITS_PAGE, UNITS_PAGE_MAX,
+    MultipartJob, UnitsQuery, DEFAULT_PAGE, IDEMPOTENCY_KEY, MAX_PAGE, OUTPUTS_PAGE_BYTES,
+    OUTPUTS_PAGE_UNITS, UNITS_PAGE, UNITS_PAGE_MAX,
 };
-use starling_api::{Job, JobList, Problem, SubmitJob, UnitPage, UnitStates};
+use starling_api::{
+    Job, JobList, OutputsQuery, Problem, Quote, SubmitJob, UnitOutput, UnitOutputs, UnitPage,
+    UnitStates,
+};
 use starling_kernels::NamedInputs;
 use starling_protocol::JobId;
 use std::collections::BTreeMap;
@@ -174,31 +178,7 @@ pub async fn submit(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let limit = state.limits.max_body_bytes;
-    let multipart = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
-    let submission = if multipart {
-        let multipart = Multipart::from_request(request, &state)
-            .await
-            .map_err(|e| ApiError::Malformed {
-                detail: e.body_text(),
-            })?;
-        Submission::from_multipart(multipart, limit).await?
-    } else {
-        let body = Bytes::from_request(request, &state)
-            .await
-            .map_err(|e| ApiError::unreadable_body(e, limit))?;
-        Submission::from_json(&body)?
-    };
-    let total = submission.input_bytes();
-    if total > state.limits.max_input_bytes {
-        return Err(ApiError::InputsTooLarge {
-            total,
-            limit: state.limits.max_input_bytes,
-        });
-    }
+    let submission = read_submission(&state, &headers, request).await?;
     let Some(key) = idempotency_key(&headers)? else {
         return Ok(created(create(&state, submission, submitter).await?));
     };
@@ -233,6 +213,41 @@ pub async fn submit(
         .remember_idempotency_key(&key, &digest, record.id)
         .await?;
     Ok(created(record))
+}
+
+/// A submission's body, JSON or multipart, with its inputs under the relay's limit.
+async fn read_submission(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: Request,
+) -> Result<Submission, ApiError> {
+    let limit = state.limits.max_body_bytes;
+    let multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let submission = if multipart {
+        let multipart =
+            Multipart::from_request(request, state)
+                .await
+                .map_err(|e| ApiError::Malformed {
+                    detail: e.body_text(),
+                })?;
+        Submission::from_multipart(multipart, limit).await?
+    } else {
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::unreadable_body(e, limit))?;
+        Submission::from_json(&body)?
+    };
+    let total = submission.input_bytes();
+    if total > state.limits.max_input_bytes {
+        return Err(ApiError::InputsTooLarge {
+            total,
+            limit: state.limits.max_input_bytes,
+        });
+    }
+    Ok(submission)
 }
 
 fn created(job: Job) -> Response {
@@ -627,4 +642,124 @@ pub async fn purge(
         Purged::Missing => return Err(no_such_job(&id.to_string())),
     }
     record_after(&state, id, "purging").await.map(Json)
+}
+
+/// `POST /api/v1/jobs/quote`: units, price and a time estimate for a job, checked and
+/// split exactly as `POST /api/v1/jobs` would, with nothing stored and nothing charged.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/quote",
+    tag = "jobs",
+    request_body(content(
+        (SubmitJob = "application/json"),
+        (MultipartJob = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "What the job would be", body = Quote),
+        (status = 400, description = "Body is not JSON or not a job", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No API key (`Authorization: Bearer …`), or not a valid one", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or inputs over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kernel, invalid parameter or input, or too many units; `field` names the one at fault", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn quote(
+    State(state): State<AppState>,
+    Submitter(submitter): Submitter,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Json<Quote>, ApiError> {
+    let submission = read_submission(&state, &headers, request).await?;
+    let (plan, quorum) = state.scheduler.plan(
+        &submission.kernel,
+        &submission.params,
+        &submission.inputs,
+        submission.quorum,
+    )?;
+    // Priced as `insert_job` prices it: billed only where the relay bills and the caller
+    // has an account.
+    let price_per_gflop = state
+        .scheduler
+        .storage()
+        .billing()
+        .filter(|_| submitter.is_some())
+        .map(|billing| billing.pricing.price_per_gflop);
+    let price = match price_per_gflop {
+        Some(per_gflop) => {
+            crate::lifecycle::billing::job_budget(plan.unit_flops.iter().copied(), per_gflop)
+                .map_err(|e| ApiError::Invalid {
+                    detail: format!("the job's price cannot be computed: {e}"),
+                    field: Some("params".into()),
+                })?
+        }
+        None => crate::ledger::MicroCredits(0),
+    };
+    let rates = state.scheduler.throughput();
+    let work_gflop = plan.flops as f64 * f64::from(quorum) / 1e9;
+    Ok(Json(Quote {
+        units: plan.units.len() as u64,
+        flops: plan.flops,
+        quorum,
+        price: price.to_string(),
+        price_micro: price.0,
+        eta_s: (rates.gflops > 0.0).then(|| work_gflop / rates.gflops),
+        volunteers: state.scheduler.volunteers() as u64,
+    }))
+}
+
+/// `GET /api/v1/jobs/{id}/units/outputs?from=&to=`: the outputs of the job's settled
+/// units in `from..to`, while it runs, so a render can be drawn as its tiles settle. A
+/// page holds at most 5000 units and about 1 MiB of output; `next` says where to go on.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/units/outputs",
+    tag = "jobs",
+    params(
+        ("id" = String, Path, format = Uuid, description = "Job id"),
+        OutputsQuery,
+    ),
+    responses(
+        (status = 200, description = "Settled units' outputs in unit order; pass `next` as `from` for the rest of the range", body = UnitOutputs),
+        (status = 401, description = "No API key (`Authorization: Bearer …`), or not a valid one", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The job's data was purged", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`from` or `to` out of range", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn unit_outputs(
+    State(state): State<AppState>,
+    Submitter(owner): Submitter,
+    Path(id): Path<String>,
+    Query(range): Query<OutputsQuery>,
+) -> Result<Json<UnitOutputs>, ApiError> {
+    let id = owned_job(&state, owner, &id).await?;
+    let from = range.from.unwrap_or(0);
+    let to = range.to.unwrap_or(i64::MAX);
+    for (name, value) in [("from", from), ("to", to)] {
+        if value < 0 {
+            return Err(ApiError::Invalid {
+                detail: format!("{name} must be a unit index (0 or more), got {value}"),
+                field: Some(name.into()),
+            });
+        }
+    }
+    let storage = state.scheduler.storage();
+    if let Some(when) = storage.purged_ms(id).await? {
+        return Err(ApiError::Gone(format!(
+            "job `{id}`'s data was purged (at {when} ms since the Unix epoch): its outputs are erased for good"
+        )));
+    }
+    let (outputs, next) = storage
+        .settled_outputs(id, from, to, OUTPUTS_PAGE_UNITS, OUTPUTS_PAGE_BYTES)
+        .await?;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    Ok(Json(UnitOutputs {
+        outputs: outputs
+            .into_iter()
+            .map(|(index, output)| UnitOutput {
+                index,
+                output: base64.encode(output),
+            })
+            .collect(),
+        next,
+    }))
 }

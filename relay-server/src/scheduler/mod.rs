@@ -136,7 +136,8 @@ pub enum SubmitError {
     #[error("quorum must be between 1 and 5, got {0}")]
     Quorum(u32),
     /// The job splits into more units than the relay takes.
-    #[error("the job splits into {units} units, over this relay's limit of {max}; make it smaller or ask the operator for larger units (--unit-mflops)")]
+    /// The submitter reads this; the operator's knob (`--unit-mflops`) is logged instead.
+    #[error("the job splits into {units} units, over this relay's limit of {max} a job; make it smaller (fewer pixels or samples, smaller matrices)")]
     TooManyUnits {
         /// Units the job would have.
         units: usize,
@@ -341,20 +342,7 @@ impl Scheduler {
         max_active: Option<u64>,
     ) -> Result<JobId, SubmitError> {
         let quorum_explicit = quorum.is_some();
-        let quorum = quorum.unwrap_or(self.config.default_quorum);
-        if !(1..=5).contains(&quorum) {
-            return Err(SubmitError::Quorum(quorum));
-        }
-        let plan = self
-            .catalog
-            .get(kernel)?
-            .plan(&params, inputs, self.config.unit_flops)?;
-        if plan.units.len() > self.config.max_units_per_job {
-            return Err(SubmitError::TooManyUnits {
-                units: plan.units.len(),
-                max: self.config.max_units_per_job,
-            });
-        }
+        let (plan, quorum) = self.plan(kernel, &params, inputs, quorum)?;
         let id = JobId::from_uuid(uuid::Uuid::new_v4());
         self.storage
             .insert_job(&NewJob {
@@ -375,6 +363,35 @@ impl Scheduler {
         self.progress.touched(id);
         tracing::info!(job = %id, kernel, "job accepted");
         Ok(id)
+    }
+
+    /// What submitting this job would store: the same checks and split as
+    /// [`Self::submit`], and the quorum its units would need, with nothing stored. A
+    /// quote and a submission are refused by this one function, so a quote costs no more
+    /// than the submission it prices.
+    pub fn plan(
+        &self,
+        kernel: &str,
+        params: &serde_json::Value,
+        inputs: &NamedInputs,
+        quorum: Option<u32>,
+    ) -> Result<(starling_kernels::catalog::JobPlan, u32), SubmitError> {
+        let quorum = quorum.unwrap_or(self.config.default_quorum);
+        if !(1..=5).contains(&quorum) {
+            return Err(SubmitError::Quorum(quorum));
+        }
+        let kernel = self.catalog.get(kernel)?;
+        // Counted before planning: writing out every unit of a job far over the limit
+        // cost seconds (4.2 s for 131,072 render tiles in a debug build) only to refuse it.
+        let units = kernel.unit_count(params, self.config.unit_flops)?;
+        if units > self.config.max_units_per_job {
+            return Err(SubmitError::TooManyUnits {
+                units,
+                max: self.config.max_units_per_job,
+            });
+        }
+        let plan = kernel.plan(params, inputs, self.config.unit_flops)?;
+        Ok((plan, quorum))
     }
 
     async fn job_input(&self, job: JobId) -> Result<Arc<Vec<u8>>, StorageError> {

@@ -41,6 +41,7 @@ mod reader;
 mod results;
 mod sites;
 pub(crate) mod sql;
+mod unit_outputs;
 mod wallets;
 mod writer;
 pub use crate::lifecycle::billing::Pricing;

@@ -171,3 +171,45 @@ impl Postgres {
         Ok(self.url(&name))
     }
 }
+
+/// CPU time so far of each PostgreSQL server process on this machine, by pid (Linux,
+/// from /proc): the bench's measure of what the database costs per unit.
+pub fn server_cpu() -> Option<std::collections::HashMap<u32, Duration>> {
+    let mut cpu = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        let mut fields = rest.split_whitespace().skip(11);
+        let user: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+        let system: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+        cpu.insert(pid, Duration::from_millis((user + system) * 10));
+    }
+    Some(cpu)
+}
+
+/// What the server's processes spent between two [`server_cpu`] readings (processes that
+/// started in between count from zero; those that ended are lost, so read before
+/// connections close).
+pub fn server_cpu_since(
+    before: &std::collections::HashMap<u32, Duration>,
+    after: &std::collections::HashMap<u32, Duration>,
+) -> Duration {
+    after
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or_default()))
+        .sum()
+}
