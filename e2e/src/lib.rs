@@ -2,6 +2,7 @@
 //! Chromium driven over WebDriver (and Firefox ESR over WebDriver BiDi, both behind
 //! [`page::Page`]), and REST calls like a submitter's.
 
+pub mod axe;
 pub mod browser;
 pub mod firefox;
 pub mod no_udp;
