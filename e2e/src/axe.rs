@@ -83,3 +83,39 @@ pub async fn violations(browser: &Browser) -> Result<Vec<Violation>> {
         })
         .collect())
 }
+
+/// Form controls whose border does not reach 3:1 against what surrounds them (WCAG
+/// 1.4.11, non-text contrast), which axe-core does not check: each as "id-or-type
+/// ratio". Text fields, selects and checkboxes that are shown; range sliders draw their
+/// track in a pseudo-element and are left to the eye.
+pub async fn weak_control_borders(browser: &Browser) -> Result<Vec<String>> {
+    let found = browser
+        .execute(
+            "const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+             const lum = (c) => { const [r, g, b] = rgb(c).slice(0, 3).map((v) => {
+                 v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+                 return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+             const opaque = (c) => { const v = rgb(c); return v.length === 3 || v[3] > 0; };
+             const behind = (el) => { for (let e = el.parentElement; e; e = e.parentElement) {
+                 const b = getComputedStyle(e).backgroundColor; if (opaque(b)) return b; }
+                 return 'rgb(255, 255, 255)'; };
+             const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+                 return (x + 0.05) / (y + 0.05); };
+             return [...document.querySelectorAll(
+                 'input[type=text], input[type=number], input[type=password], input[type=checkbox], input:not([type]), select, textarea')]
+               .filter((el) => el.getClientRects().length > 0)
+               .map((el) => { const s = getComputedStyle(el);
+                 const r = parseFloat(s.borderTopWidth) > 0 ? ratio(s.borderTopColor, behind(el)) : 0;
+                 return [el.id || el.getAttribute('data-testid') || el.type, r]; })
+               .filter(([, r]) => r < 3)
+               .map(([name, r]) => `${name} ${r.toFixed(2)}:1`);",
+            json!([]),
+        )
+        .await?;
+    Ok(found
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect())
+}
