@@ -322,6 +322,11 @@ impl Scheduler {
         self.throughput.rates()
     }
 
+    /// The network's pace minute by minute over the last hour, oldest first.
+    pub fn throughput_history(&self) -> Vec<throughput::MinuteRates> {
+        self.throughput.history()
+    }
+
     /// Volunteers connected now.
     pub fn volunteers(&self) -> usize {
         self.volunteers.load(Ordering::Relaxed)

@@ -1,6 +1,7 @@
 //! The volunteer page: this device, Start / Pause / Stop with intensity and the
 //! conditions that hold work, a live meter with a throughput chart, and the wallet.
 
+use crate::charts::LineChart;
 use crate::net;
 use crate::runtime::{self, DeviceSummary, Hold, Settings};
 use crate::words;
@@ -566,7 +567,10 @@ pub fn Meter(session: Session, balance: RwSignal<Option<String>>) -> impl IntoVi
                     </div>
                 })}
             </div>
-            <Chart session=session />
+            <div class="grid">
+                <Chart session=session />
+                <NetworkPace />
+            </div>
             <p class="hint" data-testid="credit-explainer">
                 "A credit is the network's unit of payment: submitters pay credits for the FLOPs their jobs take, and each verified unit pays most of its price to the wallets that computed it. Credits are kept in the relay's signed public ledger; they are not money outside this network."
             </p>
@@ -759,5 +763,46 @@ pub fn VolunteerPage() -> impl IntoView {
         <Meter session=session balance=balance />
         <Receipts session=session />
         <WalletCard address=address />
+    }
+}
+
+/// Minutes of the network's pace shown beside this device's.
+const PACE_MINUTES: usize = 15;
+
+/// The network's GFLOP/s over the last minutes, from `/api/v1/stats/history`, refreshed
+/// every 15 s while the page is open: this device's chart beside it shows its share.
+#[component]
+fn NetworkPace() -> impl IntoView {
+    let pace = RwSignal::new(Vec::<f64>::new());
+    let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = alive.clone();
+    on_cleanup(move || flag.store(false, std::sync::atomic::Ordering::Relaxed));
+    spawn_local(async move {
+        while alive.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(Ok(history)) = net::get("/api/v1/stats/history")
+                .await
+                .map(|r| r.decode::<starling_api::StatsHistory>())
+            {
+                let minutes = &history.minutes;
+                let recent = &minutes[minutes.len().saturating_sub(PACE_MINUTES)..];
+                pace.set(recent.iter().map(|m| m.gflops).collect());
+            }
+            gloo_timers::future::TimeoutFuture::new(15_000).await;
+        }
+    });
+    let caption = Signal::derive(move || {
+        let p = pace.get();
+        match p.last() {
+            None => "The network's pace appears here.".to_owned(),
+            Some(now) => format!(
+                "The network, last {} min: {now:.2} GFLOP/s this minute",
+                p.len()
+            ),
+        }
+    });
+    view! {
+        <LineChart values=pace.into() slots=PACE_MINUTES test_id="network-pace"
+            label="The whole network's GFLOP/s per minute over the last minutes"
+            caption=caption />
     }
 }
