@@ -395,46 +395,26 @@ enum Bench {
     Failed(String),
 }
 
-/// An inline SVG line of the last units' GFLOP/s.
+/// This device's GFLOP/s over its last units, newest at the right.
 #[component]
 pub fn Chart(session: Session) -> impl IntoView {
-    const W: f64 = 300.0;
-    const H: f64 = 60.0;
-    let points = move || {
+    let caption = Signal::derive(move || {
         let r = session.recent.get();
-        let max = r.iter().cloned().fold(0.0f64, f64::max).max(1e-9);
-        let step = W / (CHART_UNITS.saturating_sub(1)) as f64;
-        r.iter()
-            .enumerate()
-            .map(|(i, v)| {
-                format!(
-                    "{:.1},{:.1}",
-                    i as f64 * step,
-                    H - 4.0 - v / max * (H - 8.0)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+        if r.is_empty() {
+            "This device's speed per unit appears here once work starts.".to_owned()
+        } else {
+            let max = r.iter().cloned().fold(0.0f64, f64::max);
+            format!(
+                "This device, last {} units: peak {:.2} GFLOP/s",
+                r.len(),
+                max
+            )
+        }
+    });
     view! {
-        <figure class="chart">
-            <svg viewBox="0 0 300 60" preserveAspectRatio="none" role="img"
-                aria-label="GFLOP/s of the last units" data-testid="chart">
-                <line x1="0" y1="59" x2="300" y2="59" class="axis" />
-                <polyline points=points class="line" />
-            </svg>
-            <figcaption>
-                {move || {
-                    let r = session.recent.get();
-                    if r.is_empty() {
-                        "Throughput per unit appears here once work starts.".to_owned()
-                    } else {
-                        let max = r.iter().cloned().fold(0.0f64, f64::max);
-                        format!("Last {} units, peak {:.2} GFLOP/s", r.len(), max)
-                    }
-                }}
-            </figcaption>
-        </figure>
+        <LineChart values=session.recent.into() slots=CHART_UNITS test_id="chart"
+            label="This device's GFLOP/s over its last units"
+            caption=caption />
     }
 }
 
@@ -560,12 +540,12 @@ pub fn Meter(session: Session, balance: RwSignal<Option<String>>) -> impl IntoVi
                     </div>
                     <div class="label">"credits this browser earned today"</div>
                 </div>
-                {move || balance.get().map(|b| view! {
-                    <div class="stat">
-                        <div class="value" data-testid="balance">{b}</div>
-                        <div class="label">"wallet balance"</div>
-                    </div>
-                })}
+                // Always there, a dash until known, so the figures do not shift when the
+                // relay first answers.
+                <div class="stat">
+                    <div class="value" data-testid="balance">{move || balance.get().unwrap_or_else(|| "–".to_owned())}</div>
+                    <div class="label">"wallet balance"</div>
+                </div>
             </div>
             <div class="grid">
                 <Chart session=session />
