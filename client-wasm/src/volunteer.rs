@@ -29,6 +29,8 @@ pub enum Event {
         kernel: String,
         /// The unit's parameters, as the kernel reads them.
         params_json: String,
+        /// Seconds since its job was submitted.
+        job_age_s: u32,
     },
     /// A unit finished on this device.
     Computed {
@@ -180,6 +182,7 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
                 on_event(Event::Assigned {
                     kernel: assignment.kernel.clone(),
                     params_json: assignment.params_json.clone(),
+                    job_age_s: assignment.job_age_s,
                 });
                 let started = now_ms();
                 let mut elapsed_ms = 0.0;

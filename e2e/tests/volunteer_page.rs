@@ -117,9 +117,9 @@ async fn volunteer_page_tells_the_truth_by_keyboard() -> anyhow::Result<()> {
     let working = browser
         .wait_text("status", LOAD, |t| t.starts_with("Working"))
         .await?;
-    assert!(
-        working.contains("rendering part of an image"),
-        "the work in words: {working}"
+    assert_eq!(
+        working, "Working: rendering part of an image for a job submitted under a minute ago.",
+        "the work in words"
     );
     api.wait_done(&id, Duration::from_secs(120)).await?;
     browser

@@ -251,7 +251,9 @@ fn log_event(event: Event) {
         }
         Event::Acked { .. } => {}
         Event::Asked => tracing::debug!("asked for work"),
-        Event::Assigned { kernel, .. } => tracing::debug!(kernel, "unit assigned"),
+        Event::Assigned {
+            kernel, job_age_s, ..
+        } => tracing::debug!(kernel, job_age_s, "unit assigned"),
         Event::UnitFailed(why) => tracing::warn!("unit failed: {why}"),
         Event::Credited {
             amount_micro,

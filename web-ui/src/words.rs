@@ -18,6 +18,21 @@ pub fn work_in_words(kernel: &str) -> String {
     }
 }
 
+/// Whose work it is, as far as a volunteer may know: how long ago its job came in ("for
+/// a job submitted 2 min ago"). The status line shows it, so it moves at most once a
+/// minute.
+pub fn job_age(seconds: u32) -> String {
+    let minutes = seconds / 60;
+    let when = match minutes {
+        0 => "under a minute ago".to_owned(),
+        1..=59 => format!("{minutes} min ago"),
+        60..=119 => "an hour ago".to_owned(),
+        120..=2_879 => format!("{} hours ago", minutes / 60),
+        _ => format!("{} days ago", minutes / 1_440),
+    };
+    format!("for a job submitted {when}")
+}
+
 /// Micro-credits as credits, at a precision that tells amounts apart without a tail of
 /// zeros: two decimals from 1 credit up, three significant digits below (0.000747,
 /// 0.0125), and "0" for nothing.
@@ -99,6 +114,16 @@ mod tests {
         assert_eq!(earned_on(Some("garbage"), &today), 0);
         assert_eq!(earned_on(Some("2026-12-02 -5"), &today), 0);
         assert_eq!(earned_on(None, &today), 0);
+    }
+
+    #[test]
+    fn job_ages_read_in_the_largest_whole_unit() {
+        assert_eq!(job_age(0), "for a job submitted under a minute ago");
+        assert_eq!(job_age(59), "for a job submitted under a minute ago");
+        assert_eq!(job_age(125), "for a job submitted 2 min ago");
+        assert_eq!(job_age(3_600), "for a job submitted an hour ago");
+        assert_eq!(job_age(3 * 3_600 + 5), "for a job submitted 3 hours ago");
+        assert_eq!(job_age(u32::MAX), "for a job submitted 49710 days ago");
     }
 
     #[test]

@@ -176,9 +176,15 @@ impl Session {
                     }
                 });
             }
-            Event::Assigned { kernel, .. } => {
+            Event::Assigned {
+                kernel, job_age_s, ..
+            } => {
                 s.asks.update(|a| *a += 1);
-                s.computing.set(Some(words::work_in_words(&kernel)));
+                s.computing.set(Some(format!(
+                    "{} {}",
+                    words::work_in_words(&kernel),
+                    words::job_age(job_age_s)
+                )));
             }
             Event::Computed {
                 elapsed_ms, flops, ..
