@@ -4,7 +4,8 @@
 //! device earned today, in sane decimals, matching the wallet's balance; Tab reaches
 //! Start, Enter starts, focus stays on the one Start/Pause control, Tab reaches Stop,
 //! and a live region announces each change; a whole session (start, compute, pause,
-//! stop, start again, stop) logs no uncaught error and no failed request.
+//! stop, start again, stop) logs no uncaught error and no failed request. A screenshot
+//! of the waiting page goes to e2e/artifacts/.
 
 use starling_e2e::browser::{Browser, ENTER, TAB};
 use starling_e2e::page::{lines, Page};
@@ -101,6 +102,7 @@ async fn volunteer_page_tells_the_truth_by_keyboard() -> anyhow::Result<()> {
         .wait_text("status", LOAD, |t| t.starts_with("Connected"))
         .await?;
     assert_eq!(status, "Connected, waiting for work.");
+    browser.screenshot("volunteer-waiting").await?;
     assert!(
         focus_is_marked(&browser).await?,
         "focus left the Start control when it became Pause (now on {:?})",
