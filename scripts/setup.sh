@@ -12,6 +12,8 @@ set -euo pipefail
 
 STARLING_TOOLS="${STARLING_TOOLS:-$HOME/.cache/starling/tools}"
 BINARYEN_VERSION=132.0.0
+# e2e/tests/accessibility.rs injects axe-core's axe.min.js into every page.
+AXE_CORE_VERSION=4.11.0
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 wbg_version="$(sed -n 's/^wasm-bindgen = "=\(.*\)"$/\1/p' "$root/Cargo.toml")"
 [ -n "$wbg_version" ] || { echo "setup: cannot read the pinned wasm-bindgen version from Cargo.toml" >&2; exit 1; }
@@ -51,6 +53,13 @@ if [[ "$(output_of "$wasm_opt" --version)" != *"version_${BINARYEN_VERSION%%.*}"
   say "installing binaryen $BINARYEN_VERSION (npm)"
   mkdir -p "$STARLING_TOOLS/npm"
   npm install --prefix "$STARLING_TOOLS/npm" --no-audit --no-fund "binaryen@$BINARYEN_VERSION" >&2
+fi
+
+axe_js="$STARLING_TOOLS/npm/node_modules/axe-core/axe.min.js"
+if [[ "$(output_of sed -n 's/.*"version": "\(.*\)".*/\1/p' "$STARLING_TOOLS/npm/node_modules/axe-core/package.json")" != "$AXE_CORE_VERSION" || ! -f "$axe_js" ]]; then
+  say "installing axe-core $AXE_CORE_VERSION (npm)"
+  mkdir -p "$STARLING_TOOLS/npm"
+  npm install --prefix "$STARLING_TOOLS/npm" --no-audit --no-fund "axe-core@$AXE_CORE_VERSION" >&2
 fi
 
 export PATH="$STARLING_TOOLS/bin:$STARLING_TOOLS/npm/node_modules/.bin:$PATH"

@@ -328,6 +328,11 @@ impl Client {
         self.get("/api/v1/stats").await
     }
 
+    /// `GET /api/v1/stats/history`.
+    pub async fn stats_history(&self) -> Result<crate::StatsHistory, Error> {
+        self.get("/api/v1/stats/history").await
+    }
+
     /// `GET /api/v1/leaderboard?limit=`.
     pub async fn leaderboard(&self, limit: Option<u32>) -> Result<Leaderboard, Error> {
         match limit {

@@ -40,7 +40,7 @@ pub use jobs::{
 };
 pub use kernels::{KernelCatalog, KernelInfo};
 pub use ledger::{Account, LedgerEntry, LedgerPage, TransferRequest, WalletHistory};
-pub use network::{Earner, Leaderboard, Stats};
+pub use network::{Earner, Leaderboard, MinuteRates, Stats, StatsHistory};
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE};
 pub use rtc::{IceServer, IceServers, Sdp};
 pub use sites::{Site, SiteRegistration};

@@ -64,3 +64,29 @@ pub struct Leaderboard {
     /// Wallets by credit earned for validated work, most first.
     pub wallets: Vec<Earner>,
 }
+
+/// `GET /api/v1/stats/history`: the network's pace minute by minute over the last hour
+/// of this relay process, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatsHistory {
+    /// One entry per minute, the current (partial) minute last; at most 60, fewer on a
+    /// relay younger than an hour. Minutes without work are present, with zeros.
+    pub minutes: Vec<MinuteRates>,
+}
+
+/// The network's pace over one minute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MinuteRates {
+    /// How long ago the minute began, in whole minutes: 0 for the current one.
+    pub minutes_ago: u32,
+    /// Seconds of the minute that have passed (60 except for the current minute).
+    pub seconds: f64,
+    /// Units settled (verified) in the minute.
+    pub units: u64,
+    /// Units settled per second over the minute's `seconds`.
+    pub units_per_s: f64,
+    /// GFLOP of returned results per second over the minute's `seconds`.
+    pub gflops: f64,
+}

@@ -20,6 +20,18 @@ pub enum Event {
         /// The transport the connection uses.
         transport: TransportKind,
     },
+    /// This device asked for a unit (`Ready`); the relay answers when it has one, so a
+    /// long silence after this means the network has no work for it.
+    Asked,
+    /// A unit arrived and starts computing now.
+    Assigned {
+        /// Kernel id.
+        kernel: String,
+        /// The unit's parameters, as the kernel reads them.
+        params_json: String,
+        /// Seconds since its job was submitted.
+        job_age_s: u32,
+    },
     /// A unit finished on this device.
     Computed {
         /// Kernel id.
@@ -164,8 +176,14 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
                     return Ok(());
                 }
                 send(transport, &ToRelay::Ready { slots: 1 }).await?;
+                on_event(Event::Asked);
             }
             ToVolunteer::Assign(assignment) => {
+                on_event(Event::Assigned {
+                    kernel: assignment.kernel.clone(),
+                    params_json: assignment.params_json.clone(),
+                    job_age_s: assignment.job_age_s,
+                });
                 let started = now_ms();
                 let mut elapsed_ms = 0.0;
                 match engine.run(&assignment).await {
@@ -203,6 +221,7 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
                     return Ok(());
                 }
                 send(transport, &ToRelay::Ready { slots: 1 }).await?;
+                on_event(Event::Asked);
             }
             ToVolunteer::Ack {
                 accepted, detail, ..

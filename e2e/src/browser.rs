@@ -33,6 +33,11 @@ fn chromium_args(profile: &Path) -> Vec<String> {
     .collect()
 }
 
+/// WebDriver's key code for Tab, for [`Browser::press`].
+pub const TAB: &str = "\u{E004}";
+/// WebDriver's key code for Enter.
+pub const ENTER: &str = "\u{E007}";
+
 /// A browser session; chromedriver and Chromium are stopped on drop.
 pub struct Browser {
     driver: Child,
@@ -295,6 +300,39 @@ impl Browser {
         self.call(reqwest::Method::POST, "/frame", json!({ "id": null }))
             .await?;
         Ok(())
+    }
+
+    /// Presses and releases keys as a keyboard would, in order, through WebDriver's
+    /// input actions (so Tab moves focus and Enter activates what has it): each a
+    /// character or a WebDriver key code such as [`TAB`] or [`ENTER`].
+    pub async fn press(&self, keys: &[&str]) -> Result<()> {
+        let actions: Vec<Value> = keys
+            .iter()
+            .flat_map(|k| {
+                [
+                    json!({"type": "keyDown", "value": k}),
+                    json!({"type": "keyUp", "value": k}),
+                ]
+            })
+            .collect();
+        self.call(
+            reqwest::Method::POST,
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The `data-testid` of the element that has keyboard focus, if it has one.
+    pub async fn focused_test_id(&self) -> Result<Option<String>> {
+        let id = self
+            .execute(
+                "const el = document.activeElement; return el && el.getAttribute('data-testid');",
+                json!([]),
+            )
+            .await?;
+        Ok(id.as_str().map(str::to_owned))
     }
 
     /// Resizes the window (e.g. to a phone's width).

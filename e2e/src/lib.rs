@@ -2,6 +2,7 @@
 //! Chromium driven over WebDriver (and Firefox ESR over WebDriver BiDi, both behind
 //! [`page::Page`]), and REST calls like a submitter's.
 
+pub mod axe;
 pub mod browser;
 pub mod firefox;
 pub mod no_udp;
@@ -19,6 +20,26 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Whether a volunteer page's status line says it is connected: computing ("Working: …")
+/// or with nothing to compute ("Connected, waiting for work.").
+pub fn connected(status: &str) -> bool {
+    status.starts_with("Working") || status.starts_with("Connected")
+}
+
+/// Whether a page's figure of credits shows `credits`: the page rounds to three
+/// significant digits below 1 credit and to cents above, so within half a percent (and
+/// half a cent).
+pub fn shows_credits(figure: &str, credits: f64) -> bool {
+    let tolerance = if credits >= 1.0 {
+        0.005
+    } else {
+        credits * 0.005 + 5e-7
+    };
+    figure
+        .parse::<f64>()
+        .is_ok_and(|shown| (shown - credits).abs() <= tolerance)
+}
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

@@ -88,7 +88,7 @@ async fn start_working(browser: &Browser, relay: &Relay) -> anyhow::Result<()> {
     browser.click("start").await?;
     browser
         .wait_text("status", Duration::from_secs(20), |t| {
-            t.starts_with("Working")
+            starling_e2e::connected(t)
         })
         .await?;
     Ok(())
@@ -138,7 +138,7 @@ async fn page_reconnects_by_itself_after_a_relay_restart_and_finishes_the_job() 
             .find(|(at, text)| *at >= killed_ms && text.starts_with("Reconnecting"));
         let working = reconnecting.and_then(|(seen, _)| {
             log.iter()
-                .find(|(at, text)| at > seen && text.starts_with("Working"))
+                .find(|(at, text)| at > seen && starling_e2e::connected(text))
         });
         if let (Some(r), Some(w)) = (reconnecting, working) {
             break (r.0, w.0);

@@ -33,7 +33,7 @@ async fn cpu_fallback_runs_on_a_web_worker_and_never_freezes_the_page() -> anyho
     browser.click("start").await?;
     browser
         .wait_text("status", Duration::from_secs(30), |t| {
-            t.starts_with("Working")
+            starling_e2e::connected(t)
         })
         .await?;
     // A heartbeat on the page's thread: the longest gap between 20 ms ticks is how long

@@ -38,7 +38,7 @@ async fn start_volunteering<P: Page>(page: &P, relay_url: &str) -> Result<Starte
         .await?;
     let pressed = Instant::now();
     page.click("start").await?;
-    page.wait_for_text("status", CONNECT, |t| t.starts_with("Working"))
+    page.wait_for_text("status", CONNECT, starling_e2e::connected)
         .await
         .with_context(|| format!("{} never connected to the relay", page.browser_name()))?;
     eprintln!(
@@ -173,16 +173,20 @@ async fn firefox_and_chromium_both_compute_and_are_paid_on_a_quorum_2_job() -> R
         let wallet = wallet.to_owned();
         async move {
             let balance = api.wallet(&wallet).await?.balance_micro;
-            anyhow::Ok(format!("{:.6}", balance as f64 / 1e6))
+            anyhow::Ok(balance as f64 / 1e6)
         }
     };
     let on_page = expected(&on_chromium.wallet).await?;
     chromium
-        .wait_for_text("credits-earned", Duration::from_secs(10), |t| t == on_page)
+        .wait_for_text("credits-earned", Duration::from_secs(10), |t| {
+            starling_e2e::shows_credits(t, on_page)
+        })
         .await?;
     let on_page = expected(&on_firefox.wallet).await?;
     firefox
-        .wait_for_text("credits-earned", Duration::from_secs(10), |t| t == on_page)
+        .wait_for_text("credits-earned", Duration::from_secs(10), |t| {
+            starling_e2e::shows_credits(t, on_page)
+        })
         .await?;
 
     for (name, errors) in [
@@ -244,11 +248,11 @@ async fn both_browsers_come_back_after_the_relay_is_killed() -> Result<()> {
     relay.kill();
     let killed = Instant::now();
     chromium
-        .wait_for_text("status", NOTICE_DEAD_RELAY, |t| !t.starts_with("Working"))
+        .wait_for_text("status", NOTICE_DEAD_RELAY, |t| !starling_e2e::connected(t))
         .await
         .context("chromium never noticed that the relay died")?;
     firefox
-        .wait_for_text("status", NOTICE_DEAD_RELAY, |t| !t.starts_with("Working"))
+        .wait_for_text("status", NOTICE_DEAD_RELAY, |t| !starling_e2e::connected(t))
         .await
         .context("firefox never noticed that the relay died")?;
     eprintln!(

@@ -106,7 +106,7 @@ async fn sigterm_closes_volunteers_who_return_to_the_restarted_relay() -> anyhow
     browser.click("start").await?;
     browser
         .wait_text("status", Duration::from_secs(30), |t| {
-            t.starts_with("Working")
+            starling_e2e::connected(t)
         })
         .await?;
     // Many small units, so SIGTERM lands mid-job.
@@ -160,7 +160,7 @@ async fn sigterm_closes_volunteers_who_return_to_the_restarted_relay() -> anyhow
     );
     browser
         .wait_text("status", Duration::from_secs(10), |t| {
-            t.starts_with("Working")
+            starling_e2e::connected(t)
         })
         .await?;
     api.wait_done(&id, Duration::from_secs(120)).await?;

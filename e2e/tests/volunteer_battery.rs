@@ -38,7 +38,7 @@ async fn low_battery_pauses_work_until_plugged_in_or_the_floor_is_lowered() -> a
     browser.click("start").await?;
     browser
         .wait_text("status", Duration::from_secs(30), |t| {
-            t.starts_with("Working")
+            starling_e2e::connected(t)
         })
         .await?;
 
@@ -64,7 +64,7 @@ async fn low_battery_pauses_work_until_plugged_in_or_the_floor_is_lowered() -> a
     set_battery(&browser, 0.1, true).await?;
     browser
         .wait_text("status", Duration::from_secs(10), |t| {
-            t.starts_with("Working")
+            starling_e2e::connected(t)
         })
         .await?;
     api.wait_done(&id, Duration::from_secs(60)).await?;
@@ -81,7 +81,7 @@ async fn low_battery_pauses_work_until_plugged_in_or_the_floor_is_lowered() -> a
     browser.set_value("battery-floor", "5").await?;
     browser
         .wait_text("status", Duration::from_secs(10), |t| {
-            t.starts_with("Working")
+            starling_e2e::connected(t)
         })
         .await?;
     api.wait_done(&id, Duration::from_secs(60)).await?;

@@ -88,7 +88,7 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
         .wait_text("status", Duration::from_secs(5), |t| !t.is_empty())
         .await?;
     assert!(
-        status_line.starts_with("Working") || status_line.starts_with("Paused"),
+        starling_e2e::connected(&status_line) || status_line.starts_with("Paused"),
         "the widget shows that work runs: {status_line}"
     );
     browser.leave_frame().await?;
@@ -103,7 +103,7 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
     browser.enter_frame("starling-frame").await?;
     browser
         .wait_text("status", Duration::from_secs(30), |t| {
-            t.starts_with("Working")
+            starling_e2e::connected(t)
         })
         .await?;
     browser.click("stop").await?;
@@ -121,7 +121,7 @@ async fn widget_waits_for_start_and_console_submits_and_shows_a_render() -> anyh
     browser.click("start").await?;
     browser
         .wait_text("status", Duration::from_secs(30), |t| {
-            t.starts_with("Working")
+            starling_e2e::connected(t)
         })
         .await?;
     browser.click("nav-console").await?;

@@ -249,6 +249,7 @@ mod tests {
                 params_json: "{}".into(),
                 input: vec![0; 10],
                 deadline_ms: 1000,
+                job_age_s: 125,
             }),
             ToVolunteer::Ack {
                 lease: lease(3),

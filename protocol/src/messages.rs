@@ -87,6 +87,10 @@ pub struct Assignment {
     pub input: Vec<u8>,
     /// Milliseconds the volunteer has before the lease is reissued elsewhere.
     pub deadline_ms: u32,
+    /// Seconds since the unit's job was submitted: enough for a volunteer page to say
+    /// what it works on ("for a job submitted 2 min ago") without naming the job or its
+    /// owner.
+    pub job_age_s: u32,
 }
 
 /// Relay -> volunteer.

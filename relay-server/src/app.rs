@@ -270,6 +270,7 @@ pub(crate) fn routes() -> Vec<Route> {
     vec![
         route!(routes::kernels),
         route!(routes::network::stats),
+        route!(routes::network::stats_history),
         route!(routes::network::leaderboard),
         route!(routes::jobs::submit),
         route!(routes::jobs::list),

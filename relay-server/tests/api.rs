@@ -765,6 +765,7 @@ async fn openapi_document_is_one_a_submitter_can_start_from() {
     for (path, method) in [
         ("/api/v1/kernels", "get"),
         ("/api/v1/stats", "get"),
+        ("/api/v1/stats/history", "get"),
         ("/api/v1/ledger", "get"),
         ("/healthz", "get"),
     ] {
@@ -919,4 +920,22 @@ async fn a_jobs_unit_map_agrees_with_its_unit_listing_in_a_few_runs() {
     )
     .await
     .problem(404, None);
+}
+
+#[tokio::test]
+async fn stats_history_is_public_and_covers_the_relays_minutes_so_far() {
+    let dir = temp_dir("stats-history");
+    let relay = relay(&dir).await;
+    let answer = call(&relay.router, get("/api/v1/stats/history")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.json());
+    let history: starling_api::StatsHistory = answer.decode();
+    // A relay started a moment ago has one minute, the current one, with no work.
+    assert_eq!(history.minutes.len(), 1, "{history:?}");
+    let now = &history.minutes[0];
+    assert_eq!((now.minutes_ago, now.units), (0, 0));
+    assert!((1.0..=60.0).contains(&now.seconds), "{now:?}");
+    // A query string is not an error, and the answer stays the same small shape.
+    let answer = call(&relay.router, get("/api/v1/stats/history?minutes=100000")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.body.len() < 4_096, "{}", answer.body.len());
 }

@@ -250,6 +250,10 @@ fn log_event(event: Event) {
             tracing::warn!("result not accepted: {detail}")
         }
         Event::Acked { .. } => {}
+        Event::Asked => tracing::debug!("asked for work"),
+        Event::Assigned {
+            kernel, job_age_s, ..
+        } => tracing::debug!(kernel, job_age_s, "unit assigned"),
         Event::UnitFailed(why) => tracing::warn!("unit failed: {why}"),
         Event::Credited {
             amount_micro,

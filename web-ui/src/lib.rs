@@ -10,9 +10,13 @@
 //! - `form`: the console's form generated from a kernel's JSON Schema.
 //! - `tiles`: where a render job's units sit in its image (the console's tile map).
 //! - `net`: the relay's REST API over `fetch`, and browser storage.
+//! - `charts`: small hand-drawn SVG line charts.
+//! - `words`: how the volunteer page says things (the work, credit amounts, the day).
 
 #[cfg(target_arch = "wasm32")]
 mod app;
+#[cfg(any(target_arch = "wasm32", test))]
+mod charts;
 #[cfg(any(target_arch = "wasm32", test))]
 mod form;
 #[cfg(target_arch = "wasm32")]
@@ -23,6 +27,8 @@ mod pages;
 mod runtime;
 #[cfg(any(target_arch = "wasm32", test))]
 mod tiles;
+#[cfg(any(target_arch = "wasm32", test))]
+mod words;
 
 /// Mounts the whole app on the page's body.
 #[cfg(target_arch = "wasm32")]

@@ -157,6 +157,7 @@ pub async fn benchmark() -> Result<f64, String> {
         params_json: format!(r#"{{"row_start":0,"rows":{n},"k":{n},"n":{n}}}"#),
         input: vec![0u8; (2 * n * n * 4) as usize],
         deadline_ms: u32::MAX,
+        job_age_s: 0,
     };
     engine.run(&assignment).await.map_err(|e| e.to_string())?;
     let mut best = f64::INFINITY;

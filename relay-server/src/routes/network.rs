@@ -1,4 +1,5 @@
-//! `/api/v1/stats` and `/api/v1/leaderboard`: the network as everyone may see it.
+//! `/api/v1/stats`, `/api/v1/stats/history` and `/api/v1/leaderboard`: the network as
+//! everyone may see it.
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -7,7 +8,7 @@ use crate::routes::wire;
 use axum::extract::State;
 use axum::Json;
 use starling_api::network::LeaderboardQuery;
-use starling_api::{Leaderboard, Problem, Stats};
+use starling_api::{Leaderboard, Problem, Stats, StatsHistory};
 
 /// `GET /api/v1/stats`: volunteers online, the network's pace and its backlog.
 #[utoipa::path(get, path = "/api/v1/stats", tag = "network", responses(
@@ -22,6 +23,22 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiErro
         counts,
         ledger_seq,
     )))
+}
+
+/// `GET /api/v1/stats/history`: units verified per second and GFLOP/s, minute by minute
+/// over the last hour of this relay process (kept in memory: a restart starts it afresh).
+#[utoipa::path(get, path = "/api/v1/stats/history", tag = "network", responses(
+    (status = 200, description = "The last hour, oldest minute first", body = StatsHistory),
+))]
+pub async fn stats_history(State(state): State<AppState>) -> Json<StatsHistory> {
+    Json(StatsHistory {
+        minutes: state
+            .scheduler
+            .throughput_history()
+            .into_iter()
+            .map(wire::minute_rates)
+            .collect(),
+    })
 }
 
 /// `GET /api/v1/leaderboard?limit=`: the wallets paid the most for validated work

@@ -174,3 +174,14 @@ pub fn stats(volunteers: usize, rates: Rates, counts: Counts, ledger_seq: u64) -
         ledger_seq,
     }
 }
+
+/// One minute of the throughput history.
+pub fn minute_rates(m: crate::scheduler::throughput::MinuteRates) -> api::MinuteRates {
+    api::MinuteRates {
+        minutes_ago: m.minutes_ago,
+        seconds: m.seconds,
+        units: m.units,
+        units_per_s: m.units_per_s,
+        gflops: m.gflops,
+    }
+}

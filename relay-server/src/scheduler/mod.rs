@@ -323,6 +323,11 @@ impl Scheduler {
         self.throughput.rates()
     }
 
+    /// The network's pace minute by minute over the last hour, oldest first.
+    pub fn throughput_history(&self) -> Vec<throughput::MinuteRates> {
+        self.throughput.history()
+    }
+
     /// Volunteers connected now.
     pub fn volunteers(&self) -> usize {
         self.volunteers.load(Ordering::Relaxed)
@@ -566,6 +571,7 @@ impl Scheduler {
         self.progress.touched(leased.job);
         let LeasedUnit {
             job,
+            job_created_ms,
             kernel,
             job_params,
             unit_params,
@@ -600,6 +606,8 @@ impl Scheduler {
                     params_json: unit_params,
                     input: unit_input,
                     deadline_ms: u32::try_from((deadline_ms - now).max(0)).unwrap_or(u32::MAX),
+                    job_age_s: u32::try_from((now - job_created_ms).max(0) / 1000)
+                        .unwrap_or(u32::MAX),
                 };
                 Ok(Some((assignment, flops)))
             }

@@ -50,7 +50,8 @@ const QUORUM_HINTS: usize = 64;
 macro_rules! unit_columns {
     () => {
         "units.id, units.job_id, units.params, units.flops, units.quorum,
-         jobs.kernel, jobs.params, jobs.quorum, jobs.state, jobs.quorum_explicit"
+         jobs.kernel, jobs.params, jobs.quorum, jobs.state, jobs.quorum_explicit,
+         jobs.created_ms"
     };
 }
 
@@ -85,9 +86,13 @@ struct UnitRow {
     job_quorum: i64,
     job_state: String,
     quorum_explicit: bool,
+    job_created_ms: i64,
 }
 
 impl UnitRow {
+    /// How many columns [`unit_columns!`] names: a statement's own columns follow.
+    const COLUMNS: usize = 11;
+
     fn read(r: &dyn Row) -> Result<Self, StorageError> {
         Ok(Self {
             id: r.get(0)?,
@@ -100,6 +105,7 @@ impl UnitRow {
             job_quorum: r.get(7)?,
             job_state: r.get(8)?,
             quorum_explicit: r.get(9)?,
+            job_created_ms: r.get(10)?,
         })
     }
 
@@ -122,6 +128,7 @@ impl UnitRow {
             kernel: self.kernel,
             unit_params: self.params,
             deadline_ms,
+            job_created_ms: self.job_created_ms,
             canary,
         })
     }
@@ -295,7 +302,13 @@ fn load_drawn_unit(
         db.query_opt(
             pick_sql,
             params![wallet, peer, since, network, offset],
-            |r| Ok((UnitRow::read(r)?, r.get::<i64>(10)?, r.get::<i64>(11)?)),
+            |r| {
+                Ok((
+                    UnitRow::read(r)?,
+                    r.get::<i64>(UnitRow::COLUMNS)?,
+                    r.get::<i64>(UnitRow::COLUMNS + 1)?,
+                ))
+            },
         )
     };
     let offset = draw(DRAW_FROM).min(DRAW_FROM - 1);

@@ -190,6 +190,8 @@ impl JobRecord {
 /// A unit just leased, with what is needed to build its assignment.
 #[derive(Debug, Clone)]
 pub struct LeasedUnit {
+    /// When its job was submitted (ms since the Unix epoch).
+    pub job_created_ms: i64,
     /// The new lease.
     pub lease: LeaseId,
     /// The unit.

@@ -1,11 +1,12 @@
-//! The network page: volunteers online, the network's pace (GFLOP/s, units/s), jobs by
-//! state, the leaderboard of wallets by validated credit, and the ledger, refreshed every
-//! few seconds from the relay's REST API.
+//! The network page: volunteers online, the network's pace (GFLOP/s, units/s) now and
+//! over the last hour, jobs by state, the leaderboard of wallets by validated credit,
+//! and the ledger, refreshed every few seconds from the relay's REST API.
 
+use crate::charts::LineChart;
 use crate::net;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use starling_api::{Earner, Leaderboard, LedgerEntry, LedgerPage, Stats};
+use starling_api::{Earner, Leaderboard, LedgerEntry, LedgerPage, Stats, StatsHistory};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ struct Snapshot {
     leaders: Vec<Earner>,
     /// Ledger entries, newest first, or None when the relay has no ledger endpoint.
     ledger: Option<Vec<LedgerEntry>>,
+    /// The last hour minute by minute, oldest first (empty before the first answer).
+    history: Option<StatsHistory>,
     error: Option<String>,
 }
 
@@ -33,6 +36,12 @@ async fn refresh() -> Snapshot {
     {
         Ok(stats) => snap.stats = Some(stats),
         Err(e) => snap.error = Some(e),
+    }
+    if let Ok(Ok(history)) = net::get("/api/v1/stats/history")
+        .await
+        .map(|r| r.decode::<StatsHistory>())
+    {
+        snap.history = Some(history);
     }
     if let Ok(Ok(board)) = net::get("/api/v1/leaderboard?limit=10")
         .await
@@ -131,6 +140,7 @@ pub fn NetworkPage() -> impl IntoView {
                 <div class="label">"units waiting"</div>
             </div>
         </div>
+        <HourCharts snap=snap />
         <div class="meter card" aria-label="Jobs by state">
             {STATES.iter().map(|&state| view! {
                 <div class="stat">
@@ -150,17 +160,17 @@ pub fn NetworkPage() -> impl IntoView {
                     view! { <p class="hint">"Nobody has earned credit yet: press Start on the volunteer page to be first."</p> }.into_any()
                 } else {
                     view! {
-                        <div class="table-wrap"><table data-testid="leaderboard">
-                            <thead><tr><th scope="col">"#"</th><th scope="col">"Wallet"</th><th scope="col">"Credit earned"</th><th scope="col">"Valid results"</th></tr></thead>
-                            <tbody>
+                        <div class="table-wrap"><table class="stack" role="table" data-testid="leaderboard">
+                            <thead role="rowgroup"><tr role="row"><th scope="col" role="columnheader">"#"</th><th scope="col" role="columnheader">"Wallet"</th><th scope="col" role="columnheader">"Credit earned"</th><th scope="col" role="columnheader">"Valid results"</th></tr></thead>
+                            <tbody role="rowgroup">
                                 {leaders.into_iter().map(|w| {
                                     let address = w.address;
                                     view! {
-                                        <tr>
-                                            <td>{w.rank}</td>
-                                            <td><code title=address.clone() data-address=address.clone()>{format!("{}…", address.chars().take(14).collect::<String>())}</code></td>
-                                            <td>{w.earned}</td>
-                                            <td>{w.valid_results}</td>
+                                        <tr role="row">
+                                            <td role="cell" data-label="#">{w.rank}</td>
+                                            <td role="cell" data-label="Wallet"><code title=address.clone() data-address=address.clone()>{format!("{}…", address.chars().take(14).collect::<String>())}</code></td>
+                                            <td role="cell" data-label="Credit earned">{w.earned}</td>
+                                            <td role="cell" data-label="Valid results">{w.valid_results}</td>
                                         </tr>
                                     }
                                 }).collect_view()}
@@ -179,15 +189,15 @@ pub fn NetworkPage() -> impl IntoView {
                 } else {
                     let count = |units: &BTreeMap<String, i64>, state: &str| units.get(state).copied().unwrap_or(0).to_string();
                     view! {
-                        <div class="table-wrap"><table data-testid="work-by-kernel">
-                            <thead><tr><th scope="col">"Kernel"</th><th scope="col">"Units waiting"</th><th scope="col">"Being computed"</th><th scope="col">"Verified"</th></tr></thead>
-                            <tbody>
+                        <div class="table-wrap"><table class="stack" role="table" data-testid="work-by-kernel">
+                            <thead role="rowgroup"><tr role="row"><th scope="col" role="columnheader">"Kernel"</th><th scope="col" role="columnheader">"Units waiting"</th><th scope="col" role="columnheader">"Being computed"</th><th scope="col" role="columnheader">"Verified"</th></tr></thead>
+                            <tbody role="rowgroup">
                                 {kernels.into_iter().map(|(kernel, units)| view! {
-                                    <tr>
-                                        <td>{kernel}</td>
-                                        <td>{count(&units, "queued")}</td>
-                                        <td>{count(&units, "leased")}</td>
-                                        <td>{count(&units, "done")}</td>
+                                    <tr role="row">
+                                        <td role="cell" data-label="Kernel">{kernel}</td>
+                                        <td role="cell" data-label="Units waiting">{count(&units, "queued")}</td>
+                                        <td role="cell" data-label="Being computed">{count(&units, "leased")}</td>
+                                        <td role="cell" data-label="Verified">{count(&units, "done")}</td>
                                     </tr>
                                 }).collect_view()}
                             </tbody>
@@ -203,17 +213,17 @@ pub fn NetworkPage() -> impl IntoView {
                 Some(None) => view! { <p class="hint" data-testid="ledger-missing">"Ledger not available on this relay."</p> }.into_any(),
                 Some(Some(entries)) if entries.is_empty() => view! { <p class="hint">"No ledger entries yet."</p> }.into_any(),
                 Some(Some(entries)) => view! {
-                    <div class="table-wrap"><table data-testid="ledger">
-                        <thead><tr><th scope="col">"#"</th><th scope="col">"From"</th><th scope="col">"To"</th><th scope="col">"Amount"</th><th scope="col">"Reason"</th></tr></thead>
-                        <tbody>
+                    <div class="table-wrap"><table class="stack" role="table" data-testid="ledger">
+                        <thead role="rowgroup"><tr role="row"><th scope="col" role="columnheader">"#"</th><th scope="col" role="columnheader">"From"</th><th scope="col" role="columnheader">"To"</th><th scope="col" role="columnheader">"Amount"</th><th scope="col" role="columnheader">"Reason"</th></tr></thead>
+                        <tbody role="rowgroup">
                             {entries.into_iter().map(|e| {
                                 view! {
-                                    <tr>
-                                        <td>{e.seq}</td>
-                                        <td><code title=e.debit.clone()>{account(&e.debit)}</code></td>
-                                        <td><code title=e.credit.clone()>{account(&e.credit)}</code></td>
-                                        <td>{e.amount}</td>
-                                        <td>{e.reason}</td>
+                                    <tr role="row">
+                                        <td role="cell" data-label="#">{e.seq}</td>
+                                        <td role="cell" data-label="From"><code title=e.debit.clone()>{account(&e.debit)}</code></td>
+                                        <td role="cell" data-label="To"><code title=e.credit.clone()>{account(&e.credit)}</code></td>
+                                        <td role="cell" data-label="Amount">{e.amount}</td>
+                                        <td role="cell" data-label="Reason">{e.reason}</td>
                                     </tr>
                                 }
                             }).collect_view()}
@@ -221,6 +231,46 @@ pub fn NetworkPage() -> impl IntoView {
                     </table></div>
                 }.into_any(),
             }}
+        </section>
+    }
+}
+
+/// Minutes the hour charts span.
+const HOUR: usize = 60;
+
+/// GFLOP/s and units verified per second, minute by minute over the last hour.
+#[component]
+fn HourCharts(snap: RwSignal<Option<Snapshot>>) -> impl IntoView {
+    let minutes = move || {
+        snap.get()
+            .and_then(|s| s.history)
+            .map(|h| h.minutes)
+            .unwrap_or_default()
+    };
+    let gflops = Signal::derive(move || minutes().iter().map(|m| m.gflops).collect());
+    let units = Signal::derive(move || minutes().iter().map(|m| m.units_per_s).collect());
+    let caption = move |what: &'static str, of: fn(&starling_api::MinuteRates) -> f64| {
+        Signal::derive(move || {
+            let m = minutes();
+            let peak = m.iter().map(of).fold(0.0f64, f64::max);
+            format!(
+                "{what}, last {} min, one point a minute; peak {}",
+                m.len().max(1),
+                rate(Some(peak))
+            )
+        })
+    };
+    view! {
+        <section class="card" aria-labelledby="hour-title">
+            <h2 id="hour-title">"The last hour"</h2>
+            <div class="grid">
+                <LineChart values=gflops slots=HOUR test_id="history-gflops"
+                    label="The network's GFLOP/s per minute over the last hour"
+                    caption=caption("GFLOP/s", |m| m.gflops) />
+                <LineChart values=units slots=HOUR test_id="history-units"
+                    label="Units verified per second, per minute over the last hour"
+                    caption=caption("Units verified / s", |m| m.units_per_s) />
+            </div>
         </section>
     }
 }

@@ -1,8 +1,10 @@
 //! The volunteer page: this device, Start / Pause / Stop with intensity and the
 //! conditions that hold work, a live meter with a throughput chart, and the wallet.
 
+use crate::charts::LineChart;
 use crate::net;
 use crate::runtime::{self, DeviceSummary, Hold, Settings};
+use crate::words;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use starling_client::platform::keystore;
@@ -11,6 +13,18 @@ use starling_protocol::{SiteClaim, WalletKey};
 
 /// Units kept for the throughput chart.
 const CHART_UNITS: usize = 40;
+
+/// How long a request for work may go unanswered before the page says there is none:
+/// between units the relay answers in milliseconds, so a shorter silence is not news and
+/// would only make the status (a live region) chatter.
+const WAIT_SHOWN_MS: u32 = 1_500;
+
+/// Where this browser keeps what it earned today ("YYYY-MM-DD micro-credits").
+const EARNED_KEY: &str = "starling.earned_today";
+
+/// Set to the wallet's address once the relay has paid it: before that the relay has no
+/// record to answer a balance request with (a 404 in the console of every new volunteer).
+const WALLET_KNOWN_KEY: &str = "starling.wallet_known";
 
 /// Where the volunteer is.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,6 +76,13 @@ pub struct Session {
     pub recent: RwSignal<Vec<f64>>,
     /// Pacing settings.
     pub settings: RwSignal<Settings>,
+    /// The unit computing now, in words; None while connected with nothing to do.
+    pub computing: RwSignal<Option<String>>,
+    /// Requests for work so far: a timer started by one knows whether it is still the
+    /// newest and unanswered.
+    asks: RwSignal<u64>,
+    /// Micro-credits this browser's receipts paid today (local calendar), across visits.
+    pub earned_today: RwSignal<u64>,
     /// Whether settings changes are remembered (not in the widget: a site's intensity
     /// must not become the volunteer's own).
     persist: bool,
@@ -98,6 +119,12 @@ impl Session {
             first_unit_ms: RwSignal::new(None),
             recent: RwSignal::new(Vec::new()),
             settings: RwSignal::new(settings),
+            computing: RwSignal::new(None),
+            asks: RwSignal::new(0),
+            earned_today: RwSignal::new(words::earned_on(
+                net::local_get(EARNED_KEY).as_deref(),
+                &today(),
+            )),
             persist,
         };
         spawn_local(async move {
@@ -136,7 +163,28 @@ impl Session {
         let on_event = move |event: Event| match event {
             Event::Connected { transport } => {
                 s.transport.set(Some(transport));
+                s.computing.set(None);
                 s.phase.set(Phase::Working);
+            }
+            Event::Asked => {
+                let ask = s.asks.get_untracked() + 1;
+                s.asks.set(ask);
+                spawn_local(async move {
+                    gloo_timers::future::TimeoutFuture::new(WAIT_SHOWN_MS).await;
+                    if s.asks.get_untracked() == ask {
+                        s.computing.set(None);
+                    }
+                });
+            }
+            Event::Assigned {
+                kernel, job_age_s, ..
+            } => {
+                s.asks.update(|a| *a += 1);
+                s.computing.set(Some(format!(
+                    "{} {}",
+                    words::work_in_words(&kernel),
+                    words::job_age(job_age_s)
+                )));
             }
             Event::Computed {
                 elapsed_ms, flops, ..
@@ -176,6 +224,7 @@ impl Session {
                 }
                 s.last_receipt.set(Some(seq));
                 s.credited.update(|c| *c += amount_micro);
+                s.add_earned_today(amount_micro);
                 s.receipts.update(|r| {
                     r.insert(0, (seq, amount_micro, reason));
                     r.truncate(RECEIPTS_SHOWN);
@@ -202,11 +251,25 @@ impl Session {
             .await;
             s.hold.set(None);
             s.transport.set(None);
+            s.computing.set(None);
             match result {
                 Ok(()) => s.phase.set(Phase::Idle),
                 Err(e) => s.phase.set(Phase::Failed(e)),
             }
         });
+    }
+
+    /// Counts a receipt's credits into today's, starting afresh on a new day, and notes
+    /// that the relay now knows this wallet.
+    fn add_earned_today(&self, amount_micro: u64) {
+        let today = today();
+        let before = words::earned_on(net::local_get(EARNED_KEY).as_deref(), &today);
+        let now = before.saturating_add(amount_micro);
+        net::local_set(EARNED_KEY, &words::earned_record(&today, now));
+        self.earned_today.set(now);
+        if let Ok(address) = wallet_address() {
+            net::local_set(WALLET_KNOWN_KEY, &address);
+        }
     }
 
     /// GFLOP/s while busy, formatted.
@@ -242,7 +305,10 @@ impl Session {
             }
             (Phase::Working, Some(Hold::Hidden)) => "Paused while this tab is hidden.".to_owned(),
             (Phase::Working, Some(Hold::Battery)) => "Paused: battery low.".to_owned(),
-            (Phase::Working, None) => "Working: this tab is computing for the network.".to_owned(),
+            (Phase::Working, None) => match self.computing.get() {
+                Some(work) => format!("Working: {work}."),
+                None => "Connected, waiting for work.".to_owned(),
+            },
             (Phase::Failed(e), _) => format!("Stopped: {e}"),
         }
     }
@@ -335,81 +401,78 @@ enum Bench {
     Failed(String),
 }
 
-/// An inline SVG line of the last units' GFLOP/s.
+/// This device's GFLOP/s over its last units, newest at the right.
 #[component]
 pub fn Chart(session: Session) -> impl IntoView {
-    const W: f64 = 300.0;
-    const H: f64 = 60.0;
-    let points = move || {
+    let caption = Signal::derive(move || {
         let r = session.recent.get();
-        let max = r.iter().cloned().fold(0.0f64, f64::max).max(1e-9);
-        let step = W / (CHART_UNITS.saturating_sub(1)) as f64;
-        r.iter()
-            .enumerate()
-            .map(|(i, v)| {
-                format!(
-                    "{:.1},{:.1}",
-                    i as f64 * step,
-                    H - 4.0 - v / max * (H - 8.0)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+        if r.is_empty() {
+            "This device's speed per unit appears here once work starts.".to_owned()
+        } else {
+            let max = r.iter().cloned().fold(0.0f64, f64::max);
+            format!(
+                "This device, last {} units: peak {:.2} GFLOP/s",
+                r.len(),
+                max
+            )
+        }
+    });
     view! {
-        <figure class="chart">
-            <svg viewBox="0 0 300 60" preserveAspectRatio="none" role="img"
-                aria-label="GFLOP/s of the last units" data-testid="chart">
-                <line x1="0" y1="59" x2="300" y2="59" class="axis" />
-                <polyline points=points class="line" />
-            </svg>
-            <figcaption>
-                {move || {
-                    let r = session.recent.get();
-                    if r.is_empty() {
-                        "Throughput per unit appears here once work starts.".to_owned()
-                    } else {
-                        let max = r.iter().cloned().fold(0.0f64, f64::max);
-                        format!("Last {} units, peak {:.2} GFLOP/s", r.len(), max)
-                    }
-                }}
-            </figcaption>
-        </figure>
+        <LineChart values=session.recent.into() slots=CHART_UNITS test_id="chart"
+            label="This device's GFLOP/s over its last units"
+            caption=caption />
     }
 }
 
 /// Start / Pause / Stop, intensity, and when to hold.
+///
+/// Start becomes Pause (and Pause Resume) on the same button, so keyboard focus stays
+/// where it was and the next Tab reaches Stop; Stop is always there, disabled while
+/// stopped, and hands focus back to Start. The status line is a live region: what it
+/// says changes only with the state, never per unit, so a screen reader hears each change
+/// once.
 #[component]
 pub fn Controls(session: Session, site: Option<SiteClaim>, full: bool) -> impl IntoView {
-    // Stored so the Start handler stays `Copy` for the `Show` fallback that re-creates it.
     let site = StoredValue::new(site);
-    let start = move |_| session.start(site.get_value());
-    let stop = move |_| runtime::stop();
-    let toggle_pause = move |_| session.update(|s| s.paused = !s.paused);
+    let main_button = NodeRef::<leptos::html::Button>::new();
+    let press_main = move |_| {
+        if session.running() {
+            session.update(|s| s.paused = !s.paused);
+        } else {
+            session.start(site.get_value());
+        }
+    };
+    let stop = move |_| {
+        runtime::stop();
+        // Stop turns disabled as the loop ends, which would drop focus to the page.
+        if let Some(button) = main_button.get_untracked() {
+            let _ = button.focus();
+        }
+    };
     let running = move || session.running();
+    let paused = move || session.settings.get().paused;
+    let status = Memo::new(move |_| session.status());
     view! {
         <section class="card" aria-label="Controls">
             <div class="controls">
-                <Show
-                    when=running
-                    fallback=move || view! {
-                        <button data-testid="start" on:click=start disabled=move || session.device.get().is_none()>
-                            "Start"
-                        </button>
-                    }
-                >
-                    <button class="secondary" data-testid="pause" on:click=toggle_pause
-                        aria-pressed=move || if session.settings.get().paused { "true" } else { "false" }>
-                        {move || if session.settings.get().paused { "Resume" } else { "Pause" }}
-                    </button>
-                    <button class="stop" data-testid="stop" on:click=stop>"Stop"</button>
-                </Show>
+                <button node_ref=main_button on:click=press_main
+                    class=move || if running() { "secondary main-control" } else { "main-control" }
+                    data-testid=move || if running() { "pause" } else { "start" }
+                    disabled=move || !running() && session.device.get().is_none()>
+                    {move || match (running(), paused()) {
+                        (false, _) => "Start",
+                        (true, false) => "Pause",
+                        (true, true) => "Resume",
+                    }}
+                </button>
+                <button class="stop" data-testid="stop" on:click=stop disabled=move || !running()>"Stop"</button>
                 <span
                     class=move || if matches!(session.phase.get(), Phase::Failed(_)) { "status error" } else { "status" }
                     data-testid="status"
                     role="status"
+                    aria-live="polite"
                 >
-                    {move || session.status()}
+                    {move || status.get()}
                 </span>
             </div>
             <div class="settings">
@@ -473,18 +536,30 @@ pub fn Meter(session: Session, balance: RwSignal<Option<String>>) -> impl IntoVi
                 </div>
                 <div class="stat">
                     <div class="value" data-testid="credits-earned">
-                        {move || format!("{:.6}", session.credited.get() as f64 / 1e6)}
+                        {move || words::credits(session.credited.get())}
                     </div>
-                    <div class="label">"credits earned (signed receipts)"</div>
+                    <div class="label">"credits earned this session (signed receipts)"</div>
                 </div>
-                {move || balance.get().map(|b| view! {
-                    <div class="stat">
-                        <div class="value" data-testid="balance">{b}</div>
-                        <div class="label">"wallet balance"</div>
+                <div class="stat">
+                    <div class="value" data-testid="earned-today">
+                        {move || words::credits(session.earned_today.get())}
                     </div>
-                })}
+                    <div class="label">"credits this browser earned today"</div>
+                </div>
+                // Always there, a dash until known, so the figures do not shift when the
+                // relay first answers.
+                <div class="stat">
+                    <div class="value" data-testid="balance">{move || balance.get().unwrap_or_else(|| "–".to_owned())}</div>
+                    <div class="label">"wallet balance"</div>
+                </div>
             </div>
-            <Chart session=session />
+            <div class="grid">
+                <Chart session=session />
+                <NetworkPace />
+            </div>
+            <p class="hint" data-testid="credit-explainer">
+                "A credit is the network's unit of payment: submitters pay credits for the FLOPs their jobs take, and each verified unit pays most of its price to the wallets that computed it. Credits are kept in the relay's signed public ledger; they are not money outside this network."
+            </p>
         </section>
     }
 }
@@ -547,6 +622,8 @@ fn WalletCard(address: RwSignal<Result<String, String>>) -> impl IntoView {
         match WalletKey::from_hex(text.trim()) {
             Ok(key) => match keystore::save(&key) {
                 Ok(()) => {
+                    // A restored key has likely earned before: ask for its balance.
+                    net::local_set(WALLET_KNOWN_KEY, &key.address().to_string());
                     address.set(Ok(key.address().to_string()));
                     restore_open.set(false);
                     restore_text.set(String::new());
@@ -621,7 +698,11 @@ pub fn watch_balance(address: RwSignal<Result<String, String>>) -> RwSignal<Opti
     on_cleanup(move || flag.store(false, std::sync::atomic::Ordering::Relaxed));
     spawn_local(async move {
         while alive.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Ok(a) = address.get_untracked() {
+            let known = address
+                .get_untracked()
+                .ok()
+                .filter(|a| net::local_get(WALLET_KNOWN_KEY).as_deref() == Some(a.as_str()));
+            if let Some(a) = known {
                 let shown = match net::get(&format!("/api/v1/wallets/{a}")).await {
                     Ok(r) => r
                         .decode::<starling_api::Wallet>()
@@ -635,6 +716,12 @@ pub fn watch_balance(address: RwSignal<Result<String, String>>) -> RwSignal<Opti
         }
     });
     balance
+}
+
+/// Today on this device's calendar, as earnings are kept under it.
+fn today() -> String {
+    let now = js_sys::Date::new_0();
+    words::day_key(now.get_full_year(), now.get_month() + 1, now.get_date())
 }
 
 /// The wallet's address, or why there is none.
@@ -662,5 +749,46 @@ pub fn VolunteerPage() -> impl IntoView {
         <Meter session=session balance=balance />
         <Receipts session=session />
         <WalletCard address=address />
+    }
+}
+
+/// Minutes of the network's pace shown beside this device's.
+const PACE_MINUTES: usize = 15;
+
+/// The network's GFLOP/s over the last minutes, from `/api/v1/stats/history`, refreshed
+/// every 15 s while the page is open: this device's chart beside it shows its share.
+#[component]
+fn NetworkPace() -> impl IntoView {
+    let pace = RwSignal::new(Vec::<f64>::new());
+    let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = alive.clone();
+    on_cleanup(move || flag.store(false, std::sync::atomic::Ordering::Relaxed));
+    spawn_local(async move {
+        while alive.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(Ok(history)) = net::get("/api/v1/stats/history")
+                .await
+                .map(|r| r.decode::<starling_api::StatsHistory>())
+            {
+                let minutes = &history.minutes;
+                let recent = &minutes[minutes.len().saturating_sub(PACE_MINUTES)..];
+                pace.set(recent.iter().map(|m| m.gflops).collect());
+            }
+            gloo_timers::future::TimeoutFuture::new(15_000).await;
+        }
+    });
+    let caption = Signal::derive(move || {
+        let p = pace.get();
+        match p.last() {
+            None => "The network's pace appears here.".to_owned(),
+            Some(now) => format!(
+                "The network, last {} min: {now:.2} GFLOP/s this minute",
+                p.len()
+            ),
+        }
+    });
+    view! {
+        <LineChart values=pace.into() slots=PACE_MINUTES test_id="network-pace"
+            label="The whole network's GFLOP/s per minute over the last minutes"
+            caption=caption />
     }
 }

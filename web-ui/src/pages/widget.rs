@@ -57,7 +57,7 @@ pub fn WidgetPage() -> impl IntoView {
     }
     let stop_key = remember_key;
     view! {
-        <div class="widget" on:click=move |e: leptos::ev::MouseEvent| {
+        <main class="widget" on:click=move |e: leptos::ev::MouseEvent| {
             // Pressing Stop forgets the choice for this site.
             if let Some(t) = e.target() {
                 use wasm_bindgen::JsCast;
@@ -66,11 +66,11 @@ pub fn WidgetPage() -> impl IntoView {
                 }
             }
         }>
-            <p class="widget-title">
+            <h1 class="widget-title">
                 <span class="logo" aria-hidden="true">"✦"</span>
                 <strong>"Starling"</strong>
                 <span class="hint">"Lend your GPU to support this site"</span>
-            </p>
+            </h1>
             {bad_site.then(|| view! {
                 <p class="note" data-testid="site-note">"This site's wallet address is invalid: work would credit only you."</p>
             })}
@@ -85,6 +85,6 @@ pub fn WidgetPage() -> impl IntoView {
             <p class="hint" data-testid="widget-units">
                 {move || format!("{} units computed · {} GFLOP/s", session.units.get(), session.gflops())}
             </p>
-        </div>
+        </main>
     }
 }
