@@ -242,6 +242,9 @@ impl Session {
             }
             (Phase::Working, Some(Hold::Hidden)) => "Paused while this tab is hidden.".to_owned(),
             (Phase::Working, Some(Hold::Battery)) => "Paused: battery low.".to_owned(),
+            (Phase::Working, Some(Hold::Unseen)) => {
+                "Paused while this card is not fully visible.".to_owned()
+            }
             (Phase::Working, None) => "Working: this tab is computing for the network.".to_owned(),
             (Phase::Failed(e), _) => format!("Stopped: {e}"),
         }
@@ -662,5 +665,6 @@ pub fn VolunteerPage() -> impl IntoView {
         <Meter session=session balance=balance />
         <Receipts session=session />
         <WalletCard address=address />
+        <crate::pages::widget::ForgetSites />
     }
 }
