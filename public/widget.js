@@ -49,10 +49,9 @@
     // The visitor's minimise and close, from the frame's own buttons.
     window.addEventListener("message", function (event) {
       if (event.origin !== origin || event.source !== frame.contentWindow) return;
-      var what = event.data && event.data.starling;
-      if (what === "minimise") card.style.height = "56px";
-      else if (what === "expand") card.style.height = "280px";
-      else if (what === "close" && card.parentNode) card.parentNode.removeChild(card);
+      if (event.data === "starling:minimise") card.style.height = "56px";
+      else if (event.data === "starling:expand") card.style.height = "280px";
+      else if (event.data === "starling:close" && card.parentNode) card.parentNode.removeChild(card);
     });
   }
 

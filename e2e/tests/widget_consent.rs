@@ -102,6 +102,23 @@ async fn wait_card(
     text
 }
 
+/// Presses Start in the card (the driver already inside the frame, or on the relay's own
+/// window) until the card leaves Idle. Chromium drops input to a frame for a moment after
+/// it loads or moves, as it would a person's too-early click; the person clicks again.
+async fn press_start(browser: &Browser) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        browser.click("start").await?;
+        let pressed = browser
+            .wait_text("status", Duration::from_secs(1), |t| !t.starts_with("Idle"))
+            .await;
+        if pressed.is_ok() {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "Start never took a click");
+    }
+}
+
 /// Sums over the job's units: (results, leases out, units done).
 async fn progress(api: &Api, id: &str) -> anyhow::Result<(i64, i64, usize)> {
     let units = api.units(id).await?;
@@ -193,7 +210,7 @@ async fn a_running_card_the_host_hides_stops_within_a_second_and_resumes_when_sh
     })
     .await?;
     browser.enter_frame("starling-frame").await?;
-    browser.click("start").await?;
+    press_start(&browser).await?;
     browser.leave_frame().await?;
 
     for (hide, show) in [
@@ -298,7 +315,7 @@ async fn a_remembered_yes_resumes_only_visibly_lapses_and_can_be_withdrawn() -> 
     })
     .await?;
     browser.enter_frame("starling-frame").await?;
-    browser.click("start").await?;
+    press_start(&browser).await?;
     browser
         .wait_text("status", Duration::from_secs(30), |t| {
             t.starts_with("Working")
@@ -312,7 +329,10 @@ async fn a_remembered_yes_resumes_only_visibly_lapses_and_can_be_withdrawn() -> 
 
     // With the card in view it resumes, and says so.
     open_card(&browser, &page).await?;
-    let note = wait_card(&browser, "resumed", Duration::from_secs(15), |_| true).await?;
+    let note = wait_card(&browser, "resumed", Duration::from_secs(15), |t| {
+        t.starts_with("Resumed")
+    })
+    .await?;
     ensure!(
         note.starts_with(&format!(
             "Resumed: you started this on localhost:{}",
@@ -335,7 +355,10 @@ async fn a_remembered_yes_resumes_only_visibly_lapses_and_can_be_withdrawn() -> 
     // One 29 days old still does (the check above is not simply "never").
     ensure!(age_consent(&browser, 29.0).await? == 1);
     open_card(&browser, &page).await?;
-    wait_card(&browser, "resumed", Duration::from_secs(15), |_| true).await?;
+    wait_card(&browser, "resumed", Duration::from_secs(15), |t| {
+        t.starts_with("Resumed")
+    })
+    .await?;
 
     Ok(())
 }
@@ -356,7 +379,7 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
     })
     .await?;
     browser.enter_frame("starling-frame").await?;
-    browser.click("start").await?;
+    press_start(&browser).await?;
     browser
         .wait_text("status", Duration::from_secs(30), |t| {
             t.starts_with("Working")
@@ -374,7 +397,7 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
     browser
         .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
         .await?;
-    browser.click("start").await?;
+    press_start(&browser).await?;
     browser
         .wait_text("status", Duration::from_secs(30), |t| {
             t.starts_with("Working")

@@ -37,9 +37,7 @@ fn tell_host(what: &str) {
         return;
     };
     if let Ok(Some(parent)) = window.parent() {
-        let message = js_sys::Object::new();
-        let _ = js_sys::Reflect::set(&message, &"starling".into(), &what.into());
-        let _ = parent.post_message(&message, "*");
+        let _ = parent.post_message(&format!("starling:{what}").into(), "*");
     }
 }
 
@@ -69,9 +67,9 @@ pub fn WidgetPage() -> impl IntoView {
     let consent_key = StoredValue::new(consent::key(origin.as_deref(), raw_site.as_deref()));
     let site_name = origin
         .as_deref()
-        .and_then(|o| web_sys::Url::new(o).ok())
-        .map(|u| u.host())
-        .unwrap_or_else(|| "this site".to_owned());
+        .and_then(|o| o.split_once("://"))
+        .map_or("this site", |(_, host)| host)
+        .to_owned();
 
     // A yes given here counts from a Start the runtime let through, which it does only
     // while the frame is visible; a session a remembered yes resumed renews nothing.
@@ -95,10 +93,10 @@ pub fn WidgetPage() -> impl IntoView {
                 resumed_by_memory.set(true);
                 resumed_note.set(true);
                 session.start(site.clone());
-                gloo_timers::callback::Timeout::new(RESUMED_NOTE_MS, move || {
-                    resumed_note.set(false)
-                })
-                .forget();
+                leptos::task::spawn_local(async move {
+                    gloo_timers::future::TimeoutFuture::new(RESUMED_NOTE_MS).await;
+                    resumed_note.set(false);
+                });
                 return true;
             }
             false
@@ -109,13 +107,13 @@ pub fn WidgetPage() -> impl IntoView {
         runtime::stop();
     };
     let minimised = RwSignal::new(false);
-    let minimise = move |_| {
-        minimised.set(true);
-        tell_host("minimise");
-    };
-    let expand = move |_| {
-        minimised.set(false);
-        tell_host("expand");
+    let toggle_minimised = move |_| {
+        minimised.update(|m| *m = !*m);
+        tell_host(if minimised.get_untracked() {
+            "minimise"
+        } else {
+            "expand"
+        });
     };
     let close = move |_| {
         forget_and_stop();
@@ -132,16 +130,6 @@ pub fn WidgetPage() -> impl IntoView {
         }
         url
     };
-    let open_window = move |_| {
-        if let Some(w) = web_sys::window() {
-            let _ = w.open_with_url_and_target_and_features(
-                &window_url,
-                "starling-consent",
-                "popup,width=380,height=420",
-            );
-        }
-    };
-    let resumed_site = site_name.clone();
     view! {
         <div class="widget" on:click=move |e: leptos::ev::MouseEvent| {
             // Pressing Stop forgets the choice for this site.
@@ -152,40 +140,29 @@ pub fn WidgetPage() -> impl IntoView {
                 }
             }
         }>
-            <Show when=move || minimised.get()>
-                <p class="widget-pill" data-testid="pill">
-                    <span class="logo" aria-hidden="true">"✦"</span>
-                    <span>{move || if session.running() { "Starling: working" } else { "Starling" }}</span>
-                    <button class="secondary" data-testid="expand" on:click=expand aria-label="Show the Starling card">"Show"</button>
-                    <button class="secondary" data-testid="close" on:click=close aria-label="Close Starling and stop">"×"</button>
-                </p>
-            </Show>
+            <p class="widget-title">
+                <span class="logo" aria-hidden="true">"✦"</span>
+                <strong>"Starling"</strong>
+                <span class="hint" data-testid="working-badge" hidden=move || !session.running()>"● working"</span>
+                <span class="hint" hidden=move || minimised.get()>"Lend your GPU to support this site"</span>
+                <span class="widget-actions">
+                    <a href="/about-widget.html" target="_blank" rel="noopener" data-testid="what-is-this">"What is this?"</a>
+                    <button class="secondary" data-testid="minimise" on:click=toggle_minimised aria-label="Minimise the Starling card" aria-expanded=move || (!minimised.get()).to_string()>"–"</button>
+                    <button class="secondary" data-testid="close-card" on:click=close aria-label="Close Starling and stop">"×"</button>
+                </span>
+            </p>
             <div hidden=move || minimised.get()>
-                <p class="widget-title">
-                    <span class="logo" aria-hidden="true">"✦"</span>
-                    <strong>"Starling"</strong>
-                    <span class="hint">"Lend your GPU to support this site"</span>
-                    <span class="widget-actions">
-                        <a href="/about-widget.html" target="_blank" rel="noopener" data-testid="what-is-this">"What is this?"</a>
-                        <button class="secondary" data-testid="minimise" on:click=minimise aria-label="Minimise the Starling card">"–"</button>
-                        <button class="secondary" data-testid="close-card" on:click=close aria-label="Close Starling and stop">"×"</button>
-                    </span>
+                <p class="note" data-testid="resumed" hidden=move || !(resumed_note.get() && session.running())>
+                    {format!("Resumed: you started this on {site_name} · ")}
+                    <button class="stop" data-testid="resumed-stop" on:click=move |_| forget_and_stop()>"Stop"</button>
                 </p>
-                <Show when=move || resumed_note.get() && session.running()>
-                    <p class="note" data-testid="resumed">
-                        {format!("Resumed: you started this on {resumed_site} · ")}
-                        <button class="stop" data-testid="resumed-stop" on:click=move |_| forget_and_stop()>"Stop"</button>
-                    </p>
-                </Show>
                 {bad_site.then(|| view! {
                     <p class="note" data-testid="site-note">"This site's wallet address is invalid: work would credit only you."</p>
                 })}
-                <Show when=move || sight.get() == Sight::Unknown>
-                    <p class="note" data-testid="sight-note">
-                        "This browser cannot confirm the card is visible. "
-                        <button data-testid="open-window" on:click=open_window.clone()>"Open in a window"</button>
-                    </p>
-                </Show>
+                <p class="note" data-testid="sight-note" hidden=move || sight.get() != Sight::Unknown>
+                    "This browser cannot confirm the card is visible. "
+                    <a data-testid="open-window" href=window_url target="_blank">"Open in a window"</a>
+                </p>
                 <Controls session=session site=site full=false />
                 <p class="hint" data-testid="sight">
                     {move || match sight.get() {
