@@ -11,6 +11,8 @@ use anyhow::{ensure, Context};
 use serde_json::{json, Value};
 use starling_api::{JobState, UnitState};
 use starling_e2e::browser::Browser;
+use starling_e2e::firefox::Firefox;
+use starling_e2e::page::Page;
 use starling_e2e::{Api, HostSite, MatmulJob, Relay, TempDir};
 use starling_protocol::WalletKey;
 use std::time::{Duration, Instant};
@@ -386,14 +388,19 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
         })
         .await?;
     browser.leave_frame().await?;
+    // Remembered there, as on any site.
+    open_card(&browser, &same_site).await?;
+    wait_card(&browser, "resumed", Duration::from_secs(15), |t| {
+        t.starts_with("Resumed")
+    })
+    .await?;
     let origin = format!("http://localhost:{}", host.port());
-    browser
-        .goto(&format!(
-            "{}/widget?window=1&site={site}&origin={}",
-            relay.url(),
-            origin.replace(':', "%3A").replace('/', "%2F")
-        ))
-        .await?;
+    let window = format!(
+        "{}/widget?window=1&site={site}&origin={}",
+        relay.url(),
+        origin.replace(':', "%3A").replace('/', "%2F")
+    );
+    browser.goto(&window).await?;
     browser
         .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
         .await?;
@@ -403,7 +410,23 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
             t.starts_with("Working")
         })
         .await?;
+    // A host page can open that window itself, behind its own: a yes remembered there
+    // does not start it.
+    browser.goto(&window).await?;
+    browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = browser.text("status").await?.unwrap_or_default();
+    ensure!(
+        status.starts_with("Idle"),
+        "the relay's window resumed by itself: {status}"
+    );
+
     browser.goto(&format!("{}/", relay.url())).await?;
+    browser
+        .wait_text("forget-sites", Duration::from_secs(10), |_| true)
+        .await?;
     browser.click("forget-sites").await?;
     let forgot = browser
         .wait_text("forget-sites-result", Duration::from_secs(5), |t| {
@@ -413,21 +436,97 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
     ensure!(forgot.starts_with("Forgot 2 "), "{forgot}");
     open_card(&browser, &same_site).await?;
     ensure_not_resumed(&browser, "a withdrawn yes").await?;
-    browser
-        .goto(&format!(
-            "{}/widget?window=1&site={site}&origin={}",
-            relay.url(),
-            origin.replace(':', "%3A").replace('/', "%2F")
-        ))
+    Ok(())
+}
+
+/// The card's text under `test_id` in Firefox, read through the frame (same origin as the
+/// host page here, so a script may).
+async fn firefox_card_text(firefox: &Firefox, test_id: &str) -> anyhow::Result<String> {
+    let text = firefox
+        .execute(
+            "const frame = document.querySelector('[data-testid=starling-frame]');
+             const doc = frame && frame.contentDocument;
+             const el = doc && doc.querySelector(`[data-testid=${arguments[0]}]`);
+             return el ? el.textContent : '';",
+            json!([test_id]),
+        )
         .await?;
-    browser
-        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+    Ok(text.as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_without_intersection_observer_v2_starts_only_in_the_relays_window(
+) -> anyhow::Result<()> {
+    let data = TempDir::new("consent-firefox")?;
+    let relay = Relay::start(data.path(), 1)?;
+    let api = relay.api();
+    let firefox = Firefox::start("consent-firefox").await?;
+    eprintln!("Firefox {}", firefox.version());
+    // The relay's own example page, so that the test can read the card's frame.
+    firefox
+        .goto(&format!("{}/example-host.html", relay.url()))
         .await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let status = browser.text("status").await?.unwrap_or_default();
-    ensure!(
-        status.starts_with("Idle"),
-        "the window's withdrawn yes resumed: {status}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sight = firefox_card_text(&firefox, "sight").await?;
+        let device = firefox_card_text(&firefox, "device").await?;
+        if !device.is_empty() && device != "Detecting…" {
+            ensure!(
+                sight == "Visibility unknown: nothing runs here",
+                "Firefox's card: {sight}"
+            );
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the card came up: {device:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job = MatmulJob::random(40, 32, 24, 9);
+    let id = api.submit_with_quorum(&job.body, 1).await?;
+    // What the card does with a Start it cannot see (a script's click is enough here: this
+    // checks the card's answer, not whether a host could fake the click).
+    firefox
+        .execute(
+            "document.querySelector('[data-testid=starling-frame]').contentDocument
+               .querySelector('[data-testid=start]').click();",
+            json!([]),
+        )
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = firefox_card_text(&firefox, "status").await?;
+        if status.starts_with("Stopped: this browser cannot confirm the card is visible") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "Firefox's card: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ensure!(api.stats().await?.volunteers == 0, "it connected");
+    ensure!(api.job(&id).await?.state == JobState::Queued);
+
+    // The card's way out: the relay's own window, where Start works.
+    let href = firefox
+        .execute(
+            "return document.querySelector('[data-testid=starling-frame]').contentDocument
+               .querySelector('[data-testid=open-window]').getAttribute('href');",
+            json!([]),
+        )
+        .await?;
+    let href = href.as_str().context("the window's address")?.to_owned();
+    eprintln!("Firefox's card offers {href}");
+    firefox.goto(&format!("{}{href}", relay.url())).await?;
+    firefox
+        .wait_for_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    firefox.click("start").await?;
+    firefox
+        .wait_for_text("status", Duration::from_secs(30), |t| {
+            t.starts_with("Working")
+        })
+        .await?;
+    api.wait_done(&id, Duration::from_secs(120)).await?;
+    let (status, result) = api.result(&id).await?;
+    ensure!(status == 200);
+    job.check(&result)?;
     Ok(())
 }

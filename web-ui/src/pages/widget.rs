@@ -88,7 +88,9 @@ pub fn WidgetPage() -> impl IntoView {
                 return true;
             }
             // Not before the person can see the card: a host that hides it gets nothing.
-            let seen = matches!(sight.get(), Sight::Visible | Sight::TopLevel);
+            // Never at top level: a host page can open the relay's window itself, behind
+            // its own (a pop-under), where no one sees it; there a person presses Start.
+            let seen = sight.get() == Sight::Visible;
             if seen && session.device.get().is_some() && !session.running() {
                 resumed_by_memory.set(true);
                 resumed_note.set(true);
