@@ -189,6 +189,43 @@ async fn a_real_click_on_a_card_the_visitor_cannot_see_computes_nothing() -> any
     ensure!(status == 200);
     job.check(&result)?;
     browser.screenshot("consent-visible-card").await?;
+
+    // Minimised to a pill, the card still says it works; closed, it is gone and so is
+    // the work.
+    browser.enter_frame("starling-frame").await?;
+    browser.click("minimise").await?;
+    browser
+        .wait_text("working-badge", Duration::from_secs(5), |t| {
+            t == "● working"
+        })
+        .await?;
+    browser.leave_frame().await?;
+    let card_height = "const c = document.getElementById('starling-widget');
+                       return c ? c.getBoundingClientRect().height : -1;";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // 56 px and its border, from 280.
+    while !browser
+        .execute(card_height, json!([]))
+        .await?
+        .as_f64()
+        .is_some_and(|h| (0.0..100.0).contains(&h))
+    {
+        ensure!(Instant::now() < deadline, "the card shrank to a pill");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.enter_frame("starling-frame").await?;
+    browser.click("close-card").await?;
+    browser.leave_frame().await?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while browser.execute(card_height, json!([])).await?.as_f64() != Some(-1.0) {
+        ensure!(Instant::now() < deadline, "closing removed the card");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.stats().await?.volunteers != 0 {
+        ensure!(Instant::now() < deadline, "closing ended the session");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
 
