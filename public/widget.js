@@ -4,8 +4,10 @@
  *   <script src="https://RELAY/widget.js" data-site-wallet="st1…" data-intensity="0.3" async></script>
  *
  * Adds a small fixed card with an iframe of RELAY/widget. Nothing is computed until the
- * visitor presses Start inside it; the card always shows when work runs and has a Stop
- * button. Plain JavaScript, no build step, no dependencies.
+ * visitor presses Start inside it, and only while the card is fully visible: the frame
+ * checks (IntersectionObserver v2) and holds work while the card is covered, faded,
+ * shrunk or off-screen. The card has Stop, minimise and close. Plain JavaScript, no
+ * build step, no dependencies.
  */
 (function () {
   "use strict";
@@ -44,6 +46,13 @@
     frame.allow = "webgpu; battery; clipboard-write";
     card.appendChild(frame);
     document.body.appendChild(card);
+    // The visitor's minimise and close, from the frame's own buttons.
+    window.addEventListener("message", function (event) {
+      if (event.origin !== origin || event.source !== frame.contentWindow) return;
+      if (event.data === "starling:minimise") card.style.height = "56px";
+      else if (event.data === "starling:expand") card.style.height = "280px";
+      else if (event.data === "starling:close" && card.parentNode) card.parentNode.removeChild(card);
+    });
   }
 
   if (document.body) mount();

@@ -188,6 +188,31 @@ impl Browser {
         Ok(())
     }
 
+    /// Clicks at viewport coordinates of the top-level page with the pointer, as a person
+    /// would: trusted input events at that point, whatever lies there (unlike a script's
+    /// `el.click()`, which a frame could tell apart).
+    pub async fn click_at(&self, x: f64, y: f64) -> Result<()> {
+        let (x, y) = (x.round() as i64, y.round() as i64);
+        self.call(
+            reqwest::Method::POST,
+            "/actions",
+            json!({"actions": [{
+                "type": "pointer",
+                "id": "mouse",
+                "parameters": {"pointerType": "mouse"},
+                "actions": [
+                    {"type": "pointerMove", "origin": "viewport", "x": x, "y": y, "duration": 0},
+                    {"type": "pointerDown", "button": 0},
+                    {"type": "pointerUp", "button": 0},
+                ],
+            }]}),
+        )
+        .await?;
+        self.call(reqwest::Method::DELETE, "/actions", json!({}))
+            .await?;
+        Ok(())
+    }
+
     /// Waits until the element's text satisfies `pred`; returns that text.
     pub async fn wait_text(
         &self,

@@ -6,7 +6,9 @@
 //!
 //! - `app`: the router (path switch with `history.pushState`) and the header nav.
 //! - `pages`: one module per page (volunteer, console, network, widget).
-//! - `runtime`: the volunteer engine, its pacing (intensity, pause, hidden tab, battery).
+//! - `runtime`: the volunteer engine, its pacing (intensity, pause, hidden tab, battery,
+//!   and whether the widget's frame is visible).
+//! - `consent`: the widget's remembered yes per site, which lapses after 30 days.
 //! - `form`: the console's form generated from a kernel's JSON Schema.
 //! - `tiles`: where a render job's units sit in its image (the console's tile map).
 //! - `net`: the relay's REST API over `fetch`, and browser storage.
@@ -17,6 +19,7 @@
 mod app;
 #[cfg(any(target_arch = "wasm32", test))]
 mod charts;
+mod consent;
 #[cfg(any(target_arch = "wasm32", test))]
 mod form;
 #[cfg(target_arch = "wasm32")]

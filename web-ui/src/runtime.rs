@@ -4,7 +4,8 @@
 //!
 //! Pacing lives here too: before asking for each unit the loop awaits [`gate`], which
 //! sleeps for the duty cycle (`elapsed * (1 - i) / i` after a unit at intensity `i`) and
-//! holds while the volunteer paused, the tab is hidden, or the battery is low.
+//! holds while the volunteer paused, the tab is hidden, the battery is low, or (in the
+//! widget's frame) the person cannot see the frame.
 
 use gloo_timers::future::TimeoutFuture;
 use js_sys::Reflect;
@@ -51,7 +52,29 @@ pub enum Hold {
     Hidden,
     /// Discharging below the floor.
     Battery,
+    /// The widget's frame is hidden, covered, transparent, shrunk or off-screen (or the
+    /// browser cannot tell): a host page must not get work from a card nobody sees.
+    Unseen,
 }
+
+/// Whether the person can see this page, as far as the browser tells a framed page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sight {
+    /// Not watched: a top-level page, which no host page can cover or fade.
+    TopLevel,
+    /// In a frame, and the browser has no IntersectionObserver v2 (Firefox, Safari): it
+    /// cannot tell, so the frame counts as unseen.
+    Unknown,
+    /// In a frame that IntersectionObserver v2 reports visible: on screen, unobscured,
+    /// fully opaque, not transformed.
+    Visible,
+    /// In a frame that is not visible, or not yet reported.
+    Unseen,
+}
+
+/// How long IntersectionObserver v2 may take between visibility reports, in ms (100 is
+/// the least the browser accepts; each report costs it a hit test).
+const SIGHT_DELAY_MS: u32 = 100;
 
 thread_local! {
     static ENGINE: RefCell<Option<Rc<Engine>>> = const { RefCell::new(None) };
@@ -59,6 +82,7 @@ thread_local! {
     static SETTINGS: Cell<Settings> = const { Cell::new(Settings { intensity: 1.0, paused: false, background: false, battery_floor: 0.2 }) };
     static BATTERY: RefCell<Option<JsValue>> = const { RefCell::new(None) };
     static CPU_ON_PAGE: Cell<Option<CpuReference>> = const { Cell::new(None) };
+    static SIGHT: Cell<Sight> = const { Cell::new(Sight::TopLevel) };
 }
 
 /// Lets CPU units run on the page's own thread when the CPU worker cannot start (see
@@ -228,11 +252,121 @@ fn tab_hidden() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether this page is the top-level one (not inside another page's frame).
+fn top_level(window: &web_sys::Window) -> bool {
+    Reflect::get(window, &"top".into())
+        .map(|top| js_sys::Object::is(&top, window))
+        .unwrap_or(false)
+}
+
+/// What [`watch_sight`] saw last.
+pub fn sight() -> Sight {
+    SIGHT.with(Cell::get)
+}
+
+/// Starts watching whether the person can see this page, where a host page could hide
+/// it: in a frame, with IntersectionObserver v2 (`trackVisibility`, read through
+/// `Reflect` since web-sys lacks the v2 fields), reporting each change to `on_change`.
+/// Returns what is known now. Until the first report a frame counts as unseen.
+pub fn watch_sight(on_change: impl Fn(Sight) + 'static) -> Sight {
+    let Some(window) = web_sys::window() else {
+        return Sight::TopLevel;
+    };
+    if top_level(&window) {
+        SIGHT.with(|s| s.set(Sight::TopLevel));
+        return Sight::TopLevel;
+    }
+    let set = move |seen: Sight| {
+        SIGHT.with(|s| s.set(seen));
+        on_change(seen);
+    };
+    let observed = window
+        .document()
+        .and_then(|d| d.document_element())
+        .and_then(|target| observe_visibility(&window, &target, set));
+    let seen = if observed == Some(true) {
+        Sight::Unseen
+    } else {
+        Sight::Unknown
+    };
+    SIGHT.with(|s| s.set(seen));
+    seen
+}
+
+/// Observes `target` with IntersectionObserver v2; false where the browser lacks v2 (it
+/// then ignores `trackVisibility` and would report intersection alone, which a
+/// transparent or covered frame passes).
+fn observe_visibility(
+    window: &web_sys::Window,
+    target: &web_sys::Element,
+    set: impl Fn(Sight) + 'static,
+) -> Option<bool> {
+    use wasm_bindgen::closure::Closure;
+    let constructor = Reflect::get(window, &"IntersectionObserver".into())
+        .ok()?
+        .dyn_into::<js_sys::Function>()
+        .ok()?;
+    let options = js_sys::Object::new();
+    Reflect::set(&options, &"trackVisibility".into(), &JsValue::TRUE).ok()?;
+    Reflect::set(&options, &"delay".into(), &SIGHT_DELAY_MS.into()).ok()?;
+    let on_entries = Closure::<dyn Fn(js_sys::Array)>::new(move |entries: js_sys::Array| {
+        // The newest entry is the current state; earlier ones are history.
+        let entry = entries.get(entries.length().saturating_sub(1));
+        let flag = |name: &str| {
+            Reflect::get(&entry, &name.into())
+                .ok()
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+        };
+        set(if flag("isIntersecting") && flag("isVisible") {
+            Sight::Visible
+        } else {
+            Sight::Unseen
+        });
+    });
+    let observer = Reflect::construct(
+        &constructor,
+        &js_sys::Array::of2(on_entries.as_ref(), &options),
+    )
+    .ok()?;
+    let v2 = Reflect::get(&observer, &"trackVisibility".into())
+        .ok()
+        .and_then(|v| v.as_bool())
+        == Some(true);
+    if !v2 {
+        return Some(false);
+    }
+    let observe = Reflect::get(&observer, &"observe".into())
+        .ok()?
+        .dyn_into::<js_sys::Function>()
+        .ok()?;
+    observe.call1(&observer, target).ok()?;
+    // The observer lives as long as the page; so must its callback.
+    on_entries.forget();
+    Some(true)
+}
+
+/// Why Start may not count now: the frame is not visibly on screen.
+pub fn unseen_reason() -> Option<&'static str> {
+    match sight() {
+        Sight::TopLevel | Sight::Visible => None,
+        Sight::Unseen => Some(
+            "this card is not fully visible (covered, faded, shrunk or off-screen), so Start does not count",
+        ),
+        Sight::Unknown => Some(
+            "this browser cannot confirm the card is visible: use \"Open in a window\" to start",
+        ),
+    }
+}
+
 /// Why work should hold now, if it should.
 pub fn hold() -> Option<Hold> {
     let s = SETTINGS.with(Cell::get);
     if s.paused {
         return Some(Hold::Paused);
+    }
+    if unseen_reason().is_some() {
+        return Some(Hold::Unseen);
     }
     if !s.background && tab_hidden() {
         return Some(Hold::Hidden);
@@ -286,6 +420,9 @@ pub async fn start(
 ) -> Result<(), String> {
     use futures::future::{select, Either, FutureExt};
     use starling_client::reconnect::{self, Backoff};
+    if let Some(why) = unseen_reason() {
+        return Err(why.to_owned());
+    }
     let engine = ENGINE
         .with(|e| e.borrow().clone())
         .ok_or_else(|| "the device is still being detected".to_owned())?;

@@ -305,6 +305,9 @@ impl Session {
             }
             (Phase::Working, Some(Hold::Hidden)) => "Paused while this tab is hidden.".to_owned(),
             (Phase::Working, Some(Hold::Battery)) => "Paused: battery low.".to_owned(),
+            (Phase::Working, Some(Hold::Unseen)) => {
+                "Paused while this card is not fully visible.".to_owned()
+            }
             (Phase::Working, None) => match self.computing.get() {
                 Some(work) => format!("Working: {work}."),
                 None => "Connected, waiting for work.".to_owned(),
@@ -749,6 +752,7 @@ pub fn VolunteerPage() -> impl IntoView {
         <Meter session=session balance=balance />
         <Receipts session=session />
         <WalletCard address=address />
+        <crate::pages::widget::ForgetSites />
     }
 }
 
