@@ -55,9 +55,10 @@ async fn gzip_bytes(
 /// (the kernels' relay half, their CPU references and comments, Unicode's case tables
 /// and sha2's unrolled rounds left it: docs/performance.md); what remains is mostly the
 /// volunteer engine (WebRTC and WebSocket transports, wgpu's WebGPU calls, the wallet's
-/// ed25519), Leptos and core's formatting. This bound keeps it from growing back, with
-/// room for the consent screen.
-const WIDGET_BUDGET_GZIP_BYTES: usize = 196 * 1024;
+/// ed25519), Leptos and core's formatting. The consent screen (visibility, minimise and
+/// close, the resumed note, the window for browsers without IntersectionObserver v2) and
+/// the truthful status brought it to 196.4 KB. This bound keeps it from growing back.
+const WIDGET_BUDGET_GZIP_BYTES: usize = 200 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_widget_visitor_downloads_the_widget_alone() -> anyhow::Result<()> {
