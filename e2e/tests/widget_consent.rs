@@ -13,7 +13,7 @@ use starling_api::{JobState, UnitState};
 use starling_e2e::browser::Browser;
 use starling_e2e::firefox::Firefox;
 use starling_e2e::page::Page;
-use starling_e2e::{Api, HostSite, MatmulJob, Relay, TempDir};
+use starling_e2e::{connected, Api, HostSite, MatmulJob, Relay, TempDir};
 use starling_protocol::WalletKey;
 use std::time::{Duration, Instant};
 
@@ -154,7 +154,7 @@ async fn a_real_click_on_a_card_the_visitor_cannot_see_computes_nothing() -> any
             .with_context(|| format!("{attack}: Start is on screen, clickable"))?;
         browser.click_at(x, y).await?;
         let status = wait_card(&browser, "status", Duration::from_secs(10), |t| {
-            t.starts_with("Stopped: this card is not fully visible") || t.starts_with("Working")
+            t.starts_with("Stopped: this card is not fully visible") || connected(t)
         })
         .await
         .with_context(|| format!("{attack}: the click reached Start"))?;
@@ -299,10 +299,7 @@ async fn a_running_card_the_host_hides_stops_within_a_second_and_resumes_when_sh
             ensure!(Instant::now() < deadline, "work resumes once shown");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        wait_card(&browser, "status", Duration::from_secs(5), |t| {
-            t.starts_with("Working")
-        })
-        .await?;
+        wait_card(&browser, "status", Duration::from_secs(5), |t| connected(t)).await?;
     }
     Ok(())
 }
@@ -356,9 +353,7 @@ async fn a_remembered_yes_resumes_only_visibly_lapses_and_can_be_withdrawn() -> 
     browser.enter_frame("starling-frame").await?;
     press_start(&browser).await?;
     browser
-        .wait_text("status", Duration::from_secs(30), |t| {
-            t.starts_with("Working")
-        })
+        .wait_text("status", Duration::from_secs(30), |t| connected(t))
         .await?;
     browser.leave_frame().await?;
 
@@ -380,7 +375,7 @@ async fn a_remembered_yes_resumes_only_visibly_lapses_and_can_be_withdrawn() -> 
         "{note}"
     );
     wait_card(&browser, "status", Duration::from_secs(30), |t| {
-        t.starts_with("Working")
+        connected(t)
     })
     .await?;
 
@@ -420,9 +415,7 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
     browser.enter_frame("starling-frame").await?;
     press_start(&browser).await?;
     browser
-        .wait_text("status", Duration::from_secs(30), |t| {
-            t.starts_with("Working")
-        })
+        .wait_text("status", Duration::from_secs(30), |t| connected(t))
         .await?;
     browser.leave_frame().await?;
     // Remembered there, as on any site.
@@ -443,9 +436,7 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
         .await?;
     press_start(&browser).await?;
     browser
-        .wait_text("status", Duration::from_secs(30), |t| {
-            t.starts_with("Working")
-        })
+        .wait_text("status", Duration::from_secs(30), |t| connected(t))
         .await?;
     // A host page can open that window itself, behind its own: a yes remembered there
     // does not start it.
@@ -557,9 +548,7 @@ async fn firefox_without_intersection_observer_v2_starts_only_in_the_relays_wind
         .await?;
     firefox.click("start").await?;
     firefox
-        .wait_for_text("status", Duration::from_secs(30), |t| {
-            t.starts_with("Working")
-        })
+        .wait_for_text("status", Duration::from_secs(30), |t| connected(t))
         .await?;
     api.wait_done(&id, Duration::from_secs(120)).await?;
     let (status, result) = api.result(&id).await?;
