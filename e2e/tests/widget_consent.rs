@@ -299,7 +299,7 @@ async fn a_running_card_the_host_hides_stops_within_a_second_and_resumes_when_sh
             ensure!(Instant::now() < deadline, "work resumes once shown");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        wait_card(&browser, "status", Duration::from_secs(5), |t| connected(t)).await?;
+        wait_card(&browser, "status", Duration::from_secs(5), connected).await?;
     }
     Ok(())
 }
@@ -353,7 +353,7 @@ async fn a_remembered_yes_resumes_only_visibly_lapses_and_can_be_withdrawn() -> 
     browser.enter_frame("starling-frame").await?;
     press_start(&browser).await?;
     browser
-        .wait_text("status", Duration::from_secs(30), |t| connected(t))
+        .wait_text("status", Duration::from_secs(30), connected)
         .await?;
     browser.leave_frame().await?;
 
@@ -415,7 +415,7 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
     browser.enter_frame("starling-frame").await?;
     press_start(&browser).await?;
     browser
-        .wait_text("status", Duration::from_secs(30), |t| connected(t))
+        .wait_text("status", Duration::from_secs(30), connected)
         .await?;
     browser.leave_frame().await?;
     // Remembered there, as on any site.
@@ -436,7 +436,7 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
         .await?;
     press_start(&browser).await?;
     browser
-        .wait_text("status", Duration::from_secs(30), |t| connected(t))
+        .wait_text("status", Duration::from_secs(30), connected)
         .await?;
     // A host page can open that window itself, behind its own: a yes remembered there
     // does not start it.
@@ -548,7 +548,7 @@ async fn firefox_without_intersection_observer_v2_starts_only_in_the_relays_wind
         .await?;
     firefox.click("start").await?;
     firefox
-        .wait_for_text("status", Duration::from_secs(30), |t| connected(t))
+        .wait_for_text("status", Duration::from_secs(30), connected)
         .await?;
     api.wait_done(&id, Duration::from_secs(120)).await?;
     let (status, result) = api.result(&id).await?;
