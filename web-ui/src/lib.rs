@@ -19,6 +19,7 @@
 mod app;
 #[cfg(any(target_arch = "wasm32", test))]
 mod charts;
+#[cfg(any(target_arch = "wasm32", test))]
 mod consent;
 #[cfg(any(target_arch = "wasm32", test))]
 mod form;

@@ -206,6 +206,21 @@ const READERS: usize = 4;
 /// plus the `format!`-built variants, fits.
 const STATEMENT_CACHE: usize = 256;
 
+/// Units in one job past which PostgreSQL's statistics are refreshed after it is stored.
+const ANALYZE_AFTER_UNITS: usize = 1_000;
+
+/// Refreshes PostgreSQL's statistics of the tables a draw reads (nothing on SQLite).
+///
+/// Why: its planner otherwise believes a job's units just stored are a handful, and
+/// drew each lease by gathering every queued unit and sorting them (4 ms of server CPU a
+/// unit at 5 000 units, 206 units/s) until autovacuum's next look, up to a minute later.
+fn refresh_statistics(db: &dyn Db) -> Result<(), StorageError> {
+    if db.dialect() == sql::Dialect::Postgres {
+        db.execute("ANALYZE units, leases, jobs", params![])?;
+    }
+    Ok(())
+}
+
 /// The relay's database.
 #[derive(Clone)]
 pub struct Storage {
@@ -458,6 +473,7 @@ impl Storage {
     /// submitter who cannot cover it gets [`LedgerError::Overdraft`] and nothing is stored.
     pub async fn insert_job(&self, job: &NewJob) -> Result<(), StorageError> {
         let job_id = job.id;
+        let many_units = job.units.len() >= ANALYZE_AFTER_UNITS;
         let bill = match (self.billing(), job.submitter) {
             (Some(billing), Some(submitter)) => Some((billing, submitter)),
             _ => None,
@@ -563,6 +579,9 @@ impl Storage {
             if let Err(e) = self.keys.destroy(job_id) {
                 tracing::warn!(job = %job_id, "cannot remove the key of a job not stored: {e}");
             }
+        }
+        if inserted.is_ok() && many_units {
+            self.writer.exec(refresh_statistics).await?;
         }
         inserted
     }
