@@ -304,6 +304,7 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
             url: server.database()?,
             relays,
         };
+        postgres::reset_statements(server)?;
         let f = storage_only::run(scenario, units, &engine).await?;
         let database = f.database;
         print_row(&format!("{name}, {WORKERS} vol."), &f, units, base);
@@ -312,6 +313,10 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
             f.units_per_s / sqlite.units_per_s
         );
         print_relay_cpu(&f, units, database);
+        println!("  where the server's time went (ms, calls, statement):");
+        for line in postgres::top_statements(server, 6)?.lines() {
+            println!("    {line}");
+        }
     }
     Ok(())
 }

@@ -114,7 +114,7 @@ impl Postgres {
         let script = format!(
             "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=300 & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf {dir}",
+             -c max_connections=300 -c shared_preload_libraries=pg_stat_statements & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf {dir}",
             postgres = bin.join("postgres").display(),
             data = data.display(),
             dir = dir.display(),
@@ -170,6 +170,39 @@ impl Postgres {
         );
         Ok(self.url(&name))
     }
+}
+
+/// Resets the server's statement statistics (pg_stat_statements, loaded at start) and
+/// returns the connection URL to read them back with [`top_statements`].
+pub fn reset_statements(server: &Postgres) -> anyhow::Result<()> {
+    psql(server, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset();")?;
+    Ok(())
+}
+
+/// The `n` statements that took the server longest since [`reset_statements`]: total
+/// ms, calls, and the statement's first 100 characters.
+pub fn top_statements(server: &Postgres, n: usize) -> anyhow::Result<String> {
+    psql(
+        server,
+        &format!(
+            "SELECT round(total_exec_time)::bigint AS ms, calls, \
+             regexp_replace(left(query, 100), '\\s+', ' ', 'g') \
+             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT {n}"
+        ),
+    )
+}
+
+fn psql(server: &Postgres, command: &str) -> anyhow::Result<String> {
+    let out = Command::new(binaries()?.join("psql"))
+        .args(["-q", "-A", "-F", " | ", "-t", "-h", "127.0.0.1", "-p", &server.port.to_string()])
+        .args(["-U", "starling", "-d", "postgres", "-c", command])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// CPU time so far of each PostgreSQL server process on this machine, by pid (Linux,
