@@ -172,10 +172,13 @@ impl Postgres {
     }
 }
 
-/// Resets the server's statement statistics (pg_stat_statements, loaded at start) and
-/// returns the connection URL to read them back with [`top_statements`].
+/// Resets the server's statement statistics (pg_stat_statements, loaded at start), which
+/// [`top_statements`] reads back.
 pub fn reset_statements(server: &Postgres) -> anyhow::Result<()> {
-    psql(server, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset();")?;
+    psql(
+        server,
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset();",
+    )?;
     Ok(())
 }
 
@@ -194,7 +197,17 @@ pub fn top_statements(server: &Postgres, n: usize) -> anyhow::Result<String> {
 
 fn psql(server: &Postgres, command: &str) -> anyhow::Result<String> {
     let out = Command::new(binaries()?.join("psql"))
-        .args(["-q", "-A", "-F", " | ", "-t", "-h", "127.0.0.1", "-p", &server.port.to_string()])
+        .args([
+            "-q",
+            "-A",
+            "-F",
+            " | ",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+        ])
         .args(["-U", "starling", "-d", "postgres", "-c", command])
         .output()?;
     anyhow::ensure!(
