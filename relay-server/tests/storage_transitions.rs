@@ -1601,3 +1601,53 @@ async fn two_relays_on_one_postgres_never_overlease_fork_the_ledger_or_pay_twice
     assert!(summary.entries > 2, "{summary:?}");
     Ok(())
 }
+
+/// Two relays on one PostgreSQL database: a relay that starts leaves a live relay's
+/// leases alone, and once a relay stops beating its volunteers' leases are requeued by
+/// the other relay's heartbeat, so the units go out again within seconds.
+#[tokio::test]
+async fn a_stopped_relays_leases_go_out_again_and_a_live_relays_stay() -> anyhow::Result<()> {
+    let dir = temp_dir("relay-gone");
+    let url = Engine::Postgres.url(&dir).await?;
+    let a = Storage::open_postgres(&url, &dir, false).await?;
+    a.insert_job(&job(2, 1)).await?;
+    let now = starling_relay::storage::now_ms();
+    a.heartbeat(now).await?;
+    let (on_a, on_b) = (Vol::new(1), Vol::new(2));
+    let held = on_a
+        .lease(&a)
+        .await?
+        .expect("a unit for relay A's volunteer");
+
+    // Relay B starts while A is alive: A's volunteer keeps its lease.
+    let b = Storage::open_postgres(&url, &dir, false).await?;
+    assert_eq!(
+        b.recover_leases().await?,
+        0,
+        "a live relay's lease was voided"
+    );
+    let other = on_b.lease(&b).await?.expect("the other unit");
+    assert_ne!(other.unit, held.unit);
+    assert!(on_b.lease(&b).await?.is_none(), "every unit is out");
+
+    // A stops beating; B's next heartbeat past the limit takes A's lease for lost.
+    let later = now + starling_relay::storage::RELAY_GONE_AFTER_MS + 1_000;
+    assert_eq!(
+        b.heartbeat(later - 2_000).await?,
+        0,
+        "too early to call A gone"
+    );
+    assert_eq!(b.heartbeat(later).await?, 1, "A's one lease requeued");
+    let again = Vol::new(3)
+        .lease(&b)
+        .await?
+        .expect("A's unit goes out again");
+    assert_eq!(again.unit, held.unit);
+    // B's own lease, beaten for at `later`, is untouched.
+    assert!(matches!(
+        on_b.answer(&b, other.lease, other.unit_params.as_bytes(), None)
+            .await?,
+        Recorded::Valid { .. }
+    ));
+    Ok(())
+}

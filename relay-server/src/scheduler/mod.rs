@@ -1013,7 +1013,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Background upkeep: requeue expired leases, fail jobs that cannot finish, pay out
+    /// Background upkeep: the relay's heartbeat (requeueing a stopped relay's leases,
+    /// where relays share a database), requeue expired leases, fail jobs that cannot finish, pay out
     /// what verified units earned every [`SchedulerConfig::payout_interval`], and purge
     /// data past its retention.
     pub fn spawn_housekeeping(&self) -> tokio::task::JoinHandle<()> {
@@ -1042,6 +1043,16 @@ impl Scheduler {
                         Ok(_) => {}
                         Err(e) => tracing::error!("paying out failed: {e}"),
                     }
+                }
+                // Relays sharing a database take a stopped relay's leases for lost.
+                match this.storage.heartbeat(crate::storage::now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::warn!(requeued = n, "leases of a relay that stopped requeued");
+                        this.progress.touched_all();
+                        this.work.notify_waiters();
+                    }
+                    Err(e) => tracing::error!("heartbeat failed: {e}"),
                 }
                 let expired = this.storage.expire_leases(crate::storage::now_ms()).await;
                 match expired {

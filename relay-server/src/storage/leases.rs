@@ -137,6 +137,7 @@ impl UnitRow {
 /// Inserts `request`'s lease of `unit`; `wallet` is its wallet's address, as text.
 fn insert_lease(
     db: &dyn Db,
+    relay: &str,
     request: &LeaseRequest,
     wallet: &str,
     unit: &str,
@@ -145,8 +146,8 @@ fn insert_lease(
 ) -> Result<(), StorageError> {
     db.execute(
         "INSERT INTO leases (id, unit_id, peer, wallet, site, kind, state, issued_ms, deadline_ms,
-                             network)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9)",
+                             network, relay)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9, ?10)",
         params![
             request.lease.to_string(),
             unit,
@@ -157,6 +158,7 @@ fn insert_lease(
             request.terms.start_ms,
             deadline_ms,
             request.network.map(|n| n.to_string()),
+            relay,
         ],
     )?;
     Ok(())
@@ -253,6 +255,44 @@ fn lose_leases(
     Ok(lost)
 }
 
+/// How long a relay may go without a heartbeat before relays sharing its database take
+/// its volunteers' leases for lost: ten of the housekeeping's beats.
+pub const RELAY_GONE_AFTER_MS: i64 = 5_000;
+
+/// Relay rows kept after their relay was last seen, for whoever looks at the table.
+const RELAY_FORGOTTEN_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
+
+fn heartbeat_in(db: &dyn Db, relay: &str, now: i64) -> Result<(), StorageError> {
+    db.execute(
+        "INSERT INTO relays (id, seen_ms) VALUES (?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms",
+        params![relay, now],
+    )?;
+    Ok(())
+}
+
+/// Voids active leases whose relay was not seen since `now - RELAY_GONE_AFTER_MS` (or
+/// that name none), refreshing their units; forgets relays gone for a day.
+fn void_leases_of_stopped_relays(db: &dyn Db, now: i64) -> Result<u64, StorageError> {
+    let units = db.query_all(
+        "UPDATE leases SET state = 'void'
+         WHERE state = 'active'
+           AND (relay IS NULL
+                OR relay NOT IN (SELECT id FROM relays WHERE seen_ms >= ?1))
+         RETURNING unit_id",
+        params![now - RELAY_GONE_AFTER_MS],
+        |r| r.get::<String>(0),
+    )?;
+    for unit in &units {
+        refresh_unit(db, unit)?;
+    }
+    db.execute(
+        "DELETE FROM relays WHERE seen_ms < ?1",
+        params![now - RELAY_FORGOTTEN_AFTER_MS],
+    )?;
+    Ok(units.len() as u64)
+}
+
 /// What one try at a work lease came to.
 enum WorkLease {
     /// Done: the unit leased, or `None` when nothing is leasable.
@@ -334,6 +374,7 @@ fn load_drawn_unit(
 /// Writes `lease` of the unit in `row` to `request`'s volunteer (`wallet`, as text).
 fn apply_work_lease(
     db: &dyn Db,
+    relay: &str,
     request: &LeaseRequest,
     wallet: &str,
     row: UnitRow,
@@ -347,7 +388,15 @@ fn apply_work_lease(
             params![lease.quorum, lease.wanted, lease.leased, row.id],
         )?;
     }
-    insert_lease(db, request, wallet, &row.id, "work", lease.deadline_ms)?;
+    insert_lease(
+        db,
+        relay,
+        request,
+        wallet,
+        &row.id,
+        "work",
+        lease.deadline_ms,
+    )?;
     // The job's first lease starts it; later ones need not touch the job's row.
     if lease.starts_job {
         db.execute(
@@ -363,6 +412,7 @@ fn apply_work_lease(
 /// `quorums`.
 fn lease_work_in(
     db: &dyn Db,
+    relay: &str,
     request: &LeaseRequest,
     quorums: &[(String, u32, u32)],
 ) -> Result<WorkLease, StorageError> {
@@ -385,13 +435,14 @@ fn lease_work_in(
             Ok(WorkLease::NeedsQuorum(kernel, job_quorum))
         }
         LeaseDecision::Lease(lease) => Ok(WorkLease::Done(Some(apply_work_lease(
-            db, request, &wallet, row, lease,
+            db, relay, request, &wallet, row, lease,
         )?))),
     }
 }
 
 fn lease_canary_in(
     db: &dyn Db,
+    relay: &str,
     request: &LeaseRequest,
     pick: f64,
 ) -> Result<Option<LeasedUnit>, StorageError> {
@@ -415,7 +466,7 @@ fn lease_canary_in(
     )?;
     if let Some(row) = probe {
         let deadline_ms = request.terms.deadline(row.flops());
-        insert_lease(db, request, &wallet, &row.id, "canary", deadline_ms)?;
+        insert_lease(db, relay, request, &wallet, &row.id, "canary", deadline_ms)?;
         return Ok(Some(row.leased(request.lease, deadline_ms, true)?));
     }
     // No probe in stock: a settled unit of a real job this wallet never saw.
@@ -445,7 +496,7 @@ fn lease_canary_in(
         return Ok(None);
     };
     let deadline_ms = request.terms.deadline(row.flops());
-    insert_lease(db, request, &wallet, &row.id, "canary", deadline_ms)?;
+    insert_lease(db, relay, request, &wallet, &row.id, "canary", deadline_ms)?;
     Ok(Some(row.leased(request.lease, deadline_ms, true)?))
 }
 
@@ -475,14 +526,17 @@ impl Storage {
                 })
                 .collect();
             let request = *request;
+            let relay = self.relay.clone();
             let attempt = self
                 .writer
-                .submit(move |db| match lease_work_in(db, &request, &quorums) {
-                    Ok(WorkLease::NeedsQuorum(kernel, q)) => {
-                        (Ok(WorkLease::NeedsQuorum(kernel, q)), Keep::Nothing)
-                    }
-                    other => (other, Keep::Writes),
-                })
+                .submit(
+                    move |db| match lease_work_in(db, &relay, &request, &quorums) {
+                        Ok(WorkLease::NeedsQuorum(kernel, q)) => {
+                            (Ok(WorkLease::NeedsQuorum(kernel, q)), Keep::Nothing)
+                        }
+                        other => (other, Keep::Writes),
+                    },
+                )
                 .await?;
             match attempt {
                 WorkLease::Done(leased) => return Ok(leased),
@@ -524,8 +578,9 @@ impl Storage {
         pick: f64,
     ) -> Result<Option<LeasedUnit>, StorageError> {
         let request = *request;
+        let relay = self.relay.clone();
         self.writer
-            .exec(move |db| lease_canary_in(db, &request, pick))
+            .exec(move |db| lease_canary_in(db, &relay, &request, pick))
             .await
     }
 
@@ -670,14 +725,38 @@ impl Storage {
     /// After a restart no connection from before exists: every active lease is void and
     /// its unit goes back to the queue. Returns how many leases were voided.
     pub async fn recover_leases(&self) -> Result<u64, StorageError> {
+        let relay = self.relay.clone();
         self.writer
-            .exec(|db| {
-                let voided = db.execute(
-                    "UPDATE leases SET state = 'void' WHERE state = 'active'",
-                    params![],
-                )?;
+            .exec(move |db| {
+                let voided = match db.dialect() {
+                    // One relay per file: whatever was active was the last process's.
+                    Dialect::Sqlite => db.execute(
+                        "UPDATE leases SET state = 'void' WHERE state = 'active'",
+                        params![],
+                    )?,
+                    // Relays sharing the database: only leases of no live relay (this
+                    // one's, those of relays that stopped, and those from before relays
+                    // signed their leases); a live relay's volunteers keep theirs.
+                    Dialect::Postgres => {
+                        heartbeat_in(db, &relay, now_ms())?;
+                        void_leases_of_stopped_relays(db, now_ms())?
+                    }
+                };
                 db.execute(REFRESH_UNITS, params![])?;
                 Ok(voided)
+            })
+            .await
+    }
+
+    /// Records that this relay is alive at `now` and voids the active leases of relays
+    /// not seen for [`RELAY_GONE_AFTER_MS`] (their volunteers lost them with the relay's
+    /// process), putting their units back in the queue. Returns how many were voided.
+    pub async fn heartbeat(&self, now: i64) -> Result<u64, StorageError> {
+        let relay = self.relay.clone();
+        self.writer
+            .exec(move |db| {
+                heartbeat_in(db, &relay, now)?;
+                void_leases_of_stopped_relays(db, now)
             })
             .await
     }

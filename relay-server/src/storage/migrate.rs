@@ -30,6 +30,7 @@ const TABLES: &[&str] = &[
     "accrued_jobs",
     "accruals",
     "sites",
+    "relays",
 ];
 
 /// Tables whose rows are copied in insertion order (PostgreSQL numbers them anew, in

@@ -47,7 +47,7 @@ mod writer;
 pub use crate::lifecycle::billing::Pricing;
 pub use crate::lifecycle::lease::LeaseTerms;
 pub use leaderboard::Earner;
-pub use leases::{LeaseRequest, REPEAT_AFTER_MS};
+pub use leases::{LeaseRequest, RELAY_GONE_AFTER_MS, REPEAT_AFTER_MS};
 pub use ledger::{Accrual, LedgerError, SignedTransfer};
 pub use migrate::Copied;
 pub(crate) use model::parse_unit_state;
@@ -240,6 +240,9 @@ pub struct Storage {
     standings: Arc<wallets::Standings>,
     /// Each job's key for its data at rest.
     keys: Arc<job_keys::JobKeys>,
+    /// This process's name among relays sharing the database: on its leases and its
+    /// heartbeat (see [`Storage::heartbeat`]).
+    relay: Arc<str>,
 }
 
 /// The relay's signing key and prices.
@@ -430,6 +433,7 @@ impl Storage {
             quorum_hints: Arc::default(),
             standings: Arc::default(),
             keys: Arc::new(job_keys::JobKeys::open(data_dir)?),
+            relay: uuid::Uuid::new_v4().to_string().into(),
         })
     }
 
@@ -465,6 +469,7 @@ impl Storage {
             quorum_hints: Arc::default(),
             standings: Arc::default(),
             keys: Arc::new(job_keys::JobKeys::open(data_dir)?),
+            relay: uuid::Uuid::new_v4().to_string().into(),
         })
     }
 
