@@ -1651,3 +1651,40 @@ async fn a_stopped_relays_leases_go_out_again_and_a_live_relays_stay() -> anyhow
     ));
     Ok(())
 }
+
+/// Two relays on one PostgreSQL database: a payout one relay makes reaches the other
+/// relay's feed of payments (where its volunteers' receipts come from).
+#[tokio::test]
+async fn a_payment_one_relay_makes_reaches_the_other_relays_volunteers() -> anyhow::Result<()> {
+    let dir = temp_dir("relay-feed");
+    let url = Engine::Postgres.url(&dir).await?;
+    let a = Storage::open_postgres(&url, &dir, false)
+        .await?
+        .with_billing(billing());
+    let b = Storage::open_postgres(&url, &dir, false)
+        .await?
+        .with_billing(billing());
+    let mut feed = b.ledger_feed();
+    let (submitter, _) = a
+        .create_account(&billing().key, MicroCredits(1_000_000), None)
+        .await?;
+    let j = NewJob {
+        submitter: Some(submitter),
+        ..job(1, 1)
+    };
+    a.insert_job(&j).await?;
+    let vol = Vol::new(7);
+    let leased = vol.lease(&a).await?.expect("the unit");
+    vol.answer(&a, leased.lease, leased.unit_params.as_bytes(), None)
+        .await?;
+    let paid = a.pay_out_all().await?;
+    assert!(!paid.is_empty(), "relay A paid the volunteer");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let entry = tokio::time::timeout_at(deadline, feed.recv()).await??;
+        if entry.credit == Account::Wallet(vol.wallet) {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -206,6 +206,13 @@ fn set_balance(db: &dyn Db, account: &Account, micro: i64) -> Result<(), Storage
     Ok(())
 }
 
+/// How often a relay sharing a PostgreSQL database reads the ledger's new entries (for
+/// receipts): at most this late after the payout that made them.
+const LEDGER_FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Most entries read from the ledger's tail at a time.
+const LEDGER_FOLLOW_PAGE: i64 = 1_000;
+
 /// The advisory lock that makes one relay at a time the ledger's writer ("LDGR").
 const LEDGER_LOCK: i64 = 0x4C44_4752;
 
@@ -737,6 +744,50 @@ impl Storage {
             })
             .await
             .map(|rows| rows.into_iter().collect())
+    }
+
+    /// Announces, on [`Storage::ledger_feed`], every entry appended to the ledger from now
+    /// on by any relay sharing the database, read from its tail every
+    /// [`LEDGER_FOLLOW_EVERY`]: a volunteer's receipt comes from whichever relay paid it.
+    /// Ends when the last clone of this storage is dropped.
+    pub(super) async fn follow_ledger(&self) -> Result<(), StorageError> {
+        let mut after = self.ledger_tip().await?;
+        let reads = self.reads.clone();
+        let feed = self.feed.clone();
+        let alive = std::sync::Arc::downgrade(&self.alive);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LEDGER_FOLLOW_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if alive.strong_count() == 0 {
+                    return;
+                }
+                let from = i64::try_from(after).unwrap_or(i64::MAX);
+                let page = reads
+                    .read(move |db| {
+                        db.query_all(
+                            &format!(
+                                "SELECT {ENTRY_COLUMNS} FROM ledger WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                            ),
+                            params![from, LEDGER_FOLLOW_PAGE],
+                            |row| entry_from_row(row).map_err(|why| corrupt_entry(row, why)),
+                        )
+                    })
+                    .await;
+                match page {
+                    Ok(entries) => {
+                        for entry in entries {
+                            after = after.max(entry.seq);
+                            // Nobody listening is fine: receipts are a courtesy.
+                            let _ = feed.send(entry);
+                        }
+                    }
+                    Err(e) => tracing::warn!("reading the ledger's tail failed: {e}"),
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Up to `limit` entries after `after_seq` (0 for the first page), oldest first.

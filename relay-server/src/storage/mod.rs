@@ -243,6 +243,11 @@ pub struct Storage {
     /// This process's name among relays sharing the database: on its leases and its
     /// heartbeat (see [`Storage::heartbeat`]).
     relay: Arc<str>,
+    /// Where the feed of payments comes from the ledger's tail rather than from this
+    /// process's own payouts (PostgreSQL: other relays pay this relay's volunteers too).
+    follows_ledger: bool,
+    /// Dropped with the last clone, which ends the ledger follower.
+    alive: Arc<()>,
 }
 
 /// The relay's signing key and prices.
@@ -377,6 +382,9 @@ impl Storage {
     /// Sends committed payout entries to [`Storage::ledger_feed`]'s subscribers. Nobody
     /// listening is fine: receipts are a courtesy, the ledger is the record.
     fn announce(&self, entries: &[crate::ledger::Entry]) {
+        if self.follows_ledger {
+            return;
+        }
         for entry in entries {
             let _ = self.feed.send(entry.clone());
         }
@@ -434,6 +442,8 @@ impl Storage {
             standings: Arc::default(),
             keys: Arc::new(job_keys::JobKeys::open(data_dir)?),
             relay: uuid::Uuid::new_v4().to_string().into(),
+            follows_ledger: false,
+            alive: Arc::default(),
         })
     }
 
@@ -461,7 +471,7 @@ impl Storage {
             .run(&mut migrating)
             .await?;
         migrating.close().await?;
-        Ok(Self {
+        let storage = Self {
             reads: reader::Readers::open_postgres(&options, READERS).await?,
             writer: writer::Writer::open_postgres(options, sole).await?,
             feed: tokio::sync::broadcast::channel(1024).0,
@@ -470,7 +480,11 @@ impl Storage {
             standings: Arc::default(),
             keys: Arc::new(job_keys::JobKeys::open(data_dir)?),
             relay: uuid::Uuid::new_v4().to_string().into(),
-        })
+            follows_ledger: true,
+            alive: Arc::default(),
+        };
+        storage.follow_ledger().await?;
+        Ok(storage)
     }
 
     /// Stores a new job and all its units in one transaction, and (where jobs are billed
