@@ -1688,3 +1688,53 @@ async fn a_payment_one_relay_makes_reaches_the_other_relays_volunteers() -> anyh
     }
     Ok(())
 }
+
+/// Relays on one PostgreSQL database on machines of their own (data directories of
+/// their own): each opens a job another stored, given the deployment's key for job keys
+/// (`job-keys.key`, copied); a relay with another key cannot; after a purge nobody can.
+#[tokio::test]
+async fn relays_of_one_deployment_open_each_others_jobs_and_nobody_after_a_purge(
+) -> anyhow::Result<()> {
+    let (dir_a, dir_b, dir_c) = (temp_dir("keys-a"), temp_dir("keys-b"), temp_dir("keys-c"));
+    let url = Engine::Postgres.url(&dir_a).await?;
+    let a = Storage::open_postgres(&url, &dir_a, false).await?;
+    std::fs::create_dir_all(&*dir_b)?;
+    std::fs::copy(dir_a.join("job-keys.key"), dir_b.join("job-keys.key"))?;
+    let b = Storage::open_postgres(&url, &dir_b, false).await?;
+    let stranger = Storage::open_postgres(&url, &dir_c, false).await?;
+    let j = NewJob {
+        input: b"the submitter's data".to_vec(),
+        ..job(1, 1)
+    };
+    a.insert_job(&j).await?;
+    assert_eq!(
+        b.job_input(j.id).await?,
+        j.input,
+        "relay B opens relay A's job"
+    );
+    let refused = stranger.job_input(j.id).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("does not open")),
+        "another deployment's key opened the job: {refused:?}"
+    );
+    let vol = Vol::new(9);
+    let leased = vol.lease(&b).await?.expect("the unit");
+    vol.answer(&b, leased.lease, leased.unit_params.as_bytes(), None)
+        .await?;
+    assert!(b.finish_job(j.id, b"merged").await?);
+    let result = a.job_result(j.id).await?.expect("the job");
+    assert_eq!(
+        result.result.as_deref(),
+        Some(&b"merged"[..]),
+        "A opens what B sealed"
+    );
+    a.purge_job_data(j.id, starling_relay::storage::job_queries::Erase::All)
+        .await?;
+    assert!(
+        b.job_input(j.id).await.is_err(),
+        "the input opens after the purge"
+    );
+    Ok(())
+}

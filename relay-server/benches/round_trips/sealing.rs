@@ -21,7 +21,7 @@ pub(crate) async fn sealing(mib: usize) -> anyhow::Result<()> {
     for _ in 0..5 {
         let id = JobId::from_uuid(uuid::Uuid::new_v4());
         let started = Instant::now();
-        let key = keys.create(id)?;
+        let (key, _) = keys.create(id)?;
         let sealed = key.seal(id, Part::Input, &input)?;
         sealed_ms.push(started.elapsed().as_secs_f64() * 1e3);
         let started = Instant::now();

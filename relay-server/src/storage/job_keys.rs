@@ -1,9 +1,17 @@
 //! Job data at rest. Each job's inputs and result are sealed with ChaCha20-Poly1305
-//! under a key of the job's own, and the keys live outside the database, one file each
-//! under `DATA_DIR/job-keys/`. Purging a job's data destroys its key file, so a copy of
-//! the sealed bytes that outlives the purge (an old WAL frame, a backup of the database
-//! file) can no longer be read. A backup that is to stay readable needs the key files
-//! too; one that must forget on purge should leave them out.
+//! under a key of the job's own.
+//!
+//! On SQLite the keys live outside the database, one file each under
+//! `DATA_DIR/job-keys/`. Purging a job's data destroys its key file, so a copy of the
+//! sealed bytes that outlives the purge (an old WAL frame, a backup of the database file)
+//! can no longer be read. A backup that is to stay readable needs the key files too; one
+//! that must forget on purge should leave them out.
+//!
+//! On PostgreSQL every relay sharing the database must open every job, so each job's key
+//! is kept in its row, sealed under the deployment's key for job keys
+//! (`DATA_DIR/job-keys.key`, the same file on every relay, like `relay.key`); purging
+//! erases the sealed key from the row. A backup of the database alone opens nothing; a
+//! backup together with that file opens what the backup still holds keys for.
 
 use super::StorageError;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -23,6 +31,8 @@ pub enum Part {
     Input,
     /// The job's merged result.
     Result,
+    /// The job's own key, sealed under the deployment's key for job keys.
+    Key,
 }
 
 impl Part {
@@ -30,6 +40,7 @@ impl Part {
         match self {
             Self::Input => b"input",
             Self::Result => b"result",
+            Self::Key => b"key",
         }
     }
 }
@@ -92,10 +103,25 @@ impl JobKey {
     }
 }
 
-/// The directory of job keys.
+/// Where jobs' keys are kept.
 #[derive(Debug)]
-pub struct JobKeys {
-    dir: PathBuf,
+pub enum JobKeys {
+    /// One file per job under a directory (SQLite).
+    Files {
+        /// `DATA_DIR/job-keys`.
+        dir: PathBuf,
+    },
+    /// Sealed in each job's row under the deployment's key for job keys (PostgreSQL).
+    InRows {
+        /// The key that seals the jobs' keys.
+        sealing: JobKey,
+    },
+}
+
+/// The job id a job key is sealed for: the deployment's key seals every job's key, and
+/// each is bound to its own job.
+fn key_part(job: JobId) -> (JobId, Part) {
+    (job, Part::Key)
 }
 
 impl JobKeys {
@@ -106,57 +132,131 @@ impl JobKeys {
             path: dir.display().to_string(),
             source,
         })?;
-        Ok(Self { dir })
+        Ok(Self::Files { dir })
     }
 
-    fn path(&self, job: JobId) -> PathBuf {
-        self.dir.join(job.to_string())
+    /// Keys kept in jobs' rows, sealed under `data_dir/job-keys.key` (made, owner-only,
+    /// if missing: copy it to every relay of the deployment).
+    pub fn in_rows(data_dir: &Path) -> Result<Self, StorageError> {
+        let path = data_dir.join("job-keys.key");
+        let io = |source| StorageError::DataDir {
+            path: path.display().to_string(),
+            source,
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key: [u8; 32] = rand::random();
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(&path).map_err(io)?;
+                file.write_all(&key).map_err(io)?;
+                file.sync_all().map_err(io)?;
+                key.to_vec()
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let key: [u8; 32] = bytes.try_into().map_err(|_| {
+            StorageError::Sealing(format!("{} is not a 32-byte key", path.display()))
+        })?;
+        Ok(Self::InRows {
+            sealing: JobKey(*Key::from_slice(&key)),
+        })
     }
 
-    fn io(&self, job: JobId, source: std::io::Error) -> StorageError {
+    fn path(dir: &Path, job: JobId) -> PathBuf {
+        dir.join(job.to_string())
+    }
+
+    fn io(dir: &Path, job: JobId, source: std::io::Error) -> StorageError {
         StorageError::DataDir {
-            path: self.path(job).display().to_string(),
+            path: Self::path(dir, job).display().to_string(),
             source,
         }
     }
 
-    /// A new random key for `job`, on disk (owner-only, synced) before it is returned.
-    pub fn create(&self, job: JobId) -> Result<JobKey, StorageError> {
+    /// A new random key for `job`: on disk (owner-only, synced) before it is returned, or
+    /// returned with its sealed form for the job's row (`wrapped_key`).
+    pub fn create(&self, job: JobId) -> Result<(JobKey, Option<Vec<u8>>), StorageError> {
         let key: [u8; 32] = rand::random();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(self.path(job)).map_err(|e| self.io(job, e))?;
-        file.write_all(&key).map_err(|e| self.io(job, e))?;
-        file.sync_all().map_err(|e| self.io(job, e))?;
-        Ok(JobKey(*Key::from_slice(&key)))
-    }
-
-    /// `job`'s key; `None` once it was destroyed (or never made).
-    pub fn get(&self, job: JobId) -> Result<Option<JobKey>, StorageError> {
-        match std::fs::read(self.path(job)) {
-            Ok(bytes) if bytes.len() == 32 => Ok(Some(JobKey(*Key::from_slice(&bytes)))),
-            Ok(_) => Err(StorageError::Sealing(format!(
-                "the key file of job {job} is damaged"
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io(job, e)),
+        match self {
+            Self::Files { dir } => {
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create(true).truncate(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let io = |e| Self::io(dir, job, e);
+                let mut file = options.open(Self::path(dir, job)).map_err(io)?;
+                file.write_all(&key).map_err(io)?;
+                file.sync_all().map_err(io)?;
+                Ok((JobKey(*Key::from_slice(&key)), None))
+            }
+            Self::InRows { sealing } => {
+                let (for_job, part) = key_part(job);
+                let wrapped = sealing.seal(for_job, part, &key)?;
+                Ok((JobKey(*Key::from_slice(&key)), Some(wrapped)))
+            }
         }
     }
 
-    /// Destroys `job`'s key: overwritten, synced, removed. Nothing to do if it is gone.
+    /// `job`'s key (`wrapped`: the sealed key its row holds, where keys live in rows);
+    /// `None` once it was destroyed (or never made).
+    pub fn get(&self, job: JobId, wrapped: Option<&[u8]>) -> Result<Option<JobKey>, StorageError> {
+        match self {
+            Self::Files { dir } => match std::fs::read(Self::path(dir, job)) {
+                Ok(bytes) if bytes.len() == 32 => Ok(Some(JobKey(*Key::from_slice(&bytes)))),
+                Ok(_) => Err(StorageError::Sealing(format!(
+                    "the key file of job {job} is damaged"
+                ))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Self::io(dir, job, e)),
+            },
+            Self::InRows { sealing } => {
+                let Some(wrapped) = wrapped else {
+                    return Ok(None);
+                };
+                let (for_job, part) = key_part(job);
+                let key = sealing.open(for_job, part, wrapped)?;
+                let key: [u8; 32] = key.try_into().map_err(|_| {
+                    StorageError::Sealing(format!("the key of job {job} is damaged"))
+                })?;
+                Ok(Some(JobKey(*Key::from_slice(&key))))
+            }
+        }
+    }
+
+    /// The key file of `job` sealed for its row, for moving a network from SQLite's
+    /// files to rows (`None` where there is no file).
+    pub fn wrap_file(&self, files: &Self, job: JobId) -> Result<Option<Vec<u8>>, StorageError> {
+        let (Self::InRows { sealing }, Self::Files { .. }) = (self, files) else {
+            return Ok(None);
+        };
+        let Some(key) = files.get(job, None)? else {
+            return Ok(None);
+        };
+        let (for_job, part) = key_part(job);
+        sealing.seal(for_job, part, key.0.as_slice()).map(Some)
+    }
+
+    /// Destroys `job`'s key file: overwritten, synced, removed. Nothing to do if it is
+    /// gone, nor where keys live in rows (purging erases the row's key).
     pub fn destroy(&self, job: JobId) -> Result<(), StorageError> {
-        let path = self.path(job);
+        let Self::Files { dir } = self else {
+            return Ok(());
+        };
+        let path = Self::path(dir, job);
+        let io = |e| Self::io(dir, job, e);
         match std::fs::OpenOptions::new().write(true).open(&path) {
             Ok(mut file) => {
-                file.write_all(&[0u8; 32]).map_err(|e| self.io(job, e))?;
-                file.sync_all().map_err(|e| self.io(job, e))?;
+                file.write_all(&[0u8; 32]).map_err(io)?;
+                file.sync_all().map_err(io)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(self.io(job, e)),
+            Err(e) => return Err(io(e)),
         }
-        std::fs::remove_file(&path).map_err(|e| self.io(job, e))
+        std::fs::remove_file(&path).map_err(io)
     }
 }
 
@@ -172,10 +272,10 @@ mod tests {
             JobId::from_uuid(uuid::Uuid::new_v4()),
             JobId::from_uuid(uuid::Uuid::new_v4()),
         );
-        let key = keys.create(a).expect("key");
+        let (key, _) = keys.create(a).expect("key");
         let sealed = key.seal(a, Part::Input, b"secret input").expect("seals");
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
-        let again = keys.get(a).expect("reads").expect("present");
+        let again = keys.get(a, None).expect("reads").expect("present");
         assert_eq!(
             again.open(a, Part::Input, &sealed).expect("opens"),
             b"secret input"
@@ -196,7 +296,7 @@ mod tests {
             "truncated"
         );
         keys.destroy(a).expect("destroys");
-        assert!(keys.get(a).expect("reads").is_none());
+        assert!(keys.get(a, None).expect("reads").is_none());
         keys.destroy(a).expect("destroying twice is fine");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -296,7 +296,7 @@ fn purge_in(db: &dyn Db, id: JobId, erase: Erase) -> Result<Purged, StorageError
                 params![&job, EMPTY],
             )?;
             db.execute(
-                "UPDATE jobs SET result = NULL, purged_ms = ?2 WHERE id = ?1",
+                "UPDATE jobs SET result = NULL, wrapped_key = NULL, purged_ms = ?2 WHERE id = ?1",
                 params![job, now],
             )?;
         }

@@ -4,11 +4,13 @@
 //! the same afterwards; jobs, units and leases go in their SQLite insertion order, so the
 //! orders the relay reads by (`rowid`) are kept.
 
+use super::job_keys::JobKeys;
 use super::postgres::PgDb;
 use super::sql::{params, Cell, Db, Param, ToParam};
 use super::{Storage, StorageError};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions as _;
+use starling_protocol::JobId;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
@@ -88,7 +90,9 @@ impl Storage {
         drop(source);
         let target = Self::open_postgres(to, from, true).await?;
         let options = PgConnectOptions::from_str(to)?;
-        let copied = tokio::task::spawn_blocking(move || copy(&path, &options))
+        // SQLite's job keys are files; PostgreSQL's live sealed in the jobs' rows.
+        let keys = (JobKeys::open(from)?, JobKeys::in_rows(from)?);
+        let copied = tokio::task::spawn_blocking(move || copy(&path, &options, &keys))
             .await
             .map_err(|_| StorageError::WriterGone)?;
         drop(target);
@@ -96,7 +100,11 @@ impl Storage {
     }
 }
 
-fn copy(path: &Path, options: &PgConnectOptions) -> Result<Copied, StorageError> {
+fn copy(
+    path: &Path,
+    options: &PgConnectOptions,
+    keys: &(JobKeys, JobKeys),
+) -> Result<Copied, StorageError> {
     let sqlite = rusqlite::Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -121,7 +129,10 @@ fn copy(path: &Path, options: &PgConnectOptions) -> Result<Copied, StorageError>
         )));
     }
     pg.simple("BEGIN")?;
-    let copied = copy_tables(source, &pg);
+    let copied = copy_tables(source, &pg).and_then(|copied| {
+        move_keys(source, &pg, keys)?;
+        Ok(copied)
+    });
     match copied {
         Ok(copied) => {
             pg.simple("COMMIT")?;
@@ -202,6 +213,29 @@ fn copy_tables(source: &dyn Db, target: &dyn Db) -> Result<Copied, StorageError>
         copied.tables.push((table, n));
     }
     Ok(copied)
+}
+
+/// Seals each job's key file (`keys.0`) into its row for PostgreSQL (`keys.1`).
+fn move_keys(
+    source: &dyn Db,
+    target: &dyn Db,
+    keys: &(JobKeys, JobKeys),
+) -> Result<(), StorageError> {
+    let (files, in_rows) = keys;
+    let sealed: Vec<String> =
+        source.query_all("SELECT id FROM jobs WHERE sealed = 1", params![], |r| {
+            r.get(0)
+        })?;
+    for id in sealed {
+        let job: JobId = super::parse_id(&id)?;
+        if let Some(wrapped) = in_rows.wrap_file(files, job)? {
+            target.execute(
+                "UPDATE jobs SET wrapped_key = ?1 WHERE id = ?2",
+                params![wrapped, id],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// One multi-row `INSERT` of `rows` into `table`.

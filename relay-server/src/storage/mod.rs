@@ -478,7 +478,7 @@ impl Storage {
             billing: None,
             quorum_hints: Arc::default(),
             standings: Arc::default(),
-            keys: Arc::new(job_keys::JobKeys::open(data_dir)?),
+            keys: Arc::new(job_keys::JobKeys::in_rows(data_dir)?),
             relay: uuid::Uuid::new_v4().to_string().into(),
             follows_ledger: true,
             alive: Arc::default(),
@@ -513,7 +513,7 @@ impl Storage {
         let escrow = bill.map(|(billing, submitter)| (billing.key.clone(), submitter));
         // Sealed before the write (which may run more than once), with a key on disk first:
         // a crash in between leaves a key without a job, never a job without its key.
-        let key = self.keys.create(job.id)?;
+        let (key, wrapped_key) = self.keys.create(job.id)?;
         let sealed_input = key.seal(job.id, job_keys::Part::Input, &job.input)?;
         let job = NewJob {
             input: Vec::new(),
@@ -545,8 +545,10 @@ impl Storage {
                 db.execute(
                     "INSERT INTO jobs (id, kernel, params, state, units_total, flops, quorum,
                                        submitter, price_per_gflop, created_ms, updated_ms,
-                                       escrow_salt, escrow_account, sealed, quorum_explicit)
-                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, 1, ?12)",
+                                       escrow_salt, escrow_account, sealed, quorum_explicit,
+                                       wrapped_key)
+                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, 1, ?12,
+                             ?13)",
                     params![
                         id,
                         job.kernel,
@@ -561,6 +563,7 @@ impl Storage {
                         salt,
                         escrow_account.to_string(),
                         job.quorum_explicit,
+                        wrapped_key,
                     ],
                 )?;
                 db.execute(
@@ -606,9 +609,13 @@ impl Storage {
     }
 
     /// `job`'s key, for data it sealed.
-    fn job_key(&self, job: JobId) -> Result<job_keys::JobKey, StorageError> {
+    fn job_key(
+        &self,
+        job: JobId,
+        wrapped: Option<&[u8]>,
+    ) -> Result<job_keys::JobKey, StorageError> {
         self.keys
-            .get(job)?
+            .get(job, wrapped)?
             .ok_or_else(|| StorageError::Sealing(format!("job {job} has no key (purged?)")))
     }
 
@@ -633,7 +640,8 @@ impl Storage {
             .reads
             .read(move |db| {
                 db.query_opt(
-                    "SELECT state, kernel, result, sealed, purged_ms FROM jobs WHERE id = ?1",
+                    "SELECT state, kernel, result, sealed, purged_ms, wrapped_key
+                     FROM jobs WHERE id = ?1",
                     params![job],
                     |r| {
                         Ok((
@@ -642,16 +650,17 @@ impl Storage {
                             r.get::<Option<Vec<u8>>>(2)?,
                             r.get::<bool>(3)?,
                             r.get::<Option<i64>>(4)?,
+                            r.get::<Option<Vec<u8>>>(5)?,
                         ))
                     },
                 )
             })
             .await?;
-        let Some((state, kernel, result, sealed, purged_ms)) = row else {
+        let Some((state, kernel, result, sealed, purged_ms, wrapped_key)) = row else {
             return Ok(None);
         };
         let result = match (result, sealed) {
-            (Some(sealed), true) => Some(self.job_key(id)?.open(
+            (Some(sealed), true) => Some(self.job_key(id, wrapped_key.as_deref())?.open(
                 id,
                 job_keys::Part::Result,
                 &sealed,
@@ -669,21 +678,28 @@ impl Storage {
     /// A job's packed input blob; [`StorageError::Sealing`] once it was purged.
     pub async fn job_input(&self, id: JobId) -> Result<Vec<u8>, StorageError> {
         let job = id.to_string();
-        let (input, sealed) = self
+        let (input, sealed, wrapped_key) = self
             .reads
             .read(move |db| {
                 db.query_one(
-                    "SELECT job_inputs.input, jobs.sealed FROM jobs
+                    "SELECT job_inputs.input, jobs.sealed, jobs.wrapped_key FROM jobs
                      LEFT JOIN job_inputs ON job_inputs.job_id = jobs.id WHERE jobs.id = ?1",
                     params![job],
-                    |r| Ok((r.get::<Option<Vec<u8>>>(0)?, r.get::<bool>(1)?)),
+                    |r| {
+                        Ok((
+                            r.get::<Option<Vec<u8>>>(0)?,
+                            r.get::<bool>(1)?,
+                            r.get::<Option<Vec<u8>>>(2)?,
+                        ))
+                    },
                 )
             })
             .await?;
         let input =
             input.ok_or_else(|| StorageError::Sealing(format!("job {id}'s input was purged")))?;
         if sealed {
-            self.job_key(id)?.open(id, job_keys::Part::Input, &input)
+            self.job_key(id, wrapped_key.as_deref())?
+                .open(id, job_keys::Part::Input, &input)
         } else {
             Ok(input)
         }
@@ -716,17 +732,19 @@ impl Storage {
     /// paying out what its units earned and refunding what is left of its escrow.
     pub async fn finish_job(&self, job: JobId, result: &[u8]) -> Result<bool, StorageError> {
         let id = job.to_string();
-        let sealed: bool = self
+        let (sealed, wrapped_key): (bool, Option<Vec<u8>>) = self
             .reads
             .read(move |db| {
-                db.query_opt("SELECT sealed FROM jobs WHERE id = ?1", params![id], |r| {
-                    r.get(0)
-                })
+                db.query_opt(
+                    "SELECT sealed, wrapped_key FROM jobs WHERE id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
             })
             .await?
-            .unwrap_or(false);
+            .unwrap_or((false, None));
         let result = if sealed {
-            self.job_key(job)?
+            self.job_key(job, wrapped_key.as_deref())?
                 .seal(job, job_keys::Part::Result, result)?
         } else {
             result.to_vec()

@@ -38,7 +38,7 @@ pub struct ProbeUnit {
 impl Storage {
     /// Stores `probe`, settled: its input sealed as any job's, its units done.
     pub async fn insert_probe(&self, probe: NewProbe) -> Result<(), StorageError> {
-        let key = self.keys.create(probe.id)?;
+        let (key, wrapped_key) = self.keys.create(probe.id)?;
         let sealed_input = key.seal(probe.id, super::job_keys::Part::Input, &probe.input)?;
         let id = probe.id;
         let inserted = self
@@ -50,8 +50,8 @@ impl Storage {
                 let units = probe.units.len() as i64;
                 db.execute(
                     "INSERT INTO jobs (id, kernel, params, state, units_total, units_done, flops,
-                                       quorum, created_ms, updated_ms, sealed, probe)
-                     VALUES (?1, ?2, ?3, 'done', ?4, ?4, ?5, 1, ?6, ?6, 1, 1)",
+                                       quorum, created_ms, updated_ms, sealed, probe, wrapped_key)
+                     VALUES (?1, ?2, ?3, 'done', ?4, ?4, ?5, 1, ?6, ?6, 1, 1, ?7)",
                     params![
                         job,
                         probe.kernel,
@@ -59,6 +59,7 @@ impl Storage {
                         units,
                         i64::try_from(flops).unwrap_or(i64::MAX),
                         now,
+                        wrapped_key,
                     ],
                 )?;
                 db.execute(
