@@ -302,8 +302,9 @@ enum WorkLease {
     NeedsQuorum(String, u32),
 }
 
-/// The drawn unit, as [`load_drawn_unit`] selects it (`?5`: how many to skip).
-macro_rules! pick_unit {
+/// An eligible unit with its `wanted` and outstanding leases, as [`load_drawn_unit`]
+/// reads it (the statement goes on with more conditions).
+macro_rules! pick_one_unit {
     () => {
         concat!(
             "SELECT ",
@@ -311,9 +312,15 @@ macro_rules! pick_unit {
             ", units.wanted,
                (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
                 AND (leases.state = 'active' OR leases.verdict = 'pending')) ",
-            eligible_units!(),
-            " ORDER BY units.rowid LIMIT 1 OFFSET ?5"
+            eligible_units!()
         )
+    };
+}
+
+/// The drawn unit, as [`load_drawn_unit`] selects it (`?5`: how many to skip).
+macro_rules! pick_unit {
+    () => {
+        concat!(pick_one_unit!(), " ORDER BY units.rowid LIMIT 1 OFFSET ?5")
     };
 }
 
@@ -368,7 +375,27 @@ fn load_drawn_unit(
             row = pick(draw(eligible).min(eligible - 1))?;
         }
     }
-    Ok(row)
+    match (db.dialect(), row) {
+        (Dialect::Postgres, Some((unit, _, _))) => {
+            // The draw read the unit's leases as they stood when it began, and another
+            // relay may have committed a lease of it since (before this one locked it):
+            // judged again now that it is locked, so its count and this volunteer's
+            // right to it (not its wallet's second replica through another relay) are
+            // as committed. No other relay can lease it until this transaction ends.
+            db.query_opt(
+                concat!(pick_one_unit!(), " AND units.id = ?5"),
+                params![wallet, peer, since, network, unit.id],
+                |r| {
+                    Ok((
+                        UnitRow::read(r)?,
+                        r.get::<i64>(UnitRow::COLUMNS)?,
+                        r.get::<i64>(UnitRow::COLUMNS + 1)?,
+                    ))
+                },
+            )
+        }
+        (_, row) => Ok(row),
+    }
 }
 
 /// Writes `lease` of the unit in `row` to `request`'s volunteer (`wallet`, as text).
