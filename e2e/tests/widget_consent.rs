@@ -107,6 +107,19 @@ async fn wait_card(
 /// Presses Start in the card (the driver already inside the frame, or on the relay's own
 /// window) until the card leaves Idle. Chromium drops input to a frame for a moment after
 /// it loads or moves, as it would a person's too-early click; the person clicks again.
+/// The visitor opens `url`'s card, sees it, presses Start, and work begins.
+async fn say_yes_on_a_visible_card(browser: &Browser, url: &str) -> anyhow::Result<()> {
+    open_card(browser, url).await?;
+    wait_card(browser, "sight", Duration::from_secs(5), |t| t == "Visible").await?;
+    browser.enter_frame("starling-frame").await?;
+    press_start(browser).await?;
+    browser
+        .wait_text("status", Duration::from_secs(30), connected)
+        .await?;
+    browser.leave_frame().await?;
+    Ok(())
+}
+
 async fn press_start(browser: &Browser) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -345,17 +358,7 @@ async fn a_remembered_yes_resumes_only_visibly_lapses_and_can_be_withdrawn() -> 
     let browser = Browser::start("consent-remembered").await?;
 
     // The visitor says yes on a visible card, then leaves.
-    open_card(&browser, &page).await?;
-    wait_card(&browser, "sight", Duration::from_secs(5), |t| {
-        t == "Visible"
-    })
-    .await?;
-    browser.enter_frame("starling-frame").await?;
-    press_start(&browser).await?;
-    browser
-        .wait_text("status", Duration::from_secs(30), connected)
-        .await?;
-    browser.leave_frame().await?;
+    say_yes_on_a_visible_card(&browser, &page).await?;
 
     // Next visit, the host moves the card off-screen: the yes does not restart work there.
     open_card(&browser, &format!("{page}?attack=offscreen")).await?;
@@ -407,17 +410,7 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
     // What the relay's own pages can reach: a yes given in the relay's consent window, and
     // one given on a site that shares the relay's storage (127.0.0.1, the relay's host).
     let same_site = format!("http://127.0.0.1:{}/", host.port());
-    open_card(&browser, &same_site).await?;
-    wait_card(&browser, "sight", Duration::from_secs(5), |t| {
-        t == "Visible"
-    })
-    .await?;
-    browser.enter_frame("starling-frame").await?;
-    press_start(&browser).await?;
-    browser
-        .wait_text("status", Duration::from_secs(30), connected)
-        .await?;
-    browser.leave_frame().await?;
+    say_yes_on_a_visible_card(&browser, &same_site).await?;
     // Remembered there, as on any site.
     open_card(&browser, &same_site).await?;
     wait_card(&browser, "resumed", Duration::from_secs(15), |t| {
