@@ -8,10 +8,10 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use base64::Engine as _;
+use common::router::{call, Answer};
 use common::TempDir;
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use starling_api::{Job, JobList, JobState, Problem, UnitPage, UnitState};
+use starling_api::{Job, JobList, JobState, UnitPage, UnitState};
 use starling_protocol::{LeaseId, WalletKey};
 use starling_relay::app::{self, Limits};
 use starling_relay::ledger::MicroCredits;
@@ -23,7 +23,6 @@ use starling_relay::validation::Reference;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt as _;
 
 struct Relay {
     router: Router,
@@ -52,63 +51,6 @@ fn temp_dir(name: &str) -> TempDir {
 }
 
 /// A status, content type and body as JSON (or as a string when it is not JSON).
-struct Answer {
-    status: StatusCode,
-    content_type: String,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into()))
-    }
-
-    /// The body as the API type it must be.
-    fn decode<T: DeserializeOwned>(&self) -> T {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("{e}: {}", String::from_utf8_lossy(&self.body));
-        })
-    }
-
-    /// Asserts a problem+json answer with this status and field; returns its detail.
-    fn problem(&self, status: u16, field: Option<&str>) -> String {
-        let body = self.json();
-        assert_eq!(self.status.as_u16(), status, "{body}");
-        assert_eq!(self.content_type, "application/problem+json", "{body}");
-        let problem: Problem = self.decode();
-        assert_eq!(problem.status, status, "{body}");
-        assert_eq!(problem.field.as_deref(), field, "{body}");
-        problem.detail
-    }
-}
-
-async fn call(router: &Router, request: Request<Body>) -> Answer {
-    let response = router
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("the router is infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body reads")
-        .to_vec();
-    Answer {
-        status,
-        content_type,
-        headers,
-        body,
-    }
-}
-
 fn get(uri: &str) -> Request<Body> {
     Request::get(uri)
         .body(Body::empty())

@@ -10,10 +10,10 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use base64::Engine as _;
+use common::router::call;
 use common::TempDir;
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use starling_api::{Account, Job, JobList, Problem, Quote, UnitOutputs};
+use starling_api::{Account, Job, JobList, Quote, UnitOutputs};
 use starling_kernels::{Catalog, NamedInputs};
 use starling_protocol::{LeaseId, WalletKey};
 use starling_relay::app::Limits;
@@ -24,7 +24,6 @@ use starling_relay::storage::{
 use starling_relay::validation::Reference;
 use std::sync::Arc;
 use std::time::Instant;
-use tower::ServiceExt as _;
 
 struct Relay {
     router: Router,
@@ -66,45 +65,6 @@ impl Relay {
             .expect("account created")
             .1
     }
-}
-
-struct Answer {
-    status: StatusCode,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn decode<T: DeserializeOwned>(&self) -> T {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "{} {e}: {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    /// Asserts a problem+json answer with this status and field; returns its detail.
-    fn problem(&self, status: u16, field: Option<&str>) -> String {
-        let problem: Problem = self.decode();
-        assert_eq!(self.status.as_u16(), status, "{problem:?}");
-        assert_eq!(problem.field.as_deref(), field, "{problem:?}");
-        problem.detail
-    }
-}
-
-async fn call(router: &Router, request: Request<Body>) -> Answer {
-    let response = router
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("the router is infallible");
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body reads")
-        .to_vec();
-    Answer { status, body }
 }
 
 fn get(uri: &str, key: Option<&str>) -> Request<Body> {
