@@ -126,9 +126,6 @@ pub struct AppState {
     pub http_metrics: Arc<HttpMetrics>,
     /// Token buckets per client address and per verified account.
     pub rate_limiter: Arc<RateLimiter>,
-    /// Held while a submission with an `Idempotency-Key` checks, creates and records, so
-    /// concurrent retries of one request create one job.
-    pub idempotent_submits: Arc<tokio::sync::Mutex<()>>,
     /// Signals that the relay is stopping.
     pub shutdown: Arc<Shutdown>,
     /// WebRTC peers answered and not yet proved by a hello, under their caps.
@@ -141,6 +138,9 @@ pub struct AppState {
     /// The STUN and TURN servers volunteers are told to use (none unless built with
     /// [`AppState::with_ice_servers`]).
     pub ice_servers: Arc<crate::rtc::ice_servers::IceServersConfig>,
+    /// Load balancers whose `X-Forwarded-For` names the client (none unless built with
+    /// [`AppState::with_trusted_proxies`]).
+    pub trusted_proxies: crate::middleware::TrustedProxies,
 }
 
 impl AppState {
@@ -156,13 +156,20 @@ impl AppState {
             rate_limiter: Arc::new(RateLimiter::new(limits.rate)),
             limits,
             http_metrics: Arc::default(),
-            idempotent_submits: Arc::default(),
             shutdown: Arc::new(Shutdown::new()),
             pending_peers: Arc::default(),
             event_streams: Arc::default(),
             sites: crate::sites::SiteVerifier::default(),
             ice_servers: Arc::default(),
+            trusted_proxies: crate::middleware::TrustedProxies::default(),
         }
+    }
+
+    /// Believes these load balancers' `X-Forwarded-For` (see
+    /// [`crate::middleware::forwarded`]).
+    pub fn with_trusted_proxies(mut self, proxies: Vec<std::net::IpAddr>) -> Self {
+        self.trusted_proxies = crate::middleware::TrustedProxies(proxies.into());
+        self
     }
 
     /// Advertises these STUN and TURN servers to volunteers.
@@ -370,6 +377,10 @@ pub fn router(state: AppState, dirs: &StaticDirs) -> Router {
             crate::middleware::count_requests,
         ))
         .layer(middleware::from_fn(crate::middleware::security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.trusted_proxies.clone(),
+            crate::middleware::forwarded_client,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

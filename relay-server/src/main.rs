@@ -46,6 +46,15 @@ struct Cli {
     /// or TLS (--turn) gets through stricter firewalls.
     #[arg(long)]
     rtc_tcp: bool,
+    /// A load balancer in front of this relay (repeat, or separate with commas): its
+    /// requests' client address is the last `X-Forwarded-For` entry, so rate limits and
+    /// peer caps count volunteers, not the balancer.
+    #[arg(
+        long = "trusted-proxy",
+        env = "STARLING_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<IpAddr>,
     #[command(flatten)]
     ice_servers: starling_relay::rtc::ice_servers::IceServerArgs,
     /// Target size of a work unit in millions of floating-point operations.
@@ -209,9 +218,8 @@ struct Database {
 }
 
 impl Database {
-    /// Opens the database these flags name; `relay`: for serving (the database's only
-    /// relay), not for a command run beside it.
-    async fn open(&self, relay: bool) -> anyhow::Result<Storage> {
+    /// Opens the database these flags name.
+    async fn open(&self) -> anyhow::Result<Storage> {
         let Some(url) = &self.database else {
             return Ok(Storage::open(&self.data_dir).await?);
         };
@@ -220,7 +228,7 @@ impl Database {
                 "--database takes a postgres:// URL (SQLite is the default, in --data-dir)"
             );
         }
-        Storage::open_postgres(url, &self.data_dir, relay)
+        Storage::open_postgres(url, &self.data_dir)
             .await
             .with_context(|| format!("cannot open the PostgreSQL database {}", redacted(url)))
     }
@@ -305,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
     // Before anything else: a bad certificate or key stops the relay with the reason.
     let data_dir = &cli.database.data_dir;
     let https = cli.tls.load(data_dir, cli.listen.ip())?;
-    let storage = cli.database.open(true).await?;
+    let storage = cli.database.open().await?;
     // Loaded before serving so a damaged key file stops the relay instead of starting a
     // ledger that can no longer be verified.
     let relay_key = ledger::load_or_create_relay_key(data_dir)?;
@@ -393,7 +401,9 @@ async fn main() -> anyhow::Result<()> {
             max_event_streams_per_account: cli.max_event_streams_per_account,
         },
     );
-    let state = state.with_ice_servers(ice_servers);
+    let state = state
+        .with_ice_servers(ice_servers)
+        .with_trusted_proxies(cli.trusted_proxies);
     let state = if cli.allow_http_sites {
         tracing::warn!("--allow-http-sites: sites may register loopback origins over http");
         state.allow_http_sites()
@@ -570,7 +580,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             balance,
             label,
         }) => {
-            let storage = database.open(false).await?;
+            let storage = database.open().await?;
             let key = ledger::load_or_create_relay_key(&database.data_dir)?;
             let (_, api_key) = storage
                 .create_account(&key, balance, label.as_deref())
@@ -595,7 +605,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 Some(address) => address,
                 None => ledger::load_relay_key(&database.data_dir)?.address(),
             };
-            let storage = database.open(false).await?;
+            let storage = database.open().await?;
             let summary = match storage.audit(&relay).await {
                 Ok(summary) => summary,
                 Err(e) => {

@@ -74,6 +74,7 @@ async fn measure(colluders: usize, strategy: Strategy, seed: u64) -> anyhow::Res
             quorum_explicit: true,
             submitter: None,
             max_active: None,
+            idempotency: None,
         })
         .await?;
     let wallets: Vec<(PeerId, WalletAddress)> = (0..WALLETS)

@@ -12,7 +12,7 @@ use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
 use starling_relay::ledger::{Account, MicroCredits, Reason};
 use starling_relay::storage::{
     Billing, Comparison, Judging, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Pricing,
-    Recorded, ReturnedResult, Storage,
+    Recorded, ReturnedResult, Storage, StorageError,
 };
 use starling_relay::validation::{NetworkRule, Reference};
 use std::collections::BTreeMap;
@@ -31,6 +31,7 @@ fn job(units: usize, quorum: u32) -> NewJob {
         quorum_explicit: false,
         submitter: None,
         max_active: None,
+        idempotency: None,
     }
 }
 
@@ -47,7 +48,7 @@ impl Engine {
     async fn open(self, dir: &std::path::Path) -> anyhow::Result<Storage> {
         match self {
             Self::Sqlite => Ok(Storage::open(dir).await?),
-            Self::Postgres => Ok(Storage::open_postgres(&self.url(dir).await?, dir, true).await?),
+            Self::Postgres => Ok(Storage::open_postgres(&self.url(dir).await?, dir).await?),
         }
     }
 
@@ -1521,10 +1522,10 @@ async fn two_relays_on_one_postgres_never_overlease_fork_the_ledger_or_pay_twice
     let dir = temp_dir("two-relays");
     let url = Engine::Postgres.url(&dir).await?;
     let relays = [
-        Storage::open_postgres(&url, &dir, false)
+        Storage::open_postgres(&url, &dir)
             .await?
             .with_billing(billing()),
-        Storage::open_postgres(&url, &dir, false)
+        Storage::open_postgres(&url, &dir)
             .await?
             .with_billing(billing()),
     ];
@@ -1609,7 +1610,7 @@ async fn two_relays_on_one_postgres_never_overlease_fork_the_ledger_or_pay_twice
 async fn a_stopped_relays_leases_go_out_again_and_a_live_relays_stay() -> anyhow::Result<()> {
     let dir = temp_dir("relay-gone");
     let url = Engine::Postgres.url(&dir).await?;
-    let a = Storage::open_postgres(&url, &dir, false).await?;
+    let a = Storage::open_postgres(&url, &dir).await?;
     a.insert_job(&job(2, 1)).await?;
     let now = starling_relay::storage::now_ms();
     a.heartbeat(now).await?;
@@ -1620,7 +1621,7 @@ async fn a_stopped_relays_leases_go_out_again_and_a_live_relays_stay() -> anyhow
         .expect("a unit for relay A's volunteer");
 
     // Relay B starts while A is alive: A's volunteer keeps its lease.
-    let b = Storage::open_postgres(&url, &dir, false).await?;
+    let b = Storage::open_postgres(&url, &dir).await?;
     assert_eq!(
         b.recover_leases().await?,
         0,
@@ -1658,10 +1659,10 @@ async fn a_stopped_relays_leases_go_out_again_and_a_live_relays_stay() -> anyhow
 async fn a_payment_one_relay_makes_reaches_the_other_relays_volunteers() -> anyhow::Result<()> {
     let dir = temp_dir("relay-feed");
     let url = Engine::Postgres.url(&dir).await?;
-    let a = Storage::open_postgres(&url, &dir, false)
+    let a = Storage::open_postgres(&url, &dir)
         .await?
         .with_billing(billing());
-    let b = Storage::open_postgres(&url, &dir, false)
+    let b = Storage::open_postgres(&url, &dir)
         .await?
         .with_billing(billing());
     let mut feed = b.ledger_feed();
@@ -1697,11 +1698,11 @@ async fn relays_of_one_deployment_open_each_others_jobs_and_nobody_after_a_purge
 ) -> anyhow::Result<()> {
     let (dir_a, dir_b, dir_c) = (temp_dir("keys-a"), temp_dir("keys-b"), temp_dir("keys-c"));
     let url = Engine::Postgres.url(&dir_a).await?;
-    let a = Storage::open_postgres(&url, &dir_a, false).await?;
+    let a = Storage::open_postgres(&url, &dir_a).await?;
     std::fs::create_dir_all(&*dir_b)?;
     std::fs::copy(dir_a.join("job-keys.key"), dir_b.join("job-keys.key"))?;
-    let b = Storage::open_postgres(&url, &dir_b, false).await?;
-    let stranger = Storage::open_postgres(&url, &dir_c, false).await?;
+    let b = Storage::open_postgres(&url, &dir_b).await?;
+    let stranger = Storage::open_postgres(&url, &dir_c).await?;
     let j = NewJob {
         input: b"the submitter's data".to_vec(),
         ..job(1, 1)
@@ -1736,5 +1737,158 @@ async fn relays_of_one_deployment_open_each_others_jobs_and_nobody_after_a_purge
         b.job_input(j.id).await.is_err(),
         "the input opens after the purge"
     );
+    Ok(())
+}
+
+/// One wallet connected to two relays on one PostgreSQL database (as a volunteer with
+/// two tabs, or a cheater on purpose): it never holds two replicas of one unit, so it
+/// cannot make up a quorum of two by itself.
+#[tokio::test]
+async fn one_wallet_on_two_relays_never_gets_two_replicas_of_a_unit() -> anyhow::Result<()> {
+    let dir = temp_dir("one-wallet-two-relays");
+    let url = Engine::Postgres.url(&dir).await?;
+    let a = Storage::open_postgres(&url, &dir).await?;
+    let b = Storage::open_postgres(&url, &dir).await?;
+    a.insert_job(&job(3, 2)).await?;
+    let cheater = Vol::new(11);
+    let mut units = std::collections::HashSet::new();
+    for relay in [&a, &b, &a, &b, &a, &b] {
+        // Each relay its own connection (peer) for the same wallet.
+        let tab = Vol {
+            peer: PeerId::new(),
+            ..cheater
+        };
+        if let Some(leased) = tab.lease(relay).await? {
+            assert!(
+                units.insert(leased.unit),
+                "the wallet got a second replica of unit {}",
+                leased.unit
+            );
+        }
+    }
+    assert_eq!(units.len(), 3, "one replica of each unit, no more");
+    Ok(())
+}
+
+/// Two submissions with one idempotency key reaching two relays at once store one job:
+/// the other is told the key is taken and stores nothing (no job, no escrow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_idempotency_key_on_two_relays_at_once_stores_one_job() -> anyhow::Result<()> {
+    let dir = temp_dir("idempotency-two-relays");
+    let url = Engine::Postgres.url(&dir).await?;
+    let a = Storage::open_postgres(&url, &dir).await?;
+    let b = Storage::open_postgres(&url, &dir).await?;
+    for round in 0..10 {
+        let claim = starling_relay::storage::IdempotencyClaim {
+            key: format!("retry-{round}"),
+            request_sha256: "same request".into(),
+        };
+        let keyed = |relay: Storage| {
+            let j = NewJob {
+                idempotency: Some(claim.clone()),
+                ..job(20, 1)
+            };
+            tokio::spawn(async move { relay.insert_job(&j).await.map(|()| j.id) })
+        };
+        let (first, second) = (keyed(a.clone()), keyed(b.clone()));
+        let outcomes = [first.await?, second.await?];
+        let stored: Vec<JobId> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok())
+            .copied()
+            .collect();
+        assert_eq!(stored.len(), 1, "round {round}: {outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, Err(StorageError::IdempotencyKeyTaken))),
+            "round {round}: {outcomes:?}"
+        );
+        let prior = b
+            .idempotent_request(&claim.key)
+            .await?
+            .expect("the key's job");
+        assert_eq!(prior.job, stored[0]);
+    }
+    let mut db = {
+        use sqlx::Connection as _;
+        sqlx::PgConnection::connect(&url).await?
+    };
+    let (jobs, units): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM units)")
+            .fetch_one(&mut db)
+            .await?;
+    assert_eq!(
+        (jobs, units),
+        (10, 200),
+        "a losing submission left rows behind"
+    );
+    Ok(())
+}
+
+/// A submitter at its limit of open jobs cannot get past it by sending to two relays at
+/// once: the count and the insert are one step across relays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_open_jobs_limit_holds_across_relays() -> anyhow::Result<()> {
+    let dir = temp_dir("limit-two-relays");
+    let url = Engine::Postgres.url(&dir).await?;
+    let a = Storage::open_postgres(&url, &dir).await?;
+    let b = Storage::open_postgres(&url, &dir).await?;
+    let mut stored = 0;
+    for round in 0..10u8 {
+        let submitter = starling_relay::ledger::AccountId::new();
+        let limited = |relay: Storage| {
+            let j = NewJob {
+                submitter: Some(submitter),
+                max_active: Some(1),
+                ..job(20, 1)
+            };
+            tokio::spawn(async move { relay.insert_job(&j).await })
+        };
+        let (first, second) = (limited(a.clone()), limited(b.clone()));
+        let outcomes = [first.await?, second.await?];
+        let ok = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(ok, 1, "round {round}: {outcomes:?}");
+        stored += ok;
+    }
+    assert_eq!(stored, 10);
+    Ok(())
+}
+
+/// A wallet another relay caught returning a wrong result stops being trusted here too,
+/// within a second: its next unit on this relay is replicated, not taken on its word.
+#[tokio::test]
+async fn a_wallet_caught_on_one_relay_loses_its_trust_on_the_other() -> anyhow::Result<()> {
+    let dir = temp_dir("standing-two-relays");
+    let url = Engine::Postgres.url(&dir).await?;
+    let a = Storage::open_postgres(&url, &dir).await?;
+    let b = Storage::open_postgres(&url, &dir).await?;
+    a.insert_job(&job(40, 1)).await?;
+    let vol = Vol::new(12);
+    // A clean record earns trust (on relay A).
+    for _ in 0..30 {
+        let leased = vol.lease(&a).await?.expect("a unit");
+        vol.answer(&a, leased.lease, leased.unit_params.as_bytes(), Some(true))
+            .await?;
+        if a.standing(&vol.wallet).await?.0.trusted() {
+            break;
+        }
+    }
+    assert!(
+        b.standing(&vol.wallet).await?.0.trusted(),
+        "relay B trusts the wallet A found honest"
+    );
+    // Relay A catches it lying.
+    let leased = vol.lease(&a).await?.expect("a unit");
+    vol.answer(&a, leased.lease, b"a lie", Some(false)).await?;
+    assert!(!a.standing(&vol.wallet).await?.0.trusted());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while b.standing(&vol.wallet).await?.0.trusted() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay B still trusts a wallet relay A caught lying"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     Ok(())
 }

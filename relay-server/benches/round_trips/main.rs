@@ -127,6 +127,7 @@ fn job(units: usize, quorum: u32, submitter: Option<starling_relay::ledger::Acco
         quorum_explicit: false,
         submitter,
         max_active: None,
+        idempotency: None,
     }
 }
 

@@ -126,7 +126,7 @@ pub(crate) async fn run(
         Engine::Postgres { url, relays } => {
             let mut opened = Vec::new();
             for _ in 0..*relays {
-                opened.push(Storage::open_postgres(url, &dir, false).await?);
+                opened.push(Storage::open_postgres(url, &dir).await?);
             }
             opened
         }

@@ -6,8 +6,9 @@ use crate::ledger::AccountId;
 use crate::routes::auth::Submitter;
 use crate::routes::extract::Query;
 use crate::routes::wire;
-use crate::storage::job_queries::{Cancelled, Erase, Purged};
-use crate::storage::JobState;
+use crate::scheduler::{JobOrder, SubmitError};
+use crate::storage::job_queries::{Cancelled, Erase, IdempotentRequest, Purged};
+use crate::storage::{IdempotencyClaim, JobState, StorageError};
 use axum::body::Bytes;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
@@ -188,31 +189,46 @@ pub async fn submit(
         None => key,
     };
     let digest = submission.digest();
-    // Check, create and remember as one step: two concurrent retries must not both create.
-    let _one_at_a_time = state.idempotent_submits.lock().await;
+    // A retry usually finds its key here. Two submissions racing with one key (on this
+    // relay or another) both get past it; the transaction that stores a job also claims
+    // its key, so one of them stores nothing and is answered with the other's job.
     if let Some(prior) = state.scheduler.storage().idempotent_request(&key).await? {
-        if prior.request_sha256 != digest {
-            return Err(ApiError::Invalid {
-                detail: format!("Idempotency-Key `{key}` was already used for a different request"),
-                field: Some("Idempotency-Key".into()),
-            });
-        }
-        let record = state
-            .scheduler
-            .storage()
-            .job(prior.job)
-            .await?
-            .ok_or_else(|| ApiError::Internal(format!("job {} of a key vanished", prior.job)))?;
-        let job = wire::job(&record);
-        return Ok((StatusCode::OK, location(prior.job), Json(job)).into_response());
+        return retried(state, &key, &digest, prior).await;
     }
-    let record = create(&state, submission, submitter).await?;
-    state
-        .scheduler
-        .storage()
-        .remember_idempotency_key(&key, &digest, record.id)
-        .await?;
-    Ok(created(record))
+    let claim = IdempotencyClaim {
+        key: key.clone(),
+        request_sha256: digest.clone(),
+    };
+    match create_order(&state, submission, submitter, Some(claim)).await? {
+        Created::Job(job) => Ok(created(job)),
+        Created::KeyTaken => {
+            let prior = state
+                .scheduler
+                .storage()
+                .idempotent_request(&key)
+                .await?
+                .ok_or_else(|| ApiError::Internal(format!("key `{key}` taken by no job")))?;
+            retried(state, &key, &digest, prior).await
+        }
+    }
+}
+
+/// The answer to a submission whose `key` an earlier one (`prior`) took: that job, when
+/// it was the same request.
+async fn retried(
+    state: AppState,
+    key: &str,
+    digest: &str,
+    prior: IdempotentRequest,
+) -> Result<Response, ApiError> {
+    if prior.request_sha256 != digest {
+        return Err(ApiError::Invalid {
+            detail: format!("Idempotency-Key `{key}` was already used for a different request"),
+            field: Some("Idempotency-Key".into()),
+        });
+    }
+    let job = record_after(&state, prior.job, "its key was taken").await?;
+    Ok((StatusCode::OK, location(prior.job), Json(job)).into_response())
 }
 
 /// A submission's body, JSON or multipart, with its inputs under the relay's limit.
@@ -263,18 +279,45 @@ async fn create(
     submission: Submission,
     submitter: Option<AccountId>,
 ) -> Result<Job, ApiError> {
-    let id = state
+    match create_order(state, submission, submitter, None).await? {
+        Created::Job(job) => Ok(job),
+        Created::KeyTaken => Err(ApiError::Internal("a job without a key took a key".into())),
+    }
+}
+
+/// What storing a submission came to.
+enum Created {
+    Job(Job),
+    /// Its idempotency key was taken first: nothing stored.
+    KeyTaken,
+}
+
+async fn create_order(
+    state: &AppState,
+    submission: Submission,
+    submitter: Option<AccountId>,
+    idempotency: Option<IdempotencyClaim>,
+) -> Result<Created, ApiError> {
+    let ordered = state
         .scheduler
-        .submit(
-            &submission.kernel,
-            submission.params,
-            &submission.inputs,
-            submission.quorum,
+        .submit_order(JobOrder {
+            kernel: &submission.kernel,
+            params: submission.params,
+            inputs: &submission.inputs,
+            quorum: submission.quorum,
             submitter,
-            submitter.map(|_| state.limits.max_active_jobs),
-        )
-        .await?;
-    record_after(state, id, "inserting").await
+            max_active: submitter.map(|_| state.limits.max_active_jobs),
+            idempotency,
+        })
+        .await;
+    let id = match ordered {
+        Ok(id) => id,
+        Err(SubmitError::Storage(StorageError::IdempotencyKeyTaken)) => {
+            return Ok(Created::KeyTaken)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    record_after(state, id, "inserting").await.map(Created::Job)
 }
 
 /// Job `id`, which `what` (a write of ours) just changed: it exists.

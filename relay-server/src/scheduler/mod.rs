@@ -149,6 +149,25 @@ pub enum SubmitError {
     Storage(#[from] StorageError),
 }
 
+/// A job as a submitter orders it (see [`Scheduler::submit`]).
+#[derive(Debug)]
+pub struct JobOrder<'a> {
+    /// Kernel id.
+    pub kernel: &'a str,
+    /// The kernel's parameters.
+    pub params: serde_json::Value,
+    /// Named inputs.
+    pub inputs: &'a NamedInputs,
+    /// Agreeing results per unit, where the submitter names it.
+    pub quorum: Option<u32>,
+    /// Who pays (and alone may see it).
+    pub submitter: Option<crate::ledger::AccountId>,
+    /// Most jobs the submitter may have open, this one included.
+    pub max_active: Option<u64>,
+    /// The retry key it claims.
+    pub idempotency: Option<crate::storage::IdempotencyClaim>,
+}
+
 /// What the relay answers to a returned result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -346,6 +365,31 @@ impl Scheduler {
         submitter: Option<crate::ledger::AccountId>,
         max_active: Option<u64>,
     ) -> Result<JobId, SubmitError> {
+        self.submit_order(JobOrder {
+            kernel,
+            params,
+            inputs,
+            quorum,
+            submitter,
+            max_active,
+            idempotency: None,
+        })
+        .await
+    }
+
+    /// [`Scheduler::submit`], with all that a submission may carry.
+    /// With an idempotency key that another job took first,
+    /// [`StorageError::IdempotencyKeyTaken`] and nothing stored.
+    pub async fn submit_order(&self, order: JobOrder<'_>) -> Result<JobId, SubmitError> {
+        let JobOrder {
+            kernel,
+            params,
+            inputs,
+            quorum,
+            submitter,
+            max_active,
+            idempotency,
+        } = order;
         let quorum_explicit = quorum.is_some();
         let (plan, quorum) = self.plan(kernel, &params, inputs, quorum)?;
         let id = JobId::from_uuid(uuid::Uuid::new_v4());
@@ -362,6 +406,7 @@ impl Scheduler {
                 quorum_explicit,
                 submitter,
                 max_active,
+                idempotency,
             })
             .await?;
         self.work.notify_waiters();
@@ -1018,6 +1063,7 @@ impl Scheduler {
     /// what verified units earned every [`SchedulerConfig::payout_interval`], and purge
     /// data past its retention.
     pub fn spawn_housekeeping(&self) -> tokio::task::JoinHandle<()> {
+        self.spawn_following_others();
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -1069,6 +1115,34 @@ impl Scheduler {
                 }
             }
         })
+    }
+}
+
+impl Scheduler {
+    /// Passes on what other relays on the database changed: their volunteers' progress
+    /// to this relay's event streams, their new jobs to this relay's idle volunteers.
+    /// Ends when the storage does.
+    fn spawn_following_others(&self) {
+        let mut changes = self.storage.others_changes();
+        let (progress, work) = (self.progress.clone(), self.work.clone());
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(crate::storage::Changed::Jobs(jobs)) => {
+                        for job in jobs {
+                            progress.touched(job);
+                        }
+                    }
+                    Ok(crate::storage::Changed::NewWork) => work.notify_waiters(),
+                    Ok(crate::storage::Changed::Everything)
+                    | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        progress.touched_all();
+                        work.notify_waiters();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
     }
 }
 

@@ -171,27 +171,6 @@ impl Storage {
             .await
     }
 
-    /// Remembers that `key` with a request of digest `request_sha256` created `job`.
-    /// Returns false (and changes nothing) when the key is already taken.
-    pub async fn remember_idempotency_key(
-        &self,
-        key: &str,
-        request_sha256: &str,
-        job: JobId,
-    ) -> Result<bool, StorageError> {
-        let (key, request_sha256) = (key.to_owned(), request_sha256.to_owned());
-        self.writer
-            .exec(move |db| {
-                let done = db.execute(
-                    "INSERT INTO idempotency_keys (key, request_sha256, job_id, created_ms)
-                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING",
-                    params![key, request_sha256, job.to_string(), now_ms()],
-                )?;
-                Ok(done == 1)
-            })
-            .await
-    }
-
     /// Returns once every write queued before it has committed (or failed): shutdown
     /// calls it last, so the process does not exit in the middle of a group.
     pub async fn flush(&self) -> Result<(), StorageError> {

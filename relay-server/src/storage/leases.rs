@@ -219,8 +219,8 @@ fn lose_leases(
         let (handbacks, valid, quarantined) = standing.unwrap_or((0, 0, false));
         if !quarantined && over_allowance(handbacks, valid) {
             db.execute(
-                "UPDATE wallets SET quarantined = 1 WHERE address = ?1",
-                params![wallet],
+                "UPDATE wallets SET quarantined = 1, updated_ms = ?2 WHERE address = ?1",
+                params![wallet, now_ms()],
             )?;
             lost.cut_off.push(parse_id(wallet)?);
         }

@@ -220,7 +220,7 @@ const LEDGER_LOCK: i64 = 0x4C44_4752;
 /// PostgreSQL database append one chain (no two entries with one seq or one previous
 /// hash), pay each accrual once and move balances read before they are written. SQLite's
 /// one writer holds it already. Re-entrant: a transaction may ask again.
-fn lock_ledger(db: &dyn Db) -> Result<(), StorageError> {
+pub(super) fn lock_ledger(db: &dyn Db) -> Result<(), StorageError> {
     if db.dialect() == Dialect::Postgres {
         db.query_one(
             "SELECT pg_advisory_xact_lock(?1)",

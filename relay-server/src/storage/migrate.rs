@@ -88,7 +88,7 @@ impl Storage {
         let source = Self::open(from).await?;
         source.flush().await?;
         drop(source);
-        let target = Self::open_postgres(to, from, true).await?;
+        let target = Self::open_postgres(to, from).await?;
         let options = PgConnectOptions::from_str(to)?;
         // SQLite's job keys are files; PostgreSQL's live sealed in the jobs' rows.
         let keys = (JobKeys::open(from)?, JobKeys::in_rows(from)?);

@@ -35,6 +35,7 @@ mod leases;
 mod ledger;
 mod migrate;
 mod model;
+mod others;
 mod postgres;
 mod probes;
 mod reader;
@@ -52,8 +53,10 @@ pub use ledger::{Accrual, LedgerError, SignedTransfer};
 pub use migrate::Copied;
 pub(crate) use model::parse_unit_state;
 pub use model::{
-    EscrowProof, JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit, NewJob, PeerId,
+    EscrowProof, IdempotencyClaim, JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit,
+    NewJob, PeerId,
 };
+pub use others::Changed;
 pub use probes::{NewProbe, ProbeUnit};
 pub use results::{Comparison, Judging, Recorded, ReturnedResult, UnitAudit, UnitSummary};
 pub use wallets::WalletRecord;
@@ -89,9 +92,6 @@ pub enum StorageError {
     /// The writer's connection failed (a statement, or its group's commit).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// The database is in use by another relay.
-    #[error("{0}")]
-    Busy(String),
     /// A PostgreSQL group could not commit (the error as the server or connection told it).
     #[error("database error: {0}")]
     Commit(String),
@@ -111,6 +111,9 @@ pub enum StorageError {
         /// Its jobs queued or running.
         active: u64,
     },
+    /// Another job already holds this idempotency key: nothing was stored.
+    #[error("the idempotency key is already taken")]
+    IdempotencyKeyTaken,
 }
 
 impl From<Inconsistent> for StorageError {
@@ -246,7 +249,9 @@ pub struct Storage {
     /// Where the feed of payments comes from the ledger's tail rather than from this
     /// process's own payouts (PostgreSQL: other relays pay this relay's volunteers too).
     follows_ledger: bool,
-    /// Dropped with the last clone, which ends the ledger follower.
+    /// What other relays on the database changed (see [`others`]).
+    changes: tokio::sync::broadcast::Sender<Changed>,
+    /// Dropped with the last clone, which ends the followers.
     alive: Arc<()>,
 }
 
@@ -443,20 +448,16 @@ impl Storage {
             keys: Arc::new(job_keys::JobKeys::open(data_dir)?),
             relay: uuid::Uuid::new_v4().to_string().into(),
             follows_ledger: false,
+            changes: tokio::sync::broadcast::channel(64).0,
             alive: Arc::default(),
         })
     }
 
     /// Opens the PostgreSQL database at `url` (`postgres://USER:PASS@HOST/DB`) and applies
     /// its migrations; `data_dir` holds what is not in the database (the jobs' data keys).
-    /// An unreachable server or a bad URL is an error here. `sole`: this process is a
-    /// relay and the database's only one (a second relay is refused while it runs);
-    /// administrative commands open it beside the relay with `false`.
-    pub async fn open_postgres(
-        url: &str,
-        data_dir: &Path,
-        sole: bool,
-    ) -> Result<Self, StorageError> {
+    /// An unreachable server or a bad URL is an error here. Any number of relays (and
+    /// administrative commands) may open one database at once.
+    pub async fn open_postgres(url: &str, data_dir: &Path) -> Result<Self, StorageError> {
         create_private_dir(data_dir).map_err(|source| StorageError::DataDir {
             path: data_dir.display().to_string(),
             source,
@@ -479,7 +480,7 @@ impl Storage {
         migrating.close().await?;
         let storage = Self {
             reads: reader::Readers::open_postgres(&options, READERS).await?,
-            writer: writer::Writer::open_postgres(options, sole).await?,
+            writer: writer::Writer::open_postgres(options).await?,
             feed: tokio::sync::broadcast::channel(1024).0,
             billing: None,
             quorum_hints: Arc::default(),
@@ -487,9 +488,11 @@ impl Storage {
             keys: Arc::new(job_keys::JobKeys::in_rows(data_dir)?),
             relay: uuid::Uuid::new_v4().to_string().into(),
             follows_ledger: true,
+            changes: tokio::sync::broadcast::channel(64).0,
             alive: Arc::default(),
         };
         storage.follow_ledger().await?;
+        storage.follow_others();
         Ok(storage)
     }
 
@@ -527,6 +530,7 @@ impl Storage {
             unit_flops: job.unit_flops.clone(),
             params: job.params.clone(),
             kernel: job.kernel.clone(),
+            idempotency: job.idempotency.clone(),
             ..*job
         };
         let inserted = self
@@ -535,6 +539,10 @@ impl Storage {
                 let now = now_ms();
                 let id = job.id.to_string();
                 if let (Some(submitter), Some(limit)) = (job.submitter, job.max_active) {
+                    // Relays sharing a database count under one lock (the ledger's, which
+                    // a billed insert takes anyway): two relays each counting one job
+                    // short of the limit would otherwise both insert.
+                    ledger::lock_ledger(db)?;
                     let active: i64 = db.query_one(
                         "SELECT COUNT(*) FROM jobs
                              WHERE submitter = ?1 AND (state = 'queued' OR state = 'running')",
@@ -572,6 +580,18 @@ impl Storage {
                         wrapped_key,
                     ],
                 )?;
+                if let Some(claim) = &job.idempotency {
+                    // A key taken (by a submission that committed first, on any relay)
+                    // undoes this job: the caller answers with the key's job instead.
+                    let claimed = db.execute(
+                        "INSERT INTO idempotency_keys (key, request_sha256, job_id, created_ms)
+                             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING",
+                        params![claim.key, claim.request_sha256, id, now],
+                    )?;
+                    if claimed == 0 {
+                        return Err(StorageError::IdempotencyKeyTaken);
+                    }
+                }
                 db.execute(
                     "INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)",
                     params![id, sealed_input],

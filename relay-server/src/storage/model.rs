@@ -84,6 +84,19 @@ pub struct NewJob {
     /// Most jobs its submitter may have queued or running, this one included; checked
     /// in the transaction that inserts it, so concurrent submissions cannot overshoot.
     pub max_active: Option<u64>,
+    /// The `Idempotency-Key` this job claims, recorded in the transaction that inserts it:
+    /// of two submissions with one key (on any relays), one job is stored.
+    pub idempotency: Option<IdempotencyClaim>,
+}
+
+/// An `Idempotency-Key` (scoped to its account) and the digest of the request it came
+/// with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// The key, as stored.
+    pub key: String,
+    /// SHA-256 of the request, hex.
+    pub request_sha256: String,
 }
 
 /// What a lease was for, with what is needed to check a result for it.

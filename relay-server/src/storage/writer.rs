@@ -330,10 +330,7 @@ impl Writer {
 impl Writer {
     /// Connects to PostgreSQL with `options` and starts the writer thread on that
     /// connection; an unreachable server is an error here, at start.
-    pub(super) async fn open_postgres(
-        options: PgConnectOptions,
-        sole: bool,
-    ) -> Result<Self, StorageError> {
+    pub(super) async fn open_postgres(options: PgConnectOptions) -> Result<Self, StorageError> {
         let (queue, commands) = mpsc::channel();
         let (ready, started) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -349,13 +346,13 @@ impl Writer {
                         return;
                     }
                 };
-                match connect_as_the_writer(&runtime, &options, sole) {
+                match runtime.block_on(options.connect()) {
                     Ok(conn) => {
                         let _ = ready.send(Ok(()));
-                        serve_postgres(&runtime, Some(conn), &options, sole, &commands);
+                        serve_postgres(&runtime, Some(conn), &options, &commands);
                     }
                     Err(e) => {
-                        let _ = ready.send(Err(e));
+                        let _ = ready.send(Err(e.into()));
                     }
                 }
             })
@@ -363,38 +360,6 @@ impl Writer {
         started.await.map_err(|_| StorageError::WriterGone)??;
         Ok(Self { queue })
     }
-}
-
-/// The advisory lock the writer's connection holds: this relay is the database's only
-/// writer. ("STRL".)
-const WRITER_LOCK: i64 = 0x5354_524C;
-
-/// Connects, and where `sole`, takes [`WRITER_LOCK`], which PostgreSQL holds for as long
-/// as the connection lives (a relay; not `keys create` or `audit`, which run beside it).
-///
-/// Why: until several relays share a database (the ledger's sequence, in-memory lease
-/// caps, leases voided at start and receipts all assume one relay), a second relay on the
-/// same database would corrupt it; it is refused at start instead.
-fn connect_as_the_writer(
-    runtime: &tokio::runtime::Runtime,
-    options: &PgConnectOptions,
-    sole: bool,
-) -> Result<PgConnection, StorageError> {
-    let mut conn = runtime.block_on(options.connect())?;
-    if !sole {
-        return Ok(conn);
-    }
-    let locked: bool = runtime.block_on(
-        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(WRITER_LOCK)
-            .fetch_one(&mut conn),
-    )?;
-    if !locked {
-        return Err(StorageError::Busy(
-            "another relay is writing to this database (one relay per database for now)".into(),
-        ));
-    }
-    Ok(conn)
 }
 
 /// Most times a group is run again because another relay's transaction was in its way
@@ -407,7 +372,6 @@ fn serve_postgres(
     runtime: &tokio::runtime::Runtime,
     mut conn: Option<PgConnection>,
     options: &PgConnectOptions,
-    sole: bool,
     commands: &mpsc::Receiver<Box<dyn Command>>,
 ) {
     let spelled = RefCell::new(HashMap::new());
@@ -417,7 +381,8 @@ fn serve_postgres(
         group.push(first);
         drain(commands, &mut group);
         if conn.is_none() {
-            conn = connect_as_the_writer(runtime, options, sole)
+            conn = runtime
+                .block_on(options.connect())
                 .inspect_err(|e| tracing::error!("cannot reach the database: {e}"))
                 .ok();
         }
