@@ -200,7 +200,7 @@ pub async fn submit(
         request_sha256: digest.clone(),
     };
     match create_order(&state, submission, submitter, Some(claim)).await? {
-        Created::Job(job) => Ok(created(job)),
+        Created::Job(job) => Ok(created(*job)),
         Created::KeyTaken => {
             let prior = state
                 .scheduler
@@ -280,14 +280,14 @@ async fn create(
     submitter: Option<AccountId>,
 ) -> Result<Job, ApiError> {
     match create_order(state, submission, submitter, None).await? {
-        Created::Job(job) => Ok(job),
+        Created::Job(job) => Ok(*job),
         Created::KeyTaken => Err(ApiError::Internal("a job without a key took a key".into())),
     }
 }
 
 /// What storing a submission came to.
 enum Created {
-    Job(Job),
+    Job(Box<Job>),
     /// Its idempotency key was taken first: nothing stored.
     KeyTaken,
 }
@@ -317,7 +317,9 @@ async fn create_order(
         }
         Err(e) => return Err(e.into()),
     };
-    record_after(state, id, "inserting").await.map(Created::Job)
+    record_after(state, id, "inserting")
+        .await
+        .map(|job| Created::Job(Box::new(job)))
 }
 
 /// Job `id`, which `what` (a write of ours) just changed: it exists.

@@ -195,6 +195,20 @@ pub fn top_statements(server: &Postgres, n: usize) -> anyhow::Result<String> {
     )
 }
 
+/// What `command` prints, run on the database at `url` (unaligned, no headers: one line
+/// a row, columns split by ` | `).
+pub fn query(url: &str, command: &str) -> anyhow::Result<String> {
+    let out = Command::new(binaries()?.join("psql"))
+        .args(["-q", "-A", "-F", " | ", "-t", "-d", url, "-c", command])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 fn psql(server: &Postgres, command: &str) -> anyhow::Result<String> {
     let out = Command::new(binaries()?.join("psql"))
         .args([
