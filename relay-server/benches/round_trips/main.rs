@@ -262,8 +262,10 @@ async fn main() -> anyhow::Result<()> {
     if "scaling efficiency".contains(only.as_str()) {
         let units = env_count("STARLING_BENCH_SCALING_UNITS", 2_000)?;
         let compute_time = Duration::from_millis(env_count("STARLING_BENCH_UNIT_MS", 50)? as u64);
-        let points = scaling::curve(units, compute_time).await?;
-        scaling::print(&points, units, compute_time);
+        for ask_ahead in [false, true] {
+            let points = scaling::curve(units, compute_time, ask_ahead).await?;
+            scaling::print(&points, units, compute_time, ask_ahead);
+        }
     }
     if "job data at rest".contains(only.as_str()) {
         for mib in [1, 16, 64] {

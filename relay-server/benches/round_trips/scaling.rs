@@ -35,7 +35,12 @@ pub(crate) struct Point {
 /// (so that one volunteer can finish it alone, and every N computes the same units
 /// once), each unit taking `compute_time` on the volunteer before its result goes.
 /// Volunteers connect before the job is submitted, so connecting is not in the time.
-pub(crate) async fn curve(units: usize, compute_time: Duration) -> anyhow::Result<Vec<Point>> {
+/// With `ask_ahead`, each volunteer holds a unit in hand while it computes one.
+pub(crate) async fn curve(
+    units: usize,
+    compute_time: Duration,
+    ask_ahead: bool,
+) -> anyhow::Result<Vec<Point>> {
     let most = CURVE.iter().copied().max().unwrap_or(1);
     let network = TrustedNetwork::start(most).await?;
     let (base_url, server) = serve(&network).await?;
@@ -56,6 +61,7 @@ pub(crate) async fn curve(units: usize, compute_time: Duration) -> anyhow::Resul
                         false,
                         &wallet,
                         Some(compute_time),
+                        ask_ahead,
                         welcomed,
                         stopped,
                     )
@@ -125,15 +131,20 @@ pub(crate) async fn curve(units: usize, compute_time: Duration) -> anyhow::Resul
 }
 
 /// Prints the curve against its first point, measured in the same run.
-pub(crate) fn print(points: &[Point], units: usize, compute_time: Duration) {
+pub(crate) fn print(points: &[Point], units: usize, compute_time: Duration, ask_ahead: bool) {
     let Some(base) = points.first() else {
         return;
     };
     let t1 = base.elapsed.as_secs_f64() * base.volunteers as f64;
     println!(
         "scaling efficiency: one job of {units} units, {} ms of simulated compute a unit, \
-         over WebRTC",
-        compute_time.as_millis()
+         over WebRTC{}",
+        compute_time.as_millis(),
+        if ask_ahead {
+            ", each volunteer asking for its next unit while it computes one"
+        } else {
+            ""
+        }
     );
     println!(
         "  {:>5} {:>10} {:>10} {:>9} {:>11} {:>10} {:>10} {:>11} {:>9} {:>9} {:>16}",

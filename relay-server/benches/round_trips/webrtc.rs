@@ -44,7 +44,10 @@ pub(crate) async fn over_transport(
             let welcomed = welcomed_tx.clone();
             let stopped = stopped.clone();
             tasks.push(runtime.spawn(async move {
-                volunteer(&base_url, websocket, &wallet, None, welcomed, stopped).await
+                volunteer(
+                    &base_url, websocket, &wallet, None, false, welcomed, stopped,
+                )
+                .await
             }));
         }
         drop(welcomed_tx);
@@ -227,12 +230,15 @@ pub(crate) struct Served {
 /// One volunteer over WebRTC (or the WebSocket) until `stopped` turns true: returns its
 /// leases' latencies (`Ready` sent to `Assign` received) and times. With `simulated`, each unit
 /// also takes that long before its result is sent, as a GPU's compute time would (a
-/// timer, not CPU: the volunteers stand for machines of their own).
+/// timer, not CPU: the volunteers stand for machines of their own). With `ask_ahead`, it
+/// holds one unit in hand while it computes another (`Ready { slots: 2 }` first, then one
+/// more after each result), so the lease round trip overlaps the compute.
 pub(crate) async fn volunteer(
     base_url: &str,
     websocket: bool,
     wallet: &WalletKey,
     simulated: Option<Duration>,
+    ask_ahead: bool,
     welcomed: tokio::sync::mpsc::Sender<()>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Served> {
@@ -301,7 +307,8 @@ pub(crate) async fn volunteer(
             ToVolunteer::Welcome { .. } => {
                 let _ = welcomed.send(()).await;
                 ready_sent = Instant::now();
-                send(ToRelay::Ready { slots: 1 }).await?;
+                let slots = if ask_ahead { 2 } else { 1 };
+                send(ToRelay::Ready { slots }).await?;
             }
             ToVolunteer::Assign(assignment) => {
                 served.latencies.push(ready_sent.elapsed());
