@@ -1,0 +1,62 @@
+//! Two GPU runs at once on one page: a volunteer presses the device card's benchmark the
+//! moment they press Start, with work queued, so the benchmark's matmuls, the GPU
+//! warm-up and the job's units share one WebGPU device at the same time (headless
+//! Chromium, SwiftShader). wgpu panics when one run's error scopes are popped while
+//! another's are pushed, which killed the page's wasm: with the warm-up beside the first
+//! unit and `kernels/src/gpu.rs` popping each scope after awaiting the one before, this
+//! test failed (benchmark never shown). The benchmark beside the units alone, without the
+//! warm-up, did not hit that window in two runs: the warm-up's compile holds it open.
+
+use starling_e2e::browser::Browser;
+use starling_e2e::page::Page;
+use starling_e2e::{MatmulJob, Relay, TempDir};
+use std::time::Duration;
+
+/// Clicks Start and the benchmark together, from inside the page, once both are enabled.
+const PRESS_BOTH_WHEN_ENABLED: &str = r#"
+const timer = setInterval(() => {
+  const start = document.querySelector('[data-testid="start"]');
+  const bench = document.querySelector('[data-testid="run-benchmark"]');
+  if (start && bench && !start.disabled && !bench.disabled) {
+    clearInterval(timer);
+    start.click();
+    bench.click();
+  }
+}, 2);
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmark_pressed_while_units_compute_leaves_both_correct() -> anyhow::Result<()> {
+    let data = TempDir::new("gpu-at-once")?;
+    let relay = Relay::start(data.path(), 64)?;
+    let api = relay.api();
+    // Eight units of 488 rows at the relay's 64 MFLOP: about a second of SwiftShader's
+    // time, so units compute through the benchmark's runs.
+    let job = MatmulJob::random(8 * 488, 256, 256, 3);
+    let id = api.submit_with_quorum(&job.body, 1).await?;
+    let browser = Browser::start_recording_console("gpu-at-once").await?;
+    browser.goto(&relay.url()).await?;
+    browser
+        .execute(PRESS_BOTH_WHEN_ENABLED, serde_json::json!([]))
+        .await?;
+    let measured = browser
+        .wait_text("benchmark", Duration::from_secs(60), |t| {
+            t.contains("GFLOP/s")
+        })
+        .await?;
+    eprintln!("benchmark beside the units: {measured}");
+    let done = api.wait_done(&id, Duration::from_secs(120)).await?;
+    eprintln!("job done: {:?}", done.progress);
+    let (status, result) = api.result(&id).await?;
+    assert_eq!(status, 200);
+    job.check(&result)?;
+    let errors: Vec<String> = browser
+        .console()
+        .await?
+        .into_iter()
+        .filter(|e| e.is_page_error())
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
+    Ok(())
+}
