@@ -22,7 +22,9 @@
 //!   message crossing DTLS and SCTP both ways;
 //! - the same over the WebSocket fallback (`/api/v1/ws`): one TCP connection a volunteer;
 //! - scaling efficiency (see [`scaling::curve`]): one job's time with 1, 10, 50 and 100
-//!   volunteers over WebRTC whose units take a fixed simulated compute time.
+//!   volunteers over WebRTC whose units take a fixed simulated compute time;
+//! - connected volunteers (see [`connected`]), only when `STARLING_BENCH_ONLY` names it:
+//!   500 to 5 000 WebRTC volunteers held by one relay, their memory and CPU.
 //!
 //! Each volunteer is a task with its own wallet and connection id that leases, answers
 //! at once and leases again, so the figures are what the relay sustains, not what
@@ -54,6 +56,7 @@
 //! volunteer threads; `STARLING_BENCH_SCALING_UNITS` the units of the scaling job (2 000)
 //! and `STARLING_BENCH_UNIT_MS` their simulated compute time (50).
 
+mod connected;
 mod meter;
 #[path = "../../tests/common/postgres.rs"]
 mod postgres;
@@ -173,6 +176,10 @@ async fn billed(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // The `connected volunteers` scenario runs its volunteers in copies of this binary.
+    if let Ok(spec) = std::env::var(connected::SWARM) {
+        return connected::swarm(&spec).await;
+    }
     let units = env_count("STARLING_BENCH_UNITS", 20_000)?;
     println!("{units} units per run; one round trip = lease + result (+ judge, + ledger)");
     println!(
@@ -266,6 +273,10 @@ async fn main() -> anyhow::Result<()> {
             let points = scaling::curve(units, compute_time, ask_ahead).await?;
             scaling::print(&points, units, compute_time, ask_ahead);
         }
+    }
+    // Only when asked for by name: thousands of peers need descriptors and memory.
+    if !only.is_empty() && "connected volunteers".contains(only.as_str()) {
+        connected::run().await?;
     }
     if "job data at rest".contains(only.as_str()) {
         for mib in [1, 16, 64] {

@@ -6,7 +6,7 @@
 
 use crate::meter::Meter;
 use crate::scheduler::{submit_matmul, TrustedNetwork};
-use crate::webrtc::{serve, volunteer, volunteer_runtime};
+use crate::webrtc::{serve, volunteer, volunteer_runtime, Behaviour};
 use std::time::{Duration, Instant};
 
 /// The volunteer counts measured, smallest first (the first is the baseline).
@@ -60,8 +60,11 @@ pub(crate) async fn curve(
                         &base_url,
                         false,
                         &wallet,
-                        Some(compute_time),
-                        ask_ahead,
+                        Behaviour {
+                            simulated: Some(compute_time),
+                            ask_ahead,
+                            source: None,
+                        },
                         welcomed,
                         stopped,
                     )

@@ -45,7 +45,12 @@ pub(crate) async fn over_transport(
             let stopped = stopped.clone();
             tasks.push(runtime.spawn(async move {
                 volunteer(
-                    &base_url, websocket, &wallet, None, false, welcomed, stopped,
+                    &base_url,
+                    websocket,
+                    &wallet,
+                    Behaviour::default(),
+                    welcomed,
+                    stopped,
                 )
                 .await
             }));
@@ -155,11 +160,34 @@ enum BenchLink {
 }
 
 impl BenchLink {
-    /// Connects to the relay at `base_url` and reads what the hello must sign.
-    async fn open(base_url: &str, websocket: bool) -> anyhow::Result<(Self, Binding)> {
+    /// Connects to the relay at `base_url` and reads what the hello must sign. With
+    /// `source`, the offer is posted from that loopback address, as a volunteer of its
+    /// own network would post it (the relay's caps on pending peers and requests are per
+    /// address).
+    async fn open(
+        base_url: &str,
+        websocket: bool,
+        source: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<(Self, Binding)> {
         if !websocket {
-            let link =
-                starling_webrtc_native::connect(&format!("{base_url}/api/v1/rtc/offer")).await?;
+            let signal_url = format!("{base_url}/api/v1/rtc/offer");
+            let link = match source {
+                None => starling_webrtc_native::connect(&signal_url).await?,
+                Some(address) => {
+                    // No idle connection kept: thousands of them would fill the relay's
+                    // connection cap.
+                    let http = reqwest::Client::builder()
+                        .local_address(address)
+                        .pool_max_idle_per_host(0)
+                        .build()?;
+                    starling_webrtc_native::connect_with(
+                        &signal_url,
+                        &http,
+                        &starling_webrtc_native::IceOptions::default(),
+                    )
+                    .await?
+                }
+            };
             let descriptions = link.descriptions();
             let binding =
                 ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)?;
@@ -227,18 +255,27 @@ pub(crate) struct Served {
     pub(crate) last_result: Option<Instant>,
 }
 
-/// One volunteer over WebRTC (or the WebSocket) until `stopped` turns true: returns its
-/// leases' latencies (`Ready` sent to `Assign` received) and times. With `simulated`, each unit
-/// also takes that long before its result is sent, as a GPU's compute time would (a
-/// timer, not CPU: the volunteers stand for machines of their own). With `ask_ahead`, it
-/// holds one unit in hand while it computes another (`Ready { slots: 2 }` first, then one
-/// more after each result), so the lease round trip overlaps the compute.
+/// How a bench volunteer behaves beyond answering at once.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Behaviour {
+    /// Each unit also takes this long before its result is sent, as a GPU's compute time
+    /// would (a timer, not CPU: the volunteers stand for machines of their own).
+    pub(crate) simulated: Option<Duration>,
+    /// Hold one unit in hand while computing another (`Ready { slots: 2 }` first, then
+    /// one more after each result), so the lease round trip overlaps the compute.
+    pub(crate) ask_ahead: bool,
+    /// Signal from this loopback address (see [`BenchLink::open`]).
+    pub(crate) source: Option<std::net::IpAddr>,
+}
+
+/// One volunteer over WebRTC (or the WebSocket) until `stopped` turns true, behaving as
+/// `behaviour` says: returns its leases' latencies (`Ready` sent to `Assign` received)
+/// and times.
 pub(crate) async fn volunteer(
     base_url: &str,
     websocket: bool,
     wallet: &WalletKey,
-    simulated: Option<Duration>,
-    ask_ahead: bool,
+    behaviour: Behaviour,
     welcomed: tokio::sync::mpsc::Sender<()>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Served> {
@@ -249,7 +286,7 @@ pub(crate) async fn volunteer(
     // of the 64 retry as a real volunteer's reconnect would.
     let mut tries = 0;
     let (link, binding) = loop {
-        match BenchLink::open(base_url, websocket).await {
+        match BenchLink::open(base_url, websocket, behaviour.source).await {
             Ok(opened) => break opened,
             Err(_) if tries < 200 => {
                 tries += 1;
@@ -307,7 +344,7 @@ pub(crate) async fn volunteer(
             ToVolunteer::Welcome { .. } => {
                 let _ = welcomed.send(()).await;
                 ready_sent = Instant::now();
-                let slots = if ask_ahead { 2 } else { 1 };
+                let slots = if behaviour.ask_ahead { 2 } else { 1 };
                 send(ToRelay::Ready { slots }).await?;
             }
             ToVolunteer::Assign(assignment) => {
@@ -316,7 +353,7 @@ pub(crate) async fn volunteer(
                 let output = catalog
                     .get(&assignment.kernel)?
                     .run_cpu(&assignment.params_json, &assignment.input)?;
-                if let Some(compute_time) = simulated {
+                if let Some(compute_time) = behaviour.simulated {
                     tokio::time::sleep(compute_time).await;
                 }
                 send(ToRelay::Result {
