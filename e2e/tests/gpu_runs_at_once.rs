@@ -58,5 +58,26 @@ async fn benchmark_pressed_while_units_compute_leaves_both_correct() -> anyhow::
         .map(|e| e.to_string())
         .collect();
     assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
+    // The page's performance marks (how long Start took to reach the first unit) are
+    // left once per page, not per unit: a volunteer's tab that runs for days must not
+    // grow its timeline with every unit.
+    let marks = browser
+        .execute(
+            "return performance.getEntriesByType('mark').map(m => m.name);",
+            serde_json::json!([]),
+        )
+        .await?;
+    let marks: Vec<String> = serde_json::from_value(marks)?;
+    let units = done.progress.units_total;
+    assert!(units >= 8, "the job had eight units: {done:?}");
+    assert!(
+        marks.iter().any(|m| m == "starling:computed-2"),
+        "the page marks its units: {marks:?}"
+    );
+    assert!(
+        marks.len() <= 12,
+        "{} marks after {units} units: {marks:?}",
+        marks.len()
+    );
     Ok(())
 }
