@@ -15,6 +15,8 @@ use serde_json::json;
 pub const MAX_DIM: u32 = 4096;
 /// Rows and columns of C one workgroup computes (see `shader.wgsl`).
 const BLOCK: u32 = 64;
+/// The same for `shader_vec4.wgsl`, used where k and n are multiples of 4.
+const VEC4_BLOCK: u32 = 128;
 /// Largest accepted magnitude of an input element: with k <= 4096 terms, every product
 /// sum stays below f32's maximum (1e16^2 * 4096 < 3.4e38), so honest outputs are finite.
 pub const MAX_ABS_INPUT: f32 = 1e16;
@@ -122,6 +124,17 @@ impl UnitSpec for Matmul {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
+        // Where rows of A and B are whole vec4s, the vec4 shader with its larger tiles.
+        if u.k % 4 == 0 && u.n % 4 == 0 {
+            return Ok(GpuDispatch {
+                label: "matmul-vec4",
+                shader: crate::shader!("matmul_vec4"),
+                uniforms,
+                inputs: vec![0..u.a_len(), u.a_len()..input.len()],
+                output_bytes: Self::output_len(u) as u64,
+                workgroups: [u.n.div_ceil(VEC4_BLOCK), u.rows.div_ceil(VEC4_BLOCK), 1],
+            });
+        }
         Ok(GpuDispatch {
             label: "matmul",
             shader: crate::shader!("matmul"),
