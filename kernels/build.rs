@@ -18,7 +18,7 @@ fn main() {
     let out_dir = env::var("OUT_DIR").expect("cargo sets OUT_DIR for build scripts");
     for (source, name) in SHADERS {
         println!("cargo::rerun-if-changed={source}");
-        let wgsl = fs::read_to_string(&source).unwrap_or_else(|e| panic!("{source}: {e}"));
+        let wgsl = fs::read_to_string(source).unwrap_or_else(|e| panic!("{source}: {e}"));
         let stripped: Vec<&str> = wgsl
             .lines()
             .map(|line| line.split("//").next().unwrap_or_default().trim())
