@@ -125,7 +125,7 @@ impl UnitSpec for Matmul {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         // Where rows of A and B are whole vec4s, the vec4 shader with its larger tiles.
-        if u.k % 4 == 0 && u.n % 4 == 0 {
+        if u.k.is_multiple_of(4) && u.n.is_multiple_of(4) {
             return Ok(GpuDispatch {
                 label: "matmul-vec4",
                 shader: crate::shader!("matmul_vec4"),
