@@ -143,24 +143,6 @@ fn matmul_baseline(tuned: &GpuDispatch) -> GpuDispatch {
     }
 }
 
-/// The scalar-load shader with 4x4 tiles (`src/matmul/shader.wgsl`, the one every
-/// matmul ran before issue 26 and the one shapes with k or n not a multiple of 4 still
-/// run) with the same buffers; `None` where the unit already runs it.
-fn matmul_scalar(tuned: &GpuDispatch) -> Option<GpuDispatch> {
-    let word = |i: usize| {
-        let mut w = [0u8; 4];
-        w.copy_from_slice(&tuned.uniforms[4 * i..4 * i + 4]);
-        u32::from_le_bytes(w)
-    };
-    let (rows, n) = (word(0), word(2));
-    (tuned.label != "matmul").then(|| GpuDispatch {
-        label: "matmul-scalar-4x4",
-        shader: include_str!("../src/matmul/shader.wgsl"),
-        workgroups: [n.div_ceil(64), rows.div_ceil(64), 1],
-        ..tuned.clone()
-    })
-}
-
 /// [`shader_time`] on any adapter, software ones included: for comparing two shaders
 /// in the same run, where upload and read-back cancel out either way.
 fn shader_time_anywhere(gpu: &Gpu, d: &GpuDispatch, input: &[u8]) -> Result<Duration, String> {
@@ -346,7 +328,11 @@ fn main() {
                 let tuned = kernel
                     .gpu_dispatch(unit, &input)
                     .map_err(|e| e.to_string())?;
-                if let Some(scalar) = matmul_scalar(&tuned) {
+                let unit_params = serde_json::from_str(unit).map_err(|e| e.to_string())?;
+                let candidate =
+                    starling_kernels::matmul::Matmul::gpu_dispatch_vec4(&unit_params, &input)
+                        .map_err(|e| e.to_string())?;
+                if let Some(candidate) = candidate {
                     let k = u32::from_le_bytes([
                         tuned.uniforms[4],
                         tuned.uniforms[5],
@@ -354,24 +340,24 @@ fn main() {
                         tuned.uniforms[7],
                     ]);
                     let expected =
-                        pollster::block_on(gpu.run(&scalar, &input)).map_err(|e| e.to_string())?;
-                    let got =
                         pollster::block_on(gpu.run(&tuned, &input)).map_err(|e| e.to_string())?;
+                    let got = pollster::block_on(gpu.run(&candidate, &input))
+                        .map_err(|e| e.to_string())?;
                     let agrees = starling_kernels::matmul::outputs_agree(k, &got, &expected);
-                    let before = shader_time_anywhere(gpu, &scalar, &input)?;
-                    let now = shader_time_anywhere(gpu, &tuned, &input)?;
+                    let today = shader_time_anywhere(gpu, &tuned, &input)?;
+                    let next = shader_time_anywhere(gpu, &candidate, &input)?;
                     println!(
-                        "{:<11} {:<26} {:>10} {:>10} {:>10} {:>11}   shader alone: vec4 8x8 \
-                         {:.2} GF/s, scalar 4x4 {:.2} GF/s: {:.2}x; outputs {}",
-                        "  scalar",
-                        "4x4 tiles (before)",
+                        "{:<11} {:<26} {:>10} {:>10} {:>10} {:>11}   shader alone: candidate \
+                         {:.2} GF/s, today's {:.2} GF/s: {:.2}x; outputs {}",
+                        "  candidate",
+                        "vec4 loads, 8x8 tiles",
                         "",
                         "",
                         "",
-                        figure(Some(gflops(flops, before))),
-                        gflops(flops, now),
-                        gflops(flops, before),
-                        before.as_secs_f64() / now.as_secs_f64().max(1e-9),
+                        figure(Some(gflops(flops, next))),
+                        gflops(flops, next),
+                        gflops(flops, today),
+                        today.as_secs_f64() / next.as_secs_f64().max(1e-9),
                         if agrees { "agree" } else { "DIFFER" }
                     );
                 }

@@ -1,5 +1,6 @@
-// C = A x B for one block of rows, when k and n are multiples of 4 (`gpu_dispatch` picks
-// `shader.wgsl` otherwise): A rows x k, B k x n, C rows x n, f32 row-major, bound as vec4s.
+// A candidate for matmul's shader (`Matmul::gpu_dispatch_vec4`; volunteers still run
+// `shader.wgsl`). C = A x B for one block of rows, when k and n are multiples of 4:
+// A rows x k, B k x n, C rows x n, f32 row-major, bound as vec4s.
 //
 // Each workgroup of 16x16 threads computes a 128x128 block of C; each thread owns an 8x8
 // tile of it, as two 4-row bands (rows 4ty.. and 64+4ty..) by two 4-column bands
