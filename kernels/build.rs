@@ -5,20 +5,26 @@
 
 use std::{env, fs, path::Path};
 
-const KERNELS: [&str; 4] = ["matmul", "mlp", "montecarlo", "render"];
+/// Each shader's source and the name `shader!` takes it by.
+const SHADERS: [(&str, &str); 5] = [
+    ("src/matmul/shader.wgsl", "matmul"),
+    ("src/matmul/shader_vec4.wgsl", "matmul_vec4"),
+    ("src/mlp/shader.wgsl", "mlp"),
+    ("src/montecarlo/shader.wgsl", "montecarlo"),
+    ("src/render/shader.wgsl", "render"),
+];
 
 fn main() {
     let out_dir = env::var("OUT_DIR").expect("cargo sets OUT_DIR for build scripts");
-    for kernel in KERNELS {
-        let source = format!("src/{kernel}/shader.wgsl");
+    for (source, name) in SHADERS {
         println!("cargo::rerun-if-changed={source}");
-        let wgsl = fs::read_to_string(&source).unwrap_or_else(|e| panic!("{source}: {e}"));
+        let wgsl = fs::read_to_string(source).unwrap_or_else(|e| panic!("{source}: {e}"));
         let stripped: Vec<&str> = wgsl
             .lines()
             .map(|line| line.split("//").next().unwrap_or_default().trim())
             .filter(|line| !line.is_empty())
             .collect();
-        let target = Path::new(&out_dir).join(format!("{kernel}.wgsl"));
+        let target = Path::new(&out_dir).join(format!("{name}.wgsl"));
         fs::write(&target, stripped.join("\n") + "\n")
             .unwrap_or_else(|e| panic!("{}: {e}", target.display()));
     }

@@ -49,17 +49,22 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A binary built by `cargo build --workspace --bins` (scripts/test.sh does it first).
+/// A binary built by `cargo build --workspace --bins` (scripts/test.sh does it first),
+/// or with `STARLING_E2E_PROFILE=release` by `cargo build --release` (the benches, which
+/// measure the relay as it is deployed).
 pub fn binary(name: &str) -> Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("debug").join(name);
+    let release = std::env::var("STARLING_E2E_PROFILE").is_ok_and(|p| p == "release");
+    let (profile, build) = if release {
+        ("release", "cargo build --release --bins")
+    } else {
+        ("debug", "cargo build --workspace --bins")
+    };
+    let path = target.join(profile).join(name);
     if !path.exists() {
-        bail!(
-            "{} is missing: run `cargo build --workspace --bins` first",
-            path.display()
-        );
+        bail!("{} is missing: run `{build}` first", path.display());
     }
     Ok(path)
 }

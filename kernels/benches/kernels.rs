@@ -143,6 +143,21 @@ fn matmul_baseline(tuned: &GpuDispatch) -> GpuDispatch {
     }
 }
 
+/// [`shader_time`] on any adapter, software ones included: for comparing two shaders
+/// in the same run, where upload and read-back cancel out either way.
+fn shader_time_anywhere(gpu: &Gpu, d: &GpuDispatch, input: &[u8]) -> Result<Duration, String> {
+    let run = |dispatches| {
+        time(|| {
+            pollster::block_on(gpu.run_repeated(d, input, dispatches))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    };
+    let once = run(1)?;
+    let repeated = run(SHADER_REPEATS)?;
+    Ok(repeated.saturating_sub(once) / (SHADER_REPEATS - 1))
+}
+
 /// The shader's own time per dispatch on a hardware adapter: the median run with
 /// `SHADER_REPEATS` dispatches minus the median run with one, over the extra dispatches.
 /// Upload and read-back cancel out. `None` on a software adapter, where they are cheap
@@ -308,6 +323,44 @@ fn main() {
                         _ => String::new(),
                     }
                 );
+            }
+            if let (Some(gpu), "matmul") = (&gpu, case.kernel) {
+                let tuned = kernel
+                    .gpu_dispatch(unit, &input)
+                    .map_err(|e| e.to_string())?;
+                let unit_params = serde_json::from_str(unit).map_err(|e| e.to_string())?;
+                let candidate =
+                    starling_kernels::matmul::Matmul::gpu_dispatch_vec4(&unit_params, &input)
+                        .map_err(|e| e.to_string())?;
+                if let Some(candidate) = candidate {
+                    let k = u32::from_le_bytes([
+                        tuned.uniforms[4],
+                        tuned.uniforms[5],
+                        tuned.uniforms[6],
+                        tuned.uniforms[7],
+                    ]);
+                    let expected =
+                        pollster::block_on(gpu.run(&tuned, &input)).map_err(|e| e.to_string())?;
+                    let got = pollster::block_on(gpu.run(&candidate, &input))
+                        .map_err(|e| e.to_string())?;
+                    let agrees = starling_kernels::matmul::outputs_agree(k, &got, &expected);
+                    let today = shader_time_anywhere(gpu, &tuned, &input)?;
+                    let next = shader_time_anywhere(gpu, &candidate, &input)?;
+                    println!(
+                        "{:<11} {:<26} {:>10} {:>10} {:>10} {:>11}   shader alone: candidate \
+                         {:.2} GF/s, today's {:.2} GF/s: {:.2}x; outputs {}",
+                        "  candidate",
+                        "vec4 loads, 8x8 tiles",
+                        "",
+                        "",
+                        "",
+                        figure(Some(gflops(flops, next))),
+                        gflops(flops, next),
+                        gflops(flops, today),
+                        today.as_secs_f64() / next.as_secs_f64().max(1e-9),
+                        if agrees { "agree" } else { "DIFFER" }
+                    );
+                }
             }
             Ok(())
         })();

@@ -250,10 +250,17 @@ impl Gpu {
         }
         encoder.copy_buffer_to_buffer(&output, 0, &staging, 0, out_size);
         self.queue.submit([encoder.finish()]);
-        if let Some(e) = oom_scope.pop().await {
+        // Both scopes are popped before either is awaited: on the web the awaits yield,
+        // and another run on this device (the device card's benchmark while a unit
+        // computes, or the GPU warm-up beside the first unit) pushing its scopes in
+        // between would make these pops out of order, which wgpu answers with a panic.
+        // From push to pop nothing awaits, so runs on one thread never interleave here.
+        let oom = oom_scope.pop();
+        let validation = scope.pop();
+        if let Some(e) = oom.await {
             return Err(GpuError::Dispatch(e.to_string()));
         }
-        if let Some(e) = scope.pop().await {
+        if let Some(e) = validation.await {
             return Err(GpuError::Dispatch(e.to_string()));
         }
 

@@ -13,6 +13,48 @@ fn random_f32_bytes(rng: &mut impl Rng, count: u32) -> Vec<u8> {
         .collect()
 }
 
+/// The candidate `shader_vec4.wgsl` (128x128 blocks, vec4 loads, for k and n multiples
+/// of 4): its edges (rows, columns and k around 128 and 16), the smallest, and k at its
+/// largest (llvmpipe ends an invocation after 65 535 loop iterations in all).
+#[test]
+fn matmul_vec4_shader_on_gpu_equals_cpu_reference_at_its_edges() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7665_6334);
+    let mut shapes = vec![
+        (1, 4, 4),
+        (4, 4, 4),
+        (128, 128, 128),
+        (129, 132, 124),
+        (200, 20, 260),
+        (3, 4096, 8),
+    ];
+    for _ in 0..6 {
+        shapes.push((
+            rng.random_range(1..300),
+            4 * rng.random_range(1..80),
+            4 * rng.random_range(1..80),
+        ));
+    }
+    for (rows, k, n) in shapes {
+        let unit = starling_kernels::matmul::MatmulUnit {
+            row_start: 0,
+            rows,
+            k,
+            n,
+        };
+        let mut input = random_f32_bytes(&mut rng, rows * k);
+        input.extend(random_f32_bytes(&mut rng, k * n));
+        let dispatch = Matmul::gpu_dispatch_vec4(&unit, &input)
+            .expect("dispatch")
+            .expect("k and n are multiples of 4");
+        let on_gpu = pollster::block_on(gpu().run(&dispatch, &input)).expect("gpu run");
+        let on_cpu = Matmul::run_cpu(&unit, &input).expect("cpu run");
+        assert!(
+            outputs_agree(k, &on_gpu, &on_cpu),
+            "GPU and CPU disagree for {rows}x{k}x{n}"
+        );
+    }
+}
+
 #[test]
 fn matmul_on_gpu_equals_cpu_reference_on_random_shapes() {
     let catalog = Catalog::builtin();

@@ -130,11 +130,13 @@ pub async fn detect() -> DeviceSummary {
     let engine = match ENGINE.with(|e| e.borrow().clone()) {
         Some(engine) => engine,
         None => {
+            mark_once("starling:detect");
             let mut engine = if cpu_requested() {
                 Engine::cpu_only()
             } else {
                 Engine::detect().await
             };
+            mark_once("starling:adapter");
             if engine.on_cpu() {
                 // Seconds-long CPU units would freeze the page on its own thread.
                 match (
@@ -151,6 +153,7 @@ pub async fn detect() -> DeviceSummary {
             }
             let engine = Rc::new(engine);
             ENGINE.with(|e| *e.borrow_mut() = Some(engine.clone()));
+            mark_once("starling:detected");
             engine
         }
     };
@@ -173,16 +176,7 @@ pub async fn benchmark() -> Result<f64, String> {
         .with(|e| e.borrow().clone())
         .ok_or_else(|| "the device is still being detected".to_owned())?;
     let n = BENCH_N;
-    let assignment = starling_protocol::Assignment {
-        lease: "00000000-0000-0000-0000-000000000000"
-            .parse::<starling_protocol::LeaseId>()
-            .map_err(|e| e.to_string())?,
-        kernel: "matmul".into(),
-        params_json: format!(r#"{{"row_start":0,"rows":{n},"k":{n},"n":{n}}}"#),
-        input: vec![0u8; (2 * n * n * 4) as usize],
-        deadline_ms: u32::MAX,
-        job_age_s: 0,
-    };
+    let assignment = square_matmul(n)?;
     engine.run(&assignment).await.map_err(|e| e.to_string())?;
     let mut best = f64::INFINITY;
     for _ in 0..3 {
@@ -192,6 +186,64 @@ pub async fn benchmark() -> Result<f64, String> {
     }
     let flops = 2.0 * f64::from(n).powi(3);
     Ok(flops / best.max(0.01) / 1e6)
+}
+
+/// A local n x n x n matmul of zeros, run on this device only (never sent anywhere).
+fn square_matmul(n: u32) -> Result<starling_protocol::Assignment, String> {
+    Ok(starling_protocol::Assignment {
+        lease: "00000000-0000-0000-0000-000000000000"
+            .parse::<starling_protocol::LeaseId>()
+            .map_err(|e| e.to_string())?,
+        kernel: "matmul".into(),
+        params_json: format!(r#"{{"row_start":0,"rows":{n},"k":{n},"n":{n}}}"#),
+        input: vec![0u8; (2 * n * n * 4) as usize],
+        deadline_ms: u32::MAX,
+        job_age_s: 0,
+    })
+}
+
+/// Side of the warm-up matmul: the smallest that runs the shader's whole tile path.
+const WARM_UP_N: u32 = 16;
+
+/// Compiles the matmul pipeline on a GPU engine by running a tiny local unit, so that
+/// the compile (about half a second on a software adapter, measured by
+/// `e2e/benches/first_unit.rs`) overlaps the connection and the first lease instead of
+/// following them. matmul only: a software adapter compiles one pipeline at a time, so
+/// warming every kernel could delay a first unit of another kernel behind them.
+/// `?warmup=off` skips it: the bench's baseline, measured in the same run.
+fn warm_up(engine: &Rc<Engine>) {
+    let off = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok())
+        .and_then(|p| p.get("warmup"))
+        .is_some_and(|w| w == "off");
+    if off || engine.on_cpu() {
+        return;
+    }
+    let engine = engine.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let warmed = match square_matmul(WARM_UP_N) {
+            Ok(unit) => engine.run(&unit).await.map(drop).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match warmed {
+            Ok(()) => mark_once("starling:warm"),
+            Err(why) => leptos::logging::warn!("warming the GPU up failed: {why}"),
+        }
+    });
+}
+
+/// Marks `name` on the page's performance timeline (`performance.mark`), once per page:
+/// how long Start took to reach the first unit, read by `e2e/benches/first_unit.rs`
+/// and the browser's own profiler. Later calls do nothing, so a page that runs for
+/// days keeps a handful of entries, not one per unit.
+pub fn mark_once(name: &str) {
+    let Some(performance) = web_sys::window().and_then(|w| w.performance()) else {
+        return;
+    };
+    if performance.get_entries_by_name(name).length() == 0 {
+        let _ = performance.mark(name);
+    }
 }
 
 /// Milliseconds since the page started loading.
@@ -426,6 +478,8 @@ pub async fn start(
     let engine = ENGINE
         .with(|e| e.borrow().clone())
         .ok_or_else(|| "the device is still being detected".to_owned())?;
+    mark_once("starling:start");
+    warm_up(&engine);
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
     STOP.with(|s| *s.borrow_mut() = Some(stop_tx));
     // Every try and every wait between tries ends when Stop is pressed.
@@ -449,6 +503,7 @@ pub async fn start(
             ),
             Either::Left((Either::Left((Err(e), _)), _)) => e.to_string(),
             Either::Left((Either::Left((Ok(mut transport), _)), _)) => {
+                mark_once("starling:channel-open");
                 let on_hold = on_hold.clone();
                 let welcomed_at = Cell::new(None::<f64>);
                 let computed = Cell::new(0u64);
@@ -459,8 +514,26 @@ pub async fn start(
                     now_ms,
                     |event: Event| {
                         match event {
-                            Event::Connected { .. } => welcomed_at.set(Some(now_ms())),
-                            Event::Computed { .. } => computed.set(computed.get() + 1),
+                            Event::Connected { .. } => {
+                                mark_once("starling:welcome");
+                                welcomed_at.set(Some(now_ms()));
+                            }
+                            // The first unit's compute includes compiling its pipeline;
+                            // the second's does not: the bench takes one from the other.
+                            Event::Assigned { .. } => match computed.get() {
+                                0 => mark_once("starling:assigned-1"),
+                                1 => mark_once("starling:assigned-2"),
+                                _ => {}
+                            },
+                            Event::Computed { .. } => {
+                                computed.set(computed.get() + 1);
+                                match computed.get() {
+                                    1 => mark_once("starling:computed-1"),
+                                    2 => mark_once("starling:computed-2"),
+                                    _ => {}
+                                }
+                            }
+                            Event::Acked { .. } => mark_once("starling:acked-1"),
                             _ => {}
                         }
                         (on_event.borrow_mut())(event)

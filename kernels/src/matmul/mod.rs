@@ -15,6 +15,8 @@ use serde_json::json;
 pub const MAX_DIM: u32 = 4096;
 /// Rows and columns of C one workgroup computes (see `shader.wgsl`).
 const BLOCK: u32 = 64;
+/// The same for `shader_vec4.wgsl`, used where k and n are multiples of 4.
+const VEC4_BLOCK: u32 = 128;
 /// Largest accepted magnitude of an input element: with k <= 4096 terms, every product
 /// sum stays below f32's maximum (1e16^2 * 4096 < 3.4e38), so honest outputs are finite.
 pub const MAX_ABS_INPUT: f32 = 1e16;
@@ -134,6 +136,29 @@ impl UnitSpec for Matmul {
 
     fn unit_flops(u: &MatmulUnit) -> u64 {
         2 * u64::from(u.rows) * u64::from(u.k) * u64::from(u.n)
+    }
+}
+
+impl Matmul {
+    /// The vec4 shader (`shader_vec4.wgsl`: vec4 loads, 8x8 register tiles, 128x128
+    /// blocks) for `u`, where k and n are multiples of 4; `None` otherwise. Not what
+    /// volunteers run yet: 3.6-3.8x the scalar shader's speed on lavapipe, but SwiftShader
+    /// compiles it in about 1.4 s against 0.5 s, which would push the volunteer page's
+    /// start to first unit from about 1.0 to 1.75 s (docs/performance.md, issue 26). The
+    /// kernels bench and `gpu_matches_cpu` run it.
+    pub fn gpu_dispatch_vec4(
+        u: &MatmulUnit,
+        input: &[u8],
+    ) -> Result<Option<GpuDispatch>, KernelError> {
+        let scalar = Self::gpu_dispatch(u, input)?;
+        Ok(
+            (u.k.is_multiple_of(4) && u.n.is_multiple_of(4)).then(|| GpuDispatch {
+                label: "matmul-vec4",
+                shader: crate::shader!("matmul_vec4"),
+                workgroups: [u.n.div_ceil(VEC4_BLOCK), u.rows.div_ceil(VEC4_BLOCK), 1],
+                ..scalar
+            }),
+        )
     }
 }
 

@@ -20,7 +20,11 @@
 //! - the same over real WebRTC (see [`webrtc::over_transport`]): the relay's HTTP router
 //!   answers each volunteer's offer and its sessions serve the data channels, every
 //!   message crossing DTLS and SCTP both ways;
-//! - the same over the WebSocket fallback (`/api/v1/ws`): one TCP connection a volunteer.
+//! - the same over the WebSocket fallback (`/api/v1/ws`): one TCP connection a volunteer;
+//! - scaling efficiency (see [`scaling::curve`]): one job's time with 1, 10, 50 and 100
+//!   volunteers over WebRTC whose units take a fixed simulated compute time;
+//! - connected volunteers (see [`connected`]), only when `STARLING_BENCH_ONLY` names it:
+//!   500 to 5 000 WebRTC volunteers held by one relay, their memory and CPU.
 //!
 //! Each volunteer is a task with its own wallet and connection id that leases, answers
 //! at once and leases again, so the figures are what the relay sustains, not what
@@ -49,11 +53,14 @@
 //! `STARLING_BENCH_VOLUNTEERS` sets how many volunteers the last three scenarios have
 //! (default 64); `STARLING_BENCH_OUTPUT_BYTES` the size of each output in the storage
 //! scenarios (64); `STARLING_BENCH_VOLUNTEER_CPUS` the CPUs of the last three scenarios'
-//! volunteer threads.
+//! volunteer threads; `STARLING_BENCH_SCALING_UNITS` the units of the scaling job (2 000)
+//! and `STARLING_BENCH_UNIT_MS` their simulated compute time (50).
 
+mod connected;
 mod meter;
 #[path = "../../tests/common/postgres.rs"]
 mod postgres;
+mod scaling;
 mod scheduler;
 mod sealing;
 mod storage_only;
@@ -170,6 +177,10 @@ async fn billed(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // The `connected volunteers` scenario runs its volunteers in copies of this binary.
+    if let Ok(spec) = std::env::var(connected::SWARM) {
+        return connected::swarm(&spec).await;
+    }
     let units = env_count("STARLING_BENCH_UNITS", 20_000)?;
     println!("{units} units per run; one round trip = lease + result (+ judge, + ledger)");
     println!(
@@ -255,6 +266,18 @@ async fn main() -> anyhow::Result<()> {
             print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
             print_cpu(&f, units, &format!("volunteers ({transport} included)"));
         }
+    }
+    if "scaling efficiency".contains(only.as_str()) {
+        let units = env_count("STARLING_BENCH_SCALING_UNITS", 2_000)?;
+        let compute_time = Duration::from_millis(env_count("STARLING_BENCH_UNIT_MS", 50)? as u64);
+        for ask_ahead in [false, true] {
+            let points = scaling::curve(units, compute_time, ask_ahead).await?;
+            scaling::print(&points, units, compute_time, ask_ahead);
+        }
+    }
+    // Only when asked for by name: thousands of peers need descriptors and memory.
+    if !only.is_empty() && "connected volunteers".contains(only.as_str()) {
+        connected::run().await?;
     }
     if "job data at rest".contains(only.as_str()) {
         for mib in [1, 16, 64] {

@@ -108,7 +108,7 @@ pub(crate) const VOLUNTEER_THREAD: &str = "bench-volunteer";
 
 /// CPU time so far of the whole process (threads that ended included) and of the
 /// volunteer thread (Linux only, from /proc).
-fn cpu_time() -> Option<(Duration, Duration)> {
+pub(crate) fn cpu_time() -> Option<(Duration, Duration)> {
     // utime and stime, in the clock ticks of 10 ms Linux counts them in for /proc, of
     // every thread the process has had.
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;

@@ -28,7 +28,7 @@ const THROUGH_K: u32 = 8;
 /// doc).
 pub(crate) async fn through_scheduler(units: usize, volunteers: usize) -> anyhow::Result<Figures> {
     let network = TrustedNetwork::start(volunteers).await?;
-    let jobs = submit_matmul(&network.scheduler, units, network.account).await?;
+    let jobs = submit_matmul(&network.scheduler, units, network.account, None).await?;
     let meter = Meter::start();
     let latencies = volunteer_until_done(
         &network.scheduler,
@@ -88,7 +88,7 @@ impl TrustedNetwork {
         // wallet short of the record it needs: another round follows then, a few at most.
         let mut rounds = 0;
         loop {
-            let warm = submit_matmul(&scheduler, volunteers * 12, account).await?;
+            let warm = submit_matmul(&scheduler, volunteers * 12, account, None).await?;
             volunteer_until_done(&scheduler, &storage, &wallets, &device, &warm).await?;
             rounds += 1;
             let mut untrusted = Vec::new();
@@ -154,11 +154,13 @@ impl TrustedNetwork {
 /// Rows one matmul job may have (the kernel's limit on `m`).
 const MAX_ROWS: usize = 4096;
 
-/// Submits billed m x 8 x 8 matmuls of random inputs, `units` rows in all.
+/// Submits billed m x 8 x 8 matmuls of random inputs, `units` rows in all, under the
+/// submitter's `quorum` if named (else the relay's default and adaptive replication).
 pub(crate) async fn submit_matmul(
     scheduler: &Scheduler,
     units: usize,
     account: starling_relay::ledger::AccountId,
+    quorum: Option<u32>,
 ) -> anyhow::Result<Vec<JobId>> {
     let k = THROUGH_K as usize;
     let random = |count: usize| -> Vec<u8> {
@@ -180,7 +182,7 @@ pub(crate) async fn submit_matmul(
                     "matmul",
                     serde_json::json!({"m": m, "k": k, "n": k}),
                     &inputs,
-                    None,
+                    quorum,
                     Some(account),
                     None,
                 )

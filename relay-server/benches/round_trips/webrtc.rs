@@ -28,6 +28,79 @@ pub(crate) async fn over_transport(
     websocket: bool,
 ) -> anyhow::Result<Figures> {
     let network = TrustedNetwork::start(volunteers).await?;
+    let (base_url, server) = serve(&network).await?;
+    let runtime = volunteer_runtime()?;
+    // The runtime cannot be dropped inside this async context, so every path out of the
+    // measured part goes through its shutdown below.
+    let measured = async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        // Every volunteer connects and says hello before the jobs exist, so connecting is
+        // not in the measured window.
+        let (welcomed_tx, mut welcomed) = tokio::sync::mpsc::channel(volunteers);
+        let mut tasks = Vec::new();
+        for (_, wallet) in &network.wallets {
+            let wallet = wallet.clone();
+            let base_url = base_url.clone();
+            let welcomed = welcomed_tx.clone();
+            let stopped = stopped.clone();
+            tasks.push(runtime.spawn(async move {
+                volunteer(
+                    &base_url,
+                    websocket,
+                    &wallet,
+                    Behaviour::default(),
+                    welcomed,
+                    stopped,
+                )
+                .await
+            }));
+        }
+        drop(welcomed_tx);
+        for _ in 0..volunteers {
+            let arrived = tokio::time::timeout(Duration::from_secs(60), welcomed.recv())
+                .await
+                .map_err(|_| anyhow::anyhow!("volunteers took over a minute to connect"))?;
+            if arrived.is_none() {
+                // Every sender is gone: say why the first volunteer that ended did.
+                for task in tasks {
+                    if task.is_finished() {
+                        task.await??;
+                    }
+                }
+                anyhow::bail!("a volunteer failed to connect");
+            }
+        }
+        let jobs = submit_matmul(&network.scheduler, units, network.account, None).await?;
+        let meter = Meter::start();
+        while network.all_done(&jobs).await?.is_err() {
+            if let Some(ended) = tasks.iter().position(|t| t.is_finished()) {
+                let task = tasks.swap_remove(ended);
+                task.await??;
+                anyhow::bail!("a volunteer stopped before the jobs were done");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let window = meter.end();
+        let _ = stop.send(true);
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await??.latencies);
+        }
+        anyhow::Ok((window.figures(units, latencies), jobs))
+    }
+    .await;
+    server.abort();
+    runtime.shutdown_background();
+    let (figures, jobs) = measured?;
+    network.finish(&jobs).await?;
+    Ok(figures)
+}
+
+/// The relay's HTTP router over `network`'s scheduler, as `relay-server` serves it, on a
+/// loopback port: its base URL, and the task serving it (abort it when done).
+pub(crate) async fn serve(
+    network: &TrustedNetwork,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let state = AppState::new(
         network.scheduler.clone(),
         starling_webrtc_native::AnswerConfig {
@@ -51,8 +124,15 @@ pub(crate) async fn over_transport(
         )
         .await
     });
+    Ok((base_url, server))
+}
+
+/// The runtime the volunteers' side runs on, its threads named so that their CPU is
+/// counted apart from the relay's (and pinned where `STARLING_BENCH_VOLUNTEER_CPUS` asks).
+/// It cannot be dropped inside an async context: end it with `shutdown_background`.
+pub(crate) fn volunteer_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     let cpus = std::env::var("STARLING_BENCH_VOLUNTEER_CPUS").ok();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name(VOLUNTEER_THREAD)
         .on_thread_start(move || {
@@ -63,63 +143,7 @@ pub(crate) async fn over_transport(
             }
         })
         .enable_all()
-        .build()?;
-    // The runtime cannot be dropped inside this async context, so every path out of the
-    // measured part goes through its shutdown below.
-    let measured = async {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        // Every volunteer connects and says hello before the jobs exist, so connecting is
-        // not in the measured window.
-        let (welcomed_tx, mut welcomed) = tokio::sync::mpsc::channel(volunteers);
-        let mut tasks = Vec::new();
-        for (_, wallet) in &network.wallets {
-            let wallet = wallet.clone();
-            let base_url = base_url.clone();
-            let welcomed = welcomed_tx.clone();
-            let stopped = stopped.clone();
-            tasks.push(runtime.spawn(async move {
-                volunteer(&base_url, websocket, &wallet, welcomed, stopped).await
-            }));
-        }
-        drop(welcomed_tx);
-        for _ in 0..volunteers {
-            let arrived = tokio::time::timeout(Duration::from_secs(60), welcomed.recv())
-                .await
-                .map_err(|_| anyhow::anyhow!("volunteers took over a minute to connect"))?;
-            if arrived.is_none() {
-                // Every sender is gone: say why the first volunteer that ended did.
-                for task in tasks {
-                    if task.is_finished() {
-                        task.await??;
-                    }
-                }
-                anyhow::bail!("a volunteer failed to connect");
-            }
-        }
-        let jobs = submit_matmul(&network.scheduler, units, network.account).await?;
-        let meter = Meter::start();
-        while network.all_done(&jobs).await?.is_err() {
-            if let Some(ended) = tasks.iter().position(|t| t.is_finished()) {
-                let task = tasks.swap_remove(ended);
-                task.await??;
-                anyhow::bail!("a volunteer stopped before the jobs were done");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let window = meter.end();
-        let _ = stop.send(true);
-        let mut latencies = Vec::new();
-        for task in tasks {
-            latencies.extend(task.await??);
-        }
-        anyhow::Ok((window.figures(units, latencies), jobs))
-    }
-    .await;
-    server.abort();
-    runtime.shutdown_background();
-    let (figures, jobs) = measured?;
-    network.finish(&jobs).await?;
-    Ok(figures)
+        .build()?)
 }
 
 type Socket =
@@ -136,11 +160,34 @@ enum BenchLink {
 }
 
 impl BenchLink {
-    /// Connects to the relay at `base_url` and reads what the hello must sign.
-    async fn open(base_url: &str, websocket: bool) -> anyhow::Result<(Self, Binding)> {
+    /// Connects to the relay at `base_url` and reads what the hello must sign. With
+    /// `source`, the offer is posted from that loopback address, as a volunteer of its
+    /// own network would post it (the relay's caps on pending peers and requests are per
+    /// address).
+    async fn open(
+        base_url: &str,
+        websocket: bool,
+        source: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<(Self, Binding)> {
         if !websocket {
-            let link =
-                starling_webrtc_native::connect(&format!("{base_url}/api/v1/rtc/offer")).await?;
+            let signal_url = format!("{base_url}/api/v1/rtc/offer");
+            let link = match source {
+                None => starling_webrtc_native::connect(&signal_url).await?,
+                Some(address) => {
+                    // No idle connection kept: thousands of them would fill the relay's
+                    // connection cap.
+                    let http = reqwest::Client::builder()
+                        .local_address(address)
+                        .pool_max_idle_per_host(0)
+                        .build()?;
+                    starling_webrtc_native::connect_with(
+                        &signal_url,
+                        &http,
+                        &starling_webrtc_native::IceOptions::default(),
+                    )
+                    .await?
+                }
+            };
             let descriptions = link.descriptions();
             let binding =
                 ChannelBinding::from_descriptions(&descriptions.offer, &descriptions.answer)?;
@@ -199,15 +246,39 @@ impl BenchLink {
     }
 }
 
-/// One volunteer over WebRTC (or the WebSocket) until `stopped` turns true: returns its
-/// leases' latencies (`Ready` sent to `Assign` received).
-async fn volunteer(
+/// What one bench volunteer saw.
+pub(crate) struct Served {
+    /// Each lease's latency: `Ready` sent to `Assign` received.
+    pub(crate) latencies: Vec<Duration>,
+    /// When its first unit arrived, and when its last result went.
+    pub(crate) first_assign: Option<Instant>,
+    pub(crate) last_result: Option<Instant>,
+}
+
+/// How a bench volunteer behaves beyond answering at once.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Behaviour {
+    /// Each unit also takes this long before its result is sent, as a GPU's compute time
+    /// would (a timer, not CPU: the volunteers stand for machines of their own).
+    pub(crate) simulated: Option<Duration>,
+    /// Hold one unit in hand while computing another (`Ready { slots: 2 }` first, then
+    /// one more after each result), so the lease round trip overlaps the compute.
+    pub(crate) ask_ahead: bool,
+    /// Signal from this loopback address (see [`BenchLink::open`]).
+    pub(crate) source: Option<std::net::IpAddr>,
+}
+
+/// One volunteer over WebRTC (or the WebSocket) until `stopped` turns true, behaving as
+/// `behaviour` says: returns its leases' latencies (`Ready` sent to `Assign` received)
+/// and times.
+pub(crate) async fn volunteer(
     base_url: &str,
     websocket: bool,
     wallet: &WalletKey,
+    behaviour: Behaviour,
     welcomed: tokio::sync::mpsc::Sender<()>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<Served> {
     use starling_protocol::{
         encode_frames, DeviceInfo, Reassembler, ToRelay, ToVolunteer, PROTOCOL_VERSION,
     };
@@ -215,7 +286,7 @@ async fn volunteer(
     // of the 64 retry as a real volunteer's reconnect would.
     let mut tries = 0;
     let (link, binding) = loop {
-        match BenchLink::open(base_url, websocket).await {
+        match BenchLink::open(base_url, websocket, behaviour.source).await {
             Ok(opened) => break opened,
             Err(_) if tries < 200 => {
                 tries += 1;
@@ -251,7 +322,11 @@ async fn volunteer(
     send(hello).await?;
     let catalog = Catalog::builtin();
     let mut reassembler = Reassembler::new(1 << 20);
-    let mut latencies = Vec::new();
+    let mut served = Served {
+        latencies: Vec::new(),
+        first_assign: None,
+        last_result: None,
+    };
     let mut ready_sent = Instant::now();
     loop {
         let frame = {
@@ -269,19 +344,25 @@ async fn volunteer(
             ToVolunteer::Welcome { .. } => {
                 let _ = welcomed.send(()).await;
                 ready_sent = Instant::now();
-                send(ToRelay::Ready { slots: 1 }).await?;
+                let slots = if behaviour.ask_ahead { 2 } else { 1 };
+                send(ToRelay::Ready { slots }).await?;
             }
             ToVolunteer::Assign(assignment) => {
-                latencies.push(ready_sent.elapsed());
+                served.latencies.push(ready_sent.elapsed());
+                served.first_assign.get_or_insert_with(Instant::now);
                 let output = catalog
                     .get(&assignment.kernel)?
                     .run_cpu(&assignment.params_json, &assignment.input)?;
+                if let Some(compute_time) = behaviour.simulated {
+                    tokio::time::sleep(compute_time).await;
+                }
                 send(ToRelay::Result {
                     lease: assignment.lease,
                     output,
                     elapsed_ms: 0,
                 })
                 .await?;
+                served.last_result = Some(Instant::now());
                 ready_sent = Instant::now();
                 send(ToRelay::Ready { slots: 1 }).await?;
             }
@@ -301,5 +382,5 @@ async fn volunteer(
         }
     }
     link.into_inner().close().await;
-    Ok(latencies)
+    Ok(served)
 }
