@@ -68,6 +68,7 @@ pub fn kernel(info: &starling_kernels::KernelInfo) -> api::KernelInfo {
         output_content_type: info.output_content_type.to_owned(),
         comparison: info.comparison.to_owned(),
         spot_check: info.spot_check.map(str::to_owned),
+        custom: None,
     }
 }
 
