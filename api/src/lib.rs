@@ -41,8 +41,8 @@ pub use jobs::{
     UnitOutputs, UnitPage, UnitRun, UnitState, UnitStates, UnitSummary, Verification,
 };
 pub use kernels::{CustomOrigin, KernelCatalog, KernelInfo};
-pub use manifest::{CustomKernel, KernelManifest, RegisterKernel};
 pub use ledger::{Account, LedgerEntry, LedgerPage, TransferRequest, WalletHistory};
+pub use manifest::{CustomKernel, KernelManifest, RegisterKernel};
 pub use network::{Earner, Leaderboard, MinuteRates, Stats, StatsHistory};
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE};
 pub use rtc::{IceServer, IceServers, Sdp};

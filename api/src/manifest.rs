@@ -482,7 +482,16 @@ mod tests {
             Expr::parse("n * m", &params(&["n"])),
             Err(ExprError::UnknownParam("m".into()))
         );
-        for bad in ["", "n +", "(n", "n)", "n ** 2", "pow(n, 2)", "n $ 2", "min(n)"] {
+        for bad in [
+            "",
+            "n +",
+            "(n",
+            "n)",
+            "n ** 2",
+            "pow(n, 2)",
+            "n $ 2",
+            "min(n)",
+        ] {
             assert!(
                 matches!(Expr::parse(bad, &params(&["n"])), Err(ExprError::Syntax(_))),
                 "{bad:?}"

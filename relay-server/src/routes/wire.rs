@@ -72,6 +72,18 @@ pub fn kernel(info: &starling_kernels::KernelInfo) -> api::KernelInfo {
     }
 }
 
+/// A registered kernel, source and all.
+pub fn custom_kernel(kernel: &crate::storage::StoredKernel) -> api::CustomKernel {
+    api::CustomKernel {
+        id: kernel.id.clone(),
+        owner: kernel.owner.clone(),
+        registered_ms: kernel.registered_ms,
+        suspended: kernel.suspended.clone(),
+        manifest: kernel.manifest.clone(),
+        source: kernel.source.clone(),
+    }
+}
+
 /// A ledger entry: amounts as decimal credits and as integer micro-credits, hashes and
 /// the signature in hex.
 pub fn ledger_entry(entry: &Entry) -> api::LedgerEntry {
