@@ -30,20 +30,30 @@ struct Relay {
     _dir: TempDir,
 }
 
-/// A relay that bills, so every registration names an account.
+/// A relay on SQLite that bills, so every registration names an account.
 async fn relay(name: &str) -> Relay {
+    relay_on(name, false).await
+}
+
+/// [`relay`] on SQLite or on a PostgreSQL server of the test's own.
+async fn relay_on(name: &str, postgres: bool) -> Relay {
     let dir = TempDir::new(&format!("custom-kernels-{name}"));
-    let storage = Storage::open(&dir)
-        .await
-        .expect("storage opens")
-        .with_billing(Billing {
-            key: WalletKey::from_seed([42; 32]),
-            pricing: Pricing {
-                price_per_gflop: MicroCredits(1_000_000),
-                site_share_ppm: 0,
-                platform_fee_ppm: 0,
-            },
-        });
+    let storage = if postgres {
+        let url = common::postgres::Postgres::shared()
+            .and_then(|server| server.database())
+            .expect("PostgreSQL starts (scripts/setup.sh installs it)");
+        Storage::open_postgres(&url, &dir, true).await
+    } else {
+        Storage::open(&dir).await
+    };
+    let storage = storage.expect("storage opens").with_billing(Billing {
+        key: WalletKey::from_seed([42; 32]),
+        pricing: Pricing {
+            price_per_gflop: MicroCredits(1_000_000),
+            site_share_ppm: 0,
+            platform_fee_ppm: 0,
+        },
+    });
     Relay {
         router: common::router::router(&dir, storage.clone(), Limits::default()),
         storage,
@@ -149,7 +159,15 @@ async fn the_examples_register_and_are_listed_beside_the_builtins_with_their_own
 
 #[tokio::test]
 async fn a_kernel_is_content_addressed_and_keeps_its_first_owner() {
-    let relay = relay("content").await;
+    content_addressed_and_owned(relay("content").await).await;
+}
+
+#[tokio::test]
+async fn a_kernel_is_content_addressed_and_keeps_its_first_owner_on_postgresql() {
+    content_addressed_and_owned(relay_on("content-pg", true).await).await;
+}
+
+async fn content_addressed_and_owned(relay: Relay) {
     let (first, first_key) = relay.account().await;
     let (_, second_key) = relay.account().await;
     let saxpy = manifest(SAXPY_JSON);
@@ -388,7 +406,6 @@ async fn shaders_reaching_past_the_manifest_are_refused() {
 
     // A unit uniform without the fields the relay fills in.
     let bare_unit = SAXPY_WGSL.replace("    range: vec2<u32>,\n", "");
-    let bare_unit = bare_unit.replace("unit.size.x", "unit.size.x");
     refused(&relay, &key, &bare_unit, &saxpy, "manifest.unit_binding").await;
 
     // Workgroup memory over WebGPU's 16 KiB.
