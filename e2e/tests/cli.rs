@@ -168,3 +168,70 @@ async fn cli_sends_its_api_key_and_reports_429() -> anyhow::Result<()> {
     assert_eq!(keyed.status.code(), Some(3), "{}", text(&keyed.stderr));
     Ok(())
 }
+
+#[tokio::test]
+async fn cli_registers_and_shows_a_kernel_and_reports_a_bad_one() -> anyhow::Result<()> {
+    let data = TempDir::new("cli-kernels")?;
+    let relay = Relay::start(data.path(), 64)?;
+    let url = relay.url();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kernels");
+    let source = examples.join("saxpy.wgsl").display().to_string();
+    let manifest = examples.join("saxpy.json").display().to_string();
+
+    let registered = starling(
+        &url,
+        relay.dev_key(),
+        &["kernel", "register", &source, "--manifest", &manifest],
+    )?;
+    assert!(registered.status.success(), "{}", text(&registered.stderr));
+    let id = text(&registered.stdout).trim().to_owned();
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the kernel's id alone on stdout: {id:?}"
+    );
+
+    // Anyone reads it back, key or not: the source as registered.
+    let shown = starling(&url, None, &["kernel", "show", &id])?;
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let shown = text(&shown.stdout);
+    assert!(
+        shown.contains(&std::fs::read_to_string(&source)?),
+        "{shown}"
+    );
+    assert!(shown.contains("\"entry_point\": \"main\""), "{shown}");
+    let listed = starling(&url, None, &["kernels"])?;
+    assert!(text(&listed.stdout)
+        .lines()
+        .any(|l| l.starts_with(&id) && l.contains("registered by")));
+
+    // A shader that does not compile: one line naming where, exit code 3.
+    let broken = data.path().join("broken.wgsl");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&source)?.replace("a[0] * x[i] + y[i];", "a[0] * x[i] +;"),
+    )?;
+    let refused = starling(
+        &url,
+        relay.dev_key(),
+        &[
+            "kernel",
+            "register",
+            &broken.display().to_string(),
+            "--manifest",
+            &manifest,
+        ],
+    )?;
+    assert_eq!(refused.status.code(), Some(3));
+    let stderr = text(&refused.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: 422 Invalid value: line 25, column "),
+        "{stderr}"
+    );
+    assert!(stderr.ends_with("(field source)\n"), "{stderr}");
+
+    // An id that is not a content address never reaches the relay as a path.
+    let bad_id = starling(&url, None, &["kernel", "show", "../jobs"])?;
+    assert_eq!(bad_id.status.code(), Some(2));
+    Ok(())
+}
