@@ -160,6 +160,29 @@ pub struct RegisterKernel {
     pub manifest: KernelManifest,
 }
 
+/// The content address of a kernel: SHA-256 over a tag, the source's length and bytes,
+/// and the manifest as serialised here (so whitespace or key order in what a submitter
+/// sent does not make a second id), in lowercase hex. The relay names kernels by it, and
+/// a volunteer that fetched a kernel's source checks it before running anything.
+pub fn content_id(source: &str, manifest: &KernelManifest) -> String {
+    use sha2::{Digest as _, Sha256};
+    let manifest = serde_json::to_vec(manifest).expect("a manifest always serialises");
+    let mut hash = Sha256::new();
+    hash.update(b"starling custom kernel v1\n");
+    hash.update((source.len() as u64).to_le_bytes());
+    hash.update(source.as_bytes());
+    hash.update(&manifest);
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `id` has the shape of a content address (so it is never a built-in's name).
+pub fn is_content_id(id: &str) -> bool {
+    id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Longest length expression, in bytes.
 pub const MAX_EXPR_BYTES: usize = 256;
 /// Deepest nesting of parentheses and calls in a length expression.

@@ -1,33 +1,14 @@
 //! Kernels submitters bring (issue 25): a WGSL compute shader and a manifest, checked by
-//! [`validate`], kept content-addressed by [`content_id`], and shown in the catalog beside
-//! the built-ins with their source readable by anyone.
+//! [`validate`], kept content-addressed by [`content_id`] (in `starling_api`, since
+//! volunteers check it too), and shown in the catalog beside the built-ins with their
+//! source readable by anyone.
 
 pub mod validate;
 
-use sha2::{Digest as _, Sha256};
 use starling_api::kernels::{CustomOrigin, KernelInfo};
-use starling_api::manifest::{Comparison, CustomKernel, KernelManifest};
+use starling_api::manifest::{Comparison, CustomKernel};
 
-/// The content address of a kernel: SHA-256 over a tag, the source's length and bytes,
-/// and the manifest as the relay serialises it (so whitespace or key order in what the
-/// submitter sent does not make a second id), in lowercase hex.
-pub fn content_id(source: &str, manifest: &KernelManifest) -> String {
-    let manifest = serde_json::to_vec(manifest).expect("a manifest always serialises");
-    let mut hash = Sha256::new();
-    hash.update(b"starling custom kernel v1\n");
-    hash.update((source.len() as u64).to_le_bytes());
-    hash.update(source.as_bytes());
-    hash.update(&manifest);
-    hex::encode(hash.finalize())
-}
-
-/// Whether `id` has the shape of a content address (so it is never a built-in's name).
-pub fn is_content_id(id: &str) -> bool {
-    id.len() == 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+pub use starling_api::manifest::{content_id, is_content_id};
 
 /// The catalog's entry for a registered kernel: the console builds its form from
 /// `params_schema` as for a built-in.
