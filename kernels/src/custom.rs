@@ -38,6 +38,29 @@ pub struct CustomUnit {
     pub params: Vec<u32>,
 }
 
+/// A unit as the relay sends it to a volunteer: the kernel's source and manifest with
+/// it, checked against the kernel's content address before anything runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Carried<K> {
+    kernel: K,
+    unit: CustomUnit,
+}
+
+/// The kernel half of [`Carried`], as sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CarriedKernel {
+    source: String,
+    manifest: KernelManifest,
+}
+
+/// A unit's parameters as the relay stores them (plain) or sends them (carried).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AnyUnit {
+    Carried(Carried<serde::de::IgnoredAny>),
+    Plain(CustomUnit),
+}
+
 /// A registered kernel ready to plan and run: its manifest with every expression parsed.
 #[derive(Debug, Clone)]
 pub struct CustomKernel {
@@ -94,6 +117,43 @@ impl CustomKernel {
     /// Its content address.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// What a volunteer is sent for `unit` (a unit's JSON as planned): the unit with this
+    /// kernel's source and manifest, so it needs nothing else to run it.
+    pub fn assignment_params(&self, unit: &str) -> String {
+        let unit: CustomUnit = match serde_json::from_str(unit) {
+            Ok(unit) => unit,
+            // Not a unit of this kernel: sent as it is, and refused by the volunteer.
+            Err(_) => return unit.to_owned(),
+        };
+        serde_json::to_string(&Carried {
+            kernel: CarriedKernel {
+                source: self.source.clone(),
+                manifest: self.manifest.clone(),
+            },
+            unit,
+        })
+        .expect("a unit and a manifest always serialise")
+    }
+
+    /// The kernel `id` and the unit, from what the relay sent a volunteer: refused unless
+    /// the source and manifest it carries hash to `id`.
+    pub fn from_assignment(id: &str, params_json: &str) -> Result<(Self, String), KernelError> {
+        let carried: Carried<CarriedKernel> =
+            serde_json::from_str(params_json).map_err(|e| invalid_param("unit", e.to_string()))?;
+        let Carried { kernel, unit } = carried;
+        if starling_api::manifest::content_id(&kernel.source, &kernel.manifest) != id {
+            return Err(invalid_param(
+                "kernel",
+                "the source and manifest sent are not the kernel this unit names",
+            ));
+        }
+        let unit = serde_json::to_string(&unit).expect("a unit always serialises");
+        Ok((
+            Self::new(id.to_owned(), kernel.manifest, kernel.source)?,
+            unit,
+        ))
     }
 
     /// What it declares.
@@ -238,8 +298,10 @@ impl CustomKernel {
     }
 
     fn parse_unit(&self, unit: &str) -> Result<(CustomUnit, Shape), KernelError> {
-        let unit: CustomUnit =
-            serde_json::from_str(unit).map_err(|e| invalid_param("unit", e.to_string()))?;
+        let unit = match serde_json::from_str(unit) {
+            Ok(AnyUnit::Plain(unit)) | Ok(AnyUnit::Carried(Carried { unit, .. })) => unit,
+            Err(e) => return Err(invalid_param("unit", e.to_string())),
+        };
         if unit.params.len() != self.manifest.params.len() {
             return Err(invalid_param("unit", "not this kernel's parameters"));
         }

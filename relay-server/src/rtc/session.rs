@@ -222,7 +222,7 @@ async fn run(
     )
     .await
     .map_err(|_| SessionError::Protocol(format!("no hello within {HELLO_TIMEOUT:?}")))??;
-    let (wallet, site) = match hello {
+    let (wallet, site, custom_ok) = match hello {
         ToRelay::Hello {
             version,
             client,
@@ -264,7 +264,10 @@ async fn run(
                 Some(claim) => registered_site(scheduler, peer, &wallet, claim).await?,
                 None => None,
             };
-            (wallet, site)
+            // Kernels submitters registered run on a GPU or not at all: never on the CPU
+            // fallback, which would run a stranger's code unsandboxed by a GPU driver.
+            let custom_ok = !device.backend.eq_ignore_ascii_case("cpu");
+            (wallet, site, custom_ok)
         }
         ToRelay::Hello { version, .. } => {
             return Err(SessionError::Protocol(format!(
@@ -311,7 +314,7 @@ async fn run(
             // Over a cap on leases held or taken, this is `None` too: the volunteer
             // waits for a lease of its own to end, or for the next poll.
             match scheduler
-                .next_capped_assignment(peer, wallet, site, caps_network, speed, network)
+                .next_capped_assignment(peer, wallet, site, caps_network, speed, network, custom_ok)
                 .await?
             {
                 Some((assignment, flops)) => {

@@ -15,6 +15,8 @@ use crate::storage::{
 };
 use crate::validation::quorum::{Policy, Reference};
 use crate::validation::{Network, NetworkRule};
+use starling_api::manifest::is_content_id;
+use starling_kernels::custom::CustomKernel;
 use starling_kernels::{Catalog, KernelError, NamedInputs};
 use starling_protocol::{Assignment, JobId, LeaseId, WalletAddress};
 use std::collections::HashMap;
@@ -143,6 +145,17 @@ pub enum SubmitError {
         units: usize,
         /// The limit.
         max: usize,
+    },
+    /// A registered kernel's units are always replicated.
+    #[error("a registered kernel has no CPU reference and no spot check: its units need at least 2 agreeing wallets, not {0}")]
+    SoloCustom(u32),
+    /// The registered kernel was suspended.
+    #[error("kernel `{id}` is suspended: {reason}")]
+    Suspended {
+        /// The kernel.
+        id: String,
+        /// Why.
+        reason: String,
     },
     /// The database failed.
     #[error(transparent)]
@@ -347,6 +360,7 @@ impl Scheduler {
         max_active: Option<u64>,
     ) -> Result<JobId, SubmitError> {
         let quorum_explicit = quorum.is_some();
+        self.ensure_kernel(kernel).await?;
         let (plan, quorum) = self.plan(kernel, &params, inputs, quorum)?;
         let id = JobId::from_uuid(uuid::Uuid::new_v4());
         self.storage
@@ -381,7 +395,14 @@ impl Scheduler {
         inputs: &NamedInputs,
         quorum: Option<u32>,
     ) -> Result<(starling_kernels::catalog::JobPlan, u32), SubmitError> {
-        let quorum = quorum.unwrap_or(self.config.default_quorum);
+        let custom = is_content_id(kernel);
+        let quorum = match quorum {
+            Some(1) if custom => return Err(SubmitError::SoloCustom(1)),
+            Some(quorum) => quorum,
+            // Nothing checks a registered kernel's single result: replicas always.
+            None if custom => self.config.default_quorum.max(2),
+            None => self.config.default_quorum,
+        };
         if !(1..=5).contains(&quorum) {
             return Err(SubmitError::Quorum(quorum));
         }
@@ -397,6 +418,47 @@ impl Scheduler {
         }
         let plan = kernel.plan(params, inputs, self.config.unit_flops)?;
         Ok((plan, quorum))
+    }
+
+    /// Makes a registered kernel (`id`, a content address) available to the catalog,
+    /// loading it from the database if this process has not met it: before planning a
+    /// job of it (refused while it is suspended), and before leasing or judging its
+    /// units (another relay, or this one before a restart, may have taken the job).
+    pub async fn ensure_kernel(&self, id: &str) -> Result<(), SubmitError> {
+        if !is_content_id(id) {
+            return Ok(());
+        }
+        let Some(stored) = self.storage.custom_kernel(id).await? else {
+            return Err(KernelError::UnknownKernel(id.to_owned()).into());
+        };
+        if let Some(reason) = stored.suspended {
+            return Err(SubmitError::Suspended {
+                id: id.to_owned(),
+                reason,
+            });
+        }
+        if self.catalog.custom(id).is_none() {
+            self.add_custom(stored)?;
+        }
+        Ok(())
+    }
+
+    /// Loads `id` into the catalog if it is a registered kernel this process lacks.
+    async fn load_custom(&self, id: &str) -> Result<(), StorageError> {
+        if !is_content_id(id) || self.catalog.custom(id).is_some() {
+            return Ok(());
+        }
+        if let Some(stored) = self.storage.custom_kernel(id).await? {
+            self.add_custom(stored)
+                .map_err(|e| StorageError::Corrupt(format!("kernel {id}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn add_custom(&self, stored: crate::storage::StoredKernel) -> Result<(), KernelError> {
+        let kernel = CustomKernel::new(stored.id, stored.manifest, stored.source)?;
+        self.catalog.add_custom(kernel);
+        Ok(())
     }
 
     async fn job_input(&self, job: JobId) -> Result<Arc<Vec<u8>>, StorageError> {
@@ -444,6 +506,7 @@ impl Scheduler {
         caps_network: caps::Network,
         speed: Speed,
         network: Option<Network>,
+        custom_ok: bool,
     ) -> Result<Option<(Assignment, u64)>, LeaseError> {
         let lease = LeaseId::from_uuid(uuid::Uuid::now_v7());
         let now = Instant::now();
@@ -458,7 +521,9 @@ impl Scheduler {
             tracing::debug!(%peer, %wallet, ?refusal, "no lease now: over a cap");
             return Ok(None);
         }
-        let leased = self.lease(lease, peer, wallet, site, speed, network).await;
+        let leased = self
+            .lease(lease, peer, wallet, site, speed, network, custom_ok)
+            .await;
         match &leased {
             Ok(Some((assignment, _))) => self.caps.granted(
                 lease,
@@ -500,7 +565,8 @@ impl Scheduler {
         // Time-ordered: leases and results are keyed by it, and new keys landing at the
         // end of their indexes keep each commit's page writes few.
         let lease = LeaseId::from_uuid(uuid::Uuid::now_v7());
-        self.lease(lease, peer, wallet, site, speed, network).await
+        self.lease(lease, peer, wallet, site, speed, network, true)
+            .await
     }
 
     async fn lease(
@@ -511,6 +577,7 @@ impl Scheduler {
         site: Option<WalletAddress>,
         speed: Speed,
         network: Option<Network>,
+        custom_ok: bool,
     ) -> Result<Option<(Assignment, u64)>, LeaseError> {
         let started = std::time::Instant::now();
         // From memory where this process has it (a pool query per lease cost more CPU
@@ -529,6 +596,7 @@ impl Scheduler {
             network,
             draw,
             lease,
+            custom_ok,
             terms: LeaseTerms {
                 start_ms: now,
                 min_ms: self.config.lease.as_millis() as i64,
@@ -556,7 +624,9 @@ impl Scheduler {
                 let checkable = catalog
                     .info(kernel)
                     .is_ok_and(|info| info.spot_check.is_some());
-                if trusted && (checkable || audit >= audit_rate) {
+                // A registered kernel's result is never taken alone, however trusted
+                // its wallet: nothing else would ever check it.
+                if trusted && (checkable || audit >= audit_rate) && !is_content_id(kernel) {
                     1
                 } else {
                     job_quorum
@@ -583,6 +653,7 @@ impl Scheduler {
         } = leased;
         let input = self.job_input(job).await?;
         let job_params = self.job_params(job, &job_params)?;
+        self.load_custom(&kernel).await?;
         let unit_input = self
             .catalog
             .get(&kernel)
@@ -600,10 +671,16 @@ impl Scheduler {
                     },
                 );
                 tracing::debug!(%job, %lease, %peer, canary, "unit leased");
+                // A registered kernel's unit carries the kernel itself: the volunteer
+                // checks it against the content address before it runs anything.
+                let params_json = match self.catalog.custom(&kernel) {
+                    Some(custom) => custom.assignment_params(&unit_params),
+                    None => unit_params,
+                };
                 let assignment = Assignment {
                     lease,
                     kernel,
-                    params_json: unit_params,
+                    params_json,
                     input: unit_input,
                     deadline_ms: u32::try_from((deadline_ms - now).max(0)).unwrap_or(u32::MAX),
                     job_age_s: u32::try_from((now - job_created_ms).max(0) / 1000)
@@ -652,6 +729,7 @@ impl Scheduler {
                 "the lease was issued to another wallet".into(),
             ));
         }
+        self.load_custom(&context.kernel).await?;
         let kernel = match self.catalog.get(&context.kernel) {
             Ok(kernel) => kernel,
             Err(e) => return Ok(Verdict::Rejected(e.to_string())),
@@ -672,7 +750,10 @@ impl Scheduler {
         });
         let judging = Judging {
             max_results: self.config.max_results,
-            vet_newcomers: self.config.vet_newcomers,
+            // A registered kernel has no CPU reference to anchor a quorum of newcomers,
+            // and trust is per kernel, so every wallet is new to a new kernel: its units
+            // settle on their replicas alone (at least 2 wallets, 2 networks).
+            vet_newcomers: self.config.vet_newcomers && !is_content_id(&context.kernel),
         };
         let result = ReturnedResult {
             lease,
