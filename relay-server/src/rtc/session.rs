@@ -5,7 +5,7 @@ use crate::ledger::{Account, Entry};
 use crate::rtc::link::{Link, LinkSender};
 use crate::rtc::PendingSlot;
 use crate::scheduler::caps::Network;
-use crate::scheduler::{LeaseError, Scheduler, Speed, Verdict};
+use crate::scheduler::{Asker, LeaseError, Scheduler, Speed, Verdict};
 use crate::storage::PeerId;
 use starling_protocol::{
     encode_frames, Binding, ChunkError, FrameError, LeaseId, Reassembler, Receipt, SiteClaim,
@@ -314,7 +314,17 @@ async fn run(
             // Over a cap on leases held or taken, this is `None` too: the volunteer
             // waits for a lease of its own to end, or for the next poll.
             match scheduler
-                .next_capped_assignment(peer, wallet, site, caps_network, speed, network, custom_ok)
+                .next_capped_assignment(
+                    Asker {
+                        peer,
+                        wallet,
+                        site,
+                        speed,
+                        network,
+                        custom_ok,
+                    },
+                    caps_network,
+                )
                 .await?
             {
                 Some((assignment, flops)) => {

@@ -162,6 +162,24 @@ pub enum SubmitError {
     Storage(#[from] StorageError),
 }
 
+/// A session's volunteer asking for a lease: who it is, where its data comes from, and
+/// what it may be given.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker {
+    /// The connection.
+    pub peer: PeerId,
+    /// Its proved wallet.
+    pub wallet: WalletAddress,
+    /// The embedding site it came through, if registered.
+    pub site: Option<WalletAddress>,
+    /// Its measured speed.
+    pub speed: Speed,
+    /// The network its data comes from.
+    pub network: Option<Network>,
+    /// Whether units of kernels submitters registered may go to it (a GPU volunteer).
+    pub custom_ok: bool,
+}
+
 /// What the relay answers to a returned result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -500,14 +518,10 @@ impl Scheduler {
     /// deadline.
     pub async fn next_capped_assignment(
         &self,
-        peer: PeerId,
-        wallet: WalletAddress,
-        site: Option<WalletAddress>,
+        asker: Asker,
         caps_network: caps::Network,
-        speed: Speed,
-        network: Option<Network>,
-        custom_ok: bool,
     ) -> Result<Option<(Assignment, u64)>, LeaseError> {
+        let (peer, wallet) = (asker.peer, asker.wallet);
         let lease = LeaseId::from_uuid(uuid::Uuid::now_v7());
         let now = Instant::now();
         if let Err(refusal) = self.caps.hold(
@@ -521,9 +535,7 @@ impl Scheduler {
             tracing::debug!(%peer, %wallet, ?refusal, "no lease now: over a cap");
             return Ok(None);
         }
-        let leased = self
-            .lease(lease, peer, wallet, site, speed, network, custom_ok)
-            .await;
+        let leased = self.lease(lease, asker).await;
         match &leased {
             Ok(Some((assignment, _))) => self.caps.granted(
                 lease,
@@ -565,20 +577,30 @@ impl Scheduler {
         // Time-ordered: leases and results are keyed by it, and new keys landing at the
         // end of their indexes keep each commit's page writes few.
         let lease = LeaseId::from_uuid(uuid::Uuid::now_v7());
-        self.lease(lease, peer, wallet, site, speed, network, true)
-            .await
+        let asker = Asker {
+            peer,
+            wallet,
+            site,
+            speed,
+            network,
+            custom_ok: true,
+        };
+        self.lease(lease, asker).await
     }
 
     async fn lease(
         &self,
         lease: LeaseId,
-        peer: PeerId,
-        wallet: WalletAddress,
-        site: Option<WalletAddress>,
-        speed: Speed,
-        network: Option<Network>,
-        custom_ok: bool,
+        asker: Asker,
     ) -> Result<Option<(Assignment, u64)>, LeaseError> {
+        let Asker {
+            peer,
+            wallet,
+            site,
+            speed,
+            network,
+            custom_ok,
+        } = asker;
         let started = std::time::Instant::now();
         // From memory where this process has it (a pool query per lease cost more CPU
         // than the lease's writes), not the hello's upsert.
