@@ -509,7 +509,7 @@ impl crate::catalog::Kernel for CustomKernel {
                 return Err(KernelError::InvalidInput {
                     field: declared.name.clone(),
                     reason: format!(
-                        "{} bytes, expected {bytes} ({} {} values)",
+                        "{} bytes, expected {bytes}: `{}` {} values",
                         given.len(),
                         declared.length,
                         declared.element.wgsl()

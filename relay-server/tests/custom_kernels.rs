@@ -8,14 +8,21 @@ mod common;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
+use base64::Engine as _;
 use common::router::call;
 use common::TempDir;
 use serde_json::{json, Value};
+use starling_api::Job;
 use starling_api::{CustomKernel, KernelCatalog};
+use starling_protocol::LeaseId;
 use starling_protocol::WalletKey;
 use starling_relay::app::Limits;
 use starling_relay::ledger::MicroCredits;
-use starling_relay::storage::{Billing, Pricing, Storage};
+use starling_relay::storage::{
+    Billing, Judging, LeaseRequest, LeaseTerms, PeerId, Pricing, Recorded, ReturnedResult, Storage,
+};
+use starling_relay::validation::Reference;
+use std::sync::Arc;
 
 const SAXPY_WGSL: &str = include_str!("../../examples/kernels/saxpy.wgsl");
 const SAXPY_JSON: &str = include_str!("../../examples/kernels/saxpy.json");
@@ -64,9 +71,18 @@ async fn relay_on(name: &str, postgres: bool) -> Relay {
 impl Relay {
     /// A new account's id and API key.
     async fn account(&self) -> (String, String) {
+        self.account_with(0).await
+    }
+
+    /// A new account holding `credits`, its id and API key.
+    async fn account_with(&self, credits: u64) -> (String, String) {
         let (id, key) = self
             .storage
-            .create_account(&WalletKey::from_seed([42; 32]), MicroCredits(0), None)
+            .create_account(
+                &WalletKey::from_seed([42; 32]),
+                MicroCredits(credits * 1_000_000),
+                None,
+            )
             .await
             .expect("account created");
         (id.to_string(), key)
@@ -99,6 +115,34 @@ impl Relay {
                 .expect("valid request"),
         )
         .await
+    }
+}
+
+fn post_job(body: &Value, key: &str) -> Request<Body> {
+    Request::post("/api/v1/jobs")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(Body::from(body.to_string()))
+        .expect("valid request")
+}
+
+fn f32s_base64(values: &[f32]) -> String {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A lease request from a fresh wallet; `custom_ok` as a GPU volunteer's (true) or the
+/// CPU fallback's (false).
+fn lease_request(seed: u8, custom_ok: bool) -> LeaseRequest {
+    LeaseRequest {
+        custom_ok,
+        peer: PeerId::new(),
+        wallet: WalletKey::from_seed([seed; 32]).address(),
+        site: None,
+        lease: LeaseId::from_uuid(uuid::Uuid::new_v4()),
+        terms: LeaseTerms::until(i64::MAX / 2),
+        network: None,
+        draw: 0.0,
     }
 }
 
@@ -440,4 +484,137 @@ async fn shaders_reaching_past_the_manifest_are_refused() {
         &format!("{}a[0]{}", "(".repeat(5000), ")".repeat(5000)),
     );
     refused(&relay, &key, &nested, &saxpy, "source").await;
+}
+
+#[tokio::test]
+async fn a_registered_kernels_units_are_replicated_and_never_leased_to_the_cpu_fallback() {
+    jobs_replicated_and_gpu_only(relay("jobs").await).await;
+}
+
+#[tokio::test]
+async fn a_registered_kernels_units_are_replicated_and_never_leased_to_the_cpu_fallback_on_postgresql(
+) {
+    jobs_replicated_and_gpu_only(relay_on("jobs-pg", true).await).await;
+}
+
+async fn jobs_replicated_and_gpu_only(relay: Relay) {
+    let (_, key) = relay.account_with(100).await;
+    let kernel: CustomKernel = relay
+        .register(SAXPY_WGSL, &manifest(SAXPY_JSON), Some(&key))
+        .await
+        .decode();
+    let n = 1000;
+    let job = json!({
+        "kernel": kernel.id,
+        "params": {"n": n},
+        "input": {
+            "a": f32s_base64(&[2.0]),
+            "x": f32s_base64(&vec![1.0; n]),
+            "y": f32s_base64(&vec![0.5; n]),
+        },
+    });
+
+    // A single result is never enough: nothing else would check it.
+    let mut solo = job.clone();
+    solo["verification"] = json!({"quorum": 1});
+    let detail = call(&relay.router, post_job(&solo, &key))
+        .await
+        .problem(422, Some("verification.quorum"));
+    assert!(detail.contains("at least 2"), "{detail}");
+    // A job that does not fit the manifest names the parameter or input.
+    let mut short = job.clone();
+    short["params"]["n"] = json!(n + 1);
+    call(&relay.router, post_job(&short, &key))
+        .await
+        .problem(422, Some("input.x"));
+
+    let submitted = call(&relay.router, post_job(&job, &key)).await;
+    assert_eq!(
+        submitted.status,
+        StatusCode::CREATED,
+        "{}",
+        submitted.json()
+    );
+    let submitted: Job = submitted.decode();
+    assert_eq!(submitted.kernel, kernel.id);
+    assert!(submitted.quorum >= 2, "{submitted:?}");
+    assert_eq!(submitted.flops, 2 * n as u64);
+
+    // The CPU fallback is never handed the unit; a GPU volunteer is.
+    let on_cpu = relay
+        .storage
+        .lease_work(&lease_request(1, false), |_, q| q)
+        .await
+        .expect("lease query");
+    assert!(on_cpu.is_none(), "a CPU volunteer was leased {on_cpu:?}");
+    let on_gpu = relay
+        .storage
+        .lease_work(&lease_request(2, true), |_, q| q)
+        .await
+        .expect("lease query")
+        .expect("a GPU volunteer gets the unit");
+    assert_eq!(on_gpu.kernel, kernel.id);
+
+    // Settled by two GPU wallets, the unit becomes a known answer, sent to GPU
+    // volunteers only.
+    let output: Vec<u8> = std::iter::repeat_n(2.5f32.to_le_bytes(), n)
+        .flatten()
+        .collect();
+    let second = lease_request(4, true);
+    let leased = relay
+        .storage
+        .lease_work(&second, |_, q| q)
+        .await
+        .expect("lease query")
+        .expect("the second replica");
+    assert_eq!(leased.unit_params, on_gpu.unit_params);
+    let mut recorded = Vec::new();
+    for request in [lease_request(2, true), second] {
+        let lease = if request.wallet == second.wallet {
+            second.lease
+        } else {
+            on_gpu.lease
+        };
+        recorded.push(
+            relay
+                .storage
+                .record_result(
+                    ReturnedResult {
+                        lease,
+                        wallet: request.wallet,
+                        output: &output,
+                        spot_check: None,
+                    },
+                    Judging {
+                        max_results: 6,
+                        vet_newcomers: false,
+                    },
+                    Arc::new(|a: &[u8], b: &[u8]| a == b),
+                    Reference::NotRun,
+                )
+                .await
+                .expect("result query"),
+        );
+    }
+    assert!(
+        matches!(recorded[1], Recorded::Valid { .. }),
+        "{recorded:?}"
+    );
+    for pick in [0.0, 0.5, 1.0] {
+        let canary = relay
+            .storage
+            .lease_canary(&lease_request(3, false), pick)
+            .await
+            .expect("canary query");
+        assert!(
+            canary.is_none(),
+            "the CPU fallback got a known answer: {canary:?}"
+        );
+    }
+    let canary = relay
+        .storage
+        .lease_canary(&lease_request(5, true), 0.0)
+        .await
+        .expect("canary query");
+    assert!(canary.is_some(), "a GPU volunteer gets the known answer");
 }
