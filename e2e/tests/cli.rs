@@ -233,5 +233,50 @@ async fn cli_registers_and_shows_a_kernel_and_reports_a_bad_one() -> anyhow::Res
     // An id that is not a content address never reaches the relay as a path.
     let bad_id = starling(&url, None, &["kernel", "show", "../jobs"])?;
     assert_eq!(bad_id.status.code(), Some(2));
+
+    // `starling submit ID` runs it like a built-in: two GPU volunteers, the quorum of 2
+    // a registered kernel always has, raw input files.
+    let _volunteers = [Volunteer::start(&url)?, Volunteer::start(&url)?];
+    let floats =
+        |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let (x, y): (Vec<f32>, Vec<f32>) = (0..1000).map(|i| (i as f32 * 0.5, 1.0 - i as f32)).unzip();
+    let mut files = Vec::new();
+    for (name, values) in [("a", vec![3.0f32]), ("x", x.clone()), ("y", y.clone())] {
+        let path = data.path().join(format!("{name}.bin"));
+        std::fs::write(&path, floats(&values))?;
+        files.push(format!("{name}={}", path.display()));
+    }
+    let submitted = starling(
+        &url,
+        relay.dev_key(),
+        &[
+            "submit", &id, "-p", "n=1000", "-i", &files[0], "-i", &files[1], "-i", &files[2],
+            "--wait",
+        ],
+    )?;
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    let job = text(&submitted.stdout).trim().to_owned();
+    let out = data.path().join("saxpy.bin");
+    let out_arg = out.display().to_string();
+    let fetched = starling(&url, relay.dev_key(), &["result", &job, "-o", &out_arg])?;
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    let expected: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 3.0 * x + y).collect();
+    assert_eq!(std::fs::read(&out)?, floats(&expected));
+
+    // A quorum of 1 is refused for it, naming the field.
+    let solo = starling(
+        &url,
+        relay.dev_key(),
+        &[
+            "submit", &id, "-p", "n=1000", "-i", &files[0], "-i", &files[1], "-i", &files[2],
+            "--quorum", "1",
+        ],
+    )?;
+    assert_eq!(solo.status.code(), Some(3));
+    assert!(
+        text(&solo.stderr).contains("(field verification.quorum)"),
+        "{}",
+        text(&solo.stderr)
+    );
     Ok(())
 }

@@ -48,6 +48,7 @@ async fn the_browser_runs_a_registered_saxpy_kernel_on_webgpu() -> anyhow::Resul
         .client()
         .register_kernel(&RegisterKernel { source, manifest })
         .await?;
+    let kernel_id = kernel.id.clone();
 
     let n = 200_000usize;
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
@@ -76,6 +77,17 @@ async fn the_browser_runs_a_registered_saxpy_kernel_on_webgpu() -> anyhow::Resul
     anyhow::ensure!(
         result == expected,
         "the merged SAXPY differs from the CPU's"
+    );
+
+    // The page names the kernel it ran, whose it is, and links its source.
+    let named = browser
+        .wait_text("kernel-source", Duration::from_secs(10), |t| {
+            t.contains("registered by account")
+        })
+        .await?;
+    anyhow::ensure!(
+        named.starts_with(&format!("Kernel {}", &kernel_id[..12])),
+        "{named}"
     );
 
     // Every unit was settled by the native volunteer and one other wallet: the browser's.
