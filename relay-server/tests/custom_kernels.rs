@@ -10,12 +10,16 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use base64::Engine as _;
 use common::router::call;
+use common::websocket;
 use common::TempDir;
 use serde_json::{json, Value};
+use starling_api::manifest::{content_id, KernelManifest};
 use starling_api::Job;
 use starling_api::{CustomKernel, KernelCatalog};
+use starling_kernels::NamedInputs;
 use starling_protocol::LeaseId;
 use starling_protocol::WalletKey;
+use starling_protocol::{DeviceInfo, ToRelay, ToVolunteer};
 use starling_relay::app::Limits;
 use starling_relay::ledger::MicroCredits;
 use starling_relay::storage::{
@@ -23,6 +27,7 @@ use starling_relay::storage::{
 };
 use starling_relay::validation::Reference;
 use std::sync::Arc;
+use std::time::Duration;
 
 const SAXPY_WGSL: &str = include_str!("../../examples/kernels/saxpy.wgsl");
 const SAXPY_JSON: &str = include_str!("../../examples/kernels/saxpy.json");
@@ -617,4 +622,112 @@ async fn jobs_replicated_and_gpu_only(relay: Relay) {
         .await
         .expect("canary query");
     assert!(canary.is_some(), "a GPU volunteer gets the known answer");
+}
+
+/// A hello over the WebSocket from `key` computing on `backend` ("vulkan", "cpu").
+fn hello_on(key: &WalletKey, binding: &starling_protocol::Binding, backend: &str) -> ToRelay {
+    ToRelay::Hello {
+        version: starling_protocol::PROTOCOL_VERSION,
+        client: "test-ws/0".into(),
+        device: DeviceInfo {
+            adapter: backend.into(),
+            backend: backend.into(),
+            fallback: backend == "cpu",
+        },
+        wallet: key.address(),
+        site: None,
+        proof: key.sign_binding(binding),
+    }
+}
+
+/// The kernel of the next unit the relay leases to a volunteer on `backend` with these
+/// preferences (`None`: it sends none), and the assignment.
+async fn next_kernel(
+    url: &str,
+    seed: u8,
+    backend: &str,
+    builtin_only: Option<bool>,
+) -> anyhow::Result<(String, starling_protocol::Assignment)> {
+    let key = WalletKey::from_seed([seed; 32]);
+    let (mut socket, binding) = websocket::open(url).await?;
+    websocket::send(&mut socket, &hello_on(&key, &binding, backend)).await?;
+    if let Some(builtin_only) = builtin_only {
+        websocket::send(&mut socket, &ToRelay::Preferences { builtin_only }).await?;
+    }
+    anyhow::ensure!(matches!(
+        websocket::receive(&mut socket, 1 << 20).await?,
+        ToVolunteer::Welcome { .. }
+    ));
+    websocket::send(&mut socket, &ToRelay::Ready { slots: 1 }).await?;
+    match websocket::receive(&mut socket, 64 << 20).await? {
+        ToVolunteer::Assign(assignment) => Ok((assignment.kernel.clone(), assignment)),
+        other => anyhow::bail!("expected work, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_kernel_goes_only_to_gpu_volunteers_that_did_not_ask_for_builtins_only(
+) -> anyhow::Result<()> {
+    let dir = TempDir::new("custom-kernels-sessions");
+    let (url, scheduler) = common::loopback::relay(&dir, Duration::from_secs(15)).await?;
+    let manifest: KernelManifest = serde_json::from_str(SAXPY_JSON)?;
+    let id = content_id(SAXPY_WGSL, &manifest);
+    scheduler
+        .storage()
+        .register_kernel(id.clone(), None, SAXPY_WGSL.into(), &manifest, 100)
+        .await?;
+    // 20 units: the oldest work, filling the window a lease is drawn from (16 units),
+    // so a volunteer allowed to run them always gets one, and one that is not gets the
+    // built-in job submitted after them.
+    let n = 20 * 65_536;
+    let inputs = NamedInputs::from([
+        ("a".to_owned(), vec![0u8; 4]),
+        ("x".to_owned(), vec![0u8; 4 * n]),
+        ("y".to_owned(), vec![0u8; 4 * n]),
+    ]);
+    scheduler
+        .submit(&id, json!({"n": n}), &inputs, None, None, None)
+        .await?;
+    scheduler
+        .submit(
+            "montecarlo",
+            json!({"samples": 1000, "seed": 1}),
+            &NamedInputs::new(),
+            Some(1),
+            None,
+            None,
+        )
+        .await?;
+
+    // Each volunteer disconnects after its lease, which goes back to the queue.
+    for (seed, backend, builtin_only) in [
+        (11, "vulkan", Some(true)),
+        (12, "cpu", None),
+        // Saying it runs everything does not make the CPU fallback a GPU.
+        (13, "cpu", Some(false)),
+    ] {
+        let (kernel, _) = next_kernel(&url, seed, backend, builtin_only).await?;
+        assert_eq!(
+            kernel, "montecarlo",
+            "{backend} volunteer, builtin_only {builtin_only:?}"
+        );
+    }
+
+    // A GPU volunteer, as it is or having said it runs everything, gets one, carrying
+    // the kernel it checks against the id.
+    for (seed, builtin_only) in [(21, None), (22, Some(false))] {
+        let (kernel, assignment) = next_kernel(&url, seed, "vulkan", builtin_only).await?;
+        assert_eq!(kernel, id);
+        let (carried, unit) =
+            starling_kernels::custom::CustomKernel::from_assignment(&id, &assignment.params_json)?;
+        assert_eq!(carried.id(), id);
+        assert!(unit.contains("\"offset\""), "{unit}");
+        // The same kernel under another id is refused by the volunteer.
+        assert!(starling_kernels::custom::CustomKernel::from_assignment(
+            &"0".repeat(64),
+            &assignment.params_json
+        )
+        .is_err());
+    }
+    Ok(())
 }

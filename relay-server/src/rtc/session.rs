@@ -222,7 +222,7 @@ async fn run(
     )
     .await
     .map_err(|_| SessionError::Protocol(format!("no hello within {HELLO_TIMEOUT:?}")))??;
-    let (wallet, site, custom_ok) = match hello {
+    let (wallet, site, gpu) = match hello {
         ToRelay::Hello {
             version,
             client,
@@ -266,8 +266,8 @@ async fn run(
             };
             // Kernels submitters registered run on a GPU or not at all: never on the CPU
             // fallback, which would run a stranger's code unsandboxed by a GPU driver.
-            let custom_ok = !device.backend.eq_ignore_ascii_case("cpu");
-            (wallet, site, custom_ok)
+            let gpu = !device.backend.eq_ignore_ascii_case("cpu");
+            (wallet, site, gpu)
         }
         ToRelay::Hello { version, .. } => {
             return Err(SessionError::Protocol(format!(
@@ -299,6 +299,9 @@ async fn run(
     .await?;
 
     let mut wanted: u32 = 0;
+    // Whether registered kernels' units may go to this volunteer: a GPU's, unless it
+    // asked for built-ins only (`ToRelay::Preferences`).
+    let mut custom_ok = gpu;
     let mut speed = Speed::NEWCOMER;
     // Leases in flight on this connection: when each was sent, what it costs, and the
     // exact size of its output.
@@ -408,6 +411,11 @@ async fn run(
                 scheduler
                     .abandon(peer, lease, clip(&reason, MAX_LOGGED_CHARS))
                     .await?
+            }
+            ToRelay::Preferences { builtin_only } => {
+                // Only ever narrows what the hello's device allows: a CPU volunteer
+                // cannot ask its way to a registered kernel.
+                custom_ok = gpu && !builtin_only;
             }
             ToRelay::Hello { .. } => return Err(SessionError::Protocol("hello sent twice".into())),
         }

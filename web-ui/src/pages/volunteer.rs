@@ -101,6 +101,7 @@ impl Session {
                 .map(|v| v.clamp(0.1, 1.0))
                 .unwrap_or(1.0),
             background: net::local_get("starling.background").as_deref() == Some("1"),
+            builtin_only: net::local_get("starling.builtin_only").as_deref() == Some("1"),
             battery_floor: net::local_get("starling.battery_floor")
                 .and_then(|v| v.parse::<f64>().ok())
                 .map(|v| v.clamp(0.0, 1.0))
@@ -148,6 +149,10 @@ impl Session {
         }
         net::local_set("starling.intensity", &s.intensity.to_string());
         net::local_set("starling.background", if s.background { "1" } else { "0" });
+        net::local_set(
+            "starling.builtin_only",
+            if s.builtin_only { "1" } else { "0" },
+        );
         net::local_set("starling.battery_floor", &s.battery_floor.to_string());
     }
 
@@ -553,6 +558,12 @@ pub fn Controls(session: Session, site: Option<SiteClaim>, full: bool) -> impl I
                             prop:checked=move || session.settings.get().background
                             on:change=move |e| session.update(|s| s.background = event_target_checked(&e)) />
                         "Keep working while this tab is hidden"
+                    </label>
+                    <label class="check">
+                        <input type="checkbox" data-testid="builtin-only"
+                            prop:checked=move || session.settings.get().builtin_only
+                            on:change=move |e| session.update(|s| s.builtin_only = event_target_checked(&e)) />
+                        "Run only built-in kernels (not ones submitters registered; from the next Start)"
                     </label>
                     <label for="battery-floor">"Pause on battery below "
                         <output>{move || format!("{:.0}%", session.settings.get().battery_floor * 100.0)}</output>
