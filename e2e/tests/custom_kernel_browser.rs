@@ -98,5 +98,55 @@ async fn the_browser_runs_a_registered_saxpy_kernel_on_webgpu() -> anyhow::Resul
             "the browser computed none of {unit:?}"
         );
     }
+
+    // "Run only built-in kernels", from the next Start: a second job of the kernel goes
+    // to two native volunteers alone while the browser stays connected and asking.
+    browser.click("stop").await?;
+    browser
+        .wait_text("status", Duration::from_secs(10), |t| t.starts_with("Idle"))
+        .await?;
+    browser.click("builtin-only").await?;
+    let second_key = WalletKey::from_seed(rand::random());
+    let second_file = data.path().join("second.key");
+    std::fs::write(&second_file, second_key.to_hex())?;
+    let _second = Volunteer::start_with(
+        &relay.url(),
+        &["--key-file", &second_file.display().to_string()],
+    )?;
+    browser.click("start").await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while api.stats().await?.volunteers < 3 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "three volunteers connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = 3 * 65_536;
+    let inputs = [
+        ("a", vec![2.0f32]),
+        ("x", vec![1.0; m]),
+        ("y", vec![0.25; m]),
+    ]
+    .into_iter()
+    .map(|(name, values)| Input {
+        name: name.into(),
+        file_name: format!("{name}.bin"),
+        bytes: f32_bytes(&values),
+    })
+    .collect();
+    let second_job = api
+        .client()
+        .submit_multipart(&SubmitJob::new(kernel_id, json!({"n": m})), inputs, None)
+        .await?;
+    let second_id = second_job.id.to_string();
+    api.wait_done(&second_id, Duration::from_secs(240)).await?;
+    let natives = [native_wallet, second_key.address().to_string()];
+    for unit in api.units(&second_id).await? {
+        anyhow::ensure!(
+            unit.valid_wallets.iter().all(|w| natives.contains(w)),
+            "a built-in-only browser computed {unit:?}"
+        );
+    }
     Ok(())
 }
