@@ -731,3 +731,81 @@ async fn a_registered_kernel_goes_only_to_gpu_volunteers_that_did_not_ask_for_bu
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_kernel_whose_units_outlive_leases_on_three_wallets_is_found_and_suspended() {
+    hung_kernels_suspended(relay("hung").await).await;
+}
+
+#[tokio::test]
+async fn a_kernel_whose_units_outlive_leases_on_three_wallets_is_found_and_suspended_on_postgresql()
+{
+    hung_kernels_suspended(relay_on("hung-pg", true).await).await;
+}
+
+async fn hung_kernels_suspended(relay: Relay) {
+    let (_, key) = relay.account_with(100).await;
+    let kernel: CustomKernel = relay
+        .register(SAXPY_WGSL, &manifest(SAXPY_JSON), Some(&key))
+        .await
+        .decode();
+    let n = 4 * 65_536;
+    let job = json!({
+        "kernel": kernel.id,
+        "params": {"n": n},
+        "input": {
+            "a": f32s_base64(&[2.0]),
+            "x": f32s_base64(&vec![1.0; n]),
+            "y": f32s_base64(&vec![0.5; n]),
+        },
+    });
+    let job: Job = call(&relay.router, post_job(&job, &key)).await.decode();
+    // Leases that ended long ago, expired by the sweep: two wallets are not enough.
+    let expire_one = |seed: u8| {
+        let storage = relay.storage.clone();
+        async move {
+            let mut request = lease_request(seed, true);
+            request.terms = LeaseTerms::until(1);
+            storage
+                .lease_work(&request, |_, q| q)
+                .await
+                .expect("lease query")
+                .expect("a unit");
+            storage.expire_leases(2).await.expect("expiry");
+        }
+    };
+    expire_one(31).await;
+    expire_one(32).await;
+    assert!(relay
+        .storage
+        .hung_custom_kernels(3)
+        .await
+        .expect("query")
+        .is_empty());
+    expire_one(33).await;
+    let hung = relay.storage.hung_custom_kernels(3).await.expect("query");
+    assert_eq!(hung, vec![(kernel.id.clone(), 3)]);
+
+    let jobs = relay
+        .storage
+        .suspend_kernel(&kernel.id, "hangs")
+        .await
+        .expect("suspends");
+    assert_eq!(jobs, vec![job.id]);
+    let shown: CustomKernel = relay
+        .get(&format!("/api/v1/kernels/{}", kernel.id))
+        .await
+        .decode();
+    assert_eq!(shown.suspended.as_deref(), Some("hangs"));
+    // A second suspension keeps the first reason.
+    relay
+        .storage
+        .suspend_kernel(&kernel.id, "later")
+        .await
+        .expect("suspends");
+    let shown: CustomKernel = relay
+        .get(&format!("/api/v1/kernels/{}", kernel.id))
+        .await
+        .decode();
+    assert_eq!(shown.suspended.as_deref(), Some("hangs"));
+}

@@ -162,6 +162,11 @@ pub enum SubmitError {
     Storage(#[from] StorageError),
 }
 
+/// Distinct volunteers a registered kernel's units may outlive their leases on before
+/// the kernel is suspended: one slow or unlucky device is not the kernel's fault, three
+/// are.
+pub const SUSPEND_AFTER_WALLETS: i64 = 3;
+
 /// A session's volunteer asking for a lease: who it is, where its data comes from, and
 /// what it may be given.
 #[derive(Debug, Clone, Copy)]
@@ -1083,6 +1088,30 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Suspends registered kernels whose units outlived their leases on
+    /// [`SUSPEND_AFTER_WALLETS`] distinct volunteers (a kernel that hangs or loops), and
+    /// fails their jobs with the reason, which refunds what their escrow has left. The
+    /// volunteers go on with other work once their devices finish or give up.
+    async fn suspend_hung_kernels(&self) -> Result<(), StorageError> {
+        for (kernel, wallets) in self
+            .storage
+            .hung_custom_kernels(SUSPEND_AFTER_WALLETS)
+            .await?
+        {
+            let reason = format!(
+                "kernel {kernel} was suspended: its units ran past their deadlines on {wallets} \
+                 distinct volunteers (a loop that does not end, or far more work than its \
+                 declared FLOPs)"
+            );
+            tracing::warn!(%kernel, "{reason}");
+            for job in self.storage.suspend_kernel(&kernel, &reason).await? {
+                self.storage.fail_job(job, &reason).await?;
+                self.progress.touched(job);
+            }
+        }
+        Ok(())
+    }
+
     /// Start-up recovery: void leases of the previous process and merge jobs that were
     /// complete but not merged when it stopped.
     pub async fn recover(&self) -> Result<(), StorageError> {
@@ -1169,6 +1198,9 @@ impl Scheduler {
                 }
                 if let Err(e) = this.fail_stuck_jobs().await {
                     tracing::error!("failing stuck jobs failed: {e}");
+                }
+                if let Err(e) = this.suspend_hung_kernels().await {
+                    tracing::error!("suspending hung kernels failed: {e}");
                 }
             }
         })

@@ -2,9 +2,10 @@
 //! whether they were suspended.
 
 use super::sql::{params, Row};
-use super::{now_ms, Storage, StorageError};
+use super::{now_ms, parse_id, Storage, StorageError};
 use crate::ledger::AccountId;
 use starling_api::manifest::KernelManifest;
+use starling_protocol::JobId;
 
 /// A registered kernel as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,5 +116,52 @@ impl Storage {
                 )
             })
             .await
+    }
+}
+
+impl Storage {
+    /// Registered kernels with unfinished jobs whose units' leases expired in the hands
+    /// of at least `wallets` distinct wallets: kernels that hang past their deadlines on
+    /// one volunteer after another, with how many.
+    pub async fn hung_custom_kernels(
+        &self,
+        wallets: i64,
+    ) -> Result<Vec<(String, i64)>, StorageError> {
+        self.reads
+            .read(move |db| {
+                db.query_all(
+                    "SELECT jobs.kernel, COUNT(DISTINCT leases.wallet)
+                     FROM jobs JOIN units ON units.job_id = jobs.id
+                          JOIN leases ON leases.unit_id = units.id
+                     WHERE jobs.state IN ('queued', 'running') AND LENGTH(jobs.kernel) = 64
+                       AND leases.state = 'expired'
+                     GROUP BY jobs.kernel
+                     HAVING COUNT(DISTINCT leases.wallet) >= ?",
+                    params![wallets],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .await
+    }
+
+    /// Suspends the registered kernel `id` for `reason` (a kernel suspended already
+    /// keeps its first reason) and returns its unfinished jobs, which the caller fails.
+    pub async fn suspend_kernel(&self, id: &str, reason: &str) -> Result<Vec<JobId>, StorageError> {
+        let (id, reason) = (id.to_owned(), reason.to_owned());
+        let jobs: Vec<String> = self
+            .writer
+            .exec(move |db| {
+                db.execute(
+                    "UPDATE custom_kernels SET suspended = ?2 WHERE id = ?1 AND suspended IS NULL",
+                    params![id, reason],
+                )?;
+                db.query_all(
+                    "SELECT id FROM jobs WHERE kernel = ?1 AND state IN ('queued', 'running')",
+                    params![id],
+                    |r| r.get(0),
+                )
+            })
+            .await?;
+        jobs.iter().map(|job| parse_id(job)).collect()
     }
 }
