@@ -194,7 +194,7 @@ async fn the_examples_register_and_are_listed_beside_the_builtins_with_their_own
         .expect("listed");
     assert_eq!(
         saxpy.params_schema["properties"]["n"],
-        json!({"type": "integer", "minimum": 1, "maximum": 16_777_216})
+        json!({"type": "integer", "minimum": 1, "maximum": 16_777_216, "default": 1})
     );
     assert_eq!(
         saxpy

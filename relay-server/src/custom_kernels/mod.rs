@@ -20,7 +20,10 @@ pub fn info(kernel: &CustomKernel) -> KernelInfo {
         .map(|p| {
             (
                 p.name.clone(),
-                serde_json::json!({"type": "integer", "minimum": p.min, "maximum": p.max}),
+                // The console's form starts from each parameter's default.
+                serde_json::json!({
+                    "type": "integer", "minimum": p.min, "maximum": p.max, "default": p.min,
+                }),
             )
         })
         .collect();
