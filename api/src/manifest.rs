@@ -147,6 +147,24 @@ pub struct CustomKernel {
     pub manifest: KernelManifest,
     /// The WGSL, readable by anyone: volunteers see what they run.
     pub source: String,
+    /// How its units went on the volunteers, beside what the manifest declares (absent
+    /// until a result was accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<MeasuredRuns>,
+}
+
+/// A registered kernel's accepted results as the relay timed them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MeasuredRuns {
+    /// Accepted results.
+    pub results: u64,
+    /// Mean time from lease to result, milliseconds (the volunteer's computation and the
+    /// round trip).
+    pub mean_unit_ms: f64,
+    /// The declared FLOPs of those units over the time they took: a rate far above what
+    /// volunteers' devices do means the declaration overstates the work (and the price).
+    pub declared_gflop_per_s: f64,
 }
 
 /// The body of `POST /api/v1/kernels`.

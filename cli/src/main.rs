@@ -371,6 +371,12 @@ fn print_custom_kernel(kernel: &CustomKernel) {
         Ok(manifest) => println!("manifest:\n{manifest}"),
         Err(e) => println!("manifest:   (cannot print: {e})"),
     }
+    if let Some(runs) = &kernel.measured {
+        println!(
+            "measured:   {} results, {:.0} ms a unit; the declared FLOPs make that {:.2} GFLOP/s",
+            runs.results, runs.mean_unit_ms, runs.declared_gflop_per_s
+        );
+    }
     println!("source:\n{}", kernel.source);
 }
 

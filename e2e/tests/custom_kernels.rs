@@ -191,6 +191,17 @@ async fn custom_kernels_run_over_volunteers_and_a_cheater_is_outvoted_and_unpaid
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // The relay shows the declared FLOPs beside the time the units took.
+    let saxpy_id =
+        starling_api::manifest::content_id(&example("saxpy")?.source, &example("saxpy")?.manifest);
+    let shown = api.client().custom_kernel(&saxpy_id).await?;
+    let runs = shown.measured.context("runs measured")?;
+    anyhow::ensure!(runs.results >= 32 && runs.mean_unit_ms > 0.0, "{runs:?}");
+    anyhow::ensure!(
+        runs.declared_gflop_per_s > 0.0 && runs.declared_gflop_per_s.is_finite(),
+        "{runs:?}"
+    );
+    eprintln!("saxpy units: {runs:?}");
     let cpu = api.wallet(&wallets[4].0).await?;
     anyhow::ensure!(
         cpu.valid_results + cpu.invalid_results == 0,

@@ -10,6 +10,7 @@ use crate::routes::wire;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use starling_api::manifest::MeasuredRuns;
 use starling_api::{CustomKernel, KernelCatalog, Problem, RegisterKernel};
 
 /// Most kernels one account may register: each is kept for good, source and all.
@@ -106,7 +107,8 @@ pub async fn register(
 }
 
 /// `GET /api/v1/kernels/{id}`: a registered kernel with its manifest and source,
-/// readable by anyone (volunteers see what they run).
+/// readable by anyone (volunteers see what they run), and how its units went: the
+/// declared FLOPs beside the time volunteers took.
 #[utoipa::path(
     get,
     path = "/api/v1/kernels/{id}",
@@ -128,8 +130,15 @@ pub async fn get(
     if !custom_kernels::is_content_id(&id) {
         return Err(no_such());
     }
-    let kernel = state.scheduler.storage().custom_kernel(&id).await?;
-    kernel
-        .map(|k| Json(wire::custom_kernel(&k)))
-        .ok_or_else(no_such)
+    let Some(kernel) = state.scheduler.storage().custom_kernel(&id).await? else {
+        return Err(no_such());
+    };
+    let (results, total_ms, flops) = state.scheduler.storage().kernel_runs(&id).await?;
+    let mut shown = wire::custom_kernel(&kernel);
+    shown.measured = (results > 0).then(|| MeasuredRuns {
+        results: results as u64,
+        mean_unit_ms: total_ms as f64 / results as f64,
+        declared_gflop_per_s: flops as f64 / (total_ms.max(1) as f64 * 1e6),
+    });
+    Ok(Json(shown))
 }

@@ -81,6 +81,7 @@ pub fn custom_kernel(kernel: &crate::storage::StoredKernel) -> api::CustomKernel
         suspended: kernel.suspended.clone(),
         manifest: kernel.manifest.clone(),
         source: kernel.source.clone(),
+        measured: None,
     }
 }
 

@@ -120,6 +120,25 @@ impl Storage {
 }
 
 impl Storage {
+    /// Accepted results of `kernel`'s units: how many, their summed time from lease to
+    /// result in milliseconds, and their summed declared FLOPs.
+    pub async fn kernel_runs(&self, kernel: &str) -> Result<(i64, i64, i64), StorageError> {
+        let kernel = kernel.to_owned();
+        self.reads
+            .read(move |db| {
+                db.query_one(
+                    "SELECT COUNT(*), COALESCE(SUM(leases.received_ms - leases.issued_ms), 0),
+                            COALESCE(SUM(units.flops), 0)
+                     FROM jobs JOIN units ON units.job_id = jobs.id
+                          JOIN leases ON leases.unit_id = units.id
+                     WHERE jobs.kernel = ? AND leases.verdict = 'valid'",
+                    params![kernel],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+            })
+            .await
+    }
+
     /// Registered kernels with unfinished jobs whose units' leases expired in the hands
     /// of at least `wallets` distinct wallets: kernels that hang past their deadlines on
     /// one volunteer after another, with how many.
