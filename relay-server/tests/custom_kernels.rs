@@ -605,6 +605,13 @@ async fn jobs_replicated_and_gpu_only(relay: Relay) {
         matches!(recorded[1], Recorded::Valid { .. }),
         "{recorded:?}"
     );
+    // The kernel shows its two accepted results beside its declared FLOPs.
+    let shown: CustomKernel = relay
+        .get(&format!("/api/v1/kernels/{}", kernel.id))
+        .await
+        .decode();
+    let runs = shown.measured.expect("runs measured");
+    assert_eq!(runs.results, 2, "{runs:?}");
     for pick in [0.0, 0.5, 1.0] {
         let canary = relay
             .storage

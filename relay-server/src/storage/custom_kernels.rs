@@ -127,8 +127,10 @@ impl Storage {
         self.reads
             .read(move |db| {
                 db.query_one(
-                    "SELECT COUNT(*), COALESCE(SUM(leases.received_ms - leases.issued_ms), 0),
-                            COALESCE(SUM(units.flops), 0)
+                    // PostgreSQL sums BIGINTs into NUMERIC: cast back.
+                    "SELECT COUNT(*),
+                            CAST(COALESCE(SUM(leases.received_ms - leases.issued_ms), 0) AS BIGINT),
+                            CAST(COALESCE(SUM(units.flops), 0) AS BIGINT)
                      FROM jobs JOIN units ON units.job_id = jobs.id
                           JOIN leases ON leases.unit_id = units.id
                      WHERE jobs.kernel = ? AND leases.verdict = 'valid'",
