@@ -180,6 +180,21 @@ impl Client {
         self.get("/api/v1/kernels").await
     }
 
+    /// `POST /api/v1/kernels`: registers a WGSL kernel; the relay's answer is the kernel
+    /// (created, or the one already under the same content address).
+    pub async fn register_kernel(
+        &self,
+        kernel: &crate::RegisterKernel,
+    ) -> Result<crate::CustomKernel, Error> {
+        self.decode(self.request(Method::POST, "/api/v1/kernels").json(kernel))
+            .await
+    }
+
+    /// `GET /api/v1/kernels/{id}`: a registered kernel with its manifest and source.
+    pub async fn custom_kernel(&self, id: &str) -> Result<crate::CustomKernel, Error> {
+        self.get(&format!("/api/v1/kernels/{id}")).await
+    }
+
     /// `POST /api/v1/jobs` with a JSON body (inputs in base64 inside it).
     pub async fn submit(
         &self,

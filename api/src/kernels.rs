@@ -1,4 +1,4 @@
-//! `GET /api/v1/kernels`: the catalog of kernels a relay runs.
+//! `GET /api/v1/kernels`: the catalog of kernels a relay runs, built-in and registered.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,20 @@ pub struct KernelInfo {
     pub comparison: String,
     /// The cheap single-result check, if the kernel has one, and its false-accept odds.
     pub spot_check: Option<String>,
+    /// Set for a kernel a submitter registered (`GET /api/v1/kernels/{id}` has its
+    /// source); absent for the relay's built-ins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomOrigin>,
+}
+
+/// Who brought a custom kernel, and whether it still runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CustomOrigin {
+    /// The account that registered it (none on a relay without billing).
+    pub owner: Option<String>,
+    /// Why it no longer runs, if it was suspended.
+    pub suspended: Option<String>,
 }
 
 /// One named input of a kernel.

@@ -4,6 +4,7 @@
 //!
 //! - [`jobs`]: submitting, listing, following and cancelling jobs, and their units;
 //! - [`events`]: the payloads of a job's Server-Sent Events;
+//! - [`manifest`]: a submitter's own WGSL kernel, its manifest and length expressions;
 //! - [`kernels`], [`network`], [`wallets`], [`ledger`], [`sites`], [`rtc`]: the other
 //!   endpoints' bodies;
 //! - [`Problem`]: the RFC 9457 body of every error;
@@ -19,6 +20,7 @@ pub mod events;
 pub mod jobs;
 pub mod kernels;
 pub mod ledger;
+pub mod manifest;
 pub mod network;
 mod problem;
 pub mod rtc;
@@ -38,8 +40,9 @@ pub use jobs::{
     EscrowProof, Job, JobList, JobState, OutputsQuery, Progress, Quote, SubmitJob, UnitOutput,
     UnitOutputs, UnitPage, UnitRun, UnitState, UnitStates, UnitSummary, Verification,
 };
-pub use kernels::{KernelCatalog, KernelInfo};
+pub use kernels::{CustomOrigin, KernelCatalog, KernelInfo};
 pub use ledger::{Account, LedgerEntry, LedgerPage, TransferRequest, WalletHistory};
+pub use manifest::{CustomKernel, KernelManifest, RegisterKernel};
 pub use network::{Earner, Leaderboard, MinuteRates, Stats, StatsHistory};
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE};
 pub use rtc::{IceServer, IceServers, Sdp};

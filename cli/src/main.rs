@@ -13,7 +13,9 @@ use error::CliError;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use starling_api::{Client, Input, Job, JobEvent, JobState, SubmitJob, Verification};
+use starling_api::{
+    Client, CustomKernel, Input, Job, JobEvent, JobState, RegisterKernel, SubmitJob, Verification,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,6 +50,11 @@ struct Cli {
 enum Command {
     /// List the kernels the relay runs, with their parameters.
     Kernels,
+    /// Register your own WGSL kernel, or read a registered one.
+    Kernel {
+        #[command(subcommand)]
+        action: KernelCommand,
+    },
     /// Submit a job; prints its id.
     Submit {
         /// Kernel id (see `starling kernels`).
@@ -117,6 +124,25 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum KernelCommand {
+    /// Register a WGSL compute shader with its manifest; prints the kernel's id (its
+    /// content address), which `starling submit ID` runs.
+    Register {
+        /// The WGSL source.
+        source: PathBuf,
+        /// The manifest: entry point, workgroup size, parameters, buffers, split,
+        /// comparison and FLOPs per invocation (see the README).
+        #[arg(long, value_name = "FILE")]
+        manifest: PathBuf,
+    },
+    /// Show a registered kernel: its owner, manifest and source.
+    Show {
+        /// The kernel's id.
+        id: String,
+    },
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -133,6 +159,45 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let client = Client::trusting(&cli.relay, cli.api_key.clone(), cli.ca_cert.as_deref())?;
     match cli.command {
         Command::Kernels => kernels(&client, cli.json).await,
+        Command::Kernel {
+            action: KernelCommand::Register { source, manifest },
+        } => {
+            let request = RegisterKernel {
+                source: read_text(&source)?,
+                manifest: serde_json::from_str(&read_text(&manifest)?).map_err(|e| {
+                    CliError::Usage(format!(
+                        "{}: not a kernel manifest: {e}",
+                        manifest.display()
+                    ))
+                })?,
+            };
+            let kernel = client.register_kernel(&request).await?;
+            if cli.json {
+                print_json(&kernel);
+            } else {
+                println!("{}", kernel.id);
+            }
+            Ok(())
+        }
+        Command::Kernel {
+            action: KernelCommand::Show { id },
+        } => {
+            // A content address is 64 hex digits; anything else would be a path of
+            // its own once joined to the URL.
+            if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(CliError::Usage(format!(
+                    "a kernel id is 64 hex digits (`starling kernels` lists them), not {:?}",
+                    id.chars().take(80).collect::<String>()
+                )));
+            }
+            let kernel = client.custom_kernel(&id.to_ascii_lowercase()).await?;
+            if cli.json {
+                print_json(&kernel);
+            } else {
+                print_custom_kernel(&kernel);
+            }
+            Ok(())
+        }
         Command::Submit {
             kernel,
             params,
@@ -263,8 +328,20 @@ async fn kernels(client: &Client, json: bool) -> Result<(), CliError> {
             .and_then(Value::as_object)
             .map(|p| p.keys().map(String::as_str).collect())
             .unwrap_or_default();
+        let origin = match &kernel.custom {
+            None => String::new(),
+            Some(custom) => format!(
+                "  registered by {}{}",
+                custom.owner.as_deref().unwrap_or("(no account)"),
+                if custom.suspended.is_some() {
+                    ", suspended"
+                } else {
+                    ""
+                }
+            ),
+        };
         println!(
-            "{:<11} v{}  params: {}  output: {}",
+            "{:<11} v{}  params: {}  output: {}{origin}",
             kernel.id,
             kernel.version,
             params.join(", "),
@@ -272,6 +349,35 @@ async fn kernels(client: &Client, json: bool) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+fn read_text(path: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|source| CliError::File {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn print_custom_kernel(kernel: &CustomKernel) {
+    println!("id:         {}", kernel.id);
+    println!(
+        "owner:      {}",
+        kernel.owner.as_deref().unwrap_or("(no account)")
+    );
+    if let Some(reason) = &kernel.suspended {
+        println!("suspended:  {reason}");
+    }
+    match serde_json::to_string_pretty(&kernel.manifest) {
+        Ok(manifest) => println!("manifest:\n{manifest}"),
+        Err(e) => println!("manifest:   (cannot print: {e})"),
+    }
+    if let Some(runs) = &kernel.measured {
+        println!(
+            "measured:   {} results, {:.0} ms a unit; the declared FLOPs make that {:.2} GFLOP/s",
+            runs.results, runs.mean_unit_ms, runs.declared_gflop_per_s
+        );
+    }
+    println!("source:\n{}", kernel.source);
 }
 
 fn job_params(pairs: &[String], file: Option<&std::path::Path>) -> Result<Value, CliError> {

@@ -1,7 +1,9 @@
 //! Runs work units: on the GPU when an adapter exists, else on the CPU reference (in the
 //! browser, on a Web Worker so the page never freezes).
 
+use starling_api::manifest::is_content_id;
 use starling_kernels::catalog::RunError;
+use starling_kernels::custom::CustomKernel;
 use starling_kernels::{volunteer, Gpu, KernelError};
 use starling_protocol::{Assignment, DeviceInfo};
 
@@ -17,6 +19,9 @@ pub enum ComputeError {
     /// No GPU, no CPU worker, and this page does not run units on its own thread.
     #[error("no GPU and no CPU worker: this page computes nothing on its own thread")]
     NoCpu,
+    /// A kernel a submitter registered, and no GPU: such kernels never run on the CPU.
+    #[error("kernel {0} is a submitter's own: it runs only on a GPU, and this volunteer has none")]
+    GpuOnly(String),
 }
 
 /// A unit's CPU reference run on the calling thread: `(kernel, unit, input)` to output.
@@ -125,6 +130,14 @@ impl Engine {
 
     /// Runs one assignment and returns its output.
     pub async fn run(&self, a: &Assignment) -> Result<Vec<u8>, ComputeError> {
+        if is_content_id(&a.kernel) {
+            let Some(gpu) = &self.gpu else {
+                return Err(ComputeError::GpuOnly(a.kernel.chars().take(12).collect()));
+            };
+            let (kernel, unit) =
+                CustomKernel::from_assignment(&a.kernel, &a.params_json).map_err(RunError::from)?;
+            return Ok(kernel.run(gpu, &unit, &a.input).await?);
+        }
         if let Some(gpu) = &self.gpu {
             return Ok(volunteer::run_gpu(gpu, &a.kernel, &a.params_json, &a.input).await?);
         }
@@ -141,6 +154,11 @@ impl Engine {
 
     /// FLOPs of an assignment, for the meter.
     pub fn flops(&self, a: &Assignment) -> u64 {
+        if is_content_id(&a.kernel) {
+            return CustomKernel::from_assignment(&a.kernel, &a.params_json)
+                .and_then(|(kernel, unit)| starling_kernels::Kernel::unit_flops(&kernel, &unit))
+                .unwrap_or(0);
+        }
         volunteer::unit_flops(&a.kernel, &a.params_json).unwrap_or(0)
     }
 }

@@ -71,6 +71,8 @@ pub struct Profile {
     /// The embedding site (wallet and origin), when running inside the widget. The relay
     /// pays it a share only if its owner registered that wallet for that origin.
     pub site: Option<SiteClaim>,
+    /// Run only the relay's built-in kernels, never one a submitter registered.
+    pub builtin_only: bool,
 }
 
 /// Why the loop ended.
@@ -159,6 +161,10 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
         },
     )
     .await?;
+    if profile.builtin_only {
+        // Before the first Ready: the channel is ordered, so no lease precedes it.
+        send(transport, &ToRelay::Preferences { builtin_only: true }).await?;
+    }
     loop {
         let message = {
             let next = pin!(next_message(transport, &mut reassembler));

@@ -168,3 +168,115 @@ async fn cli_sends_its_api_key_and_reports_429() -> anyhow::Result<()> {
     assert_eq!(keyed.status.code(), Some(3), "{}", text(&keyed.stderr));
     Ok(())
 }
+
+#[tokio::test]
+async fn cli_registers_and_shows_a_kernel_and_reports_a_bad_one() -> anyhow::Result<()> {
+    let data = TempDir::new("cli-kernels")?;
+    let relay = Relay::start(data.path(), 64)?;
+    let url = relay.url();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kernels");
+    let source = examples.join("saxpy.wgsl").display().to_string();
+    let manifest = examples.join("saxpy.json").display().to_string();
+
+    let registered = starling(
+        &url,
+        relay.dev_key(),
+        &["kernel", "register", &source, "--manifest", &manifest],
+    )?;
+    assert!(registered.status.success(), "{}", text(&registered.stderr));
+    let id = text(&registered.stdout).trim().to_owned();
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the kernel's id alone on stdout: {id:?}"
+    );
+
+    // Anyone reads it back, key or not: the source as registered.
+    let shown = starling(&url, None, &["kernel", "show", &id])?;
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let shown = text(&shown.stdout);
+    assert!(
+        shown.contains(&std::fs::read_to_string(&source)?),
+        "{shown}"
+    );
+    assert!(shown.contains("\"entry_point\": \"main\""), "{shown}");
+    let listed = starling(&url, None, &["kernels"])?;
+    assert!(text(&listed.stdout)
+        .lines()
+        .any(|l| l.starts_with(&id) && l.contains("registered by")));
+
+    // A shader that does not compile: one line naming where, exit code 3.
+    let broken = data.path().join("broken.wgsl");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&source)?.replace("a[0] * x[i] + y[i];", "a[0] * x[i] +;"),
+    )?;
+    let refused = starling(
+        &url,
+        relay.dev_key(),
+        &[
+            "kernel",
+            "register",
+            &broken.display().to_string(),
+            "--manifest",
+            &manifest,
+        ],
+    )?;
+    assert_eq!(refused.status.code(), Some(3));
+    let stderr = text(&refused.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: 422 Invalid value: line 25, column "),
+        "{stderr}"
+    );
+    assert!(stderr.ends_with("(field source)\n"), "{stderr}");
+
+    // An id that is not a content address never reaches the relay as a path.
+    let bad_id = starling(&url, None, &["kernel", "show", "../jobs"])?;
+    assert_eq!(bad_id.status.code(), Some(2));
+
+    // `starling submit ID` runs it like a built-in: two GPU volunteers, the quorum of 2
+    // a registered kernel always has, raw input files.
+    let _volunteers = [Volunteer::start(&url)?, Volunteer::start(&url)?];
+    let floats =
+        |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let (x, y): (Vec<f32>, Vec<f32>) = (0..1000).map(|i| (i as f32 * 0.5, 1.0 - i as f32)).unzip();
+    let mut files = Vec::new();
+    for (name, values) in [("a", vec![3.0f32]), ("x", x.clone()), ("y", y.clone())] {
+        let path = data.path().join(format!("{name}.bin"));
+        std::fs::write(&path, floats(&values))?;
+        files.push(format!("{name}={}", path.display()));
+    }
+    let submitted = starling(
+        &url,
+        relay.dev_key(),
+        &[
+            "submit", &id, "-p", "n=1000", "-i", &files[0], "-i", &files[1], "-i", &files[2],
+            "--wait",
+        ],
+    )?;
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    let job = text(&submitted.stdout).trim().to_owned();
+    let out = data.path().join("saxpy.bin");
+    let out_arg = out.display().to_string();
+    let fetched = starling(&url, relay.dev_key(), &["result", &job, "-o", &out_arg])?;
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    let expected: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 3.0 * x + y).collect();
+    assert_eq!(std::fs::read(&out)?, floats(&expected));
+
+    // A quorum of 1 is refused for it, naming the field.
+    let solo = starling(
+        &url,
+        relay.dev_key(),
+        &[
+            "submit", &id, "-p", "n=1000", "-i", &files[0], "-i", &files[1], "-i", &files[2],
+            "--quorum", "1",
+        ],
+    )?;
+    assert_eq!(solo.status.code(), Some(3));
+    assert!(
+        text(&solo.stderr).contains("(field verification.quorum)"),
+        "{}",
+        text(&solo.stderr)
+    );
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! Type-erased access to kernels by id, with JSON parameters.
 
+use crate::custom::CustomKernel;
 #[cfg(feature = "gpu")]
 use crate::gpu::Gpu;
 use crate::gpu::{GpuDispatch, GpuError};
@@ -9,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::sync::{Arc, RwLock};
 
 /// Named binary inputs of a job, as decoded from the submitter's request.
 pub type NamedInputs = BTreeMap<String, Vec<u8>>;
@@ -235,11 +237,37 @@ impl<K: KernelSpec> Kernel for Erased<K> {
     }
 }
 
-/// All kernels this build knows, by id.
+/// All kernels this build knows, by id, and the registered ones this process met.
 pub struct Catalog {
     kernels: BTreeMap<&'static str, Box<dyn Kernel>>,
     /// Each kernel's description, built once: the relay consults it per result.
     infos: BTreeMap<&'static str, KernelInfo>,
+    /// Kernels submitters registered, by content address, as the relay loaded them
+    /// (see [`Catalog::add_custom`]); at most [`MAX_CUSTOM_KERNELS`].
+    custom: RwLock<BTreeMap<String, Arc<CustomKernel>>>,
+}
+
+/// Most registered kernels a catalog holds at once; a relay loads one again from its
+/// database when it needs one it let go.
+pub const MAX_CUSTOM_KERNELS: usize = 256;
+
+/// A kernel from [`Catalog::get`]: a built-in, borrowed, or a registered one, shared.
+pub enum KernelRef<'c> {
+    /// One of the build's kernels.
+    Builtin(&'c (dyn Kernel + 'static)),
+    /// A kernel a submitter registered.
+    Custom(Arc<CustomKernel>),
+}
+
+impl std::ops::Deref for KernelRef<'_> {
+    type Target = dyn Kernel;
+
+    fn deref(&self) -> &(dyn Kernel + 'static) {
+        match self {
+            Self::Builtin(kernel) => *kernel,
+            Self::Custom(kernel) => kernel.as_ref(),
+        }
+    }
 }
 
 impl Catalog {
@@ -260,15 +288,45 @@ impl Catalog {
             Box::new(Erased::<crate::render::Render>(PhantomData)),
         );
         let infos = kernels.iter().map(|(id, k)| (*id, k.info())).collect();
-        Self { kernels, infos }
+        Self {
+            kernels,
+            infos,
+            custom: RwLock::new(BTreeMap::new()),
+        }
     }
 
-    /// The kernel with this id.
-    pub fn get(&self, id: &str) -> Result<&dyn Kernel, KernelError> {
-        self.kernels
+    /// The kernel with this id: a built-in, or a registered kernel added here.
+    pub fn get(&self, id: &str) -> Result<KernelRef<'_>, KernelError> {
+        if let Some(kernel) = self.kernels.get(id) {
+            return Ok(KernelRef::Builtin(kernel.as_ref()));
+        }
+        self.custom(id)
+            .map(KernelRef::Custom)
+            .ok_or_else(|| KernelError::UnknownKernel(id.chars().take(64).collect()))
+    }
+
+    /// The registered kernel with this content address, if added here.
+    pub fn custom(&self, id: &str) -> Option<Arc<CustomKernel>> {
+        self.custom
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(id)
-            .map(|k| k.as_ref())
-            .ok_or_else(|| KernelError::UnknownKernel(id.to_owned()))
+            .cloned()
+    }
+
+    /// Makes a registered kernel available to [`Catalog::get`]; past
+    /// [`MAX_CUSTOM_KERNELS`] one held earlier is let go.
+    pub fn add_custom(&self, kernel: CustomKernel) -> Arc<CustomKernel> {
+        let kernel = Arc::new(kernel);
+        let mut custom = self
+            .custom
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if custom.len() >= MAX_CUSTOM_KERNELS && !custom.contains_key(kernel.id()) {
+            custom.pop_first();
+        }
+        custom.insert(kernel.id().to_owned(), kernel.clone());
+        kernel
     }
 
     /// Every kernel's description, sorted by id.

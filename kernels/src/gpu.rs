@@ -55,13 +55,34 @@ pub struct AdapterSummary {
     pub software: bool,
 }
 
+/// Most pipelines a device keeps built: the built-ins and a few custom kernels.
+#[cfg(feature = "gpu")]
+const MAX_CACHED_PIPELINES: usize = 16;
+
+/// One dispatch as wgpu binds it: a built-in's [`GpuDispatch`] (bindings in order from
+/// 0) or a custom kernel's (bindings where its manifest puts them).
+#[cfg(feature = "gpu")]
+struct Bound<'a> {
+    key: &'a str,
+    shader: &'a str,
+    entry_point: &'a str,
+    /// Binding and bytes of the uniform block.
+    uniform: (u32, &'a [u8]),
+    /// Binding and byte range of the unit input, per input.
+    inputs: Vec<(u32, Range<usize>)>,
+    /// Binding and size of the output.
+    output: (u32, u64),
+    workgroups: [u32; 3],
+}
+
 /// An open GPU device with a pipeline cache.
 #[cfg(feature = "gpu")]
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
     summary: AdapterSummary,
-    pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
+    /// By kernel: a built-in's label, or a custom kernel's content address.
+    pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
 }
 
 #[cfg(feature = "gpu")]
@@ -120,31 +141,37 @@ impl Gpu {
         &self.summary
     }
 
-    fn pipeline(&self, d: &GpuDispatch) -> wgpu::ComputePipeline {
+    fn pipeline(&self, key: &str, shader: &str, entry_point: &str) -> wgpu::ComputePipeline {
         let mut cache = self
             .pipelines
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache
-            .entry(d.label)
-            .or_insert_with(|| {
-                let module = self
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(d.label),
-                        source: wgpu::ShaderSource::Wgsl(d.shader.into()),
-                    });
-                self.device
-                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(d.label),
-                        layout: None,
-                        module: &module,
-                        entry_point: Some("main"),
-                        compilation_options: Default::default(),
-                        cache: None,
-                    })
-            })
-            .clone()
+        if let Some(pipeline) = cache.get(key) {
+            return pipeline.clone();
+        }
+        // Custom kernels are many: a volunteer that met more than this starts over
+        // rather than holding every pipeline it ever built.
+        if cache.len() >= MAX_CACHED_PIPELINES {
+            cache.clear();
+        }
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(key),
+                source: wgpu::ShaderSource::Wgsl(shader.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry_point),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        cache.insert(key.to_owned(), pipeline.clone());
+        pipeline
     }
 
     /// Runs one dispatch over `input` and returns the output buffer's bytes.
@@ -162,9 +189,46 @@ impl Gpu {
         input: &[u8],
         dispatches: u32,
     ) -> Result<Vec<u8>, GpuError> {
+        let count = d.inputs.len() as u32;
+        let bound = Bound {
+            key: d.label,
+            shader: d.shader,
+            entry_point: "main",
+            uniform: (0, &d.uniforms),
+            inputs: (1..).zip(d.inputs.iter().cloned()).collect(),
+            output: (count + 1, d.output_bytes),
+            workgroups: d.workgroups,
+        };
+        self.run_bound(&bound, input, dispatches).await
+    }
+
+    /// Runs one unit of a custom kernel over `input`, bound as its manifest says.
+    pub async fn run_custom(
+        &self,
+        d: &crate::custom::CustomDispatch<'_>,
+        input: &[u8],
+    ) -> Result<Vec<u8>, GpuError> {
+        let bound = Bound {
+            key: d.label,
+            shader: d.shader,
+            entry_point: d.entry_point,
+            uniform: (d.unit_binding, &d.uniform),
+            inputs: d.inputs.clone(),
+            output: (d.output_binding, d.output_bytes),
+            workgroups: d.workgroups,
+        };
+        self.run_bound(&bound, input, 1).await
+    }
+
+    async fn run_bound(
+        &self,
+        d: &Bound<'_>,
+        input: &[u8],
+        dispatches: u32,
+    ) -> Result<Vec<u8>, GpuError> {
         if d.inputs
             .iter()
-            .any(|r| r.end > input.len() || r.start > r.end)
+            .any(|(_, r)| r.end > input.len() || r.start > r.end)
         {
             return Err(GpuError::Dispatch(
                 "input range outside the unit input".into(),
@@ -172,7 +236,7 @@ impl Gpu {
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom_scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let pipeline = self.pipeline(d);
+        let pipeline = self.pipeline(d.key, d.shader, d.entry_point);
         let storage = |label, contents: &[u8]| {
             // wgpu refuses zero-sized bindings; an empty slice still gets 4 bytes.
             let contents = if contents.is_empty() {
@@ -191,15 +255,16 @@ impl Gpu {
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("uniforms"),
-                contents: &d.uniforms,
+                contents: d.uniform.1,
                 usage: wgpu::BufferUsages::UNIFORM,
             });
-        let inputs: Vec<wgpu::Buffer> = d
+        let inputs: Vec<(u32, wgpu::Buffer)> = d
             .inputs
             .iter()
-            .map(|r| storage("input", &input[r.clone()]))
+            .map(|(binding, r)| (*binding, storage("input", &input[r.clone()])))
             .collect();
-        let out_size = d.output_bytes.max(4).next_multiple_of(4);
+        let (output_binding, output_bytes) = d.output;
+        let out_size = output_bytes.max(4).next_multiple_of(4);
         let output = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("output"),
             size: out_size,
@@ -213,32 +278,30 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
+            binding: d.uniform.0,
             resource: uniforms.as_entire_binding(),
         }];
-        for (i, buffer) in inputs.iter().enumerate() {
+        for (binding, buffer) in &inputs {
             entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
+                binding: *binding,
                 resource: buffer.as_entire_binding(),
             });
         }
         entries.push(wgpu::BindGroupEntry {
-            binding: inputs.len() as u32 + 1,
+            binding: output_binding,
             resource: output.as_entire_binding(),
         });
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(d.label),
+            label: Some(d.key),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
         let mut encoder = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some(d.label),
-            });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(d.key) });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(d.label),
+                label: Some(d.key),
                 timestamp_writes: None,
             });
             pass.set_pipeline(&pipeline);
@@ -280,7 +343,7 @@ impl Gpu {
             let view = staging
                 .get_mapped_range(..)
                 .map_err(|e| GpuError::Readback(e.to_string()))?;
-            view[..d.output_bytes as usize].to_vec()
+            view[..output_bytes as usize].to_vec()
         };
         staging.unmap();
         Ok(bytes)

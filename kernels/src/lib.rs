@@ -21,6 +21,7 @@ macro_rules! shader {
 pub(crate) use shader;
 
 pub mod catalog;
+pub mod custom;
 pub mod gpu;
 pub mod matmul;
 pub mod mlp;

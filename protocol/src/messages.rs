@@ -60,6 +60,12 @@ pub enum ToRelay {
         /// Why, for the relay's logs.
         reason: String,
     },
+    /// What the volunteer is willing to run, sent after the hello when it differs from
+    /// the default (everything its device can run).
+    Preferences {
+        /// Only the relay's built-in kernels, never a kernel a submitter registered.
+        builtin_only: bool,
+    },
 }
 
 impl ToRelay {
@@ -70,6 +76,7 @@ impl ToRelay {
             Self::Ready { .. } => "Ready",
             Self::Result { .. } => "Result",
             Self::Failed { .. } => "Failed",
+            Self::Preferences { .. } => "Preferences",
         }
     }
 }

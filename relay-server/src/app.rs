@@ -275,7 +275,9 @@ macro_rules! route {
 /// each handler's `#[utoipa::path]`; those under `/api/v1` are rate limited.
 pub(crate) fn routes() -> Vec<Route> {
     vec![
-        route!(routes::kernels),
+        route!(routes::kernels::list),
+        route!(routes::kernels::register),
+        route!(routes::kernels::get),
         route!(routes::network::stats),
         route!(routes::network::stats_history),
         route!(routes::network::leaderboard),

@@ -323,6 +323,14 @@ impl From<crate::scheduler::SubmitError> for ApiError {
                     field: Some("params".into()),
                 }
             }
+            e @ crate::scheduler::SubmitError::SoloCustom(_) => Self::Invalid {
+                detail: e.to_string(),
+                field: Some("verification.quorum".into()),
+            },
+            e @ crate::scheduler::SubmitError::Suspended { .. } => Self::Invalid {
+                detail: e.to_string(),
+                field: Some("kernel".into()),
+            },
             crate::scheduler::SubmitError::Storage(s) => s.into(),
         }
     }

@@ -19,6 +19,7 @@
 //!   data directory, private to the relay's user.
 
 pub mod app;
+pub mod custom_kernels;
 pub mod data_dir;
 pub mod error;
 pub mod ledger;

@@ -295,6 +295,7 @@ async fn cancel_withdraws_units_so_late_results_are_stale() {
     let wallet = WalletKey::from_seed([5; 32]).address();
     let lease = LeaseId::from_uuid(uuid::Uuid::new_v4());
     let request = LeaseRequest {
+        custom_ok: true,
         peer,
         wallet,
         site: None,
@@ -342,6 +343,7 @@ async fn cancel_withdraws_units_so_late_results_are_stale() {
         .storage
         .lease_work(
             &LeaseRequest {
+                custom_ok: true,
                 lease: LeaseId::from_uuid(uuid::Uuid::new_v4()),
                 ..request
             },

@@ -100,6 +100,7 @@ async fn measure(colluders: usize, strategy: Strategy, seed: u64) -> anyhow::Res
                 .unwrap_or_else(|| idle[rng.below(idle.len())]);
             let (peer, wallet) = wallets[i];
             let request = LeaseRequest {
+                custom_ok: true,
                 peer,
                 wallet,
                 site: None,

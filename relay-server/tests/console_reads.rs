@@ -192,6 +192,7 @@ async fn settle_one(
     let wallet = WalletKey::from_seed([seed; 32]).address();
     let lease = LeaseId::from_uuid(uuid::Uuid::new_v4());
     let request = LeaseRequest {
+        custom_ok: true,
         peer: PeerId::new(),
         wallet,
         site: None,

@@ -144,6 +144,7 @@ impl Vol {
 
     fn request(&self, deadline: i64) -> LeaseRequest {
         LeaseRequest {
+            custom_ok: true,
             peer: self.peer,
             wallet: self.wallet,
             site: None,
@@ -273,6 +274,7 @@ async fn lease_deadlines_follow_unit_cost_within_bounds(engine: Engine) -> anyho
     let mut deadlines = Vec::new();
     for _ in 0..3 {
         let request = LeaseRequest {
+            custom_ok: true,
             terms,
             ..v.request(0)
         };
@@ -1282,6 +1284,7 @@ impl Vol {
             ..NetworkRule::default()
         };
         let request = LeaseRequest {
+            custom_ok: true,
             network: rule.network_of(network.parse()?),
             ..self.request(i64::MAX / 2)
         };

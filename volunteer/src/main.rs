@@ -38,6 +38,9 @@ struct Cli {
     /// it the volunteer makes a throwaway wallet for this run.
     #[arg(long, env = "STARLING_KEY_FILE")]
     key_file: Option<std::path::PathBuf>,
+    /// Run only the relay's built-in kernels, never a kernel a submitter registered.
+    #[arg(long)]
+    builtin_only: bool,
     /// TEST ONLY: misbehave on results (wrong output, disconnect, stall past the
     /// lease, send twice), to exercise the relay's defences.
     #[arg(long, value_enum)]
@@ -106,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
             .site
             .zip(cli.site_origin.clone())
             .map(|(wallet, origin)| SiteClaim { wallet, origin }),
+        builtin_only: cli.builtin_only,
     };
     let group = match &cli.collude_with {
         Some(dir) => Some(CollusionGroup::new(

@@ -30,6 +30,9 @@ pub struct Settings {
     pub background: bool,
     /// Pause on battery below this fraction (0 to 1).
     pub battery_floor: f64,
+    /// Run only the relay's built-in kernels, never one a submitter registered (from
+    /// the next connection on).
+    pub builtin_only: bool,
 }
 
 impl Default for Settings {
@@ -39,6 +42,7 @@ impl Default for Settings {
             paused: false,
             background: false,
             battery_floor: 0.2,
+            builtin_only: false,
         }
     }
 }
@@ -79,7 +83,7 @@ const SIGHT_DELAY_MS: u32 = 100;
 thread_local! {
     static ENGINE: RefCell<Option<Rc<Engine>>> = const { RefCell::new(None) };
     static STOP: RefCell<Option<futures::channel::oneshot::Sender<()>>> = const { RefCell::new(None) };
-    static SETTINGS: Cell<Settings> = const { Cell::new(Settings { intensity: 1.0, paused: false, background: false, battery_floor: 0.2 }) };
+    static SETTINGS: Cell<Settings> = const { Cell::new(Settings { intensity: 1.0, paused: false, background: false, battery_floor: 0.2, builtin_only: false }) };
     static BATTERY: RefCell<Option<JsValue>> = const { RefCell::new(None) };
     static CPU_ON_PAGE: Cell<Option<CpuReference>> = const { Cell::new(None) };
     static SIGHT: Cell<Sight> = const { Cell::new(Sight::TopLevel) };
@@ -488,6 +492,7 @@ pub async fn start(
         client: format!("browser/{}", env!("CARGO_PKG_VERSION")),
         wallet: keystore::load_or_create().map_err(|e| e.to_string())?,
         site,
+        builtin_only: SETTINGS.with(Cell::get).builtin_only,
     };
     let on_hold: Rc<dyn Fn(Option<Hold>)> = Rc::new(on_hold);
     let on_event = RefCell::new(on_event);

@@ -10,6 +10,9 @@ pub fn work_in_words(kernel: &str) -> String {
         "matmul" => "multiplying part of two matrices".to_owned(),
         "montecarlo" => "drawing random samples for a Monte Carlo estimate".to_owned(),
         "mlp" => "running part of a batch through a neural network".to_owned(),
+        id if starling_api::manifest::is_content_id(id) => {
+            "running a kernel a submitter registered".to_owned()
+        }
         // A kernel id is short and plain, but it comes from the relay: keep it bounded.
         other => format!(
             "computing a unit of the “{}” kernel",
@@ -131,5 +134,10 @@ mod tests {
         assert_eq!(work_in_words("render"), "rendering part of an image");
         let long = "x".repeat(10_000);
         assert!(work_in_words(&long).len() < 100);
+        // A registered kernel is said to be one; the page names it beside the line.
+        assert_eq!(
+            work_in_words(&"ab".repeat(32)),
+            "running a kernel a submitter registered"
+        );
     }
 }

@@ -48,6 +48,7 @@ async fn record(storage: &Storage, result: ReturnedResult<'_>) -> anyhow::Result
 
 fn request(peer: PeerId, wallet: WalletAddress) -> LeaseRequest {
     LeaseRequest {
+        custom_ok: true,
         peer,
         wallet,
         site: None,

@@ -714,6 +714,7 @@ pub async fn quote(
     request: Request,
 ) -> Result<Json<Quote>, ApiError> {
     let submission = read_submission(&state, &headers, request).await?;
+    state.scheduler.ensure_kernel(&submission.kernel).await?;
     let (plan, quorum) = state.scheduler.plan(
         &submission.kernel,
         &submission.params,

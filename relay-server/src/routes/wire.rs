@@ -68,6 +68,20 @@ pub fn kernel(info: &starling_kernels::KernelInfo) -> api::KernelInfo {
         output_content_type: info.output_content_type.to_owned(),
         comparison: info.comparison.to_owned(),
         spot_check: info.spot_check.map(str::to_owned),
+        custom: None,
+    }
+}
+
+/// A registered kernel, source and all.
+pub fn custom_kernel(kernel: &crate::storage::StoredKernel) -> api::CustomKernel {
+    api::CustomKernel {
+        id: kernel.id.clone(),
+        owner: kernel.owner.clone(),
+        registered_ms: kernel.registered_ms,
+        suspended: kernel.suspended.clone(),
+        manifest: kernel.manifest.clone(),
+        source: kernel.source.clone(),
+        measured: None,
     }
 }
 

@@ -5,7 +5,7 @@ use crate::ledger::{Account, Entry};
 use crate::rtc::link::{Link, LinkSender};
 use crate::rtc::PendingSlot;
 use crate::scheduler::caps::Network;
-use crate::scheduler::{LeaseError, Scheduler, Speed, Verdict};
+use crate::scheduler::{Asker, LeaseError, Scheduler, Speed, Verdict};
 use crate::storage::PeerId;
 use starling_protocol::{
     encode_frames, Binding, ChunkError, FrameError, LeaseId, Reassembler, Receipt, SiteClaim,
@@ -222,7 +222,7 @@ async fn run(
     )
     .await
     .map_err(|_| SessionError::Protocol(format!("no hello within {HELLO_TIMEOUT:?}")))??;
-    let (wallet, site) = match hello {
+    let (wallet, site, gpu) = match hello {
         ToRelay::Hello {
             version,
             client,
@@ -264,7 +264,10 @@ async fn run(
                 Some(claim) => registered_site(scheduler, peer, &wallet, claim).await?,
                 None => None,
             };
-            (wallet, site)
+            // Kernels submitters registered run on a GPU or not at all: never on the CPU
+            // fallback, which would run a stranger's code unsandboxed by a GPU driver.
+            let gpu = !device.backend.eq_ignore_ascii_case("cpu");
+            (wallet, site, gpu)
         }
         ToRelay::Hello { version, .. } => {
             return Err(SessionError::Protocol(format!(
@@ -296,6 +299,9 @@ async fn run(
     .await?;
 
     let mut wanted: u32 = 0;
+    // Whether registered kernels' units may go to this volunteer: a GPU's, unless it
+    // asked for built-ins only (`ToRelay::Preferences`).
+    let mut custom_ok = gpu;
     let mut speed = Speed::NEWCOMER;
     // Leases in flight on this connection: when each was sent, what it costs, and the
     // exact size of its output.
@@ -311,7 +317,17 @@ async fn run(
             // Over a cap on leases held or taken, this is `None` too: the volunteer
             // waits for a lease of its own to end, or for the next poll.
             match scheduler
-                .next_capped_assignment(peer, wallet, site, caps_network, speed, network)
+                .next_capped_assignment(
+                    Asker {
+                        peer,
+                        wallet,
+                        site,
+                        speed,
+                        network,
+                        custom_ok,
+                    },
+                    caps_network,
+                )
                 .await?
             {
                 Some((assignment, flops)) => {
@@ -395,6 +411,11 @@ async fn run(
                 scheduler
                     .abandon(peer, lease, clip(&reason, MAX_LOGGED_CHARS))
                     .await?
+            }
+            ToRelay::Preferences { builtin_only } => {
+                // Only ever narrows what the hello's device allows: a CPU volunteer
+                // cannot ask its way to a registered kernel.
+                custom_ok = gpu && !builtin_only;
             }
             ToRelay::Hello { .. } => return Err(SessionError::Protocol("hello sent twice".into())),
         }

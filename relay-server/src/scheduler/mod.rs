@@ -15,6 +15,8 @@ use crate::storage::{
 };
 use crate::validation::quorum::{Policy, Reference};
 use crate::validation::{Network, NetworkRule};
+use starling_api::manifest::is_content_id;
+use starling_kernels::custom::CustomKernel;
 use starling_kernels::{Catalog, KernelError, NamedInputs};
 use starling_protocol::{Assignment, JobId, LeaseId, WalletAddress};
 use std::collections::HashMap;
@@ -144,6 +146,17 @@ pub enum SubmitError {
         /// The limit.
         max: usize,
     },
+    /// A registered kernel's units are always replicated.
+    #[error("a registered kernel has no CPU reference and no spot check: its units need at least 2 agreeing wallets, not {0}")]
+    SoloCustom(u32),
+    /// The registered kernel was suspended.
+    #[error("kernel `{id}` is suspended: {reason}")]
+    Suspended {
+        /// The kernel.
+        id: String,
+        /// Why.
+        reason: String,
+    },
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -166,6 +179,29 @@ pub struct JobOrder<'a> {
     pub max_active: Option<u64>,
     /// The retry key it claims.
     pub idempotency: Option<crate::storage::IdempotencyClaim>,
+}
+
+/// Distinct volunteers a registered kernel's units may outlive their leases on before
+/// the kernel is suspended: one slow or unlucky device is not the kernel's fault, three
+/// are.
+pub const SUSPEND_AFTER_WALLETS: i64 = 3;
+
+/// A session's volunteer asking for a lease: who it is, where its data comes from, and
+/// what it may be given.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker {
+    /// The connection.
+    pub peer: PeerId,
+    /// Its proved wallet.
+    pub wallet: WalletAddress,
+    /// The embedding site it came through, if registered.
+    pub site: Option<WalletAddress>,
+    /// Its measured speed.
+    pub speed: Speed,
+    /// The network its data comes from.
+    pub network: Option<Network>,
+    /// Whether units of kernels submitters registered may go to it (a GPU volunteer).
+    pub custom_ok: bool,
 }
 
 /// What the relay answers to a returned result.
@@ -391,6 +427,7 @@ impl Scheduler {
             idempotency,
         } = order;
         let quorum_explicit = quorum.is_some();
+        self.ensure_kernel(kernel).await?;
         let (plan, quorum) = self.plan(kernel, &params, inputs, quorum)?;
         let id = JobId::from_uuid(uuid::Uuid::new_v4());
         self.storage
@@ -426,7 +463,14 @@ impl Scheduler {
         inputs: &NamedInputs,
         quorum: Option<u32>,
     ) -> Result<(starling_kernels::catalog::JobPlan, u32), SubmitError> {
-        let quorum = quorum.unwrap_or(self.config.default_quorum);
+        let custom = is_content_id(kernel);
+        let quorum = match quorum {
+            Some(1) if custom => return Err(SubmitError::SoloCustom(1)),
+            Some(quorum) => quorum,
+            // Nothing checks a registered kernel's single result: replicas always.
+            None if custom => self.config.default_quorum.max(2),
+            None => self.config.default_quorum,
+        };
         if !(1..=5).contains(&quorum) {
             return Err(SubmitError::Quorum(quorum));
         }
@@ -442,6 +486,47 @@ impl Scheduler {
         }
         let plan = kernel.plan(params, inputs, self.config.unit_flops)?;
         Ok((plan, quorum))
+    }
+
+    /// Makes a registered kernel (`id`, a content address) available to the catalog,
+    /// loading it from the database if this process has not met it: before planning a
+    /// job of it (refused while it is suspended), and before leasing or judging its
+    /// units (another relay, or this one before a restart, may have taken the job).
+    pub async fn ensure_kernel(&self, id: &str) -> Result<(), SubmitError> {
+        if !is_content_id(id) {
+            return Ok(());
+        }
+        let Some(stored) = self.storage.custom_kernel(id).await? else {
+            return Err(KernelError::UnknownKernel(id.to_owned()).into());
+        };
+        if let Some(reason) = stored.suspended {
+            return Err(SubmitError::Suspended {
+                id: id.to_owned(),
+                reason,
+            });
+        }
+        if self.catalog.custom(id).is_none() {
+            self.add_custom(stored)?;
+        }
+        Ok(())
+    }
+
+    /// Loads `id` into the catalog if it is a registered kernel this process lacks.
+    async fn load_custom(&self, id: &str) -> Result<(), StorageError> {
+        if !is_content_id(id) || self.catalog.custom(id).is_some() {
+            return Ok(());
+        }
+        if let Some(stored) = self.storage.custom_kernel(id).await? {
+            self.add_custom(stored)
+                .map_err(|e| StorageError::Corrupt(format!("kernel {id}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn add_custom(&self, stored: crate::storage::StoredKernel) -> Result<(), KernelError> {
+        let kernel = CustomKernel::new(stored.id, stored.manifest, stored.source)?;
+        self.catalog.add_custom(kernel);
+        Ok(())
     }
 
     async fn job_input(&self, job: JobId) -> Result<Arc<Vec<u8>>, StorageError> {
@@ -483,13 +568,10 @@ impl Scheduler {
     /// deadline.
     pub async fn next_capped_assignment(
         &self,
-        peer: PeerId,
-        wallet: WalletAddress,
-        site: Option<WalletAddress>,
+        asker: Asker,
         caps_network: caps::Network,
-        speed: Speed,
-        network: Option<Network>,
     ) -> Result<Option<(Assignment, u64)>, LeaseError> {
+        let (peer, wallet) = (asker.peer, asker.wallet);
         let lease = LeaseId::from_uuid(uuid::Uuid::now_v7());
         let now = Instant::now();
         if let Err(refusal) = self.caps.hold(
@@ -503,7 +585,7 @@ impl Scheduler {
             tracing::debug!(%peer, %wallet, ?refusal, "no lease now: over a cap");
             return Ok(None);
         }
-        let leased = self.lease(lease, peer, wallet, site, speed, network).await;
+        let leased = self.lease(lease, asker).await;
         match &leased {
             Ok(Some((assignment, _))) => self.caps.granted(
                 lease,
@@ -545,18 +627,30 @@ impl Scheduler {
         // Time-ordered: leases and results are keyed by it, and new keys landing at the
         // end of their indexes keep each commit's page writes few.
         let lease = LeaseId::from_uuid(uuid::Uuid::now_v7());
-        self.lease(lease, peer, wallet, site, speed, network).await
+        let asker = Asker {
+            peer,
+            wallet,
+            site,
+            speed,
+            network,
+            custom_ok: true,
+        };
+        self.lease(lease, asker).await
     }
 
     async fn lease(
         &self,
         lease: LeaseId,
-        peer: PeerId,
-        wallet: WalletAddress,
-        site: Option<WalletAddress>,
-        speed: Speed,
-        network: Option<Network>,
+        asker: Asker,
     ) -> Result<Option<(Assignment, u64)>, LeaseError> {
+        let Asker {
+            peer,
+            wallet,
+            site,
+            speed,
+            network,
+            custom_ok,
+        } = asker;
         let started = std::time::Instant::now();
         // From memory where this process has it (a pool query per lease cost more CPU
         // than the lease's writes), not the hello's upsert.
@@ -574,6 +668,7 @@ impl Scheduler {
             network,
             draw,
             lease,
+            custom_ok,
             terms: LeaseTerms {
                 start_ms: now,
                 min_ms: self.config.lease.as_millis() as i64,
@@ -601,7 +696,9 @@ impl Scheduler {
                 let checkable = catalog
                     .info(kernel)
                     .is_ok_and(|info| info.spot_check.is_some());
-                if trusted && (checkable || audit >= audit_rate) {
+                // A registered kernel's result is never taken alone, however trusted
+                // its wallet: nothing else would ever check it.
+                if trusted && (checkable || audit >= audit_rate) && !is_content_id(kernel) {
                     1
                 } else {
                     job_quorum
@@ -628,6 +725,7 @@ impl Scheduler {
         } = leased;
         let input = self.job_input(job).await?;
         let job_params = self.job_params(job, &job_params)?;
+        self.load_custom(&kernel).await?;
         let unit_input = self
             .catalog
             .get(&kernel)
@@ -645,10 +743,16 @@ impl Scheduler {
                     },
                 );
                 tracing::debug!(%job, %lease, %peer, canary, "unit leased");
+                // A registered kernel's unit carries the kernel itself: the volunteer
+                // checks it against the content address before it runs anything.
+                let params_json = match self.catalog.custom(&kernel) {
+                    Some(custom) => custom.assignment_params(&unit_params),
+                    None => unit_params,
+                };
                 let assignment = Assignment {
                     lease,
                     kernel,
-                    params_json: unit_params,
+                    params_json,
                     input: unit_input,
                     deadline_ms: u32::try_from((deadline_ms - now).max(0)).unwrap_or(u32::MAX),
                     job_age_s: u32::try_from((now - job_created_ms).max(0) / 1000)
@@ -697,6 +801,7 @@ impl Scheduler {
                 "the lease was issued to another wallet".into(),
             ));
         }
+        self.load_custom(&context.kernel).await?;
         let kernel = match self.catalog.get(&context.kernel) {
             Ok(kernel) => kernel,
             Err(e) => return Ok(Verdict::Rejected(e.to_string())),
@@ -717,7 +822,10 @@ impl Scheduler {
         });
         let judging = Judging {
             max_results: self.config.max_results,
-            vet_newcomers: self.config.vet_newcomers,
+            // A registered kernel has no CPU reference to anchor a quorum of newcomers,
+            // and trust is per kernel, so every wallet is new to a new kernel: its units
+            // settle on their replicas alone (at least 2 wallets, 2 networks).
+            vet_newcomers: self.config.vet_newcomers && !is_content_id(&context.kernel),
         };
         let result = ReturnedResult {
             lease,
@@ -1025,6 +1133,30 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Suspends registered kernels whose units outlived their leases on
+    /// [`SUSPEND_AFTER_WALLETS`] distinct volunteers (a kernel that hangs or loops), and
+    /// fails their jobs with the reason, which refunds what their escrow has left. The
+    /// volunteers go on with other work once their devices finish or give up.
+    async fn suspend_hung_kernels(&self) -> Result<(), StorageError> {
+        for (kernel, wallets) in self
+            .storage
+            .hung_custom_kernels(SUSPEND_AFTER_WALLETS)
+            .await?
+        {
+            let reason = format!(
+                "kernel {kernel} was suspended: its units ran past their deadlines on {wallets} \
+                 distinct volunteers (a loop that does not end, or far more work than its \
+                 declared FLOPs)"
+            );
+            tracing::warn!(%kernel, "{reason}");
+            for job in self.storage.suspend_kernel(&kernel, &reason).await? {
+                self.storage.fail_job(job, &reason).await?;
+                self.progress.touched(job);
+            }
+        }
+        Ok(())
+    }
+
     /// Start-up recovery: void leases of the previous process and merge jobs that were
     /// complete but not merged when it stopped.
     pub async fn recover(&self) -> Result<(), StorageError> {
@@ -1112,6 +1244,9 @@ impl Scheduler {
                 }
                 if let Err(e) = this.fail_stuck_jobs().await {
                     tracing::error!("failing stuck jobs failed: {e}");
+                }
+                if let Err(e) = this.suspend_hung_kernels().await {
+                    tracing::error!("suspending hung kernels failed: {e}");
                 }
             }
         })

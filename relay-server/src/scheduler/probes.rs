@@ -113,6 +113,9 @@ impl Scheduler {
                     Ok(stock) => stock
                         .into_iter()
                         .filter(|(_, fresh)| *fresh < this.config.probe_stock as i64)
+                        // A registered kernel has no CPU reference to make probes with;
+                        // asking would cost the built-ins' probes a 10 s rest each time.
+                        .filter(|(kernel, _)| !starling_api::manifest::is_content_id(kernel))
                         .map(|(kernel, _)| kernel)
                         .collect(),
                     Err(e) => {

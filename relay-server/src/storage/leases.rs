@@ -35,6 +35,9 @@ pub struct LeaseRequest {
     /// the caller, so that two wallets asking one after the other do not get the two
     /// replicas of one unit.
     pub draw: f64,
+    /// Whether units of kernels submitters registered may go to it: only to a volunteer
+    /// computing on a GPU (never the CPU fallback) that did not ask for built-ins only.
+    pub custom_ok: bool,
 }
 
 /// Units a lease is drawn from: the oldest this many the volunteer may have. Wide enough
@@ -70,7 +73,9 @@ macro_rules! eligible_units {
                                 OR ((leases.state = 'released' OR leases.state = 'expired')
                                     AND leases.wallet = ?1 AND leases.issued_ms > ?3)
                                 OR (leases.network = ?4
-                                    AND (leases.state = 'active' OR leases.state = 'returned'))))"
+                                    AND (leases.state = 'active' OR leases.state = 'returned'))))
+           -- A registered kernel's id is its 64-digit content address; built-ins' are short.
+           AND (?6 = 1 OR LENGTH(jobs.kernel) <> 64)"
     };
 }
 
@@ -345,10 +350,11 @@ fn load_drawn_unit(
         Dialect::Sqlite => pick_unit!(),
         Dialect::Postgres => concat!(pick_unit!(), " FOR UPDATE OF units SKIP LOCKED"),
     };
+    let custom_ok = i64::from(request.custom_ok);
     let pick = |offset: i64| {
         db.query_opt(
             pick_sql,
-            params![wallet, peer, since, network, offset],
+            params![wallet, peer, since, network, offset, custom_ok],
             |r| {
                 Ok((
                     UnitRow::read(r)?,
@@ -368,7 +374,7 @@ fn load_drawn_unit(
                 eligible_units!(),
                 " LIMIT ?5) AS eligible"
             ),
-            params![wallet, peer, since, network, DRAW_FROM],
+            params![wallet, peer, since, network, DRAW_FROM, custom_ok],
             |r| r.get(0),
         )?;
         if eligible > 0 {
@@ -384,7 +390,7 @@ fn load_drawn_unit(
             // as committed. No other relay can lease it until this transaction ends.
             db.query_opt(
                 concat!(pick_one_unit!(), " AND units.id = ?5"),
-                params![wallet, peer, since, network, unit.id],
+                params![wallet, peer, since, network, unit.id, custom_ok],
                 |r| {
                     Ok((
                         UnitRow::read(r)?,
@@ -483,12 +489,12 @@ fn lease_canary_in(
             "SELECT ",
             unit_columns!(),
             " FROM jobs JOIN units ON units.job_id = jobs.id
-             WHERE jobs.probe = 1 AND units.state = 'done'
+             WHERE jobs.probe = 1 AND units.state = 'done' AND (?1 = 1 OR LENGTH(jobs.kernel) <> 64)
                AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id)
                AND EXISTS (SELECT 1 FROM job_inputs WHERE job_inputs.job_id = units.job_id)
              ORDER BY jobs.rowid DESC LIMIT 1"
         ),
-        params![],
+        params![i64::from(request.custom_ok)],
         UnitRow::read,
     )?;
     if let Some(row) = probe {
@@ -506,6 +512,7 @@ fn lease_canary_in(
         unit_columns!(),
         " FROM units JOIN jobs ON jobs.id = units.job_id
          WHERE units.state = 'done' AND units.rowid >= ?1 AND jobs.probe = 0
+           AND (?3 = 1 OR LENGTH(jobs.kernel) <> 64)
            AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
                            AND leases.wallet = ?2)
            -- Only from jobs whose data is kept: a purged job's units are never sent again.
@@ -514,7 +521,11 @@ fn lease_canary_in(
     );
     // From the drawn point on, then from the start if nothing was after it.
     for start in [from, 0] {
-        found = db.query_opt(select, params![start, wallet], UnitRow::read)?;
+        found = db.query_opt(
+            select,
+            params![start, wallet, i64::from(request.custom_ok)],
+            UnitRow::read,
+        )?;
         if found.is_some() {
             break;
         }

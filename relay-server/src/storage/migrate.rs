@@ -33,6 +33,7 @@ const TABLES: &[&str] = &[
     "accruals",
     "sites",
     "relays",
+    "custom_kernels",
 ];
 
 /// Tables whose rows are copied in insertion order (PostgreSQL numbers them anew, in

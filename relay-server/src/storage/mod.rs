@@ -28,6 +28,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod custom_kernels;
 pub mod job_keys;
 pub mod job_queries;
 mod leaderboard;
@@ -47,6 +48,7 @@ mod wallets;
 mod writer;
 pub use crate::lifecycle::billing::Pricing;
 pub use crate::lifecycle::lease::LeaseTerms;
+pub use custom_kernels::StoredKernel;
 pub use leaderboard::Earner;
 pub use leases::{LeaseRequest, RELAY_GONE_AFTER_MS, REPEAT_AFTER_MS};
 pub use ledger::{Accrual, LedgerError, SignedTransfer};

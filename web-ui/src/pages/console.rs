@@ -884,7 +884,17 @@ pub fn ConsolePage() -> impl IntoView {
                             on:change=move |e| selected.set(event_target_value(&e))>
                             {list.iter().map(|k| {
                                 let id = k.id.clone();
-                                view! { <option value=id.clone()>{id.clone()}</option> }
+                                // A registered kernel's id is 64 hex digits: named by what
+                                // its owner says it does, and the start of its id.
+                                let label = match &k.custom {
+                                    Some(_) => format!(
+                                        "{} ({}…)",
+                                        k.description.chars().take(60).collect::<String>(),
+                                        id.chars().take(12).collect::<String>()
+                                    ),
+                                    None => id.clone(),
+                                };
+                                view! { <option value=id.clone()>{label}</option> }
                             }).collect_view()}
                         </select>
                         <small class="hint">{move || kernel.get().map(|k| k.description)}</small>

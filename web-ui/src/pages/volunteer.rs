@@ -78,6 +78,9 @@ pub struct Session {
     pub settings: RwSignal<Settings>,
     /// The unit computing now, in words; None while connected with nothing to do.
     pub computing: RwSignal<Option<String>>,
+    /// The registered kernel of the latest unit, if it was one: its id and, once the
+    /// relay said, who registered it. The page links its source.
+    pub custom_kernel: RwSignal<Option<(String, Option<String>)>>,
     /// Requests for work so far: a timer started by one knows whether it is still the
     /// newest and unanswered.
     asks: RwSignal<u64>,
@@ -98,6 +101,7 @@ impl Session {
                 .map(|v| v.clamp(0.1, 1.0))
                 .unwrap_or(1.0),
             background: net::local_get("starling.background").as_deref() == Some("1"),
+            builtin_only: net::local_get("starling.builtin_only").as_deref() == Some("1"),
             battery_floor: net::local_get("starling.battery_floor")
                 .and_then(|v| v.parse::<f64>().ok())
                 .map(|v| v.clamp(0.0, 1.0))
@@ -120,6 +124,7 @@ impl Session {
             recent: RwSignal::new(Vec::new()),
             settings: RwSignal::new(settings),
             computing: RwSignal::new(None),
+            custom_kernel: RwSignal::new(None),
             asks: RwSignal::new(0),
             earned_today: RwSignal::new(words::earned_on(
                 net::local_get(EARNED_KEY).as_deref(),
@@ -144,6 +149,10 @@ impl Session {
         }
         net::local_set("starling.intensity", &s.intensity.to_string());
         net::local_set("starling.background", if s.background { "1" } else { "0" });
+        net::local_set(
+            "starling.builtin_only",
+            if s.builtin_only { "1" } else { "0" },
+        );
         net::local_set("starling.battery_floor", &s.battery_floor.to_string());
     }
 
@@ -180,6 +189,7 @@ impl Session {
                 kernel, job_age_s, ..
             } => {
                 s.asks.update(|a| *a += 1);
+                s.show_kernel(&kernel);
                 s.computing.set(Some(format!(
                     "{} {}",
                     words::work_in_words(&kernel),
@@ -252,6 +262,7 @@ impl Session {
             s.hold.set(None);
             s.transport.set(None);
             s.computing.set(None);
+            s.custom_kernel.set(None);
             match result {
                 Ok(()) => s.phase.set(Phase::Idle),
                 Err(e) => s.phase.set(Phase::Failed(e)),
@@ -314,6 +325,38 @@ impl Session {
             },
             (Phase::Failed(e), _) => format!("Stopped: {e}"),
         }
+    }
+}
+
+impl Session {
+    /// Names the registered kernel a unit runs, and asks the relay who registered it
+    /// (once per kernel: units of one kernel come in runs).
+    fn show_kernel(&self, kernel: &str) {
+        if !starling_api::manifest::is_content_id(kernel) {
+            self.custom_kernel.set(None);
+            return;
+        }
+        let shown = self.custom_kernel.get_untracked();
+        if shown.as_ref().is_some_and(|(id, _)| id == kernel) {
+            return;
+        }
+        self.custom_kernel.set(Some((kernel.to_owned(), None)));
+        let (custom_kernel, id) = (self.custom_kernel, kernel.to_owned());
+        spawn_local(async move {
+            let owner = net::get(&format!("/api/v1/kernels/{id}"))
+                .await
+                .and_then(|reply| reply.decode::<starling_api::CustomKernel>())
+                .map(|kernel| kernel.owner.unwrap_or_else(|| "no account".into()));
+            if let Ok(owner) = owner {
+                custom_kernel.update(|shown| {
+                    if let Some((shown_id, shown_owner)) = shown {
+                        if *shown_id == id {
+                            *shown_owner = Some(owner);
+                        }
+                    }
+                });
+            }
+        });
     }
 }
 
@@ -477,6 +520,23 @@ pub fn Controls(session: Session, site: Option<SiteClaim>, full: bool) -> impl I
                 >
                     {move || status.get()}
                 </span>
+                {move || {
+                    // The latest registered kernel this session ran, until a built-in's
+                    // unit comes or the session stops: units of one kernel come in runs.
+                    let (id, owner) = session.custom_kernel.get()?;
+                    let owner = owner.map(|o| format!(", registered by account {o}")).unwrap_or_default();
+                    Some(view! {
+                        <a
+                            class="kernel-source"
+                            data-testid="kernel-source"
+                            href=format!("/api/v1/kernels/{id}")
+                            target="_blank"
+                            rel="noopener"
+                        >
+                            {format!("Kernel {}…{owner}: read its source", &id[..12])}
+                        </a>
+                    })
+                }}
             </div>
             <div class="settings">
                 <label for="intensity">"Intensity "
@@ -498,6 +558,12 @@ pub fn Controls(session: Session, site: Option<SiteClaim>, full: bool) -> impl I
                             prop:checked=move || session.settings.get().background
                             on:change=move |e| session.update(|s| s.background = event_target_checked(&e)) />
                         "Keep working while this tab is hidden"
+                    </label>
+                    <label class="check">
+                        <input type="checkbox" data-testid="builtin-only"
+                            prop:checked=move || session.settings.get().builtin_only
+                            on:change=move |e| session.update(|s| s.builtin_only = event_target_checked(&e)) />
+                        "Run only built-in kernels (not ones submitters registered; from the next Start)"
                     </label>
                     <label for="battery-floor">"Pause on battery below "
                         <output>{move || format!("{:.0}%", session.settings.get().battery_floor * 100.0)}</output>

@@ -1,0 +1,152 @@
+//! A submitter's own kernel (the SAXPY example) computed by headless Chromium's WebGPU
+//! over WebRTC: the browser and a native volunteer are the job's two wallets, so every
+//! unit's quorum of 2 holds a result the browser computed with the WGSL it was sent (and
+//! checked against the kernel's content address), and the merged result equals the CPU's.
+
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use starling_api::manifest::KernelManifest;
+use starling_api::{Input, RegisterKernel, SubmitJob};
+use starling_e2e::browser::Browser;
+use starling_e2e::{Relay, TempDir, Volunteer};
+use starling_protocol::WalletKey;
+use std::time::Duration;
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_runs_a_registered_saxpy_kernel_on_webgpu() -> anyhow::Result<()> {
+    let data = TempDir::new("custom-browser")?;
+    let relay = Relay::start(data.path(), 1)?;
+    let api = relay.api();
+    let browser = Browser::start("custom-browser").await?;
+    browser.goto(&relay.url()).await?;
+    let device = browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    anyhow::ensure!(
+        device.starts_with("WebGPU:"),
+        "a registered kernel runs only on WebGPU; the page found {device}"
+    );
+
+    let key = WalletKey::from_seed(rand::random());
+    let key_file = data.path().join("native.key");
+    std::fs::write(&key_file, key.to_hex())?;
+    let native_wallet = key.address().to_string();
+    let _native = Volunteer::start_with(
+        &relay.url(),
+        &["--key-file", &key_file.display().to_string()],
+    )?;
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kernels");
+    let manifest: KernelManifest =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("saxpy.json"))?)?;
+    let source = std::fs::read_to_string(dir.join("saxpy.wgsl"))?;
+    let kernel = api
+        .client()
+        .register_kernel(&RegisterKernel { source, manifest })
+        .await?;
+    let kernel_id = kernel.id.clone();
+
+    let n = 200_000usize;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let y: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let a = -0.5f32;
+    let inputs = [("a", vec![a]), ("x", x.clone()), ("y", y.clone())]
+        .into_iter()
+        .map(|(name, values)| Input {
+            name: name.into(),
+            file_name: format!("{name}.bin"),
+            bytes: f32_bytes(&values),
+        })
+        .collect();
+    let job = api
+        .client()
+        .submit_multipart(&SubmitJob::new(kernel.id, json!({"n": n})), inputs, None)
+        .await?;
+    let id = job.id.to_string();
+    browser.click("start").await?;
+    let done = api.wait_done(&id, Duration::from_secs(240)).await?;
+    eprintln!("saxpy in the browser and natively: {:?}", done.progress);
+    let (status, result) = api.result(&id).await?;
+    anyhow::ensure!(status == 200, "result: {status}");
+    let expected = f32_bytes(&x.iter().zip(&y).map(|(x, y)| a * x + y).collect::<Vec<_>>());
+    anyhow::ensure!(
+        result == expected,
+        "the merged SAXPY differs from the CPU's"
+    );
+
+    // The page names the kernel it ran, whose it is, and links its source.
+    let named = browser
+        .wait_text("kernel-source", Duration::from_secs(10), |t| {
+            t.contains("registered by account")
+        })
+        .await?;
+    anyhow::ensure!(
+        named.starts_with(&format!("Kernel {}", &kernel_id[..12])),
+        "{named}"
+    );
+
+    // Every unit was settled by the native volunteer and one other wallet: the browser's.
+    for unit in api.units(&id).await? {
+        anyhow::ensure!(unit.valid_wallets.len() >= 2, "{unit:?}");
+        anyhow::ensure!(
+            unit.valid_wallets.iter().any(|w| *w != native_wallet),
+            "the browser computed none of {unit:?}"
+        );
+    }
+
+    // "Run only built-in kernels", from the next Start: a second job of the kernel goes
+    // to two native volunteers alone while the browser stays connected and asking.
+    browser.click("stop").await?;
+    browser
+        .wait_text("status", Duration::from_secs(10), |t| t.starts_with("Idle"))
+        .await?;
+    browser.click("builtin-only").await?;
+    let second_key = WalletKey::from_seed(rand::random());
+    let second_file = data.path().join("second.key");
+    std::fs::write(&second_file, second_key.to_hex())?;
+    let _second = Volunteer::start_with(
+        &relay.url(),
+        &["--key-file", &second_file.display().to_string()],
+    )?;
+    browser.click("start").await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while api.stats().await?.volunteers < 3 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "three volunteers connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = 3 * 65_536;
+    let inputs = [
+        ("a", vec![2.0f32]),
+        ("x", vec![1.0; m]),
+        ("y", vec![0.25; m]),
+    ]
+    .into_iter()
+    .map(|(name, values)| Input {
+        name: name.into(),
+        file_name: format!("{name}.bin"),
+        bytes: f32_bytes(&values),
+    })
+    .collect();
+    let second_job = api
+        .client()
+        .submit_multipart(&SubmitJob::new(kernel_id, json!({"n": m})), inputs, None)
+        .await?;
+    let second_id = second_job.id.to_string();
+    api.wait_done(&second_id, Duration::from_secs(240)).await?;
+    let natives = [native_wallet, second_key.address().to_string()];
+    for unit in api.units(&second_id).await? {
+        anyhow::ensure!(
+            unit.valid_wallets.iter().all(|w| natives.contains(w)),
+            "a built-in-only browser computed {unit:?}"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,23 @@
+// A 3-tap blur (1/4, 1/2, 1/4) over n floats, the ends clamped.
+
+struct Unit {
+    offset: vec2<u32>,
+    size: vec2<u32>,
+    range: vec2<u32>,
+    n: u32,
+}
+
+@group(0) @binding(0) var<storage, read> signal: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> unit: Unit;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if id.x >= unit.size.x {
+        return;
+    }
+    let i = unit.offset.x + id.x;
+    let left = signal[select(i - 1u, 0u, i == 0u)];
+    let right = signal[min(i + 1u, unit.n - 1u)];
+    out[id.x] = 0.25 * left + 0.5 * signal[i] + 0.25 * right;
+}
