@@ -1,31 +1,56 @@
-//! The relay on PostgreSQL (`--database postgres://…`) as a user runs it: native
-//! volunteers compute a job the API submitted, a SIGKILL of the relay in the middle
-//! loses no accepted result, a second relay on the same database is refused (several
-//! relays are not supported yet), `relay-server audit --database` verifies the ledger
-//! beside the running relay, and an unreachable database stops the relay at start with a
-//! clear error.
+//! The relay on PostgreSQL (`--database postgres://…`) as a user runs it: two relays on
+//! one database are one network (a job submitted to one is computed by volunteers of the
+//! other, whose event stream follows it and whose API cancels another of its jobs), a
+//! SIGKILL of the volunteers' relay in the middle loses no accepted result,
+//! `relay-server audit --database` verifies the ledger beside the running relays, and an
+//! unreachable database stops the relay at start with a clear error.
 
 #[path = "../../relay-server/tests/common/postgres.rs"]
 mod postgres;
 
 use postgres::Postgres;
-use starling_e2e::{binary, MatmulJob, Relay, TempDir, Volunteer};
+use starling_api::events::JobEvent;
+use starling_api::JobState;
+use starling_e2e::{binary, Api, MatmulJob, Relay, TempDir, Volunteer};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_on_postgres_computes_survives_a_kill_and_audits() -> anyhow::Result<()> {
+async fn two_relays_on_postgres_are_one_network_and_survive_a_kill() -> anyhow::Result<()> {
     let url = Postgres::shared()?.database()?;
     let data = TempDir::new("pg-relay")?;
-    let mut relay = Relay::start_with(data.path(), 1, &["--database", &url])?;
-    let api = relay.api();
+    // One data directory: the relays share the ledger's key, as one deployment does.
+    let submitted_to = Relay::start_with(data.path(), 1, &["--database", &url])?;
+    let mut computing = Relay::start_with(data.path(), 1, &["--database", &url])?;
+    let key = submitted_to
+        .dev_key()
+        .ok_or_else(|| anyhow::anyhow!("no development key"))?
+        .to_owned();
+    let api = Api::with_key(&submitted_to.url(), &key);
+    let other = Api::with_key(&computing.url(), &key);
     let job = MatmulJob::random(1024, 96, 96, 7);
     let id = api.submit_with_quorum(&job.body, 1).await?;
     let total = api.job(&id).await?.progress.units_total;
     assert!(total >= 10, "job has {total} units");
+    // The other relay streams the job's progress though its own scheduler never took it.
+    let mut events = other.client().events(&id).await?;
     let _volunteers = [
-        Volunteer::start(&relay.url())?,
-        Volunteer::start(&relay.url())?,
+        Volunteer::start(&computing.url())?,
+        Volunteer::start(&computing.url())?,
     ];
+    let streamed = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match events.next().await? {
+                Some(JobEvent::Progress(p)) if p.units_done >= 1 => {
+                    return anyhow::Ok(p.units_done)
+                }
+                Some(JobEvent::Progress(_)) => {}
+                other => anyhow::bail!("the stream ended early: {other:?}"),
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no progress reached the other relay's event stream"))??;
+    assert!(streamed >= 1);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let done = api.job(&id).await?.progress.units_done;
@@ -39,31 +64,21 @@ async fn a_relay_on_postgres_computes_survives_a_kill_and_audits() -> anyhow::Re
         assert!(Instant::now() < deadline, "no progress on PostgreSQL");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // A second relay on the same database is refused while this one runs: the two
-    // would fork the ledger and void each other's leases.
-    let second = std::process::Command::new(binary("relay-server")?)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path().join("second"))
-        .args(["--database", &url])
-        .output()?;
-    let said = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        !second.status.success(),
-        "a second relay started on the database"
-    );
-    assert!(
-        said.contains("another relay is writing to this database"),
-        "{said}"
-    );
-    relay.kill();
-    relay.restart()?;
+    // A job submitted to one relay is cancelled through the other.
+    let doomed = api.submit(&MatmulJob::random(64, 16, 16, 8).body).await?;
+    let cancelled = other.client().cancel(&doomed).await?;
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(api.job(&doomed).await?.state, JobState::Cancelled);
+
+    computing.kill();
+    computing.restart()?;
     let done_at_restart = api.job(&id).await?.progress.units_done;
     assert!(
         done_at_restart >= 2,
         "accepted results survived the kill: {done_at_restart}"
     );
     api.wait_done(&id, Duration::from_secs(120)).await?;
-    let (status, result) = api.result(&id).await?;
+    let (status, result) = other.result(&id).await?;
     assert_eq!(status, 200);
     job.check(&result)?;
 
@@ -189,5 +204,80 @@ async fn a_sqlite_network_moves_to_postgres_with_its_ledger_and_jobs() -> anyhow
     let (status, result) = api.result(&next_id).await?;
     assert_eq!(status, 200);
     next.check(&result)?;
+    Ok(())
+}
+
+/// The database going away under a running relay: `/readyz` says 503 (problem+json) so a
+/// balancer stops sending it traffic, a submission is refused with a problem rather than
+/// a hang or a panic, and both recover once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_database_going_away_and_coming_back() -> anyhow::Result<()> {
+    let server = Postgres::shared()?;
+    let url = server.database()?;
+    let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+    let admin = server.url("postgres");
+    let data = TempDir::new("pg-readyz")?;
+    let mut relay = Relay::start_with(data.path(), 1, &["--database", &url])?;
+    let api = relay.api();
+    let ready = || async {
+        let response = api
+            .http()
+            .get(format!("{}/readyz", api.base()))
+            .send()
+            .await?;
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        anyhow::Ok((response.status().as_u16(), kind))
+    };
+    assert_eq!(ready().await?.0, 200);
+
+    postgres::query(
+        &admin,
+        &format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, kind) = loop {
+        let answer = ready().await?;
+        if answer.0 != 200 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 503, "readyz while the database is gone");
+    assert_eq!(kind, "application/problem+json");
+    let refused = api
+        .client()
+        .submit(&MatmulJob::random(8, 8, 8, 1).body, None)
+        .await;
+    match refused {
+        Err(starling_api::Error::Api { problem }) => assert_eq!(
+            problem.status, 503,
+            "a submission without a database: {problem:?}"
+        ),
+        other => panic!("a submission without a database: {other:?}"),
+    }
+
+    postgres::query(
+        &admin,
+        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready().await?.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "readyz did not recover after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let id = api.submit(&MatmulJob::random(8, 8, 8, 2).body).await?;
+    assert_eq!(api.job(&id).await?.state, JobState::Queued);
+    relay.kill();
     Ok(())
 }

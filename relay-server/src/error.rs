@@ -260,6 +260,10 @@ impl From<crate::storage::StorageError> for ApiError {
                 )),
                 other => Self::Internal(other.to_string()),
             },
+            e if e.is_unreachable() => {
+                tracing::warn!("answering 503: {e}");
+                Self::Unavailable("the database is unreachable; try again shortly".into())
+            }
             e @ StorageError::TooManyActiveJobs { .. } => Self::QuotaExceeded {
                 detail: format!("{e}; wait for one to end or cancel one"),
                 retry_after_secs: 10,

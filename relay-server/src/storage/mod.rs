@@ -97,6 +97,10 @@ pub enum StorageError {
     /// A PostgreSQL group could not commit (the error as the server or connection told it).
     #[error("database error: {0}")]
     Commit(String),
+    /// The database cannot be reached now (nothing was written); asking again later may
+    /// work.
+    #[error("the database is unreachable: {0}")]
+    Unreachable(String),
     /// The writer thread stopped (it could not start, or a write panicked in it) before
     /// answering.
     #[error("the database writer thread is gone")]
@@ -125,6 +129,16 @@ impl From<Inconsistent> for StorageError {
 }
 
 impl StorageError {
+    /// Whether this says the database could not be reached (so the caller may try again
+    /// later), rather than that it refused something.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Unreachable(_) => true,
+            Self::Db(e) => postgres::connection_lost(e),
+            _ => false,
+        }
+    }
+
     fn ledger(e: LedgerError) -> Self {
         match e {
             LedgerError::Storage(inner) => inner,
@@ -472,7 +486,12 @@ impl Storage {
             // (`OFFSET $5`, the wallet) that plan gathered and sorted every queued unit,
             // 5.6 ms a lease against 0.05 ms. Planning each call costs the server about
             // 0.4 ms a unit more; a draw with one good plan would make this unneeded.
-            .options([("plan_cache_mode", "force_custom_plan")]);
+            .options([
+                ("plan_cache_mode", "force_custom_plan"),
+                // A relay stopped mid-transaction (SIGSTOP, a hung host) would hold the
+                // write turn and stall every other relay; PostgreSQL ends its session.
+                ("idle_in_transaction_session_timeout", "10s"),
+            ]);
         // sqlx's PostgreSQL migrator holds an advisory lock while it runs, so relays
         // started together migrate one at a time.
         let mut migrating = options.connect().await?;
@@ -480,9 +499,12 @@ impl Storage {
             .run(&mut migrating)
             .await?;
         migrating.close().await?;
+        // Bumped by any connection that finds the server gone: the others then connect
+        // again before their next use instead of each failing one request first.
+        let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let storage = Self {
-            reads: reader::Readers::open_postgres(&options, READERS).await?,
-            writer: writer::Writer::open_postgres(options).await?,
+            reads: reader::Readers::open_postgres(&options, READERS, &lost).await?,
+            writer: writer::Writer::open_postgres(options, lost).await?,
             feed: tokio::sync::broadcast::channel(1024).0,
             billing: None,
             quorum_hints: Arc::default(),

@@ -159,12 +159,14 @@ impl<'c> PgDb<'c> {
     fn failed(&self, e: sqlx::Error, sql: &str) -> StorageError {
         // Statements are the relay's own text, never a peer's.
         tracing::debug!(statement = sql, "PostgreSQL refused a statement: {e}");
-        if !matches!(
-            e,
-            sqlx::Error::Database(_)
-                | sqlx::Error::ColumnNotFound(_)
-                | sqlx::Error::ColumnDecode { .. }
-        ) {
+        if connection_lost(&e)
+            || !matches!(
+                e,
+                sqlx::Error::Database(_)
+                    | sqlx::Error::ColumnNotFound(_)
+                    | sqlx::Error::ColumnDecode { .. }
+            )
+        {
             self.broken.set(true);
         }
         let e = StorageError::Db(e);
@@ -227,6 +229,25 @@ impl Db for PgDb<'_> {
 
 /// Whether `e` is PostgreSQL's answer to two transactions in each other's way (a
 /// deadlock, or a serialization failure): running the group again may well succeed.
+/// Whether `e` says the connection is gone (the server was shut down or restarted, ended
+/// this session, or cannot be reached), not that a statement was refused.
+pub(super) fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        // Class 08: connection exceptions; 57P0x: the server shutting down or starting;
+        // 25P03: this session idled too long in a transaction and was ended.
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "25P03"),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
 pub(super) fn is_conflict(e: &StorageError) -> bool {
     match e {
         StorageError::Db(sqlx::Error::Database(e)) => {

@@ -15,10 +15,12 @@ use sqlx::ConnectOptions;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-type Task = Box<dyn FnOnce(&dyn Db) + Send>;
+/// A read, given the connection, or `None` when the database cannot be reached now.
+type Task = Box<dyn FnOnce(Option<&dyn Db>) + Send>;
 
 /// The queue to the reader threads. Clones share it; the threads end (closing their
 /// connections) when the last one is dropped.
@@ -53,9 +55,12 @@ impl Readers {
     }
 
     /// `threads` connections to PostgreSQL; an unreachable server is an error here.
+    /// `lost` counts connections (of these and the writer) found gone: a thread whose
+    /// connection is older than the last loss connects again before its next read.
     pub(super) async fn open_postgres(
         options: &PgConnectOptions,
         threads: usize,
+        lost: &Arc<AtomicU64>,
     ) -> Result<Self, StorageError> {
         let (queue, tasks) = mpsc::channel::<Task>();
         let tasks = Arc::new(Mutex::new(tasks));
@@ -64,9 +69,10 @@ impl Readers {
             let conn = options.connect().await?;
             let options = options.clone();
             let tasks = Arc::clone(&tasks);
+            let lost = Arc::clone(lost);
             std::thread::Builder::new()
                 .name(format!("starling-reader-{n}"))
-                .spawn(move || serve_postgres(&tasks, conn, &options))
+                .spawn(move || serve_postgres(&tasks, conn, &options, &lost))
                 .map_err(|_| StorageError::WriterGone)?;
         }
         Ok(Self { queue })
@@ -83,8 +89,13 @@ impl Readers {
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
-            .send(Box::new(move |db: &dyn Db| {
-                let _ = reply.send(read(db));
+            .send(Box::new(move |db: Option<&dyn Db>| {
+                let _ = reply.send(match db {
+                    Some(db) => read(db),
+                    None => Err(E::from(StorageError::Unreachable(
+                        "no connection to the database".into(),
+                    ))),
+                });
             }))
             .map_err(|_| E::from(StorageError::WriterGone))?;
         answer
@@ -101,7 +112,7 @@ fn next(tasks: &Mutex<mpsc::Receiver<Task>>) -> Option<Task> {
 fn serve(tasks: &Mutex<mpsc::Receiver<Task>>, db: &rusqlite::Connection) {
     while let Some(task) = next(tasks) {
         // A panicking read drops its reply: its caller hears `WriterGone`.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(db)));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(Some(db))));
         if !db.is_autocommit() {
             // A snapshot read that failed half-way leaves its transaction open.
             let _ = db.execute_batch("ROLLBACK");
@@ -113,6 +124,7 @@ fn serve_postgres(
     tasks: &Mutex<mpsc::Receiver<Task>>,
     conn: PgConnection,
     options: &PgConnectOptions,
+    lost: &AtomicU64,
 ) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,20 +134,28 @@ fn serve_postgres(
     };
     let spelled = RefCell::new(HashMap::new());
     let mut conn = Some(conn);
+    let mut connected_after = lost.load(Ordering::Relaxed);
     while let Some(task) = next(tasks) {
+        let losses = lost.load(Ordering::Relaxed);
+        if losses != connected_after {
+            // Another connection found the server gone (a restart, a failover): this
+            // one most likely went with it.
+            conn = None;
+        }
         if conn.is_none() {
+            connected_after = losses;
             conn = runtime
                 .block_on(options.connect())
                 .inspect_err(|e| tracing::warn!("a reader cannot reach the database: {e}"))
                 .ok();
         }
         let Some(c) = conn.as_mut() else {
-            // Dropping the task drops its reply: the caller hears `WriterGone`… and a
-            // readiness probe, 503.
+            // The caller hears `Unreachable` (a readiness probe: 503).
+            task(None);
             continue;
         };
         let db = PgDb::new(c, &runtime, &spelled);
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(&db)));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(Some(&db))));
         if db.aborted.get() && !db.broken.get() {
             // A snapshot read that failed half-way leaves its transaction open (and
             // aborted); outside one, this is a harmless warning from the server.
@@ -143,6 +163,7 @@ fn serve_postgres(
         }
         if db.broken.get() {
             conn = None;
+            lost.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
