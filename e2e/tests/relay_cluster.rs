@@ -9,6 +9,7 @@
 //! issued. It also prints how long a dead relay's units took to be free for others.
 //!
 //! The test gathers every figure before judging, so one run tells all that went wrong.
+//! A second test opens the volunteer page through the balancer in headless Chromium.
 
 #[path = "../../relay-server/tests/common/postgres.rs"]
 mod postgres;
@@ -17,6 +18,7 @@ use anyhow::Context as _;
 use postgres::{query, Postgres};
 use starling_api::jobs::SubmitJob;
 use starling_api::UnitState;
+use starling_e2e::browser::Browser;
 use starling_e2e::{binary, Api, KernelJob, MatmulJob, Relay, RenderJob, TempDir, Volunteer};
 use starling_protocol::WalletKey;
 use std::collections::{HashMap, HashSet};
@@ -443,6 +445,52 @@ async fn three_relays_behind_nginx_lose_nothing_to_three_kills_and_pay_no_cheate
         "{} failures:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+    Ok(())
+}
+
+/// The page as a visitor meets it in a deployment: opened through the balancer, which
+/// here sends everything to relay A, while the job was submitted to relay B. WebGPU on
+/// SwiftShader, real WebRTC to relay A, the result read from relay B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_through_the_balancer_computes_a_job_another_relay_took() -> anyhow::Result<()> {
+    let url = Postgres::shared()?.database()?;
+    let data = TempDir::new("cluster-browser")?;
+    let shared = data.path().join("relays");
+    let args = ["--database", url.as_str(), "--trusted-proxy", "127.0.0.1"];
+    let behind = Relay::start_with(&shared, 1, &args)?;
+    let other = Relay::start_with(&shared, 1, &args)?;
+    let balancer = Balancer::start(&data.path().join("nginx"), &[behind.port()])?;
+    let key = other.dev_key().context("the development key")?.to_owned();
+    let submitted_to = Api::with_key(&other.url(), &key);
+
+    let job = MatmulJob::random(160, 128, 96, 11);
+    let id = submitted_to.submit_with_quorum(&job.body, 1).await?;
+    let units = submitted_to.job(&id).await?.progress.units_total;
+    anyhow::ensure!(units >= 4, "only {units} units");
+
+    let browser = Browser::start("cluster-browser").await?;
+    browser.goto(&balancer.url()).await?;
+    browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    browser.click("start").await?;
+    submitted_to
+        .wait_done(&id, Duration::from_secs(120))
+        .await?;
+    let (status, result) = submitted_to.result(&id).await?;
+    anyhow::ensure!(status == 200, "result answered {status}");
+    job.check(&result)?;
+    // The page's session lived on the relay behind the balancer, not on the one that
+    // took the job.
+    let stats = behind.api().stats().await?;
+    anyhow::ensure!(
+        stats.volunteers >= 1,
+        "the browser is not connected to the relay behind the balancer: {stats:?}"
+    );
+    anyhow::ensure!(
+        other.api().stats().await?.volunteers == 0,
+        "the browser reached the relay that took the job directly"
     );
     Ok(())
 }
