@@ -19,7 +19,9 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_runs_a_registered_saxpy_kernel_on_webgpu() -> anyhow::Result<()> {
     let data = TempDir::new("custom-browser")?;
-    let relay = Relay::start(data.path(), 1)?;
+    // Fresh volunteers of the test's own: no wallet trusted on the built-ins anchors a
+    // quorum here (relay-server/tests/custom_kernels.rs tests that rule).
+    let relay = Relay::start_with(data.path(), 1, &["--vet-newcomers", "false"])?;
     let api = relay.api();
     let browser = Browser::start("custom-browser").await?;
     browser.goto(&relay.url()).await?;

@@ -100,9 +100,10 @@ struct Cli {
     #[arg(long, default_value_t = 0.1)]
     audit_rate: f64,
     /// Whether a quorum of agreeing results needs a wallet with a clean record on the
-    /// kernel among them (or the relay's own CPU reference run behind them). Turn off only
-    /// where every volunteer is known: otherwise two fresh wallets of one person settle
-    /// units with whatever they agree to send.
+    /// kernel among them (or the relay's own CPU reference run behind them; for a
+    /// registered kernel, which has none, a wallet trusted over all kernels). Turn off
+    /// only where every volunteer is known: otherwise two fresh wallets of one person
+    /// settle units with whatever they agree to send.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     vet_newcomers: bool,
     /// Share of one core the relay may spend running a unit's CPU reference to check a

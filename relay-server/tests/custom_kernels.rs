@@ -816,3 +816,187 @@ async fn hung_kernels_suspended(relay: Relay) {
         .decode();
     assert_eq!(shown.suspended.as_deref(), Some("hangs"));
 }
+
+/// A volunteer on a GPU (as it says) driven by hand over the WebSocket.
+struct GpuHand {
+    key: WalletKey,
+    socket: websocket::Socket,
+}
+
+impl GpuHand {
+    async fn join(url: &str, seed: u8) -> anyhow::Result<Self> {
+        let key = WalletKey::from_seed([seed; 32]);
+        let (mut socket, binding) = websocket::open(url).await?;
+        websocket::send(&mut socket, &hello_on(&key, &binding, "vulkan")).await?;
+        anyhow::ensure!(matches!(
+            websocket::receive(&mut socket, 1 << 20).await?,
+            ToVolunteer::Welcome { .. }
+        ));
+        Ok(Self { key, socket })
+    }
+
+    /// The next unit of `kernel`, computing any built-in unit before it honestly (a
+    /// known-answer unit may come first, and a volunteer cannot tell).
+    async fn unit_of(&mut self, kernel: &str) -> anyhow::Result<starling_protocol::Assignment> {
+        for _ in 0..20 {
+            websocket::send(&mut self.socket, &ToRelay::Ready { slots: 1 }).await?;
+            let unit = loop {
+                match websocket::receive(&mut self.socket, 64 << 20).await? {
+                    ToVolunteer::Assign(unit) => break unit,
+                    ToVolunteer::Receipt(_) => {}
+                    other => anyhow::bail!("expected work, got {other:?}"),
+                }
+            };
+            if unit.kernel == kernel {
+                return Ok(unit);
+            }
+            let output = starling_kernels::Catalog::builtin()
+                .get(&unit.kernel)?
+                .run_cpu(&unit.params_json, &unit.input)?;
+            self.answer(&unit, output).await?;
+        }
+        anyhow::bail!("twenty units and none of {kernel}")
+    }
+
+    async fn answer(
+        &mut self,
+        unit: &starling_protocol::Assignment,
+        output: Vec<u8>,
+    ) -> anyhow::Result<bool> {
+        websocket::send(
+            &mut self.socket,
+            &ToRelay::Result {
+                lease: unit.lease,
+                output,
+                elapsed_ms: 1,
+            },
+        )
+        .await?;
+        loop {
+            match websocket::receive(&mut self.socket, 1 << 20).await? {
+                ToVolunteer::Ack {
+                    lease, accepted, ..
+                } if lease == unit.lease => return Ok(accepted),
+                ToVolunteer::Ack { .. } | ToVolunteer::Receipt(_) => {}
+                other => anyhow::bail!("expected an ack, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// Nobody has a record on a kernel just registered and no CPU reference can check it, so
+/// two fresh wallets of one attacker agreeing on a lie would settle its units and be paid
+/// for them. They do not: such a quorum waits for a wallet trusted over the network's
+/// kernels, whose honest result, with one more, settles the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_fresh_wallets_agreeing_on_a_lie_settle_no_registered_kernel_unit() -> anyhow::Result<()>
+{
+    let dir = TempDir::new("custom-kernels-collusion");
+    let (url, scheduler) = common::loopback::relay(&dir, Duration::from_secs(15)).await?;
+    // A wallet earns trust on matmul first: twenty one-unit jobs computed honestly.
+    let mut trusted = GpuHand::join(&url, 40).await?;
+    let (m, k) = (4u32, 4u32);
+    let matmul_inputs = NamedInputs::from([
+        ("a".to_owned(), vec![0u8; (m * k * 4) as usize]),
+        ("b".to_owned(), vec![0u8; (k * k * 4) as usize]),
+    ]);
+    for _ in 0..20 {
+        scheduler
+            .submit(
+                "matmul",
+                json!({"m": m, "k": k, "n": k}),
+                &matmul_inputs,
+                Some(1),
+                None,
+                None,
+            )
+            .await?;
+        let unit = trusted.unit_of("matmul").await?;
+        let output = starling_kernels::Catalog::builtin()
+            .get("matmul")?
+            .run_cpu(&unit.params_json, &unit.input)?;
+        anyhow::ensure!(trusted.answer(&unit, output).await?);
+    }
+    let standing = |key: &WalletKey| {
+        let storage = scheduler.storage().clone();
+        let address = key.address();
+        async move {
+            storage
+                .wallet(&address)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("wallet unknown"))
+        }
+    };
+    anyhow::ensure!(standing(&trusted.key).await?.reliability.trusted());
+
+    // SAXPY of zeros: the truth is zeros, the lie is ones.
+    let manifest: KernelManifest = serde_json::from_str(SAXPY_JSON)?;
+    let id = content_id(SAXPY_WGSL, &manifest);
+    scheduler
+        .storage()
+        .register_kernel(id.clone(), None, SAXPY_WGSL.into(), &manifest, 100)
+        .await?;
+    let n = 65_536;
+    let inputs = NamedInputs::from([
+        ("a".to_owned(), vec![0u8; 4]),
+        ("x".to_owned(), vec![0u8; 4 * n]),
+        ("y".to_owned(), vec![0u8; 4 * n]),
+    ]);
+    let job = scheduler
+        .submit(&id, json!({"n": n}), &inputs, None, None, None)
+        .await?;
+    let truth = vec![0u8; 4 * n];
+    let lie: Vec<u8> = std::iter::repeat_n(1.0f32.to_le_bytes(), n)
+        .flatten()
+        .collect();
+    let mut liars = Vec::new();
+    for seed in [1, 2] {
+        let mut liar = GpuHand::join(&url, seed).await?;
+        let unit = liar.unit_of(&id).await?;
+        liar.answer(&unit, lie.clone()).await?;
+        liars.push(liar);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let state = scheduler.storage().job_result(job).await?.map(|o| o.state);
+    assert!(
+        !matches!(state, Some(starling_relay::storage::JobState::Done)),
+        "two fresh wallets settled a registered kernel's unit on their lie"
+    );
+    for liar in &liars {
+        let record = standing(&liar.key).await?;
+        assert_eq!(record.reliability.valid, 0, "{record:?}");
+    }
+
+    // The trusted wallet anchors the truth; two against two is a tie that one more
+    // result breaks, and two honest newcomers outnumber the liars.
+    let unit = trusted.unit_of(&id).await?;
+    trusted.answer(&unit, truth.clone()).await?;
+    for seed in [50, 51] {
+        let mut newcomer = GpuHand::join(&url, seed).await?;
+        let unit = newcomer.unit_of(&id).await?;
+        newcomer.answer(&unit, truth.clone()).await?;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        let output = scheduler.storage().job_result(job).await?;
+        if let Some(output) = output.filter(|o| o.state == starling_relay::storage::JobState::Done)
+        {
+            break output;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the truth did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done.result.as_deref(), Some(&truth[..]));
+    for liar in &liars {
+        let record = standing(&liar.key).await?;
+        assert_eq!(
+            (record.reliability.valid, record.reliability.invalid),
+            (0, 1),
+            "{record:?}"
+        );
+    }
+    Ok(())
+}

@@ -14,6 +14,7 @@ use super::billing::{bill_of, unit_payment, EscrowStanding, Pricing, UnitPayment
 use super::Inconsistent;
 use crate::validation::quorum::{judge, Candidate, Outcome, Policy, Reference};
 use crate::validation::trust::Reliability;
+use starling_api::manifest::is_content_id;
 use starling_protocol::{JobId, LeaseId, WalletAddress};
 use std::cell::Cell;
 use std::sync::Arc;
@@ -414,12 +415,17 @@ pub fn decide_settle(
         .parse()
         .map_err(|_| Inconsistent(format!("bad id {:?}", s.job)))?;
     // Trust and vetting are per kernel: a record on matmul vouches for nothing else.
+    // Nobody has a record on a kernel just registered, though, and no CPU reference can
+    // check its quorums: there a wallet trusted over all kernels anchors one, so that two
+    // fresh wallets of one person cannot settle (and be paid for) a lie they agree on.
+    let vetted =
+        s.standing.kernel.vetted() || (is_content_id(&s.kernel) && s.standing.total.trusted());
     let this = Stored {
         verdict: Verdict::Pending,
         paid_micro: 0,
         canonical: false,
         trusted: s.standing.kernel.trusted(),
-        vetted: s.standing.kernel.vetted(),
+        vetted,
     };
     if s.known_answer {
         return Ok(decide_known_answer(s, result, this, &comparisons));

@@ -822,10 +822,14 @@ impl Scheduler {
         });
         let judging = Judging {
             max_results: self.config.max_results,
-            // A registered kernel has no CPU reference to anchor a quorum of newcomers,
-            // and trust is per kernel, so every wallet is new to a new kernel: its units
-            // settle on their replicas alone (at least 2 wallets, 2 networks).
-            vet_newcomers: self.config.vet_newcomers && !is_content_id(&context.kernel),
+            vet_newcomers: self.config.vet_newcomers,
+        };
+        // A registered kernel has no CPU reference: a quorum of its newcomers waits for
+        // an anchor (a wallet trusted over all kernels, see `decide_settle`) instead.
+        let reference = if is_content_id(&context.kernel) {
+            Reference::Unavailable
+        } else {
+            Reference::NotRun
         };
         let result = ReturnedResult {
             lease,
@@ -835,7 +839,7 @@ impl Scheduler {
         };
         let recorded = self
             .storage
-            .record_result(result, judging, agree.clone(), Reference::NotRun)
+            .record_result(result, judging, agree.clone(), reference)
             .await?;
         if recorded != Recorded::NeedsReference {
             return self

@@ -188,7 +188,8 @@ pub fn judge(
         Some((size, _)) if size >= quorum => Outcome::Failed {
             reason: format!(
                 "{size} of {} results agree, but none comes from a wallet with a record \
-                 and the relay had no time to check them",
+                 and the relay could not check them (a registered kernel's units need a \
+                 wallet trusted on the network's kernels among them)",
                 candidates.len()
             ),
         },
