@@ -768,6 +768,10 @@ async fn hung_kernels_suspended(relay: Relay) {
     });
     let job: Job = call(&relay.router, post_job(&job, &key)).await.decode();
     // Leases that ended long ago, expired by the sweep: two wallets are not enough.
+    // Only wallets with a record count: three fresh ones sitting on units cost nothing.
+    for seed in [31, 32, 33] {
+        earn_record(&relay, &key, seed).await;
+    }
     let expire_one = |seed: u8| {
         let storage = relay.storage.clone();
         async move {
@@ -789,6 +793,18 @@ async fn hung_kernels_suspended(relay: Relay) {
         .await
         .expect("query")
         .is_empty());
+    for fresh in [41, 42, 43] {
+        expire_one(fresh).await;
+    }
+    assert!(
+        relay
+            .storage
+            .hung_custom_kernels(3)
+            .await
+            .expect("query")
+            .is_empty(),
+        "three fresh wallets letting their leases expire count as volunteers the kernel hung on"
+    );
     expire_one(33).await;
     let hung = relay.storage.hung_custom_kernels(3).await.expect("query");
     assert_eq!(hung, vec![(kernel.id.clone(), 3)]);
@@ -815,6 +831,49 @@ async fn hung_kernels_suspended(relay: Relay) {
         .await
         .decode();
     assert_eq!(shown.suspended.as_deref(), Some("hangs"));
+}
+
+/// Gives the wallet of `seed` a record (it is then vetted): three one-unit montecarlo
+/// jobs of quorum 1 (paid by `key`), computed honestly.
+async fn earn_record(relay: &Relay, key: &str, seed: u8) {
+    for round in 0..3 {
+        let job = json!({
+            "kernel": "montecarlo",
+            "params": {"samples": 1000, "seed": round},
+            "verification": {"quorum": 1},
+        });
+        let _: Job = call(&relay.router, post_job(&job, key)).await.decode();
+        let request = lease_request(seed, false);
+        let unit = relay
+            .storage
+            .lease_work(&request, |_, q| q)
+            .await
+            .expect("lease query")
+            .expect("the montecarlo unit");
+        let output = starling_kernels::Catalog::builtin()
+            .get("montecarlo")
+            .and_then(|k| k.run_cpu(&unit.unit_params, &[]))
+            .expect("the CPU reference");
+        let recorded = relay
+            .storage
+            .record_result(
+                ReturnedResult {
+                    lease: request.lease,
+                    wallet: request.wallet,
+                    output: &output,
+                    spot_check: None,
+                },
+                Judging {
+                    max_results: 6,
+                    vet_newcomers: true,
+                },
+                Arc::new(|a: &[u8], b: &[u8]| a == b),
+                Reference::NotRun,
+            )
+            .await
+            .expect("result query");
+        assert!(matches!(recorded, Recorded::Valid { .. }), "{recorded:?}");
+    }
 }
 
 /// A volunteer on a GPU (as it says) driven by hand over the WebSocket.

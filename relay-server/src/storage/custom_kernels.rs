@@ -142,23 +142,32 @@ impl Storage {
     }
 
     /// Registered kernels with unfinished jobs whose units' leases expired in the hands
-    /// of at least `wallets` distinct wallets: kernels that hang past their deadlines on
-    /// one volunteer after another, with how many.
+    /// of at least `wallets` distinct wallets with a record: kernels that hang past their
+    /// deadlines on one volunteer after another, with how many.
+    ///
+    /// Only wallets with a record (a few valid results and an error rate under a new
+    /// wallet's, [`Reliability::vetted`](crate::validation::trust::Reliability::vetted))
+    /// count: three fresh wallets that take a kernel's units and sit on them until they
+    /// expire cost nothing, and would suspend any kernel and fail its owner's jobs.
     pub async fn hung_custom_kernels(
         &self,
         wallets: i64,
     ) -> Result<Vec<(String, i64)>, StorageError> {
+        let vetted_after = i64::from(crate::validation::trust::VETTED_AFTER);
+        let new_error_rate = crate::validation::trust::INITIAL_ERROR_RATE;
         self.reads
             .read(move |db| {
                 db.query_all(
                     "SELECT jobs.kernel, COUNT(DISTINCT leases.wallet)
                      FROM jobs JOIN units ON units.job_id = jobs.id
                           JOIN leases ON leases.unit_id = units.id
+                          JOIN wallets ON wallets.address = leases.wallet
                      WHERE jobs.state IN ('queued', 'running') AND LENGTH(jobs.kernel) = 64
                        AND leases.state = 'expired'
+                       AND wallets.valid >= ?2 AND wallets.error_rate < ?3
                      GROUP BY jobs.kernel
-                     HAVING COUNT(DISTINCT leases.wallet) >= ?",
-                    params![wallets],
+                     HAVING COUNT(DISTINCT leases.wallet) >= ?1",
+                    params![wallets, vetted_after, new_error_rate],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
             })
