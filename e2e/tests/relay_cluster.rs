@@ -494,3 +494,55 @@ async fn a_browser_through_the_balancer_computes_a_job_another_relay_took() -> a
     );
     Ok(())
 }
+
+/// Behind the balancer the relay limits each client by the address the balancer saw,
+/// not by what the client wrote: a client rotating made-up `X-Forwarded-For` headers
+/// is still one client (a relay that believed the first entry would give each request a
+/// fresh bucket), while another client (another loopback address) has a bucket of its
+/// own (a relay that ignored the header would see both as the balancer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_balancers_client_address_is_rate_limited_not_a_forged_one() -> anyhow::Result<()> {
+    let data = TempDir::new("cluster-forwarded")?;
+    let relay = Relay::start_with(
+        data.path(),
+        1,
+        &[
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--rate-limit-per-s",
+            "0.1",
+            "--rate-limit-burst",
+            "5",
+        ],
+    )?;
+    let balancer = Balancer::start(&data.path().join("nginx"), &[relay.port()])?;
+    let stats = format!("{}/api/v1/stats", balancer.url());
+    let forger = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 1]))
+        .build()?;
+    let mut limited = 0;
+    for i in 0..20 {
+        let status = forger
+            .get(&stats)
+            .header("X-Forwarded-For", format!("198.51.100.{i}"))
+            .send()
+            .await?
+            .status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+        }
+    }
+    anyhow::ensure!(
+        limited >= 10,
+        "forged X-Forwarded-For headers escaped the rate limit: {limited} of 20 limited"
+    );
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()?;
+    let status = other.get(&stats).send().await?.status();
+    anyhow::ensure!(
+        status == reqwest::StatusCode::OK,
+        "another client was limited with the forger: {status}"
+    );
+    Ok(())
+}
