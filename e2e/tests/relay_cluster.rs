@@ -546,3 +546,30 @@ async fn the_balancers_client_address_is_rate_limited_not_a_forged_one() -> anyh
     );
     Ok(())
 }
+
+/// A volunteer whose network blocks UDP reaches its relay over the WebSocket fallback,
+/// through the balancer on a port of its own. Its hello signs the relay's host as its
+/// URL names it (host and port), so the balancer must pass that Host on unchanged
+/// (nginx's `$host` drops the port, and the relay refused every such hello).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_volunteer_computes_through_the_balancer() -> anyhow::Result<()> {
+    let data = TempDir::new("cluster-websocket")?;
+    let relay = Relay::start_with(data.path(), 1, &["--trusted-proxy", "127.0.0.1"])?;
+    let balancer = Balancer::start(&data.path().join("nginx"), &[relay.port()])?;
+    let api = relay.api();
+    let job = KernelJob::montecarlo(20_000, 5)?;
+    let id = api.submit_with_quorum(&job.body, 1).await?;
+    let _volunteer = Volunteer::start_logged(
+        &balancer.url(),
+        &["--transport", "websocket", "--cpu"],
+        &data.path().join("volunteer.log"),
+    )?;
+    if let Err(e) = api.wait_done(&id, Duration::from_secs(60)).await {
+        let log = std::fs::read_to_string(data.path().join("volunteer.log")).unwrap_or_default();
+        let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+        anyhow::bail!("{e:#}; the volunteer's last lines:\n{tail}");
+    }
+    let (status, result) = api.result(&id).await?;
+    anyhow::ensure!(status == 200, "result answered {status}");
+    job.check(&result)
+}
