@@ -74,6 +74,29 @@ pub struct BufferSpec {
     pub element: Element,
     /// Elements, as an expression of the parameters (`"n"`, `"width * height"`).
     pub length: String,
+    /// For an input of a 1-D kernel: each unit receives only the elements its
+    /// invocations read, not the whole input (see [`InputSlice`]). Absent: every unit
+    /// receives all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_unit: Option<InputSlice>,
+}
+
+/// The part of an input one unit of a 1-D kernel receives: for the unit's invocations
+/// `offset .. offset + size`, the elements `offset * per_invocation - halo` up to
+/// `(offset + size) * per_invocation + halo`, clipped to the input. The input must hold
+/// exactly `per_invocation` elements per invocation of the range. The shader indexes the
+/// slice from its first element: element `e` of the whole input is at `e - first`, where
+/// `first = max(offset * per_invocation, halo) - halo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct InputSlice {
+    /// Elements of the input per invocation (1 for an element-wise kernel).
+    pub per_invocation: u32,
+    /// Elements either side of the unit's own that its invocations also read (1 for a
+    /// 3-tap stencil).
+    #[serde(default)]
+    pub halo: u32,
 }
 
 /// Element types a buffer may hold: WebGPU's 32-bit scalars.

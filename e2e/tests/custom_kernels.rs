@@ -73,7 +73,16 @@ async fn custom_kernels_run_over_volunteers_and_a_cheater_is_outvoted_and_unpaid
     let relay = Relay::start_with(
         data.path(),
         1,
-        &["--canary-rate", "0.3", "--vet-newcomers", "false"],
+        // A SAXPY unit is 131 kFLOP: at the default price its share rounds to nothing,
+        // and a volunteer that happened to settle only such units would go unpaid.
+        &[
+            "--canary-rate",
+            "0.3",
+            "--vet-newcomers",
+            "false",
+            "--price-per-gflop",
+            "1",
+        ],
     )?;
     let api = relay.api();
     let mut volunteers = Vec::new();

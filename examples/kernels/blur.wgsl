@@ -17,7 +17,10 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         return;
     }
     let i = unit.offset.x + id.x;
-    let left = signal[select(i - 1u, 0u, i == 0u)];
-    let right = signal[min(i + 1u, unit.n - 1u)];
-    out[id.x] = 0.25 * left + 0.5 * signal[i] + 0.25 * right;
+    // `signal` is sliced per unit with a halo of 1 (the manifest's `per_unit`): the
+    // unit receives elements from max(offset, 1) - 1, so element e is at e - first.
+    let first = max(unit.offset.x, 1u) - 1u;
+    let left = signal[select(i - 1u, 0u, i == 0u) - first];
+    let right = signal[min(i + 1u, unit.n - 1u) - first];
+    out[id.x] = 0.25 * left + 0.5 * signal[i - first] + 0.25 * right;
 }

@@ -20,7 +20,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     if id.x >= unit.size.x {
         return;
     }
-    let i = unit.offset.x + id.x;
-    // The unit's output holds its own invocations only, from 0.
-    out[id.x] = a[0] * x[i] + y[i];
+    // x and y are sliced per unit (the manifest's `per_unit`): the unit receives only
+    // its own elements, from 0, as its output holds its own invocations only.
+    out[id.x] = a[0] * x[id.x] + y[id.x];
 }

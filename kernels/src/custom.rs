@@ -2,8 +2,9 @@
 //! same planning, unit inputs, merging and comparison as a built-in, drawn from what the
 //! manifest declares instead of code.
 //!
-//! - A job's input is its inputs concatenated in the manifest's order; every unit gets
-//!   all of it (no per-unit slicing yet), and finds each buffer from the parameters.
+//! - A job's input is its inputs concatenated in the manifest's order; a unit gets all
+//!   of each input, or of one the manifest slices per unit ([`InputSlice`](starling_api::manifest::InputSlice)) only the
+//!   elements its invocations read.
 //! - Units are runs of `unit_invocations` along a 1-D range, or bands of whole rows of a
 //!   2-D one, so unit outputs concatenate, in order, into the job's output.
 //! - Each invocation owns `output.length / invocations` consecutive output elements.
@@ -243,7 +244,21 @@ impl CustomKernel {
             .iter()
             .zip(&self.input_lengths)
             .map(|(input, expr)| {
-                Self::buffer_bytes(&input.name, self.eval(&input.name, expr, values)?)
+                let elements = self.eval(&input.name, expr, values)?;
+                if let Some(slice) = input.per_unit {
+                    let expected = u64::from(range[0]) * u64::from(slice.per_invocation);
+                    if self.range.len() != 1 || elements != expected {
+                        return Err(invalid_param(
+                            &input.name,
+                            format!(
+                                "sliced per unit, it must hold {} elements per invocation of a \
+                                 1-D range ({expected}), not {elements}",
+                                slice.per_invocation
+                            ),
+                        ));
+                    }
+                }
+                Self::buffer_bytes(&input.name, elements)
             })
             .collect::<Result<_, _>>()?;
         Ok(Shape {
@@ -323,6 +338,36 @@ impl CustomKernel {
         Ok((unit, shape))
     }
 
+    /// The bytes of the job's input (its inputs concatenated in the manifest's order)
+    /// that `unit` receives, one range per input: all of an input, or for one sliced
+    /// per unit, the elements its invocations read (see
+    /// [`InputSlice`](starling_api::manifest::InputSlice)).
+    fn unit_input_ranges(&self, unit: &CustomUnit, shape: &Shape) -> Vec<Range<usize>> {
+        let mut at = 0u64;
+        self.manifest
+            .inputs
+            .iter()
+            .zip(&shape.inputs)
+            .map(|(input, bytes)| {
+                let whole = at..at + bytes;
+                at = whole.end;
+                let Some(slice) = input.per_unit else {
+                    return whole.start as usize..whole.end as usize;
+                };
+                // In elements; `shape` checked the input holds range * per_invocation, and
+                // `parse_unit` that the unit lies within the range, so none overflows.
+                let per = u64::from(slice.per_invocation);
+                let halo = u64::from(slice.halo);
+                let len = bytes / 4;
+                let first = (u64::from(unit.offset[0]) * per).saturating_sub(halo);
+                let end = ((u64::from(unit.offset[0]) + u64::from(unit.size[0])) * per)
+                    .saturating_add(halo)
+                    .min(len);
+                (whole.start + 4 * first) as usize..(whole.start + 4 * end) as usize
+            })
+            .collect()
+    }
+
     fn unit_output_len(unit: &CustomUnit, shape: &Shape) -> usize {
         let invocations = u64::from(unit.size[0]) * u64::from(unit.size[1]);
         (invocations * shape.per_invocation * 4) as usize
@@ -346,14 +391,15 @@ impl CustomKernel {
         );
         // A uniform binding's size is a multiple of 16 bytes on every backend.
         uniform.resize(uniform.len().next_multiple_of(16), 0);
+        // The unit's input is its ranges of the job's input, concatenated.
         let mut at = 0usize;
         let inputs = self
             .manifest
             .inputs
             .iter()
-            .zip(&shape.inputs)
-            .map(|(input, bytes)| {
-                let range = at..at + *bytes as usize;
+            .zip(self.unit_input_ranges(&unit, &shape))
+            .map(|(input, range)| {
+                let range = at..at + range.len();
                 at = range.end;
                 (input.binding, range)
             })
@@ -542,9 +588,22 @@ impl crate::catalog::Kernel for CustomKernel {
         &self,
         _params: &Value,
         job_input: &[u8],
-        _unit: &str,
+        unit: &str,
     ) -> Result<Vec<u8>, KernelError> {
-        Ok(job_input.to_vec())
+        let (unit, shape) = self.parse_unit(unit)?;
+        let expected: u64 = shape.inputs.iter().sum();
+        if job_input.len() as u64 != expected {
+            return Err(KernelError::Shape {
+                got: job_input.len(),
+                expected: expected as usize,
+            });
+        }
+        let ranges = self.unit_input_ranges(&unit, &shape);
+        let mut input = Vec::with_capacity(ranges.iter().map(Range::len).sum());
+        for range in ranges {
+            input.extend_from_slice(&job_input[range]);
+        }
+        Ok(input)
     }
 
     fn check_output(&self, unit: &str, output: &[u8]) -> Result<(), KernelError> {

@@ -72,6 +72,42 @@ fn saxpy_over_a_million_floats_equals_the_cpu_exactly() {
     );
 }
 
+/// A unit of SAXPY, whose x and y are sliced per unit, carries `a` and its own elements
+/// of x and y, not the job's 8 MB: 16 units of a 10^6-float job send 8.4 MB in all
+/// instead of 128 MB. A unit string claiming elements past the job's range is refused.
+#[test]
+fn a_sliced_unit_carries_only_its_own_elements() {
+    let kernel = example("saxpy");
+    let n = 1_000_000usize;
+    let inputs = NamedInputs::from([
+        ("a".to_owned(), f32_bytes(&[1.0])),
+        ("x".to_owned(), f32_bytes(&vec![1.0; n])),
+        ("y".to_owned(), f32_bytes(&vec![2.0; n])),
+    ]);
+    let params = json!({"n": n});
+    let plan = kernel.plan(&params, &inputs, 1).expect("a valid job");
+    let sizes: Vec<usize> = plan
+        .units
+        .iter()
+        .map(|unit| {
+            kernel
+                .unit_input(&params, &plan.input, unit)
+                .expect("unit input")
+                .len()
+        })
+        .collect();
+    assert_eq!(sizes[0], 4 + 2 * 4 * 65_536);
+    assert_eq!(sizes.iter().sum::<usize>(), plans_total(&plan.units) * 4);
+    let beyond = plan.units[0].replace("\"offset\":[0,0]", "\"offset\":[999999,0]");
+    assert_ne!(beyond, plan.units[0], "the unit names its offset");
+    assert!(kernel.unit_input(&params, &plan.input, &beyond).is_err());
+}
+
+/// Bytes/4 all of a SAXPY job's units receive: `a` each, and x and y once.
+fn plans_total(units: &[String]) -> usize {
+    units.len() + 2 * 1_000_000
+}
+
 /// The escape count of pixel (px, py) as the shader computes it, in 12-bit fixed point.
 fn escape_count(px: u32, py: u32, max_iter: u32) -> u32 {
     const ONE: i32 = 4096;

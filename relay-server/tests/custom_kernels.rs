@@ -242,7 +242,7 @@ async fn content_addressed_and_owned(relay: Relay) {
     assert_eq!(same.id, created.id);
 
     // Any change to the source or the manifest is another kernel.
-    let edited = SAXPY_WGSL.replace("a[0] * x[i] + y[i]", "a[0] * x[i] - y[i]");
+    let edited = SAXPY_WGSL.replace("a[0] * x[id.x] + y[id.x]", "a[0] * x[id.x] - y[id.x]");
     let other = relay.register(&edited, &saxpy, Some(&second_key)).await;
     assert_eq!(other.status, StatusCode::CREATED);
     assert_ne!(other.decode::<CustomKernel>().id, created.id);
@@ -329,10 +329,10 @@ async fn bad_kernels_are_refused_naming_the_line_or_the_field() {
     let saxpy = manifest(SAXPY_JSON);
 
     // A syntax error: the detail names where it is.
-    let broken = SAXPY_WGSL.replace("let i = unit.offset.x + id.x;", "let i = unit.offset.x + ;");
+    let broken = SAXPY_WGSL.replace("a[0] * x[id.x] + y[id.x];", "a[0] * x[id.x] + ;");
     let line = broken
         .lines()
-        .position(|l| l.contains("unit.offset.x + ;"))
+        .position(|l| l.contains("x[id.x] + ;"))
         .expect("the broken line")
         + 1;
     let detail = refused(&relay, &key, &broken, &saxpy, "source").await;
@@ -355,6 +355,30 @@ async fn bad_kernels_are_refused_naming_the_line_or_the_field() {
     let mut integer_out = saxpy.clone();
     integer_out["output"]["element"] = json!("u32");
     refused(&relay, &key, SAXPY_WGSL, &integer_out, "manifest.output").await;
+    // Slices per unit: not of the output, not of an input that does not hold
+    // per_invocation elements per invocation, and never of none.
+    let mut sliced_out = saxpy.clone();
+    sliced_out["output"]["per_unit"] = json!({"per_invocation": 1});
+    refused(
+        &relay,
+        &key,
+        SAXPY_WGSL,
+        &sliced_out,
+        "manifest.output.per_unit",
+    )
+    .await;
+    for per_unit in [json!({"per_invocation": 2}), json!({"per_invocation": 0})] {
+        let mut mismatched = saxpy.clone();
+        mismatched["inputs"][1]["per_unit"] = per_unit;
+        refused(
+            &relay,
+            &key,
+            SAXPY_WGSL,
+            &mismatched,
+            "manifest.inputs[1].per_unit",
+        )
+        .await;
+    }
     // Writing a read-only buffer is the shader's own error, with its place.
     let read_only_out =
         SAXPY_WGSL.replace("var<storage, read_write> out", "var<storage, read> out");
@@ -485,7 +509,7 @@ async fn shaders_reaching_past_the_manifest_are_refused() {
 
     // Deeply nested source costs naga a bounded effort and is an error, not a crash.
     let nested = SAXPY_WGSL.replace(
-        "a[0] * x[i] + y[i]",
+        "a[0] * x[id.x] + y[id.x]",
         &format!("{}a[0]{}", "(".repeat(5000), ")".repeat(5000)),
     );
     refused(&relay, &key, &nested, &saxpy, "source").await;

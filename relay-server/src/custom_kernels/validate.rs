@@ -45,6 +45,9 @@ pub struct Refusal {
     pub field: String,
 }
 
+/// Most elements per invocation, and of halo, an input sliced per unit may declare.
+const MAX_SLICE_ELEMENTS: u32 = 1 << 20;
+
 fn refuse(field: impl Into<String>, detail: impl Into<String>) -> Refusal {
     Refusal {
         detail: detail.into(),
@@ -205,6 +208,7 @@ fn check_manifest(manifest: &KernelManifest) -> Result<(), Refusal> {
         }
     }
     check_split(manifest, &greatest)?;
+    check_slices(manifest, &greatest)?;
     let tolerance = match manifest.compare {
         Comparison::Exact => None,
         Comparison::Abs(t) | Comparison::Rel(t) => Some(t),
@@ -321,6 +325,63 @@ fn check_split(manifest: &KernelManifest, greatest: &BTreeMap<String, u64>) -> R
             "manifest.split.unit_invocations",
             format!("one unit would dispatch more than WebGPU's {MAX_WORKGROUPS_PER_DIMENSION} workgroups along a dimension"),
         ));
+    }
+    Ok(())
+}
+
+/// Inputs sliced per unit: only of a 1-D kernel's inputs, with a sensible slice, and an
+/// input that holds `per_invocation` elements per invocation of the range (checked with
+/// every parameter at its max here, and for each job's own values when it is planned).
+fn check_slices(
+    manifest: &KernelManifest,
+    greatest: &BTreeMap<String, u64>,
+) -> Result<(), Refusal> {
+    if manifest.output.per_unit.is_some() {
+        return Err(refuse(
+            "manifest.output.per_unit",
+            "only inputs are sliced per unit: each unit's output is its own already",
+        ));
+    }
+    for (i, input) in manifest.inputs.iter().enumerate() {
+        let Some(slice) = input.per_unit else {
+            continue;
+        };
+        let field = format!("manifest.inputs[{i}].per_unit");
+        if manifest.split.range.len() != 1 {
+            return Err(refuse(
+                field,
+                "inputs are sliced per unit of a 1-D range only",
+            ));
+        }
+        if !(1..=MAX_SLICE_ELEMENTS).contains(&slice.per_invocation)
+            || slice.halo > MAX_SLICE_ELEMENTS
+        {
+            return Err(refuse(
+                field,
+                format!("per_invocation from 1 and halo up to {MAX_SLICE_ELEMENTS}"),
+            ));
+        }
+        let range = eval_at(
+            "manifest.split.range[0]",
+            &manifest.split.range[0],
+            &manifest.params,
+            greatest,
+        )?;
+        let length = eval_at(
+            &format!("manifest.inputs[{i}].length"),
+            &input.length,
+            &manifest.params,
+            greatest,
+        )?;
+        if range.checked_mul(u64::from(slice.per_invocation)) != Some(length) {
+            return Err(refuse(
+                field,
+                format!(
+                    "a sliced input holds per_invocation ({}) elements per invocation of the range: `{}` is not {} x `{}`",
+                    slice.per_invocation, input.length, slice.per_invocation, manifest.split.range[0]
+                ),
+            ));
+        }
     }
     Ok(())
 }
