@@ -1,6 +1,7 @@
 //! Runs work units: on the GPU when an adapter exists, else on the CPU reference (in the
 //! browser, on a Web Worker so the page never freezes).
 
+use futures::future::LocalBoxFuture;
 use starling_api::manifest::is_content_id;
 use starling_kernels::catalog::RunError;
 use starling_kernels::custom::CustomKernel;
@@ -19,8 +20,9 @@ pub enum ComputeError {
     /// No GPU, no CPU worker, and this page does not run units on its own thread.
     #[error("no GPU and no CPU worker: this page computes nothing on its own thread")]
     NoCpu,
-    /// A kernel a submitter registered, and no GPU: such kernels never run on the CPU.
-    #[error("kernel {0} is a submitter's own: it runs only on a GPU, and this volunteer has none")]
+    /// A kernel a submitter registered, and no GPU (such kernels never run on the CPU)
+    /// or no code for them here (the widget).
+    #[error("kernel {0} is a submitter's own: it runs only on a GPU of a volunteer that runs registered kernels, not here")]
     GpuOnly(String),
 }
 
@@ -38,6 +40,42 @@ const CPU_HERE: Option<CpuReference> = Some(CPU_REFERENCE);
 #[cfg(target_arch = "wasm32")]
 const CPU_HERE: Option<CpuReference> = None;
 
+/// Running units of kernels submitters registered: on the GPU only, each unit checked
+/// against its kernel's content address. A value of its own, like [`CpuReference`], so
+/// a browser bundle that never names [`CUSTOM_KERNELS`] (the widget) links none of it.
+#[derive(Clone, Copy)]
+pub struct CustomKernels {
+    run: CustomRun,
+    flops: fn(&Assignment) -> u64,
+}
+
+/// Runs one unit of a registered kernel on the GPU.
+type CustomRun =
+    for<'a> fn(&'a Gpu, &'a Assignment) -> LocalBoxFuture<'a, Result<Vec<u8>, ComputeError>>;
+
+/// Registered kernels, for [`Engine::with_custom_kernels`].
+pub const CUSTOM_KERNELS: CustomKernels = CustomKernels {
+    run: |gpu, a| {
+        Box::pin(async move {
+            let (kernel, unit) =
+                CustomKernel::from_assignment(&a.kernel, &a.params_json).map_err(RunError::from)?;
+            Ok(kernel.run(gpu, &unit, &a.input).await?)
+        })
+    },
+    flops: |a| {
+        CustomKernel::from_assignment(&a.kernel, &a.params_json)
+            .and_then(|(kernel, unit)| starling_kernels::Kernel::unit_flops(&kernel, &unit))
+            .unwrap_or(0)
+    },
+};
+
+/// Natively every volunteer runs registered kernels (unless told `--builtin-only`); in a
+/// browser only where the page opts in.
+#[cfg(not(target_arch = "wasm32"))]
+const CUSTOM_HERE: Option<CustomKernels> = Some(CUSTOM_KERNELS);
+#[cfg(target_arch = "wasm32")]
+const CUSTOM_HERE: Option<CustomKernels> = None;
+
 /// The device this volunteer computes on.
 pub struct Engine {
     gpu: Option<Gpu>,
@@ -48,6 +86,8 @@ pub struct Engine {
     /// Where set (browsers), CPU units run there instead of on the calling thread.
     #[cfg(target_arch = "wasm32")]
     cpu_worker: Option<crate::platform::cpu_worker::CpuWorker>,
+    /// Registered kernels, where this engine runs them (see [`CustomKernels`]).
+    custom: Option<CustomKernels>,
 }
 
 impl Engine {
@@ -63,6 +103,7 @@ impl Engine {
             cpu_here: CPU_HERE,
             #[cfg(target_arch = "wasm32")]
             cpu_worker: None,
+            custom: CUSTOM_HERE,
         }
     }
 
@@ -74,7 +115,21 @@ impl Engine {
             cpu_here: CPU_HERE,
             #[cfg(target_arch = "wasm32")]
             cpu_worker: None,
+            custom: CUSTOM_HERE,
         }
+    }
+
+    /// Runs units of registered kernels too (the app; never the widget, whose visitors
+    /// agreed to run the network's own kernels on a site that is not the network's).
+    pub fn with_custom_kernels(mut self, custom: CustomKernels) -> Self {
+        self.custom = Some(custom);
+        self
+    }
+
+    /// Whether this engine may be given units of registered kernels: it has a GPU and
+    /// the code to run them.
+    pub fn runs_custom_kernels(&self) -> bool {
+        self.gpu.is_some() && self.custom.is_some()
     }
 
     /// Whether units run on the CPU (no GPU adapter, or the CPU was asked for).
@@ -131,12 +186,10 @@ impl Engine {
     /// Runs one assignment and returns its output.
     pub async fn run(&self, a: &Assignment) -> Result<Vec<u8>, ComputeError> {
         if is_content_id(&a.kernel) {
-            let Some(gpu) = &self.gpu else {
+            let (Some(gpu), Some(custom)) = (&self.gpu, self.custom) else {
                 return Err(ComputeError::GpuOnly(a.kernel.chars().take(12).collect()));
             };
-            let (kernel, unit) =
-                CustomKernel::from_assignment(&a.kernel, &a.params_json).map_err(RunError::from)?;
-            return Ok(kernel.run(gpu, &unit, &a.input).await?);
+            return (custom.run)(gpu, a).await;
         }
         if let Some(gpu) = &self.gpu {
             return Ok(volunteer::run_gpu(gpu, &a.kernel, &a.params_json, &a.input).await?);
@@ -155,9 +208,7 @@ impl Engine {
     /// FLOPs of an assignment, for the meter.
     pub fn flops(&self, a: &Assignment) -> u64 {
         if is_content_id(&a.kernel) {
-            return CustomKernel::from_assignment(&a.kernel, &a.params_json)
-                .and_then(|(kernel, unit)| starling_kernels::Kernel::unit_flops(&kernel, &unit))
-                .unwrap_or(0);
+            return self.custom.map_or(0, |custom| (custom.flops)(a));
         }
         volunteer::unit_flops(&a.kernel, &a.params_json).unwrap_or(0)
     }

@@ -17,7 +17,9 @@ pub mod platform;
 pub mod reconnect;
 pub mod volunteer;
 
-pub use engine::{ComputeError, CpuReference, Engine, CPU_REFERENCE};
+pub use engine::{
+    ComputeError, CpuReference, CustomKernels, Engine, CPU_REFERENCE, CUSTOM_KERNELS,
+};
 use starling_protocol::Binding;
 use std::fmt;
 use std::time::Duration;

@@ -57,8 +57,11 @@ async fn gzip_bytes(
 /// volunteer engine (WebRTC and WebSocket transports, wgpu's WebGPU calls, the wallet's
 /// ed25519), Leptos and core's formatting. The consent screen (visibility, minimise and
 /// close, the resumed note, the window for browsers without IntersectionObserver v2) and
-/// the truthful status brought it to 196.4 KB. This bound keeps it from growing back.
-const WIDGET_BUDGET_GZIP_BYTES: usize = 200 * 1024;
+/// the truthful status brought it to 196.4 KB. Registered kernels (issue 25) took it to
+/// 230 KB; they are now the app's alone (a site's visitors run the network's own kernels,
+/// and the widget links none of their code: 213 KB), the rest being the GPU warm-up at
+/// Start and the vec4 matmul shader (issue 26). This bound keeps it from growing back.
+const WIDGET_BUDGET_GZIP_BYTES: usize = 216 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_widget_visitor_downloads_the_widget_alone() -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use js_sys::Reflect;
 use starling_client::platform::cpu_worker::{self, CpuWorker};
 use starling_client::platform::keystore;
 use starling_client::platform::RelayTransport;
-use starling_client::{CpuReference, Engine, Event, Profile, TransportChoice};
+use starling_client::{CpuReference, CustomKernels, Engine, Event, Profile, TransportChoice};
 use starling_protocol::SiteClaim;
 use std::cell::{Cell, RefCell};
 use std::pin::pin;
@@ -86,6 +86,7 @@ thread_local! {
     static SETTINGS: Cell<Settings> = const { Cell::new(Settings { intensity: 1.0, paused: false, background: false, battery_floor: 0.2, builtin_only: false }) };
     static BATTERY: RefCell<Option<JsValue>> = const { RefCell::new(None) };
     static CPU_ON_PAGE: Cell<Option<CpuReference>> = const { Cell::new(None) };
+    static CUSTOM: Cell<Option<CustomKernels>> = const { Cell::new(None) };
     static SIGHT: Cell<Sight> = const { Cell::new(Sight::TopLevel) };
 }
 
@@ -93,6 +94,13 @@ thread_local! {
 /// `Engine::with_cpu_on_page`): the app calls this, the widget does not.
 pub fn allow_cpu_on_page(reference: CpuReference) {
     CPU_ON_PAGE.with(|c| c.set(Some(reference)));
+}
+
+/// Lets this page run units of kernels submitters registered (see
+/// `Engine::with_custom_kernels`): the app calls this, the widget does not, so a site's
+/// visitors run only the network's own kernels and the widget carries none of the code.
+pub fn allow_custom_kernels(custom: CustomKernels) {
+    CUSTOM.with(|c| c.set(Some(custom)));
 }
 
 /// What the device card shows.
@@ -141,6 +149,9 @@ pub async fn detect() -> DeviceSummary {
                 Engine::detect().await
             };
             mark_once("starling:adapter");
+            if let Some(custom) = CUSTOM.with(Cell::get) {
+                engine = engine.with_custom_kernels(custom);
+            }
             if engine.on_cpu() {
                 // Seconds-long CPU units would freeze the page on its own thread.
                 match (
@@ -492,7 +503,9 @@ pub async fn start(
         client: format!("browser/{}", env!("CARGO_PKG_VERSION")),
         wallet: keystore::load_or_create().map_err(|e| e.to_string())?,
         site,
-        builtin_only: SETTINGS.with(Cell::get).builtin_only,
+        // The relay sends registered kernels only to a page that can run them.
+        builtin_only: SETTINGS.with(Cell::get).builtin_only
+            || !ENGINE.with(|e| e.borrow().as_ref().is_some_and(|e| e.runs_custom_kernels())),
     };
     let on_hold: Rc<dyn Fn(Option<Hold>)> = Rc::new(on_hold);
     let on_event = RefCell::new(on_event);
