@@ -1,7 +1,8 @@
 //! A registered kernel that never ends its loop, run over native volunteers on lavapipe
 //! (each with a record of honest built-in work): each unit outlives its lease on one
-//! volunteer after another, the relay suspends the kernel after three distinct volunteers, fails its job with that reason and refunds the
-//! escrow, refuses new jobs of it, and the volunteers go on to compute other work.
+//! volunteer after another, the relay suspends the kernel after three distinct
+//! volunteers, fails its job with that reason and refunds the escrow, refuses new jobs
+//! of it, and the volunteers go on to compute other work.
 
 use serde_json::json;
 use starling_api::manifest::KernelManifest;

@@ -857,6 +857,70 @@ async fn hung_kernels_suspended(relay: Relay) {
     assert_eq!(shown.suspended.as_deref(), Some("hangs"));
 }
 
+#[tokio::test]
+async fn a_kernel_that_fails_on_three_volunteers_devices_is_found() {
+    failing_kernels_found(relay("failing").await).await;
+}
+
+#[tokio::test]
+async fn a_kernel_that_fails_on_three_volunteers_devices_is_found_on_postgresql() {
+    failing_kernels_found(relay_on("failing-pg", true).await).await;
+}
+
+/// A unit given back (`Failed`: the device was lost, the shader crashed) counts like a
+/// lease that expired, once per wallet, and only from wallets with a record.
+async fn failing_kernels_found(relay: Relay) {
+    let (_, key) = relay.account_with(100).await;
+    let kernel: CustomKernel = relay
+        .register(SAXPY_WGSL, &manifest(SAXPY_JSON), Some(&key))
+        .await
+        .decode();
+    let n = 4 * 65_536;
+    let job = json!({
+        "kernel": kernel.id,
+        "params": {"n": n},
+        "input": {
+            "a": f32s_base64(&[2.0]),
+            "x": f32s_base64(&vec![1.0; n]),
+            "y": f32s_base64(&vec![0.5; n]),
+        },
+    });
+    let _: Job = call(&relay.router, post_job(&job, &key)).await.decode();
+    let fail_one = |seed: u8| {
+        let storage = relay.storage.clone();
+        let id = kernel.id.clone();
+        async move {
+            let request = lease_request(seed, true);
+            let unit = storage
+                .lease_work(&request, |_, q| q)
+                .await
+                .expect("lease query")
+                .expect("a unit");
+            assert_eq!(unit.kernel, id);
+            storage
+                .release_lease(request.lease, request.peer)
+                .await
+                .expect("release");
+        }
+    };
+    let hung = || async { relay.storage.hung_custom_kernels(3).await.expect("query") };
+    // Fresh wallets' failures cost them nothing: they do not count.
+    for fresh in [61, 62, 63] {
+        fail_one(fresh).await;
+    }
+    assert!(hung().await.is_empty(), "fresh wallets' failures counted");
+    for seed in [51, 52, 53] {
+        earn_record(&relay, &key, seed).await;
+    }
+    fail_one(51).await;
+    fail_one(52).await;
+    // The same wallet failing again is still one volunteer.
+    fail_one(52).await;
+    assert!(hung().await.is_empty(), "two volunteers are not enough");
+    fail_one(53).await;
+    assert_eq!(hung().await, vec![(kernel.id.clone(), 3)]);
+}
+
 /// Gives the wallet of `seed` a record (it is then vetted): three one-unit montecarlo
 /// jobs of quorum 1 (paid by `key`), computed honestly.
 async fn earn_record(relay: &Relay, key: &str, seed: u8) {

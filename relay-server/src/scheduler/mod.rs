@@ -181,9 +181,9 @@ pub struct JobOrder<'a> {
     pub idempotency: Option<crate::storage::IdempotencyClaim>,
 }
 
-/// Distinct volunteers a registered kernel's units may outlive their leases on before
-/// the kernel is suspended: one slow or unlucky device is not the kernel's fault, three
-/// are.
+/// Distinct volunteers (with a record) a registered kernel's units may outlive their
+/// leases on, or fail on, before the kernel is suspended: one slow or unlucky device is
+/// not the kernel's fault, three are.
 pub const SUSPEND_AFTER_WALLETS: i64 = 3;
 
 /// A session's volunteer asking for a lease: who it is, where its data comes from, and
@@ -1137,8 +1137,9 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Suspends registered kernels whose units outlived their leases on
-    /// [`SUSPEND_AFTER_WALLETS`] distinct volunteers (a kernel that hangs or loops), and
+    /// Suspends registered kernels whose units outlived their leases or failed on the
+    /// devices of [`SUSPEND_AFTER_WALLETS`] distinct volunteers with a record (a kernel
+    /// that hangs, loops or loses the device), and
     /// fails their jobs with the reason, which refunds what their escrow has left. The
     /// volunteers go on with other work once their devices finish or give up.
     async fn suspend_hung_kernels(&self) -> Result<(), StorageError> {
@@ -1148,9 +1149,9 @@ impl Scheduler {
             .await?
         {
             let reason = format!(
-                "kernel {kernel} was suspended: its units ran past their deadlines on {wallets} \
-                 distinct volunteers (a loop that does not end, or far more work than its \
-                 declared FLOPs)"
+                "kernel {kernel} was suspended: its units ran past their deadlines or failed \
+                 on the devices of {wallets} distinct volunteers (a loop that does not end, \
+                 far more work than its declared FLOPs, or a lost device)"
             );
             tracing::warn!(%kernel, "{reason}");
             for job in self.storage.suspend_kernel(&kernel, &reason).await? {

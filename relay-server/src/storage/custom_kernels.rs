@@ -142,8 +142,9 @@ impl Storage {
     }
 
     /// Registered kernels with unfinished jobs whose units' leases expired in the hands
-    /// of at least `wallets` distinct wallets with a record: kernels that hang past their
-    /// deadlines on one volunteer after another, with how many.
+    /// of, or whose units failed on the devices of, at least `wallets` distinct wallets
+    /// with a record: kernels that hang past their deadlines or lose the device on one
+    /// volunteer after another, with how many.
     ///
     /// Only wallets with a record (a few valid results and an error rate under a new
     /// wallet's, [`Reliability::vetted`](crate::validation::trust::Reliability::vetted))
@@ -158,15 +159,22 @@ impl Storage {
         self.reads
             .read(move |db| {
                 db.query_all(
-                    "SELECT jobs.kernel, COUNT(DISTINCT leases.wallet)
-                     FROM jobs JOIN units ON units.job_id = jobs.id
-                          JOIN leases ON leases.unit_id = units.id
-                          JOIN wallets ON wallets.address = leases.wallet
-                     WHERE jobs.state IN ('queued', 'running') AND LENGTH(jobs.kernel) = 64
-                       AND leases.state = 'expired'
-                       AND wallets.valid >= ?2 AND wallets.error_rate < ?3
-                     GROUP BY jobs.kernel
-                     HAVING COUNT(DISTINCT leases.wallet) >= ?1",
+                    "SELECT hung.kernel, COUNT(DISTINCT hung.wallet)
+                     FROM (SELECT jobs.kernel AS kernel, leases.wallet AS wallet
+                           FROM jobs JOIN units ON units.job_id = jobs.id
+                                JOIN leases ON leases.unit_id = units.id
+                           WHERE jobs.state IN ('queued', 'running')
+                             AND LENGTH(jobs.kernel) = 64 AND leases.state = 'expired'
+                           UNION
+                           SELECT kernel_failures.kernel, kernel_failures.wallet
+                           FROM kernel_failures
+                           WHERE EXISTS (SELECT 1 FROM jobs
+                                         WHERE jobs.kernel = kernel_failures.kernel
+                                           AND jobs.state IN ('queued', 'running'))) AS hung
+                          JOIN wallets ON wallets.address = hung.wallet
+                     WHERE wallets.valid >= ?2 AND wallets.error_rate < ?3
+                     GROUP BY hung.kernel
+                     HAVING COUNT(DISTINCT hung.wallet) >= ?1",
                     params![wallets, vetted_after, new_error_rate],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )

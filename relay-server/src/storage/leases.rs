@@ -674,6 +674,18 @@ impl Storage {
                 if owner.as_deref() != Some(peer.to_string().as_str()) {
                     return Ok::<_, StorageError>(Lost::default());
                 }
+                // A volunteer that gives a registered kernel's unit back failed to run it:
+                // noted once per kernel and wallet, for suspension (see
+                // `hung_custom_kernels`).
+                db.execute(
+                    "INSERT INTO kernel_failures (kernel, wallet, failed_ms)
+                     SELECT jobs.kernel, leases.wallet, ?2
+                     FROM leases JOIN units ON units.id = leases.unit_id
+                          JOIN jobs ON jobs.id = units.job_id
+                     WHERE leases.id = ?1 AND LENGTH(jobs.kernel) = 64
+                     ON CONFLICT (kernel, wallet) DO NOTHING",
+                    params![&lease, now_ms()],
+                )?;
                 let lost = lose_leases(db, "released", "id = ?1", &lease, HandBack::PerLease)?;
                 Ok(lost)
             })

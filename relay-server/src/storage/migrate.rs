@@ -34,6 +34,7 @@ const TABLES: &[&str] = &[
     "sites",
     "relays",
     "custom_kernels",
+    "kernel_failures",
 ];
 
 /// Tables whose rows are copied in insertion order (PostgreSQL numbers them anew, in
