@@ -4,6 +4,7 @@
 
 pub mod axe;
 pub mod browser;
+pub mod examples;
 pub mod firefox;
 pub mod no_udp;
 pub mod page;

@@ -1,4 +1,4 @@
-//! A submitter's own kernel (the SAXPY example) computed by headless Chromium's WebGPU
+//! Submitters' own kernels (the three examples) computed by headless Chromium's WebGPU
 //! over WebRTC: the browser and a native volunteer are the job's two wallets, so every
 //! unit's quorum of 2 holds a result the browser computed with the WGSL it was sent (and
 //! checked against the kernel's content address), and the merged result equals the CPU's.
@@ -8,13 +8,10 @@ use serde_json::json;
 use starling_api::manifest::KernelManifest;
 use starling_api::{Input, RegisterKernel, SubmitJob};
 use starling_e2e::browser::Browser;
+use starling_e2e::examples::{check_blur, example, f32_bytes, floats, input, mandelbrot, run};
 use starling_e2e::{Relay, TempDir, Volunteer};
 use starling_protocol::WalletKey;
 use std::time::Duration;
-
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_runs_a_registered_saxpy_kernel_on_webgpu() -> anyhow::Result<()> {
@@ -81,24 +78,65 @@ async fn the_browser_runs_a_registered_saxpy_kernel_on_webgpu() -> anyhow::Resul
         "the merged SAXPY differs from the CPU's"
     );
 
-    // The page names the kernel it ran, whose it is, and links its source.
+    // The other two examples through the same page: a 2-D image of integers (exact) and
+    // a blur whose input is sliced per unit with a halo (within its tolerance).
+    let (width, height, max_iter) = (256u32, 384u32, 60u32);
+    let (mandelbrot_id, image) = run(
+        &api,
+        "mandelbrot",
+        json!({"width": width, "height": height, "max_iter": max_iter}),
+        Vec::new(),
+    )
+    .await?;
+    anyhow::ensure!(
+        image == mandelbrot(width, height, max_iter),
+        "the Mandelbrot image computed in the browser differs from the CPU's"
+    );
+    let signal: Vec<f32> = (0..150_000)
+        .map(|_| rng.random_range(-10.0f32..10.0))
+        .collect();
+    let (blur_id, blurred) = run(
+        &api,
+        "blur",
+        json!({"n": signal.len()}),
+        vec![input("signal", f32_bytes(&signal))],
+    )
+    .await?;
+    check_blur(&signal, &floats(&blurred))?;
+
+    // The page names the kernel it ran last (one of the three: a known-answer unit of
+    // an earlier job may come last), whose it is, and links its source.
+    let ids: Vec<String> = ["saxpy", "mandelbrot", "blur"]
+        .into_iter()
+        .map(|name| {
+            let kernel = example(name)?;
+            anyhow::Ok(starling_api::manifest::content_id(
+                &kernel.source,
+                &kernel.manifest,
+            ))
+        })
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(ids[0] == kernel_id);
     let named = browser
         .wait_text("kernel-source", Duration::from_secs(10), |t| {
             t.contains("registered by account")
         })
         .await?;
     anyhow::ensure!(
-        named.starts_with(&format!("Kernel {}", &kernel_id[..12])),
+        ids.iter()
+            .any(|id| named.starts_with(&format!("Kernel {}", &id[..12]))),
         "{named}"
     );
 
     // Every unit was settled by the native volunteer and one other wallet: the browser's.
-    for unit in api.units(&id).await? {
-        anyhow::ensure!(unit.valid_wallets.len() >= 2, "{unit:?}");
-        anyhow::ensure!(
-            unit.valid_wallets.iter().any(|w| *w != native_wallet),
-            "the browser computed none of {unit:?}"
-        );
+    for job in [&id, &mandelbrot_id, &blur_id] {
+        for unit in api.units(job).await? {
+            anyhow::ensure!(unit.valid_wallets.len() >= 2, "{unit:?}");
+            anyhow::ensure!(
+                unit.valid_wallets.iter().any(|w| *w != native_wallet),
+                "the browser computed none of {unit:?}"
+            );
+        }
     }
 
     // "Run only built-in kernels", from the next Start: a second job of the kernel goes

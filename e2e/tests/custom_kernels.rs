@@ -8,58 +8,10 @@
 use anyhow::Context as _;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use starling_api::manifest::KernelManifest;
-use starling_api::{Input, RegisterKernel, SubmitJob};
-use starling_e2e::{Api, Relay, TempDir, Volunteer};
+use starling_e2e::examples::{check_blur, example, f32_bytes, floats, input, mandelbrot, run};
+use starling_e2e::{Relay, TempDir, Volunteer};
 use starling_protocol::WalletKey;
 use std::time::{Duration, Instant};
-
-fn example(name: &str) -> anyhow::Result<RegisterKernel> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kernels");
-    let source = std::fs::read_to_string(dir.join(format!("{name}.wgsl")))?;
-    let manifest: KernelManifest =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json")))?)?;
-    Ok(RegisterKernel { source, manifest })
-}
-
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn floats(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-fn input(name: &str, bytes: Vec<u8>) -> Input {
-    Input {
-        name: name.into(),
-        file_name: format!("{name}.bin"),
-        bytes,
-    }
-}
-
-/// Registers `name`, submits a job of it, waits, and returns the result's bytes.
-async fn run(
-    api: &Api,
-    name: &str,
-    params: serde_json::Value,
-    inputs: Vec<Input>,
-) -> anyhow::Result<Vec<u8>> {
-    let kernel = api.client().register_kernel(&example(name)?).await?;
-    let job = api
-        .client()
-        .submit_multipart(&SubmitJob::new(kernel.id, params), inputs, None)
-        .await?;
-    let id = job.id.to_string();
-    let done = api.wait_done(&id, Duration::from_secs(240)).await?;
-    eprintln!("{name}: {} units", done.progress.units_total);
-    let (status, bytes) = api.result(&id).await?;
-    anyhow::ensure!(status == 200, "{name}'s result: {status}");
-    Ok(bytes)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_kernels_run_over_volunteers_and_a_cheater_is_outvoted_and_unpaid(
@@ -121,7 +73,7 @@ async fn custom_kernels_run_over_volunteers_and_a_cheater_is_outvoted_and_unpaid
     let y: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
     let a = 1.75f32;
     let started = Instant::now();
-    let saxpy = run(
+    let (_, saxpy) = run(
         &api,
         "saxpy",
         json!({"n": n}),
@@ -138,19 +90,15 @@ async fn custom_kernels_run_over_volunteers_and_a_cheater_is_outvoted_and_unpaid
 
     // A Mandelbrot image in bands of rows, exactly.
     let (width, height, max_iter) = (256u32, 384u32, 100u32);
-    let image = run(
+    let (_, image) = run(
         &api,
         "mandelbrot",
         json!({"width": width, "height": height, "max_iter": max_iter}),
         Vec::new(),
     )
     .await?;
-    let expected: Vec<u8> = (0..height)
-        .flat_map(|py| (0..width).map(move |px| escape_count(px, py, max_iter)))
-        .flat_map(u32::to_le_bytes)
-        .collect();
     anyhow::ensure!(
-        image == expected,
+        image == mandelbrot(width, height, max_iter),
         "the Mandelbrot image differs from the CPU's"
     );
 
@@ -159,24 +107,14 @@ async fn custom_kernels_run_over_volunteers_and_a_cheater_is_outvoted_and_unpaid
     let signal: Vec<f32> = (0..count)
         .map(|_| rng.random_range(-10.0f32..10.0))
         .collect();
-    let blurred = floats(
-        &run(
-            &api,
-            "blur",
-            json!({"n": count}),
-            vec![input("signal", f32_bytes(&signal))],
-        )
-        .await?,
-    );
-    for (i, got) in blurred.iter().enumerate() {
-        let want = 0.25 * signal[i.saturating_sub(1)]
-            + 0.5 * signal[i]
-            + 0.25 * signal[(i + 1).min(count - 1)];
-        anyhow::ensure!(
-            (got - want).abs() <= 1e-5 * got.abs().max(want.abs()),
-            "blur[{i}] = {got}, the CPU says {want}"
-        );
-    }
+    let (_, blurred) = run(
+        &api,
+        "blur",
+        json!({"n": count}),
+        vec![input("signal", f32_bytes(&signal))],
+    )
+    .await?;
+    check_blur(&signal, &floats(&blurred))?;
 
     // The cheater was outvoted on every unit it answered and earned nothing; the honest
     // GPU volunteers were paid; the CPU volunteer never ran a custom unit.
@@ -227,17 +165,4 @@ async fn custom_kernels_run_over_volunteers_and_a_cheater_is_outvoted_and_unpaid
     let cpu_log = std::fs::read_to_string(&wallets[4].1).context("the CPU volunteer's log")?;
     anyhow::ensure!(!cpu_log.contains("runs only on a GPU"), "{cpu_log}");
     Ok(())
-}
-
-/// The example's escape count, in its 12-bit fixed point.
-fn escape_count(px: u32, py: u32, max_iter: u32) -> u32 {
-    const ONE: i32 = 4096;
-    let (cx, cy) = (-2 * ONE + px as i32 * 16, -3 * ONE / 2 + py as i32 * 16);
-    let (mut zx, mut zy) = (0i32, 0i32);
-    let mut i = 0;
-    while i < max_iter && zx * zx + zy * zy <= 4 * ONE * ONE {
-        (zx, zy) = (((zx * zx - zy * zy) >> 12) + cx, ((2 * zx * zy) >> 12) + cy);
-        i += 1;
-    }
-    i
 }
