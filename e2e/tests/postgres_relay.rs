@@ -8,6 +8,7 @@
 #[path = "../../relay-server/tests/common/postgres.rs"]
 mod postgres;
 
+use anyhow::Context as _;
 use postgres::Postgres;
 use starling_api::events::JobEvent;
 use starling_api::JobState;
@@ -279,5 +280,45 @@ async fn readyz_follows_the_database_going_away_and_coming_back() -> anyhow::Res
     let id = api.submit(&MatmulJob::random(8, 8, 8, 2).body).await?;
     assert_eq!(api.job(&id).await?.state, JobState::Queued);
     relay.kill();
+    Ok(())
+}
+
+/// A database host that takes the connection and never answers (a hung server, a
+/// firewall that swallows packets, here a socket nobody accepts on) stops the relay at
+/// start within seconds, naming what happened, instead of hanging on it.
+#[tokio::test]
+async fn a_database_that_never_answers_stops_the_relay_within_seconds() -> anyhow::Result<()> {
+    let data = TempDir::new("pg-silent")?;
+    // The kernel completes the handshake into the backlog; nothing ever replies.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = silent.local_addr()?.port();
+    let url = format!("postgres://starling@127.0.0.1:{port}/starling");
+    let mut relay = std::process::Command::new(binary("relay-server")?)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(["--database", &url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = relay.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(40) {
+            let _ = relay.kill();
+            anyhow::bail!("the relay still waits for a database that never answers");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(relay.stderr.as_mut().context("stderr")?, &mut stderr)?;
+    eprintln!("gave up after {:?}", started.elapsed());
+    anyhow::ensure!(!status.success(), "the relay started without its database");
+    anyhow::ensure!(
+        stderr.contains("cannot open the PostgreSQL database") && stderr.contains("no answer"),
+        "{stderr}"
+    );
+    drop(silent);
     Ok(())
 }

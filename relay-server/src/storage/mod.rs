@@ -494,7 +494,7 @@ impl Storage {
             ]);
         // sqlx's PostgreSQL migrator holds an advisory lock while it runs, so relays
         // started together migrate one at a time.
-        let mut migrating = options.connect().await?;
+        let mut migrating = postgres::connect(&options).await?;
         sqlx::migrate!("./migrations-postgres")
             .run(&mut migrating)
             .await?;

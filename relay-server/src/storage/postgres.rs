@@ -229,6 +229,26 @@ impl Db for PgDb<'_> {
 
 /// Whether `e` is PostgreSQL's answer to two transactions in each other's way (a
 /// deadlock, or a serialization failure): running the group again may well succeed.
+/// How long connecting to PostgreSQL may take before it counts as unreachable.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects with `options`, giving up after [`CONNECT_TIMEOUT`]: a database host that
+/// drops packets would otherwise hold the writer or a reader for the system's TCP
+/// timeout (minutes) on every try.
+pub(super) async fn connect(
+    options: &sqlx::postgres::PgConnectOptions,
+) -> Result<sqlx::postgres::PgConnection, sqlx::Error> {
+    use sqlx::ConnectOptions as _;
+    tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+        .await
+        .map_err(|_| {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from the database within {CONNECT_TIMEOUT:?}"),
+            ))
+        })?
+}
+
 /// Whether `e` says the connection is gone (the server was shut down or restarted, ended
 /// this session, or cannot be reached), not that a statement was refused.
 pub(super) fn connection_lost(e: &sqlx::Error) -> bool {

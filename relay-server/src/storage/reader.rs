@@ -11,7 +11,6 @@ use super::postgres::PgDb;
 use super::sql::Db;
 use super::StorageError;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::ConnectOptions;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
@@ -66,7 +65,7 @@ impl Readers {
         let tasks = Arc::new(Mutex::new(tasks));
         for n in 0..threads {
             // Connected here, so that a bad URL or an unreachable server fails the start.
-            let conn = options.connect().await?;
+            let conn = super::postgres::connect(options).await?;
             let options = options.clone();
             let tasks = Arc::clone(&tasks);
             let lost = Arc::clone(lost);
@@ -145,7 +144,7 @@ fn serve_postgres(
         if conn.is_none() {
             connected_after = losses;
             conn = runtime
-                .block_on(options.connect())
+                .block_on(super::postgres::connect(options))
                 .inspect_err(|e| tracing::warn!("a reader cannot reach the database: {e}"))
                 .ok();
         }

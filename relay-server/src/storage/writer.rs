@@ -21,7 +21,6 @@ use super::sql::{Db, Dialect};
 use super::StorageError;
 use rusqlite::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::ConnectOptions;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -354,7 +353,7 @@ impl Writer {
                         return;
                     }
                 };
-                match runtime.block_on(options.connect()) {
+                match runtime.block_on(super::postgres::connect(&options)) {
                     Ok(conn) => {
                         let _ = ready.send(Ok(()));
                         serve_postgres(&runtime, Some(conn), &options, &commands, &lost);
@@ -399,7 +398,7 @@ fn serve_postgres(
     let mut failed = Vec::with_capacity(MAX_BATCH);
     let connect = || {
         runtime
-            .block_on(options.connect())
+            .block_on(super::postgres::connect(options))
             .inspect_err(|e| tracing::error!("cannot reach the database: {e}"))
             .ok()
     };
@@ -409,13 +408,15 @@ fn serve_postgres(
         if conn.is_none() {
             conn = connect();
         }
+        // With no connection (connecting just failed), connecting again at once is no use.
+        let began_on_a_connection = conn.is_some();
         let mut outcome = match conn.as_mut() {
             Some(c) => run_group_postgres(runtime, c, &spelled, &mut group, &mut failed),
             None => Err(GroupError::Unreachable(
                 "no connection to the database".into(),
             )),
         };
-        if matches!(outcome, Err(GroupError::Unreachable(_))) {
+        if began_on_a_connection && matches!(outcome, Err(GroupError::Unreachable(_))) {
             // Nothing of the group ran (the connection was gone before it began: the
             // server restarted, say), so it runs once more on a new connection rather
             // than failing every command in it.
