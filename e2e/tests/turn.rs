@@ -199,20 +199,32 @@ async fn browser_allowed_only_relayed_candidates_completes_a_job_through_turn() 
         "the inputs came through TURN: {relayed} bytes"
     );
 
-    // Without the knob the same page takes the direct path, and says so.
+    // Without the knob the same page takes the direct path, and says so. ICE nominates
+    // the first pair whose checks succeed, and on a loaded machine the relayed pair
+    // (TURN is still offered) sometimes answers first: a page stuck on TURN would never
+    // say direct, so up to three connections, one of them direct.
     browser.goto(&relay.url()).await?;
     browser
         .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
         .await?;
-    browser.click("start").await?;
-    let transport = browser
-        .wait_text("transport", Duration::from_secs(30), |t| {
-            t != "not connected" && t != "connecting…"
-        })
-        .await?;
-    assert_eq!(transport, "WebRTC (direct)");
-    browser.click("stop").await?;
-    Ok(())
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        browser.click("start").await?;
+        let transport = browser
+            .wait_text("transport", Duration::from_secs(30), |t| {
+                t != "not connected" && t != "connecting…"
+            })
+            .await?;
+        browser.click("stop").await?;
+        browser
+            .wait_text("status", Duration::from_secs(10), |t| t.starts_with("Idle"))
+            .await?;
+        if transport == "WebRTC (direct)" {
+            return Ok(());
+        }
+        seen.push(transport);
+    }
+    panic!("without the knob the page never took the direct path: {seen:?}");
 }
 
 /// The bytes coturn's relayed addresses received from peers (here: from the relay) over
