@@ -774,7 +774,8 @@ async fn a_kernel_whose_units_outlive_leases_on_three_wallets_is_found_and_suspe
     hung_kernels_suspended(relay_on("hung-pg", true).await).await;
 }
 
-async fn hung_kernels_suspended(relay: Relay) {
+/// An account's key, SAXPY registered by it, and a job of 4 units it submitted.
+async fn saxpy_job(relay: &Relay) -> (String, CustomKernel, Job) {
     let (_, key) = relay.account_with(100).await;
     let kernel: CustomKernel = relay
         .register(SAXPY_WGSL, &manifest(SAXPY_JSON), Some(&key))
@@ -791,6 +792,11 @@ async fn hung_kernels_suspended(relay: Relay) {
         },
     });
     let job: Job = call(&relay.router, post_job(&job, &key)).await.decode();
+    (key, kernel, job)
+}
+
+async fn hung_kernels_suspended(relay: Relay) {
+    let (key, kernel, job) = saxpy_job(&relay).await;
     // Leases that ended long ago, expired by the sweep: two wallets are not enough.
     // Only wallets with a record count: three fresh ones sitting on units cost nothing.
     for seed in [31, 32, 33] {
@@ -870,22 +876,7 @@ async fn a_kernel_that_fails_on_three_volunteers_devices_is_found_on_postgresql(
 /// A unit given back (`Failed`: the device was lost, the shader crashed) counts like a
 /// lease that expired, once per wallet, and only from wallets with a record.
 async fn failing_kernels_found(relay: Relay) {
-    let (_, key) = relay.account_with(100).await;
-    let kernel: CustomKernel = relay
-        .register(SAXPY_WGSL, &manifest(SAXPY_JSON), Some(&key))
-        .await
-        .decode();
-    let n = 4 * 65_536;
-    let job = json!({
-        "kernel": kernel.id,
-        "params": {"n": n},
-        "input": {
-            "a": f32s_base64(&[2.0]),
-            "x": f32s_base64(&vec![1.0; n]),
-            "y": f32s_base64(&vec![0.5; n]),
-        },
-    });
-    let _: Job = call(&relay.router, post_job(&job, &key)).await.decode();
+    let (key, kernel, _) = saxpy_job(&relay).await;
     let fail_one = |seed: u8| {
         let storage = relay.storage.clone();
         let id = kernel.id.clone();
