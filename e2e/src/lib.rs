@@ -697,6 +697,24 @@ impl Api {
             .await?)
     }
 
+    /// What the public ledger credited each wallet, summed over every page of it.
+    pub async fn credited_wallets(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let mut credited = std::collections::HashMap::<String, u64>::new();
+        let mut after = 0u64;
+        loop {
+            let entries = self.client().ledger(after, 500).await?.entries;
+            for entry in &entries {
+                if let Some(wallet) = entry.credit.strip_prefix("wallet:") {
+                    *credited.entry(wallet.to_owned()).or_default() += entry.amount_micro;
+                }
+                after = after.max(entry.seq);
+            }
+            if entries.len() < 500 {
+                return Ok(credited);
+            }
+        }
+    }
+
     /// `GET /api/v1/wallets/{address}`: the wallet's standing.
     pub async fn wallet(&self, address: &str) -> Result<Wallet> {
         Ok(self.client.wallet(address).await?)

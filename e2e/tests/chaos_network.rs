@@ -271,20 +271,7 @@ async fn forty_volunteers_with_cheaters_colluders_droppers_and_crashes() -> anyh
     );
 
     // What the public ledger credited each wallet, every page of it.
-    let mut credited: HashMap<String, u64> = HashMap::new();
-    let mut after = 0u64;
-    loop {
-        let entries = api.client().ledger(after, 500).await?.entries;
-        for entry in &entries {
-            if let Some(wallet) = entry.credit.strip_prefix("wallet:") {
-                *credited.entry(wallet.to_owned()).or_default() += entry.amount_micro;
-            }
-            after = after.max(entry.seq);
-        }
-        if entries.len() < 500 {
-            break;
-        }
-    }
+    let credited = api.credited_wallets().await?;
 
     // Each wallet's standing, by role.
     for role in [Role::Honest, Role::Cheater, Role::Colluder, Role::Dropper] {

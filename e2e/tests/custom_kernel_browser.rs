@@ -6,7 +6,7 @@
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use starling_api::manifest::KernelManifest;
-use starling_api::{Input, RegisterKernel, SubmitJob};
+use starling_api::{RegisterKernel, SubmitJob};
 use starling_e2e::browser::Browser;
 use starling_e2e::examples::{check_blur, example, f32_bytes, floats, input, mandelbrot, run};
 use starling_e2e::{Relay, TempDir, Volunteer};
@@ -56,11 +56,7 @@ async fn the_browser_runs_a_registered_saxpy_kernel_on_webgpu() -> anyhow::Resul
     let a = -0.5f32;
     let inputs = [("a", vec![a]), ("x", x.clone()), ("y", y.clone())]
         .into_iter()
-        .map(|(name, values)| Input {
-            name: name.into(),
-            file_name: format!("{name}.bin"),
-            bytes: f32_bytes(&values),
-        })
+        .map(|(name, values)| input(name, f32_bytes(&values)))
         .collect();
     let job = api
         .client()
@@ -169,11 +165,7 @@ async fn the_browser_runs_a_registered_saxpy_kernel_on_webgpu() -> anyhow::Resul
         ("y", vec![0.25; m]),
     ]
     .into_iter()
-    .map(|(name, values)| Input {
-        name: name.into(),
-        file_name: format!("{name}.bin"),
-        bytes: f32_bytes(&values),
-    })
+    .map(|(name, values)| input(name, f32_bytes(&values)))
     .collect();
     let second_job = api
         .client()

@@ -21,7 +21,7 @@ use starling_api::UnitState;
 use starling_e2e::browser::Browser;
 use starling_e2e::{binary, Api, KernelJob, MatmulJob, Relay, RenderJob, TempDir, Volunteer};
 use starling_protocol::WalletKey;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -379,20 +379,7 @@ async fn three_relays_behind_nginx_lose_nothing_to_three_kills_and_pay_no_cheate
     }
 
     // What the one public ledger credited each wallet, every page of it.
-    let mut credited: HashMap<String, u64> = HashMap::new();
-    let mut after = 0u64;
-    loop {
-        let entries = through_balancer.client().ledger(after, 500).await?.entries;
-        for entry in &entries {
-            if let Some(wallet) = entry.credit.strip_prefix("wallet:") {
-                *credited.entry(wallet.to_owned()).or_default() += entry.amount_micro;
-            }
-            after = after.max(entry.seq);
-        }
-        if entries.len() < 500 {
-            break;
-        }
-    }
+    let credited = through_balancer.credited_wallets().await?;
     for cheater in &cheaters {
         let standing = through_balancer.wallet(cheater).await?;
         let credit = credited.get(cheater).copied().unwrap_or(0);
