@@ -481,13 +481,7 @@ impl Storage {
         let options = sqlx::postgres::PgConnectOptions::from_str(url)?
             .statement_cache_capacity(STATEMENT_CACHE)
             .application_name("starling-relay")
-            // Every execution planned with its parameters: after five runs PostgreSQL
-            // may plan a prepared statement once for any parameters, and for the draw
-            // (`OFFSET $5`, the wallet) that plan gathered and sorted every queued unit,
-            // 5.6 ms a lease against 0.05 ms. Planning each call costs the server about
-            // 0.4 ms a unit more; a draw with one good plan would make this unneeded.
             .options([
-                ("plan_cache_mode", "force_custom_plan"),
                 // A relay stopped mid-transaction (SIGSTOP, a hung host) would hold the
                 // write turn and stall every other relay; PostgreSQL ends its session.
                 ("idle_in_transaction_session_timeout", "10s"),

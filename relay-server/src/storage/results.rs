@@ -101,16 +101,9 @@ static ANSWERED_SQL: LazyLock<String> = LazyLock::new(|| {
 /// unit's results so far where it has pending or invalid ones (most units have none when
 /// their first result comes) and is not a known-answer test; `None` for an unknown lease.
 fn load_settle(db: &dyn Db, lease: &str) -> Result<Option<SettleSnapshot>, StorageError> {
-    if db.dialect() == Dialect::Postgres {
-        // Another relay may be judging a replica of the same unit: the unit's row lock
-        // makes the two judgments one after the other, the second seeing the first's.
-        db.for_each_row(
-            "SELECT units.id FROM units JOIN leases ON leases.unit_id = units.id
-             WHERE leases.id = ?1 FOR UPDATE OF units",
-            params![lease],
-            &mut |_| Ok(()),
-        )?;
-    }
+    // On PostgreSQL another relay may judge a replica of the same unit; relays write in
+    // turns (`writer::BEGIN_IN_TURN`), so the two judgments are one after the other and
+    // the second sees the first's without a row lock here.
     let loaded = db.query_opt(&ANSWERED_SQL, params![lease], |r| {
         let snapshot = SettleSnapshot {
             unit: r.get(0)?,
