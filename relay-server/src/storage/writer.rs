@@ -338,15 +338,20 @@ impl Writer {
         options: PgConnectOptions,
         lost: Arc<AtomicU64>,
     ) -> Result<Self, StorageError> {
-        // Every statement the writer runs reaches a few rows by a key, and each keeps
-        // the plan it was first given (planning every call cost the server 0.4 ms a
-        // unit). Planned from statistics that call a table empty (as they are when a
-        // job's units were just stored, before any lease), PostgreSQL reads `leases`
-        // from end to end for every lease and result instead: the draw took 2.6 ms a
-        // call at 5 000 units, and a result's judging load 1.4 ms.
-        // That penalty also prices the few scans of a small table (the empty accruals
-        // a payout sweeps) past JIT's threshold: 51 ms to compile a 0.1 ms statement.
-        let options = options.options([("enable_seqscan", "off"), ("jit", "off")]);
+        // Every statement the writer runs reaches a few rows by a key, so one plan,
+        // made once per connection from the statement alone, serves every call: no
+        // planning per call (forced custom plans cost the server 0.4 ms a unit) and no
+        // plan that changes under load (left to choose, PostgreSQL switched the draw
+        // between a 0.05 ms plan and a 2.6 ms one within a run). For that plan to be
+        // the right one whatever the statistics say (right after a job's units are
+        // stored they call `leases` empty), no statement may read a table end to end;
+        // that penalty also prices the scans of a few small tables (the accruals a
+        // payout sweeps) past JIT's threshold, 51 ms to compile a 0.1 ms statement.
+        let options = options.options([
+            ("plan_cache_mode", "force_generic_plan"),
+            ("enable_seqscan", "off"),
+            ("jit", "off"),
+        ]);
         let (queue, commands) = mpsc::channel();
         let (ready, started) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
