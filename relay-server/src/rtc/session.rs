@@ -371,10 +371,19 @@ async fn run(
         } else {
             "(this volunteer holds no unit, so it may only send control messages)"
         };
+        // Owed units and none leased: new work wakes the session; a wallet over its
+        // lease rate asks again as soon as it regains one.
+        let poll = match wanted {
+            0 => IDLE_POLL,
+            _ => scheduler
+                .caps()
+                .rate_wait(&wallet, Instant::now())
+                .map_or(IDLE_POLL, |wait| wait.min(IDLE_POLL)),
+        };
         let message = tokio::select! {
             m = next_message(link, &mut reassembler, why_limit) => m?,
             _ = &mut work, if wanted > 0 => continue,
-            _ = tokio::time::sleep(IDLE_POLL), if wanted > 0 => continue,
+            _ = tokio::time::sleep(poll), if wanted > 0 => continue,
             entry = payments.recv() => {
                 if let (Ok(entry), Some(relay)) = (entry, relay_key) {
                     if entry.credit == Account::Wallet(wallet) {
