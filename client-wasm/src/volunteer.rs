@@ -173,7 +173,7 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
                 Either::Right(((), _)) => return Ok(()),
             }
         };
-        match message {
+        let assignment = match message {
             ToVolunteer::Welcome { .. } => {
                 on_event(Event::Connected {
                     transport: transport.kind(),
@@ -183,55 +183,22 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
                 }
                 send(transport, &ToRelay::Ready { slots: 1 }).await?;
                 on_event(Event::Asked);
+                continue;
             }
-            ToVolunteer::Assign(assignment) => {
-                on_event(Event::Assigned {
-                    kernel: assignment.kernel.clone(),
-                    params_json: assignment.params_json.clone(),
-                    job_age_s: assignment.job_age_s,
-                });
-                let started = now_ms();
-                let mut elapsed_ms = 0.0;
-                match engine.run(&assignment).await {
-                    Ok(output) => {
-                        elapsed_ms = now_ms() - started;
-                        on_event(Event::Computed {
-                            kernel: assignment.kernel.clone(),
-                            elapsed_ms,
-                            flops: engine.flops(&assignment),
-                        });
-                        send(
-                            transport,
-                            &ToRelay::Result {
-                                lease: assignment.lease,
-                                output,
-                                elapsed_ms: elapsed_ms as u32,
-                            },
-                        )
-                        .await?;
-                    }
-                    Err(e) => {
-                        on_event(Event::UnitFailed(e.to_string()));
-                        send(
-                            transport,
-                            &ToRelay::Failed {
-                                lease: assignment.lease,
-                                reason: e.to_string(),
-                            },
-                        )
-                        .await?;
-                    }
-                }
-                if let Either::Right(((), _)) = select(pin!(pace(elapsed_ms)), stop.as_mut()).await
-                {
-                    return Ok(());
-                }
-                send(transport, &ToRelay::Ready { slots: 1 }).await?;
-                on_event(Event::Asked);
-            }
+            ToVolunteer::Assign(assignment) => assignment,
             ToVolunteer::Ack {
-                accepted, detail, ..
-            } => on_event(Event::Acked { accepted, detail }),
+                accepted,
+                detail,
+                next,
+                ..
+            } => {
+                on_event(Event::Acked { accepted, detail });
+                // The unit our result asked for, when the relay had one at once.
+                match next {
+                    Some(assignment) => assignment,
+                    None => continue,
+                }
+            }
             ToVolunteer::Receipt(receipt) => {
                 // A receipt that does not verify is not credit: say nothing about it.
                 if receipt
@@ -245,12 +212,73 @@ pub async fn run_paced<T: Transport, P: Future<Output = ()>>(
                         reason: receipt.reason,
                     });
                 }
+                continue;
             }
             ToVolunteer::Refused { reason } => return Err(VolunteerError::Refused(reason)),
             // The WebSocket transport reads the challenge before the loop starts; a
             // second one is the relay's mistake, and changes nothing already signed.
-            ToVolunteer::Challenge { .. } => {}
+            ToVolunteer::Challenge { .. } => continue,
+        };
+        on_event(Event::Assigned {
+            kernel: assignment.kernel.clone(),
+            params_json: assignment.params_json.clone(),
+            job_age_s: assignment.job_age_s,
+        });
+        let started = now_ms();
+        let (answer, elapsed_ms) = match engine.run(&assignment).await {
+            Ok(output) => {
+                let elapsed_ms = now_ms() - started;
+                on_event(Event::Computed {
+                    kernel: assignment.kernel.clone(),
+                    elapsed_ms,
+                    flops: engine.flops(&assignment),
+                });
+                (Ok(output), elapsed_ms)
+            }
+            Err(e) => {
+                on_event(Event::UnitFailed(e.to_string()));
+                (Err(e.to_string()), 0.0)
+            }
+        };
+        // Working flat out (no rest due, nothing holding), the result itself asks for
+        // the next unit; otherwise it goes now, and `Ready` after the rest.
+        let mut rest = pin!(pace(elapsed_ms));
+        let rested = rest.as_mut().now_or_never().is_some();
+        let more = u32::from(rested);
+        match answer {
+            Ok(output) => {
+                send(
+                    transport,
+                    &ToRelay::Result {
+                        lease: assignment.lease,
+                        output,
+                        elapsed_ms: elapsed_ms as u32,
+                        more,
+                    },
+                )
+                .await?;
+            }
+            Err(reason) => {
+                send(
+                    transport,
+                    &ToRelay::Failed {
+                        lease: assignment.lease,
+                        reason,
+                    },
+                )
+                .await?;
+                if rested {
+                    send(transport, &ToRelay::Ready { slots: 1 }).await?;
+                }
+            }
         }
+        if !rested {
+            if let Either::Right(((), _)) = select(rest, stop.as_mut()).await {
+                return Ok(());
+            }
+            send(transport, &ToRelay::Ready { slots: 1 }).await?;
+        }
+        on_event(Event::Asked);
     }
 }
 

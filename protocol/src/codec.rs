@@ -67,8 +67,22 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 }
 
 /// Encodes a message and splits it into data-channel frames, in sending order.
+///
+/// Nearly every message fits one frame: it is encoded straight after its flag byte, one
+/// allocation and no copy (a unit's `Assign` or `Result` of a few KiB is sent a few
+/// thousand times a second).
 pub fn encode_frames<T: Serialize>(msg: &T) -> Vec<Vec<u8>> {
-    Chunker::frames(&encode(msg))
+    let mut out = Vec::with_capacity(64);
+    out.push(FRAME_LAST);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    // As in `encode`: our message types are always postcard-encodable.
+    let out =
+        postcard::to_extend(msg, out).expect("protocol messages are always postcard-encodable");
+    if out.len() <= MAX_CHUNK_BYTES {
+        return vec![out];
+    }
+    Chunker::frames(&out[1..])
 }
 
 /// Why incoming frames did not yield a message.
@@ -189,6 +203,14 @@ impl Reassembler {
         &mut self,
         frame: &[u8],
     ) -> Result<Option<T>, FrameError> {
+        // A whole message in one frame (nearly all of them) is decoded where it lies,
+        // not copied into the buffer first; held to the limit all the same.
+        if let ([FRAME_LAST, body @ ..], true) = (frame, self.partial.is_empty()) {
+            if body.len() > self.limit {
+                return Err(ChunkError::TooLarge { limit: self.limit }.into());
+            }
+            return Ok(Some(decode(body)?));
+        }
         match self.push(frame)? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
@@ -205,6 +227,27 @@ mod tests {
 
     fn lease(n: u128) -> LeaseId {
         LeaseId::from_uuid(Uuid::from_u128(n))
+    }
+
+    fn assignment(n: u128) -> Assignment {
+        Assignment {
+            lease: lease(n),
+            kernel: "matmul".into(),
+            params_json: "{}".into(),
+            input: vec![0; 10],
+            deadline_ms: 1000,
+            job_age_s: 125,
+        }
+    }
+
+    /// An `Ack` carrying the next unit, encoded.
+    fn ack_with_next() -> Vec<u8> {
+        encode(&ToVolunteer::Ack {
+            lease: lease(1),
+            accepted: true,
+            detail: String::new(),
+            next: Some(assignment(2)),
+        })
     }
 
     #[test]
@@ -232,6 +275,13 @@ mod tests {
                 lease: lease(1),
                 output: vec![1, 2, 3],
                 elapsed_ms: 7,
+                more: 0,
+            },
+            ToRelay::Result {
+                lease: lease(4),
+                output: vec![],
+                elapsed_ms: u32::MAX,
+                more: 1,
             },
             ToRelay::Failed {
                 lease: lease(2),
@@ -243,18 +293,18 @@ mod tests {
         }
         let down = [
             ToVolunteer::Welcome { version: 1 },
-            ToVolunteer::Assign(Assignment {
-                lease: lease(3),
-                kernel: "matmul".into(),
-                params_json: "{}".into(),
-                input: vec![0; 10],
-                deadline_ms: 1000,
-                job_age_s: 125,
-            }),
+            ToVolunteer::Assign(assignment(3)),
             ToVolunteer::Ack {
                 lease: lease(3),
                 accepted: false,
                 detail: "late".into(),
+                next: None,
+            },
+            ToVolunteer::Ack {
+                lease: lease(3),
+                accepted: true,
+                detail: String::new(),
+                next: Some(assignment(5)),
             },
             ToVolunteer::Refused {
                 reason: "old".into(),
@@ -288,6 +338,85 @@ mod tests {
             decode::<ToRelay>(&bytes),
             Err(CodecError::Body(_))
         ));
+    }
+
+    #[test]
+    fn a_garbled_ack_with_its_next_unit_is_refused_without_panicking() {
+        let whole = ack_with_next();
+        // Cut anywhere: never a message, never a panic.
+        for end in HEADER_LEN..whole.len() {
+            assert!(
+                matches!(
+                    decode::<ToVolunteer>(&whole[..end]),
+                    Err(CodecError::Body(_))
+                ),
+                "cut at {end}"
+            );
+        }
+        // The option's tag (after the variant, the lease's 16 bytes and its length
+        // prefix, `accepted` and an empty `detail`) is neither 0 nor 1.
+        let tag = HEADER_LEN + 1 + 17 + 1 + 1;
+        assert_eq!(whole[tag], 1, "the layout this test assumes");
+        let mut bad = whole.clone();
+        bad[tag] = 2;
+        assert!(matches!(
+            decode::<ToVolunteer>(&bad),
+            Err(CodecError::Body(_))
+        ));
+        // A next unit whose input claims 4 GiB in a short message: refused, with no
+        // buffer of that size allocated first.
+        let mut huge = whole[..tag + 1 + 17 + 1 + 6 + 1 + 2].to_vec();
+        huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(matches!(
+            decode::<ToVolunteer>(&huge),
+            Err(CodecError::Body(_))
+        ));
+    }
+
+    #[test]
+    fn a_result_asking_for_more_in_an_older_version_is_refused_by_version() {
+        let mut bytes = encode(&ToRelay::Result {
+            lease: lease(1),
+            output: vec![1],
+            elapsed_ms: 1,
+            more: 1,
+        });
+        bytes[2..4].copy_from_slice(&(PROTOCOL_VERSION - 1).to_be_bytes());
+        assert_eq!(
+            decode::<ToRelay>(&bytes),
+            Err(CodecError::Version {
+                got: PROTOCOL_VERSION - 1,
+                expected: PROTOCOL_VERSION
+            })
+        );
+    }
+
+    #[test]
+    fn one_frame_messages_decode_in_place_within_the_limit() {
+        let frames = encode_frames(&ToVolunteer::Ack {
+            lease: lease(1),
+            accepted: true,
+            detail: String::new(),
+            next: Some(assignment(2)),
+        });
+        assert_eq!(frames.len(), 1);
+        let mut r = Reassembler::new(frames[0].len() - 1);
+        assert!(matches!(
+            r.push_message::<ToVolunteer>(&frames[0]),
+            Ok(Some(ToVolunteer::Ack { next: Some(_), .. }))
+        ));
+        let mut r = Reassembler::new(frames[0].len() - 2);
+        assert_eq!(
+            r.push_message::<ToVolunteer>(&frames[0]),
+            Err(FrameError::Chunk(ChunkError::TooLarge {
+                limit: frames[0].len() - 2
+            }))
+        );
+        // Garbage in one frame is a codec error, as through the buffer.
+        assert_eq!(
+            r.push_message::<ToVolunteer>(&[FRAME_LAST, b'x']),
+            Err(FrameError::Codec(CodecError::NotStarling))
+        );
     }
 
     #[test]
@@ -351,6 +480,19 @@ mod tests {
                 out = got.or(out);
             }
             prop_assert_eq!(out, Some(message));
+        }
+
+        #[test]
+        fn encode_frames_matches_chunking_the_encoding(len in prop_oneof![0usize..200, (MAX_CHUNK_BYTES - 100)..(2 * MAX_CHUNK_BYTES + 10)]) {
+            let msg = ToRelay::Result { lease: lease(1), output: vec![7; len], elapsed_ms: 3, more: 1 };
+            let frames = encode_frames(&msg);
+            prop_assert_eq!(&frames, &Chunker::frames(&encode(&msg)));
+            let mut r = Reassembler::new(4 * MAX_CHUNK_BYTES);
+            let mut out = None;
+            for f in &frames {
+                out = r.push_message::<ToRelay>(f).map_err(|e| TestCaseError::fail(e.to_string()))?.or(out);
+            }
+            prop_assert_eq!(out, Some(msg));
         }
 
         #[test]

@@ -32,4 +32,4 @@ pub use wallet::{Signature, WalletAddress, WalletError, WalletKey, MAX_TRANSFER_
 
 /// The protocol version this build speaks. Bumped on any incompatible change to
 /// [`messages`]; peers with another version are refused at hello time.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;

@@ -39,7 +39,9 @@ pub enum ToRelay {
         /// owner registered that wallet for that origin; anything else is ignored.
         site: Option<SiteClaim>,
     },
-    /// The volunteer can take `slots` more units now.
+    /// The volunteer can take `slots` more units now. Sent after the welcome, and when
+    /// a volunteer that rested (its duty cycle, a hidden tab) wants work again; a working
+    /// volunteer asks with its [`ToRelay::Result`] instead.
     Ready {
         /// How many more units it wants.
         slots: u32,
@@ -52,6 +54,11 @@ pub enum ToRelay {
         output: Vec<u8>,
         /// Wall time the device spent, for speed estimates.
         elapsed_ms: u32,
+        /// How many more units it wants now, as a [`ToRelay::Ready`] after it would ask
+        /// (0: none yet). The relay records the result and leases the next unit in one
+        /// go, and answers both in one [`ToVolunteer::Ack`]: two messages a unit, not
+        /// four.
+        more: u32,
     },
     /// The volunteer could not run a leased unit.
     Failed {
@@ -110,7 +117,8 @@ pub enum ToVolunteer {
     },
     /// Work to do.
     Assign(Assignment),
-    /// The relay's verdict on a [`ToRelay::Result`].
+    /// The relay's verdict on a [`ToRelay::Result`], with the next unit when the result
+    /// asked for more (`more`) and one was leasable at once.
     Ack {
         /// The lease the result named.
         lease: LeaseId,
@@ -118,6 +126,10 @@ pub enum ToVolunteer {
         accepted: bool,
         /// Why it was not, when it was not.
         detail: String,
+        /// The next unit, as an [`ToVolunteer::Assign`] would carry it. `None` when the
+        /// result asked for none, or none was leasable now: those asked for then come
+        /// as `Assign`s when work arrives, as after a [`ToRelay::Ready`].
+        next: Option<Assignment>,
     },
     /// Credit paid to this volunteer's wallet (or its site's) for verified work: one
     /// ledger entry (a payout of one job's verified units), signed by the relay's key.

@@ -63,6 +63,7 @@ impl Hand {
                 lease: unit.lease,
                 output,
                 elapsed_ms: 1,
+                more: 0,
             },
         )
         .await?;

@@ -1007,6 +1007,7 @@ impl GpuHand {
                 lease: unit.lease,
                 output,
                 elapsed_ms: 1,
+                more: 0,
             },
         )
         .await?;

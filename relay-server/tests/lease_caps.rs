@@ -1,5 +1,5 @@
 //! Leases cannot be hoarded (issue 19): a wallet holds at most its cap of leases however
-//! many it asks for, the wallets of one network hold at most the network's cap all
+//! many it asks for (by `Ready`, or by a `Result` asking for more), the wallets of one network hold at most the network's cap all
 //! together, and a wallet that measures slow cannot stretch its leases past what the
 //! network allows for. Driven over real WebRTC against the real router, with the
 //! attacker on the project's own crates, and through the scheduler for the deadline.
@@ -80,6 +80,51 @@ async fn a_volunteer_asking_for_100_slots_holds_at_most_its_wallets_cap() -> any
     // Before: 64 (the session's own limit on slots), and 64 more on the second.
     assert_eq!(held, caps.per_wallet, "leases held by one connection");
     assert_eq!(more, 0, "leases on a second connection of the same wallet");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_asking_for_u32_max_more_units_holds_at_most_the_wallets_cap() -> anyhow::Result<()>
+{
+    let dir = TempDir::new("lease-caps-more");
+    let caps = LeaseLimits::default();
+    let (url, scheduler) = relay_with(&dir, OPEN_TIMEOUT, small_units(caps)).await?;
+    many_units(&scheduler).await?;
+    let key = WalletKey::from_seed(rand::random());
+    let mut link = greedy(&url, &key, 1).await?;
+    let unit = loop {
+        if let ToVolunteer::Assign(unit) = receive(&mut link, RECEIVE_LIMIT).await? {
+            break unit;
+        }
+    };
+    let output = Catalog::builtin()
+        .get(&unit.kernel)?
+        .run_cpu(&unit.params_json, &unit.input)?;
+    send(
+        &link,
+        &ToRelay::Result {
+            lease: unit.lease,
+            output,
+            elapsed_ms: 1,
+            more: u32::MAX,
+        },
+    )
+    .await?;
+    // The first rides on the verdict; the rest come as assignments, up to the cap.
+    let mut held = 0;
+    while let Ok(Ok(message)) =
+        tokio::time::timeout(Duration::from_secs(2), receive(&mut link, RECEIVE_LIMIT)).await
+    {
+        match message {
+            ToVolunteer::Ack { next, .. } => held += usize::from(next.is_some()),
+            ToVolunteer::Assign(_) => held += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        held, caps.per_wallet,
+        "leases held after asking for u32::MAX"
+    );
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::loopback::relay;
+use common::loopback::{relay, relay_with};
 use common::websocket::{closes, hello, open, receive, refusal, send, Socket};
 use common::TempDir;
 use futures::SinkExt;
@@ -18,7 +18,7 @@ use starling_protocol::{
     PROTOCOL_VERSION,
 };
 use starling_relay::rtc::MAX_PENDING_PER_ADDRESS;
-use starling_relay::scheduler::Scheduler;
+use starling_relay::scheduler::{Scheduler, SchedulerConfig};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -57,6 +57,7 @@ async fn compute_one(socket: &mut Socket) -> anyhow::Result<()> {
             lease: assignment.lease,
             output,
             elapsed_ms: 1,
+            more: 0,
         },
     )
     .await?;
@@ -85,6 +86,74 @@ async fn a_websocket_volunteer_proves_its_wallet_by_the_challenge_and_is_credite
     compute_one(&mut socket).await?;
     let units = scheduler.storage().audit_units(job).await?;
     assert_eq!(units[0].result_wallets, vec![key.address().to_string()]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_asking_for_more_is_answered_with_its_verdict_and_the_next_unit(
+) -> anyhow::Result<()> {
+    let dir = TempDir::new("ws-more");
+    // No known answers or probes: the two units below are all the work there is.
+    let config = SchedulerConfig {
+        canary_rate: 0.0,
+        probe_cpu_share: 0.0,
+        ..SchedulerConfig::default()
+    };
+    let (url, scheduler) = relay_with(&dir, PATIENCE, config).await?;
+    let jobs = [
+        montecarlo_job(&scheduler, 1).await?,
+        montecarlo_job(&scheduler, 1).await?,
+    ];
+    let units = scheduler.storage().audit_units(jobs[0]).await?.len()
+        + scheduler.storage().audit_units(jobs[1]).await?.len();
+    let key = WalletKey::from_seed([1; 32]);
+    let (mut socket, binding) = open(&url).await?;
+    send(&mut socket, &hello(&key, &binding)).await?;
+    anyhow::ensure!(matches!(
+        receive(&mut socket, 1 << 20).await?,
+        ToVolunteer::Welcome { .. }
+    ));
+    send(&mut socket, &ToRelay::Ready { slots: 1 }).await?;
+    let mut unit = match receive(&mut socket, 1 << 20).await? {
+        ToVolunteer::Assign(assignment) => assignment,
+        other => anyhow::bail!("expected work, got {other:?}"),
+    };
+    // Each result asks for one more: every unit after the first rides on the verdict
+    // on the one before, and the last verdict comes alone.
+    for answered in 1..=units {
+        let output = Catalog::builtin()
+            .get(&unit.kernel)?
+            .run_cpu(&unit.params_json, &unit.input)?;
+        let lease = unit.lease;
+        send(
+            &mut socket,
+            &ToRelay::Result {
+                lease,
+                output,
+                elapsed_ms: 1,
+                more: 1,
+            },
+        )
+        .await?;
+        match receive(&mut socket, 1 << 20).await? {
+            ToVolunteer::Ack {
+                lease: acked,
+                accepted: true,
+                next,
+                ..
+            } if acked == lease => match next {
+                Some(next) if answered < units => unit = next,
+                None if answered == units => {}
+                other => anyhow::bail!("unit {answered} of {units}: next {other:?}"),
+            },
+            other => anyhow::bail!("expected the verdict on {lease}, got {other:?}"),
+        }
+    }
+    for job in jobs {
+        for unit in scheduler.storage().audit_units(job).await? {
+            assert_eq!(unit.result_wallets, vec![key.address().to_string()]);
+        }
+    }
     Ok(())
 }
 

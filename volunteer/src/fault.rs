@@ -292,14 +292,26 @@ impl<T: Transport> Transport for FaultyTransport<T> {
             }
             Fault::Duplicate => {
                 self.send_message(&message).await?;
-                self.send_message(&message).await
+                // The copy asks for no more units: only the result is duplicated.
+                let mut copy = message;
+                if let ToRelay::Result { more, .. } = &mut copy {
+                    *more = 0;
+                }
+                self.send_message(&copy).await
             }
             Fault::Fail => {
                 self.send_message(&ToRelay::Failed {
                     lease,
                     reason: "fault injection".into(),
                 })
-                .await
+                .await?;
+                // The result would have asked for the next units: a `Failed` cannot.
+                match message {
+                    ToRelay::Result { more, .. } if more > 0 => {
+                        self.send_message(&ToRelay::Ready { slots: more }).await
+                    }
+                    _ => Ok(()),
+                }
             }
         }
     }
@@ -307,7 +319,10 @@ impl<T: Transport> Transport for FaultyTransport<T> {
     async fn recv(&mut self) -> Option<Vec<u8>> {
         let frame = self.inner.recv().await?;
         // Learn each lease's deadline, for `Stall`, and its unit, for `Collude`.
-        if let Ok(Some(ToVolunteer::Assign(a))) = self.incoming.push_message(&frame) {
+        // A unit comes alone or with the verdict on the result before it.
+        if let Ok(Some(ToVolunteer::Assign(a) | ToVolunteer::Ack { next: Some(a), .. })) =
+            self.incoming.push_message(&frame)
+        {
             let deadline = Instant::now() + Duration::from_millis(u64::from(a.deadline_ms));
             let seed = unit_seed(&a.kernel, &a.params_json, &a.input);
             if let Some(group) = &self.group {

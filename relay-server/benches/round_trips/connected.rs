@@ -84,6 +84,7 @@ pub(crate) async fn swarm(spec: &str) -> anyhow::Result<()> {
                     simulated: Some(COMPUTE_TIME),
                     ask_ahead: false,
                     source: Some(source(index)),
+                    ready_apart: false,
                 },
                 welcomed,
                 stopped,

@@ -259,12 +259,16 @@ async fn main() -> anyhow::Result<()> {
         print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
         print_cpu(&f, units, "volunteers' simulated work");
     }
+    // Each transport twice: a result that asks for the next unit (two messages a unit),
+    // then a `Ready` apart as in protocol v5 (four), the baseline in the same run.
     for (transport, websocket) in [("WebRTC", false), ("the WebSocket", true)] {
-        let name = format!("over {transport}, {volunteers} vol.");
-        if name.contains(only.as_str()) {
-            let f = webrtc::over_transport(units, volunteers, websocket).await?;
-            print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
-            print_cpu(&f, units, &format!("volunteers ({transport} included)"));
+        for (how, ready_apart) in [("", false), (", Ready apart", true)] {
+            let name = format!("over {transport}, {volunteers} vol.{how}");
+            if name.contains(only.as_str()) {
+                let f = webrtc::over_transport(units, volunteers, websocket, ready_apart).await?;
+                print_row(&name, &f, units, floor.unwrap_or(f.units_per_s));
+                print_cpu(&f, units, &format!("volunteers ({transport} included)"));
+            }
         }
     }
     if "scaling efficiency".contains(only.as_str()) {

@@ -17,7 +17,7 @@ pub(crate) struct Point {
     pub(crate) volunteers: usize,
     /// Submit to the job's last unit settled (its merge included).
     pub(crate) elapsed: Duration,
-    /// A lease's latency (`Ready` sent to `Assign` received), each volunteer's first
+    /// A lease's latency (asked for to received), each volunteer's first
     /// left out (it waited for the job to be submitted).
     pub(crate) p50: Duration,
     pub(crate) p99: Duration,
@@ -64,6 +64,7 @@ pub(crate) async fn curve(
                             simulated: Some(compute_time),
                             ask_ahead,
                             source: None,
+                            ready_apart: false,
                         },
                         welcomed,
                         stopped,

@@ -6,6 +6,7 @@ use crate::{bench_dir, billed, Figures};
 use starling_kernels::{Catalog, NamedInputs};
 use starling_protocol::{Assignment, ChannelBinding, JobId, WalletKey};
 use starling_relay::ledger::MicroCredits;
+use starling_relay::scheduler::caps::LeaseLimits;
 use starling_relay::scheduler::{Scheduler, SchedulerConfig, Speed, Verdict};
 use starling_relay::storage::{JobState, PeerId, Storage};
 use std::sync::Arc;
@@ -67,6 +68,14 @@ impl TrustedNetwork {
             SchedulerConfig {
                 // One row of an m x 8 x 8 product per unit.
                 unit_flops: u64::from(2 * k * k),
+                // No lease rate per wallet: each bench volunteer stands for many
+                // machines' worth of leases (its units take microseconds), and 64 of
+                // them at the default 50 a second would cap the relay at 3 200 units/s
+                // whatever it can do. The rate cap's own test is `tests/lease_caps.rs`.
+                caps: LeaseLimits {
+                    per_second: 0.0,
+                    ..LeaseLimits::default()
+                },
                 ..SchedulerConfig::default()
             },
         );

@@ -14,18 +14,23 @@ use std::time::{Duration, Instant};
 /// The relay's whole path over real WebRTC: the relay's HTTP router answers each
 /// volunteer's offer (`/api/v1/rtc/offer`) and serves its data channel as `relay-server`
 /// does, and each volunteer speaks the protocol as the browser's loop does (hello with
-/// its proof, `Ready`, then for each `Assign` the CPU reference's output as `Result` and
-/// `Ready` again). The network is [`TrustedNetwork`]'s. The volunteers, WebRTC stacks
+/// its proof, `Ready`, then for each unit (an `Assign`, or the `Ack` of its previous
+/// result carrying the next) the CPU reference's output as a `Result` that asks for the
+/// next unit). The network is [`TrustedNetwork`]'s. The volunteers, WebRTC stacks
 /// included, run on a runtime of their own whose threads are named like the volunteer
 /// thread, so their CPU is counted apart from the relay's; both ends' DTLS and SCTP share
 /// the machine's cores, as the simulated work does in the scenario before. A lease's
-/// latency here is what a volunteer sees: from sending `Ready` to the `Assign` arriving.
+/// latency here is what a volunteer sees: from asking (`Ready`, or the `Result` that asks
+/// for more) to the unit arriving, so it includes judging the result it came with.
 /// With `websocket`, the same over the WebSocket fallback (`/api/v1/ws`): the hello
-/// signs the relay's challenge, and every message crosses one TCP connection.
+/// signs the relay's challenge, and every message crosses one TCP connection. With
+/// `ready_apart`, each volunteer asks for its next unit with a `Ready` after its result
+/// instead of in it, as protocol v5 did: four messages a unit instead of two.
 pub(crate) async fn over_transport(
     units: usize,
     volunteers: usize,
     websocket: bool,
+    ready_apart: bool,
 ) -> anyhow::Result<Figures> {
     let network = TrustedNetwork::start(volunteers).await?;
     let (base_url, server) = serve(&network).await?;
@@ -48,7 +53,10 @@ pub(crate) async fn over_transport(
                     &base_url,
                     websocket,
                     &wallet,
-                    Behaviour::default(),
+                    Behaviour {
+                        ready_apart,
+                        ..Behaviour::default()
+                    },
                     welcomed,
                     stopped,
                 )
@@ -248,7 +256,8 @@ impl BenchLink {
 
 /// What one bench volunteer saw.
 pub(crate) struct Served {
-    /// Each lease's latency: `Ready` sent to `Assign` received.
+    /// Each lease's latency: asked for (`Ready`, or a `Result` asking for more) to
+    /// received.
     pub(crate) latencies: Vec<Duration>,
     /// When its first unit arrived, and when its last result went.
     pub(crate) first_assign: Option<Instant>,
@@ -262,15 +271,17 @@ pub(crate) struct Behaviour {
     /// would (a timer, not CPU: the volunteers stand for machines of their own).
     pub(crate) simulated: Option<Duration>,
     /// Hold one unit in hand while computing another (`Ready { slots: 2 }` first, then
-    /// one more after each result), so the lease round trip overlaps the compute.
+    /// each result asks for one more), so the lease round trip overlaps the compute.
     pub(crate) ask_ahead: bool,
     /// Signal from this loopback address (see [`BenchLink::open`]).
     pub(crate) source: Option<std::net::IpAddr>,
+    /// Ask for the next unit with a `Ready` of its own after each result, as protocol
+    /// v5 did (four messages a unit, not two): the baseline in the same run.
+    pub(crate) ready_apart: bool,
 }
 
 /// One volunteer over WebRTC (or the WebSocket) until `stopped` turns true, behaving as
-/// `behaviour` says: returns its leases' latencies (`Ready` sent to `Assign` received)
-/// and times.
+/// `behaviour` says: returns its leases' latencies (asked for to received) and times.
 pub(crate) async fn volunteer(
     base_url: &str,
     websocket: bool,
@@ -340,34 +351,20 @@ pub(crate) async fn volunteer(
         let Some(message) = reassembler.push_message(&frame)? else {
             continue;
         };
-        match message {
+        let assignment = match message {
             ToVolunteer::Welcome { .. } => {
                 let _ = welcomed.send(()).await;
                 ready_sent = Instant::now();
                 let slots = if behaviour.ask_ahead { 2 } else { 1 };
                 send(ToRelay::Ready { slots }).await?;
+                continue;
             }
-            ToVolunteer::Assign(assignment) => {
-                served.latencies.push(ready_sent.elapsed());
-                served.first_assign.get_or_insert_with(Instant::now);
-                let output = catalog
-                    .get(&assignment.kernel)?
-                    .run_cpu(&assignment.params_json, &assignment.input)?;
-                if let Some(compute_time) = behaviour.simulated {
-                    tokio::time::sleep(compute_time).await;
-                }
-                send(ToRelay::Result {
-                    lease: assignment.lease,
-                    output,
-                    elapsed_ms: 0,
-                })
-                .await?;
-                served.last_result = Some(Instant::now());
-                ready_sent = Instant::now();
-                send(ToRelay::Ready { slots: 1 }).await?;
-            }
+            ToVolunteer::Assign(assignment) => assignment,
             ToVolunteer::Ack {
-                accepted, detail, ..
+                accepted,
+                detail,
+                next,
+                ..
             } => {
                 // A replica that came back after its unit settled without it: wasted,
                 // not wrong.
@@ -375,10 +372,36 @@ pub(crate) async fn volunteer(
                     accepted || detail.contains("already settled"),
                     "an honest result was refused: {detail}"
                 );
+                match next {
+                    Some(assignment) => assignment,
+                    None => continue,
+                }
             }
-            ToVolunteer::Receipt(_) => {}
+            ToVolunteer::Receipt(_) => continue,
             ToVolunteer::Refused { reason } => anyhow::bail!("refused: {reason}"),
             ToVolunteer::Challenge { .. } => anyhow::bail!("a WebSocket's challenge on WebRTC"),
+        };
+        served.latencies.push(ready_sent.elapsed());
+        served.first_assign.get_or_insert_with(Instant::now);
+        let output = catalog
+            .get(&assignment.kernel)?
+            .run_cpu(&assignment.params_json, &assignment.input)?;
+        if let Some(compute_time) = behaviour.simulated {
+            tokio::time::sleep(compute_time).await;
+        }
+        // The result asks for the next unit, as the browser's loop does working flat out.
+        ready_sent = Instant::now();
+        send(ToRelay::Result {
+            lease: assignment.lease,
+            output,
+            elapsed_ms: 0,
+            more: u32::from(!behaviour.ready_apart),
+        })
+        .await?;
+        served.last_result = Some(Instant::now());
+        if behaviour.ready_apart {
+            ready_sent = Instant::now();
+            send(ToRelay::Ready { slots: 1 }).await?;
         }
     }
     link.into_inner().close().await;

@@ -8,8 +8,8 @@ use crate::scheduler::caps::Network;
 use crate::scheduler::{Asker, LeaseError, Scheduler, Speed, Verdict};
 use crate::storage::PeerId;
 use starling_protocol::{
-    encode_frames, Binding, ChunkError, FrameError, LeaseId, Reassembler, Receipt, SiteClaim,
-    SiteOrigin, ToRelay, ToVolunteer, WalletAddress, PROTOCOL_VERSION,
+    encode_frames, Assignment, Binding, ChunkError, FrameError, LeaseId, Reassembler, Receipt,
+    SiteClaim, SiteOrigin, ToRelay, ToVolunteer, WalletAddress, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -24,7 +24,7 @@ const PRE_HELLO_MAX_BYTES: usize = 8 * 1024;
 /// volunteer holds no lease.
 const CONTROL_MAX_BYTES: usize = 8 * 1024;
 /// A `Result`'s bytes besides its output: header (4), variant (1), lease id (17), the
-/// output's length (at most 10) and `elapsed_ms` (at most 5), rounded up.
+/// output's length (at most 10), `elapsed_ms` and `more` (at most 5 each), rounded up.
 const RESULT_OVERHEAD_BYTES: usize = 64;
 /// How long a peer whose channel is open has to prove a wallet: the volunteer sends its
 /// hello as soon as the channel opens, so this only bounds peers that never will.
@@ -37,6 +37,14 @@ const SEND_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_LOGGED_CHARS: usize = 80;
 /// Fallback poll for work in case a wake-up was missed.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Most units a volunteer may have asked for and not yet been sent (`Ready`'s slots, a
+/// `Result`'s `more`); more is clipped, so a peer cannot make the relay owe it without
+/// bound.
+const MAX_WANTED: u32 = 64;
+
+/// What the relay remembers of each lease in flight on a connection: when it was sent,
+/// its unit's FLOPs, and the exact size of its output.
+type InFlight = HashMap<LeaseId, (Instant, u64, usize)>;
 
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
@@ -202,6 +210,24 @@ async fn registered_site(
     Ok(Some(claim.wallet))
 }
 
+/// Notes a unit just leased to this connection as in flight, and returns its assignment
+/// to send.
+fn hold(
+    scheduler: &Scheduler,
+    in_flight: &mut InFlight,
+    (assignment, flops): (Assignment, u64),
+) -> Assignment {
+    // The unit was just built from these parameters, so this holds; a unit without a
+    // size would get its result refused as oversized.
+    let output_len = scheduler
+        .catalog()
+        .get(&assignment.kernel)
+        .and_then(|k| k.output_len(&assignment.params_json))
+        .unwrap_or(0);
+    in_flight.insert(assignment.lease, (Instant::now(), flops, output_len));
+    assignment
+}
+
 async fn run(
     scheduler: &Scheduler,
     peer: PeerId,
@@ -303,9 +329,7 @@ async fn run(
     // asked for built-ins only (`ToRelay::Preferences`).
     let mut custom_ok = gpu;
     let mut speed = Speed::NEWCOMER;
-    // Leases in flight on this connection: when each was sent, what it costs, and the
-    // exact size of its output.
-    let mut in_flight: HashMap<LeaseId, (Instant, u64, usize)> = HashMap::new();
+    let mut in_flight = InFlight::new();
     let mut payments = scheduler.storage.ledger_feed();
     let relay_key = scheduler.storage.billing().map(|b| b.key.address());
     loop {
@@ -316,31 +340,21 @@ async fn run(
         while wanted > 0 {
             // Over a cap on leases held or taken, this is `None` too: the volunteer
             // waits for a lease of its own to end, or for the next poll.
+            let asker = Asker {
+                peer,
+                wallet,
+                site,
+                speed,
+                network,
+                custom_ok,
+            };
             match scheduler
-                .next_capped_assignment(
-                    Asker {
-                        peer,
-                        wallet,
-                        site,
-                        speed,
-                        network,
-                        custom_ok,
-                    },
-                    caps_network,
-                )
+                .next_capped_assignment(asker, caps_network)
                 .await?
             {
-                Some((assignment, flops)) => {
-                    let lease = assignment.lease;
-                    // The unit was just built from these parameters, so this holds; a
-                    // unit without a size would get its result refused as oversized.
-                    let output_len = scheduler
-                        .catalog()
-                        .get(&assignment.kernel)
-                        .and_then(|k| k.output_len(&assignment.params_json))
-                        .unwrap_or(0);
+                Some(leased) => {
+                    let assignment = hold(scheduler, &mut in_flight, leased);
                     send(tx, &ToVolunteer::Assign(assignment)).await?;
-                    in_flight.insert(lease, (Instant::now(), flops, output_len));
                     wanted -= 1;
                 }
                 None => break,
@@ -357,10 +371,19 @@ async fn run(
         } else {
             "(this volunteer holds no unit, so it may only send control messages)"
         };
+        // Owed units and none leased: new work wakes the session; a wallet over its
+        // lease rate asks again as soon as it regains one.
+        let poll = match wanted {
+            0 => IDLE_POLL,
+            _ => scheduler
+                .caps()
+                .rate_wait(&wallet, Instant::now())
+                .map_or(IDLE_POLL, |wait| wait.min(IDLE_POLL)),
+        };
         let message = tokio::select! {
             m = next_message(link, &mut reassembler, why_limit) => m?,
             _ = &mut work, if wanted > 0 => continue,
-            _ = tokio::time::sleep(IDLE_POLL), if wanted > 0 => continue,
+            _ = tokio::time::sleep(poll), if wanted > 0 => continue,
             entry = payments.recv() => {
                 if let (Ok(entry), Some(relay)) = (entry, relay_key) {
                     if entry.credit == Account::Wallet(wallet) {
@@ -371,24 +394,52 @@ async fn run(
             }
         };
         match message {
-            ToRelay::Ready { slots } => wanted = slots.min(64),
+            ToRelay::Ready { slots } => wanted = slots.min(MAX_WANTED),
             ToRelay::Result {
                 lease,
                 output,
                 elapsed_ms,
+                more,
             } => {
                 if let Some((sent, flops, _)) = in_flight.remove(&lease) {
                     speed = speed.observe(flops, sent.elapsed());
                     scheduler.lease_ended(lease);
                 }
+                wanted = wanted.saturating_add(more).min(MAX_WANTED);
                 // One span per lease's result: everything logged while judging and paying
                 // it carries the lease, the peer and the wallet.
                 let span = tracing::info_span!("lease", %lease, %peer, %wallet);
-                let verdict = tracing::Instrument::instrument(
+                let judged = tracing::Instrument::instrument(
                     scheduler.accept_result(peer, wallet, lease, &output),
                     span,
-                )
-                .await?;
+                );
+                // The result asks for the next unit: judged and leased at once, so both
+                // reach the writer together and commit in one group, and one message
+                // answers both. A lease beside a result that quarantines its wallet is
+                // what a volunteer asking ahead (`Ready { slots: 2 }`) always had: its
+                // next request is refused.
+                let (verdict, next) = if wanted > 0 {
+                    let asker = Asker {
+                        peer,
+                        wallet,
+                        site,
+                        speed,
+                        network,
+                        custom_ok,
+                    };
+                    let (verdict, next) = tokio::join!(
+                        judged,
+                        scheduler.next_capped_assignment(asker, caps_network)
+                    );
+                    // Held before either error ends the session, so its end releases it.
+                    let next = next?.map(|leased| hold(scheduler, &mut in_flight, leased));
+                    (verdict?, next)
+                } else {
+                    (judged.await?, None)
+                };
+                if next.is_some() {
+                    wanted -= 1;
+                }
                 tracing::debug!(%peer, %lease, elapsed_ms, ?verdict, "result");
                 let (accepted, detail) = match verdict {
                     Verdict::Accepted => (true, String::new()),
@@ -400,6 +451,7 @@ async fn run(
                         lease,
                         accepted,
                         detail,
+                        next,
                     },
                 )
                 .await?;

@@ -224,6 +224,18 @@ impl LeaseCaps {
         self.holds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How long until `wallet` regains a lease under the rate cap, when it has none left
+    /// at `now`; `None` when it has one (or there is no rate cap). A session refused by
+    /// the rate asks again then, not at its next idle poll a second later.
+    pub fn rate_wait(&self, wallet: &WalletAddress, now: Instant) -> Option<Duration> {
+        let limits = &self.limits;
+        if limits.per_second <= 0.0 {
+            return None;
+        }
+        let tokens = self.lock().buckets.get(wallet)?.refilled(limits, now);
+        (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) / limits.per_second))
+    }
+
     /// Holds a place for `lease` of `wallet` on `peer` until `until`, or says which cap
     /// refuses it. The caller leases the unit next, then [`Self::granted`] or
     /// [`Self::not_granted`].
@@ -404,6 +416,15 @@ mod tests {
             caps.hold(lease(9), peer, a, net, now, until),
             Err(Refusal::Rate)
         );
+        // Out of tokens at 2 a second: the next comes in half a second, not at a poll.
+        let wait = caps.rate_wait(&a, now).expect("no token left");
+        assert!(
+            wait.abs_diff(Duration::from_millis(500)) < Duration::from_millis(1),
+            "{wait:?}"
+        );
+        let other = WalletKey::from_seed([2; 32]).address();
+        assert_eq!(caps.rate_wait(&other, now), None, "a wallet that took none");
+        assert_eq!(caps.rate_wait(&a, now + wait), None);
         // A lease asked for and not granted costs no token.
         let half = now + Duration::from_millis(500);
         caps.hold(lease(10), peer, a, net, half, until)

@@ -50,14 +50,16 @@ pub async fn send_streamed(
 
 /// The frames of a `ToRelay::Result` whose output is `output_len` zero bytes, streamed
 /// without ever holding the message: the encoding of an empty output ends with its
-/// length (0) and `elapsed_ms` (0), one byte each, so the output goes in between.
+/// length (0), `elapsed_ms` (0) and `more` (0), one byte each, so the output goes in
+/// between.
 pub async fn send_big_result(link: &PeerLink, lease: LeaseId, output_len: usize) -> usize {
     let empty = encode(&ToRelay::Result {
         lease,
         output: Vec::new(),
         elapsed_ms: 0,
+        more: 0,
     });
-    let mut head = empty[..empty.len() - 2].to_vec();
+    let mut head = empty[..empty.len() - 3].to_vec();
     let mut n = output_len;
     // postcard's varint: 7 bits a byte, low first.
     loop {
@@ -69,7 +71,7 @@ pub async fn send_big_result(link: &PeerLink, lease: LeaseId, output_len: usize)
         }
         head.push(byte | 0x80);
     }
-    send_streamed(link, &head, output_len, &[0], true).await
+    send_streamed(link, &head, output_len, &[0, 0], true).await
 }
 
 /// An HTTP/1.1 POST written by hand: the request declares `declared_len` body bytes but

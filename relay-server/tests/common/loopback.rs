@@ -146,6 +146,7 @@ pub async fn compute_one(link: &mut PeerLink, max_bytes: usize) -> anyhow::Resul
             lease: assignment.lease,
             output,
             elapsed_ms: 1,
+            more: 0,
         },
     )
     .await?;
