@@ -480,12 +480,7 @@ impl Storage {
         })?;
         let options = sqlx::postgres::PgConnectOptions::from_str(url)?
             .statement_cache_capacity(STATEMENT_CACHE)
-            .application_name("starling-relay")
-            .options([
-                // A relay stopped mid-transaction (SIGSTOP, a hung host) would hold the
-                // write turn and stall every other relay; PostgreSQL ends its session.
-                ("idle_in_transaction_session_timeout", "10s"),
-            ]);
+            .application_name("starling-relay");
         // sqlx's PostgreSQL migrator holds an advisory lock while it runs, so relays
         // started together migrate one at a time.
         let mut migrating = postgres::connect(&options).await?;

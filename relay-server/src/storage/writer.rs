@@ -347,7 +347,14 @@ impl Writer {
         // stored they call `leases` empty), no statement may read a table end to end;
         // that penalty also prices the scans of a few small tables (the accruals a
         // payout sweeps) past JIT's threshold, 51 ms to compile a 0.1 ms statement.
+        //
+        // A relay stopped mid-transaction (SIGSTOP, a hung host) would hold the write
+        // turn and stall every other relay, so PostgreSQL ends a writer's session idle
+        // in a transaction. Only the writer's: an audit reads the ledger in one
+        // snapshot and checks each page's signatures between reads, which on a long
+        // ledger took past 10 s (its session was ended and the audit failed).
         let options = options.options([
+            ("idle_in_transaction_session_timeout", "10s"),
             ("plan_cache_mode", "force_generic_plan"),
             ("enable_seqscan", "off"),
             ("jit", "off"),
