@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use starling_protocol::{JobId, LeaseId, WalletAddress, WalletKey};
 use starling_relay::ledger::{Account, MicroCredits, Reason};
 use starling_relay::storage::{
-    Billing, Comparison, Judging, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, PeerId, Pricing,
-    Recorded, ReturnedResult, Storage, StorageError,
+    Billing, Comparison, Judging, LeaseRequest, LeaseTerms, LeasedUnit, NewJob, NewProbe, PeerId,
+    Pricing, ProbeUnit, Recorded, ReturnedResult, Storage, StorageError,
 };
 use starling_relay::validation::{NetworkRule, Reference};
 use std::collections::BTreeMap;
@@ -117,6 +117,7 @@ on_both_engines!(
     a_unit_meant_for_a_trusted_wallet_alone_still_needs_a_quorum_from_anyone_else,
     a_handed_back_unit_goes_to_another_wallet_and_a_fresh_wallet_cannot_fail_it,
     vetting_a_wallet_with_a_record_anchors_a_newcomer_without_a_reference,
+    a_probes_units_go_as_known_answer_tests_newest_probe_first_each_to_one_wallet,
 );
 
 fn temp_dir(name: &str) -> TempDir {
@@ -640,6 +641,56 @@ async fn known_answer_leases_catch_a_lying_wallet_which_ends_quarantined(
             .await?,
         Recorded::Canary { passed: true }
     );
+    Ok(())
+}
+
+async fn a_probes_units_go_as_known_answer_tests_newest_probe_first_each_to_one_wallet(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let dir = temp_dir("probes");
+    let storage = engine.open(&dir).await?;
+    // A real job's settled unit, which no canary may take while a probe has one left.
+    let j = job(1, 1);
+    storage.insert_job(&j).await?;
+    let honest = Vol::new(1);
+    let l = honest.lease(&storage).await?.expect("unit").lease;
+    honest.answer(&storage, l, b"real", None).await?;
+    let probe = |units: usize| NewProbe {
+        id: JobId::from_uuid(uuid::Uuid::new_v4()),
+        kernel: "matmul".into(),
+        params: serde_json::json!({}),
+        input: Vec::new(),
+        units: (0..units)
+            .map(|idx| ProbeUnit {
+                idx,
+                params: format!("{{\"i\":{idx}}}"),
+                flops: 1_000,
+                output: vec![idx as u8],
+            })
+            .collect(),
+    };
+    let (older, newer) = (probe(2), probe(1));
+    let (older_id, newer_id) = (older.id, newer.id);
+    storage.insert_probe(older).await?;
+    storage.insert_probe(newer).await?;
+    let mut leased = Vec::new();
+    for seed in 2..5u8 {
+        let canary = storage
+            .lease_canary(&Vol::new(seed).request(i64::MAX), 0.0)
+            .await?
+            .expect("a probe's unit");
+        assert!(canary.canary);
+        leased.push((canary.job, canary.unit));
+    }
+    assert_eq!(leased[0].0, newer_id, "the newest probe first");
+    assert_eq!((leased[1].0, leased[2].0), (older_id, older_id));
+    assert_ne!(leased[1].1, leased[2].1, "a probe's unit went twice");
+    // Probes spent: a settled unit of a real job the wallet never saw.
+    let canary = storage
+        .lease_canary(&Vol::new(5).request(i64::MAX), 0.0)
+        .await?
+        .expect("the real job's unit");
+    assert_eq!(canary.job, j.id);
     Ok(())
 }
 

@@ -490,6 +490,23 @@ fn lease_work_in(
     }
 }
 
+/// A probe's unit no wallet ever leased, newest probe first (?1: whether the volunteer runs
+/// registered kernels). Walks probe jobs, then each one's units by job: CROSS JOIN keeps
+/// SQLite to that loop order and `|| ''` keeps it off the state index (SQLite keeps no
+/// statistics; both spellings mean the same to PostgreSQL). Left to choose, SQLite walked
+/// every settled unit of every job on each canary: 3.4 ms a canary after 20 000 units, two
+/// thirds of the writer's time through the scheduler.
+const FRESH_PROBE_UNIT: &str = concat!(
+    "SELECT ",
+    unit_columns!(),
+    " FROM jobs CROSS JOIN units
+         WHERE units.job_id = jobs.id AND jobs.probe = 1 AND units.state || '' = 'done'
+           AND (?1 = 1 OR LENGTH(jobs.kernel) <> 64)
+           AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id)
+           AND EXISTS (SELECT 1 FROM job_inputs WHERE job_inputs.job_id = units.job_id)
+         ORDER BY jobs.rowid DESC LIMIT 1"
+);
+
 fn lease_canary_in(
     db: &dyn Db,
     relay: &str,
@@ -502,15 +519,7 @@ fn lease_canary_in(
     // work (a settled unit of a real job is one its other wallets computed). Newest
     // probes first: spent ones are older.
     let probe = db.query_opt(
-        concat!(
-            "SELECT ",
-            unit_columns!(),
-            " FROM jobs JOIN units ON units.job_id = jobs.id
-             WHERE jobs.probe = 1 AND units.state = 'done' AND (?1 = 1 OR LENGTH(jobs.kernel) <> 64)
-               AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id)
-               AND EXISTS (SELECT 1 FROM job_inputs WHERE job_inputs.job_id = units.job_id)
-             ORDER BY jobs.rowid DESC LIMIT 1"
-        ),
+        FRESH_PROBE_UNIT,
         params![i64::from(request.custom_ok)],
         UnitRow::read,
     )?;
@@ -826,5 +835,37 @@ impl Storage {
                 void_leases_of_stopped_relays(db, now)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_canary_looks_for_fresh_probes_among_probe_jobs_not_every_settled_unit(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let root =
+            std::env::temp_dir().join(format!("starling-probe-plan-{}", uuid::Uuid::new_v4()));
+        let dir = root.join("data");
+        drop(Storage::open(&dir).await?);
+        let db = rusqlite::Connection::open(dir.join("starling.sqlite3"))?;
+        let mut explain = db.prepare(&format!("EXPLAIN QUERY PLAN {FRESH_PROBE_UNIT}"))?;
+        let plan = explain
+            .query_map([1], |row| row.get::<_, String>(3))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let _ = std::fs::remove_dir_all(&root);
+        // Probe jobs first, newest first straight from their index (no sort of them all),
+        // then their units by job: never every settled unit through the state index.
+        assert!(plan[0].contains("jobs_probes"), "{plan:?}");
+        assert!(
+            plan.iter().all(|step| !step.contains("units_by_state")),
+            "{plan:?}"
+        );
+        assert!(
+            plan.iter().all(|step| !step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+        Ok(())
     }
 }
