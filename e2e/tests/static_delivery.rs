@@ -60,8 +60,10 @@ async fn gzip_bytes(
 /// the truthful status brought it to 196.4 KB. Registered kernels (issue 25) took it to
 /// 230 KB; they are now the app's alone (a site's visitors run the network's own kernels,
 /// and the widget links none of their code: 213 KB), the rest being the GPU warm-up at
-/// Start and the vec4 matmul shader (issue 26). This bound keeps it from growing back.
-const WIDGET_BUDGET_GZIP_BYTES: usize = 216 * 1024;
+/// Start and the vec4 matmul shader (issue 26). The volunteer page decoded a registered
+/// kernel's whole record to show its owner, which still linked the manifest's parser:
+/// 205 KB without it. This bound keeps it from growing back.
+const WIDGET_BUDGET_GZIP_BYTES: usize = 208 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_widget_visitor_downloads_the_widget_alone() -> anyhow::Result<()> {

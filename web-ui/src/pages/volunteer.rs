@@ -345,7 +345,7 @@ impl Session {
         spawn_local(async move {
             let owner = net::get(&format!("/api/v1/kernels/{id}"))
                 .await
-                .and_then(|reply| reply.decode::<starling_api::CustomKernel>())
+                .and_then(|reply| reply.decode::<KernelOwner>())
                 .map(|kernel| kernel.owner.unwrap_or_else(|| "no account".into()));
             if let Ok(owner) = owner {
                 custom_kernel.update(|shown| {
@@ -358,6 +358,14 @@ impl Session {
             }
         });
     }
+}
+
+/// The one field of `GET /api/v1/kernels/{id}` ([`starling_api::CustomKernel`]) the page
+/// shows. Decoding the whole kernel linked its manifest's parser into both bundles, the
+/// widget's too, where no registered kernel ever runs: 11 KB of wasm for a name.
+#[derive(serde::Deserialize)]
+struct KernelOwner {
+    owner: Option<String>,
 }
 
 impl Default for Session {
