@@ -28,7 +28,7 @@ async fn two_relays_on_postgres_are_one_network_and_survive_a_kill() -> anyhow::
         .to_owned();
     let api = Api::with_key(&submitted_to.url(), &key);
     let other = Api::with_key(&computing.url(), &key);
-    let job = MatmulJob::random(1024, 96, 96, 7);
+    let job = MatmulJob::random(4096, 96, 96, 7);
     let id = api.submit_with_quorum(&job.body, 1).await?;
     let total = api.job(&id).await?.progress.units_total;
     assert!(total >= 10, "job has {total} units");
