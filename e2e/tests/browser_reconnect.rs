@@ -176,7 +176,11 @@ async fn page_reconnects_by_itself_after_a_relay_restart_and_finishes_the_job() 
     assert_eq!(status, 200);
     job.check(&result)?;
     // The page counts each unit once, though the unit in flight at the kill was handed
-    // out again after it: it shows what the relay recorded for its wallet.
+    // out again after it: it shows what the relay recorded for its wallet. Or one less:
+    // the page counts a unit when its acknowledgement arrives, and a kill between the
+    // relay committing a result and sending its acknowledgement (since protocol v6 that
+    // waits for the next unit's lease too) loses that one acknowledgement; the unit is
+    // still the wallet's, and paid. Never more: that would be a unit counted twice.
     let wallet = api
         .units(&id)
         .await?
@@ -189,7 +193,8 @@ async fn page_reconnects_by_itself_after_a_relay_restart_and_finishes_the_job() 
     eprintln!("job of {total} units; the page counts {counted}; the relay recorded {recorded} valid results");
     browser
         .wait_text("units-done", Duration::from_secs(10), |t| {
-            t == recorded.to_string()
+            t.parse::<u32>()
+                .is_ok_and(|n| recorded.checked_sub(n).is_some_and(|lost| lost <= 1))
         })
         .await?;
     browser.click("stop").await?;
