@@ -1,12 +1,16 @@
 //! Runs work units: on the GPU when an adapter exists, else on the CPU reference (in the
 //! browser, on a Web Worker so the page never freezes).
 
+use crate::platform;
 use futures::future::LocalBoxFuture;
 use starling_api::manifest::is_content_id;
 use starling_kernels::catalog::RunError;
 use starling_kernels::custom::CustomKernel;
-use starling_kernels::{volunteer, Gpu, KernelError};
+use starling_kernels::matmul::tune::{self, MatmulShader};
+use starling_kernels::matmul::Matmul;
+use starling_kernels::{volunteer, Gpu, KernelError, UnitSpec};
 use starling_protocol::{Assignment, DeviceInfo};
+use std::sync::{Mutex, MutexGuard};
 
 /// Why a unit could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +92,60 @@ pub struct Engine {
     cpu_worker: Option<crate::platform::cpu_worker::CpuWorker>,
     /// Registered kernels, where this engine runs them (see [`CustomKernels`]).
     custom: Option<CustomKernels>,
+    /// Choosing the matmul shader by a trial, where this engine does (see
+    /// [`MatmulTrials`]); elsewhere matmul runs the scalar shader.
+    matmul_trials: Option<MatmulTrials>,
+    /// Which matmul shader this device runs, and how far the choice has got.
+    matmul: Mutex<MatmulTuning>,
+}
+
+/// Choosing this device's matmul shader by a trial on its own units
+/// (`starling_kernels::matmul::tune`). A value of its own, like [`CustomKernels`], so a
+/// browser bundle that never names [`MATMUL_TRIALS`] (the widget, whose visits are short
+/// and whose size is bounded) links neither the trial nor the second shader.
+#[derive(Clone, Copy)]
+pub struct MatmulTrials {
+    run: MatmulRun,
+}
+
+/// Runs one matmul unit on the shader chosen so far, trying both when a trial is due.
+type MatmulRun = for<'a> fn(
+    &'a Gpu,
+    &'a Mutex<MatmulTuning>,
+    &'a Assignment,
+) -> LocalBoxFuture<'a, Result<Vec<u8>, ComputeError>>;
+
+/// Matmul shader trials, for [`Engine::with_matmul_trials`].
+pub const MATMUL_TRIALS: MatmulTrials = MatmulTrials {
+    run: |gpu, tuning, a| {
+        Box::pin(async move {
+            match tune::vec4_candidate(&a.params_json) {
+                Some(unit) => run_matmul(gpu, tuning, &unit, a).await,
+                None => Ok(volunteer::run_gpu(gpu, &a.kernel, &a.params_json, &a.input).await?),
+            }
+        })
+    },
+};
+
+/// Natively every volunteer tries both matmul shaders; in a browser only where the page
+/// opts in (the app).
+#[cfg(not(target_arch = "wasm32"))]
+const MATMUL_HERE: Option<MatmulTrials> = Some(MATMUL_TRIALS);
+#[cfg(target_arch = "wasm32")]
+const MATMUL_HERE: Option<MatmulTrials> = None;
+
+/// How far choosing this device's matmul shader has got ([`tune`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum MatmulTuning {
+    /// No unit both shaders run has been seen, and nothing was remembered.
+    Untried,
+    /// The scalar shader has run such units this fast (FLOPs per ms, the best seen); a
+    /// trial is due at the next unit worth one.
+    Due { scalar_flops_per_ms: f64 },
+    /// A trial is running (concurrent units run the scalar shader meanwhile).
+    Trying,
+    /// Chosen, by a trial here or remembered from one.
+    Chosen(MatmulShader),
 }
 
 impl Engine {
@@ -104,6 +162,8 @@ impl Engine {
             #[cfg(target_arch = "wasm32")]
             cpu_worker: None,
             custom: CUSTOM_HERE,
+            matmul_trials: MATMUL_HERE,
+            matmul: Mutex::new(MatmulTuning::Untried),
         }
     }
 
@@ -116,6 +176,8 @@ impl Engine {
             #[cfg(target_arch = "wasm32")]
             cpu_worker: None,
             custom: CUSTOM_HERE,
+            matmul_trials: MATMUL_HERE,
+            matmul: Mutex::new(MatmulTuning::Untried),
         }
     }
 
@@ -123,6 +185,12 @@ impl Engine {
     /// agreed to run the network's own kernels on a site that is not the network's).
     pub fn with_custom_kernels(mut self, custom: CustomKernels) -> Self {
         self.custom = Some(custom);
+        self
+    }
+
+    /// Chooses the matmul shader by a trial on this device (the app; never the widget).
+    pub fn with_matmul_trials(mut self, trials: MatmulTrials) -> Self {
+        self.matmul_trials = Some(trials);
         self
     }
 
@@ -192,6 +260,9 @@ impl Engine {
             return (custom.run)(gpu, a).await;
         }
         if let Some(gpu) = &self.gpu {
+            if let Some(trials) = self.matmul_trials.filter(|_| a.kernel == Matmul::ID) {
+                return (trials.run)(gpu, &self.matmul, a).await;
+            }
             return Ok(volunteer::run_gpu(gpu, &a.kernel, &a.params_json, &a.input).await?);
         }
         #[cfg(target_arch = "wasm32")]
@@ -205,6 +276,20 @@ impl Engine {
         Ok(run(&a.kernel, &a.params_json, &a.input).map_err(RunError::from)?)
     }
 
+    /// The matmul shader this device chose, once it has (by a trial or remembered).
+    pub fn matmul_shader(&self) -> Option<MatmulShader> {
+        match *self.tuning() {
+            MatmulTuning::Chosen(shader) => Some(shader),
+            _ => None,
+        }
+    }
+
+    fn tuning(&self) -> MutexGuard<'_, MatmulTuning> {
+        self.matmul
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// FLOPs of an assignment, for the meter.
     pub fn flops(&self, a: &Assignment) -> u64 {
         if is_content_id(&a.kernel) {
@@ -212,4 +297,100 @@ impl Engine {
         }
         volunteer::unit_flops(&a.kernel, &a.params_json).unwrap_or(0)
     }
+}
+
+/// A matmul unit both shaders can run: on the shader this device chose; before it has
+/// chosen, on the scalar shader, timed, and at the first unit worth it on both (a
+/// trial, whose output is the unit's), keeping and remembering the faster.
+async fn run_matmul(
+    gpu: &Gpu,
+    tuning: &Mutex<MatmulTuning>,
+    unit: &starling_kernels::matmul::MatmulUnit,
+    a: &Assignment,
+) -> Result<Vec<u8>, ComputeError> {
+    let tuning = || {
+        tuning
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    let key = || tune::remembered_key(&gpu.adapter().name, &gpu.adapter().backend);
+    let flops = tune::flops(unit);
+    let state = {
+        let mut state = tuning();
+        if *state == MatmulTuning::Untried {
+            if let Some(shader) = platform::remembered(&key())
+                .as_deref()
+                .and_then(MatmulShader::parse)
+            {
+                *state = MatmulTuning::Chosen(shader);
+            }
+        }
+        let now = *state;
+        if let MatmulTuning::Due {
+            scalar_flops_per_ms,
+        } = now
+        {
+            if tune::worth_a_trial(flops, scalar_flops_per_ms) {
+                *state = MatmulTuning::Trying;
+            }
+        }
+        now
+    };
+    match state {
+        MatmulTuning::Chosen(MatmulShader::Vec4) => {
+            match tune::run_vec4(gpu, unit, &a.input).await {
+                Ok(Some(output)) => return Ok(output),
+                Ok(None) => {}
+                // A remembered choice this adapter no longer runs (a driver update):
+                // back to the scalar shader for good, and this unit on it.
+                Err(e) => {
+                    tracing::warn!("the vec4 matmul shader failed, back to scalar: {e}");
+                    *tuning() = MatmulTuning::Chosen(MatmulShader::Scalar);
+                    platform::remember(&key(), MatmulShader::Scalar.as_str());
+                }
+            }
+        }
+        MatmulTuning::Due {
+            scalar_flops_per_ms,
+        } if tune::worth_a_trial(flops, scalar_flops_per_ms) => {
+            let trial = tune::trial(gpu, unit, &a.input, platform::now_ms).await;
+            let chosen = match &trial {
+                Ok(Some(t)) => t.chosen,
+                // A vec4 shader this adapter cannot build or run: never again here.
+                Ok(None) | Err(_) => MatmulShader::Scalar,
+            };
+            *tuning() = MatmulTuning::Chosen(chosen);
+            platform::remember(&key(), chosen.as_str());
+            if let Ok(Some(t)) = trial {
+                tracing::info!(
+                    scalar_ms = t.scalar_ms,
+                    vec4_ms = t.vec4_ms,
+                    chosen = chosen.as_str(),
+                    "matmul shader chosen by a trial on this device"
+                );
+                return Ok(t.output);
+            }
+        }
+        _ => {}
+    }
+    let started = platform::now_ms();
+    let output = volunteer::run_gpu(gpu, &a.kernel, &a.params_json, &a.input).await?;
+    let rate = flops as f64 / (platform::now_ms() - started).max(0.001);
+    let mut state = tuning();
+    match *state {
+        MatmulTuning::Untried => {
+            *state = MatmulTuning::Due {
+                scalar_flops_per_ms: rate,
+            }
+        }
+        MatmulTuning::Due {
+            scalar_flops_per_ms,
+        } => {
+            *state = MatmulTuning::Due {
+                scalar_flops_per_ms: scalar_flops_per_ms.max(rate),
+            }
+        }
+        MatmulTuning::Trying | MatmulTuning::Chosen(_) => {}
+    }
+    Ok(output)
 }

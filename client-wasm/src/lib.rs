@@ -18,7 +18,8 @@ pub mod reconnect;
 pub mod volunteer;
 
 pub use engine::{
-    ComputeError, CpuReference, CustomKernels, Engine, CPU_REFERENCE, CUSTOM_KERNELS,
+    ComputeError, CpuReference, CustomKernels, Engine, MatmulTrials, CPU_REFERENCE, CUSTOM_KERNELS,
+    MATMUL_TRIALS,
 };
 use starling_protocol::Binding;
 use std::fmt;

@@ -2,6 +2,7 @@
 //! matmul, render, mlp and montecarlo jobs submitted over REST; each result matches the
 //! CPU reference (the render job's PNG within the kernel's tolerance).
 
+use serde_json::json;
 use starling_api::JobState;
 use starling_e2e::browser::Browser;
 use starling_e2e::{workspace_root, KernelJob, MatmulJob, Relay, RenderJob, TempDir};
@@ -139,6 +140,75 @@ async fn browser_volunteer_computes_a_matmul_job_over_webrtc() -> anyhow::Result
         api.stats().await?.volunteers,
         0,
         "benchmarking connects nothing"
+    );
+    Ok(())
+}
+
+/// The `localStorage` entries where the app remembers its matmul shader choice.
+const CHOICES: &str = "return Object.keys(localStorage)
+     .filter(k => k.startsWith('starling.matmul-shader.'))
+     .map(k => [k, localStorage.getItem(k)]);";
+
+/// The app tries both matmul shaders on a unit big enough to say which is faster on the
+/// visitor's device, keeps and remembers one, and every unit stays right: the job's
+/// result matches the CPU reference. A remembered value that is not a choice (old, or
+/// written by hand) is ignored and tried again, never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_chooses_its_matmul_shader_by_a_trial_and_remembers_it() -> anyhow::Result<()> {
+    let data = TempDir::new("browser-matmul-trial")?;
+    // 8 MFLOP units: a 1024x128x128 product is five of them, each worth a trial.
+    let relay = Relay::start(data.path(), 8)?;
+    let api = relay.api();
+    let browser = Browser::start("browser-matmul-trial").await?;
+    browser.goto(&relay.url()).await?;
+    let device = browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    anyhow::ensure!(device.starts_with("WebGPU:"), "no WebGPU here: {device}");
+    browser.click("start").await?;
+    let job = MatmulJob::random(1024, 128, 128, 21);
+    let id = api.submit_with_quorum(&job.body, 1).await?;
+    api.wait_done(&id, Duration::from_secs(120)).await?;
+    job.check(&api.result(&id).await?.1)?;
+    let choices = browser.execute(CHOICES, json!([])).await?;
+    eprintln!("remembered: {choices}");
+    let choices = choices
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no list: {choices}"))?;
+    assert_eq!(
+        choices.len(),
+        1,
+        "one choice for the one adapter: {choices:?}"
+    );
+    let key = choices[0][0].as_str().unwrap_or_default().to_owned();
+    let chosen = choices[0][1].as_str().unwrap_or_default().to_owned();
+    assert!(
+        chosen == "scalar" || chosen == "vec4",
+        "a shader's name: {chosen}"
+    );
+
+    // Tampered with: the next visit ignores it, computes right, and tries again.
+    browser
+        .execute(
+            "localStorage.setItem(arguments[0], 'matmul_evil'); return true;",
+            json!([key]),
+        )
+        .await?;
+    browser.goto(&relay.url()).await?;
+    browser
+        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+        .await?;
+    browser.click("start").await?;
+    let job = MatmulJob::random(1024, 128, 128, 22);
+    let id = api.submit_with_quorum(&job.body, 1).await?;
+    api.wait_done(&id, Duration::from_secs(120)).await?;
+    job.check(&api.result(&id).await?.1)?;
+    let again = browser.execute(CHOICES, json!([])).await?;
+    eprintln!("remembered after the second visit: {again}");
+    let again = again[0][1].as_str().unwrap_or_default();
+    assert!(
+        again == "scalar" || again == "vec4",
+        "tried again and remembered: {again}"
     );
     Ok(())
 }

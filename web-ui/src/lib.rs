@@ -40,6 +40,7 @@ pub fn mount_app() {
     console_error_panic_hook::set_once();
     runtime::allow_cpu_on_page(starling_client::CPU_REFERENCE);
     runtime::allow_custom_kernels(starling_client::CUSTOM_KERNELS);
+    runtime::allow_matmul_trials(starling_client::MATMUL_TRIALS);
     leptos::mount::mount_to_body(app::App);
 }
 

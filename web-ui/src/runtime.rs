@@ -12,7 +12,9 @@ use js_sys::Reflect;
 use starling_client::platform::cpu_worker::{self, CpuWorker};
 use starling_client::platform::keystore;
 use starling_client::platform::RelayTransport;
-use starling_client::{CpuReference, CustomKernels, Engine, Event, Profile, TransportChoice};
+use starling_client::{
+    CpuReference, CustomKernels, Engine, Event, MatmulTrials, Profile, TransportChoice,
+};
 use starling_protocol::SiteClaim;
 use std::cell::{Cell, RefCell};
 use std::pin::pin;
@@ -87,6 +89,7 @@ thread_local! {
     static BATTERY: RefCell<Option<JsValue>> = const { RefCell::new(None) };
     static CPU_ON_PAGE: Cell<Option<CpuReference>> = const { Cell::new(None) };
     static CUSTOM: Cell<Option<CustomKernels>> = const { Cell::new(None) };
+    static MATMUL_TRIALS: Cell<Option<MatmulTrials>> = const { Cell::new(None) };
     static SIGHT: Cell<Sight> = const { Cell::new(Sight::TopLevel) };
 }
 
@@ -101,6 +104,13 @@ pub fn allow_cpu_on_page(reference: CpuReference) {
 /// visitors run only the network's own kernels and the widget carries none of the code.
 pub fn allow_custom_kernels(custom: CustomKernels) {
     CUSTOM.with(|c| c.set(Some(custom)));
+}
+
+/// Lets this page choose its matmul shader by a trial on the device (see
+/// `Engine::with_matmul_trials`): the app calls this, the widget does not (a visit to a
+/// site is short, and the trial's code and second shader would weigh on its bundle).
+pub fn allow_matmul_trials(trials: MatmulTrials) {
+    MATMUL_TRIALS.with(|c| c.set(Some(trials)));
 }
 
 /// What the device card shows.
@@ -151,6 +161,9 @@ pub async fn detect() -> DeviceSummary {
             mark_once("starling:adapter");
             if let Some(custom) = CUSTOM.with(Cell::get) {
                 engine = engine.with_custom_kernels(custom);
+            }
+            if let Some(trials) = MATMUL_TRIALS.with(Cell::get) {
+                engine = engine.with_matmul_trials(trials);
             }
             if engine.on_cpu() {
                 // Seconds-long CPU units would freeze the page on its own thread.

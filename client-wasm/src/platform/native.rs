@@ -235,6 +235,25 @@ impl Transport for NativeTransport {
     }
 }
 
+/// Milliseconds on a monotonic clock that starts with the process.
+pub fn now_ms() -> f64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
+        * 1e3
+}
+
+/// What this device remembered under `key`: nothing natively, where a volunteer is one
+/// long-running process and tries again when it restarts.
+pub fn remembered(_key: &str) -> Option<String> {
+    None
+}
+
+/// Natively nothing is kept past the process (see [`remembered`]).
+pub fn remember(_key: &str, _value: &str) {}
+
 #[cfg(test)]
 mod tests {
     use super::websocket_url;

@@ -296,3 +296,26 @@ impl Transport for WebTransport {
         self.kind
     }
 }
+
+/// Milliseconds on the page's monotonic clock (`performance.now()`).
+pub fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or_else(js_sys::Date::now, |p| p.now())
+}
+
+/// What this device remembered under `key` (`localStorage`, kept across visits; in a
+/// widget's frame, per embedding site, as the browser partitions it).
+pub fn remembered(key: &str) -> Option<String> {
+    web_sys::window()
+        .and_then(|w| w.local_storage().ok().flatten())
+        .and_then(|s| s.get_item(key).ok().flatten())
+}
+
+/// Remembers `value` under `key`; where storage is unavailable (private mode), the device
+/// just tries again next visit.
+pub fn remember(key: &str, value: &str) {
+    if let Some(storage) = web_sys::window().and_then(|w| w.local_storage().ok().flatten()) {
+        let _ = storage.set_item(key, value);
+    }
+}

@@ -10,6 +10,8 @@ use crate::{KernelError, KernelSpec, UnitSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub mod tune;
+
 /// Largest accepted dimension. 4096 keeps B (64 MiB at most) under WebGPU's default
 /// 128 MiB storage-binding limit, so every unit fits on every conformant adapter.
 pub const MAX_DIM: u32 = 4096;
@@ -141,11 +143,8 @@ impl UnitSpec for Matmul {
 
 impl Matmul {
     /// The vec4 shader (`shader_vec4.wgsl`: vec4 loads, 8x8 register tiles, 128x128
-    /// blocks) for `u`, where k and n are multiples of 4; `None` otherwise. Not what
-    /// volunteers run yet: 3.6-3.8x the scalar shader's speed on lavapipe, but SwiftShader
-    /// compiles it in about 1.4 s against 0.5 s, which would push the volunteer page's
-    /// start to first unit from about 1.0 to 1.75 s (docs/performance.md, issue 26). The
-    /// kernels bench and `gpu_matches_cpu` run it.
+    /// blocks) for `u`, where k and n are multiples of 4; `None` otherwise. A volunteer
+    /// runs it where a trial on its own device found it faster ([`tune`]).
     pub fn gpu_dispatch_vec4(
         u: &MatmulUnit,
         input: &[u8],

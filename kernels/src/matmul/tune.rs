@@ -1,0 +1,239 @@
+//! Which matmul shader a device runs, chosen by a short trial on the device itself.
+//!
+//! The vec4 shader (`shader_vec4.wgsl`) is 3.6-3.8x the scalar one's speed on lavapipe
+//! and about 1.5x on SwiftShader, but nobody can say ahead of time for every adapter, and
+//! SwiftShader takes 1.4 s to compile it. So a volunteer starts on the scalar shader (its
+//! first unit is never delayed), times it, and at a later unit big enough to say
+//! something, runs that unit on both shaders and keeps the faster. The choice is
+//! remembered per adapter (the browser keeps it across visits), keyed also by both
+//! shaders' text, so a changed shader is tried again.
+//!
+//! Only speed is at stake: whichever shader ran, the relay verifies the output.
+
+use super::{Matmul, MatmulUnit};
+use crate::UnitSpec;
+
+/// The matmul shaders a volunteer can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulShader {
+    /// `shader.wgsl`: one output per thread, 64x64 blocks; runs every shape.
+    Scalar,
+    /// `shader_vec4.wgsl`: vec4 loads, 8x8 register tiles, 128x128 blocks; only where k
+    /// and n are multiples of 4 (other units run the scalar shader whatever was chosen).
+    Vec4,
+}
+
+impl MatmulShader {
+    /// The name a choice is remembered by.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scalar => "scalar",
+            Self::Vec4 => "vec4",
+        }
+    }
+
+    /// A remembered choice; `None` for anything else (an old or tampered value, which
+    /// just means trying again).
+    pub fn parse(remembered: &str) -> Option<Self> {
+        match remembered {
+            "scalar" => Some(Self::Scalar),
+            "vec4" => Some(Self::Vec4),
+            _ => None,
+        }
+    }
+}
+
+/// Units smaller than one vec4 block's work (2 x 128^3 FLOPs) leave most of its threads
+/// idle, so they say nothing about which shader is faster on real units.
+pub const MIN_TRIAL_FLOPS: u64 = 2 * 128 * 128 * 128;
+
+/// Most a trial may cost, predicted from the scalar shader's measured rate: the trial
+/// runs the unit eight times over (each shader once to build its pipeline, then three
+/// dispatches each, timed), and a unit that would take a slow device seconds would risk
+/// its lease.
+pub const TRIAL_BUDGET_MS: f64 = 2_000.0;
+
+/// Dispatches of each shader the trial times, in one submission each.
+#[cfg(feature = "gpu")]
+const TIMED_DISPATCHES: u32 = 3;
+
+/// How much faster the vec4 shader must be to be chosen: a short trial is noisy, and on
+/// a tie the scalar shader's cheaper compile wins the next visit's first unit.
+const VEC4_MARGIN: f64 = 0.9;
+
+/// Whether a unit of `unit_flops` is a fair and affordable trial on a device whose scalar
+/// shader ran at `scalar_flops_per_ms`.
+pub fn worth_a_trial(unit_flops: u64, scalar_flops_per_ms: f64) -> bool {
+    // NaN rates (no measurement) fail both comparisons, so they never start a trial.
+    let predicted_ms = 8.0 * unit_flops as f64 / scalar_flops_per_ms;
+    unit_flops >= MIN_TRIAL_FLOPS && scalar_flops_per_ms > 0.0 && predicted_ms <= TRIAL_BUDGET_MS
+}
+
+/// The shader to keep, from the trial's times of the same dispatches.
+pub fn choose(scalar_ms: f64, vec4_ms: f64) -> MatmulShader {
+    if vec4_ms.is_finite() && vec4_ms >= 0.0 && vec4_ms < scalar_ms * VEC4_MARGIN {
+        MatmulShader::Vec4
+    } else {
+        MatmulShader::Scalar
+    }
+}
+
+/// Where a device's choice is remembered: the adapter, its backend, and a digest of both
+/// shaders' text.
+pub fn remembered_key(adapter: &str, backend: &str) -> String {
+    // FNV-1a: a stable digest with no dependency; this is a cache key, not a defence.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in crate::shader!("matmul")
+        .bytes()
+        .chain(crate::shader!("matmul_vec4").bytes())
+    {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("starling.matmul-shader.{hash:016x}.{backend}.{adapter}")
+}
+
+/// The matmul unit in a unit's parameters, if it is one the two shaders can both run.
+pub fn vec4_candidate(params_json: &str) -> Option<MatmulUnit> {
+    let unit: MatmulUnit = serde_json::from_str(params_json).ok()?;
+    (unit.k.is_multiple_of(4) && unit.n.is_multiple_of(4)).then_some(unit)
+}
+
+/// FLOPs of a matmul unit.
+pub fn flops(unit: &MatmulUnit) -> u64 {
+    Matmul::unit_flops(unit)
+}
+
+/// The unit's output, if it has the unit's size (a shader's bug must not reach the relay
+/// as a short answer).
+#[cfg(feature = "gpu")]
+fn sized(unit: &MatmulUnit, output: Vec<u8>) -> Result<Vec<u8>, crate::KernelError> {
+    let expected = Matmul::output_len(unit);
+    if output.len() == expected {
+        Ok(output)
+    } else {
+        Err(crate::KernelError::Shape {
+            got: output.len(),
+            expected,
+        })
+    }
+}
+
+/// Runs `unit` on the vec4 shader; `None` where k or n is not a multiple of 4.
+#[cfg(feature = "gpu")]
+pub async fn run_vec4(
+    gpu: &crate::Gpu,
+    unit: &MatmulUnit,
+    input: &[u8],
+) -> Result<Option<Vec<u8>>, crate::catalog::RunError> {
+    let Some(vec4) = Matmul::gpu_dispatch_vec4(unit, input)? else {
+        return Ok(None);
+    };
+    Ok(Some(sized(unit, gpu.run(&vec4, input).await?)?))
+}
+
+/// What a trial measured, and the unit's output from the shader it chose.
+#[cfg(feature = "gpu")]
+#[derive(Debug)]
+pub struct Trial {
+    /// Time of the scalar shader's timed dispatches, in ms.
+    pub scalar_ms: f64,
+    /// Time of the vec4 shader's, in ms.
+    pub vec4_ms: f64,
+    /// The shader to keep.
+    pub chosen: MatmulShader,
+    /// The unit's output.
+    pub output: Vec<u8>,
+}
+
+/// Runs `unit` on both shaders on `gpu`, timed with `now_ms` (the platform's clock), and
+/// returns the faster with the unit's output. `None` where k or n is not a multiple of 4.
+#[cfg(feature = "gpu")]
+pub async fn trial(
+    gpu: &crate::Gpu,
+    unit: &MatmulUnit,
+    input: &[u8],
+    now_ms: impl Fn() -> f64,
+) -> Result<Option<Trial>, crate::catalog::RunError> {
+    let Some(vec4) = Matmul::gpu_dispatch_vec4(unit, input)? else {
+        return Ok(None);
+    };
+    let scalar = Matmul::gpu_dispatch(unit, input)?;
+    // Once each untimed: builds both pipelines (the vec4 one may compile for a second or
+    // more on a software adapter) and gives each shader's output.
+    let scalar_output = gpu.run(&scalar, input).await?;
+    let vec4_output = gpu.run(&vec4, input).await?;
+    let started = now_ms();
+    gpu.run_repeated(&scalar, input, TIMED_DISPATCHES).await?;
+    let scalar_done = now_ms();
+    gpu.run_repeated(&vec4, input, TIMED_DISPATCHES).await?;
+    let vec4_done = now_ms();
+    let (scalar_ms, vec4_ms) = (scalar_done - started, vec4_done - scalar_done);
+    let chosen = choose(scalar_ms, vec4_ms);
+    Ok(Some(Trial {
+        scalar_ms,
+        vec4_ms,
+        chosen,
+        output: sized(
+            unit,
+            match chosen {
+                MatmulShader::Scalar => scalar_output,
+                MatmulShader::Vec4 => vec4_output,
+            },
+        )?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vec4_shader_must_win_clearly_and_honestly() {
+        assert_eq!(choose(100.0, 50.0), MatmulShader::Vec4);
+        assert_eq!(choose(100.0, 89.0), MatmulShader::Vec4);
+        assert_eq!(choose(100.0, 95.0), MatmulShader::Scalar);
+        assert_eq!(choose(100.0, 150.0), MatmulShader::Scalar);
+        // A clock that went backwards or a broken measurement keeps the safe default.
+        assert_eq!(choose(100.0, -1.0), MatmulShader::Scalar);
+        assert_eq!(choose(100.0, f64::NAN), MatmulShader::Scalar);
+        assert_eq!(choose(f64::NAN, 10.0), MatmulShader::Scalar);
+    }
+
+    #[test]
+    fn trials_are_fair_and_bounded() {
+        let big = 2 * 256 * 256 * 256;
+        // A fast device tries on a real unit.
+        assert!(worth_a_trial(big, 1e6));
+        // Too small to say anything.
+        assert!(!worth_a_trial(2 * 64 * 64 * 64, 1e9));
+        // A slow device would spend over two seconds: not now.
+        assert!(!worth_a_trial(big, 1e3));
+        // No measured rate yet (or a nonsense one): no trial.
+        assert!(!worth_a_trial(big, 0.0));
+        assert!(!worth_a_trial(big, f64::NAN));
+    }
+
+    #[test]
+    fn remembered_choices_parse_back_and_garbage_means_try_again() {
+        for shader in [MatmulShader::Scalar, MatmulShader::Vec4] {
+            assert_eq!(MatmulShader::parse(shader.as_str()), Some(shader));
+        }
+        assert_eq!(MatmulShader::parse("VEC4"), None);
+        assert_eq!(MatmulShader::parse(""), None);
+    }
+
+    #[test]
+    fn only_units_both_shaders_run_are_candidates() {
+        assert!(vec4_candidate(r#"{"row_start":0,"rows":8,"k":16,"n":32}"#).is_some());
+        assert!(vec4_candidate(r#"{"row_start":0,"rows":8,"k":15,"n":32}"#).is_none());
+        assert!(vec4_candidate(r#"{"row_start":0,"rows":8,"k":16,"n":30}"#).is_none());
+        assert!(vec4_candidate("not json").is_none());
+    }
+
+    #[test]
+    fn the_key_names_the_adapter_and_backend() {
+        let key = remembered_key("SwiftShader Device", "browserwebgpu");
+        assert!(key.ends_with(".browserwebgpu.SwiftShader Device"), "{key}");
+        assert_ne!(key, remembered_key("llvmpipe", "vulkan"));
+    }
+}
