@@ -320,6 +320,19 @@ impl Browser {
         Ok(())
     }
 
+    /// Answers a permission as a person answering the browser's prompt would (WebDriver's
+    /// Set Permission), for the current browsing context's origin: `storage-access`
+    /// inside a frame, `granted` or `denied`.
+    pub async fn set_permission(&self, name: &str, state: &str) -> Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "/permissions",
+            json!({ "descriptor": { "name": name }, "state": state }),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Switches back to the top-level page.
     pub async fn leave_frame(&self) -> Result<()> {
         self.call(reqwest::Method::POST, "/frame", json!({ "id": null }))

@@ -107,6 +107,18 @@ async fn wait_card(
 /// Presses Start in the card (the driver already inside the frame, or on the relay's own
 /// window) until the card leaves Idle. Chromium drops input to a frame for a moment after
 /// it loads or moves, as it would a person's too-early click; the person clicks again.
+/// The visitor has been to the network's own page (Chromium lets a site's frame ask for
+/// its own storage only then) and answers yes when the browser asks whether the card on
+/// `url` may keep its choice.
+async fn let_card_remember(browser: &Browser, relay_url: &str, url: &str) -> anyhow::Result<()> {
+    browser.goto(relay_url).await?;
+    open_card(browser, url).await?;
+    browser.enter_frame("starling-frame").await?;
+    let granted = browser.set_permission("storage-access", "granted").await;
+    browser.leave_frame().await?;
+    granted
+}
+
 /// The visitor opens `url`'s card, sees it, presses Start, and work begins.
 async fn say_yes_on_a_visible_card(browser: &Browser, url: &str) -> anyhow::Result<()> {
     open_card(browser, url).await?;
@@ -317,9 +329,12 @@ async fn a_running_card_the_host_hides_stops_within_a_second_and_resumes_when_sh
     Ok(())
 }
 
-/// Sets every remembered yes in the card's storage to `days_ago` days ago.
-async fn age_consent(browser: &Browser, days_ago: f64) -> anyhow::Result<u64> {
-    browser.enter_frame("starling-frame").await?;
+/// Sets every remembered yes to `days_ago` days ago, in the relay origin's own storage
+/// (where a card keeps them), from a page of the relay's.
+async fn age_consent(browser: &Browser, relay_url: &str, days_ago: f64) -> anyhow::Result<u64> {
+    browser
+        .goto(&format!("{relay_url}/about-widget.html"))
+        .await?;
     let aged = browser
         .execute(
             "let n = 0;
@@ -333,7 +348,6 @@ async fn age_consent(browser: &Browser, days_ago: f64) -> anyhow::Result<u64> {
             json!([days_ago]),
         )
         .await;
-    browser.leave_frame().await?;
     aged?.as_u64().context("a count")
 }
 
@@ -358,7 +372,10 @@ async fn a_remembered_yes_resumes_only_visibly_lapses_and_can_be_withdrawn() -> 
     let browser = Browser::start("consent-remembered").await?;
 
     // The visitor says yes on a visible card, then leaves.
+    let_card_remember(&browser, &relay.url(), &page).await?;
     say_yes_on_a_visible_card(&browser, &page).await?;
+    let memory = card_text(&browser, "memory").await?;
+    ensure!(memory.starts_with("Remembered on localhost:"), "{memory}");
 
     // Next visit, the host moves the card off-screen: the yes does not restart work there.
     open_card(&browser, &format!("{page}?attack=offscreen")).await?;
@@ -384,13 +401,13 @@ async fn a_remembered_yes_resumes_only_visibly_lapses_and_can_be_withdrawn() -> 
 
     // A yes older than 30 days does not.
     ensure!(
-        age_consent(&browser, 31.0).await? == 1,
+        age_consent(&browser, &relay.url(), 31.0).await? == 1,
         "one remembered yes"
     );
     open_card(&browser, &page).await?;
     ensure_not_resumed(&browser, "a 31-day-old yes").await?;
     // One 29 days old still does (the check above is not simply "never").
-    ensure!(age_consent(&browser, 29.0).await? == 1);
+    ensure!(age_consent(&browser, &relay.url(), 29.0).await? == 1);
     open_card(&browser, &page).await?;
     wait_card(&browser, "resumed", Duration::from_secs(15), |t| {
         t.starts_with("Resumed")
@@ -417,7 +434,28 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
         t.starts_with("Resumed")
     })
     .await?;
+    // And one on another site (localhost), kept in the relay's storage because the browser
+    // let the card reach it.
+    let cross_site = format!("http://localhost:{}/", host.port());
+    let_card_remember(&browser, &relay.url(), &cross_site).await?;
+    say_yes_on_a_visible_card(&browser, &cross_site).await?;
     let origin = format!("http://localhost:{}", host.port());
+    browser
+        .goto(&format!("{}/about-widget.html", relay.url()))
+        .await?;
+    let kept = browser
+        .execute(
+            "return Object.keys(localStorage).filter(k => k.startsWith('starling.consent.'));",
+            json!([]),
+        )
+        .await?;
+    ensure!(
+        kept.as_array().is_some_and(|k| k.len() == 2)
+            && kept
+                .to_string()
+                .contains(&format!("starling.consent.{origin}.")),
+        "both sites' yes in the relay's own storage: {kept}"
+    );
     let window = format!(
         "{}/widget?window=1&site={site}&origin={}",
         relay.url(),
@@ -431,6 +469,7 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
     browser
         .wait_text("status", Duration::from_secs(30), connected)
         .await?;
+    // (The window's yes for localhost is the same record as that site's card's.)
     // A host page can open that window itself, behind its own: a yes remembered there
     // does not start it.
     browser.goto(&window).await?;
@@ -457,6 +496,33 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
     ensure!(forgot.starts_with("Forgot 2 "), "{forgot}");
     open_card(&browser, &same_site).await?;
     ensure_not_resumed(&browser, "a withdrawn yes").await?;
+    open_card(&browser, &cross_site).await?;
+    ensure_not_resumed(&browser, "a withdrawn yes on another site").await?;
+    Ok(())
+}
+
+/// A yes the volunteer page could not withdraw is not kept: on another site, where the
+/// browser does not let the card reach the relay's own storage, the card says so and the
+/// next visit waits for Start again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_that_cannot_keep_a_yes_where_it_can_be_withdrawn_forgets_it() -> anyhow::Result<()>
+{
+    let data = TempDir::new("consent-unkept")?;
+    let relay = Relay::start(data.path(), 1)?;
+    let site = site_wallet();
+    let host = HostSite::serve(host_page(&relay.url(), &site, 0.5)).await?;
+    let page = format!("http://localhost:{}/", host.port());
+    let browser = Browser::start("consent-unkept").await?;
+    browser.goto(&relay.url()).await?;
+    open_card(&browser, &page).await?;
+    browser.enter_frame("starling-frame").await?;
+    browser.set_permission("storage-access", "denied").await?;
+    browser.leave_frame().await?;
+    say_yes_on_a_visible_card(&browser, &page).await?;
+    let memory = card_text(&browser, "memory").await?;
+    ensure!(memory.starts_with("Not remembered"), "{memory}");
+    open_card(&browser, &page).await?;
+    ensure_not_resumed(&browser, "a yes kept nowhere").await?;
     Ok(())
 }
 

@@ -60,11 +60,15 @@ async fn a_site_on_another_origin_embeds_the_widget_with_one_script_tag() -> any
         registered.text().await?
     );
     let browser = Browser::start("widget-origin").await?;
+    // The visitor has been to the network's own page, and answers yes when the browser
+    // asks whether the card may keep its choice (Storage Access, `consent.rs`).
+    browser.goto(&relay.url()).await?;
     browser.goto(&blog).await?;
     browser
         .wait_text("starling-frame", Duration::from_secs(15), |_| true)
         .await?;
     browser.enter_frame("starling-frame").await?;
+    browser.set_permission("storage-access", "granted").await?;
     let device = browser
         .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
         .await?;

@@ -3,9 +3,13 @@
 //! so it must not last forever, and the volunteer page can forget them all.
 //!
 //! Records are `localStorage` items `starling.consent.ORIGIN.WALLET` holding the time of
-//! the yes in ms since the epoch. Inside a site's frame the browser partitions storage per
-//! top-level site; in the relay's own window (the consent window, the volunteer page) they
-//! share the relay origin's storage, which is why the origin is part of the key.
+//! the yes in ms since the epoch, always in the relay origin's own (first-party) storage,
+//! which the volunteer page also reads: that is what lets it withdraw every yes at once.
+//! Inside another site's frame the browser partitions storage per top-level site, so a
+//! card there remembers only through the Storage Access API (`requestStorageAccess` with
+//! `localStorage`, Chromium 125 and later), asked for when the visitor presses Start;
+//! where the browser refuses, the yes lasts for that visit only. The origin is part of
+//! the key because every site's records share that one storage.
 
 /// How long a yes lasts without being given again.
 pub const CONSENT_DAYS: f64 = 30.0;
@@ -36,9 +40,75 @@ pub fn honoured(record: Option<&str>, now_ms: f64) -> bool {
 #[cfg(target_arch = "wasm32")]
 mod store {
     use super::{honoured, KEY_PREFIX};
+    use js_sys::{Function, Object, Reflect};
+    use std::cell::RefCell;
+    use wasm_bindgen::{JsCast, JsValue};
 
+    thread_local! {
+        /// The relay origin's own storage, reached from a frame on another site.
+        static FIRST_PARTY: RefCell<Option<web_sys::Storage>> = const { RefCell::new(None) };
+    }
+
+    fn top_level() -> bool {
+        let Some(window) = web_sys::window() else {
+            return false;
+        };
+        match window.top() {
+            Ok(Some(top)) => Object::is(top.as_ref(), window.as_ref()),
+            _ => false,
+        }
+    }
+
+    /// The storage every yes lives in: the window's own at top level (the relay's pages);
+    /// in a frame, the first-party storage [`reach`] obtained, else none at all, never the
+    /// frame's partitioned storage, which the volunteer page could not clear.
     fn storage() -> Option<web_sys::Storage> {
-        web_sys::window().and_then(|w| w.local_storage().ok().flatten())
+        if top_level() {
+            web_sys::window().and_then(|w| w.local_storage().ok().flatten())
+        } else {
+            FIRST_PARTY.with(|s| s.borrow().clone())
+        }
+    }
+
+    /// Whether a yes given here can be remembered where the volunteer page can withdraw
+    /// it, asking the browser for the relay origin's own storage when in a frame. Called
+    /// on the visitor's Start (a user activation, which the browser may need to ask the
+    /// person) and silently when the card loads (which succeeds only if the browser has
+    /// already granted it).
+    pub async fn reach() -> bool {
+        if top_level() || FIRST_PARTY.with(|s| s.borrow().is_some()) {
+            return true;
+        }
+        let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+            return false;
+        };
+        let Some(request) = Reflect::get(&document, &"requestStorageAccess".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<Function>().ok())
+        else {
+            return false;
+        };
+        let options = Object::new();
+        let _ = Reflect::set(&options, &"localStorage".into(), &JsValue::TRUE);
+        let Ok(promise) = request.call1(&document, &options) else {
+            return false;
+        };
+        let Ok(promise) = promise.dyn_into::<js_sys::Promise>() else {
+            return false;
+        };
+        // Refused (no permission, no activation) or a browser that grants cookies only
+        // (Firefox resolves with no handle): nothing to remember in.
+        let Ok(handle) = wasm_bindgen_futures::JsFuture::from(promise).await else {
+            return false;
+        };
+        let Some(storage) = Reflect::get(&handle, &"localStorage".into())
+            .ok()
+            .and_then(|s| s.dyn_into::<web_sys::Storage>().ok())
+        else {
+            return false;
+        };
+        FIRST_PARTY.with(|s| *s.borrow_mut() = Some(storage));
+        true
     }
 
     /// Whether the record under `key` counts now.
@@ -47,7 +117,7 @@ mod store {
         honoured(record.as_deref(), js_sys::Date::now())
     }
 
-    /// Records a yes given now.
+    /// Records a yes given now, where it can be withdrawn; nowhere otherwise.
     pub fn give(key: &str) {
         if let Some(s) = storage() {
             let _ = s.set_item(key, &js_sys::Date::now().to_string());
@@ -79,7 +149,7 @@ mod store {
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use store::{give, remembered, withdraw, withdraw_all};
+pub use store::{give, reach, remembered, withdraw, withdraw_all};
 
 #[cfg(test)]
 mod tests {

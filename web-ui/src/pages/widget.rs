@@ -70,22 +70,36 @@ pub fn WidgetPage() -> impl IntoView {
         .and_then(|o| o.split_once("://"))
         .map_or("this site", |(_, host)| host)
         .to_owned();
+    let site_name_shown = StoredValue::new(site_name.clone());
 
+    // Whether a yes can be remembered where the volunteer page can withdraw it (the relay
+    // origin's own storage; in another site's frame only if the browser grants it), and
+    // whether one is. Known once the silent ask below has answered.
+    let memory = RwSignal::new(false);
+    let remembered = RwSignal::new(false);
+    leptos::task::spawn_local(async move {
+        if consent::reach().await {
+            memory.set(true);
+            remembered.set(consent::remembered(&consent_key.get_value()));
+        }
+    });
     // A yes given here counts from a Start the runtime let through, which it does only
     // while the frame is visible; a session a remembered yes resumed renews nothing.
     let resumed_by_memory = RwSignal::new(false);
     Effect::new(move |_| {
-        if session.phase.get() == Phase::Working && !resumed_by_memory.get_untracked() {
+        if session.phase.get() == Phase::Working
+            && memory.get()
+            && !resumed_by_memory.get_untracked()
+        {
             consent::give(&consent_key.get_value());
         }
     });
-    let remembered = consent::remembered(&consent_key.get_value());
     let resumed_note = RwSignal::new(false);
-    if remembered {
+    {
         let site = site.clone();
         Effect::new(move |started: Option<bool>| {
-            if started == Some(true) {
-                return true;
+            if started == Some(true) || !remembered.get() {
+                return started == Some(true);
             }
             // Not before the person can see the card: a host that hides it gets nothing.
             // Never at top level: a host page can open the relay's window itself, behind
@@ -104,6 +118,17 @@ pub fn WidgetPage() -> impl IntoView {
             false
         });
     }
+    // The visitor's Start, while the card is visibly theirs, is when the browser may ask
+    // them whether the card may keep their choice.
+    let ask_to_remember = move || {
+        if !memory.get_untracked() && sight.get_untracked() == Sight::Visible {
+            leptos::task::spawn_local(async move {
+                if consent::reach().await {
+                    memory.set(true);
+                }
+            });
+        }
+    };
     let forget_and_stop = move || {
         consent::withdraw(&consent_key.get_value());
         runtime::stop();
@@ -134,11 +159,14 @@ pub fn WidgetPage() -> impl IntoView {
     };
     view! {
         <main class="widget" on:click=move |e: leptos::ev::MouseEvent| {
-            // Pressing Stop forgets the choice for this site.
+            // Pressing Stop forgets the choice for this site; pressing Start may keep it.
             if let Some(t) = e.target() {
                 use wasm_bindgen::JsCast;
-                if t.dyn_ref::<web_sys::Element>().and_then(|el| el.get_attribute("data-testid")).as_deref() == Some("stop") {
-                    consent::withdraw(&consent_key.get_value());
+                match t.dyn_ref::<web_sys::Element>().and_then(|el| el.get_attribute("data-testid")).as_deref() {
+                    Some("stop") => consent::withdraw(&consent_key.get_value()),
+                    // By the time the click reaches here, Start already reads Pause.
+                    Some("start" | "pause") => ask_to_remember(),
+                    _ => {}
                 }
             }
         }>
@@ -168,6 +196,13 @@ pub fn WidgetPage() -> impl IntoView {
                     <a data-testid="open-window" href=window_url target="_blank">"Open in a window"</a>
                 </p>
                 <Controls session=session site=site full=false />
+                <p class="hint" data-testid="memory" hidden=move || !session.running()>
+                    {move || if memory.get() {
+                        format!("Remembered on {} for {} days", site_name_shown.get_value(), consent::CONSENT_DAYS)
+                    } else {
+                        "Not remembered: this browser keeps no choice here. Next visit, press Start again.".to_owned()
+                    }}
+                </p>
                 <p class="hint" data-testid="sight">
                     {move || match sight.get() {
                         Sight::Visible | Sight::TopLevel => "Visible",
@@ -190,11 +225,9 @@ pub fn WidgetPage() -> impl IntoView {
     }
 }
 
-/// The volunteer page's control to withdraw every remembered yes this browser lets the
-/// relay's own pages reach: those given in the consent window, and on sites the browser
-/// does not partition storage from the relay. A yes given inside a partitioned site's
-/// frame lives in that site's partition: Stop on that card forgets it, and it lapses
-/// after [`consent::CONSENT_DAYS`] days.
+/// The volunteer page's control to withdraw every remembered yes at once: every one lives
+/// in the relay origin's own storage, which this page reads (a card on another site
+/// remembers only where the browser lets it reach that storage; see [`consent`]).
 #[component]
 pub fn ForgetSites() -> impl IntoView {
     let forgotten = RwSignal::new(None::<u32>);
@@ -202,13 +235,13 @@ pub fn ForgetSites() -> impl IntoView {
         <section class="card" aria-labelledby="forget-sites-title">
             <h2 id="forget-sites-title">"Sites where you said yes"</h2>
             <p class="hint">
-                {format!("A site's Starling card remembers your Start for {} days, and resumes only where you can see it.", consent::CONSENT_DAYS)}
+                {format!("A site's Starling card remembers your Start for {} days where your browser lets it, and resumes only where you can see it.", consent::CONSENT_DAYS)}
             </p>
             <button class="secondary" data-testid="forget-sites" on:click=move |_| {
                 forgotten.set(Some(consent::withdraw_all()));
             }>"Forget sites where I said yes"</button>
             <p class="hint" data-testid="forget-sites-result" role="status">
-                {move || forgotten.get().map(|n| format!("Forgot {n} remembered yes. Cards inside other sites' pages forget theirs when you press Stop there."))}
+                {move || forgotten.get().map(|n| format!("Forgot {n} remembered yes. No site's card starts by itself now."))}
             </p>
         </section>
     }
