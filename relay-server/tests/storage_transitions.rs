@@ -1744,6 +1744,55 @@ async fn a_payment_one_relay_makes_reaches_the_other_relays_volunteers() -> anyh
     Ok(())
 }
 
+/// Two relays on one PostgreSQL database, relay B reading what others changed only once
+/// an hour: it still hears of a job relay A stored (its idle volunteers wake) and of
+/// that job's end (a watcher on B sees it) within seconds, because A tells it (NOTIFY).
+/// A relay not listening hears nothing in that time: that is what the read every 250 ms
+/// is for.
+#[tokio::test]
+async fn relays_tell_each_other_of_new_work_and_ended_jobs_at_once() -> anyhow::Result<()> {
+    use starling_relay::storage::{Changed, Following};
+    let dir = temp_dir("relay-notify");
+    let url = Engine::Postgres.url(&dir).await?;
+    let a = Storage::open_postgres(&url, &dir).await?;
+    let hourly = |notified| Following {
+        notified,
+        read_every: std::time::Duration::from_secs(3600),
+    };
+    // Each follower reads once as it starts; let that pass.
+    let b = Storage::open_postgres_following(&url, &dir, hourly(true)).await?;
+    let deaf = Storage::open_postgres_following(&url, &dir, hourly(false)).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (mut heard, mut unheard) = (b.others_changes(), deaf.others_changes());
+    let within = std::time::Duration::from_secs(5);
+
+    let j = job(1, 1);
+    a.insert_job(&j).await?;
+    let told = tokio::time::timeout(within, heard.recv()).await;
+    assert!(
+        matches!(told, Ok(Ok(Changed::NewWork))),
+        "B was not told of A's new job: {told:?}"
+    );
+    // The job ends on A.
+    let vol = Vol::new(11);
+    let leased = vol.lease(&a).await?.expect("the unit");
+    vol.answer(&a, leased.lease, leased.unit_params.as_bytes(), None)
+        .await?;
+    assert!(a.finish_job(j.id, b"merged").await?);
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, heard.recv()).await {
+            Ok(Ok(Changed::Jobs(jobs))) if jobs.contains(&j.id) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("B was not told that A's job ended: {other:?}"),
+        }
+    }
+    // The relay that was not listening heard none of it.
+    let missed = tokio::time::timeout(std::time::Duration::from_millis(500), unheard.recv()).await;
+    assert!(missed.is_err(), "a relay not listening heard: {missed:?}");
+    Ok(())
+}
+
 /// Relays on one PostgreSQL database on machines of their own (data directories of
 /// their own): each opens a job another stored, given the deployment's key for job keys
 /// (`job-keys.key`, copied); a relay with another key cannot; after a purge nobody can.

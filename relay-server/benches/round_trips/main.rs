@@ -54,9 +54,12 @@
 //! (default 64); `STARLING_BENCH_OUTPUT_BYTES` the size of each output in the storage
 //! scenarios (64); `STARLING_BENCH_VOLUNTEER_CPUS` the CPUs of the last three scenarios'
 //! volunteer threads; `STARLING_BENCH_SCALING_UNITS` the units of the scaling job (2 000)
-//! and `STARLING_BENCH_UNIT_MS` their simulated compute time (50).
+//! and `STARLING_BENCH_UNIT_MS` their simulated compute time (50). `changes across relays`
+//! (PostgreSQL) times how soon one relay hears of a job another stored, with and without
+//! LISTEN/NOTIFY.
 
 mod connected;
+mod following;
 mod meter;
 #[path = "../../tests/common/postgres.rs"]
 mod postgres;
@@ -282,6 +285,9 @@ async fn main() -> anyhow::Result<()> {
     // Only when asked for by name: thousands of peers need descriptors and memory.
     if !only.is_empty() && "connected volunteers".contains(only.as_str()) {
         connected::run().await?;
+    }
+    if "changes across relays".contains(only.as_str()) {
+        following::changes_across_relays().await?;
     }
     if "job data at rest".contains(only.as_str()) {
         for mib in [1, 16, 64] {

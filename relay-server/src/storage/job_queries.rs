@@ -126,6 +126,9 @@ impl Storage {
                          WHERE id = ?2 AND state IN ('queued', 'running')",
                     params![now_ms(), job],
                 )?;
+                if updated > 0 {
+                    super::others::tell_other_relays(db)?;
+                }
                 if updated == 0 {
                     let state: Option<String> =
                         db.query_opt("SELECT state FROM jobs WHERE id = ?1", params![&job], |r| {

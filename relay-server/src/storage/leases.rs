@@ -241,6 +241,7 @@ fn lose_leases(
                 "UPDATE wallets SET quarantined = 1, updated_ms = ?2 WHERE address = ?1",
                 params![wallet, now_ms()],
             )?;
+            super::others::tell_other_relays(db)?;
             lost.cut_off.push(parse_id(wallet)?);
         }
         valid_of.insert(wallet, valid);

@@ -58,7 +58,7 @@ pub use model::{
     EscrowProof, IdempotencyClaim, JobOutput, JobRecord, JobState, LeaseContext, LeasedUnit,
     NewJob, PeerId,
 };
-pub use others::Changed;
+pub use others::{Changed, Following};
 pub use probes::{NewProbe, ProbeUnit};
 pub use results::{Comparison, Judging, Recorded, ReturnedResult, UnitAudit, UnitSummary};
 pub use wallets::WalletRecord;
@@ -323,6 +323,7 @@ fn fail_in(
             "UPDATE jobs SET state = 'failed', error = ?1, updated_ms = ?2 WHERE id = ?3",
             params![reason, now_ms(), job.to_string()],
         )?;
+        others::tell_other_relays(db)?;
     }
     if close.withdraws_units {
         withdraw_units(db, job)?;
@@ -474,6 +475,15 @@ impl Storage {
     /// An unreachable server or a bad URL is an error here. Any number of relays (and
     /// administrative commands) may open one database at once.
     pub async fn open_postgres(url: &str, data_dir: &Path) -> Result<Self, StorageError> {
+        Self::open_postgres_following(url, data_dir, Following::default()).await
+    }
+
+    /// [`Storage::open_postgres`], learning what other relays change as `following` says.
+    pub async fn open_postgres_following(
+        url: &str,
+        data_dir: &Path,
+        following: Following,
+    ) -> Result<Self, StorageError> {
         create_private_dir(data_dir).map_err(|source| StorageError::DataDir {
             path: data_dir.display().to_string(),
             source,
@@ -493,7 +503,7 @@ impl Storage {
         let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let storage = Self {
             reads: reader::Readers::open_postgres(&options, READERS, &lost).await?,
-            writer: writer::Writer::open_postgres(options, lost).await?,
+            writer: writer::Writer::open_postgres(options.clone(), lost).await?,
             feed: tokio::sync::broadcast::channel(1024).0,
             billing: None,
             quorum_hints: Arc::default(),
@@ -505,7 +515,7 @@ impl Storage {
             alive: Arc::default(),
         };
         storage.follow_ledger().await?;
-        storage.follow_others();
+        storage.follow_others(following.read_every, following.notified.then_some(options));
         Ok(storage)
     }
 
@@ -593,6 +603,7 @@ impl Storage {
                         wrapped_key,
                     ],
                 )?;
+                others::tell_other_relays(db)?;
                 if let Some(claim) = &job.idempotency {
                     // A key taken (by a submission that committed first, on any relay)
                     // undoes this job: the caller answers with the key's job instead.
@@ -795,6 +806,7 @@ impl Storage {
                 let close = decide_finish(load_closing_job(db, job)?.as_ref());
                 if close.ends {
                     db.execute("UPDATE jobs SET state = 'done', result = ?1, updated_ms = ?2 WHERE id = ?3", params![result, now_ms(), job.to_string()])?;
+                    others::tell_other_relays(db)?;
                 }
                 let paid = if close.closes_escrow {
                     settle_escrow(db, billing.as_deref(), job)?

@@ -1,17 +1,22 @@
 //! What other relays on the same database change, as this relay learns it: by reading
-//! the rows changed lately, every [`FOLLOW_EVERY`].
+//! the rows changed lately, every [`FOLLOW_EVERY`], and at once when another relay says
+//! something changed that should not wait for the next read.
 //!
-//! Why polling rather than LISTEN/NOTIFY: a notification sent while a relay's listening
-//! connection is being re-established is lost, so a relay would need this read anyway to
-//! catch up; four small indexed reads a second per relay cost the database little
-//! (measured in `docs/performance.md`), and the wake-ups it feeds have fallbacks of their
-//! own (an idle volunteer looks for work every second, a watched job is read every five).
+//! Two ways together. The read is what makes it complete: a notification sent while a
+//! relay's listening connection is being made again is lost, so a relay needs the read
+//! anyway to catch up, and four small indexed reads a second per relay cost the database
+//! little. PostgreSQL's LISTEN/NOTIFY makes the rare events that someone waits on fast: a
+//! new job (idle volunteers on every relay), a job ending (its watcher may be on another
+//! relay) and a wallet caught lying (trusted nowhere from then on). Progress, the frequent
+//! change, is left to the read: a notification per unit would wake every relay's
+//! follower, and every listening server process, thousands of times a second. Both
+//! measured in `docs/performance.md` ("Changes across relays").
 //!
 //! What it feeds: the event streams of jobs other relays' volunteers advance, the idle
 //! volunteers of this relay when another relay stored a job, and [`Standings`]: a wallet
 //! another relay caught lying is no longer trusted here either.
 
-use super::sql::params;
+use super::sql::{params, Db, Dialect};
 use super::wallets::{reliability_of, Standings};
 use super::{now_ms, parse_id, StorageError};
 use starling_protocol::{JobId, WalletAddress};
@@ -21,6 +26,78 @@ use tokio::sync::broadcast;
 
 /// How often the changed rows are read.
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// PostgreSQL's notification channel for changes that should not wait for a read.
+const CHANNEL: &str = "starling_changes";
+
+/// How a relay on PostgreSQL learns what other relays change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Following {
+    /// Also LISTEN for the changes other relays tell of (the default); off for a
+    /// connection pooler that cannot LISTEN (PgBouncer in transaction mode), and for the
+    /// bench's baseline.
+    pub notified: bool,
+    /// How often the changed rows are read ([`FOLLOW_EVERY`]).
+    pub read_every: Duration,
+}
+
+impl Default for Following {
+    fn default() -> Self {
+        Self {
+            notified: true,
+            read_every: FOLLOW_EVERY,
+        }
+    }
+}
+
+/// Tells the other relays on the database, when the transaction commits, that a change
+/// they should not wait for was made (see the module's notes). Nothing on SQLite, whose
+/// one relay is the only writer.
+pub(super) fn tell_other_relays(db: &dyn Db) -> Result<(), StorageError> {
+    if db.dialect() == Dialect::Postgres {
+        db.execute(&format!("NOTIFY {CHANNEL}"), params![])?;
+    }
+    Ok(())
+}
+
+/// A connection listening on [`CHANNEL`]; `None` where it cannot be made (the reads go
+/// on without it).
+async fn listen(options: sqlx::postgres::PgConnectOptions) -> Option<sqlx::postgres::PgListener> {
+    let made = async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_with(options)
+            .await?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    match made.await {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!("listening for other relays' changes failed, reading only: {e}");
+            None
+        }
+    }
+}
+
+/// The next notification; never, without a listener. A lost connection is made again
+/// by the listener itself (what was sent meanwhile is the reads' to catch).
+async fn told(listener: &mut Option<sqlx::postgres::PgListener>) {
+    let Some(l) = listener.as_mut() else {
+        return std::future::pending().await;
+    };
+    match l.recv().await {
+        // One read answers everything told so far.
+        Ok(_) => while l.next_buffered().is_some() {},
+        Err(e) => {
+            tracing::warn!("listening for other relays' changes failed, reading only: {e}");
+            *listener = None;
+        }
+    }
+}
 
 /// How far back each read looks past the last one: rows carry their writer's wall clock,
 /// and relays' clocks differ by less than this (NTP keeps them within milliseconds).
@@ -58,8 +135,13 @@ impl super::Storage {
         self.changes.subscribe()
     }
 
-    /// Starts the follower; it stops with the last clone of this storage.
-    pub(super) fn follow_others(&self) {
+    /// Starts the follower; it stops with the last clone of this storage. `listen_on`:
+    /// where to LISTEN for [`tell_other_relays`]' notifications, if anywhere.
+    pub(super) fn follow_others(
+        &self,
+        read_every: Duration,
+        listen_on: Option<sqlx::postgres::PgConnectOptions>,
+    ) {
         let reads = self.reads.clone();
         let changes = self.changes.clone();
         let standings = self.standings.clone();
@@ -67,10 +149,17 @@ impl super::Storage {
         tokio::spawn(async move {
             let mut since = now_ms() - CLOCK_SKEW_MS;
             let mut newest_job = now_ms();
-            let mut tick = tokio::time::interval(FOLLOW_EVERY);
+            let mut tick = tokio::time::interval(read_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut listener = match listen_on {
+                Some(options) => listen(options).await,
+                None => None,
+            };
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = told(&mut listener) => tick.reset(),
+                }
                 if alive.strong_count() == 0 {
                     return;
                 }
@@ -87,7 +176,7 @@ impl super::Storage {
     }
 }
 
-fn read_changed(db: &dyn super::sql::Db, since: i64) -> Result<Read, StorageError> {
+fn read_changed(db: &dyn Db, since: i64) -> Result<Read, StorageError> {
     let jobs = db.query_all(
         "SELECT id, created_ms FROM jobs WHERE updated_ms >= ?1 LIMIT ?2",
         params![since, PAGE],

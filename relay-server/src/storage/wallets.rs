@@ -122,6 +122,10 @@ pub(super) fn judge(
         i64::from(reliability.quarantined()),
         now_ms(),
     ])?;
+    // A wallet caught lying is trusted on no relay from now on, not from the next read.
+    if !valid {
+        super::others::tell_other_relays(db)?;
+    }
     db.execute(
         "INSERT INTO wallet_kernels (wallet, kernel, error_rate, valid, invalid)
          VALUES (?1, ?2, ?3, ?4, ?5)
