@@ -327,8 +327,15 @@ async fn run(
     let mut wanted: u32 = 0;
     // Whether registered kernels' units may go to this volunteer: a GPU's, unless it
     // asked for built-ins only (`ToRelay::Preferences`).
-    let mut custom_ok = gpu;
-    let mut speed = Speed::NEWCOMER;
+    // Who asks for work: its speed and what kernels it takes change as the session goes.
+    let mut asker = Asker {
+        peer,
+        wallet,
+        site,
+        speed: Speed::NEWCOMER,
+        network,
+        custom_ok: gpu,
+    };
     let mut in_flight = InFlight::new();
     let mut payments = scheduler.storage.ledger_feed();
     let relay_key = scheduler.storage.billing().map(|b| b.key.address());
@@ -340,14 +347,6 @@ async fn run(
         while wanted > 0 {
             // Over a cap on leases held or taken, this is `None` too: the volunteer
             // waits for a lease of its own to end, or for the next poll.
-            let asker = Asker {
-                peer,
-                wallet,
-                site,
-                speed,
-                network,
-                custom_ok,
-            };
             match scheduler
                 .next_capped_assignment(asker, caps_network)
                 .await?
@@ -402,7 +401,7 @@ async fn run(
                 more,
             } => {
                 if let Some((sent, flops, _)) = in_flight.remove(&lease) {
-                    speed = speed.observe(flops, sent.elapsed());
+                    asker.speed = asker.speed.observe(flops, sent.elapsed());
                     scheduler.lease_ended(lease);
                 }
                 wanted = wanted.saturating_add(more).min(MAX_WANTED);
@@ -419,14 +418,6 @@ async fn run(
                 // what a volunteer asking ahead (`Ready { slots: 2 }`) always had: its
                 // next request is refused.
                 let (verdict, next) = if wanted > 0 {
-                    let asker = Asker {
-                        peer,
-                        wallet,
-                        site,
-                        speed,
-                        network,
-                        custom_ok,
-                    };
                     let (verdict, next) = tokio::join!(
                         judged,
                         scheduler.next_capped_assignment(asker, caps_network)
@@ -467,7 +458,7 @@ async fn run(
             ToRelay::Preferences { builtin_only } => {
                 // Only ever narrows what the hello's device allows: a CPU volunteer
                 // cannot ask its way to a registered kernel.
-                custom_ok = gpu && !builtin_only;
+                asker.custom_ok = gpu && !builtin_only;
             }
             ToRelay::Hello { .. } => return Err(SessionError::Protocol("hello sent twice".into())),
         }
