@@ -33,9 +33,8 @@ const CHANNEL: &str = "starling_changes";
 /// How a relay on PostgreSQL learns what other relays change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Following {
-    /// Also LISTEN for the changes other relays tell of (the default); off for a
-    /// connection pooler that cannot LISTEN (PgBouncer in transaction mode), and for the
-    /// bench's baseline.
+    /// Also LISTEN for the changes other relays tell of (the default); off for the
+    /// bench's baseline, or where a connection pooler cannot hold a listening session.
     pub notified: bool,
     /// How often the changed rows are read ([`FOLLOW_EVERY`]).
     pub read_every: Duration,
