@@ -357,16 +357,20 @@ async fn run_matmul(
             let chosen = match &trial {
                 Ok(Some(t)) => t.chosen,
                 // A vec4 shader this adapter cannot build or run: never again here.
-                Ok(None) | Err(_) => MatmulShader::Scalar,
+                Ok(None) | Err(_) => Some(MatmulShader::Scalar),
             };
-            *tuning() = MatmulTuning::Chosen(chosen);
-            platform::remember(&key(), chosen.as_str());
+            // A trial that could not tell keeps the scalar shader for this session only:
+            // the next one tries again, perhaps on bigger units.
+            *tuning() = MatmulTuning::Chosen(chosen.unwrap_or(MatmulShader::Scalar));
+            if let Some(chosen) = chosen {
+                platform::remember(&key(), chosen.as_str());
+            }
             if let Ok(Some(t)) = trial {
                 tracing::info!(
                     scalar_ms = t.scalar_ms,
                     vec4_ms = t.vec4_ms,
-                    chosen = chosen.as_str(),
-                    "matmul shader chosen by a trial on this device"
+                    chosen = chosen.map_or("undecided", MatmulShader::as_str),
+                    "matmul shader trial on this device"
                 );
                 return Ok(t.output);
             }

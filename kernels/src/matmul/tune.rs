@@ -47,15 +47,20 @@ impl MatmulShader {
 /// idle, so they say nothing about which shader is faster on real units.
 pub const MIN_TRIAL_FLOPS: u64 = 2 * 128 * 128 * 128;
 
-/// Most a trial may cost, predicted from the scalar shader's measured rate: the trial
-/// runs the unit eight times over (each shader once to build its pipeline, then three
-/// dispatches each, timed), and a unit that would take a slow device seconds would risk
-/// its lease.
+/// Most a trial may cost, predicted from the scalar shader's measured rate (the trial
+/// runs the unit [`TRIAL_RUNS`] times over); a unit that would take a slow device seconds
+/// would risk its lease.
 pub const TRIAL_BUDGET_MS: f64 = 2_000.0;
 
-/// Dispatches of each shader the trial times, in one submission each.
-#[cfg(feature = "gpu")]
-const TIMED_DISPATCHES: u32 = 3;
+/// Dispatches of each shader the trial times beyond a run of one: the difference between
+/// a run of `1 + EXTRA_DISPATCHES` and a run of one is the shaders' own time, since
+/// uploading the unit and reading it back cost the same in both. On a fast GPU those
+/// dominate a unit, and a plain timing would call the shaders even.
+const EXTRA_DISPATCHES: u32 = 3;
+
+/// Units' worth of work in a trial: per shader one run to build the pipeline, one run of
+/// one dispatch and one of `1 + EXTRA_DISPATCHES`.
+const TRIAL_RUNS: u32 = 2 * (3 + EXTRA_DISPATCHES);
 
 /// How much faster the vec4 shader must be to be chosen: a short trial is noisy, and on
 /// a tie the scalar shader's cheaper compile wins the next visit's first unit.
@@ -65,17 +70,28 @@ const VEC4_MARGIN: f64 = 0.9;
 /// shader ran at `scalar_flops_per_ms`.
 pub fn worth_a_trial(unit_flops: u64, scalar_flops_per_ms: f64) -> bool {
     // NaN rates (no measurement) fail both comparisons, so they never start a trial.
-    let predicted_ms = 8.0 * unit_flops as f64 / scalar_flops_per_ms;
+    let predicted_ms = f64::from(TRIAL_RUNS) * unit_flops as f64 / scalar_flops_per_ms;
     unit_flops >= MIN_TRIAL_FLOPS && scalar_flops_per_ms > 0.0 && predicted_ms <= TRIAL_BUDGET_MS
 }
 
-/// The shader to keep, from the trial's times of the same dispatches.
-pub fn choose(scalar_ms: f64, vec4_ms: f64) -> MatmulShader {
-    if vec4_ms.is_finite() && vec4_ms >= 0.0 && vec4_ms < scalar_ms * VEC4_MARGIN {
-        MatmulShader::Vec4
-    } else {
-        MatmulShader::Scalar
+/// Shaders' time below which a trial cannot tell them apart (a browser's coarsened clock,
+/// a submission's jitter): a fast GPU on a small unit, where transfers dominate and the
+/// choice matters little anyway.
+const MEASURABLE_MS: f64 = 1.0;
+
+/// The shader to keep, from the trial's times of the same dispatches; `None` where the
+/// trial could not tell.
+pub fn choose(scalar_ms: f64, vec4_ms: f64) -> Option<MatmulShader> {
+    if !scalar_ms.is_finite() || scalar_ms < MEASURABLE_MS {
+        return None;
     }
+    Some(
+        if vec4_ms.is_finite() && vec4_ms >= 0.0 && vec4_ms < scalar_ms * VEC4_MARGIN {
+            MatmulShader::Vec4
+        } else {
+            MatmulShader::Scalar
+        },
+    )
 }
 
 /// Where a device's choice is remembered: the adapter, its backend, and a digest of both
@@ -135,12 +151,13 @@ pub async fn run_vec4(
 #[cfg(feature = "gpu")]
 #[derive(Debug)]
 pub struct Trial {
-    /// Time of the scalar shader's timed dispatches, in ms.
+    /// Time of the scalar shader's extra dispatches, in ms (upload and read-back taken out).
     pub scalar_ms: f64,
-    /// Time of the vec4 shader's, in ms.
+    /// Time of the vec4 shader's, the same way.
     pub vec4_ms: f64,
-    /// The shader to keep.
-    pub chosen: MatmulShader,
+    /// The shader to keep; `None` where the trial could not tell (the unit's output is
+    /// the scalar shader's then).
+    pub chosen: Option<MatmulShader>,
     /// The unit's output.
     pub output: Vec<u8>,
 }
@@ -162,12 +179,17 @@ pub async fn trial(
     // more on a software adapter) and gives each shader's output.
     let scalar_output = gpu.run(&scalar, input).await?;
     let vec4_output = gpu.run(&vec4, input).await?;
-    let started = now_ms();
-    gpu.run_repeated(&scalar, input, TIMED_DISPATCHES).await?;
-    let scalar_done = now_ms();
-    gpu.run_repeated(&vec4, input, TIMED_DISPATCHES).await?;
-    let vec4_done = now_ms();
-    let (scalar_ms, vec4_ms) = (scalar_done - started, vec4_done - scalar_done);
+    // Each shader's extra dispatches alone: a run of several less a run of one.
+    let mut shader_ms = [0.0; 2];
+    for (dispatch, ms) in [&scalar, &vec4].into_iter().zip(&mut shader_ms) {
+        let started = now_ms();
+        gpu.run_repeated(dispatch, input, 1).await?;
+        let one = now_ms();
+        gpu.run_repeated(dispatch, input, 1 + EXTRA_DISPATCHES)
+            .await?;
+        *ms = (now_ms() - one) - (one - started);
+    }
+    let [scalar_ms, vec4_ms] = shader_ms;
     let chosen = choose(scalar_ms, vec4_ms);
     Ok(Some(Trial {
         scalar_ms,
@@ -176,8 +198,8 @@ pub async fn trial(
         output: sized(
             unit,
             match chosen {
-                MatmulShader::Scalar => scalar_output,
-                MatmulShader::Vec4 => vec4_output,
+                Some(MatmulShader::Vec4) => vec4_output,
+                _ => scalar_output,
             },
         )?,
     }))
@@ -189,14 +211,17 @@ mod tests {
 
     #[test]
     fn the_vec4_shader_must_win_clearly_and_honestly() {
-        assert_eq!(choose(100.0, 50.0), MatmulShader::Vec4);
-        assert_eq!(choose(100.0, 89.0), MatmulShader::Vec4);
-        assert_eq!(choose(100.0, 95.0), MatmulShader::Scalar);
-        assert_eq!(choose(100.0, 150.0), MatmulShader::Scalar);
+        assert_eq!(choose(100.0, 50.0), Some(MatmulShader::Vec4));
+        assert_eq!(choose(100.0, 89.0), Some(MatmulShader::Vec4));
+        assert_eq!(choose(100.0, 95.0), Some(MatmulShader::Scalar));
+        assert_eq!(choose(100.0, 150.0), Some(MatmulShader::Scalar));
         // A clock that went backwards or a broken measurement keeps the safe default.
-        assert_eq!(choose(100.0, -1.0), MatmulShader::Scalar);
-        assert_eq!(choose(100.0, f64::NAN), MatmulShader::Scalar);
-        assert_eq!(choose(f64::NAN, 10.0), MatmulShader::Scalar);
+        assert_eq!(choose(100.0, -1.0), Some(MatmulShader::Scalar));
+        assert_eq!(choose(100.0, f64::NAN), Some(MatmulShader::Scalar));
+        // Too little time to tell the shaders apart: no choice at all.
+        assert_eq!(choose(f64::NAN, 10.0), None);
+        assert_eq!(choose(0.4, 0.1), None);
+        assert_eq!(choose(-3.0, 0.1), None);
     }
 
     #[test]
