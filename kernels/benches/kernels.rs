@@ -360,6 +360,33 @@ fn main() {
                         today.as_secs_f64() / next.as_secs_f64().max(1e-9),
                         if agrees { "agree" } else { "DIFFER" }
                     );
+                    // What a volunteer's trial on this unit decides, and what it costs
+                    // against the unit itself (`matmul::tune`).
+                    let epoch = std::time::Instant::now();
+                    let clock = || epoch.elapsed().as_secs_f64() * 1e3;
+                    let started = clock();
+                    let trial = pollster::block_on(starling_kernels::matmul::tune::trial(
+                        gpu,
+                        &unit_params,
+                        &input,
+                        clock,
+                    ))
+                    .map_err(|e| e.to_string())?;
+                    let took = clock() - started;
+                    if let Some(trial) = trial {
+                        println!(
+                            "{:<11} {:<26} scalar {:.2} ms, vec4 {:.2} ms for 3 dispatches: \
+                             keeps {}; the trial took {:.0} ms, {:.1}x one unit's {:.1} ms",
+                            "  trial",
+                            "on this unit",
+                            trial.scalar_ms,
+                            trial.vec4_ms,
+                            trial.chosen.map_or("nothing (cannot tell)", |c| c.as_str()),
+                            took,
+                            took / gpu_ms.max(1e-9),
+                            gpu_ms,
+                        );
+                    }
                 }
             }
             Ok(())
