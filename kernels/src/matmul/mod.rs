@@ -137,7 +137,11 @@ impl UnitSpec for Matmul {
     }
 
     fn unit_flops(u: &MatmulUnit) -> u64 {
-        2 * u64::from(u.rows) * u64::from(u.k) * u64::from(u.n)
+        // Saturating: a volunteer may price a unit before its shape is checked, and three
+        // u32s claimed by a peer overflow u64.
+        2u64.saturating_mul(u64::from(u.rows))
+            .saturating_mul(u64::from(u.k))
+            .saturating_mul(u64::from(u.n))
     }
 }
 

@@ -248,6 +248,17 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_claiming_absurd_dimensions_is_priced_without_overflow_and_not_tried() {
+        let unit = vec4_candidate(&format!(
+            r#"{{"row_start":0,"rows":{m},"k":{m},"n":{m}}}"#,
+            m = u32::MAX - 3
+        ))
+        .expect("a candidate by shape alone");
+        assert_eq!(flops(&unit), u64::MAX);
+        assert!(!worth_a_trial(flops(&unit), 1e9));
+    }
+
+    #[test]
     fn only_units_both_shaders_run_are_candidates() {
         assert!(vec4_candidate(r#"{"row_start":0,"rows":8,"k":16,"n":32}"#).is_some());
         assert!(vec4_candidate(r#"{"row_start":0,"rows":8,"k":15,"n":32}"#).is_none());
