@@ -285,9 +285,7 @@ impl Engine {
     }
 
     fn tuning(&self) -> MutexGuard<'_, MatmulTuning> {
-        self.matmul
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.matmul)
     }
 
     /// FLOPs of an assignment, for the meter.
@@ -308,11 +306,7 @@ async fn run_matmul(
     unit: &starling_kernels::matmul::MatmulUnit,
     a: &Assignment,
 ) -> Result<Vec<u8>, ComputeError> {
-    let tuning = || {
-        tuning
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    };
+    let tuning = || lock(tuning);
     let key = || tune::remembered_key(&gpu.adapter().name, &gpu.adapter().backend);
     let flops = tune::flops(unit);
     let state = {
@@ -397,4 +391,12 @@ async fn run_matmul(
         MatmulTuning::Trying | MatmulTuning::Chosen(_) => {}
     }
     Ok(output)
+}
+
+/// The tuning state, whatever a panicking holder left: a trial's state is only ever a
+/// speed choice, never worth failing units over.
+fn lock(tuning: &Mutex<MatmulTuning>) -> MutexGuard<'_, MatmulTuning> {
+    tuning
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

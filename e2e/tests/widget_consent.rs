@@ -104,19 +104,21 @@ async fn wait_card(
     text
 }
 
-/// Presses Start in the card (the driver already inside the frame, or on the relay's own
-/// window) until the card leaves Idle. Chromium drops input to a frame for a moment after
-/// it loads or moves, as it would a person's too-early click; the person clicks again.
 /// The visitor has been to the network's own page (Chromium lets a site's frame ask for
-/// its own storage only then) and answers yes when the browser asks whether the card on
-/// `url` may keep its choice.
-async fn let_card_remember(browser: &Browser, relay_url: &str, url: &str) -> anyhow::Result<()> {
+/// its own storage only then) and answers `answer` (`granted` or `denied`) when the
+/// browser asks whether the card on `url` may keep its choice.
+async fn answer_storage_prompt(
+    browser: &Browser,
+    relay_url: &str,
+    url: &str,
+    answer: &str,
+) -> anyhow::Result<()> {
     browser.goto(relay_url).await?;
     open_card(browser, url).await?;
     browser.enter_frame("starling-frame").await?;
-    let granted = browser.set_permission("storage-access", "granted").await;
+    let answered = browser.set_permission("storage-access", answer).await;
     browser.leave_frame().await?;
-    granted
+    answered
 }
 
 /// The visitor opens `url`'s card, sees it, presses Start, and work begins.
@@ -132,6 +134,9 @@ async fn say_yes_on_a_visible_card(browser: &Browser, url: &str) -> anyhow::Resu
     Ok(())
 }
 
+/// Presses Start in the card (the driver already inside the frame, or on the relay's own
+/// window) until the card leaves Idle. Chromium drops input to a frame for a moment after
+/// it loads or moves, as it would a person's too-early click; the person clicks again.
 async fn press_start(browser: &Browser) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -372,7 +377,7 @@ async fn a_remembered_yes_resumes_only_visibly_lapses_and_can_be_withdrawn() -> 
     let browser = Browser::start("consent-remembered").await?;
 
     // The visitor says yes on a visible card, then leaves.
-    let_card_remember(&browser, &relay.url(), &page).await?;
+    answer_storage_prompt(&browser, &relay.url(), &page, "granted").await?;
     say_yes_on_a_visible_card(&browser, &page).await?;
     let memory = card_text(&browser, "memory").await?;
     ensure!(memory.starts_with("Remembered on localhost:"), "{memory}");
@@ -437,7 +442,7 @@ async fn forgetting_sites_on_the_volunteer_page_stops_their_auto_start() -> anyh
     // And one on another site (localhost), kept in the relay's storage because the browser
     // let the card reach it.
     let cross_site = format!("http://localhost:{}/", host.port());
-    let_card_remember(&browser, &relay.url(), &cross_site).await?;
+    answer_storage_prompt(&browser, &relay.url(), &cross_site, "granted").await?;
     say_yes_on_a_visible_card(&browser, &cross_site).await?;
     let origin = format!("http://localhost:{}", host.port());
     browser
@@ -513,11 +518,7 @@ async fn a_card_that_cannot_keep_a_yes_where_it_can_be_withdrawn_forgets_it() ->
     let host = HostSite::serve(host_page(&relay.url(), &site, 0.5)).await?;
     let page = format!("http://localhost:{}/", host.port());
     let browser = Browser::start("consent-unkept").await?;
-    browser.goto(&relay.url()).await?;
-    open_card(&browser, &page).await?;
-    browser.enter_frame("starling-frame").await?;
-    browser.set_permission("storage-access", "denied").await?;
-    browser.leave_frame().await?;
+    answer_storage_prompt(&browser, &relay.url(), &page, "denied").await?;
     say_yes_on_a_visible_card(&browser, &page).await?;
     let memory = card_text(&browser, "memory").await?;
     ensure!(memory.starts_with("Not remembered"), "{memory}");

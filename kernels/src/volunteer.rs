@@ -53,7 +53,9 @@ pub(crate) fn parse_unit<K: UnitSpec>(unit: &str) -> Result<K::Unit, KernelError
     })
 }
 
-fn checked(expected: usize, output: Vec<u8>) -> Result<Vec<u8>, KernelError> {
+/// `output`, if it has the size its unit calls for (a shader's bug must not reach the relay
+/// as a short answer).
+pub(crate) fn checked(expected: usize, output: Vec<u8>) -> Result<Vec<u8>, KernelError> {
     if output.len() == expected {
         Ok(output)
     } else {

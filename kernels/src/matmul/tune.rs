@@ -11,6 +11,8 @@
 //! Only speed is at stake: whichever shader ran, the relay verifies the output.
 
 use super::{Matmul, MatmulUnit};
+#[cfg(feature = "gpu")]
+use crate::volunteer::checked;
 use crate::UnitSpec;
 
 /// The matmul shaders a volunteer can run.
@@ -119,21 +121,6 @@ pub fn flops(unit: &MatmulUnit) -> u64 {
     Matmul::unit_flops(unit)
 }
 
-/// The unit's output, if it has the unit's size (a shader's bug must not reach the relay
-/// as a short answer).
-#[cfg(feature = "gpu")]
-fn sized(unit: &MatmulUnit, output: Vec<u8>) -> Result<Vec<u8>, crate::KernelError> {
-    let expected = Matmul::output_len(unit);
-    if output.len() == expected {
-        Ok(output)
-    } else {
-        Err(crate::KernelError::Shape {
-            got: output.len(),
-            expected,
-        })
-    }
-}
-
 /// Runs `unit` on the vec4 shader; `None` where k or n is not a multiple of 4.
 #[cfg(feature = "gpu")]
 pub async fn run_vec4(
@@ -144,7 +131,8 @@ pub async fn run_vec4(
     let Some(vec4) = Matmul::gpu_dispatch_vec4(unit, input)? else {
         return Ok(None);
     };
-    Ok(Some(sized(unit, gpu.run(&vec4, input).await?)?))
+    let output = gpu.run(&vec4, input).await?;
+    Ok(Some(checked(Matmul::output_len(unit), output)?))
 }
 
 /// What a trial measured, and the unit's output from the shader it chose.
@@ -195,8 +183,8 @@ pub async fn trial(
         scalar_ms,
         vec4_ms,
         chosen,
-        output: sized(
-            unit,
+        output: checked(
+            Matmul::output_len(unit),
             match chosen {
                 Some(MatmulShader::Vec4) => vec4_output,
                 _ => scalar_output,
