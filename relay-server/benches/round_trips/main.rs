@@ -311,6 +311,7 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
     };
     let names = [
         "quorum 1, billed, SQLite",
+        "quorum 1, billed, PostgreSQL, 1 relay, each write waited for",
         "quorum 1, billed, PostgreSQL, 1 relay",
         "quorum 1, billed, PostgreSQL, 2 relays",
     ];
@@ -333,10 +334,19 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
         base,
     );
     print_relay_cpu(&sqlite, units, None);
-    for (name, relays) in [(names[1], 1), (names[2], 2)] {
+    // Pipelining off first: the baseline for the writes sent with the next read.
+    for (name, relays, pipelined) in [
+        (names[1], 1, false),
+        (names[2], 1, true),
+        (names[3], 2, true),
+    ] {
+        if !name.contains(only) {
+            continue;
+        }
         let engine = storage_only::Engine::Postgres {
             url: server.database()?,
             relays,
+            pipelined,
         };
         postgres::reset_statements(server)?;
         let f = storage_only::run(scenario, units, &engine).await?;

@@ -111,8 +111,13 @@ fn output_bytes() -> anyhow::Result<usize> {
 pub(crate) enum Engine {
     /// A SQLite file of its own.
     Sqlite,
-    /// A fresh PostgreSQL database, shared by `relays` storages (relays) in this process.
-    Postgres { url: String, relays: usize },
+    /// A fresh PostgreSQL database, shared by `relays` storages (relays) in this process;
+    /// `pipelined`: whether their writers pipeline writes (see `storage/pipeline.rs`).
+    Postgres {
+        url: String,
+        relays: usize,
+        pipelined: bool,
+    },
 }
 
 pub(crate) async fn run(
@@ -124,10 +129,16 @@ pub(crate) async fn run(
     let dir = bench_dir();
     let mut relays = match engine {
         Engine::Sqlite => vec![Storage::open(&dir).await?],
-        Engine::Postgres { url, relays } => {
+        Engine::Postgres {
+            url,
+            relays,
+            pipelined,
+        } => {
             let mut opened = Vec::new();
             for _ in 0..*relays {
-                opened.push(Storage::open_postgres(url, &dir).await?);
+                let storage = Storage::open_postgres(url, &dir).await?;
+                storage.pipeline_writes(*pipelined);
+                opened.push(storage);
             }
             opened
         }

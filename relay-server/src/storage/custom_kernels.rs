@@ -73,7 +73,7 @@ impl Storage {
                         return Ok(None);
                     }
                 }
-                db.execute(
+                db.write(
                     "INSERT INTO custom_kernels (id, owner, source, manifest, registered_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![id, owner, source, manifest, now_ms()],
@@ -189,7 +189,7 @@ impl Storage {
         let jobs: Vec<String> = self
             .writer
             .exec(move |db| {
-                db.execute(
+                db.write(
                     "UPDATE custom_kernels SET suspended = ?2 WHERE id = ?1 AND suspended IS NULL",
                     params![id, reason],
                 )?;

@@ -260,24 +260,24 @@ fn purge_in(db: &dyn Db, id: JobId, erase: Erase) -> Result<Purged, StorageError
     secure_delete(db, true)?;
     let erased = (|| {
         let now = now_ms();
-        db.execute("DELETE FROM job_inputs WHERE job_id = ?1", params![&job])?;
-        db.execute(
+        db.write("DELETE FROM job_inputs WHERE job_id = ?1", params![&job])?;
+        db.write(
             "UPDATE jobs SET inputs_purged_ms = COALESCE(inputs_purged_ms, ?2) WHERE id = ?1",
             params![job, now],
         )?;
         if erase == Erase::All {
             // Rows stay (who computed what, for the audit); their bytes go. An empty
             // blob, not NULL: a done unit and a judged result always have an output.
-            db.execute(
+            db.write(
                 "UPDATE leases SET output = ?2
                  WHERE output IS NOT NULL AND unit_id IN (SELECT id FROM units WHERE job_id = ?1)",
                 params![&job, EMPTY],
             )?;
-            db.execute(
+            db.write(
                 "UPDATE units SET output = ?2 WHERE job_id = ?1 AND output IS NOT NULL",
                 params![&job, EMPTY],
             )?;
-            db.execute(
+            db.write(
                 "UPDATE jobs SET result = NULL, wrapped_key = NULL, purged_ms = ?2 WHERE id = ?1",
                 params![job, now],
             )?;

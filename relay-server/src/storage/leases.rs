@@ -163,7 +163,7 @@ fn insert_lease(
     kind: &str,
     deadline_ms: i64,
 ) -> Result<(), StorageError> {
-    db.execute(
+    db.write(
         "INSERT INTO leases (id, unit_id, peer, wallet, site, kind, state, issued_ms, deadline_ms,
                              network, relay)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9, ?10)",
@@ -237,7 +237,7 @@ fn lose_leases(
         )?;
         let (handbacks, valid, quarantined) = standing.unwrap_or((0, 0, false));
         if !quarantined && over_allowance(handbacks, valid) {
-            db.execute(
+            db.write(
                 "UPDATE wallets SET quarantined = 1, updated_ms = ?2 WHERE address = ?1",
                 params![wallet, now_ms()],
             )?;
@@ -283,7 +283,7 @@ pub const RELAY_GONE_AFTER_MS: i64 = 5_000;
 const RELAY_FORGOTTEN_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
 
 fn heartbeat_in(db: &dyn Db, relay: &str, now: i64) -> Result<(), StorageError> {
-    db.execute(
+    db.write(
         "INSERT INTO relays (id, seen_ms) VALUES (?1, ?2)
          ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms",
         params![relay, now],
@@ -306,7 +306,7 @@ fn void_leases_of_stopped_relays(db: &dyn Db, now: i64) -> Result<u64, StorageEr
     for unit in &units {
         refresh_unit(db, unit)?;
     }
-    db.execute(
+    db.write(
         "DELETE FROM relays WHERE seen_ms < ?1",
         params![now - RELAY_FORGOTTEN_AFTER_MS],
     )?;
@@ -432,7 +432,7 @@ fn apply_work_lease(
     lease: NewLease,
 ) -> Result<LeasedUnit, StorageError> {
     if lease.update_unit {
-        db.execute(
+        db.write(
             "UPDATE units SET quorum = ?1, wanted = ?2,
                  state = CASE WHEN ?3 = 1 THEN 'leased' ELSE state END
              WHERE id = ?4",
@@ -450,7 +450,7 @@ fn apply_work_lease(
     )?;
     // The job's first lease starts it; later ones need not touch the job's row.
     if lease.starts_job {
-        db.execute(
+        db.write(
             "UPDATE jobs SET state = 'running', updated_ms = ?1 WHERE id = ?2 AND state = 'queued'",
             params![now_ms(), row.job_id],
         )?;
@@ -704,7 +704,7 @@ impl Storage {
                 // A volunteer that gives a registered kernel's unit back failed to run it:
                 // noted once per kernel and wallet, for suspension (see
                 // `hung_custom_kernels`).
-                db.execute(
+                db.write(
                     "INSERT INTO kernel_failures (kernel, wallet, failed_ms)
                      SELECT jobs.kernel, leases.wallet, ?2
                      FROM leases JOIN units ON units.id = leases.unit_id
@@ -819,7 +819,7 @@ impl Storage {
                         void_leases_of_stopped_relays(db, now_ms())?
                     }
                 };
-                db.execute(REFRESH_UNITS, params![])?;
+                db.write(REFRESH_UNITS, params![])?;
                 Ok(voided)
             })
             .await

@@ -198,7 +198,7 @@ fn cached_balance(db: &dyn Db, account: &Account) -> Result<i64, StorageError> {
 }
 
 fn set_balance(db: &dyn Db, account: &Account, micro: i64) -> Result<(), StorageError> {
-    db.execute(
+    db.write(
         "INSERT INTO balances (account, micro) VALUES (?1, ?2)
          ON CONFLICT (account) DO UPDATE SET micro = ?2",
         params![account.to_string(), micro],
@@ -318,7 +318,7 @@ fn write_entry(
         prev_hash: &prev_hash,
     }
     .seal(key);
-    db.execute("INSERT INTO ledger (seq, time_ms, debit, credit, amount, reason, reference, prev_hash, hash, signature)
+    db.write("INSERT INTO ledger (seq, time_ms, debit, credit, amount, reason, reference, prev_hash, hash, signature)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)", params![
         i64::try_from(entry.seq).map_err(|_| MoneyError::Overflow)?,
         entry.time_ms,
@@ -481,7 +481,7 @@ pub(crate) fn accrue_unit(
     let job_id = job.to_string();
     // No `RETURNING` here: SQLite buffers returned rows in a temporary b-tree, which cost
     // more than the statement's own write.
-    db.execute(
+    db.write(
         "INSERT INTO accrued_jobs (job_id, micro) VALUES (?1, ?2)
          ON CONFLICT (job_id) DO UPDATE SET micro = accrued_jobs.micro + excluded.micro",
         params![job_id, price],
@@ -512,7 +512,7 @@ pub(crate) fn accrue_unit(
         values.push(reason);
         values.push(micro);
     }
-    db.execute(&sql, &values)?;
+    db.write(&sql, &values)?;
     Ok(())
 }
 
@@ -577,16 +577,16 @@ pub(crate) fn pay_out(
             let (escrow, name) = escrow_of(db, job)?;
             entries.push(append(db, key, &escrow, &account, amount, reason, &name)?);
         }
-        db.execute(
+        db.write(
             "DELETE FROM accruals WHERE job_id = ?1 AND account = ?2 AND reason = ?3",
             params![&job_id, &account_text, &reason_text],
         )?;
-        db.execute(
+        db.write(
             "UPDATE accrued_jobs SET micro = micro - ?2 WHERE job_id = ?1",
             params![job_id, micro],
         )?;
     }
-    db.execute(
+    db.write(
         "DELETE FROM accrued_jobs WHERE micro <= 0 AND (job_id = ?1 OR ?1 IS NULL)",
         params![&filter],
     )?;
@@ -657,7 +657,7 @@ impl Storage {
         let key = key.clone();
         self.writer
             .exec(move |db| -> Result<(), LedgerError> {
-                db.execute(
+                db.write(
                     "INSERT INTO accounts (id, api_key_hash, created_ms, label)
                      VALUES (?1, ?2, ?3, ?4)",
                     params![id.to_string(), &hash[..], now_ms(), label],
@@ -919,9 +919,9 @@ impl Storage {
                     Dialect::Sqlite => "BEGIN",
                     Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                 };
-                db.execute(begin, params![])?;
+                db.write(begin, params![])?;
                 let audited = audit_snapshot(db, relay, page);
-                db.execute("COMMIT", params![])?;
+                db.write("COMMIT", params![])?;
                 audited
             })
             .await

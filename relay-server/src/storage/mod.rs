@@ -37,6 +37,7 @@ mod ledger;
 mod migrate;
 mod model;
 mod others;
+mod pipeline;
 mod postgres;
 mod probes;
 mod reader;
@@ -46,6 +47,11 @@ pub(crate) mod sql;
 mod unit_outputs;
 mod wallets;
 mod writer;
+
+/// The integration tests' PostgreSQL server, for the unit tests of the PostgreSQL side.
+#[cfg(test)]
+#[path = "../../tests/common/postgres.rs"]
+mod test_postgres;
 pub use crate::lifecycle::billing::Pricing;
 pub use crate::lifecycle::lease::LeaseTerms;
 pub use custom_kernels::StoredKernel;
@@ -69,6 +75,9 @@ pub enum StorageError {
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// The database failed or is unreachable (the writer's PostgreSQL connection).
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     /// Applying migrations failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -135,6 +144,7 @@ impl StorageError {
         match self {
             Self::Unreachable(_) => true,
             Self::Db(e) => postgres::connection_lost(e),
+            Self::Postgres(e) => pipeline::connection_lost(e),
             _ => false,
         }
     }
@@ -163,7 +173,7 @@ macro_rules! refresh_units {
 const REFRESH_UNITS: &str = refresh_units!();
 
 fn refresh_unit(db: &dyn Db, unit: &str) -> Result<(), StorageError> {
-    db.execute(concat!(refresh_units!(), " AND id = ?1"), params![unit])?;
+    db.write(concat!(refresh_units!(), " AND id = ?1"), params![unit])?;
     Ok(())
 }
 
@@ -193,7 +203,7 @@ const RECORD_COLUMNS: &str =
 /// returns how many units were withdrawn.
 fn withdraw_units(db: &dyn Db, job: JobId) -> Result<u64, StorageError> {
     let job = job.to_string();
-    db.execute(
+    db.write(
         "UPDATE leases SET state = 'void'
          WHERE state = 'active' AND unit_id IN (SELECT id FROM units WHERE job_id = ?1)",
         params![&job],
@@ -235,7 +245,7 @@ const ANALYZE_AFTER_UNITS: usize = 1_000;
 /// unit at 5 000 units, 206 units/s) until autovacuum's next look, up to a minute later.
 fn refresh_statistics(db: &dyn Db) -> Result<(), StorageError> {
     if db.dialect() == sql::Dialect::Postgres {
-        db.execute("ANALYZE units, leases, jobs", params![])?;
+        db.write("ANALYZE units, leases, jobs", params![])?;
     }
     Ok(())
 }
@@ -319,7 +329,7 @@ fn fail_in(
 ) -> Result<Vec<crate::ledger::Entry>, StorageError> {
     let close = decide_fail(load_closing_job(db, job)?.as_ref());
     if close.ends {
-        db.execute(
+        db.write(
             "UPDATE jobs SET state = 'failed', error = ?1, updated_ms = ?2 WHERE id = ?3",
             params![reason, now_ms(), job.to_string()],
         )?;
@@ -478,6 +488,15 @@ impl Storage {
         Self::open_postgres_following(url, data_dir, Following::default()).await
     }
 
+    /// On PostgreSQL, whether the writer sends a write whose count nobody reads with the
+    /// next statement that needs an answer (on, the default) or waits for each (the
+    /// bench's baseline: see `storage/pipeline.rs`). Takes effect from the next group.
+    pub fn pipeline_writes(&self, on: bool) {
+        self.writer
+            .pipelined
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// [`Storage::open_postgres`], learning what other relays change as `following` says.
     pub async fn open_postgres_following(
         url: &str,
@@ -503,7 +522,7 @@ impl Storage {
         let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let storage = Self {
             reads: reader::Readers::open_postgres(&options, READERS, &lost).await?,
-            writer: writer::Writer::open_postgres(options.clone(), lost).await?,
+            writer: writer::Writer::open_postgres(url, lost).await?,
             feed: tokio::sync::broadcast::channel(1024).0,
             billing: None,
             quorum_hints: Arc::default(),
@@ -579,7 +598,7 @@ impl Storage {
                 }
                 let salt = EscrowRef::new_salt();
                 let escrow_account = Account::Escrow(EscrowRef::for_job(job.id, &salt));
-                db.execute(
+                db.write(
                     "INSERT INTO jobs (id, kernel, params, state, units_total, flops, quorum,
                                        submitter, price_per_gflop, created_ms, updated_ms,
                                        escrow_salt, escrow_account, sealed, quorum_explicit,
@@ -616,7 +635,7 @@ impl Storage {
                         return Err(StorageError::IdempotencyKeyTaken);
                     }
                 }
-                db.execute(
+                db.write(
                     "INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)",
                     params![id, sealed_input],
                 )?;
@@ -624,7 +643,7 @@ impl Storage {
                      VALUES (?1, ?2, ?3, ?4, 'queued', ?5)";
                 for (idx, params) in job.units.iter().enumerate() {
                     let flops = job.unit_flops.get(idx).copied().unwrap_or(0);
-                    db.execute(
+                    db.write(
                         insert_unit,
                         params![
                             // Time-ordered, like lease ids: units are leased in order, so
@@ -805,7 +824,7 @@ impl Storage {
             .exec(move |db| {
                 let close = decide_finish(load_closing_job(db, job)?.as_ref());
                 if close.ends {
-                    db.execute("UPDATE jobs SET state = 'done', result = ?1, updated_ms = ?2 WHERE id = ?3", params![result, now_ms(), job.to_string()])?;
+                    db.write("UPDATE jobs SET state = 'done', result = ?1, updated_ms = ?2 WHERE id = ?3", params![result, now_ms(), job.to_string()])?;
                     others::tell_other_relays(db)?;
                 }
                 let paid = if close.closes_escrow {

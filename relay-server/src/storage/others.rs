@@ -54,7 +54,7 @@ impl Default for Following {
 /// one relay is the only writer.
 pub(super) fn tell_other_relays(db: &dyn Db) -> Result<(), StorageError> {
     if db.dialect() == Dialect::Postgres {
-        db.execute(&format!("NOTIFY {CHANNEL}"), params![])?;
+        db.write(&format!("NOTIFY {CHANNEL}"), params![])?;
     }
     Ok(())
 }

@@ -1,10 +1,10 @@
-//! PostgreSQL behind the [`Db`] seam: the writer's statements, run on one connection of
-//! its own from the writer's thread.
+//! PostgreSQL behind the [`Db`] seam for the reader threads and `migrate`: sqlx on a
+//! connection of each thread's own, driven by `block_on`, each statement one round trip.
+//! The writer's connection is [`super::pipeline`]'s.
 //!
-//! Why sqlx driven by `block_on` and not an async writer: the transactions are written
-//! once, as plain functions of `&dyn Db` (see [`super::sql`]), and SQLite's side of the
-//! seam is a synchronous connection on a thread; here each statement is one round trip
-//! to the server, waited for on the writer's thread, in the group's transaction.
+//! Why `block_on` and not async readers: reads are written once, as plain functions of
+//! `&dyn Db` (see [`super::sql`]), and SQLite's side of the seam is a synchronous
+//! connection on a thread.
 
 use super::sql::{to_postgres, Cell, Db, Dialect, Param, Row, ToParam};
 use super::StorageError;
@@ -109,11 +109,6 @@ pub(super) struct PgDb<'c> {
     pub(super) aborted: std::cell::Cell<bool>,
     /// Whether the connection itself failed (so the next statement needs a new one).
     pub(super) broken: std::cell::Cell<bool>,
-    /// Whether a statement failed because another transaction was in its way.
-    pub(super) conflicted: std::cell::Cell<bool>,
-    /// Whether a statement that changes rows ran (so a failing command's writes must be
-    /// undone by rolling the group back).
-    pub(super) wrote: std::cell::Cell<bool>,
 }
 
 impl<'c> PgDb<'c> {
@@ -127,9 +122,7 @@ impl<'c> PgDb<'c> {
             runtime,
             spelled,
             aborted: std::cell::Cell::new(false),
-            conflicted: std::cell::Cell::new(false),
             broken: std::cell::Cell::new(false),
-            wrote: std::cell::Cell::new(false),
         }
     }
 
@@ -169,12 +162,8 @@ impl<'c> PgDb<'c> {
         {
             self.broken.set(true);
         }
-        let e = StorageError::Db(e);
         self.aborted.set(true);
-        if is_conflict(&e) {
-            self.conflicted.set(true);
-        }
-        e
+        StorageError::Db(e)
     }
 }
 
@@ -186,7 +175,6 @@ impl Db for PgDb<'_> {
     fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<u64, StorageError> {
         let sql = self.spelling(sql);
         let args = arguments(params)?;
-        self.wrote.set(true);
         let mut conn = self.conn.borrow_mut();
         match self
             .runtime
@@ -205,15 +193,6 @@ impl Db for PgDb<'_> {
     ) -> Result<(), StorageError> {
         let sql = self.spelling(sql);
         let args = arguments(params)?;
-        // `RETURNING` writes; a plain query may too (a function), so count it as one
-        // unless it is a SELECT.
-        if !sql
-            .trim_start()
-            .get(..6)
-            .is_some_and(|s| s.eq_ignore_ascii_case("select"))
-        {
-            self.wrote.set(true);
-        }
         let rows = {
             let mut conn = self.conn.borrow_mut();
             self.runtime
@@ -227,8 +206,6 @@ impl Db for PgDb<'_> {
     }
 }
 
-/// Whether `e` is PostgreSQL's answer to two transactions in each other's way (a
-/// deadlock, or a serialization failure): running the group again may well succeed.
 /// How long connecting to PostgreSQL may take before it counts as unreachable.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -264,15 +241,6 @@ pub(super) fn connection_lost(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        _ => false,
-    }
-}
-
-pub(super) fn is_conflict(e: &StorageError) -> bool {
-    match e {
-        StorageError::Db(sqlx::Error::Database(e)) => {
-            matches!(e.code().as_deref(), Some("40001" | "40P01"))
-        }
         _ => false,
     }
 }

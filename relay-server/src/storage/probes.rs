@@ -48,7 +48,7 @@ impl Storage {
                 let job = probe.id.to_string();
                 let flops: u64 = probe.units.iter().map(|u| u.flops).sum();
                 let units = probe.units.len() as i64;
-                db.execute(
+                db.write(
                     "INSERT INTO jobs (id, kernel, params, state, units_total, units_done, flops,
                                        quorum, created_ms, updated_ms, sealed, probe, wrapped_key)
                      VALUES (?1, ?2, ?3, 'done', ?4, ?4, ?5, 1, ?6, ?6, 1, 1, ?7)",
@@ -62,7 +62,7 @@ impl Storage {
                         wrapped_key,
                     ],
                 )?;
-                db.execute(
+                db.write(
                     "INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)",
                     params![job, sealed_input],
                 )?;
@@ -70,7 +70,7 @@ impl Storage {
                     "INSERT INTO units (id, job_id, idx, params, state, flops, quorum, output)
                      VALUES (?1, ?2, ?3, ?4, 'done', ?5, 1, ?6)";
                 for unit in &probe.units {
-                    db.execute(
+                    db.write(
                         insert_unit,
                         params![
                             UnitId::from_uuid(uuid::Uuid::now_v7()).to_string(),

@@ -180,7 +180,7 @@ fn load_settle(db: &dyn Db, lease: &str) -> Result<Option<SettleSnapshot>, Stora
 /// Stores the result being recorded in its lease's row, as `stored` says. A canonical
 /// result's output is its unit's, which holds the only copy.
 fn store(db: &dyn Db, answer: &Answer<'_>, stored: Stored) -> Result<(), StorageError> {
-    db.execute(
+    db.write(
         "UPDATE leases SET state = 'returned', verdict = ?2, output = ?3, spot_check = ?4,
              trusted = ?5, received_ms = ?6, paid_micro = ?7, vetted = ?8
          WHERE id = ?1",
@@ -207,7 +207,7 @@ fn mark(
     paid_micro: i64,
     canonical: bool,
 ) -> Result<(), StorageError> {
-    db.execute(
+    db.write(
         "UPDATE leases SET verdict = ?1, paid_micro = ?2,
              output = CASE WHEN ?4 = 1 THEN NULL ELSE output END
          WHERE id = ?3",
@@ -288,7 +288,7 @@ fn apply_settle(
                 Slot::This => answer.result.output,
                 Slot::Replica(i) => snapshot.replicas[i].output.as_slice(),
             };
-            db.execute(
+            db.write(
                 "UPDATE units SET state = 'done', output = ?1 WHERE id = ?2",
                 params![output, unit],
             )?;
@@ -304,27 +304,27 @@ fn apply_settle(
                 .map_err(StorageError::ledger)?;
             }
             if void_others {
-                db.execute(
+                db.write(
                     "UPDATE leases SET state = 'void' WHERE unit_id = ?1 AND state = 'active'",
                     params![unit],
                 )?;
             }
             // The counts were read in this transaction, and only settling a unit moves
             // them; no `RETURNING` (SQLite buffers returned rows in a temporary b-tree).
-            db.execute(
+            db.write(
                 "UPDATE jobs SET units_done = units_done + 1, updated_ms = ?1 WHERE id = ?2",
                 params![answer.now_ms, snapshot.job],
             )?;
         }
         UnitFate::Reopened { wanted, attempts } => {
-            db.execute(
+            db.write(
                 "UPDATE units SET wanted = ?1, attempts = attempts + ?2 WHERE id = ?3",
                 params![wanted, attempts, unit],
             )?;
             refresh_unit(db, unit)?;
         }
         UnitFate::Failed { reason } => {
-            db.execute(
+            db.write(
                 "UPDATE leases SET verdict = 'invalid' WHERE unit_id = ?1 AND verdict = 'pending'",
                 params![unit],
             )?;

@@ -15,7 +15,7 @@ impl Storage {
         let (origin, wallet, now) = (origin.to_string(), wallet.to_string(), now_ms());
         self.writer
             .exec(move |db| {
-                db.execute(
+                db.write(
                     "INSERT INTO sites (origin, wallet, registered_ms) VALUES (?1, ?2, ?3)
                      ON CONFLICT (origin) DO UPDATE SET wallet = ?2, registered_ms = ?3",
                     params![origin, wallet, now],

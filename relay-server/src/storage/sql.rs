@@ -236,6 +236,12 @@ pub trait Db {
     fn dialect(&self) -> Dialect;
     /// Runs a statement that returns no rows; returns how many rows it changed.
     fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<u64, StorageError>;
+    /// Runs a statement that returns no rows and whose count the caller does not need.
+    /// PostgreSQL's writer sends it with the next statement that needs an answer, so it
+    /// may fail there (and its command with it) rather than here.
+    fn write(&self, sql: &str, params: &[&dyn ToParam]) -> Result<(), StorageError> {
+        self.execute(sql, params).map(|_| ())
+    }
     /// Runs a query, handing each row to `each` in order.
     fn for_each_row(
         &self,

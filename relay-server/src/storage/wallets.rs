@@ -111,7 +111,7 @@ pub(super) fn judge(
             r.record_invalid();
         }
     }
-    db.execute("INSERT INTO wallets (address, error_rate, valid, invalid, quarantined, first_seen_ms, updated_ms)
+    db.write("INSERT INTO wallets (address, error_rate, valid, invalid, quarantined, first_seen_ms, updated_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
          ON CONFLICT (address) DO UPDATE SET error_rate = ?2, valid = ?3, invalid = ?4,
              quarantined = CASE WHEN wallets.quarantined > ?5 THEN wallets.quarantined ELSE ?5 END, updated_ms = ?6", params![
@@ -126,7 +126,7 @@ pub(super) fn judge(
     if !valid {
         super::others::tell_other_relays(db)?;
     }
-    db.execute(
+    db.write(
         "INSERT INTO wallet_kernels (wallet, kernel, error_rate, valid, invalid)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (wallet, kernel) DO UPDATE SET error_rate = ?3, valid = ?4, invalid = ?5",

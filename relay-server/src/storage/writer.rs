@@ -16,16 +16,13 @@
 //! a call into SQLite from the thread that owns the connection, and one WAL commit covers
 //! every command that queued while the previous group ran.
 
-use super::postgres::PgDb;
+use super::pipeline::{CommitError, Connection as PgWriter, Failure, PipelinedDb};
 use super::sql::{Db, Dialect};
 use super::StorageError;
 use rusqlite::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -89,6 +86,9 @@ trait Command: Send {
     /// Sends what the last run returned once the group committed (`commit` is `None`),
     /// or why the group did not commit.
     fn reply(self: Box<Self>, commit: Option<&GroupError>);
+    /// Replaces what the last run returned with `error`: a write it left to be sent with
+    /// a later statement failed there (PostgreSQL's pipelined writes).
+    fn fail(&mut self, error: StorageError);
 }
 
 /// Why a group did not commit, told to each of its commands.
@@ -165,6 +165,10 @@ impl Command for TruncateWal {
         self.outcome = Some(outcome);
     }
 
+    fn fail(&mut self, error: StorageError) {
+        self.outcome = Some(Err(error));
+    }
+
     fn reply(self: Box<Self>, commit: Option<&GroupError>) {
         let outcome = match (commit, self.outcome) {
             (Some(e), _) => Err(e.to_storage()),
@@ -192,6 +196,10 @@ where
         let keep = keep == Keep::Writes && result.is_ok();
         self.result = Some(result);
         keep
+    }
+
+    fn fail(&mut self, error: StorageError) {
+        self.result = Some(Err(error.into()));
     }
 
     fn reply(self: Box<Self>, commit: Option<&GroupError>) {
@@ -229,6 +237,9 @@ fn exec(db: &Connection, sql: &str) -> rusqlite::Result<()> {
 #[derive(Clone)]
 pub(super) struct Writer {
     queue: mpsc::Sender<Box<dyn Command>>,
+    /// Whether PostgreSQL's writes are pipelined (see [`super::pipeline`]); on SQLite
+    /// nothing reads it.
+    pub(super) pipelined: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -277,7 +288,10 @@ impl Writer {
             .name("starling-writer".into())
             .spawn(move || serve(&db, &commands, &wake, Path::new(&wal)))
             .map_err(|_| StorageError::WriterGone)?;
-        Ok(Self { queue })
+        Ok(Self {
+            queue,
+            pipelined: Arc::default(),
+        })
     }
 
     /// Runs `work` in a transaction of the next group: its writes stay if it returns
@@ -331,34 +345,18 @@ impl Writer {
 }
 
 impl Writer {
-    /// Connects to PostgreSQL with `options` and starts the writer thread on that
-    /// connection; an unreachable server is an error here, at start.
+    /// Connects to PostgreSQL at `url` and starts the writer thread on that connection;
+    /// an unreachable server is an error here, at start.
     /// `lost` counts connections found gone (see [`super::reader::Readers::open_postgres`]).
     pub(super) async fn open_postgres(
-        options: PgConnectOptions,
+        url: &str,
         lost: Arc<AtomicU64>,
     ) -> Result<Self, StorageError> {
-        // Every statement the writer runs reaches a few rows by a key, so one plan,
-        // made once per connection from the statement alone, serves every call: no
-        // planning per call (forced custom plans cost the server 0.4 ms a unit) and no
-        // plan that changes under load (left to choose, PostgreSQL switched the draw
-        // between a 0.05 ms plan and a 2.6 ms one within a run). For that plan to be
-        // the right one whatever the statistics say (right after a job's units are
-        // stored they call `leases` empty), no statement may read a table end to end;
-        // that penalty also prices the scans of a few small tables (the accruals a
-        // payout sweeps) past JIT's threshold, 51 ms to compile a 0.1 ms statement.
-        //
-        // A relay stopped mid-transaction (SIGSTOP, a hung host) would hold the write
-        // turn and stall every other relay, so PostgreSQL ends a writer's session idle
-        // in a transaction. Only the writer's: an audit reads the ledger in one
-        // snapshot and checks each page's signatures between reads, which on a long
-        // ledger took past 10 s (its session was ended and the audit failed).
-        let options = options.options([
-            ("idle_in_transaction_session_timeout", "10s"),
-            ("plan_cache_mode", "force_generic_plan"),
-            ("enable_seqscan", "off"),
-            ("jit", "off"),
-        ]);
+        // Check the URL here, where a bad one is the caller's error, not the thread's.
+        let _: tokio_postgres::Config = url.parse()?;
+        let url = url.to_owned();
+        let pipelined = Arc::new(AtomicBool::new(true));
+        let on = Arc::clone(&pipelined);
         let (queue, commands) = mpsc::channel();
         let (ready, started) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -374,20 +372,49 @@ impl Writer {
                         return;
                     }
                 };
-                match runtime.block_on(super::postgres::connect(&options)) {
+                match connect_writer(&runtime, &url) {
                     Ok(conn) => {
                         let _ = ready.send(Ok(()));
-                        serve_postgres(&runtime, Some(conn), &options, &commands, &lost);
+                        serve_postgres(&runtime, Some(conn), &url, &commands, &lost, &on);
                     }
                     Err(e) => {
-                        let _ = ready.send(Err(e.into()));
+                        let _ = ready.send(Err(e));
                     }
                 }
             })
             .map_err(|_| StorageError::WriterGone)?;
         started.await.map_err(|_| StorageError::WriterGone)??;
-        Ok(Self { queue })
+        Ok(Self { queue, pipelined })
     }
+}
+
+/// The writer's session settings.
+///
+/// Every statement the writer runs reaches a few rows by a key, so one plan, made once
+/// per connection from the statement alone, serves every call: no planning per call
+/// (forced custom plans cost the server 0.4 ms a unit) and no plan that changes under
+/// load (left to choose, PostgreSQL switched the draw between a 0.05 ms plan and a
+/// 2.6 ms one within a run). For that plan to be the right one whatever the statistics
+/// say (right after a job's units are stored they call `leases` empty), no statement
+/// may read a table end to end; that penalty also prices the scans of a few small
+/// tables (the accruals a payout sweeps) past JIT's threshold, 51 ms to compile a
+/// 0.1 ms statement.
+///
+/// A relay stopped mid-transaction (SIGSTOP, a hung host) would hold the write turn and
+/// stall every other relay, so PostgreSQL ends a writer's session idle in a transaction.
+/// Only the writer's: an audit reads the ledger in one snapshot and checks each page's
+/// signatures between reads, which on a long ledger took past 10 s (its session was
+/// ended and the audit failed).
+const WRITER_SESSION: &str = "-c idle_in_transaction_session_timeout=10s \
+    -c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c jit=off";
+
+/// How long connecting the writer may take before the database counts as unreachable:
+/// a host that drops packets would otherwise hold the writer for the system's TCP
+/// timeout (minutes) on every try.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn connect_writer(runtime: &tokio::runtime::Runtime, url: &str) -> Result<PgWriter, StorageError> {
+    PgWriter::open(runtime, url, WRITER_SESSION, CONNECT_TIMEOUT)
 }
 
 /// Relays sharing a database write in turns, one group's transaction at a time, as
@@ -410,21 +437,20 @@ const BEGIN_IN_TURN: &str = "BEGIN; SELECT pg_advisory_xact_lock(1398036306)";
 /// (a deadlock or serialization failure, which PostgreSQL resolves by failing one side).
 const CONFLICT_RETRIES: usize = 8;
 
-/// The PostgreSQL writer thread: as [`serve`], on `conn`, connecting again (with
-/// `options`) after the connection was lost; a group that finds no connection fails.
+/// The PostgreSQL writer thread: as [`serve`], on `conn`, connecting again (to `url`)
+/// after the connection was lost; a group that finds no connection fails.
 fn serve_postgres(
     runtime: &tokio::runtime::Runtime,
-    mut conn: Option<PgConnection>,
-    options: &PgConnectOptions,
+    mut conn: Option<PgWriter>,
+    url: &str,
     commands: &mpsc::Receiver<Box<dyn Command>>,
     lost: &AtomicU64,
+    pipelined: &AtomicBool,
 ) {
-    let spelled = RefCell::new(HashMap::new());
     let mut group = Vec::with_capacity(MAX_BATCH);
     let mut failed = Vec::with_capacity(MAX_BATCH);
     let connect = || {
-        runtime
-            .block_on(super::postgres::connect(options))
+        connect_writer(runtime, url)
             .inspect_err(|e| tracing::error!("cannot reach the database: {e}"))
             .ok()
     };
@@ -436,8 +462,14 @@ fn serve_postgres(
         }
         // With no connection (connecting just failed), connecting again at once is no use.
         let began_on_a_connection = conn.is_some();
-        let mut outcome = match conn.as_mut() {
-            Some(c) => run_group_postgres(runtime, c, &spelled, &mut group, &mut failed),
+        let mut outcome = match conn.as_ref() {
+            Some(c) => run_group_postgres(
+                runtime,
+                c,
+                &mut group,
+                &mut failed,
+                pipelined.load(Ordering::Relaxed),
+            ),
             None => Err(GroupError::Unreachable(
                 "no connection to the database".into(),
             )),
@@ -448,8 +480,14 @@ fn serve_postgres(
             // than failing every command in it.
             lost.fetch_add(1, Ordering::Relaxed);
             conn = connect();
-            if let Some(c) = conn.as_mut() {
-                outcome = run_group_postgres(runtime, c, &spelled, &mut group, &mut failed);
+            if let Some(c) = conn.as_ref() {
+                outcome = run_group_postgres(
+                    runtime,
+                    c,
+                    &mut group,
+                    &mut failed,
+                    pipelined.load(Ordering::Relaxed),
+                );
             }
         }
         if let Err(e) = &outcome {
@@ -469,19 +507,33 @@ fn serve_postgres(
 /// transaction, so a command that failed after a statement ran is undone by rolling the
 /// group back and running the others again; a command that failed because another
 /// relay's transaction was in its way runs again with them.
+///
+/// Writes are pipelined ([`PipelinedDb`]): one a command did not keep is dropped unsent
+/// where it can be, and one that fails when it is finally sent (with a later command's
+/// statement, or with `COMMIT`) fails the command that wrote it.
 fn run_group_postgres(
     runtime: &tokio::runtime::Runtime,
-    conn: &mut PgConnection,
-    spelled: &RefCell<HashMap<String, String>>,
+    conn: &PgWriter,
     group: &mut [Box<dyn Command>],
     failed: &mut Vec<bool>,
+    pipelined: bool,
 ) -> Result<(), GroupError> {
     let to_group = |e: StorageError| GroupError::Postgres(e.to_string());
     failed.clear();
     failed.resize(group.len(), false);
     let mut conflicts = 0;
+    // A statement failed: fail its command (or count a conflict), and run the group again.
+    let failure =
+        |group: &mut [Box<dyn Command>], failed: &mut [bool], conflicts: &mut usize, f: Failure| {
+            if f.conflicted && *conflicts < CONFLICT_RETRIES {
+                *conflicts += 1;
+            } else if let Some(command) = group.get_mut(f.command) {
+                failed[f.command] = true;
+                command.fail(f.error());
+            }
+        };
     'replay: loop {
-        let db = PgDb::new(conn, runtime, spelled);
+        let db = PipelinedDb::new(conn, runtime, pipelined);
         // Every earlier try of this group was rolled back: failing here, nothing of it
         // is written.
         if let Err(e) = db.simple(BEGIN_IN_TURN) {
@@ -495,31 +547,46 @@ fn run_group_postgres(
             if failed[i] {
                 continue;
             }
-            db.wrote.set(false);
+            db.start_command(i);
             let (kept, panicked) = match catch_unwind(AssertUnwindSafe(|| command.run(&db))) {
                 Ok(kept) => (kept, false),
                 Err(_) => (false, true),
             };
-            if kept && !db.aborted.get() {
+            if !kept {
+                db.drop_waiting();
+            }
+            if let Some(f) = db.take_failure() {
+                // This command's statement, or a waiting write of an earlier one.
+                db.simple("ROLLBACK").map_err(to_group)?;
+                if panicked && f.command != i {
+                    failed[i] = true;
+                }
+                failure(group, failed, &mut conflicts, f);
+                continue 'replay;
+            }
+            if kept {
                 continue;
             }
-            let conflicted = db.conflicted.get() && !panicked;
-            if conflicted && conflicts < CONFLICT_RETRIES {
-                conflicts += 1;
-            } else {
-                failed[i] = true;
-            }
-            if panicked || conflicted || db.wrote.get() || db.aborted.get() {
+            failed[i] = true;
+            if panicked || db.sent() {
                 db.simple("ROLLBACK").map_err(to_group)?;
                 continue 'replay;
             }
         }
-        match db.simple("COMMIT") {
+        match db.commit() {
             Ok(()) => return Ok(()),
-            Err(e) if super::postgres::is_conflict(&e) && conflicts < CONFLICT_RETRIES => {
+            Err(_) if db.broken.get() => {
+                return Err(GroupError::Postgres(
+                    "the connection was lost at COMMIT".into(),
+                ))
+            }
+            // A waiting write failed, and the server rolled the group back for it.
+            Err(CommitError::Write(f)) => failure(group, failed, &mut conflicts, f),
+            // Another relay's transaction was in the way of the commit itself.
+            Err(CommitError::Commit(f)) if f.conflicted && conflicts < CONFLICT_RETRIES => {
                 conflicts += 1;
             }
-            Err(e) => return Err(to_group(e)),
+            Err(CommitError::Commit(f)) => return Err(GroupError::Postgres(f.message)),
         }
     }
 }
@@ -786,6 +853,64 @@ mod tests {
         );
         drop(writer);
         let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    /// A command that sends its write to be pipelined and returns at once.
+    fn write(
+        writer: &Writer,
+        x: i64,
+    ) -> impl std::future::Future<Output = Result<(), StorageError>> + '_ {
+        writer.exec(move |db| db.write("INSERT INTO t (x) VALUES (?1)", params![x]))
+    }
+
+    #[tokio::test]
+    async fn on_postgres_a_pipelined_write_that_fails_later_fails_only_its_own_command(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let url = crate::storage::test_postgres::Postgres::shared()?.database()?;
+        let writer = Writer::open_postgres(&url, Arc::default()).await?;
+        writer
+            .exec(|db| {
+                db.execute("CREATE TABLE t (x BIGINT PRIMARY KEY)", params![])?;
+                db.execute("INSERT INTO t (x) VALUES (7)", params![])?;
+                Ok::<_, StorageError>(())
+            })
+            .await?;
+        let held = hold(&writer).await?;
+        // One group: a duplicate key that fails only when the next command reads, a
+        // command whose read sends it, one that writes and fails itself (its write is
+        // never sent), and a duplicate that fails only with the group's COMMIT.
+        let reads = writer.exec(|db| {
+            db.write("INSERT INTO t (x) VALUES (8)", params![])?;
+            db.query_one("SELECT COUNT(*) FROM t", params![], |r| r.get::<i64>(0))
+        });
+        let refused = writer.exec(|db| -> Result<(), StorageError> {
+            db.write("INSERT INTO t (x) VALUES (10)", params![])?;
+            Err(StorageError::Corrupt("refused 10".into()))
+        });
+        let (early, read, nine, refused, late) = tokio::join!(
+            write(&writer, 7),
+            reads,
+            write(&writer, 9),
+            refused,
+            write(&writer, 8),
+        );
+        held.await??;
+        assert!(matches!(early, Err(StorageError::Commit(_))), "{early:?}");
+        assert_eq!(
+            read?, 2,
+            "the read sees its own write and the table, not the failed one"
+        );
+        nine?;
+        assert!(
+            matches!(refused, Err(StorageError::Corrupt(_))),
+            "{refused:?}"
+        );
+        assert!(matches!(late, Err(StorageError::Commit(_))), "{late:?}");
+        let stored = writer
+            .exec(|db| db.query_all("SELECT x FROM t ORDER BY x", params![], |r| r.get::<i64>(0)))
+            .await?;
+        assert_eq!(stored, [7, 8, 9]);
         Ok(())
     }
 
