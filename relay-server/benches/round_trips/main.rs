@@ -109,6 +109,8 @@ struct Figures {
     p99: Duration,
     /// CPU time of the PostgreSQL server's processes over the window, where it ran on one.
     database: Option<Duration>,
+    /// The writers' round trips to PostgreSQL over the window (0 on SQLite).
+    round_trips: u64,
 }
 
 /// A fresh directory for one scenario's database.
@@ -357,6 +359,10 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
             f.units_per_s / sqlite.units_per_s
         );
         print_relay_cpu(&f, units, database);
+        println!(
+            "  writers' round trips to the server: {:.2} a unit",
+            f.round_trips as f64 / units as f64
+        );
         println!("  where the server's time went (ms, calls, statement):");
         for line in postgres::top_statements(server, 6)?.lines() {
             println!("    {line}");

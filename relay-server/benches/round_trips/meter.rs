@@ -82,6 +82,7 @@ impl Window {
         latencies.sort();
         Figures {
             database: None,
+            round_trips: 0,
             writer: self.writer,
             cpu: self.cpu,
             elapsed: self.elapsed,

@@ -174,6 +174,9 @@ pub(crate) async fn run(
         .insert_job(&job(units, scenario.quorum, submitter))
         .await?;
     let database_before = crate::postgres::server_cpu();
+    let round_trips =
+        |relays: &[Storage]| relays.iter().map(Storage::writer_round_trips).sum::<u64>();
+    let round_trips_before = round_trips(&relays);
     let meter = Meter::start();
     // Payouts run beside the volunteers as the relay's housekeeping runs them, but every
     // second rather than every five, and once more when the work is done.
@@ -261,6 +264,7 @@ pub(crate) async fn run(
         anyhow::ensure!(storage.accruals().await?.is_empty(), "accruals left unpaid");
     }
     let mut figures = meter.figures(units, latencies);
+    figures.round_trips = round_trips(&relays) - round_trips_before;
     // Read before the relays close their connections: a server process that ended is
     // no longer counted.
     if matches!(engine, Engine::Postgres { .. }) {

@@ -497,6 +497,14 @@ impl Storage {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Round trips the writer has made to PostgreSQL so far (0 on SQLite): the bench's
+    /// measure of what pipelining saves.
+    pub fn writer_round_trips(&self) -> u64 {
+        self.writer
+            .round_trips
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// [`Storage::open_postgres`], learning what other relays change as `following` says.
     pub async fn open_postgres_following(
         url: &str,

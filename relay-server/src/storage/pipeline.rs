@@ -24,6 +24,8 @@ use std::cell::{Cell as Flag, RefCell};
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::Poll;
 use tokio_postgres::types::{IsNull, Kind, ToSql, Type};
 use tokio_postgres::{Client, Statement};
@@ -166,6 +168,9 @@ pub(super) struct Connection {
     client: Client,
     /// Prepared statements by their SQLite spelling.
     statements: RefCell<HashMap<String, Statement>>,
+    /// Round trips to the server so far, counted for the bench (shared by the writer's
+    /// connections over its life).
+    round_trips: Arc<AtomicU64>,
 }
 
 impl Connection {
@@ -177,6 +182,7 @@ impl Connection {
         url: &str,
         options: &str,
         timeout: std::time::Duration,
+        round_trips: Arc<AtomicU64>,
     ) -> Result<Self, StorageError> {
         let mut config: tokio_postgres::Config = url.parse()?;
         config
@@ -202,7 +208,14 @@ impl Connection {
         Ok(Self {
             client,
             statements: RefCell::new(HashMap::new()),
+            round_trips,
         })
+    }
+}
+
+impl Connection {
+    fn round_trip(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -279,6 +292,7 @@ impl<'c> PipelinedDb<'c> {
     /// write still waiting (a rollback undoes it anyway).
     pub(super) fn simple(&self, sql: &str) -> Result<(), StorageError> {
         self.waiting.borrow_mut().clear();
+        self.conn.round_trip();
         self.runtime
             .block_on(self.conn.client.batch_execute(sql))
             .map_err(|e| self.classify(e))
@@ -336,6 +350,7 @@ impl<'c> PipelinedDb<'c> {
         }
         let types: Vec<Type> = values.iter().map(Value::declared).collect();
         let spelled = to_postgres(sql);
+        self.conn.round_trip();
         let statement = self
             .runtime
             .block_on(self.conn.client.prepare_typed(&spelled, &types))
@@ -363,6 +378,7 @@ impl<'c> PipelinedDb<'c> {
         if waiting.iter().any(|w| w.command == command) {
             self.sent.set(true);
         }
+        self.conn.round_trip();
         let (writes, answer) = self
             .runtime
             .block_on(send_then(&self.conn.client, &waiting, last));

@@ -240,6 +240,8 @@ pub(super) struct Writer {
     /// Whether PostgreSQL's writes are pipelined (see [`super::pipeline`]); on SQLite
     /// nothing reads it.
     pub(super) pipelined: Arc<AtomicBool>,
+    /// Round trips to PostgreSQL so far (none on SQLite), for the bench.
+    pub(super) round_trips: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -291,6 +293,7 @@ impl Writer {
         Ok(Self {
             queue,
             pipelined: Arc::default(),
+            round_trips: Arc::default(),
         })
     }
 
@@ -357,6 +360,8 @@ impl Writer {
         let url = url.to_owned();
         let pipelined = Arc::new(AtomicBool::new(true));
         let on = Arc::clone(&pipelined);
+        let round_trips = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&round_trips);
         let (queue, commands) = mpsc::channel();
         let (ready, started) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -372,10 +377,11 @@ impl Writer {
                         return;
                     }
                 };
-                match connect_writer(&runtime, &url) {
+                let connect = || connect_writer(&runtime, &url, &counted);
+                match connect() {
                     Ok(conn) => {
                         let _ = ready.send(Ok(()));
-                        serve_postgres(&runtime, Some(conn), &url, &commands, &lost, &on);
+                        serve_postgres(&runtime, Some(conn), connect, &commands, &lost, &on);
                     }
                     Err(e) => {
                         let _ = ready.send(Err(e));
@@ -384,7 +390,11 @@ impl Writer {
             })
             .map_err(|_| StorageError::WriterGone)?;
         started.await.map_err(|_| StorageError::WriterGone)??;
-        Ok(Self { queue, pipelined })
+        Ok(Self {
+            queue,
+            pipelined,
+            round_trips,
+        })
     }
 }
 
@@ -413,8 +423,18 @@ const WRITER_SESSION: &str = "-c idle_in_transaction_session_timeout=10s \
 /// timeout (minutes) on every try.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn connect_writer(runtime: &tokio::runtime::Runtime, url: &str) -> Result<PgWriter, StorageError> {
-    PgWriter::open(runtime, url, WRITER_SESSION, CONNECT_TIMEOUT)
+fn connect_writer(
+    runtime: &tokio::runtime::Runtime,
+    url: &str,
+    round_trips: &Arc<AtomicU64>,
+) -> Result<PgWriter, StorageError> {
+    PgWriter::open(
+        runtime,
+        url,
+        WRITER_SESSION,
+        CONNECT_TIMEOUT,
+        Arc::clone(round_trips),
+    )
 }
 
 /// Relays sharing a database write in turns, one group's transaction at a time, as
@@ -437,12 +457,12 @@ const BEGIN_IN_TURN: &str = "BEGIN; SELECT pg_advisory_xact_lock(1398036306)";
 /// (a deadlock or serialization failure, which PostgreSQL resolves by failing one side).
 const CONFLICT_RETRIES: usize = 8;
 
-/// The PostgreSQL writer thread: as [`serve`], on `conn`, connecting again (to `url`)
+/// The PostgreSQL writer thread: as [`serve`], on `conn`, connecting again (`connect`)
 /// after the connection was lost; a group that finds no connection fails.
 fn serve_postgres(
     runtime: &tokio::runtime::Runtime,
     mut conn: Option<PgWriter>,
-    url: &str,
+    connect: impl Fn() -> Result<PgWriter, StorageError>,
     commands: &mpsc::Receiver<Box<dyn Command>>,
     lost: &AtomicU64,
     pipelined: &AtomicBool,
@@ -450,7 +470,7 @@ fn serve_postgres(
     let mut group = Vec::with_capacity(MAX_BATCH);
     let mut failed = Vec::with_capacity(MAX_BATCH);
     let connect = || {
-        connect_writer(runtime, url)
+        connect()
             .inspect_err(|e| tracing::error!("cannot reach the database: {e}"))
             .ok()
     };
@@ -558,9 +578,8 @@ fn run_group_postgres(
             if let Some(f) = db.take_failure() {
                 // This command's statement, or a waiting write of an earlier one.
                 db.simple("ROLLBACK").map_err(to_group)?;
-                if panicked && f.command != i {
-                    failed[i] = true;
-                }
+                // A command that panicked does not run again, conflict or not.
+                failed[i] |= panicked;
                 failure(group, failed, &mut conflicts, f);
                 continue 'replay;
             }
