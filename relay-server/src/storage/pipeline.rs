@@ -247,8 +247,12 @@ pub(super) enum CommitError {
     /// A write sent with it failed (its command is named), so the server rolled the
     /// group back.
     Write(Failure),
-    /// `COMMIT` itself failed (`command` means nothing here).
-    Commit(Failure),
+    /// `COMMIT` itself failed.
+    Commit {
+        /// Whether another transaction was in its way.
+        conflicted: bool,
+        message: String,
+    },
 }
 
 /// The writer's connection inside the group's transaction.
@@ -327,21 +331,25 @@ impl<'c> PipelinedDb<'c> {
     pub(super) fn commit(&self) -> Result<(), CommitError> {
         let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
         let client = &self.conn.client;
+        self.conn.round_trip();
         let (writes, commit) =
             self.runtime
                 .block_on(send_then(client, &waiting, client.batch_execute("COMMIT")));
-        let failed = |command: usize, e: tokio_postgres::Error| {
+        if let Some((i, e)) = writes {
             let error = self.classify(e);
-            Failure {
-                command,
+            return Err(CommitError::Write(Failure {
+                command: waiting[i].command,
+                conflicted: is_conflict(&error),
+                message: error.to_string(),
+            }));
+        }
+        commit.map_err(|e| {
+            let error = self.classify(e);
+            CommitError::Commit {
                 conflicted: is_conflict(&error),
                 message: error.to_string(),
             }
-        };
-        if let Some((i, e)) = writes {
-            return Err(CommitError::Write(failed(waiting[i].command, e)));
-        }
-        commit.map_err(|e| CommitError::Commit(failed(self.command.get(), e)))
+        })
     }
 
     fn statement(&self, sql: &str, values: &[Value]) -> Result<Statement, StorageError> {

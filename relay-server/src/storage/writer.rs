@@ -602,10 +602,12 @@ fn run_group_postgres(
             // A waiting write failed, and the server rolled the group back for it.
             Err(CommitError::Write(f)) => failure(group, failed, &mut conflicts, f),
             // Another relay's transaction was in the way of the commit itself.
-            Err(CommitError::Commit(f)) if f.conflicted && conflicts < CONFLICT_RETRIES => {
+            Err(CommitError::Commit { conflicted, .. })
+                if conflicted && conflicts < CONFLICT_RETRIES =>
+            {
                 conflicts += 1;
             }
-            Err(CommitError::Commit(f)) => return Err(GroupError::Postgres(f.message)),
+            Err(CommitError::Commit { message, .. }) => return Err(GroupError::Postgres(message)),
         }
     }
 }
