@@ -6,7 +6,7 @@
 
 use super::job_keys::JobKeys;
 use super::postgres::PgDb;
-use super::sql::{params, Cell, Db, Param, ToParam};
+use super::sql::{params, Cell, Db, ToParam, Value};
 use super::{Storage, StorageError};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions as _;
@@ -49,28 +49,6 @@ const MAX_PARAMS: usize = 16_000;
 pub struct Copied {
     /// (table, rows), in copy order.
     pub tables: Vec<(&'static str, u64)>,
-}
-
-/// An owned value, for rows read before they are written.
-#[derive(Debug, Clone)]
-enum Value {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(String),
-    Blob(Vec<u8>),
-}
-
-impl ToParam for Value {
-    fn to_param(&self) -> Param<'_> {
-        match self {
-            Self::Null => Param::Null,
-            Self::Int(v) => Param::Int(*v),
-            Self::Real(v) => Param::Real(*v),
-            Self::Text(v) => Param::Text(v),
-            Self::Blob(v) => Param::Blob(v),
-        }
-    }
 }
 
 impl Storage {

@@ -17,7 +17,7 @@
 //! command whose writes are not kept (it failed, looked only, or panicked) has those
 //! still waiting dropped unsent.
 
-use super::sql::{to_postgres, Cell, Db, Dialect, Param, Row, ToParam};
+use super::sql::{to_postgres, Cell, Db, Dialect, Row, ToParam, Value};
 use super::StorageError;
 use bytes::BytesMut;
 use std::cell::{Cell as Flag, RefCell};
@@ -35,37 +35,15 @@ use tokio_postgres::{Client, Statement};
 /// growing the map without end.
 const STATEMENTS: usize = 1_024;
 
-/// An owned [`Param`]: a waiting write keeps its values until it is sent.
-#[derive(Debug, Clone)]
-enum Value {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(String),
-    Blob(Vec<u8>),
-}
-
-impl Value {
-    fn of(p: Param<'_>) -> Self {
-        match p {
-            Param::Null => Self::Null,
-            Param::Int(v) => Self::Int(v),
-            Param::Real(v) => Self::Real(v),
-            Param::Text(v) => Self::Text(v.to_owned()),
-            Param::Blob(v) => Self::Blob(v.to_owned()),
-        }
-    }
-
-    /// The type the statement declares for this parameter when it is prepared, as sqlx
-    /// declared them; a NULL leaves it to the server (oid 0).
-    fn declared(&self) -> Type {
-        match self {
-            Self::Null => Type::new("unspecified".into(), 0, Kind::Pseudo, "pg_catalog".into()),
-            Self::Int(_) => Type::INT8,
-            Self::Real(_) => Type::FLOAT8,
-            Self::Text(_) => Type::TEXT,
-            Self::Blob(_) => Type::BYTEA,
-        }
+/// The type a statement declares for a parameter bound to `value` when it is prepared,
+/// as sqlx declared them; a NULL leaves it to the server (oid 0).
+fn declared(value: &Value) -> Type {
+    match value {
+        Value::Null => Type::new("unspecified".into(), 0, Kind::Pseudo, "pg_catalog".into()),
+        Value::Int(_) => Type::INT8,
+        Value::Real(_) => Type::FLOAT8,
+        Value::Text(_) => Type::TEXT,
+        Value::Blob(_) => Type::BYTEA,
     }
 }
 
@@ -356,7 +334,7 @@ impl<'c> PipelinedDb<'c> {
         if let Some(s) = self.conn.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let types: Vec<Type> = values.iter().map(Value::declared).collect();
+        let types: Vec<Type> = values.iter().map(declared).collect();
         let spelled = to_postgres(sql);
         self.conn.round_trip();
         let statement = self

@@ -38,6 +38,47 @@ pub enum Param<'a> {
     Blob(&'a [u8]),
 }
 
+/// An owned [`Param`], for a value kept past the call that bound it: a row read before
+/// it is written elsewhere (`migrate`), a write waiting to be sent (`pipeline`).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Value {
+    /// SQL NULL.
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Real(f64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+}
+
+impl Value {
+    /// `p`, owned.
+    pub(super) fn of(p: Param<'_>) -> Self {
+        match p {
+            Param::Null => Self::Null,
+            Param::Int(v) => Self::Int(v),
+            Param::Real(v) => Self::Real(v),
+            Param::Text(v) => Self::Text(v.to_owned()),
+            Param::Blob(v) => Self::Blob(v.to_owned()),
+        }
+    }
+}
+
+impl ToParam for Value {
+    fn to_param(&self) -> Param<'_> {
+        match self {
+            Self::Null => Param::Null,
+            Self::Int(v) => Param::Int(*v),
+            Self::Real(v) => Param::Real(*v),
+            Self::Text(v) => Param::Text(v),
+            Self::Blob(v) => Param::Blob(v),
+        }
+    }
+}
+
 /// Something that can be bound as a parameter.
 pub trait ToParam {
     /// The value to bind.
