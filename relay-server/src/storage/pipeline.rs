@@ -189,9 +189,7 @@ impl Connection {
             round_trips,
         })
     }
-}
 
-impl Connection {
     fn round_trip(&self) {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
     }
@@ -406,6 +404,11 @@ impl<'c> PipelinedDb<'c> {
     }
 }
 
+/// `values` as tokio-postgres binds them.
+fn bound(values: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
 /// Sends every write of `waiting`, then `last`, before reading any answer; the first
 /// write to fail (by its index), and what `last` answered.
 ///
@@ -425,11 +428,8 @@ async fn send_then<T>(
     let mut writes: Vec<Send<'_>> = waiting
         .iter()
         .map(|w| {
-            Box::pin(async move {
-                let params: Vec<&(dyn ToSql + Sync)> =
-                    w.values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-                client.execute(&w.statement, &params).await
-            }) as Send<'_>
+            Box::pin(async move { client.execute(&w.statement, &bound(&w.values)).await })
+                as Send<'_>
         })
         .collect();
     let mut last = std::pin::pin!(last);
@@ -475,9 +475,7 @@ impl Db for PipelinedDb<'_> {
         let values = Self::values(params);
         let statement = self.statement(sql, &values)?;
         self.sent.set(true);
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        self.send(self.conn.client.execute(&statement, &refs))
+        self.send(self.conn.client.execute(&statement, &bound(&values)))
     }
 
     fn write(&self, sql: &str, params: &[&dyn ToParam]) -> Result<(), StorageError> {
@@ -511,9 +509,7 @@ impl Db for PipelinedDb<'_> {
         {
             self.sent.set(true);
         }
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let rows = self.send(self.conn.client.query(&statement, &refs))?;
+        let rows = self.send(self.conn.client.query(&statement, &bound(&values)))?;
         for row in &rows {
             each(&PgRowCells(row))?;
         }
