@@ -3,7 +3,8 @@
 # chromedriver, Mesa's software Vulkan (lavapipe), brotli (build-ui.sh precompresses the
 # app), coturn and nftables (the NAT-traversal tests run their own turnserver, and a
 # network namespace that drops UDP), the wasm32 target, the wasm-bindgen CLI at exactly the crate's pinned version,
-# and npm's binaryen (wasm-opt). Not Trunk: scripts/build-ui.sh does what Trunk.toml
+# wasm-split-cli (build-ui.sh cuts the widget's engine into a module of its own) and npm's
+# binaryen (wasm-opt). Not Trunk: scripts/build-ui.sh does what Trunk.toml
 # describes with wasm-bindgen and wasm-opt, and Trunk's own build took 20 of a fresh
 # machine's 42 minutes to a first page. (The test suite's own tools, aiortc and
 # schemathesis, are installed by scripts/test.sh and scripts/api-fuzz.sh.)
@@ -12,6 +13,8 @@ set -euo pipefail
 
 STARLING_TOOLS="${STARLING_TOOLS:-$HOME/.cache/starling/tools}"
 BINARYEN_VERSION=132.0.0
+# Reads the split points of Leptos's wasm_split_helpers (0.2.x in Cargo.lock).
+WASM_SPLIT_VERSION=0.2.4
 # e2e/tests/accessibility.rs injects axe-core's axe.min.js into every page.
 AXE_CORE_VERSION=4.11.0
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,6 +49,12 @@ if [[ "$(output_of "$STARLING_TOOLS/bin/wasm-bindgen" --version)" != "wasm-bindg
   # Without --locked: its lockfile has named crate versions the registry lacked.
   say "installing wasm-bindgen-cli $wbg_version (once)"
   cargo install wasm-bindgen-cli --version "$wbg_version" --root "$STARLING_TOOLS" --force >&2
+fi
+if ! grep -q "^\"wasm_split_cli_support $WASM_SPLIT_VERSION " "$STARLING_TOOLS/.crates.toml" 2>/dev/null \
+  || [ ! -x "$STARLING_TOOLS/bin/wasm-split-cli" ]; then
+  say "installing wasm-split-cli $WASM_SPLIT_VERSION (once)"
+  cargo install --locked wasm_split_cli_support --version "$WASM_SPLIT_VERSION" \
+    --features build-binary --root "$STARLING_TOOLS" --force >&2
 fi
 wasm_opt="$STARLING_TOOLS/npm/node_modules/.bin/wasm-opt"
 if [[ "$(output_of "$wasm_opt" --version)" != *"version_${BINARYEN_VERSION%%.*}"* ]]; then

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 /// A host page embedding the widget; `?attack=` picks what it does to the card: `faded`
 /// (opacity 0.05 over a decoy button of its own), `covered` (an element over the card that
-/// lets clicks through), `shrunk` (scaled to a few pixels), `offscreen`, or nothing.
+/// lets clicks through), `shrunk` (scaled to a few pixels), `offscreen`, `revealed` (faded
+/// until the click, shown right after it), or nothing.
 fn host_page(relay_url: &str, site: &str, intensity: f64) -> String {
     format!(
         r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Free prizes</title>
@@ -33,8 +34,15 @@ fn host_page(relay_url: &str, site: &str, intensity: f64) -> String {
     faded: "#starling-widget {{ opacity: 0.05 !important; }}",
     covered: "#cover {{ display: block !important; }}",
     shrunk: "#starling-widget {{ transform: scale(0.05) !important; transform-origin: 100% 100%; }}",
-    offscreen: "#starling-widget {{ right: -2000px !important; }}"
+    offscreen: "#starling-widget {{ right: -2000px !important; }}",
+    revealed: "#starling-widget {{ opacity: 0.05 !important; }}"
   }}[attack] || "";
+  // The page loses focus when a click lands in the card's frame: it then shows the card at
+  // once, hoping the card judges the click by what it shows a moment later (once its
+  // engine has been fetched, say) rather than at the press.
+  if (attack === "revealed") {{
+    window.addEventListener("blur", () => {{ document.getElementById("attack").textContent = ""; }});
+  }}
 </script>
 <script src="{relay_url}/widget.js" data-site-wallet="{site}" data-intensity="{intensity}" async></script>
 </body></html>"##
@@ -177,7 +185,7 @@ async fn a_real_click_on_a_card_the_visitor_cannot_see_computes_nothing() -> any
 
     let job = MatmulJob::random(160, 128, 96, 5);
     let id = api.submit_with_quorum(&job.body, 1).await?;
-    for attack in ["faded", "covered", "shrunk"] {
+    for attack in ["faded", "covered", "shrunk", "revealed"] {
         open_card(&browser, &format!("{page}?attack={attack}")).await?;
         let (x, y) = start_button_centre(&browser)
             .await?
@@ -556,8 +564,9 @@ async fn firefox_without_intersection_observer_v2_starts_only_in_the_relays_wind
         .await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let sight = firefox_card_text(&firefox, "sight").await?;
+        // The device line first: once it shows, the card is rendered, its sight line too.
         let device = firefox_card_text(&firefox, "device").await?;
+        let sight = firefox_card_text(&firefox, "sight").await?;
         if !device.is_empty() && device != "Detecting…" {
             ensure!(
                 sight == "Visibility unknown: nothing runs here",

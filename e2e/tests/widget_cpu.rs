@@ -1,11 +1,25 @@
 //! The widget without WebGPU (`?device=cpu`, what a visitor whose browser has none gets):
 //! its bundle carries no CPU reference of its own (the page's thread never computes, so
 //! the embedding site's page never freezes), and it computes on the CPU worker: a job
-//! completes and matches the CPU reference.
+//! completes and matches the CPU reference. The engine comes only with Start: a visitor
+//! who never presses it downloads the card alone.
 
+use serde_json::json;
 use starling_e2e::browser::Browser;
 use starling_e2e::{MatmulJob, Relay, TempDir};
 use std::time::Duration;
+
+/// The files the page has fetched so far that hold the engine (the split module).
+async fn engine_fetched(browser: &Browser) -> anyhow::Result<Vec<String>> {
+    let names = browser
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name)
+               .filter(n => n.includes('/starling-widget-engine-'));",
+            json!([]),
+        )
+        .await?;
+    Ok(serde_json::from_value(names)?)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_widget_without_webgpu_computes_on_its_cpu_worker() -> anyhow::Result<()> {
@@ -16,14 +30,29 @@ async fn the_widget_without_webgpu_computes_on_its_cpu_worker() -> anyhow::Resul
     browser
         .goto(&format!("{}/widget?device=cpu", relay.url()))
         .await?;
-    let device = browser
-        .wait_text("device", Duration::from_secs(30), |t| t != "Detecting…")
+    // The widget fetches its engine, which finds the device, when the visitor presses Start.
+    browser
+        .wait_text("device", Duration::from_secs(30), |t| {
+            t == "Device: checked on Start"
+        })
         .await?;
-    assert_eq!(device, "CPU fallback");
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = engine_fetched(&browser).await?;
+    assert!(
+        before.is_empty(),
+        "the engine came before Start: {before:?}"
+    );
 
     let job = MatmulJob::random(96, 64, 48, 7);
     let id = api.submit_with_quorum(&job.body, 1).await?;
     browser.click("start").await?;
+    let device = browser
+        .wait_text("device", Duration::from_secs(30), |t| {
+            t != "Detecting…" && !t.contains("on Start")
+        })
+        .await?;
+    assert_eq!(device, "CPU fallback");
     api.wait_done(&id, Duration::from_secs(120)).await?;
     let (status, result) = api.result(&id).await?;
     assert_eq!(status, 200);
@@ -34,5 +63,11 @@ async fn the_widget_without_webgpu_computes_on_its_cpu_worker() -> anyhow::Resul
         })
         .await?;
     eprintln!("widget on the CPU: {units}");
+    let after = engine_fetched(&browser).await?;
+    assert_eq!(
+        after.len(),
+        1,
+        "the engine came once, with Start: {after:?}"
+    );
     Ok(())
 }

@@ -19,7 +19,7 @@ fn current_path() -> String {
 pub fn App() -> impl IntoView {
     let path = RwSignal::new(current_path());
     let in_widget = path.get_untracked().starts_with("/widget");
-    provide_context(crate::pages::volunteer::Session::new(!in_widget));
+    provide_context(crate::pages::volunteer::Session::new(in_widget));
     let handle = window_event_listener(ev::popstate, move |_| path.set(current_path()));
     on_cleanup(move || handle.remove());
 

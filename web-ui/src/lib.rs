@@ -29,6 +29,9 @@ mod net;
 mod pages;
 #[cfg(target_arch = "wasm32")]
 mod runtime;
+
+#[cfg(target_arch = "wasm32")]
+pub use runtime::{EngineCalls, EngineLoader, ENGINE_CALLS};
 #[cfg(any(target_arch = "wasm32", test))]
 mod tiles;
 #[cfg(any(target_arch = "wasm32", test))]
@@ -41,17 +44,20 @@ pub fn mount_app() {
     runtime::allow_cpu_on_page(starling_client::CPU_REFERENCE);
     runtime::allow_custom_kernels(starling_client::CUSTOM_KERNELS);
     runtime::allow_matmul_trials(starling_client::MATMUL_TRIALS);
+    runtime::set_engine_loader(|| Box::pin(async { Ok(&ENGINE_CALLS) }));
     leptos::mount::mount_to_body(app::App);
 }
 
-/// Mounts the widget alone on the page's body (`/widget` inside another site's frame).
+/// Mounts the widget alone on the page's body (`/widget` inside another site's frame),
+/// reaching the engine through `load_engine` when its visitor presses Start.
 #[cfg(target_arch = "wasm32")]
-pub fn mount_widget() {
+pub fn mount_widget(load_engine: EngineLoader) {
     use leptos::prelude::*;
     console_error_panic_hook::set_once();
+    runtime::set_engine_loader(load_engine);
     leptos::mount::mount_to_body(|| {
         // A widget session never starts itself: the visitor presses Start.
-        provide_context(pages::volunteer::Session::new(false));
+        provide_context(pages::volunteer::Session::new(true));
         view! { <pages::widget::WidgetPage /> }
     });
 }

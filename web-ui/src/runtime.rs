@@ -6,7 +6,13 @@
 //! sleeps for the duty cycle (`elapsed * (1 - i) / i` after a unit at intensity `i`) and
 //! holds while the volunteer paused, the tab is hidden, the battery is low, or (in the
 //! widget's frame) the person cannot see the frame.
+//!
+//! The engine itself (the GPU or CPU, the transports, the protocol, the wallet's key) is
+//! most of what a page downloads, so pages reach it through [`EngineCalls`]: the app links
+//! it, the widget fetches it as a module of its own when its visitor presses Start.
 
+use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
 use gloo_timers::future::TimeoutFuture;
 use js_sys::Reflect;
 use starling_client::platform::cpu_worker::{self, CpuWorker};
@@ -84,13 +90,82 @@ const SIGHT_DELAY_MS: u32 = 100;
 
 thread_local! {
     static ENGINE: RefCell<Option<Rc<Engine>>> = const { RefCell::new(None) };
-    static STOP: RefCell<Option<futures::channel::oneshot::Sender<()>>> = const { RefCell::new(None) };
+    static STOP: RefCell<Option<oneshot::Sender<()>>> = const { RefCell::new(None) };
+    static LOADER: Cell<Option<EngineLoader>> = const { Cell::new(None) };
+    static LOADED: Cell<Option<&'static EngineCalls>> = const { Cell::new(None) };
     static SETTINGS: Cell<Settings> = const { Cell::new(Settings { intensity: 1.0, paused: false, background: false, battery_floor: 0.2, builtin_only: false }) };
     static BATTERY: RefCell<Option<JsValue>> = const { RefCell::new(None) };
     static CPU_ON_PAGE: Cell<Option<CpuReference>> = const { Cell::new(None) };
     static CUSTOM: Cell<Option<CustomKernels>> = const { Cell::new(None) };
     static MATMUL_TRIALS: Cell<Option<MatmulTrials>> = const { Cell::new(None) };
     static SIGHT: Cell<Sight> = const { Cell::new(Sight::TopLevel) };
+}
+
+/// The engine's entry points. Everything that computes, connects or signs is reached
+/// through these, so that a bundle whose page code never names [`ENGINE_CALLS`] can leave
+/// the engine to a module of its own (the widget: `src/bin/starling-widget.rs`).
+pub struct EngineCalls {
+    /// [`detect`].
+    pub detect: fn() -> LocalBoxFuture<'static, DeviceSummary>,
+    /// [`start`].
+    pub start: fn(Starting) -> LocalBoxFuture<'static, Result<(), String>>,
+    /// [`benchmark`].
+    pub benchmark: fn() -> LocalBoxFuture<'static, Result<f64, String>>,
+    /// This browser's wallet address (its key made on first use).
+    pub wallet_address: fn() -> Result<String, String>,
+}
+
+/// The engine, linked into whichever bundle names it.
+pub static ENGINE_CALLS: EngineCalls = EngineCalls {
+    detect: detect_boxed,
+    start: start_boxed,
+    benchmark: benchmark_boxed,
+    wallet_address,
+};
+
+fn detect_boxed() -> LocalBoxFuture<'static, DeviceSummary> {
+    Box::pin(detect())
+}
+
+fn start_boxed(starting: Starting) -> LocalBoxFuture<'static, Result<(), String>> {
+    Box::pin(start(starting))
+}
+
+fn benchmark_boxed() -> LocalBoxFuture<'static, Result<f64, String>> {
+    Box::pin(benchmark())
+}
+
+fn wallet_address() -> Result<String, String> {
+    keystore::load_or_create()
+        .map(|k| k.address().to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// How a bundle reaches [`EngineCalls`]: at once (the app) or by fetching the module
+/// that holds them (the widget). A failed fetch can be retried.
+pub type EngineLoader = fn() -> LocalBoxFuture<'static, Result<&'static EngineCalls, String>>;
+
+/// Sets how this page reaches its engine; called once, before mounting.
+pub fn set_engine_loader(load: EngineLoader) {
+    LOADER.with(|l| l.set(Some(load)));
+}
+
+/// The engine, fetched on first use where the bundle left it out.
+pub async fn engine() -> Result<&'static EngineCalls, String> {
+    if let Some(calls) = loaded_engine() {
+        return Ok(calls);
+    }
+    let load = LOADER
+        .with(Cell::get)
+        .ok_or_else(|| "this page has no volunteer engine".to_owned())?;
+    let calls = load().await?;
+    LOADED.with(|l| l.set(Some(calls)));
+    Ok(calls)
+}
+
+/// The engine, if this page has it already.
+pub fn loaded_engine() -> Option<&'static EngineCalls> {
+    LOADED.with(Cell::get)
 }
 
 /// Lets CPU units run on the page's own thread when the CPU worker cannot start (see
@@ -485,19 +560,34 @@ pub struct Reconnecting {
     pub why: String,
 }
 
+/// What [`start`] hears from and tells the page.
+pub struct Starting {
+    /// Credits the embedding site (the widget).
+    pub site: Option<SiteClaim>,
+    /// Ends the session: [`arm_stop`]'s receiver, made before the engine may still have
+    /// to be fetched, so that a Stop pressed meanwhile counts.
+    pub stop: oneshot::Receiver<()>,
+    /// Every event of the work loop.
+    pub on_event: Box<dyn FnMut(Event)>,
+    /// When work holds and resumes.
+    pub on_hold: Box<dyn Fn(Option<Hold>)>,
+    /// That the connection was lost and a new one is being made.
+    pub on_reconnect: Box<dyn Fn(Reconnecting)>,
+}
+
+/// Makes the channel [`stop`] ends a session with; the receiver goes to [`start`].
+pub fn arm_stop() -> oneshot::Receiver<()> {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    STOP.with(|s| *s.borrow_mut() = Some(stop_tx));
+    stop_rx
+}
+
 /// Connects to the relay that served this page and works until [`stop`] or a refusal.
-/// `site` credits the embedding site (the widget). `on_hold` hears when work holds and
-/// resumes; `on_reconnect` hears that the connection was lost and a new one is being
-/// made. A lost connection (a relay restarting, a network blip, a laptop waking) is made
+/// A lost connection (a relay restarting, a network blip, a laptop waking) is made
 /// again by itself, within the session the person started, after waits that grow with
 /// jitter (`starling_client::reconnect`); a refusal (a quarantined wallet, another
 /// protocol version) is final.
-pub async fn start(
-    site: Option<SiteClaim>,
-    on_event: impl FnMut(Event) + 'static,
-    on_hold: impl Fn(Option<Hold>) + 'static,
-    on_reconnect: impl Fn(Reconnecting),
-) -> Result<(), String> {
+pub async fn start(starting: Starting) -> Result<(), String> {
     use futures::future::{select, Either, FutureExt};
     use starling_client::reconnect::{self, Backoff};
     if let Some(why) = unseen_reason() {
@@ -506,12 +596,17 @@ pub async fn start(
     let engine = ENGINE
         .with(|e| e.borrow().clone())
         .ok_or_else(|| "the device is still being detected".to_owned())?;
+    let Starting {
+        site,
+        stop,
+        on_event,
+        on_hold,
+        on_reconnect,
+    } = starting;
     mark_once("starling:start");
     warm_up(&engine);
-    let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
-    STOP.with(|s| *s.borrow_mut() = Some(stop_tx));
     // Every try and every wait between tries ends when Stop is pressed.
-    let stop = stop_rx.map(|_| ()).shared();
+    let stop = stop.map(|_| ()).shared();
     let profile = Profile {
         client: format!("browser/{}", env!("CARGO_PKG_VERSION")),
         wallet: keystore::load_or_create().map_err(|e| e.to_string())?,
@@ -520,7 +615,7 @@ pub async fn start(
         builtin_only: SETTINGS.with(Cell::get).builtin_only
             || !ENGINE.with(|e| e.borrow().as_ref().is_some_and(|e| e.runs_custom_kernels())),
     };
-    let on_hold: Rc<dyn Fn(Option<Hold>)> = Rc::new(on_hold);
+    let on_hold: Rc<dyn Fn(Option<Hold>)> = Rc::from(on_hold);
     let on_event = RefCell::new(on_event);
     let mut backoff = Backoff::new();
     loop {

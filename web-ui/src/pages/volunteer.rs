@@ -3,7 +3,7 @@
 
 use crate::charts::LineChart;
 use crate::net;
-use crate::runtime::{self, DeviceSummary, Hold, Settings};
+use crate::runtime::{self, DeviceSummary, Hold, Settings, Starting};
 use crate::words;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -86,15 +86,16 @@ pub struct Session {
     asks: RwSignal<u64>,
     /// Micro-credits this browser's receipts paid today (local calendar), across visits.
     pub earned_today: RwSignal<u64>,
-    /// Whether settings changes are remembered (not in the widget: a site's intensity
-    /// must not become the volunteer's own).
-    persist: bool,
+    /// In a site's widget: settings changes are not remembered (a site's intensity must
+    /// not become the volunteer's own), and the device is detected at Start, with the
+    /// engine the widget fetches only then.
+    in_widget: bool,
 }
 
 impl Session {
-    /// Fresh state; starts detecting the device and watching the battery. `persist`:
-    /// remember settings changes in localStorage.
-    pub fn new(persist: bool) -> Self {
+    /// Fresh state; watches the battery and, outside the widget, starts detecting the
+    /// device.
+    pub fn new(in_widget: bool) -> Self {
         let settings = Settings {
             intensity: net::local_get("starling.intensity")
                 .and_then(|v| v.parse::<f64>().ok())
@@ -130,11 +131,16 @@ impl Session {
                 net::local_get(EARNED_KEY).as_deref(),
                 &today(),
             )),
-            persist,
+            in_widget,
         };
-        spawn_local(async move {
-            session.device.set(Some(runtime::detect().await));
-        });
+        if !in_widget {
+            spawn_local(async move {
+                match runtime::engine().await {
+                    Ok(engine) => session.device.set(Some((engine.detect)().await)),
+                    Err(why) => session.phase.set(Phase::Failed(why)),
+                }
+            });
+        }
         spawn_local(runtime::watch_battery());
         session
     }
@@ -144,7 +150,7 @@ impl Session {
         self.settings.update(f);
         let s = self.settings.get_untracked();
         runtime::set_settings(s);
-        if !self.persist {
+        if self.in_widget {
             return;
         }
         net::local_set("starling.intensity", &s.intensity.to_string());
@@ -241,12 +247,19 @@ impl Session {
                 });
             }
         };
+        // Whether the card is visible counts at the press, not once the engine is here.
+        if let Some(why) = runtime::unseen_reason() {
+            s.phase.set(Phase::Failed(why.to_owned()));
+            return;
+        }
+        let stop = runtime::arm_stop();
         spawn_local(async move {
-            let result = runtime::start(
+            let starting = Starting {
                 site,
-                on_event,
-                move |h| s.hold.set(h),
-                move |lost: runtime::Reconnecting| {
+                stop,
+                on_event: Box::new(on_event),
+                on_hold: Box::new(move |h| s.hold.set(h)),
+                on_reconnect: Box::new(move |lost: runtime::Reconnecting| {
                     leptos::logging::warn!(
                         "connection lost ({}); reconnecting, attempt {}",
                         lost.why,
@@ -256,9 +269,17 @@ impl Session {
                     s.phase.set(Phase::Reconnecting {
                         attempt: lost.attempt,
                     });
-                },
-            )
-            .await;
+                }),
+            };
+            let result = match runtime::engine().await {
+                Ok(engine) => {
+                    if s.device.get_untracked().is_none() {
+                        s.device.set(Some((engine.detect)().await));
+                    }
+                    (engine.start)(starting).await
+                }
+                Err(why) => Err(why),
+            };
             s.hold.set(None);
             s.transport.set(None);
             s.computing.set(None);
@@ -278,7 +299,8 @@ impl Session {
         let now = before.saturating_add(amount_micro);
         net::local_set(EARNED_KEY, &words::earned_record(&today, now));
         self.earned_today.set(now);
-        if let Ok(address) = wallet_address() {
+        // A receipt came from the engine, which is here by then.
+        if let Some(Ok(address)) = runtime::loaded_engine().map(|e| (e.wallet_address)()) {
             net::local_set(WALLET_KNOWN_KEY, &address);
         }
     }
@@ -370,7 +392,7 @@ struct KernelOwner {
 
 impl Default for Session {
     fn default() -> Self {
-        Self::new(true)
+        Self::new(false)
     }
 }
 
@@ -427,7 +449,11 @@ pub fn DeviceCard(session: Session) -> impl IntoView {
                                 on:click=move |_| {
                                     bench.set(Bench::Running);
                                     spawn_local(async move {
-                                        bench.set(match runtime::benchmark().await {
+                                        let measured = match runtime::engine().await {
+                                            Ok(engine) => (engine.benchmark)().await,
+                                            Err(why) => Err(why),
+                                        };
+                                        bench.set(match measured {
                                             Ok(g) => Bench::Done(g),
                                             Err(e) => Bench::Failed(e),
                                         });
@@ -512,7 +538,7 @@ pub fn Controls(session: Session, site: Option<SiteClaim>, full: bool) -> impl I
                 <button node_ref=main_button on:click=press_main
                     class=move || if running() { "secondary main-control" } else { "main-control" }
                     data-testid=move || if running() { "pause" } else { "start" }
-                    disabled=move || !running() && session.device.get().is_none()>
+                    disabled=move || !running() && !session.in_widget && session.device.get().is_none()>
                     {move || match (running(), paused()) {
                         (false, _) => "Start",
                         (true, false) => "Pause",

@@ -105,7 +105,7 @@ pub fn WidgetPage() -> impl IntoView {
             // Never at top level: a host page can open the relay's window itself, behind
             // its own (a pop-under), where no one sees it; there a person presses Start.
             let seen = sight.get() == Sight::Visible;
-            if seen && session.device.get().is_some() && !session.running() {
+            if seen && !session.running() {
                 resumed_by_memory.set(true);
                 resumed_note.set(true);
                 session.start(site.clone());
@@ -212,6 +212,8 @@ pub fn WidgetPage() -> impl IntoView {
                 </p>
                 <p class="hint" data-testid="device">
                     {move || match session.device.get() {
+                        // The engine that finds it comes with Start (see `bin/starling-widget.rs`).
+                        None if !session.running() => "Device: checked on Start".to_owned(),
                         None => "Detecting…".to_owned(),
                         Some(d) if d.backend == "cpu" => "CPU fallback".to_owned(),
                         Some(d) => format!("WebGPU: {}", d.adapter),
