@@ -219,3 +219,28 @@ async fn the_console_quotes_places_refusals_and_keeps_my_jobs_across_a_reload() 
     assert!(short.contains("balance of 0.000001"), "{short}");
     Ok(())
 }
+
+/// A submitter who opens the console before pasting a key: the form says what it needs,
+/// and the page asks the relay nothing it would refuse (a quote without a key was a 401
+/// in the console of every first visit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_before_a_key_is_entered_logs_no_error_or_refusal() -> anyhow::Result<()> {
+    use starling_e2e::page::Page;
+    let data = TempDir::new("console-no-key")?;
+    let relay = Relay::start(data.path(), UNIT_MFLOPS)?;
+    let browser = Browser::start_recording_console("console-no-key").await?;
+    browser.goto(&format!("{}/console", relay.url())).await?;
+    let quote = browser
+        .wait_text("quote", Duration::from_secs(30), |t| !t.is_empty())
+        .await?;
+    assert!(quote.contains("API key"), "{quote}");
+    let bad: Vec<String> = browser
+        .console()
+        .await?
+        .into_iter()
+        .filter(|e| e.is_page_error() || e.source == "network")
+        .map(|e| e.to_string())
+        .collect();
+    assert!(bad.is_empty(), "the console logged: {bad:#?}");
+    Ok(())
+}

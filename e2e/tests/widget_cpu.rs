@@ -6,6 +6,7 @@
 
 use serde_json::json;
 use starling_e2e::browser::Browser;
+use starling_e2e::page::Page;
 use starling_e2e::{MatmulJob, Relay, TempDir};
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ async fn the_widget_without_webgpu_computes_on_its_cpu_worker() -> anyhow::Resul
     let data = TempDir::new("widget-cpu")?;
     let relay = Relay::start(data.path(), 1)?;
     let api = relay.api();
-    let browser = Browser::start("widget-cpu").await?;
+    let browser = Browser::start_recording_console("widget-cpu").await?;
     browser
         .goto(&format!("{}/widget?device=cpu", relay.url()))
         .await?;

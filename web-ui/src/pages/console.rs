@@ -699,6 +699,13 @@ pub fn ConsolePage() -> impl IntoView {
                 quote.set(None);
                 return;
             }
+            // The relay prices a job for a submitter's key; asking without one is a 401.
+            if api_key.with_untracked(String::is_empty) {
+                quote.set(Some(Err(
+                    "enter your API key above to see the price".to_owned()
+                )));
+                return;
+            }
             let inputs_bytes: f64 = kernel
                 .get_untracked()
                 .map(|k| {
@@ -902,6 +909,10 @@ pub fn ConsolePage() -> impl IntoView {
                     </div>
                 }.into_any(),
             }}
+            // The rest of the form waits for the kernels, so that nothing moves down under
+            // the reader's eyes when they arrive (Lighthouse measured a layout shift of 0.24;
+            // 0.06 with this and "My jobs" waiting too, the footer still moving).
+            <div hidden=move || kernel.get().is_none()>
             <div class="fields">
                 {move || form_fields.get().into_iter().map(field_view).collect_view()}
             </div>
@@ -955,6 +966,7 @@ pub fn ConsolePage() -> impl IntoView {
                 })}
                 {move || submit_error.get().map(|e| view! { <span class="error" role="alert" data-testid="submit-error">{e}</span> })}
             </div>
+            </div>
         </form>
         {move || job_card.get().map(|(id, kernel, params)| {
             // Built once per job: each part below follows the job's record by itself, so
@@ -1005,7 +1017,9 @@ pub fn ConsolePage() -> impl IntoView {
                 </section>
             }
         })}
-        <section class="card" aria-labelledby="my-jobs-title" data-testid="my-jobs">
+        // Shown with the form's kernels, for the same reason as the form's lower half: it
+        // would otherwise move down as they arrive.
+        <section class="card" aria-labelledby="my-jobs-title" data-testid="my-jobs" hidden=move || kernels.get().is_none()>
             <h2 id="my-jobs-title">"My jobs"</h2>
             {move || match my_jobs.get() {
                 None => view! { <p class="hint">"Enter your API key to see your jobs."</p> }.into_any(),
