@@ -6,7 +6,6 @@
 
 use serde_json::json;
 use starling_e2e::browser::Browser;
-use starling_e2e::page::Page;
 use starling_e2e::{MatmulJob, Relay, TempDir};
 use std::time::Duration;
 
