@@ -109,6 +109,9 @@ struct Figures {
     p99: Duration,
     /// CPU time of the PostgreSQL server's processes over the window, where it ran on one.
     database: Option<Duration>,
+    /// The same by what the processes do (connections, walwriter, autovacuum), costliest
+    /// first.
+    database_by_role: Vec<(String, Duration)>,
     /// The writers' round trips to PostgreSQL over the window (0 on SQLite).
     round_trips: u64,
 }
@@ -345,8 +348,9 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
         if !name.contains(only) {
             continue;
         }
+        let url = server.database()?;
         let engine = storage_only::Engine::Postgres {
-            url: server.database()?,
+            url: url.clone(),
             relays,
             pipelined,
         };
@@ -365,6 +369,21 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
         );
         println!("  where the server's time went (ms, calls, statement):");
         for line in postgres::top_statements(server, 6)?.lines() {
+            println!("    {line}");
+        }
+        let per_unit = |t: &Duration| t.as_secs_f64() * 1e6 / units as f64;
+        println!(
+            "  the server's CPU per unit by process: {}",
+            f.database_by_role
+                .iter()
+                .map(|(role, t)| format!("{role} {:.0} µs", per_unit(t)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "  rows changed (table | inserted | updated | of them HOT | deleted | autovacuums):"
+        );
+        for line in postgres::table_churn(&url)?.lines() {
             println!("    {line}");
         }
     }

@@ -82,6 +82,7 @@ impl Window {
         latencies.sort();
         Figures {
             database: None,
+            database_by_role: Vec::new(),
             round_trips: 0,
             writer: self.writer,
             cpu: self.cpu,

@@ -268,9 +268,10 @@ pub(crate) async fn run(
     // Read before the relays close their connections: a server process that ended is
     // no longer counted.
     if matches!(engine, Engine::Postgres { .. }) {
-        figures.database = crate::postgres::server_cpu()
-            .zip(database_before)
-            .map(|(after, before)| crate::postgres::server_cpu_since(&before, &after));
+        if let Some((after, before)) = crate::postgres::server_cpu().zip(database_before) {
+            figures.database = Some(crate::postgres::server_cpu_since(&before, &after));
+            figures.database_by_role = crate::postgres::server_cpu_by_role(&before, &after);
+        }
     }
     drop(storage);
     drop(relays);

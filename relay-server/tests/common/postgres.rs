@@ -232,9 +232,10 @@ fn psql(server: &Postgres, command: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// CPU time so far of each PostgreSQL server process on this machine, by pid (Linux,
-/// from /proc): the bench's measure of what the database costs per unit.
-pub fn server_cpu() -> Option<std::collections::HashMap<u32, Duration>> {
+/// CPU time so far of each PostgreSQL server process on this machine, by pid, with what
+/// the process does (Linux, from /proc): the bench's measure of what the database costs
+/// per unit.
+pub fn server_cpu() -> Option<std::collections::HashMap<u32, (String, Duration)>> {
     let mut cpu = std::collections::HashMap::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry
@@ -256,20 +257,75 @@ pub fn server_cpu() -> Option<std::collections::HashMap<u32, Duration>> {
         let mut fields = rest.split_whitespace().skip(11);
         let user: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
         let system: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-        cpu.insert(pid, Duration::from_millis((user + system) * 10));
+        let title = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+        cpu.insert(
+            pid,
+            (role_of(&title), Duration::from_millis((user + system) * 10)),
+        );
     }
     Some(cpu)
+}
+
+/// What a server process does, from the title PostgreSQL gives it (`postgres: walwriter`,
+/// `postgres: USER DB HOST(PORT) STATE` for a client's connection).
+fn role_of(title: &str) -> String {
+    const BACKGROUND: [&str; 8] = [
+        "checkpointer",
+        "background writer",
+        "walwriter",
+        "autovacuum launcher",
+        "autovacuum worker",
+        "logical replication launcher",
+        "stats collector",
+        "archiver",
+    ];
+    let Some(rest) = title.strip_prefix("postgres: ") else {
+        return "postmaster".to_owned();
+    };
+    BACKGROUND
+        .iter()
+        .find(|b| rest.starts_with(*b))
+        .map_or_else(|| "connections".to_owned(), |b| (*b).to_owned())
+}
+
+/// What each kind of server process spent between two [`server_cpu`] readings, costliest
+/// first.
+pub fn server_cpu_by_role(
+    before: &std::collections::HashMap<u32, (String, Duration)>,
+    after: &std::collections::HashMap<u32, (String, Duration)>,
+) -> Vec<(String, Duration)> {
+    let mut roles = std::collections::BTreeMap::<String, Duration>::new();
+    for (pid, (role, t)) in after {
+        let before = before.get(pid).map(|(_, t)| *t).unwrap_or_default();
+        *roles.entry(role.clone()).or_default() += t.saturating_sub(before);
+    }
+    let mut roles: Vec<_> = roles.into_iter().collect();
+    roles.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+    roles
+}
+
+/// How each table's rows changed in the database at `url` since it was made: inserts,
+/// updates, the updates PostgreSQL made without touching the indexes (HOT), deletes, and
+/// autovacuum's visits. Read after the relays closed their connections, which flushes
+/// their counts.
+pub fn table_churn(url: &str) -> anyhow::Result<String> {
+    query(
+        url,
+        "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, autovacuum_count \
+         FROM pg_stat_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 \
+         ORDER BY n_tup_upd + n_tup_ins DESC",
+    )
 }
 
 /// What the server's processes spent between two [`server_cpu`] readings (processes that
 /// started in between count from zero; those that ended are lost, so read before
 /// connections close).
 pub fn server_cpu_since(
-    before: &std::collections::HashMap<u32, Duration>,
-    after: &std::collections::HashMap<u32, Duration>,
+    before: &std::collections::HashMap<u32, (String, Duration)>,
+    after: &std::collections::HashMap<u32, (String, Duration)>,
 ) -> Duration {
-    after
-        .iter()
-        .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or_default()))
+    server_cpu_by_role(before, after)
+        .into_iter()
+        .map(|(_, t)| t)
         .sum()
 }
