@@ -1793,6 +1793,56 @@ async fn relays_tell_each_other_of_new_work_and_ended_jobs_at_once() -> anyhow::
     Ok(())
 }
 
+/// A job's progress on relay A reaches relay B's reads after every unit, though most
+/// units leave the job's `updated_ms` alone (so that PostgreSQL updates the row without
+/// touching its indexes): units settled on A every 400 ms for over three seconds, longer
+/// than B's reads look back, are each followed by B announcing the job.
+#[tokio::test]
+async fn progress_on_one_relay_reaches_another_relays_reads_after_every_unit() -> anyhow::Result<()>
+{
+    use starling_relay::storage::{Changed, Following};
+    let dir = temp_dir("relay-progress");
+    let url = Engine::Postgres.url(&dir).await?;
+    let a = Storage::open_postgres(&url, &dir).await?;
+    // Reads only, every 250 ms: progress is never notified.
+    let b = Storage::open_postgres_following(
+        &url,
+        &dir,
+        Following {
+            notified: false,
+            ..Following::default()
+        },
+    )
+    .await?;
+    let units = 8;
+    let j = job(units, 1);
+    a.insert_job(&j).await?;
+    let mut heard = b.others_changes();
+    for n in 1..=units {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let vol = Vol::new(40 + n as u8);
+        let leased = vol.lease(&a).await?.expect("a unit");
+        vol.answer(&a, leased.lease, leased.unit_params.as_bytes(), None)
+            .await?;
+        // What B announced before this unit settled is stale now.
+        while heard.try_recv().is_ok() {}
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match tokio::time::timeout_at(deadline, heard.recv()).await {
+                Ok(Ok(Changed::Jobs(jobs))) if jobs.contains(&j.id) => break,
+                Ok(Ok(Changed::Everything)) => break,
+                Ok(Ok(_)) => {}
+                other => panic!("B did not hear of unit {n} of {units}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            b.job(j.id).await?.expect("the job").progress.units_done,
+            n as i64
+        );
+    }
+    Ok(())
+}
+
 /// Relays on one PostgreSQL database on machines of their own (data directories of
 /// their own): each opens a job another stored, given the deployment's key for job keys
 /// (`job-keys.key`, copied); a relay with another key cannot; after a purge nobody can.

@@ -367,8 +367,11 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
             "  writers' round trips to the server: {:.2} a unit",
             f.round_trips as f64 / units as f64
         );
-        println!("  where the server's time went (ms, calls, statement):");
-        for line in postgres::top_statements(server, 6)?.lines() {
+        println!(
+            "  where the server's time went (ms, calls, statement; all statements: {}):",
+            postgres::statements_total(server)?.trim()
+        );
+        for line in postgres::top_statements(server, 10)?.lines() {
             println!("    {line}");
         }
         let per_unit = |t: &Duration| t.as_secs_f64() * 1e6 / units as f64;

@@ -99,9 +99,24 @@ async fn told(listener: &mut Option<sqlx::postgres::PgListener>) {
 }
 
 /// How far back each read looks past the last one: rows carry their writer's wall clock,
-/// and relays' clocks differ by less than this (NTP keeps them within milliseconds).
-/// Rows seen twice are harmless: both uses are idempotent.
+/// which relays' clocks differ by less than this less [`STALE_MS`] (NTP keeps them within
+/// milliseconds), and may lag the change by up to [`STALE_MS`]. Rows seen twice are
+/// harmless: both uses are idempotent.
 const CLOCK_SKEW_MS: i64 = 2_000;
+
+/// How old a job's or wallet's `updated_ms` may be left by a change, so that the frequent
+/// ones (a unit settled, a result judged) leave it alone: on PostgreSQL an update that
+/// changes no indexed column touches no index (a HOT update), and `updated_ms` is indexed
+/// for these reads. A read still sees every change, since it looks back
+/// [`CLOCK_SKEW_MS`], more than this.
+const STALE_MS: i64 = 500;
+const _: () = assert!(STALE_MS < CLOCK_SKEW_MS);
+
+/// `updated_ms` in an `UPDATE` of `table`, set to `now` (an SQL expression, a parameter)
+/// only where it is [`STALE_MS`] old.
+pub(super) fn touch(table: &str, now: &str) -> String {
+    format!("updated_ms = CASE WHEN {table}.updated_ms > {now} - {STALE_MS} THEN {table}.updated_ms ELSE {now} END")
+}
 
 /// Most rows of each table one read takes; more changed than this in one read's window
 /// means "everything changed".

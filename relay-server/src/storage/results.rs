@@ -312,7 +312,10 @@ fn apply_settle(
             // The counts were read in this transaction, and only settling a unit moves
             // them; no `RETURNING` (SQLite buffers returned rows in a temporary b-tree).
             db.write(
-                "UPDATE jobs SET units_done = units_done + 1, updated_ms = ?1 WHERE id = ?2",
+                &format!(
+                    "UPDATE jobs SET units_done = units_done + 1, {} WHERE id = ?2",
+                    super::others::touch("jobs", "?1")
+                ),
                 params![answer.now_ms, snapshot.job],
             )?;
         }

@@ -111,10 +111,10 @@ pub(super) fn judge(
             r.record_invalid();
         }
     }
-    db.write("INSERT INTO wallets (address, error_rate, valid, invalid, quarantined, first_seen_ms, updated_ms)
+    db.write(&format!("INSERT INTO wallets (address, error_rate, valid, invalid, quarantined, first_seen_ms, updated_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
          ON CONFLICT (address) DO UPDATE SET error_rate = ?2, valid = ?3, invalid = ?4,
-             quarantined = CASE WHEN wallets.quarantined > ?5 THEN wallets.quarantined ELSE ?5 END, updated_ms = ?6", params![
+             quarantined = CASE WHEN wallets.quarantined > ?5 THEN wallets.quarantined ELSE ?5 END, {}", super::others::touch("wallets", "?6")), params![
         wallet,
         reliability.error_rate,
         i64::from(reliability.valid),

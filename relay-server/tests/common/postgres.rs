@@ -195,6 +195,15 @@ pub fn top_statements(server: &Postgres, n: usize) -> anyhow::Result<String> {
     )
 }
 
+/// All statements' time on the server since [`reset_statements`]: total ms and calls.
+/// Beside the server processes' CPU it shows what goes to anything but executing them.
+pub fn statements_total(server: &Postgres) -> anyhow::Result<String> {
+    psql(
+        server,
+        "SELECT round(sum(total_exec_time))::bigint AS ms, sum(calls) FROM pg_stat_statements",
+    )
+}
+
 /// What `command` prints, run on the database at `url` (unaligned, no headers: one line
 /// a row, columns split by ` | `).
 pub fn query(url: &str, command: &str) -> anyhow::Result<String> {
