@@ -71,3 +71,45 @@ async fn the_widget_without_webgpu_computes_on_its_cpu_worker() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// The relay is gone when the visitor presses Start, so the engine's module cannot come:
+/// the card says so, and once the relay is back the next Start fetches it (a failed fetch
+/// is not remembered) and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_whose_engine_cannot_be_fetched_says_so_and_the_next_start_fetches_it(
+) -> anyhow::Result<()> {
+    let data = TempDir::new("widget-no-engine")?;
+    let mut relay = Relay::start(data.path(), 1)?;
+    let browser = Browser::start("widget-no-engine").await?;
+    browser
+        .goto(&format!("{}/widget?device=cpu", relay.url()))
+        .await?;
+    browser
+        .wait_text("device", Duration::from_secs(30), |t| {
+            t == "Device: checked on Start"
+        })
+        .await?;
+    relay.kill();
+    browser.click("start").await?;
+    let status = browser
+        .wait_text("status", Duration::from_secs(15), |t| {
+            t.starts_with("Stopped")
+        })
+        .await?;
+    assert!(
+        status.contains("engine could not be fetched"),
+        "the card says why: {status}"
+    );
+    assert!(engine_fetched(&browser).await?.len() <= 1, "one try");
+
+    relay.restart()?;
+    let api = relay.api();
+    let job = MatmulJob::random(48, 32, 24, 11);
+    let id = api.submit_with_quorum(&job.body, 1).await?;
+    browser.click("start").await?;
+    api.wait_done(&id, Duration::from_secs(120)).await?;
+    let (status, result) = api.result(&id).await?;
+    assert_eq!(status, 200);
+    job.check(&result)?;
+    Ok(())
+}
