@@ -21,12 +21,8 @@ async fn engine_fetched(browser: &Browser) -> anyhow::Result<Vec<String>> {
     Ok(serde_json::from_value(names)?)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_widget_without_webgpu_computes_on_its_cpu_worker() -> anyhow::Result<()> {
-    let data = TempDir::new("widget-cpu")?;
-    let relay = Relay::start(data.path(), 1)?;
-    let api = relay.api();
-    let browser = Browser::start_recording_console("widget-cpu").await?;
+/// Opens the widget without WebGPU and waits for its card, before Start.
+async fn open_card(browser: &Browser, relay: &Relay) -> anyhow::Result<()> {
     browser
         .goto(&format!("{}/widget?device=cpu", relay.url()))
         .await?;
@@ -36,6 +32,16 @@ async fn the_widget_without_webgpu_computes_on_its_cpu_worker() -> anyhow::Resul
             t == "Device: checked on Start"
         })
         .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_widget_without_webgpu_computes_on_its_cpu_worker() -> anyhow::Result<()> {
+    let data = TempDir::new("widget-cpu")?;
+    let relay = Relay::start(data.path(), 1)?;
+    let api = relay.api();
+    let browser = Browser::start_recording_console("widget-cpu").await?;
+    open_card(&browser, &relay).await?;
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = engine_fetched(&browser).await?;
@@ -81,14 +87,7 @@ async fn a_start_whose_engine_cannot_be_fetched_says_so_and_the_next_start_fetch
     let data = TempDir::new("widget-no-engine")?;
     let mut relay = Relay::start(data.path(), 1)?;
     let browser = Browser::start("widget-no-engine").await?;
-    browser
-        .goto(&format!("{}/widget?device=cpu", relay.url()))
-        .await?;
-    browser
-        .wait_text("device", Duration::from_secs(30), |t| {
-            t == "Device: checked on Start"
-        })
-        .await?;
+    open_card(&browser, &relay).await?;
     relay.kill();
     browser.click("start").await?;
     let status = browser

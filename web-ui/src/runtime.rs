@@ -135,7 +135,9 @@ fn benchmark_boxed() -> LocalBoxFuture<'static, Result<f64, String>> {
     Box::pin(benchmark())
 }
 
-fn wallet_address() -> Result<String, String> {
+/// This browser's wallet address, its key made on first use. Named directly only by the
+/// app's volunteer page; the widget reaches it through [`EngineCalls`].
+pub fn wallet_address() -> Result<String, String> {
     keystore::load_or_create()
         .map(|k| k.address().to_string())
         .map_err(|e| e.to_string())

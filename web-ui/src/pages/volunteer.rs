@@ -827,18 +827,11 @@ fn today() -> String {
     words::day_key(now.get_full_year(), now.get_month() + 1, now.get_date())
 }
 
-/// The wallet's address, or why there is none.
-pub fn wallet_address() -> Result<String, String> {
-    keystore::load_or_create()
-        .map(|k| k.address().to_string())
-        .map_err(|e| e.to_string())
-}
-
 /// The volunteer page.
 #[component]
 pub fn VolunteerPage() -> impl IntoView {
     let session = use_context::<Session>().unwrap_or_default();
-    let address = RwSignal::new(wallet_address());
+    let address = RwSignal::new(runtime::wallet_address());
     let balance = watch_balance(address);
     view! {
         <div class="intro">
