@@ -98,6 +98,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    a_job_of_any_size_stores_each_unit_once_with_its_own_parameters,
     a_tiny_unit_of_a_priced_job_pays_its_volunteer,
     lease_deadlines_follow_unit_cost_within_bounds,
     a_result_counts_once_and_only_for_its_wallet,
@@ -210,6 +211,50 @@ impl Vol {
             )
             .await?)
     }
+}
+
+/// Units are inserted many to a statement: every size, whatever rows its last statements
+/// hold, stores each unit once, at its position, with its own parameters and cost.
+async fn a_job_of_any_size_stores_each_unit_once_with_its_own_parameters(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let dir = temp_dir("unit-rows");
+    let storage = engine.open(&dir).await?;
+    // 293 = 256 + 32 + 4 + 1: one statement of each shape.
+    for units in [1, 3, 5, 37, 293] {
+        let j = job(units, 1);
+        storage.insert_job(&j).await?;
+        let (stored, right) = engine
+            .pair(
+                &dir,
+                &format!(
+                    "SELECT COUNT(*), COALESCE(SUM(CASE WHEN params = '{{\"i\":' || idx || '}}'
+                         AND flops = 1000000 * (idx + 1) AND state = 'queued' THEN 1 ELSE 0 END), 0)
+                     FROM units WHERE job_id = '{}'",
+                    j.id
+                ),
+            )
+            .await?;
+        assert_eq!(
+            stored, units as i64,
+            "a job of {units} units stored {stored}"
+        );
+        assert_eq!(
+            right, units as i64,
+            "a job of {units} units: {right} stored right"
+        );
+        let (positions, last) = engine
+            .pair(
+                &dir,
+                &format!(
+                    "SELECT COUNT(DISTINCT idx), MAX(idx) FROM units WHERE job_id = '{}'",
+                    j.id
+                ),
+            )
+            .await?;
+        assert_eq!((positions, last), (units as i64, units as i64 - 1));
+    }
+    Ok(())
 }
 
 async fn a_tiny_unit_of_a_priced_job_pays_its_volunteer(engine: Engine) -> anyhow::Result<()> {

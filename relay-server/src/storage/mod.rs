@@ -25,7 +25,7 @@ use sqlx::{ConnectOptions, Connection as _};
 use starling_protocol::{JobId, UnitId, WalletKey};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 mod custom_kernels;
@@ -237,6 +237,72 @@ const STATEMENT_CACHE: usize = 256;
 
 /// Units in one job past which PostgreSQL's statistics are refreshed after it is stored.
 const ANALYZE_AFTER_UNITS: usize = 1_000;
+
+/// Rows a job's units are inserted by, largest first: a few statement shapes (each
+/// prepared once per connection) cover any number of units.
+const UNIT_ROWS: [usize; 4] = [256, 32, 4, 1];
+
+/// Inserts a job's units (`units`' parameters and `flops` by position), queued, with as
+/// few statements as [`UNIT_ROWS`] allows.
+///
+/// Why: each statement has a cost of its own on PostgreSQL's side whatever its rows
+/// (planning the executor, locking the table and its indexes), and one a unit made a
+/// 100 000-unit submission 100 000 statements.
+fn insert_units(
+    db: &dyn Db,
+    job: &str,
+    units: &[String],
+    flops: &[u64],
+) -> Result<(), StorageError> {
+    static STATEMENTS: LazyLock<Vec<(usize, String)>> = LazyLock::new(|| {
+        UNIT_ROWS
+            .into_iter()
+            .map(|rows| {
+                let values: Vec<String> = (0..rows)
+                    .map(|r| {
+                        let p = r * 5;
+                        format!(
+                            "(?{}, ?{}, ?{}, ?{}, 'queued', ?{})",
+                            p + 1,
+                            p + 2,
+                            p + 3,
+                            p + 4,
+                            p + 5
+                        )
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO units (id, job_id, idx, params, state, flops) VALUES {}",
+                    values.join(", ")
+                );
+                (rows, sql)
+            })
+            .collect()
+    });
+    let mut start = 0;
+    for (rows, sql) in STATEMENTS.iter() {
+        while units.len() - start >= *rows {
+            let mut values = Vec::with_capacity(rows * 5);
+            for (idx, params) in units.iter().enumerate().skip(start).take(*rows) {
+                let flops = flops.get(idx).copied().unwrap_or(0);
+                values.extend([
+                    // Time-ordered, like lease ids: units are leased in order, so the
+                    // leases' and results' by-unit indexes grow at their ends.
+                    sql::Value::Text(UnitId::from_uuid(uuid::Uuid::now_v7()).to_string()),
+                    sql::Value::Text(job.to_owned()),
+                    sql::Value::Int(idx as i64),
+                    sql::Value::Text(params.clone()),
+                    sql::Value::Int(i64::try_from(flops).unwrap_or(i64::MAX)),
+                ]);
+            }
+            let bound: Vec<&dyn sql::ToParam> =
+                values.iter().map(|v| v as &dyn sql::ToParam).collect();
+            db.write(sql, &bound)?;
+            start += rows;
+        }
+    }
+    Ok(())
+}
 
 /// Refreshes PostgreSQL's statistics of the tables a draw reads (nothing on SQLite).
 ///
@@ -647,23 +713,7 @@ impl Storage {
                     "INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)",
                     params![id, sealed_input],
                 )?;
-                let insert_unit = "INSERT INTO units (id, job_id, idx, params, state, flops)
-                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5)";
-                for (idx, params) in job.units.iter().enumerate() {
-                    let flops = job.unit_flops.get(idx).copied().unwrap_or(0);
-                    db.write(
-                        insert_unit,
-                        params![
-                            // Time-ordered, like lease ids: units are leased in order, so
-                            // the leases' and results' by-unit indexes grow at their ends.
-                            UnitId::from_uuid(uuid::Uuid::now_v7()).to_string(),
-                            id,
-                            idx as i64,
-                            params,
-                            i64::try_from(flops).unwrap_or(i64::MAX),
-                        ],
-                    )?;
-                }
+                insert_units(db, &id, &job.units, &job.unit_flops)?;
                 if let Some((key, submitter)) = &escrow {
                     if !budget.is_zero() {
                         ledger::escrow_job(db, key, *submitter, job.id, budget)
