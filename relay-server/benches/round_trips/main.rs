@@ -114,6 +114,11 @@ struct Figures {
     database_by_role: Vec<(String, Duration)>,
     /// The writers' round trips to PostgreSQL over the window (0 on SQLite).
     round_trips: u64,
+    /// How long the writers held PostgreSQL's write turn over the window, all relays
+    /// together (zero on SQLite).
+    in_turn: Duration,
+    /// How long storing the job took (its units with it), before the measured window.
+    job_stored_in: Duration,
 }
 
 /// A fresh directory for one scenario's database.
@@ -339,6 +344,7 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
         base,
     );
     print_relay_cpu(&sqlite, units, None);
+    print_job_stored(&sqlite, units, None);
     // Pipelining off first: the baseline for the writes sent with the next read.
     for (name, relays, pipelined) in [
         (names[1], 1, false),
@@ -363,6 +369,7 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
             f.units_per_s / sqlite.units_per_s
         );
         print_relay_cpu(&f, units, database);
+        print_job_stored(&f, units, Some(&sqlite));
         println!(
             "  writers' round trips to the server: {:.2} a unit",
             f.round_trips as f64 / units as f64
@@ -394,7 +401,10 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
 }
 
 /// The relay process's and (where measured) the database server's CPU per unit, and
-/// what they project: relays of 2 cores each, one database server of 16.
+/// what they project: relays of 2 cores each, one database server of 16, and relays that
+/// write one group at a time (the write turn, `storage/writer.rs`): however many relays
+/// and cores, their groups hold the turn one after another, so the turn's time per unit
+/// bounds them all together.
 fn print_relay_cpu(f: &Figures, units: usize, database: Option<Duration>) {
     let per_unit = |t: Duration| t.as_secs_f64() * 1e6 / units as f64;
     let Some((process, _)) = f.cpu else {
@@ -405,17 +415,36 @@ fn print_relay_cpu(f: &Figures, units: usize, database: Option<Duration>) {
         None => println!("  CPU per unit: relay process {relay:.0} µs"),
         Some(db) => {
             let db = per_unit(db);
-            println!("  CPU per unit: relay process(es) {relay:.0} µs, PostgreSQL {db:.0} µs");
+            let turn = per_unit(f.in_turn);
+            println!(
+                "  CPU per unit: relay process(es) {relay:.0} µs, PostgreSQL {db:.0} µs; \
+                 the write turn held {turn:.0} µs a unit"
+            );
             for relays in [1, 2, 4, 8] {
                 let by_relays = f64::from(relays) * 2e6 / relay;
                 let by_database = 16e6 / db;
+                let by_turn = 1e6 / turn.max(f64::MIN_POSITIVE);
                 println!(
                     "    {relays} relays of 2 cores on a 16-core database: {:.0} units/s \
-                     (relays alone {by_relays:.0}, database alone {by_database:.0})",
-                    by_relays.min(by_database)
+                     (relays alone {by_relays:.0}, database's CPU alone {by_database:.0}, \
+                     the write turn alone {by_turn:.0})",
+                    by_relays.min(by_database).min(by_turn)
                 );
             }
         }
+    }
+}
+
+/// How long the job took to store, against `base`'s (SQLite's, in the same run).
+fn print_job_stored(f: &Figures, units: usize, base: Option<&Figures>) {
+    let ms = f.job_stored_in.as_secs_f64() * 1e3;
+    let per_unit = f.job_stored_in.as_secs_f64() * 1e6 / units as f64;
+    match base {
+        None => println!("  the job of {units} units stored in {ms:.1} ms ({per_unit:.1} µs a unit)"),
+        Some(base) => println!(
+            "  the job of {units} units stored in {ms:.1} ms ({per_unit:.1} µs a unit, {:.1}x SQLite's)",
+            f.job_stored_in.as_secs_f64() / base.job_stored_in.as_secs_f64().max(f64::MIN_POSITIVE)
+        ),
     }
 }
 

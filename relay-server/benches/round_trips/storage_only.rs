@@ -170,13 +170,22 @@ pub(crate) async fn run(
         Some(results) => warm_up(&storage, &wallets, results, output_len).await?,
         None => vec![1.0; wallets.len()],
     };
+    let storing = Instant::now();
     storage
         .insert_job(&job(units, scenario.quorum, submitter))
         .await?;
+    let stored_in = storing.elapsed();
     let database_before = crate::postgres::server_cpu();
     let round_trips =
         |relays: &[Storage]| relays.iter().map(Storage::writer_round_trips).sum::<u64>();
     let round_trips_before = round_trips(&relays);
+    let in_turn = |relays: &[Storage]| {
+        relays
+            .iter()
+            .map(Storage::writer_time_in_turn)
+            .sum::<Duration>()
+    };
+    let in_turn_before = in_turn(&relays);
     let meter = Meter::start();
     // Payouts run beside the volunteers as the relay's housekeeping runs them, but every
     // second rather than every five, and once more when the work is done.
@@ -265,6 +274,8 @@ pub(crate) async fn run(
     }
     let mut figures = meter.figures(units, latencies);
     figures.round_trips = round_trips(&relays) - round_trips_before;
+    figures.in_turn = in_turn(&relays).saturating_sub(in_turn_before);
+    figures.job_stored_in = stored_in;
     // Read before the relays close their connections: a server process that ended is
     // no longer counted.
     if matches!(engine, Engine::Postgres { .. }) {

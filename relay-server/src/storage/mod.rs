@@ -571,6 +571,17 @@ impl Storage {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How long this relay's writer has held PostgreSQL's write turn so far (zero on
+    /// SQLite): relays write one group at a time, so the bench's measure of what bounds
+    /// the writes of all relays together.
+    pub fn writer_time_in_turn(&self) -> Duration {
+        Duration::from_nanos(
+            self.writer
+                .in_turn_nanos
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// [`Storage::open_postgres`], learning what other relays change as `following` says.
     pub async fn open_postgres_following(
         url: &str,

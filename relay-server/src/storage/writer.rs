@@ -242,6 +242,10 @@ pub(super) struct Writer {
     pub(super) pipelined: Arc<AtomicBool>,
     /// Round trips to PostgreSQL so far (none on SQLite), for the bench.
     pub(super) round_trips: Arc<AtomicU64>,
+    /// Nanoseconds this writer's groups have held PostgreSQL's write turn (from asking for
+    /// it to COMMIT's answer; none on SQLite), for the bench: relays write one group at a
+    /// time, so this is what bounds all relays' writes together.
+    pub(super) in_turn_nanos: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -294,6 +298,7 @@ impl Writer {
             queue,
             pipelined: Arc::default(),
             round_trips: Arc::default(),
+            in_turn_nanos: Arc::default(),
         })
     }
 
@@ -362,6 +367,8 @@ impl Writer {
         let on = Arc::clone(&pipelined);
         let round_trips = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&round_trips);
+        let in_turn_nanos = Arc::new(AtomicU64::new(0));
+        let timed = Arc::clone(&in_turn_nanos);
         let (queue, commands) = mpsc::channel();
         let (ready, started) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -381,7 +388,15 @@ impl Writer {
                 match connect() {
                     Ok(conn) => {
                         let _ = ready.send(Ok(()));
-                        serve_postgres(&runtime, Some(conn), connect, &commands, &lost, &on);
+                        serve_postgres(
+                            &runtime,
+                            Some(conn),
+                            connect,
+                            &commands,
+                            &lost,
+                            &on,
+                            &timed,
+                        );
                     }
                     Err(e) => {
                         let _ = ready.send(Err(e));
@@ -394,6 +409,7 @@ impl Writer {
             queue,
             pipelined,
             round_trips,
+            in_turn_nanos,
         })
     }
 }
@@ -466,6 +482,7 @@ fn serve_postgres(
     commands: &mpsc::Receiver<Box<dyn Command>>,
     lost: &AtomicU64,
     pipelined: &AtomicBool,
+    in_turn_nanos: &AtomicU64,
 ) {
     let mut group = Vec::with_capacity(MAX_BATCH);
     let mut failed = Vec::with_capacity(MAX_BATCH);
@@ -489,6 +506,7 @@ fn serve_postgres(
                 &mut group,
                 &mut failed,
                 pipelined.load(Ordering::Relaxed),
+                in_turn_nanos,
             ),
             None => Err(GroupError::Unreachable(
                 "no connection to the database".into(),
@@ -507,6 +525,7 @@ fn serve_postgres(
                     &mut group,
                     &mut failed,
                     pipelined.load(Ordering::Relaxed),
+                    in_turn_nanos,
                 );
             }
         }
@@ -520,6 +539,30 @@ fn serve_postgres(
         for command in group.drain(..) {
             command.reply(outcome.as_ref().err());
         }
+    }
+}
+
+/// Adds the time from its making to its drop to a counter: how long a group held the
+/// write turn (it is made once the turn is taken, and dropped after the group's COMMIT or
+/// ROLLBACK, which give the turn back).
+struct InTurn<'a> {
+    since: std::time::Instant,
+    nanos: &'a AtomicU64,
+}
+
+impl<'a> InTurn<'a> {
+    fn taken(nanos: &'a AtomicU64) -> Self {
+        Self {
+            since: std::time::Instant::now(),
+            nanos,
+        }
+    }
+}
+
+impl Drop for InTurn<'_> {
+    fn drop(&mut self) {
+        let held = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(held, Ordering::Relaxed);
     }
 }
 
@@ -537,6 +580,7 @@ fn run_group_postgres(
     group: &mut [Box<dyn Command>],
     failed: &mut Vec<bool>,
     pipelined: bool,
+    in_turn_nanos: &AtomicU64,
 ) -> Result<(), GroupError> {
     let to_group = |e: StorageError| GroupError::Postgres(e.to_string());
     failed.clear();
@@ -563,6 +607,7 @@ fn run_group_postgres(
                 to_group(e)
             });
         }
+        let _turn = InTurn::taken(in_turn_nanos);
         for (i, command) in group.iter_mut().enumerate() {
             if failed[i] {
                 continue;
