@@ -242,9 +242,9 @@ pub(super) struct Writer {
     pub(super) pipelined: Arc<AtomicBool>,
     /// Round trips to PostgreSQL so far (none on SQLite), for the bench.
     pub(super) round_trips: Arc<AtomicU64>,
-    /// Nanoseconds this writer's groups have held PostgreSQL's write turn (from asking for
-    /// it to COMMIT's answer; none on SQLite), for the bench: relays write one group at a
-    /// time, so this is what bounds all relays' writes together.
+    /// Nanoseconds this writer's groups have held PostgreSQL's write turn (from the answer
+    /// that it was taken to COMMIT's or ROLLBACK's; none on SQLite), for the bench: relays
+    /// write one group at a time, so this is what bounds all relays' writes together.
     pub(super) in_turn_nanos: Arc<AtomicU64>,
 }
 
