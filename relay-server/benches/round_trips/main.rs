@@ -437,15 +437,16 @@ fn print_relay_cpu(f: &Figures, units: usize, database: Option<Duration>) {
 
 /// How long the job took to store, against `base`'s (SQLite's, in the same run).
 fn print_job_stored(f: &Figures, units: usize, base: Option<&Figures>) {
-    let ms = f.job_stored_in.as_secs_f64() * 1e3;
-    let per_unit = f.job_stored_in.as_secs_f64() * 1e6 / units as f64;
-    match base {
-        None => println!("  the job of {units} units stored in {ms:.1} ms ({per_unit:.1} µs a unit)"),
-        Some(base) => println!(
-            "  the job of {units} units stored in {ms:.1} ms ({per_unit:.1} µs a unit, {:.1}x SQLite's)",
-            f.job_stored_in.as_secs_f64() / base.job_stored_in.as_secs_f64().max(f64::MIN_POSITIVE)
-        ),
-    }
+    let seconds = f.job_stored_in.as_secs_f64();
+    let against = base.map_or(String::new(), |base| {
+        let ratio = seconds / base.job_stored_in.as_secs_f64().max(f64::MIN_POSITIVE);
+        format!(", {ratio:.1}x SQLite's")
+    });
+    println!(
+        "  the job of {units} units stored in {:.1} ms ({:.1} µs a unit{against})",
+        seconds * 1e3,
+        seconds * 1e6 / units as f64
+    );
 }
 
 /// The relay's CPU per unit beside the volunteers' (`whose` says what theirs covers).
