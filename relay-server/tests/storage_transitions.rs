@@ -119,6 +119,7 @@ on_both_engines!(
     a_handed_back_unit_goes_to_another_wallet_and_a_fresh_wallet_cannot_fail_it,
     vetting_a_wallet_with_a_record_anchors_a_newcomer_without_a_reference,
     a_probes_units_go_as_known_answer_tests_newest_probe_first_each_to_one_wallet,
+    results_arriving_together_count_as_if_one_after_another,
 );
 
 fn temp_dir(name: &str) -> TempDir {
@@ -254,6 +255,145 @@ async fn a_job_of_any_size_stores_each_unit_once_with_its_own_parameters(
             .await?;
         assert_eq!((positions, last), (units as i64, units as i64 - 1));
     }
+    Ok(())
+}
+
+/// Results that arrive at once (on PostgreSQL one writer group judges them together, with
+/// what each changes carried to the next in memory) count as if judged one after another:
+/// each wallet's record counts every result of its own, each job every unit once, each
+/// volunteer is owed every share; a repeated, misdirected or unknown answer among them
+/// changes nothing, and replicas judged alone beside them settle by their quorum.
+async fn results_arriving_together_count_as_if_one_after_another(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let dir = temp_dir("together");
+    let storage = open_billed(engine, &dir).await?;
+    let (submitter, _) = storage
+        .create_account(&billing().key, MicroCredits(10_000_000), None)
+        .await?;
+    let single = NewJob {
+        submitter: Some(submitter),
+        ..job(40, 1)
+    };
+    let double = NewJob {
+        submitter: Some(submitter),
+        ..job(4, 2)
+    };
+    storage.insert_job(&single).await?;
+    storage.insert_job(&double).await?;
+    let vols: Vec<Vol> = (1..=8).map(Vol::new).collect();
+    // Leases asked for at once too (on PostgreSQL, drawn together).
+    let mut leased = Vec::new();
+    for _ in 0..10 {
+        let round = futures::future::join_all(vols.iter().map(|vol| vol.lease(&storage))).await;
+        for (vol, unit) in vols.iter().zip(round) {
+            leased.extend(unit?.map(|unit| (*vol, unit)));
+        }
+    }
+    assert_eq!(leased.len(), 48, "40 units and 4 units' two replicas");
+    let mut holders: BTreeMap<_, Vec<WalletAddress>> = BTreeMap::new();
+    for (vol, unit) in &leased {
+        holders.entry(unit.unit).or_default().push(vol.wallet);
+    }
+    for (unit, wallets) in &holders {
+        let mut distinct = wallets.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            wallets.len(),
+            "one wallet holds two replicas of {unit}"
+        );
+    }
+    let replicas: Vec<usize> = holders.values().map(Vec::len).collect();
+    assert_eq!(
+        (
+            replicas.iter().filter(|&&n| n == 1).count(),
+            replicas.iter().filter(|&&n| n == 2).count()
+        ),
+        (40, 4),
+        "units leased once (quorum 1) and twice (quorum 2)"
+    );
+    let (first_vol, first) = &leased[0];
+    let stranger = Vol::new(99);
+    let answers = leased
+        .iter()
+        .map(|(vol, unit)| vol.answer(&storage, unit.lease, unit.unit_params.as_bytes(), None));
+    let (recorded, again, misdirected, unknown) = tokio::join!(
+        futures::future::join_all(answers),
+        first_vol.answer(&storage, first.lease, first.unit_params.as_bytes(), None),
+        stranger.answer(
+            &storage,
+            leased[1].1.lease,
+            leased[1].1.unit_params.as_bytes(),
+            None
+        ),
+        first_vol.answer(
+            &storage,
+            LeaseId::from_uuid(uuid::Uuid::new_v4()),
+            b"made up",
+            None
+        ),
+    );
+    let mut completed = Vec::new();
+    for answer in recorded {
+        match answer? {
+            Recorded::Valid { job, job_complete } => completed.extend(job_complete.then_some(job)),
+            Recorded::Pending { .. } => {}
+            other => panic!("an honest result was not counted: {other:?}"),
+        }
+    }
+    completed.sort();
+    let mut jobs = vec![single.id, double.id];
+    jobs.sort();
+    // The job's count carried from result to result: its last unit, and only that, completes it.
+    assert_eq!(completed, jobs, "the jobs their last results completed");
+    for (what, answer) in [
+        ("repeated", again?),
+        ("misdirected", misdirected?),
+        ("unknown", unknown?),
+    ] {
+        assert!(
+            matches!(answer, Recorded::Stale(_)),
+            "a {what} answer counted: {answer:?}"
+        );
+    }
+    check(&storage, single.id, 1, &stranger.wallet).await?;
+    check(&storage, double.id, 2, &stranger.wallet).await?;
+    for (job, units) in [(single.id, 40), (double.id, 4)] {
+        let record = storage.job(job).await?.expect("job");
+        assert_eq!(record.progress.units_done, units, "units counted done");
+    }
+    for vol in vols.iter().chain([&stranger]) {
+        let results = leased
+            .iter()
+            .filter(|(v, _)| v.wallet == vol.wallet)
+            .count();
+        let record = storage.touch_wallet(&vol.wallet).await?;
+        assert_eq!(
+            (
+                record.reliability.valid as usize,
+                record.reliability.invalid
+            ),
+            (results, 0),
+            "a wallet's record of valid results"
+        );
+    }
+    let accruals = storage.accruals().await?;
+    let owed: u64 = accruals.iter().map(|a| a.amount.0).sum();
+    // Each unit's whole price (its volunteers', the platform's) is owed, once.
+    let price: u64 = single
+        .unit_flops
+        .iter()
+        .chain(&double.unit_flops)
+        .map(|flops| flops / 1_000)
+        .sum();
+    assert_eq!(owed, price, "what the units' prices owe");
+    storage.pay_out_all().await?;
+    storage
+        .audit(&billing().key.address())
+        .await
+        .map_err(|e| anyhow::anyhow!("audit: {e}"))?;
     Ok(())
 }
 

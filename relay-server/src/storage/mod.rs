@@ -34,6 +34,7 @@ pub mod job_queries;
 mod leaderboard;
 mod leases;
 mod ledger;
+mod many_rows;
 mod migrate;
 mod model;
 mod others;

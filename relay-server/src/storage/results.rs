@@ -3,8 +3,8 @@
 //! itself is [`lifecycle::settle`](crate::lifecycle::settle).
 
 use super::ledger::{accrue_unit, escrow_standing_columns};
-use super::sql::{params, Cell, Db, Dialect};
-use super::writer::Keep;
+use super::sql::{params, Cell, Db, Dialect, Row};
+use super::writer::{Command, GroupError, Together};
 use super::{fail_in, now_ms, refresh_unit, wallets, Billing, Storage, StorageError};
 use crate::lifecycle::billing::EscrowStanding;
 use crate::lifecycle::settle::{
@@ -18,6 +18,9 @@ use starling_protocol::{JobId, LeaseId, WalletAddress};
 use std::sync::{Arc, LazyLock};
 
 pub use crate::lifecycle::settle::{Comparison, Judging, Recorded, ReturnedResult};
+
+mod together;
+pub(super) use together::judge_together;
 
 /// One unit as an auditor sees it: its state and everything returned for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,10 +72,11 @@ struct Answer<'a> {
     now_ms: i64,
 }
 
-/// Everything judging a result needs, read in one statement by its lease id.
-static ANSWERED_SQL: LazyLock<String> = LazyLock::new(|| {
+/// Everything judging a result needs, as columns of one row per lease; `FROM` and joins
+/// in [`ANSWERED_FROM`].
+static ANSWERED_COLUMNS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT leases.unit_id, leases.wallet, leases.kind,
+        "leases.unit_id, leases.wallet, leases.kind,
                 units.state, units.quorum, units.output, units.job_id,
                 jobs.state, jobs.quorum,
                 EXISTS (SELECT 1 FROM leases AS mine WHERE mine.unit_id = leases.unit_id
@@ -84,18 +88,69 @@ static ANSWERED_SQL: LazyLock<String> = LazyLock::new(|| {
                 EXISTS (SELECT 1 FROM leases AS others WHERE others.unit_id = leases.unit_id
                         AND others.state = 'returned' AND others.verdict IN ('pending', 'invalid')),
                 jobs.units_done, jobs.units_total, leases.rowid, {}, jobs.quorum_explicit,
-                jobs.kernel, on_kernel.error_rate, on_kernel.valid, on_kernel.invalid
-         FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
-              LEFT JOIN wallets ON wallets.address = leases.wallet
-              LEFT JOIN wallet_kernels AS on_kernel
-                  ON on_kernel.wallet = leases.wallet AND on_kernel.kernel = jobs.kernel
-         WHERE leases.id = ?1",
+                jobs.kernel, on_kernel.error_rate, on_kernel.valid, on_kernel.invalid",
         escrow_standing_columns(
             "COALESCE(jobs.escrow_account, 'escrow:' || units.job_id)",
             "units.job_id"
         )
     )
 });
+
+/// How many columns [`ANSWERED_COLUMNS`] names: a statement's own columns follow.
+const ANSWERED_WIDTH: usize = 29;
+
+const ANSWERED_FROM: &str =
+    "FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
+          LEFT JOIN wallets ON wallets.address = leases.wallet
+          LEFT JOIN wallet_kernels AS on_kernel
+              ON on_kernel.wallet = leases.wallet AND on_kernel.kernel = jobs.kernel";
+
+/// Everything judging a result needs, read in one statement by its lease id.
+static ANSWERED_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} {ANSWERED_FROM} WHERE leases.id = ?1",
+        *ANSWERED_COLUMNS
+    )
+});
+
+/// A result's snapshot as [`ANSWERED_COLUMNS`] has it, without the unit's replicas; and
+/// whether it has results pending or judged invalid (which judging it also needs).
+fn read_snapshot(r: &dyn Row) -> Result<(SettleSnapshot, bool), StorageError> {
+    let snapshot = SettleSnapshot {
+        unit: r.get(0)?,
+        wallet: r.get(1)?,
+        known_answer: r.cell(2)? == Cell::Text("canary"),
+        unit_state: r.get(3)?,
+        unit_quorum: r.get(4)?,
+        known: r.get(5)?,
+        job: r.get(6)?,
+        job_state: r.get(7)?,
+        job_quorum: r.get(8)?,
+        answered: r.get(9)?,
+        submitter: r.get(10)?,
+        price_per_gflop: r.get(11)?,
+        flops: r.get(12)?,
+        site: r.get(13)?,
+        standing: WalletStanding {
+            total: wallets::reliability_of(r.get(14)?, r.get(15)?, r.get(16)?),
+            kernel: wallets::reliability_of(r.get(26)?, r.get(27)?, r.get(28)?),
+        },
+        others_active: r.get(17)?,
+        units_done: r.get(19)?,
+        units_total: r.get(20)?,
+        order: r.get(21)?,
+        escrow: EscrowStanding {
+            held: r.get(22)?,
+            owed: r.get(23)?,
+        },
+        quorum_explicit: r.get(24)?,
+        kernel: r.get(25)?,
+        replicas: Vec::new(),
+        vetted_invalid: 0,
+    };
+    let judged_or_pending: bool = r.get(18)?;
+    Ok((snapshot, judged_or_pending))
+}
 
 /// What judging the result on `lease` needs, in one statement, and a second for the
 /// unit's results so far where it has pending or invalid ones (most units have none when
@@ -104,42 +159,7 @@ fn load_settle(db: &dyn Db, lease: &str) -> Result<Option<SettleSnapshot>, Stora
     // On PostgreSQL another relay may judge a replica of the same unit; relays write in
     // turns (`writer::BEGIN_IN_TURN`), so the two judgments are one after the other and
     // the second sees the first's without a row lock here.
-    let loaded = db.query_opt(&ANSWERED_SQL, params![lease], |r| {
-        let snapshot = SettleSnapshot {
-            unit: r.get(0)?,
-            wallet: r.get(1)?,
-            known_answer: r.cell(2)? == Cell::Text("canary"),
-            unit_state: r.get(3)?,
-            unit_quorum: r.get(4)?,
-            known: r.get(5)?,
-            job: r.get(6)?,
-            job_state: r.get(7)?,
-            job_quorum: r.get(8)?,
-            answered: r.get(9)?,
-            submitter: r.get(10)?,
-            price_per_gflop: r.get(11)?,
-            flops: r.get(12)?,
-            site: r.get(13)?,
-            standing: WalletStanding {
-                total: wallets::reliability_of(r.get(14)?, r.get(15)?, r.get(16)?),
-                kernel: wallets::reliability_of(r.get(26)?, r.get(27)?, r.get(28)?),
-            },
-            others_active: r.get(17)?,
-            units_done: r.get(19)?,
-            units_total: r.get(20)?,
-            order: r.get(21)?,
-            escrow: EscrowStanding {
-                held: r.get(22)?,
-                owed: r.get(23)?,
-            },
-            quorum_explicit: r.get(24)?,
-            kernel: r.get(25)?,
-            replicas: Vec::new(),
-            vetted_invalid: 0,
-        };
-        let judged_or_pending: bool = r.get(18)?;
-        Ok((snapshot, judged_or_pending))
-    })?;
+    let loaded = db.query_opt(&ANSWERED_SQL, params![lease], read_snapshot)?;
     let Some((mut snapshot, judged_or_pending)) = loaded else {
         return Ok(None);
     };
@@ -484,33 +504,18 @@ impl Storage {
         let owned = Arc::new(owned);
         let mut verdicts: Arc<Verdicts> = Arc::default();
         loop {
-            let billing = self.billing.clone();
-            let (result, tried, compare) = (owned.clone(), verdicts.clone(), agree.clone());
-            let reference = reference.clone();
-            let attempt = self
-                .writer
-                .submit(move |db| {
-                    let result = ReturnedResult {
-                        lease: result.lease,
-                        wallet: result.wallet,
-                        output: &result.output,
-                        spot_check: result.spot_check,
-                    };
-                    match record_in(
-                        db,
-                        billing.as_deref(),
-                        &result,
-                        judging,
-                        &reference,
-                        &tried,
-                        &*compare,
-                    ) {
-                        Ok(Attempt::Compare(pairs)) => (Ok(Attempt::Compare(pairs)), Keep::Nothing),
-                        Ok(Attempt::Reference) => (Ok(Attempt::Reference), Keep::Nothing),
-                        other => (other, Keep::Writes),
-                    }
-                })
-                .await?;
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.writer.queue(Box::new(Recording {
+                billing: self.billing.clone(),
+                result: owned.clone(),
+                judging,
+                reference: reference.clone(),
+                verdicts: verdicts.clone(),
+                compare: agree.clone(),
+                reply,
+                outcome: None,
+            }))?;
+            let attempt = answer.await.map_err(|_| StorageError::WriterGone)??;
             match attempt {
                 Attempt::Done(recorded, payments, judged) => {
                     // Receipts and standings change only now, after the commit.
@@ -545,6 +550,61 @@ struct OwnedResult {
     wallet: WalletAddress,
     output: Vec<u8>,
     spot_check: Option<bool>,
+}
+
+/// Recording a result, as the writer runs it: alone ([`Command::run`]), or with the other
+/// results of its group ([`together::judge_together`], on PostgreSQL).
+pub(super) struct Recording {
+    billing: Option<Arc<Billing>>,
+    result: Arc<OwnedResult>,
+    judging: Judging,
+    reference: Arc<Reference>,
+    verdicts: Arc<Verdicts>,
+    compare: Comparison,
+    reply: tokio::sync::oneshot::Sender<Result<Attempt, StorageError>>,
+    outcome: Option<Result<Attempt, StorageError>>,
+}
+
+impl Command for Recording {
+    fn run(&mut self, db: &dyn Db) -> bool {
+        let result = ReturnedResult {
+            lease: self.result.lease,
+            wallet: self.result.wallet,
+            output: &self.result.output,
+            spot_check: self.result.spot_check,
+        };
+        let outcome = record_in(
+            db,
+            self.billing.as_deref(),
+            &result,
+            self.judging,
+            &self.reference,
+            &self.verdicts,
+            &*self.compare,
+        );
+        // Asking for a comparison or the reference run writes nothing.
+        let keep = matches!(outcome, Ok(Attempt::Done(..)));
+        self.outcome = Some(outcome);
+        keep
+    }
+
+    fn together(&mut self) -> Option<Together<'_>> {
+        Some(Together::Result(self))
+    }
+
+    fn fail(&mut self, error: StorageError) {
+        self.outcome = Some(Err(error));
+    }
+
+    fn reply(self: Box<Self>, commit: Option<&GroupError>) {
+        let outcome = match (commit, self.outcome) {
+            (Some(e), _) => Err(e.to_storage()),
+            (None, Some(outcome)) => outcome,
+            // It panicked: nothing of it stayed.
+            (None, None) => Err(StorageError::WriterGone),
+        };
+        let _ = self.reply.send(outcome);
+    }
 }
 
 /// [`Storage::audit_units`] on one connection.

@@ -66,20 +66,15 @@ const WAL_LIMIT_BYTES: u64 = 64 << 20;
 /// the `format!`-built variants, fits.
 const STATEMENT_CACHE: usize = 128;
 
-/// Whether a command's writes stay once it has run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Keep {
-    /// Commit them (when the command succeeded).
-    Writes,
-    /// Undo them even though the command succeeded: it only looked, or found it must be
-    /// retried with more from its caller.
-    Nothing,
-}
-
-trait Command: Send {
+pub(super) trait Command: Send {
     /// Runs inside the group's transaction (again, when the group is replayed); returns
     /// whether its writes stay.
     fn run(&mut self, db: &dyn Db) -> bool;
+    /// What it is, if a PostgreSQL group runs its commands of that kind together, before
+    /// its other commands.
+    fn together(&mut self) -> Option<Together<'_>> {
+        None
+    }
     /// Runs once the group has committed, outside any transaction, before the reply;
     /// on SQLite only (its WAL), where `db` is the writer's connection.
     fn after_commit(&mut self, _db: &Connection) {}
@@ -89,6 +84,15 @@ trait Command: Send {
     /// Replaces what the last run returned with `error`: a write it left to be sent with
     /// a later statement failed there (PostgreSQL's pipelined writes).
     fn fail(&mut self, error: StorageError);
+}
+
+/// Commands that a PostgreSQL group runs together, each kind with one statement per
+/// table for all of them (see [`super::many_rows`]).
+pub(super) enum Together<'a> {
+    /// Returned results, judged by [`super::results::judge_together`].
+    Result(&'a mut super::results::Recording),
+    /// Work leases, drawn by [`super::leases::lease_together`].
+    Lease(&'a mut super::leases::Leasing),
 }
 
 /// Why a group did not commit, told to each of its commands.
@@ -103,7 +107,7 @@ pub(super) enum GroupError {
 }
 
 impl GroupError {
-    fn to_storage(&self) -> StorageError {
+    pub(super) fn to_storage(&self) -> StorageError {
         match self {
             Self::Sqlite(e) => StorageError::Sqlite(copy(e)),
             Self::Postgres(e) => StorageError::Commit(e.clone()),
@@ -187,13 +191,13 @@ struct Job<F, T, E> {
 
 impl<F, T, E> Command for Job<F, T, E>
 where
-    F: FnMut(&dyn super::sql::Db) -> (Result<T, E>, Keep) + Send + 'static,
+    F: FnMut(&dyn super::sql::Db) -> Result<T, E> + Send + 'static,
     T: Send + 'static,
     E: From<StorageError> + Send + 'static,
 {
     fn run(&mut self, db: &dyn Db) -> bool {
-        let (result, keep) = (self.work)(db);
-        let keep = keep == Keep::Writes && result.is_ok();
+        let result = (self.work)(db);
+        let keep = result.is_ok();
         self.result = Some(result);
         keep
     }
@@ -307,32 +311,7 @@ impl Writer {
     /// more than once (when its group is replayed); only its last run counts.
     pub(super) async fn exec<T, E>(
         &self,
-        mut work: impl FnMut(&dyn super::sql::Db) -> Result<T, E> + Send + 'static,
-    ) -> Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StorageError> + Send + 'static,
-    {
-        self.submit(move |db| (work(db), Keep::Writes)).await
-    }
-
-    /// Empties the WAL into the database file once what was queued before has committed:
-    /// `Ok(false)` when a reader kept it from emptying completely.
-    pub(super) async fn truncate_wal(&self) -> Result<bool, StorageError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue
-            .send(Box::new(TruncateWal {
-                reply,
-                outcome: None,
-            }))
-            .map_err(|_| StorageError::WriterGone)?;
-        answer.await.map_err(|_| StorageError::WriterGone)?
-    }
-
-    /// [`Self::exec`] where `work` also says whether its writes stay.
-    pub(super) async fn submit<T, E>(
-        &self,
-        work: impl FnMut(&dyn super::sql::Db) -> (Result<T, E>, Keep) + Send + 'static,
+        work: impl FnMut(&dyn super::sql::Db) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>
     where
         T: Send + 'static,
@@ -349,6 +328,26 @@ impl Writer {
         answer
             .await
             .map_err(|_| E::from(StorageError::WriterGone))?
+    }
+
+    /// Empties the WAL into the database file once what was queued before has committed:
+    /// `Ok(false)` when a reader kept it from emptying completely.
+    pub(super) async fn truncate_wal(&self) -> Result<bool, StorageError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Box::new(TruncateWal {
+                reply,
+                outcome: None,
+            }))
+            .map_err(|_| StorageError::WriterGone)?;
+        answer.await.map_err(|_| StorageError::WriterGone)?
+    }
+
+    /// Queues `command` for the next group; it replies by itself.
+    pub(super) fn queue(&self, command: Box<dyn Command>) -> Result<(), StorageError> {
+        self.queue
+            .send(command)
+            .map_err(|_| StorageError::WriterGone)
     }
 }
 
@@ -473,6 +472,9 @@ const BEGIN_IN_TURN: &str = "BEGIN; SELECT pg_advisory_xact_lock(1398036306)";
 /// (a deadlock or serialization failure, which PostgreSQL resolves by failing one side).
 const CONFLICT_RETRIES: usize = 8;
 
+/// What tags the writes of a group's results judged together (no one command's).
+const TOGETHER: usize = usize::MAX;
+
 /// The PostgreSQL writer thread: as [`serve`], on `conn`, connecting again (`connect`)
 /// after the connection was lost; a group that finds no connection fails.
 fn serve_postgres(
@@ -586,16 +588,26 @@ fn run_group_postgres(
     failed.clear();
     failed.resize(group.len(), false);
     let mut conflicts = 0;
-    // A statement failed: fail its command (or count a conflict), and run the group again.
-    let failure =
-        |group: &mut [Box<dyn Command>], failed: &mut [bool], conflicts: &mut usize, f: Failure| {
-            if f.conflicted && *conflicts < CONFLICT_RETRIES {
-                *conflicts += 1;
-            } else if let Some(command) = group.get_mut(f.command) {
-                failed[f.command] = true;
-                command.fail(f.error());
-            }
-        };
+    // Whether the group's results are judged together; off once that failed, for the
+    // rest of the group's tries (each result is then judged alone, as on SQLite).
+    let mut together = true;
+    // A statement failed: fail its command (or count a conflict, or stop judging results
+    // together), and run the group again.
+    let failure = |group: &mut [Box<dyn Command>],
+                   failed: &mut [bool],
+                   conflicts: &mut usize,
+                   together: &mut bool,
+                   f: Failure| {
+        if f.conflicted && *conflicts < CONFLICT_RETRIES {
+            *conflicts += 1;
+        } else if f.command == TOGETHER {
+            *together = false;
+        } else if let Some(command) = group.get_mut(f.command) {
+            failed[f.command] = true;
+            command.fail(f.error());
+        }
+    };
+    let mut answered = vec![false; group.len()];
     'replay: loop {
         let db = PipelinedDb::new(conn, runtime, pipelined);
         // Every earlier try of this group was rolled back: failing here, nothing of it
@@ -608,8 +620,26 @@ fn run_group_postgres(
             });
         }
         let _turn = InTurn::taken(in_turn_nanos);
+        answered.fill(false);
+        if together {
+            // First, before the group's other commands: all of them were waiting at once,
+            // so any order of them is one their callers could have seen.
+            db.start_command(TOGETHER);
+            let ran = catch_unwind(AssertUnwindSafe(|| {
+                run_together(&db, group, failed, &mut answered)
+            }));
+            let failure_now = db.take_failure();
+            if !matches!(ran, Ok(Ok(()))) || failure_now.is_some() {
+                db.simple("ROLLBACK").map_err(to_group)?;
+                match failure_now {
+                    Some(f) if f.conflicted && conflicts < CONFLICT_RETRIES => conflicts += 1,
+                    _ => together = false,
+                }
+                continue 'replay;
+            }
+        }
         for (i, command) in group.iter_mut().enumerate() {
-            if failed[i] {
+            if failed[i] || answered[i] {
                 continue;
             }
             db.start_command(i);
@@ -625,7 +655,7 @@ fn run_group_postgres(
                 db.simple("ROLLBACK").map_err(to_group)?;
                 // A command that panicked does not run again, conflict or not.
                 failed[i] |= panicked;
-                failure(group, failed, &mut conflicts, f);
+                failure(group, failed, &mut conflicts, &mut together, f);
                 continue 'replay;
             }
             if kept {
@@ -645,7 +675,9 @@ fn run_group_postgres(
                 ))
             }
             // A waiting write failed, and the server rolled the group back for it.
-            Err(CommitError::Write(f)) => failure(group, failed, &mut conflicts, f),
+            Err(CommitError::Write(f)) => {
+                failure(group, failed, &mut conflicts, &mut together, f);
+            }
             // Another relay's transaction was in the way of the commit itself.
             Err(CommitError::Commit { conflicted, .. })
                 if conflicted && conflicts < CONFLICT_RETRIES =>
@@ -655,6 +687,39 @@ fn run_group_postgres(
             Err(CommitError::Commit { message, .. }) => return Err(GroupError::Postgres(message)),
         }
     }
+}
+
+/// Runs `group`'s results together, then its work leases together (each kind where there
+/// are two or more), marking in `answered` the commands that got their answer there.
+fn run_together(
+    db: &dyn Db,
+    group: &mut [Box<dyn Command>],
+    failed: &[bool],
+    answered: &mut [bool],
+) -> Result<(), StorageError> {
+    let mut results = Vec::new();
+    let mut leases = Vec::new();
+    for (i, command) in group.iter_mut().enumerate() {
+        match command.together() {
+            _ if failed[i] => {}
+            Some(Together::Result(r)) => results.push((i, r)),
+            Some(Together::Lease(l)) => leases.push((i, l)),
+            None => {}
+        }
+    }
+    if results.len() > 1 {
+        let done = super::results::judge_together(db, &mut results)?;
+        for ((i, _), done) in results.iter().zip(done) {
+            answered[*i] |= done;
+        }
+    }
+    if leases.len() > 1 {
+        let done = super::leases::lease_together(db, &mut leases)?;
+        for ((i, _), done) in leases.iter().zip(done) {
+            answered[*i] |= done;
+        }
+    }
+    Ok(())
 }
 
 /// The writer thread: one group per turn until every [`Writer`] is dropped; between

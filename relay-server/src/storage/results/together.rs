@@ -1,0 +1,435 @@
+//! A PostgreSQL group's returned results judged together: their snapshots loaded in one
+//! statement, each judged in turn with what the ones before it changed carried in memory
+//! (the job's count and what its escrow owes, the wallet's standing), and what they
+//! decided written with one statement per table.
+//!
+//! Why: a statement's own cost on the server (parsing its message, planning, executing,
+//! answering) is most of what a unit's writes cost, whatever it changes, and relays write
+//! one group at a time (`writer::BEGIN_IN_TURN`), so that cost bounds every relay together.
+//! Written one unit at a time, a settled unit was eight statements; a group's settled units
+//! are eight statements however many there are (up to [`ROWS`](crate::storage::many_rows::ROWS) to a statement).
+//!
+//! Only the plain case is judged here: a first result that settles its unit alone (one
+//! valid result, its own output canonical), or one that changes nothing (stale, or needing
+//! a comparison or the reference run first). Anything else (a replica, a known-answer test,
+//! a unit met twice in the group, an escrow that cannot pay) is left to be judged alone
+//! after these, by [`record_in`](super::record_in), on a snapshot that then includes what
+//! this wrote; that is one order the group's commands could have run in.
+
+use super::{read_snapshot, Attempt, Recording, ANSWERED_COLUMNS, ANSWERED_FROM, ANSWERED_WIDTH};
+use crate::lifecycle::billing::decide_accrual;
+use crate::lifecycle::settle::{
+    decide_settle, Recorded, ReturnedResult, SettleDecision, SettleSnapshot, Slot, Stored, Terms,
+    UnitFate,
+};
+use crate::storage::many_rows::{write_rows, Param};
+use crate::storage::sql::Db;
+use crate::storage::{now_ms, others, StorageError};
+use crate::validation::trust::Reliability;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::LazyLock;
+
+/// Everything judging needs for each of a list of leases (`?1`: their ids, space
+/// separated), with the lease's id last.
+static ANSWERED_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, leases.id {ANSWERED_FROM}
+         WHERE leases.id IN (SELECT unnest(string_to_array(?1, ' ')))",
+        *ANSWERED_COLUMNS
+    )
+});
+
+/// What the results judged so far changed, for those judged after them.
+#[derive(Default)]
+struct Carry {
+    /// By job: units settled, and micro-credits its escrow came to owe.
+    jobs: HashMap<String, (i64, i64)>,
+    /// Wallets' standing over every kernel, and on one kernel.
+    wallets: HashMap<String, Reliability>,
+    on_kernel: HashMap<(String, String), Reliability>,
+    /// Units and leases met so far (judged here or not).
+    units: HashSet<String>,
+    leases: HashSet<String>,
+}
+
+/// A judged result as its lease's row stores it.
+struct StoredResult<'a> {
+    lease: &'a str,
+    stored: Stored,
+    /// Its output, when it is not its unit's.
+    output: Option<&'a [u8]>,
+    spot_check: Option<bool>,
+}
+
+/// The rows the group's judged results write, by table, keyed in the order their rows are
+/// written (and so locked).
+#[derive(Default)]
+struct Rows<'a> {
+    leases: Vec<StoredResult<'a>>,
+    /// Wallet: its standing after the group, and whether any of the group's judgments
+    /// quarantined it (a quarantine stays).
+    wallets: BTreeMap<String, (Reliability, bool)>,
+    on_kernel: BTreeMap<(String, String), Reliability>,
+    /// Unit id and its output.
+    units: Vec<(String, &'a [u8])>,
+    /// Job: micro-credits its escrow came to owe.
+    accrued: BTreeMap<String, i64>,
+    /// (job, account, reason): micro-credits and units.
+    accruals: BTreeMap<(String, String, &'static str), (i64, i64)>,
+    /// Units whose other leases are voided.
+    voided: Vec<String>,
+    /// Job: units settled.
+    jobs: BTreeMap<String, i64>,
+}
+
+/// Judges the results of `recordings` that the plain case covers, writes what they
+/// decided, and sets their outcomes; says which it judged (the others are left to be
+/// recorded alone). An error leaves the transaction to be rolled back.
+pub(in crate::storage) fn judge_together(
+    db: &dyn Db,
+    recordings: &mut [(usize, &mut Recording)],
+) -> Result<Vec<bool>, StorageError> {
+    let leases: Vec<String> = recordings
+        .iter()
+        .map(|(_, r)| r.result.lease.to_string())
+        .collect();
+    let mut loaded: HashMap<String, (SettleSnapshot, bool)> = HashMap::new();
+    db.for_each_row(
+        &ANSWERED_MANY_SQL,
+        crate::storage::sql::params![leases.join(" ")],
+        &mut |r| {
+            let lease: String = r.get(ANSWERED_WIDTH)?;
+            loaded.insert(lease, read_snapshot(r)?);
+            Ok(())
+        },
+    )?;
+    let now = now_ms();
+    let mut carry = Carry::default();
+    let mut rows = Rows::default();
+    let mut judged = vec![false; recordings.len()];
+    let mut outcomes: Vec<Option<Attempt>> = (0..recordings.len()).map(|_| None).collect();
+    for (n, (_, recording)) in recordings.iter().enumerate() {
+        let lease = leases[n].as_str();
+        if !carry.leases.insert(lease.to_owned()) {
+            // Its lease's result is already in this group: judged after it, alone.
+            continue;
+        }
+        let Some((mut snapshot, replicated)) = loaded.remove(lease) else {
+            outcomes[n] = Some(Attempt::Done(
+                Recorded::Stale("no such lease"),
+                Vec::new(),
+                Vec::new(),
+            ));
+            continue;
+        };
+        if !carry.units.insert(snapshot.unit.clone()) || replicated || snapshot.known_answer {
+            continue;
+        }
+        if let Some(&(done, owed)) = carry.jobs.get(&snapshot.job) {
+            snapshot.units_done = snapshot.units_done.saturating_add(done);
+            snapshot.escrow.owed = snapshot.escrow.owed.saturating_add(owed);
+        }
+        if let Some(standing) = carry.wallets.get(&snapshot.wallet) {
+            snapshot.standing.total = *standing;
+        }
+        let on_kernel = (snapshot.wallet.clone(), snapshot.kernel.clone());
+        if let Some(standing) = carry.on_kernel.get(&on_kernel) {
+            snapshot.standing.kernel = *standing;
+        }
+        let wallet = recording.result.wallet.to_string();
+        let result = ReturnedResult {
+            lease: recording.result.lease,
+            wallet: recording.result.wallet,
+            output: &recording.result.output,
+            spot_check: recording.result.spot_check,
+        };
+        let terms = Terms {
+            judging: recording.judging,
+            pricing: recording.billing.as_deref().map(|b| &b.pricing),
+            reference: &recording.reference,
+            verdicts: &recording.verdicts,
+            compare: &*recording.compare,
+            now_ms: now,
+        };
+        let Ok(decision) = decide_settle(&snapshot, &result, &wallet, &terms) else {
+            continue;
+        };
+        let judgment = match decision {
+            SettleDecision::Stale(why) => {
+                outcomes[n] = Some(Attempt::Done(Recorded::Stale(why), Vec::new(), Vec::new()));
+                continue;
+            }
+            SettleDecision::Compare(pairs) => {
+                outcomes[n] = Some(Attempt::Compare(pairs));
+                continue;
+            }
+            SettleDecision::NeedsReference => {
+                outcomes[n] = Some(Attempt::Reference);
+                continue;
+            }
+            SettleDecision::KnownAnswer { .. } => continue,
+            SettleDecision::Judged(judgment) => *judgment,
+        };
+        let UnitFate::Settled {
+            canonical: Slot::This,
+            payment,
+            void_others,
+        } = &judgment.unit
+        else {
+            continue;
+        };
+        if !matches!(judgment.rulings.as_slice(), [r] if r.slot == Slot::This && r.valid) {
+            continue;
+        }
+        let accrual = match payment {
+            Some(p) => match decide_accrual(&p.split, &p.wallets, p.site.as_ref(), snapshot.escrow)
+            {
+                Ok(accrual) => accrual,
+                // An escrow that cannot pay fails the result's command, alone.
+                Err(_) => continue,
+            },
+            None => None,
+        };
+        let mut parts = Vec::new();
+        let price = match &accrual {
+            Some(accrual) => {
+                for part in &accrual.parts {
+                    let Ok(micro) = i64::try_from(part.amount.0) else {
+                        continue;
+                    };
+                    parts.push((part.account.to_string(), part.reason.as_str(), micro));
+                }
+                match i64::try_from(accrual.price.0) {
+                    Ok(price) => price,
+                    Err(_) => continue,
+                }
+            }
+            None => 0,
+        };
+        if accrual
+            .as_ref()
+            .is_some_and(|a| parts.len() != a.parts.len())
+        {
+            continue;
+        }
+
+        // Decided: its rows, and what the results after it see.
+        let mut standing = snapshot.standing;
+        standing.total.record_valid();
+        standing.kernel.record_valid();
+        carry.wallets.insert(wallet.clone(), standing.total);
+        carry.on_kernel.insert(on_kernel.clone(), standing.kernel);
+        let quarantined =
+            rows.wallets.get(&wallet).is_some_and(|(_, q)| *q) || standing.total.quarantined();
+        rows.wallets
+            .insert(wallet.clone(), (standing.total, quarantined));
+        rows.on_kernel.insert(on_kernel, standing.kernel);
+        let this = judgment.this;
+        rows.leases.push(StoredResult {
+            lease,
+            stored: this,
+            output: (!this.canonical).then_some(recording.result.output.as_slice()),
+            spot_check: recording.result.spot_check,
+        });
+        rows.units
+            .push((snapshot.unit.clone(), recording.result.output.as_slice()));
+        if price > 0 {
+            *rows.accrued.entry(snapshot.job.clone()).or_default() += price;
+        }
+        for (account, reason, micro) in parts {
+            let row = rows
+                .accruals
+                .entry((snapshot.job.clone(), account, reason))
+                .or_default();
+            row.0 += micro;
+            row.1 += 1;
+        }
+        if *void_others {
+            rows.voided.push(snapshot.unit.clone());
+        }
+        *rows.jobs.entry(snapshot.job.clone()).or_default() += 1;
+        let job = carry.jobs.entry(snapshot.job.clone()).or_default();
+        job.0 += 1;
+        job.1 += price;
+        outcomes[n] = Some(Attempt::Done(
+            judgment.recorded,
+            Vec::new(),
+            vec![(recording.result.wallet, standing.total)],
+        ));
+    }
+    write(db, &rows, now)?;
+    for (n, outcome) in outcomes.into_iter().enumerate() {
+        if let Some(outcome) = outcome {
+            recordings[n].1.outcome = Some(Ok(outcome));
+            judged[n] = true;
+        }
+    }
+    Ok(judged)
+}
+
+/// One statement per table (per [`ROWS`](crate::storage::many_rows::ROWS) rows) for what the group's judged results
+/// decided.
+fn write(db: &dyn Db, rows: &Rows<'_>, now: i64) -> Result<(), StorageError> {
+    let leases: Vec<Vec<Param<'_>>> = rows
+        .leases
+        .iter()
+        .map(
+            |StoredResult {
+                 lease,
+                 stored,
+                 output,
+                 spot_check,
+             }| {
+                vec![
+                    Param::Text((*lease).to_owned()),
+                    Param::Text(stored.verdict.as_str().to_owned()),
+                    Param::Blob(*output),
+                    Param::Int(spot_check.map(i64::from)),
+                    Param::Int(Some(i64::from(stored.trusted))),
+                    Param::Int(Some(stored.paid_micro)),
+                    Param::Int(Some(i64::from(stored.vetted))),
+                ]
+            },
+        )
+        .collect();
+    write_rows(
+        db,
+        &leases,
+        &[now],
+        "UPDATE leases SET state = 'returned', verdict = v.verdict, output = v.output,
+             spot_check = v.spot_check, trusted = v.trusted, received_ms = ?1,
+             paid_micro = v.paid_micro, vetted = v.vetted
+         FROM (VALUES {}) AS v (id, verdict, output, spot_check, trusted, paid_micro, vetted)
+         WHERE leases.id = v.id",
+        &[
+            "text", "text", "bytea", "bigint", "bigint", "bigint", "bigint",
+        ],
+    )?;
+    let wallets: Vec<Vec<Param<'_>>> = rows
+        .wallets
+        .iter()
+        .map(|(wallet, (r, quarantined))| {
+            vec![
+                Param::Text(wallet.clone()),
+                Param::Real(r.error_rate),
+                Param::Int(Some(i64::from(r.valid))),
+                Param::Int(Some(i64::from(r.invalid))),
+                Param::Int(Some(i64::from(*quarantined))),
+            ]
+        })
+        .collect();
+    write_rows(
+        db,
+        &wallets,
+        &[now],
+        &format!(
+            "INSERT INTO wallets (address, error_rate, valid, invalid, quarantined, first_seen_ms,
+                                  updated_ms)
+             SELECT v.address, v.error_rate, v.valid, v.invalid, v.quarantined, ?1, ?1
+             FROM (VALUES {{}}) AS v (address, error_rate, valid, invalid, quarantined)
+             ON CONFLICT (address) DO UPDATE SET error_rate = excluded.error_rate,
+                 valid = excluded.valid, invalid = excluded.invalid,
+                 quarantined = GREATEST(wallets.quarantined, excluded.quarantined), {}",
+            others::touch("wallets", "?1")
+        ),
+        &["text", "float8", "bigint", "bigint", "bigint"],
+    )?;
+    let on_kernel: Vec<Vec<Param<'_>>> = rows
+        .on_kernel
+        .iter()
+        .map(|((wallet, kernel), r)| {
+            vec![
+                Param::Text(wallet.clone()),
+                Param::Text(kernel.clone()),
+                Param::Real(r.error_rate),
+                Param::Int(Some(i64::from(r.valid))),
+                Param::Int(Some(i64::from(r.invalid))),
+            ]
+        })
+        .collect();
+    write_rows(
+        db,
+        &on_kernel,
+        &[],
+        "INSERT INTO wallet_kernels (wallet, kernel, error_rate, valid, invalid)
+         SELECT * FROM (VALUES {}) AS v (wallet, kernel, error_rate, valid, invalid)
+         ON CONFLICT (wallet, kernel) DO UPDATE SET error_rate = excluded.error_rate,
+             valid = excluded.valid, invalid = excluded.invalid",
+        &["text", "text", "float8", "bigint", "bigint"],
+    )?;
+    let units: Vec<Vec<Param<'_>>> = rows
+        .units
+        .iter()
+        .map(|(id, output)| vec![Param::Text(id.clone()), Param::Blob(Some(output))])
+        .collect();
+    write_rows(
+        db,
+        &units,
+        &[],
+        "UPDATE units SET state = 'done', output = v.output
+         FROM (VALUES {}) AS v (id, output) WHERE units.id = v.id",
+        &["text", "bytea"],
+    )?;
+    let accrued: Vec<Vec<Param<'_>>> = rows
+        .accrued
+        .iter()
+        .map(|(job, micro)| vec![Param::Text(job.clone()), Param::Int(Some(*micro))])
+        .collect();
+    write_rows(
+        db,
+        &accrued,
+        &[],
+        "INSERT INTO accrued_jobs (job_id, micro)
+         SELECT * FROM (VALUES {}) AS v (job_id, micro)
+         ON CONFLICT (job_id) DO UPDATE SET micro = accrued_jobs.micro + excluded.micro",
+        &["text", "bigint"],
+    )?;
+    let accruals: Vec<Vec<Param<'_>>> = rows
+        .accruals
+        .iter()
+        .map(|((job, account, reason), (micro, units))| {
+            vec![
+                Param::Text(job.clone()),
+                Param::Text(account.clone()),
+                Param::Text((*reason).to_owned()),
+                Param::Int(Some(*micro)),
+                Param::Int(Some(*units)),
+            ]
+        })
+        .collect();
+    write_rows(
+        db,
+        &accruals,
+        &[],
+        "INSERT INTO accruals (job_id, account, reason, micro, units)
+         SELECT * FROM (VALUES {}) AS v (job_id, account, reason, micro, units)
+         ON CONFLICT (job_id, account, reason)
+         DO UPDATE SET micro = accruals.micro + excluded.micro,
+             units = accruals.units + excluded.units",
+        &["text", "text", "text", "bigint", "bigint"],
+    )?;
+    if !rows.voided.is_empty() {
+        db.write(
+            "UPDATE leases SET state = 'void'
+             WHERE state = 'active' AND unit_id = ANY(string_to_array(?1, ' '))",
+            crate::storage::sql::params![rows.voided.join(" ")],
+        )?;
+    }
+    let jobs: Vec<Vec<Param<'_>>> = rows
+        .jobs
+        .iter()
+        .map(|(job, n)| vec![Param::Text(job.clone()), Param::Int(Some(*n))])
+        .collect();
+    write_rows(
+        db,
+        &jobs,
+        &[now],
+        &format!(
+            "UPDATE jobs SET units_done = units_done + v.settled, {}
+             FROM (VALUES {{}}) AS v (id, settled) WHERE jobs.id = v.id",
+            others::touch("jobs", "?1")
+        ),
+        &["text", "bigint"],
+    )?;
+    Ok(())
+}
