@@ -2,7 +2,7 @@
 //! known-answer (canary) leases of settled units.
 
 use super::sql::{params, Db, Dialect, Row, ToParam};
-use super::writer::{Command, GroupError, Together};
+use super::writer::{Command, GroupError, Reply, Together};
 use super::{
     now_ms, parse_id, refresh_unit, LeaseContext, LeaseTerms, LeasedUnit, PeerId, Storage,
     StorageError, REFRESH_UNITS,
@@ -129,6 +129,20 @@ impl UnitRow {
             quorum_explicit: r.get(9)?,
             job_created_ms: r.get(10)?,
         })
+    }
+
+    /// What deciding its lease needs, with its `wanted` and `outstanding` as drawn.
+    fn drawn(&self, wanted: i64, outstanding: i64) -> DrawnUnit<'_> {
+        DrawnUnit {
+            quorum: self.quorum,
+            wanted,
+            outstanding,
+            kernel: &self.kernel,
+            job_quorum: self.job_quorum,
+            quorum_explicit: self.quorum_explicit,
+            job_state: &self.job_state,
+            flops: self.flops,
+        }
     }
 
     fn flops(&self) -> u64 {
@@ -497,16 +511,7 @@ fn lease_work_in(
     let Some((row, wanted, outstanding)) = load_drawn_unit(db, request, &wallet, None)? else {
         return Ok(WorkLease::Done(None));
     };
-    let drawn = DrawnUnit {
-        quorum: row.quorum,
-        wanted,
-        outstanding,
-        kernel: &row.kernel,
-        job_quorum: row.job_quorum,
-        quorum_explicit: row.quorum_explicit,
-        job_state: &row.job_state,
-        flops: row.flops,
-    };
+    let drawn = row.drawn(wanted, outstanding);
     match decide_work_lease(&drawn, quorums, &request.terms) {
         LeaseDecision::NeedsQuorum { kernel, job_quorum } => {
             Ok(WorkLease::NeedsQuorum(kernel, job_quorum))
@@ -597,8 +602,7 @@ pub(super) struct Leasing {
     relay: std::sync::Arc<str>,
     request: LeaseRequest,
     quorums: Vec<(String, u32, u32)>,
-    reply: tokio::sync::oneshot::Sender<Result<WorkLease, StorageError>>,
-    outcome: Option<Result<WorkLease, StorageError>>,
+    reply: Reply<WorkLease, StorageError>,
 }
 
 impl Command for Leasing {
@@ -606,7 +610,7 @@ impl Command for Leasing {
         let outcome = lease_work_in(db, &self.relay, &self.request, &self.quorums);
         // Asking for a quorum writes nothing.
         let keep = matches!(outcome, Ok(WorkLease::Done(_)));
-        self.outcome = Some(outcome);
+        self.reply.set(outcome);
         keep
     }
 
@@ -615,17 +619,11 @@ impl Command for Leasing {
     }
 
     fn fail(&mut self, error: StorageError) {
-        self.outcome = Some(Err(error));
+        self.reply.fail(error);
     }
 
     fn reply(self: Box<Self>, commit: Option<&GroupError>) {
-        let outcome = match (commit, self.outcome) {
-            (Some(e), _) => Err(e.to_storage()),
-            (None, Some(outcome)) => outcome,
-            // It panicked: nothing of it stayed.
-            (None, None) => Err(StorageError::WriterGone),
-        };
-        let _ = self.reply.send(outcome);
+        self.reply.send(commit);
     }
 }
 
@@ -659,8 +657,7 @@ impl Storage {
                 relay: self.relay.clone(),
                 request: *request,
                 quorums,
-                reply,
-                outcome: None,
+                reply: Reply::to(reply),
             }))?;
             let attempt = answer.await.map_err(|_| StorageError::WriterGone)??;
             match attempt {

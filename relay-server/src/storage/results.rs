@@ -4,7 +4,7 @@
 
 use super::ledger::{accrue_unit, escrow_standing_columns};
 use super::sql::{params, Cell, Db, Dialect, Row};
-use super::writer::{Command, GroupError, Together};
+use super::writer::{Command, GroupError, Reply, Together};
 use super::{fail_in, now_ms, refresh_unit, wallets, Billing, Storage, StorageError};
 use crate::lifecycle::billing::EscrowStanding;
 use crate::lifecycle::settle::{
@@ -512,8 +512,7 @@ impl Storage {
                 reference: reference.clone(),
                 verdicts: verdicts.clone(),
                 compare: agree.clone(),
-                reply,
-                outcome: None,
+                reply: Reply::to(reply),
             }))?;
             let attempt = answer.await.map_err(|_| StorageError::WriterGone)??;
             match attempt {
@@ -561,8 +560,7 @@ pub(super) struct Recording {
     reference: Arc<Reference>,
     verdicts: Arc<Verdicts>,
     compare: Comparison,
-    reply: tokio::sync::oneshot::Sender<Result<Attempt, StorageError>>,
-    outcome: Option<Result<Attempt, StorageError>>,
+    reply: Reply<Attempt, StorageError>,
 }
 
 impl Command for Recording {
@@ -584,7 +582,7 @@ impl Command for Recording {
         );
         // Asking for a comparison or the reference run writes nothing.
         let keep = matches!(outcome, Ok(Attempt::Done(..)));
-        self.outcome = Some(outcome);
+        self.reply.set(outcome);
         keep
     }
 
@@ -593,17 +591,11 @@ impl Command for Recording {
     }
 
     fn fail(&mut self, error: StorageError) {
-        self.outcome = Some(Err(error));
+        self.reply.fail(error);
     }
 
     fn reply(self: Box<Self>, commit: Option<&GroupError>) {
-        let outcome = match (commit, self.outcome) {
-            (Some(e), _) => Err(e.to_storage()),
-            (None, Some(outcome)) => outcome,
-            // It panicked: nothing of it stayed.
-            (None, None) => Err(StorageError::WriterGone),
-        };
-        let _ = self.reply.send(outcome);
+        self.reply.send(commit);
     }
 }
 

@@ -125,19 +125,57 @@ impl std::fmt::Display for GroupError {
     }
 }
 
+/// What a command answers its caller: what its last run came to, sent once its group
+/// committed, or the group's error if it did not.
+pub(super) struct Reply<T, E> {
+    sender: tokio::sync::oneshot::Sender<Result<T, E>>,
+    outcome: Option<Result<T, E>>,
+}
+
+impl<T, E: From<StorageError>> Reply<T, E> {
+    /// A reply through `sender`, with nothing to say yet.
+    pub(super) fn to(sender: tokio::sync::oneshot::Sender<Result<T, E>>) -> Self {
+        Self {
+            sender,
+            outcome: None,
+        }
+    }
+
+    /// What the last run came to.
+    pub(super) fn set(&mut self, outcome: Result<T, E>) {
+        self.outcome = Some(outcome);
+    }
+
+    /// [`Command::fail`]'s error.
+    pub(super) fn fail(&mut self, error: StorageError) {
+        self.outcome = Some(Err(error.into()));
+    }
+
+    /// [`Command::reply`]: the group's error, or the last outcome.
+    pub(super) fn send(self, commit: Option<&GroupError>) {
+        let outcome = match (commit, self.outcome) {
+            (Some(e), _) => Err(e.to_storage().into()),
+            (None, Some(outcome)) => outcome,
+            // It panicked: nothing of it stayed, and there is nothing to tell but that.
+            (None, None) => Err(StorageError::WriterGone.into()),
+        };
+        // A caller that stopped waiting (its task was dropped) needs no answer.
+        let _ = self.sender.send(outcome);
+    }
+}
+
 /// Copies the whole WAL into the database file and truncates the WAL, after the group
 /// it joined committed. On the writer's own connection, so no write of the relay's is in
 /// its way; it waits out readers and the checkpointer thread for a few seconds at most.
 struct TruncateWal {
-    reply: tokio::sync::oneshot::Sender<Result<bool, StorageError>>,
-    outcome: Option<Result<bool, StorageError>>,
+    reply: Reply<bool, StorageError>,
 }
 
 impl Command for TruncateWal {
     fn run(&mut self, db: &dyn Db) -> bool {
         if db.dialect() == Dialect::Postgres {
             // No WAL of ours to empty: the server's is the server's business.
-            self.outcome = Some(Ok(true));
+            self.reply.set(Ok(true));
         }
         false
     }
@@ -166,27 +204,21 @@ impl Command for TruncateWal {
         if let Err(e) = db.busy_timeout(BUSY_WAIT) {
             tracing::warn!("cannot set the writer's busy timeout back: {e}");
         }
-        self.outcome = Some(outcome);
+        self.reply.set(outcome);
     }
 
     fn fail(&mut self, error: StorageError) {
-        self.outcome = Some(Err(error));
+        self.reply.fail(error);
     }
 
     fn reply(self: Box<Self>, commit: Option<&GroupError>) {
-        let outcome = match (commit, self.outcome) {
-            (Some(e), _) => Err(e.to_storage()),
-            (None, Some(outcome)) => outcome,
-            (None, None) => Err(StorageError::WriterGone),
-        };
-        let _ = self.reply.send(outcome);
+        self.reply.send(commit);
     }
 }
 
 struct Job<F, T, E> {
     work: F,
-    reply: tokio::sync::oneshot::Sender<Result<T, E>>,
-    result: Option<Result<T, E>>,
+    reply: Reply<T, E>,
 }
 
 impl<F, T, E> Command for Job<F, T, E>
@@ -198,23 +230,16 @@ where
     fn run(&mut self, db: &dyn Db) -> bool {
         let result = (self.work)(db);
         let keep = result.is_ok();
-        self.result = Some(result);
+        self.reply.set(result);
         keep
     }
 
     fn fail(&mut self, error: StorageError) {
-        self.result = Some(Err(error.into()));
+        self.reply.fail(error);
     }
 
     fn reply(self: Box<Self>, commit: Option<&GroupError>) {
-        let result = match (commit, self.result) {
-            (Some(e), _) => Err(e.to_storage().into()),
-            (None, Some(result)) => result,
-            // It panicked: nothing of it stayed, and there is nothing to tell but that.
-            (None, None) => Err(StorageError::WriterGone.into()),
-        };
-        // A caller that stopped waiting (its task was dropped) needs no answer.
-        let _ = self.reply.send(result);
+        self.reply.send(commit);
     }
 }
 
@@ -321,8 +346,7 @@ impl Writer {
         self.queue
             .send(Box::new(Job {
                 work,
-                reply,
-                result: None,
+                reply: Reply::to(reply),
             }))
             .map_err(|_| E::from(StorageError::WriterGone))?;
         answer
@@ -336,8 +360,7 @@ impl Writer {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
             .send(Box::new(TruncateWal {
-                reply,
-                outcome: None,
+                reply: Reply::to(reply),
             }))
             .map_err(|_| StorageError::WriterGone)?;
         answer.await.map_err(|_| StorageError::WriterGone)?

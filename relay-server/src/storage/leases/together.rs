@@ -10,7 +10,7 @@
 //! replica can still go out in the same group).
 
 use super::{load_drawn_unit, Leasing, WorkLease};
-use crate::lifecycle::lease::{decide_work_lease, DrawnUnit, LeaseDecision};
+use crate::lifecycle::lease::{decide_work_lease, LeaseDecision};
 use crate::storage::many_rows::{write_rows, Param};
 use crate::storage::sql::{params, Db};
 use crate::storage::{now_ms, StorageError};
@@ -40,17 +40,11 @@ pub(in crate::storage) fn lease_together(
             }
             continue;
         };
-        let unit = DrawnUnit {
-            quorum: row.quorum,
-            wanted,
-            outstanding,
-            kernel: &row.kernel,
-            job_quorum: row.job_quorum,
-            quorum_explicit: row.quorum_explicit,
-            job_state: &row.job_state,
-            flops: row.flops,
-        };
-        let lease = match decide_work_lease(&unit, &leasing.quorums, &request.terms) {
+        let lease = match decide_work_lease(
+            &row.drawn(wanted, outstanding),
+            &leasing.quorums,
+            &request.terms,
+        ) {
             LeaseDecision::NeedsQuorum { kernel, job_quorum } => {
                 outcomes[n] = Some(WorkLease::NeedsQuorum(kernel, job_quorum));
                 continue;
@@ -124,7 +118,7 @@ pub(in crate::storage) fn lease_together(
     let mut answered = vec![false; leasings.len()];
     for (n, outcome) in outcomes.into_iter().enumerate() {
         if let Some(outcome) = outcome {
-            leasings[n].1.outcome = Some(Ok(outcome));
+            leasings[n].1.reply.set(Ok(outcome));
             answered[n] = true;
         }
     }

@@ -260,7 +260,7 @@ pub(in crate::storage) fn judge_together(
     write(db, &rows, now)?;
     for (n, outcome) in outcomes.into_iter().enumerate() {
         if let Some(outcome) = outcome {
-            recordings[n].1.outcome = Some(Ok(outcome));
+            recordings[n].1.reply.set(Ok(outcome));
             judged[n] = true;
         }
     }
