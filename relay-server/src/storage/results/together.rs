@@ -39,15 +39,11 @@ static ANSWERED_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// What the results judged so far changed, for those judged after them.
+/// The units and leases met so far (judged here or not): a second result for either is
+/// judged alone. What the results judged so far changed is in [`Rows`], which the ones
+/// after them read.
 #[derive(Default)]
-struct Carry {
-    /// By job: units settled, and micro-credits its escrow came to owe.
-    jobs: HashMap<String, (i64, i64)>,
-    /// Wallets' standing over every kernel, and on one kernel.
-    wallets: HashMap<String, Reliability>,
-    on_kernel: HashMap<(String, String), Reliability>,
-    /// Units and leases met so far (judged here or not).
+struct Met {
     units: HashSet<String>,
     leases: HashSet<String>,
 }
@@ -104,13 +100,13 @@ pub(in crate::storage) fn judge_together(
         },
     )?;
     let now = now_ms();
-    let mut carry = Carry::default();
+    let mut met = Met::default();
     let mut rows = Rows::default();
     let mut judged = vec![false; recordings.len()];
     let mut outcomes: Vec<Option<Attempt>> = (0..recordings.len()).map(|_| None).collect();
     for (n, (_, recording)) in recordings.iter().enumerate() {
         let lease = leases[n].as_str();
-        if !carry.leases.insert(lease.to_owned()) {
+        if !met.leases.insert(lease.to_owned()) {
             // Its lease's result is already in this group: judged after it, alone.
             continue;
         }
@@ -122,18 +118,20 @@ pub(in crate::storage) fn judge_together(
             ));
             continue;
         };
-        if !carry.units.insert(snapshot.unit.clone()) || replicated || snapshot.known_answer {
+        if !met.units.insert(snapshot.unit.clone()) || replicated || snapshot.known_answer {
             continue;
         }
-        if let Some(&(done, owed)) = carry.jobs.get(&snapshot.job) {
+        if let Some(&done) = rows.jobs.get(&snapshot.job) {
             snapshot.units_done = snapshot.units_done.saturating_add(done);
+        }
+        if let Some(&owed) = rows.accrued.get(&snapshot.job) {
             snapshot.escrow.owed = snapshot.escrow.owed.saturating_add(owed);
         }
-        if let Some(standing) = carry.wallets.get(&snapshot.wallet) {
+        if let Some((standing, _)) = rows.wallets.get(&snapshot.wallet) {
             snapshot.standing.total = *standing;
         }
         let on_kernel = (snapshot.wallet.clone(), snapshot.kernel.clone());
-        if let Some(standing) = carry.on_kernel.get(&on_kernel) {
+        if let Some(standing) = rows.on_kernel.get(&on_kernel) {
             snapshot.standing.kernel = *standing;
         }
         let wallet = recording.result.wallet.to_string();
@@ -190,35 +188,26 @@ pub(in crate::storage) fn judge_together(
             },
             None => None,
         };
-        let mut parts = Vec::new();
-        let price = match &accrual {
-            Some(accrual) => {
-                for part in &accrual.parts {
-                    let Ok(micro) = i64::try_from(part.amount.0) else {
-                        continue;
-                    };
-                    parts.push((part.account.to_string(), part.reason.as_str(), micro));
-                }
-                match i64::try_from(accrual.price.0) {
-                    Ok(price) => price,
-                    Err(_) => continue,
-                }
-            }
-            None => 0,
+        // `decide_accrual` checked that every amount fits.
+        let (price, parts) = match &accrual {
+            Some(accrual) => (
+                i64::try_from(accrual.price.0).unwrap_or(i64::MAX),
+                accrual
+                    .parts
+                    .iter()
+                    .map(|part| {
+                        let micro = i64::try_from(part.amount.0).unwrap_or(i64::MAX);
+                        (part.account.to_string(), part.reason.as_str(), micro)
+                    })
+                    .collect(),
+            ),
+            None => (0, Vec::new()),
         };
-        if accrual
-            .as_ref()
-            .is_some_and(|a| parts.len() != a.parts.len())
-        {
-            continue;
-        }
 
         // Decided: its rows, and what the results after it see.
         let mut standing = snapshot.standing;
         standing.total.record_valid();
         standing.kernel.record_valid();
-        carry.wallets.insert(wallet.clone(), standing.total);
-        carry.on_kernel.insert(on_kernel.clone(), standing.kernel);
         let quarantined =
             rows.wallets.get(&wallet).is_some_and(|(_, q)| *q) || standing.total.quarantined();
         rows.wallets
@@ -248,9 +237,6 @@ pub(in crate::storage) fn judge_together(
             rows.voided.push(snapshot.unit.clone());
         }
         *rows.jobs.entry(snapshot.job.clone()).or_default() += 1;
-        let job = carry.jobs.entry(snapshot.job.clone()).or_default();
-        job.0 += 1;
-        job.1 += price;
         outcomes[n] = Some(Attempt::Done(
             judgment.recorded,
             Vec::new(),
