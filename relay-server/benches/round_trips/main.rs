@@ -375,7 +375,7 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
             f.round_trips as f64 / units as f64
         );
         println!(
-            "  where the server's time went (ms, calls, statement; all statements: {}):",
+            "  where the server's time went (ms executing, ms planning, calls, statement; all statements: {}):",
             postgres::statements_total(server)?.trim()
         );
         for line in postgres::top_statements(server, 10)?.lines() {

@@ -114,7 +114,8 @@ impl Postgres {
         let script = format!(
             "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=300 -c shared_preload_libraries=pg_stat_statements & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf {dir}",
+             -c max_connections=300 -c shared_preload_libraries=pg_stat_statements \
+             -c pg_stat_statements.track_planning=on & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf {dir}",
             postgres = bin.join("postgres").display(),
             data = data.display(),
             dir = dir.display(),
@@ -182,25 +183,27 @@ pub fn reset_statements(server: &Postgres) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `n` statements that took the server longest since [`reset_statements`]: total
-/// ms, calls, and the statement's first 100 characters.
+/// The `n` statements that took the server longest since [`reset_statements`]: ms
+/// executing, ms planning, calls, and the statement's first 100 characters.
 pub fn top_statements(server: &Postgres, n: usize) -> anyhow::Result<String> {
     psql(
         server,
         &format!(
-            "SELECT round(total_exec_time)::bigint AS ms, calls, \
+            "SELECT round(total_exec_time)::bigint, round(total_plan_time)::bigint, calls, \
              regexp_replace(left(query, 100), '\\s+', ' ', 'g') \
-             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT {n}"
+             FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT {n}"
         ),
     )
 }
 
-/// All statements' time on the server since [`reset_statements`]: total ms and calls.
+/// All statements' time on the server since [`reset_statements`]: ms executing, ms
+/// planning, and calls.
 /// Beside the server processes' CPU it shows what goes to anything but executing them.
 pub fn statements_total(server: &Postgres) -> anyhow::Result<String> {
     psql(
         server,
-        "SELECT round(sum(total_exec_time))::bigint AS ms, sum(calls) FROM pg_stat_statements",
+        "SELECT round(sum(total_exec_time))::bigint, round(sum(total_plan_time))::bigint, \
+         sum(calls) FROM pg_stat_statements",
     )
 }
 
