@@ -141,11 +141,24 @@ fn cell<'r>(
     Ok(value.map_err(undecodable)?.unwrap_or(Cell::Null))
 }
 
+/// Statements are all prepared again (and so planned again) each time the statements
+/// run on a connection reach a power of two from this on. The writer's plans are made
+/// once (`writer::WRITER_SESSION`), from the tables' sizes then, and a network's tables
+/// grow as its statements run: a plan made while a table was nearly empty may read all
+/// of it (a group's leases, written together, each looked up by hashing every lease;
+/// 3 ms a statement at 20 000 units). Planning again each time the count doubles keeps
+/// every plan made on tables at least about half their size, for a few dozen plans of
+/// each statement in a connection's life. PostgreSQL's statistics also renew the plans,
+/// but only once autovacuum analyzes a table, a minute or more apart.
+const REPLAN_FROM: u64 = 1_024;
+
 /// The writer's connection to the server and what it prepared on it.
 pub(super) struct Connection {
     client: Client,
     /// Prepared statements by their SQLite spelling.
     statements: RefCell<HashMap<String, Statement>>,
+    /// Statements run so far, counted to know when to prepare them all again.
+    runs: std::cell::Cell<u64>,
     /// Round trips to the server so far, counted for the bench (shared by the writer's
     /// connections over its life).
     round_trips: Arc<AtomicU64>,
@@ -186,6 +199,7 @@ impl Connection {
         Ok(Self {
             client,
             statements: RefCell::new(HashMap::new()),
+            runs: std::cell::Cell::new(0),
             round_trips,
         })
     }
@@ -329,6 +343,11 @@ impl<'c> PipelinedDb<'c> {
     }
 
     fn statement(&self, sql: &str, values: &[Value]) -> Result<Statement, StorageError> {
+        let runs = self.conn.runs.get() + 1;
+        self.conn.runs.set(runs);
+        if runs >= REPLAN_FROM && runs.is_power_of_two() {
+            self.conn.statements.borrow_mut().clear();
+        }
         if let Some(s) = self.conn.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
