@@ -397,63 +397,123 @@ async fn results_arriving_together_count_as_if_one_after_another(
     Ok(())
 }
 
-/// Judging a result reads its own unit's leases, however many the network has judged
-/// before: the buffers PostgreSQL reads to load a group's results, a result, do not grow
-/// with ten times the history. (Its plan once hashed every returned lease in the table at
-/// each call: 2 ms a group at 3 000 leases, and a network's leases only grow.)
+/// What leasing and judging cost the database does not grow with the network's history:
+/// the buffers PostgreSQL reads for a round of leases and results (all of the database's
+/// statements), a result, are about the same after 2 000 results as after 200. Each round
+/// is a new job's last units (so a draw reaching past them counts what is left) and a
+/// known-answer test from the history. Plans made while the tables were nearly empty,
+/// and kept as they grew, once read every lease: a group's results loaded (2 ms at 3 000
+/// leases), its leases written (3 ms at 20 000), a draw's count at a job's end (16 ms).
 #[tokio::test]
-async fn judging_a_result_reads_its_own_units_leases_however_long_the_history() -> anyhow::Result<()>
-{
+async fn leasing_and_judging_cost_the_same_however_long_the_history() -> anyhow::Result<()> {
     use sqlx::Connection as _;
     let dir = temp_dir("history");
     let engine = Engine::Postgres;
-    let storage = engine.open(&dir).await?;
+    let storage = open_billed(engine, &dir).await?;
     let mut db = sqlx::PgConnection::connect(&engine.url(&dir).await?).await?;
     sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .execute(&mut db)
         .await?;
+    let (submitter, _) = storage
+        .create_account(&billing().key, MicroCredits(1_000_000_000), None)
+        .await?;
+    let history = History {
+        storage: &storage,
+        vols: (1..=8).map(Vol::new).collect(),
+        auditor: Vol::new(9),
+        submitter,
+    };
     let (short, long) = (200, 2_000);
-    let vols: Vec<Vol> = (1..=8).map(Vol::new).collect();
-    storage.insert_job(&job(long + 2 * vols.len(), 1)).await?;
-    for _ in 0..short / vols.len() {
-        buffers_per_result(&storage, &vols, &mut db).await?;
+    let mut answered = 0;
+    let mut figures = Vec::new();
+    for until in [short, long] {
+        while answered < until {
+            history.round(&mut db).await?;
+            answered += history.vols.len();
+        }
+        // The least of three rounds: a statement's first run also reads the catalog.
+        let mut least = f64::MAX;
+        for _ in 0..3 {
+            least = least.min(history.round(&mut db).await?);
+            answered += history.vols.len();
+        }
+        figures.push(least);
     }
-    let after_short = buffers_per_result(&storage, &vols, &mut db).await?;
-    for _ in 0..(long - short) / vols.len() {
-        buffers_per_result(&storage, &vols, &mut db).await?;
-    }
-    let after_long = buffers_per_result(&storage, &vols, &mut db).await?;
     assert!(
-        after_long < after_short * 1.5,
-        "buffers read to load a result: {after_short} after {short} results, \
-         {after_long} after {long}"
+        figures[1] < figures[0] * 1.5,
+        "buffers read a result: {} after {short} results, {} after {long}",
+        figures[0],
+        figures[1]
     );
     Ok(())
 }
 
-/// One unit leased and answered by each of `vols` at once; the buffers PostgreSQL read to
-/// load those results (all of the database's statements that load results), a result.
-async fn buffers_per_result(
-    storage: &Storage,
-    vols: &[Vol],
-    db: &mut sqlx::PgConnection,
-) -> anyhow::Result<f64> {
-    const LOADS: &str = "SELECT COALESCE(SUM(shared_blks_hit + shared_blks_read), 0)::bigint
-         FROM pg_stat_statements
-         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-           AND query LIKE 'SELECT leases.unit_id, leases.wallet, leases.kind,%'";
-    let leased = futures::future::join_all(vols.iter().map(|vol| vol.lease(storage))).await;
-    let before: i64 = sqlx::query_scalar(LOADS).fetch_one(&mut *db).await?;
-    let answers = vols.iter().zip(leased).map(|(vol, unit)| async move {
-        let unit = unit?.ok_or_else(|| anyhow::anyhow!("no unit left"))?;
-        vol.answer(storage, unit.lease, unit.unit_params.as_bytes(), None)
-            .await
-    });
-    for answer in futures::future::join_all(answers).await {
-        assert!(matches!(answer?, Recorded::Valid { .. }));
+/// The volunteers of [`leasing_and_judging_cost_the_same_however_long_the_history`].
+struct History<'a> {
+    storage: &'a Storage,
+    vols: Vec<Vol>,
+    /// A wallet that only takes known-answer tests.
+    auditor: Vol,
+    submitter: starling_relay::ledger::AccountId,
+}
+
+impl History<'_> {
+    /// A new job of one unit for each volunteer, all leased (drawing as far as they
+    /// may) and answered at once, with a known-answer test beside them, and the job
+    /// finished; the buffers the database's statements read meanwhile, a result.
+    async fn round(&self, db: &mut sqlx::PgConnection) -> anyhow::Result<f64> {
+        const READ: &str = "SELECT COALESCE(SUM(shared_blks_hit + shared_blks_read), 0)::bigint
+             FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND query NOT LIKE '%pg_stat_statements%'";
+        let storage = self.storage;
+        let new = NewJob {
+            submitter: Some(self.submitter),
+            ..job(self.vols.len(), 1)
+        };
+        storage.insert_job(&new).await?;
+        let before: i64 = sqlx::query_scalar(READ).fetch_one(&mut *db).await?;
+        let requests: Vec<LeaseRequest> = self
+            .vols
+            .iter()
+            .map(|vol| LeaseRequest {
+                draw: 0.99,
+                ..vol.request(i64::MAX / 2)
+            })
+            .collect();
+        let leases = requests
+            .iter()
+            .map(|request| storage.lease_work(request, |_, quorum| quorum));
+        let audited = self.auditor.request(i64::MAX / 2);
+        let (leased, canary) = tokio::join!(
+            futures::future::join_all(leases),
+            storage.lease_canary(&audited, 0.5)
+        );
+        let answers = self.vols.iter().zip(leased).map(|(vol, unit)| async move {
+            let unit = unit?.ok_or_else(|| anyhow::anyhow!("no unit for a volunteer"))?;
+            vol.answer(storage, unit.lease, unit.unit_params.as_bytes(), None)
+                .await
+        });
+        let audit = async {
+            match canary? {
+                Some(unit) => {
+                    self.auditor
+                        .answer(storage, unit.lease, unit.unit_params.as_bytes(), None)
+                        .await
+                }
+                None => Ok(Recorded::Stale("no known answer yet")),
+            }
+        };
+        let (answers, audit) = tokio::join!(futures::future::join_all(answers), audit);
+        for answer in answers {
+            assert!(matches!(answer?, Recorded::Valid { .. }));
+        }
+        audit?;
+        // As the relay does once it merged the outputs: the job is done and paid out.
+        storage.finish_job(new.id, b"merged").await?;
+        let after: i64 = sqlx::query_scalar(READ).fetch_one(&mut *db).await?;
+        Ok((after - before) as f64 / self.vols.len() as f64)
     }
-    let after: i64 = sqlx::query_scalar(LOADS).fetch_one(&mut *db).await?;
-    Ok((after - before) as f64 / vols.len() as f64)
 }
 
 async fn a_tiny_unit_of_a_priced_job_pays_its_volunteer(engine: Engine) -> anyhow::Result<()> {

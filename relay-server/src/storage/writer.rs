@@ -446,7 +446,11 @@ impl Writer {
 /// say (right after a job's units are stored they call `leases` empty), no statement
 /// may read a table end to end; that penalty also prices the scans of a few small
 /// tables (the accruals a payout sweeps) past JIT's threshold, 51 ms to compile a
-/// 0.1 ms statement.
+/// 0.1 ms statement. Nor may it gather an index's matches before reading them (a bitmap
+/// scan): a draw's walk of the queued units then read every unit that was ever queued
+/// and not yet vacuumed, where an index scan stops at the units it needs and marks the
+/// gone ones to be skipped. Plans are still made afresh as the tables grow
+/// (`pipeline::REPLAN_FROM`).
 ///
 /// A relay stopped mid-transaction (SIGSTOP, a hung host) would hold the write turn and
 /// stall every other relay, so PostgreSQL ends a writer's session idle in a transaction.
@@ -454,7 +458,8 @@ impl Writer {
 /// signatures between reads, which on a long ledger took past 10 s (its session was
 /// ended and the audit failed).
 const WRITER_SESSION: &str = "-c idle_in_transaction_session_timeout=10s \
-    -c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c jit=off";
+    -c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c enable_bitmapscan=off \
+    -c jit=off";
 
 /// How long connecting the writer may take before the database counts as unreachable:
 /// a host that drops packets would otherwise hold the writer for the system's TCP
