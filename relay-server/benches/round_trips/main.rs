@@ -54,7 +54,9 @@
 //! (default 64); `STARLING_BENCH_OUTPUT_BYTES` the size of each output in the storage
 //! scenarios (64); `STARLING_BENCH_VOLUNTEER_CPUS` the CPUs of the last three scenarios'
 //! volunteer threads; `STARLING_BENCH_SCALING_UNITS` the units of the scaling job (2 000)
-//! and `STARLING_BENCH_UNIT_MS` their simulated compute time (50). `changes across relays`
+//! and `STARLING_BENCH_UNIT_MS` their simulated compute time (50);
+//! `STARLING_BENCH_POSTGRES_QUORUM` the quorum of the PostgreSQL scenarios and their SQLite
+//! baseline (1). `changes across relays`
 //! (PostgreSQL) times how soon one relay hears of a job another stored, with and without
 //! LISTEN/NOTIFY.
 
@@ -312,19 +314,23 @@ async fn main() -> anyhow::Result<()> {
 /// sharing it, with each side's CPU per unit and what they project for relays on
 /// machines of their own. Skipped where no PostgreSQL is installed.
 async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> anyhow::Result<()> {
+    // Quorum 1 by default: the billed case a network of trusted wallets mostly runs.
+    let quorum = u32::try_from(env_count("STARLING_BENCH_POSTGRES_QUORUM", 1)?)?;
     let scenario = Scenario {
-        name: "quorum 1, billed",
-        quorum: 1,
+        name: "billed",
+        quorum,
         billed: true,
         workers: WORKERS,
         adaptive: None,
     };
     let names = [
-        "quorum 1, billed, SQLite",
-        "quorum 1, billed, PostgreSQL, 1 relay, each write waited for",
-        "quorum 1, billed, PostgreSQL, 1 relay",
-        "quorum 1, billed, PostgreSQL, 2 relays",
-    ];
+        "SQLite",
+        "PostgreSQL, 1 relay, each write waited for",
+        "PostgreSQL, 1 relay",
+        "PostgreSQL, 2 relays",
+    ]
+    .map(|engine| format!("quorum {quorum}, billed, {engine}"));
+    let names = names.each_ref().map(String::as_str);
     if !names.iter().any(|n| n.contains(only)) {
         return Ok(());
     }

@@ -9,10 +9,12 @@
 //! Written one unit at a time, a settled unit was eight statements; a group's settled units
 //! are eight statements however many there are (up to [`ROWS`](crate::storage::many_rows::ROWS) to a statement).
 //!
-//! Only the plain case is judged here: a first result that settles its unit alone (one
-//! valid result, its own output canonical), or one that changes nothing (stale, or needing
-//! a comparison or the reference run first). Anything else (a replica, a known-answer test,
-//! a unit met twice in the group, an escrow that cannot pay) is left to be judged alone
+//! Only the plain cases are judged here: a first result that settles its unit alone (one
+//! valid result, its own output canonical), a first result that waits for its unit's
+//! other replicas (quorum 2 and up: nothing judged yet, no wallet or price touched), or one
+//! that changes nothing (stale, or needing a comparison or the reference run first).
+//! Anything else (a result judged against replicas, a known-answer test, a unit met twice
+//! in the group, an escrow that cannot pay) is left to be judged alone
 //! after these, by [`record_in`](super::record_in), on a snapshot that then includes what
 //! this wrote; that is one order the group's commands could have run in.
 
@@ -68,6 +70,9 @@ struct Rows<'a> {
     on_kernel: BTreeMap<(String, String), Reliability>,
     /// Unit id and its output.
     units: Vec<(String, &'a [u8])>,
+    /// Unit id, the results it wants out or pending, and its results newly counted as
+    /// failed: units left open.
+    reopened: Vec<(String, i64, i64)>,
     /// Job: micro-credits its escrow came to owe.
     accrued: BTreeMap<String, i64>,
     /// (job, account, reason): micro-credits and units.
@@ -168,6 +173,24 @@ pub(in crate::storage) fn judge_together(
             SettleDecision::KnownAnswer { .. } => continue,
             SettleDecision::Judged(judgment) => *judgment,
         };
+        if let UnitFate::Reopened { wanted, attempts } = judgment.unit {
+            // A replica waiting for the others (quorum 2 and up): its lease's row and its
+            // unit's wants, and no wallet, price or job touched.
+            if !judgment.rulings.is_empty() {
+                continue;
+            }
+            let this = judgment.this;
+            rows.leases.push(StoredResult {
+                lease,
+                stored: this,
+                output: (!this.canonical).then_some(recording.result.output.as_slice()),
+                spot_check: recording.result.spot_check,
+            });
+            rows.reopened
+                .push((snapshot.unit.clone(), wanted, attempts));
+            outcomes[n] = Some(Attempt::Done(judgment.recorded, Vec::new(), Vec::new()));
+            continue;
+        }
         let UnitFate::Settled {
             canonical: Slot::This,
             payment,
@@ -355,6 +378,31 @@ fn write(db: &dyn Db, rows: &Rows<'_>, now: i64) -> Result<(), StorageError> {
         "UPDATE units SET state = 'done', output = v.output
          FROM (VALUES {}) AS v (id, output) WHERE units.id = v.id",
         &["text", "bytea"],
+    )?;
+    let reopened: Vec<Vec<Param<'_>>> = rows
+        .reopened
+        .iter()
+        .map(|(id, wanted, attempts)| {
+            vec![
+                Param::Text(id.clone()),
+                Param::Int(Some(*wanted)),
+                Param::Int(Some(*attempts)),
+            ]
+        })
+        .collect();
+    // As `refresh_unit` after the unit's wants, with the leases' rows written above.
+    write_rows(
+        db,
+        &reopened,
+        &[],
+        "UPDATE units SET wanted = v.wanted, attempts = units.attempts + v.attempts,
+             state = CASE WHEN units.state NOT IN ('queued', 'leased') THEN units.state
+                          WHEN (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
+                                AND (leases.state = 'active' OR leases.verdict = 'pending'))
+                               >= v.wanted THEN 'leased'
+                          ELSE 'queued' END
+         FROM (VALUES {}) AS v (id, wanted, attempts) WHERE units.id = v.id",
+        &["text", "bigint", "bigint"],
     )?;
     let accrued: Vec<Vec<Param<'_>>> = rows
         .accrued
