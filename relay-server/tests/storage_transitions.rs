@@ -120,6 +120,7 @@ on_both_engines!(
     vetting_a_wallet_with_a_record_anchors_a_newcomer_without_a_reference,
     a_probes_units_go_as_known_answer_tests_newest_probe_first_each_to_one_wallet,
     results_arriving_together_count_as_if_one_after_another,
+    replicas_arriving_together_settle_as_if_one_after_another,
 );
 
 fn temp_dir(name: &str) -> TempDir {
@@ -388,6 +389,129 @@ async fn results_arriving_together_count_as_if_one_after_another(
         .chain(&double.unit_flops)
         .map(|flops| flops / 1_000)
         .sum();
+    assert_eq!(owed, price, "what the units' prices owe");
+    storage.pay_out_all().await?;
+    storage
+        .audit(&billing().key.address())
+        .await
+        .map_err(|e| anyhow::anyhow!("audit: {e}"))?;
+    Ok(())
+}
+
+/// Replicas that arrive at once (on PostgreSQL judged together, each unit's earlier
+/// results loaded for all of them in one statement) settle as if judged one after
+/// another: each agreeing pair is rated and paid once; a lie leaves its unit wanting a
+/// third replica, which honest wallets give; the liar is rated down, never paid.
+async fn replicas_arriving_together_settle_as_if_one_after_another(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let dir = temp_dir("replicas-together");
+    let storage = open_billed(engine, &dir).await?;
+    let (submitter, _) = storage
+        .create_account(&billing().key, MicroCredits(10_000_000), None)
+        .await?;
+    let j = NewJob {
+        submitter: Some(submitter),
+        ..job(16, 2)
+    };
+    storage.insert_job(&j).await?;
+    let vols: Vec<Vol> = (1..=8).map(Vol::new).collect();
+    let liar = vols[7];
+    // Per wallet: results that are right, and lies.
+    let mut sent: BTreeMap<WalletAddress, (u32, u32)> = BTreeMap::new();
+    // First, one wallet's eight results are the replicas that four others' results are
+    // judged against at once: its standing carried from one to the next.
+    let mut first = Vec::new();
+    for _ in 0..8 {
+        first.push(vols[0].lease(&storage).await?.expect("a unit"));
+    }
+    let answers = first
+        .iter()
+        .map(|unit| vols[0].answer(&storage, unit.lease, unit.unit_params.as_bytes(), None));
+    for answer in futures::future::join_all(answers).await {
+        assert_eq!(answer?, Recorded::Pending { job: j.id });
+    }
+    sent.insert(vols[0].wallet, (8, 0));
+    let mut seconds = Vec::new();
+    for vol in &vols[1..5] {
+        for _ in 0..2 {
+            seconds.push((*vol, vol.lease(&storage).await?.expect("a replica")));
+        }
+        sent.insert(vol.wallet, (2, 0));
+    }
+    let answers = seconds
+        .iter()
+        .map(|(vol, unit)| vol.answer(&storage, unit.lease, unit.unit_params.as_bytes(), None));
+    for answer in futures::future::join_all(answers).await {
+        assert!(matches!(answer?, Recorded::Valid { .. }));
+    }
+    for _ in 0..8 {
+        // Each volunteer asks for two units at once, then all answer at once.
+        let mut leased = Vec::new();
+        for _ in 0..2 {
+            let got = futures::future::join_all(vols.iter().map(|vol| vol.lease(&storage))).await;
+            for (vol, unit) in vols.iter().zip(got) {
+                leased.extend(unit?.map(|unit| (*vol, unit)));
+            }
+        }
+        if leased.is_empty() {
+            break;
+        }
+        // Answered in two waves, each at once: a unit's first replica of the round, then
+        // the others, which are judged with the results before them.
+        let mut seen = std::collections::HashSet::new();
+        let (first, others): (Vec<_>, Vec<_>) =
+            leased.iter().partition(|(_, unit)| seen.insert(unit.unit));
+        for wave in [first, others] {
+            let answers = wave.iter().map(|(vol, unit)| {
+                let lie = vol.wallet == liar.wallet;
+                let output = if lie {
+                    b"a lie".as_slice()
+                } else {
+                    unit.unit_params.as_bytes()
+                };
+                let tally = sent.entry(vol.wallet).or_default();
+                if lie {
+                    tally.1 += 1;
+                } else {
+                    tally.0 += 1;
+                }
+                vol.answer(&storage, unit.lease, output, None)
+            });
+            for answer in futures::future::join_all(answers).await {
+                let answer = answer?;
+                assert!(
+                    matches!(
+                        answer,
+                        Recorded::Valid { .. }
+                            | Recorded::Pending { .. }
+                            | Recorded::Invalid { .. }
+                    ),
+                    "{answer:?}"
+                );
+            }
+        }
+    }
+    let record = storage.job(j.id).await?.expect("job");
+    assert_eq!(record.progress.units_done, 16, "every unit settled");
+    assert!(sent[&liar.wallet].1 > 0, "the liar lied");
+    let right: Vec<Vec<u8>> = j.units.iter().map(|u| u.as_bytes().to_vec()).collect();
+    assert_eq!(
+        storage.unit_outputs(j.id).await?,
+        right,
+        "each unit holds the honest output"
+    );
+    check(&storage, j.id, 2, &liar.wallet).await?;
+    for vol in &vols {
+        let record = storage.touch_wallet(&vol.wallet).await?;
+        assert_eq!(
+            (record.reliability.valid, record.reliability.invalid),
+            sent[&vol.wallet],
+            "a wallet's record: its right results valid, its lies invalid"
+        );
+    }
+    let owed: u64 = storage.accruals().await?.iter().map(|a| a.amount.0).sum();
+    let price: u64 = j.unit_flops.iter().map(|flops| flops / 1_000).sum();
     assert_eq!(owed, price, "what the units' prices owe");
     storage.pay_out_all().await?;
     storage

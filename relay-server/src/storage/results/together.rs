@@ -9,25 +9,26 @@
 //! Written one unit at a time, a settled unit was eight statements; a group's settled units
 //! are eight statements however many there are (up to [`ROWS`](crate::storage::many_rows::ROWS) to a statement).
 //!
-//! Only the plain cases are judged here: a first result that settles its unit alone (one
-//! valid result, its own output canonical), a first result that waits for its unit's
-//! other replicas (quorum 2 and up: nothing judged yet, no wallet or price touched), or one
-//! that changes nothing (stale, or needing a comparison or the reference run first).
-//! Anything else (a result judged against replicas, a known-answer test, a unit met twice
-//! in the group, an escrow that cannot pay) is left to be judged alone
-//! after these, by [`record_in`](super::record_in), on a snapshot that then includes what
-//! this wrote; that is one order the group's commands could have run in.
+//! Only the plain cases are judged here: a result that settles its unit with every result
+//! judged valid (alone, or with its unit's earlier replicas, which are loaded for all of
+//! the group's units in one more statement), a result that leaves its unit waiting for
+//! more replicas with none judged, or one that changes nothing (stale, or needing a
+//! comparison or the reference run first). Anything else (a result judged invalid, a
+//! known-answer test, a unit met twice in the group, an escrow that cannot pay) is left to
+//! be judged alone after these, by [`record_in`](super::record_in), on a snapshot that then
+//! includes what this wrote; that is one order the group's commands could have run in.
 
 use super::{read_snapshot, Attempt, Recording, ANSWERED_COLUMNS, ANSWERED_FROM, ANSWERED_WIDTH};
 use crate::lifecycle::billing::decide_accrual;
 use crate::lifecycle::settle::{
-    decide_settle, Recorded, ReturnedResult, SettleDecision, SettleSnapshot, Slot, Stored, Terms,
-    UnitFate,
+    decide_settle, Recorded, Replica, ReturnedResult, SettleDecision, SettleSnapshot, Slot, Stored,
+    Terms, UnitFate, WalletStanding,
 };
 use crate::storage::many_rows::{write_rows, Param};
-use crate::storage::sql::Db;
-use crate::storage::{now_ms, others, StorageError};
+use crate::storage::sql::{Cell, Db};
+use crate::storage::{now_ms, others, wallets, StorageError};
 use crate::validation::trust::Reliability;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::LazyLock;
 
@@ -40,6 +41,76 @@ static ANSWERED_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
         *ANSWERED_COLUMNS
     )
 });
+
+/// The results of a list of units (`?1`: their ids, space separated) that are pending or
+/// judged invalid, as `load_settle` reads one unit's, each with its wallet's standing
+/// overall and on its job's kernel; in the order they are judged.
+const REPLICAS_MANY_SQL: &str =
+    "SELECT leases.unit_id, leases.id, leases.wallet, leases.output, leases.spot_check,
+            leases.trusted, leases.verdict, leases.received_ms, leases.rowid, leases.site,
+            COALESCE(leases.vetted, 0),
+            wallets.error_rate, wallets.valid, wallets.invalid,
+            on_kernel.error_rate, on_kernel.valid, on_kernel.invalid
+     FROM leases JOIN units ON units.id = leases.unit_id JOIN jobs ON jobs.id = units.job_id
+          LEFT JOIN wallets ON wallets.address = leases.wallet
+          LEFT JOIN wallet_kernels AS on_kernel
+              ON on_kernel.wallet = leases.wallet AND on_kernel.kernel = jobs.kernel
+     WHERE leases.unit_id IN (SELECT unnest(string_to_array(?1, ' ')))
+       AND leases.state = 'returned' AND leases.verdict IN ('pending', 'invalid')
+     ORDER BY leases.received_ms, leases.rowid";
+
+/// A unit's results so far, as [`REPLICAS_MANY_SQL`] loads them.
+#[derive(Default)]
+struct Replicas {
+    pending: Vec<Replica>,
+    /// Each pending result's wallet's standing, by its lease.
+    standings: HashMap<String, WalletStanding>,
+    /// Results judged invalid of vetted wallets.
+    vetted_invalid: u32,
+}
+
+/// The pending and invalid results of `units`, by unit.
+fn load_replicas(db: &dyn Db, units: &[&str]) -> Result<HashMap<String, Replicas>, StorageError> {
+    let mut loaded: HashMap<String, Replicas> = HashMap::new();
+    if units.is_empty() {
+        return Ok(loaded);
+    }
+    db.for_each_row(
+        REPLICAS_MANY_SQL,
+        crate::storage::sql::params![units.join(" ")],
+        &mut |r| {
+            let unit = loaded.entry(r.get(0)?).or_default();
+            if r.cell(6)? == Cell::Text("invalid") {
+                // Invalid results only count toward the limit, and only vetted wallets'.
+                if r.get::<bool>(10)? {
+                    unit.vetted_invalid = unit.vetted_invalid.saturating_add(1);
+                }
+                return Ok(());
+            }
+            let lease: String = r.get(1)?;
+            unit.standings.insert(
+                lease.clone(),
+                WalletStanding {
+                    total: wallets::reliability_of(r.get(11)?, r.get(12)?, r.get(13)?),
+                    kernel: wallets::reliability_of(r.get(14)?, r.get(15)?, r.get(16)?),
+                },
+            );
+            unit.pending.push(Replica {
+                lease,
+                wallet: r.get(2)?,
+                output: r.get(3)?,
+                spot_check: r.get(4)?,
+                trusted: r.get(5)?,
+                received_ms: r.get(7)?,
+                order: r.get(8)?,
+                site: r.get(9)?,
+                vetted: r.get(10)?,
+            });
+            Ok(())
+        },
+    )?;
+    Ok(loaded)
+}
 
 /// The units and leases met so far (judged here or not): a second result for either is
 /// judged alone. What the results judged so far changed is in [`Rows`], which the ones
@@ -69,7 +140,10 @@ struct Rows<'a> {
     wallets: BTreeMap<String, (Reliability, bool)>,
     on_kernel: BTreeMap<(String, String), Reliability>,
     /// Unit id and its output.
-    units: Vec<(String, &'a [u8])>,
+    units: Vec<(String, Cow<'a, [u8]>)>,
+    /// Replicas judged valid with this group's results: lease, what it earned, whether
+    /// its output became its unit's.
+    marked: Vec<(String, i64, bool)>,
     /// Unit id, the results it wants out or pending, and its results newly counted as
     /// failed: units left open.
     reopened: Vec<(String, i64, i64)>,
@@ -83,7 +157,7 @@ struct Rows<'a> {
     jobs: BTreeMap<String, i64>,
 }
 
-/// Judges the results of `recordings` that the plain case covers, writes what they
+/// Judges the results of `recordings` that the plain cases cover, writes what they
 /// decided, and sets their outcomes; says which it judged (the others are left to be
 /// recorded alone). An error leaves the transaction to be rolled back.
 pub(in crate::storage) fn judge_together(
@@ -104,6 +178,15 @@ pub(in crate::storage) fn judge_together(
             Ok(())
         },
     )?;
+    // Units with results before these (a replica's, in a quorum of two or more).
+    let replicated: Vec<&str> = loaded
+        .values()
+        .filter(|(snapshot, replicated)| *replicated && !snapshot.known_answer)
+        .map(|(snapshot, _)| snapshot.unit.as_str())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut replicas = load_replicas(db, &replicated)?;
     let now = now_ms();
     let mut met = Met::default();
     let mut rows = Rows::default();
@@ -123,8 +206,17 @@ pub(in crate::storage) fn judge_together(
             ));
             continue;
         };
-        if !met.units.insert(snapshot.unit.clone()) || replicated || snapshot.known_answer {
+        if !met.units.insert(snapshot.unit.clone()) || snapshot.known_answer {
             continue;
+        }
+        let mut standings = HashMap::new();
+        if replicated {
+            let Some(unit) = replicas.remove(&snapshot.unit) else {
+                continue;
+            };
+            snapshot.replicas = unit.pending;
+            snapshot.vetted_invalid = unit.vetted_invalid;
+            standings = unit.standings;
         }
         if let Some(&done) = rows.jobs.get(&snapshot.job) {
             snapshot.units_done = snapshot.units_done.saturating_add(done);
@@ -192,14 +284,55 @@ pub(in crate::storage) fn judge_together(
             continue;
         }
         let UnitFate::Settled {
-            canonical: Slot::This,
+            canonical,
             payment,
             void_others,
         } = &judgment.unit
         else {
             continue;
         };
-        if !matches!(judgment.rulings.as_slice(), [r] if r.slot == Slot::This && r.valid) {
+        // Every result judged valid (a quorum that agreed): one judged invalid is judged
+        // alone, which also tells the other relays that its wallet lied.
+        if !judgment.rulings.iter().all(|r| r.valid) {
+            continue;
+        }
+        let output: Cow<'_, [u8]> = match canonical {
+            Slot::This => Cow::Borrowed(recording.result.output.as_slice()),
+            Slot::Replica(i) => match snapshot.replicas.get(*i) {
+                Some(replica) => Cow::Owned(replica.output.clone()),
+                None => continue,
+            },
+        };
+        // Each judged wallet, its standing before (as the results before this one left
+        // it), and its address for the in-memory standings.
+        let mut judged_wallets = Vec::new();
+        for ruling in &judgment.rulings {
+            judged_wallets.push(match ruling.slot {
+                Slot::This => (
+                    wallet.clone(),
+                    snapshot.standing,
+                    Some(recording.result.wallet),
+                ),
+                Slot::Replica(i) => {
+                    let Some(replica) = snapshot.replicas.get(i) else {
+                        break;
+                    };
+                    let Some(&loaded) = standings.get(&replica.lease) else {
+                        break;
+                    };
+                    let mut before = loaded;
+                    if let Some((standing, _)) = rows.wallets.get(&replica.wallet) {
+                        before.total = *standing;
+                    }
+                    let key = (replica.wallet.clone(), snapshot.kernel.clone());
+                    if let Some(standing) = rows.on_kernel.get(&key) {
+                        before.kernel = *standing;
+                    }
+                    (replica.wallet.clone(), before, replica.wallet.parse().ok())
+                }
+            });
+        }
+        if judged_wallets.len() != judgment.rulings.len() {
             continue;
         }
         let accrual = match payment {
@@ -228,14 +361,26 @@ pub(in crate::storage) fn judge_together(
         };
 
         // Decided: its rows, and what the results after it see.
-        let mut standing = snapshot.standing;
-        standing.total.record_valid();
-        standing.kernel.record_valid();
-        let quarantined =
-            rows.wallets.get(&wallet).is_some_and(|(_, q)| *q) || standing.total.quarantined();
-        rows.wallets
-            .insert(wallet.clone(), (standing.total, quarantined));
-        rows.on_kernel.insert(on_kernel, standing.kernel);
+        let mut standings_after = Vec::new();
+        for (judged, (wallet, mut standing, address)) in judged_wallets.into_iter().enumerate() {
+            standing.total.record_valid();
+            standing.kernel.record_valid();
+            let quarantined =
+                rows.wallets.get(&wallet).is_some_and(|(_, q)| *q) || standing.total.quarantined();
+            rows.wallets
+                .insert(wallet.clone(), (standing.total, quarantined));
+            rows.on_kernel
+                .insert((wallet, snapshot.kernel.clone()), standing.kernel);
+            standings_after.extend(address.map(|a| (a, standing.total)));
+            if let Slot::Replica(i) = judgment.rulings[judged].slot {
+                let ruling = &judgment.rulings[judged];
+                rows.marked.push((
+                    snapshot.replicas[i].lease.clone(),
+                    ruling.paid_micro,
+                    ruling.canonical,
+                ));
+            }
+        }
         let this = judgment.this;
         rows.leases.push(StoredResult {
             lease,
@@ -243,8 +388,7 @@ pub(in crate::storage) fn judge_together(
             output: (!this.canonical).then_some(recording.result.output.as_slice()),
             spot_check: recording.result.spot_check,
         });
-        rows.units
-            .push((snapshot.unit.clone(), recording.result.output.as_slice()));
+        rows.units.push((snapshot.unit.clone(), output));
         if price > 0 {
             *rows.accrued.entry(snapshot.job.clone()).or_default() += price;
         }
@@ -263,7 +407,7 @@ pub(in crate::storage) fn judge_together(
         outcomes[n] = Some(Attempt::Done(
             judgment.recorded,
             Vec::new(),
-            vec![(recording.result.wallet, standing.total)],
+            standings_after,
         ));
     }
     write(db, &rows, now)?;
@@ -313,6 +457,27 @@ fn write(db: &dyn Db, rows: &Rows<'_>, now: i64) -> Result<(), StorageError> {
         &[
             "text", "text", "bytea", "bigint", "bigint", "bigint", "bigint",
         ],
+    )?;
+    let marked: Vec<Vec<Param<'_>>> = rows
+        .marked
+        .iter()
+        .map(|(lease, paid_micro, canonical)| {
+            vec![
+                Param::Text(lease.clone()),
+                Param::Int(Some(*paid_micro)),
+                Param::Int(Some(i64::from(*canonical))),
+            ]
+        })
+        .collect();
+    // As `mark`: a canonical output is its unit's now, which holds the only copy.
+    write_rows(
+        db,
+        &marked,
+        &[],
+        "UPDATE leases SET verdict = 'valid', paid_micro = v.paid_micro,
+             output = CASE WHEN v.canonical = 1 THEN NULL ELSE leases.output END
+         FROM (VALUES {}) AS v (id, paid_micro, canonical) WHERE leases.id = v.id",
+        &["text", "bigint", "bigint"],
     )?;
     let wallets: Vec<Vec<Param<'_>>> = rows
         .wallets
@@ -369,7 +534,7 @@ fn write(db: &dyn Db, rows: &Rows<'_>, now: i64) -> Result<(), StorageError> {
     let units: Vec<Vec<Param<'_>>> = rows
         .units
         .iter()
-        .map(|(id, output)| vec![Param::Text(id.clone()), Param::Blob(Some(output))])
+        .map(|(id, output)| vec![Param::Text(id.clone()), Param::Blob(Some(output.as_ref()))])
         .collect();
     write_rows(
         db,
