@@ -299,6 +299,27 @@ impl Volunteer {
         Self::spawn(relay_url, extra, Stdio::from(file))
     }
 
+    /// Stops it as Ctrl-C would (SIGINT), so it closes its connection as a person
+    /// quitting it does, and waits up to `limit` for it to exit.
+    pub fn interrupt(&mut self, limit: std::time::Duration) -> Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status()
+            .context("running kill -INT")?;
+        anyhow::ensure!(status.success(), "kill -INT failed: {status}");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the volunteer did not exit within {limit:?} of SIGINT"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     fn spawn(relay_url: &str, extra: &[&str], stderr: Stdio) -> Result<Self> {
         let child = Command::new(binary("volunteer")?)
             .args(["--relay", relay_url])

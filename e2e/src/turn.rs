@@ -52,8 +52,10 @@ impl Coturn {
                 "--no-tls",
                 "--no-dtls",
                 "--no-tcp-relay",
-                // Clients refresh their allocations well before this; one whose process
-                // was killed without deallocating closes (and logs its usage) soon.
+                // Caps a new allocation's lifetime. Not a refresh's: once a client has
+                // refreshed, coturn holds its allocation 10 minutes after the client is
+                // killed (measured). Tests that read the usage coturn logs at a close
+                // stop their volunteers as a person would, so the client deallocates.
                 "--max-allocate-lifetime=15",
                 "--log-file=stdout",
                 "--simple-log",
