@@ -13,9 +13,9 @@ fn random_f32_bytes(rng: &mut impl Rng, count: u32) -> Vec<u8> {
         .collect()
 }
 
-/// The candidate `shader_vec4.wgsl` (128x128 blocks, vec4 loads, for k and n multiples
-/// of 4): its edges (rows, columns and k around 128 and 16), the smallest, and k at its
-/// largest (llvmpipe ends an invocation after 65 535 loop iterations in all).
+/// The vec4 shader volunteers run (`tiles::VOLUNTEER`: 128x128 blocks, vec4 loads, for k
+/// and n multiples of 4): its edges (rows, columns and k around 128 and 8), the smallest,
+/// and k at its largest (llvmpipe ends an invocation after 65 535 loop iterations in all).
 #[test]
 fn matmul_vec4_shader_on_gpu_equals_cpu_reference_at_its_edges() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x7665_6334);
@@ -52,6 +52,64 @@ fn matmul_vec4_shader_on_gpu_equals_cpu_reference_at_its_edges() {
             outputs_agree(k, &on_gpu, &on_cpu),
             "GPU and CPU disagree for {rows}x{k}x{n}"
         );
+    }
+}
+
+/// Every kind of shape the vec4 template writes (prefetch or not, one or two stages,
+/// unrolled or not, tiles of 4 to 16, blocks of 64 to 256) computes the CPU reference's
+/// product at sizes that cut its blocks and slices short: the bench that compares shapes
+/// on a GPU trusts any shape of it.
+#[test]
+fn every_shape_of_the_vec4_template_equals_cpu_reference() {
+    use starling_kernels::matmul::tiles::{Shape, VOLUNTEER};
+    let shape = |bm, bn, bk, tm, tn, prefetch, stages, unroll| Shape {
+        bm,
+        bn,
+        bk,
+        tm,
+        tn,
+        prefetch,
+        stages,
+        unroll,
+    };
+    let shapes = [
+        VOLUNTEER,
+        shape(128, 128, 16, 8, 8, false, 1, false),
+        shape(128, 128, 8, 8, 16, true, 2, true),
+        shape(64, 64, 16, 4, 4, true, 2, false),
+        shape(64, 128, 16, 4, 8, false, 1, true),
+        shape(256, 128, 8, 16, 8, true, 2, true),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7469_6c65);
+    for tile in shapes {
+        assert!(tile.fits(256, 32 * 1024), "{} fits lavapipe", tile.name());
+        for (rows, k, n) in [(1, 4, 4), (129, 36, 260), (70, 132, 68)] {
+            let unit = starling_kernels::matmul::MatmulUnit {
+                row_start: 0,
+                rows,
+                k,
+                n,
+            };
+            let mut input = random_f32_bytes(&mut rng, rows * k);
+            input.extend(random_f32_bytes(&mut rng, k * n));
+            let vec4 = Matmul::gpu_dispatch_vec4(&unit, &input)
+                .expect("dispatch")
+                .expect("k and n are multiples of 4");
+            let dispatch = starling_kernels::GpuDispatch {
+                // One pipeline per shape: the cache is keyed by label.
+                label: Box::leak(tile.name().into_boxed_str()),
+                shader: Box::leak(tile.wgsl().into_boxed_str()),
+                workgroups: [n.div_ceil(tile.bn), rows.div_ceil(tile.bm), 1],
+                ..vec4
+            };
+            let on_gpu = pollster::block_on(gpu().run(&dispatch, &input)).expect("gpu run");
+            let on_cpu = Matmul::run_cpu(&unit, &input).expect("cpu run");
+            assert!(
+                outputs_agree(k, &on_gpu, &on_cpu),
+                "shape {} disagrees with the CPU for {rows}x{k}x{n}",
+                tile.name()
+            );
+        }
     }
 }
 

@@ -10,6 +10,8 @@ use crate::{KernelError, KernelSpec, UnitSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+/// The vec4 shader's template and the shape volunteers run (`tiles::VOLUNTEER`).
+pub mod tiles;
 pub mod tune;
 
 /// Largest accepted dimension. 4096 keeps B (64 MiB at most) under WebGPU's default
@@ -17,8 +19,6 @@ pub mod tune;
 pub const MAX_DIM: u32 = 4096;
 /// Rows and columns of C one workgroup computes (see `shader.wgsl`).
 const BLOCK: u32 = 64;
-/// The same for `shader_vec4.wgsl`, used where k and n are multiples of 4.
-const VEC4_BLOCK: u32 = 128;
 /// Largest accepted magnitude of an input element: with k <= 4096 terms, every product
 /// sum stays below f32's maximum (1e16^2 * 4096 < 3.4e38), so honest outputs are finite.
 pub const MAX_ABS_INPUT: f32 = 1e16;
@@ -146,7 +146,7 @@ impl UnitSpec for Matmul {
 }
 
 impl Matmul {
-    /// The vec4 shader (`shader_vec4.wgsl`: vec4 loads, 8x8 register tiles, 128x128
+    /// The vec4 shader ([`tiles::VOLUNTEER`]: vec4 loads, 8x16 register tiles, 128x128
     /// blocks) for `u`, where k and n are multiples of 4; `None` otherwise. A volunteer
     /// runs it where a trial on its own device found it faster ([`tune`]).
     pub fn gpu_dispatch_vec4(
@@ -158,7 +158,11 @@ impl Matmul {
             (u.k.is_multiple_of(4) && u.n.is_multiple_of(4)).then(|| GpuDispatch {
                 label: "matmul-vec4",
                 shader: crate::shader!("matmul_vec4"),
-                workgroups: [u.n.div_ceil(VEC4_BLOCK), u.rows.div_ceil(VEC4_BLOCK), 1],
+                workgroups: [
+                    u.n.div_ceil(tiles::VOLUNTEER.bn),
+                    u.rows.div_ceil(tiles::VOLUNTEER.bm),
+                    1,
+                ],
                 ..scalar
             }),
         )
