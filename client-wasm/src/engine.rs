@@ -363,6 +363,7 @@ async fn run_matmul(
                 tracing::info!(
                     scalar_ms = t.scalar_ms,
                     vec4_ms = t.vec4_ms,
+                    dispatches = t.dispatches,
                     chosen = chosen.map_or("undecided", MatmulShader::as_str),
                     "matmul shader trial on this device"
                 );

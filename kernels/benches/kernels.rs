@@ -350,7 +350,7 @@ fn main() {
                         "{:<11} {:<26} {:>10} {:>10} {:>10} {:>11}   shader alone: candidate \
                          {:.2} GF/s, today's {:.2} GF/s: {:.2}x; outputs {}",
                         "  candidate",
-                        "vec4 loads, 8x8 tiles",
+                        "vec4 loads, 8x16 tiles",
                         "",
                         "",
                         "",
@@ -375,12 +375,13 @@ fn main() {
                     let took = clock() - started;
                     if let Some(trial) = trial {
                         println!(
-                            "{:<11} {:<26} scalar {:.2} ms, vec4 {:.2} ms for 3 dispatches: \
+                            "{:<11} {:<26} scalar {:.2} ms, vec4 {:.2} ms for {} dispatches: \
                              keeps {}; the trial took {:.0} ms, {:.1}x one unit's {:.1} ms",
                             "  trial",
                             "on this unit",
                             trial.scalar_ms,
                             trial.vec4_ms,
+                            trial.dispatches,
                             trial.chosen.map_or("nothing (cannot tell)", |c| c.as_str()),
                             took,
                             took / gpu_ms.max(1e-9),

@@ -1,8 +1,8 @@
 //! Which matmul shader a device runs, chosen by a short trial on the device itself.
 //!
-//! The vec4 shader (`shader_vec4.wgsl`) is 3.6-3.8x the scalar one's speed on lavapipe
-//! and about 1.5x on SwiftShader, but nobody can say ahead of time for every adapter, and
-//! SwiftShader takes 1.4 s to compile it. So a volunteer starts on the scalar shader (its
+//! The vec4 shader ([`super::tiles::VOLUNTEER`]) is 2.6-2.8x the scalar one's speed
+//! alone on an H200, 3-5x on lavapipe and about 1.5x on SwiftShader, but nobody can say
+//! ahead of time for every adapter, and SwiftShader takes over a second to compile it. So a volunteer starts on the scalar shader (its
 //! first unit is never delayed), times it, and at a later unit big enough to say
 //! something, runs that unit on both shaders and keeps the faster. The choice is
 //! remembered per adapter (the browser keeps it across visits), keyed also by both
@@ -20,8 +20,9 @@ use crate::UnitSpec;
 pub enum MatmulShader {
     /// `shader.wgsl`: one output per thread, 64x64 blocks; runs every shape.
     Scalar,
-    /// `shader_vec4.wgsl`: vec4 loads, 8x8 register tiles, 128x128 blocks; only where k
-    /// and n are multiples of 4 (other units run the scalar shader whatever was chosen).
+    /// [`super::tiles::VOLUNTEER`]: vec4 loads, 8x16 register tiles, 128x128 blocks; only
+    /// where k and n are multiples of 4 (other units run the scalar shader whatever was
+    /// chosen).
     Vec4,
 }
 
@@ -60,8 +61,15 @@ pub const TRIAL_BUDGET_MS: f64 = 2_000.0;
 /// dominate a unit, and a plain timing would call the shaders even.
 const EXTRA_DISPATCHES: u32 = 3;
 
+/// Most extra dispatches a trial times. Where three are drowned by how much a run's
+/// upload and read-back vary (an H200 on a 2048^3 unit: 1.3 ms a scalar dispatch in a
+/// 12 ms run, and three dispatches measured -2 ms), the trial times four times as many,
+/// up to this.
+const MAX_EXTRA_DISPATCHES: u32 = 48;
+
 /// Units' worth of work in a trial: per shader one run to build the pipeline, one run of
-/// one dispatch and one of `1 + EXTRA_DISPATCHES`.
+/// one dispatch and one of `1 + EXTRA_DISPATCHES`. Where the trial times more dispatches,
+/// their runs are short by then, and the elapsed time bounds them.
 const TRIAL_RUNS: u32 = 2 * (3 + EXTRA_DISPATCHES);
 
 /// How much faster the vec4 shader must be to be chosen: a short trial is noisy, and on
@@ -143,11 +151,30 @@ pub struct Trial {
     pub scalar_ms: f64,
     /// Time of the vec4 shader's, the same way.
     pub vec4_ms: f64,
+    /// Extra dispatches of each shader timed.
+    pub dispatches: u32,
     /// The shader to keep; `None` where the trial could not tell (the unit's output is
     /// the scalar shader's then).
     pub chosen: Option<MatmulShader>,
     /// The unit's output.
     pub output: Vec<u8>,
+}
+
+/// A run of `1 + extra` dispatches less a run of one, in ms (the shader's own time for
+/// `extra` dispatches), and the run of one's time.
+#[cfg(feature = "gpu")]
+async fn extra_time(
+    gpu: &crate::Gpu,
+    dispatch: &crate::GpuDispatch,
+    input: &[u8],
+    extra: u32,
+    now_ms: &impl Fn() -> f64,
+) -> Result<(f64, f64), crate::catalog::RunError> {
+    let started = now_ms();
+    gpu.run_repeated(dispatch, input, 1).await?;
+    let one = now_ms();
+    gpu.run_repeated(dispatch, input, 1 + extra).await?;
+    Ok(((now_ms() - one) - (one - started), one - started))
 }
 
 /// Runs `unit` on both shaders on `gpu`, timed with `now_ms` (the platform's clock), and
@@ -167,21 +194,27 @@ pub async fn trial(
     // more on a software adapter) and gives each shader's output.
     let scalar_output = gpu.run(&scalar, input).await?;
     let vec4_output = gpu.run(&vec4, input).await?;
-    // Each shader's extra dispatches alone: a run of several less a run of one.
-    let mut shader_ms = [0.0; 2];
-    for (dispatch, ms) in [&scalar, &vec4].into_iter().zip(&mut shader_ms) {
-        let started = now_ms();
-        gpu.run_repeated(dispatch, input, 1).await?;
-        let one = now_ms();
-        gpu.run_repeated(dispatch, input, 1 + EXTRA_DISPATCHES)
-            .await?;
-        *ms = (now_ms() - one) - (one - started);
-    }
-    let [scalar_ms, vec4_ms] = shader_ms;
+    let started = now_ms();
+    // The scalar shader's extra dispatches alone, more of them until their time outweighs
+    // a whole run of one (so a run's jitter cannot decide), within the dispatch and time
+    // bounds.
+    let mut extra = EXTRA_DISPATCHES;
+    let scalar_ms = loop {
+        let (shader_ms, run_ms) = extra_time(gpu, &scalar, input, extra, &now_ms).await?;
+        if shader_ms >= 2.0 * run_ms
+            || extra >= MAX_EXTRA_DISPATCHES
+            || now_ms() - started > TRIAL_BUDGET_MS / 2.0
+        {
+            break shader_ms;
+        }
+        extra = (extra * 4).min(MAX_EXTRA_DISPATCHES);
+    };
+    let (vec4_ms, _) = extra_time(gpu, &vec4, input, extra, &now_ms).await?;
     let chosen = choose(scalar_ms, vec4_ms);
     Ok(Some(Trial {
         scalar_ms,
         vec4_ms,
+        dispatches: extra,
         chosen,
         output: checked(
             Matmul::output_len(unit),
