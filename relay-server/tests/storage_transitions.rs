@@ -509,6 +509,23 @@ async fn replicas_arriving_together_settle_as_if_one_after_another(
             sent[&vol.wallet],
             "a wallet's record: its right results valid, its lies invalid"
         );
+        // Its record on the kernel, which vetting reads, counts the same.
+        let on_kernel = engine
+            .pair(
+                &dir,
+                &format!(
+                    "SELECT CAST(valid AS BIGINT), CAST(invalid AS BIGINT) FROM wallet_kernels \
+                     WHERE wallet = '{}' AND kernel = 'matmul'",
+                    vol.wallet
+                ),
+            )
+            .await?;
+        let (valid, invalid) = sent[&vol.wallet];
+        assert_eq!(
+            on_kernel,
+            (i64::from(valid), i64::from(invalid)),
+            "a wallet's record on the kernel"
+        );
     }
     let owed: u64 = storage.accruals().await?.iter().map(|a| a.amount.0).sum();
     let price: u64 = j.unit_flops.iter().map(|flops| flops / 1_000).sum();
