@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 /// take about ten seconds a run there).
 const CPU_MAX_GFLOP: f64 = 20.0;
 
-/// Dispatches per run when timing a shader alone (see [`shader_time`]).
+/// Dispatches per run when timing a shader alone, at first (see [`shader_time_anywhere`]).
 const SHADER_REPEATS: u32 = 9;
+/// Most extra dispatches a shader's timing grows to.
+const MAX_EXTRA_DISPATCHES: u32 = 128;
 
 /// One benchmarked job: a kernel, its parameters and inputs, planned as a single unit.
 struct Case {
@@ -154,30 +156,31 @@ fn shader_time_anywhere(gpu: &Gpu, d: &GpuDispatch, input: &[u8]) -> Result<Dura
         })
     };
     let once = run(1)?;
-    let repeated = run(SHADER_REPEATS)?;
-    Ok(repeated.saturating_sub(once) / (SHADER_REPEATS - 1))
+    // Enough dispatches that their time outweighs twice a run of one: on a fast GPU a big
+    // unit's transfers vary by more than a few dispatches take (an H200 read one shader
+    // at 54 and then 34 TFLOP/s with 8 extra).
+    let mut extra = SHADER_REPEATS - 1;
+    loop {
+        let repeated = run(1 + extra)?;
+        let shader = repeated.saturating_sub(once);
+        if shader >= 2 * once || extra >= MAX_EXTRA_DISPATCHES {
+            if shader.is_zero() {
+                return Err("the shader's time was lost in the transfers'".into());
+            }
+            return Ok(shader / extra);
+        }
+        extra *= 4;
+    }
 }
 
-/// The shader's own time per dispatch on a hardware adapter: the median run with
-/// `SHADER_REPEATS` dispatches minus the median run with one, over the extra dispatches.
-/// Upload and read-back cancel out. `None` on a software adapter, where they are cheap
-/// and the repeats would only slow the run.
+/// The shader's own time per dispatch on a hardware adapter ([`shader_time_anywhere`]).
+/// `None` on a software adapter, where upload and read-back are cheap and the repeats
+/// would only slow the run.
 fn shader_time(gpu: &Gpu, d: &GpuDispatch, input: &[u8]) -> Result<Option<Duration>, String> {
     if gpu.adapter().software {
         return Ok(None);
     }
-    let run = |dispatches| {
-        time(|| {
-            pollster::block_on(gpu.run_repeated(d, input, dispatches))
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
-    };
-    let once = run(1)?;
-    let repeated = run(SHADER_REPEATS)?;
-    Ok(repeated
-        .checked_sub(once)
-        .map(|extra| extra / (SHADER_REPEATS - 1)))
+    shader_time_anywhere(gpu, d, input).map(Some)
 }
 
 /// A figure, or "-" where it was not measured.
