@@ -65,6 +65,7 @@ const EXTRA_DISPATCHES: u32 = 3;
 /// upload and read-back vary (an H200 on a 2048^3 unit: 1.3 ms a scalar dispatch in a
 /// 12 ms run, and three dispatches measured -2 ms), the trial times four times as many,
 /// up to this.
+#[cfg(feature = "gpu")]
 const MAX_EXTRA_DISPATCHES: u32 = 48;
 
 /// Units' worth of work in a trial: per shader one run to build the pipeline, one run of
