@@ -121,6 +121,7 @@ on_both_engines!(
     a_probes_units_go_as_known_answer_tests_newest_probe_first_each_to_one_wallet,
     results_arriving_together_count_as_if_one_after_another,
     replicas_arriving_together_settle_as_if_one_after_another,
+    leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit,
 );
 
 fn temp_dir(name: &str) -> TempDir {
@@ -395,6 +396,161 @@ async fn results_arriving_together_count_as_if_one_after_another(
         .audit(&billing().key.address())
         .await
         .map_err(|e| anyhow::anyhow!("audit: {e}"))?;
+    Ok(())
+}
+
+/// Leases asked for at once (on PostgreSQL, one writer group draws them from units it
+/// loads once, each draw seeing the group's earlier leases in memory) keep every rule of
+/// who may have a unit, as if drawn one after another: no unit goes out beyond its quorum,
+/// no wallet (on two connections) or network holds or answers two replicas of one, a unit
+/// handed back does not go straight back, and a volunteer that runs built-in kernels only
+/// gets none of a registered kernel's units. The askers draw the oldest unit they may
+/// have, so each rule is met inside one group; and every replica still goes out.
+async fn leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let dir = temp_dir("leases-together");
+    let storage = engine.open(&dir).await?;
+    // Oldest first: a registered kernel's units (its id a 64-digit content address).
+    let custom = NewJob {
+        kernel: "ab".repeat(32),
+        ..job(2, 1)
+    };
+    let shared = job(6, 3);
+    storage.insert_job(&custom).await?;
+    storage.insert_job(&shared).await?;
+    let builtin_only = |vol: &Vol| LeaseRequest {
+        custom_ok: false,
+        ..vol.request(i64::MAX / 2)
+    };
+    // A wallet that took the oldest built-in unit and handed it back.
+    let quitter = Vol::new(7);
+    let taken = storage
+        .lease_work(&builtin_only(&quitter), |_, q| q)
+        .await?
+        .expect("a unit to hand back");
+    assert_eq!(taken.job, shared.id);
+    storage.release_lease(taken.lease, quitter.peer).await?;
+    let rule = NetworkRule {
+        loopback_is_one_network: true,
+        ..NetworkRule::default()
+    };
+    let twice = Vol::new(1);
+    // Each asker's connection and wallet, network, whether it runs registered kernels, and
+    // whether its draws go past the oldest unit it may have. Those that may not have a
+    // unit the others would draw it first.
+    let askers: Vec<(Vol, Option<&str>, bool, bool)> = vec![
+        (Vol::new(6), None, false, false),
+        (Vol::new(3), Some("203.0.113.99"), false, false),
+        (quitter, None, false, false),
+        (Vol::new(4), Some("198.51.100.7"), false, false),
+        (twice, None, true, false),
+        // The same wallet on a second connection.
+        (
+            Vol {
+                peer: PeerId::new(),
+                wallet: twice.wallet,
+            },
+            None,
+            true,
+            false,
+        ),
+        (Vol::new(2), Some("203.0.113.5"), true, false),
+        (Vol::new(5), Some("198.51.100.8"), true, true),
+    ];
+    let request =
+        |(vol, network, custom_ok, further): &(Vol, Option<&str>, bool, bool)| LeaseRequest {
+            custom_ok: *custom_ok,
+            network: network.and_then(|a| a.parse().ok().and_then(|a| rule.network_of(a))),
+            draw: if *further { 0.5 } else { 0.0 },
+            ..vol.request(i64::MAX / 2)
+        };
+    // Two answers to the oldest built-in unit wait for its third replica: the first
+    // asker's and a wallet's of the second asker's network. Neither may have it again.
+    let mut leased: Vec<(usize, LeasedUnit)> = Vec::new();
+    for n in [0, 6] {
+        let answering = LeaseRequest {
+            custom_ok: false,
+            ..request(&askers[n])
+        };
+        let answered = storage
+            .lease_work(&answering, |_, q| q)
+            .await?
+            .expect("a unit to answer");
+        assert_eq!(answered.unit, taken.unit);
+        let recorded = askers[n]
+            .0
+            .answer(
+                &storage,
+                answered.lease,
+                answered.unit_params.as_bytes(),
+                None,
+            )
+            .await?;
+        assert_eq!(recorded, Recorded::Pending { job: shared.id });
+        leased.push((n, answered));
+    }
+    for _ in 0..12 {
+        let requests = askers.iter().map(|asker| {
+            let request = request(asker);
+            let storage = &storage;
+            async move { storage.lease_work(&request, |_, q| q).await }
+        });
+        let before = leased.len();
+        for (n, unit) in futures::future::join_all(requests)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            leased.extend(unit?.map(|unit| (n, unit)));
+        }
+        if leased.len() == before {
+            break;
+        }
+    }
+    let mut holders: BTreeMap<_, Vec<usize>> = BTreeMap::new();
+    for (n, unit) in &leased {
+        holders.entry((unit.job, unit.unit)).or_default().push(*n);
+        let (_, _, custom_ok, _) = askers[*n];
+        assert!(
+            custom_ok || unit.job != custom.id,
+            "a volunteer for built-in kernels only got a registered kernel's unit"
+        );
+        assert!(
+            askers[*n].0.wallet != quitter.wallet || unit.unit != taken.unit,
+            "the unit handed back went straight back to its wallet"
+        );
+    }
+    for ((job, unit), held) in &holders {
+        let quorum = if *job == custom.id { 1 } else { 3 };
+        assert_eq!(
+            held.len(),
+            quorum,
+            "replicas of {unit} out (its quorum {quorum})"
+        );
+        let mut wallets: Vec<_> = held.iter().map(|n| askers[*n].0.wallet).collect();
+        wallets.sort_unstable();
+        wallets.dedup();
+        assert_eq!(
+            wallets.len(),
+            held.len(),
+            "one wallet holds two replicas of {unit}"
+        );
+        let networks: Vec<_> = held
+            .iter()
+            .filter_map(|n| askers[*n].1)
+            .map(|a| a.rsplit_once('.').map_or(a, |(net, _)| net))
+            .collect();
+        let mut distinct = networks.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            networks.len(),
+            "one network holds two replicas of {unit}"
+        );
+    }
+    assert_eq!(holders.len(), 8, "every unit went out");
     Ok(())
 }
 

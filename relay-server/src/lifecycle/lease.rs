@@ -1,9 +1,11 @@
 //! Handing a unit out: how long a lease lasts, what a unit's first lease fixes (its
 //! quorum), when a unit has enough out, and what losing leases costs a wallet.
 //!
-//! Which unit a volunteer may have is a filter over every unit and lease, so storage
-//! selects it (`storage/leases.rs`) and loads it as a [`DrawnUnit`]; [`decide_work_lease`]
-//! decides the rest and storage writes the lease.
+//! Which unit a volunteer may have is a filter over every unit and lease, so a lease drawn
+//! alone has storage select it in SQL (`storage/leases.rs`); a PostgreSQL group's leases
+//! are drawn in memory from the oldest units, by [`bars`], the same rule. Storage loads
+//! the unit as a [`DrawnUnit`]; [`decide_work_lease`] decides the rest and storage writes
+//! the lease.
 
 /// How long a lease lasts: until `start_ms + clamp(slack_ms + flops * ms_per_flop,
 /// min_ms, max_ms)`.
@@ -94,6 +96,52 @@ impl HandBack {
             Self::Once => 1,
             Self::Never => 0,
         }
+    }
+}
+
+/// A lease a unit has had, as [`bars`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastLease {
+    /// Its state: `active`, `returned`, `expired`, `released` or `void`.
+    pub state: String,
+    /// Its wallet, as text.
+    pub wallet: String,
+    /// Its connection, as text.
+    pub peer: String,
+    /// The network its volunteer's data came from (`None`: one that counts as its own).
+    pub network: Option<String>,
+    /// When it was issued, Unix milliseconds.
+    pub issued_ms: i64,
+}
+
+/// Who asks for a work lease, as [`bars`] reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    /// Its wallet, as text.
+    pub wallet: &'a str,
+    /// Its connection, as text.
+    pub peer: &'a str,
+    /// Its network (`None`: one that counts as its own).
+    pub network: Option<&'a str>,
+    /// Hand-backs issued after this (Unix milliseconds) still keep the unit from it.
+    pub repeat_since: i64,
+}
+
+/// Whether `lease` keeps a unit from `asker`: one wallet or connection never holds two
+/// replicas of a unit nor answers it twice, a unit it handed back goes to it again only
+/// after [`REPEAT_AFTER_MS`], and one network holds or answers one replica.
+///
+/// `storage/leases.rs` spells the same rule in SQL (`eligible_units!`) for a draw alone;
+/// a PostgreSQL group's draws read it here, over the leases of the units they load, so
+/// that each sees the leases drawn before it in the group without writing them first.
+pub fn bars(lease: &PastLease, asker: &Asker<'_>) -> bool {
+    let own = lease.wallet == asker.wallet;
+    let same_network = lease.network.is_some() && lease.network.as_deref() == asker.network;
+    match lease.state.as_str() {
+        "active" => own || lease.peer == asker.peer || same_network,
+        "returned" => own || same_network,
+        "released" | "expired" => own && lease.issued_ms > asker.repeat_since,
+        _ => false,
     }
 }
 

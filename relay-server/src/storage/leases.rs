@@ -66,7 +66,8 @@ macro_rules! unit_columns {
 /// ?2 its connection, ?3 when its hand-backs stop counting against a unit, ?4 its
 /// network: queued units of live jobs that it holds or answered not, handed back not
 /// lately, and that no live lease or result of its network touches (one network, one say
-/// per unit).
+/// per unit). The rule is [`bars`](crate::lifecycle::lease::bars) in Rust, which a
+/// PostgreSQL group's draws read ([`lease_together`]): the two change together.
 ///
 /// On PostgreSQL (`eligible_units!(postgres)`) two fences keep the plan a walk of the
 /// queued units in order, each checked by lookups, which is what the draw needs: the job
@@ -108,6 +109,7 @@ macro_rules! eligible_units {
 }
 
 /// A unit and its job, as selected for a lease.
+#[derive(Clone)]
 struct UnitRow {
     id: String,
     job_id: String,
@@ -383,43 +385,30 @@ macro_rules! pick_unit {
 /// transaction runs no other relay's is open, and every statement sees all that any
 /// relay committed. (`FOR UPDATE SKIP LOCKED` here locked each unit it skipped, a write
 /// per unit: about 1 ms of a 15-unit draw.)
-///
-/// `excluding` adds `?7`: units not to draw (their ids, space separated), for the leases of
-/// a group drawn together ([`lease_together`]).
-fn pick_at_offset(offset: i64, excluding: bool) -> &'static str {
-    fn picks(exclude: &str) -> Vec<String> {
+fn pick_at_offset(offset: i64) -> &'static str {
+    static PICKS: LazyLock<Vec<String>> = LazyLock::new(|| {
         (0..DRAW_FROM)
             .map(|n| {
                 format!(
-                    "{} AND ?5 >= 0{exclude} ORDER BY units.rowid LIMIT 1 OFFSET {n}",
+                    "{} AND ?5 >= 0 ORDER BY units.rowid LIMIT 1 OFFSET {n}",
                     pick_one_unit!(postgres)
                 )
             })
             .collect()
-    }
-    static PICKS: LazyLock<[Vec<String>; 2]> = LazyLock::new(|| [picks(""), picks(EXCLUDED)]);
+    });
     let n = usize::try_from(offset.clamp(0, DRAW_FROM - 1)).unwrap_or(0);
-    &PICKS[usize::from(excluding)][n]
+    &PICKS[n]
 }
-
-/// The condition that leaves out the units of `?7` (ids, space separated). As a subquery
-/// the draw cost 61 µs of the server's time (191 ms for 3 131 draws), written
-/// `<> ALL(string_to_array(?7, ' '))` 79 µs (248 ms), in two bench runs.
-const EXCLUDED: &str = " AND units.id NOT IN (SELECT unnest(string_to_array(?7, ' ')))";
 
 /// The drawn one of the oldest units `request`'s volunteer (`wallet`, as text) may have,
 /// with what the unit's refresh would count (its active leases and pending results) and
 /// its `wanted`, so its new state is known without another query; `None` when nothing is
 /// leasable. Skipping to it costs a check of each unit before it, so on average half of
 /// `DRAW_FROM`, not all of them.
-///
-/// `excluding` (on PostgreSQL only) names units not to draw, space separated: those leased
-/// earlier in the same group and not written yet.
 fn load_drawn_unit(
     db: &dyn Db,
     request: &LeaseRequest,
     wallet: &str,
-    excluding: Option<&str>,
 ) -> Result<Option<(UnitRow, i64, i64)>, StorageError> {
     let network = request.network.map(|n| n.to_string());
     let peer = request.peer.to_string();
@@ -429,12 +418,11 @@ fn load_drawn_unit(
     let pick = |offset: i64| {
         let pick_sql = match db.dialect() {
             Dialect::Sqlite => pick_unit!(),
-            Dialect::Postgres => pick_at_offset(offset, excluding.is_some()),
+            Dialect::Postgres => pick_at_offset(offset),
         };
-        let bound = params![wallet, peer, since, network, offset, custom_ok, excluding];
         db.query_opt(
             pick_sql,
-            &bound[..if excluding.is_some() { 7 } else { 6 }],
+            params![wallet, peer, since, network, offset, custom_ok],
             |r| {
                 Ok((
                     UnitRow::read(r)?,
@@ -450,7 +438,7 @@ fn load_drawn_unit(
         // Fewer units than the draw reached: draw again among those there are. On
         // PostgreSQL the count is fenced as the draw is: unfenced, a plan made while
         // `leases` was small read every lease (16 ms a count at 20 000 units).
-        static ELIGIBLE: LazyLock<[String; 3]> = LazyLock::new(|| {
+        static ELIGIBLE: LazyLock<[String; 2]> = LazyLock::new(|| {
             [
                 format!(
                     "SELECT COUNT(*) FROM (SELECT 1 {} LIMIT ?5) AS eligible",
@@ -460,21 +448,12 @@ fn load_drawn_unit(
                     "SELECT COUNT(*) FROM (SELECT 1 {} LIMIT ?5) AS eligible",
                     eligible_units!(postgres)
                 ),
-                format!(
-                    "SELECT COUNT(*) FROM (SELECT 1 {}{EXCLUDED} LIMIT ?5) AS eligible",
-                    eligible_units!(postgres)
-                ),
             ]
         });
-        let count = match (db.dialect(), excluding) {
-            (Dialect::Sqlite, _) => &ELIGIBLE[0],
-            (Dialect::Postgres, None) => &ELIGIBLE[1],
-            (Dialect::Postgres, Some(_)) => &ELIGIBLE[2],
-        };
-        let bound = params![wallet, peer, since, network, DRAW_FROM, custom_ok, excluding];
+        let count = &ELIGIBLE[usize::from(db.dialect() == Dialect::Postgres)];
         let eligible: i64 = db.query_one(
             count,
-            &bound[..if excluding.is_some() { 7 } else { 6 }],
+            params![wallet, peer, since, network, DRAW_FROM, custom_ok],
             |r| r.get(0),
         )?;
         if eligible > 0 {
@@ -530,7 +509,7 @@ fn lease_work_in(
     quorums: &[(String, u32, u32)],
 ) -> Result<WorkLease, StorageError> {
     let wallet = request.wallet.to_string();
-    let Some((row, wanted, outstanding)) = load_drawn_unit(db, request, &wallet, None)? else {
+    let Some((row, wanted, outstanding)) = load_drawn_unit(db, request, &wallet)? else {
         return Ok(WorkLease::Done(None));
     };
     let drawn = row.drawn(wanted, outstanding);
