@@ -122,6 +122,7 @@ on_both_engines!(
     results_arriving_together_count_as_if_one_after_another,
     replicas_arriving_together_settle_as_if_one_after_another,
     leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit,
+    a_wallet_kept_from_the_oldest_units_still_gets_one_further_on,
 );
 
 fn temp_dir(name: &str) -> TempDir {
@@ -551,6 +552,34 @@ async fn leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit(
         );
     }
     assert_eq!(holders.len(), 8, "every unit went out");
+    Ok(())
+}
+
+/// A wallet that may not have any of the oldest units (it holds a replica of each) still
+/// gets one further on when it asks together with others: on PostgreSQL a group draws from
+/// the oldest units it loaded, and a draw they cannot settle goes on alone, past them.
+async fn a_wallet_kept_from_the_oldest_units_still_gets_one_further_on(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let dir = temp_dir("leases-further-on");
+    let storage = engine.open(&dir).await?;
+    let units = 80;
+    storage.insert_job(&job(units, 2)).await?;
+    let (busy, other) = (Vol::new(1), Vol::new(2));
+    let mut held = Vec::new();
+    for _ in 0..units - 1 {
+        held.push(busy.lease(&storage).await?.expect("a unit").unit);
+    }
+    let (further, second) = tokio::join!(busy.lease(&storage), other.lease(&storage));
+    let further = further?.expect("the one unit it may still have");
+    assert!(
+        !held.contains(&further.unit),
+        "a second replica went to one wallet"
+    );
+    assert!(
+        second?.is_some(),
+        "a unit's second replica for another wallet"
+    );
     Ok(())
 }
 
