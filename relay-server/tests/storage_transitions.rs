@@ -417,7 +417,7 @@ async fn leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit(
         kernel: "ab".repeat(32),
         ..job(2, 1)
     };
-    let shared = job(6, 3);
+    let shared = job(6, 4);
     storage.insert_job(&custom).await?;
     storage.insert_job(&shared).await?;
     let builtin_only = |vol: &Vol| LeaseRequest {
@@ -444,18 +444,18 @@ async fn leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit(
         (Vol::new(6), None, false, false),
         (Vol::new(3), Some("203.0.113.99"), false, false),
         (quitter, None, false, false),
-        (Vol::new(4), Some("198.51.100.7"), false, false),
-        (twice, None, true, false),
-        // The same wallet on a second connection.
+        // A second connection of a wallet that holds the oldest built-in unit (below).
         (
             Vol {
                 peer: PeerId::new(),
                 wallet: twice.wallet,
             },
             None,
-            true,
+            false,
             false,
         ),
+        (Vol::new(4), Some("198.51.100.7"), false, false),
+        (twice, None, true, false),
         (Vol::new(2), Some("203.0.113.5"), true, false),
         (Vol::new(5), Some("198.51.100.8"), true, true),
     ];
@@ -466,10 +466,11 @@ async fn leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit(
             draw: if *further { 0.5 } else { 0.0 },
             ..vol.request(i64::MAX / 2)
         };
-    // Two answers to the oldest built-in unit wait for its third replica: the first
-    // asker's and a wallet's of the second asker's network. Neither may have it again.
+    // The oldest built-in unit held by a wallet of the fourth asker, and two answers to it
+    // waiting for the rest of its quorum: the first asker's and a wallet's of the second
+    // asker's network. None of them may have it again.
     let mut leased: Vec<(usize, LeasedUnit)> = Vec::new();
-    for n in [0, 6] {
+    for n in [5, 0, 6] {
         let answering = LeaseRequest {
             custom_ok: false,
             ..request(&askers[n])
@@ -479,6 +480,10 @@ async fn leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit(
             .await?
             .expect("a unit to answer");
         assert_eq!(answered.unit, taken.unit);
+        if n == 5 {
+            leased.push((n, answered));
+            continue;
+        }
         let recorded = askers[n]
             .0
             .answer(
@@ -523,7 +528,7 @@ async fn leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit(
         );
     }
     for ((job, unit), held) in &holders {
-        let quorum = if *job == custom.id { 1 } else { 3 };
+        let quorum = if *job == custom.id { 1 } else { 4 };
         assert_eq!(
             held.len(),
             quorum,

@@ -1,13 +1,14 @@
 //! A PostgreSQL group's work leases drawn together: the oldest queued units loaded once
-//! with their leases, each lease drawn from them in memory as alone, and all of them
-//! written with one statement per table (see [`many_rows`](crate::storage::many_rows)).
+//! with their leases, each lease drawn from them in memory, and all of them written with
+//! one statement per table (see [`many_rows`](crate::storage::many_rows)).
 //!
 //! Why: a draw alone is a statement per lease (about 60 µs of the server's time, and the
 //! round trip around it). Here a group of any size costs two reads: the units it may draw
 //! from, and the parameters of those it drew. Each lease's draw sees the leases drawn
-//! before it in the group (added to its unit in memory), so a unit's second replica can go
-//! out in the same group and no unit goes out beyond what it wants. Who may have a unit is
-//! [`bars`], the rule the draw alone spells in SQL.
+//! before it in the group (added to its unit in memory), so no unit goes out beyond what
+//! it wants, and a unit's next replica can still go out in the same group (where nothing
+//! else is left: see [`draw`]). Who may have a unit is [`bars`], the rule the draw alone
+//! spells in SQL.
 //!
 //! A lease whose draw the loaded units cannot settle (it may have fewer of them than its
 //! draw reached, and the units after them were not loaded) is left to be drawn alone after
@@ -30,6 +31,8 @@ struct Drawable {
     pending: i64,
     /// Whether it still takes leases (it goes `leased` once it has all it wants).
     queued: bool,
+    /// Whether the group drew it already.
+    drawn: bool,
 }
 
 impl Drawable {
@@ -107,6 +110,7 @@ fn load_drawable(db: &dyn Db, leases: usize) -> Result<(Vec<Drawable>, bool), St
                 leases: Vec::new(),
                 pending: 0,
                 queued: true,
+                drawn: false,
             });
         }
         let Some(unit) = units.last_mut() else {
@@ -140,15 +144,37 @@ enum Draw {
 }
 
 /// The draw of `asker` (which of its oldest [`DRAW_FROM`] units it may have it gets: `draw`,
-/// 0 to 1), as the draw alone makes it: that unit, or, where it may have fewer, one of
-/// those it may have.
+/// 0 to 1), as the draw alone makes it, from the units the group has not drawn yet: that
+/// unit, or, where it may have fewer, one of those it may have; and only where it may
+/// have none of them, from the group's units too (a unit's next replica).
+///
+/// Why the group's own units last: a unit's replicas drawn by one group reach their
+/// volunteers at once, their results tend to arrive in one group, and a unit met twice in
+/// a group is judged alone. Drawn from any unit, quorum 2 ran 25 658 statements for 3 000
+/// units against 15 007.
 fn draw(units: &[Drawable], complete: bool, asker: &Asker<'_>, custom_ok: bool, draw: f64) -> Draw {
+    match draw_among(units, complete, asker, custom_ok, draw, false) {
+        Draw::Nothing => draw_among(units, complete, asker, custom_ok, draw, true),
+        fresh => fresh,
+    }
+}
+
+/// [`draw`] among the units the group has not drawn, or (`again`) among all.
+fn draw_among(
+    units: &[Drawable],
+    complete: bool,
+    asker: &Asker<'_>,
+    custom_ok: bool,
+    draw: f64,
+    again: bool,
+) -> Draw {
     let at = |count: i64| (draw.clamp(0.0, 1.0) * count as f64) as i64;
     let open: Vec<usize> = units
         .iter()
         .enumerate()
         .filter(|(_, u)| {
             u.queued
+                && (again || !u.drawn)
                 // A registered kernel's id is its 64-digit content address; built-ins' are short.
                 && (custom_ok || u.row.kernel.len() != 64)
                 && !u.leases.iter().any(|l| bars(l, asker))
@@ -221,6 +247,7 @@ pub(in crate::storage) fn lease_together(
         unit.row.quorum = lease.quorum;
         unit.wanted = lease.wanted;
         unit.queued = !lease.leased;
+        unit.drawn = true;
         unit.leases.push(PastLease {
             state: "active".to_owned(),
             wallet,
