@@ -403,8 +403,8 @@ async fn results_arriving_together_count_as_if_one_after_another(
 /// Leases asked for at once (on PostgreSQL, one writer group draws them from units it
 /// loads once, each draw seeing the group's earlier leases in memory) keep every rule of
 /// who may have a unit, as if drawn one after another: no unit goes out beyond its quorum,
-/// no wallet (on two connections) or network holds or answers two replicas of one, a unit
-/// handed back does not go straight back, and a volunteer that runs built-in kernels only
+/// no wallet (on two connections), connection (with two wallets) or network holds or
+/// answers two replicas of one, a unit handed back does not go straight back, and a volunteer that runs built-in kernels only
 /// gets none of a registered kernel's units. The askers draw the oldest unit they may
 /// have, so each rule is met inside one group; and every replica still goes out.
 async fn leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit(
@@ -454,6 +454,16 @@ async fn leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit(
             false,
             false,
         ),
+        // Another wallet on that wallet's first connection.
+        (
+            Vol {
+                peer: twice.peer,
+                wallet: Vol::new(8).wallet,
+            },
+            None,
+            false,
+            false,
+        ),
         (Vol::new(4), Some("198.51.100.7"), false, false),
         (twice, None, true, false),
         (Vol::new(2), Some("203.0.113.5"), true, false),
@@ -470,7 +480,7 @@ async fn leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit(
     // waiting for the rest of its quorum: the first asker's and a wallet's of the second
     // asker's network. None of them may have it again.
     let mut leased: Vec<(usize, LeasedUnit)> = Vec::new();
-    for n in [5, 0, 6] {
+    for n in [6, 0, 7] {
         let answering = LeaseRequest {
             custom_ok: false,
             ..request(&askers[n])
@@ -480,7 +490,7 @@ async fn leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit(
             .await?
             .expect("a unit to answer");
         assert_eq!(answered.unit, taken.unit);
-        if n == 5 {
+        if n == 6 {
             leased.push((n, answered));
             continue;
         }
@@ -541,6 +551,14 @@ async fn leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit(
             wallets.len(),
             held.len(),
             "one wallet holds two replicas of {unit}"
+        );
+        let mut peers: Vec<_> = held.iter().map(|n| askers[*n].0.peer.to_string()).collect();
+        peers.sort_unstable();
+        peers.dedup();
+        assert_eq!(
+            peers.len(),
+            held.len(),
+            "one connection holds two replicas of {unit}"
         );
         let networks: Vec<_> = held
             .iter()
