@@ -1385,6 +1385,8 @@ async fn a_reopened_database_keeps_settled_units_and_voids_leases(
 enum Step {
     /// Volunteer `v` asks for work.
     Lease(usize),
+    /// Every volunteer asks for work at once (on PostgreSQL, drawn together).
+    LeaseTogether,
     /// Volunteer `v` answers its oldest held lease (honestly unless it is a cheater).
     Answer(usize),
     /// Volunteer `v` answers its oldest held lease twice.
@@ -1402,6 +1404,7 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => (0..5usize).prop_map(Step::Lease),
+        2 => Just(Step::LeaseTogether),
         4 => (0..5usize).prop_map(Step::Answer),
         1 => (0..5usize).prop_map(Step::Duplicate),
         1 => (0..5usize).prop_map(Step::Leave),
@@ -1560,6 +1563,8 @@ async fn random_event_orders(engine: Engine, steps: Vec<Step>, quorum: u32) -> a
         }
         out
     };
+    // The units (by parameters) each volunteer answered: it may never have them again.
+    let mut answered: Vec<Vec<String>> = vec![Vec::new(); 5];
     for s in steps {
         match s {
             Step::Lease(v) => {
@@ -1567,9 +1572,18 @@ async fn random_event_orders(engine: Engine, steps: Vec<Step>, quorum: u32) -> a
                     held[v].push((l.lease, l.unit_params));
                 }
             }
+            Step::LeaseTogether => {
+                let asks = futures::future::join_all(vols.iter().map(|vol| vol.lease(&storage)));
+                for (v, leased) in asks.await.into_iter().enumerate() {
+                    if let Some(l) = leased? {
+                        held[v].push((l.lease, l.unit_params));
+                    }
+                }
+            }
             Step::Answer(v) | Step::Duplicate(v) => {
                 if !held[v].is_empty() {
                     let (lease, params) = held[v].remove(0);
+                    answered[v].push(params.clone());
                     let out = answer_for(v, &params);
                     vols[v].answer(&storage, lease, &out, None).await?;
                     if matches!(s, Step::Duplicate(_)) {
@@ -1600,6 +1614,20 @@ async fn random_event_orders(engine: Engine, steps: Vec<Step>, quorum: u32) -> a
             }
         }
         check(&storage, j.id, quorum as usize, &vols[0].wallet).await?;
+        // A wallet never holds two replicas of a unit, nor one it answered.
+        for (v, held) in held.iter().enumerate() {
+            let mut units: Vec<&String> = held.iter().map(|(_, params)| params).collect();
+            anyhow::ensure!(
+                !units.iter().any(|u| answered[v].contains(u)),
+                "volunteer {v} was leased a unit it answered"
+            );
+            units.sort();
+            units.dedup();
+            anyhow::ensure!(
+                units.len() == held.len(),
+                "volunteer {v} holds a unit twice"
+            );
+        }
     }
     // Leases still held run out, and honest volunteers 1-4 finish the job, later:
     // a unit a wallet handed back goes to it again only after a while.
