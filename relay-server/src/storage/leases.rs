@@ -400,6 +400,11 @@ fn pick_at_offset(offset: i64) -> &'static str {
     &PICKS[n]
 }
 
+/// Which of `count` units (at least one) a lease's `draw` (0 to 1) lands on, from 0.
+fn drawn_at(draw: f64, count: i64) -> i64 {
+    ((draw.clamp(0.0, 1.0) * count as f64) as i64).min(count - 1)
+}
+
 /// The drawn one of the oldest units `request`'s volunteer (`wallet`, as text) may have,
 /// with what the unit's refresh would count (its active leases and pending results) and
 /// its `wanted`, so its new state is known without another query; `None` when nothing is
@@ -413,7 +418,6 @@ fn load_drawn_unit(
     let network = request.network.map(|n| n.to_string());
     let peer = request.peer.to_string();
     let since = request.terms.start_ms.saturating_sub(REPEAT_AFTER_MS);
-    let draw = |count: i64| (request.draw.clamp(0.0, 1.0) * count as f64) as i64;
     let custom_ok = i64::from(request.custom_ok);
     let pick = |offset: i64| {
         let pick_sql = match db.dialect() {
@@ -432,7 +436,7 @@ fn load_drawn_unit(
             },
         )
     };
-    let offset = draw(DRAW_FROM).min(DRAW_FROM - 1);
+    let offset = drawn_at(request.draw, DRAW_FROM);
     let mut row = pick(offset)?;
     if row.is_none() && offset > 0 {
         // Fewer units than the draw reached: draw again among those there are. On
@@ -457,7 +461,7 @@ fn load_drawn_unit(
             |r| r.get(0),
         )?;
         if eligible > 0 {
-            row = pick(draw(eligible).min(eligible - 1))?;
+            row = pick(drawn_at(request.draw, eligible))?;
         }
     }
     Ok(row)

@@ -14,8 +14,8 @@
 //! draw reached, and the units after them were not loaded) is left to be drawn alone after
 //! the others, on a view that then includes them.
 
-use super::{Leasing, UnitRow, WorkLease, DRAW_FROM, REPEAT_AFTER_MS};
-use crate::lifecycle::lease::{bars, decide_work_lease, Asker, LeaseDecision, PastLease};
+use super::{drawn_at, Leasing, UnitRow, WorkLease, DRAW_FROM, REPEAT_AFTER_MS};
+use crate::lifecycle::lease::{bars, decide_work_lease, Asker, LeaseDecision, NewLease, PastLease};
 use crate::storage::many_rows::{write_rows, Param};
 use crate::storage::sql::{params, Db};
 use crate::storage::{now_ms, StorageError};
@@ -168,7 +168,6 @@ fn draw_among(
     draw: f64,
     again: bool,
 ) -> Draw {
-    let at = |count: i64| (draw.clamp(0.0, 1.0) * count as f64) as i64;
     let open: Vec<usize> = units
         .iter()
         .enumerate()
@@ -182,7 +181,7 @@ fn draw_among(
         .map(|(n, _)| n)
         .take(usize::try_from(DRAW_FROM).unwrap_or(16))
         .collect();
-    let offset = at(DRAW_FROM).min(DRAW_FROM - 1);
+    let offset = drawn_at(draw, DRAW_FROM);
     let count = i64::try_from(open.len()).unwrap_or(0);
     let pick = |n: i64| usize::try_from(n).ok().and_then(|n| open.get(n).copied());
     if let Some(n) = pick(offset) {
@@ -192,7 +191,7 @@ fn draw_among(
     } else if count == 0 {
         Draw::Nothing
     } else {
-        pick(at(count).min(count - 1)).map_or(Draw::Nothing, Draw::Unit)
+        pick(drawn_at(draw, count)).map_or(Draw::Nothing, Draw::Unit)
     }
 }
 
@@ -205,7 +204,7 @@ pub(in crate::storage) fn lease_together(
 ) -> Result<Vec<bool>, StorageError> {
     let (mut units, complete) = load_drawable(db, leasings.len())?;
     // Decide each lease in turn, its unit's view in memory carrying the leases before it.
-    let mut drawn: Vec<Option<(usize, crate::lifecycle::lease::NewLease)>> = Vec::new();
+    let mut drawn: Vec<Option<(usize, NewLease)>> = Vec::new();
     let mut outcomes: Vec<Option<WorkLease>> = Vec::new();
     for (_, leasing) in leasings.iter() {
         let request = &leasing.request;
@@ -320,7 +319,7 @@ fn write_leases(
     db: &dyn Db,
     leasings: &[(usize, &mut Leasing)],
     units: &[Drawable],
-    drawn: &[Option<(usize, crate::lifecycle::lease::NewLease)>],
+    drawn: &[Option<(usize, NewLease)>],
 ) -> Result<(), StorageError> {
     // One row per unit: a unit drawn twice is written as its last lease left it.
     let mut changed: BTreeSet<usize> = BTreeSet::new();
