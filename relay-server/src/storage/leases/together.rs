@@ -54,7 +54,10 @@ const LOADS: [usize; 6] = [32, 64, 128, 256, 512, 1024];
 /// The statement reads a row per lease (or one with NULL lease columns for a unit with
 /// none), in the units' order: the unit's columns as [`UnitRow`] reads them but for the
 /// parameters (read later, for the units drawn only), its `wanted`, then the lease's
-/// state, whether its verdict is pending, wallet, peer, network and issue time. It is
+/// state, whether its verdict is pending, wallet, peer, network and issue time: every
+/// active or returned lease, and hand-backs issued after `?1` (older ones keep the unit
+/// from nobody, and a unit many fresh wallets took and handed back would otherwise load
+/// every one of them at every group). It is
 /// fenced as the draw alone is (`eligible_units!`): the job looked up for each unit and
 /// the leases for each unit, whatever plan a nearly empty table suggested when the
 /// statement was prepared.
@@ -82,6 +85,7 @@ fn drawable_units(leases: usize) -> (usize, &'static str) {
                      FROM drawable LEFT JOIN LATERAL
                          (SELECT state, verdict, wallet, peer, network, issued_ms FROM leases
                           WHERE leases.unit_id = drawable.id AND leases.state <> 'void'
+                            AND (leases.state IN ('active', 'returned') OR leases.issued_ms > ?1)
                           OFFSET 0) AS had ON true
                      ORDER BY drawable.position"
                 )
@@ -96,12 +100,17 @@ fn drawable_units(leases: usize) -> (usize, &'static str) {
     (LOADS[n], &STATEMENTS[n])
 }
 
-/// The units `limit` asked for, in order, and whether they are all the queued units of
-/// live jobs there are (fewer came than were asked for).
-fn load_drawable(db: &dyn Db, leases: usize) -> Result<(Vec<Drawable>, bool), StorageError> {
+/// The units a group of `leases` draws from, in order, with the hand-backs issued after
+/// `since`; and whether they are all the queued units of live jobs there are (fewer came
+/// than were asked for).
+fn load_drawable(
+    db: &dyn Db,
+    leases: usize,
+    since: i64,
+) -> Result<(Vec<Drawable>, bool), StorageError> {
     let (limit, sql) = drawable_units(leases);
     let mut units: Vec<Drawable> = Vec::new();
-    db.for_each_row(sql, params![], &mut |r| {
+    db.for_each_row(sql, params![since], &mut |r| {
         let id: String = r.get(0)?;
         if units.last().is_none_or(|u| u.row.id != id) {
             units.push(Drawable {
@@ -202,7 +211,14 @@ pub(in crate::storage) fn lease_together(
     db: &dyn Db,
     leasings: &mut [(usize, &mut Leasing)],
 ) -> Result<Vec<bool>, StorageError> {
-    let (mut units, complete) = load_drawable(db, leasings.len())?;
+    let repeat_since =
+        |leasing: &Leasing| (leasing.request.terms.start_ms).saturating_sub(REPEAT_AFTER_MS);
+    let since = leasings
+        .iter()
+        .map(|(_, l)| repeat_since(l))
+        .min()
+        .unwrap_or(0);
+    let (mut units, complete) = load_drawable(db, leasings.len(), since)?;
     // Decide each lease in turn, its unit's view in memory carrying the leases before it.
     let mut drawn: Vec<Option<(usize, NewLease)>> = Vec::new();
     let mut outcomes: Vec<Option<WorkLease>> = Vec::new();
@@ -214,7 +230,7 @@ pub(in crate::storage) fn lease_together(
             wallet: &wallet,
             peer: &peer,
             network: network.as_deref(),
-            repeat_since: request.terms.start_ms.saturating_sub(REPEAT_AFTER_MS),
+            repeat_since: repeat_since(leasing),
         };
         let n = match draw(&units, complete, &asker, request.custom_ok, request.draw) {
             Draw::Unit(n) => n,
