@@ -9,7 +9,7 @@ use starling_kernels::custom::CustomKernel;
 use starling_kernels::matmul::tune::{self, MatmulShader};
 use starling_kernels::matmul::Matmul;
 use starling_kernels::{volunteer, Gpu, KernelError, UnitSpec};
-use starling_protocol::{Assignment, DeviceInfo};
+use starling_protocol::{Assignment, DeviceInfo, LeaseId};
 use std::sync::{Mutex, MutexGuard};
 
 /// Why a unit could not be computed.
@@ -288,12 +288,58 @@ impl Engine {
         lock(&self.matmul)
     }
 
+    /// Measures this device's matmul speed in GFLOP/s on a local n-cubed unit of zeros
+    /// (the page's is [`BENCHMARK_N`]): one run to build the pipeline (and, where this
+    /// engine chooses its shader, to start choosing), then the best of three. Nothing is
+    /// sent anywhere. The volunteer page's "Measure" runs it, and
+    /// `e2e/benches/browser_native.rs` runs it natively and in the browser on one device.
+    pub async fn benchmark(&self, n: u32) -> Result<f64, ComputeError> {
+        let unit = local_matmul(n);
+        self.run(&unit).await?;
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let started = platform::now_ms();
+            self.run(&unit).await?;
+            best = best.min(platform::now_ms() - started);
+        }
+        let flops = 2.0 * f64::from(n).powi(3);
+        Ok(flops / best.max(0.01) / 1e6)
+    }
+
     /// FLOPs of an assignment, for the meter.
     pub fn flops(&self, a: &Assignment) -> u64 {
         if is_content_id(&a.kernel) {
             return self.custom.map_or(0, |custom| (custom.flops)(a));
         }
         volunteer::unit_flops(&a.kernel, &a.params_json).unwrap_or(0)
+    }
+}
+
+/// Side of the volunteer page's benchmark ([`Engine::benchmark`]): 2 x 128^3 = 4.2 MFLOP,
+/// a blink on a real GPU and well under a second on software ones.
+pub const BENCHMARK_N: u32 = 128;
+
+/// The benchmark's side a page's link asks for (`?benchmark=N`, which
+/// `e2e/benches/browser_native.rs` uses to measure a unit the size of the relay's too):
+/// a multiple of 16 from 16 to 1024, else [`BENCHMARK_N`]. Anyone can link to the page
+/// with any query, and a huge side would hold a visitor's software adapter for minutes.
+pub fn benchmark_side(asked: Option<&str>) -> u32 {
+    asked
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (16..=1024).contains(n) && n % 16 == 0)
+        .unwrap_or(BENCHMARK_N)
+}
+
+/// A local n x n x n matmul of zeros, run on this device only (never sent anywhere): the
+/// benchmark's unit, and the page's warm-up.
+pub fn local_matmul(n: u32) -> Assignment {
+    Assignment {
+        lease: LeaseId::from_uuid(uuid::Uuid::nil()),
+        kernel: Matmul::ID.into(),
+        params_json: format!(r#"{{"row_start":0,"rows":{n},"k":{n},"n":{n}}}"#),
+        input: vec![0u8; 2 * n as usize * n as usize * 4],
+        deadline_ms: u32::MAX,
+        job_age_s: 0,
     }
 }
 
@@ -400,4 +446,32 @@ fn lock(tuning: &Mutex<MatmulTuning>) -> MutexGuard<'_, MatmulTuning> {
     tuning
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{benchmark_side, BENCHMARK_N};
+
+    #[test]
+    fn a_linked_benchmark_side_stays_within_seconds_of_a_software_adapter() {
+        assert_eq!(benchmark_side(None), BENCHMARK_N);
+        assert_eq!(benchmark_side(Some("512")), 512);
+        assert_eq!(benchmark_side(Some("1024")), 1024);
+        // A huge, odd or garbage side is the default, never a matmul that would hold the
+        // visitor's device for minutes.
+        for hostile in [
+            "1040",
+            "4096",
+            "4294967295",
+            "99999999999",
+            "500",
+            "0",
+            "-512",
+            "1e3",
+            "",
+            "512 ",
+        ] {
+            assert_eq!(benchmark_side(Some(hostile)), BENCHMARK_N, "{hostile:?}");
+        }
+    }
 }

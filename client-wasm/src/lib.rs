@@ -18,8 +18,8 @@ pub mod reconnect;
 pub mod volunteer;
 
 pub use engine::{
-    ComputeError, CpuReference, CustomKernels, Engine, MatmulTrials, CPU_REFERENCE, CUSTOM_KERNELS,
-    MATMUL_TRIALS,
+    local_matmul, ComputeError, CpuReference, CustomKernels, Engine, MatmulTrials, BENCHMARK_N,
+    CPU_REFERENCE, CUSTOM_KERNELS, MATMUL_TRIALS,
 };
 use starling_protocol::Binding;
 use std::fmt;

@@ -110,7 +110,7 @@ pub struct EngineCalls {
     /// [`start`].
     pub start: fn(Starting) -> LocalBoxFuture<'static, Result<(), String>>,
     /// [`benchmark`].
-    pub benchmark: fn() -> LocalBoxFuture<'static, Result<f64, String>>,
+    pub benchmark: fn(u32) -> LocalBoxFuture<'static, Result<f64, String>>,
     /// This browser's wallet address (its key made on first use).
     pub wallet_address: fn() -> Result<String, String>,
 }
@@ -131,8 +131,8 @@ fn start_boxed(starting: Starting) -> LocalBoxFuture<'static, Result<(), String>
     Box::pin(start(starting))
 }
 
-fn benchmark_boxed() -> LocalBoxFuture<'static, Result<f64, String>> {
-    Box::pin(benchmark())
+fn benchmark_boxed(n: u32) -> LocalBoxFuture<'static, Result<f64, String>> {
+    Box::pin(benchmark(n))
 }
 
 /// This browser's wallet address, its key made on first use. Named directly only by the
@@ -270,41 +270,19 @@ pub async fn detect() -> DeviceSummary {
     }
 }
 
-/// Side of the benchmark's square matmul: 2 x 128^3 = 4.2 MFLOP, a blink on a real GPU
-/// and well under a second on software ones.
-const BENCH_N: u32 = 128;
-
-/// Measures this device's matmul speed in GFLOP/s: one run to compile the pipeline,
-/// then the best of three. Local only: nothing is sent anywhere.
-pub async fn benchmark() -> Result<f64, String> {
+/// This device's matmul speed in GFLOP/s on an n-cubed unit ([`Engine::benchmark`]).
+/// Local only: nothing is sent anywhere.
+pub async fn benchmark(n: u32) -> Result<f64, String> {
     let engine = ENGINE
         .with(|e| e.borrow().clone())
         .ok_or_else(|| "the device is still being detected".to_owned())?;
-    let n = BENCH_N;
-    let assignment = square_matmul(n)?;
-    engine.run(&assignment).await.map_err(|e| e.to_string())?;
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        let started = now_ms();
-        engine.run(&assignment).await.map_err(|e| e.to_string())?;
-        best = best.min(now_ms() - started);
-    }
-    let flops = 2.0 * f64::from(n).powi(3);
-    Ok(flops / best.max(0.01) / 1e6)
+    engine.benchmark(n).await.map_err(|e| e.to_string())
 }
 
-/// A local n x n x n matmul of zeros, run on this device only (never sent anywhere).
-fn square_matmul(n: u32) -> Result<starling_protocol::Assignment, String> {
-    Ok(starling_protocol::Assignment {
-        lease: "00000000-0000-0000-0000-000000000000"
-            .parse::<starling_protocol::LeaseId>()
-            .map_err(|e| e.to_string())?,
-        kernel: "matmul".into(),
-        params_json: format!(r#"{{"row_start":0,"rows":{n},"k":{n},"n":{n}}}"#),
-        input: vec![0u8; (2 * n * n * 4) as usize],
-        deadline_ms: u32::MAX,
-        job_age_s: 0,
-    })
+/// The benchmark's side: `?benchmark=N` where the page's link asks
+/// ([`starling_client::engine::benchmark_side`]).
+pub fn benchmark_side() -> u32 {
+    starling_client::engine::benchmark_side(crate::net::query_param("benchmark").as_deref())
 }
 
 /// Side of the warm-up matmul: the smallest that runs the shader's whole tile path.
@@ -327,12 +305,9 @@ fn warm_up(engine: &Rc<Engine>) {
     }
     let engine = engine.clone();
     wasm_bindgen_futures::spawn_local(async move {
-        let warmed = match square_matmul(WARM_UP_N) {
-            Ok(unit) => engine.run(&unit).await.map(drop).map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
+        let warmed = engine.run(&starling_client::local_matmul(WARM_UP_N)).await;
         match warmed {
-            Ok(()) => mark_once("starling:warm"),
+            Ok(_) => mark_once("starling:warm"),
             Err(why) => leptos::logging::warn!("warming the GPU up failed: {why}"),
         }
     });

@@ -400,6 +400,7 @@ impl Default for Session {
 #[component]
 pub fn DeviceCard(session: Session) -> impl IntoView {
     let bench = RwSignal::new(Bench::NotRun);
+    let side = runtime::benchmark_side();
     view! {
         <section class="card" aria-labelledby="device-title">
             <h2 id="device-title">"This device"</h2>
@@ -450,7 +451,7 @@ pub fn DeviceCard(session: Session) -> impl IntoView {
                                     bench.set(Bench::Running);
                                     spawn_local(async move {
                                         let measured = match runtime::engine().await {
-                                            Ok(engine) => (engine.benchmark)().await,
+                                            Ok(engine) => (engine.benchmark)(side).await,
                                             Err(why) => Err(why),
                                         };
                                         bench.set(match measured {
@@ -458,10 +459,10 @@ pub fn DeviceCard(session: Session) -> impl IntoView {
                                             Err(e) => Bench::Failed(e),
                                         });
                                     });
-                                }>"Measure (a 128³ matmul, on this device only)"</button>
+                                }>{format!("Measure (a {side}³ matmul, on this device only)")}</button>
                         }.into_any(),
                         Bench::Running => view! { <span>"measuring…"</span> }.into_any(),
-                        Bench::Done(g) => view! { <span data-testid="benchmark">{format!("{g:.2} GFLOP/s (128³ matmul)")}</span> }.into_any(),
+                        Bench::Done(g) => view! { <span data-testid="benchmark">{format!("{g:.2} GFLOP/s ({side}³ matmul)")}</span> }.into_any(),
                         Bench::Failed(e) => view! { <span class="note">{format!("could not measure: {e}")}</span> }.into_any(),
                     }}
                 </dd>
