@@ -56,7 +56,7 @@
 //! volunteer threads; `STARLING_BENCH_SCALING_UNITS` the units of the scaling job (2 000)
 //! and `STARLING_BENCH_UNIT_MS` their simulated compute time (50);
 //! `STARLING_BENCH_POSTGRES_QUORUM` the quorum of the PostgreSQL scenarios and their SQLite
-//! baseline (1). `changes across relays`
+//! baseline (1), and `STARLING_BENCH_POSTGRES_VOLUNTEERS` their volunteers (64). `changes across relays`
 //! (PostgreSQL) times how soon one relay hears of a job another stored, with and without
 //! LISTEN/NOTIFY.
 
@@ -316,11 +316,14 @@ async fn main() -> anyhow::Result<()> {
 async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> anyhow::Result<()> {
     // Quorum 1 by default: the billed case a network of trusted wallets mostly runs.
     let quorum = u32::try_from(env_count("STARLING_BENCH_POSTGRES_QUORUM", 1)?)?;
+    // A deployment's relay serves thousands of volunteers, whose requests queue while a
+    // group is written: more of them make larger groups.
+    let workers = env_count("STARLING_BENCH_POSTGRES_VOLUNTEERS", WORKERS)?;
     let scenario = Scenario {
         name: "billed",
         quorum,
         billed: true,
-        workers: WORKERS,
+        workers,
         adaptive: None,
     };
     let names = [
@@ -344,7 +347,7 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
     let sqlite = storage_only::run(scenario, units, &storage_only::Engine::Sqlite).await?;
     let base = floor.unwrap_or(sqlite.units_per_s);
     print_row(
-        &format!("{}, {} vol.", names[0], WORKERS),
+        &format!("{}, {} vol.", names[0], workers),
         &sqlite,
         units,
         base,
@@ -369,7 +372,7 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
         postgres::reset_statements(server)?;
         let f = storage_only::run(scenario, units, &engine).await?;
         let database = f.database;
-        print_row(&format!("{name}, {WORKERS} vol."), &f, units, base);
+        print_row(&format!("{name}, {workers} vol."), &f, units, base);
         println!(
             "  {:.2}x SQLite's units/s (same run)",
             f.units_per_s / sqlite.units_per_s
