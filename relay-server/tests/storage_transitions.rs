@@ -123,6 +123,7 @@ on_both_engines!(
     replicas_arriving_together_settle_as_if_one_after_another,
     leases_asked_for_together_keep_every_rule_of_who_may_have_a_unit,
     a_wallet_kept_from_the_oldest_units_still_gets_one_further_on,
+    a_payout_to_many_wallets_pays_each_what_it_earned_in_a_few_reads,
 );
 
 fn temp_dir(name: &str) -> TempDir {
@@ -863,6 +864,85 @@ impl History<'_> {
         let after: i64 = sqlx::query_scalar(READ).fetch_one(&mut *db).await?;
         Ok((after - before) as f64 / self.vols.len() as f64)
     }
+}
+
+/// Many free wallets each earn from one job, and one payout pays them all: each gets
+/// exactly what it was owed, the chain audits, and on PostgreSQL the payout reads the
+/// database a few times however many wallets it pays. It used to read each entry's
+/// balances and the chain's head before writing it (five round trips an entry inside the
+/// writer's turn), so anyone with a thousand free wallets could make every payout stall
+/// every relay's writes for a second.
+async fn a_payout_to_many_wallets_pays_each_what_it_earned_in_a_few_reads(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    const WALLETS: u8 = 120;
+    let dir = temp_dir("many-payees");
+    let storage = open_billed(engine, &dir).await?;
+    let (submitter, _) = storage
+        .create_account(&billing().key, MicroCredits(1_000_000_000), None)
+        .await?;
+    let j = NewJob {
+        submitter: Some(submitter),
+        ..job(usize::from(WALLETS), 1)
+    };
+    storage.insert_job(&j).await?;
+    for seed in 1..=WALLETS {
+        let vol = Vol::new(seed);
+        let leased = vol
+            .lease(&storage)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no unit for wallet {seed}"))?;
+        vol.answer(&storage, leased.lease, leased.unit_params.as_bytes(), None)
+            .await?;
+    }
+    let owed = storage.accruals().await?;
+    let mut expected: BTreeMap<Account, u64> = BTreeMap::new();
+    for accrual in &owed {
+        *expected.entry(accrual.account).or_default() += accrual.amount.0;
+    }
+    let wallets_owed = expected
+        .keys()
+        .filter(|a| matches!(a, Account::Wallet(_)))
+        .count();
+    anyhow::ensure!(
+        wallets_owed >= usize::from(WALLETS) / 2,
+        "only {wallets_owed} wallets earned anything: {owed:?}"
+    );
+    for (account, amount) in expected.iter_mut() {
+        *amount += storage.balance(account).await?.0;
+    }
+    let trips = storage.writer_round_trips();
+    let paid = storage.pay_out_all().await?;
+    let trips = storage.writer_round_trips() - trips;
+    assert_eq!(
+        paid.len(),
+        owed.iter().filter(|a| !a.amount.is_zero()).count(),
+        "one entry an accrual"
+    );
+    for (account, amount) in &expected {
+        assert_eq!(
+            storage.balance(account).await?,
+            MicroCredits(*amount),
+            "{account} holds what it held and what it was owed"
+        );
+    }
+    assert!(
+        storage.accruals().await?.is_empty(),
+        "nothing is owed twice"
+    );
+    storage
+        .audit(&billing().key.address())
+        .await
+        .map_err(|e| anyhow::anyhow!("audit: {e}"))?;
+    // The ledger's lock, the rows, the escrow, two reads of balances, the chain's head,
+    // the writes sent with the commit, and the first use of each statement on this
+    // connection (preparing it is a round trip): 18 here, however many wallets.
+    anyhow::ensure!(
+        engine == Engine::Sqlite || trips <= 24,
+        "paying {} accruals took {trips} round trips to the server",
+        owed.len()
+    );
+    Ok(())
 }
 
 async fn a_tiny_unit_of_a_priced_job_pays_its_volunteer(engine: Engine) -> anyhow::Result<()> {

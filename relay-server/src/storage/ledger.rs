@@ -17,7 +17,7 @@ use crate::ledger::{
 use crate::lifecycle::billing::{decide_accrual, refund_due, AccrualRefused, EscrowStanding};
 use sha2::{Digest, Sha256};
 use starling_protocol::{JobId, Signature, WalletAddress, WalletKey, MAX_TRANSFER_VALIDITY_MS};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A wallet's signed order to move credit to another wallet (what
 /// `POST /api/v1/transfers` carries), as [`WalletKey::sign_transfer`] signed it.
@@ -289,21 +289,31 @@ fn debited(
     Ok(before.checked_sub(micro).ok_or(MoneyError::Overflow)?)
 }
 
-/// Seals and stores the entry at `head` (the next seq and the previous hash) and credits
-/// `credit`'s cached balance; the caller updates the debited one.
+/// An entry sealed, and what it leaves its two accounts holding.
+struct Sealed {
+    entry: Entry,
+    debit_after: i64,
+    credit_after: i64,
+}
+
+/// The entry at `head` (the next seq and the previous hash) moving `amount` from `debit`
+/// (holding `debit_before`) to `credit` (holding `credit_before`), sealed with `key`:
+/// decided without the database. Refuses what [`check_entry`] and [`debited`] refuse.
 #[allow(clippy::too_many_arguments)]
-fn write_entry(
-    db: &dyn Db,
+fn seal_entry(
     key: &WalletKey,
     head: (u64, [u8; 32]),
     debit: &Account,
+    debit_before: i64,
     credit: &Account,
+    credit_before: i64,
     amount: MicroCredits,
     reason: Reason,
     reference: &str,
-) -> Result<Entry, LedgerError> {
-    let micro = i64::try_from(amount.0).map_err(|_| LedgerError::TooLarge(amount))?;
-    let credit_after = cached_balance(db, credit)?
+) -> Result<Sealed, LedgerError> {
+    let micro = check_entry(debit, credit, amount, reference)?;
+    let debit_after = debited(debit, debit_before, micro, amount)?;
+    let credit_after = credit_before
         .checked_add(micro)
         .ok_or(MoneyError::Overflow)?;
     let (seq, prev_hash) = head;
@@ -318,6 +328,24 @@ fn write_entry(
         prev_hash: &prev_hash,
     }
     .seal(key);
+    Ok(Sealed {
+        entry,
+        debit_after,
+        credit_after,
+    })
+}
+
+/// The seq and previous hash of the entry after `entry`.
+fn head_after(entry: &Entry) -> Result<(u64, [u8; 32]), MoneyError> {
+    Ok((
+        entry.seq.checked_add(1).ok_or(MoneyError::Overflow)?,
+        entry.hash,
+    ))
+}
+
+/// Stores a sealed entry (its balances are the caller's to write).
+fn insert_entry(db: &dyn Db, entry: &Entry) -> Result<(), LedgerError> {
+    let micro = i64::try_from(entry.amount.0).map_err(|_| LedgerError::TooLarge(entry.amount))?;
     db.write("INSERT INTO ledger (seq, time_ms, debit, credit, amount, reason, reference, prev_hash, hash, signature)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)", params![
         i64::try_from(entry.seq).map_err(|_| MoneyError::Overflow)?,
@@ -331,8 +359,7 @@ fn write_entry(
         &entry.hash[..],
         &entry.signature.0[..],
     ])?;
-    set_balance(db, credit, credit_after)?;
-    Ok(entry)
+    Ok(())
 }
 
 /// Appends one entry moving `amount` from `debit` to `credit`, signed with the relay's
@@ -348,20 +375,21 @@ pub(crate) fn append(
     reference: &str,
 ) -> Result<Entry, LedgerError> {
     lock_ledger(db)?;
-    let micro = check_entry(debit, credit, amount, reference)?;
-    let debit_after = debited(debit, cached_balance(db, debit)?, micro, amount)?;
-    let entry = write_entry(
-        db,
+    let sealed = seal_entry(
         key,
         chain_head(db)?,
         debit,
+        cached_balance(db, debit)?,
         credit,
+        cached_balance(db, credit)?,
         amount,
         reason,
         reference,
     )?;
-    set_balance(db, debit, debit_after)?;
-    Ok(entry)
+    insert_entry(db, &sealed.entry)?;
+    set_balance(db, credit, sealed.credit_after)?;
+    set_balance(db, debit, sealed.debit_after)?;
+    Ok(sealed.entry)
 }
 
 /// The account holding `job`'s escrow, and its name (what the job's entries give as
@@ -530,57 +558,96 @@ macro_rules! payable {
 }
 const PAYABLE: &str = payable!();
 
+/// One accrual row a payout pays, as stored (its text keys the row's deletion) and read.
+struct Payable {
+    job_id: String,
+    account_text: String,
+    reason_text: String,
+    job: JobId,
+    account: Account,
+    reason: Reason,
+    micro: i64,
+}
+
 /// Pays out what verified work earned and the ledger does not hold yet: one signed entry
 /// per accrual row (escrow → payee, the escrow's name as reference), for `job` or for every
 /// job, at most `limit` rows (all of them without one), and forgets what it paid.
 /// Returns the entries, for receipts.
+///
+/// Loads every row, escrow, balance and the chain's head first, decides and seals every
+/// entry in memory, then writes: a payout to thousands of wallets reads the database a
+/// fixed number of times per [`BALANCES_AT_ONCE`] accounts, where reading each entry's
+/// balances and head as [`append`] does made it five round trips an entry on PostgreSQL,
+/// all inside the writer's turn.
 pub(crate) fn pay_out(
     db: &dyn Db,
     key: &WalletKey,
     job: Option<JobId>,
     limit: Option<i64>,
 ) -> Result<Vec<Entry>, LedgerError> {
+    // Load.
     lock_ledger(db)?;
-    let filter = job.map(|j| j.to_string());
-    let rows: Vec<(String, String, String, i64)> = {
-        // SQLite reads a negative LIMIT as none; PostgreSQL a NULL one.
-        let limit = match (db.dialect(), limit) {
-            (_, Some(limit)) => Some(limit),
-            (Dialect::Sqlite, None) => Some(-1),
-            (Dialect::Postgres, None) => None,
-        };
-        // Locked on PostgreSQL: another relay settling a unit of the job adds to these
-        // rows, and an addition between this read and the rows' deletion below would be
-        // deleted unpaid; it waits instead, and then starts a new row.
-        let select = match db.dialect() {
-            Dialect::Sqlite => PAYABLE,
-            Dialect::Postgres => concat!(payable!(), " FOR UPDATE"),
-        };
-        db.query_all(select, params![filter, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-    };
-    let corrupt = |what: String| LedgerError::Storage(StorageError::Corrupt(what));
-    let mut entries: Vec<Entry> = Vec::with_capacity(rows.len());
-    for (job_id, account_text, reason_text, micro) in rows {
-        let job: JobId = job_id
-            .parse()
-            .map_err(|_| corrupt(format!("accrual for job {job_id:?}")))?;
-        let account: Account = account_text
-            .parse()
-            .map_err(|_| corrupt(format!("accrual to {account_text:?}")))?;
-        let reason: Reason = reason_text
-            .parse()
-            .map_err(|_| corrupt(format!("accrual for {reason_text:?}")))?;
-        let amount = MicroCredits(u64::try_from(micro).map_err(|_| MoneyError::Overflow)?);
-        if !amount.is_zero() {
-            let (escrow, name) = escrow_of(db, job)?;
-            entries.push(append(db, key, &escrow, &account, amount, reason, &name)?);
+    let rows = payable(db, job, limit)?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut escrows: BTreeMap<JobId, (Account, String)> = BTreeMap::new();
+    for row in &rows {
+        if let std::collections::btree_map::Entry::Vacant(escrow) = escrows.entry(row.job) {
+            escrow.insert(escrow_of(db, row.job)?);
         }
+    }
+    let accounts: Vec<Account> = rows
+        .iter()
+        .map(|row| row.account)
+        .chain(escrows.values().map(|(escrow, _)| *escrow))
+        .collect();
+    let mut balances = cached_balances(db, &accounts)?;
+    let mut head = chain_head(db)?;
+    // Decide: the entries in the rows' order, each from the balances the ones before it
+    // left, as one `append` after another would.
+    let mut entries: Vec<Entry> = Vec::with_capacity(rows.len());
+    let mut owed_less: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut moved: BTreeSet<Account> = BTreeSet::new();
+    for row in &rows {
+        let amount = MicroCredits(u64::try_from(row.micro).map_err(|_| MoneyError::Overflow)?);
+        if !amount.is_zero() {
+            let (escrow, name) = &escrows[&row.job];
+            let sealed = seal_entry(
+                key,
+                head,
+                escrow,
+                balances.get(escrow).copied().unwrap_or(0),
+                &row.account,
+                balances.get(&row.account).copied().unwrap_or(0),
+                amount,
+                row.reason,
+                name,
+            )?;
+            balances.insert(*escrow, sealed.debit_after);
+            balances.insert(row.account, sealed.credit_after);
+            moved.insert(*escrow);
+            moved.insert(row.account);
+            head = head_after(&sealed.entry)?;
+            entries.push(sealed.entry);
+        }
+        let owed = owed_less.entry(&row.job_id).or_default();
+        *owed = owed.checked_add(row.micro).ok_or(MoneyError::Overflow)?;
+    }
+    // Apply: writes only, which PostgreSQL's writer sends together.
+    for entry in &entries {
+        insert_entry(db, entry)?;
+    }
+    for account in &moved {
+        set_balance(db, account, balances.get(account).copied().unwrap_or(0))?;
+    }
+    for row in &rows {
         db.write(
             "DELETE FROM accruals WHERE job_id = ?1 AND account = ?2 AND reason = ?3",
-            params![&job_id, &account_text, &reason_text],
+            params![&row.job_id, &row.account_text, &row.reason_text],
         )?;
+    }
+    for (job_id, micro) in owed_less {
         db.write(
             "UPDATE accrued_jobs SET micro = micro - ?2 WHERE job_id = ?1",
             params![job_id, micro],
@@ -588,9 +655,96 @@ pub(crate) fn pay_out(
     }
     db.write(
         "DELETE FROM accrued_jobs WHERE micro <= 0 AND (job_id = ?1 OR ?1 IS NULL)",
-        params![&filter],
+        params![job.map(|j| j.to_string())],
     )?;
     Ok(entries)
+}
+
+/// The accrual rows [`pay_out`] pays, locked on PostgreSQL.
+fn payable(
+    db: &dyn Db,
+    job: Option<JobId>,
+    limit: Option<i64>,
+) -> Result<Vec<Payable>, LedgerError> {
+    let filter = job.map(|j| j.to_string());
+    // SQLite reads a negative LIMIT as none; PostgreSQL a NULL one.
+    let limit = match (db.dialect(), limit) {
+        (_, Some(limit)) => Some(limit),
+        (Dialect::Sqlite, None) => Some(-1),
+        (Dialect::Postgres, None) => None,
+    };
+    // Locked on PostgreSQL: another relay settling a unit of the job adds to these rows,
+    // and an addition between this read and the rows' deletion would be deleted unpaid;
+    // it waits instead, and then starts a new row.
+    let select = match db.dialect() {
+        Dialect::Sqlite => PAYABLE,
+        Dialect::Postgres => concat!(payable!(), " FOR UPDATE"),
+    };
+    let stored: Vec<(String, String, String, i64)> =
+        db.query_all(select, params![filter, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+    let corrupt = |what: String| LedgerError::Storage(StorageError::Corrupt(what));
+    stored
+        .into_iter()
+        .map(|(job_id, account_text, reason_text, micro)| {
+            Ok(Payable {
+                job: job_id
+                    .parse()
+                    .map_err(|_| corrupt(format!("accrual for job {job_id:?}")))?,
+                account: account_text
+                    .parse()
+                    .map_err(|_| corrupt(format!("accrual to {account_text:?}")))?,
+                reason: reason_text
+                    .parse()
+                    .map_err(|_| corrupt(format!("accrual for {reason_text:?}")))?,
+                job_id,
+                account_text,
+                reason_text,
+                micro,
+            })
+        })
+        .collect()
+}
+
+/// Accounts whose balances one query reads: a fixed shape (unused places repeat an
+/// account), so there is one statement to prepare however many accounts a payout pays.
+const BALANCES_AT_ONCE: usize = 64;
+
+/// The cached balances of `accounts`; an account that never moved credit has none.
+fn cached_balances(
+    db: &dyn Db,
+    accounts: &[Account],
+) -> Result<BTreeMap<Account, i64>, StorageError> {
+    let texts: Vec<String> = accounts
+        .iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(Account::to_string)
+        .collect();
+    let places: Vec<String> = (1..=BALANCES_AT_ONCE).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "SELECT account, micro FROM balances WHERE account IN ({})",
+        places.join(", ")
+    );
+    let mut balances = BTreeMap::new();
+    for chunk in texts.chunks(BALANCES_AT_ONCE) {
+        let Some(last) = chunk.last() else {
+            continue;
+        };
+        let bound: Vec<&dyn ToParam> = (0..BALANCES_AT_ONCE)
+            .map(|i| chunk.get(i).unwrap_or(last) as &dyn ToParam)
+            .collect();
+        for (text, micro) in db.query_all(&sql, &bound, |r| {
+            Ok((r.get::<String>(0)?, r.get::<i64>(1)?))
+        })? {
+            let account: Account = text
+                .parse()
+                .map_err(|_| StorageError::Corrupt(format!("balance of {text:?}")))?;
+            balances.insert(account, micro);
+        }
+    }
+    Ok(balances)
 }
 
 /// What `job`'s escrow owes in accruals not paid out yet.
