@@ -94,12 +94,17 @@ macro_rules! eligible_units {
             "
          WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
            AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
+                           AND leases.state IN ('active', 'returned')
                            AND ((leases.state = 'active' AND (leases.wallet = ?1 OR leases.peer = ?2))
                                 OR (leases.state = 'returned' AND leases.wallet = ?1)
-                                OR ((leases.state = 'released' OR leases.state = 'expired')
-                                    AND leases.wallet = ?1 AND leases.issued_ms > ?3)
-                                OR (leases.network = ?4
-                                    AND (leases.state = 'active' OR leases.state = 'returned')))",
+                                OR leases.network = ?4)",
+            $fence,
+            ")
+           -- Through `leases_handed_back` (its condition spelled as the index's): the
+           -- unit's recent hand-backs, never its whole pile.
+           AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
+                           AND (leases.state = 'released' OR leases.state = 'expired')
+                           AND leases.issued_ms > ?3 AND leases.wallet = ?1",
             $fence,
             ")
            -- A registered kernel's id is its 64-digit content address; built-ins' are short.
@@ -361,6 +366,7 @@ macro_rules! pick_one_unit {
             unit_columns!(),
             ", units.wanted,
                (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
+                AND leases.state IN ('active', 'returned')
                 AND (leases.state = 'active' OR leases.verdict = 'pending')) ",
             eligible_units!($($engine)?)
         )

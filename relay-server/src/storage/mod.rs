@@ -164,6 +164,7 @@ macro_rules! refresh_units {
     () => {
         "UPDATE units SET state = CASE WHEN
         (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
+         AND leases.state IN ('active', 'returned')
          AND (leases.state = 'active' OR leases.verdict = 'pending'))
       >= units.wanted THEN 'leased' ELSE 'queued' END
     WHERE state IN ('queued', 'leased')"

@@ -83,10 +83,17 @@ fn drawable_units(leases: usize) -> (usize, &'static str) {
                             had.state, had.verdict = 'pending', had.wallet, had.peer,
                             had.network, had.issued_ms
                      FROM drawable LEFT JOIN LATERAL
-                         (SELECT state, verdict, wallet, peer, network, issued_ms FROM leases
-                          WHERE leases.unit_id = drawable.id AND leases.state <> 'void'
-                            AND (leases.state IN ('active', 'returned') OR leases.issued_ms > ?1)
-                          OFFSET 0) AS had ON true
+                         ((SELECT state, verdict, wallet, peer, network, issued_ms FROM leases
+                           WHERE leases.unit_id = drawable.id
+                             AND leases.state IN ('active', 'returned')
+                           OFFSET 0)
+                          UNION ALL
+                          -- Through `leases_handed_back`: recent hand-backs, not the pile.
+                          (SELECT state, verdict, wallet, peer, network, issued_ms FROM leases
+                           WHERE leases.unit_id = drawable.id
+                             AND (leases.state = 'released' OR leases.state = 'expired')
+                             AND leases.issued_ms > ?1
+                           OFFSET 0)) AS had ON true
                      ORDER BY drawable.position"
                 )
             })

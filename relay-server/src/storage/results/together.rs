@@ -563,6 +563,7 @@ fn write(db: &dyn Db, rows: &Rows<'_>, now: i64) -> Result<(), StorageError> {
         "UPDATE units SET wanted = v.wanted, attempts = units.attempts + v.attempts,
              state = CASE WHEN units.state NOT IN ('queued', 'leased') THEN units.state
                           WHEN (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
+                                AND leases.state IN ('active', 'returned')
                                 AND (leases.state = 'active' OR leases.verdict = 'pending'))
                                >= v.wanted THEN 'leased'
                           ELSE 'queued' END
