@@ -364,10 +364,9 @@ macro_rules! pick_one_unit {
         concat!(
             "SELECT ",
             unit_columns!(),
-            ", units.wanted,
-               (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
-                AND leases.state IN ('active', 'returned')
-                AND (leases.state = 'active' OR leases.verdict = 'pending')) ",
+            ", units.wanted, ",
+            replicas_out!(),
+            " ",
             eligible_units!($($engine)?)
         )
     };

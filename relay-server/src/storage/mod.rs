@@ -28,6 +28,19 @@ use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+/// SQL for how many of a unit's replicas are out or in (`units` in scope): its active
+/// leases and its results awaiting their replicas. Reads only active and returned leases
+/// (`leases_by_unit`), never the unit's pile of hand-backs: a pending verdict is only
+/// ever on a returned lease. What a draw, a refresh and a group's reopened units compare
+/// with `wanted`.
+macro_rules! replicas_out {
+    () => {
+        "(SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
+          AND leases.state IN ('active', 'returned')
+          AND (leases.state = 'active' OR leases.verdict = 'pending'))"
+    };
+}
+
 mod custom_kernels;
 pub mod job_keys;
 pub mod job_queries;
@@ -162,12 +175,12 @@ impl StorageError {
 /// results awaiting their replicas cover `wanted`, else `queued` (leasable).
 macro_rules! refresh_units {
     () => {
-        "UPDATE units SET state = CASE WHEN
-        (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
-         AND leases.state IN ('active', 'returned')
-         AND (leases.state = 'active' OR leases.verdict = 'pending'))
-      >= units.wanted THEN 'leased' ELSE 'queued' END
+        concat!(
+            "UPDATE units SET state = CASE WHEN ",
+            replicas_out!(),
+            " >= units.wanted THEN 'leased' ELSE 'queued' END
     WHERE state IN ('queued', 'leased')"
+        )
     };
 }
 

@@ -560,14 +560,15 @@ fn write(db: &dyn Db, rows: &Rows<'_>, now: i64) -> Result<(), StorageError> {
         db,
         &reopened,
         &[],
-        "UPDATE units SET wanted = v.wanted, attempts = units.attempts + v.attempts,
+        concat!(
+            "UPDATE units SET wanted = v.wanted, attempts = units.attempts + v.attempts,
              state = CASE WHEN units.state NOT IN ('queued', 'leased') THEN units.state
-                          WHEN (SELECT COUNT(*) FROM leases WHERE leases.unit_id = units.id
-                                AND leases.state IN ('active', 'returned')
-                                AND (leases.state = 'active' OR leases.verdict = 'pending'))
-                               >= v.wanted THEN 'leased'
+                          WHEN ",
+            replicas_out!(),
+            " >= v.wanted THEN 'leased'
                           ELSE 'queued' END
-         FROM (VALUES {}) AS v (id, wanted, attempts) WHERE units.id = v.id",
+         FROM (VALUES {}) AS v (id, wanted, attempts) WHERE units.id = v.id"
+        ),
         &["text", "bigint", "bigint"],
     )?;
     let accrued: Vec<Vec<Param<'_>>> = rows
