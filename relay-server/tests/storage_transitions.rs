@@ -2496,6 +2496,118 @@ async fn two_relays_on_one_postgres_never_overlease_fork_the_ledger_or_pay_twice
     Ok(())
 }
 
+/// Three relays on one PostgreSQL database judge results and draw leases at once (they
+/// share the write turn for that): the replicas of a unit returned to two relays at once
+/// still meet and settle it, each unit goes out to exactly its quorum, and a wallet
+/// judged on two relays at once keeps every valid result in its standing, overall and
+/// on the kernel, and payouts made meanwhile pay each result once. Fails if the groups
+/// judging or drawing lock no rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relays_judging_and_drawing_at_once_settle_every_unit_and_lose_no_standing(
+) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let dir = temp_dir("judging-at-once");
+    let url = Engine::Postgres.url(&dir).await?;
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        relays.push(
+            Storage::open_postgres(&url, &dir)
+                .await?
+                .with_billing(billing()),
+        );
+    }
+    let (submitter, _) = relays[0]
+        .create_account(&billing().key, MicroCredits(100_000_000), None)
+        .await?;
+    let units = 150;
+    let j = NewJob {
+        submitter: Some(submitter),
+        ..job(units, 2)
+    };
+    relays[0].insert_job(&j).await?;
+    let mut tasks = Vec::new();
+    for v in 0..12u8 {
+        let storage = relays[usize::from(v % 3)].clone();
+        tasks.push(tokio::spawn(async move {
+            let vol = Vol::new(v + 40);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let mut idle = 0;
+            while idle < 20 && std::time::Instant::now() < deadline {
+                match vol.lease(&storage).await? {
+                    Some(l) => {
+                        idle = 0;
+                        vol.answer(&storage, l.lease, l.unit_params.as_bytes(), None)
+                            .await?;
+                    }
+                    None => {
+                        idle += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+                // Payouts hold the turn alone, between the others' groups.
+                if v == 0 {
+                    storage.pay_out_all().await?;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    relays[0].pay_out_all().await?;
+    let record = relays[2].job(j.id).await?.expect("the job");
+    assert_eq!(record.progress.units_done, units as i64, "{record:?}");
+    let mut db = sqlx::PgConnection::connect(&url).await?;
+    let unsettled: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM units WHERE state <> 'done'")
+        .fetch_one(&mut db)
+        .await?;
+    assert_eq!(unsettled, 0, "units left unsettled");
+    let overleased: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT unit_id, COUNT(*) FROM leases WHERE kind = 'work'
+         GROUP BY unit_id HAVING COUNT(*) <> 2",
+    )
+    .fetch_all(&mut db)
+    .await?;
+    assert!(
+        overleased.is_empty(),
+        "units leased other than twice: {overleased:?}"
+    );
+    // Every valid result counted once in its wallet's standing, overall and on the kernel.
+    let miscounted: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT r.wallet, r.valid, COALESCE(w.valid, 0), COALESCE(k.valid, 0) FROM
+           (SELECT wallet, COUNT(*) AS valid FROM leases WHERE verdict = 'valid'
+            GROUP BY wallet) AS r
+         LEFT JOIN wallets AS w ON w.address = r.wallet
+         LEFT JOIN wallet_kernels AS k ON k.wallet = r.wallet
+         WHERE r.valid <> COALESCE(w.valid, 0) OR r.valid <> COALESCE(k.valid, 0)",
+    )
+    .fetch_all(&mut db)
+    .await?;
+    assert!(
+        miscounted.is_empty(),
+        "standings that lost or doubled a valid result (wallet, results, overall, on the \
+         kernel): {miscounted:?}"
+    );
+    // Paid out while the others judged: each valid result's pay reached its wallet once.
+    let unpaid: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT r.wallet, r.paid, COALESCE(l.credited, 0) FROM
+           (SELECT wallet, CAST(SUM(paid_micro) AS BIGINT) AS paid FROM leases
+            WHERE verdict = 'valid' GROUP BY wallet) AS r
+         LEFT JOIN
+           (SELECT substr(credit, 8) AS wallet, CAST(SUM(amount) AS BIGINT) AS credited
+            FROM ledger WHERE reason = 'pay' GROUP BY credit) AS l
+         ON l.wallet = r.wallet
+         WHERE r.paid <> COALESCE(l.credited, 0)",
+    )
+    .fetch_all(&mut db)
+    .await?;
+    assert!(unpaid.is_empty(), "paid other than earned: {unpaid:?}");
+    let summary = relays[1].audit(&billing().key.address()).await?;
+    assert!(summary.entries > 2, "{summary:?}");
+    Ok(())
+}
+
 /// Two relays on one PostgreSQL database: a relay that starts leaves a live relay's
 /// leases alone, and once a relay stops beating its volunteers' leases are requeued by
 /// the other relay's heartbeat, so the units go out again within seconds.

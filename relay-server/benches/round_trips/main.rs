@@ -117,8 +117,9 @@ struct Figures {
     /// The writers' round trips to PostgreSQL over the window (0 on SQLite).
     round_trips: u64,
     /// How long the writers held PostgreSQL's write turn over the window, all relays
-    /// together (zero on SQLite).
-    in_turn: Duration,
+    /// together (zero on SQLite): alone, and shared (judging results and drawing leases,
+    /// which relays do at once).
+    in_turn: (Duration, Duration),
     /// How long storing the job took (its units with it), before the measured window.
     job_stored_in: Duration,
 }
@@ -405,15 +406,20 @@ async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> any
         for line in postgres::table_churn(&url)?.lines() {
             println!("    {line}");
         }
+        println!(
+            "  deadlocks the server broke: {}",
+            postgres::deadlocks(&url)?.trim()
+        );
     }
     Ok(())
 }
 
 /// The relay process's and (where measured) the database server's CPU per unit, and
-/// what they project: relays of 2 cores each, one database server of 16, and relays that
-/// write one group at a time (the write turn, `storage/writer.rs`): however many relays
-/// and cores, their groups hold the turn one after another, so the turn's time per unit
-/// bounds them all together.
+/// what they project: relays of 2 cores each, one database server of 16, and the groups
+/// that hold the write turn alone (`storage/writer.rs`): however many relays and cores,
+/// those run one after another, so their time per unit bounds them all together. Groups
+/// that share the turn (results and leases) run at once, bounded by the database's CPU
+/// and the rows they lock.
 fn print_relay_cpu(f: &Figures, units: usize, database: Option<Duration>) {
     let per_unit = |t: Duration| t.as_secs_f64() * 1e6 / units as f64;
     let Some((process, _)) = f.cpu else {
@@ -424,19 +430,19 @@ fn print_relay_cpu(f: &Figures, units: usize, database: Option<Duration>) {
         None => println!("  CPU per unit: relay process {relay:.0} µs"),
         Some(db) => {
             let db = per_unit(db);
-            let turn = per_unit(f.in_turn);
+            let (alone, shared) = (per_unit(f.in_turn.0), per_unit(f.in_turn.1));
             println!(
                 "  CPU per unit: relay process(es) {relay:.0} µs, PostgreSQL {db:.0} µs; \
-                 the write turn held {turn:.0} µs a unit"
+                 the write turn held alone {alone:.1} µs a unit, shared {shared:.0} µs"
             );
             for relays in [1, 2, 4, 8] {
                 let by_relays = f64::from(relays) * 2e6 / relay;
                 let by_database = 16e6 / db;
-                let by_turn = 1e6 / turn.max(f64::MIN_POSITIVE);
+                let by_turn = 1e6 / alone.max(f64::MIN_POSITIVE);
                 println!(
                     "    {relays} relays of 2 cores on a 16-core database: {:.0} units/s \
                      (relays alone {by_relays:.0}, database's CPU alone {by_database:.0}, \
-                     the write turn alone {by_turn:.0})",
+                     the turn held alone {by_turn:.0})",
                     by_relays.min(by_database).min(by_turn)
                 );
             }

@@ -84,7 +84,7 @@ impl Window {
             database: None,
             database_by_role: Vec::new(),
             round_trips: 0,
-            in_turn: Duration::ZERO,
+            in_turn: (Duration::ZERO, Duration::ZERO),
             job_stored_in: Duration::ZERO,
             writer: self.writer,
             cpu: self.cpu,

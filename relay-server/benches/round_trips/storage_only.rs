@@ -180,10 +180,10 @@ pub(crate) async fn run(
         |relays: &[Storage]| relays.iter().map(Storage::writer_round_trips).sum::<u64>();
     let round_trips_before = round_trips(&relays);
     let in_turn = |relays: &[Storage]| {
-        relays
-            .iter()
-            .map(Storage::writer_time_in_turn)
-            .sum::<Duration>()
+        relays.iter().map(Storage::writer_time_in_turn).fold(
+            (Duration::ZERO, Duration::ZERO),
+            |(a, s), (alone, shared)| (a + alone, s + shared),
+        )
     };
     let in_turn_before = in_turn(&relays);
     let meter = Meter::start();
@@ -274,7 +274,11 @@ pub(crate) async fn run(
     }
     let mut figures = meter.figures(units, latencies);
     figures.round_trips = round_trips(&relays) - round_trips_before;
-    figures.in_turn = in_turn(&relays).saturating_sub(in_turn_before);
+    let (alone, shared) = in_turn(&relays);
+    figures.in_turn = (
+        alone.saturating_sub(in_turn_before.0),
+        shared.saturating_sub(in_turn_before.1),
+    );
     figures.job_stored_in = stored_in;
     // Read before the relays close their connections: a server process that ended is
     // no longer counted.

@@ -550,13 +550,8 @@ pub(crate) fn accrue_unit(
 pub(crate) const PAYOUT_BATCH: i64 = 256;
 
 /// The accruals [`pay_out`] pays (`?1`: the job or NULL for all, `?2`: how many rows).
-macro_rules! payable {
-    () => {
-        "SELECT job_id, account, reason, micro FROM accruals
-         WHERE job_id = ?1 OR ?1 IS NULL ORDER BY job_id, reason, account LIMIT ?2"
-    };
-}
-const PAYABLE: &str = payable!();
+const PAYABLE: &str = "SELECT job_id, account, reason, micro FROM accruals
+     WHERE job_id = ?1 OR ?1 IS NULL ORDER BY job_id, reason, account LIMIT ?2";
 
 /// One accrual row a payout pays, as stored (its text keys the row's deletion) and read.
 struct Payable {
@@ -676,9 +671,16 @@ fn payable(
     // Locked on PostgreSQL: another relay settling a unit of the job adds to these rows,
     // and an addition between this read and the rows' deletion would be deleted unpaid;
     // it waits instead, and then starts a new row.
+    // In bytes' order (as a group of results adds to them, `Counters`), whatever the
+    // database's collation: both lock them, and then what jobs owe.
     let select = match db.dialect() {
         Dialect::Sqlite => PAYABLE,
-        Dialect::Postgres => concat!(payable!(), " FOR UPDATE"),
+        Dialect::Postgres => {
+            "SELECT job_id, account, reason, micro FROM accruals
+             WHERE job_id = ?1 OR ?1 IS NULL
+             ORDER BY job_id COLLATE \"C\", reason COLLATE \"C\", account COLLATE \"C\"
+             LIMIT ?2 FOR UPDATE"
+        }
     };
     let stored: Vec<(String, String, String, i64)> =
         db.query_all(select, params![filter, limit], |r| {
@@ -1201,9 +1203,11 @@ impl Storage {
         let mut paid = Vec::new();
         loop {
             let key = billing.key.clone();
+            // Relays pay out while others judge and draw: the rows it shares with them
+            // (accruals, what jobs owe) are locked in their order.
             let batch = self
                 .writer
-                .exec(move |db| pay_out(db, &key, None, Some(PAYOUT_BATCH)))
+                .exec_sharing_turn(move |db| pay_out(db, &key, None, Some(PAYOUT_BATCH)))
                 .await?;
             self.announce(&batch);
             let full = batch.len() as i64 >= PAYOUT_BATCH;

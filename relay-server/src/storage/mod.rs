@@ -586,15 +586,16 @@ impl Storage {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// How long this relay's writer has held PostgreSQL's write turn so far (zero on
-    /// SQLite): relays write one group at a time, so the bench's measure of what bounds
-    /// the writes of all relays together.
-    pub fn writer_time_in_turn(&self) -> Duration {
-        Duration::from_nanos(
-            self.writer
-                .in_turn_nanos
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
+    /// How long this relay's writer has held PostgreSQL's write turn so far, alone and
+    /// shared (zero on SQLite): groups that hold it alone run one at a time across all
+    /// relays, so the first is the bench's measure of what bounds the writes of all
+    /// relays together.
+    pub fn writer_time_in_turn(&self) -> (Duration, Duration) {
+        let times = &self.writer.in_turn_nanos;
+        let read = |n: &std::sync::atomic::AtomicU64| {
+            Duration::from_nanos(n.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        (read(&times.alone), read(&times.shared))
     }
 
     /// [`Storage::open_postgres`], learning what other relays change as `following` says.

@@ -75,6 +75,12 @@ pub(super) trait Command: Send {
     fn together(&mut self) -> Option<Together<'_>> {
         None
     }
+    /// Whether it may run while other relays' groups run too, on PostgreSQL (see
+    /// [`BEGIN_SHARED`]): it locks what it reads and writes, in the order every group
+    /// does.
+    fn shares_turn(&self) -> bool {
+        false
+    }
     /// Runs once the group has committed, outside any transaction, before the reply;
     /// on SQLite only (its WAL), where `db` is the writer's connection.
     fn after_commit(&mut self, _db: &Connection) {}
@@ -219,6 +225,7 @@ impl Command for TruncateWal {
 struct Job<F, T, E> {
     work: F,
     reply: Reply<T, E>,
+    shares_turn: bool,
 }
 
 impl<F, T, E> Command for Job<F, T, E>
@@ -232,6 +239,10 @@ where
         let keep = result.is_ok();
         self.reply.set(result);
         keep
+    }
+
+    fn shares_turn(&self) -> bool {
+        self.shares_turn
     }
 
     fn fail(&mut self, error: StorageError) {
@@ -271,10 +282,18 @@ pub(super) struct Writer {
     pub(super) pipelined: Arc<AtomicBool>,
     /// Round trips to PostgreSQL so far (none on SQLite), for the bench.
     pub(super) round_trips: Arc<AtomicU64>,
-    /// Nanoseconds this writer's groups have held PostgreSQL's write turn (from the answer
-    /// that it was taken to COMMIT's or ROLLBACK's; none on SQLite), for the bench: relays
-    /// write one group at a time, so this is what bounds all relays' writes together.
-    pub(super) in_turn_nanos: Arc<AtomicU64>,
+    /// Nanoseconds this writer's groups have held PostgreSQL's write turn alone (from the
+    /// answer that it was taken to COMMIT's or ROLLBACK's; none on SQLite), and shared
+    /// it, for the bench: groups that hold it alone run one at a time across all relays,
+    /// so their time is what bounds all relays' writes together.
+    pub(super) in_turn_nanos: Arc<TurnTimes>,
+}
+
+/// How long a writer's groups held the write turn, alone and shared, in nanoseconds.
+#[derive(Default)]
+pub(super) struct TurnTimes {
+    pub(super) alone: AtomicU64,
+    pub(super) shared: AtomicU64,
 }
 
 impl Writer {
@@ -342,11 +361,38 @@ impl Writer {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
+        self.exec_as(work, false).await
+    }
+
+    /// [`Writer::exec`] for work that may share PostgreSQL's write turn with other relays'
+    /// groups (see [`BEGIN_SHARED`]): it locks every row it changes that their results
+    /// and leases may change too, in the order they lock them.
+    pub(super) async fn exec_sharing_turn<T, E>(
+        &self,
+        work: impl FnMut(&dyn super::sql::Db) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        self.exec_as(work, true).await
+    }
+
+    async fn exec_as<T, E>(
+        &self,
+        work: impl FnMut(&dyn super::sql::Db) -> Result<T, E> + Send + 'static,
+        shares_turn: bool,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
             .send(Box::new(Job {
                 work,
                 reply: Reply::to(reply),
+                shares_turn,
             }))
             .map_err(|_| E::from(StorageError::WriterGone))?;
         answer
@@ -389,7 +435,7 @@ impl Writer {
         let on = Arc::clone(&pipelined);
         let round_trips = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&round_trips);
-        let in_turn_nanos = Arc::new(AtomicU64::new(0));
+        let in_turn_nanos = Arc::new(TurnTimes::default());
         let timed = Arc::clone(&in_turn_nanos);
         let (queue, commands) = mpsc::channel();
         let (ready, started) = tokio::sync::oneshot::channel();
@@ -480,21 +526,46 @@ fn connect_writer(
     )
 }
 
-/// Relays sharing a database write in turns, one group's transaction at a time, as
-/// SQLite's one writer does. Without turns, groups of several relays took row locks
-/// (a job's accruals and progress, a wallet's standing) in whatever order their commands
-/// came and deadlocked; PostgreSQL finds a deadlock only after `deadlock_timeout` (1 s)
-/// and then fails one side. Three relays with thirty volunteers (e2e `relay_cluster`)
-/// took 44 s to store twenty jobs, ended volunteers' sessions on "deadlock detected",
-/// and a restarted relay did not come up; with turns, the jobs stored at once and the
-/// run finished. The lock ("STWR") ends with the transaction, and with the session of a
-/// relay that dies. Turns also stand in for row locks: while a group's transaction runs
-/// no other relay's is open, so each of its statements sees all that any relay committed
-/// (the draw and a result's judging take no lock of their own).
+/// Relays sharing a database write in turns, as SQLite's one writer does. Without turns,
+/// groups of several relays took row locks (a job's accruals and progress, a wallet's
+/// standing) in whatever order their commands came and deadlocked; PostgreSQL finds a
+/// deadlock only after `deadlock_timeout` (1 s) and then fails one side. Three relays with
+/// thirty volunteers (e2e `relay_cluster`) took 44 s to store twenty jobs, ended
+/// volunteers' sessions on "deadlock detected", and a restarted relay did not come up;
+/// with turns, the jobs stored at once and the run finished. The lock ("STWR") ends with
+/// the transaction, and with the session of a relay that dies.
+///
+/// Most writes take the turn alone ([`BEGIN_ALONE`]): while one group runs no other
+/// relay's transaction is open, so each of its statements sees all that any relay
+/// committed and it needs no row lock of its own. The writes that are nearly all of a busy
+/// network's share it ([`BEGIN_SHARED`]): returned results and work leases, judged and
+/// drawn together ([`super::results::judge_together`], [`super::leases::lease_together`]),
+/// and payouts ([`Writer::exec_sharing_turn`]). Any number of relays run those at once;
+/// they lock the rows they read and then write instead, always in one order (units, a
+/// job's unit drawn only where no one holds it, wallets, their standing on kernels;
+/// accruals, what jobs owe, jobs' progress), so that no two wait for each other. Each kind
+/// runs in a transaction of its own: a payout takes the ledger's lock and then accruals,
+/// which a group of results takes last. A group that takes the turn alone waits until no
+/// group shares it, and groups that would share it wait behind it, so it still sees the
+/// world as if it ran alone.
 ///
 /// A group's transaction begins and takes its turn in one round trip (the simple query
 /// protocol runs both statements).
-const BEGIN_IN_TURN: &str = "BEGIN; SELECT pg_advisory_xact_lock(1398036306)";
+const BEGIN_ALONE: &str = "BEGIN; SELECT pg_advisory_xact_lock(1398036306)";
+const BEGIN_SHARED: &str = "BEGIN; SELECT pg_advisory_xact_lock_shared(1398036306)";
+
+/// How a group holds the write turn (see [`BEGIN_ALONE`]), and which of its commands run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Shared: only the group's results and work leases, judged and drawn together; those
+    /// it leaves run alone, after.
+    Together,
+    /// Shared: only the commands that may share it ([`Command::shares_turn`]), one at a
+    /// time.
+    Sharing,
+    /// Alone: every command left, one at a time.
+    Alone,
+}
 
 /// Most times a group is run again because another relay's transaction was in its way
 /// (a deadlock or serialization failure, which PostgreSQL resolves by failing one side).
@@ -503,60 +574,37 @@ const CONFLICT_RETRIES: usize = 8;
 /// What tags the writes of a group's results judged together (no one command's).
 const TOGETHER: usize = usize::MAX;
 
-/// The PostgreSQL writer thread: as [`serve`], on `conn`, connecting again (`connect`)
-/// after the connection was lost; a group that finds no connection fails.
-fn serve_postgres(
-    runtime: &tokio::runtime::Runtime,
-    mut conn: Option<PgWriter>,
-    connect: impl Fn() -> Result<PgWriter, StorageError>,
-    commands: &mpsc::Receiver<Box<dyn Command>>,
-    lost: &AtomicU64,
-    pipelined: &AtomicBool,
-    in_turn_nanos: &AtomicU64,
-) {
-    let mut group = Vec::with_capacity(MAX_BATCH);
-    let mut failed = Vec::with_capacity(MAX_BATCH);
-    let connect = || {
-        connect()
-            .inspect_err(|e| tracing::error!("cannot reach the database: {e}"))
-            .ok()
-    };
-    while let Ok(first) = commands.recv() {
-        group.push(first);
-        drain(commands, &mut group);
-        if conn.is_none() {
-            conn = connect();
+/// A PostgreSQL writer's connection, and what it needs to run groups on it.
+struct PgGroups<'a, C> {
+    runtime: &'a tokio::runtime::Runtime,
+    conn: Option<PgWriter>,
+    connect: C,
+    lost: &'a AtomicU64,
+    pipelined: &'a AtomicBool,
+    times: &'a TurnTimes,
+    failed: Vec<bool>,
+    answered: Vec<bool>,
+}
+
+impl<C: Fn() -> Option<PgWriter>> PgGroups<'_, C> {
+    /// Runs `group` holding the turn as `turn` says, connecting again where the
+    /// connection was gone before the group began; marks in `self.answered` the commands
+    /// that got their answer.
+    fn run(&mut self, group: &mut [Box<dyn Command>], turn: Turn) -> Result<(), GroupError> {
+        if self.conn.is_none() {
+            self.conn = (self.connect)();
         }
         // With no connection (connecting just failed), connecting again at once is no use.
-        let began_on_a_connection = conn.is_some();
-        let mut outcome = match conn.as_ref() {
-            Some(c) => run_group_postgres(
-                runtime,
-                c,
-                &mut group,
-                &mut failed,
-                pipelined.load(Ordering::Relaxed),
-                in_turn_nanos,
-            ),
-            None => Err(GroupError::Unreachable(
-                "no connection to the database".into(),
-            )),
-        };
+        let began_on_a_connection = self.conn.is_some();
+        let mut outcome = self.run_once(group, turn);
         if began_on_a_connection && matches!(outcome, Err(GroupError::Unreachable(_))) {
             // Nothing of the group ran (the connection was gone before it began: the
             // server restarted, say), so it runs once more on a new connection rather
             // than failing every command in it.
-            lost.fetch_add(1, Ordering::Relaxed);
-            conn = connect();
-            if let Some(c) = conn.as_ref() {
-                outcome = run_group_postgres(
-                    runtime,
-                    c,
-                    &mut group,
-                    &mut failed,
-                    pipelined.load(Ordering::Relaxed),
-                    in_turn_nanos,
-                );
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            self.conn = (self.connect)();
+            if self.conn.is_some() {
+                outcome = self.run_once(group, turn);
             }
         }
         if let Err(e) = &outcome {
@@ -564,8 +612,90 @@ fn serve_postgres(
             // Whatever went wrong (the connection, or the server refusing COMMIT), the
             // next group starts on a fresh connection rather than in a transaction of
             // unknown state.
-            conn = None;
+            self.conn = None;
         }
+        outcome
+    }
+
+    fn run_once(&mut self, group: &mut [Box<dyn Command>], turn: Turn) -> Result<(), GroupError> {
+        match self.conn.as_ref() {
+            Some(c) => run_group_postgres(
+                self.runtime,
+                c,
+                group,
+                &mut self.failed,
+                &mut self.answered,
+                self.pipelined.load(Ordering::Relaxed),
+                turn,
+                self.times,
+            ),
+            None => Err(GroupError::Unreachable(
+                "no connection to the database".into(),
+            )),
+        }
+    }
+}
+
+/// The PostgreSQL writer thread: as [`serve`], on `conn`, connecting again (`connect`)
+/// after the connection was lost; a group that finds no connection fails. A group's
+/// results and work leases are judged and drawn first, sharing the turn, and answered
+/// once that commits; then, in a transaction of their own, the commands that may share
+/// it (payouts); then the others, and those that were left, alone.
+fn serve_postgres(
+    runtime: &tokio::runtime::Runtime,
+    conn: Option<PgWriter>,
+    connect: impl Fn() -> Result<PgWriter, StorageError>,
+    commands: &mpsc::Receiver<Box<dyn Command>>,
+    lost: &AtomicU64,
+    pipelined: &AtomicBool,
+    times: &TurnTimes,
+) {
+    let mut group = Vec::with_capacity(MAX_BATCH);
+    let mut groups = PgGroups {
+        runtime,
+        conn,
+        connect: || {
+            connect()
+                .inspect_err(|e| tracing::error!("cannot reach the database: {e}"))
+                .ok()
+        },
+        lost,
+        pipelined,
+        times,
+        failed: Vec::with_capacity(MAX_BATCH),
+        answered: Vec::with_capacity(MAX_BATCH),
+    };
+    while let Ok(first) = commands.recv() {
+        group.push(first);
+        drain(commands, &mut group);
+        for turn in [Turn::Together, Turn::Sharing] {
+            let runs = |c: &mut Box<dyn Command>| match turn {
+                Turn::Together => c.together().is_some(),
+                _ => c.shares_turn(),
+            };
+            if !group.iter_mut().any(runs) {
+                continue;
+            }
+            if let Err(e) = groups.run(&mut group, turn) {
+                for command in group.drain(..) {
+                    command.reply(Some(&e));
+                }
+                break;
+            }
+            // What ran sharing the turn is answered now; what was left runs alone.
+            let all = std::mem::take(&mut group);
+            for (mut command, answered) in all.into_iter().zip(&groups.answered) {
+                if *answered || (turn == Turn::Sharing && runs(&mut command)) {
+                    command.reply(None);
+                } else {
+                    group.push(command);
+                }
+            }
+        }
+        if group.is_empty() {
+            continue;
+        }
+        let outcome = groups.run(&mut group, Turn::Alone);
         for command in group.drain(..) {
             command.reply(outcome.as_ref().err());
         }
@@ -601,24 +731,35 @@ impl Drop for InTurn<'_> {
 /// group back and running the others again; a command that failed because another
 /// relay's transaction was in its way runs again with them.
 ///
+/// In its turn for them, only the group's results and work leases run, together;
+/// `answered` marks those that got their answer (nothing is marked if judging them
+/// together failed: they all run again alone). Sharing the turn, only the commands that
+/// may share it run.
+///
 /// Writes are pipelined ([`PipelinedDb`]): one a command did not keep is dropped unsent
 /// where it can be, and one that fails when it is finally sent (with a later command's
 /// statement, or with `COMMIT`) fails the command that wrote it.
+#[allow(clippy::too_many_arguments)]
 fn run_group_postgres(
     runtime: &tokio::runtime::Runtime,
     conn: &PgWriter,
     group: &mut [Box<dyn Command>],
     failed: &mut Vec<bool>,
+    answered: &mut Vec<bool>,
     pipelined: bool,
-    in_turn_nanos: &AtomicU64,
+    turn: Turn,
+    times: &TurnTimes,
 ) -> Result<(), GroupError> {
     let to_group = |e: StorageError| GroupError::Postgres(e.to_string());
     failed.clear();
     failed.resize(group.len(), false);
+    answered.clear();
+    answered.resize(group.len(), false);
     let mut conflicts = 0;
-    // Whether the group's results are judged together; off once that failed, for the
-    // rest of the group's tries (each result is then judged alone, as on SQLite).
-    let mut together = true;
+    // Whether the group's results and leases are judged and drawn together: only in its
+    // turn for that, and off once that failed, for the rest of the group's tries (they
+    // are then left to run alone, as on SQLite).
+    let mut together = turn == Turn::Together;
     // A statement failed: fail its command (or count a conflict, or stop judging results
     // together), and run the group again.
     let failure = |group: &mut [Box<dyn Command>],
@@ -635,26 +776,37 @@ fn run_group_postgres(
             command.fail(f.error());
         }
     };
-    let mut answered = vec![false; group.len()];
     'replay: loop {
+        if turn == Turn::Together && !together {
+            // Judging them together failed: nothing of it stays, and every command is left.
+            answered.fill(false);
+            return Ok(());
+        }
         let db = PipelinedDb::new(conn, runtime, pipelined);
         // Every earlier try of this group was rolled back: failing here, nothing of it
         // is written.
-        if let Err(e) = db.simple(BEGIN_IN_TURN) {
+        let begin = match turn {
+            Turn::Together | Turn::Sharing => BEGIN_SHARED,
+            Turn::Alone => BEGIN_ALONE,
+        };
+        if let Err(e) = db.simple(begin) {
             return Err(if db.broken.get() {
                 GroupError::Unreachable(e.to_string())
             } else {
                 to_group(e)
             });
         }
-        let _turn = InTurn::taken(in_turn_nanos);
+        let _turn = InTurn::taken(match turn {
+            Turn::Together | Turn::Sharing => &times.shared,
+            Turn::Alone => &times.alone,
+        });
         answered.fill(false);
         if together {
-            // First, before the group's other commands: all of them were waiting at once,
-            // so any order of them is one their callers could have seen.
+            // All of them were waiting at once, so any order of them is one their callers
+            // could have seen.
             db.start_command(TOGETHER);
             let ran = catch_unwind(AssertUnwindSafe(|| {
-                run_together(&db, group, failed, &mut answered)
+                run_together(&db, group, failed, answered)
             }));
             let failure_now = db.take_failure();
             if !matches!(ran, Ok(Ok(()))) || failure_now.is_some() {
@@ -667,7 +819,12 @@ fn run_group_postgres(
             }
         }
         for (i, command) in group.iter_mut().enumerate() {
-            if failed[i] || answered[i] {
+            let runs = match turn {
+                Turn::Together => false,
+                Turn::Sharing => command.shares_turn(),
+                Turn::Alone => true,
+            };
+            if !runs || failed[i] || answered[i] {
                 continue;
             }
             db.start_command(i);
@@ -717,8 +874,8 @@ fn run_group_postgres(
     }
 }
 
-/// Runs `group`'s results together, then its work leases together (each kind where there
-/// are two or more), marking in `answered` the commands that got their answer there.
+/// Runs `group`'s results together, then its work leases together, marking in
+/// `answered` the commands that got their answer there.
 fn run_together(
     db: &dyn Db,
     group: &mut [Box<dyn Command>],
@@ -735,17 +892,26 @@ fn run_together(
             None => {}
         }
     }
-    if results.len() > 1 {
-        let done = super::results::judge_together(db, &mut results)?;
+    // Results first: they wait for the units they lock, which draws (after them) only
+    // take where no one holds them, so a group never waits for units holding units it
+    // drew. The jobs' counters last: every group judging results of a job waits for
+    // them, until COMMIT (see `BEGIN_ALONE`).
+    let mut counters = None;
+    if !results.is_empty() {
+        let (done, added) = super::results::judge_together(db, &mut results)?;
         for ((i, _), done) in results.iter().zip(done) {
             answered[*i] |= done;
         }
+        counters = Some(added);
     }
-    if leases.len() > 1 {
+    if !leases.is_empty() {
         let done = super::leases::lease_together(db, &mut leases)?;
         for ((i, _), done) in leases.iter().zip(done) {
             answered[*i] |= done;
         }
+    }
+    if let Some(counters) = counters {
+        super::results::write_counters(db, &counters)?;
     }
     Ok(())
 }

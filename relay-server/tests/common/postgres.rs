@@ -329,6 +329,15 @@ pub fn table_churn(url: &str) -> anyhow::Result<String> {
     )
 }
 
+/// How many deadlocks PostgreSQL found (and broke by failing one side) in the database at
+/// `url` since it was made.
+pub fn deadlocks(url: &str) -> anyhow::Result<String> {
+    query(
+        url,
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+}
+
 /// What the server's processes spent between two [`server_cpu`] readings (processes that
 /// started in between count from zero; those that ended are lost, so read before
 /// connections close).

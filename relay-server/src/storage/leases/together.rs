@@ -10,9 +10,14 @@
 //! else is left: see [`draw`]). Who may have a unit is [`bars`], the rule the draw alone
 //! spells in SQL.
 //!
+//! Relays draw at once (they share the write turn for this, `writer::BEGIN_SHARED`), so
+//! the load locks the units it reads and passes over those another group holds: no unit
+//! is drawn by two groups at once, and no group waits for another here.
+//!
 //! A lease whose draw the loaded units cannot settle (it may have fewer of them than its
-//! draw reached, and the units after them were not loaded) is left to be drawn alone after
-//! the others, on a view that then includes them.
+//! draw reached, and the units after them were not loaded or were passed over) is left
+//! to be drawn alone after the others, holding the turn alone, on a view that then
+//! includes them.
 
 use super::{drawn_at, Leasing, UnitRow, WorkLease, DRAW_FROM, REPEAT_AFTER_MS};
 use crate::lifecycle::lease::{bars, decide_work_lease, Asker, LeaseDecision, NewLease, PastLease};
@@ -47,54 +52,28 @@ impl Drawable {
 /// once.
 const LOADS: [usize; 6] = [32, 64, 128, 256, 512, 1024];
 
-/// How many of the oldest queued units a group of `leases` loads, and the statement that
-/// loads them: enough for each draw's [`DRAW_FROM`] after the group's own leases took
-/// some, and a margin for units a wallet may not have.
-///
-/// The statement reads a row per lease (or one with NULL lease columns for a unit with
-/// none), in the units' order: the unit's columns as [`UnitRow`] reads them but for the
-/// parameters (read later, for the units drawn only), its `wanted`, then the lease's
-/// state, whether its verdict is pending, wallet, peer, network and issue time: every
-/// active or returned lease, and hand-backs issued after `?1` (older ones keep the unit
-/// from nobody, and a unit many fresh wallets took and handed back would otherwise load
-/// every one of them at every group). It is
-/// fenced as the draw alone is (`eligible_units!`): the job looked up for each unit and
-/// the leases for each unit, whatever plan a nearly empty table suggested when the
-/// statement was prepared.
-fn drawable_units(leases: usize) -> (usize, &'static str) {
-    static STATEMENTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+/// How many of the oldest queued units a group of `leases` loads, the statement that
+/// locks them (passing over those another group holds) and returns their ids, and the one
+/// that counts them: enough for each draw's [`DRAW_FROM`] after the group's own leases
+/// took some, and a margin for units a wallet may not have.
+fn drawable_units(leases: usize) -> (usize, &'static str, &'static str) {
+    static STATEMENTS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
         LOADS
             .iter()
             .map(|n| {
-                format!(
-                    "WITH drawable AS MATERIALIZED (
-                       SELECT units.rowid AS position, units.id, units.job_id, units.flops,
-                              units.quorum, jobs.kernel, jobs.quorum AS job_quorum,
-                              jobs.state AS job_state, jobs.quorum_explicit, jobs.created_ms,
-                              units.wanted
-                       FROM units CROSS JOIN LATERAL
-                           (SELECT kernel, quorum, state, quorum_explicit, created_ms
-                            FROM jobs WHERE jobs.id = units.job_id OFFSET 0) AS jobs
-                       WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
-                       ORDER BY units.rowid LIMIT {n})
-                     SELECT drawable.id, drawable.job_id, '', drawable.flops, drawable.quorum,
-                            drawable.kernel, '', drawable.job_quorum, drawable.job_state,
-                            drawable.quorum_explicit, drawable.created_ms, drawable.wanted,
-                            had.state, had.verdict = 'pending', had.wallet, had.peer,
-                            had.network, had.issued_ms
-                     FROM drawable LEFT JOIN LATERAL
-                         ((SELECT state, verdict, wallet, peer, network, issued_ms FROM leases
-                           WHERE leases.unit_id = drawable.id
-                             AND leases.state IN ('active', 'returned')
-                           OFFSET 0)
-                          UNION ALL
-                          -- Through `leases_handed_back`: recent hand-backs, not the pile.
-                          (SELECT state, verdict, wallet, peer, network, issued_ms FROM leases
-                           WHERE leases.unit_id = drawable.id
-                             AND (leases.state = 'released' OR leases.state = 'expired')
-                             AND leases.issued_ms > ?1
-                           OFFSET 0)) AS had ON true
-                     ORDER BY drawable.position"
+                let queued = |limit| {
+                    format!(
+                        "SELECT units.id
+                         FROM units CROSS JOIN LATERAL
+                             (SELECT state FROM jobs WHERE jobs.id = units.job_id OFFSET 0)
+                             AS jobs
+                         WHERE units.state = 'queued' AND jobs.state IN ('queued', 'running')
+                         ORDER BY units.rowid LIMIT {limit}"
+                    )
+                };
+                (
+                    format!("{} FOR UPDATE OF units SKIP LOCKED", queued(n)),
+                    format!("SELECT COUNT(*) FROM ({}) AS queued", queued(n)),
                 )
             })
             .collect()
@@ -104,20 +83,79 @@ fn drawable_units(leases: usize) -> (usize, &'static str) {
         .iter()
         .position(|&n| n >= wanted)
         .unwrap_or(LOADS.len() - 1);
-    (LOADS[n], &STATEMENTS[n])
+    (LOADS[n], &STATEMENTS[n].0, &STATEMENTS[n].1)
 }
 
+/// The units of a list (`?2`: their ids, space separated) that are still queued, in
+/// order, a row per lease (or one with NULL lease columns for a unit with none): the
+/// unit's columns as [`UnitRow`] reads them but for the parameters (read later, for the
+/// units drawn only), its `wanted`, then the lease's state, whether its verdict is
+/// pending, wallet, peer, network and issue time: every active or returned lease, and
+/// hand-backs issued after `?1` (older ones keep the unit from nobody, and a unit many
+/// fresh wallets took and handed back would otherwise load every one of them at every
+/// group). It is fenced as the draw alone is (`eligible_units!`): the job looked up for
+/// each unit and the leases for each unit, whatever plan a nearly empty table suggested
+/// when the statement was prepared.
+const LOAD_DRAWABLE: &str = "WITH drawable AS MATERIALIZED (
+       SELECT units.rowid AS position, units.id, units.job_id, units.flops,
+              units.quorum, jobs.kernel, jobs.quorum AS job_quorum,
+              jobs.state AS job_state, jobs.quorum_explicit, jobs.created_ms,
+              units.wanted
+       FROM units CROSS JOIN LATERAL
+           (SELECT kernel, quorum, state, quorum_explicit, created_ms
+            FROM jobs WHERE jobs.id = units.job_id OFFSET 0) AS jobs
+       WHERE units.id = ANY(string_to_array(?2, ' '))
+         AND units.state = 'queued' AND jobs.state IN ('queued', 'running'))
+     SELECT drawable.id, drawable.job_id, '', drawable.flops, drawable.quorum,
+            drawable.kernel, '', drawable.job_quorum, drawable.job_state,
+            drawable.quorum_explicit, drawable.created_ms, drawable.wanted,
+            had.state, had.verdict = 'pending', had.wallet, had.peer,
+            had.network, had.issued_ms
+     FROM drawable LEFT JOIN LATERAL
+         ((SELECT state, verdict, wallet, peer, network, issued_ms FROM leases
+           WHERE leases.unit_id = drawable.id
+             AND leases.state IN ('active', 'returned')
+           OFFSET 0)
+          UNION ALL
+          -- Through `leases_handed_back`: recent hand-backs, not the pile.
+          (SELECT state, verdict, wallet, peer, network, issued_ms FROM leases
+           WHERE leases.unit_id = drawable.id
+             AND (leases.state = 'released' OR leases.state = 'expired')
+             AND leases.issued_ms > ?1
+           OFFSET 0)) AS had ON true
+     ORDER BY drawable.position";
+
 /// The units a group of `leases` draws from, in order, with the hand-backs issued after
-/// `since`; and whether they are all the queued units of live jobs there are (fewer came
-/// than were asked for).
+/// `since`, each locked for this group (units another relay's group holds, drawing or
+/// judging them, are passed over); and whether they are all the queued units of live jobs
+/// there are (fewer came than were asked for, and none was passed over).
+///
+/// Locked first, read after, in a statement of its own: a statement reads what was
+/// committed when it began, and a unit it waits for or passes over may change before it
+/// is locked (another group's leases of it committed in between would be missed, and the
+/// unit drawn beyond its quorum).
 fn load_drawable(
     db: &dyn Db,
     leases: usize,
     since: i64,
 ) -> Result<(Vec<Drawable>, bool), StorageError> {
-    let (limit, sql) = drawable_units(leases);
+    let (limit, lock, count) = drawable_units(leases);
+    let mut locked: Vec<String> = Vec::new();
+    db.for_each_row(lock, params![], &mut |r| {
+        locked.push(r.get(0)?);
+        Ok(())
+    })?;
+    // Only where the queue is short (at a job's end, or with no work at all) is it worth
+    // a statement to know that nothing was passed over: then a lease that finds nothing
+    // is told so here rather than drawn again alone.
+    let complete = locked.len() < limit
+        && db.query_one(count, params![], |r| r.get::<i64>(0))?
+            == i64::try_from(locked.len()).unwrap_or(i64::MAX);
     let mut units: Vec<Drawable> = Vec::new();
-    db.for_each_row(sql, params![since], &mut |r| {
+    if locked.is_empty() {
+        return Ok((units, complete));
+    }
+    db.for_each_row(LOAD_DRAWABLE, params![since, locked.join(" ")], &mut |r| {
         let id: String = r.get(0)?;
         if units.last().is_none_or(|u| u.row.id != id) {
             units.push(Drawable {
@@ -145,7 +183,6 @@ fn load_drawable(
         });
         Ok(())
     })?;
-    let complete = units.len() < limit;
     Ok((units, complete))
 }
 
@@ -412,7 +449,9 @@ fn write_leases(
         let started: Vec<&str> = started.into_iter().collect();
         db.write(
             "UPDATE jobs SET state = 'running', updated_ms = ?1
-             WHERE state = 'queued' AND id = ANY(string_to_array(?2, ' '))",
+             WHERE id IN (SELECT id FROM jobs
+                          WHERE state = 'queued' AND id = ANY(string_to_array(?2, ' '))
+                          ORDER BY id FOR UPDATE)",
             params![now_ms(), started.join(" ")],
         )?;
     }

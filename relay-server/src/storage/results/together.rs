@@ -4,8 +4,8 @@
 //! decided written with one statement per table.
 //!
 //! Why: a statement's own cost on the server (parsing its message, planning, executing,
-//! answering) is most of what a unit's writes cost, whatever it changes, and relays write
-//! one group at a time (`writer::BEGIN_IN_TURN`), so that cost bounds every relay together.
+//! answering) is most of what a unit's writes cost, whatever it changes, and the server's
+//! CPU is what every relay shares.
 //! Written one unit at a time, a settled unit was eight statements; a group's settled units
 //! are eight statements however many there are (up to [`ROWS`](crate::storage::many_rows::ROWS) to a statement).
 //!
@@ -29,7 +29,7 @@ use crate::storage::sql::{Cell, Db};
 use crate::storage::{now_ms, others, wallets, StorageError};
 use crate::validation::trust::Reliability;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 
 /// Everything judging needs for each of a list of leases (`?1`: their ids, space
@@ -67,6 +67,114 @@ struct Replicas {
     standings: HashMap<String, WalletStanding>,
     /// Results judged invalid of vetted wallets.
     vetted_invalid: u32,
+}
+
+/// Locks the units of a list of results (`?1`: their lease ids, space separated), in key
+/// order.
+const LOCK_UNITS: &str = "SELECT units.id FROM units
+     WHERE units.id IN (SELECT leases.unit_id FROM leases
+                        WHERE leases.id IN (SELECT unnest(string_to_array(?1, ' '))))
+     ORDER BY units.id FOR UPDATE OF units";
+
+/// Gives each wallet of a list (`?1`, space separated) and each (wallet, kernel) of two
+/// (`?2`, `?3`) that has no row yet a new one (`?4`: a new wallet's error rate, `?5`: now),
+/// so that two relays judging a new wallet at once write its standing one after the other.
+const NEW_WALLETS: &str = "WITH new_wallets AS (
+       INSERT INTO wallets (address, error_rate, first_seen_ms, updated_ms)
+       SELECT address, ?4::float8, ?5::bigint, ?5::bigint
+       FROM unnest(string_to_array(?1, ' ')) AS address
+       ON CONFLICT (address) DO NOTHING)
+     INSERT INTO wallet_kernels (wallet, kernel, error_rate)
+     SELECT wallet, kernel, ?4::float8
+     FROM unnest(string_to_array(?2, ' '), string_to_array(?3, ' ')) AS on_kernel (wallet, kernel)
+     ON CONFLICT (wallet, kernel) DO NOTHING";
+
+/// Locks and reads the standing of each wallet of a list (`?1`, space separated), then of
+/// each (wallet, kernel) of two (`?2`, `?3`), each in key order: the address, the kernel
+/// ('' for a wallet's overall standing), the error rate, valid and invalid results.
+const LOCK_WALLETS: &str = "WITH total AS (
+       SELECT address, error_rate, valid, invalid FROM wallets
+       WHERE address = ANY(string_to_array(?1, ' '))
+       ORDER BY address FOR UPDATE),
+     on_kernel AS (
+       SELECT wallet, kernel, error_rate, valid, invalid FROM wallet_kernels
+       WHERE (wallet, kernel) IN
+             (SELECT * FROM unnest(string_to_array(?2, ' '), string_to_array(?3, ' ')))
+       ORDER BY wallet, kernel FOR UPDATE)
+     SELECT address, '', error_rate, valid, invalid FROM total
+     UNION ALL SELECT wallet, kernel, error_rate, valid, invalid FROM on_kernel";
+
+/// The standings of the wallets a group may judge, overall and on kernels, as
+/// [`LOCK_WALLETS`] read them.
+#[derive(Default)]
+struct Locked {
+    total: HashMap<String, Reliability>,
+    on_kernel: HashMap<(String, String), Reliability>,
+}
+
+impl Locked {
+    /// Locks the wallets that judging `loaded` (with its units' `replicas`) may change the
+    /// standing of (each result's own, and its unit's pending replicas'), giving those
+    /// that have none a row first, and reads their standings.
+    fn wallets(
+        db: &dyn Db,
+        loaded: &HashMap<String, (SettleSnapshot, bool)>,
+        replicas: &HashMap<String, Replicas>,
+        now: i64,
+    ) -> Result<Self, StorageError> {
+        let mut on_kernel: BTreeSet<(&str, &str)> = BTreeSet::new();
+        for (snapshot, _) in loaded.values() {
+            on_kernel.insert((&snapshot.wallet, &snapshot.kernel));
+            for replica in replicas.get(&snapshot.unit).iter().flat_map(|r| &r.pending) {
+                on_kernel.insert((&replica.wallet, &snapshot.kernel));
+            }
+        }
+        let mut locked = Self::default();
+        if on_kernel.is_empty() {
+            return Ok(locked);
+        }
+        let total: BTreeSet<&str> = on_kernel.iter().map(|(wallet, _)| *wallet).collect();
+        let total = total.into_iter().collect::<Vec<_>>().join(" ");
+        let (wallets, kernels): (Vec<&str>, Vec<&str>) = on_kernel.into_iter().unzip();
+        let (wallets, kernels) = (wallets.join(" "), kernels.join(" "));
+        db.write(
+            NEW_WALLETS,
+            crate::storage::sql::params![
+                total,
+                wallets,
+                kernels,
+                Reliability::default().error_rate,
+                now
+            ],
+        )?;
+        db.for_each_row(
+            LOCK_WALLETS,
+            crate::storage::sql::params![total, wallets, kernels],
+            &mut |r| {
+                let (wallet, kernel): (String, String) = (r.get(0)?, r.get(1)?);
+                let standing = wallets::reliability_of(r.get(2)?, r.get(3)?, r.get(4)?);
+                if kernel.is_empty() {
+                    locked.total.insert(wallet, standing);
+                } else {
+                    locked.on_kernel.insert((wallet, kernel), standing);
+                }
+                Ok(())
+            },
+        )?;
+        Ok(locked)
+    }
+
+    /// `wallet`'s standing as locked, overall and on `kernel`, where it was read.
+    fn standing(&self, wallet: &str, kernel: &str, loaded: WalletStanding) -> WalletStanding {
+        WalletStanding {
+            total: self.total.get(wallet).copied().unwrap_or(loaded.total),
+            kernel: self
+                .on_kernel
+                .get(&(wallet.to_owned(), kernel.to_owned()))
+                .copied()
+                .unwrap_or(loaded.kernel),
+        }
+    }
 }
 
 /// The pending and invalid results of `units`, by unit.
@@ -147,31 +255,52 @@ struct Rows<'a> {
     /// Unit id, the results it wants out or pending, and its results newly counted as
     /// failed: units left open.
     reopened: Vec<(String, i64, i64)>,
-    /// Job: micro-credits its escrow came to owe.
-    accrued: BTreeMap<String, i64>,
-    /// (job, account, reason): micro-credits and units.
-    accruals: BTreeMap<(String, String, &'static str), (i64, i64)>,
     /// Units whose other leases are voided.
     voided: Vec<String>,
+    counters: Counters,
+}
+
+/// What a group's judged results add to the counters that every result of a job adds to
+/// (its progress, what its escrow owes, each payee's accruals): written last in the
+/// group's transaction, after its leases are drawn, so that another relay's group adding
+/// to the same job waits for this one's COMMIT and not for its draws too.
+#[derive(Default)]
+pub(in crate::storage) struct Counters {
+    /// Job: micro-credits its escrow came to owe.
+    accrued: BTreeMap<String, i64>,
+    /// (job, reason, account): micro-credits and units. In the order a payout locks them
+    /// (`ledger::payable`), which takes them before what jobs owe, as this does.
+    accruals: BTreeMap<(String, &'static str, String), (i64, i64)>,
     /// Job: units settled.
     jobs: BTreeMap<String, i64>,
+    now: i64,
 }
 
 /// Judges the results of `recordings` that the plain cases cover, writes what they
-/// decided, and sets their outcomes; says which it judged (the others are left to be
-/// recorded alone). An error leaves the transaction to be rolled back.
+/// decided but for the counters they add to (returned, for [`write_counters`] at the end
+/// of the transaction), and sets their outcomes; says which it judged (the others are left
+/// to be recorded alone). An error leaves the transaction to be rolled back.
 pub(in crate::storage) fn judge_together(
     db: &dyn Db,
     recordings: &mut [(usize, &mut Recording)],
-) -> Result<Vec<bool>, StorageError> {
+) -> Result<(Vec<bool>, Counters), StorageError> {
     let leases: Vec<String> = recordings
         .iter()
         .map(|(_, r)| r.result.lease.to_string())
         .collect();
+    let now = now_ms();
+    // Relays judge results at once (sharing the write turn), so the rows judging reads
+    // and then writes are locked first, each kind in key order, units before wallets, by
+    // every group alike, so that no two groups wait for each other. The units are locked
+    // before anything of them is read (sent with the first read, which then sees whatever
+    // a group that held them committed); the wallets once the results and replicas name
+    // them, and their standings read again as locked.
+    let ids = leases.join(" ");
+    db.write(LOCK_UNITS, crate::storage::sql::params![ids])?;
     let mut loaded: HashMap<String, (SettleSnapshot, bool)> = HashMap::new();
     db.for_each_row(
         &ANSWERED_MANY_SQL,
-        crate::storage::sql::params![leases.join(" ")],
+        crate::storage::sql::params![ids],
         &mut |r| {
             let lease: String = r.get(ANSWERED_WIDTH)?;
             loaded.insert(lease, read_snapshot(r)?);
@@ -187,7 +316,7 @@ pub(in crate::storage) fn judge_together(
         .into_iter()
         .collect();
     let mut replicas = load_replicas(db, &replicated)?;
-    let now = now_ms();
+    let locked = Locked::wallets(db, &loaded, &replicas, now)?;
     let mut met = Met::default();
     let mut rows = Rows::default();
     let mut judged = vec![false; recordings.len()];
@@ -209,6 +338,7 @@ pub(in crate::storage) fn judge_together(
         if !met.units.insert(snapshot.unit.clone()) || snapshot.known_answer {
             continue;
         }
+        snapshot.standing = locked.standing(&snapshot.wallet, &snapshot.kernel, snapshot.standing);
         let mut standings = HashMap::new();
         if replicated {
             let Some(unit) = replicas.remove(&snapshot.unit) else {
@@ -217,11 +347,16 @@ pub(in crate::storage) fn judge_together(
             snapshot.replicas = unit.pending;
             snapshot.vetted_invalid = unit.vetted_invalid;
             standings = unit.standings;
+            for replica in &snapshot.replicas {
+                if let Some(standing) = standings.get_mut(&replica.lease) {
+                    *standing = locked.standing(&replica.wallet, &snapshot.kernel, *standing);
+                }
+            }
         }
-        if let Some(&done) = rows.jobs.get(&snapshot.job) {
+        if let Some(&done) = rows.counters.jobs.get(&snapshot.job) {
             snapshot.units_done = snapshot.units_done.saturating_add(done);
         }
-        if let Some(&owed) = rows.accrued.get(&snapshot.job) {
+        if let Some(&owed) = rows.counters.accrued.get(&snapshot.job) {
             snapshot.escrow.owed = snapshot.escrow.owed.saturating_add(owed);
         }
         if let Some((standing, _)) = rows.wallets.get(&snapshot.wallet) {
@@ -390,12 +525,17 @@ pub(in crate::storage) fn judge_together(
         });
         rows.units.push((snapshot.unit.clone(), output));
         if price > 0 {
-            *rows.accrued.entry(snapshot.job.clone()).or_default() += price;
+            *rows
+                .counters
+                .accrued
+                .entry(snapshot.job.clone())
+                .or_default() += price;
         }
         for (account, reason, micro) in parts {
             let row = rows
+                .counters
                 .accruals
-                .entry((snapshot.job.clone(), account, reason))
+                .entry((snapshot.job.clone(), reason, account))
                 .or_default();
             row.0 += micro;
             row.1 += 1;
@@ -403,7 +543,7 @@ pub(in crate::storage) fn judge_together(
         if *void_others {
             rows.voided.push(snapshot.unit.clone());
         }
-        *rows.jobs.entry(snapshot.job.clone()).or_default() += 1;
+        *rows.counters.jobs.entry(snapshot.job.clone()).or_default() += 1;
         outcomes[n] = Some(Attempt::Done(
             judgment.recorded,
             Vec::new(),
@@ -411,13 +551,17 @@ pub(in crate::storage) fn judge_together(
         ));
     }
     write(db, &rows, now)?;
+    let counters = Counters {
+        now,
+        ..rows.counters
+    };
     for (n, outcome) in outcomes.into_iter().enumerate() {
         if let Some(outcome) = outcome {
             recordings[n].1.reply.set(Ok(outcome));
             judged[n] = true;
         }
     }
-    Ok(judged)
+    Ok((judged, counters))
 }
 
 /// One statement per table (per [`ROWS`](crate::storage::many_rows::ROWS) rows) for what the group's judged results
@@ -571,24 +715,27 @@ fn write(db: &dyn Db, rows: &Rows<'_>, now: i64) -> Result<(), StorageError> {
         ),
         &["text", "bigint", "bigint"],
     )?;
-    let accrued: Vec<Vec<Param<'_>>> = rows
-        .accrued
-        .iter()
-        .map(|(job, micro)| vec![Param::Text(job.clone()), Param::Int(Some(*micro))])
-        .collect();
-    write_rows(
-        db,
-        &accrued,
-        &[],
-        "INSERT INTO accrued_jobs (job_id, micro)
-         SELECT * FROM (VALUES {}) AS v (job_id, micro)
-         ON CONFLICT (job_id) DO UPDATE SET micro = accrued_jobs.micro + excluded.micro",
-        &["text", "bigint"],
-    )?;
-    let accruals: Vec<Vec<Param<'_>>> = rows
+    if !rows.voided.is_empty() {
+        db.write(
+            "UPDATE leases SET state = 'void'
+             WHERE state = 'active' AND unit_id = ANY(string_to_array(?1, ' '))",
+            crate::storage::sql::params![rows.voided.join(" ")],
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes what a group's judged results added to each job's counters (see [`Counters`]):
+/// accruals, then what jobs owe, then their progress, each table's rows in key order (as
+/// a payout locks the first two).
+pub(in crate::storage) fn write_counters(
+    db: &dyn Db,
+    counters: &Counters,
+) -> Result<(), StorageError> {
+    let accruals: Vec<Vec<Param<'_>>> = counters
         .accruals
         .iter()
-        .map(|((job, account, reason), (micro, units))| {
+        .map(|((job, reason, account), (micro, units))| {
             vec![
                 Param::Text(job.clone()),
                 Param::Text(account.clone()),
@@ -609,14 +756,21 @@ fn write(db: &dyn Db, rows: &Rows<'_>, now: i64) -> Result<(), StorageError> {
              units = accruals.units + excluded.units",
         &["text", "text", "text", "bigint", "bigint"],
     )?;
-    if !rows.voided.is_empty() {
-        db.write(
-            "UPDATE leases SET state = 'void'
-             WHERE state = 'active' AND unit_id = ANY(string_to_array(?1, ' '))",
-            crate::storage::sql::params![rows.voided.join(" ")],
-        )?;
-    }
-    let jobs: Vec<Vec<Param<'_>>> = rows
+    let accrued: Vec<Vec<Param<'_>>> = counters
+        .accrued
+        .iter()
+        .map(|(job, micro)| vec![Param::Text(job.clone()), Param::Int(Some(*micro))])
+        .collect();
+    write_rows(
+        db,
+        &accrued,
+        &[],
+        "INSERT INTO accrued_jobs (job_id, micro)
+         SELECT * FROM (VALUES {}) AS v (job_id, micro)
+         ON CONFLICT (job_id) DO UPDATE SET micro = accrued_jobs.micro + excluded.micro",
+        &["text", "bigint"],
+    )?;
+    let jobs: Vec<Vec<Param<'_>>> = counters
         .jobs
         .iter()
         .map(|(job, n)| vec![Param::Text(job.clone()), Param::Int(Some(*n))])
@@ -624,7 +778,7 @@ fn write(db: &dyn Db, rows: &Rows<'_>, now: i64) -> Result<(), StorageError> {
     write_rows(
         db,
         &jobs,
-        &[now],
+        &[counters.now],
         &format!(
             "UPDATE jobs SET units_done = units_done + v.settled, {}
              FROM (VALUES {{}}) AS v (id, settled) WHERE jobs.id = v.id",
