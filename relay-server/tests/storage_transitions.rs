@@ -2608,6 +2608,60 @@ async fn relays_judging_and_drawing_at_once_settle_every_unit_and_lose_no_standi
     Ok(())
 }
 
+/// A job whose last units were settled where no result saw it complete (two relays'
+/// groups each reading the other's progress from before) is merged by the housekeeping
+/// within a beat or two, not left running until a relay restarts. The job's units are
+/// settled here past the scheduler, which then never hears that the job completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_no_result_saw_complete_is_merged_by_the_housekeeping() -> anyhow::Result<()> {
+    use starling_kernels::{Catalog, NamedInputs};
+    use starling_relay::scheduler::{Scheduler, SchedulerConfig};
+    let dir = temp_dir("complete-unseen");
+    let storage = Storage::open(&dir).await?;
+    let scheduler = Scheduler::new(
+        storage.clone(),
+        Arc::new(Catalog::builtin()),
+        SchedulerConfig {
+            merge_missed_after: std::time::Duration::from_secs(1),
+            ..SchedulerConfig::default()
+        },
+    );
+    let job = scheduler
+        .submit(
+            "montecarlo",
+            serde_json::json!({"samples": 200_000u64, "seed": 7}),
+            &NamedInputs::new(),
+            Some(1),
+            None,
+            None,
+        )
+        .await?;
+    let vol = Vol::new(61);
+    while let Some(leased) = vol.lease(&storage).await? {
+        let output = Catalog::builtin()
+            .get(&leased.kernel)?
+            .run_cpu(&leased.unit_params, &[])?;
+        vol.answer(&storage, leased.lease, &output, None).await?;
+    }
+    let record = storage.job(job).await?.expect("the job");
+    assert_eq!(record.progress.units_done, record.progress.units_total);
+    let _housekeeping = scheduler.spawn_housekeeping();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let state = loop {
+        let state = storage.job(job).await?.expect("the job").state;
+        if state != starling_api::JobState::Running || std::time::Instant::now() > deadline {
+            break state;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        state,
+        starling_api::JobState::Done,
+        "every unit settled, never merged"
+    );
+    Ok(())
+}
+
 /// Two relays on one PostgreSQL database: a relay that starts leaves a live relay's
 /// leases alone, and once a relay stops beating its volunteers' leases are requeued by
 /// the other relay's heartbeat, so the units go out again within seconds.

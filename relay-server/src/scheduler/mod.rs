@@ -67,6 +67,11 @@ pub struct SchedulerConfig {
     /// How often what verified units earned is paid out into the ledger (also when a job
     /// ends).
     pub payout_interval: Duration,
+    /// How long a job with every unit settled may stay unmerged before the housekeeping
+    /// takes it for one whose completion no result saw (the last units settled on two
+    /// relays at once): longer than a merge under way takes to finish, which the relay
+    /// that saw the job complete is running.
+    pub merge_missed_after: Duration,
     /// How long an ended job's inputs are kept before they are purged.
     pub retain_inputs: Duration,
     /// How long an ended job's result (and every output behind it) is kept before it is
@@ -104,6 +109,7 @@ impl Default for SchedulerConfig {
             audit_rate: 0.1,
             max_units_per_job: 100_000,
             payout_interval: Duration::from_secs(5),
+            merge_missed_after: Duration::from_secs(10),
             retain_inputs: Duration::from_secs(7 * 86_400),
             retain_results: Duration::from_secs(30 * 86_400),
             vet_newcomers: true,
@@ -1166,7 +1172,7 @@ impl Scheduler {
     /// complete but not merged when it stopped.
     pub async fn recover(&self) -> Result<(), StorageError> {
         let requeued = self.storage.recover_leases().await?;
-        for job in self.storage.jobs_awaiting_merge().await? {
+        for job in self.storage.jobs_awaiting_merge(i64::MAX).await? {
             self.merge(job).await?;
         }
         if requeued > 0 {
@@ -1249,6 +1255,26 @@ impl Scheduler {
                 }
                 if let Err(e) = this.fail_stuck_jobs().await {
                     tracing::error!("failing stuck jobs failed: {e}");
+                }
+                // Relays judge results at once: the groups that settled a job's last units
+                // on two relays each read the other's progress from before, and neither
+                // saw the job complete. Whichever relay looks first merges it, once the
+                // job's row has been still a while (`updated_ms` lags by up to 500 ms).
+                let missed =
+                    i64::try_from(this.config.merge_missed_after.as_millis()).unwrap_or(i64::MAX);
+                let still_since = crate::storage::now_ms().saturating_sub(missed);
+                match this.storage.jobs_awaiting_merge(still_since).await {
+                    Ok(jobs) => {
+                        for job in jobs {
+                            match this.merge(job).await {
+                                Ok(()) => this.progress.touched(job),
+                                Err(e) => {
+                                    tracing::error!(%job, "merging a complete job failed: {e}")
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!("looking for complete jobs failed: {e}"),
                 }
                 if let Err(e) = this.suspend_hung_kernels().await {
                     tracing::error!("suspending hung kernels failed: {e}");

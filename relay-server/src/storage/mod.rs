@@ -936,15 +936,19 @@ impl Storage {
         Ok(())
     }
 
-    /// Jobs with every unit done but no merged result (the relay stopped between the two).
-    pub async fn jobs_awaiting_merge(&self) -> Result<Vec<JobId>, StorageError> {
+    /// Jobs with every unit done but no merged result (the relay stopped between the two,
+    /// or no result saw the job complete), whose row did not change since `before_ms`
+    /// (`i64::MAX` for all: a job just completed is being merged by whoever settled it).
+    pub async fn jobs_awaiting_merge(&self, before_ms: i64) -> Result<Vec<JobId>, StorageError> {
         let ids: Vec<String> = self
             .reads
             .read({
                 move |db| {
                     db.query_all(
-                        "SELECT id FROM jobs WHERE state = 'running' AND units_done = units_total",
-                        params![],
+                        "SELECT id FROM jobs
+                         WHERE state = 'running' AND units_done = units_total
+                           AND updated_ms < ?1",
+                        params![before_ms],
                         |r| r.get(0),
                     )
                 }
