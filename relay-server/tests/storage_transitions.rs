@@ -2404,6 +2404,38 @@ async fn vetting_compares_large_outputs_with_the_reference_off_the_writer(
     Ok(())
 }
 
+/// Every unit of a quorum-2 job got exactly two work leases, and each valid result's pay
+/// reached its wallet once: what the ledger credited each wallet equals what its results
+/// were paid.
+async fn assert_each_unit_leased_twice_and_each_result_paid_once(
+    db: &mut sqlx::PgConnection,
+) -> anyhow::Result<()> {
+    let overleased: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT unit_id, COUNT(*) FROM leases WHERE kind = 'work'
+         GROUP BY unit_id HAVING COUNT(*) <> 2",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    assert!(
+        overleased.is_empty(),
+        "units leased other than twice: {overleased:?}"
+    );
+    let unpaid: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT r.wallet, r.paid, COALESCE(l.credited, 0) FROM
+           (SELECT wallet, CAST(SUM(paid_micro) AS BIGINT) AS paid FROM leases
+            WHERE verdict = 'valid' GROUP BY wallet) AS r
+         LEFT JOIN
+           (SELECT substr(credit, 8) AS wallet, CAST(SUM(amount) AS BIGINT) AS credited
+            FROM ledger WHERE reason = 'pay' GROUP BY credit) AS l
+         ON l.wallet = r.wallet
+         WHERE r.paid <> COALESCE(l.credited, 0)",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    assert!(unpaid.is_empty(), "paid other than earned: {unpaid:?}");
+    Ok(())
+}
+
 /// Two relays on one PostgreSQL database, each with volunteers drawing the same oldest
 /// units at once and paying out as they go: every unit gets exactly its quorum of leases
 /// (none handed out beyond it), every result is paid once, and the ledger is one chain
@@ -2466,31 +2498,7 @@ async fn two_relays_on_one_postgres_never_overlease_fork_the_ledger_or_pay_twice
     let record = relays[1].job(j.id).await?.expect("the job");
     assert_eq!(record.progress.units_done, units as i64, "{record:?}");
     let mut db = sqlx::PgConnection::connect(&url).await?;
-    let overleased: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT unit_id, COUNT(*) FROM leases WHERE kind = 'work'
-         GROUP BY unit_id HAVING COUNT(*) <> 2",
-    )
-    .fetch_all(&mut db)
-    .await?;
-    assert!(
-        overleased.is_empty(),
-        "units leased other than twice: {overleased:?}"
-    );
-    // Each valid result's pay reached its wallet once: what the ledger credited each
-    // wallet equals what its results were paid.
-    let unpaid: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT r.wallet, r.paid, COALESCE(l.credited, 0) FROM
-           (SELECT wallet, CAST(SUM(paid_micro) AS BIGINT) AS paid FROM leases
-            WHERE verdict = 'valid' GROUP BY wallet) AS r
-         LEFT JOIN
-           (SELECT substr(credit, 8) AS wallet, CAST(SUM(amount) AS BIGINT) AS credited
-            FROM ledger WHERE reason = 'pay' GROUP BY credit) AS l
-         ON l.wallet = r.wallet
-         WHERE r.paid <> COALESCE(l.credited, 0)",
-    )
-    .fetch_all(&mut db)
-    .await?;
-    assert!(unpaid.is_empty(), "paid other than earned: {unpaid:?}");
+    assert_each_unit_leased_twice_and_each_result_paid_once(&mut db).await?;
     let summary = relays[0].audit(&billing().key.address()).await?;
     assert!(summary.entries > 2, "{summary:?}");
     Ok(())
@@ -2563,16 +2571,7 @@ async fn relays_judging_and_drawing_at_once_settle_every_unit_and_lose_no_standi
         .fetch_one(&mut db)
         .await?;
     assert_eq!(unsettled, 0, "units left unsettled");
-    let overleased: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT unit_id, COUNT(*) FROM leases WHERE kind = 'work'
-         GROUP BY unit_id HAVING COUNT(*) <> 2",
-    )
-    .fetch_all(&mut db)
-    .await?;
-    assert!(
-        overleased.is_empty(),
-        "units leased other than twice: {overleased:?}"
-    );
+    assert_each_unit_leased_twice_and_each_result_paid_once(&mut db).await?;
     // Every valid result counted once in its wallet's standing, overall and on the kernel.
     let miscounted: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT r.wallet, r.valid, COALESCE(w.valid, 0), COALESCE(k.valid, 0) FROM
@@ -2589,20 +2588,6 @@ async fn relays_judging_and_drawing_at_once_settle_every_unit_and_lose_no_standi
         "standings that lost or doubled a valid result (wallet, results, overall, on the \
          kernel): {miscounted:?}"
     );
-    // Paid out while the others judged: each valid result's pay reached its wallet once.
-    let unpaid: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT r.wallet, r.paid, COALESCE(l.credited, 0) FROM
-           (SELECT wallet, CAST(SUM(paid_micro) AS BIGINT) AS paid FROM leases
-            WHERE verdict = 'valid' GROUP BY wallet) AS r
-         LEFT JOIN
-           (SELECT substr(credit, 8) AS wallet, CAST(SUM(amount) AS BIGINT) AS credited
-            FROM ledger WHERE reason = 'pay' GROUP BY credit) AS l
-         ON l.wallet = r.wallet
-         WHERE r.paid <> COALESCE(l.credited, 0)",
-    )
-    .fetch_all(&mut db)
-    .await?;
-    assert!(unpaid.is_empty(), "paid other than earned: {unpaid:?}");
     let summary = relays[1].audit(&billing().key.address()).await?;
     assert!(summary.entries > 2, "{summary:?}");
     Ok(())
