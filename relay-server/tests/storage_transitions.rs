@@ -2404,6 +2404,48 @@ async fn vetting_compares_large_outputs_with_the_reference_off_the_writer(
     Ok(())
 }
 
+/// `count` volunteers (wallets seeded from `first_seed` on) spread over `relays`, each
+/// leasing and answering correctly at once until it found nothing 20 times in a row (or a
+/// minute passed); the first `paying` of them pay out after every step, as the relays'
+/// housekeeping does.
+async fn volunteers_until_idle(
+    relays: &[Storage],
+    count: u8,
+    first_seed: u8,
+    paying: u8,
+) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    for v in 0..count {
+        let storage = relays[usize::from(v) % relays.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let vol = Vol::new(v + first_seed);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let mut idle = 0;
+            while idle < 20 && std::time::Instant::now() < deadline {
+                match vol.lease(&storage).await? {
+                    Some(l) => {
+                        idle = 0;
+                        vol.answer(&storage, l.lease, l.unit_params.as_bytes(), None)
+                            .await?;
+                    }
+                    None => {
+                        idle += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+                if v < paying {
+                    storage.pay_out_all().await?;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
 /// Every unit of a quorum-2 job got exactly two work leases, and each valid result's pay
 /// reached its wallet once: what the ledger credited each wallet equals what its results
 /// were paid.
@@ -2463,35 +2505,7 @@ async fn two_relays_on_one_postgres_never_overlease_fork_the_ledger_or_pay_twice
         ..job(units, 2)
     };
     relays[0].insert_job(&j).await?;
-    let mut tasks = Vec::new();
-    for v in 0..8u8 {
-        let storage = relays[usize::from(v % 2)].clone();
-        tasks.push(tokio::spawn(async move {
-            let vol = Vol::new(v + 1);
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            let mut idle = 0;
-            while idle < 20 && std::time::Instant::now() < deadline {
-                match vol.lease(&storage).await? {
-                    Some(l) => {
-                        idle = 0;
-                        vol.answer(&storage, l.lease, l.unit_params.as_bytes(), None)
-                            .await?;
-                    }
-                    None => {
-                        idle += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    }
-                }
-                if v < 2 {
-                    storage.pay_out_all().await?;
-                }
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
+    volunteers_until_idle(&relays, 8, 1, 2).await?;
     for relay in &relays {
         relay.pay_out_all().await?;
     }
@@ -2533,36 +2547,8 @@ async fn relays_judging_and_drawing_at_once_settle_every_unit_and_lose_no_standi
         ..job(units, 2)
     };
     relays[0].insert_job(&j).await?;
-    let mut tasks = Vec::new();
-    for v in 0..12u8 {
-        let storage = relays[usize::from(v % 3)].clone();
-        tasks.push(tokio::spawn(async move {
-            let vol = Vol::new(v + 40);
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            let mut idle = 0;
-            while idle < 20 && std::time::Instant::now() < deadline {
-                match vol.lease(&storage).await? {
-                    Some(l) => {
-                        idle = 0;
-                        vol.answer(&storage, l.lease, l.unit_params.as_bytes(), None)
-                            .await?;
-                    }
-                    None => {
-                        idle += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    }
-                }
-                // Payouts hold the turn alone, between the others' groups.
-                if v == 0 {
-                    storage.pay_out_all().await?;
-                }
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
+    // Payouts share the turn with the others' groups, in transactions of their own.
+    volunteers_until_idle(&relays, 12, 40, 1).await?;
     relays[0].pay_out_all().await?;
     let record = relays[2].job(j.id).await?.expect("the job");
     assert_eq!(record.progress.units_done, units as i64, "{record:?}");
