@@ -2633,6 +2633,77 @@ async fn a_job_no_result_saw_complete_is_merged_by_the_housekeeping() -> anyhow:
     Ok(())
 }
 
+/// Two relays' groups that settle a job's last units at once each load the other's
+/// progress from before; the one whose write of the progress comes second still tells its
+/// result that the job is complete, so the job is merged at once, not a housekeeping
+/// sweep later. The job's row is held from outside until both groups wait on it.
+#[tokio::test]
+async fn two_groups_settling_a_jobs_last_units_at_once_tell_one_result_it_completed(
+) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let dir = temp_dir("complete-at-once");
+    let url = Engine::Postgres.url(&dir).await?;
+    let a = Storage::open_postgres(&url, &dir).await?;
+    let b = Storage::open_postgres(&url, &dir).await?;
+    let j = job(2, 1);
+    a.insert_job(&j).await?;
+    let (on_a, on_b) = (Vol::new(1), Vol::new(2));
+    let la = on_a.lease(&a).await?.expect("a unit on relay A").lease;
+    let lb = on_b.lease(&b).await?.expect("a unit on relay B").lease;
+
+    let mut holder = sqlx::PgConnection::connect(&url).await?;
+    let mut held = holder.begin().await?;
+    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(j.id.to_string())
+        .execute(&mut *held)
+        .await?;
+    let (ta, tb) = (a.clone(), b.clone());
+    let from_a = tokio::spawn(async move { on_a.answer(&ta, la, b"out", None).await });
+    let from_b = tokio::spawn(async move { on_b.answer(&tb, lb, b"out", None).await });
+    // Both groups have loaded and judged, and one waits on the job's row (the other on
+    // it or on the first one's rows).
+    let mut watcher = sqlx::PgConnection::connect(&url).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE application_name = 'starling-relay' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await?;
+        if waiting >= 2 {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the two groups never waited on the job's row together ({waiting} waiting)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    held.commit().await?;
+    let answers = [from_a.await??, from_b.await??];
+    let complete = answers
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Recorded::Valid {
+                    job_complete: true,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(
+        answers.iter().all(|r| matches!(r, Recorded::Valid { .. })),
+        "{answers:?}"
+    );
+    assert_eq!(complete, 1, "{answers:?}");
+    let record = a.job(j.id).await?.expect("the job");
+    assert_eq!(record.progress.units_done, 2);
+    Ok(())
+}
+
 /// Two relays on one PostgreSQL database: a relay that starts leaves a live relay's
 /// leases alone, and once a relay stops beating its volunteers' leases are requeued by
 /// the other relay's heartbeat, so the units go out again within seconds.

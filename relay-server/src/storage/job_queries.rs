@@ -177,7 +177,7 @@ impl Storage {
     /// Returns once every write queued before it has committed (or failed): shutdown
     /// calls it last, so the process does not exit in the middle of a group.
     pub async fn flush(&self) -> Result<(), StorageError> {
-        self.writer.exec(|_| Ok::<_, StorageError>(())).await
+        self.writer.flush().await
     }
 
     /// Whether the database answers a trivial query.

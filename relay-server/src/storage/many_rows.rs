@@ -5,12 +5,14 @@
 //! answering) is most of what one row's write costs, so a writer group's rows of one kind
 //! go together ([`super::results::judge_together`], [`super::leases::lease_together`]).
 
-use super::sql::{Db, ToParam};
+use super::sql::{Db, Row, ToParam};
 use super::StorageError;
 
 /// Most rows one statement writes. Statements are prepared per row count, so this also
-/// bounds how many shapes of each there are.
-pub(super) const ROWS: usize = 16;
+/// bounds how many shapes of each there are (a few hundred statements a connection in
+/// all). At 16, a group of 200 results was 13 statements of each kind; a statement's own
+/// cost is paid 4 times instead.
+pub(super) const ROWS: usize = 64;
 
 /// A value of a row written here.
 pub(super) enum Param<'a> {
@@ -47,24 +49,53 @@ pub(super) fn write_rows(
     types: &[&str],
 ) -> Result<(), StorageError> {
     for chunk in rows.chunks(ROWS) {
-        let mut next = first.len();
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|_| {
-                let row: Vec<String> = types
-                    .iter()
-                    .map(|ty| {
-                        next += 1;
-                        format!("?{next}::{ty}")
-                    })
-                    .collect();
-                format!("({})", row.join(", "))
-            })
-            .collect();
-        let statement = sql.replacen("{}", &values.join(", "), 1);
-        let mut bound: Vec<&dyn ToParam> = first.iter().map(|v| v as &dyn ToParam).collect();
-        bound.extend(chunk.iter().flatten().map(|v| v as &dyn ToParam));
+        let (statement, bound) = statement(chunk, first, sql, types);
         db.write(&statement, &bound)?;
     }
     Ok(())
+}
+
+/// [`write_rows`] for a statement that returns rows (`RETURNING`): each handed to `read`.
+/// Unlike a write, each statement waits for its answer.
+pub(super) fn write_rows_returning<T>(
+    db: &dyn Db,
+    rows: &[Vec<Param<'_>>],
+    first: &[i64],
+    sql: &str,
+    types: &[&str],
+    mut read: impl FnMut(&dyn Row) -> Result<T, StorageError>,
+) -> Result<Vec<T>, StorageError> {
+    let mut out = Vec::new();
+    for chunk in rows.chunks(ROWS) {
+        let (statement, bound) = statement(chunk, first, sql, types);
+        out.extend(db.query_all(&statement, &bound, &mut read)?);
+    }
+    Ok(out)
+}
+
+/// `sql` for `chunk`'s rows, and its parameters.
+fn statement<'a>(
+    chunk: &'a [Vec<Param<'_>>],
+    first: &'a [i64],
+    sql: &str,
+    types: &[&str],
+) -> (String, Vec<&'a dyn ToParam>) {
+    let mut next = first.len();
+    let values: Vec<String> = chunk
+        .iter()
+        .map(|_| {
+            let row: Vec<String> = types
+                .iter()
+                .map(|ty| {
+                    next += 1;
+                    format!("?{next}::{ty}")
+                })
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect();
+    let statement = sql.replacen("{}", &values.join(", "), 1);
+    let mut bound: Vec<&dyn ToParam> = first.iter().map(|v| v as &dyn ToParam).collect();
+    bound.extend(chunk.iter().flatten().map(|v| v as &dyn ToParam));
+    (statement, bound)
 }

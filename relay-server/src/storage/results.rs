@@ -20,7 +20,7 @@ use std::sync::{Arc, LazyLock};
 pub use crate::lifecycle::settle::{Comparison, Judging, Recorded, ReturnedResult};
 
 mod together;
-pub(super) use together::{judge_together, write_counters};
+pub(super) use together::{judge_together, tell_completed, write_counters};
 
 /// One unit as an auditor sees it: its state and everything returned for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

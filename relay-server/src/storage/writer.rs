@@ -23,7 +23,7 @@ use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 /// Most commands in one transaction: bounds how long a group holds SQLite's write lock
@@ -79,6 +79,13 @@ pub(super) trait Command: Send {
     /// [`BEGIN_SHARED`]): it locks what it reads and writes, in the order every group
     /// does.
     fn shares_turn(&self) -> bool {
+        false
+    }
+    /// Whether its group waits, before it begins, until every group that other writer
+    /// connections took from the queue before it has ended (PostgreSQL's writers; see
+    /// [`POSTGRES_WRITERS`]): so that it is answered only after every command queued
+    /// before it has been.
+    fn waits_for_earlier(&self) -> bool {
         false
     }
     /// Runs once the group has committed, outside any transaction, before the reply;
@@ -150,6 +157,11 @@ impl<T, E: From<StorageError>> Reply<T, E> {
     /// What the last run came to.
     pub(super) fn set(&mut self, outcome: Result<T, E>) {
         self.outcome = Some(outcome);
+    }
+
+    /// What the last run came to, if it ran.
+    pub(super) fn outcome_mut(&mut self) -> Option<&mut Result<T, E>> {
+        self.outcome.as_mut()
     }
 
     /// [`Command::fail`]'s error.
@@ -243,6 +255,30 @@ where
 
     fn shares_turn(&self) -> bool {
         self.shares_turn
+    }
+
+    fn fail(&mut self, error: StorageError) {
+        self.reply.fail(error);
+    }
+
+    fn reply(self: Box<Self>, commit: Option<&GroupError>) {
+        self.reply.send(commit);
+    }
+}
+
+/// Writes nothing; answered once every command queued before it has been.
+struct Flush {
+    reply: Reply<(), StorageError>,
+}
+
+impl Command for Flush {
+    fn run(&mut self, _db: &dyn Db) -> bool {
+        self.reply.set(Ok(()));
+        true
+    }
+
+    fn waits_for_earlier(&self) -> bool {
+        true
     }
 
     fn fail(&mut self, error: StorageError) {
@@ -412,6 +448,16 @@ impl Writer {
         answer.await.map_err(|_| StorageError::WriterGone)?
     }
 
+    /// Returns once every command queued before it has been answered (committed or
+    /// failed), whichever of the writer's connections ran it.
+    pub(super) async fn flush(&self) -> Result<(), StorageError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue(Box::new(Flush {
+            reply: Reply::to(reply),
+        }))?;
+        answer.await.map_err(|_| StorageError::WriterGone)?
+    }
+
     /// Queues `command` for the next group; it replies by itself.
     pub(super) fn queue(&self, command: Box<dyn Command>) -> Result<(), StorageError> {
         self.queue
@@ -432,47 +478,62 @@ impl Writer {
         let _: tokio_postgres::Config = url.parse()?;
         let url = url.to_owned();
         let pipelined = Arc::new(AtomicBool::new(true));
-        let on = Arc::clone(&pipelined);
         let round_trips = Arc::new(AtomicU64::new(0));
-        let counted = Arc::clone(&round_trips);
         let in_turn_nanos = Arc::new(TurnTimes::default());
-        let timed = Arc::clone(&in_turn_nanos);
         let (queue, commands) = mpsc::channel();
-        let (ready, started) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("starling-writer".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready.send(Err(StorageError::Commit(e.to_string())));
-                        return;
+        let queued = Arc::new(Queued {
+            commands: Mutex::new(commands),
+            running: RwLock::new(()),
+        });
+        let mut connected = Vec::with_capacity(POSTGRES_WRITERS);
+        for _ in 0..POSTGRES_WRITERS {
+            let (url, lost, on, counted, timed, queued) = (
+                url.clone(),
+                Arc::clone(&lost),
+                Arc::clone(&pipelined),
+                Arc::clone(&round_trips),
+                Arc::clone(&in_turn_nanos),
+                Arc::clone(&queued),
+            );
+            let (ready, started) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("starling-writer".into())
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            let _ = ready.send(Err(StorageError::Commit(e.to_string())));
+                            return;
+                        }
+                    };
+                    let connect = || connect_writer(&runtime, &url, &counted);
+                    match connect() {
+                        Ok(conn) => {
+                            let _ = ready.send(Ok(()));
+                            serve_postgres(
+                                &runtime,
+                                Some(conn),
+                                connect,
+                                &queued,
+                                &lost,
+                                &on,
+                                &timed,
+                            );
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                        }
                     }
-                };
-                let connect = || connect_writer(&runtime, &url, &counted);
-                match connect() {
-                    Ok(conn) => {
-                        let _ = ready.send(Ok(()));
-                        serve_postgres(
-                            &runtime,
-                            Some(conn),
-                            connect,
-                            &commands,
-                            &lost,
-                            &on,
-                            &timed,
-                        );
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                    }
-                }
-            })
-            .map_err(|_| StorageError::WriterGone)?;
-        started.await.map_err(|_| StorageError::WriterGone)??;
+                })
+                .map_err(|_| StorageError::WriterGone)?;
+            connected.push(started);
+        }
+        for started in connected {
+            started.await.map_err(|_| StorageError::WriterGone)??;
+        }
         Ok(Self {
             queue,
             pipelined,
@@ -495,8 +556,12 @@ impl Writer {
 /// 0.1 ms statement. Nor may it gather an index's matches before reading them (a bitmap
 /// scan): a draw's walk of the queued units then read every unit that was ever queued
 /// and not yet vacuumed, where an index scan stops at the units it needs and marks the
-/// gone ones to be skipped. Plans are still made afresh as the tables grow
-/// (`pipeline::REPLAN_FROM`).
+/// gone ones to be skipped. Nor may it join by hashing or merging: a group's rows (its
+/// leases to update, by id) joined to their table by hash, as a plan made while the
+/// table looked small chose, read the whole table at each statement, and that one write
+/// cost twice as much in about one bench run in three; each row through its key, as
+/// every statement means to, keeps the server's CPU a unit within a few percent from
+/// run to run. Plans are still made afresh as the tables grow (`pipeline::REPLAN_FROM`).
 ///
 /// A relay stopped mid-transaction (SIGSTOP, a hung host) would hold the write turn and
 /// stall every other relay, so PostgreSQL ends a writer's session idle in a transaction.
@@ -505,7 +570,30 @@ impl Writer {
 /// ended and the audit failed).
 const WRITER_SESSION: &str = "-c idle_in_transaction_session_timeout=10s \
     -c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c enable_bitmapscan=off \
-    -c jit=off";
+    -c enable_hashjoin=off -c enable_mergejoin=off -c jit=off";
+
+/// Connections a relay writes to PostgreSQL on, each on a thread of its own taking the
+/// next group from one queue.
+///
+/// Why more than one: a group's statements run one after another in one server process,
+/// so with one connection a relay's writes used at most one of the server's cores, and
+/// the server's CPU a unit (about 120 µs) bounded a relay near 8 000 units/s however many
+/// cores it had. Groups of two connections of one relay run at once exactly as groups of
+/// two relays do (see [`BEGIN_ALONE`]). Not more: each connection splits the queue into
+/// smaller groups, whose statements cost the server about the same for a few rows as for
+/// hundreds, and they wait on each other's rows more; with three and four, the server's
+/// CPU a unit rose by a tenth and a quarter and a relay settled fewer units a second
+/// than with two (docs/performance.md).
+const POSTGRES_WRITERS: usize = 2;
+
+/// The queue PostgreSQL's writer connections take their groups from.
+struct Queued {
+    commands: Mutex<mpsc::Receiver<Box<dyn Command>>>,
+    /// Held (shared) by each connection while it runs a group, and alone by one whose
+    /// group waits for earlier ones ([`Command::waits_for_earlier`]): taken before the
+    /// queue is let go, so every command queued before it is in a group that holds this.
+    running: RwLock<()>,
+}
 
 /// How long connecting the writer may take before the database counts as unreachable:
 /// a host that drops packets would otherwise hold the writer for the system's TCP
@@ -645,7 +733,7 @@ fn serve_postgres(
     runtime: &tokio::runtime::Runtime,
     conn: Option<PgWriter>,
     connect: impl Fn() -> Result<PgWriter, StorageError>,
-    commands: &mpsc::Receiver<Box<dyn Command>>,
+    queued: &Queued,
     lost: &AtomicU64,
     pipelined: &AtomicBool,
     times: &TurnTimes,
@@ -665,9 +753,26 @@ fn serve_postgres(
         failed: Vec::with_capacity(MAX_BATCH),
         answered: Vec::with_capacity(MAX_BATCH),
     };
-    while let Ok(first) = commands.recv() {
-        group.push(first);
-        drain(commands, &mut group);
+    loop {
+        // Held until the group has been answered.
+        let (_running, _alone) = {
+            let commands = queued
+                .commands
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Ok(first) = commands.recv() else {
+                break;
+            };
+            group.push(first);
+            drain(&commands, &mut group);
+            if group.iter().any(|c| c.waits_for_earlier()) {
+                let alone = queued.running.write();
+                (None, Some(alone.unwrap_or_else(PoisonError::into_inner)))
+            } else {
+                let running = queued.running.read();
+                (Some(running.unwrap_or_else(PoisonError::into_inner)), None)
+            }
+        };
         for turn in [Turn::Together, Turn::Sharing] {
             let runs = |c: &mut Box<dyn Command>| match turn {
                 Turn::Together => c.together().is_some(),
@@ -911,7 +1016,8 @@ fn run_together(
         }
     }
     if let Some(counters) = counters {
-        super::results::write_counters(db, &counters)?;
+        let completed = super::results::write_counters(db, &counters)?;
+        super::results::tell_completed(&mut results, &completed);
     }
     Ok(())
 }
@@ -1201,7 +1307,11 @@ mod tests {
                 Ok::<_, StorageError>(())
             })
             .await?;
-        let held = hold(&writer).await?;
+        // Every connection busy, so that what is sent next queues behind them.
+        let mut held = Vec::new();
+        for _ in 0..POSTGRES_WRITERS {
+            held.push(hold(&writer).await?);
+        }
         // One group: a duplicate key that fails only when the next command reads, a
         // command whose read sends it, one that writes and fails itself (its write is
         // never sent), and a duplicate that fails only with the group's COMMIT.
@@ -1220,7 +1330,9 @@ mod tests {
             refused,
             write(&writer, 8),
         );
-        held.await??;
+        for held in held {
+            held.await??;
+        }
         assert!(matches!(early, Err(StorageError::Commit(_))), "{early:?}");
         assert_eq!(
             read?, 2,
@@ -1236,6 +1348,48 @@ mod tests {
             .exec(|db| db.query_all("SELECT x FROM t ORDER BY x", params![], |r| r.get::<i64>(0)))
             .await?;
         assert_eq!(stored, [7, 8, 9]);
+        Ok(())
+    }
+
+    /// A flush is taken from the queue by whichever connection is free, and still waits
+    /// for a write another connection took before it. (Taking the turn alone also waits
+    /// for a group that began first; `Queued::running` covers one taken from the queue
+    /// but not yet begun, a window too short for a test to hit on purpose.)
+    #[tokio::test]
+    async fn on_postgres_a_flush_waits_for_what_other_connections_run(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let url = crate::storage::test_postgres::Postgres::shared()?.database()?;
+        let writer = Writer::open_postgres(&url, Arc::default()).await?;
+        writer
+            .exec(|db| db.execute("CREATE TABLE t (x BIGINT PRIMARY KEY)", params![]))
+            .await?;
+        let (running, started) = tokio::sync::oneshot::channel();
+        let mut running = Some(running);
+        let slow = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .exec(move |db| {
+                        if let Some(running) = running.take() {
+                            let _ = running.send(());
+                        }
+                        std::thread::sleep(Duration::from_millis(300));
+                        db.write("INSERT INTO t (x) VALUES (1)", params![])
+                    })
+                    .await
+            })
+        };
+        started.await?;
+        writer.flush().await?;
+        // On the connection that took the flush, were it free while the slow write runs.
+        let stored = writer
+            .exec(|db| db.query_one("SELECT COUNT(*) FROM t", params![], |r| r.get::<i64>(0)))
+            .await?;
+        assert_eq!(
+            stored, 1,
+            "the flush returned before the slow write committed"
+        );
+        slow.await??;
         Ok(())
     }
 

@@ -24,7 +24,7 @@ use crate::lifecycle::settle::{
     decide_settle, Recorded, Replica, ReturnedResult, SettleDecision, SettleSnapshot, Slot, Stored,
     Terms, UnitFate, WalletStanding,
 };
-use crate::storage::many_rows::{write_rows, Param};
+use crate::storage::many_rows::{write_rows, write_rows_returning, Param};
 use crate::storage::sql::{Cell, Db};
 use crate::storage::{now_ms, others, wallets, StorageError};
 use crate::validation::trust::Reliability;
@@ -115,7 +115,8 @@ struct Locked {
 impl Locked {
     /// Locks the wallets that judging `loaded` (with its units' `replicas`) may change the
     /// standing of (each result's own, and its unit's pending replicas'), giving those
-    /// that have none a row first, and reads their standings.
+    /// that have none a row (after locking those that have one), and reads their
+    /// standings.
     fn wallets(
         db: &dyn Db,
         loaded: &HashMap<String, (SettleSnapshot, bool)>,
@@ -134,19 +135,51 @@ impl Locked {
             return Ok(locked);
         }
         let total: BTreeSet<&str> = on_kernel.iter().map(|(wallet, _)| *wallet).collect();
-        let total = total.into_iter().collect::<Vec<_>>().join(" ");
-        let (wallets, kernels): (Vec<&str>, Vec<&str>) = on_kernel.into_iter().unzip();
-        let (wallets, kernels) = (wallets.join(" "), kernels.join(" "));
+        locked.lock(db, &total, &on_kernel)?;
+        // Rows are made only for what had none (a network's wallets mostly have theirs),
+        // in key order, then locked: a group that makes a row another group is making
+        // waits for that one's commit, and neither waits for the other holding a row
+        // that the other waits for (each locks the rows it found before making any).
+        let total: BTreeSet<&str> = total
+            .into_iter()
+            .filter(|wallet| !locked.total.contains_key(*wallet))
+            .collect();
+        let on_kernel: BTreeSet<(&str, &str)> = on_kernel
+            .into_iter()
+            .filter(|&(wallet, kernel)| {
+                !locked
+                    .on_kernel
+                    .contains_key(&(wallet.to_owned(), kernel.to_owned()))
+            })
+            .collect();
+        if total.is_empty() && on_kernel.is_empty() {
+            return Ok(locked);
+        }
+        let (wallets, kernels) = pairs(&on_kernel);
         db.write(
             NEW_WALLETS,
             crate::storage::sql::params![
-                total,
+                total.iter().copied().collect::<Vec<_>>().join(" "),
                 wallets,
                 kernels,
                 Reliability::default().error_rate,
                 now
             ],
         )?;
+        locked.lock(db, &total, &on_kernel)?;
+        Ok(locked)
+    }
+
+    /// Locks the rows there are of the standings of `total` wallets and of `on_kernel`
+    /// (wallet, kernel) pairs and reads them.
+    fn lock(
+        &mut self,
+        db: &dyn Db,
+        total: &BTreeSet<&str>,
+        on_kernel: &BTreeSet<(&str, &str)>,
+    ) -> Result<(), StorageError> {
+        let total = total.iter().copied().collect::<Vec<_>>().join(" ");
+        let (wallets, kernels) = pairs(on_kernel);
         db.for_each_row(
             LOCK_WALLETS,
             crate::storage::sql::params![total, wallets, kernels],
@@ -154,14 +187,13 @@ impl Locked {
                 let (wallet, kernel): (String, String) = (r.get(0)?, r.get(1)?);
                 let standing = wallets::reliability_of(r.get(2)?, r.get(3)?, r.get(4)?);
                 if kernel.is_empty() {
-                    locked.total.insert(wallet, standing);
+                    self.total.insert(wallet, standing);
                 } else {
-                    locked.on_kernel.insert((wallet, kernel), standing);
+                    self.on_kernel.insert((wallet, kernel), standing);
                 }
                 Ok(())
             },
-        )?;
-        Ok(locked)
+        )
     }
 
     /// `wallet`'s standing as locked, overall and on `kernel`, where it was read.
@@ -175,6 +207,13 @@ impl Locked {
                 .unwrap_or(loaded.kernel),
         }
     }
+}
+
+/// The wallets and the kernels of (wallet, kernel) pairs, each space separated, in the
+/// pairs' order.
+fn pairs(on_kernel: &BTreeSet<(&str, &str)>) -> (String, String) {
+    let (wallets, kernels): (Vec<&str>, Vec<&str>) = on_kernel.iter().copied().unzip();
+    (wallets.join(" "), kernels.join(" "))
 }
 
 /// The pending and invalid results of `units`, by unit.
@@ -727,11 +766,17 @@ fn write(db: &dyn Db, rows: &Rows<'_>, now: i64) -> Result<(), StorageError> {
 
 /// Writes what a group's judged results added to each job's counters (see [`Counters`]):
 /// accruals, then what jobs owe, then their progress, each table's rows in key order (as
-/// a payout locks the first two).
+/// a payout locks the first two). Returns the jobs this group's units completed.
+///
+/// Which group completes a job is read back from the write, not judged from the progress
+/// its results loaded: two groups settling a job's last units at once (two relays, or
+/// two connections of one) each load the other's progress from before, so neither would
+/// see the job complete. The second one's write waits for the first's commit and adds to
+/// what it left.
 pub(in crate::storage) fn write_counters(
     db: &dyn Db,
     counters: &Counters,
-) -> Result<(), StorageError> {
+) -> Result<Vec<String>, StorageError> {
     let accruals: Vec<Vec<Param<'_>>> = counters
         .accruals
         .iter()
@@ -775,16 +820,48 @@ pub(in crate::storage) fn write_counters(
         .iter()
         .map(|(job, n)| vec![Param::Text(job.clone()), Param::Int(Some(*n))])
         .collect();
-    write_rows(
+    let completed = write_rows_returning(
         db,
         &jobs,
         &[counters.now],
         &format!(
             "UPDATE jobs SET units_done = units_done + v.settled, {}
-             FROM (VALUES {{}}) AS v (id, settled) WHERE jobs.id = v.id",
+             FROM (VALUES {{}}) AS v (id, settled) WHERE jobs.id = v.id
+             RETURNING jobs.id, jobs.units_done >= jobs.units_total
+                               AND jobs.units_done - v.settled < jobs.units_total",
             others::touch("jobs", "?1")
         ),
         &["text", "bigint"],
+        |r| Ok((r.get::<String>(0)?, r.get::<bool>(1)?)),
     )?;
-    Ok(())
+    Ok(completed
+        .into_iter()
+        .filter_map(|(job, completed)| completed.then_some(job))
+        .collect())
+}
+
+/// Tells the last of `recordings` that settled a unit of each job of `completed` that its
+/// job is complete (see [`write_counters`]), where none of them said so.
+pub(in crate::storage) fn tell_completed(
+    recordings: &mut [(usize, &mut Recording)],
+    completed: &[String],
+) {
+    for job in completed {
+        let mut valid = recordings.iter_mut().rev().filter_map(|(_, recording)| {
+            match recording.reply.outcome_mut() {
+                Some(Ok(Attempt::Done(
+                    Recorded::Valid {
+                        job: of,
+                        job_complete,
+                    },
+                    _,
+                    _,
+                ))) if of.to_string() == *job => Some(job_complete),
+                _ => None,
+            }
+        });
+        if let Some(last) = valid.next() {
+            *last = true;
+        }
+    }
 }
