@@ -329,9 +329,12 @@ fn heartbeat_in(db: &dyn Db, relay: &str, now: i64) -> Result<(), StorageError> 
 /// Voids active leases whose relay was not seen since `now - RELAY_GONE_AFTER_MS` (or
 /// that name none), refreshing their units; forgets relays gone for a day.
 fn void_leases_of_stopped_relays(db: &dyn Db, now: i64) -> Result<u64, StorageError> {
+    // Every lease has a peer: saying so is what lets PostgreSQL go through the active
+    // leases' index (`leases_active_by_peer`, whose predicate says it) instead of every
+    // lease there ever was.
     let units = db.query_all(
         "UPDATE leases SET state = 'void'
-         WHERE state = 'active'
+         WHERE state = 'active' AND peer IS NOT NULL
            AND (relay IS NULL
                 OR relay NOT IN (SELECT id FROM relays WHERE seen_ms >= ?1))
          RETURNING unit_id",
@@ -572,7 +575,12 @@ fn lease_canary_in(
     }
     // No probe in stock: a settled unit of a real job this wallet never saw.
     let max_rowid: Option<i64> =
-        db.query_one("SELECT MAX(rowid) FROM units", params![], |r| r.get(0))?;
+        // Among settled units, whose order an index keeps on both engines.
+        db.query_one(
+            "SELECT MAX(rowid) FROM units WHERE state = 'done'",
+            params![],
+            |r| r.get(0),
+        )?;
     let from = (max_rowid.unwrap_or(0) as f64 * pick.clamp(0.0, 1.0)) as i64;
     let mut found = None;
     let select = concat!(
@@ -842,7 +850,12 @@ impl Storage {
     pub async fn expire_leases(&self, now: i64) -> Result<u64, StorageError> {
         let lost = self
             .writer
-            .exec(move |db| lose_leases(db, "expired", "deadline_ms < ?1", &now, HandBack::Never))
+            .exec(move |db| {
+                // Every lease has a peer: saying so lets PostgreSQL go through the active
+                // leases' index (`leases_active_by_peer`, whose predicate says it).
+                let filter = "deadline_ms < ?1 AND peer IS NOT NULL";
+                lose_leases(db, "expired", filter, &now, HandBack::Never)
+            })
             .await?;
         self.cut_off(&lost.cut_off);
         Ok(lost.units.len() as u64)
