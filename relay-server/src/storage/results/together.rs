@@ -865,3 +865,47 @@ pub(in crate::storage) fn tell_completed(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ANSWERED_MANY_SQL;
+    use crate::storage::sql::to_postgres;
+    use sqlx::Connection as _;
+
+    /// The load of a group's results, planned as the writer plans it (generic, on a
+    /// network's first minute: `leases` empty) reaches each result's unit's other leases
+    /// by the unit, never by reading a partial index of every active lease of the
+    /// network: a cost that grows with the network, paid at every result until the plan
+    /// is made again.
+    #[tokio::test]
+    async fn a_groups_results_load_each_units_leases_by_unit_whatever_the_plan_saw(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let url = crate::storage::test_postgres::Postgres::shared()?.database()?;
+        let dir = std::env::temp_dir().join(format!("starling-plan-{}", uuid::Uuid::new_v4()));
+        let storage = crate::storage::Storage::open_postgres(&url, &dir).await?;
+        drop(storage);
+        let mut db = sqlx::PgConnection::connect(&url).await?;
+        for setting in [
+            "SET plan_cache_mode = force_generic_plan",
+            "SET enable_seqscan = off",
+            "SET enable_bitmapscan = off",
+            "SET enable_hashjoin = off",
+            "SET enable_mergejoin = off",
+        ] {
+            sqlx::raw_sql(setting).execute(&mut db).await?;
+        }
+        let prepare = format!(
+            "PREPARE answered (text) AS {}",
+            to_postgres(&ANSWERED_MANY_SQL)
+        );
+        sqlx::raw_sql(&prepare).execute(&mut db).await?;
+        let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE answered ('a b')")
+            .fetch_all(&mut db)
+            .await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        let plan = plan.join("\n");
+        assert!(!plan.contains("leases_active_by"), "{plan}");
+        assert!(plan.contains("leases_by_unit"), "{plan}");
+        Ok(())
+    }
+}
