@@ -56,7 +56,8 @@
 //! volunteer threads; `STARLING_BENCH_SCALING_UNITS` the units of the scaling job (2 000)
 //! and `STARLING_BENCH_UNIT_MS` their simulated compute time (50);
 //! `STARLING_BENCH_POSTGRES_QUORUM` the quorum of the PostgreSQL scenarios and their SQLite
-//! baseline (1), and `STARLING_BENCH_POSTGRES_VOLUNTEERS` their volunteers (64). `changes across relays`
+//! baseline (1), and `STARLING_BENCH_POSTGRES_VOLUNTEERS` their volunteers (64 and 1 024,
+//! one round each). `changes across relays`
 //! (PostgreSQL) times how soon one relay hears of a job another stored, with and without
 //! LISTEN/NOTIFY.
 
@@ -267,7 +268,9 @@ async fn main() -> anyhow::Result<()> {
         let name = format!("{}, {} vol.", scenario.name, scenario.workers);
         print_row(&name, &f, units, base);
     }
-    postgres_scenarios(units, &only, floor).await?;
+    for workers in postgres_volunteers()? {
+        postgres_scenarios(units, &only, floor, workers).await?;
+    }
     let volunteers = env_count("STARLING_BENCH_VOLUNTEERS", WORKERS)?;
     let name = format!("through the scheduler, {volunteers} vol.");
     if name.contains(only.as_str()) {
@@ -310,16 +313,36 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The volunteers of each round of the PostgreSQL scenarios:
+/// `STARLING_BENCH_POSTGRES_VOLUNTEERS`, a comma-separated list, else 64 and 1 024. Both by
+/// default: a relay's writes bound anything only when many volunteers are connected,
+/// whose requests queue while a group is written (more of them make larger groups), and
+/// few volunteers make small groups, each paying a group's statements.
+fn postgres_volunteers() -> anyhow::Result<Vec<usize>> {
+    let Ok(list) = std::env::var("STARLING_BENCH_POSTGRES_VOLUNTEERS") else {
+        return Ok(vec![WORKERS, 1_024]);
+    };
+    list.split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("STARLING_BENCH_POSTGRES_VOLUNTEERS={list:?}: {e}"))
+        })
+        .collect()
+}
+
 /// The billed quorum-1 scenario on SQLite, then on a PostgreSQL server of the bench's
 /// own (Debian's package, as the tests start it) with one relay and with two relays
 /// sharing it, with each side's CPU per unit and what they project for relays on
 /// machines of their own. Skipped where no PostgreSQL is installed.
-async fn postgres_scenarios(units: usize, only: &str, floor: Option<f64>) -> anyhow::Result<()> {
+async fn postgres_scenarios(
+    units: usize,
+    only: &str,
+    floor: Option<f64>,
+    workers: usize,
+) -> anyhow::Result<()> {
     // Quorum 1 by default: the billed case a network of trusted wallets mostly runs.
     let quorum = u32::try_from(env_count("STARLING_BENCH_POSTGRES_QUORUM", 1)?)?;
-    // A deployment's relay serves thousands of volunteers, whose requests queue while a
-    // group is written: more of them make larger groups.
-    let workers = env_count("STARLING_BENCH_POSTGRES_VOLUNTEERS", WORKERS)?;
     let scenario = Scenario {
         name: "billed",
         quorum,
