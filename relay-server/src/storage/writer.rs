@@ -15,6 +15,9 @@
 //! (tens of microseconds), and each transaction a commit of its own. Here a statement is
 //! a call into SQLite from the thread that owns the connection, and one WAL commit covers
 //! every command that queued while the previous group ran.
+//!
+//! On PostgreSQL two such threads, each with its connection, take groups from the one
+//! queue ([`POSTGRES_WRITERS`]).
 
 use super::pipeline::{CommitError, Connection as PgWriter, Failure, PipelinedDb};
 use super::sql::{Db, Dialect};
@@ -308,8 +311,8 @@ fn exec(db: &Connection, sql: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The queue to the writer thread. Clones share it; the thread ends (closing its
-/// connection) when the last one is dropped.
+/// The queue to the writer threads. Clones share it; the threads end (closing their
+/// connections) when the last one is dropped.
 #[derive(Clone)]
 pub(super) struct Writer {
     queue: mpsc::Sender<Box<dyn Command>>,
