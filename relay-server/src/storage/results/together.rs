@@ -159,7 +159,7 @@ impl Locked {
         db.write(
             NEW_WALLETS,
             crate::storage::sql::params![
-                total.iter().copied().collect::<Vec<_>>().join(" "),
+                spaced(&total),
                 wallets,
                 kernels,
                 Reliability::default().error_rate,
@@ -178,8 +178,7 @@ impl Locked {
         total: &BTreeSet<&str>,
         on_kernel: &BTreeSet<(&str, &str)>,
     ) -> Result<(), StorageError> {
-        let total = total.iter().copied().collect::<Vec<_>>().join(" ");
-        let (wallets, kernels) = pairs(on_kernel);
+        let (total, (wallets, kernels)) = (spaced(total), pairs(on_kernel));
         db.for_each_row(
             LOCK_WALLETS,
             crate::storage::sql::params![total, wallets, kernels],
@@ -207,6 +206,11 @@ impl Locked {
                 .unwrap_or(loaded.kernel),
         }
     }
+}
+
+/// `words`, space separated, in order.
+fn spaced(words: &BTreeSet<&str>) -> String {
+    words.iter().copied().collect::<Vec<_>>().join(" ")
 }
 
 /// The wallets and the kernels of (wallet, kernel) pairs, each space separated, in the
@@ -841,7 +845,7 @@ pub(in crate::storage) fn write_counters(
 }
 
 /// Tells the last of `recordings` that settled a unit of each job of `completed` that its
-/// job is complete (see [`write_counters`]), where none of them said so.
+/// job is complete (see [`write_counters`]).
 pub(in crate::storage) fn tell_completed(
     recordings: &mut [(usize, &mut Recording)],
     completed: &[String],
